@@ -1,0 +1,435 @@
+//! The backend conformance suite: the semantics every [`EventStore`] and [`SnapshotStore`] must
+//! share, as executable checks.
+//!
+//! A backend runs the whole suite from its own tests with [`conformance_tests!`](crate::conformance_tests),
+//! giving an async expression that makes a fresh, empty store:
+//!
+//! ```ignore
+//! es_core::conformance_tests!(async { es_core::InMemoryStore::new() });
+//! ```
+//!
+//! That expands to one `#[tokio::test]` per check, so a failure names the broken rule. The
+//! checks panic on violation, like any test assertion; they need the `tokio` dev-dependency with
+//! the `macros` and `rt-multi-thread` features in the crate that runs them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use uuid::Uuid;
+
+use crate::metadata::Metadata;
+use crate::store::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice,
+};
+
+/// Expands to one `#[tokio::test]` per conformance check, each on a fresh store made by the
+/// given async expression.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make_store:expr) => {
+        $crate::conformance_tests!(@each $make_store;
+            append_then_read_stream,
+            no_stream_expectation,
+            exact_expectation,
+            stream_exists_expectation,
+            any_expectation,
+            empty_append_checks_expectation,
+            refused_batch_writes_nothing,
+            duplicate_event_id_writes_nothing,
+            concurrent_appends_exactly_one_wins,
+            streams_are_isolated,
+            read_stream_slices,
+            read_stream_until_instant,
+            read_all_in_position_order,
+            read_all_pages,
+            snapshots_keep_the_latest,
+        );
+    };
+    (@each $make_store:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let store = $make_store.await;
+                $crate::conformance::$check(&store).await;
+            }
+        )+
+    };
+}
+
+fn event(name: &str, payload: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_name: name.to_owned(),
+        schema_version: 1,
+        payload: payload.to_string().into_bytes(),
+        metadata: Metadata::new(),
+    }
+}
+
+fn numbered(count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .map(|n| event("Numbered", serde_json::json!({ "n": n })))
+        .collect()
+}
+
+fn fresh_stream(kind: &str) -> StreamId {
+    StreamId::new(kind, Uuid::now_v7().to_string())
+}
+
+async fn read<S: EventStore>(store: &S, stream: &StreamId, slice: StreamSlice) -> Vec<RecordedEvent> {
+    match store.read_stream(stream, slice).try_collect().await {
+        Ok(events) => events,
+        Err(error) => panic!("reading {stream} failed: {error}"),
+    }
+}
+
+async fn append_ok<S: EventStore>(store: &S, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) {
+    if let Err(error) = store.append(stream, expected, events).await {
+        panic!("append to {stream} expecting {expected} failed: {error}");
+    }
+}
+
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, expected: ExpectedVersion, actual: u64) {
+    match result {
+        Err(StoreError::Conflict(conflict)) => {
+            assert_eq!(conflict.expected, expected, "conflict reports the expectation");
+            assert_eq!(conflict.actual, actual, "conflict reports the actual version");
+        }
+        other => panic!("expected a conflict (expected {expected}, actual {actual}), got {other:?}"),
+    }
+}
+
+fn payload_json(event: &RecordedEvent) -> serde_json::Value {
+    match serde_json::from_slice(&event.payload) {
+        Ok(value) => value,
+        Err(error) => panic!("stored payload is not JSON: {error}"),
+    }
+}
+
+/// Appended events read back with versions from 1, their ids, names, schema versions, payloads
+/// and metadata intact.
+pub async fn append_then_read_stream<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    let metadata = Metadata::new()
+        .with_correlation_id(Uuid::now_v7())
+        .with_causation_id(Uuid::now_v7())
+        .with_actor("tester")
+        .with_extra("tenant", "acme");
+    let mut batch = numbered(3);
+    batch[1].metadata = metadata.clone();
+    batch[2].schema_version = 7;
+    batch[2].event_name = "Other".into();
+    let ids: Vec<_> = batch.iter().map(|e| e.event_id).collect();
+    let outcome = store.append(&stream, ExpectedVersion::NoStream, batch).await;
+    let outcome = outcome.unwrap_or_else(|error| panic!("first append failed: {error}"));
+    assert_eq!((outcome.previous_version, outcome.new_version), (0, 3));
+    assert_eq!(store.stream_version(&stream).await.ok(), Some(3));
+
+    let events = read(store, &stream, StreamSlice::all()).await;
+    assert_eq!(events.len(), 3);
+    for (n, event) in events.iter().enumerate() {
+        assert_eq!(event.version, n as u64 + 1, "versions count from 1");
+        assert_eq!(event.event_id, ids[n]);
+        assert_eq!(event.stream, stream);
+        assert_eq!(payload_json(event), serde_json::json!({ "n": n }));
+    }
+    assert_eq!(events[0].event_name, "Numbered");
+    assert_eq!(events[0].metadata, Metadata::new());
+    assert_eq!(events[1].metadata, metadata);
+    assert_eq!((events[2].event_name.as_str(), events[2].schema_version), ("Other", 7));
+    assert!(
+        events.windows(2).all(|w| w[0].position < w[1].position),
+        "positions grow"
+    );
+    assert!(events.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at));
+}
+
+/// `NoStream` accepts only a new stream, and a refusal reports the actual version.
+pub async fn no_stream_expectation<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    append_ok(store, &stream, ExpectedVersion::NoStream, numbered(2)).await;
+    let result = store.append(&stream, ExpectedVersion::NoStream, numbered(1)).await;
+    assert_conflict(result, ExpectedVersion::NoStream, 2);
+    let other = fresh_stream("conformance");
+    append_ok(store, &other, ExpectedVersion::Exact(0), numbered(1)).await;
+    let result = store.append(&other, ExpectedVersion::Exact(0), numbered(1)).await;
+    assert_conflict(result, ExpectedVersion::Exact(0), 1);
+}
+
+/// `Exact(n)` accepts only a stream at `n`, refusing both lower and higher expectations.
+pub async fn exact_expectation<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    append_ok(store, &stream, ExpectedVersion::Exact(0), numbered(3)).await;
+    assert_conflict(
+        store.append(&stream, ExpectedVersion::Exact(2), numbered(1)).await,
+        ExpectedVersion::Exact(2),
+        3,
+    );
+    assert_conflict(
+        store.append(&stream, ExpectedVersion::Exact(4), numbered(1)).await,
+        ExpectedVersion::Exact(4),
+        3,
+    );
+    append_ok(store, &stream, ExpectedVersion::Exact(3), numbered(2)).await;
+    assert_eq!(store.stream_version(&stream).await.ok(), Some(5));
+}
+
+/// `StreamExists` refuses a new stream and accepts any existing one.
+pub async fn stream_exists_expectation<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    let result = store.append(&stream, ExpectedVersion::StreamExists, numbered(1)).await;
+    assert_conflict(result, ExpectedVersion::StreamExists, 0);
+    assert_eq!(read(store, &stream, StreamSlice::all()).await.len(), 0);
+    append_ok(store, &stream, ExpectedVersion::NoStream, numbered(1)).await;
+    append_ok(store, &stream, ExpectedVersion::StreamExists, numbered(1)).await;
+    assert_eq!(store.stream_version(&stream).await.ok(), Some(2));
+}
+
+/// `Any` appends whatever the version.
+pub async fn any_expectation<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    append_ok(store, &stream, ExpectedVersion::Any, numbered(1)).await;
+    append_ok(store, &stream, ExpectedVersion::Any, numbered(2)).await;
+    let versions: Vec<_> = read(store, &stream, StreamSlice::all())
+        .await
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+}
+
+/// An empty batch writes nothing but still checks the expectation.
+pub async fn empty_append_checks_expectation<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    let outcome = store.append(&stream, ExpectedVersion::NoStream, Vec::new()).await;
+    let outcome = outcome.unwrap_or_else(|error| panic!("empty append failed: {error}"));
+    assert_eq!((outcome.previous_version, outcome.new_version), (0, 0));
+    append_ok(store, &stream, ExpectedVersion::NoStream, numbered(1)).await;
+    assert_conflict(
+        store.append(&stream, ExpectedVersion::Exact(5), Vec::new()).await,
+        ExpectedVersion::Exact(5),
+        1,
+    );
+}
+
+/// A refused batch leaves the stream and the global order untouched.
+pub async fn refused_batch_writes_nothing<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    append_ok(store, &stream, ExpectedVersion::NoStream, numbered(2)).await;
+    let before = read(store, &stream, StreamSlice::all()).await;
+    let batch = numbered(5);
+    let ids: BTreeSet<_> = batch.iter().map(|e| e.event_id).collect();
+    assert_conflict(
+        store.append(&stream, ExpectedVersion::Exact(1), batch).await,
+        ExpectedVersion::Exact(1),
+        2,
+    );
+    assert_eq!(read(store, &stream, StreamSlice::all()).await, before);
+    let all = read_everything(store).await;
+    assert!(
+        all.iter().all(|e| !ids.contains(&e.event_id)),
+        "no event of a refused batch is visible"
+    );
+}
+
+/// A batch containing an already-stored event id fails as a whole with `DuplicateEventId`.
+pub async fn duplicate_event_id_writes_nothing<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    let first = numbered(1);
+    let reused = first[0].event_id;
+    append_ok(store, &stream, ExpectedVersion::NoStream, first.clone()).await;
+    let mut batch = numbered(2);
+    batch.push(first[0].clone());
+    match store.append(&stream, ExpectedVersion::Exact(1), batch).await {
+        Err(StoreError::DuplicateEventId { event_id, .. }) => assert_eq!(event_id, reused),
+        other => panic!("expected DuplicateEventId, got {other:?}"),
+    }
+    assert_eq!(store.stream_version(&stream).await.ok(), Some(1));
+    let elsewhere = fresh_stream("conformance");
+    let result = store.append(&elsewhere, ExpectedVersion::Any, first).await;
+    assert!(
+        matches!(result, Err(StoreError::DuplicateEventId { .. })),
+        "ids are unique store-wide: {result:?}"
+    );
+    assert_eq!(store.stream_version(&elsewhere).await.ok(), Some(0));
+}
+
+/// Writers racing with the same expected version: exactly one wins, the rest get conflicts.
+pub async fn concurrent_appends_exactly_one_wins<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    append_ok(store, &stream, ExpectedVersion::NoStream, numbered(1)).await;
+    let store = Arc::new(store);
+    let attempts = (0..8).map(|_| {
+        let stream = stream.clone();
+        let store = Arc::clone(&store);
+        async move { store.append(&stream, ExpectedVersion::Exact(1), numbered(3)).await }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1, "exactly one of the racing appends wins: {results:?}");
+    for result in results.into_iter().filter(|r| r.is_err()) {
+        match result {
+            Err(StoreError::Conflict(conflict)) => assert_eq!(conflict.actual, 4),
+            other => panic!("a losing append must get a conflict, got {other:?}"),
+        }
+    }
+    let versions: Vec<_> = read(*store, &stream, StreamSlice::all())
+        .await
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+}
+
+/// Streams with the same id but another aggregate type are separate.
+pub async fn streams_are_isolated<S: EventStore>(store: &S) {
+    let id = Uuid::now_v7().to_string();
+    let ticket = StreamId::new("conformance-ticket", id.clone());
+    let lead = StreamId::new("conformance-lead", id);
+    append_ok(store, &ticket, ExpectedVersion::NoStream, numbered(2)).await;
+    append_ok(store, &lead, ExpectedVersion::NoStream, numbered(1)).await;
+    assert_eq!(read(store, &ticket, StreamSlice::all()).await.len(), 2);
+    assert_eq!(read(store, &lead, StreamSlice::all()).await.len(), 1);
+    assert_eq!(
+        read(store, &fresh_stream("conformance"), StreamSlice::all()).await,
+        Vec::new()
+    );
+    assert_eq!(store.stream_version(&fresh_stream("conformance")).await.ok(), Some(0));
+}
+
+/// Version slices: from, to, and both; time travel by version.
+pub async fn read_stream_slices<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    append_ok(store, &stream, ExpectedVersion::NoStream, numbered(10)).await;
+    let versions = |events: Vec<RecordedEvent>| events.iter().map(|e| e.version).collect::<Vec<_>>();
+    assert_eq!(
+        versions(read(store, &stream, StreamSlice::from_version(8)).await),
+        [8, 9, 10]
+    );
+    assert_eq!(
+        versions(read(store, &stream, StreamSlice::all().to_version(3)).await),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        versions(read(store, &stream, StreamSlice::from_version(4).to_version(6)).await),
+        [4, 5, 6]
+    );
+    assert_eq!(
+        versions(read(store, &stream, StreamSlice::from_version(11)).await),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        versions(read(store, &stream, StreamSlice::from_version(0).to_version(1)).await),
+        [1]
+    );
+}
+
+/// Time travel by instant: only events recorded at or before the cut-off.
+pub async fn read_stream_until_instant<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    for version in 0..3 {
+        append_ok(store, &stream, ExpectedVersion::Exact(version), numbered(1)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = read(store, &stream, StreamSlice::all()).await;
+    assert!(events[0].recorded_at < events[1].recorded_at && events[1].recorded_at < events[2].recorded_at);
+    let until = |instant| StreamSlice::all().recorded_until(instant);
+    assert_eq!(read(store, &stream, until(events[1].recorded_at)).await.len(), 2);
+    assert_eq!(read(store, &stream, until(events[0].recorded_at)).await.len(), 1);
+    let before_all = events[0].recorded_at - chrono::Duration::milliseconds(1);
+    assert_eq!(read(store, &stream, until(before_all)).await.len(), 0);
+    assert_eq!(
+        read(store, &stream, until(events[2].recorded_at).to_version(1))
+            .await
+            .len(),
+        1
+    );
+}
+
+async fn read_everything<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .read_all(after, 500)
+            .await
+            .unwrap_or_else(|error| panic!("read_all failed: {error}"));
+        match page.last() {
+            Some(last) => after = last.position,
+            None => return all,
+        }
+        all.extend(page);
+    }
+}
+
+/// `read_all` returns every event once, in position order, interleaving streams as appended.
+pub async fn read_all_in_position_order<S: EventStore>(store: &S) {
+    let start = read_everything(store).await.last().map_or(0, |e| e.position);
+    let (a, b) = (fresh_stream("conformance"), fresh_stream("conformance"));
+    append_ok(store, &a, ExpectedVersion::NoStream, numbered(2)).await;
+    append_ok(store, &b, ExpectedVersion::NoStream, numbered(1)).await;
+    append_ok(store, &a, ExpectedVersion::Exact(2), numbered(1)).await;
+    let all = read_everything(store).await;
+    assert!(
+        all.windows(2).all(|w| w[0].position < w[1].position),
+        "strictly increasing positions"
+    );
+    let ours: Vec<_> = all
+        .iter()
+        .filter(|e| e.position > start && (e.stream == a || e.stream == b))
+        .map(|e| (e.stream.clone(), e.version))
+        .collect();
+    assert_eq!(ours, [(a.clone(), 1), (a.clone(), 2), (b.clone(), 1), (a, 3)]);
+}
+
+/// Paging through `read_all` with `after` and `limit` neither repeats nor skips.
+pub async fn read_all_pages<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    append_ok(store, &stream, ExpectedVersion::NoStream, numbered(25)).await;
+    let everything = read_everything(store).await;
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .read_all(after, 7)
+            .await
+            .unwrap_or_else(|error| panic!("read_all failed: {error}"));
+        assert!(page.len() <= 7, "read_all honours its limit");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        paged.extend(page);
+    }
+    assert_eq!(paged, everything);
+    let tail = store.read_all(everything[everything.len() - 3].position, 100).await;
+    assert_eq!(tail.ok().map(|t| t.len()), Some(2));
+}
+
+/// The latest snapshot wins; an older one does not replace a newer one; streams are separate.
+pub async fn snapshots_keep_the_latest<S: SnapshotStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    let snapshot = |version: u64, revision: u32| Snapshot {
+        stream: stream.clone(),
+        version,
+        revision,
+        state: serde_json::json!({ "at": version }).to_string().into_bytes(),
+        taken_at: chrono::Utc::now(),
+    };
+    assert_eq!(store.load_snapshot(&stream).await.ok(), Some(None));
+    let save = |snapshot: Snapshot| async move {
+        if let Err(error) = store.save_snapshot(snapshot).await {
+            panic!("saving a snapshot failed: {error}");
+        }
+    };
+    save(snapshot(5, 1)).await;
+    save(snapshot(10, 2)).await;
+    save(snapshot(7, 1)).await;
+    let latest = store.load_snapshot(&stream).await.ok().flatten();
+    let latest = latest.unwrap_or_else(|| panic!("snapshot of {stream} is missing"));
+    assert_eq!((latest.version, latest.revision), (10, 2));
+    let state: serde_json::Value = serde_json::from_slice(&latest.state).unwrap_or_default();
+    assert_eq!(state, serde_json::json!({ "at": 10 }));
+    assert_eq!(store.load_snapshot(&fresh_stream("conformance")).await.ok(), Some(None));
+}

@@ -1,0 +1,309 @@
+//! Typed events: stored names, schema versions, and decoding with upcasting.
+//!
+//! You rarely implement these traits by hand: [`#[event]`](crate::event) on a struct implements
+//! [`EventType`], and on an enum of such structs implements [`EventSet`].
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// One kind of event, as stored: a stable name, older names, and a schema version.
+///
+/// Implemented by `#[event]` on a struct. The struct is the payload: it is stored as JSON under
+/// [`EventType::NAME`] with [`EventType::VERSION`] beside it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event type",
+    label = "not an `#[event]` struct",
+    note = "put `#[es_core::event]` on the struct `{Self}`"
+)]
+pub trait EventType: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The name stored with every event of this type. Never change it once events are stored:
+    /// rename the Rust type freely, and list old stored names in [`EventType::ALIASES`].
+    const NAME: &'static str;
+    /// Names this event was stored under before; still decoded, never written.
+    const ALIASES: &'static [&'static str];
+    /// The current schema version of the payload; written with every new event.
+    const VERSION: u32;
+
+    /// Decodes a payload stored at `schema_version`.
+    ///
+    /// A payload at [`EventType::VERSION`] is decoded straight from `payload`; an older one is
+    /// upcast step by step first. Newer versions are refused with
+    /// [`DecodeError::SchemaVersionTooNew`].
+    fn decode_payload(schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError>;
+
+    /// Whether `name` is this event's stored name or one of its aliases.
+    fn is_named(name: &str) -> bool {
+        name == Self::NAME || Self::ALIASES.contains(&name)
+    }
+}
+
+/// What the registry knows of one event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventDescriptor {
+    /// The stored name.
+    pub name: &'static str,
+    /// Older stored names, still decoded.
+    pub aliases: &'static [&'static str],
+    /// The current schema version.
+    pub version: u32,
+    /// The Rust type, for error messages.
+    pub rust_type: &'static str,
+}
+
+/// All the events of one aggregate: an enum whose variants each wrap one [`EventType`].
+///
+/// Implemented by `#[event]` on such an enum; [`Aggregate::Event`](crate::Aggregate::Event) names
+/// it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event enum",
+    label = "expected an enum marked `#[event]`",
+    note = "put `#[es_core::event]` on an enum whose variants each wrap one `#[event]` struct, e.g. `Opened(TicketOpened)`"
+)]
+pub trait EventSet: Send + Sync + Sized + 'static {
+    /// Every event type of the set, in declaration order.
+    const EVENTS: &'static [EventDescriptor];
+
+    /// The stored name of this event.
+    fn event_name(&self) -> &'static str;
+
+    /// The schema version this event is written at.
+    fn schema_version(&self) -> u32;
+
+    /// Serializes the payload as JSON.
+    fn encode_payload(&self) -> Result<Vec<u8>, serde_json::Error>;
+
+    /// Decodes a stored event by name (or alias) and schema version.
+    fn decode(event_name: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError>;
+
+    /// Whether any event of the set is stored under `event_name`: a cheap check that lets readers
+    /// skip events they do not handle without touching the payload.
+    fn handles(event_name: &str) -> bool {
+        Self::EVENTS
+            .iter()
+            .any(|event| event.name == event_name || event.aliases.contains(&event_name))
+    }
+}
+
+/// Why a stored payload did not decode into a typed event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// No event of the aggregate is stored under this name or alias.
+    #[error(
+        "unknown event type `{event_name}`: no event of this aggregate has that name or alias \
+         (add `alias = \"{event_name}\"` to the event that was renamed)"
+    )]
+    UnknownEventType {
+        /// The stored name.
+        event_name: String,
+    },
+    /// The payload was written by newer code than this program.
+    #[error(
+        "event `{event_name}` is stored at schema version {stored}, but this program knows \
+         only up to version {current}: deploy the newer code before reading these events"
+    )]
+    SchemaVersionTooNew {
+        /// The event's stored name.
+        event_name: &'static str,
+        /// The stored schema version.
+        stored: u32,
+        /// The newest version this program knows.
+        current: u32,
+    },
+    /// The stored schema version is below where the upcast chain starts (e.g. version 0).
+    #[error(
+        "event `{event_name}` is stored at schema version {stored}, from which no upcast path \
+         leads to version {current}"
+    )]
+    NoUpcastPath {
+        /// The event's stored name.
+        event_name: &'static str,
+        /// The stored schema version.
+        stored: u32,
+        /// The current version.
+        current: u32,
+    },
+    /// The payload is not valid JSON for the expected shape.
+    #[error("payload of event `{event_name}` at schema version {schema_version} does not decode: {source}")]
+    Payload {
+        /// The event's stored name.
+        event_name: &'static str,
+        /// The schema version the payload was read as.
+        schema_version: u32,
+        /// The underlying JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An upcast step refused the payload.
+    #[error("upcasting event `{event_name}` from schema version {from} failed: {message}")]
+    Upcast {
+        /// The event's stored name.
+        event_name: &'static str,
+        /// The version the failing step starts from.
+        from: u32,
+        /// What the step reported.
+        message: String,
+    },
+}
+
+/// The error a JSON upcast step returns when it cannot upgrade a payload.
+///
+/// ```
+/// use es_core::UpcastError;
+/// use serde_json::Value;
+///
+/// fn add_reason(mut payload: Value) -> Result<Value, UpcastError> {
+///     let object = payload.as_object_mut().ok_or_else(|| UpcastError::new("payload is not an object"))?;
+///     object.insert("reason".into(), Value::from("not recorded"));
+///     Ok(payload)
+/// }
+/// assert!(add_reason(Value::from(3)).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpcastError {
+    message: String,
+}
+
+impl UpcastError {
+    /// An upcast failure with a message saying what is wrong with the payload.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The payload lacks a field the step needs.
+    pub fn missing_field(field: &str) -> Self {
+        Self::new(format!("missing field `{field}`"))
+    }
+}
+
+impl fmt::Display for UpcastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UpcastError {}
+
+/// The signature of a JSON upcast step: payload at version `n` in, payload at `n + 1` out.
+pub type JsonUpcast = fn(serde_json::Value) -> Result<serde_json::Value, UpcastError>;
+
+/// Helpers called by the code that `#[event]` generates. Not public API.
+#[doc(hidden)]
+pub mod upcast {
+    use super::*;
+
+    pub fn from_slice<T: DeserializeOwned>(
+        event_name: &'static str,
+        schema_version: u32,
+        payload: &[u8],
+    ) -> Result<T, DecodeError> {
+        serde_json::from_slice(payload).map_err(|source| DecodeError::Payload {
+            event_name,
+            schema_version,
+            source,
+        })
+    }
+
+    pub fn from_value<T: DeserializeOwned>(
+        event_name: &'static str,
+        schema_version: u32,
+        value: serde_json::Value,
+    ) -> Result<T, DecodeError> {
+        serde_json::from_value(value).map_err(|source| DecodeError::Payload {
+            event_name,
+            schema_version,
+            source,
+        })
+    }
+
+    pub fn json_step(
+        event_name: &'static str,
+        from: u32,
+        step: JsonUpcast,
+        value: serde_json::Value,
+    ) -> Result<serde_json::Value, DecodeError> {
+        step(value).map_err(|error| DecodeError::Upcast {
+            event_name,
+            from,
+            message: error.to_string(),
+        })
+    }
+
+    pub fn typed_step<Old, New>(event_name: &'static str, from: u32, old: Old) -> Result<New, DecodeError>
+    where
+        New: TryFrom<Old>,
+        <New as TryFrom<Old>>::Error: fmt::Display,
+    {
+        New::try_from(old).map_err(|error| DecodeError::Upcast {
+            event_name,
+            from,
+            message: error.to_string(),
+        })
+    }
+
+    pub fn version_error(event_name: &'static str, stored: u32, current: u32) -> DecodeError {
+        if stored > current {
+            DecodeError::SchemaVersionTooNew {
+                event_name,
+                stored,
+                current,
+            }
+        } else {
+            DecodeError::NoUpcastPath {
+                event_name,
+                stored,
+                current,
+            }
+        }
+    }
+
+    /// Byte-wise string equality, usable in constants.
+    pub const fn str_eq(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    const fn names_of_share(a_name: &str, a_aliases: &[&str], b: &str) -> bool {
+        if str_eq(a_name, b) {
+            return true;
+        }
+        let mut i = 0;
+        while i < a_aliases.len() {
+            if str_eq(a_aliases[i], b) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    /// Whether two event types share a stored name or alias; checked at compile time for every
+    /// pair of events in one `#[event]` enum.
+    pub const fn share_a_name<A: EventType, B: EventType>() -> bool {
+        if names_of_share(A::NAME, A::ALIASES, B::NAME) {
+            return true;
+        }
+        let mut i = 0;
+        while i < B::ALIASES.len() {
+            if names_of_share(A::NAME, A::ALIASES, B::ALIASES[i]) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}

@@ -1,0 +1,160 @@
+//! Event-sourced aggregates for Rust, with the guarantees checked by the compiler.
+//!
+//! An event-sourced aggregate keeps no current-state row: every change is an **event**, stored
+//! append-only in the aggregate's **stream**, and the state is the fold of those events. This
+//! crate gives you:
+//!
+//! - [`#[event]`](macro@event) for event types: a stable stored name, aliases for renamed events,
+//!   a schema version, and **upcasting** of payloads stored at older versions;
+//! - [`#[derive(Aggregate)]`](derive@Aggregate) for the aggregate: apply dispatch that is
+//!   exhaustive by construction (an event with no [`Apply`] handler does not compile);
+//! - a [`Repository`] that loads aggregates (now, [at a version](Repository::load_at_version) or
+//!   [at an instant](Repository::load_at_instant)), executes commands with optimistic
+//!   concurrency and bounded retries, and takes snapshots;
+//! - storage traits ([`EventStore`], [`SnapshotStore`]) with an [`InMemoryStore`] here and a
+//!   PostgreSQL store in `es-postgres`, both checked by the same [`conformance`] suite;
+//! - given/when/then tests in [`testing`].
+//!
+//! # A first aggregate
+//!
+//! ```
+//! use es_core::{event, Aggregate, Apply, InMemoryStore, Metadata, Repository};
+//! use serde::{Deserialize, Serialize};
+//!
+//! // Each event is a struct; its name and schema version are stored with it.
+//! #[event]
+//! #[derive(Debug, Clone, PartialEq)]
+//! pub struct TicketOpened { pub title: String }
+//!
+//! #[event(name = "TicketClosed", alias = "TicketDone")]
+//! #[derive(Debug, Clone, PartialEq)]
+//! pub struct TicketClosed;
+//!
+//! // The aggregate's events: one variant per event type.
+//! #[event]
+//! #[derive(Debug, Clone, PartialEq)]
+//! pub enum TicketEvent {
+//!     Opened(TicketOpened),
+//!     Closed(TicketClosed),
+//! }
+//!
+//! #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
+//! #[aggregate(name = "ticket", id = String, event = TicketEvent)]
+//! pub struct Ticket { title: String, open: bool }
+//!
+//! // One handler per event; leaving one out is a compile error.
+//! impl Apply<TicketOpened> for Ticket {
+//!     fn apply(&mut self, event: &TicketOpened) {
+//!         self.title = event.title.clone();
+//!         self.open = true;
+//!     }
+//! }
+//! impl Apply<TicketClosed> for Ticket {
+//!     fn apply(&mut self, _: &TicketClosed) { self.open = false; }
+//! }
+//!
+//! #[derive(Debug, PartialEq, thiserror::Error)]
+//! pub enum TicketError {
+//!     #[error("the ticket is already closed")]
+//!     AlreadyClosed,
+//! }
+//!
+//! impl Ticket {
+//!     // Commands decide: they read the state and return new events, or refuse.
+//!     pub fn close(&self) -> Result<Vec<TicketEvent>, TicketError> {
+//!         if !self.open { return Err(TicketError::AlreadyClosed); }
+//!         Ok(vec![TicketClosed.into()])
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tickets = Repository::<Ticket, _>::new(InMemoryStore::new());
+//! let id = "T-1".to_string();
+//! tickets.execute(&id, Metadata::new(), |_| {
+//!     Ok::<_, TicketError>(vec![TicketOpened { title: "Printer on fire".into() }.into()])
+//! }).await?;
+//! tickets.execute(&id, Metadata::new().with_actor("alice"), Ticket::close).await?;
+//!
+//! assert!(!tickets.load(&id).await?.aggregate.open);
+//! assert!(tickets.load_at_version(&id, 1).await?.aggregate.open); // time travel
+//! # Ok(()) }
+//! ```
+//!
+//! # Schema evolution
+//!
+//! When an event's payload changes shape, bump its `version` and say how to upgrade each older
+//! version by one step, either on JSON or with typed structs kept for the old shapes:
+//!
+//! ```
+//! use es_core::{event, UpcastError};
+//! use serde_json::Value;
+//!
+//! // v1 had no reason; v2 has one.
+//! #[event(version = 2)]
+//! #[upcast(from = 1, json = add_reason)]
+//! #[derive(Debug, PartialEq)]
+//! pub struct TicketEscalated { pub reason: String }
+//!
+//! fn add_reason(mut v1: Value) -> Result<Value, UpcastError> {
+//!     let payload = v1.as_object_mut().ok_or_else(|| UpcastError::new("not an object"))?;
+//!     payload.insert("reason".into(), "not recorded".into());
+//!     Ok(v1)
+//! }
+//!
+//! use es_core::EventType;
+//! let stored_v1 = br#"{}"#;
+//! let event = TicketEscalated::decode_payload(1, stored_v1)?;
+//! assert_eq!(event.reason, "not recorded");
+//! # Ok::<(), es_core::DecodeError>(())
+//! ```
+//!
+//! A missing step is a compile error, a version newer than the code is a typed
+//! [`DecodeError::SchemaVersionTooNew`], and a payload at the current version decodes straight
+//! from its bytes.
+
+#![warn(missing_docs)]
+
+extern crate self as es_core;
+
+mod aggregate;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod event;
+mod memory;
+mod metadata;
+mod registry;
+mod repository;
+mod store;
+pub mod testing;
+
+pub use aggregate::{Aggregate, Apply};
+pub use event::{DecodeError, EventDescriptor, EventSet, EventType, JsonUpcast, UpcastError};
+pub use memory::InMemoryStore;
+pub use metadata::Metadata;
+pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
+pub use repository::{
+    decode_record, encode_batch, CommandError, DecodedEvent, Executed, Repository, RepositoryError, Versioned,
+    DEFAULT_MAX_ATTEMPTS,
+};
+pub use store::{
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
+    StoreError, StreamId, StreamSlice,
+};
+
+pub use es_derive::{event, Aggregate};
+
+/// Re-exports for the code the macros generate. Not public API: may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::aggregate::ApplyEach;
+    pub use crate::event::upcast;
+    pub use serde;
+    pub use serde_json;
+    #[cfg(feature = "conformance")]
+    pub use tokio;
+}
+
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,174 @@
+//! An in-memory event store: for tests, examples, and as the embedded default.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures_core::stream::BoxStream;
+use uuid::Uuid;
+
+use crate::store::{
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
+    StoreError, StreamId, StreamSlice,
+};
+
+/// An event store that keeps everything in memory. Cloning it shares the same data.
+///
+/// It passes the same conformance suite as the durable backends, so code tested against it
+/// behaves the same in production. Appends are serialized by one lock, which makes `read_all`
+/// trivially gap-free.
+///
+/// ```
+/// # async fn demo() -> Result<(), es_core::StoreError> {
+/// use es_core::{EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, StreamId, StreamSlice};
+/// use futures_util::TryStreamExt;
+///
+/// let store = InMemoryStore::new();
+/// let stream = StreamId::new("ticket", "T-1");
+/// let event = NewEvent {
+///     event_id: uuid::Uuid::now_v7(),
+///     event_name: "TicketOpened".into(),
+///     schema_version: 1,
+///     payload: br#"{"title":"Printer on fire"}"#.to_vec(),
+///     metadata: Metadata::new(),
+/// };
+/// store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+/// let events: Vec<_> = store.read_stream(&stream, StreamSlice::all()).try_collect().await?;
+/// assert_eq!(events[0].version, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Every event in position order; position `p` is at index `p - 1`.
+    events: Vec<RecordedEvent>,
+    /// Indexes into `events`, per stream, in version order.
+    streams: HashMap<StreamId, Vec<usize>>,
+    event_ids: HashSet<Uuid>,
+    snapshots: HashMap<StreamId, Snapshot>,
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation validates first and then only pushes, so a panic elsewhere cannot leave
+        // the state half-written: recovering from poisoning is safe.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn version_of(&self, stream: &StreamId) -> u64 {
+        self.streams.get(stream).map_or(0, |indexes| indexes.len() as u64)
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut state = self.lock();
+        let actual = state.version_of(stream);
+        if !expected.accepts(actual) {
+            return Err(ConcurrencyConflict {
+                stream: stream.clone(),
+                expected,
+                actual,
+            }
+            .into());
+        }
+        let mut batch_ids = HashSet::with_capacity(events.len());
+        if let Some(duplicate) = events
+            .iter()
+            .find(|event| state.event_ids.contains(&event.event_id) || !batch_ids.insert(event.event_id))
+        {
+            return Err(StoreError::DuplicateEventId {
+                stream: stream.clone(),
+                event_id: duplicate.event_id,
+            });
+        }
+        let recorded_at = Utc::now();
+        let mut version = actual;
+        for event in events {
+            version += 1;
+            let index = state.events.len();
+            state.event_ids.insert(event.event_id);
+            state.events.push(RecordedEvent {
+                event_id: event.event_id,
+                stream: stream.clone(),
+                version,
+                position: index as u64 + 1,
+                event_name: event.event_name,
+                schema_version: event.schema_version,
+                payload: event.payload,
+                metadata: event.metadata,
+                recorded_at,
+            });
+            state.streams.entry(stream.clone()).or_default().push(index);
+        }
+        Ok(AppendOutcome {
+            previous_version: actual,
+            new_version: version,
+        })
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        let state = self.lock();
+        let events: Vec<_> = state
+            .streams
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .map(|&index| &state.events[index])
+            .filter(|event| slice.contains(event))
+            .map(|event| Ok(event.clone()))
+            .collect();
+        Box::pin(futures_util::stream::iter(events))
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        Ok(self.lock().version_of(stream))
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.lock();
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.events.len());
+        Ok(state.events[start..].iter().take(limit).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for InMemoryStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let keep_existing = state
+            .snapshots
+            .get(&snapshot.stream)
+            .is_some_and(|existing| existing.version > snapshot.version);
+        if !keep_existing {
+            state.snapshots.insert(snapshot.stream.clone(), snapshot);
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.lock().snapshots.get(stream).cloned())
+    }
+}

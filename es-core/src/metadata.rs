@@ -1,0 +1,75 @@
+//! Per-event metadata: who caused an event, and in answer to what.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Metadata stored beside every event.
+///
+/// The three well-known fields follow the conventions of EventStoreDB and most message buses:
+///
+/// - `correlation_id` ties together every event caused, directly or not, by one user request;
+/// - `causation_id` names the message (command or event) that directly caused this event;
+/// - `actor` names who acted (a user id, a service name).
+///
+/// Anything else goes into [`Metadata::extra`], a free-form JSON object.
+///
+/// ```
+/// use es_core::Metadata;
+/// use uuid::Uuid;
+///
+/// let request = Uuid::now_v7();
+/// let metadata = Metadata::new()
+///     .with_correlation_id(request)
+///     .with_actor("agent:alice")
+///     .with_extra("ip", "203.0.113.7");
+/// assert_eq!(metadata.actor.as_deref(), Some("agent:alice"));
+/// assert_eq!(metadata.extra["ip"], "203.0.113.7");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Metadata {
+    /// The request or conversation this event belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The message that directly caused this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// Who acted: a user id, a service name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Free-form application metadata.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn with_causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// Sets the actor.
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    /// Adds one free-form entry.
+    pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+}

@@ -1,0 +1,413 @@
+//! The repository: load aggregates (now or in the past) and execute commands against them.
+
+use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::event::{DecodeError, EventSet};
+use crate::metadata::Metadata;
+use crate::store::{
+    ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreError,
+    StreamId, StreamSlice,
+};
+
+/// An aggregate's state together with the version of the last event folded into it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<A> {
+    /// The state.
+    pub aggregate: A,
+    /// The stream version the state reflects; 0 for an aggregate with no events.
+    pub version: u64,
+}
+
+/// A stored event decoded into the aggregate's event type, with its envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedEvent<E> {
+    /// The stored envelope: ids, version, position, metadata, timestamp and raw payload.
+    pub envelope: RecordedEvent,
+    /// The typed event, upcast to the current schema.
+    pub event: E,
+}
+
+/// The result of a command that was accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed<A: Aggregate> {
+    /// The state after the new events.
+    pub aggregate: A,
+    /// The stream version after the new events.
+    pub version: u64,
+    /// The events the command produced (possibly none).
+    pub events: Vec<A::Event>,
+    /// How many times the command was decided: 1 plus the number of concurrency retries.
+    pub attempts: u32,
+}
+
+/// Why loading or saving an aggregate failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepositoryError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be decoded.
+    #[error("cannot decode event `{event_name}` at version {version} of stream {stream}: {source}")]
+    Decode {
+        /// The stream read.
+        stream: StreamId,
+        /// The event's version in the stream.
+        version: u64,
+        /// The stored event name.
+        event_name: String,
+        /// Why decoding failed.
+        #[source]
+        source: DecodeError,
+    },
+    /// An event could not be serialized.
+    #[error("cannot serialize event `{event_name}` for stream {stream}: {source}")]
+    Encode {
+        /// The stream written.
+        stream: StreamId,
+        /// The event's name.
+        event_name: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The stream's versions are not consecutive: the store returned a gap or a repeat.
+    #[error("stream {stream} is not contiguous: expected version {expected}, found {found}")]
+    NonContiguousStream {
+        /// The stream read.
+        stream: StreamId,
+        /// The version that should have come next.
+        expected: u64,
+        /// The version that came.
+        found: u64,
+    },
+}
+
+/// Why a command was not carried out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The aggregate refused the command: a business rule said no. Nothing was written.
+    #[error("command rejected: {0}")]
+    Rejected(E),
+    /// Other writers kept winning; the command was retried and gave up. Nothing was written.
+    #[error("gave up after {attempts} attempts: {conflict}")]
+    Conflict {
+        /// How many times the command was decided.
+        attempts: u32,
+        /// The last conflict.
+        conflict: ConcurrencyConflict,
+    },
+    /// Loading or saving failed.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+impl<E> From<StoreError> for CommandError<E> {
+    fn from(error: StoreError) -> Self {
+        Self::Repository(error.into())
+    }
+}
+
+/// Which state to load.
+#[derive(Debug, Clone, Copy)]
+enum AsOf {
+    Latest,
+    Version(u64),
+    Instant(DateTime<Utc>),
+}
+
+/// Loads and saves aggregates of type `A` in the store `S`.
+///
+/// ```
+/// # use es_core::{event, Aggregate, Apply, InMemoryStore, Metadata, Repository};
+/// # use serde::{Deserialize, Serialize};
+/// # #[event] #[derive(Debug, Clone, PartialEq)] pub struct Deposited { pub cents: u64 }
+/// # #[event] #[derive(Debug, Clone, PartialEq)] pub enum AccountEvent { Deposited(Deposited) }
+/// # #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
+/// # #[aggregate(name = "account", event = AccountEvent)]
+/// # pub struct Account { balance: u64 }
+/// # impl Apply<Deposited> for Account { fn apply(&mut self, e: &Deposited) { self.balance += e.cents } }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let accounts = Repository::<Account, _>::new(InMemoryStore::new()).with_snapshot_every(100);
+/// let id = "acc-1".to_string();
+/// accounts
+///     .execute(&id, Metadata::new(), |_account| {
+///         Ok::<_, std::convert::Infallible>(vec![Deposited { cents: 500 }.into()])
+///     })
+///     .await?;
+/// assert_eq!(accounts.load(&id).await?.aggregate.balance, 500);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Repository<A, S> {
+    store: S,
+    snapshot_every: Option<u64>,
+    max_attempts: u32,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A, S: Clone> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            snapshot_every: self.snapshot_every,
+            max_attempts: self.max_attempts,
+            aggregate: PhantomData,
+        }
+    }
+}
+
+/// The default number of times a command is decided before a concurrency conflict is returned.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+
+impl<A, S> Repository<A, S>
+where
+    A: Aggregate,
+    S: EventStore + SnapshotStore,
+{
+    /// A repository over `store`, without snapshots, retrying conflicting commands up to
+    /// [`DEFAULT_MAX_ATTEMPTS`] times in all.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            snapshot_every: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            aggregate: PhantomData,
+        }
+    }
+
+    /// Takes a snapshot whenever a command carries the stream past a multiple of `events`.
+    /// `0` turns snapshots off.
+    pub fn with_snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = (events > 0).then_some(events);
+        self
+    }
+
+    /// How many times a command is decided in all before a concurrency conflict is returned
+    /// (at least 1).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The stream that holds the events of aggregate `id`.
+    pub fn stream_id(id: &A::Id) -> StreamId {
+        StreamId::new(A::TYPE, id.to_string())
+    }
+
+    /// Loads the current state of aggregate `id` (from the latest usable snapshot and the events
+    /// after it). An aggregate with no events loads as `A::default()` at version 0.
+    pub async fn load(&self, id: &A::Id) -> Result<Versioned<A>, RepositoryError> {
+        self.rehydrate(&Self::stream_id(id), AsOf::Latest).await
+    }
+
+    /// Time travel: the state after the last event at or below `version`.
+    pub async fn load_at_version(&self, id: &A::Id, version: u64) -> Result<Versioned<A>, RepositoryError> {
+        self.rehydrate(&Self::stream_id(id), AsOf::Version(version)).await
+    }
+
+    /// Time travel: the state after the last event recorded at or before `instant`.
+    pub async fn load_at_instant(&self, id: &A::Id, instant: DateTime<Utc>) -> Result<Versioned<A>, RepositoryError> {
+        self.rehydrate(&Self::stream_id(id), AsOf::Instant(instant)).await
+    }
+
+    /// The events of aggregate `id` within `slice`, decoded, with their envelopes.
+    pub async fn events(&self, id: &A::Id, slice: StreamSlice) -> Result<Vec<DecodedEvent<A::Event>>, RepositoryError> {
+        let stream = Self::stream_id(id);
+        let mut decoded = Vec::new();
+        let mut records = self.store.read_stream(&stream, slice);
+        while let Some(envelope) = records.try_next().await? {
+            let event = decode_record::<A::Event>(&envelope)?;
+            decoded.push(DecodedEvent { envelope, event });
+        }
+        Ok(decoded)
+    }
+
+    /// Executes a command: loads the aggregate, lets `decide` turn the state into new events (or
+    /// refuse), and appends them with the loaded version as the expected version.
+    ///
+    /// When another writer appended in between, the aggregate is reloaded and `decide` runs
+    /// again, up to the configured number of attempts. Every event gets a fresh UUID v7 id and
+    /// `metadata`; when `metadata` has no correlation id, the events of one command share a new
+    /// one.
+    pub async fn execute<E, F>(&self, id: &A::Id, metadata: Metadata, decide: F) -> Result<Executed<A>, CommandError<E>>
+    where
+        F: Fn(&A) -> Result<Vec<A::Event>, E>,
+    {
+        let stream = Self::stream_id(id);
+        let mut metadata = metadata;
+        metadata.correlation_id.get_or_insert_with(Uuid::now_v7);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let Versioned { mut aggregate, version } = self.rehydrate(&stream, AsOf::Latest).await?;
+            let events = decide(&aggregate).map_err(CommandError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    aggregate,
+                    version,
+                    events,
+                    attempts,
+                });
+            }
+            let batch = encode_batch(&stream, &events, &metadata)?;
+            match self.store.append(&stream, ExpectedVersion::Exact(version), batch).await {
+                Ok(outcome) => {
+                    for event in &events {
+                        aggregate.apply(event);
+                    }
+                    self.snapshot_if_due(&stream, &aggregate, outcome.previous_version, outcome.new_version)
+                        .await;
+                    return Ok(Executed {
+                        aggregate,
+                        version: outcome.new_version,
+                        events,
+                        attempts,
+                    });
+                }
+                Err(StoreError::Conflict(conflict)) => {
+                    if attempts >= self.max_attempts {
+                        return Err(CommandError::Conflict { attempts, conflict });
+                    }
+                    tracing::debug!(stream = %stream, attempts, "concurrency conflict; deciding again");
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    async fn snapshot_if_due(&self, stream: &StreamId, aggregate: &A, previous: u64, current: u64) {
+        let Some(every) = self.snapshot_every else {
+            return;
+        };
+        if previous / every == current / every {
+            return;
+        }
+        // The events are committed whatever happens here: a failed snapshot only costs replay
+        // time later, so it is logged rather than returned.
+        let state = match serde_json::to_vec(aggregate) {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(stream = %stream, %error, "cannot serialize snapshot");
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            stream: stream.clone(),
+            version: current,
+            revision: A::SNAPSHOT_REVISION,
+            state,
+            taken_at: Utc::now(),
+        };
+        if let Err(error) = self.store.save_snapshot(snapshot).await {
+            tracing::warn!(stream = %stream, %error, "cannot save snapshot");
+        }
+    }
+
+    /// The latest snapshot usable for `as_of`, decoded; `None` when there is none or it is
+    /// stale (another revision) or no longer decodes.
+    async fn usable_snapshot(&self, stream: &StreamId, as_of: AsOf) -> Result<Option<Versioned<A>>, RepositoryError> {
+        if self.snapshot_every.is_none() {
+            return Ok(None);
+        }
+        let Some(snapshot) = self.store.load_snapshot(stream).await? else {
+            return Ok(None);
+        };
+        let in_range = match as_of {
+            AsOf::Latest => true,
+            AsOf::Version(version) => snapshot.version <= version,
+            AsOf::Instant(instant) => snapshot.taken_at <= instant,
+        };
+        if !in_range || snapshot.revision != A::SNAPSHOT_REVISION {
+            return Ok(None);
+        }
+        match serde_json::from_slice(&snapshot.state) {
+            Ok(aggregate) => Ok(Some(Versioned {
+                aggregate,
+                version: snapshot.version,
+            })),
+            Err(error) => {
+                tracing::warn!(stream = %stream, version = snapshot.version, %error,
+                    "snapshot no longer decodes; replaying from events");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn rehydrate(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
+        let mut state = match self.usable_snapshot(stream, as_of).await? {
+            Some(snapshot) => snapshot,
+            None => Versioned {
+                aggregate: A::default(),
+                version: 0,
+            },
+        };
+        let mut slice = StreamSlice::from_version(state.version + 1);
+        match as_of {
+            AsOf::Latest => {}
+            AsOf::Version(version) => slice = slice.to_version(version),
+            AsOf::Instant(instant) => slice = slice.recorded_until(instant),
+        }
+        let mut records = self.store.read_stream(stream, slice);
+        while let Some(record) = records.try_next().await? {
+            let expected = state.version + 1;
+            if record.version != expected {
+                return Err(RepositoryError::NonContiguousStream {
+                    stream: stream.clone(),
+                    expected,
+                    found: record.version,
+                });
+            }
+            let event = decode_record::<A::Event>(&record)?;
+            state.aggregate.apply(&event);
+            state.version = record.version;
+        }
+        Ok(state)
+    }
+}
+
+/// Decodes a stored event into the event enum `E`, upcasting as needed.
+pub fn decode_record<E: EventSet>(record: &RecordedEvent) -> Result<E, RepositoryError> {
+    E::decode(&record.event_name, record.schema_version, &record.payload).map_err(|source| RepositoryError::Decode {
+        stream: record.stream.clone(),
+        version: record.version,
+        event_name: record.event_name.clone(),
+        source,
+    })
+}
+
+/// Serializes a batch of events for `stream`, each with a fresh id and `metadata`.
+pub fn encode_batch<E: EventSet>(
+    stream: &StreamId,
+    events: &[E],
+    metadata: &Metadata,
+) -> Result<Vec<NewEvent>, RepositoryError> {
+    events
+        .iter()
+        .map(|event| {
+            let payload = event.encode_payload().map_err(|source| RepositoryError::Encode {
+                stream: stream.clone(),
+                event_name: event.event_name(),
+                source,
+            })?;
+            Ok(NewEvent {
+                event_id: Uuid::now_v7(),
+                event_name: event.event_name().to_owned(),
+                schema_version: event.schema_version(),
+                payload,
+                metadata: metadata.clone(),
+            })
+        })
+        .collect()
+}

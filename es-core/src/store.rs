@@ -1,0 +1,323 @@
+//! The storage contract every backend implements: streams of events, a global order, snapshots.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_core::stream::BoxStream;
+use uuid::Uuid;
+
+use crate::metadata::Metadata;
+
+/// Identifies one stream: the events of one aggregate instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    /// The aggregate type, e.g. `"ticket"`.
+    pub aggregate_type: String,
+    /// The aggregate instance's id.
+    pub aggregate_id: String,
+}
+
+impl StreamId {
+    /// The stream of aggregate `aggregate_id` of type `aggregate_type`.
+    pub fn new(aggregate_type: impl Into<String>, aggregate_id: impl Into<String>) -> Self {
+        Self {
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.aggregate_type, self.aggregate_id)
+    }
+}
+
+/// What the writer believes the stream's version to be; the store refuses the append otherwise.
+///
+/// A stream's version is the number of events in it: 0 for a stream that does not exist, `n`
+/// after its `n`-th event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version (no concurrency check).
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must exist (have at least one event).
+    StreamExists,
+    /// The stream must be exactly at this version. `Exact(0)` means the same as `NoStream`.
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at `actual` satisfies this expectation.
+    pub fn accepts(self, actual: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::NoStream => actual == 0,
+            Self::StreamExists => actual > 0,
+            Self::Exact(expected) => expected == actual,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any version"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::StreamExists => f.write_str("an existing stream"),
+            Self::Exact(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// An event ready to be appended: already serialized, not yet placed in a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Unique id of the event (UUID v7 by default). Appending an id that is already stored fails
+    /// with [`StoreError::DuplicateEventId`], which makes retried appends safe.
+    pub event_id: Uuid,
+    /// The stored event name.
+    pub event_name: String,
+    /// The payload's schema version.
+    pub schema_version: u32,
+    /// The payload, as JSON.
+    pub payload: Vec<u8>,
+    /// Metadata stored beside the payload.
+    pub metadata: Metadata,
+}
+
+/// An event as stored: the envelope of ids, versions and timestamps around the payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// Unique id of the event.
+    pub event_id: Uuid,
+    /// The stream the event belongs to.
+    pub stream: StreamId,
+    /// The event's version within its stream, from 1.
+    pub version: u64,
+    /// The event's place in the store's global order, from 1. Positions only grow, but may have
+    /// holes (appends that rolled back).
+    pub position: u64,
+    /// The stored event name.
+    pub event_name: String,
+    /// The payload's schema version.
+    pub schema_version: u32,
+    /// The payload, as JSON.
+    pub payload: Vec<u8>,
+    /// Metadata stored beside the payload.
+    pub metadata: Metadata,
+    /// When the store recorded the event.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Which events of a stream to read: a version range, optionally cut off at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamSlice {
+    /// The first version to read (inclusive); 0 and 1 both mean "from the start".
+    pub from_version: u64,
+    /// The last version to read (inclusive); `None` reads to the end.
+    pub to_version: Option<u64>,
+    /// Only events recorded at or before this instant; `None` for no cut-off.
+    pub recorded_until: Option<DateTime<Utc>>,
+}
+
+impl StreamSlice {
+    /// The whole stream.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// From `version` (inclusive) to the end.
+    pub fn from_version(version: u64) -> Self {
+        Self {
+            from_version: version,
+            ..Self::default()
+        }
+    }
+
+    /// Stops at `version` (inclusive).
+    pub fn to_version(mut self, version: u64) -> Self {
+        self.to_version = Some(version);
+        self
+    }
+
+    /// Stops at the last event recorded at or before `instant`.
+    pub fn recorded_until(mut self, instant: DateTime<Utc>) -> Self {
+        self.recorded_until = Some(instant);
+        self
+    }
+
+    /// Whether `event` falls within the slice.
+    pub fn contains(&self, event: &RecordedEvent) -> bool {
+        event.version >= self.from_version
+            && self.to_version.is_none_or(|to| event.version <= to)
+            && self.recorded_until.is_none_or(|until| event.recorded_at <= until)
+    }
+}
+
+/// What a successful append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The stream's version before the append.
+    pub previous_version: u64,
+    /// The stream's version after the append (the version of its last new event).
+    pub new_version: u64,
+}
+
+/// A saved aggregate state, so loading need not replay the whole stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The stream the state belongs to.
+    pub stream: StreamId,
+    /// The version of the last event folded into the state.
+    pub version: u64,
+    /// The aggregate's snapshot revision when the state was taken.
+    pub revision: u32,
+    /// The state, as JSON.
+    pub state: Vec<u8>,
+    /// When the snapshot was taken.
+    pub taken_at: DateTime<Utc>,
+}
+
+/// An append was refused because the stream is not at the expected version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "concurrency conflict on stream {stream}: expected {expected}, but it is at version {actual}; \
+     reload the aggregate and decide again"
+)]
+pub struct ConcurrencyConflict {
+    /// The stream appended to.
+    pub stream: StreamId,
+    /// What the writer expected.
+    pub expected: ExpectedVersion,
+    /// The stream's actual version when the append was refused.
+    pub actual: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Optimistic concurrency: another writer got there first. Nothing was written.
+    #[error(transparent)]
+    Conflict(#[from] ConcurrencyConflict),
+    /// An event with this id is already stored. Nothing of the batch was written.
+    #[error("event {event_id} is already stored; nothing of the batch to {stream} was written")]
+    DuplicateEventId {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The duplicate id.
+        event_id: Uuid,
+    },
+    /// A stored row cannot be turned into an event (e.g. a negative version).
+    #[error("stored data of stream {stream} at version {version} is corrupt: {reason}")]
+    Corrupt {
+        /// The stream read.
+        stream: StreamId,
+        /// The version read.
+        version: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backend itself failed (connection lost, timeout, ...). An append that fails this way
+    /// either committed whole or not at all; reading the stream tells which.
+    #[error("the event store backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(error))
+    }
+}
+
+/// An append-only store of event streams with a global order.
+///
+/// The contract, checked by the [conformance suite](crate::conformance) (feature `conformance`):
+///
+/// - an append writes its whole batch or nothing, and only if the stream is at the expected
+///   version; versions within a stream are gap-free from 1;
+/// - [`EventStore::read_all`] returns events in position order and never skips a committed
+///   event, even one whose transaction commits after events with higher positions.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `stream` atomically if the stream is at `expected`.
+    ///
+    /// An empty batch writes nothing but still checks `expected`.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError>;
+
+    /// Reads the events of `stream` within `slice`, in version order.
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>>;
+
+    /// The stream's current version: the number of events in it, 0 if it does not exist.
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError>;
+
+    /// Reads up to `limit` events with positions above `after`, in position order.
+    ///
+    /// Never skips an event: if it returns an event at position `p`, every event with a lower
+    /// position that will ever be visible has already been returned by a read with a lower
+    /// `after`. Start from `after = 0`.
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+}
+
+/// Stores the latest snapshot of each stream.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Saves `snapshot`, replacing the stream's previous one unless that one is newer.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// The stream's latest snapshot, if any.
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError>;
+}
+
+#[async_trait]
+impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        (**self).append(stream, expected, events).await
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        (**self).read_stream(stream, slice)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        (**self).stream_version(stream).await
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        (**self).read_all(after, limit).await
+    }
+}
+
+#[async_trait]
+impl<S: SnapshotStore + ?Sized> SnapshotStore for std::sync::Arc<S> {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        (**self).save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        (**self).load_snapshot(stream).await
+    }
+}
