@@ -265,7 +265,7 @@ where
             match self.store.append(&stream, ExpectedVersion::Exact(version), batch).await {
                 Ok(outcome) => {
                     for event in &events {
-                        aggregate.apply(event);
+                        aggregate.apply_event(event);
                     }
                     self.snapshot_if_due(&stream, &aggregate, outcome.previous_version, outcome.new_version)
                         .await;
@@ -370,7 +370,7 @@ where
                 });
             }
             let event = decode_record::<A::Event>(&record)?;
-            state.aggregate.apply(&event);
+            state.aggregate.apply_event(&event);
             state.version = record.version;
         }
         Ok(state)

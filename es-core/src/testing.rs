@@ -57,7 +57,7 @@ where
     pub fn given(events: impl IntoIterator<Item = A::Event>) -> Self {
         let mut aggregate = A::default();
         for event in events {
-            aggregate.apply(&round_trip(&event));
+            aggregate.apply_event(&round_trip(&event));
         }
         Self { aggregate }
     }
@@ -73,7 +73,7 @@ where
         let result = command(&aggregate);
         if let Ok(events) = &result {
             for event in events {
-                aggregate.apply(&round_trip(event));
+                aggregate.apply_event(&round_trip(event));
             }
         }
         Outcome { result, aggregate }

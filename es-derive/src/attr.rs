@@ -329,13 +329,21 @@ fn path_value(cx: &Ctxt, meta: &ParseNestedMeta, key: &str) -> syn::Result<Optio
     }
 }
 
+fn example_type(key: &str) -> &'static str {
+    match key {
+        "id" => "TicketId",
+        "typed" => "EscalatedV1",
+        _ => "TicketEvent",
+    }
+}
+
 fn type_value(cx: &Ctxt, meta: &ParseNestedMeta, key: &str) -> syn::Result<Option<syn::Type>> {
     let input = meta.value()?;
     if input.peek(syn::Lit) {
         let lit: syn::Lit = input.parse()?;
         cx.syn_error(syn::Error::new(
             lit.span(),
-            format!("`{key}` takes a type, without quotes, e.g. `{key} = TicketEvent`"),
+            format!("`{key}` takes a type, without quotes, e.g. `{key} = {}`", example_type(key)),
         ));
         return Ok(None);
     }

@@ -223,7 +223,7 @@ pub fn aggregate(model: &AggregateModel) -> TokenStream {
             type Id = #id;
             type Event = #event;
 
-            fn apply(&mut self, event: &Self::Event) {
+            fn apply_event(&mut self, event: &Self::Event) {
                 #apply
             }
         }

@@ -170,7 +170,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 /// }
 ///
 /// let mut account = Account::default();
-/// account.apply(&Deposited { cents: 250 }.into());
+/// account.apply_event(&Deposited { cents: 250 }.into());
 /// assert_eq!(account.balance, 250);
 /// assert_eq!(<Account as es_core::Aggregate>::TYPE, "account");
 /// ```

@@ -1,0 +1,6 @@
+use es_core::event;
+
+#[event]
+fn ticket_opened() {}
+
+fn main() {}

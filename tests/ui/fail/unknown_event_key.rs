@@ -1,0 +1,6 @@
+use es_core::event;
+
+#[event(nmae = "TicketOpened")]
+pub struct TicketOpened;
+
+fn main() {}
