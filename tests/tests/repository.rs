@@ -1,0 +1,344 @@
+//! The repository's behaviour on the in-memory store: snapshots, time travel, conflict retries,
+//! metadata, and typed errors for bad stored data.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use es_core::{
+    event, Aggregate, AppendOutcome, Apply, CommandError, DecodeError, EventStore, ExpectedVersion, InMemoryStore,
+    Metadata, NewEvent, RecordedEvent, Repository, RepositoryError, Snapshot, SnapshotStore, StoreError, StreamId,
+    StreamSlice,
+};
+use futures_core::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[event(version = 2)]
+#[upcast(from = 1, json = v1_to_v2)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Added {
+    pub amount: i64,
+}
+
+fn v1_to_v2(mut v1: serde_json::Value) -> Result<serde_json::Value, es_core::UpcastError> {
+    // v1 stored the amount in hundreds.
+    let hundreds = v1["hundreds"].as_i64().ok_or_else(|| es_core::UpcastError::missing_field("hundreds"))?;
+    v1["amount"] = (hundreds * 100).into();
+    Ok(v1)
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reset;
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum CounterEvent {
+    Added(Added),
+    Reset(Reset),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Aggregate)]
+#[aggregate(name = "counter", event = CounterEvent, snapshot_revision = 3)]
+pub struct Counter {
+    total: i64,
+    changes: u32,
+}
+
+impl Apply<Added> for Counter {
+    fn apply(&mut self, event: &Added) {
+        self.total += event.amount;
+        self.changes += 1;
+    }
+}
+
+impl Apply<Reset> for Counter {
+    fn apply(&mut self, _: &Reset) {
+        self.total = 0;
+        self.changes += 1;
+    }
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("amount must be positive")]
+pub struct NotPositive;
+
+fn add(amount: i64) -> impl Fn(&Counter) -> Result<Vec<CounterEvent>, NotPositive> {
+    move |_| {
+        if amount <= 0 {
+            return Err(NotPositive);
+        }
+        Ok(vec![Added { amount }.into()])
+    }
+}
+
+fn new_id() -> String {
+    Uuid::now_v7().to_string()
+}
+
+async fn add_times(repo: &Repository<Counter, InMemoryStore>, id: &String, times: i64) {
+    for n in 1..=times {
+        repo.execute(id, Metadata::new(), add(n)).await.expect("command accepted");
+    }
+}
+
+#[tokio::test]
+async fn commands_fold_into_state_and_rejections_write_nothing() {
+    let repo = Repository::<Counter, _>::new(InMemoryStore::new());
+    let id = new_id();
+    let done = repo.execute(&id, Metadata::new(), add(5)).await.expect("accepted");
+    assert_eq!((done.version, done.aggregate.total, done.attempts), (1, 5, 1));
+    let refused = repo.execute(&id, Metadata::new(), add(-1)).await;
+    assert!(matches!(refused, Err(CommandError::Rejected(NotPositive))), "{refused:?}");
+    let nothing = repo
+        .execute(&id, Metadata::new(), |_: &Counter| Ok::<_, NotPositive>(vec![]))
+        .await
+        .expect("an empty decision is fine");
+    assert_eq!(nothing.version, 1);
+    let loaded = repo.load(&id).await.expect("load");
+    assert_eq!((loaded.version, loaded.aggregate.total), (1, 5));
+    assert_eq!(repo.load(&new_id()).await.expect("load missing").version, 0);
+}
+
+#[tokio::test]
+async fn metadata_is_stored_with_a_shared_correlation_id() {
+    let repo = Repository::<Counter, _>::new(InMemoryStore::new());
+    let id = new_id();
+    let two = |_: &Counter| Ok::<_, NotPositive>(vec![Added { amount: 1 }.into(), Reset.into()]);
+    repo.execute(&id, Metadata::new().with_actor("alice"), two).await.expect("accepted");
+    let causation = Uuid::now_v7();
+    let given = Metadata::new().with_correlation_id(causation).with_causation_id(causation);
+    repo.execute(&id, given.clone(), add(1)).await.expect("accepted");
+
+    let events = repo.events(&id, StreamSlice::all()).await.expect("read");
+    let first = &events[0].envelope.metadata;
+    assert_eq!(first.actor.as_deref(), Some("alice"));
+    assert!(first.correlation_id.is_some());
+    assert_eq!(events[1].envelope.metadata.correlation_id, first.correlation_id, "one command, one correlation");
+    assert_eq!(events[2].envelope.metadata, given);
+    assert_ne!(events[0].envelope.event_id, events[1].envelope.event_id);
+    assert_eq!(events[1].event, CounterEvent::Reset(Reset));
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_every_n_events_and_used_on_load() {
+    let store = InMemoryStore::new();
+    let repo = Repository::<Counter, _>::new(store.clone()).with_snapshot_every(3);
+    let id = new_id();
+    add_times(&repo, &id, 7).await;
+    let stream = Repository::<Counter, InMemoryStore>::stream_id(&id);
+    let snapshot = store.load_snapshot(&stream).await.expect("load").expect("a snapshot was taken");
+    assert_eq!((snapshot.version, snapshot.revision), (6, 3));
+
+    // Replace the snapshot with a recognisably different state: loading must start from it.
+    let marked = Counter { total: 1000, changes: 6 };
+    store
+        .save_snapshot(Snapshot {
+            state: serde_json::to_vec(&marked).expect("serialize"),
+            ..snapshot
+        })
+        .await
+        .expect("save");
+    let loaded = repo.load(&id).await.expect("load");
+    assert_eq!((loaded.version, loaded.aggregate.total), (7, 1007));
+    // Without snapshots configured, the same store replays everything.
+    let plain = Repository::<Counter, _>::new(store).load(&id).await.expect("load");
+    assert_eq!(plain.aggregate.total, 28);
+}
+
+#[tokio::test]
+async fn stale_or_undecodable_snapshots_are_ignored() {
+    let store = InMemoryStore::new();
+    let repo = Repository::<Counter, _>::new(store.clone()).with_snapshot_every(100);
+    let id = new_id();
+    add_times(&repo, &id, 4).await;
+    let stream = Repository::<Counter, InMemoryStore>::stream_id(&id);
+    let bogus = |revision: u32, state: &[u8]| Snapshot {
+        stream: stream.clone(),
+        version: 4,
+        revision,
+        state: state.to_vec(),
+        taken_at: chrono::Utc::now(),
+    };
+    store.save_snapshot(bogus(2, br#"{"total":-1,"changes":4}"#)).await.expect("save");
+    assert_eq!(repo.load(&id).await.expect("load").aggregate.total, 10, "another revision is ignored");
+    store.save_snapshot(bogus(3, b"not json")).await.expect("save");
+    assert_eq!(repo.load(&id).await.expect("load").aggregate.total, 10, "an undecodable one too");
+}
+
+#[tokio::test]
+async fn time_travel_by_version_and_by_instant() {
+    let repo = Repository::<Counter, _>::new(InMemoryStore::new()).with_snapshot_every(2);
+    let id = new_id();
+    let mut instants = Vec::new();
+    for n in 1..=5 {
+        repo.execute(&id, Metadata::new(), add(n)).await.expect("accepted");
+        instants.push(chrono::Utc::now());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let totals = [1, 3, 6, 10, 15];
+    for (version, total) in (1..=5).zip(totals) {
+        let past = repo.load_at_version(&id, version).await.expect("load");
+        assert_eq!((past.version, past.aggregate.total), (version, total));
+    }
+    assert_eq!(repo.load_at_version(&id, 0).await.expect("load").aggregate, Counter::default());
+    assert_eq!(repo.load_at_version(&id, 99).await.expect("load").version, 5);
+    for (index, instant) in instants.iter().enumerate() {
+        let past = repo.load_at_instant(&id, *instant).await.expect("load");
+        assert_eq!((past.version, past.aggregate.total), (index as u64 + 1, totals[index]));
+    }
+    let before = instants[0] - chrono::Duration::seconds(1);
+    assert_eq!(repo.load_at_instant(&id, before).await.expect("load").version, 0);
+}
+
+/// A store that lets a competing writer append right before each of the first `races` appends.
+#[derive(Clone)]
+struct RacingStore {
+    inner: InMemoryStore,
+    races: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl EventStore for RacingStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        if self.races.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            let competitor = es_core::encode_batch(stream, &[CounterEvent::from(Added { amount: 100 })], &Metadata::new())
+                .expect("encode");
+            self.inner.append(stream, ExpectedVersion::Any, competitor).await?;
+        }
+        self.inner.append(stream, expected, events).await
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        self.inner.read_stream(stream, slice)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for RacingStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(stream).await
+    }
+}
+
+#[tokio::test]
+async fn a_conflict_reloads_and_decides_again() {
+    let store = RacingStore {
+        inner: InMemoryStore::new(),
+        races: Arc::new(AtomicU32::new(2)),
+    };
+    let repo = Repository::<Counter, _>::new(store).with_max_attempts(3);
+    let id = new_id();
+    let decided = AtomicU32::new(0);
+    let done = repo
+        .execute(&id, Metadata::new(), |counter: &Counter| {
+            decided.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, NotPositive>(vec![Added { amount: counter.total + 1 }.into()])
+        })
+        .await
+        .expect("third attempt wins");
+    assert_eq!((done.attempts, decided.load(Ordering::SeqCst)), (3, 3));
+    // Two competitors added 100 each; the winning decision saw both: 200 + (200 + 1).
+    assert_eq!((done.version, done.aggregate.total), (3, 401), "decided on the reloaded state");
+}
+
+#[tokio::test]
+async fn conflicts_beyond_the_attempt_budget_are_returned_typed() {
+    let store = RacingStore {
+        inner: InMemoryStore::new(),
+        races: Arc::new(AtomicU32::new(u32::MAX)),
+    };
+    let repo = Repository::<Counter, _>::new(store).with_max_attempts(2);
+    let id = new_id();
+    match repo.execute(&id, Metadata::new(), add(1)).await {
+        Err(CommandError::Conflict { attempts, conflict }) => {
+            assert_eq!(attempts, 2);
+            assert_eq!(conflict.expected, ExpectedVersion::Exact(1));
+            assert_eq!(conflict.actual, 2);
+            assert_eq!(conflict.stream, StreamId::new("counter", id.clone()));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let version = repo.load(&id).await.expect("load").version;
+    assert_eq!(version, 2, "only the competitor's events were written");
+}
+
+async fn load_after_raw(event_name: &str, schema_version: u32, payload: &[u8]) -> Result<u64, RepositoryError> {
+    let store = InMemoryStore::new();
+    let repo = Repository::<Counter, _>::new(store.clone());
+    let id = new_id();
+    repo.execute(&id, Metadata::new(), add(1)).await.expect("accepted");
+    let raw = NewEvent {
+        event_id: Uuid::now_v7(),
+        event_name: event_name.into(),
+        schema_version,
+        payload: payload.to_vec(),
+        metadata: Metadata::new(),
+    };
+    let stream = Repository::<Counter, InMemoryStore>::stream_id(&id);
+    store.append(&stream, ExpectedVersion::Exact(1), vec![raw]).await.expect("raw append");
+    repo.load(&id).await.map(|loaded| loaded.version)
+}
+
+#[tokio::test]
+async fn bad_stored_data_is_a_typed_error_naming_stream_version_and_event() {
+    let check = |result: Result<u64, RepositoryError>, name: &str| match result {
+        Err(RepositoryError::Decode {
+            stream,
+            version,
+            event_name,
+            source,
+        }) => {
+            assert_eq!((stream.aggregate_type.as_str(), version, event_name.as_str()), ("counter", 2, name));
+            source
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    };
+    let unknown = check(load_after_raw("Multiplied", 1, b"{}").await, "Multiplied");
+    assert!(matches!(unknown, DecodeError::UnknownEventType { .. }), "{unknown}");
+    let corrupt = check(load_after_raw("Added", 2, b"{\"amount\":").await, "Added");
+    assert!(matches!(corrupt, DecodeError::Payload { schema_version: 2, .. }), "{corrupt}");
+    let too_new = check(load_after_raw("Added", 3, br#"{"amount":1}"#).await, "Added");
+    assert!(
+        matches!(too_new, DecodeError::SchemaVersionTooNew { stored: 3, current: 2, .. }),
+        "{too_new}"
+    );
+    let no_path = check(load_after_raw("Added", 0, br#"{"amount":1}"#).await, "Added");
+    assert!(matches!(no_path, DecodeError::NoUpcastPath { stored: 0, .. }), "{no_path}");
+    let failed_step = check(load_after_raw("Added", 1, br#"{"amount":1}"#).await, "Added");
+    assert!(matches!(failed_step, DecodeError::Upcast { from: 1, .. }), "{failed_step}");
+    assert!(failed_step.to_string().contains("hundreds"), "{failed_step}");
+    assert_eq!(load_after_raw("Added", 1, br#"{"hundreds":2}"#).await.expect("v1 upcasts"), 2);
+}
+
+#[tokio::test]
+async fn a_decode_error_message_says_where_and_what() {
+    let error = load_after_raw("Added", 9, b"{}").await.expect_err("too new");
+    let message = error.to_string();
+    assert!(message.contains("counter/"), "{message}");
+    assert!(message.contains("version 2"), "{message}");
+    assert!(message.contains("`Added`"), "{message}");
+    assert!(message.contains("schema version 9"), "{message}");
+}
