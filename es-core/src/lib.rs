@@ -12,7 +12,7 @@
 //!   [at an instant](Repository::load_at_instant)), executes commands with optimistic
 //!   concurrency and bounded retries, and takes snapshots;
 //! - storage traits ([`EventStore`], [`SnapshotStore`]) with an [`InMemoryStore`] here and a
-//!   PostgreSQL store in `es-postgres`, both checked by the same [`conformance`] suite;
+//!   PostgreSQL store in `es-postgres`, both checked by the same conformance suite (module `conformance`, feature `conformance`);
 //! - given/when/then tests in [`testing`].
 //!
 //! # A first aggregate

@@ -61,9 +61,9 @@ pub enum RepositoryError {
         version: u64,
         /// The stored event name.
         event_name: String,
-        /// Why decoding failed.
+        /// Why decoding failed (boxed to keep `Result`s small on the happy path).
         #[source]
-        source: DecodeError,
+        source: Box<DecodeError>,
     },
     /// An event could not be serialized.
     #[error("cannot serialize event `{event_name}` for stream {stream}: {source}")]
@@ -383,7 +383,7 @@ pub fn decode_record<E: EventSet>(record: &RecordedEvent) -> Result<E, Repositor
         stream: record.stream.clone(),
         version: record.version,
         event_name: record.event_name.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 

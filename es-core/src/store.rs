@@ -237,7 +237,7 @@ impl StoreError {
 
 /// An append-only store of event streams with a global order.
 ///
-/// The contract, checked by the [conformance suite](crate::conformance) (feature `conformance`):
+/// The contract, checked by the conformance suite (module `es_core::conformance`, feature `conformance`):
 ///
 /// - an append writes its whole batch or nothing, and only if the stream is at the expected
 ///   version; versions within a stream are gap-free from 1;

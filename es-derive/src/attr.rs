@@ -343,7 +343,10 @@ fn type_value(cx: &Ctxt, meta: &ParseNestedMeta, key: &str) -> syn::Result<Optio
         let lit: syn::Lit = input.parse()?;
         cx.syn_error(syn::Error::new(
             lit.span(),
-            format!("`{key}` takes a type, without quotes, e.g. `{key} = {}`", example_type(key)),
+            format!(
+                "`{key}` takes a type, without quotes, e.g. `{key} = {}`",
+                example_type(key)
+            ),
         ));
         return Ok(None);
     }

@@ -42,7 +42,9 @@ fn opening_needs_a_title_and_a_customer() {
 fn commands_on_a_ticket_never_opened_are_refused() {
     let given = || AggregateTest::<Ticket>::given_no_events();
     given().when(|t| t.assign("alice")).then_error(TicketError::NotOpened);
-    given().when(|t| t.request_escalation("why")).then_error(TicketError::NotOpened);
+    given()
+        .when(|t| t.request_escalation("why"))
+        .then_error(TicketError::NotOpened);
     given().when(|t| t.close()).then_error(TicketError::NotOpened);
     given().when(|t| t.reopen("why")).then_error(TicketError::NotOpened);
 }
@@ -76,8 +78,12 @@ fn escalation_raises_priority_and_happens_once() {
 #[test]
 fn a_closed_ticket_cannot_be_escalated_or_commented() {
     let closed = || AggregateTest::<Ticket>::given([opened(), TicketClosed.into()]);
-    closed().when(|t| t.request_escalation("urgent")).then_error(TicketError::Closed);
-    closed().when(|t| t.comment("bob", "hello")).then_error(TicketError::Closed);
+    closed()
+        .when(|t| t.request_escalation("urgent"))
+        .then_error(TicketError::Closed);
+    closed()
+        .when(|t| t.comment("bob", "hello"))
+        .then_error(TicketError::Closed);
     closed().when(|t| t.close()).then_error(TicketError::Closed);
 }
 
@@ -111,7 +117,10 @@ fn reopening_needs_a_finished_ticket_and_clears_escalation() {
             reason: "broken again".into(),
         }
         .into()]);
-    assert_eq!((ticket.status, ticket.escalation, ticket.reopened), (Status::Open, None, 1));
+    assert_eq!(
+        (ticket.status, ticket.escalation, ticket.reopened),
+        (Status::Open, None, 1)
+    );
 }
 
 #[test]
@@ -124,7 +133,10 @@ fn escalated_v1_payload_upcasts_with_a_placeholder_reason() {
         })
     );
     let not_an_object = TicketEscalated::decode_payload(1, b"[1]");
-    assert!(matches!(not_an_object, Err(es_core::DecodeError::Upcast { from: 1, .. })), "{not_an_object:?}");
+    assert!(
+        matches!(not_an_object, Err(es_core::DecodeError::Upcast { from: 1, .. })),
+        "{not_an_object:?}"
+    );
 }
 
 #[test]
@@ -138,7 +150,10 @@ fn comment_v1_payload_upcasts_through_the_typed_step() {
         })
     );
     let wrong_shape = CommentAdded::decode_payload(1, br#"{"body":"hello"}"#);
-    assert!(matches!(wrong_shape, Err(es_core::DecodeError::Payload { schema_version: 1, .. })));
+    assert!(matches!(
+        wrong_shape,
+        Err(es_core::DecodeError::Payload { schema_version: 1, .. })
+    ));
 }
 
 #[test]
@@ -157,8 +172,13 @@ fn new_events_are_written_at_the_current_schema_version() {
 async fn the_shipped_v1_stream_loads_through_the_repository() {
     let store = InMemoryStore::new();
     let records = stored_v1_records().expect("the fixture is valid JSON");
-    assert!(records.iter().any(|r| r.schema_version == 1 && r.event_name == "TicketEscalated"));
-    assert!(records.iter().any(|r| r.event_name == "TicketInitialized"), "uses the old name");
+    assert!(records
+        .iter()
+        .any(|r| r.schema_version == 1 && r.event_name == "TicketEscalated"));
+    assert!(
+        records.iter().any(|r| r.event_name == "TicketInitialized"),
+        "uses the old name"
+    );
     let batch = records
         .into_iter()
         .map(|r| NewEvent {
@@ -197,7 +217,9 @@ async fn the_shipped_v1_stream_loads_through_the_repository() {
     );
     // Commands keep working on the upcast state, and new events use the current versions.
     let done = tickets
-        .execute(&id, Metadata::new(), |t: &Ticket| t.comment("bob", "Fixed by the network team"))
+        .execute(&id, Metadata::new(), |t: &Ticket| {
+            t.comment("bob", "Fixed by the network team")
+        })
         .await
         .expect("comment on the legacy ticket");
     assert_eq!(done.version, 6);

@@ -91,9 +91,15 @@ fn finds_events_by_name_or_alias() {
     let mut registry = EventRegistry::new();
     registry.register::<billing::Invoice>().expect("register");
     let by_alias = registry.find("invoice", "InvoiceCreated").expect("alias resolves");
-    assert_eq!((by_alias.event.name, by_alias.event.rust_type), ("InvoiceIssued", "InvoiceIssued"));
+    assert_eq!(
+        (by_alias.event.name, by_alias.event.rust_type),
+        ("InvoiceIssued", "InvoiceIssued")
+    );
     assert!(registry.find("invoice", "InvoiceVoided").is_none());
-    assert!(registry.find("archive", "InvoiceIssued").is_none(), "archive is not registered");
+    assert!(
+        registry.find("archive", "InvoiceIssued").is_none(),
+        "archive is not registered"
+    );
     assert!(billing::InvoiceEvent::handles("InvoiceCreated"));
     assert!(!billing::InvoiceEvent::handles("Unknown"));
 }
@@ -102,7 +108,9 @@ fn finds_events_by_name_or_alias() {
 fn two_aggregates_under_one_type_name_are_refused() {
     let mut registry = EventRegistry::new();
     registry.register::<billing::Invoice>().expect("first");
-    registry.register::<billing::Invoice>().expect("the same type again is harmless");
+    registry
+        .register::<billing::Invoice>()
+        .expect("the same type again is harmless");
     let clash = registry.register::<legacy::LegacyInvoice>().map(|_| ());
     match clash {
         Err(RegistryError::DuplicateAggregateType {
@@ -116,6 +124,13 @@ fn two_aggregates_under_one_type_name_are_refused() {
         }
         other => panic!("expected a clash, got {other:?}"),
     }
-    let message = registry.register::<legacy::LegacyInvoice>().map(|_| ()).unwrap_err().to_string();
-    assert!(message.contains("#[aggregate(name"), "the message names the fix: {message}");
+    let message = registry
+        .register::<legacy::LegacyInvoice>()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("#[aggregate(name"),
+        "the message names the fix: {message}"
+    );
 }

@@ -23,7 +23,9 @@ pub struct Added {
 
 fn v1_to_v2(mut v1: serde_json::Value) -> Result<serde_json::Value, es_core::UpcastError> {
     // v1 stored the amount in hundreds.
-    let hundreds = v1["hundreds"].as_i64().ok_or_else(|| es_core::UpcastError::missing_field("hundreds"))?;
+    let hundreds = v1["hundreds"]
+        .as_i64()
+        .ok_or_else(|| es_core::UpcastError::missing_field("hundreds"))?;
     v1["amount"] = (hundreds * 100).into();
     Ok(v1)
 }
@@ -79,7 +81,9 @@ fn new_id() -> String {
 
 async fn add_times(repo: &Repository<Counter, InMemoryStore>, id: &String, times: i64) {
     for n in 1..=times {
-        repo.execute(id, Metadata::new(), add(n)).await.expect("command accepted");
+        repo.execute(id, Metadata::new(), add(n))
+            .await
+            .expect("command accepted");
     }
 }
 
@@ -90,7 +94,10 @@ async fn commands_fold_into_state_and_rejections_write_nothing() {
     let done = repo.execute(&id, Metadata::new(), add(5)).await.expect("accepted");
     assert_eq!((done.version, done.aggregate.total, done.attempts), (1, 5, 1));
     let refused = repo.execute(&id, Metadata::new(), add(-1)).await;
-    assert!(matches!(refused, Err(CommandError::Rejected(NotPositive))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(CommandError::Rejected(NotPositive))),
+        "{refused:?}"
+    );
     let nothing = repo
         .execute(&id, Metadata::new(), |_: &Counter| Ok::<_, NotPositive>(vec![]))
         .await
@@ -106,16 +113,23 @@ async fn metadata_is_stored_with_a_shared_correlation_id() {
     let repo = Repository::<Counter, _>::new(InMemoryStore::new());
     let id = new_id();
     let two = |_: &Counter| Ok::<_, NotPositive>(vec![Added { amount: 1 }.into(), Reset.into()]);
-    repo.execute(&id, Metadata::new().with_actor("alice"), two).await.expect("accepted");
+    repo.execute(&id, Metadata::new().with_actor("alice"), two)
+        .await
+        .expect("accepted");
     let causation = Uuid::now_v7();
-    let given = Metadata::new().with_correlation_id(causation).with_causation_id(causation);
+    let given = Metadata::new()
+        .with_correlation_id(causation)
+        .with_causation_id(causation);
     repo.execute(&id, given.clone(), add(1)).await.expect("accepted");
 
     let events = repo.events(&id, StreamSlice::all()).await.expect("read");
     let first = &events[0].envelope.metadata;
     assert_eq!(first.actor.as_deref(), Some("alice"));
     assert!(first.correlation_id.is_some());
-    assert_eq!(events[1].envelope.metadata.correlation_id, first.correlation_id, "one command, one correlation");
+    assert_eq!(
+        events[1].envelope.metadata.correlation_id, first.correlation_id,
+        "one command, one correlation"
+    );
     assert_eq!(events[2].envelope.metadata, given);
     assert_ne!(events[0].envelope.event_id, events[1].envelope.event_id);
     assert_eq!(events[1].event, CounterEvent::Reset(Reset));
@@ -128,11 +142,18 @@ async fn snapshots_are_taken_every_n_events_and_used_on_load() {
     let id = new_id();
     add_times(&repo, &id, 7).await;
     let stream = Repository::<Counter, InMemoryStore>::stream_id(&id);
-    let snapshot = store.load_snapshot(&stream).await.expect("load").expect("a snapshot was taken");
+    let snapshot = store
+        .load_snapshot(&stream)
+        .await
+        .expect("load")
+        .expect("a snapshot was taken");
     assert_eq!((snapshot.version, snapshot.revision), (6, 3));
 
     // Replace the snapshot with a recognisably different state: loading must start from it.
-    let marked = Counter { total: 1000, changes: 6 };
+    let marked = Counter {
+        total: 1000,
+        changes: 6,
+    };
     store
         .save_snapshot(Snapshot {
             state: serde_json::to_vec(&marked).expect("serialize"),
@@ -161,10 +182,21 @@ async fn stale_or_undecodable_snapshots_are_ignored() {
         state: state.to_vec(),
         taken_at: chrono::Utc::now(),
     };
-    store.save_snapshot(bogus(2, br#"{"total":-1,"changes":4}"#)).await.expect("save");
-    assert_eq!(repo.load(&id).await.expect("load").aggregate.total, 10, "another revision is ignored");
+    store
+        .save_snapshot(bogus(2, br#"{"total":-1,"changes":4}"#))
+        .await
+        .expect("save");
+    assert_eq!(
+        repo.load(&id).await.expect("load").aggregate.total,
+        10,
+        "another revision is ignored"
+    );
     store.save_snapshot(bogus(3, b"not json")).await.expect("save");
-    assert_eq!(repo.load(&id).await.expect("load").aggregate.total, 10, "an undecodable one too");
+    assert_eq!(
+        repo.load(&id).await.expect("load").aggregate.total,
+        10,
+        "an undecodable one too"
+    );
 }
 
 #[tokio::test]
@@ -182,7 +214,10 @@ async fn time_travel_by_version_and_by_instant() {
         let past = repo.load_at_version(&id, version).await.expect("load");
         assert_eq!((past.version, past.aggregate.total), (version, total));
     }
-    assert_eq!(repo.load_at_version(&id, 0).await.expect("load").aggregate, Counter::default());
+    assert_eq!(
+        repo.load_at_version(&id, 0).await.expect("load").aggregate,
+        Counter::default()
+    );
     assert_eq!(repo.load_at_version(&id, 99).await.expect("load").version, 5);
     for (index, instant) in instants.iter().enumerate() {
         let past = repo.load_at_instant(&id, *instant).await.expect("load");
@@ -207,9 +242,14 @@ impl EventStore for RacingStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        if self.races.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            let competitor = es_core::encode_batch(stream, &[CounterEvent::from(Added { amount: 100 })], &Metadata::new())
-                .expect("encode");
+        if self
+            .races
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let competitor =
+                es_core::encode_batch(stream, &[CounterEvent::from(Added { amount: 100 })], &Metadata::new())
+                    .expect("encode");
             self.inner.append(stream, ExpectedVersion::Any, competitor).await?;
         }
         self.inner.append(stream, expected, events).await
@@ -255,13 +295,20 @@ async fn a_conflict_reloads_and_decides_again() {
     let done = repo
         .execute(&id, Metadata::new(), |counter: &Counter| {
             decided.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, NotPositive>(vec![Added { amount: counter.total + 1 }.into()])
+            Ok::<_, NotPositive>(vec![Added {
+                amount: counter.total + 1,
+            }
+            .into()])
         })
         .await
         .expect("third attempt wins");
     assert_eq!((done.attempts, decided.load(Ordering::SeqCst)), (3, 3));
     // Two competitors added 100 each; the winning decision saw both: 200 + (200 + 1).
-    assert_eq!((done.version, done.aggregate.total), (3, 401), "decided on the reloaded state");
+    assert_eq!(
+        (done.version, done.aggregate.total),
+        (3, 401),
+        "decided on the reloaded state"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +345,10 @@ async fn load_after_raw(event_name: &str, schema_version: u32, payload: &[u8]) -
         metadata: Metadata::new(),
     };
     let stream = Repository::<Counter, InMemoryStore>::stream_id(&id);
-    store.append(&stream, ExpectedVersion::Exact(1), vec![raw]).await.expect("raw append");
+    store
+        .append(&stream, ExpectedVersion::Exact(1), vec![raw])
+        .await
+        .expect("raw append");
     repo.load(&id).await.map(|loaded| loaded.version)
 }
 
@@ -311,26 +361,50 @@ async fn bad_stored_data_is_a_typed_error_naming_stream_version_and_event() {
             event_name,
             source,
         }) => {
-            assert_eq!((stream.aggregate_type.as_str(), version, event_name.as_str()), ("counter", 2, name));
-            source
+            assert_eq!(
+                (stream.aggregate_type.as_str(), version, event_name.as_str()),
+                ("counter", 2, name)
+            );
+            *source
         }
         other => panic!("expected a decode error, got {other:?}"),
     };
     let unknown = check(load_after_raw("Multiplied", 1, b"{}").await, "Multiplied");
     assert!(matches!(unknown, DecodeError::UnknownEventType { .. }), "{unknown}");
     let corrupt = check(load_after_raw("Added", 2, b"{\"amount\":").await, "Added");
-    assert!(matches!(corrupt, DecodeError::Payload { schema_version: 2, .. }), "{corrupt}");
+    assert!(
+        matches!(corrupt, DecodeError::Payload { schema_version: 2, .. }),
+        "{corrupt}"
+    );
     let too_new = check(load_after_raw("Added", 3, br#"{"amount":1}"#).await, "Added");
     assert!(
-        matches!(too_new, DecodeError::SchemaVersionTooNew { stored: 3, current: 2, .. }),
+        matches!(
+            too_new,
+            DecodeError::SchemaVersionTooNew {
+                stored: 3,
+                current: 2,
+                ..
+            }
+        ),
         "{too_new}"
     );
     let no_path = check(load_after_raw("Added", 0, br#"{"amount":1}"#).await, "Added");
-    assert!(matches!(no_path, DecodeError::NoUpcastPath { stored: 0, .. }), "{no_path}");
+    assert!(
+        matches!(no_path, DecodeError::NoUpcastPath { stored: 0, .. }),
+        "{no_path}"
+    );
     let failed_step = check(load_after_raw("Added", 1, br#"{"amount":1}"#).await, "Added");
-    assert!(matches!(failed_step, DecodeError::Upcast { from: 1, .. }), "{failed_step}");
+    assert!(
+        matches!(failed_step, DecodeError::Upcast { from: 1, .. }),
+        "{failed_step}"
+    );
     assert!(failed_step.to_string().contains("hundreds"), "{failed_step}");
-    assert_eq!(load_after_raw("Added", 1, br#"{"hundreds":2}"#).await.expect("v1 upcasts"), 2);
+    assert_eq!(
+        load_after_raw("Added", 1, br#"{"hundreds":2}"#)
+            .await
+            .expect("v1 upcasts"),
+        2
+    );
 }
 
 #[tokio::test]

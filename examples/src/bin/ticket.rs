@@ -13,6 +13,13 @@ use uuid::Uuid;
 
 type Outcome = Result<(), Box<dyn Error>>;
 
+/// One command of the scenario: what happens, who asks, and the decision.
+type Step = (
+    &'static str,
+    Metadata,
+    Box<dyn Fn(&Ticket) -> Result<Vec<TicketEvent>, TicketError>>,
+);
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Outcome {
     println!("Ticket example on the in-memory store");
@@ -26,20 +33,57 @@ async fn run<S: EventStore + SnapshotStore + Clone>(store: S) -> Outcome {
     let conversation = Uuid::now_v7();
 
     println!("\n== Commands on ticket {id}");
-    let steps: Vec<(&str, Metadata, Box<dyn Fn(&Ticket) -> Result<Vec<TicketEvent>, TicketError>>)> = vec![
-        ("customer opens it", request("customer:acme").with_correlation_id(conversation),
-            Box::new(|t: &Ticket| t.open("Printer prints only blank pages", "acme-corp", Priority::Normal))),
-        ("lead assigns alice", request("agent:carol"), Box::new(|t: &Ticket| t.assign("alice"))),
-        ("alice comments", request("agent:alice"), Box::new(|t: &Ticket| t.comment("alice", "Toner replaced, testing"))),
-        ("customer asks to escalate", request("customer:acme").with_correlation_id(conversation),
-            Box::new(|t: &Ticket| t.request_escalation("Invoices cannot be printed before month end"))),
-        ("customer asks again", request("customer:acme"), Box::new(|t: &Ticket| t.request_escalation("Still broken"))),
-        ("alice resolves it", request("agent:alice"), Box::new(|t: &Ticket| t.resolve("Replaced the fuser unit"))),
-        ("alice closes it", request("agent:alice"), Box::new(|t: &Ticket| t.close())),
-        ("customer escalates the closed ticket", request("customer:acme"),
-            Box::new(|t: &Ticket| t.request_escalation("It broke again"))),
-        ("customer reopens it", request("customer:acme"), Box::new(|t: &Ticket| t.reopen("Blank pages are back"))),
-        ("lead assigns bob", request("agent:carol"), Box::new(|t: &Ticket| t.assign("bob"))),
+    let steps: Vec<Step> = vec![
+        (
+            "customer opens it",
+            request("customer:acme").with_correlation_id(conversation),
+            Box::new(|t: &Ticket| t.open("Printer prints only blank pages", "acme-corp", Priority::Normal)),
+        ),
+        (
+            "lead assigns alice",
+            request("agent:carol"),
+            Box::new(|t: &Ticket| t.assign("alice")),
+        ),
+        (
+            "alice comments",
+            request("agent:alice"),
+            Box::new(|t: &Ticket| t.comment("alice", "Toner replaced, testing")),
+        ),
+        (
+            "customer asks to escalate",
+            request("customer:acme").with_correlation_id(conversation),
+            Box::new(|t: &Ticket| t.request_escalation("Invoices cannot be printed before month end")),
+        ),
+        (
+            "customer asks again",
+            request("customer:acme"),
+            Box::new(|t: &Ticket| t.request_escalation("Still broken")),
+        ),
+        (
+            "alice resolves it",
+            request("agent:alice"),
+            Box::new(|t: &Ticket| t.resolve("Replaced the fuser unit")),
+        ),
+        (
+            "alice closes it",
+            request("agent:alice"),
+            Box::new(|t: &Ticket| t.close()),
+        ),
+        (
+            "customer escalates the closed ticket",
+            request("customer:acme"),
+            Box::new(|t: &Ticket| t.request_escalation("It broke again")),
+        ),
+        (
+            "customer reopens it",
+            request("customer:acme"),
+            Box::new(|t: &Ticket| t.reopen("Blank pages are back")),
+        ),
+        (
+            "lead assigns bob",
+            request("agent:carol"),
+            Box::new(|t: &Ticket| t.assign("bob")),
+        ),
     ];
     for (what, metadata, decide) in steps {
         match tickets.execute(&id, metadata, |ticket: &Ticket| decide(ticket)).await {
@@ -64,7 +108,9 @@ async fn run<S: EventStore + SnapshotStore + Clone>(store: S) -> Outcome {
         println!(
             "       actor {:<15} correlation {} causation {}",
             e.metadata.actor.as_deref().unwrap_or("-"),
-            e.metadata.correlation_id.map_or_else(|| "-".into(), |id| id.to_string()),
+            e.metadata
+                .correlation_id
+                .map_or_else(|| "-".into(), |id| id.to_string()),
             e.metadata.causation_id.map_or_else(|| "-".into(), |id| id.to_string()),
         );
         println!("       payload {}", String::from_utf8_lossy(&e.payload));
