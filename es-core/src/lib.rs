@@ -13,6 +13,8 @@
 //!   concurrency and bounded retries, and takes snapshots;
 //! - storage traits ([`EventStore`], [`SnapshotStore`]) with an [`InMemoryStore`] here and a
 //!   PostgreSQL store in `es-postgres`, both checked by the same conformance suite (module `conformance`, feature `conformance`);
+//! - projections ([`Projection`], [`ProjectionRunner`]): read models fed by the store's
+//!   gap-free global order, with checkpoints committed together with the read-model writes;
 //! - given/when/then tests in [`testing`].
 //!
 //! # A first aggregate
@@ -123,6 +125,7 @@ pub mod conformance;
 mod event;
 mod memory;
 mod metadata;
+mod projection;
 mod registry;
 mod repository;
 mod store;
@@ -130,8 +133,12 @@ pub mod testing;
 
 pub use aggregate::{Aggregate, Apply};
 pub use event::{DecodeError, EventDescriptor, EventSet, EventType, JsonUpcast, UpcastError};
-pub use memory::InMemoryStore;
+pub use memory::{InMemoryStore, InMemoryWakeUp};
 pub use metadata::Metadata;
+pub use projection::{
+    CatchUp, CheckpointStore, FailurePolicy, HandlerError, HandlerFailure, InMemoryReadModel, InMemoryUnit, Lag,
+    PollOnly, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RunnerOptions, WakeUp,
+};
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
 pub use repository::{
     decode_record, encode_batch, CommandError, DecodedEvent, Executed, Repository, RepositoryError, Versioned,
@@ -139,10 +146,14 @@ pub use repository::{
 };
 pub use store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
-    StoreError, StreamId, StreamSlice,
+    StoreError, StreamId, StreamSlice, Tail,
 };
 
 pub use es_derive::{event, Aggregate};
+
+/// Re-exported so projections and stores can implement this crate's async traits without
+/// depending on `async-trait` themselves.
+pub use async_trait::async_trait;
 
 /// Re-exports for the code the macros generate. Not public API: may change in any release.
 #[doc(hidden)]
@@ -151,7 +162,6 @@ pub mod __private {
     pub use crate::event::upcast;
     pub use serde;
     pub use serde_json;
-    #[cfg(feature = "conformance")]
     pub use tokio;
 }
 

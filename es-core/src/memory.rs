@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::Utc;
 use futures_core::stream::BoxStream;
+use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::projection::WakeUp;
 use crate::store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
-    StoreError, StreamId, StreamSlice,
+    StoreError, StreamId, StreamSlice, Tail,
 };
 
 /// An event store that keeps everything in memory. Cloning it shares the same data.
@@ -38,9 +40,36 @@ use crate::store::{
 /// assert_eq!(events[0].version, 1);
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct InMemoryStore {
     state: Arc<Mutex<State>>,
+    /// Counts appends, so tailing readers wake up without polling.
+    appended: Arc<watch::Sender<u64>>,
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            appended: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
+
+/// Wakes a tailing reader of an [`InMemoryStore`] when events are appended.
+#[derive(Debug)]
+pub struct InMemoryWakeUp {
+    appended: watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl WakeUp for InMemoryWakeUp {
+    async fn wait(&mut self) {
+        if self.appended.changed().await.is_err() {
+            // The store is gone: nothing will ever be appended; let the caller's poll timer run.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +86,13 @@ impl InMemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A wake-up that fires after each append, for [`ProjectionRunner::run`](crate::ProjectionRunner::run).
+    pub fn wake_up(&self) -> InMemoryWakeUp {
+        InMemoryWakeUp {
+            appended: self.appended.subscribe(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -119,6 +155,10 @@ impl EventStore for InMemoryStore {
             });
             state.streams.entry(stream.clone()).or_default().push(index);
         }
+        drop(state);
+        if version > actual {
+            self.appended.send_modify(|count| *count += 1);
+        }
         Ok(AppendOutcome {
             previous_version: actual,
             new_version: version,
@@ -151,6 +191,18 @@ impl EventStore for InMemoryStore {
         let state = self.lock();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.events.len());
         Ok(state.events[start..].iter().take(limit).cloned().collect())
+    }
+
+    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+        let state = self.lock();
+        let last = state.events.last();
+        Ok(Tail {
+            events: (state.events.len() as u64).saturating_sub(after),
+            head_position: last.map_or(after, |event| event.position.max(after)),
+            head_recorded_at: last
+                .filter(|event| event.position > after)
+                .map(|event| event.recorded_at),
+        })
     }
 }
 

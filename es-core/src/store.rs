@@ -271,6 +271,38 @@ pub trait EventStore: Send + Sync {
     /// position that will ever be visible has already been returned by a read with a lower
     /// `after`. Start from `after = 0`.
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// What [`EventStore::read_all`] would still return after `after`: how many events, and the
+    /// last one's position and time. Used for progress and lag reports.
+    ///
+    /// The default pages through `read_all`; backends override it with one query.
+    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+        let mut tail = Tail {
+            events: 0,
+            head_position: after,
+            head_recorded_at: None,
+        };
+        loop {
+            let page = self.read_all(tail.head_position, 1000).await?;
+            let Some(last) = page.last() else {
+                return Ok(tail);
+            };
+            tail.events += page.len() as u64;
+            tail.head_position = last.position;
+            tail.head_recorded_at = Some(last.recorded_at);
+        }
+    }
+}
+
+/// The part of the global order after some position; see [`EventStore::tail`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tail {
+    /// How many events follow the position.
+    pub events: u64,
+    /// The position of the last of them (the given position when there are none).
+    pub head_position: u64,
+    /// When the last of them was recorded, if there are any.
+    pub head_recorded_at: Option<DateTime<Utc>>,
 }
 
 /// Stores the latest snapshot of each stream.
@@ -308,6 +340,10 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         (**self).read_all(after, limit).await
+    }
+
+    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+        (**self).tail(after).await
     }
 }
 
