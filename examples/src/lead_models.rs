@@ -1,0 +1,209 @@
+//! The Lead read models from the book, maintained by projections:
+//!
+//! - the **search model**: every name and phone number a lead ever had, so a lead is found by an
+//!   old name too;
+//! - the **analysis model**: per lead, how many follow-ups were set and the current status.
+//!
+//! Each projection is written once, against a small writer trait, and runs on two read-model
+//! backends: in memory ([`SearchModel`], [`AnalysisModel`] in an
+//! [`InMemoryReadModel`](es_core::InMemoryReadModel)) and PostgreSQL tables (the writer traits
+//! are implemented for `sqlx::PgConnection`, inside the transaction that also commits the
+//! checkpoint).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
+
+use es_core::{async_trait, event, DecodedEvent, HandlerError, Projection};
+
+use crate::lead::{
+    ContactDetailsUpdated, FollowupSet, LeadClosed, LeadInitialized, LeadStatus, OrderSubmitted, PaymentConfirmed,
+    PaymentFailed,
+};
+
+/// Writes to a search model.
+#[async_trait]
+pub trait SearchModelWriter: Send {
+    /// Remembers that lead `lead_id` was known as `name` with phone `phone`.
+    async fn remember(&mut self, lead_id: &str, name: &str, phone: &str) -> Result<(), HandlerError>;
+    /// Forgets everything, before a rebuild.
+    async fn clear_search(&mut self) -> Result<(), HandlerError>;
+}
+
+/// Writes to an analysis model.
+#[async_trait]
+pub trait AnalysisModelWriter: Send {
+    /// Sets the lead's status and adds `new_followups` to its follow-up count (creating the row).
+    async fn record(&mut self, lead_id: &str, status: LeadStatus, new_followups: u32) -> Result<(), HandlerError>;
+    /// Forgets everything, before a rebuild.
+    async fn clear_analysis(&mut self) -> Result<(), HandlerError>;
+}
+
+/// The events the search projection reads.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeadSearchEvent {
+    /// A new lead's first name and phone.
+    Initialized(LeadInitialized),
+    /// Later names and phones.
+    DetailsUpdated(ContactDetailsUpdated),
+}
+
+/// The events the analysis projection reads (contacts and detail changes are skipped unread).
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeadAnalysisEvent {
+    /// Creates the row.
+    Initialized(LeadInitialized),
+    /// Counts a follow-up.
+    FollowupSet(FollowupSet),
+    /// Pending payment.
+    OrderSubmitted(OrderSubmitted),
+    /// Converted.
+    PaymentConfirmed(PaymentConfirmed),
+    /// Payment failed.
+    PaymentFailed(PaymentFailed),
+    /// Closed.
+    Closed(LeadClosed),
+}
+
+/// Maintains the search model in any [`SearchModelWriter`].
+#[derive(Debug)]
+pub struct LeadSearchProjection<W>(PhantomData<fn() -> W>);
+
+impl<W> Default for LeadSearchProjection<W> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+#[async_trait]
+impl<W: SearchModelWriter + 'static> Projection for LeadSearchProjection<W> {
+    const NAME: &'static str = "lead-search";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["lead"];
+    type Event = LeadSearchEvent;
+    type Context = W;
+
+    async fn handle(&self, model: &mut W, event: &DecodedEvent<LeadSearchEvent>) -> Result<(), HandlerError> {
+        let lead_id = &event.envelope.stream.aggregate_id;
+        let (name, phone) = match &event.event {
+            LeadSearchEvent::Initialized(e) => (&e.name, &e.phone),
+            LeadSearchEvent::DetailsUpdated(e) => (&e.name, &e.phone),
+        };
+        model.remember(lead_id, name, phone).await
+    }
+
+    async fn reset(&self, model: &mut W) -> Result<(), HandlerError> {
+        model.clear_search().await
+    }
+}
+
+/// Maintains the analysis model in any [`AnalysisModelWriter`].
+#[derive(Debug)]
+pub struct LeadAnalysisProjection<W>(PhantomData<fn() -> W>);
+
+impl<W> Default for LeadAnalysisProjection<W> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+#[async_trait]
+impl<W: AnalysisModelWriter + 'static> Projection for LeadAnalysisProjection<W> {
+    const NAME: &'static str = "lead-analysis";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["lead"];
+    type Event = LeadAnalysisEvent;
+    type Context = W;
+
+    async fn handle(&self, model: &mut W, event: &DecodedEvent<LeadAnalysisEvent>) -> Result<(), HandlerError> {
+        let lead_id = &event.envelope.stream.aggregate_id;
+        let (status, new_followups) = match &event.event {
+            LeadAnalysisEvent::Initialized(_) => (LeadStatus::NewLead, 0),
+            LeadAnalysisEvent::FollowupSet(_) => (LeadStatus::FollowupSet, 1),
+            LeadAnalysisEvent::OrderSubmitted(_) => (LeadStatus::PendingPayment, 0),
+            LeadAnalysisEvent::PaymentConfirmed(_) => (LeadStatus::Converted, 0),
+            LeadAnalysisEvent::PaymentFailed(_) => (LeadStatus::PaymentFailed, 0),
+            LeadAnalysisEvent::Closed(_) => (LeadStatus::Closed, 0),
+        };
+        model.record(lead_id, status, new_followups).await
+    }
+
+    async fn reset(&self, model: &mut W) -> Result<(), HandlerError> {
+        model.clear_analysis().await
+    }
+}
+
+/// Every name and phone of every lead, in memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchModel {
+    /// Per lead id: all names and all phones it ever had.
+    pub leads: BTreeMap<String, SearchEntry>,
+}
+
+/// What the search model knows of one lead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchEntry {
+    /// Every name the lead had.
+    pub names: BTreeSet<String>,
+    /// Every phone the lead had.
+    pub phones: BTreeSet<String>,
+}
+
+impl SearchModel {
+    /// The ids of leads that ever had this name or phone, in order.
+    pub fn find(&self, name_or_phone: &str) -> Vec<String> {
+        self.leads
+            .iter()
+            .filter(|(_, entry)| entry.names.contains(name_or_phone) || entry.phones.contains(name_or_phone))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl SearchModelWriter for SearchModel {
+    async fn remember(&mut self, lead_id: &str, name: &str, phone: &str) -> Result<(), HandlerError> {
+        let entry = self.leads.entry(lead_id.to_owned()).or_default();
+        entry.names.insert(name.to_owned());
+        entry.phones.insert(phone.to_owned());
+        Ok(())
+    }
+
+    async fn clear_search(&mut self) -> Result<(), HandlerError> {
+        self.leads.clear();
+        Ok(())
+    }
+}
+
+/// Follow-ups and status per lead, in memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnalysisModel {
+    /// Per lead id.
+    pub leads: BTreeMap<String, AnalysisRow>,
+}
+
+/// The analysis model's row for one lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnalysisRow {
+    /// How many follow-ups were set.
+    pub followups: u32,
+    /// The lead's current status.
+    pub status: LeadStatus,
+}
+
+#[async_trait]
+impl AnalysisModelWriter for AnalysisModel {
+    async fn record(&mut self, lead_id: &str, status: LeadStatus, new_followups: u32) -> Result<(), HandlerError> {
+        let row = self
+            .leads
+            .entry(lead_id.to_owned())
+            .or_insert(AnalysisRow { followups: 0, status });
+        row.followups += new_followups;
+        row.status = status;
+        Ok(())
+    }
+
+    async fn clear_analysis(&mut self) -> Result<(), HandlerError> {
+        self.leads.clear();
+        Ok(())
+    }
+}
