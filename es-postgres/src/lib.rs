@@ -1,1 +1,142 @@
+//! A PostgreSQL event store for `es-core`: one append-only table, one-round-trip appends with the
+//! expected version enforced by the database, and a global read that never skips an event.
+//!
+//! [`PostgresStore`] implements [`EventStore`](es_core::EventStore) and
+//! [`SnapshotStore`](es_core::SnapshotStore) with sqlx, and passes the same conformance suite as
+//! the in-memory store. It needs PostgreSQL 13 or newer.
+//!
+//! ```no_run
+//! use es_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+//! use es_postgres::PostgresStore;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PostgresStore::connect("postgres://app@localhost/app").await?.with_schema("tickets")?;
+//! store.migrate().await?; // creates or upgrades the schema; safe to run from every process
+//!
+//! let stream = StreamId::new("ticket", "T-1");
+//! let event = NewEvent {
+//!     event_id: uuid::Uuid::now_v7(),
+//!     event_name: "TicketOpened".into(),
+//!     schema_version: 1,
+//!     payload: br#"{"title":"Printer on fire"}"#.to_vec(),
+//!     metadata: Metadata::new(),
+//! };
+//! store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+//!
+//! // Projections tail the global order from a checkpoint:
+//! let page = store.read_all(0, 500).await?;
+//! let checkpoint = page.last().map_or(0, |event| event.position);
+//! # let _ = checkpoint; Ok(()) }
+//! ```
+//!
+//! Usually you hand the store to an [`es_core::Repository`] rather than appending by hand.
+//!
+//! # Design
+//!
+//! ## Schema
+//!
+//! [`PostgresStore::migrate`] creates, in the chosen schema (default `public`):
+//!
+//! - `events`: every event of every aggregate, append-only. `position` (bigint, primary key: the
+//!   global order, read by `read_all`), `event_id` (uuid, unique: makes retried appends safe),
+//!   `aggregate_type`, `aggregate_id`, `version` (bigint; unique per stream, which also serves
+//!   `read_stream`, `stream_version` and the version check), `event_name`, `schema_version`,
+//!   `payload` and `metadata` (jsonb), `recorded_at` (timestamptz). No other index.
+//! - `snapshots`: the latest snapshot per stream; saving keeps the row with the higher version.
+//! - `es_migrations`: which embedded migrations were applied. Migrations run in one transaction
+//!   under an advisory lock keyed on the schema name, so concurrent `migrate` calls are safe.
+//!
+//! ## Appends: one statement, versions enforced by the database
+//!
+//! An append is a single statement, so a single round trip in its own implicit transaction: a
+//! CTE reads the stream's last version, checks the [`ExpectedVersion`](es_core::ExpectedVersion),
+//! and only if it holds inserts the whole batch from `unnest(...) WITH ORDINALITY` (one array per
+//! column, payloads bound as text and cast to `jsonb` by the server), numbering versions from the
+//! current one. It returns the version it read and the number of rows inserted, so a refused
+//! expectation is a [`ConcurrencyConflict`](es_core::ConcurrencyConflict) with the actual
+//! version at no extra cost. Two writers that both pass the check collide on the unique
+//! `(aggregate_type, aggregate_id, version)` constraint: the second waits for the first to commit
+//! and then fails with SQLSTATE 23505 on that constraint, and nothing of its batch is written.
+//! The store then reads the actual version (the only extra query, on this path only) and returns
+//! the conflict, or, if the expectation still holds (`Any`, `StreamExists`), appends again. A
+//! violation of the unique `event_id` constraint is
+//! [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId). Errors are told
+//! apart by SQLSTATE and constraint name, never by message text.
+//!
+//! ## `read_all` never skips: positions from transaction ids
+//!
+//! A sequence value is taken when a row is inserted but becomes visible when its transaction
+//! commits, so a reader of `position > checkpoint` can see position 11 commit, move its
+//! checkpoint to 11, and never see position 10 that commits a moment later. This store numbers
+//! events instead with the writing transaction's 64-bit id (xid):
+//!
+//! ```text
+//! position = pg_current_xact_id() << 20 | n        (n = 1, 2, ...: the event's index in its transaction)
+//! ```
+//!
+//! and `read_all` returns only events of transactions that are older than every transaction still
+//! in flight:
+//!
+//! ```text
+//! WHERE position > $after
+//!   AND position < pg_snapshot_xmin(pg_current_snapshot()) << 20
+//! ORDER BY position LIMIT $limit
+//! ```
+//!
+//! `xmin` of the reader's snapshot is the oldest xid still running: every transaction below it
+//! has ended, so its events are all visible to that very snapshot (or rolled back, never to
+//! appear). Every transaction that can still commit, running now or not yet started, has an xid
+//! of at least `xmin`, so its positions lie above everything the read returned. Hence once a
+//! read returns position `p`, no event below `p` can appear later: a checkpoint is safe.
+//! Positions are therefore large, sparse and strictly increasing, and rolled-back appends leave
+//! holes that never stall anyone: nothing waits on a hole.
+//!
+//! The trade-off: a transaction that has an xid and stays open holds back `read_all` for all
+//! readers (events committed after it started are returned only once it ends) — it delays, it
+//! never loses or reorders events. Such transactions are long-running writes anywhere in the
+//! cluster, sessions left *idle in transaction* after a write, and forgotten prepared (two-phase)
+//! transactions. Set `idle_in_transaction_session_timeout` (e.g. `1min`) and keep write
+//! transactions short. Read-only transactions hold no xid and do not matter.
+//!
+//! Within a stream, positions grow with versions: an append's xid is assigned after its snapshot
+//! saw the stream's previous event committed.
+//!
+//! Limits and operations:
+//!
+//! - a transaction appends at most 2^20 - 1 events;
+//! - positions fit a bigint while xids stay below 2^43 (about 8.8 trillion transactions; past that,
+//!   appends fail on a check constraint rather than misnumber);
+//! - positions come from the cluster's xid counter. Physical replicas, failover and
+//!   `pg_upgrade` keep that counter; a dump restored (or logically replicated) into another
+//!   cluster does not, and new events there would sort below stored ones, behind every reader's
+//!   checkpoint. [`PostgresStore::migrate`] detects this and refuses with
+//!   [`PostgresError::TransactionIdsBehind`]; advance the new cluster's counter (`pg_resetwal`)
+//!   first.
+//!
+//! ## Reads
+//!
+//! `read_stream` filters the version range and the `recorded_until` cut-off in SQL and streams
+//! rows as they arrive. `recorded_at` is the clock time of the append statement, the same for all
+//! events of a batch. Rows that cannot be mapped (a negative version, metadata that does not
+//! decode, ...) are [`StoreError::Corrupt`](es_core::StoreError::Corrupt) naming stream and
+//! version; connection and database failures are
+//! [`StoreError::Backend`](es_core::StoreError::Backend), wrapping the sqlx error or a
+//! [`PostgresError`].
 
+//!
+//! # Testing
+//!
+//! The feature `test-support` adds the module `es_postgres::test_support`: a real
+//! server for tests, `DATABASE_URL` or a throwaway one started from the PostgreSQL binaries on the
+//! machine, and a fresh schema per test.
+
+#![warn(missing_docs)]
+
+mod error;
+mod sql;
+mod store;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+pub use error::PostgresError;
+pub use store::PostgresStore;

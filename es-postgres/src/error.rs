@@ -1,0 +1,137 @@
+//! Errors of the PostgreSQL store.
+
+use es_core::{StoreError, StreamId};
+use uuid::Uuid;
+
+/// Why setting up the store failed, or why an append was refused before or after reaching the
+/// database for a reason that is not a concurrency conflict.
+///
+/// Construction and [migration](crate::PostgresStore::migrate) return it directly. The
+/// [`EventStore`](es_core::EventStore) methods return [`StoreError`]; those of its failures that
+/// are not covered by a dedicated `StoreError` variant come as [`StoreError::Backend`] wrapping a
+/// `PostgresError`, which callers can recover with `downcast_ref`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostgresError {
+    /// The schema name is not of the form `[a-z_][a-z0-9_]{0,62}` (or starts with the reserved `pg_`).
+    #[error(
+        "invalid schema name `{name}`: use 1 to 63 characters of `a-z`, `0-9` and `_`, not starting with a \
+         digit or `pg_`"
+    )]
+    InvalidSchemaName {
+        /// The rejected name.
+        name: String,
+    },
+    /// Connecting to the database failed.
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed; nothing of it was applied.
+    #[error("migration {version} ({description}) of schema `{schema}` failed: {source}")]
+    Migration {
+        /// The schema migrated.
+        schema: String,
+        /// The migration's version.
+        version: i64,
+        /// What the migration does.
+        description: &'static str,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Preparing or reading the migration history failed.
+    #[error("cannot migrate schema `{schema}`: {source}")]
+    MigrationSetup {
+        /// The schema migrated.
+        schema: String,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The stored events carry positions from transaction ids this cluster has not reached yet:
+    /// the data was restored (dump, logical replication) into another cluster. New events would
+    /// get lower positions than stored ones, and `read_all` readers past them would never see
+    /// them, so the store refuses to start.
+    #[error(
+        "schema `{schema}` holds events of transaction id {stored_xid}, but this cluster is only at {current_xid}: \
+         the data comes from another cluster. Advance this cluster's transaction id counter past {stored_xid} \
+         (e.g. `pg_resetwal --epoch`/`--next-transaction-id` on the stopped cluster) before appending"
+    )]
+    TransactionIdsBehind {
+        /// The schema checked.
+        schema: String,
+        /// The highest transaction id found in the stored positions.
+        stored_xid: i64,
+        /// The cluster's current transaction id.
+        current_xid: i64,
+    },
+    /// A batch holds more events than one transaction can number (2^20 - 1 in all).
+    #[error(
+        "cannot append {len} events to {stream} in one transaction: at most {max} fit \
+         (split the batch, or the transaction)"
+    )]
+    BatchTooLarge {
+        /// The stream appended to.
+        stream: StreamId,
+        /// How many events were to be appended.
+        len: usize,
+        /// How many more events the transaction could take.
+        max: usize,
+    },
+    /// An event's payload is not UTF-8, so it cannot be JSON.
+    #[error("the payload of event {event_id} for {stream} is not UTF-8 JSON")]
+    PayloadNotUtf8 {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The event.
+        event_id: Uuid,
+    },
+    /// A snapshot's state is not UTF-8, so it cannot be JSON.
+    #[error("the snapshot state of {stream} at version {version} is not UTF-8 JSON")]
+    SnapshotNotUtf8 {
+        /// The snapshot's stream.
+        stream: StreamId,
+        /// The snapshot's version.
+        version: u64,
+    },
+    /// A number does not fit its column (e.g. a schema version above `i32::MAX`).
+    #[error("{what} {value} of {stream} does not fit the database column")]
+    OutOfRange {
+        /// The stream concerned.
+        stream: StreamId,
+        /// Which number.
+        what: &'static str,
+        /// The number.
+        value: u64,
+    },
+    /// Metadata could not be serialized.
+    #[error("cannot serialize the metadata of event {event_id} for {stream}: {source}")]
+    Metadata {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The event.
+        event_id: Uuid,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An append inside a caller's transaction was refused because that transaction is older
+    /// than the stream's last event: its events would get lower positions than events before
+    /// them in the stream. Append in a fresh transaction.
+    #[error(
+        "the transaction appending to {stream} is older than the stream's last event; \
+         append in a transaction that begins after it"
+    )]
+    StaleTransaction {
+        /// The stream appended to.
+        stream: StreamId,
+    },
+    /// The database answered something the store does not expect.
+    #[error("unexpected answer from PostgreSQL: {0}")]
+    Unexpected(String),
+}
+
+impl From<PostgresError> for StoreError {
+    fn from(error: PostgresError) -> Self {
+        StoreError::backend(error)
+    }
+}

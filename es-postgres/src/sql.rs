@@ -1,0 +1,274 @@
+//! The schema, the migrations and every SQL statement, built once per schema name.
+
+use crate::error::PostgresError;
+
+/// Bits of a position that number the events of one transaction: `position = xid << 20 | n`.
+pub(crate) const POSITION_SHIFT: u32 = 20;
+
+/// The most events one transaction can append: the largest `n` that fits in [`POSITION_SHIFT`] bits.
+pub(crate) const MAX_EVENTS_PER_TRANSACTION: usize = (1 << POSITION_SHIFT) - 1;
+
+/// The name of the unique constraint on `(aggregate_type, aggregate_id, version)`.
+pub(crate) const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_key";
+
+/// The name of the unique constraint on `event_id`.
+pub(crate) const EVENT_ID_CONSTRAINT: &str = "events_event_id_key";
+
+/// The versioned migrations, oldest first: `(version, description, SQL)`. `{schema}` stands for
+/// the quoted schema name. Never edit an applied migration: append a new one.
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "events and snapshots",
+    r#"
+CREATE TABLE {schema}.events (
+    position       bigint      NOT NULL,
+    event_id       uuid        NOT NULL,
+    aggregate_type text        NOT NULL,
+    aggregate_id   text        NOT NULL,
+    version        bigint      NOT NULL,
+    event_name     text        NOT NULL,
+    schema_version integer     NOT NULL,
+    payload        jsonb       NOT NULL,
+    metadata       jsonb       NOT NULL,
+    recorded_at    timestamptz NOT NULL,
+    CONSTRAINT events_pkey PRIMARY KEY (position),
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_stream_version_key UNIQUE (aggregate_type, aggregate_id, version),
+    CONSTRAINT events_position_check CHECK (position > 0),
+    CONSTRAINT events_version_check CHECK (version > 0),
+    CONSTRAINT events_schema_version_check CHECK (schema_version >= 0)
+);
+
+COMMENT ON TABLE {schema}.events IS
+    'Append-only: every event of every aggregate. Written by es-postgres only; never update or delete rows.';
+COMMENT ON COLUMN {schema}.events.position IS
+    'Global order: writing transaction id << 20 | index in the transaction. Sparse, strictly increasing.';
+
+CREATE TABLE {schema}.snapshots (
+    aggregate_type text        NOT NULL,
+    aggregate_id   text        NOT NULL,
+    version        bigint      NOT NULL,
+    revision       integer     NOT NULL,
+    state          jsonb       NOT NULL,
+    taken_at       timestamptz NOT NULL,
+    CONSTRAINT snapshots_pkey PRIMARY KEY (aggregate_type, aggregate_id),
+    CONSTRAINT snapshots_version_check CHECK (version >= 0),
+    CONSTRAINT snapshots_revision_check CHECK (revision >= 0)
+);
+
+COMMENT ON TABLE {schema}.snapshots IS 'The latest snapshot of each stream.';
+"#,
+)];
+
+/// Checks a schema name: `[a-z_][a-z0-9_]{0,62}`, and not `pg_`-prefixed (reserved by PostgreSQL).
+pub(crate) fn validate_schema_name(name: &str) -> Result<(), PostgresError> {
+    let mut chars = name.chars();
+    let valid_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let valid_rest = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid_first && valid_rest && name.len() <= 63 && !name.starts_with("pg_") {
+        Ok(())
+    } else {
+        Err(PostgresError::InvalidSchemaName { name: name.to_owned() })
+    }
+}
+
+/// Every statement of the store, with the (validated, quoted) schema name in place.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub schema: String,
+    pub migration_lock: &'static str,
+    pub ensure_schema: String,
+    pub applied_migrations: String,
+    pub record_migration: String,
+    pub migrations: Vec<(i64, &'static str, String)>,
+    pub xid_check: String,
+    pub append: String,
+    pub read_stream: String,
+    pub stream_version: String,
+    pub read_all: String,
+    pub tail: String,
+    pub existing_event_id: String,
+    pub save_snapshot: String,
+    pub load_snapshot: String,
+}
+
+impl Statements {
+    /// The statements for schema `schema`, which must have passed [`validate_schema_name`].
+    pub(crate) fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        let shift = POSITION_SHIFT;
+        let low_mask = MAX_EVENTS_PER_TRANSACTION;
+        Self {
+            schema: schema.to_owned(),
+            migration_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            ensure_schema: format!(
+                "CREATE SCHEMA IF NOT EXISTS {s};
+                 CREATE TABLE IF NOT EXISTS {s}.es_migrations (
+                     version     bigint      PRIMARY KEY,
+                     description text        NOT NULL,
+                     applied_at  timestamptz NOT NULL DEFAULT now()
+                 );"
+            ),
+            applied_migrations: format!("SELECT version FROM {s}.es_migrations ORDER BY version"),
+            record_migration: format!("INSERT INTO {s}.es_migrations (version, description) VALUES ($1, $2)"),
+            migrations: MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| (*version, *description, sql.replace("{schema}", &s)))
+                .collect(),
+            // One statement, one round trip. `head` reads the stream's last event and, only when
+            // the calling transaction already has an xid (an append inside a caller's
+            // transaction), how many positions of that xid are taken. `verdict` checks the
+            // expectation. The insert runs only if it holds; its position and timestamp are
+            // scalar subqueries (init plans), evaluated on first use only, so a refused or empty
+            // append never assigns an xid and commits without a WAL flush.
+            //
+            // $1 aggregate_type, $2 aggregate_id, $3 expectation kind (0 any, 1 no stream,
+            // 2 stream exists, 3 exact), $4 exact version, $5..$9 the batch as parallel arrays.
+            // Every committed, visible event was written by a transaction that got its xid before
+            // this statement began, so its xid is below ours. Otherwise the data was copied from
+            // another cluster whose xid counter was further along.
+            xid_check: format!(
+                "SELECT (SELECT max(position) >> {shift} FROM {s}.events), pg_current_xact_id()::text::bigint"
+            ),
+            append: format!(
+                "WITH last AS (
+                     SELECT version, position FROM {s}.events
+                     WHERE aggregate_type = $1 AND aggregate_id = $2
+                     ORDER BY version DESC
+                     LIMIT 1
+                 ),
+                 head AS MATERIALIZED (
+                     SELECT
+                         coalesce((SELECT version FROM last), 0) AS cur_version,
+                         coalesce((SELECT position FROM last), 0) AS last_position,
+                         coalesce((
+                             SELECT max(position) & {low_mask} FROM {s}.events
+                             WHERE position > (pg_current_xact_id_if_assigned()::text::bigint << {shift})
+                               AND position < ((pg_current_xact_id_if_assigned()::text::bigint + 1) << {shift})
+                         ), 0) AS used,
+                         pg_current_xact_id_if_assigned()::text::bigint << {shift} AS assigned_base
+                 ),
+                 verdict AS (
+                     SELECT
+                         cur_version,
+                         used,
+                         CASE $3::int
+                             WHEN 0 THEN true
+                             WHEN 1 THEN cur_version = 0
+                             WHEN 2 THEN cur_version > 0
+                             ELSE cur_version = $4::bigint
+                         END AS accepted,
+                         coalesce((assigned_base | (used + 1)) > last_position, true) AS fresh,
+                         used + cardinality($5::uuid[]) <= {low_mask} AS fits
+                     FROM head
+                 ),
+                 inserted AS (
+                     INSERT INTO {s}.events (position, event_id, aggregate_type, aggregate_id, version,
+                                             event_name, schema_version, payload, metadata, recorded_at)
+                     SELECT (SELECT pg_current_xact_id()::text::bigint << {shift}) | (v.used + e.n),
+                            e.event_id, $1, $2, v.cur_version + e.n,
+                            e.event_name, e.schema_version, e.payload::jsonb, e.metadata::jsonb,
+                            (SELECT clock_timestamp())
+                     FROM verdict v
+                     CROSS JOIN unnest($5::uuid[], $6::text[], $7::int[], $8::text[], $9::text[])
+                         WITH ORDINALITY AS e(event_id, event_name, schema_version, payload, metadata, n)
+                     WHERE v.accepted AND v.fresh AND v.fits
+                     RETURNING 1
+                 )
+                 SELECT cur_version, accepted, fresh, fits, (SELECT count(*) FROM inserted) AS inserted
+                 FROM verdict"
+            ),
+            read_stream: format!(
+                "SELECT position, event_id, version, event_name, schema_version,
+                        payload::text, metadata::text, recorded_at
+                 FROM {s}.events
+                 WHERE aggregate_type = $1 AND aggregate_id = $2
+                   AND version >= $3 AND version <= $4
+                   AND ($5::timestamptz IS NULL OR recorded_at <= $5::timestamptz)
+                 ORDER BY version"
+            ),
+            stream_version: format!(
+                "SELECT version FROM {s}.events
+                 WHERE aggregate_type = $1 AND aggregate_id = $2
+                 ORDER BY version DESC
+                 LIMIT 1"
+            ),
+            // Only transactions older than every transaction still in flight: see the crate docs.
+            read_all: format!(
+                "SELECT position, event_id, version, event_name, schema_version,
+                        payload::text, metadata::text, recorded_at, aggregate_type, aggregate_id
+                 FROM {s}.events
+                 WHERE position > $1
+                   AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {shift})
+                 ORDER BY position
+                 LIMIT $2"
+            ),
+            // `read_all`'s bound, counted: what it would still return, and its last event.
+            tail: format!(
+                "SELECT
+                     (SELECT count(*) FROM {s}.events
+                      WHERE position > $1
+                        AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {shift})) AS events,
+                     head.position,
+                     head.recorded_at
+                 FROM (SELECT 1) AS one
+                 LEFT JOIN LATERAL (
+                     SELECT position, recorded_at FROM {s}.events
+                     WHERE position > $1
+                       AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {shift})
+                     ORDER BY position DESC
+                     LIMIT 1
+                 ) AS head ON true"
+            ),
+            existing_event_id: format!("SELECT event_id FROM {s}.events WHERE event_id = ANY($1) LIMIT 1"),
+            save_snapshot: format!(
+                "INSERT INTO {s}.snapshots AS stored (aggregate_type, aggregate_id, version, revision, state, taken_at)
+                 VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+                 SET version = excluded.version, revision = excluded.revision,
+                     state = excluded.state, taken_at = excluded.taken_at
+                 WHERE stored.version <= excluded.version"
+            ),
+            load_snapshot: format!(
+                "SELECT version, revision, state::text, taken_at FROM {s}.snapshots
+                 WHERE aggregate_type = $1 AND aggregate_id = $2"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_validated_strictly() {
+        for good in ["public", "_", "events_2", "a", &"x".repeat(63)] {
+            assert!(validate_schema_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Public",
+            "1abc",
+            "a-b",
+            "a b",
+            "a\"b",
+            "pg_catalog",
+            "é",
+            &"x".repeat(64),
+            "x;drop",
+        ] {
+            assert!(validate_schema_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn statements_quote_the_schema() {
+        let statements = Statements::new("tenant_1");
+        assert!(statements.append.contains("\"tenant_1\".events"));
+        assert!(statements
+            .migrations
+            .iter()
+            .all(|(_, _, sql)| !sql.contains("{schema}")));
+    }
+}

@@ -1,0 +1,4 @@
+//! The es-core conformance suite, on PostgreSQL. Each check holds the server to itself (see
+//! `support::GATE`): its `read_all` checks expect their own appends to be visible at once.
+
+es_core::conformance_tests!(async { crate::support::exclusive_schema().await });

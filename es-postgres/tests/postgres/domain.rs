@@ -1,0 +1,75 @@
+//! A small aggregate for the repository tests: a support case with notes.
+
+use es_core::{event, Aggregate, Apply, UpcastError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[event(name = "CaseOpened")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseOpened {
+    pub title: String,
+}
+
+/// Version 2 added a priority; version-1 notes are upcast with priority 0.
+#[event(name = "NoteAdded", version = 2)]
+#[upcast(from = 1, json = note_v1_to_v2)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoteAdded {
+    pub text: String,
+    pub priority: u8,
+}
+
+fn note_v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
+    let object = payload
+        .as_object_mut()
+        .ok_or_else(|| UpcastError::new("not an object"))?;
+    object.insert("priority".into(), 0.into());
+    Ok(payload)
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaseEvent {
+    Opened(CaseOpened),
+    Noted(NoteAdded),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Aggregate)]
+#[aggregate(name = "case", id = String, event = CaseEvent)]
+pub struct Case {
+    pub title: String,
+    pub notes: Vec<String>,
+}
+
+impl Apply<CaseOpened> for Case {
+    fn apply(&mut self, event: &CaseOpened) {
+        self.title = event.title.clone();
+    }
+}
+
+impl Apply<NoteAdded> for Case {
+    fn apply(&mut self, event: &NoteAdded) {
+        self.notes.push(event.text.clone());
+    }
+}
+
+/// A command: open the case.
+pub fn open(title: &str) -> impl Fn(&Case) -> Result<Vec<CaseEvent>, std::convert::Infallible> + '_ {
+    move |_| {
+        Ok(vec![CaseOpened {
+            title: title.to_owned(),
+        }
+        .into()])
+    }
+}
+
+/// A command: add a note.
+pub fn note(text: &str) -> impl Fn(&Case) -> Result<Vec<CaseEvent>, std::convert::Infallible> + '_ {
+    move |_| {
+        Ok(vec![NoteAdded {
+            text: text.to_owned(),
+            priority: 1,
+        }
+        .into()])
+    }
+}

@@ -1,0 +1,15 @@
+//! The PostgreSQL store against a real server: `DATABASE_URL`, or one throwaway server started
+//! for this test process (see `es_postgres::test_support`). All suites live in this one binary so
+//! that one server serves the whole run; every test works in its own fresh schema.
+
+mod support;
+
+mod domain;
+
+mod appends;
+mod bad_data;
+mod conformance;
+mod failures;
+mod migrations;
+mod read_all;
+mod repository;

@@ -1,0 +1,114 @@
+//! Migrations: idempotent, safe when processes start at once, and schema names checked.
+
+use es_core::{EventStore, ExpectedVersion};
+use es_postgres::{PostgresError, PostgresStore};
+
+use crate::support::{database, fresh_stream, numbered, schema, unmigrated_schema};
+
+async fn migration_count(store: &PostgresStore) -> i64 {
+    let sql = format!("SELECT count(*) FROM \"{}\".es_migrations", store.schema());
+    sqlx::query_scalar(&sql)
+        .fetch_one(store.pool())
+        .await
+        .expect("reading the migration history")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_again_changes_nothing() {
+    let schema = schema().await;
+    let stream = fresh_stream("migrations");
+    schema
+        .append(&stream, ExpectedVersion::NoStream, numbered(2))
+        .await
+        .expect("append");
+    let before = migration_count(&schema).await;
+    assert!(before >= 1);
+    schema.migrate().await.expect("second migrate");
+    schema.migrate().await.expect("third migrate");
+    assert_eq!(migration_count(&schema).await, before);
+    assert_eq!(
+        schema.stream_version(&stream).await.expect("version"),
+        2,
+        "data untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_of_a_new_schema_all_succeed() {
+    let schema = unmigrated_schema().await;
+    // Separate pools, as separate processes would have.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let store = PostgresStore::connect(database().url())
+            .await
+            .expect("connect")
+            .with_schema(schema.schema())
+            .expect("valid schema");
+        stores.push(store);
+    }
+    let results = futures_util::future::join_all(stores.iter().map(|store| store.migrate())).await;
+    for result in results {
+        result.expect("every concurrent migrate succeeds");
+    }
+    assert_eq!(migration_count(&schema).await, 1, "each migration recorded once");
+    let stream = fresh_stream("migrations");
+    stores[3]
+        .append(&stream, ExpectedVersion::NoStream, numbered(1))
+        .await
+        .expect("the migrated schema works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_names_are_checked() {
+    let schema = schema().await;
+    for bad in [
+        "Public",
+        "1st",
+        "a-b",
+        "x\"; DROP TABLE y; --",
+        "pg_toast",
+        "",
+        &"s".repeat(64),
+    ] {
+        let result = PostgresStore::new(schema.pool().clone()).with_schema(bad);
+        assert!(
+            matches!(result, Err(PostgresError::InvalidSchemaName { ref name }) if name == bad),
+            "{bad:?} must be refused"
+        );
+    }
+    let store = PostgresStore::new(schema.pool().clone());
+    assert_eq!(store.schema(), "public");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_url_is_a_typed_error() {
+    let result = PostgresStore::connect("postgres://postgres@127.0.0.1:not-a-port/none").await;
+    assert!(matches!(result, Err(PostgresError::Connect(_))), "{result:?}");
+}
+
+/// Events whose positions come from transaction ids ahead of the cluster's (data restored from
+/// another cluster) make `migrate` refuse: new events would sort below them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_ahead_of_the_cluster_are_refused() {
+    let schema = schema().await;
+    let plant = format!(
+        "INSERT INTO \"{}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
+                                    schema_version, payload, metadata, recorded_at)
+         VALUES (((pg_current_xact_id()::text::bigint + 1000000) << 20) | 1, $1, 'restored', 'r-1', 1, 'Restored', 1,
+                 '{{}}', '{{}}', now())",
+        schema.schema()
+    );
+    sqlx::query(&plant)
+        .bind(uuid::Uuid::now_v7())
+        .execute(schema.pool())
+        .await
+        .expect("plant a restored event");
+    match schema.migrate().await {
+        Err(PostgresError::TransactionIdsBehind {
+            stored_xid,
+            current_xid,
+            ..
+        }) => assert!(stored_xid > current_xid),
+        other => panic!("expected TransactionIdsBehind, got {other:?}"),
+    }
+}

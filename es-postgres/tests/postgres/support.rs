@@ -1,0 +1,216 @@
+//! Shared helpers: fresh schemas, test events, raw SQL, and the gate that keeps tests that need a
+//! quiet server apart from the others.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use es_core::{
+    AppendOutcome, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreError,
+    StreamId, StreamSlice, Tail,
+};
+use es_postgres::test_support::{TestDatabase, TestSchema};
+use futures_core::stream::BoxStream;
+use futures_util::TryStreamExt;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use uuid::Uuid;
+
+/// `read_all` returns an event only once every transaction older than it has ended, and that
+/// holds across the whole server: a test's open transaction delays every other test's
+/// `read_all`. Tests that expect their own appends to show up in `read_all` at once (the
+/// conformance suite) hold this gate exclusively; every other test holds it shared.
+static GATE: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
+
+/// The server for this process.
+pub fn database() -> &'static TestDatabase {
+    match TestDatabase::get() {
+        Ok(database) => database,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// A fresh, migrated schema, while holding the gate shared.
+pub async fn schema() -> Shared {
+    let guard = GATE.read().await;
+    let schema = database().schema().await.expect("a fresh schema");
+    Shared { schema, _guard: guard }
+}
+
+/// A fresh schema that is not migrated yet, while holding the gate shared.
+pub async fn unmigrated_schema() -> Shared {
+    let guard = GATE.read().await;
+    let schema = database().unmigrated_schema().await.expect("a fresh schema name");
+    Shared { schema, _guard: guard }
+}
+
+/// A fresh, migrated schema while no other test runs.
+pub async fn exclusive_schema() -> Exclusive {
+    let guard = GATE.write().await;
+    let schema = database().schema().await.expect("a fresh schema");
+    Exclusive { schema, _guard: guard }
+}
+
+/// A test schema and the shared gate.
+pub struct Shared {
+    pub schema: TestSchema,
+    _guard: RwLockReadGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = TestSchema;
+
+    fn deref(&self) -> &TestSchema {
+        &self.schema
+    }
+}
+
+/// A test schema and the exclusive gate; a store itself, for the conformance suite.
+pub struct Exclusive {
+    schema: TestSchema,
+    _guard: RwLockWriteGuard<'static, ()>,
+}
+
+#[async_trait]
+impl EventStore for Exclusive {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.schema.append(stream, expected, events).await
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        self.schema.read_stream(stream, slice)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.schema.stream_version(stream).await
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.schema.read_all(after, limit).await
+    }
+
+    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+        self.schema.tail(after).await
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for Exclusive {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.schema.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        self.schema.load_snapshot(stream).await
+    }
+}
+
+/// A new event with a JSON payload.
+pub fn event(name: &str, payload: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_name: name.to_owned(),
+        schema_version: 1,
+        payload: payload.to_string().into_bytes(),
+        metadata: Metadata::new(),
+    }
+}
+
+/// `count` events named `Numbered` with payloads `{"n": 0}`, `{"n": 1}`, ...
+pub fn numbered(count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .map(|n| event("Numbered", serde_json::json!({ "n": n })))
+        .collect()
+}
+
+/// A stream nobody else uses.
+pub fn fresh_stream(kind: &str) -> StreamId {
+    StreamId::new(kind, Uuid::now_v7().to_string())
+}
+
+/// The whole stream.
+pub async fn read<S: EventStore + ?Sized>(store: &S, stream: &StreamId) -> Vec<RecordedEvent> {
+    store
+        .read_stream(stream, StreamSlice::all())
+        .try_collect()
+        .await
+        .expect("reading the stream")
+}
+
+/// Pages through `read_all` from the start until `count` events came back. Other tests' open
+/// transactions can delay them (never lose them): waits up to 60 seconds.
+pub async fn read_all_until<S: EventStore + ?Sized>(store: &S, count: usize) -> Vec<RecordedEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut all: Vec<RecordedEvent> = Vec::new();
+    while all.len() < count {
+        let after = all.last().map_or(0, |e| e.position);
+        let page = store.read_all(after, 500).await.expect("read_all");
+        if page.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {count} events came back",
+                all.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        all.extend(page);
+    }
+    all
+}
+
+/// Inserts one event row with raw SQL (bind parameters only), bypassing the store's checks:
+/// for planting bad data.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_raw(
+    schema: &TestSchema,
+    stream: &StreamId,
+    version: i64,
+    event_name: &str,
+    schema_version: i32,
+    payload: &str,
+    metadata: &str,
+) {
+    let sql = format!(
+        "INSERT INTO \"{}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
+                                    schema_version, payload, metadata, recorded_at)
+         VALUES ((pg_current_xact_id()::text::bigint << 20) | 1, $1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb,
+                 clock_timestamp())",
+        schema.schema()
+    );
+    sqlx::query(&sql)
+        .bind(Uuid::now_v7())
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .bind(version)
+        .bind(event_name)
+        .bind(schema_version)
+        .bind(payload)
+        .bind(metadata)
+        .execute(schema.pool())
+        .await
+        .expect("inserting a raw row");
+}
+
+/// A small, fast, seedable random number generator (xorshift64*), so the tests need no crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number in `range`.
+    pub fn range(&mut self, range: std::ops::Range<u64>) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        range.start + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (range.end - range.start)
+    }
+}
