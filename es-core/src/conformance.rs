@@ -38,6 +38,7 @@ macro_rules! conformance_tests {
             empty_append_checks_expectation,
             refused_batch_writes_nothing,
             duplicate_event_id_writes_nothing,
+            invalid_payload_writes_nothing,
             concurrent_appends_exactly_one_wins,
             streams_are_isolated,
             read_stream_slices,
@@ -257,6 +258,18 @@ pub async fn duplicate_event_id_writes_nothing<S: EventStore>(store: &S) {
     assert_eq!(store.stream_version(&elsewhere).await.ok(), Some(0));
 }
 
+/// A payload that is not JSON is refused as an invalid batch, and nothing of the batch is written.
+pub async fn invalid_payload_writes_nothing<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    let mut batch = numbered(3);
+    batch[2].payload = b"{not json".to_vec();
+    match store.append(&stream, ExpectedVersion::NoStream, batch).await {
+        Err(StoreError::InvalidBatch { stream: refused, .. }) => assert_eq!(refused, stream),
+        other => panic!("expected InvalidBatch, got {other:?}"),
+    }
+    assert_eq!(store.stream_version(&stream).await.ok(), Some(0));
+}
+
 /// Writers racing with the same expected version: exactly one wins, the rest get conflicts.
 pub async fn concurrent_appends_exactly_one_wins<S: EventStore>(store: &S) {
     let stream = fresh_stream("conformance");
@@ -349,6 +362,24 @@ pub async fn read_stream_until_instant<S: EventStore>(store: &S) {
     );
 }
 
+/// Reads everything, waiting (up to 10 s) until the events with `ids` are visible: a store may
+/// delay `read_all` visibility while other transactions are in flight, never reorder it.
+async fn read_until_visible<S: EventStore>(store: &S, ids: &[Uuid]) -> Vec<RecordedEvent> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = read_everything(store).await;
+        let seen: BTreeSet<_> = all.iter().map(|e| e.event_id).collect();
+        if ids.iter().all(|id| seen.contains(id)) {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "appended events never became visible to read_all"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn read_everything<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
     let mut all = Vec::new();
     let mut after = 0;
@@ -369,10 +400,13 @@ async fn read_everything<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
 pub async fn read_all_in_position_order<S: EventStore>(store: &S) {
     let start = read_everything(store).await.last().map_or(0, |e| e.position);
     let (a, b) = (fresh_stream("conformance"), fresh_stream("conformance"));
-    append_ok(store, &a, ExpectedVersion::NoStream, numbered(2)).await;
-    append_ok(store, &b, ExpectedVersion::NoStream, numbered(1)).await;
-    append_ok(store, &a, ExpectedVersion::Exact(2), numbered(1)).await;
-    let all = read_everything(store).await;
+    let batches = [numbered(2), numbered(1), numbered(1)];
+    let ids: Vec<_> = batches.iter().flatten().map(|e| e.event_id).collect();
+    let [first, second, third] = batches;
+    append_ok(store, &a, ExpectedVersion::NoStream, first).await;
+    append_ok(store, &b, ExpectedVersion::NoStream, second).await;
+    append_ok(store, &a, ExpectedVersion::Exact(2), third).await;
+    let all = read_until_visible(store, &ids).await;
     assert!(
         all.windows(2).all(|w| w[0].position < w[1].position),
         "strictly increasing positions"
@@ -388,8 +422,10 @@ pub async fn read_all_in_position_order<S: EventStore>(store: &S) {
 /// Paging through `read_all` with `after` and `limit` neither repeats nor skips.
 pub async fn read_all_pages<S: EventStore>(store: &S) {
     let stream = fresh_stream("conformance");
-    append_ok(store, &stream, ExpectedVersion::NoStream, numbered(25)).await;
-    let everything = read_everything(store).await;
+    let batch = numbered(25);
+    let ids: Vec<_> = batch.iter().map(|e| e.event_id).collect();
+    append_ok(store, &stream, ExpectedVersion::NoStream, batch).await;
+    let everything = read_until_visible(store, &ids).await;
     let mut paged = Vec::new();
     let mut after = 0;
     loop {

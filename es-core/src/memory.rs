@@ -126,6 +126,17 @@ impl EventStore for InMemoryStore {
             }
             .into());
         }
+        // The same rule as the durable stores: a payload must be JSON.
+        if let Some((index, error)) = events.iter().enumerate().find_map(|(index, event)| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload)
+                .err()
+                .map(|error| (index, error))
+        }) {
+            return Err(StoreError::InvalidBatch {
+                stream: stream.clone(),
+                reason: format!("the payload of event #{} is not valid JSON: {error}", index + 1),
+            });
+        }
         let mut batch_ids = HashSet::with_capacity(events.len());
         if let Some(duplicate) = events
             .iter()

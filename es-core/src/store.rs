@@ -212,6 +212,15 @@ pub enum StoreError {
         /// The duplicate id.
         event_id: Uuid,
     },
+    /// The batch itself is unacceptable (a payload that is not JSON, a batch too large for the
+    /// backend, a number out of range). Nothing was written; retrying will not help.
+    #[error("invalid batch for {stream}; nothing was written: {reason}")]
+    InvalidBatch {
+        /// The stream appended to.
+        stream: StreamId,
+        /// What is wrong with the batch.
+        reason: String,
+    },
     /// A stored row cannot be turned into an event (e.g. a negative version).
     #[error("stored data of stream {stream} at version {version} is corrupt: {reason}")]
     Corrupt {

@@ -132,6 +132,16 @@ pub enum PostgresError {
 
 impl From<PostgresError> for StoreError {
     fn from(error: PostgresError) -> Self {
-        StoreError::backend(error)
+        // Caller mistakes in a batch are not backend failures: retrying cannot help.
+        match &error {
+            PostgresError::BatchTooLarge { stream, .. }
+            | PostgresError::PayloadNotUtf8 { stream, .. }
+            | PostgresError::OutOfRange { stream, .. }
+            | PostgresError::Metadata { stream, .. } => StoreError::InvalidBatch {
+                stream: stream.clone(),
+                reason: error.to_string(),
+            },
+            _ => StoreError::backend(error),
+        }
     }
 }

@@ -122,7 +122,17 @@
 //! version; connection and database failures are
 //! [`StoreError::Backend`](es_core::StoreError::Backend), wrapping the sqlx error or a
 //! [`PostgresError`].
-
+//!
+//! ## Projections
+//!
+//! [`PostgresStore::checkpoints`] gives the [`CheckpointStore`](es_core::CheckpointStore) for
+//! read models kept in the same database: a runner's unit of work is one transaction, in which
+//! the handlers write their tables (with `search_path` set to the store's schema) and the
+//! checkpoint row (`projection_checkpoints`, locked `FOR UPDATE`) is advanced, so each event is
+//! applied exactly once. One runner per projection is active: it holds a session advisory lock on
+//! a dedicated connection outside the pool; others wait and take over when it stops or dies.
+//! Every append sends a `NOTIFY` (delivered at commit); [`PostgresStore::wake_up`] listens, and
+//! runners poll as well, since a notification is a wake-up, never the transport.
 //!
 //! # Testing
 //!
@@ -133,10 +143,12 @@
 #![warn(missing_docs)]
 
 mod error;
+mod projection;
 mod sql;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
 pub use error::PostgresError;
+pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresWakeUp};
 pub use store::PostgresStore;

@@ -16,10 +16,11 @@ pub(crate) const EVENT_ID_CONSTRAINT: &str = "events_event_id_key";
 
 /// The versioned migrations, oldest first: `(version, description, SQL)`. `{schema}` stands for
 /// the quoted schema name. Never edit an applied migration: append a new one.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "events and snapshots",
-    r#"
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "events and snapshots",
+        r#"
 CREATE TABLE {schema}.events (
     position       bigint      NOT NULL,
     event_id       uuid        NOT NULL,
@@ -58,7 +59,24 @@ CREATE TABLE {schema}.snapshots (
 
 COMMENT ON TABLE {schema}.snapshots IS 'The latest snapshot of each stream.';
 "#,
-)];
+    ),
+    (
+        2,
+        "projection checkpoints",
+        r#"
+CREATE TABLE {schema}.projection_checkpoints (
+    projection text        NOT NULL,
+    position   bigint      NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT projection_checkpoints_pkey PRIMARY KEY (projection),
+    CONSTRAINT projection_checkpoints_position_check CHECK (position >= 0)
+);
+
+COMMENT ON TABLE {schema}.projection_checkpoints IS
+    'Per projection: the position of the last event its read model reflects, committed with the read model.';
+"#,
+    ),
+];
 
 /// Checks a schema name: `[a-z_][a-z0-9_]{0,62}`, and not `pg_`-prefixed (reserved by PostgreSQL).
 pub(crate) fn validate_schema_name(name: &str) -> Result<(), PostgresError> {
@@ -83,6 +101,8 @@ pub(crate) struct Statements {
     pub migrations: Vec<(i64, &'static str, String)>,
     pub xid_check: String,
     pub append: String,
+    /// The LISTEN/NOTIFY channel appends notify.
+    pub channel: String,
     pub read_stream: String,
     pub stream_version: String,
     pub read_all: String,
@@ -123,13 +143,15 @@ impl Statements {
             // append never assigns an xid and commits without a WAL flush.
             //
             // $1 aggregate_type, $2 aggregate_id, $3 expectation kind (0 any, 1 no stream,
-            // 2 stream exists, 3 exact), $4 exact version, $5..$9 the batch as parallel arrays.
+            // 2 stream exists, 3 exact), $4 exact version, $5..$9 the batch as parallel arrays,
+            // $10 the notification channel.
             // Every committed, visible event was written by a transaction that got its xid before
             // this statement began, so its xid is below ours. Otherwise the data was copied from
             // another cluster whose xid counter was further along.
             xid_check: format!(
                 "SELECT (SELECT max(position) >> {shift} FROM {s}.events), pg_current_xact_id()::text::bigint"
             ),
+            channel: crate::projection::notification_channel(schema),
             append: format!(
                 "WITH last AS (
                      SELECT version, position FROM {s}.events
@@ -174,8 +196,15 @@ impl Statements {
                          WITH ORDINALITY AS e(event_id, event_name, schema_version, payload, metadata, n)
                      WHERE v.accepted AND v.fresh AND v.fits
                      RETURNING 1
+                 ),
+                 -- A wake-up for tailing readers, delivered at commit; never sent for a refused
+                 -- or empty append, or when the transaction rolls back.
+                 notified AS (
+                     SELECT pg_notify($10, '') FROM verdict v
+                     WHERE v.accepted AND v.fresh AND v.fits AND cardinality($5::uuid[]) > 0
                  )
-                 SELECT cur_version, accepted, fresh, fits, (SELECT count(*) FROM inserted) AS inserted
+                 SELECT cur_version, accepted, fresh, fits, (SELECT count(*) FROM inserted) AS inserted,
+                        (SELECT count(*) FROM notified) AS notified
                  FROM verdict"
             ),
             read_stream: format!(

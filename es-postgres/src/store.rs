@@ -26,6 +26,8 @@ const MAX_APPEND_ATTEMPTS: u32 = 16;
 
 /// The SQLSTATE of a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
+/// `invalid_text_representation`: the server refused a payload or metadata as JSON.
+const INVALID_TEXT_REPRESENTATION: &str = "22P02";
 
 /// An event store in PostgreSQL: one append-only `events` table and one `snapshots` table in a
 /// schema of your choice. Cloning it is cheap and shares the connection pool.
@@ -217,6 +219,7 @@ impl PostgresStore {
             .bind(batch.schema_versions.as_slice())
             .bind(batch.payloads.as_slice())
             .bind(batch.metadata.as_slice())
+            .bind(self.sql.channel.as_str())
             .fetch_one(executor)
             .await?;
         Ok(Verdict {
@@ -231,6 +234,15 @@ impl PostgresStore {
     /// Turns a failed append statement into the error to return, reading what it needs (the
     /// actual version, the duplicate id) on the pool: only this failure path pays the query.
     async fn explain_failure(&self, error: sqlx::Error, stream: &StreamId, batch: &Batch) -> Failure {
+        if let Some(db) = error
+            .as_database_error()
+            .filter(|db| db.code().as_deref() == Some(INVALID_TEXT_REPRESENTATION))
+        {
+            return Failure::Final(StoreError::InvalidBatch {
+                stream: stream.clone(),
+                reason: format!("a payload is not valid JSON: {}", db.message()),
+            });
+        }
         let constraint = error
             .as_database_error()
             .filter(|db| db.code().as_deref() == Some(UNIQUE_VIOLATION))

@@ -116,15 +116,18 @@ async fn payloads_must_be_json() {
     let mut batch = numbered(2);
     batch[1].payload = b"{not json".to_vec();
     let result = schema.append(&stream, ExpectedVersion::NoStream, batch).await;
-    assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
+    match result {
+        Err(StoreError::InvalidBatch { stream: s, reason }) => {
+            assert_eq!(s, stream);
+            assert!(reason.contains("not valid JSON"), "{reason}");
+        }
+        other => panic!("expected an invalid batch, got {other:?}"),
+    }
     let mut batch = numbered(1);
     batch[0].payload = vec![0xff, 0xfe];
     match schema.append(&stream, ExpectedVersion::NoStream, batch).await {
-        Err(StoreError::Backend(error)) => assert!(
-            matches!(error.downcast_ref(), Some(PostgresError::PayloadNotUtf8 { .. })),
-            "{error}"
-        ),
-        other => panic!("expected a backend error, got {other:?}"),
+        Err(StoreError::InvalidBatch { reason, .. }) => assert!(reason.contains("not UTF-8"), "{reason}"),
+        other => panic!("expected an invalid batch, got {other:?}"),
     }
     assert_eq!(schema.stream_version(&stream).await.expect("version"), 0);
 }

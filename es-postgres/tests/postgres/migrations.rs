@@ -50,7 +50,11 @@ async fn concurrent_migrations_of_a_new_schema_all_succeed() {
     for result in results {
         result.expect("every concurrent migrate succeeds");
     }
-    assert_eq!(migration_count(&schema).await, 1, "each migration recorded once");
+    assert_eq!(
+        migration_count(&schema).await,
+        2,
+        "each of the 2 migrations recorded once"
+    );
     let stream = fresh_stream("migrations");
     stores[3]
         .append(&stream, ExpectedVersion::NoStream, numbered(1))
