@@ -125,6 +125,13 @@ pub trait CheckpointStore: Send + Sync {
     /// Commits the unit's writes together with the new checkpoint.
     async fn commit(&self, unit: Self::Unit, projection: &str, position: u64) -> Result<(), ProjectionError>;
 
+    /// Discards the unit's writes. The default drops the unit; stores that can reuse its
+    /// resources (a connection) return them here. A unit dropped without `commit` or
+    /// `rollback` (a cancelled runner) must also discard its writes.
+    async fn rollback(&self, unit: Self::Unit) {
+        drop(unit);
+    }
+
     /// The committed checkpoint, read outside any unit of work.
     async fn checkpoint(&self, projection: &str) -> Result<u64, ProjectionError>;
 }
@@ -491,13 +498,39 @@ where
         let (mut unit, checkpoint) = self.checkpoints.begin(P::NAME).await?;
         let batch = self.store_result(self.events.read_all(checkpoint, self.options.batch_size).await)?;
         let Some(last) = batch.last() else {
+            self.checkpoints.rollback(unit).await;
             return Ok(CatchUp {
                 position: checkpoint,
                 ..CatchUp::default()
             });
         };
         let position = last.position;
-        let context = self.checkpoints.context(&mut unit);
+        let handled = match self.handle_batch(&mut unit, &batch).await {
+            Ok(handled) => handled,
+            Err(error) => {
+                self.checkpoints.rollback(unit).await;
+                return Err(error);
+            }
+        };
+        self.checkpoints.commit(unit, P::NAME, position).await?;
+        metrics::counter!("es_projection_events_handled_total", "projection" => P::NAME).increment(handled);
+        tracing::trace!(
+            projection = P::NAME,
+            read = batch.len(),
+            handled,
+            position,
+            "batch committed"
+        );
+        Ok(CatchUp {
+            read: batch.len() as u64,
+            handled,
+            position,
+        })
+    }
+
+    /// Hands the batch's events that concern the projection to its handler, within `unit`.
+    async fn handle_batch(&self, unit: &mut C::Unit, batch: &[RecordedEvent]) -> Result<u64, ProjectionError> {
+        let context = self.checkpoints.context(unit);
         let mut handled = 0;
         for record in batch.iter().filter(|record| concerns::<P>(record)) {
             let event = decode_record::<P::Event>(record).map_err(|source| ProjectionError::Decode {
@@ -522,20 +555,7 @@ where
             })?;
             handled += 1;
         }
-        self.checkpoints.commit(unit, P::NAME, position).await?;
-        metrics::counter!("es_projection_events_handled_total", "projection" => P::NAME).increment(handled);
-        tracing::trace!(
-            projection = P::NAME,
-            read = batch.len(),
-            handled,
-            position,
-            "batch committed"
-        );
-        Ok(CatchUp {
-            read: batch.len() as u64,
-            handled,
-            position,
-        })
+        Ok(handled)
     }
 
     fn store_result<T>(&self, result: Result<T, StoreError>) -> Result<T, ProjectionError> {

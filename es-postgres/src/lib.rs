@@ -129,7 +129,8 @@
 //! read models kept in the same database: a runner's unit of work is one transaction, in which
 //! the handlers write their tables (with `search_path` set to the store's schema) and the
 //! checkpoint row (`projection_checkpoints`, locked `FOR UPDATE`) is advanced, so each event is
-//! applied exactly once. One runner per projection is active: it holds a session advisory lock on
+//! applied exactly once. Units run on connections outside the pool, so a runner cancelled
+//! mid-batch can never hand a pooled connection back inside an open transaction. One runner per projection is active: it holds a session advisory lock on
 //! a dedicated connection outside the pool; others wait and take over when it stops or dies.
 //! Every append sends a `NOTIFY` (delivered at commit); [`PostgresStore::wake_up`] listens, and
 //! runners poll as well, since a notification is a wake-up, never the transport.
@@ -150,5 +151,5 @@ mod store;
 pub mod test_support;
 
 pub use error::PostgresError;
-pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresWakeUp};
+pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit, PostgresWakeUp};
 pub use store::PostgresStore;

@@ -1,11 +1,12 @@
 //! Projections on PostgreSQL: checkpoints committed in the read model's own transaction, a
 //! claim so one runner is active per projection, and LISTEN/NOTIFY wake-ups.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use es_core::{async_trait, CheckpointStore, ProjectionError, WakeUp};
 use sqlx::postgres::{PgConnectOptions, PgListener};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 use crate::error::PostgresError;
 use crate::PostgresStore;
@@ -19,7 +20,13 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 ///
 /// Handlers get the transaction's [`PgConnection`], with `search_path` set to the store's schema
 /// (then `public`), so read-model tables can be named without a schema and live beside the
-/// events. The claim that keeps one runner active per projection is a session advisory lock on
+/// events.
+///
+/// Units of work run on connections of their own, outside the pool: a runner cancelled mid-batch
+/// (a shutdown, an aborted task) drops its unit, and with it the connection, so the server rolls
+/// the transaction back. A pooled connection would instead go back to the pool still inside the
+/// transaction, and the next user of it would write into a transaction that never commits. The
+/// claim that keeps one runner active per projection is a session advisory lock on
 /// a dedicated connection outside the pool: it pins no pooled connection and is released when
 /// the runner stops or its process dies.
 #[derive(Debug, Clone)]
@@ -27,11 +34,20 @@ pub struct PostgresCheckpoints {
     pool: PgPool,
     schema: String,
     sql: CheckpointSql,
+    /// Connections of finished units, for the next unit.
+    idle: Arc<Mutex<Vec<PgConnection>>>,
+}
+
+/// One unit of work: an open transaction on a connection of its own. Dropping it closes the
+/// connection, which rolls the transaction back.
+#[derive(Debug)]
+pub struct PostgresUnit {
+    connection: PgConnection,
 }
 
 #[derive(Debug, Clone)]
 struct CheckpointSql {
-    search_path: String,
+    begin: String,
     ensure_row: String,
     lock_row: String,
     save: String,
@@ -54,7 +70,7 @@ impl PostgresStore {
             pool: self.pool().clone(),
             schema: self.schema().to_owned(),
             sql: CheckpointSql {
-                search_path: format!("SET LOCAL search_path TO {s}, public"),
+                begin: format!("BEGIN; SET LOCAL search_path TO {s}, public"),
                 ensure_row: format!(
                     "INSERT INTO {s}.projection_checkpoints (projection, position) VALUES ($1, 0)
                      ON CONFLICT (projection) DO NOTHING"
@@ -65,6 +81,7 @@ impl PostgresStore {
                 ),
                 load: format!("SELECT position FROM {s}.projection_checkpoints WHERE projection = $1"),
             },
+            idle: Arc::default(),
         }
     }
 
@@ -112,6 +129,17 @@ impl PostgresCheckpoints {
         move |error| ProjectionError::checkpoint(projection, error)
     }
 
+    fn idle_connection(&self) -> Option<PgConnection> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    fn keep_idle(&self, connection: PgConnection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(connection);
+    }
+
     fn claim_key(&self, projection: &str) -> String {
         format!("es-postgres projection {} in schema {}", projection, self.schema)
     }
@@ -120,7 +148,7 @@ impl PostgresCheckpoints {
 #[async_trait]
 impl CheckpointStore for PostgresCheckpoints {
     type Context = PgConnection;
-    type Unit = Transaction<'static, Postgres>;
+    type Unit = PostgresUnit;
     type Claim = PostgresClaim;
 
     async fn claim(&self, projection: &str) -> Result<PostgresClaim, ProjectionError> {
@@ -154,28 +182,34 @@ impl CheckpointStore for PostgresCheckpoints {
 
     async fn begin(&self, projection: &str) -> Result<(Self::Unit, u64), ProjectionError> {
         let failed = Self::failed(projection);
-        let mut tx = self.pool.begin().await.map_err(&failed)?;
-        sqlx::query(&self.sql.search_path)
-            .execute(&mut *tx)
+        let mut connection = match self.idle_connection() {
+            Some(connection) => connection,
+            None => {
+                let options: PgConnectOptions = (*self.pool.connect_options()).clone();
+                options.connect().await.map_err(&failed)?
+            }
+        };
+        // Simple-query protocol: both statements in one round trip.
+        sqlx::Executor::execute(&mut connection, self.sql.begin.as_str())
             .await
             .map_err(&failed)?;
         sqlx::query(&self.sql.ensure_row)
             .bind(projection)
-            .execute(&mut *tx)
+            .execute(&mut connection)
             .await
             .map_err(&failed)?;
         let position: i64 = sqlx::query_scalar(&self.sql.lock_row)
             .bind(projection)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut connection)
             .await
             .map_err(&failed)?;
         let position = u64::try_from(position)
             .map_err(|_| ProjectionError::checkpoint(projection, format!("negative checkpoint {position}")))?;
-        Ok((tx, position))
+        Ok((PostgresUnit { connection }, position))
     }
 
     fn context<'u>(&self, unit: &'u mut Self::Unit) -> &'u mut PgConnection {
-        unit
+        &mut unit.connection
     }
 
     async fn commit(&self, mut unit: Self::Unit, projection: &str, position: u64) -> Result<(), ProjectionError> {
@@ -185,10 +219,22 @@ impl CheckpointStore for PostgresCheckpoints {
         sqlx::query(&self.sql.save)
             .bind(projection)
             .bind(position)
-            .execute(&mut *unit)
+            .execute(&mut unit.connection)
             .await
             .map_err(&failed)?;
-        unit.commit().await.map_err(&failed)
+        sqlx::Executor::execute(&mut unit.connection, "COMMIT")
+            .await
+            .map_err(&failed)?;
+        self.keep_idle(unit.connection);
+        Ok(())
+    }
+
+    async fn rollback(&self, mut unit: Self::Unit) {
+        // A connection whose rollback fails is dropped, which closes it.
+        match sqlx::Executor::execute(&mut unit.connection, "ROLLBACK").await {
+            Ok(_) => self.keep_idle(unit.connection),
+            Err(error) => tracing::debug!(%error, "rollback failed; closing the connection instead"),
+        }
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, ProjectionError> {

@@ -122,6 +122,20 @@ impl LeadStatus {
             Self::Closed => "CLOSED",
         }
     }
+
+    /// The status stored as `name` (see [`LeadStatus::as_str`]), if any.
+    pub fn from_str_name(name: &str) -> Option<Self> {
+        [
+            Self::NewLead,
+            Self::FollowupSet,
+            Self::PendingPayment,
+            Self::Converted,
+            Self::PaymentFailed,
+            Self::Closed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == name)
+    }
 }
 
 /// A sales lead's state, folded from its events.

@@ -113,12 +113,12 @@ async fn handles_its_events_and_skips_others_without_decoding() {
     deposit(&store, "a", 5).await;
     deposit(&store, "b", 7).await;
     deposit(&store, "a", 1).await;
-    // Events the projection does not handle are never decoded: a corrupt one is harmless...
+    // Events the projection does not handle are never decoded: one that would not decode is harmless...
     let junk = NewEvent {
         event_id: uuid::Uuid::now_v7(),
         event_name: "Noted".into(),
         schema_version: 1,
-        payload: b"{not json".to_vec(),
+        payload: br#"{"not":"a Noted payload"}"#.to_vec(),
         metadata: Metadata::new(),
     };
     store
@@ -175,7 +175,11 @@ async fn a_failing_handler_never_moves_the_checkpoint_past_its_event() {
     };
     let (position, stream) = (failure.position, &failure.stream);
     assert_eq!(
-        (failure.event_name.as_str(), stream.aggregate_id.as_str(), failure.attempts),
+        (
+            failure.event_name.as_str(),
+            stream.aggregate_id.as_str(),
+            failure.attempts
+        ),
         ("Deposited", "a", 1)
     );
     let checkpoint = runner.lag().await.expect("lag").checkpoint;

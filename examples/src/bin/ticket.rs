@@ -8,6 +8,7 @@ use es_core::{
     CommandError, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, Repository, SnapshotStore,
     StreamSlice,
 };
+use es_postgres::PostgresStore;
 use examples::ticket::{stored_v1_records, Priority, Ticket, TicketError, TicketEvent};
 use uuid::Uuid;
 
@@ -22,8 +23,18 @@ type Step = (
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Outcome {
-    println!("Ticket example on the in-memory store");
-    run(InMemoryStore::new()).await
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => {
+            let store = PostgresStore::connect(&url).await?.with_schema("es_examples")?;
+            store.migrate().await?;
+            println!("Ticket example on PostgreSQL (schema `es_examples`)");
+            run(store).await
+        }
+        Err(_) => {
+            println!("Ticket example on the in-memory store");
+            run(InMemoryStore::new()).await
+        }
+    }
 }
 
 async fn run<S: EventStore + SnapshotStore + Clone>(store: S) -> Outcome {
