@@ -1,8 +1,9 @@
 //! The Ticket and Lead domains from the DDD literature, built on `es-core`.
 //!
-//! Run them with `cargo run -p examples --bin ticket` (in memory, or on PostgreSQL when
-//! `DATABASE_URL` is set).
+//! Run both with `cargo run -p examples` (in memory, or on PostgreSQL when `DATABASE_URL` is
+//! set), or one with `--bin ticket` / `--bin lead`.
 
+pub mod demo;
 pub mod lead;
 pub mod lead_models;
 pub mod lead_scenario;

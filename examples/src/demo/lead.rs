@@ -1,0 +1,156 @@
+//! Plays a sales week over many leads, runs the two read-model projections, queries both, and
+//! shows one lead's state at an earlier version. Runs in memory, or on PostgreSQL (events and
+//! read-model tables in the schema `es_examples`) when `DATABASE_URL` is set.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+
+use crate::lead::{Lead, LeadStatus};
+use crate::lead_models::{
+    postgres, AnalysisModel, AnalysisRow, LeadAnalysisProjection, LeadSearchProjection, SearchModel,
+};
+use crate::lead_scenario::{lead_id, lead_name, play_leads, with_typo};
+use es_core::{EventStore, InMemoryReadModel, InMemoryStore, ProjectionRunner, Repository, SnapshotStore, StreamSlice};
+use es_postgres::PostgresStore;
+
+const LEADS: usize = 200;
+
+/// What a demo returns.
+pub type Outcome = Result<(), Box<dyn Error>>;
+
+/// Runs the demo: on PostgreSQL when `DATABASE_URL` is set, else in memory.
+pub async fn run() -> Outcome {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => on_postgres(&url).await,
+        Err(_) => in_memory().await,
+    }
+}
+
+async fn in_memory() -> Outcome {
+    println!("Lead example on the in-memory store and in-memory read models");
+    let store = InMemoryStore::new();
+    let leads = Repository::<Lead, _>::new(store.clone()).with_snapshot_every(10);
+    let run = "week1";
+    play(&leads, run).await?;
+
+    let search = InMemoryReadModel::<SearchModel>::new();
+    let analysis = InMemoryReadModel::<AnalysisModel>::new();
+    let searched = ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), search.clone())
+        .catch_up()
+        .await?;
+    let analysed = ProjectionRunner::new(LeadAnalysisProjection::default(), store, analysis.clone())
+        .catch_up()
+        .await?;
+    println!(
+        "   projections caught up: search handled {} of {} events, analysis {} of {}",
+        searched.handled, searched.read, analysed.handled, analysed.read
+    );
+    let search = search.read(Clone::clone);
+    print_analysis(&analysis.read(|model| model.leads.clone()));
+    if let Some(misspelled) = print_search(&search, run) {
+        println!("   search {misspelled:?} -> {:?}", search.find(&misspelled));
+    }
+    time_travel(&leads, &search, run).await
+}
+
+async fn on_postgres(url: &str) -> Outcome {
+    let store = PostgresStore::connect(url).await?.with_schema("es_examples")?;
+    store.migrate().await?;
+    postgres::create_tables(&store).await?;
+    println!("Lead example on PostgreSQL: events and read-model tables in schema `es_examples`");
+    let leads = Repository::<Lead, _>::new(store.clone()).with_snapshot_every(10);
+    let run = format!("run{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    play(&leads, &run).await?;
+
+    let search = ProjectionRunner::new(
+        LeadSearchProjection::<sqlx::PgConnection>::default(),
+        store.clone(),
+        store.checkpoints(),
+    );
+    let analysis = ProjectionRunner::new(
+        LeadAnalysisProjection::<sqlx::PgConnection>::default(),
+        store.clone(),
+        store.checkpoints(),
+    );
+    let searched = search.catch_up().await?;
+    let analysed = analysis.catch_up().await?;
+    println!(
+        "   projections caught up: search handled {} of {} new events, analysis {} of {}",
+        searched.handled, searched.read, analysed.handled, analysed.read
+    );
+    let search_model = postgres::load_search(&store).await?;
+    let analysis_model = postgres::load_analysis(&store).await?;
+    print_analysis(&analysis_model.leads);
+    if let Some(misspelled) = print_search(&search_model, &run) {
+        println!(
+            "   SELECT ... WHERE value = {misspelled:?} -> {:?}",
+            postgres::find(&store, &misspelled).await?
+        );
+    }
+    time_travel(&leads, &search_model, &run).await
+}
+
+async fn play<S: EventStore + SnapshotStore>(leads: &Repository<Lead, S>, run: &str) -> Outcome {
+    let commands = play_leads(leads, run, 0..LEADS, 7).await?;
+    println!("\n== Played {commands} commands on {LEADS} leads (run {run})");
+    Ok(())
+}
+
+fn print_analysis(rows: &BTreeMap<String, AnalysisRow>) {
+    println!("\n== Analysis model: the funnel ({} leads)", rows.len());
+    let mut by_status: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+    for row in rows.values() {
+        let entry = by_status.entry(row.status.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 += row.followups;
+    }
+    println!("   {:<16} {:>6} {:>16}", "status", "leads", "avg follow-ups");
+    for (status, (count, followups)) in by_status {
+        println!(
+            "   {status:<16} {count:>6} {:>16.2}",
+            f64::from(followups) / f64::from(count)
+        );
+    }
+}
+
+/// The first lead of `run` whose name was fixed; prints what the search model knows of it and
+/// returns the misspelled name it was entered under.
+fn print_search(search: &SearchModel, run: &str) -> Option<String> {
+    println!("\n== Search model: leads are found by any name or phone they ever had");
+    let (index, id, entry) = (0..LEADS).find_map(|index| {
+        let id = lead_id(run, index);
+        let entry = search.leads.get(&id).filter(|entry| entry.names.len() > 1)?;
+        Some((index, id, entry))
+    })?;
+    let misspelled = with_typo(&lead_name(index));
+    println!("   {id} was entered as {misspelled:?}, later fixed:");
+    println!("   names {:?}, phones {:?}", entry.names, entry.phones);
+    Some(misspelled)
+}
+
+async fn time_travel<S: EventStore + SnapshotStore>(
+    leads: &Repository<Lead, S>,
+    search: &SearchModel,
+    run: &str,
+) -> Outcome {
+    let Some(id) = (0..LEADS)
+        .map(|index| lead_id(run, index))
+        .find(|id| search.leads.get(id).is_some_and(|entry| entry.names.len() > 1))
+    else {
+        return Ok(());
+    };
+    let history = leads.events(&id, StreamSlice::all()).await?;
+    println!("\n== Time travel on {id} ({} events)", history.len());
+    for decoded in &history {
+        let past = leads.load_at_version(&id, decoded.envelope.version).await?;
+        println!(
+            "   v{:<2} {:<22} status {:<16} name {:<14} followups {}",
+            decoded.envelope.version,
+            decoded.envelope.event_name,
+            past.aggregate.status.map_or("-", LeadStatus::as_str),
+            past.aggregate.name,
+            past.aggregate.followups
+        );
+    }
+    Ok(())
+}
