@@ -1,6 +1,9 @@
 //! The repository: load aggregates (now or in the past) and execute commands against them.
 
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -114,6 +117,15 @@ impl<E> From<StoreError> for CommandError<E> {
     }
 }
 
+/// Where a command's first attempt gets its state.
+#[derive(Debug, Clone, Copy)]
+enum FirstAttempt {
+    /// From the cache, else the store.
+    Load,
+    /// A new aggregate: `A::default()` at version 0, without reading.
+    AssumeNew,
+}
+
 /// Which state to load.
 #[derive(Debug, Clone, Copy)]
 enum AsOf {
@@ -144,11 +156,11 @@ enum AsOf {
 /// assert_eq!(accounts.load(&id).await?.aggregate.balance, 500);
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Repository<A, S> {
     store: S,
     snapshot_every: Option<u64>,
     max_attempts: u32,
+    cache: Option<Arc<dyn StateCache<A>>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -158,8 +170,77 @@ impl<A, S: Clone> Clone for Repository<A, S> {
             store: self.store.clone(),
             snapshot_every: self.snapshot_every,
             max_attempts: self.max_attempts,
+            cache: self.cache.clone(),
             aggregate: PhantomData,
         }
+    }
+}
+
+impl<A, S: fmt::Debug> fmt::Debug for Repository<A, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &std::any::type_name::<A>())
+            .field("store", &self.store)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("max_attempts", &self.max_attempts)
+            .field("cache", &self.cache.is_some())
+            .finish()
+    }
+}
+
+/// States of recently commanded aggregates, kept by [`Repository::with_cache`].
+trait StateCache<A>: Send + Sync {
+    /// Takes the cached state of `stream` out of the cache.
+    fn take(&self, stream: &StreamId) -> Option<Versioned<A>>;
+    /// Caches `state` for `stream`.
+    fn put(&self, stream: &StreamId, state: Versioned<A>);
+    /// Caches a copy of `aggregate` at `version` for `stream`.
+    fn put_copy(&self, stream: &StreamId, aggregate: &A, version: u64);
+}
+
+/// A bounded cache that forgets the least recently stored entry first.
+struct RecentStates<A> {
+    capacity: usize,
+    entries: Mutex<Recent<A>>,
+}
+
+/// The cached states, and the order they were stored in (oldest first).
+type Recent<A> = (HashMap<StreamId, Versioned<A>>, VecDeque<StreamId>);
+
+impl<A: Clone + Send + Sync> StateCache<A> for RecentStates<A> {
+    fn take(&self, stream: &StreamId) -> Option<Versioned<A>> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.0.remove(stream)
+    }
+
+    fn put(&self, stream: &StreamId, state: Versioned<A>) {
+        let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let (states, order) = &mut *guard;
+        if states.insert(stream.clone(), state).is_none() {
+            order.push_back(stream.clone());
+        }
+        // `order` may name streams taken out since: skip those while evicting.
+        while states.len() > self.capacity {
+            match order.pop_front() {
+                Some(oldest) => {
+                    states.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        if order.len() > self.capacity.saturating_mul(2) {
+            order.retain(|stream| states.contains_key(stream));
+        }
+    }
+
+    fn put_copy(&self, stream: &StreamId, aggregate: &A, version: u64) {
+        self.put(
+            stream,
+            Versioned {
+                aggregate: aggregate.clone(),
+                version,
+            },
+        );
     }
 }
 
@@ -178,8 +259,28 @@ where
             store,
             snapshot_every: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            cache: None,
             aggregate: PhantomData,
         }
+    }
+
+    /// Keeps the state of up to `aggregates` recently commanded aggregates in memory, so a
+    /// command on one of them appends without loading it first: one round trip instead of
+    /// two or three. This is safe with other writers (other processes included): the cached
+    /// version is the expected version, so a stale state only costs a conflict, after which the
+    /// aggregate is reloaded and the command decided again. Only commands use the cache;
+    /// [`Repository::load`] always reads the store.
+    pub fn with_cache(mut self, aggregates: usize) -> Self
+    where
+        A: Clone,
+    {
+        self.cache = (aggregates > 0).then(|| {
+            Arc::new(RecentStates::<A> {
+                capacity: aggregates,
+                entries: Mutex::default(),
+            }) as Arc<dyn StateCache<A>>
+        });
+        self
     }
 
     /// Takes a snapshot whenever a command carries the stream past a multiple of `events`.
@@ -245,22 +346,76 @@ where
     where
         F: Fn(&A) -> Result<Vec<A::Event>, E>,
     {
+        self.run_command(id, metadata, decide, FirstAttempt::Load).await
+    }
+
+    /// Executes a command that starts a new aggregate, in one round trip: `decide` first runs on
+    /// `A::default()` and the events are appended expecting no stream, without loading
+    /// anything. If the stream exists after all, that append is refused and the command
+    /// continues exactly like [`Repository::execute`]: the aggregate is loaded and `decide`
+    /// runs again on its real state (where a rule such as "already opened" can refuse it).
+    pub async fn create<E, F>(&self, id: &A::Id, metadata: Metadata, decide: F) -> Result<Executed<A>, CommandError<E>>
+    where
+        F: Fn(&A) -> Result<Vec<A::Event>, E>,
+    {
+        self.run_command(id, metadata, decide, FirstAttempt::AssumeNew).await
+    }
+
+    async fn run_command<E, F>(
+        &self,
+        id: &A::Id,
+        metadata: Metadata,
+        decide: F,
+        first: FirstAttempt,
+    ) -> Result<Executed<A>, CommandError<E>>
+    where
+        F: Fn(&A) -> Result<Vec<A::Event>, E>,
+    {
         let stream = Self::stream_id(id);
         let mut metadata = metadata;
         metadata.correlation_id.get_or_insert_with(Uuid::now_v7);
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let Versioned { mut aggregate, version } = self.rehydrate(&stream, AsOf::Latest).await?;
-            let events = decide(&aggregate).map_err(CommandError::Rejected)?;
-            if events.is_empty() {
-                return Ok(Executed {
-                    aggregate,
-                    version,
-                    events,
-                    attempts,
-                });
-            }
+            let current = match (attempts, first) {
+                (1, FirstAttempt::AssumeNew) => Versioned {
+                    aggregate: A::default(),
+                    version: 0,
+                },
+                (1, FirstAttempt::Load) => match self.cache.as_ref().and_then(|cache| cache.take(&stream)) {
+                    Some(cached) => cached,
+                    None => self.rehydrate(&stream, AsOf::Latest).await?,
+                },
+                _ => self.rehydrate(&stream, AsOf::Latest).await?,
+            };
+            let events = match decide(&current.aggregate) {
+                Ok(events) if !events.is_empty() => events,
+                decided => {
+                    // Refused or nothing to do: the state is unchanged and stays good to cache.
+                    let Versioned { aggregate, version } = current;
+                    let cache = self.cache.as_ref().filter(|_| version > 0);
+                    return match decided {
+                        Err(error) => {
+                            if let Some(cache) = cache {
+                                cache.put(&stream, Versioned { aggregate, version });
+                            }
+                            Err(CommandError::Rejected(error))
+                        }
+                        Ok(events) => {
+                            if let Some(cache) = cache {
+                                cache.put_copy(&stream, &aggregate, version);
+                            }
+                            Ok(Executed {
+                                aggregate,
+                                version,
+                                events,
+                                attempts,
+                            })
+                        }
+                    };
+                }
+            };
+            let Versioned { mut aggregate, version } = current;
             let batch = encode_batch(&stream, &events, &metadata)?;
             match self.store.append(&stream, ExpectedVersion::Exact(version), batch).await {
                 Ok(outcome) => {
@@ -269,6 +424,9 @@ where
                     }
                     self.snapshot_if_due(&stream, &aggregate, outcome.previous_version, outcome.new_version)
                         .await;
+                    if let Some(cache) = &self.cache {
+                        cache.put_copy(&stream, &aggregate, outcome.new_version);
+                    }
                     return Ok(Executed {
                         aggregate,
                         version: outcome.new_version,

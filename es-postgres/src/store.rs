@@ -52,13 +52,17 @@ impl PostgresStore {
     /// The default schema.
     pub const DEFAULT_SCHEMA: &'static str = "public";
 
-    /// Connects a pool with sqlx's default options to `url` (e.g.
-    /// `postgres://user:password@host/database`) and uses the schema `public`.
+    /// Connects a pool to `url` (e.g. `postgres://user:password@host/database`) and uses the
+    /// schema `public`. The pool has sqlx's defaults except that it does not ping connections
+    /// before handing them out (a round trip per operation).
     ///
     /// To tune the pool (size, timeouts), build a [`PgPool`] yourself and use
     /// [`PostgresStore::new`].
     pub async fn connect(url: &str) -> Result<Self, PostgresError> {
+        // No ping before each acquire: it would double the round trips of every append. A dead
+        // connection surfaces as an error on use, like any other connection failure.
         let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(PostgresError::Connect)?;

@@ -80,7 +80,16 @@ where
         let typo = dice.roll(3) == 0 && with_typo(&true_name) != true_name;
         let entered_name = if typo { with_typo(&true_name) } else { true_name.clone() };
         let phone = format!("010-{:04}-{:04}", index % 10_000, dice.roll(10_000));
-        command(leads, &id, &rep, |lead: &Lead| lead.initialize(&entered_name, &phone)).await?;
+        // A new lead: `create` appends without loading first.
+        leads
+            .create(&id, Metadata::new().with_actor(rep.as_str()), |lead: &Lead| {
+                lead.initialize(&entered_name, &phone)
+            })
+            .await
+            .map_err(|source| ScenarioError::Command {
+                lead: id.clone(),
+                source,
+            })?;
         command(leads, &id, &rep, |lead: &Lead| lead.contact()).await?;
         commands += 2;
         for _ in 0..dice.roll(4) {

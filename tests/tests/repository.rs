@@ -371,7 +371,7 @@ async fn bad_stored_data_is_a_typed_error_naming_stream_version_and_event() {
     };
     let unknown = check(load_after_raw("Multiplied", 1, b"{}").await, "Multiplied");
     assert!(matches!(unknown, DecodeError::UnknownEventType { .. }), "{unknown}");
-    let corrupt = check(load_after_raw("Added", 2, b"{\"amount\":").await, "Added");
+    let corrupt = check(load_after_raw("Added", 2, br#"{"amount":"lots"}"#).await, "Added");
     assert!(
         matches!(corrupt, DecodeError::Payload { schema_version: 2, .. }),
         "{corrupt}"
@@ -415,4 +415,151 @@ async fn a_decode_error_message_says_where_and_what() {
     assert!(message.contains("version 2"), "{message}");
     assert!(message.contains("`Added`"), "{message}");
     assert!(message.contains("schema version 9"), "{message}");
+}
+
+/// Counts the reads that reach the store.
+#[derive(Clone, Default)]
+struct CountingStore {
+    inner: InMemoryStore,
+    stream_reads: Arc<AtomicU32>,
+}
+
+#[async_trait]
+impl EventStore for CountingStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        self.stream_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_stream(stream, slice)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for CountingStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(stream).await
+    }
+}
+
+/// Opens a counter only if it has never changed.
+fn first_add(counter: &Counter) -> Result<Vec<CounterEvent>, &'static str> {
+    if counter.changes > 0 {
+        return Err("already started");
+    }
+    Ok(vec![Added { amount: 1 }.into()])
+}
+
+#[tokio::test]
+async fn create_appends_without_reading_and_falls_back_when_the_stream_exists() {
+    let store = CountingStore::default();
+    let repo = Repository::<Counter, _>::new(store.clone());
+    let id = new_id();
+    let created = repo.create(&id, Metadata::new(), first_add).await.expect("created");
+    assert_eq!((created.version, created.attempts), (1, 1));
+    assert_eq!(
+        store.stream_reads.load(Ordering::SeqCst),
+        0,
+        "a new aggregate is not read"
+    );
+
+    let again = repo.create(&id, Metadata::new(), first_add).await;
+    assert!(
+        matches!(again, Err(CommandError::Rejected("already started"))),
+        "{again:?}"
+    );
+    assert_eq!(
+        store.stream_reads.load(Ordering::SeqCst),
+        1,
+        "the existing stream was loaded"
+    );
+    let added = repo
+        .create(&id, Metadata::new(), add(5))
+        .await
+        .expect("decided on the real state");
+    assert_eq!((added.version, added.aggregate.total, added.attempts), (2, 6, 2));
+}
+
+#[tokio::test]
+async fn the_cache_saves_loads_and_stays_correct_when_another_writer_appends() {
+    let store = CountingStore::default();
+    let cached = Repository::<Counter, _>::new(store.clone()).with_cache(100);
+    let other = Repository::<Counter, _>::new(store.clone());
+    let id = new_id();
+    for n in 1..=3 {
+        cached.execute(&id, Metadata::new(), add(n)).await.expect("accepted");
+    }
+    assert_eq!(
+        store.stream_reads.load(Ordering::SeqCst),
+        1,
+        "loaded once, then served from the cache"
+    );
+    let refused = cached.execute(&id, Metadata::new(), add(-1)).await;
+    assert!(matches!(refused, Err(CommandError::Rejected(NotPositive))));
+
+    other
+        .execute(&id, Metadata::new(), add(100))
+        .await
+        .expect("another writer");
+    let reads_before = store.stream_reads.load(Ordering::SeqCst);
+    let done = cached
+        .execute(&id, Metadata::new(), add(10))
+        .await
+        .expect("accepted after a reload");
+    assert_eq!((done.attempts, done.version, done.aggregate.total), (2, 5, 116));
+    assert_eq!(
+        store.stream_reads.load(Ordering::SeqCst),
+        reads_before + 1,
+        "one reload after the conflict"
+    );
+    assert_eq!(cached.load(&id).await.expect("load").aggregate.total, 116);
+}
+
+#[tokio::test]
+async fn the_cache_is_bounded() {
+    let store = CountingStore::default();
+    let cached = Repository::<Counter, _>::new(store.clone()).with_cache(2);
+    let ids: Vec<_> = (0..3).map(|_| new_id()).collect();
+    for id in &ids {
+        cached.execute(id, Metadata::new(), add(1)).await.expect("accepted");
+    }
+    let reads = store.stream_reads.load(Ordering::SeqCst);
+    cached.execute(&ids[2], Metadata::new(), add(1)).await.expect("cached");
+    cached.execute(&ids[1], Metadata::new(), add(1)).await.expect("cached");
+    assert_eq!(
+        store.stream_reads.load(Ordering::SeqCst),
+        reads,
+        "the two most recent are cached"
+    );
+    cached
+        .execute(&ids[0], Metadata::new(), add(1))
+        .await
+        .expect("evicted, reloaded");
+    assert_eq!(
+        store.stream_reads.load(Ordering::SeqCst),
+        reads + 1,
+        "the oldest was evicted"
+    );
 }
