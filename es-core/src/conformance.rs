@@ -43,6 +43,7 @@ macro_rules! conformance_tests {
             streams_are_isolated,
             read_stream_slices,
             read_stream_until_instant,
+            replay_lends_what_read_stream_returns,
             read_all_in_position_order,
             read_all_pages,
             snapshots_keep_the_latest,
@@ -378,6 +379,50 @@ async fn read_until_visible<S: EventStore>(store: &S, ids: &[Uuid]) -> Vec<Recor
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `replay_stream` lends the same versions, names, schema versions and payloads as
+/// `read_stream`, honours the slice, and stops when told to.
+pub async fn replay_lends_what_read_stream_returns<S: EventStore>(store: &S) {
+    let stream = fresh_stream("conformance");
+    let mut batch = numbered(6);
+    batch[3].schema_version = 4;
+    batch[4].event_name = "Renamed".into();
+    append_ok(store, &stream, ExpectedVersion::NoStream, batch).await;
+    let slice = StreamSlice::from_version(2).to_version(5);
+    let expected: Vec<_> = read(store, &stream, slice)
+        .await
+        .iter()
+        .map(|e| (e.version, e.event_name.clone(), e.schema_version, payload_json(e)))
+        .collect();
+    let mut replayed = Vec::new();
+    let result = store
+        .replay_stream(&stream, slice, &mut |event| {
+            let payload = serde_json::from_slice(event.payload).unwrap_or(serde_json::Value::Null);
+            replayed.push((
+                event.version,
+                event.event_name.to_owned(),
+                event.schema_version,
+                payload,
+            ));
+            std::ops::ControlFlow::Continue(())
+        })
+        .await;
+    assert!(result.is_ok(), "replay failed: {result:?}");
+    assert_eq!(replayed, expected);
+    let mut seen = 0;
+    let result = store
+        .replay_stream(&stream, StreamSlice::all(), &mut |_| {
+            seen += 1;
+            if seen == 2 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .await;
+    assert!(result.is_ok(), "replay failed: {result:?}");
+    assert_eq!(seen, 2, "replay stops when told to");
 }
 
 async fn read_everything<S: EventStore>(store: &S) -> Vec<RecordedEvent> {

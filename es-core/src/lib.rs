@@ -145,8 +145,8 @@ pub use repository::{
     DEFAULT_MAX_ATTEMPTS,
 };
 pub use store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
-    StoreError, StreamId, StreamSlice, Tail,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, ReplayedEvent, Snapshot,
+    SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
 };
 
 pub use es_derive::{event, Aggregate};

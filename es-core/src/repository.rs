@@ -3,6 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -517,21 +518,40 @@ where
             AsOf::Version(version) => slice = slice.to_version(version),
             AsOf::Instant(instant) => slice = slice.recorded_until(instant),
         }
-        let mut records = self.store.read_stream(stream, slice);
-        while let Some(record) = records.try_next().await? {
-            let expected = state.version + 1;
-            if record.version != expected {
-                return Err(RepositoryError::NonContiguousStream {
-                    stream: stream.clone(),
-                    expected,
-                    found: record.version,
-                });
-            }
-            let event = decode_record::<A::Event>(&record)?;
-            state.aggregate.apply_event(&event);
-            state.version = record.version;
+        let mut failure = None;
+        self.store
+            .replay_stream(stream, slice, &mut |event| {
+                let expected = state.version + 1;
+                if event.version != expected {
+                    failure = Some(RepositoryError::NonContiguousStream {
+                        stream: stream.clone(),
+                        expected,
+                        found: event.version,
+                    });
+                    return ControlFlow::Break(());
+                }
+                match A::Event::decode(event.event_name, event.schema_version, event.payload) {
+                    Ok(decoded) => {
+                        state.aggregate.apply_event(&decoded);
+                        state.version = event.version;
+                        ControlFlow::Continue(())
+                    }
+                    Err(source) => {
+                        failure = Some(RepositoryError::Decode {
+                            stream: stream.clone(),
+                            version: event.version,
+                            event_name: event.event_name.to_owned(),
+                            source: Box::new(source),
+                        });
+                        ControlFlow::Break(())
+                    }
+                }
+            })
+            .await?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(state),
         }
-        Ok(state)
     }
 }
 

@@ -104,6 +104,7 @@ pub(crate) struct Statements {
     /// The LISTEN/NOTIFY channel appends notify.
     pub channel: String,
     pub read_stream: String,
+    pub replay_stream: String,
     pub stream_version: String,
     pub read_all: String,
     pub tail: String,
@@ -210,6 +211,15 @@ impl Statements {
             read_stream: format!(
                 "SELECT position, event_id, version, event_name, schema_version,
                         payload::text, metadata::text, recorded_at
+                 FROM {s}.events
+                 WHERE aggregate_type = $1 AND aggregate_id = $2
+                   AND version >= $3 AND version <= $4
+                   AND ($5::timestamptz IS NULL OR recorded_at <= $5::timestamptz)
+                 ORDER BY version"
+            ),
+            // What loading an aggregate needs, and no more.
+            replay_stream: format!(
+                "SELECT version, event_name, schema_version, payload::text
                  FROM {s}.events
                  WHERE aggregate_type = $1 AND aggregate_id = $2
                    AND version >= $3 AND version <= $4

@@ -1,13 +1,14 @@
 //! [`PostgresStore`]: the [`EventStore`] and [`SnapshotStore`] implementation.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use es_core::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, ReplayedEvent,
+    Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -330,6 +331,49 @@ impl EventStore for PostgresStore {
                 Err(error) => Err(StoreError::backend(error)),
             })
             .boxed()
+    }
+
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        slice: StreamSlice,
+        apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> ControlFlow<()> + Send),
+    ) -> Result<(), StoreError> {
+        let to_version = slice.to_version.map_or(i64::MAX, saturating_i64);
+        let mut rows = sqlx::query(&self.sql.replay_stream)
+            .bind(stream.aggregate_type.as_str())
+            .bind(stream.aggregate_id.as_str())
+            .bind(saturating_i64(slice.from_version))
+            .bind(to_version)
+            .bind(slice.recorded_until)
+            .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(StoreError::backend)? {
+            let version: i64 = row.try_get(0).map_err(StoreError::backend)?;
+            let Ok(version) = u64::try_from(version) else {
+                return Err(negative_version(stream, version));
+            };
+            let corrupt = |reason: String| StoreError::Corrupt {
+                stream: stream.clone(),
+                version,
+                reason,
+            };
+            // Borrowed from the row: no copy of the name or the payload.
+            let event_name: &str = row.try_get(1).map_err(|e| corrupt(format!("event name: {e}")))?;
+            let schema_version: i32 = row.try_get(2).map_err(|e| corrupt(format!("schema version: {e}")))?;
+            let schema_version = u32::try_from(schema_version)
+                .map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
+            let payload: &str = row.try_get(3).map_err(|e| corrupt(format!("payload: {e}")))?;
+            let event = ReplayedEvent {
+                version,
+                event_name,
+                schema_version,
+                payload: payload.as_bytes(),
+            };
+            if apply(event).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {

@@ -29,8 +29,8 @@ use std::sync::OnceLock;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId,
-    StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, NewEvent, RecordedEvent, ReplayedEvent, Snapshot, SnapshotStore,
+    StoreError, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
 use sqlx::postgres::PgPoolOptions;
@@ -174,6 +174,15 @@ impl EventStore for TestSchema {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         self.store.stream_version(stream).await
+    }
+
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        slice: StreamSlice,
+        apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> std::ops::ControlFlow<()> + Send),
+    ) -> Result<(), StoreError> {
+        self.store.replay_stream(stream, slice, apply).await
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {

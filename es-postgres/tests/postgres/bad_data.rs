@@ -1,7 +1,7 @@
 //! Bad stored data comes back as typed errors naming stream, version and event, through the
 //! `Repository`.
 
-use es_core::{DecodeError, EventStore, Metadata, Repository, RepositoryError, StoreError, StreamId};
+use es_core::{DecodeError, EventStore, Metadata, Repository, RepositoryError, StoreError, StreamId, StreamSlice};
 
 use crate::domain::{open, Case};
 use crate::support::{insert_raw, schema, Shared};
@@ -118,18 +118,37 @@ async fn an_old_schema_version_is_upcast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_metadata_is_corrupt() {
     let schema = schema().await;
-    let (stream, error) = load_with_planted_row(&schema, "NoteAdded", 2, "{}", r#"{"actor": 7}"#).await;
-    match error {
-        RepositoryError::Store(StoreError::Corrupt {
+    let cases = Repository::<Case, _>::new(schema.store().clone());
+    let id = uuid::Uuid::now_v7().to_string();
+    cases
+        .execute(&id, Metadata::new(), open("Printer"))
+        .await
+        .expect("open");
+    let stream = Repository::<Case, es_postgres::PostgresStore>::stream_id(&id);
+    insert_raw(
+        &schema,
+        &stream,
+        2,
+        "NoteAdded",
+        2,
+        r#"{"text":"fine","priority":1}"#,
+        r#"{"actor": 7}"#,
+    )
+    .await;
+    // Reading envelopes reports it...
+    match cases.events(&id, StreamSlice::all()).await {
+        Err(RepositoryError::Store(StoreError::Corrupt {
             stream: s,
             version,
             reason,
-        }) => {
+        })) => {
             assert_eq!((s, version), (stream, 2));
             assert!(reason.contains("metadata"), "{reason}");
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    // ...while loading the state, which never reads metadata, is unaffected.
+    assert_eq!(cases.load(&id).await.expect("load").version, 2);
 }
 
 /// The schema forbids negative versions; a hand-edited table without the check still cannot
