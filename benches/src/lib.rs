@@ -1,0 +1,35 @@
+//! Benchmarks of es-rs on PostgreSQL against the most used Rust peer (`cqrs-es` + `postgres-es`)
+//! and a raw sqlx baseline, on the same server, in the same run.
+//!
+//! The binary `es-bench` (run it with `scripts/bench`) measures every scenario of
+//! [`scenario::Scenario`] for the three implementations of [`scenario::Implementation`] and prints
+//! a markdown table; `--write docs/BENCHMARKS.md` also writes the document with the machine and
+//! server it ran on. The modules:
+//!
+//! - [`model`]: the account domain's shared data (deposits, the summary every load is checked
+//!   against);
+//! - [`ours`], [`peer`], [`raw`]: the domain implemented three ways, and [`subject`] to drive them
+//!   alike;
+//! - [`scenario`]: scenarios, metrics, targets and sizes; [`measure`]: one measurement, in a
+//!   child process; [`run`]: the parent that runs them all; [`report`]: the markdown;
+//! - [`stats`] and [`system`]: medians, peak memory, machine and server facts.
+
+#![warn(missing_docs)]
+
+pub mod measure;
+pub mod model;
+pub mod ours;
+pub mod peer;
+pub mod raw;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod stats;
+pub mod subject;
+pub mod system;
+
+/// Any error of the benchmark.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A result with a [`BenchError`].
+pub type BenchResult<T> = Result<T, BenchError>;

@@ -1,0 +1,485 @@
+//! What is measured: the implementations, the scenarios with their metrics and targets, and the
+//! sizes of a full, quick or smoke run.
+
+use std::fmt;
+
+/// One of the three implementations under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Implementation {
+    /// This framework: es-core's repository on es-postgres.
+    Ours,
+    /// cqrs-es 0.5 with postgres-es 0.5.
+    Peer,
+    /// The raw sqlx baseline.
+    Raw,
+}
+
+impl Implementation {
+    /// All three, in table order.
+    pub const ALL: [Implementation; 3] = [Self::Ours, Self::Peer, Self::Raw];
+
+    /// The short id used in schema names and on the command line.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Ours => "ours",
+            Self::Peer => "peer",
+            Self::Raw => "raw",
+        }
+    }
+
+    /// The column heading.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ours => "es-rs",
+            Self::Peer => "cqrs-es",
+            Self::Raw => "raw sqlx",
+        }
+    }
+
+    /// Parses [`Implementation::id`].
+    pub fn parse(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|implementation| implementation.id() == id)
+    }
+}
+
+impl fmt::Display for Implementation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// One measured scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    /// 1a. One-event commands on new aggregates, one after the other.
+    NewSequential,
+    /// 1b. One-event commands on new aggregates from concurrent tasks.
+    NewConcurrent,
+    /// 2a. Commands on one live aggregate whose stream grows, without snapshots.
+    Live,
+    /// 2b. The same with snapshots (the raw baseline keeps its state cached in all of 2).
+    LiveSnapshots,
+    /// 2c. The same with the state kept in memory between commands.
+    LiveCache,
+    /// 3a. Rehydrating a long stream without a snapshot.
+    Load,
+    /// 3b. Rehydrating the same stream from its snapshot.
+    LoadSnapshot,
+    /// 3c. Rehydrating a very long stream without a snapshot: the memory scenario.
+    LoadLarge,
+    /// 4a. One command appending a batch to a new stream.
+    Batch,
+    /// 4b. One command appending a large batch to a new stream.
+    BatchLarge,
+    /// 5. Reading every event in global order.
+    ReadAll,
+    /// 6. Decoding stored events of which half are at an older schema version.
+    Upcast,
+}
+
+/// Which way a metric improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// More is better (throughput).
+    Higher,
+    /// Less is better (time).
+    Lower,
+}
+
+/// One figure a scenario reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric {
+    /// The key in a child's result.
+    pub key: &'static str,
+    /// The label in the table.
+    pub label: &'static str,
+    /// Which way it improves.
+    pub better: Better,
+    /// The target for this framework, if the issue sets one.
+    pub target: Option<Target>,
+    /// Whether the implementations' figures are compared with each other (not for figures that
+    /// are themselves ratios within one implementation).
+    pub compare: bool,
+}
+
+/// A target for this framework, from the issue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// This framework's figure divided by the raw baseline's must be at least this.
+    AtLeastRaw(f64),
+    /// This framework's figure divided by the raw baseline's must be at most this.
+    AtMostRaw(f64),
+    /// This framework's figure itself (a ratio it measured) must be at least this.
+    AtLeast(f64),
+}
+
+impl Target {
+    /// Whether `ours / reference` meets the target.
+    pub fn met(self, ratio: f64) -> bool {
+        match self {
+            Self::AtLeastRaw(least) | Self::AtLeast(least) => ratio >= least,
+            Self::AtMostRaw(most) => ratio <= most,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AtLeastRaw(least) => write!(f, "≥ {least:.2}x raw"),
+            Self::AtMostRaw(most) => write!(f, "≤ {most:.2}x raw"),
+            Self::AtLeast(least) => write!(f, "≥ {least:.2}"),
+        }
+    }
+}
+
+const fn metric(key: &'static str, label: &'static str, better: Better, target: Option<Target>) -> Metric {
+    Metric {
+        key,
+        label,
+        better,
+        target,
+        compare: true,
+    }
+}
+
+/// Throughput of one-event commands on new aggregates: one round trip, so ≥ 0.9x raw.
+const NEW_COMMANDS: &[Metric] = &[
+    metric(
+        "events_per_s",
+        "events/s",
+        Better::Higher,
+        Some(Target::AtLeastRaw(0.9)),
+    ),
+    metric("p50_ms", "p50 latency (ms)", Better::Lower, None),
+    metric("p99_ms", "p99 latency (ms)", Better::Lower, None),
+];
+
+/// Commands on a growing stream, without a target: the target applies with the state cache.
+const LIVE: &[Metric] = &[metric("commands_per_s", "commands/s", Better::Higher, None)];
+
+/// Snapshots or a cache keep the load flat: ≥ 0.5x raw (judged with the cache, the mechanism
+/// that can reach it; snapshots still read the snapshot and the stream's tail per command).
+const LIVE_FLAT: &[Metric] = &[metric(
+    "commands_per_s",
+    "commands/s",
+    Better::Higher,
+    Some(Target::AtLeastRaw(0.5)),
+)];
+
+/// Load + fold without a snapshot: ≤ 1.1x the raw time.
+const LOAD: &[Metric] = &[metric("ms", "ms", Better::Lower, Some(Target::AtMostRaw(1.1)))];
+
+/// A time without a target.
+const TIME: &[Metric] = &[metric("ms", "ms", Better::Lower, None)];
+
+/// ≥ 0.7x the raw throughput is ≤ 1/0.7 of its time.
+const BATCH_LARGE: &[Metric] = &[metric("ms", "ms", Better::Lower, Some(Target::AtMostRaw(1.0 / 0.7)))];
+
+/// ≤ 1.3x the raw time is ≥ 1/1.3 of its throughput.
+const READ_ALL: &[Metric] = &[metric(
+    "events_per_s",
+    "events/s",
+    Better::Higher,
+    Some(Target::AtLeastRaw(1.0 / 1.3)),
+)];
+
+/// Decoding with upcasting. The current-version half may cost no more with the upcaster
+/// registered than without: judged on the paired ratio, within the measurement's own noise,
+/// 5% (the raw baseline's two decoders do identical work on these events, and their ratio
+/// still moves by that much between builds: code layout).
+const UPCAST: &[Metric] = &[
+    metric("mixed_per_s", "all events, events/s", Better::Higher, None),
+    metric(
+        "current_per_s",
+        "current-version half, upcaster registered, events/s",
+        Better::Higher,
+        None,
+    ),
+    metric(
+        "plain_per_s",
+        "current-version half, no upcaster registered, events/s",
+        Better::Higher,
+        None,
+    ),
+    Metric {
+        key: "with_vs_without",
+        label: "current-version half, speed with / without upcaster (median of paired passes)",
+        better: Better::Higher,
+        target: Some(Target::AtLeast(0.95)),
+        compare: false,
+    },
+];
+
+impl Scenario {
+    /// Every scenario, in table order.
+    pub const ALL: [Scenario; 12] = [
+        Self::NewSequential,
+        Self::NewConcurrent,
+        Self::Live,
+        Self::LiveSnapshots,
+        Self::LiveCache,
+        Self::Load,
+        Self::LoadSnapshot,
+        Self::LoadLarge,
+        Self::Batch,
+        Self::BatchLarge,
+        Self::ReadAll,
+        Self::Upcast,
+    ];
+
+    /// The id used on the command line (`--only`) and in schema names.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::NewSequential => "1a",
+            Self::NewConcurrent => "1b",
+            Self::Live => "2a",
+            Self::LiveSnapshots => "2b",
+            Self::LiveCache => "2c",
+            Self::Load => "3a",
+            Self::LoadSnapshot => "3b",
+            Self::LoadLarge => "3c",
+            Self::Batch => "4a",
+            Self::BatchLarge => "4b",
+            Self::ReadAll => "5",
+            Self::Upcast => "6",
+        }
+    }
+
+    /// Parses [`Scenario::id`].
+    pub fn parse(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scenario| scenario.id() == id)
+    }
+
+    /// Whether the scenario reads data seeded before the repetitions (rather than writing its
+    /// own into a fresh schema).
+    pub fn reads_seeded_data(self) -> bool {
+        matches!(self, Self::Load | Self::LoadSnapshot | Self::LoadLarge | Self::ReadAll)
+    }
+
+    /// Whether the scenario needs a database at all.
+    pub fn uses_database(self) -> bool {
+        self != Self::Upcast
+    }
+
+    /// What the scenario does, with its sizes.
+    pub fn title(self, sizes: &Sizes) -> String {
+        let n = |value: u64| group_digits(value);
+        match self {
+            Self::NewSequential => format!(
+                "1a. {} one-event commands on new aggregates, sequential",
+                n(sizes.sequential_commands)
+            ),
+            Self::NewConcurrent => format!(
+                "1b. {} one-event commands on new aggregates, {} concurrent tasks",
+                n(sizes.concurrent_commands),
+                sizes.tasks
+            ),
+            Self::Live => format!(
+                "2a. commands on one live aggregate, stream growing 0 → {} events, replayed (no snapshots, no cache)",
+                n(sizes.live_commands)
+            ),
+            Self::LiveSnapshots => format!(
+                "2b. the same, snapshot every {} events (raw: state cached in all of 2)",
+                sizes.live_snapshot_every
+            ),
+            Self::LiveCache => {
+                "2c. the same, state kept between commands (es-rs `with_cache`, cqrs-es aggregate store)".to_owned()
+            }
+            Self::Load => format!(
+                "3a. rehydrate an aggregate of {} events, no snapshot",
+                n(sizes.load_events)
+            ),
+            Self::LoadSnapshot => "3b. rehydrate the same aggregate from its snapshot".to_owned(),
+            Self::LoadLarge => format!(
+                "3c. rehydrate an aggregate of {} events, no snapshot",
+                n(sizes.load_large_events)
+            ),
+            Self::Batch => format!(
+                "4a. one command appending {} events to a new stream",
+                n(sizes.batch_events)
+            ),
+            Self::BatchLarge => format!(
+                "4b. one command appending {} events to a new stream",
+                n(sizes.batch_large_events)
+            ),
+            Self::ReadAll => format!(
+                "5. read all {} events from position 0 ({} streams), decoded",
+                n(sizes.read_all_events),
+                sizes.read_all_streams
+            ),
+            Self::Upcast => format!(
+                "6. decode {} stored events, half at the old schema version (in memory)",
+                n(sizes.upcast_events)
+            ),
+        }
+    }
+
+    /// The figures the scenario reports, with the issue's targets.
+    pub fn metrics(self) -> &'static [Metric] {
+        match self {
+            Self::NewSequential | Self::NewConcurrent => NEW_COMMANDS,
+            Self::Live | Self::LiveSnapshots => LIVE,
+            Self::LiveCache => LIVE_FLAT,
+            Self::Load => LOAD,
+            Self::LoadSnapshot | Self::LoadLarge | Self::Batch => TIME,
+            Self::BatchLarge => BATCH_LARGE,
+            Self::ReadAll => READ_ALL,
+            Self::Upcast => UPCAST,
+        }
+    }
+
+    /// The memory target: this framework's peak RSS divided by the raw baseline's.
+    pub fn memory_target(self) -> Option<f64> {
+        (self == Self::LoadLarge).then_some(2.0)
+    }
+}
+
+/// How big a run is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sizes {
+    /// `full`, `quick` or `smoke`.
+    pub name: &'static str,
+    /// Repetitions of every (scenario, implementation) measurement.
+    pub repetitions: usize,
+    /// Commands before the timed ones in command scenarios (on other aggregates).
+    pub warmup: u64,
+    /// Scenario 1a.
+    pub sequential_commands: u64,
+    /// Scenario 1b, all tasks together.
+    pub concurrent_commands: u64,
+    /// Scenario 1b's tasks.
+    pub tasks: u64,
+    /// Scenario 2: commands, and so the final stream length.
+    pub live_commands: u64,
+    /// Scenario 2b's snapshot interval.
+    pub live_snapshot_every: u64,
+    /// Scenario 3a/3b's stream length (also its snapshot interval when seeding).
+    pub load_events: u64,
+    /// Scenario 3c's stream length.
+    pub load_large_events: u64,
+    /// Timed loads per run in 3a and 3b.
+    pub load_iterations: usize,
+    /// Timed loads per run in 3c.
+    pub load_large_iterations: usize,
+    /// Scenario 4a's batch.
+    pub batch_events: u64,
+    /// Scenario 4b's batch.
+    pub batch_large_events: u64,
+    /// Timed batches per run in 4a.
+    pub batch_iterations: usize,
+    /// Timed batches per run in 4b.
+    pub batch_large_iterations: usize,
+    /// Scenario 5's events.
+    pub read_all_events: u64,
+    /// Scenario 5's streams.
+    pub read_all_streams: u64,
+    /// Scenario 5's page size for this framework's paged `read_all`.
+    pub read_all_page: usize,
+    /// Timed passes per run in 5.
+    pub passes: usize,
+    /// Timed passes of each decoder per run in 6 (each pass is short, and the target compares
+    /// two of them).
+    pub decode_passes: usize,
+    /// Scenario 6's events.
+    pub upcast_events: u64,
+}
+
+impl Sizes {
+    /// The issue's sizes, 5 repetitions.
+    pub fn full() -> Self {
+        Self {
+            name: "full",
+            repetitions: 5,
+            warmup: 20,
+            sequential_commands: 1_000,
+            concurrent_commands: 2_000,
+            tasks: 8,
+            live_commands: 2_000,
+            live_snapshot_every: 100,
+            load_events: 10_000,
+            load_large_events: 100_000,
+            load_iterations: 10,
+            load_large_iterations: 3,
+            batch_events: 1_000,
+            batch_large_events: 10_000,
+            batch_iterations: 10,
+            batch_large_iterations: 3,
+            read_all_events: 100_000,
+            read_all_streams: 100,
+            // The projection runner's default batch size.
+            read_all_page: es_core::RunnerOptions::default().batch_size,
+            passes: 3,
+            decode_passes: 15,
+            upcast_events: 100_000,
+        }
+    }
+
+    /// The issue's sizes with fewer repetitions and iterations.
+    pub fn quick() -> Self {
+        Self {
+            name: "quick",
+            repetitions: 2,
+            sequential_commands: 300,
+            concurrent_commands: 800,
+            load_iterations: 3,
+            load_large_iterations: 1,
+            batch_iterations: 3,
+            batch_large_iterations: 1,
+            passes: 1,
+            decode_passes: 3,
+            ..Self::full()
+        }
+    }
+
+    /// Tiny sizes that exercise every code path in seconds (the test suite runs these).
+    pub fn smoke() -> Self {
+        Self {
+            name: "smoke",
+            repetitions: 1,
+            warmup: 2,
+            sequential_commands: 10,
+            concurrent_commands: 16,
+            tasks: 8,
+            live_commands: 25,
+            live_snapshot_every: 10,
+            load_events: 40,
+            load_large_events: 120,
+            load_iterations: 2,
+            load_large_iterations: 1,
+            batch_events: 10,
+            batch_large_events: 30,
+            batch_iterations: 2,
+            batch_large_iterations: 1,
+            read_all_events: 200,
+            read_all_streams: 10,
+            read_all_page: 50,
+            passes: 1,
+            decode_passes: 1,
+            upcast_events: 200,
+        }
+    }
+
+    /// The sizes named `name`.
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            "full" => Some(Self::full()),
+            "quick" => Some(Self::quick()),
+            "smoke" => Some(Self::smoke()),
+            _ => None,
+        }
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn group_digits(value: u64) -> String {
+    let digits = value.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
