@@ -132,8 +132,10 @@
 //! applied exactly once. Units run on connections outside the pool, so a runner cancelled
 //! mid-batch can never hand a pooled connection back inside an open transaction. One runner per projection is active: it holds a session advisory lock on
 //! a dedicated connection outside the pool; others wait and take over when it stops or dies.
-//! Every append sends a `NOTIFY` (delivered at commit); [`PostgresStore::wake_up`] listens, and
-//! runners poll as well, since a notification is a wake-up, never the transport.
+//! After each append commits, the store sends a `NOTIFY` from a separate statement (never inside
+//! the append: NOTIFY takes a database-wide lock at commit, which would make appends queue
+//! behind each other), coalescing bursts; [`PostgresStore::wake_up`] listens, and runners poll as
+//! well, since a notification is a wake-up, never the transport.
 //!
 //! # Testing
 //!

@@ -144,8 +144,7 @@ impl Statements {
             // append never assigns an xid and commits without a WAL flush.
             //
             // $1 aggregate_type, $2 aggregate_id, $3 expectation kind (0 any, 1 no stream,
-            // 2 stream exists, 3 exact), $4 exact version, $5..$9 the batch as parallel arrays,
-            // $10 the notification channel.
+            // 2 stream exists, 3 exact), $4 exact version, $5..$9 the batch as parallel arrays.
             // Every committed, visible event was written by a transaction that got its xid before
             // this statement began, so its xid is below ours. Otherwise the data was copied from
             // another cluster whose xid counter was further along.
@@ -197,15 +196,8 @@ impl Statements {
                          WITH ORDINALITY AS e(event_id, event_name, schema_version, payload, metadata, n)
                      WHERE v.accepted AND v.fresh AND v.fits
                      RETURNING 1
-                 ),
-                 -- A wake-up for tailing readers, delivered at commit; never sent for a refused
-                 -- or empty append, or when the transaction rolls back.
-                 notified AS (
-                     SELECT pg_notify($10, '') FROM verdict v
-                     WHERE v.accepted AND v.fresh AND v.fits AND cardinality($5::uuid[]) > 0
                  )
-                 SELECT cur_version, accepted, fresh, fits, (SELECT count(*) FROM inserted) AS inserted,
-                        (SELECT count(*) FROM notified) AS notified
+                 SELECT cur_version, accepted, fresh, fits, (SELECT count(*) FROM inserted) AS inserted
                  FROM verdict"
             ),
             read_stream: format!(

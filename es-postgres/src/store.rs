@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -38,6 +39,8 @@ const INVALID_TEXT_REPRESENTATION: &str = "22P02";
 pub struct PostgresStore {
     pool: PgPool,
     sql: Arc<Statements>,
+    /// Set while a wake-up for listeners is queued but not yet sent.
+    wake_up_queued: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -75,6 +78,7 @@ impl PostgresStore {
         Self {
             pool,
             sql: Arc::new(Statements::new(Self::DEFAULT_SCHEMA)),
+            wake_up_queued: Arc::default(),
         }
     }
 
@@ -85,6 +89,7 @@ impl PostgresStore {
         Ok(Self {
             pool: self.pool,
             sql: Arc::new(Statements::new(name)),
+            wake_up_queued: Arc::default(),
         })
     }
 
@@ -197,6 +202,31 @@ impl PostgresStore {
         }
     }
 
+    /// Tells listeners ([`PostgresStore::wake_up`]) that events were committed, from a task of
+    /// its own. NOTIFY takes a database-wide lock at commit and holds it through the WAL flush:
+    /// sent inside each append, it would make all appends queue behind each other. Sent apart,
+    /// one at a time per store, a burst of appends costs one notification, and every commit is
+    /// still followed by a notification sent after it.
+    fn wake_listeners(&self) {
+        if self.wake_up_queued.swap(true, Ordering::AcqRel) {
+            return; // the queued notification has not been sent yet: it covers this commit too
+        }
+        let (pool, queued) = (self.pool.clone(), Arc::clone(&self.wake_up_queued));
+        let channel = self.sql.channel.clone();
+        tokio::spawn(async move {
+            // Commits from here on queue another notification.
+            queued.store(false, Ordering::Release);
+            let sent = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(&channel)
+                .execute(&pool)
+                .await;
+            if let Err(error) = sent {
+                // Runners poll as well: a lost wake-up costs latency, never an event.
+                tracing::debug!(%error, channel, "could not notify listeners");
+            }
+        });
+    }
+
     async fn execute_append<'c, E>(
         &self,
         executor: E,
@@ -224,7 +254,6 @@ impl PostgresStore {
             .bind(batch.schema_versions.as_slice())
             .bind(batch.payloads.as_slice())
             .bind(batch.metadata.as_slice())
-            .bind(self.sql.channel.as_str())
             .fetch_one(executor)
             .await?;
         Ok(Verdict {
@@ -298,7 +327,13 @@ impl EventStore for PostgresStore {
         loop {
             attempts += 1;
             let error = match self.execute_append(&self.pool, stream, expected, &batch).await {
-                Ok(verdict) => return verdict.into_outcome(stream, expected, batch.len()),
+                Ok(verdict) => {
+                    let outcome = verdict.into_outcome(stream, expected, batch.len())?;
+                    if outcome.new_version > outcome.previous_version {
+                        self.wake_listeners();
+                    }
+                    return Ok(outcome);
+                }
                 Err(error) => error,
             };
             match self.explain_failure(error, stream, &batch).await {

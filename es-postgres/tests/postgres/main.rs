@@ -13,3 +13,4 @@ mod failures;
 mod migrations;
 mod read_all;
 mod repository;
+mod wake_up;

@@ -1,0 +1,40 @@
+//! LISTEN/NOTIFY wake-ups: a committed append wakes listeners of its schema (sent after the
+//! commit, outside the append), and nothing else does.
+
+use std::time::Duration;
+
+use es_core::{EventStore, ExpectedVersion, WakeUp};
+
+use crate::support::{fresh_stream, numbered, schema};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_append_wakes_listeners() {
+    let schema = schema().await;
+    let mut wake_up = schema.store().wake_up().await.expect("listen");
+    let quiet = tokio::time::timeout(Duration::from_millis(300), wake_up.wait()).await;
+    assert!(quiet.is_err(), "no append, no wake-up");
+
+    let stream = fresh_stream("wake");
+    schema
+        .append(&stream, ExpectedVersion::NoStream, numbered(2))
+        .await
+        .expect("append");
+    let woken = tokio::time::timeout(Duration::from_secs(5), wake_up.wait()).await;
+    assert!(woken.is_ok(), "the append woke the listener");
+
+    let refused = schema.append(&stream, ExpectedVersion::NoStream, numbered(1)).await;
+    assert!(refused.is_err());
+    let quiet = tokio::time::timeout(Duration::from_millis(300), wake_up.wait()).await;
+    assert!(quiet.is_err(), "a refused append wakes nobody");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_of_another_schema_are_not_woken() {
+    let (ours, theirs) = (schema().await, schema().await);
+    let mut wake_up = theirs.store().wake_up().await.expect("listen");
+    ours.append(&fresh_stream("wake"), ExpectedVersion::NoStream, numbered(1))
+        .await
+        .expect("append");
+    let quiet = tokio::time::timeout(Duration::from_millis(500), wake_up.wait()).await;
+    assert!(quiet.is_err(), "another schema's append is not ours");
+}
