@@ -227,15 +227,17 @@ async fn time_travel_by_version_and_by_instant() {
     assert_eq!(repo.load_at_instant(&id, before).await.expect("load").version, 0);
 }
 
-/// A store that lets a competing writer append right before each of the first `races` appends.
-#[derive(Clone)]
-struct RacingStore {
+/// An in-memory store that counts stream reads, and lets a competing writer append right
+/// before each of its first `races` appends.
+#[derive(Clone, Default)]
+struct InstrumentedStore {
     inner: InMemoryStore,
     races: Arc<AtomicU32>,
+    stream_reads: Arc<AtomicU32>,
 }
 
 #[async_trait]
-impl EventStore for RacingStore {
+impl EventStore for InstrumentedStore {
     async fn append(
         &self,
         stream: &StreamId,
@@ -260,6 +262,7 @@ impl EventStore for RacingStore {
         stream: &'a StreamId,
         slice: StreamSlice,
     ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        self.stream_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read_stream(stream, slice)
     }
 
@@ -273,7 +276,7 @@ impl EventStore for RacingStore {
 }
 
 #[async_trait]
-impl SnapshotStore for RacingStore {
+impl SnapshotStore for InstrumentedStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         self.inner.save_snapshot(snapshot).await
     }
@@ -285,9 +288,9 @@ impl SnapshotStore for RacingStore {
 
 #[tokio::test]
 async fn a_conflict_reloads_and_decides_again() {
-    let store = RacingStore {
-        inner: InMemoryStore::new(),
+    let store = InstrumentedStore {
         races: Arc::new(AtomicU32::new(2)),
+        ..Default::default()
     };
     let repo = Repository::<Counter, _>::new(store).with_max_attempts(3);
     let id = new_id();
@@ -313,9 +316,9 @@ async fn a_conflict_reloads_and_decides_again() {
 
 #[tokio::test]
 async fn conflicts_beyond_the_attempt_budget_are_returned_typed() {
-    let store = RacingStore {
-        inner: InMemoryStore::new(),
+    let store = InstrumentedStore {
         races: Arc::new(AtomicU32::new(u32::MAX)),
+        ..Default::default()
     };
     let repo = Repository::<Counter, _>::new(store).with_max_attempts(2);
     let id = new_id();
@@ -417,53 +420,6 @@ async fn a_decode_error_message_says_where_and_what() {
     assert!(message.contains("schema version 9"), "{message}");
 }
 
-/// Counts the reads that reach the store.
-#[derive(Clone, Default)]
-struct CountingStore {
-    inner: InMemoryStore,
-    stream_reads: Arc<AtomicU32>,
-}
-
-#[async_trait]
-impl EventStore for CountingStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
-        self.inner.append(stream, expected, events).await
-    }
-
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        self.stream_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_stream(stream, slice)
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-}
-
-#[async_trait]
-impl SnapshotStore for CountingStore {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream).await
-    }
-}
-
 /// Opens a counter only if it has never changed.
 fn first_add(counter: &Counter) -> Result<Vec<CounterEvent>, &'static str> {
     if counter.changes > 0 {
@@ -474,7 +430,7 @@ fn first_add(counter: &Counter) -> Result<Vec<CounterEvent>, &'static str> {
 
 #[tokio::test]
 async fn create_appends_without_reading_and_falls_back_when_the_stream_exists() {
-    let store = CountingStore::default();
+    let store = InstrumentedStore::default();
     let repo = Repository::<Counter, _>::new(store.clone());
     let id = new_id();
     let created = repo.create(&id, Metadata::new(), first_add).await.expect("created");
@@ -504,7 +460,7 @@ async fn create_appends_without_reading_and_falls_back_when_the_stream_exists() 
 
 #[tokio::test]
 async fn the_cache_saves_loads_and_stays_correct_when_another_writer_appends() {
-    let store = CountingStore::default();
+    let store = InstrumentedStore::default();
     let cached = Repository::<Counter, _>::new(store.clone()).with_cache(100);
     let other = Repository::<Counter, _>::new(store.clone());
     let id = new_id();
@@ -539,7 +495,7 @@ async fn the_cache_saves_loads_and_stays_correct_when_another_writer_appends() {
 
 #[tokio::test]
 async fn the_cache_is_bounded() {
-    let store = CountingStore::default();
+    let store = InstrumentedStore::default();
     let cached = Repository::<Counter, _>::new(store.clone()).with_cache(2);
     let ids: Vec<_> = (0..3).map(|_| new_id()).collect();
     for id in &ids {
