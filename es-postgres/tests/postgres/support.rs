@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreError,
-    StreamId, StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, ReplayedEvent, Snapshot,
+    SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
 };
 use es_postgres::test_support::{TestDatabase, TestSchema};
 use futures_core::stream::BoxStream;
@@ -90,6 +90,16 @@ impl EventStore for Exclusive {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         self.schema.stream_version(stream).await
+    }
+
+    // Delegated, not defaulted: the conformance suite must check PostgreSQL's own replay.
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        slice: StreamSlice,
+        apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> std::ops::ControlFlow<()> + Send),
+    ) -> Result<(), StoreError> {
+        self.schema.replay_stream(stream, slice, apply).await
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
