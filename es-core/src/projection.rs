@@ -504,8 +504,8 @@ where
                 ..CatchUp::default()
             });
         };
-        let position = last.position;
-        let handled = match self.handle_batch(&mut unit, &batch).await {
+        let (position, read) = (last.position, batch.len());
+        let handled = match self.handle_batch(&mut unit, batch).await {
             Ok(handled) => handled,
             Err(error) => {
                 self.checkpoints.rollback(unit).await;
@@ -514,41 +514,34 @@ where
         };
         self.checkpoints.commit(unit, P::NAME, position).await?;
         metrics::counter!("es_projection_events_handled_total", "projection" => P::NAME).increment(handled);
-        tracing::trace!(
-            projection = P::NAME,
-            read = batch.len(),
-            handled,
-            position,
-            "batch committed"
-        );
+        tracing::trace!(projection = P::NAME, read, handled, position, "batch committed");
         Ok(CatchUp {
-            read: batch.len() as u64,
+            read: read as u64,
             handled,
             position,
         })
     }
 
-    /// Hands the batch's events that concern the projection to its handler, within `unit`.
-    async fn handle_batch(&self, unit: &mut C::Unit, batch: &[RecordedEvent]) -> Result<u64, ProjectionError> {
+    /// Hands the batch's events that concern the projection to its handler, within `unit`. The
+    /// records move into the handler's envelopes: no copy per event.
+    async fn handle_batch(&self, unit: &mut C::Unit, batch: Vec<RecordedEvent>) -> Result<u64, ProjectionError> {
         let context = self.checkpoints.context(unit);
         let mut handled = 0;
-        for record in batch.iter().filter(|record| concerns::<P>(record)) {
-            let event = decode_record::<P::Event>(record).map_err(|source| ProjectionError::Decode {
+        for envelope in batch.into_iter().filter(concerns::<P>) {
+            let event = decode_record::<P::Event>(&envelope).map_err(|source| ProjectionError::Decode {
                 projection: P::NAME,
-                position: record.position,
+                position: envelope.position,
                 source,
             })?;
-            let decoded = DecodedEvent {
-                envelope: record.clone(),
-                event,
-            };
+            let decoded = DecodedEvent { envelope, event };
             self.projection.handle(context, &decoded).await.map_err(|source| {
+                let DecodedEvent { envelope, .. } = decoded;
                 ProjectionError::Handler(Box::new(HandlerFailure {
                     projection: P::NAME,
-                    position: record.position,
-                    event_id: record.event_id,
-                    event_name: record.event_name.clone(),
-                    stream: record.stream.clone(),
+                    position: envelope.position,
+                    event_id: envelope.event_id,
+                    event_name: envelope.event_name,
+                    stream: envelope.stream,
                     attempts: 1,
                     source,
                 }))

@@ -27,12 +27,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use async_trait::async_trait;
-use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, NewEvent, RecordedEvent, ReplayedEvent, Snapshot, SnapshotStore,
-    StoreError, StreamId, StreamSlice, Tail,
-};
-use futures_core::stream::BoxStream;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::Connection;
 
@@ -107,8 +101,7 @@ impl TestDatabase {
     }
 }
 
-/// A [`PostgresStore`] in a fresh schema of the test database. It dereferences to the store and
-/// implements the storage traits itself. On a `DATABASE_URL` server the schema is dropped when
+/// A [`PostgresStore`] in a fresh schema of the test database; it dereferences to the store. On a `DATABASE_URL` server the schema is dropped when
 /// this is dropped; the throwaway server is deleted whole at exit.
 #[derive(Debug)]
 pub struct TestSchema {
@@ -150,58 +143,6 @@ impl Drop for TestSchema {
             Ok(Err(error)) => tracing::warn!(%error, "cannot drop test schema"),
             Err(_) => tracing::warn!("dropping a test schema panicked"),
         }
-    }
-}
-
-#[async_trait]
-impl EventStore for TestSchema {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
-        self.store.append(stream, expected, events).await
-    }
-
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        self.store.read_stream(stream, slice)
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.store.stream_version(stream).await
-    }
-
-    async fn replay_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> std::ops::ControlFlow<()> + Send),
-    ) -> Result<(), StoreError> {
-        self.store.replay_stream(stream, slice, apply).await
-    }
-
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.store.read_all(after, limit).await
-    }
-
-    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
-        self.store.tail(after).await
-    }
-}
-
-#[async_trait]
-impl SnapshotStore for TestSchema {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.store.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        self.store.load_snapshot(stream).await
     }
 }
 
