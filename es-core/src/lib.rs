@@ -126,6 +126,7 @@ mod event;
 mod memory;
 mod metadata;
 mod projection;
+mod record;
 mod registry;
 mod repository;
 mod store;
@@ -133,17 +134,15 @@ pub mod testing;
 
 pub use aggregate::{Aggregate, Apply};
 pub use event::{DecodeError, EventDescriptor, EventSet, EventType, JsonUpcast, UpcastError};
-pub use memory::{InMemoryStore, InMemoryWakeUp};
+pub use memory::{InMemoryClaim, InMemoryReadModel, InMemoryStore, InMemoryUnit, InMemoryWakeUp};
 pub use metadata::Metadata;
 pub use projection::{
-    CatchUp, CheckpointStore, FailurePolicy, HandlerError, HandlerFailure, InMemoryReadModel, InMemoryUnit, Lag,
-    PollOnly, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RunnerOptions, WakeUp,
+    Backoff, CatchUp, CheckpointError, CheckpointStore, FailurePolicy, HandlerError, HandlerFailure, Lag, PollOnly,
+    Projection, ProjectionError, ProjectionRunner, RebuildProgress, RunnerOptions, WakeUp,
 };
+pub use record::{decode_record, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
-pub use repository::{
-    decode_record, encode_batch, CommandError, DecodedEvent, Executed, Repository, RepositoryError, Versioned,
-    DEFAULT_MAX_ATTEMPTS,
-};
+pub use repository::{CommandError, Executed, Repository, RepositoryError, Versioned, DEFAULT_MAX_ATTEMPTS};
 pub use store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, ReplayedEvent, Snapshot,
     SnapshotStore, StoreError, StreamId, StreamSlice, Tail,

@@ -11,11 +11,10 @@ use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
-use crate::event::{DecodeError, EventSet};
 use crate::metadata::Metadata;
+use crate::record::{decode_record, decode_replayed, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
 use crate::store::{
-    ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreError,
-    StreamId, StreamSlice,
+    ConcurrencyConflict, EventStore, ExpectedVersion, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice,
 };
 
 /// An aggregate's state together with the version of the last event folded into it.
@@ -25,15 +24,6 @@ pub struct Versioned<A> {
     pub aggregate: A,
     /// The stream version the state reflects; 0 for an aggregate with no events.
     pub version: u64,
-}
-
-/// A stored event decoded into the aggregate's event type, with its envelope.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodedEvent<E> {
-    /// The stored envelope: ids, version, position, metadata, timestamp and raw payload.
-    pub envelope: RecordedEvent,
-    /// The typed event, upcast to the current schema.
-    pub event: E,
 }
 
 /// The result of a command that was accepted.
@@ -56,30 +46,12 @@ pub enum RepositoryError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A stored event could not be decoded.
-    #[error("cannot decode event `{event_name}` at version {version} of stream {stream}: {source}")]
-    Decode {
-        /// The stream read.
-        stream: StreamId,
-        /// The event's version in the stream.
-        version: u64,
-        /// The stored event name.
-        event_name: String,
-        /// Why decoding failed (boxed to keep `Result`s small on the happy path).
-        #[source]
-        source: Box<DecodeError>,
-    },
+    /// A stored event could not be decoded (boxed to keep `Result`s small on the happy path).
+    #[error(transparent)]
+    Decode(Box<RecordDecodeError>),
     /// An event could not be serialized.
-    #[error("cannot serialize event `{event_name}` for stream {stream}: {source}")]
-    Encode {
-        /// The stream written.
-        stream: StreamId,
-        /// The event's name.
-        event_name: &'static str,
-        /// The serializer's error.
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Encode(#[from] RecordEncodeError),
     /// The stream's versions are not consecutive: the store returned a gap or a repeat.
     #[error("stream {stream} is not contiguous: expected version {expected}, found {found}")]
     NonContiguousStream {
@@ -110,6 +82,12 @@ pub enum CommandError<E> {
     /// Loading or saving failed.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+}
+
+impl From<RecordDecodeError> for RepositoryError {
+    fn from(error: RecordDecodeError) -> Self {
+        Self::Decode(Box::new(error))
+    }
 }
 
 impl<E> From<StoreError> for CommandError<E> {
@@ -417,7 +395,7 @@ where
                 }
             };
             let Versioned { mut aggregate, version } = current;
-            let batch = encode_batch(&stream, &events, &metadata)?;
+            let batch = encode_batch(&stream, &events, &metadata).map_err(RepositoryError::from)?;
             match self.store.append(&stream, ExpectedVersion::Exact(version), batch).await {
                 Ok(outcome) => {
                     for event in &events {
@@ -530,19 +508,14 @@ where
                     });
                     return ControlFlow::Break(());
                 }
-                match A::Event::decode(event.event_name, event.schema_version, event.payload) {
+                match decode_replayed::<A::Event>(stream, &event) {
                     Ok(decoded) => {
                         state.aggregate.apply_event(&decoded);
                         state.version = event.version;
                         ControlFlow::Continue(())
                     }
-                    Err(source) => {
-                        failure = Some(RepositoryError::Decode {
-                            stream: stream.clone(),
-                            version: event.version,
-                            event_name: event.event_name.to_owned(),
-                            source: Box::new(source),
-                        });
+                    Err(error) => {
+                        failure = Some(error.into());
                         ControlFlow::Break(())
                     }
                 }
@@ -553,39 +526,4 @@ where
             None => Ok(state),
         }
     }
-}
-
-/// Decodes a stored event into the event enum `E`, upcasting as needed.
-pub fn decode_record<E: EventSet>(record: &RecordedEvent) -> Result<E, RepositoryError> {
-    E::decode(&record.event_name, record.schema_version, &record.payload).map_err(|source| RepositoryError::Decode {
-        stream: record.stream.clone(),
-        version: record.version,
-        event_name: record.event_name.clone(),
-        source: Box::new(source),
-    })
-}
-
-/// Serializes a batch of events for `stream`, each with a fresh id and `metadata`.
-pub fn encode_batch<E: EventSet>(
-    stream: &StreamId,
-    events: &[E],
-    metadata: &Metadata,
-) -> Result<Vec<NewEvent>, RepositoryError> {
-    events
-        .iter()
-        .map(|event| {
-            let payload = event.encode_payload().map_err(|source| RepositoryError::Encode {
-                stream: stream.clone(),
-                event_name: event.event_name(),
-                source,
-            })?;
-            Ok(NewEvent {
-                event_id: Uuid::now_v7(),
-                event_name: event.event_name().to_owned(),
-                schema_version: event.schema_version(),
-                payload,
-                metadata: metadata.clone(),
-            })
-        })
-        .collect()
 }

@@ -246,16 +246,32 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// The backend itself failed (connection lost, timeout, ...). An append that fails this way
-    /// either committed whole or not at all; reading the stream tells which.
+    /// The backend cannot be reached or its connection failed (refused, cut, a server
+    /// restarting); trying again later may work. An append that fails this way either
+    /// committed whole or not at all; reading the stream tells which.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backend itself failed in a way that trying again will not fix (a missing table, a
+    /// permission, an unexpected answer). An append that fails this way either committed whole
+    /// or not at all; reading the stream tells which.
     #[error("the event store backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
-    /// Wraps a backend error.
+    /// Wraps a backend error that trying again will not fix.
     pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Backend(Box::new(error))
+    }
+
+    /// Wraps a backend error that says the backend is unreachable for now.
+    pub fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(error))
+    }
+
+    /// Whether the failure is an outage that trying again later may overcome.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
     }
 }
 

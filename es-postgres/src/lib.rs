@@ -146,6 +146,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod fault;
 mod projection;
 mod sql;
 mod store;

@@ -76,6 +76,20 @@ COMMENT ON TABLE {schema}.projection_checkpoints IS
     'Per projection: the position of the last event its read model reflects, committed with the read model.';
 "#,
     ),
+    (
+        3,
+        "projection claims",
+        r#"
+ALTER TABLE {schema}.projection_checkpoints
+    ADD COLUMN claim_epoch bigint NOT NULL DEFAULT 0,
+    ADD COLUMN claim_owner uuid,
+    ADD COLUMN claimed_at  timestamptz;
+
+COMMENT ON COLUMN {schema}.projection_checkpoints.claim_epoch IS
+    'Raised by every runner that claims the projection; a unit of work commits only under the latest claim.';
+COMMENT ON COLUMN {schema}.projection_checkpoints.claim_owner IS 'The runner that claimed the projection last.';
+"#,
+    ),
 ];
 
 /// Checks a schema name: `[a-z_][a-z0-9_]{0,62}`, and not `pg_`-prefixed (reserved by PostgreSQL).

@@ -36,6 +36,7 @@ fn options() -> RunnerOptions {
         batch_size: 40,
         poll_interval: Duration::from_millis(20),
         failure: FailurePolicy::Stop,
+        ..RunnerOptions::default()
     }
 }
 

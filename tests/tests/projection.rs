@@ -100,6 +100,7 @@ fn small_batches(failure: FailurePolicy) -> RunnerOptions {
         batch_size: 3,
         poll_interval: Duration::from_millis(10),
         failure,
+        ..RunnerOptions::default()
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use es_core::{
     event, Aggregate, AppendOutcome, Apply, CommandError, DecodeError, EventStore, ExpectedVersion, InMemoryStore,
-    Metadata, NewEvent, RecordedEvent, Repository, RepositoryError, Snapshot, SnapshotStore, StoreError, StreamId,
-    StreamSlice,
+    Metadata, NewEvent, RecordDecodeError, RecordedEvent, Repository, RepositoryError, Snapshot, SnapshotStore,
+    StoreError, StreamId, StreamSlice,
 };
 use futures_core::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -358,12 +358,13 @@ async fn load_after_raw(event_name: &str, schema_version: u32, payload: &[u8]) -
 #[tokio::test]
 async fn bad_stored_data_is_a_typed_error_naming_stream_version_and_event() {
     let check = |result: Result<u64, RepositoryError>, name: &str| match result {
-        Err(RepositoryError::Decode {
-            stream,
-            version,
-            event_name,
-            source,
-        }) => {
+        Err(RepositoryError::Decode(error)) => {
+            let RecordDecodeError {
+                stream,
+                version,
+                event_name,
+                source,
+            } = *error;
             assert_eq!(
                 (stream.aggregate_type.as_str(), version, event_name.as_str()),
                 ("counter", 2, name)

@@ -1,7 +1,10 @@
 //! Bad stored data comes back as typed errors naming stream, version and event, through the
 //! `Repository`.
 
-use es_core::{DecodeError, EventStore, Metadata, Repository, RepositoryError, StoreError, StreamId, StreamSlice};
+use es_core::{
+    DecodeError, EventStore, Metadata, RecordDecodeError, Repository, RepositoryError, StoreError, StreamId,
+    StreamSlice,
+};
 
 use crate::domain::{open, Case};
 use crate::support::{insert_raw, schema, Shared};
@@ -32,12 +35,13 @@ async fn load_with_planted_row(
 #[track_caller]
 fn assert_decode_error(error: RepositoryError, stream: &StreamId, name: &str) -> DecodeError {
     match error {
-        RepositoryError::Decode {
-            stream: s,
-            version,
-            event_name,
-            source,
-        } => {
+        RepositoryError::Decode(error) => {
+            let RecordDecodeError {
+                stream: s,
+                version,
+                event_name,
+                source,
+            } = *error;
             assert_eq!(
                 (&s, version, event_name.as_str()),
                 (stream, 2, name),

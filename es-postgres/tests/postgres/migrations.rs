@@ -52,8 +52,8 @@ async fn concurrent_migrations_of_a_new_schema_all_succeed() {
     }
     assert_eq!(
         migration_count(&schema).await,
-        2,
-        "each of the 2 migrations recorded once"
+        3,
+        "each of the 3 migrations recorded once"
     );
     let stream = fresh_stream("migrations");
     stores[3]

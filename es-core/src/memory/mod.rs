@@ -1,4 +1,5 @@
-//! An in-memory event store: for tests, examples, and as the embedded default.
+//! The in-memory backend: an event store and a read model with checkpoints, for tests, examples
+//! and small embedded uses.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -8,6 +9,10 @@ use chrono::Utc;
 use futures_core::stream::BoxStream;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+mod read_model;
+
+pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
 
 use crate::projection::WakeUp;
 use crate::store::{

@@ -1,0 +1,135 @@
+//! A read model kept in memory, with its checkpoints and claims.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+
+use crate::projection::{CheckpointError, CheckpointStore};
+
+/// A read model kept in memory, with its checkpoints: the embedded default for projections.
+///
+/// Each unit of work edits a copy of the model that replaces the original only on commit, so a
+/// failed batch leaves no trace. That copy costs time in proportion to the model's size: fine for
+/// tests, examples and small models. Use one `InMemoryReadModel` per projection.
+///
+/// Its claims live in the process and cannot be lost while held.
+#[derive(Debug)]
+pub struct InMemoryReadModel<M> {
+    shared: Arc<Shared<M>>,
+}
+
+#[derive(Debug)]
+struct Shared<M> {
+    committed: Mutex<Committed<M>>,
+    /// One lock per projection: the claim of its single active runner.
+    claims: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serializes units of work, as a row lock on the checkpoint would.
+    units: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Committed<M> {
+    model: M,
+    checkpoints: HashMap<String, u64>,
+}
+
+impl<M> Clone for InMemoryReadModel<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<M: Default> Default for InMemoryReadModel<M> {
+    fn default() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                committed: Mutex::new(Committed::default()),
+                claims: Mutex::default(),
+                units: Arc::default(),
+            }),
+        }
+    }
+}
+
+impl<M: Default> InMemoryReadModel<M> {
+    /// An empty model with no checkpoints.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<M> InMemoryReadModel<M> {
+    /// Queries the committed model.
+    pub fn read<T>(&self, query: impl FnOnce(&M) -> T) -> T {
+        query(&self.committed().model)
+    }
+
+    fn committed(&self) -> std::sync::MutexGuard<'_, Committed<M>> {
+        // Commits replace the whole state in one assignment: a panic elsewhere cannot leave it
+        // half-written, so recovering from poisoning is safe.
+        self.shared.committed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A unit of work on an [`InMemoryReadModel`]: a working copy of the model.
+#[derive(Debug)]
+pub struct InMemoryUnit<M> {
+    model: M,
+    projection: String,
+    _exclusive: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// A claim on a projection of an [`InMemoryReadModel`]; released on drop.
+#[derive(Debug)]
+pub struct InMemoryClaim {
+    projection: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+#[async_trait]
+impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> {
+    type Context = M;
+    type Unit = InMemoryUnit<M>;
+    type Claim = InMemoryClaim;
+
+    async fn claim(&self, projection: &str) -> Result<InMemoryClaim, CheckpointError> {
+        let lock = {
+            let mut claims = self.shared.claims.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(claims.entry(projection.to_owned()).or_default())
+        };
+        Ok(InMemoryClaim {
+            projection: projection.to_owned(),
+            _held: lock.lock_owned().await,
+        })
+    }
+
+    async fn begin(&self, claim: &mut InMemoryClaim) -> Result<(Self::Unit, u64), CheckpointError> {
+        let exclusive = Arc::clone(&self.shared.units).lock_owned().await;
+        let committed = self.committed();
+        let checkpoint = committed.checkpoints.get(&claim.projection).copied().unwrap_or(0);
+        let unit = InMemoryUnit {
+            model: committed.model.clone(),
+            projection: claim.projection.clone(),
+            _exclusive: exclusive,
+        };
+        Ok((unit, checkpoint))
+    }
+
+    fn context<'u>(&self, unit: &'u mut Self::Unit) -> &'u mut M {
+        &mut unit.model
+    }
+
+    async fn commit(&self, unit: Self::Unit, position: u64) -> Result<(), CheckpointError> {
+        let mut committed = self.committed();
+        committed.model = unit.model;
+        committed.checkpoints.insert(unit.projection, position);
+        Ok(())
+    }
+
+    async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {
+        Ok(self.committed().checkpoints.get(projection).copied().unwrap_or(0))
+    }
+}

@@ -1,0 +1,111 @@
+//! The contract of checkpoint stores: units of work that commit read-model writes together with
+//! the checkpoint, and the claim that keeps one runner active per projection.
+
+use std::error::Error;
+
+use async_trait::async_trait;
+
+/// A boxed error of a checkpoint store's backend.
+type BackendError = Box<dyn Error + Send + Sync>;
+
+/// Durable checkpoints, committed atomically with the read-model writes of the same batch, and
+/// the claim that makes one runner the projection's only active one.
+///
+/// The [`ProjectionRunner`](crate::ProjectionRunner) calls, for each batch:
+/// [`begin`](CheckpointStore::begin) (which checks the claim and reads the checkpoint), the
+/// handlers on [`context`](CheckpointStore::context), then [`commit`](CheckpointStore::commit)
+/// or [`rollback`](CheckpointStore::rollback). The conformance suite (module
+/// `es_core::conformance`, feature `conformance`) checks these semantics for every backend.
+///
+/// # The claim
+///
+/// [`claim`](CheckpointStore::claim) waits until no other runner holds the projection. A claim
+/// can be lost while its runner works (a backend whose claim lives on a connection loses it
+/// with the connection). Backends must make that safe: `begin` checks the claim in the same
+/// unit of work that reads and locks the checkpoint, and refuses with
+/// [`CheckpointError::ClaimLost`] once another runner has claimed the projection, so two units
+/// of two runners never both commit under the claim. A backend may regain a claim that was
+/// lost but not taken over (its connection came back and nobody else claimed in between).
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// What handlers write to within a unit of work.
+    type Context: Send;
+    /// One unit of work: the context plus whatever makes it atomic. Dropping it uncommitted
+    /// discards every write made through it.
+    type Unit: Send;
+    /// Proof that this runner is the projection's only active one; released on drop.
+    type Claim: Send;
+
+    /// Waits until this runner is the only active one for `projection`.
+    async fn claim(&self, projection: &str) -> Result<Self::Claim, CheckpointError>;
+
+    /// Starts a unit of work for the claimed projection: checks that `claim` still holds
+    /// (regaining it if it was lost but not taken over) and reads the checkpoint, both within
+    /// the unit. Units of the same projection never overlap: a second `begin` waits until the
+    /// first unit ends.
+    async fn begin(&self, claim: &mut Self::Claim) -> Result<(Self::Unit, u64), CheckpointError>;
+
+    /// The context of a unit of work.
+    fn context<'u>(&self, unit: &'u mut Self::Unit) -> &'u mut Self::Context;
+
+    /// Commits the unit's writes together with the new checkpoint `position`.
+    async fn commit(&self, unit: Self::Unit, position: u64) -> Result<(), CheckpointError>;
+
+    /// Discards the unit's writes. Stores that can reuse its resources (a connection) return
+    /// them here; an error says those resources failed (and are dropped), which tells the
+    /// runner that a handler's error was likely the connection's. A unit dropped without
+    /// `commit` or `rollback` (a cancelled runner) must also discard its writes.
+    async fn rollback(&self, unit: Self::Unit) -> Result<(), CheckpointError> {
+        drop(unit);
+        Ok(())
+    }
+
+    /// The committed checkpoint of `projection`, read outside any unit of work.
+    async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError>;
+
+    /// Whether a handler's `error` comes from the unit's own connection failing rather than
+    /// from the handler's logic, so the runner retries it as a transient fault instead of
+    /// blaming the event. The default says no; backends whose context is a connection look for
+    /// their driver's connection errors in the error's chain of sources.
+    fn is_transient(&self, error: &(dyn Error + 'static)) -> bool {
+        let _ = error;
+        false
+    }
+}
+
+/// Why a checkpoint store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Another runner claimed the projection after this one: this runner must stop. Nothing of
+    /// the current unit was committed.
+    #[error("the claim on the projection was lost: {reason}")]
+    ClaimLost {
+        /// What happened, for the operator (who took over, or why the claim is gone).
+        reason: String,
+    },
+    /// The backend cannot be reached or its connection failed; trying again later may work.
+    #[error("the checkpoint store is unavailable: {0}")]
+    Unavailable(#[source] BackendError),
+    /// The backend failed in a way that trying again will not fix (a missing table, a
+    /// permission, a corrupt checkpoint).
+    #[error("the checkpoint store failed: {0}")]
+    Backend(#[source] BackendError),
+}
+
+impl CheckpointError {
+    /// A transient failure: the backend is unreachable or its connection failed.
+    pub fn unavailable(error: impl Into<BackendError>) -> Self {
+        Self::Unavailable(error.into())
+    }
+
+    /// A failure that retrying will not fix.
+    pub fn backend(error: impl Into<BackendError>) -> Self {
+        Self::Backend(error.into())
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}

@@ -1,0 +1,73 @@
+//! Which database failures are outages (worth retrying later) and which are not.
+
+use std::error::Error;
+
+/// Whether `error` says the connection or the server failed, not the statement: a refused or
+/// cut connection, a server shutting down, restarting or out of connections, a serialization
+/// failure or deadlock. Trying again later, on a new connection, may succeed.
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| is_transient_sqlstate(&code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATEs of outages: class 08 (connection exception), class 53 (insufficient resources),
+/// 57P01-57P03 (the server is shutting down, crashed or starting), 57014 (statement cancelled),
+/// 40001 and 40P01 (serialization failure, deadlock).
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01")
+}
+
+/// Whether an error, or any error in its chain of sources, is a transient sqlx error.
+pub(crate) fn chain_is_transient(error: &(dyn Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.downcast_ref::<sqlx::Error>().is_some_and(is_transient) {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_transient_and_statement_failures_are_not() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_transient(&refused));
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::PoolClosed));
+        for code in ["08006", "57P01", "57P03", "53300", "40001"] {
+            assert!(is_transient_sqlstate(code), "{code}");
+        }
+        for code in ["42P01", "23505", "22P02", "42501"] {
+            assert!(!is_transient_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_wrapped_connection_failure_is_found_in_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("writing the read model failed")]
+        struct Wrapper(#[source] sqlx::Error);
+
+        let wrapped = Wrapper(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert!(chain_is_transient(&wrapped));
+        let plain = Wrapper(sqlx::Error::RowNotFound);
+        assert!(!chain_is_transient(&plain));
+    }
+}
