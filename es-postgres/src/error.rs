@@ -141,6 +141,7 @@ impl From<PostgresError> for StoreError {
                 stream: stream.clone(),
                 reason: error.to_string(),
             },
+            PostgresError::Connect(source) if crate::fault::is_transient(source) => StoreError::unavailable(error),
             _ => StoreError::backend(error),
         }
     }

@@ -2,6 +2,8 @@
 
 use std::error::Error;
 
+use es_core::StoreError;
+
 /// Whether `error` says the connection or the server failed, not the statement: a refused or
 /// cut connection, a server shutting down, restarting or out of connections, a serialization
 /// failure or deadlock. Trying again later, on a new connection, may succeed.
@@ -14,6 +16,16 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(database) => database.code().is_some_and(|code| is_transient_sqlstate(&code)),
         _ => false,
+    }
+}
+
+/// A database error as a [`StoreError`]: [`StoreError::Unavailable`] for an outage, else
+/// [`StoreError::Backend`].
+pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
+    if is_transient(&error) {
+        StoreError::unavailable(error)
+    } else {
+        StoreError::backend(error)
     }
 }
 

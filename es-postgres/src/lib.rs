@@ -119,7 +119,9 @@
 //! rows as they arrive. `recorded_at` is the clock time of the append statement, the same for all
 //! events of a batch. Rows that cannot be mapped (a negative version, metadata that does not
 //! decode, ...) are [`StoreError::Corrupt`](es_core::StoreError::Corrupt) naming stream and
-//! version; connection and database failures are
+//! version; a refused or cut connection, a server shutting down or restarting, a
+//! serialization failure are [`StoreError::Unavailable`](es_core::StoreError::Unavailable)
+//! (worth retrying later), and other database failures
 //! [`StoreError::Backend`](es_core::StoreError::Backend), wrapping the sqlx error or a
 //! [`PostgresError`].
 //!
@@ -130,8 +132,12 @@
 //! the handlers write their tables (with `search_path` set to the store's schema) and the
 //! checkpoint row (`projection_checkpoints`, locked `FOR UPDATE`) is advanced, so each event is
 //! applied exactly once. Units run on connections outside the pool, so a runner cancelled
-//! mid-batch can never hand a pooled connection back inside an open transaction. One runner per projection is active: it holds a session advisory lock on
-//! a dedicated connection outside the pool; others wait and take over when it stops or dies.
+//! mid-batch can never hand a pooled connection back inside an open transaction. One runner per
+//! projection is active: it holds a session advisory lock on a dedicated connection outside the
+//! pool and raises the claim epoch in the checkpoint row; others wait and take over when it
+//! stops or dies. Every unit of work checks the epoch and the lock under the checkpoint row's
+//! lock, so a runner whose claim was taken over never commits again (see
+//! [`PostgresCheckpoints`]).
 //! After each append commits, the store sends a `NOTIFY` from a separate statement (never inside
 //! the append: NOTIFY takes a database-wide lock at commit, which would make appends queue
 //! behind each other), coalescing bursts; [`PostgresStore::wake_up`] listens, and runners poll as

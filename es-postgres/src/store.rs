@@ -18,6 +18,7 @@ use sqlx::{Executor, Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
+use crate::fault::store_error;
 use crate::sql::{
     validate_schema_name, Statements, EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT,
 };
@@ -288,7 +289,7 @@ impl PostgresStore {
                 Err(error) => Failure::Final(error),
             },
             Some(EVENT_ID_CONSTRAINT) => Failure::Final(self.duplicate_event_id(error, stream, batch).await),
-            _ => Failure::Final(StoreError::backend(error)),
+            _ => Failure::Final(store_error(error)),
         }
     }
 
@@ -300,7 +301,7 @@ impl PostgresStore {
         let event_id = match stored {
             Ok(Some(event_id)) => Some(event_id),
             Ok(None) => repeated_id(&batch.ids),
-            Err(lookup) => return StoreError::backend(lookup),
+            Err(lookup) => return store_error(lookup),
         };
         match event_id {
             Some(event_id) => StoreError::DuplicateEventId {
@@ -309,7 +310,7 @@ impl PostgresStore {
             },
             // The clashing row is not visible: it was written earlier in the caller's (now
             // aborted) transaction. Report the database's error as it is.
-            None => StoreError::backend(error),
+            None => store_error(error),
         }
     }
 }
@@ -363,7 +364,7 @@ impl EventStore for PostgresStore {
             .fetch(&self.pool)
             .map(move |row| match row {
                 Ok(row) => recorded_event(&row, Some(stream)),
-                Err(error) => Err(StoreError::backend(error)),
+                Err(error) => Err(store_error(error)),
             })
             .boxed()
     }
@@ -382,8 +383,8 @@ impl EventStore for PostgresStore {
             .bind(to_version)
             .bind(slice.recorded_until)
             .fetch(&self.pool);
-        while let Some(row) = rows.try_next().await.map_err(StoreError::backend)? {
-            let version: i64 = row.try_get(0).map_err(StoreError::backend)?;
+        while let Some(row) = rows.try_next().await.map_err(store_error)? {
+            let version: i64 = row.try_get(0).map_err(store_error)?;
             let Ok(version) = u64::try_from(version) else {
                 return Err(negative_version(stream, version));
             };
@@ -417,7 +418,7 @@ impl EventStore for PostgresStore {
             .bind(stream.aggregate_id.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         match version {
             None => Ok(0),
             Some(version) => u64::try_from(version).map_err(|_| negative_version(stream, version)),
@@ -434,7 +435,7 @@ impl EventStore for PostgresStore {
             .bind(limit)
             .fetch(&self.pool);
         let mut events = Vec::with_capacity(usize::try_from(limit.min(1024)).unwrap_or(0));
-        while let Some(row) = rows.try_next().await.map_err(StoreError::backend)? {
+        while let Some(row) = rows.try_next().await.map_err(store_error)? {
             events.push(recorded_event(&row, None)?);
         }
         Ok(events)
@@ -452,10 +453,10 @@ impl EventStore for PostgresStore {
             .bind(db_after)
             .fetch_one(&self.pool)
             .await
-            .map_err(StoreError::backend)?;
-        let count: i64 = row.try_get(0).map_err(StoreError::backend)?;
-        let head: Option<i64> = row.try_get(1).map_err(StoreError::backend)?;
-        let head_recorded_at: Option<DateTime<Utc>> = row.try_get(2).map_err(StoreError::backend)?;
+            .map_err(store_error)?;
+        let count: i64 = row.try_get(0).map_err(store_error)?;
+        let head: Option<i64> = row.try_get(1).map_err(store_error)?;
+        let head_recorded_at: Option<DateTime<Utc>> = row.try_get(2).map_err(store_error)?;
         let unexpected = |what: &str| StoreError::from(PostgresError::Unexpected(format!("negative {what} in tail")));
         Ok(Tail {
             events: u64::try_from(count).map_err(|_| unexpected("count"))?,
@@ -499,7 +500,7 @@ impl SnapshotStore for PostgresStore {
             .bind(taken_at)
             .execute(&self.pool)
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         Ok(())
     }
 
@@ -509,9 +510,9 @@ impl SnapshotStore for PostgresStore {
             .bind(stream.aggregate_id.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(store_error)?;
         let Some(row) = row else { return Ok(None) };
-        let version: i64 = row.try_get(0).map_err(StoreError::backend)?;
+        let version: i64 = row.try_get(0).map_err(store_error)?;
         let version = u64::try_from(version).map_err(|_| negative_version(stream, version))?;
         let corrupt = |reason: String| StoreError::Corrupt {
             stream: stream.clone(),
@@ -686,11 +687,11 @@ fn recorded_event(row: &PgRow, stream: Option<&StreamId>) -> Result<RecordedEven
     let stream = match stream {
         Some(stream) => stream.clone(),
         None => StreamId {
-            aggregate_type: row.try_get(8).map_err(StoreError::backend)?,
-            aggregate_id: row.try_get(9).map_err(StoreError::backend)?,
+            aggregate_type: row.try_get(8).map_err(store_error)?,
+            aggregate_id: row.try_get(9).map_err(store_error)?,
         },
     };
-    let version: i64 = row.try_get(2).map_err(StoreError::backend)?;
+    let version: i64 = row.try_get(2).map_err(store_error)?;
     let Ok(version) = u64::try_from(version) else {
         return Err(negative_version(&stream, version));
     };

@@ -19,11 +19,12 @@ pub enum FailurePolicy {
     },
 }
 
-/// Exponential backoff for transient failures: `initial`, doubling after each failure in a
-/// row up to `max`.
+/// Exponential backoff for transient failures. The first failure is retried at once (a cut
+/// connection is usually mended by opening a new one); the second after `initial`, each further
+/// one after twice the previous pause, up to `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// The pause after the first failure.
+    /// The pause after the second failure in a row.
     pub initial: Duration,
     /// The longest pause.
     pub max: Duration,
@@ -45,7 +46,10 @@ impl Default for Backoff {
 impl Backoff {
     /// The pause after the `failures`-th failure in a row (from 1).
     pub fn delay(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(30);
+        if failures <= 1 {
+            return Duration::ZERO;
+        }
+        let doublings = (failures - 2).min(30);
         self.initial.saturating_mul(1 << doublings).min(self.max)
     }
 }
@@ -76,7 +80,8 @@ pub struct RunnerOptions {
     /// What to do when a handler fails. Default: 3 tries in a row, 200 ms apart, then stop.
     pub failure: FailurePolicy,
     /// What to do when the event store or the checkpoint store is unreachable or a connection
-    /// fails. Default: retry from 100 ms up to every 5 s, without limit.
+    /// fails. Default: retry at once, then after 100 ms, doubling up to every 5 s, without
+    /// limit.
     pub transient_retry: Backoff,
 }
 
@@ -205,14 +210,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_its_maximum() {
+    fn backoff_retries_once_at_once_then_doubles_up_to_its_maximum() {
         let backoff = Backoff {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(700),
             max_attempts: None,
         };
-        let delays: Vec<_> = (1..=5).map(|n| backoff.delay(n).as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 700, 700]);
+        let delays: Vec<_> = (1..=6).map(|n| backoff.delay(n).as_millis()).collect();
+        assert_eq!(delays, [0, 100, 200, 400, 700, 700]);
         assert_eq!(backoff.delay(u32::MAX), Duration::from_millis(700));
     }
 }

@@ -11,6 +11,7 @@ mod bad_data;
 mod conformance;
 mod failures;
 mod migrations;
+mod projection_faults;
 mod read_all;
 mod repository;
 mod wake_up;

@@ -1,0 +1,390 @@
+//! The projection runner while connections are cut under it: claims stay exclusive, nothing is
+//! lost or applied twice, and runs ride the faults out by themselves.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use es_core::{
+    async_trait, event, Backoff, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, HandlerError, Projection,
+    ProjectionError, ProjectionRunner, RunnerOptions, StreamId,
+};
+use es_postgres::test_support::TestSchema;
+use es_postgres::PostgresStore;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::support::{database, event, schema, Rng};
+
+#[event]
+#[derive(Debug, Clone)]
+pub struct Tick {
+    pub n: u64,
+}
+
+#[event]
+#[derive(Debug, Clone)]
+pub enum TickEvent {
+    Tick(Tick),
+}
+
+/// Counts ticks per stream and logs which runner handled each position.
+struct Tally {
+    runner: String,
+}
+
+#[async_trait]
+impl Projection for Tally {
+    const NAME: &'static str = "tally";
+    type Event = TickEvent;
+    type Context = PgConnection;
+
+    async fn handle(&self, db: &mut PgConnection, event: &DecodedEvent<TickEvent>) -> Result<(), HandlerError> {
+        let position = i64::try_from(event.envelope.position)?;
+        sqlx::query("INSERT INTO tally_log (position, runner) VALUES ($1, $2)")
+            .bind(position)
+            .bind(&self.runner)
+            .execute(&mut *db)
+            .await?;
+        sqlx::query(
+            "INSERT INTO tally (stream, ticks) VALUES ($1, 1)
+             ON CONFLICT (stream) DO UPDATE SET ticks = tally.ticks + 1",
+        )
+        .bind(&event.envelope.stream.aggregate_id)
+        .execute(&mut *db)
+        .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, db: &mut PgConnection) -> Result<(), HandlerError> {
+        sqlx::query("DELETE FROM tally_log").execute(&mut *db).await?;
+        sqlx::query("DELETE FROM tally").execute(&mut *db).await?;
+        Ok(())
+    }
+}
+
+fn options() -> RunnerOptions {
+    RunnerOptions {
+        poll_interval: Duration::from_millis(50),
+        transient_retry: Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(500),
+            max_attempts: None,
+        },
+        ..RunnerOptions::default()
+    }
+}
+
+async fn create_tables(schema: &TestSchema) {
+    let s = schema.schema();
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE \"{s}\".tally_log (position bigint PRIMARY KEY, runner text NOT NULL);
+         CREATE TABLE \"{s}\".tally (stream text PRIMARY KEY, ticks bigint NOT NULL);"
+    ))
+    .execute(schema.pool())
+    .await
+    .expect("read-model tables");
+}
+
+/// The schema's store on a pool whose connections carry the schema's name, so the test can cut
+/// exactly this test's connections.
+async fn named_store(schema: &TestSchema) -> PostgresStore {
+    let options = PgConnectOptions::from_str(database().url())
+        .expect("database URL")
+        .application_name(&format!("es test {}", schema.schema()));
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .connect_with(options)
+        .await
+        .expect("pool");
+    PostgresStore::new(pool)
+        .with_schema(schema.schema())
+        .expect("schema name")
+}
+
+/// Which connections the fault injector cuts.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// The connection holding the projection's claim.
+    ClaimHolder,
+    /// Every connection of the test: writers, readers, units, claims, listeners.
+    Everything,
+}
+
+/// Terminates the connections `cut` names; returns how many.
+async fn cut(admin: &PgPool, schema: &str, cut: Cut) -> i64 {
+    let sql = match cut {
+        Cut::ClaimHolder => {
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a
+             JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+             WHERE a.application_name = 'es claim ' || $1 || '.tally'"
+        }
+        Cut::Everything => {
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()"
+        }
+    };
+    sqlx::query_scalar(sql)
+        .bind(schema)
+        .fetch_one(admin)
+        .await
+        .expect("terminating connections")
+}
+
+/// Writers appending one tick at a time to their own streams until told to stop; appends that
+/// fail (their connection was cut) are simply tried again.
+fn writers(
+    store: &PostgresStore,
+    count: usize,
+    pause: Duration,
+    stop: &Arc<AtomicBool>,
+    written: &Arc<AtomicU64>,
+) -> Vec<JoinHandle<()>> {
+    (0..count)
+        .map(|writer| {
+            let (store, stop, written) = (store.clone(), Arc::clone(stop), Arc::clone(written));
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let stream = StreamId::new("ticker", format!("w{writer}-{}", n % 20));
+                    let tick = event("Tick", serde_json::json!({ "n": n }));
+                    if store.append(&stream, ExpectedVersion::Any, vec![tick]).await.is_ok() {
+                        written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                    tokio::time::sleep(pause).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// A slot that keeps one runner going: when its runner loses the claim, a new runner (with a
+/// new name) takes its place and waits for the claim. Returns every run's outcome but the last.
+fn runner_slot(
+    store: &PostgresStore,
+    slot: &'static str,
+    shutdown: &watch::Receiver<bool>,
+) -> JoinHandle<Vec<Result<(), ProjectionError>>> {
+    let (store, mut shutdown) = (store.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut ended = Vec::new();
+        for generation in 0.. {
+            let runner = ProjectionRunner::new(
+                Tally {
+                    runner: format!("{slot}{generation}"),
+                },
+                store.clone(),
+                store.checkpoints(),
+            )
+            .with_options(options());
+            let wake_up = loop {
+                match store.wake_up().await {
+                    Ok(wake_up) => break wake_up,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+            let stop = shutdown.clone();
+            let result = runner
+                .run(wake_up, async move {
+                    let mut stop = stop;
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if *shutdown.borrow_and_update() {
+                result.expect("a run that is shut down returns Ok");
+                break;
+            }
+            ended.push(result);
+        }
+        ended
+    })
+}
+
+/// Waits until the projection's checkpoint reaches the head of the store.
+async fn wait_caught_up(store: &PostgresStore) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let head = store.tail(0).await.expect("tail").head_position;
+        let checkpoint = store.checkpoints().checkpoint("tally").await.expect("checkpoint");
+        if checkpoint == head {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the runner is stuck at {checkpoint}, head {head}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The runners named in the log, in position order, with repeats in a row collapsed.
+async fn runner_sequence(store: &PostgresStore) -> Vec<String> {
+    let runners: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT runner FROM \"{}\".tally_log ORDER BY position",
+        store.schema()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .expect("log");
+    let mut sequence = runners;
+    sequence.dedup();
+    sequence
+}
+
+/// The read model, as (stream, ticks) rows.
+async fn tally(store: &PostgresStore) -> Vec<(String, i64)> {
+    sqlx::query_as(&format!(
+        "SELECT stream, ticks FROM \"{}\".tally ORDER BY stream",
+        store.schema()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .expect("tally")
+}
+
+/// The same projection rebuilt from scratch into another schema.
+async fn rebuilt_tally(events: &PostgresStore) -> Vec<(String, i64)> {
+    let other = schema().await;
+    create_tables(&other).await;
+    let runner = ProjectionRunner::new(
+        Tally {
+            runner: "rebuild".into(),
+        },
+        events.clone(),
+        other.checkpoints(),
+    );
+    runner.rebuild(|_| {}).await.expect("rebuild");
+    tally(&other).await
+}
+
+/// Two runner slots compete for the projection while `target` connections are cut every
+/// 100-300 ms and 4 writers append; then checks every promise of the runner.
+async fn two_runners_under_cuts(target: Cut) {
+    let test_schema = schema().await;
+    create_tables(&test_schema).await;
+    let store = named_store(&test_schema).await;
+    let admin = test_schema.pool().clone();
+    let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let slots = [runner_slot(&store, "a", &shutdown), runner_slot(&store, "b", &shutdown)];
+    let writing = writers(&store, 4, Duration::from_millis(2), &stop, &written);
+
+    let mut rng = Rng::new(0x5eed);
+    let mut cuts = 0;
+    let faults_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < faults_until {
+        tokio::time::sleep(Duration::from_millis(rng.range(100..300))).await;
+        cuts += cut(&admin, store.schema(), target).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writing {
+        writer.await.expect("writer");
+    }
+    wait_caught_up(&store).await;
+    shutdown_tx.send(true).expect("shutdown");
+    let mut ended = Vec::new();
+    for slot in slots {
+        ended.extend(slot.await.expect("runner slot"));
+    }
+
+    assert!(cuts > 0, "the test cut no connection");
+    for result in &ended {
+        match result {
+            Err(ProjectionError::ClaimLost { .. }) => {}
+            other => panic!("a run may only end early by losing its claim, got {other:?}"),
+        }
+    }
+    // A runner that lost its claim never commits again: along the positions, each runner's
+    // batches form one run, and runs follow each other without returning to an earlier runner.
+    let sequence = runner_sequence(&store).await;
+    let mut seen = std::collections::HashSet::new();
+    for runner in &sequence {
+        assert!(seen.insert(runner), "runner {runner} committed again after another runner: {sequence:?}");
+    }
+    let events = store.tail(0).await.expect("tail").events;
+    let logged: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{}\".tally_log", store.schema()))
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(logged as u64, events, "every event handled exactly once");
+    // An append whose connection was cut after its commit is stored but not acknowledged.
+    assert!(events >= written.load(Ordering::Relaxed), "every acknowledged append is stored");
+    assert_eq!(tally(&store).await, rebuilt_tally(&store).await, "the read model equals a rebuild");
+    eprintln!(
+        "{target:?}: {cuts} connections cut, {events} events, {} runs lost their claim, runners {sequence:?}",
+        ended.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cutting_the_claim_connection_never_leaves_two_runners_committing() {
+    two_runners_under_cuts(Cut::ClaimHolder).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cutting_every_connection_loses_nothing_and_keeps_one_runner() {
+    two_runners_under_cuts(Cut::Everything).await;
+}
+
+/// How long [`lag_under_cuts`] cuts connections: `ES_FAULT_SECONDS`, 5 by default. The figure in
+/// docs/RELIABILITY.md comes from a 15-second run.
+fn fault_seconds() -> u64 {
+    std::env::var("ES_FAULT_SECONDS")
+        .ok()
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or(5)
+}
+
+/// One runner while 8 writers append flat out and every connection of the test is cut every
+/// 100-300 ms: the runner keeps up (its lag when the faults end is a small part of what was
+/// written during them) and catches up by itself afterwards, without being restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_keeps_up_while_connections_are_cut() {
+    let test_schema = schema().await;
+    create_tables(&test_schema).await;
+    let store = named_store(&test_schema).await;
+    let admin = test_schema.pool().clone();
+    let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let slot = runner_slot(&store, "only", &shutdown);
+    let writing = writers(&store, 8, Duration::ZERO, &stop, &written);
+
+    let mut rng = Rng::new(0xfa17);
+    let mut cuts = 0;
+    let seconds = fault_seconds();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_millis(rng.range(100..300))).await;
+        cuts += cut(&admin, store.schema(), Cut::Everything).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writing {
+        writer.await.expect("writer");
+    }
+    // Measured on the test's own connections, which were not cut.
+    let observer = ProjectionRunner::new(Tally { runner: "observer".into() }, test_schema.store().clone(), test_schema.checkpoints());
+    let lag = observer.lag().await.expect("lag");
+    let stored = store.tail(0).await.expect("tail").events;
+    let caught_up = Instant::now();
+    wait_caught_up(&store).await;
+    let catch_up_seconds = caught_up.elapsed().as_secs_f64();
+    shutdown_tx.send(true).expect("shutdown");
+    let ended = slot.await.expect("runner slot");
+
+    assert!(ended.is_empty(), "the only runner must not stop by itself: {ended:?}");
+    assert_eq!(runner_sequence(&store).await, ["only0"], "one runner did all the work");
+    assert_eq!(tally(&store).await, rebuilt_tally(&store).await, "the read model equals a rebuild");
+    let behind = lag.events_behind as f64 / stored.max(1) as f64;
+    eprintln!(
+        "faults: {seconds} s, {cuts} connections cut, 8 writers, {stored} events written, lag when the faults \
+         ended: {} events ({:.1}% of those written), caught up {catch_up_seconds:.2} s later",
+        lag.events_behind,
+        behind * 100.0
+    );
+    assert!(
+        behind < 0.5,
+        "the runner fell behind by {} of {stored} events while connections were cut",
+        lag.events_behind
+    );
+}
