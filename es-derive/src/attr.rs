@@ -10,9 +10,45 @@ use syn::Token;
 use crate::ast::{AggregateModel, EventEnum, EventStruct, EventVariant, StepKind, UpcastStep};
 use crate::ctxt::Ctxt;
 
-const EVENT_KEYS: &str = "`name`, `alias`, `version`";
-const UPCAST_KEYS: &str = "`from`, `json`, `typed`";
-const AGGREGATE_KEYS: &str = "`name`, `id`, `event`, `snapshot_revision`";
+/// The names of the attributes and of their keys. The parser matches on them, the unknown-key
+/// message lists them, and a test checks that the user docs on `es_core`'s re-exports describe
+/// each of them.
+pub mod keys {
+    /// `#[upcast(...)]`, on an event struct.
+    pub const UPCAST: &str = "upcast";
+    /// `#[aggregate(...)]`, on a `#[derive(Aggregate)]` type.
+    pub const AGGREGATE: &str = "aggregate";
+
+    /// `name = "..."` of `#[event]` and `#[aggregate]`: the stored name.
+    pub const NAME: &str = "name";
+    /// `alias = "..."` of `#[event]`: an older stored name.
+    pub const ALIAS: &str = "alias";
+    /// `version = N` of `#[event]`: the current schema version.
+    pub const VERSION: &str = "version";
+
+    /// `from = N` of `#[upcast]`: the version a step upgrades from.
+    pub const FROM: &str = "from";
+    /// `json = path` of `#[upcast]`: a step on the JSON payload.
+    pub const JSON: &str = "json";
+    /// `typed = Type` of `#[upcast]`: a step through an older Rust type.
+    pub const TYPED: &str = "typed";
+
+    /// `id = Type` of `#[aggregate]`: the id type.
+    pub const ID: &str = "id";
+    /// `event = Type` of `#[aggregate]`: the event enum.
+    pub const EVENT: &str = "event";
+    /// `snapshot_revision = N` of `#[aggregate]`.
+    pub const SNAPSHOT_REVISION: &str = "snapshot_revision";
+
+    /// The keys of `#[event(...)]` on a struct.
+    pub const EVENT_KEYS: &[&str] = &[NAME, ALIAS, VERSION];
+    /// The keys of `#[upcast(...)]`.
+    pub const UPCAST_KEYS: &[&str] = &[FROM, JSON, TYPED];
+    /// The keys of `#[aggregate(...)]`.
+    pub const AGGREGATE_KEYS: &[&str] = &[NAME, ID, EVENT, SNAPSHOT_REVISION];
+}
+
+use keys::*;
 
 /// Parses `#[event(...)]` on a struct, and takes the struct's `#[upcast]` attributes off it.
 pub fn event_struct(cx: &Ctxt, args: TokenStream, item: &mut syn::ItemStruct) -> EventStruct {
@@ -21,14 +57,14 @@ pub fn event_struct(cx: &Ctxt, args: TokenStream, item: &mut syn::ItemStruct) ->
     let mut aliases = Vec::new();
     let mut version: Option<(u32, Span)> = None;
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("name") {
-            if let Some(lit) = lit_str(cx, &meta, "name")? {
+        if meta.path.is_ident(NAME) {
+            if let Some(lit) = lit_str(cx, &meta, NAME)? {
                 set_once(cx, &meta, &mut name, lit);
             }
-        } else if meta.path.is_ident("alias") {
-            aliases.extend(lit_str(cx, &meta, "alias")?);
-        } else if meta.path.is_ident("version") {
-            if let Some(value) = lit_u32(cx, &meta, "version")? {
+        } else if meta.path.is_ident(ALIAS) {
+            aliases.extend(lit_str(cx, &meta, ALIAS)?);
+        } else if meta.path.is_ident(VERSION) {
+            if let Some(value) = lit_u32(cx, &meta, VERSION)? {
                 set_once(cx, &meta, &mut version, value);
             }
         } else {
@@ -42,7 +78,7 @@ pub fn event_struct(cx: &Ctxt, args: TokenStream, item: &mut syn::ItemStruct) ->
 
     let mut steps = Vec::new();
     item.attrs.retain(|attr| {
-        if !attr.path().is_ident("upcast") {
+        if !attr.path().is_ident(UPCAST) {
             return true;
         }
         steps.extend(upcast_step(cx, attr));
@@ -68,16 +104,16 @@ fn upcast_step(cx: &Ctxt, attr: &syn::Attribute) -> Option<UpcastStep> {
     let mut from: Option<(u32, Span)> = None;
     let mut kind: Option<StepKind> = None;
     let result = attr.parse_nested_meta(|meta| {
-        if meta.path.is_ident("from") {
-            if let Some(value) = lit_u32(cx, &meta, "from")? {
+        if meta.path.is_ident(FROM) {
+            if let Some(value) = lit_u32(cx, &meta, FROM)? {
                 set_once(cx, &meta, &mut from, value);
             }
-        } else if meta.path.is_ident("json") {
-            if let Some(path) = path_value(cx, &meta, "json")? {
+        } else if meta.path.is_ident(JSON) {
+            if let Some(path) = path_value(cx, &meta, JSON)? {
                 set_step_kind(cx, &meta, &mut kind, StepKind::Json(path));
             }
-        } else if meta.path.is_ident("typed") {
-            if let Some(ty) = type_value(cx, &meta, "typed")? {
+        } else if meta.path.is_ident(TYPED) {
+            if let Some(ty) = type_value(cx, &meta, TYPED)? {
                 set_step_kind(cx, &meta, &mut kind, StepKind::Typed(ty));
             }
         } else {
@@ -128,7 +164,7 @@ pub fn event_enum(cx: &Ctxt, args: TokenStream, item: &mut syn::ItemEnum) -> Eve
         );
     }
     item.attrs.retain(|attr| {
-        if attr.path().is_ident("upcast") {
+        if attr.path().is_ident(UPCAST) {
             cx.error_spanned_by(
                 attr,
                 "#[upcast] belongs on an event struct, not on the enum of an aggregate's events",
@@ -167,22 +203,22 @@ pub fn aggregate(cx: &Ctxt, input: &syn::DeriveInput) -> Option<AggregateModel> 
     let mut id: Option<syn::Type> = None;
     let mut event: Option<syn::Type> = None;
     let mut revision: Option<(u32, Span)> = None;
-    for attr in input.attrs.iter().filter(|attr| attr.path().is_ident("aggregate")) {
+    for attr in input.attrs.iter().filter(|attr| attr.path().is_ident(AGGREGATE)) {
         let result = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("name") {
-                if let Some(lit) = lit_str(cx, &meta, "name")? {
+            if meta.path.is_ident(NAME) {
+                if let Some(lit) = lit_str(cx, &meta, NAME)? {
                     set_once(cx, &meta, &mut name, lit);
                 }
-            } else if meta.path.is_ident("id") {
-                if let Some(ty) = type_value(cx, &meta, "id")? {
+            } else if meta.path.is_ident(ID) {
+                if let Some(ty) = type_value(cx, &meta, ID)? {
                     set_once(cx, &meta, &mut id, ty);
                 }
-            } else if meta.path.is_ident("event") {
-                if let Some(ty) = type_value(cx, &meta, "event")? {
+            } else if meta.path.is_ident(EVENT) {
+                if let Some(ty) = type_value(cx, &meta, EVENT)? {
                     set_once(cx, &meta, &mut event, ty);
                 }
-            } else if meta.path.is_ident("snapshot_revision") {
-                if let Some(value) = lit_u32(cx, &meta, "snapshot_revision")? {
+            } else if meta.path.is_ident(SNAPSHOT_REVISION) {
+                if let Some(value) = lit_u32(cx, &meta, SNAPSHOT_REVISION)? {
                     if value.0 == 0 {
                         cx.syn_error(syn::Error::new(value.1, "snapshot revisions start at 1"));
                     }
@@ -254,7 +290,12 @@ fn set_once<T>(cx: &Ctxt, meta: &ParseNestedMeta, slot: &mut Option<T>, value: T
     }
 }
 
-fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta, attribute: &str, expected: &str) -> syn::Result<()> {
+fn unknown_key(cx: &Ctxt, meta: &ParseNestedMeta, attribute: &str, expected: &[&str]) -> syn::Result<()> {
+    let expected = expected
+        .iter()
+        .map(|key| format!("`{key}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let key = meta
         .path
         .get_ident()
@@ -331,8 +372,8 @@ fn path_value(cx: &Ctxt, meta: &ParseNestedMeta, key: &str) -> syn::Result<Optio
 
 fn example_type(key: &str) -> &'static str {
     match key {
-        "id" => "TicketId",
-        "typed" => "EscalatedV1",
+        ID => "TicketId",
+        TYPED => "EscalatedV1",
         _ => "TicketEvent",
     }
 }
@@ -351,4 +392,26 @@ fn type_value(cx: &Ctxt, meta: &ParseNestedMeta, key: &str) -> syn::Result<Optio
         return Ok(None);
     }
     input.parse().map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keys::*;
+
+    /// The user docs live on `es_core`'s re-exports of the macros; each key the parser accepts
+    /// must be described there, written as `key = ...`.
+    #[test]
+    fn the_docs_describe_every_key() {
+        let event = include_str!("../../es-core/src/macro_docs/event.md");
+        let aggregate = include_str!("../../es-core/src/macro_docs/aggregate.md");
+        for (docs, keys) in [(event, EVENT_KEYS), (event, UPCAST_KEYS), (aggregate, AGGREGATE_KEYS)] {
+            for key in keys {
+                let written = ["`", "(", ", "].map(|before| format!("{before}{key} = "));
+                assert!(
+                    written.iter().any(|written| docs.contains(written.as_str())),
+                    "the docs do not describe `{key} = ...`"
+                );
+            }
+        }
+    }
 }
