@@ -23,9 +23,10 @@ impl Ctxt {
         Self::default()
     }
 
-    /// Records an error pointing at `tokens`.
-    pub fn error_spanned_by(&self, tokens: impl ToTokens, message: impl Display) {
-        self.syn_error(syn::Error::new_spanned(tokens, message));
+    /// Records an error at `at`: anything written in the item (a literal, a path, a type, a
+    /// whole attribute), so the error underlines all of it.
+    pub fn error_at(&self, at: impl ToTokens, message: impl Display) {
+        self.syn_error(syn::Error::new_spanned(at, message));
     }
 
     /// Records an error that syn produced while parsing.
@@ -59,8 +60,8 @@ mod tests {
     #[test]
     fn check_returns_every_error() {
         let cx = Ctxt::new();
-        cx.error_spanned_by(quote::quote!(version), "first");
-        cx.error_spanned_by(quote::quote!(name), "second");
+        cx.error_at(quote::quote!(version), "first");
+        cx.error_at(quote::quote!(name), "second");
         let errors = cx.check().err().map(|errors| errors.to_string()).unwrap_or_default();
         assert!(errors.contains("first") && errors.contains("second"), "{errors}");
     }

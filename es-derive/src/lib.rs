@@ -1,9 +1,10 @@
 //! The macros of `es-core`. Use them, and read their documentation, through
 //! `es_core::{event, Aggregate}`; this crate is an implementation detail, versioned with `es-core`.
 //!
-//! The crate is laid out by stage: `attr.rs` parses attributes into the model of `ast.rs`,
-//! `valid.rs` checks the model, `expand.rs` generates code from a valid model, and `ctxt.rs`
-//! accumulates every error so one compile reports all of them.
+//! The crate is laid out by stage: `attr.rs` parses attributes into the as-written model of
+//! `ast.rs`, `valid.rs` applies every validity rule and builds the checked model, `expand.rs`
+//! generates code from a checked model, and `ctxt.rs` accumulates every error so one compile
+//! reports all of them.
 
 mod ast;
 mod attr;
@@ -25,29 +26,26 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
         Err(error) => return error.to_compile_error().into(),
     };
     let cx = Ctxt::new();
-    let output = match item {
+    match item {
         syn::Item::Struct(mut item) => {
-            valid::no_generics(&cx, &item.generics, "an event type");
-            let model = attr::event_struct(&cx, args, &mut item);
-            valid::event_struct(&cx, &model);
-            cx.check().map(|()| expand::event_struct(&model, &item))
+            let event = attr::event_struct(&cx, args, &mut item);
+            let event = valid::event_struct(&cx, event, &item);
+            finish(cx, event, |event| expand::event_struct(&event, &item))
         }
         syn::Item::Enum(mut item) => {
-            valid::no_generics(&cx, &item.generics, "an event enum");
-            let model = attr::event_enum(&cx, args, &mut item);
-            valid::event_enum(&cx, &model, &item);
-            cx.check().map(|()| expand::event_enum(&model, &item))
+            let events = attr::event_enum(&cx, args, &mut item);
+            let events = valid::event_enum(&cx, events, &item);
+            finish(cx, events, |events| expand::event_enum(&events, &item))
         }
         other => {
-            cx.error_spanned_by(
+            cx.error_at(
                 item_keyword(&other),
                 "#[event] goes on a struct (one event type) or on an enum whose variants wrap event structs \
                  (the events of an aggregate)",
             );
-            cx.check().map(|()| proc_macro2::TokenStream::new())
+            finish(cx, None, |()| proc_macro2::TokenStream::new())
         }
-    };
-    output.unwrap_or_else(|errors| errors).into()
+    }
 }
 
 /// Implemented by `es-derive`, a part of `es-core`: import it, and find it documented, as
@@ -59,18 +57,19 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
         Err(error) => return error.to_compile_error().into(),
     };
     let cx = Ctxt::new();
-    if let syn::Data::Union(data) = &input.data {
-        cx.error_spanned_by(
-            data.union_token,
-            "#[derive(Aggregate)] supports structs and enums, not unions",
-        );
+    let aggregate = attr::aggregate(&cx, &input);
+    let aggregate = valid::aggregate(&cx, aggregate, &input);
+    finish(cx, aggregate, |aggregate| expand::aggregate(&aggregate))
+}
+
+/// The code generated from `model` if no error was recorded, else every recorded error. `model`
+/// is `None` only after an error was recorded.
+fn finish<T>(cx: Ctxt, model: Option<T>, expand: impl FnOnce(T) -> proc_macro2::TokenStream) -> TokenStream {
+    match cx.check() {
+        Ok(()) => model.map(expand).unwrap_or_default(),
+        Err(errors) => errors,
     }
-    valid::no_generics(&cx, &input.generics, "an aggregate");
-    let model = attr::aggregate(&cx, &input);
-    cx.check()
-        .map(|()| model.as_ref().map(expand::aggregate).unwrap_or_default())
-        .unwrap_or_else(|errors| errors)
-        .into()
+    .into()
 }
 
 /// The keyword of an item, to point an error at `fn` or `union` rather than the whole item.
