@@ -148,7 +148,10 @@ pub use store::{
     SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
 };
 
-pub use es_derive::{event, Aggregate};
+#[doc = include_str!("macro_docs/event.md")]
+pub use es_derive::event;
+#[doc = include_str!("macro_docs/aggregate.md")]
+pub use es_derive::Aggregate;
 
 /// Re-exported so projections and stores can implement this crate's async traits without
 /// depending on `async-trait` themselves.

@@ -1,26 +1,42 @@
-//! The typed model of what the user declared: event structs, event enums, aggregates.
+//! The typed model of what the user declared, in two forms: *as written* (filled by `attr.rs`,
+//! optional keys still optional, nothing checked) and *checked* (built by `valid.rs`, the only
+//! input of `expand.rs`).
 
-use proc_macro2::Span;
+// ---- As written ----
 
-/// `#[event]` on a struct: one event type.
-pub struct EventStruct {
+/// A whole number as written, e.g. the `2` of `version = 2`.
+pub struct Number {
+    /// Its value.
+    pub value: u32,
+    /// The literal, to point errors at.
+    pub lit: syn::LitInt,
+}
+
+/// `#[event(...)]` on a struct and its `#[upcast(...)]` attributes, as written.
+pub struct EventAttrs {
+    /// The struct's name.
     pub ident: syn::Ident,
-    /// The stored name, with the span to report problems at.
-    pub name: (String, Span),
+    /// `name = "..."`.
+    pub name: Option<syn::LitStr>,
+    /// Every `alias = "..."`, in order.
     pub aliases: Vec<syn::LitStr>,
-    pub version: u32,
-    /// Where `version = N` was written, or the struct's name when it was not.
-    pub version_span: Span,
-    pub steps: Vec<UpcastStep>,
+    /// `version = N`.
+    pub version: Option<Number>,
+    /// Every `#[upcast(...)]` that parsed, in order.
+    pub steps: Vec<UpcastAttr>,
 }
 
-/// One `#[upcast(from = N, ...)]`: how to upgrade a payload from version `from` to `from + 1`.
-pub struct UpcastStep {
-    pub from: u32,
-    pub from_span: Span,
-    pub kind: StepKind,
+/// One `#[upcast(...)]`, as written.
+pub struct UpcastAttr {
+    /// The whole attribute, to point errors about it at.
+    pub attr: syn::Attribute,
+    /// `from = N`.
+    pub from: Option<Number>,
+    /// `json = ...` or `typed = ...`.
+    pub kind: Option<StepKind>,
 }
 
+/// How an upcast step upgrades a payload from version `from` to `from + 1`.
 pub enum StepKind {
     /// `json = path::to::fn`: a `fn(Value) -> Result<Value, UpcastError>`.
     Json(syn::Path),
@@ -29,22 +45,75 @@ pub enum StepKind {
     Typed(syn::Type),
 }
 
-/// `#[event]` on an enum: the events of one aggregate.
-pub struct EventEnum {
+/// `#[aggregate(...)]` on a `#[derive(Aggregate)]` type, as written.
+pub struct AggregateAttrs {
+    /// The type's name.
     pub ident: syn::Ident,
+    /// `name = "..."`.
+    pub name: Option<syn::LitStr>,
+    /// `id = Type`.
+    pub id: Option<syn::Type>,
+    /// `event = Type`.
+    pub event: Option<syn::Type>,
+    /// `snapshot_revision = N`.
+    pub snapshot_revision: Option<Number>,
+}
+
+// ---- Checked ----
+
+/// `#[event]` on a struct: one event type, checked.
+pub struct EventStruct {
+    /// The struct's name.
+    pub ident: syn::Ident,
+    /// The stored name.
+    pub name: String,
+    /// Older stored names, distinct from each other and from `name`.
+    pub aliases: Vec<String>,
+    /// The current schema version, at least 1.
+    pub version: u32,
+    /// How payloads stored at every older version reach `version`.
+    pub chain: UpcastChain,
+}
+
+/// The upcast steps of an event, each with the version it upgrades from: one step for every
+/// version from 1 up to the one before the current version, in order, the JSON steps first and
+/// the typed ones after them. A JSON step never follows a typed one (a typed step converts into
+/// the next version's Rust type, which a JSON step does not have), so the two are kept apart.
+#[derive(Default)]
+pub struct UpcastChain {
+    /// The JSON steps, from version 1 on.
+    pub json: Vec<(u32, syn::Path)>,
+    /// The typed steps, from the version after the last JSON step up to the current one.
+    pub typed: Vec<(u32, syn::Type)>,
+}
+
+/// `#[event]` on an enum: the events of one aggregate. Checked by `valid.rs`, it has no other
+/// form.
+pub struct EventEnum {
+    /// The enum's name.
+    pub ident: syn::Ident,
+    /// The variants that each wrap one type; every other variant was reported.
     pub variants: Vec<EventVariant>,
 }
 
+/// A variant of an event enum, wrapping one event type.
 pub struct EventVariant {
+    /// The variant's name.
     pub ident: syn::Ident,
+    /// The event type it wraps.
     pub ty: syn::Type,
 }
 
-/// `#[derive(Aggregate)]`.
+/// `#[derive(Aggregate)]`, checked.
 pub struct AggregateModel {
+    /// The type's name.
     pub ident: syn::Ident,
+    /// The stored aggregate type, not empty.
     pub name: String,
+    /// The id type.
     pub id: syn::Type,
+    /// The event enum.
     pub event: syn::Type,
+    /// The snapshot revision, at least 1.
     pub snapshot_revision: u32,
 }

@@ -1,18 +1,21 @@
-//! Code generation from a model that has already passed `valid.rs`. Generated code names
-//! everything by absolute path, so user code that shadows `Result` or `Option` still compiles.
+//! Code generation from the checked model that `valid.rs` builds; nothing is checked here.
+//! Generated code names everything by absolute path, so user code that shadows `Result` or
+//! `Option` still compiles.
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::{AggregateModel, EventEnum, EventStruct, StepKind};
+use crate::ast::{AggregateModel, EventEnum, EventStruct};
 
+/// The struct with serde derived for it, and its `EventType` impl, whose decoding upgrades
+/// every older schema version along the upcast chain.
 pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream {
     let ident = &model.ident;
-    let name = &model.name.0;
+    let name = &model.name;
     let aliases = &model.aliases;
     let version = model.version;
-    let upcast_arms = (1..version).map(|start| upcast_chain(model, start));
+    let upcast_arms = (1..version).map(|start| upcast_arm(model, start));
     quote! {
         #[derive(::es_core::__private::serde::Serialize, ::es_core::__private::serde::Deserialize)]
         #[serde(crate = "::es_core::__private::serde")]
@@ -40,63 +43,56 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
     }
 }
 
-/// The match arm that upgrades a payload stored at `start` to the current version, one step at a
-/// time. The payload is parsed once: into a `Value` for JSON steps, or into the typed shape.
-fn upcast_chain(model: &EventStruct, start: u32) -> TokenStream {
-    enum Carried {
-        Bytes,
-        Json,
-        Typed,
-    }
-    let step_at = |version: u32| model.steps.iter().find(|step| step.from == version);
+/// The match arm that upgrades a payload stored at `start` to the current version: the chain's
+/// steps from `start` on, JSON ones then typed ones. The payload is parsed once: into a `Value`
+/// for JSON steps, or into the first typed step's shape.
+fn upcast_arm(model: &EventStruct, start: u32) -> TokenStream {
+    let json: Vec<_> = model.chain.json.iter().filter(|(from, _)| *from >= start).collect();
+    let typed: Vec<_> = model.chain.typed.iter().filter(|(from, _)| *from >= start).collect();
     let mut body = TokenStream::new();
-    let mut carried = Carried::Bytes;
-    for from in start..model.version {
-        let Some(step) = step_at(from) else {
-            return quote! { #start => ::core::compile_error!("upcast chain has a gap"), };
+
+    // The first JSON step parses the stored bytes into a `Value`; each next one takes it on.
+    for (i, (from, path)) in json.iter().enumerate() {
+        let input = if i == 0 {
+            quote! {
+                ::es_core::__private::upcast::from_slice::<::es_core::__private::serde_json::Value>(
+                    NAME, #from, payload)?
+            }
+        } else {
+            quote!(value)
         };
-        match &step.kind {
-            StepKind::Json(path) => {
-                let input = match carried {
-                    Carried::Bytes => quote! {
-                        ::es_core::__private::upcast::from_slice::<::es_core::__private::serde_json::Value>(
-                            NAME, #from, payload)?
-                    },
-                    Carried::Json => quote!(value),
-                    Carried::Typed => {
-                        return quote! { #start => ::core::compile_error!("typed step before JSON step"), }
-                    }
-                };
-                body.extend(quote_spanned! {path.span()=>
-                    let value = ::es_core::__private::upcast::json_step(NAME, #from, #path, #input)?;
-                });
-                carried = Carried::Json;
-            }
-            StepKind::Typed(ty) => {
-                let old = match carried {
-                    Carried::Bytes => quote!(::es_core::__private::upcast::from_slice::<#ty>(NAME, #from, payload)?),
-                    Carried::Json => quote!(::es_core::__private::upcast::from_value::<#ty>(NAME, #from, value)?),
-                    Carried::Typed => quote!(typed),
-                };
-                let next = match step_at(from + 1).map(|next| &next.kind) {
-                    Some(StepKind::Typed(next)) => quote!(#next),
-                    _ => quote!(Self),
-                };
-                body.extend(quote_spanned! {ty.span()=>
-                    let typed = ::es_core::__private::upcast::typed_step::<#ty, #next>(NAME, #from, #old)?;
-                });
-                carried = Carried::Typed;
-            }
-        }
+        body.extend(quote_spanned! {path.span()=>
+            let value = ::es_core::__private::upcast::json_step(NAME, #from, #path, #input)?;
+        });
     }
+
+    // The first typed step decodes its shape from the stored bytes or from the JSON steps'
+    // `Value`; each converts into the next one's shape, the last into the event itself.
+    for (i, (from, ty)) in typed.iter().enumerate() {
+        let old = match (i, json.is_empty()) {
+            (0, true) => quote!(::es_core::__private::upcast::from_slice::<#ty>(NAME, #from, payload)?),
+            (0, false) => quote!(::es_core::__private::upcast::from_value::<#ty>(NAME, #from, value)?),
+            _ => quote!(typed),
+        };
+        let next = typed.get(i + 1).map_or_else(|| quote!(Self), |(_, next)| quote!(#next));
+        body.extend(quote_spanned! {ty.span()=>
+            let typed = ::es_core::__private::upcast::typed_step::<#ty, #next>(NAME, #from, #old)?;
+        });
+    }
+
     let version = model.version;
-    let finish = match carried {
-        Carried::Json => quote!(::es_core::__private::upcast::from_value::<Self>(NAME, #version, value)),
-        Carried::Typed | Carried::Bytes => quote!(::core::result::Result::Ok(typed)),
+    let finish = if !typed.is_empty() {
+        quote!(::core::result::Result::Ok(typed))
+    } else if !json.is_empty() {
+        quote!(::es_core::__private::upcast::from_value::<Self>(NAME, #version, value))
+    } else {
+        quote!(::es_core::__private::upcast::from_slice::<Self>(NAME, #version, payload))
     };
     quote! { #start => { #body #finish } }
 }
 
+/// The enum, its `EventSet` impl, the apply dispatch `#[derive(Aggregate)]` relies on, `From`
+/// for each wrapped event, and the compile-time check that no two events share a name.
 pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
     let ident = &model.ident;
     let variants: Vec<_> = model.variants.iter().map(|variant| &variant.ident).collect();
@@ -205,6 +201,7 @@ fn name_clash_checks(model: &EventEnum) -> TokenStream {
     quote! { const _: () = { #checks }; }
 }
 
+/// The `Aggregate` impl, dispatching each event to its `Apply` handler.
 pub fn aggregate(model: &AggregateModel) -> TokenStream {
     let AggregateModel {
         ident,
