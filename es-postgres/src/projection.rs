@@ -24,45 +24,42 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// (then `public`), so read-model tables can be named without a schema and live beside the
 /// events.
 ///
-/// # Connections
-///
-/// Units of work run on connections of their own, outside the pool: a runner cancelled mid-batch
-/// (a shutdown, an aborted task) drops its unit, and with it the connection, so the server rolls
-/// the transaction back. A pooled connection would instead go back to the pool still inside the
-/// transaction, and the next user of it would write into a transaction that never commits. These
-/// connections name themselves in `pg_stat_activity.application_name`: `es claim
-/// <schema>.<projection>` and `es unit <schema>.<projection>`.
-///
 /// # The claim
 ///
-/// A runner claims a projection with a session advisory lock on a dedicated connection (so a
-/// runner that dies releases it at once, and a waiting runner takes over within 250 ms), and
-/// then raises the projection's `claim_epoch` in its checkpoint row. Every unit of work locks
-/// that row `FOR UPDATE` and checks, in the same statement, that the epoch is still the
-/// runner's and that its claim connection still holds the lock:
+/// A runner claims a projection with a session advisory lock on a connection of its own,
+/// outside the pool, and raises the projection's `claim_epoch` in its checkpoint row. Its units
+/// of work run on **that same connection**: a unit can only commit on a live connection that
+/// holds the lock, and since PostgreSQL gives the lock to another session only once this one is
+/// gone (and its open transaction with it), units of two runners never both commit, whatever
+/// happens to the connections. Each unit also locks the checkpoint row `FOR UPDATE` and checks
+/// that the epoch is still the runner's.
 ///
-/// - the epoch changed: another runner claimed the projection; the unit is refused with
-///   [`CheckpointError::ClaimLost`], and the runner stops without committing again;
-/// - the lock is gone (the claim connection was cut) but nobody claimed since: the runner claims
-///   again on a new connection and goes on.
+/// When the connection is cut, the next unit claims again on a new connection: at once if no
+/// other runner took the lock meanwhile, else the runner stops with
+/// [`CheckpointError::ClaimLost`]. A runner that dies releases the lock with its connection,
+/// and a waiting runner takes over within 250 ms.
 ///
-/// A takeover raises the epoch with an `UPDATE` of the same row, so it waits for the unit in
-/// flight, and every unit after it sees the new epoch: units of two runners never both commit
-/// under the claim, whatever happens to the connections.
+/// A runner cancelled mid-batch (a shutdown, an aborted task) drops its unit, and with it the
+/// connection, so the server rolls the transaction back; a pooled connection would instead go
+/// back to the pool still inside the transaction. The claim's connection names itself in
+/// `pg_stat_activity.application_name` as `es claim <schema>.<projection>`.
 #[derive(Debug, Clone)]
 pub struct PostgresCheckpoints {
     pool: PgPool,
     schema: String,
     sql: CheckpointSql,
-    /// Connections of finished units, for the next unit.
-    idle: Arc<Mutex<Vec<PgConnection>>>,
 }
 
-/// One unit of work: an open transaction on a connection of its own. Dropping it closes the
-/// connection, which rolls the transaction back.
+/// Where a claim keeps its connection while no unit of work uses it.
+type ConnectionSlot = Arc<Mutex<Option<PgConnection>>>;
+
+/// One unit of work: an open transaction on the claim's connection. Dropping it closes the
+/// connection, which rolls the transaction back (and releases the claim).
 #[derive(Debug)]
 pub struct PostgresUnit {
     connection: PgConnection,
+    /// Where the connection goes back after the unit.
+    slot: ConnectionSlot,
     projection: String,
     epoch: i64,
 }
@@ -76,17 +73,15 @@ struct CheckpointSql {
     load: String,
 }
 
-/// Proof that this runner holds a projection: the advisory lock on a dedicated connection and
-/// the claim epoch it raised. Dropping it closes the connection and so releases the lock.
+/// Proof that this runner holds a projection: the advisory lock on its connection and the
+/// claim epoch it raised. Dropping it closes the connection and so releases the lock.
 #[derive(Debug)]
 pub struct PostgresClaim {
-    /// `None` after the connection failed, until the claim is regained.
-    connection: Option<PgConnection>,
+    /// The connection holding the lock; empty while a unit uses it, or after it was lost.
+    slot: ConnectionSlot,
     projection: String,
     owner: Uuid,
     epoch: i64,
-    /// The claim connection's server process, which holds the advisory lock.
-    backend_pid: i32,
 }
 
 impl PostgresClaim {
@@ -98,6 +93,17 @@ impl PostgresClaim {
     /// The claim epoch: raised by every runner that claims the projection.
     pub fn epoch(&self) -> i64 {
         self.epoch
+    }
+
+    fn take_connection(&self) -> Option<PgConnection> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl PostgresUnit {
+    /// Gives the connection back to its claim, for the next unit.
+    fn release(self) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.connection);
     }
 }
 
@@ -112,18 +118,15 @@ impl PostgresStore {
             sql: CheckpointSql {
                 begin: format!("BEGIN; SET LOCAL search_path TO {s}, public"),
                 lock_row: format!(
-                    "SELECT c.position, c.claim_epoch, c.claim_owner,
-                            EXISTS (SELECT 1 FROM pg_locks l
-                                    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $2 AND l.objsubid = 1
-                                      AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($3, 0))
-                     FROM {s}.projection_checkpoints c WHERE c.projection = $1 FOR UPDATE OF c"
+                    "SELECT position, claim_epoch, claim_owner FROM {s}.projection_checkpoints
+                     WHERE projection = $1 FOR UPDATE"
                 ),
                 take_claim: format!(
                     "INSERT INTO {s}.projection_checkpoints AS c (projection, position, claim_epoch, claim_owner, claimed_at)
                      VALUES ($1, 0, 1, $2, now())
                      ON CONFLICT (projection) DO UPDATE
                         SET claim_epoch = c.claim_epoch + 1, claim_owner = $2, claimed_at = now()
-                     RETURNING c.claim_epoch, pg_backend_pid()"
+                     RETURNING c.claim_epoch"
                 ),
                 save: format!(
                     "UPDATE {s}.projection_checkpoints SET position = $2, updated_at = now()
@@ -131,7 +134,6 @@ impl PostgresStore {
                 ),
                 load: format!("SELECT position FROM {s}.projection_checkpoints WHERE projection = $1"),
             },
-            idle: Arc::default(),
         }
     }
 
@@ -188,10 +190,10 @@ fn out_of_range(what: &str, value: impl std::fmt::Display) -> CheckpointError {
 }
 
 impl PostgresCheckpoints {
-    /// A new connection outside the pool, named `es <role> <schema>.<projection>` for
+    /// A new connection outside the pool, named `es claim <schema>.<projection>` for
     /// `pg_stat_activity`.
-    async fn connect(&self, role: &str, projection: &str) -> Result<PgConnection, CheckpointError> {
-        let mut name = format!("es {role} {}.{projection}", self.schema);
+    async fn connect(&self, projection: &str) -> Result<PgConnection, CheckpointError> {
+        let mut name = format!("es claim {}.{projection}", self.schema);
         if name.len() > 63 {
             let mut end = 63;
             while !name.is_char_boundary(end) {
@@ -201,45 +203,6 @@ impl PostgresCheckpoints {
         }
         let options: PgConnectOptions = (*self.pool.connect_options()).clone().application_name(&name);
         options.connect().await.map_err(checkpoint_error)
-    }
-
-    /// A connection inside a new transaction: an idle one if it still works, else a new one.
-    async fn open_unit(&self, projection: &str) -> Result<PgConnection, CheckpointError> {
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        if let Some(mut connection) = idle {
-            // Simple-query protocol: both statements in one round trip.
-            match sqlx::Executor::execute(&mut connection, self.sql.begin.as_str()).await {
-                Ok(_) => return Ok(connection),
-                Err(error) if is_transient(&error) => {
-                    tracing::debug!(projection, %error, "an idle unit connection is gone; opening a new one");
-                }
-                Err(error) => return Err(checkpoint_error(error)),
-            }
-        }
-        let mut connection = self.connect("unit", projection).await?;
-        sqlx::Executor::execute(&mut connection, self.sql.begin.as_str())
-            .await
-            .map_err(checkpoint_error)?;
-        Ok(connection)
-    }
-
-    fn keep_idle(&self, connection: PgConnection) {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(connection);
-    }
-
-    /// Ends the transaction on `connection`, keeping the connection if that works.
-    async fn roll_back(&self, mut connection: PgConnection) -> Result<(), CheckpointError> {
-        match sqlx::Executor::execute(&mut connection, "ROLLBACK").await {
-            Ok(_) => {
-                self.keep_idle(connection);
-                Ok(())
-            }
-            // The connection is dropped, which closes it.
-            Err(error) => Err(checkpoint_error(error)),
-        }
     }
 
     fn claim_key(&self, projection: &str) -> String {
@@ -255,46 +218,57 @@ impl PostgresCheckpoints {
             .map_err(checkpoint_error)
     }
 
-    /// Raises the claim epoch for `owner`, on the connection that holds the lock; waits for a
-    /// unit of the previous holder still in flight.
-    async fn take_claim(
+    /// Raises the claim epoch for `owner` on `connection`, which holds the lock.
+    async fn raise_epoch(
         &self,
-        mut connection: PgConnection,
+        connection: &mut PgConnection,
         projection: &str,
         owner: Uuid,
-    ) -> Result<PostgresClaim, CheckpointError> {
-        let (epoch, backend_pid): (i64, i32) = sqlx::query_as(&self.sql.take_claim)
+    ) -> Result<i64, CheckpointError> {
+        let epoch = sqlx::query_scalar(&self.sql.take_claim)
             .bind(projection)
             .bind(owner)
-            .fetch_one(&mut connection)
+            .fetch_one(connection)
             .await
             .map_err(checkpoint_error)?;
         tracing::info!(projection, %owner, epoch, "claimed the projection");
-        Ok(PostgresClaim {
-            connection: Some(connection),
-            projection: projection.to_owned(),
-            owner,
-            epoch,
-            backend_pid,
-        })
+        Ok(epoch)
     }
 
-    /// Claims the projection again after the claim's connection was lost, unless another
-    /// runner holds it now.
-    async fn regain(&self, claim: &mut PostgresClaim) -> Result<(), CheckpointError> {
-        claim.connection = None;
+    /// Claims the projection again on a new connection after the claim's connection was lost,
+    /// unless another runner holds it now. Returns the new connection, inside a transaction.
+    async fn reclaim(&self, claim: &mut PostgresClaim) -> Result<PgConnection, CheckpointError> {
         tracing::warn!(
             projection = claim.projection,
             "the claim's connection was lost; claiming again"
         );
-        let mut connection = self.connect("claim", &claim.projection).await?;
+        let mut connection = self.connect(&claim.projection).await?;
         if !self.try_lock(&mut connection, &claim.projection).await? {
             return Err(CheckpointError::ClaimLost {
                 reason: "the claim's connection was lost and another runner holds the projection now".into(),
             });
         }
-        *claim = self.take_claim(connection, &claim.projection, claim.owner).await?;
-        Ok(())
+        claim.epoch = self
+            .raise_epoch(&mut connection, &claim.projection, claim.owner)
+            .await?;
+        sqlx::Executor::execute(&mut connection, self.sql.begin.as_str())
+            .await
+            .map_err(checkpoint_error)?;
+        Ok(connection)
+    }
+
+    /// The claim's connection inside a new transaction; claims again if the connection is gone.
+    async fn open_unit(&self, claim: &mut PostgresClaim) -> Result<PgConnection, CheckpointError> {
+        let Some(mut connection) = claim.take_connection() else {
+            return self.reclaim(claim).await;
+        };
+        // Simple-query protocol: both statements in one round trip.
+        match sqlx::Executor::execute(&mut connection, self.sql.begin.as_str()).await {
+            Ok(_) => Ok(connection),
+            // The lock went with the connection.
+            Err(error) if is_transient(&error) => self.reclaim(claim).await,
+            Err(error) => Err(checkpoint_error(error)),
+        }
     }
 }
 
@@ -305,7 +279,7 @@ impl CheckpointStore for PostgresCheckpoints {
     type Claim = PostgresClaim;
 
     async fn claim(&self, projection: &str) -> Result<PostgresClaim, CheckpointError> {
-        let mut connection = self.connect("claim", projection).await?;
+        let mut connection = self.connect(projection).await?;
         let mut waited = false;
         while !self.try_lock(&mut connection, projection).await? {
             if !waited {
@@ -317,52 +291,47 @@ impl CheckpointStore for PostgresCheckpoints {
         if waited {
             tracing::info!(projection, "the previous runner is gone; taking the projection over");
         }
-        self.take_claim(connection, projection, Uuid::now_v7()).await
+        let owner = Uuid::now_v7();
+        let epoch = self.raise_epoch(&mut connection, projection, owner).await?;
+        Ok(PostgresClaim {
+            slot: Arc::new(Mutex::new(Some(connection))),
+            projection: projection.to_owned(),
+            owner,
+            epoch,
+        })
     }
 
     async fn begin(&self, claim: &mut PostgresClaim) -> Result<(Self::Unit, u64), CheckpointError> {
-        // Twice at most: a claim regained on the first pass is checked again on the second.
-        for _ in 0..2 {
-            let mut connection = self.open_unit(&claim.projection).await?;
-            let row: Option<(i64, i64, Option<Uuid>, bool)> = sqlx::query_as(&self.sql.lock_row)
-                .bind(&claim.projection)
-                .bind(claim.backend_pid)
-                .bind(self.claim_key(&claim.projection))
-                .fetch_optional(&mut connection)
-                .await
-                .map_err(checkpoint_error)?;
-            let Some((position, epoch, owner, lock_held)) = row else {
-                self.roll_back(connection).await?;
-                return Err(CheckpointError::ClaimLost {
-                    reason: "the projection's checkpoint row was deleted".into(),
-                });
-            };
-            if epoch != claim.epoch {
-                self.roll_back(connection).await?;
-                let owner = owner.map_or_else(|| "unknown".to_owned(), |owner| owner.to_string());
-                return Err(CheckpointError::ClaimLost {
-                    reason: format!(
-                        "runner {owner} claimed it (claim {epoch}) after this runner {} (claim {})",
-                        claim.owner, claim.epoch
-                    ),
-                });
-            }
-            if lock_held && claim.connection.is_some() {
+        let mut connection = self.open_unit(claim).await?;
+        let row: Option<(i64, i64, Option<Uuid>)> = sqlx::query_as(&self.sql.lock_row)
+            .bind(&claim.projection)
+            .fetch_optional(&mut connection)
+            .await
+            .map_err(checkpoint_error)?;
+        let unit = PostgresUnit {
+            connection,
+            slot: Arc::clone(&claim.slot),
+            projection: claim.projection.clone(),
+            epoch: claim.epoch,
+        };
+        let lost = match row {
+            Some((position, epoch, _)) if epoch == claim.epoch => {
                 let position = u64::try_from(position).map_err(|_| out_of_range("checkpoint", position))?;
-                let unit = PostgresUnit {
-                    connection,
-                    projection: claim.projection.clone(),
-                    epoch,
-                };
                 return Ok((unit, position));
             }
-            // Our row lock would block our own epoch update: release it before claiming again.
-            self.roll_back(connection).await?;
-            self.regain(claim).await?;
-        }
-        Err(CheckpointError::unavailable(
-            "the claim was regained but its lock is not visible; trying again",
-        ))
+            Some((_, epoch, owner)) => {
+                let owner = owner.map_or_else(|| "unknown".to_owned(), |owner| owner.to_string());
+                format!(
+                    "runner {owner} claimed it (claim {epoch}) after this runner {} (claim {})",
+                    claim.owner, claim.epoch
+                )
+            }
+            None => "the projection's checkpoint row was deleted".to_owned(),
+        };
+        // Not this runner's any more: close the connection, which ends the transaction and
+        // releases whatever lock it still holds.
+        drop(unit);
+        Err(CheckpointError::ClaimLost { reason: lost })
     }
 
     fn context<'u>(&self, unit: &'u mut Self::Unit) -> &'u mut PgConnection {
@@ -379,7 +348,7 @@ impl CheckpointStore for PostgresCheckpoints {
             .await
             .map_err(checkpoint_error)?;
         if saved.rows_affected() != 1 {
-            // Cannot happen while the row stays locked by this unit; refuse rather than guess.
+            // Cannot happen while this unit holds the row lock; refuse rather than guess.
             return Err(CheckpointError::ClaimLost {
                 reason: "the checkpoint row no longer carries this runner's claim".into(),
             });
@@ -387,12 +356,18 @@ impl CheckpointStore for PostgresCheckpoints {
         sqlx::Executor::execute(&mut unit.connection, "COMMIT")
             .await
             .map_err(checkpoint_error)?;
-        self.keep_idle(unit.connection);
+        unit.release();
         Ok(())
     }
 
-    async fn rollback(&self, unit: Self::Unit) -> Result<(), CheckpointError> {
-        self.roll_back(unit.connection).await
+    async fn rollback(&self, mut unit: Self::Unit) -> Result<(), CheckpointError> {
+        // A connection whose rollback fails is dropped, which closes it; the next unit claims
+        // again.
+        sqlx::Executor::execute(&mut unit.connection, "ROLLBACK")
+            .await
+            .map_err(checkpoint_error)?;
+        unit.release();
+        Ok(())
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {

@@ -213,7 +213,10 @@ async fn wait_caught_up(store: &PostgresStore) {
         if checkpoint == head {
             return;
         }
-        assert!(Instant::now() < deadline, "the runner is stuck at {checkpoint}, head {head}");
+        assert!(
+            Instant::now() < deadline,
+            "the runner is stuck at {checkpoint}, head {head}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -300,7 +303,10 @@ async fn two_runners_under_cuts(target: Cut) {
     let sequence = runner_sequence(&store).await;
     let mut seen = std::collections::HashSet::new();
     for runner in &sequence {
-        assert!(seen.insert(runner), "runner {runner} committed again after another runner: {sequence:?}");
+        assert!(
+            seen.insert(runner),
+            "runner {runner} committed again after another runner: {sequence:?}"
+        );
     }
     let events = store.tail(0).await.expect("tail").events;
     let logged: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{}\".tally_log", store.schema()))
@@ -309,8 +315,15 @@ async fn two_runners_under_cuts(target: Cut) {
         .expect("count");
     assert_eq!(logged as u64, events, "every event handled exactly once");
     // An append whose connection was cut after its commit is stored but not acknowledged.
-    assert!(events >= written.load(Ordering::Relaxed), "every acknowledged append is stored");
-    assert_eq!(tally(&store).await, rebuilt_tally(&store).await, "the read model equals a rebuild");
+    assert!(
+        events >= written.load(Ordering::Relaxed),
+        "every acknowledged append is stored"
+    );
+    assert_eq!(
+        tally(&store).await,
+        rebuilt_tally(&store).await,
+        "the read model equals a rebuild"
+    );
     eprintln!(
         "{target:?}: {cuts} connections cut, {events} events, {} runs lost their claim, runners {sequence:?}",
         ended.len()
@@ -327,18 +340,21 @@ async fn cutting_every_connection_loses_nothing_and_keeps_one_runner() {
     two_runners_under_cuts(Cut::Everything).await;
 }
 
-/// How long [`lag_under_cuts`] cuts connections: `ES_FAULT_SECONDS`, 5 by default. The figure in
-/// docs/RELIABILITY.md comes from a 15-second run.
-fn fault_seconds() -> u64 {
-    std::env::var("ES_FAULT_SECONDS")
+/// A knob of the fault run from the environment, for the figures in docs/RELIABILITY.md.
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
-        .and_then(|seconds| seconds.parse().ok())
-        .unwrap_or(5)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
 }
 
-/// One runner while 8 writers append flat out and every connection of the test is cut every
-/// 100-300 ms: the runner keeps up (its lag when the faults end is a small part of what was
-/// written during them) and catches up by itself afterwards, without being restarted.
+/// One runner while 8 writers append and every connection of the test is cut every 100-300 ms:
+/// the runner keeps up (its lag when the faults end is a small part of what was written during
+/// them) and catches up by itself afterwards, without being restarted.
+///
+/// `ES_FAULT_SECONDS` (default 5) sets how long connections are cut, `ES_FAULT_WRITER_PAUSE_MS`
+/// (default 5) the pause of each writer between appends (0: flat out, which on a 2-core machine
+/// leaves the runner too little CPU to keep up even without faults).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_runner_keeps_up_while_connections_are_cut() {
     let test_schema = schema().await;
@@ -348,11 +364,12 @@ async fn a_runner_keeps_up_while_connections_are_cut() {
     let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let slot = runner_slot(&store, "only", &shutdown);
-    let writing = writers(&store, 8, Duration::ZERO, &stop, &written);
+    let pause = Duration::from_millis(knob("ES_FAULT_WRITER_PAUSE_MS", 5));
+    let writing = writers(&store, 8, pause, &stop, &written);
 
     let mut rng = Rng::new(0xfa17);
     let mut cuts = 0;
-    let seconds = fault_seconds();
+    let seconds = knob("ES_FAULT_SECONDS", 5);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(rng.range(100..300))).await;
@@ -363,7 +380,13 @@ async fn a_runner_keeps_up_while_connections_are_cut() {
         writer.await.expect("writer");
     }
     // Measured on the test's own connections, which were not cut.
-    let observer = ProjectionRunner::new(Tally { runner: "observer".into() }, test_schema.store().clone(), test_schema.checkpoints());
+    let observer = ProjectionRunner::new(
+        Tally {
+            runner: "observer".into(),
+        },
+        test_schema.store().clone(),
+        test_schema.checkpoints(),
+    );
     let lag = observer.lag().await.expect("lag");
     let stored = store.tail(0).await.expect("tail").events;
     let caught_up = Instant::now();
@@ -374,11 +397,15 @@ async fn a_runner_keeps_up_while_connections_are_cut() {
 
     assert!(ended.is_empty(), "the only runner must not stop by itself: {ended:?}");
     assert_eq!(runner_sequence(&store).await, ["only0"], "one runner did all the work");
-    assert_eq!(tally(&store).await, rebuilt_tally(&store).await, "the read model equals a rebuild");
+    assert_eq!(
+        tally(&store).await,
+        rebuilt_tally(&store).await,
+        "the read model equals a rebuild"
+    );
     let behind = lag.events_behind as f64 / stored.max(1) as f64;
     eprintln!(
-        "faults: {seconds} s, {cuts} connections cut, 8 writers, {stored} events written, lag when the faults \
-         ended: {} events ({:.1}% of those written), caught up {catch_up_seconds:.2} s later",
+        "faults: {seconds} s, {cuts} connections cut, 8 writers pausing {pause:?}, {stored} events written, lag \
+         when the faults ended: {} events ({:.1}% of those written), caught up {catch_up_seconds:.2} s later",
         lag.events_behind,
         behind * 100.0
     );
