@@ -275,14 +275,12 @@ impl StoreError {
     }
 }
 
-/// An append-only store of event streams with a global order.
+/// An append-only store of event streams: what the [`Repository`](crate::Repository) needs.
 ///
-/// The contract, checked by the conformance suite (module `es_core::conformance`, feature `conformance`):
-///
-/// - an append writes its whole batch or nothing, and only if the stream is at the expected
-///   version; versions within a stream are gap-free from 1;
-/// - [`EventStore::read_all`] returns events in position order and never skips a committed
-///   event, even one whose transaction commits after events with higher positions.
+/// The contract, checked by the conformance suite (module `es_core::conformance`, feature
+/// `conformance`): an append writes its whole batch or nothing, and only if the stream is at the
+/// expected version; versions within a stream are gap-free from 1. The global order of all
+/// events is a trait of its own, [`GlobalLog`].
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends `events` to `stream` atomically if the stream is at `expected`.
@@ -302,7 +300,9 @@ pub trait EventStore: Send + Sync {
         slice: StreamSlice,
     ) -> BoxStream<'a, Result<RecordedEvent, StoreError>>;
 
-    /// The stream's current version: the number of events in it, 0 if it does not exist.
+    /// The stream's current version: the number of events in it, 0 if it does not exist. The
+    /// repository does not need it (loads and appends tell it the version); tools and
+    /// applications do.
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError>;
 
     /// Folds the events of `stream` within `slice`, in version order, through `apply`, lending
@@ -331,7 +331,16 @@ pub trait EventStore: Send + Sync {
         }
         Ok(())
     }
+}
 
+/// The store's global order: every event of every stream, numbered by position. Only
+/// projections (and tools that tail the store) need it; a backend may offer streams without it.
+///
+/// The contract, checked by the conformance suite: [`GlobalLog::read_all`] returns events in
+/// position order and never skips a committed event, even one whose transaction commits after
+/// events with higher positions.
+#[async_trait]
+pub trait GlobalLog: Send + Sync {
     /// Reads up to `limit` events with positions above `after`, in position order.
     ///
     /// Never skips an event: if it returns an event at position `p`, every event with a lower
@@ -339,7 +348,7 @@ pub trait EventStore: Send + Sync {
     /// `after`. Start from `after = 0`.
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
 
-    /// What [`EventStore::read_all`] would still return after `after`: how many events, and the
+    /// What [`GlobalLog::read_all`] would still return after `after`: how many events, and the
     /// last one's position and time. Used for progress and lag reports.
     ///
     /// The default pages through `read_all`; backends override it with one query.
@@ -361,7 +370,7 @@ pub trait EventStore: Send + Sync {
     }
 }
 
-/// The part of the global order after some position; see [`EventStore::tail`].
+/// The part of the global order after some position; see [`GlobalLog::tail`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tail {
     /// How many events follow the position.
@@ -414,6 +423,10 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
         (**self).replay_stream(stream, slice, apply).await
     }
 
+}
+
+#[async_trait]
+impl<S: GlobalLog + ?Sized> GlobalLog for std::sync::Arc<S> {
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         (**self).read_all(after, limit).await
     }

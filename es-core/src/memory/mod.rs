@@ -16,8 +16,8 @@ pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
 
 use crate::projection::WakeUp;
 use crate::store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
-    StoreError, StreamId, StreamSlice, Tail,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, Snapshot,
+    SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
 };
 
 /// An event store that keeps everything in memory. Cloning it shares the same data.
@@ -202,7 +202,10 @@ impl EventStore for InMemoryStore {
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         Ok(self.lock().version_of(stream))
     }
+}
 
+#[async_trait]
+impl GlobalLog for InMemoryStore {
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let state = self.lock();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.events.len());

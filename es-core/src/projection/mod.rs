@@ -2,7 +2,7 @@
 //!
 //! A [`Projection`] names the events it cares about with an `#[event]` enum that wraps just
 //! those event structs; every other event is skipped by name, without decoding its payload. A
-//! [`ProjectionRunner`] feeds it from [`EventStore::read_all`], batch by batch, and commits each
+//! [`ProjectionRunner`] feeds it from [`GlobalLog::read_all`], batch by batch, and commits each
 //! batch's read-model writes **together with the checkpoint** through a [`CheckpointStore`]:
 //! after a crash the batch is either wholly applied with its checkpoint, or not at all, so no
 //! event is lost or counted twice. A failing handler never skips its event: the batch rolls back

@@ -11,7 +11,7 @@ use super::options::{Pacing, RunnerOptions};
 use super::{Projection, WakeUp};
 use crate::event::EventSet;
 use crate::record::{decode_record, DecodedEvent};
-use crate::store::{EventStore, RecordedEvent, StoreError};
+use crate::store::{GlobalLog, RecordedEvent, StoreError};
 
 /// How far a projection is behind the head of the store.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,7 +69,7 @@ enum BatchFailure {
 impl<P, E, C> ProjectionRunner<P, E, C>
 where
     P: Projection,
-    E: EventStore,
+    E: GlobalLog,
     C: CheckpointStore<Context = P::Context>,
 {
     /// A runner of `projection`, reading `events`, keeping checkpoints (and the read model) in

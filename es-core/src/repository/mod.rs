@@ -1,14 +1,17 @@
 //! The repository: load aggregates (now or in the past) and execute commands against them.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
+
+mod cache;
+
+use cache::{RecentStates, StateCache};
 
 use crate::aggregate::Aggregate;
 use crate::metadata::Metadata;
@@ -137,7 +140,7 @@ enum AsOf {
 /// ```
 pub struct Repository<A, S> {
     store: S,
-    snapshot_every: Option<u64>,
+    snapshots: Option<Snapshots>,
     max_attempts: u32,
     cache: Option<Arc<dyn StateCache<A>>>,
     aggregate: PhantomData<fn() -> A>,
@@ -147,7 +150,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
-            snapshot_every: self.snapshot_every,
+            snapshots: self.snapshots.clone(),
             max_attempts: self.max_attempts,
             cache: self.cache.clone(),
             aggregate: PhantomData,
@@ -160,67 +163,18 @@ impl<A, S: fmt::Debug> fmt::Debug for Repository<A, S> {
         f.debug_struct("Repository")
             .field("aggregate", &std::any::type_name::<A>())
             .field("store", &self.store)
-            .field("snapshot_every", &self.snapshot_every)
+            .field("snapshot_every", &self.snapshots.as_ref().map(|snapshots| snapshots.every))
             .field("max_attempts", &self.max_attempts)
             .field("cache", &self.cache.is_some())
             .finish()
     }
 }
 
-/// States of recently commanded aggregates, kept by [`Repository::with_cache`].
-trait StateCache<A>: Send + Sync {
-    /// Takes the cached state of `stream` out of the cache.
-    fn take(&self, stream: &StreamId) -> Option<Versioned<A>>;
-    /// Caches `state` for `stream`.
-    fn put(&self, stream: &StreamId, state: Versioned<A>);
-    /// Caches a copy of `aggregate` at `version` for `stream`.
-    fn put_copy(&self, stream: &StreamId, aggregate: &A, version: u64);
-}
-
-/// A bounded cache that forgets the least recently stored entry first.
-struct RecentStates<A> {
-    capacity: usize,
-    entries: Mutex<Recent<A>>,
-}
-
-/// The cached states, and the order they were stored in (oldest first).
-type Recent<A> = (HashMap<StreamId, Versioned<A>>, VecDeque<StreamId>);
-
-impl<A: Clone + Send + Sync> StateCache<A> for RecentStates<A> {
-    fn take(&self, stream: &StreamId) -> Option<Versioned<A>> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.0.remove(stream)
-    }
-
-    fn put(&self, stream: &StreamId, state: Versioned<A>) {
-        let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let (states, order) = &mut *guard;
-        if states.insert(stream.clone(), state).is_none() {
-            order.push_back(stream.clone());
-        }
-        // `order` may name streams taken out since: skip those while evicting.
-        while states.len() > self.capacity {
-            match order.pop_front() {
-                Some(oldest) => {
-                    states.remove(&oldest);
-                }
-                None => break,
-            }
-        }
-        if order.len() > self.capacity.saturating_mul(2) {
-            order.retain(|stream| states.contains_key(stream));
-        }
-    }
-
-    fn put_copy(&self, stream: &StreamId, aggregate: &A, version: u64) {
-        self.put(
-            stream,
-            Versioned {
-                aggregate: aggregate.clone(),
-                version,
-            },
-        );
-    }
+/// Where and how often a repository takes snapshots.
+#[derive(Clone)]
+struct Snapshots {
+    every: u64,
+    store: Arc<dyn SnapshotStore>,
 }
 
 /// The default number of times a command is decided before a concurrency conflict is returned.
@@ -229,14 +183,14 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 impl<A, S> Repository<A, S>
 where
     A: Aggregate,
-    S: EventStore + SnapshotStore,
+    S: EventStore,
 {
     /// A repository over `store`, without snapshots, retrying conflicting commands up to
     /// [`DEFAULT_MAX_ATTEMPTS`] times in all.
     pub fn new(store: S) -> Self {
         Self {
             store,
-            snapshot_every: None,
+            snapshots: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             cache: None,
             aggregate: PhantomData,
@@ -253,19 +207,23 @@ where
     where
         A: Clone,
     {
-        self.cache = (aggregates > 0).then(|| {
-            Arc::new(RecentStates::<A> {
-                capacity: aggregates,
-                entries: Mutex::default(),
-            }) as Arc<dyn StateCache<A>>
-        });
+        self.cache = (aggregates > 0).then(|| Arc::new(RecentStates::<A>::new(aggregates)) as Arc<dyn StateCache<A>>);
         self
     }
 
     /// Takes a snapshot whenever a command carries the stream past a multiple of `events`.
     /// `0` turns snapshots off.
-    pub fn with_snapshot_every(mut self, events: u64) -> Self {
-        self.snapshot_every = (events > 0).then_some(events);
+    ///
+    /// The snapshots go to the same store, which must also be a [`SnapshotStore`]; without
+    /// this call the repository never touches snapshots and needs no `SnapshotStore`.
+    pub fn with_snapshot_every(mut self, events: u64) -> Self
+    where
+        S: SnapshotStore + Clone + 'static,
+    {
+        self.snapshots = (events > 0).then(|| Snapshots {
+            every: events,
+            store: Arc::new(self.store.clone()),
+        });
         self
     }
 
@@ -425,9 +383,10 @@ where
     }
 
     async fn snapshot_if_due(&self, stream: &StreamId, aggregate: &A, previous: u64, current: u64) {
-        let Some(every) = self.snapshot_every else {
+        let Some(Snapshots { every, store }) = &self.snapshots else {
             return;
         };
+        let every = *every;
         if previous / every == current / every {
             return;
         }
@@ -447,7 +406,7 @@ where
             state,
             taken_at: Utc::now(),
         };
-        if let Err(error) = self.store.save_snapshot(snapshot).await {
+        if let Err(error) = store.save_snapshot(snapshot).await {
             tracing::warn!(stream = %stream, %error, "cannot save snapshot");
         }
     }
@@ -455,10 +414,10 @@ where
     /// The latest snapshot usable for `as_of`, decoded; `None` when there is none or it is
     /// stale (another revision) or no longer decodes.
     async fn usable_snapshot(&self, stream: &StreamId, as_of: AsOf) -> Result<Option<Versioned<A>>, RepositoryError> {
-        if self.snapshot_every.is_none() {
+        let Some(snapshots) = &self.snapshots else {
             return Ok(None);
-        }
-        let Some(snapshot) = self.store.load_snapshot(stream).await? else {
+        };
+        let Some(snapshot) = snapshots.store.load_snapshot(stream).await? else {
             return Ok(None);
         };
         let in_range = match as_of {
