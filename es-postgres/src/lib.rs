@@ -147,6 +147,7 @@
 
 mod error;
 mod projection;
+mod row;
 mod sql;
 mod store;
 #[cfg(feature = "test-support")]

@@ -1,6 +1,7 @@
 //! The schema, the migrations and every SQL statement, built once per schema name.
 
 use crate::error::PostgresError;
+use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS};
 
 /// Bits of a position that number the events of one transaction: `position = xid << 20 | n`.
 pub(crate) const POSITION_SHIFT: u32 = 20;
@@ -201,8 +202,7 @@ impl Statements {
                  FROM verdict"
             ),
             read_stream: format!(
-                "SELECT position, event_id, version, event_name, schema_version,
-                        payload::text, metadata::text, recorded_at
+                "SELECT {EVENT_COLUMNS}
                  FROM {s}.events
                  WHERE aggregate_type = $1 AND aggregate_id = $2
                    AND version >= $3 AND version <= $4
@@ -211,7 +211,7 @@ impl Statements {
             ),
             // What loading an aggregate needs, and no more.
             replay_stream: format!(
-                "SELECT version, event_name, schema_version, payload::text
+                "SELECT {REPLAY_COLUMNS}
                  FROM {s}.events
                  WHERE aggregate_type = $1 AND aggregate_id = $2
                    AND version >= $3 AND version <= $4
@@ -226,8 +226,7 @@ impl Statements {
             ),
             // Only transactions older than every transaction still in flight: see the crate docs.
             read_all: format!(
-                "SELECT position, event_id, version, event_name, schema_version,
-                        payload::text, metadata::text, recorded_at, aggregate_type, aggregate_id
+                "SELECT {EVENT_COLUMNS}
                  FROM {s}.events
                  WHERE position > $1
                    AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {shift})
@@ -261,7 +260,7 @@ impl Statements {
                  WHERE stored.version <= excluded.version"
             ),
             load_snapshot: format!(
-                "SELECT version, revision, state::text, taken_at FROM {s}.snapshots
+                "SELECT version, revision, state::text AS state, taken_at FROM {s}.snapshots
                  WHERE aggregate_type = $1 AND aggregate_id = $2"
             ),
         }

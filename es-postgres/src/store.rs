@@ -8,16 +8,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use es_core::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, ReplayedEvent,
-    Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, NewEvent, RecordedEvent, ReplayedEvent, Snapshot,
+    SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
+use crate::row::{negative_version, recorded_event, replayed_event, Batch};
 use crate::sql::{
     validate_schema_name, Statements, EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT,
 };
@@ -244,24 +245,18 @@ impl PostgresStore {
             // A version beyond i64 cannot be stored, so no stream is at it: -1 never matches.
             ExpectedVersion::Exact(version) => (3, i64::try_from(version).unwrap_or(-1)),
         };
-        let row = sqlx::query(&self.sql.append)
+        let query = sqlx::query(&self.sql.append)
             .bind(stream.aggregate_type.as_str())
             .bind(stream.aggregate_id.as_str())
             .bind(kind)
-            .bind(exact)
-            .bind(batch.ids.as_slice())
-            .bind(batch.names.as_slice())
-            .bind(batch.schema_versions.as_slice())
-            .bind(batch.payloads.as_slice())
-            .bind(batch.metadata.as_slice())
-            .fetch_one(executor)
-            .await?;
+            .bind(exact);
+        let row = batch.bind(query).fetch_one(executor).await?;
         Ok(Verdict {
-            current: row.try_get(0)?,
-            accepted: row.try_get(1)?,
-            fresh: row.try_get(2)?,
-            fits: row.try_get(3)?,
-            inserted: row.try_get(4)?,
+            current: row.try_get("cur_version")?,
+            accepted: row.try_get("accepted")?,
+            fresh: row.try_get("fresh")?,
+            fits: row.try_get("fits")?,
+            inserted: row.try_get("inserted")?,
         })
     }
 
@@ -362,7 +357,7 @@ impl EventStore for PostgresStore {
             .bind(slice.recorded_until)
             .fetch(&self.pool)
             .map(move |row| match row {
-                Ok(row) => recorded_event(&row, Some(stream)),
+                Ok(row) => recorded_event(&row),
                 Err(error) => Err(StoreError::backend(error)),
             })
             .boxed()
@@ -383,28 +378,7 @@ impl EventStore for PostgresStore {
             .bind(slice.recorded_until)
             .fetch(&self.pool);
         while let Some(row) = rows.try_next().await.map_err(StoreError::backend)? {
-            let version: i64 = row.try_get(0).map_err(StoreError::backend)?;
-            let Ok(version) = u64::try_from(version) else {
-                return Err(negative_version(stream, version));
-            };
-            let corrupt = |reason: String| StoreError::Corrupt {
-                stream: stream.clone(),
-                version,
-                reason,
-            };
-            // Borrowed from the row: no copy of the name or the payload.
-            let event_name: &str = row.try_get(1).map_err(|e| corrupt(format!("event name: {e}")))?;
-            let schema_version: i32 = row.try_get(2).map_err(|e| corrupt(format!("schema version: {e}")))?;
-            let schema_version = u32::try_from(schema_version)
-                .map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
-            let payload: &str = row.try_get(3).map_err(|e| corrupt(format!("payload: {e}")))?;
-            let event = ReplayedEvent {
-                version,
-                event_name,
-                schema_version,
-                payload: payload.as_bytes(),
-            };
-            if apply(event).is_break() {
+            if apply(replayed_event(&row, stream)?).is_break() {
                 break;
             }
         }
@@ -435,7 +409,7 @@ impl EventStore for PostgresStore {
             .fetch(&self.pool);
         let mut events = Vec::with_capacity(usize::try_from(limit.min(1024)).unwrap_or(0));
         while let Some(row) = rows.try_next().await.map_err(StoreError::backend)? {
-            events.push(recorded_event(&row, None)?);
+            events.push(recorded_event(&row)?);
         }
         Ok(events)
     }
@@ -453,9 +427,9 @@ impl EventStore for PostgresStore {
             .fetch_one(&self.pool)
             .await
             .map_err(StoreError::backend)?;
-        let count: i64 = row.try_get(0).map_err(StoreError::backend)?;
-        let head: Option<i64> = row.try_get(1).map_err(StoreError::backend)?;
-        let head_recorded_at: Option<DateTime<Utc>> = row.try_get(2).map_err(StoreError::backend)?;
+        let count: i64 = row.try_get("events").map_err(StoreError::backend)?;
+        let head: Option<i64> = row.try_get("position").map_err(StoreError::backend)?;
+        let head_recorded_at: Option<DateTime<Utc>> = row.try_get("recorded_at").map_err(StoreError::backend)?;
         let unexpected = |what: &str| StoreError::from(PostgresError::Unexpected(format!("negative {what} in tail")));
         Ok(Tail {
             events: u64::try_from(count).map_err(|_| unexpected("count"))?,
@@ -511,18 +485,24 @@ impl SnapshotStore for PostgresStore {
             .await
             .map_err(StoreError::backend)?;
         let Some(row) = row else { return Ok(None) };
-        let version: i64 = row.try_get(0).map_err(StoreError::backend)?;
+        let version: i64 = row.try_get("version").map_err(StoreError::backend)?;
         let version = u64::try_from(version).map_err(|_| negative_version(stream, version))?;
         let corrupt = |reason: String| StoreError::Corrupt {
             stream: stream.clone(),
             version,
             reason,
         };
-        let revision: i32 = row.try_get(1).map_err(|e| corrupt(format!("snapshot revision: {e}")))?;
+        let revision: i32 = row
+            .try_get("revision")
+            .map_err(|e| corrupt(format!("snapshot revision: {e}")))?;
         let revision =
             u32::try_from(revision).map_err(|_| corrupt(format!("negative snapshot revision {revision}")))?;
-        let state: String = row.try_get(2).map_err(|e| corrupt(format!("snapshot state: {e}")))?;
-        let taken_at: DateTime<Utc> = row.try_get(3).map_err(|e| corrupt(format!("snapshot time: {e}")))?;
+        let state: String = row
+            .try_get("state")
+            .map_err(|e| corrupt(format!("snapshot state: {e}")))?;
+        let taken_at: DateTime<Utc> = row
+            .try_get("taken_at")
+            .map_err(|e| corrupt(format!("snapshot time: {e}")))?;
         Ok(Some(Snapshot {
             stream: stream.clone(),
             version,
@@ -530,69 +510,6 @@ impl SnapshotStore for PostgresStore {
             state: state.into_bytes(),
             taken_at,
         }))
-    }
-}
-
-/// A batch as the append statement binds it: one array per column.
-struct Batch {
-    ids: Vec<Uuid>,
-    names: Vec<String>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<String>,
-    metadata: Vec<String>,
-}
-
-impl Batch {
-    fn new(stream: &StreamId, events: Vec<NewEvent>) -> Result<Self, PostgresError> {
-        if events.len() > MAX_EVENTS_PER_TRANSACTION {
-            return Err(PostgresError::BatchTooLarge {
-                stream: stream.clone(),
-                len: events.len(),
-                max: MAX_EVENTS_PER_TRANSACTION,
-            });
-        }
-        let mut batch = Self {
-            ids: Vec::with_capacity(events.len()),
-            names: Vec::with_capacity(events.len()),
-            schema_versions: Vec::with_capacity(events.len()),
-            payloads: Vec::with_capacity(events.len()),
-            metadata: Vec::with_capacity(events.len()),
-        };
-        for event in events {
-            let NewEvent {
-                event_id,
-                event_name,
-                schema_version,
-                payload,
-                metadata,
-            } = event;
-            let schema_version = i32::try_from(schema_version).map_err(|_| PostgresError::OutOfRange {
-                stream: stream.clone(),
-                what: "schema version",
-                value: u64::from(schema_version),
-            })?;
-            // The bytes are moved, not copied: validated as UTF-8 here, parsed as JSON by the
-            // server's `::jsonb` cast.
-            let payload = String::from_utf8(payload).map_err(|_| PostgresError::PayloadNotUtf8 {
-                stream: stream.clone(),
-                event_id,
-            })?;
-            let metadata = serde_json::to_string(&metadata).map_err(|source| PostgresError::Metadata {
-                stream: stream.clone(),
-                event_id,
-                source,
-            })?;
-            batch.ids.push(event_id);
-            batch.names.push(event_name);
-            batch.schema_versions.push(schema_version);
-            batch.payloads.push(payload);
-            batch.metadata.push(metadata);
-        }
-        Ok(batch)
-    }
-
-    fn len(&self) -> usize {
-        self.ids.len()
     }
 }
 
@@ -661,14 +578,6 @@ fn conflict(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> StoreE
     })
 }
 
-fn negative_version(stream: &StreamId, version: i64) -> StoreError {
-    StoreError::Corrupt {
-        stream: stream.clone(),
-        version: 0,
-        reason: format!("stored version {version} is negative"),
-    }
-}
-
 /// The first id that occurs twice in `ids`.
 fn repeated_id(ids: &[Uuid]) -> Option<Uuid> {
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
@@ -677,49 +586,4 @@ fn repeated_id(ids: &[Uuid]) -> Option<Uuid> {
 
 fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Maps one row of the read statements (columns: position, event_id, version, event_name,
-/// schema_version, payload, metadata, recorded_at, and, without `stream`, aggregate_type and
-/// aggregate_id).
-fn recorded_event(row: &PgRow, stream: Option<&StreamId>) -> Result<RecordedEvent, StoreError> {
-    let stream = match stream {
-        Some(stream) => stream.clone(),
-        None => StreamId {
-            aggregate_type: row.try_get(8).map_err(StoreError::backend)?,
-            aggregate_id: row.try_get(9).map_err(StoreError::backend)?,
-        },
-    };
-    let version: i64 = row.try_get(2).map_err(StoreError::backend)?;
-    let Ok(version) = u64::try_from(version) else {
-        return Err(negative_version(&stream, version));
-    };
-    let corrupt = |reason: String| StoreError::Corrupt {
-        stream: stream.clone(),
-        version,
-        reason,
-    };
-    let position: i64 = row.try_get(0).map_err(|e| corrupt(format!("position: {e}")))?;
-    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
-    let event_id: Uuid = row.try_get(1).map_err(|e| corrupt(format!("event id: {e}")))?;
-    let event_name: String = row.try_get(3).map_err(|e| corrupt(format!("event name: {e}")))?;
-    let schema_version: i32 = row.try_get(4).map_err(|e| corrupt(format!("schema version: {e}")))?;
-    let schema_version =
-        u32::try_from(schema_version).map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
-    let payload: String = row.try_get(5).map_err(|e| corrupt(format!("payload: {e}")))?;
-    let metadata: String = row.try_get(6).map_err(|e| corrupt(format!("metadata: {e}")))?;
-    let metadata: Metadata =
-        serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata does not decode: {e}")))?;
-    let recorded_at: DateTime<Utc> = row.try_get(7).map_err(|e| corrupt(format!("recorded_at: {e}")))?;
-    Ok(RecordedEvent {
-        event_id,
-        stream,
-        version,
-        position,
-        event_name,
-        schema_version,
-        payload: payload.into_bytes(),
-        metadata,
-        recorded_at,
-    })
 }
