@@ -145,9 +145,13 @@
 
 #![warn(missing_docs)]
 
+mod append;
 mod error;
+mod notify;
 mod projection;
+mod read;
 mod row;
+mod snapshot;
 mod sql;
 mod store;
 #[cfg(feature = "test-support")]

@@ -104,6 +104,8 @@ pub(crate) struct Statements {
     pub append: String,
     /// The LISTEN/NOTIFY channel appends notify.
     pub channel: String,
+    /// Sends a notification on `$1`, the channel.
+    pub notify: &'static str,
     pub read_stream: String,
     pub replay_stream: String,
     pub stream_version: String,
@@ -153,6 +155,7 @@ impl Statements {
                 "SELECT (SELECT max(position) >> {shift} FROM {s}.events), pg_current_xact_id()::text::bigint"
             ),
             channel: crate::projection::notification_channel(schema),
+            notify: "SELECT pg_notify($1, '')",
             append: format!(
                 "WITH last AS (
                      SELECT version, position FROM {s}.events
