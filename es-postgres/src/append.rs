@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::error::PostgresError;
 use crate::read;
 use crate::row::{negative_version, Batch};
-use crate::sql::{EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT};
+use crate::sql::{Expectation, EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT};
 use crate::PostgresStore;
 
 /// How many times an append whose expectation still holds after losing a race on a version
@@ -97,13 +97,7 @@ async fn execute<'c, E>(
 where
     E: Executor<'c, Database = Postgres>,
 {
-    let (kind, exact) = match expected {
-        ExpectedVersion::Any => (0, 0),
-        ExpectedVersion::NoStream => (1, 0),
-        ExpectedVersion::StreamExists => (2, 0),
-        // A version beyond i64 cannot be stored, so no stream is at it: -1 never matches.
-        ExpectedVersion::Exact(version) => (3, i64::try_from(version).unwrap_or(-1)),
-    };
+    let (kind, exact) = Expectation::parameters(expected);
     let query = sqlx::query(&store.sql.append)
         .bind(stream.aggregate_type.as_str())
         .bind(stream.aggregate_id.as_str())

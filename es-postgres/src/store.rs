@@ -12,6 +12,7 @@ use es_core::{
 };
 use futures_core::stream::BoxStream;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
 
 use crate::error::PostgresError;
 use crate::notify::Notifier;
@@ -140,10 +141,12 @@ impl PostgresStore {
                 .map_err(failed)?;
             tracing::info!(schema, version, description, "applied migration");
         }
-        let (stored_xid, current_xid): (Option<i64>, i64) = sqlx::query_as(&self.sql.xid_check)
+        let xids = sqlx::query(&self.sql.xid_check)
             .fetch_one(&mut *tx)
             .await
             .map_err(setup)?;
+        let stored_xid: Option<i64> = xids.try_get("stored_xid").map_err(setup)?;
+        let current_xid: i64 = xids.try_get("current_xid").map_err(setup)?;
         if let Some(stored_xid) = stored_xid.filter(|stored| *stored >= current_xid) {
             return Err(PostgresError::TransactionIdsBehind {
                 schema: schema.to_owned(),
