@@ -22,17 +22,49 @@ const INVALID_TEXT_REPRESENTATION: &str = "22P02";
 
 impl PostgresStore {
     /// Appends `events` to `stream` inside the caller's open transaction `conn`, with the same
-    /// checks as [`EventStore::append`](es_core::EventStore::append); they become visible when
-    /// the caller commits.
+    /// checks as [`EventStore::append`](es_core::EventStore::append). The events commit with
+    /// whatever else the transaction writes, or not at all: use it to write an outbox message,
+    /// a read model or any other rows of the same database atomically with the events.
     ///
-    /// For tests that need an append held open or rolled back. Beware, in production this holds
-    /// back [`EventStore::read_all`](es_core::EventStore::read_all) for every reader until the
-    /// transaction ends (see the crate docs). Several appends in one transaction are numbered one
-    /// after the other. The append is refused with [`PostgresError::StaleTransaction`] if the
-    /// transaction already had a transaction id before the stream's last event was committed. A
-    /// lost race on a version aborts the caller's transaction and is reported as a conflict,
-    /// without retries.
-    #[cfg(feature = "test-support")]
+    /// ```no_run
+    /// use es_core::{ExpectedVersion, NewEvent, StreamId};
+    /// # async fn demo(store: es_postgres::PostgresStore, placed: NewEvent) -> Result<(), Box<dyn std::error::Error>> {
+    /// let stream = StreamId::new("order", "O-1");
+    /// let mut tx = store.pool().begin().await?;
+    /// store
+    ///     .append_in_transaction(&mut tx, &stream, ExpectedVersion::NoStream, vec![placed])
+    ///     .await?;
+    /// sqlx::query("INSERT INTO outbox (topic, body) VALUES ($1, $2)")
+    ///     .bind("order-placed")
+    ///     .bind(r#"{"order":"O-1"}"#)
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// tx.commit().await?;
+    /// store.notify_listeners(); // wake projection runners now rather than at their next poll
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Caveats
+    ///
+    /// - Once the append has run, the open transaction holds back
+    ///   [`EventStore::read_all`](es_core::EventStore::read_all) for **every** reader of the
+    ///   cluster until it ends (see the crate docs): it delays, never loses, events. Keep the
+    ///   transaction short and never leave it idle.
+    /// - The append is refused with [`PostgresError::StaleTransaction`] (as
+    ///   [`StoreError::Backend`]) if the transaction already had a transaction id, that is had
+    ///   written something, before the stream's last event was committed: its events would sort
+    ///   before events that precede them in the stream. Append early in the transaction, or in a
+    ///   fresh one.
+    /// - Several appends in one transaction are numbered one after the other; a transaction
+    ///   holds at most 2^20 - 1 events.
+    /// - Refusals found by the statement (a [`StoreError::Conflict`] on the expectation,
+    ///   `StaleTransaction`, a batch too large) leave the transaction usable. A failed statement
+    ///   aborts it, as any failed statement does in PostgreSQL: a lost race on a version
+    ///   (reported as a conflict, without retries), a duplicate event id, a payload that is not
+    ///   JSON. Roll back, and retry the whole transaction if it makes sense.
+    /// - Listeners of [`PostgresStore::wake_up`] are not told: the events are not committed
+    ///   yet when this returns. Call [`PostgresStore::notify_listeners`] after the commit, or let
+    ///   projection runners find the events at their next poll.
     pub async fn append_in_transaction(
         &self,
         conn: &mut sqlx::PgConnection,
@@ -68,7 +100,7 @@ pub(crate) async fn append(
             Ok(verdict) => {
                 let outcome = verdict.into_outcome(stream, expected, batch.len())?;
                 if outcome.new_version > outcome.previous_version {
-                    store.notifier.events_committed(&store.pool, &store.sql);
+                    store.notify_listeners();
                 }
                 return Ok(outcome);
             }

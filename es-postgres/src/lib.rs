@@ -63,6 +63,9 @@
 //! [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId). Errors are told
 //! apart by SQLSTATE and constraint name, never by message text.
 //!
+//! [`PostgresStore::append_in_transaction`] runs the same statement inside the caller's own
+//! transaction, so the events commit atomically with other rows (an outbox, a read model).
+//!
 //! ## `read_all` never skips: positions from transaction ids
 //!
 //! A sequence value is taken when a row is inserted but becomes visible when its transaction
@@ -139,9 +142,9 @@
 //!
 //! # Testing
 //!
-//! The feature `test-support` adds the module `es_postgres::test_support`: a real
-//! server for tests, `DATABASE_URL` or a throwaway one started from the PostgreSQL binaries on the
-//! machine, and a fresh schema per test.
+//! The workspace crate `es-test-support` (not published) gives tests a real server:
+//! `DATABASE_URL` or a throwaway one started from the PostgreSQL binaries on the machine, a fresh
+//! schema per test, and a server of a test's own to stop and start again for fault tests.
 
 #![warn(missing_docs)]
 
@@ -154,8 +157,6 @@ mod row;
 mod snapshot;
 mod sql;
 mod store;
-#[cfg(feature = "test-support")]
-pub mod test_support;
 
 pub use error::PostgresError;
 pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit, PostgresWakeUp};

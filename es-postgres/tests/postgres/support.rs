@@ -8,7 +8,7 @@ use es_core::{
     AppendOutcome, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, ReplayedEvent, Snapshot,
     SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
 };
-use es_postgres::test_support::{TestDatabase, TestSchema};
+use es_test_support::{TestDatabase, TestSchema};
 use futures_core::stream::BoxStream;
 use futures_util::TryStreamExt;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};

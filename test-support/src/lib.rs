@@ -1,4 +1,5 @@
-//! A real PostgreSQL for tests (feature `test-support`): [`TestDatabase`] and [`TestSchema`].
+//! Test support for the es-rs workspace (not published): a real PostgreSQL for tests and
+//! benchmarks, [`TestDatabase`], and a fresh store per test, [`TestSchema`].
 //!
 //! If `DATABASE_URL` is set, tests use that server. Otherwise the first test of the process
 //! starts a throwaway server from the PostgreSQL binaries on the machine (`initdb`, `pg_ctl` and
@@ -13,12 +14,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use es_postgres::test_support::TestDatabase;
+//! use es_test_support::TestDatabase;
 //!
 //! let schema = TestDatabase::get()?.schema().await?;
 //! let store = schema.store(); // a PostgresStore in a fresh schema
 //! # let _ = store; Ok(()) }
 //! ```
+
+#![warn(missing_docs)]
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -30,8 +33,7 @@ use std::sync::OnceLock;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::Connection;
 
-use crate::error::PostgresError;
-use crate::store::PostgresStore;
+use es_postgres::{PostgresError, PostgresStore};
 
 /// The message when no server can be found.
 const NO_POSTGRES: &str =
