@@ -222,7 +222,7 @@ impl Ours {
 
     /// Reads every event of the store in global order, `page` at a time, decoding each.
     pub async fn read_all(&self, page: usize) -> BenchResult<Tally> {
-        use es_core::EventStore;
+        use es_core::GlobalLog;
 
         let mut tally = Tally::default();
         let mut after = 0;

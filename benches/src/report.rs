@@ -245,7 +245,7 @@ every scenario once at a tiny size.
   a live aggregate (2) through `Repository::execute` (load, decide, append with the loaded
   version as the expected version), with `Repository::with_snapshot_every` in 2b and
   `Repository::with_cache` in 2c; loads through `Repository::load` (from the snapshot in 3b);
-  the global read pages through `EventStore::read_all` with the projection runner's default
+  the global read pages through `GlobalLog::read_all` with the projection runner's default
   page size ({page}) and decodes each event. The store comes from `PostgresStore::connect`,
   with that constructor's pool settings (10 connections).
 - **cqrs-es**: the same domain written idiomatically for cqrs-es 0.5: an `Aggregate` whose

@@ -72,7 +72,7 @@ pub struct Results {
 
 /// The server to use: `DATABASE_URL`, or a throwaway server of this process.
 fn database() -> BenchResult<(String, String)> {
-    let database = es_postgres::test_support::TestDatabase::get()?;
+    let database = es_test_support::TestDatabase::get()?;
     let description = if database.is_throwaway() {
         "a throwaway server started by the benchmark (initdb defaults, fsync and synchronous_commit on)"
     } else {

@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use crate::metadata::Metadata;
 use crate::store::{
-    EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice,
+    EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId,
+    StreamSlice,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check, each on a fresh store made by the
@@ -218,7 +219,7 @@ pub async fn empty_append_checks_expectation<S: EventStore>(store: &S) {
 }
 
 /// A refused batch leaves the stream and the global order untouched.
-pub async fn refused_batch_writes_nothing<S: EventStore>(store: &S) {
+pub async fn refused_batch_writes_nothing<S: EventStore + GlobalLog>(store: &S) {
     let stream = fresh_stream("conformance");
     append_ok(store, &stream, ExpectedVersion::NoStream, numbered(2)).await;
     let before = read(store, &stream, StreamSlice::all()).await;
@@ -342,7 +343,7 @@ pub async fn read_stream_slices<S: EventStore>(store: &S) {
 }
 
 /// Time travel by instant: only events recorded at or before the cut-off.
-pub async fn read_stream_until_instant<S: EventStore>(store: &S) {
+pub async fn read_stream_until_instant<S: EventStore + GlobalLog>(store: &S) {
     let stream = fresh_stream("conformance");
     for version in 0..3 {
         append_ok(store, &stream, ExpectedVersion::Exact(version), numbered(1)).await;
@@ -365,7 +366,7 @@ pub async fn read_stream_until_instant<S: EventStore>(store: &S) {
 
 /// Reads everything, waiting (up to 10 s) until the events with `ids` are visible: a store may
 /// delay `read_all` visibility while other transactions are in flight, never reorder it.
-async fn read_until_visible<S: EventStore>(store: &S, ids: &[Uuid]) -> Vec<RecordedEvent> {
+async fn read_until_visible<S: EventStore + GlobalLog>(store: &S, ids: &[Uuid]) -> Vec<RecordedEvent> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let all = read_everything(store).await;
@@ -383,7 +384,7 @@ async fn read_until_visible<S: EventStore>(store: &S, ids: &[Uuid]) -> Vec<Recor
 
 /// `replay_stream` lends the same versions, names, schema versions and payloads as
 /// `read_stream`, honours the slice, and stops when told to.
-pub async fn replay_lends_what_read_stream_returns<S: EventStore>(store: &S) {
+pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(store: &S) {
     let stream = fresh_stream("conformance");
     let mut batch = numbered(6);
     batch[3].schema_version = 4;
@@ -425,7 +426,7 @@ pub async fn replay_lends_what_read_stream_returns<S: EventStore>(store: &S) {
     assert_eq!(seen, 2, "replay stops when told to");
 }
 
-async fn read_everything<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
+async fn read_everything<S: EventStore + GlobalLog>(store: &S) -> Vec<RecordedEvent> {
     let mut all = Vec::new();
     let mut after = 0;
     loop {
@@ -442,7 +443,7 @@ async fn read_everything<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
 }
 
 /// `read_all` returns every event once, in position order, interleaving streams as appended.
-pub async fn read_all_in_position_order<S: EventStore>(store: &S) {
+pub async fn read_all_in_position_order<S: EventStore + GlobalLog>(store: &S) {
     let start = read_everything(store).await.last().map_or(0, |e| e.position);
     let (a, b) = (fresh_stream("conformance"), fresh_stream("conformance"));
     let batches = [numbered(2), numbered(1), numbered(1)];
@@ -465,7 +466,7 @@ pub async fn read_all_in_position_order<S: EventStore>(store: &S) {
 }
 
 /// Paging through `read_all` with `after` and `limit` neither repeats nor skips.
-pub async fn read_all_pages<S: EventStore>(store: &S) {
+pub async fn read_all_pages<S: EventStore + GlobalLog>(store: &S) {
     let stream = fresh_stream("conformance");
     let batch = numbered(25);
     let ids: Vec<_> = batch.iter().map(|e| e.event_id).collect();

@@ -422,7 +422,6 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
     ) -> Result<(), StoreError> {
         (**self).replay_stream(stream, slice, apply).await
     }
-
 }
 
 #[async_trait]

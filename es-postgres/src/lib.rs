@@ -1,12 +1,12 @@
 //! A PostgreSQL event store for `es-core`: one append-only table, one-round-trip appends with the
 //! expected version enforced by the database, and a global read that never skips an event.
 //!
-//! [`PostgresStore`] implements [`EventStore`](es_core::EventStore) and
-//! [`SnapshotStore`](es_core::SnapshotStore) with sqlx, and passes the same conformance suite as
+//! [`PostgresStore`] implements [`EventStore`](es_core::EventStore),
+//! [`GlobalLog`](es_core::GlobalLog) and [`SnapshotStore`](es_core::SnapshotStore) with sqlx, and passes the same conformance suite as
 //! the in-memory store. It needs PostgreSQL 13 or newer.
 //!
 //! ```no_run
-//! use es_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+//! use es_core::{EventStore, ExpectedVersion, GlobalLog, Metadata, NewEvent, StreamId};
 //! use es_postgres::PostgresStore;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -62,6 +62,9 @@
 //! violation of the unique `event_id` constraint is
 //! [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId). Errors are told
 //! apart by SQLSTATE and constraint name, never by message text.
+//!
+//! [`PostgresStore::append_in_transaction`] runs the same statement inside the caller's own
+//! transaction, so the events commit atomically with other rows (an outbox, a read model).
 //!
 //! ## `read_all` never skips: positions from transaction ids
 //!
@@ -145,19 +148,22 @@
 //!
 //! # Testing
 //!
-//! The feature `test-support` adds the module `es_postgres::test_support`: a real
-//! server for tests, `DATABASE_URL` or a throwaway one started from the PostgreSQL binaries on the
-//! machine, and a fresh schema per test.
+//! The workspace crate `es-test-support` (not published) gives tests a real server:
+//! `DATABASE_URL` or a throwaway one started from the PostgreSQL binaries on the machine, a fresh
+//! schema per test, and a server of a test's own to stop and start again for fault tests.
 
 #![warn(missing_docs)]
 
+mod append;
 mod error;
 mod fault;
+mod notify;
 mod projection;
+mod read;
+mod row;
+mod snapshot;
 mod sql;
 mod store;
-#[cfg(feature = "test-support")]
-pub mod test_support;
 
 pub use error::PostgresError;
 pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit, PostgresWakeUp};

@@ -1,6 +1,9 @@
 //! The schema, the migrations and every SQL statement, built once per schema name.
 
+use es_core::ExpectedVersion;
+
 use crate::error::PostgresError;
+use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS};
 
 /// Bits of a position that number the events of one transaction: `position = xid << 20 | n`.
 pub(crate) const POSITION_SHIFT: u32 = 20;
@@ -13,6 +16,80 @@ pub(crate) const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_key";
 
 /// The name of the unique constraint on `event_id`.
 pub(crate) const EVENT_ID_CONSTRAINT: &str = "events_event_id_key";
+
+/// The end of the global order a reader may see: the first position of the oldest transaction
+/// still in flight (`xmin` of the reader's snapshot). Every transaction below it has ended, and
+/// every transaction that can still commit numbers its events above it (see the crate docs).
+fn settled_bound() -> String {
+    format!("(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_SHIFT})")
+}
+
+/// The rows of one stream in a slice, from the five parameters `read.rs` binds: `$1`
+/// aggregate_type, `$2` aggregate_id, `$3`..`$4` the version range, `$5` the `recorded_until`
+/// cut-off (or NULL).
+const STREAM_SLICE: &str = "aggregate_type = $1 AND aggregate_id = $2
+                   AND version >= $3 AND version <= $4
+                   AND ($5::timestamptz IS NULL OR recorded_at <= $5::timestamptz)";
+
+/// How the append statement takes an [`ExpectedVersion`]: its kind by name as `$3`, and as `$4`
+/// the version an `Exact` expectation names. The statement's `CASE` is written from these names
+/// and conditions, so the two sides cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expectation {
+    /// [`ExpectedVersion::Any`].
+    Any,
+    /// [`ExpectedVersion::NoStream`].
+    NoStream,
+    /// [`ExpectedVersion::StreamExists`].
+    StreamExists,
+    /// [`ExpectedVersion::Exact`].
+    Exact,
+}
+
+impl Expectation {
+    const ALL: [Self; 4] = [Self::Any, Self::NoStream, Self::StreamExists, Self::Exact];
+
+    /// The append statement's `$3` and `$4` for `expected`.
+    pub(crate) fn parameters(expected: ExpectedVersion) -> (&'static str, i64) {
+        match expected {
+            ExpectedVersion::Any => (Self::Any.name(), 0),
+            ExpectedVersion::NoStream => (Self::NoStream.name(), 0),
+            ExpectedVersion::StreamExists => (Self::StreamExists.name(), 0),
+            // A version beyond i64 cannot be stored, so no stream is at it: -1 never matches.
+            ExpectedVersion::Exact(version) => (Self::Exact.name(), i64::try_from(version).unwrap_or(-1)),
+        }
+    }
+
+    /// The name bound as `$3`.
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Any => "any",
+            Self::NoStream => "no_stream",
+            Self::StreamExists => "stream_exists",
+            Self::Exact => "exact",
+        }
+    }
+
+    /// When the expectation holds, in terms of `cur_version` (the stream's version, 0 when it
+    /// has no event) and `$4`.
+    const fn condition(self) -> &'static str {
+        match self {
+            Self::Any => "true",
+            Self::NoStream => "cur_version = 0",
+            Self::StreamExists => "cur_version > 0",
+            Self::Exact => "cur_version = $4::bigint",
+        }
+    }
+
+    /// The SQL expression: whether the expectation named by `$3` holds.
+    fn holds() -> String {
+        let arms: String = Self::ALL
+            .iter()
+            .map(|kind| format!(" WHEN '{}' THEN {}", kind.name(), kind.condition()))
+            .collect();
+        format!("CASE $3::text{arms} END")
+    }
+}
 
 /// The versioned migrations, oldest first: `(version, description, SQL)`. `{schema}` stands for
 /// the quoted schema name. Never edit an applied migration: append a new one.
@@ -117,6 +194,8 @@ pub(crate) struct Statements {
     pub append: String,
     /// The LISTEN/NOTIFY channel appends notify.
     pub channel: String,
+    /// Sends a notification on `$1`, the channel.
+    pub notify: &'static str,
     pub read_stream: String,
     pub replay_stream: String,
     pub stream_version: String,
@@ -133,6 +212,9 @@ impl Statements {
         let s = format!("\"{schema}\"");
         let shift = POSITION_SHIFT;
         let low_mask = MAX_EVENTS_PER_TRANSACTION;
+        // What `read_all` may return after position `$1`.
+        let settled_after = format!("position > $1 AND position < {}", settled_bound());
+        let expectation_holds = Expectation::holds();
         Self {
             schema: schema.to_owned(),
             migration_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
@@ -150,6 +232,15 @@ impl Statements {
                 .iter()
                 .map(|(version, description, sql)| (*version, *description, sql.replace("{schema}", &s)))
                 .collect(),
+            // Every committed, visible event was written by a transaction that got its xid before
+            // this statement began, so its xid is below ours. Otherwise the data was copied from
+            // another cluster whose xid counter was further along.
+            xid_check: format!(
+                "SELECT (SELECT max(position) >> {shift} FROM {s}.events) AS stored_xid,
+                        pg_current_xact_id()::text::bigint AS current_xid"
+            ),
+            channel: crate::projection::notification_channel(schema),
+            notify: "SELECT pg_notify($1, '')",
             // One statement, one round trip. `head` reads the stream's last event and, only when
             // the calling transaction already has an xid (an append inside a caller's
             // transaction), how many positions of that xid are taken. `verdict` checks the
@@ -157,15 +248,8 @@ impl Statements {
             // scalar subqueries (init plans), evaluated on first use only, so a refused or empty
             // append never assigns an xid and commits without a WAL flush.
             //
-            // $1 aggregate_type, $2 aggregate_id, $3 expectation kind (0 any, 1 no stream,
-            // 2 stream exists, 3 exact), $4 exact version, $5..$9 the batch as parallel arrays.
-            // Every committed, visible event was written by a transaction that got its xid before
-            // this statement began, so its xid is below ours. Otherwise the data was copied from
-            // another cluster whose xid counter was further along.
-            xid_check: format!(
-                "SELECT (SELECT max(position) >> {shift} FROM {s}.events), pg_current_xact_id()::text::bigint"
-            ),
-            channel: crate::projection::notification_channel(schema),
+            // $1 aggregate_type, $2 aggregate_id, $3 and $4 the expectation (`Expectation`),
+            // $5..$9 the batch as parallel arrays (`Batch::bind`).
             append: format!(
                 "WITH last AS (
                      SELECT version, position FROM {s}.events
@@ -188,12 +272,7 @@ impl Statements {
                      SELECT
                          cur_version,
                          used,
-                         CASE $3::int
-                             WHEN 0 THEN true
-                             WHEN 1 THEN cur_version = 0
-                             WHEN 2 THEN cur_version > 0
-                             ELSE cur_version = $4::bigint
-                         END AS accepted,
+                         {expectation_holds} AS accepted,
                          coalesce((assigned_base | (used + 1)) > last_position, true) AS fresh,
                          used + cardinality($5::uuid[]) <= {low_mask} AS fits
                      FROM head
@@ -215,21 +294,16 @@ impl Statements {
                  FROM verdict"
             ),
             read_stream: format!(
-                "SELECT position, event_id, version, event_name, schema_version,
-                        payload::text, metadata::text, recorded_at
+                "SELECT {EVENT_COLUMNS}
                  FROM {s}.events
-                 WHERE aggregate_type = $1 AND aggregate_id = $2
-                   AND version >= $3 AND version <= $4
-                   AND ($5::timestamptz IS NULL OR recorded_at <= $5::timestamptz)
+                 WHERE {STREAM_SLICE}
                  ORDER BY version"
             ),
             // What loading an aggregate needs, and no more.
             replay_stream: format!(
-                "SELECT version, event_name, schema_version, payload::text
+                "SELECT {REPLAY_COLUMNS}
                  FROM {s}.events
-                 WHERE aggregate_type = $1 AND aggregate_id = $2
-                   AND version >= $3 AND version <= $4
-                   AND ($5::timestamptz IS NULL OR recorded_at <= $5::timestamptz)
+                 WHERE {STREAM_SLICE}
                  ORDER BY version"
             ),
             stream_version: format!(
@@ -240,27 +314,22 @@ impl Statements {
             ),
             // Only transactions older than every transaction still in flight: see the crate docs.
             read_all: format!(
-                "SELECT position, event_id, version, event_name, schema_version,
-                        payload::text, metadata::text, recorded_at, aggregate_type, aggregate_id
+                "SELECT {EVENT_COLUMNS}
                  FROM {s}.events
-                 WHERE position > $1
-                   AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {shift})
+                 WHERE {settled_after}
                  ORDER BY position
                  LIMIT $2"
             ),
             // `read_all`'s bound, counted: what it would still return, and its last event.
             tail: format!(
                 "SELECT
-                     (SELECT count(*) FROM {s}.events
-                      WHERE position > $1
-                        AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {shift})) AS events,
+                     (SELECT count(*) FROM {s}.events WHERE {settled_after}) AS events,
                      head.position,
                      head.recorded_at
                  FROM (SELECT 1) AS one
                  LEFT JOIN LATERAL (
                      SELECT position, recorded_at FROM {s}.events
-                     WHERE position > $1
-                       AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {shift})
+                     WHERE {settled_after}
                      ORDER BY position DESC
                      LIMIT 1
                  ) AS head ON true"
@@ -275,7 +344,7 @@ impl Statements {
                  WHERE stored.version <= excluded.version"
             ),
             load_snapshot: format!(
-                "SELECT version, revision, state::text, taken_at FROM {s}.snapshots
+                "SELECT version, revision, state::text AS state, taken_at FROM {s}.snapshots
                  WHERE aggregate_type = $1 AND aggregate_id = $2"
             ),
         }
@@ -305,6 +374,28 @@ mod tests {
         ] {
             assert!(validate_schema_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_expectation_has_its_arm_in_the_append_statement() {
+        let statements = Statements::new("public");
+        for expected in [
+            ExpectedVersion::Any,
+            ExpectedVersion::NoStream,
+            ExpectedVersion::StreamExists,
+            ExpectedVersion::Exact(3),
+        ] {
+            let (name, _) = Expectation::parameters(expected);
+            assert!(statements.append.contains(&format!("WHEN '{name}' THEN")), "{expected}");
+        }
+        assert_eq!(Expectation::parameters(ExpectedVersion::Exact(u64::MAX)).1, -1);
+    }
+
+    #[test]
+    fn read_all_and_tail_share_the_settled_bound() {
+        let statements = Statements::new("public");
+        assert_eq!(statements.read_all.matches(&settled_bound()).count(), 1);
+        assert_eq!(statements.tail.matches(&settled_bound()).count(), 2);
     }
 
     #[test]

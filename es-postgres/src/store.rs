@@ -1,36 +1,23 @@
-//! [`PostgresStore`]: the [`EventStore`] and [`SnapshotStore`] implementation.
+//! [`PostgresStore`]: the type, connecting and migrating; the [`EventStore`] methods live in
+//! `append.rs` and `read.rs`, [`SnapshotStore`](es_core::SnapshotStore) in `snapshot.rs`.
 
 use std::fmt;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use es_core::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, ReplayedEvent,
-    Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayedEvent, StoreError,
+    StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
-use futures_util::{StreamExt, TryStreamExt};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Executor, Postgres, Row};
-use uuid::Uuid;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
 
 use crate::error::PostgresError;
-use crate::fault::store_error;
-use crate::sql::{
-    validate_schema_name, Statements, EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT,
-};
-
-/// How many times an append whose expectation still holds after losing a race on a version
-/// (`Any`, `StreamExists`) is retried before the conflict is returned.
-const MAX_APPEND_ATTEMPTS: u32 = 16;
-
-/// The SQLSTATE of a unique violation.
-const UNIQUE_VIOLATION: &str = "23505";
-/// `invalid_text_representation`: the server refused a payload or metadata as JSON.
-const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+use crate::notify::Notifier;
+use crate::sql::{validate_schema_name, Statements};
+use crate::{append, read};
 
 /// An event store in PostgreSQL: one append-only `events` table and one `snapshots` table in a
 /// schema of your choice. Cloning it is cheap and shares the connection pool.
@@ -38,10 +25,10 @@ const INVALID_TEXT_REPRESENTATION: &str = "22P02";
 /// See the [crate documentation](crate) for the design and an example.
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
-    sql: Arc<Statements>,
-    /// Set while a wake-up for listeners is queued but not yet sent.
-    wake_up_queued: Arc<AtomicBool>,
+    pub(crate) pool: PgPool,
+    pub(crate) sql: Arc<Statements>,
+    /// Wakes listeners after commits.
+    pub(crate) notifier: Notifier,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -79,7 +66,7 @@ impl PostgresStore {
         Self {
             pool,
             sql: Arc::new(Statements::new(Self::DEFAULT_SCHEMA)),
-            wake_up_queued: Arc::default(),
+            notifier: Notifier::default(),
         }
     }
 
@@ -90,7 +77,7 @@ impl PostgresStore {
         Ok(Self {
             pool: self.pool,
             sql: Arc::new(Statements::new(name)),
-            wake_up_queued: Arc::default(),
+            notifier: Notifier::default(),
         })
     }
 
@@ -154,10 +141,12 @@ impl PostgresStore {
                 .map_err(failed)?;
             tracing::info!(schema, version, description, "applied migration");
         }
-        let (stored_xid, current_xid): (Option<i64>, i64) = sqlx::query_as(&self.sql.xid_check)
+        let xids = sqlx::query(&self.sql.xid_check)
             .fetch_one(&mut *tx)
             .await
             .map_err(setup)?;
+        let stored_xid: Option<i64> = xids.try_get("stored_xid").map_err(setup)?;
+        let current_xid: i64 = xids.try_get("current_xid").map_err(setup)?;
         if let Some(stored_xid) = stored_xid.filter(|stored| *stored >= current_xid) {
             return Err(PostgresError::TransactionIdsBehind {
                 schema: schema.to_owned(),
@@ -175,146 +164,9 @@ impl PostgresStore {
         }
         tx.commit().await.map_err(setup)
     }
-
-    /// Appends `events` to `stream` inside the caller's open transaction `conn`, with the same
-    /// checks as [`EventStore::append`]; they become visible when the caller commits.
-    ///
-    /// For tests that need an append held open or rolled back. Beware, in production this holds
-    /// back [`EventStore::read_all`] for every reader until the transaction ends (see the crate
-    /// docs). Several appends in one transaction are numbered one after the other. The append
-    /// is refused with [`PostgresError::StaleTransaction`] if the transaction already had a
-    /// transaction id before the stream's last event was committed. A lost race on a version
-    /// aborts the caller's transaction and is reported as a conflict, without retries.
-    #[cfg(feature = "test-support")]
-    pub async fn append_in_transaction(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
-        let batch = Batch::new(stream, events)?;
-        match self.execute_append(conn, stream, expected, &batch).await {
-            Ok(verdict) => verdict.into_outcome(stream, expected, batch.len()),
-            Err(error) => match self.explain_failure(error, stream, &batch).await {
-                Failure::VersionTaken(actual) => Err(conflict(stream, expected, actual)),
-                Failure::Final(error) => Err(error),
-            },
-        }
-    }
-
-    /// Tells listeners ([`PostgresStore::wake_up`]) that events were committed, from a task of
-    /// its own. NOTIFY takes a database-wide lock at commit and holds it through the WAL flush:
-    /// sent inside each append, it would make all appends queue behind each other. Sent apart,
-    /// one at a time per store, a burst of appends costs one notification, and every commit is
-    /// still followed by a notification sent after it.
-    fn wake_listeners(&self) {
-        if self.wake_up_queued.swap(true, Ordering::AcqRel) {
-            return; // the queued notification has not been sent yet: it covers this commit too
-        }
-        let (pool, queued) = (self.pool.clone(), Arc::clone(&self.wake_up_queued));
-        let channel = self.sql.channel.clone();
-        tokio::spawn(async move {
-            // Commits from here on queue another notification.
-            queued.store(false, Ordering::Release);
-            let sent = sqlx::query("SELECT pg_notify($1, '')")
-                .bind(&channel)
-                .execute(&pool)
-                .await;
-            if let Err(error) = sent {
-                // Runners poll as well: a lost wake-up costs latency, never an event.
-                tracing::debug!(%error, channel, "could not notify listeners");
-            }
-        });
-    }
-
-    async fn execute_append<'c, E>(
-        &self,
-        executor: E,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        batch: &Batch,
-    ) -> Result<Verdict, sqlx::Error>
-    where
-        E: Executor<'c, Database = Postgres>,
-    {
-        let (kind, exact) = match expected {
-            ExpectedVersion::Any => (0, 0),
-            ExpectedVersion::NoStream => (1, 0),
-            ExpectedVersion::StreamExists => (2, 0),
-            // A version beyond i64 cannot be stored, so no stream is at it: -1 never matches.
-            ExpectedVersion::Exact(version) => (3, i64::try_from(version).unwrap_or(-1)),
-        };
-        let row = sqlx::query(&self.sql.append)
-            .bind(stream.aggregate_type.as_str())
-            .bind(stream.aggregate_id.as_str())
-            .bind(kind)
-            .bind(exact)
-            .bind(batch.ids.as_slice())
-            .bind(batch.names.as_slice())
-            .bind(batch.schema_versions.as_slice())
-            .bind(batch.payloads.as_slice())
-            .bind(batch.metadata.as_slice())
-            .fetch_one(executor)
-            .await?;
-        Ok(Verdict {
-            current: row.try_get(0)?,
-            accepted: row.try_get(1)?,
-            fresh: row.try_get(2)?,
-            fits: row.try_get(3)?,
-            inserted: row.try_get(4)?,
-        })
-    }
-
-    /// Turns a failed append statement into the error to return, reading what it needs (the
-    /// actual version, the duplicate id) on the pool: only this failure path pays the query.
-    async fn explain_failure(&self, error: sqlx::Error, stream: &StreamId, batch: &Batch) -> Failure {
-        if let Some(db) = error
-            .as_database_error()
-            .filter(|db| db.code().as_deref() == Some(INVALID_TEXT_REPRESENTATION))
-        {
-            return Failure::Final(StoreError::InvalidBatch {
-                stream: stream.clone(),
-                reason: format!("a payload is not valid JSON: {}", db.message()),
-            });
-        }
-        let constraint = error
-            .as_database_error()
-            .filter(|db| db.code().as_deref() == Some(UNIQUE_VIOLATION))
-            .and_then(|db| db.constraint())
-            .map(str::to_owned);
-        match constraint.as_deref() {
-            Some(STREAM_VERSION_CONSTRAINT) => match self.stream_version(stream).await {
-                Ok(actual) => Failure::VersionTaken(actual),
-                Err(error) => Failure::Final(error),
-            },
-            Some(EVENT_ID_CONSTRAINT) => Failure::Final(self.duplicate_event_id(error, stream, batch).await),
-            _ => Failure::Final(store_error(error)),
-        }
-    }
-
-    async fn duplicate_event_id(&self, error: sqlx::Error, stream: &StreamId, batch: &Batch) -> StoreError {
-        let stored: Result<Option<Uuid>, _> = sqlx::query_scalar(&self.sql.existing_event_id)
-            .bind(batch.ids.as_slice())
-            .fetch_optional(&self.pool)
-            .await;
-        let event_id = match stored {
-            Ok(Some(event_id)) => Some(event_id),
-            Ok(None) => repeated_id(&batch.ids),
-            Err(lookup) => return store_error(lookup),
-        };
-        match event_id {
-            Some(event_id) => StoreError::DuplicateEventId {
-                stream: stream.clone(),
-                event_id,
-            },
-            // The clashing row is not visible: it was written earlier in the caller's (now
-            // aborted) transaction. Report the database's error as it is.
-            None => store_error(error),
-        }
-    }
 }
 
+/// The trait's methods, each implemented in the module of its concern.
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn append(
@@ -323,30 +175,7 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        let batch = Batch::new(stream, events)?;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let error = match self.execute_append(&self.pool, stream, expected, &batch).await {
-                Ok(verdict) => {
-                    let outcome = verdict.into_outcome(stream, expected, batch.len())?;
-                    if outcome.new_version > outcome.previous_version {
-                        self.wake_listeners();
-                    }
-                    return Ok(outcome);
-                }
-                Err(error) => error,
-            };
-            match self.explain_failure(error, stream, &batch).await {
-                // Another writer took the version between our read and our insert. Nothing was
-                // written; if the expectation still holds (Any, StreamExists), go again.
-                Failure::VersionTaken(actual) if expected.accepts(actual) && attempts < MAX_APPEND_ATTEMPTS => {
-                    tracing::debug!(stream = %stream, attempts, "lost a race on a version; appending again");
-                }
-                Failure::VersionTaken(actual) => return Err(conflict(stream, expected, actual)),
-                Failure::Final(error) => return Err(error),
-            }
-        }
+        append::append(self, stream, expected, events).await
     }
 
     fn read_stream<'a>(
@@ -354,19 +183,7 @@ impl EventStore for PostgresStore {
         stream: &'a StreamId,
         slice: StreamSlice,
     ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        let to_version = slice.to_version.map_or(i64::MAX, saturating_i64);
-        sqlx::query(&self.sql.read_stream)
-            .bind(stream.aggregate_type.as_str())
-            .bind(stream.aggregate_id.as_str())
-            .bind(saturating_i64(slice.from_version))
-            .bind(to_version)
-            .bind(slice.recorded_until)
-            .fetch(&self.pool)
-            .map(move |row| match row {
-                Ok(row) => recorded_event(&row, Some(stream)),
-                Err(error) => Err(store_error(error)),
-            })
-            .boxed()
+        read::read_stream(self, stream, slice)
     }
 
     async fn replay_stream(
@@ -375,352 +192,22 @@ impl EventStore for PostgresStore {
         slice: StreamSlice,
         apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> ControlFlow<()> + Send),
     ) -> Result<(), StoreError> {
-        let to_version = slice.to_version.map_or(i64::MAX, saturating_i64);
-        let mut rows = sqlx::query(&self.sql.replay_stream)
-            .bind(stream.aggregate_type.as_str())
-            .bind(stream.aggregate_id.as_str())
-            .bind(saturating_i64(slice.from_version))
-            .bind(to_version)
-            .bind(slice.recorded_until)
-            .fetch(&self.pool);
-        while let Some(row) = rows.try_next().await.map_err(store_error)? {
-            let version: i64 = row.try_get(0).map_err(store_error)?;
-            let Ok(version) = u64::try_from(version) else {
-                return Err(negative_version(stream, version));
-            };
-            let corrupt = |reason: String| StoreError::Corrupt {
-                stream: stream.clone(),
-                version,
-                reason,
-            };
-            // Borrowed from the row: no copy of the name or the payload.
-            let event_name: &str = row.try_get(1).map_err(|e| corrupt(format!("event name: {e}")))?;
-            let schema_version: i32 = row.try_get(2).map_err(|e| corrupt(format!("schema version: {e}")))?;
-            let schema_version = u32::try_from(schema_version)
-                .map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
-            let payload: &str = row.try_get(3).map_err(|e| corrupt(format!("payload: {e}")))?;
-            let event = ReplayedEvent {
-                version,
-                event_name,
-                schema_version,
-                payload: payload.as_bytes(),
-            };
-            if apply(event).is_break() {
-                break;
-            }
-        }
-        Ok(())
+        read::replay_stream(self, stream, slice, apply).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        let version: Option<i64> = sqlx::query_scalar(&self.sql.stream_version)
-            .bind(stream.aggregate_type.as_str())
-            .bind(stream.aggregate_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
-        match version {
-            None => Ok(0),
-            Some(version) => u64::try_from(version).map_err(|_| negative_version(stream, version)),
-        }
+        read::stream_version(self, stream).await
     }
+}
 
+/// The global order: `read_all` bounded by the oldest running transaction (see the crate docs).
+#[async_trait]
+impl GlobalLog for PostgresStore {
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        // Positions are positive i64: nothing lies beyond i64::MAX.
-        let (Ok(after), Ok(limit @ 1..)) = (i64::try_from(after), i64::try_from(limit)) else {
-            return Ok(Vec::new());
-        };
-        let mut rows = sqlx::query(&self.sql.read_all)
-            .bind(after)
-            .bind(limit)
-            .fetch(&self.pool);
-        let mut events = Vec::with_capacity(usize::try_from(limit.min(1024)).unwrap_or(0));
-        while let Some(row) = rows.try_next().await.map_err(store_error)? {
-            events.push(recorded_event(&row, None)?);
-        }
-        Ok(events)
+        read::read_all(self, after, limit).await
     }
 
     async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
-        let Ok(db_after) = i64::try_from(after) else {
-            return Ok(Tail {
-                events: 0,
-                head_position: after,
-                head_recorded_at: None,
-            });
-        };
-        let row = sqlx::query(&self.sql.tail)
-            .bind(db_after)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
-        let count: i64 = row.try_get(0).map_err(store_error)?;
-        let head: Option<i64> = row.try_get(1).map_err(store_error)?;
-        let head_recorded_at: Option<DateTime<Utc>> = row.try_get(2).map_err(store_error)?;
-        let unexpected = |what: &str| StoreError::from(PostgresError::Unexpected(format!("negative {what} in tail")));
-        Ok(Tail {
-            events: u64::try_from(count).map_err(|_| unexpected("count"))?,
-            head_position: match head {
-                Some(head) => u64::try_from(head).map_err(|_| unexpected("position"))?,
-                None => after,
-            },
-            head_recorded_at,
-        })
+        read::tail(self, after).await
     }
-}
-
-#[async_trait]
-impl SnapshotStore for PostgresStore {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        let Snapshot {
-            stream,
-            version,
-            revision,
-            state,
-            taken_at,
-        } = snapshot;
-        let out_of_range = |what, value| PostgresError::OutOfRange {
-            stream: stream.clone(),
-            what,
-            value,
-        };
-        let db_version = i64::try_from(version).map_err(|_| out_of_range("snapshot version", version))?;
-        let db_revision =
-            i32::try_from(revision).map_err(|_| out_of_range("snapshot revision", u64::from(revision)))?;
-        let state = String::from_utf8(state).map_err(|_| PostgresError::SnapshotNotUtf8 {
-            stream: stream.clone(),
-            version,
-        })?;
-        sqlx::query(&self.sql.save_snapshot)
-            .bind(stream.aggregate_type.as_str())
-            .bind(stream.aggregate_id.as_str())
-            .bind(db_version)
-            .bind(db_revision)
-            .bind(state)
-            .bind(taken_at)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let row = sqlx::query(&self.sql.load_snapshot)
-            .bind(stream.aggregate_type.as_str())
-            .bind(stream.aggregate_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let version: i64 = row.try_get(0).map_err(store_error)?;
-        let version = u64::try_from(version).map_err(|_| negative_version(stream, version))?;
-        let corrupt = |reason: String| StoreError::Corrupt {
-            stream: stream.clone(),
-            version,
-            reason,
-        };
-        let revision: i32 = row.try_get(1).map_err(|e| corrupt(format!("snapshot revision: {e}")))?;
-        let revision =
-            u32::try_from(revision).map_err(|_| corrupt(format!("negative snapshot revision {revision}")))?;
-        let state: String = row.try_get(2).map_err(|e| corrupt(format!("snapshot state: {e}")))?;
-        let taken_at: DateTime<Utc> = row.try_get(3).map_err(|e| corrupt(format!("snapshot time: {e}")))?;
-        Ok(Some(Snapshot {
-            stream: stream.clone(),
-            version,
-            revision,
-            state: state.into_bytes(),
-            taken_at,
-        }))
-    }
-}
-
-/// A batch as the append statement binds it: one array per column.
-struct Batch {
-    ids: Vec<Uuid>,
-    names: Vec<String>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<String>,
-    metadata: Vec<String>,
-}
-
-impl Batch {
-    fn new(stream: &StreamId, events: Vec<NewEvent>) -> Result<Self, PostgresError> {
-        if events.len() > MAX_EVENTS_PER_TRANSACTION {
-            return Err(PostgresError::BatchTooLarge {
-                stream: stream.clone(),
-                len: events.len(),
-                max: MAX_EVENTS_PER_TRANSACTION,
-            });
-        }
-        let mut batch = Self {
-            ids: Vec::with_capacity(events.len()),
-            names: Vec::with_capacity(events.len()),
-            schema_versions: Vec::with_capacity(events.len()),
-            payloads: Vec::with_capacity(events.len()),
-            metadata: Vec::with_capacity(events.len()),
-        };
-        for event in events {
-            let NewEvent {
-                event_id,
-                event_name,
-                schema_version,
-                payload,
-                metadata,
-            } = event;
-            let schema_version = i32::try_from(schema_version).map_err(|_| PostgresError::OutOfRange {
-                stream: stream.clone(),
-                what: "schema version",
-                value: u64::from(schema_version),
-            })?;
-            // The bytes are moved, not copied: validated as UTF-8 here, parsed as JSON by the
-            // server's `::jsonb` cast.
-            let payload = String::from_utf8(payload).map_err(|_| PostgresError::PayloadNotUtf8 {
-                stream: stream.clone(),
-                event_id,
-            })?;
-            let metadata = serde_json::to_string(&metadata).map_err(|source| PostgresError::Metadata {
-                stream: stream.clone(),
-                event_id,
-                source,
-            })?;
-            batch.ids.push(event_id);
-            batch.names.push(event_name);
-            batch.schema_versions.push(schema_version);
-            batch.payloads.push(payload);
-            batch.metadata.push(metadata);
-        }
-        Ok(batch)
-    }
-
-    fn len(&self) -> usize {
-        self.ids.len()
-    }
-}
-
-/// What the append statement found and did.
-struct Verdict {
-    /// The stream's version as the statement read it.
-    current: i64,
-    /// Whether the expectation held.
-    accepted: bool,
-    /// Whether the transaction is not older than the stream's last event.
-    fresh: bool,
-    /// Whether the batch fit the transaction's remaining positions.
-    fits: bool,
-    /// How many events were inserted.
-    inserted: i64,
-}
-
-impl Verdict {
-    fn into_outcome(
-        self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        len: usize,
-    ) -> Result<AppendOutcome, StoreError> {
-        let current = u64::try_from(self.current).map_err(|_| negative_version(stream, self.current))?;
-        if !self.accepted {
-            return Err(conflict(stream, expected, current));
-        }
-        if !self.fits {
-            return Err(PostgresError::BatchTooLarge {
-                stream: stream.clone(),
-                len,
-                max: MAX_EVENTS_PER_TRANSACTION,
-            }
-            .into());
-        }
-        if !self.fresh {
-            return Err(PostgresError::StaleTransaction { stream: stream.clone() }.into());
-        }
-        if usize::try_from(self.inserted).ok() != Some(len) {
-            let message = format!("inserted {} of {len} events into {stream}", self.inserted);
-            return Err(PostgresError::Unexpected(message).into());
-        }
-        Ok(AppendOutcome {
-            previous_version: current,
-            new_version: current + len as u64,
-        })
-    }
-}
-
-/// A failed append statement, explained.
-enum Failure {
-    /// The unique (stream, version) constraint fired: another writer committed first. The
-    /// stream's version after that.
-    VersionTaken(u64),
-    /// The error to return.
-    Final(StoreError),
-}
-
-fn conflict(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> StoreError {
-    tracing::debug!(stream = %stream, %expected, actual, "append refused: concurrency conflict");
-    StoreError::Conflict(ConcurrencyConflict {
-        stream: stream.clone(),
-        expected,
-        actual,
-    })
-}
-
-fn negative_version(stream: &StreamId, version: i64) -> StoreError {
-    StoreError::Corrupt {
-        stream: stream.clone(),
-        version: 0,
-        reason: format!("stored version {version} is negative"),
-    }
-}
-
-/// The first id that occurs twice in `ids`.
-fn repeated_id(ids: &[Uuid]) -> Option<Uuid> {
-    let mut seen = std::collections::HashSet::with_capacity(ids.len());
-    ids.iter().copied().find(|id| !seen.insert(*id))
-}
-
-fn saturating_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Maps one row of the read statements (columns: position, event_id, version, event_name,
-/// schema_version, payload, metadata, recorded_at, and, without `stream`, aggregate_type and
-/// aggregate_id).
-fn recorded_event(row: &PgRow, stream: Option<&StreamId>) -> Result<RecordedEvent, StoreError> {
-    let stream = match stream {
-        Some(stream) => stream.clone(),
-        None => StreamId {
-            aggregate_type: row.try_get(8).map_err(store_error)?,
-            aggregate_id: row.try_get(9).map_err(store_error)?,
-        },
-    };
-    let version: i64 = row.try_get(2).map_err(store_error)?;
-    let Ok(version) = u64::try_from(version) else {
-        return Err(negative_version(&stream, version));
-    };
-    let corrupt = |reason: String| StoreError::Corrupt {
-        stream: stream.clone(),
-        version,
-        reason,
-    };
-    let position: i64 = row.try_get(0).map_err(|e| corrupt(format!("position: {e}")))?;
-    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
-    let event_id: Uuid = row.try_get(1).map_err(|e| corrupt(format!("event id: {e}")))?;
-    let event_name: String = row.try_get(3).map_err(|e| corrupt(format!("event name: {e}")))?;
-    let schema_version: i32 = row.try_get(4).map_err(|e| corrupt(format!("schema version: {e}")))?;
-    let schema_version =
-        u32::try_from(schema_version).map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
-    let payload: String = row.try_get(5).map_err(|e| corrupt(format!("payload: {e}")))?;
-    let metadata: String = row.try_get(6).map_err(|e| corrupt(format!("metadata: {e}")))?;
-    let metadata: Metadata =
-        serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata does not decode: {e}")))?;
-    let recorded_at: DateTime<Utc> = row.try_get(7).map_err(|e| corrupt(format!("recorded_at: {e}")))?;
-    Ok(RecordedEvent {
-        event_id,
-        stream,
-        version,
-        position,
-        event_name,
-        schema_version,
-        payload: payload.into_bytes(),
-        metadata,
-        recorded_at,
-    })
 }

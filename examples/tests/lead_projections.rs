@@ -10,8 +10,8 @@ use es_core::{
     async_trait, DecodedEvent, FailurePolicy, HandlerError, InMemoryReadModel, Projection, ProjectionError,
     ProjectionRunner, Repository, RunnerOptions,
 };
-use es_postgres::test_support::{TestDatabase, TestSchema};
 use es_postgres::{PostgresCheckpoints, PostgresStore};
+use es_test_support::{TestDatabase, TestSchema};
 use examples::lead::Lead;
 use examples::lead_models::{
     postgres, AnalysisModel, LeadAnalysisEvent, LeadAnalysisProjection, LeadSearchProjection, SearchModel,

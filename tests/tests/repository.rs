@@ -269,10 +269,6 @@ impl EventStore for InstrumentedStore {
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
         self.inner.stream_version(stream).await
     }
-
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
 }
 
 #[async_trait]

@@ -163,7 +163,10 @@ impl<A, S: fmt::Debug> fmt::Debug for Repository<A, S> {
         f.debug_struct("Repository")
             .field("aggregate", &std::any::type_name::<A>())
             .field("store", &self.store)
-            .field("snapshot_every", &self.snapshots.as_ref().map(|snapshots| snapshots.every))
+            .field(
+                "snapshot_every",
+                &self.snapshots.as_ref().map(|snapshots| snapshots.every),
+            )
             .field("max_attempts", &self.max_attempts)
             .field("cache", &self.cache.is_some())
             .finish()

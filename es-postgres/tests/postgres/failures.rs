@@ -50,7 +50,7 @@ async fn stored_count(store: &PostgresStore, ids: &[Uuid]) -> i64 {
 }
 
 /// A batch of 50,000 whose append is blocked at event 30,000 (another transaction holds that
-/// version), then killed: none of its 29,999 inserted rows survive, and the error is `Backend`.
+/// version), then killed: none of its 29,999 inserted rows survive, and the error is `Unavailable` (an outage: retrying may succeed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_killed_midway_leaves_nothing() {
     let schema = schema().await;
@@ -90,7 +90,7 @@ async fn a_batch_killed_midway_leaves_nothing() {
     };
     terminate(&store, pid).await;
     let result = append.await.expect("append task");
-    assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
+    assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
     blocker.rollback().await.expect("rollback");
 
     assert_eq!(store.stream_version(&stream).await.expect("version"), 0);
@@ -130,16 +130,16 @@ async fn a_batch_killed_while_running_is_all_or_nothing() {
             assert_eq!(outcome.new_version, BIG_BATCH as u64);
             assert_eq!((stored, version), (BIG_BATCH as i64, BIG_BATCH as u64));
         }
-        Err(StoreError::Backend(error)) => {
+        Err(StoreError::Unavailable(error)) => {
             eprintln!("killed mid-append: {error}");
             assert_eq!((stored, version), (0, 0), "a killed append leaves nothing");
         }
-        Err(other) => panic!("a killed append is a backend error, got {other:?}"),
+        Err(other) => panic!("a killed append is an outage (Unavailable), got {other:?}"),
     }
 }
 
 /// A transaction holding a 50,000-event append, killed before it commits: nothing is visible,
-/// and appending on the dead connection is a `Backend` error.
+/// and appending on the dead connection is an `Unavailable` error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_killed_before_commit_leaves_nothing() {
     let schema = schema().await;
@@ -160,7 +160,7 @@ async fn a_transaction_killed_before_commit_leaves_nothing() {
     let result = store
         .append_in_transaction(&mut tx, &stream, ExpectedVersion::Exact(BIG_BATCH as u64), numbered(1))
         .await;
-    assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
+    assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
     assert!(tx.commit().await.is_err(), "a killed transaction cannot commit");
     assert_eq!(store.stream_version(&stream).await.expect("version"), 0);
     assert_eq!(stored_count(&store, &ids).await, 0);

@@ -1,5 +1,5 @@
 //! The PostgreSQL store against a real server: `DATABASE_URL`, or one throwaway server started
-//! for this test process (see `es_postgres::test_support`). All suites live in this one binary so
+//! for this test process (see `es_test_support`). All suites live in this one binary so
 //! that one server serves the whole run; every test works in its own fresh schema.
 
 mod support;

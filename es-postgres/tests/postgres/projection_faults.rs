@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use es_core::{
-    async_trait, event, Backoff, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, HandlerError, Projection,
-    ProjectionError, ProjectionRunner, RunnerOptions, StreamId,
+    async_trait, event, Backoff, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, GlobalLog, HandlerError,
+    Projection, ProjectionError, ProjectionRunner, RunnerOptions, StreamId,
 };
-use es_postgres::test_support::TestSchema;
 use es_postgres::PostgresStore;
+use es_test_support::{TestSchema, TestServer};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
@@ -414,4 +414,73 @@ async fn a_runner_keeps_up_while_connections_are_cut() {
         "the runner fell behind by {} of {stored} events while connections were cut",
         lag.events_behind
     );
+}
+
+/// `run` is called once while the server is stopped (as a crash would: `-m immediate`) and
+/// started again 3 seconds later: it keeps running through the outage and catches up
+/// afterwards by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_rides_out_a_server_restart() {
+    let server = Arc::new(
+        tokio::task::spawn_blocking(TestServer::start)
+            .await
+            .expect("start task")
+            .expect("a server of the test's own"),
+    );
+    let test_schema = server.schema().await.expect("schema");
+    create_tables(&test_schema).await;
+    let store = test_schema.store().clone();
+    let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let writing = writers(&store, 4, Duration::from_millis(5), &stop, &written);
+    let (shutdown_tx, mut shutdown) = watch::channel(false);
+    let running = {
+        let (store, wake_up) = (store.clone(), store.wake_up().await.expect("wake-up"));
+        tokio::spawn(async move {
+            let runner = ProjectionRunner::new(Tally { runner: "only".into() }, store.clone(), store.checkpoints())
+                .with_options(options());
+            runner
+                .run(wake_up, async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                })
+                .await
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = written.load(Ordering::Relaxed);
+    let restart = Arc::clone(&server);
+    tokio::task::spawn_blocking(move || {
+        restart.stop()?;
+        std::thread::sleep(Duration::from_secs(3));
+        restart.restart()
+    })
+    .await
+    .expect("restart task")
+    .expect("stop and start the server");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writing {
+        writer.await.expect("writer");
+    }
+    assert!(
+        written.load(Ordering::Relaxed) > before,
+        "events were written after the restart"
+    );
+    wait_caught_up(&store).await;
+    assert!(
+        !running.is_finished(),
+        "run returned during the outage: {:?}",
+        running.await
+    );
+    shutdown_tx.send(true).expect("shutdown");
+    running.await.expect("runner task").expect("run returns Ok on shutdown");
+
+    let events = store.tail(0).await.expect("tail").events;
+    assert_eq!(runner_sequence(&store).await, ["only"], "one run did all the work");
+    assert_eq!(
+        tally(&store).await,
+        rebuilt_tally(&store).await,
+        "the read model equals a rebuild"
+    );
+    eprintln!("restart: {events} events, the run survived a 3-second outage");
 }

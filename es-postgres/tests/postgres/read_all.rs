@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use es_core::{EventStore, ExpectedVersion, RecordedEvent, StreamId};
+use es_core::{EventStore, ExpectedVersion, GlobalLog, RecordedEvent, StreamId};
 use es_postgres::PostgresStore;
 use tokio::sync::watch;
 use uuid::Uuid;

@@ -5,10 +5,10 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, ReplayedEvent, Snapshot,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Metadata, NewEvent, RecordedEvent, ReplayedEvent, Snapshot,
     SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
 };
-use es_postgres::test_support::{TestDatabase, TestSchema};
+use es_test_support::{TestDatabase, TestSchema};
 use futures_core::stream::BoxStream;
 use futures_util::TryStreamExt;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -101,7 +101,10 @@ impl EventStore for Exclusive {
     ) -> Result<(), StoreError> {
         self.schema.replay_stream(stream, slice, apply).await
     }
+}
 
+#[async_trait]
+impl GlobalLog for Exclusive {
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         self.schema.read_all(after, limit).await
     }
@@ -156,7 +159,7 @@ pub async fn read<S: EventStore + ?Sized>(store: &S, stream: &StreamId) -> Vec<R
 
 /// Pages through `read_all` from the start until `count` events came back. Other tests' open
 /// transactions can delay them (never lose them): waits up to 60 seconds.
-pub async fn read_all_until<S: EventStore + ?Sized>(store: &S, count: usize) -> Vec<RecordedEvent> {
+pub async fn read_all_until<S: GlobalLog + ?Sized>(store: &S, count: usize) -> Vec<RecordedEvent> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut all: Vec<RecordedEvent> = Vec::new();
     while all.len() < count {

@@ -38,3 +38,23 @@ async fn listeners_of_another_schema_are_not_woken() {
     let quiet = tokio::time::timeout(Duration::from_millis(500), wake_up.wait()).await;
     assert!(quiet.is_err(), "another schema's append is not ours");
 }
+
+/// An append in the caller's transaction wakes nobody by itself (nothing is committed when it
+/// returns); `notify_listeners` after the commit does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_in_a_caller_transaction_wake_listeners_when_told() {
+    let schema = schema().await;
+    let mut wake_up = schema.store().wake_up().await.expect("listen");
+    let mut tx = schema.pool().begin().await.expect("begin");
+    schema
+        .append_in_transaction(&mut tx, &fresh_stream("wake"), ExpectedVersion::NoStream, numbered(1))
+        .await
+        .expect("append");
+    tx.commit().await.expect("commit");
+    let quiet = tokio::time::timeout(Duration::from_millis(300), wake_up.wait()).await;
+    assert!(quiet.is_err(), "not notified by the append itself");
+
+    schema.notify_listeners();
+    let woken = tokio::time::timeout(Duration::from_secs(5), wake_up.wait()).await;
+    assert!(woken.is_ok(), "notify_listeners woke the listener");
+}

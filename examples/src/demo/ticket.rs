@@ -38,7 +38,7 @@ pub async fn run() -> Outcome {
     }
 }
 
-async fn play<S: EventStore + SnapshotStore + Clone>(store: S) -> Outcome {
+async fn play<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -> Outcome {
     let tickets = Repository::<Ticket, S>::new(store.clone()).with_snapshot_every(5);
     let id = format!("T-{}", &Uuid::now_v7().simple().to_string()[20..]);
     let request = |actor: &str| Metadata::new().with_actor(actor).with_causation_id(Uuid::now_v7());

@@ -1,0 +1,129 @@
+//! Reads: one stream (whole events, or the zero-copy replay), a stream's version, and the global
+//! order (`read_all`, `tail`).
+
+use std::ops::ControlFlow;
+
+use chrono::{DateTime, Utc};
+use es_core::{RecordedEvent, ReplayedEvent, StoreError, StreamId, StreamSlice, Tail};
+use futures_core::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{Postgres, Row};
+
+use crate::error::PostgresError;
+use crate::fault::store_error;
+use crate::row::{negative_version, recorded_event, replayed_event};
+use crate::PostgresStore;
+
+/// [`EventStore::read_stream`](es_core::EventStore::read_stream): rows are mapped as they
+/// arrive.
+pub(crate) fn read_stream<'a>(
+    store: &'a PostgresStore,
+    stream: &'a StreamId,
+    slice: StreamSlice,
+) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+    slice_query(&store.sql.read_stream, stream, slice)
+        .fetch(&store.pool)
+        .map(|row| match row {
+            Ok(row) => recorded_event(&row),
+            Err(error) => Err(store_error(error)),
+        })
+        .boxed()
+}
+
+/// [`EventStore::replay_stream`](es_core::EventStore::replay_stream): each event is lent to
+/// `apply` straight from its row.
+pub(crate) async fn replay_stream(
+    store: &PostgresStore,
+    stream: &StreamId,
+    slice: StreamSlice,
+    apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> ControlFlow<()> + Send),
+) -> Result<(), StoreError> {
+    let mut rows = slice_query(&store.sql.replay_stream, stream, slice).fetch(&store.pool);
+    while let Some(row) = rows.try_next().await.map_err(store_error)? {
+        if apply(replayed_event(&row, stream)?).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A statement over a slice of one stream, its five parameters bound: the stream, the version
+/// range, the `recorded_until` cut-off.
+fn slice_query<'q>(sql: &'q str, stream: &'q StreamId, slice: StreamSlice) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(sql)
+        .bind(stream.aggregate_type.as_str())
+        .bind(stream.aggregate_id.as_str())
+        .bind(saturating_i64(slice.from_version))
+        .bind(slice.to_version.map_or(i64::MAX, saturating_i64))
+        .bind(slice.recorded_until)
+}
+
+/// [`EventStore::stream_version`](es_core::EventStore::stream_version).
+pub(crate) async fn stream_version(store: &PostgresStore, stream: &StreamId) -> Result<u64, StoreError> {
+    let version: Option<i64> = sqlx::query_scalar(&store.sql.stream_version)
+        .bind(stream.aggregate_type.as_str())
+        .bind(stream.aggregate_id.as_str())
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(store_error)?;
+    match version {
+        None => Ok(0),
+        Some(version) => u64::try_from(version).map_err(|_| negative_version(stream, version)),
+    }
+}
+
+/// [`GlobalLog::read_all`](es_core::GlobalLog::read_all): only events of transactions older
+/// than every transaction still in flight (see the crate docs).
+pub(crate) async fn read_all(
+    store: &PostgresStore,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    // Positions are positive i64: nothing lies beyond i64::MAX.
+    let (Ok(after), Ok(limit @ 1..)) = (i64::try_from(after), i64::try_from(limit)) else {
+        return Ok(Vec::new());
+    };
+    let mut rows = sqlx::query(&store.sql.read_all)
+        .bind(after)
+        .bind(limit)
+        .fetch(&store.pool);
+    let mut events = Vec::with_capacity(usize::try_from(limit.min(1024)).unwrap_or(0));
+    while let Some(row) = rows.try_next().await.map_err(store_error)? {
+        events.push(recorded_event(&row)?);
+    }
+    Ok(events)
+}
+
+/// [`GlobalLog::tail`](es_core::GlobalLog::tail): what `read_all` would still return.
+pub(crate) async fn tail(store: &PostgresStore, after: u64) -> Result<Tail, StoreError> {
+    let Ok(db_after) = i64::try_from(after) else {
+        return Ok(Tail {
+            events: 0,
+            head_position: after,
+            head_recorded_at: None,
+        });
+    };
+    let row = sqlx::query(&store.sql.tail)
+        .bind(db_after)
+        .fetch_one(&store.pool)
+        .await
+        .map_err(store_error)?;
+    let count: i64 = row.try_get("events").map_err(store_error)?;
+    let head: Option<i64> = row.try_get("position").map_err(store_error)?;
+    let head_recorded_at: Option<DateTime<Utc>> = row.try_get("recorded_at").map_err(store_error)?;
+    let unexpected = |what: &str| StoreError::from(PostgresError::Unexpected(format!("negative {what} in tail")));
+    Ok(Tail {
+        events: u64::try_from(count).map_err(|_| unexpected("count"))?,
+        head_position: match head {
+            Some(head) => u64::try_from(head).map_err(|_| unexpected("position"))?,
+            None => after,
+        },
+        head_recorded_at,
+    })
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

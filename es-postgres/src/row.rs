@@ -1,0 +1,182 @@
+//! The one definition of an event row: the columns every read selects, decoded by name, and the
+//! batch as the append statement binds it.
+
+use chrono::{DateTime, Utc};
+use es_core::{Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StreamId};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{Postgres, Row};
+use uuid::Uuid;
+
+use crate::error::PostgresError;
+use crate::fault::store_error;
+use crate::sql::MAX_EVENTS_PER_TRANSACTION;
+
+/// The head of [`EVENT_COLUMNS`]: what a replay needs, and no more.
+macro_rules! replay_columns {
+    () => {
+        "version, event_name, schema_version, payload::text AS payload"
+    };
+}
+
+/// The columns [`EventStore::replay_stream`](es_core::EventStore::replay_stream) selects: the
+/// head of [`EVENT_COLUMNS`], decoded by [`replayed_event`]. Loading an aggregate skips the ids,
+/// the metadata and the timestamps.
+pub(crate) const REPLAY_COLUMNS: &str = replay_columns!();
+
+/// The columns every read of whole events selects, decoded by name by [`recorded_event`]. The
+/// jsonb columns come as text, the form the store hands out.
+pub(crate) const EVENT_COLUMNS: &str = concat!(
+    replay_columns!(),
+    ", position, event_id, aggregate_type, aggregate_id, metadata::text AS metadata, recorded_at"
+);
+
+/// Decodes the [`REPLAY_COLUMNS`] of an event row of `stream`, borrowing the name and the payload
+/// from the row.
+pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> Result<ReplayedEvent<'r>, StoreError> {
+    let version: i64 = row.try_get("version").map_err(store_error)?;
+    let Ok(version) = u64::try_from(version) else {
+        return Err(negative_version(stream, version));
+    };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version,
+        reason,
+    };
+    let event_name: &str = row
+        .try_get("event_name")
+        .map_err(|e| corrupt(format!("event name: {e}")))?;
+    let schema_version: i32 = row
+        .try_get("schema_version")
+        .map_err(|e| corrupt(format!("schema version: {e}")))?;
+    let schema_version =
+        u32::try_from(schema_version).map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
+    let payload: &str = row.try_get("payload").map_err(|e| corrupt(format!("payload: {e}")))?;
+    Ok(ReplayedEvent {
+        version,
+        event_name,
+        schema_version,
+        payload: payload.as_bytes(),
+    })
+}
+
+/// Decodes the [`EVENT_COLUMNS`] of an event row.
+pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let stream = StreamId {
+        aggregate_type: row.try_get("aggregate_type").map_err(store_error)?,
+        aggregate_id: row.try_get("aggregate_id").map_err(store_error)?,
+    };
+    let replayed = replayed_event(row, &stream)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version: replayed.version,
+        reason,
+    };
+    let position: i64 = row.try_get("position").map_err(|e| corrupt(format!("position: {e}")))?;
+    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
+    let event_id: Uuid = row.try_get("event_id").map_err(|e| corrupt(format!("event id: {e}")))?;
+    let metadata: &str = row.try_get("metadata").map_err(|e| corrupt(format!("metadata: {e}")))?;
+    let metadata: Metadata =
+        serde_json::from_str(metadata).map_err(|e| corrupt(format!("metadata does not decode: {e}")))?;
+    let recorded_at: DateTime<Utc> = row
+        .try_get("recorded_at")
+        .map_err(|e| corrupt(format!("recorded_at: {e}")))?;
+    Ok(RecordedEvent {
+        event_id,
+        version: replayed.version,
+        position,
+        event_name: replayed.event_name.to_owned(),
+        schema_version: replayed.schema_version,
+        payload: replayed.payload.to_vec(),
+        metadata,
+        recorded_at,
+        stream,
+    })
+}
+
+/// A stored version that does not fit a `u64`: the row was not written by this store.
+pub(crate) fn negative_version(stream: &StreamId, version: i64) -> StoreError {
+    StoreError::Corrupt {
+        stream: stream.clone(),
+        version: 0,
+        reason: format!("stored version {version} is negative"),
+    }
+}
+
+/// A batch as the append statement takes it: one array per column, bound by [`Batch::bind`].
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) ids: Vec<Uuid>,
+    names: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+}
+
+impl Batch {
+    /// Checks and converts `events` for `stream`: they must fit one transaction, their schema
+    /// versions an `integer`, and their payloads must be UTF-8 (the server checks the JSON).
+    pub(crate) fn new(stream: &StreamId, events: Vec<NewEvent>) -> Result<Self, PostgresError> {
+        if events.len() > MAX_EVENTS_PER_TRANSACTION {
+            return Err(PostgresError::BatchTooLarge {
+                stream: stream.clone(),
+                len: events.len(),
+                max: MAX_EVENTS_PER_TRANSACTION,
+            });
+        }
+        let mut batch = Self {
+            ids: Vec::with_capacity(events.len()),
+            names: Vec::with_capacity(events.len()),
+            schema_versions: Vec::with_capacity(events.len()),
+            payloads: Vec::with_capacity(events.len()),
+            metadata: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            let NewEvent {
+                event_id,
+                event_name,
+                schema_version,
+                payload,
+                metadata,
+            } = event;
+            let schema_version = i32::try_from(schema_version).map_err(|_| PostgresError::OutOfRange {
+                stream: stream.clone(),
+                what: "schema version",
+                value: u64::from(schema_version),
+            })?;
+            // The bytes are moved, not copied: validated as UTF-8 here, parsed as JSON by the
+            // server's `::jsonb` cast.
+            let payload = String::from_utf8(payload).map_err(|_| PostgresError::PayloadNotUtf8 {
+                stream: stream.clone(),
+                event_id,
+            })?;
+            let metadata = serde_json::to_string(&metadata).map_err(|source| PostgresError::Metadata {
+                stream: stream.clone(),
+                event_id,
+                source,
+            })?;
+            batch.ids.push(event_id);
+            batch.names.push(event_name);
+            batch.schema_versions.push(schema_version);
+            batch.payloads.push(payload);
+            batch.metadata.push(metadata);
+        }
+        Ok(batch)
+    }
+
+    /// How many events the batch holds.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Binds the batch as the next five parameters of `query`, in the order the append
+    /// statement's `unnest` takes them: ids, names, schema versions, payloads, metadata.
+    pub(crate) fn bind<'q>(&'q self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(self.ids.as_slice())
+            .bind(self.names.as_slice())
+            .bind(self.schema_versions.as_slice())
+            .bind(self.payloads.as_slice())
+            .bind(self.metadata.as_slice())
+    }
+}

@@ -1,0 +1,82 @@
+//! Snapshots: the latest one per stream, a newer one never replaced by an older one.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use es_core::{Snapshot, SnapshotStore, StoreError, StreamId};
+use sqlx::Row;
+
+use crate::error::PostgresError;
+use crate::fault::store_error;
+use crate::row::negative_version;
+use crate::PostgresStore;
+
+#[async_trait]
+impl SnapshotStore for PostgresStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let Snapshot {
+            stream,
+            version,
+            revision,
+            state,
+            taken_at,
+        } = snapshot;
+        let out_of_range = |what, value| PostgresError::OutOfRange {
+            stream: stream.clone(),
+            what,
+            value,
+        };
+        let db_version = i64::try_from(version).map_err(|_| out_of_range("snapshot version", version))?;
+        let db_revision =
+            i32::try_from(revision).map_err(|_| out_of_range("snapshot revision", u64::from(revision)))?;
+        let state = String::from_utf8(state).map_err(|_| PostgresError::SnapshotNotUtf8 {
+            stream: stream.clone(),
+            version,
+        })?;
+        sqlx::query(&self.sql.save_snapshot)
+            .bind(stream.aggregate_type.as_str())
+            .bind(stream.aggregate_id.as_str())
+            .bind(db_version)
+            .bind(db_revision)
+            .bind(state)
+            .bind(taken_at)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query(&self.sql.load_snapshot)
+            .bind(stream.aggregate_type.as_str())
+            .bind(stream.aggregate_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let version: i64 = row.try_get("version").map_err(store_error)?;
+        let version = u64::try_from(version).map_err(|_| negative_version(stream, version))?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            stream: stream.clone(),
+            version,
+            reason,
+        };
+        let revision: i32 = row
+            .try_get("revision")
+            .map_err(|e| corrupt(format!("snapshot revision: {e}")))?;
+        let revision =
+            u32::try_from(revision).map_err(|_| corrupt(format!("negative snapshot revision {revision}")))?;
+        let state: String = row
+            .try_get("state")
+            .map_err(|e| corrupt(format!("snapshot state: {e}")))?;
+        let taken_at: DateTime<Utc> = row
+            .try_get("taken_at")
+            .map_err(|e| corrupt(format!("snapshot time: {e}")))?;
+        Ok(Some(Snapshot {
+            stream: stream.clone(),
+            version,
+            revision,
+            state: state.into_bytes(),
+            taken_at,
+        }))
+    }
+}
