@@ -94,6 +94,16 @@ where
         &self.projection
     }
 
+    /// The global log the runner reads.
+    pub fn events(&self) -> &E {
+        &self.events
+    }
+
+    /// The checkpoint store (and read model) the runner commits to.
+    pub fn checkpoints(&self) -> &C {
+        &self.checkpoints
+    }
+
     /// Claims the projection, then handles events until it has caught up with the head.
     pub async fn catch_up(&self) -> Result<CatchUp, ProjectionError> {
         let mut pacing = Pacing::new(P::NAME, self.options);

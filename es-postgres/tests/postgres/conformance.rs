@@ -2,3 +2,6 @@
 //! `support::GATE`): its `read_all` checks expect their own appends to be visible at once.
 
 es_core::conformance_tests!(async { crate::support::exclusive_schema().await });
+
+// Checkpoints need no quiet server: each check works on its own projection names.
+es_core::checkpoint_conformance_tests!(crate::support::schema(), |schema| schema.checkpoints());

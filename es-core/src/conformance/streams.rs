@@ -1,116 +1,17 @@
-//! The backend conformance suite: the semantics every [`EventStore`] and [`SnapshotStore`] must
-//! share, as executable checks.
-//!
-//! A backend runs the whole suite from its own tests with [`conformance_tests!`](crate::conformance_tests),
-//! giving an async expression that makes a fresh, empty store:
-//!
-//! ```ignore
-//! es_core::conformance_tests!(async { es_core::InMemoryStore::new() });
-//! ```
-//!
-//! That expands to one `#[tokio::test]` per check, so a failure names the broken rule. The
-//! checks panic on violation, like any test assertion; they need the `tokio` dev-dependency with
-//! the `macros` and `rt-multi-thread` features in the crate that runs them.
+//! Checks of streams and snapshots: appends, expectations, reads, replays.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
 use uuid::Uuid;
 
+use super::global_log::read_everything;
+use super::{append_ok, assert_conflict, fresh_stream, numbered, payload_json, read};
 use crate::metadata::Metadata;
 use crate::store::{
-    EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId,
-    StreamSlice,
+    EventStore, ExpectedVersion, GlobalLog, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice,
 };
-
-/// Expands to one `#[tokio::test]` per conformance check, each on a fresh store made by the
-/// given async expression.
-#[macro_export]
-macro_rules! conformance_tests {
-    ($make_store:expr) => {
-        $crate::conformance_tests!(@each $make_store;
-            append_then_read_stream,
-            no_stream_expectation,
-            exact_expectation,
-            stream_exists_expectation,
-            any_expectation,
-            empty_append_checks_expectation,
-            refused_batch_writes_nothing,
-            duplicate_event_id_writes_nothing,
-            invalid_payload_writes_nothing,
-            concurrent_appends_exactly_one_wins,
-            streams_are_isolated,
-            read_stream_slices,
-            read_stream_until_instant,
-            replay_lends_what_read_stream_returns,
-            read_all_in_position_order,
-            read_all_pages,
-            snapshots_keep_the_latest,
-        );
-    };
-    (@each $make_store:expr; $($check:ident),+ $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                let store = $make_store.await;
-                $crate::conformance::$check(&store).await;
-            }
-        )+
-    };
-}
-
-fn event(name: &str, payload: serde_json::Value) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.to_owned(),
-        schema_version: 1,
-        payload: payload.to_string().into_bytes(),
-        metadata: Metadata::new(),
-    }
-}
-
-fn numbered(count: usize) -> Vec<NewEvent> {
-    (0..count)
-        .map(|n| event("Numbered", serde_json::json!({ "n": n })))
-        .collect()
-}
-
-fn fresh_stream(kind: &str) -> StreamId {
-    StreamId::new(kind, Uuid::now_v7().to_string())
-}
-
-async fn read<S: EventStore>(store: &S, stream: &StreamId, slice: StreamSlice) -> Vec<RecordedEvent> {
-    match store.read_stream(stream, slice).try_collect().await {
-        Ok(events) => events,
-        Err(error) => panic!("reading {stream} failed: {error}"),
-    }
-}
-
-async fn append_ok<S: EventStore>(store: &S, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) {
-    if let Err(error) = store.append(stream, expected, events).await {
-        panic!("append to {stream} expecting {expected} failed: {error}");
-    }
-}
-
-#[track_caller]
-fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, expected: ExpectedVersion, actual: u64) {
-    match result {
-        Err(StoreError::Conflict(conflict)) => {
-            assert_eq!(conflict.expected, expected, "conflict reports the expectation");
-            assert_eq!(conflict.actual, actual, "conflict reports the actual version");
-        }
-        other => panic!("expected a conflict (expected {expected}, actual {actual}), got {other:?}"),
-    }
-}
-
-fn payload_json(event: &RecordedEvent) -> serde_json::Value {
-    match serde_json::from_slice(&event.payload) {
-        Ok(value) => value,
-        Err(error) => panic!("stored payload is not JSON: {error}"),
-    }
-}
 
 /// Appended events read back with versions from 1, their ids, names, schema versions, payloads
 /// and metadata intact.
@@ -364,24 +265,6 @@ pub async fn read_stream_until_instant<S: EventStore + GlobalLog>(store: &S) {
     );
 }
 
-/// Reads everything, waiting (up to 10 s) until the events with `ids` are visible: a store may
-/// delay `read_all` visibility while other transactions are in flight, never reorder it.
-async fn read_until_visible<S: EventStore + GlobalLog>(store: &S, ids: &[Uuid]) -> Vec<RecordedEvent> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let all = read_everything(store).await;
-        let seen: BTreeSet<_> = all.iter().map(|e| e.event_id).collect();
-        if ids.iter().all(|id| seen.contains(id)) {
-            return all;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "appended events never became visible to read_all"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// `replay_stream` lends the same versions, names, schema versions and payloads as
 /// `read_stream`, honours the slice, and stops when told to.
 pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(store: &S) {
@@ -424,69 +307,6 @@ pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(st
         .await;
     assert!(result.is_ok(), "replay failed: {result:?}");
     assert_eq!(seen, 2, "replay stops when told to");
-}
-
-async fn read_everything<S: EventStore + GlobalLog>(store: &S) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store
-            .read_all(after, 500)
-            .await
-            .unwrap_or_else(|error| panic!("read_all failed: {error}"));
-        match page.last() {
-            Some(last) => after = last.position,
-            None => return all,
-        }
-        all.extend(page);
-    }
-}
-
-/// `read_all` returns every event once, in position order, interleaving streams as appended.
-pub async fn read_all_in_position_order<S: EventStore + GlobalLog>(store: &S) {
-    let start = read_everything(store).await.last().map_or(0, |e| e.position);
-    let (a, b) = (fresh_stream("conformance"), fresh_stream("conformance"));
-    let batches = [numbered(2), numbered(1), numbered(1)];
-    let ids: Vec<_> = batches.iter().flatten().map(|e| e.event_id).collect();
-    let [first, second, third] = batches;
-    append_ok(store, &a, ExpectedVersion::NoStream, first).await;
-    append_ok(store, &b, ExpectedVersion::NoStream, second).await;
-    append_ok(store, &a, ExpectedVersion::Exact(2), third).await;
-    let all = read_until_visible(store, &ids).await;
-    assert!(
-        all.windows(2).all(|w| w[0].position < w[1].position),
-        "strictly increasing positions"
-    );
-    let ours: Vec<_> = all
-        .iter()
-        .filter(|e| e.position > start && (e.stream == a || e.stream == b))
-        .map(|e| (e.stream.clone(), e.version))
-        .collect();
-    assert_eq!(ours, [(a.clone(), 1), (a.clone(), 2), (b.clone(), 1), (a, 3)]);
-}
-
-/// Paging through `read_all` with `after` and `limit` neither repeats nor skips.
-pub async fn read_all_pages<S: EventStore + GlobalLog>(store: &S) {
-    let stream = fresh_stream("conformance");
-    let batch = numbered(25);
-    let ids: Vec<_> = batch.iter().map(|e| e.event_id).collect();
-    append_ok(store, &stream, ExpectedVersion::NoStream, batch).await;
-    let everything = read_until_visible(store, &ids).await;
-    let mut paged = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store
-            .read_all(after, 7)
-            .await
-            .unwrap_or_else(|error| panic!("read_all failed: {error}"));
-        assert!(page.len() <= 7, "read_all honours its limit");
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        paged.extend(page);
-    }
-    assert_eq!(paged, everything);
-    let tail = store.read_all(everything[everything.len() - 3].position, 100).await;
-    assert_eq!(tail.ok().map(|t| t.len()), Some(2));
 }
 
 /// The latest snapshot wins; an older one does not replace a newer one; streams are separate.

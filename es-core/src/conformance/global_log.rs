@@ -1,0 +1,90 @@
+//! Checks of the global log: order, paging, visibility.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{append_ok, fresh_stream, numbered};
+use crate::store::{EventStore, ExpectedVersion, GlobalLog, RecordedEvent};
+
+/// Reads everything, waiting (up to 10 s) until the events with `ids` are visible: a store may
+/// delay `read_all` visibility while other transactions are in flight, never reorder it.
+pub(crate) async fn read_until_visible<S: EventStore + GlobalLog>(store: &S, ids: &[Uuid]) -> Vec<RecordedEvent> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = read_everything(store).await;
+        let seen: BTreeSet<_> = all.iter().map(|e| e.event_id).collect();
+        if ids.iter().all(|id| seen.contains(id)) {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "appended events never became visible to read_all"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub(crate) async fn read_everything<S: EventStore + GlobalLog>(store: &S) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .read_all(after, 500)
+            .await
+            .unwrap_or_else(|error| panic!("read_all failed: {error}"));
+        match page.last() {
+            Some(last) => after = last.position,
+            None => return all,
+        }
+        all.extend(page);
+    }
+}
+
+/// `read_all` returns every event once, in position order, interleaving streams as appended.
+pub async fn read_all_in_position_order<S: EventStore + GlobalLog>(store: &S) {
+    let start = read_everything(store).await.last().map_or(0, |e| e.position);
+    let (a, b) = (fresh_stream("conformance"), fresh_stream("conformance"));
+    let batches = [numbered(2), numbered(1), numbered(1)];
+    let ids: Vec<_> = batches.iter().flatten().map(|e| e.event_id).collect();
+    let [first, second, third] = batches;
+    append_ok(store, &a, ExpectedVersion::NoStream, first).await;
+    append_ok(store, &b, ExpectedVersion::NoStream, second).await;
+    append_ok(store, &a, ExpectedVersion::Exact(2), third).await;
+    let all = read_until_visible(store, &ids).await;
+    assert!(
+        all.windows(2).all(|w| w[0].position < w[1].position),
+        "strictly increasing positions"
+    );
+    let ours: Vec<_> = all
+        .iter()
+        .filter(|e| e.position > start && (e.stream == a || e.stream == b))
+        .map(|e| (e.stream.clone(), e.version))
+        .collect();
+    assert_eq!(ours, [(a.clone(), 1), (a.clone(), 2), (b.clone(), 1), (a, 3)]);
+}
+
+/// Paging through `read_all` with `after` and `limit` neither repeats nor skips.
+pub async fn read_all_pages<S: EventStore + GlobalLog>(store: &S) {
+    let stream = fresh_stream("conformance");
+    let batch = numbered(25);
+    let ids: Vec<_> = batch.iter().map(|e| e.event_id).collect();
+    append_ok(store, &stream, ExpectedVersion::NoStream, batch).await;
+    let everything = read_until_visible(store, &ids).await;
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store
+            .read_all(after, 7)
+            .await
+            .unwrap_or_else(|error| panic!("read_all failed: {error}"));
+        assert!(page.len() <= 7, "read_all honours its limit");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        paged.extend(page);
+    }
+    assert_eq!(paged, everything);
+    let tail = store.read_all(everything[everything.len() - 3].position, 100).await;
+    assert_eq!(tail.ok().map(|t| t.len()), Some(2));
+}

@@ -1,0 +1,161 @@
+//! The backend conformance suite: the semantics every [`EventStore`](crate::EventStore),
+//! [`GlobalLog`](crate::GlobalLog), [`SnapshotStore`](crate::SnapshotStore) and
+//! [`CheckpointStore`](crate::CheckpointStore) must share, as executable
+//! checks.
+//!
+//! A backend runs the store checks from its own tests with
+//! [`conformance_tests!`](crate::conformance_tests), giving an async expression that makes a
+//! fresh, empty store, and the checkpoint checks with
+//! [`checkpoint_conformance_tests!`](crate::checkpoint_conformance_tests), giving an async
+//! expression that makes a fixture (kept alive for the test) and how to get the checkpoint store
+//! from it:
+//!
+//! ```ignore
+//! es_core::conformance_tests!(async { es_core::InMemoryStore::new() });
+//! es_core::checkpoint_conformance_tests!(async { es_core::InMemoryReadModel::<()>::new() }, |model| model.clone());
+//! ```
+//!
+//! Each expands to one `#[tokio::test]` per check, so a failure names the broken rule. The
+//! checks panic on violation, like any test assertion; they need the `tokio` dev-dependency with
+//! the `macros`, `time` and `rt-multi-thread` features in the crate that runs them.
+
+mod checkpoints;
+mod global_log;
+mod streams;
+
+pub use checkpoints::{
+    a_new_claim_resumes_after_a_crash, claims_are_exclusive, units_commit_or_discard_the_checkpoint,
+};
+pub use global_log::{read_all_in_position_order, read_all_pages};
+pub use streams::{
+    any_expectation, append_then_read_stream, concurrent_appends_exactly_one_wins, duplicate_event_id_writes_nothing,
+    empty_append_checks_expectation, exact_expectation, invalid_payload_writes_nothing, no_stream_expectation,
+    read_stream_slices, read_stream_until_instant, refused_batch_writes_nothing, replay_lends_what_read_stream_returns,
+    snapshots_keep_the_latest, stream_exists_expectation, streams_are_isolated,
+};
+
+use futures_util::TryStreamExt;
+use uuid::Uuid;
+
+use crate::metadata::Metadata;
+use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, StreamSlice};
+
+/// Expands to one `#[tokio::test]` per conformance check, each on a fresh store made by the
+/// given async expression.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make_store:expr) => {
+        $crate::conformance_tests!(@each $make_store;
+            append_then_read_stream,
+            no_stream_expectation,
+            exact_expectation,
+            stream_exists_expectation,
+            any_expectation,
+            empty_append_checks_expectation,
+            refused_batch_writes_nothing,
+            duplicate_event_id_writes_nothing,
+            invalid_payload_writes_nothing,
+            concurrent_appends_exactly_one_wins,
+            streams_are_isolated,
+            read_stream_slices,
+            read_stream_until_instant,
+            replay_lends_what_read_stream_returns,
+            read_all_in_position_order,
+            read_all_pages,
+            snapshots_keep_the_latest,
+        );
+    };
+    (@each $make_store:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let store = $make_store.await;
+                $crate::conformance::$check(&store).await;
+            }
+        )+
+    };
+}
+
+/// Expands to one `#[tokio::test]` per checkpoint-store check. The first argument is an async
+/// expression making a fixture that lives as long as the test; the second says how to get the
+/// [`CheckpointStore`](crate::CheckpointStore) from it.
+#[macro_export]
+macro_rules! checkpoint_conformance_tests {
+    ($make_fixture:expr, |$fixture:ident| $checkpoints:expr) => {
+        $crate::checkpoint_conformance_tests!(@each $make_fixture, |$fixture| $checkpoints;
+            units_commit_or_discard_the_checkpoint,
+            claims_are_exclusive,
+            a_new_claim_resumes_after_a_crash,
+        );
+    };
+    (@each $make_fixture:expr, |$fixture:ident| $checkpoints:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let $fixture = $make_fixture.await;
+                let checkpoints = $checkpoints;
+                $crate::conformance::$check(&checkpoints).await;
+            }
+        )+
+    };
+}
+
+pub(crate) fn event(name: &str, payload: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_name: name.to_owned(),
+        schema_version: 1,
+        payload: payload.to_string().into_bytes(),
+        metadata: Metadata::new(),
+    }
+}
+
+pub(crate) fn numbered(count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .map(|n| event("Numbered", serde_json::json!({ "n": n })))
+        .collect()
+}
+
+pub(crate) fn fresh_stream(kind: &str) -> StreamId {
+    StreamId::new(kind, Uuid::now_v7().to_string())
+}
+
+pub(crate) async fn read<S: EventStore>(store: &S, stream: &StreamId, slice: StreamSlice) -> Vec<RecordedEvent> {
+    match store.read_stream(stream, slice).try_collect().await {
+        Ok(events) => events,
+        Err(error) => panic!("reading {stream} failed: {error}"),
+    }
+}
+
+pub(crate) async fn append_ok<S: EventStore>(
+    store: &S,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) {
+    if let Err(error) = store.append(stream, expected, events).await {
+        panic!("append to {stream} expecting {expected} failed: {error}");
+    }
+}
+
+#[track_caller]
+pub(crate) fn assert_conflict<T: std::fmt::Debug>(
+    result: Result<T, StoreError>,
+    expected: ExpectedVersion,
+    actual: u64,
+) {
+    match result {
+        Err(StoreError::Conflict(conflict)) => {
+            assert_eq!(conflict.expected, expected, "conflict reports the expectation");
+            assert_eq!(conflict.actual, actual, "conflict reports the actual version");
+        }
+        other => panic!("expected a conflict (expected {expected}, actual {actual}), got {other:?}"),
+    }
+}
+
+pub(crate) fn payload_json(event: &RecordedEvent) -> serde_json::Value {
+    match serde_json::from_slice(&event.payload) {
+        Ok(value) => value,
+        Err(error) => panic!("stored payload is not JSON: {error}"),
+    }
+}
