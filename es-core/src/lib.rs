@@ -144,8 +144,8 @@ pub use record::{decode_record, encode_batch, DecodedEvent, RecordDecodeError, R
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
 pub use repository::{CommandError, Executed, Repository, RepositoryError, Versioned, DEFAULT_MAX_ATTEMPTS};
 pub use store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayedEvent,
-    Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn,
+    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
 };
 
 #[doc = include_str!("macro_docs/event.md")]

@@ -173,6 +173,10 @@ pub struct ReplayedEvent<'e> {
     pub payload: &'e [u8],
 }
 
+/// What [`EventStore::replay_stream`] calls for each event: it folds the event into the state
+/// and says whether to go on.
+pub type ReplayFn<'a> = dyn for<'e> FnMut(ReplayedEvent<'e>) -> ControlFlow<()> + Send + 'a;
+
 /// What a successful append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -281,6 +285,10 @@ impl StoreError {
 /// `conformance`): an append writes its whole batch or nothing, and only if the stream is at the
 /// expected version; versions within a stream are gap-free from 1. The global order of all
 /// events is a trait of its own, [`GlobalLog`].
+///
+/// Repositories and runners take their store by value: make stores cheap to clone, their clones
+/// sharing one connection pool or one set of data (as [`InMemoryStore`](crate::InMemoryStore)
+/// and the PostgreSQL store do).
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends `events` to `stream` atomically if the stream is at `expected`.
@@ -315,7 +323,7 @@ pub trait EventStore: Send + Sync {
         &self,
         stream: &StreamId,
         slice: StreamSlice,
-        apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> ControlFlow<()> + Send),
+        apply: &mut ReplayFn<'_>,
     ) -> Result<(), StoreError> {
         let mut events = self.read_stream(stream, slice);
         while let Some(event) = events.try_next().await? {
@@ -389,59 +397,4 @@ pub trait SnapshotStore: Send + Sync {
 
     /// The stream's latest snapshot, if any.
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError>;
-}
-
-#[async_trait]
-impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
-        (**self).append(stream, expected, events).await
-    }
-
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        (**self).read_stream(stream, slice)
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        (**self).stream_version(stream).await
-    }
-
-    async fn replay_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> ControlFlow<()> + Send),
-    ) -> Result<(), StoreError> {
-        (**self).replay_stream(stream, slice, apply).await
-    }
-}
-
-#[async_trait]
-impl<S: GlobalLog + ?Sized> GlobalLog for std::sync::Arc<S> {
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        (**self).read_all(after, limit).await
-    }
-
-    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
-        (**self).tail(after).await
-    }
-}
-
-#[async_trait]
-impl<S: SnapshotStore + ?Sized> SnapshotStore for std::sync::Arc<S> {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        (**self).save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        (**self).load_snapshot(stream).await
-    }
 }

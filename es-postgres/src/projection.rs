@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::fault::{chain_is_transient, is_transient};
+use crate::sql::Statements;
 use crate::PostgresStore;
 
 /// How often a runner waiting for another runner's claim checks again.
@@ -47,7 +48,7 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 pub struct PostgresCheckpoints {
     pool: PgPool,
     schema: String,
-    sql: CheckpointSql,
+    sql: Arc<Statements>,
 }
 
 /// Where a claim keeps its connection while no unit of work uses it.
@@ -62,15 +63,6 @@ pub struct PostgresUnit {
     slot: ConnectionSlot,
     projection: String,
     epoch: i64,
-}
-
-#[derive(Debug, Clone)]
-struct CheckpointSql {
-    begin: String,
-    lock_row: String,
-    take_claim: String,
-    save: String,
-    load: String,
 }
 
 /// Proof that this runner holds a projection: the advisory lock on its connection and the
@@ -111,29 +103,10 @@ impl PostgresStore {
     /// Checkpoints for projections of this store, in the store's schema (created by
     /// [`PostgresStore::migrate`]).
     pub fn checkpoints(&self) -> PostgresCheckpoints {
-        let s = format!("\"{}\"", self.schema());
         PostgresCheckpoints {
             pool: self.pool().clone(),
             schema: self.schema().to_owned(),
-            sql: CheckpointSql {
-                begin: format!("BEGIN; SET LOCAL search_path TO {s}, public"),
-                lock_row: format!(
-                    "SELECT position, claim_epoch, claim_owner FROM {s}.projection_checkpoints
-                     WHERE projection = $1 FOR UPDATE"
-                ),
-                take_claim: format!(
-                    "INSERT INTO {s}.projection_checkpoints AS c (projection, position, claim_epoch, claim_owner, claimed_at)
-                     VALUES ($1, 0, 1, $2, now())
-                     ON CONFLICT (projection) DO UPDATE
-                        SET claim_epoch = c.claim_epoch + 1, claim_owner = $2, claimed_at = now()
-                     RETURNING c.claim_epoch"
-                ),
-                save: format!(
-                    "UPDATE {s}.projection_checkpoints SET position = $2, updated_at = now()
-                     WHERE projection = $1 AND claim_epoch = $3"
-                ),
-                load: format!("SELECT position FROM {s}.projection_checkpoints WHERE projection = $1"),
-            },
+            sql: Arc::clone(&self.sql),
         }
     }
 
@@ -145,18 +118,11 @@ impl PostgresStore {
             .await
             .map_err(PostgresError::Connect)?;
         listener
-            .listen(&notification_channel(self.schema()))
+            .listen(&self.sql.channel)
             .await
             .map_err(PostgresError::Connect)?;
         Ok(PostgresWakeUp { listener })
     }
-}
-
-/// The channel appends to schema `schema` notify: at most 63 bytes, PostgreSQL's identifier limit.
-pub(crate) fn notification_channel(schema: &str) -> String {
-    let mut channel = format!("es_events_{schema}");
-    channel.truncate(63);
-    channel
 }
 
 /// Wakes a projection runner when events are appended; see [`PostgresStore::wake_up`].
@@ -211,7 +177,7 @@ impl PostgresCheckpoints {
 
     /// Tries the advisory lock once on `connection`.
     async fn try_lock(&self, connection: &mut PgConnection, projection: &str) -> Result<bool, CheckpointError> {
-        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        sqlx::query_scalar(self.sql.checkpoints.try_lock)
             .bind(self.claim_key(projection))
             .fetch_one(connection)
             .await
@@ -225,7 +191,7 @@ impl PostgresCheckpoints {
         projection: &str,
         owner: Uuid,
     ) -> Result<i64, CheckpointError> {
-        let epoch = sqlx::query_scalar(&self.sql.take_claim)
+        let epoch = sqlx::query_scalar(&self.sql.checkpoints.take_claim)
             .bind(projection)
             .bind(owner)
             .fetch_one(connection)
@@ -251,7 +217,7 @@ impl PostgresCheckpoints {
         claim.epoch = self
             .raise_epoch(&mut connection, &claim.projection, claim.owner)
             .await?;
-        sqlx::Executor::execute(&mut connection, self.sql.begin.as_str())
+        sqlx::Executor::execute(&mut connection, self.sql.checkpoints.begin.as_str())
             .await
             .map_err(checkpoint_error)?;
         Ok(connection)
@@ -263,7 +229,7 @@ impl PostgresCheckpoints {
             return self.reclaim(claim).await;
         };
         // Simple-query protocol: both statements in one round trip.
-        match sqlx::Executor::execute(&mut connection, self.sql.begin.as_str()).await {
+        match sqlx::Executor::execute(&mut connection, self.sql.checkpoints.begin.as_str()).await {
             Ok(_) => Ok(connection),
             // The lock went with the connection.
             Err(error) if is_transient(&error) => self.reclaim(claim).await,
@@ -303,7 +269,7 @@ impl CheckpointStore for PostgresCheckpoints {
 
     async fn begin(&self, claim: &mut PostgresClaim) -> Result<(Self::Unit, u64), CheckpointError> {
         let mut connection = self.open_unit(claim).await?;
-        let row: Option<(i64, i64, Option<Uuid>)> = sqlx::query_as(&self.sql.lock_row)
+        let row: Option<(i64, i64, Option<Uuid>)> = sqlx::query_as(&self.sql.checkpoints.lock_row)
             .bind(&claim.projection)
             .fetch_optional(&mut connection)
             .await
@@ -340,7 +306,7 @@ impl CheckpointStore for PostgresCheckpoints {
 
     async fn commit(&self, mut unit: Self::Unit, position: u64) -> Result<(), CheckpointError> {
         let position = i64::try_from(position).map_err(|_| out_of_range("checkpoint", position))?;
-        let saved = sqlx::query(&self.sql.save)
+        let saved = sqlx::query(&self.sql.checkpoints.save)
             .bind(&unit.projection)
             .bind(position)
             .bind(unit.epoch)
@@ -371,7 +337,7 @@ impl CheckpointStore for PostgresCheckpoints {
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {
-        let position: Option<i64> = sqlx::query_scalar(&self.sql.load)
+        let position: Option<i64> = sqlx::query_scalar(&self.sql.checkpoints.load)
             .bind(projection)
             .fetch_optional(&self.pool)
             .await

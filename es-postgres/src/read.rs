@@ -1,10 +1,8 @@
 //! Reads: one stream (whole events, or the zero-copy replay), a stream's version, and the global
 //! order (`read_all`, `tail`).
 
-use std::ops::ControlFlow;
-
 use chrono::{DateTime, Utc};
-use es_core::{RecordedEvent, ReplayedEvent, StoreError, StreamId, StreamSlice, Tail};
+use es_core::{RecordedEvent, ReplayFn, StoreError, StreamId, StreamSlice, Tail};
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::postgres::PgArguments;
@@ -38,7 +36,7 @@ pub(crate) async fn replay_stream(
     store: &PostgresStore,
     stream: &StreamId,
     slice: StreamSlice,
-    apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> ControlFlow<()> + Send),
+    apply: &mut ReplayFn<'_>,
 ) -> Result<(), StoreError> {
     let mut rows = slice_query(&store.sql.replay_stream, stream, slice).fetch(&store.pool);
     while let Some(row) = rows.try_next().await.map_err(store_error)? {

@@ -204,6 +204,32 @@ pub(crate) struct Statements {
     pub existing_event_id: String,
     pub save_snapshot: String,
     pub load_snapshot: String,
+    pub checkpoints: CheckpointStatements,
+}
+
+/// The statements of projection checkpoints and claims.
+#[derive(Debug)]
+pub(crate) struct CheckpointStatements {
+    /// Opens a unit of work: simple-query protocol, both statements in one round trip.
+    pub begin: String,
+    /// Locks the checkpoint row for the unit: `$1` projection.
+    pub lock_row: String,
+    /// Tries the claim's advisory lock: `$1` the claim key.
+    pub try_lock: &'static str,
+    /// Raises the claim epoch for a new owner: `$1` projection, `$2` owner.
+    pub take_claim: String,
+    /// Saves the checkpoint under the unit's claim: `$1` projection, `$2` position, `$3` epoch.
+    pub save: String,
+    /// Reads the checkpoint outside any unit: `$1` projection.
+    pub load: String,
+}
+
+/// The LISTEN/NOTIFY channel appends to schema `schema` notify: at most 63 bytes, PostgreSQL's
+/// identifier limit.
+pub(crate) fn notification_channel(schema: &str) -> String {
+    let mut channel = format!("es_events_{schema}");
+    channel.truncate(63);
+    channel
 }
 
 impl Statements {
@@ -239,7 +265,7 @@ impl Statements {
                 "SELECT (SELECT max(position) >> {shift} FROM {s}.events) AS stored_xid,
                         pg_current_xact_id()::text::bigint AS current_xid"
             ),
-            channel: crate::projection::notification_channel(schema),
+            channel: notification_channel(schema),
             notify: "SELECT pg_notify($1, '')",
             // One statement, one round trip. `head` reads the stream's last event and, only when
             // the calling transaction already has an xid (an append inside a caller's
@@ -347,6 +373,26 @@ impl Statements {
                 "SELECT version, revision, state::text AS state, taken_at FROM {s}.snapshots
                  WHERE aggregate_type = $1 AND aggregate_id = $2"
             ),
+            checkpoints: CheckpointStatements {
+                begin: format!("BEGIN; SET LOCAL search_path TO {s}, public"),
+                lock_row: format!(
+                    "SELECT position, claim_epoch, claim_owner FROM {s}.projection_checkpoints
+                     WHERE projection = $1 FOR UPDATE"
+                ),
+                try_lock: "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                take_claim: format!(
+                    "INSERT INTO {s}.projection_checkpoints AS c (projection, position, claim_epoch, claim_owner, claimed_at)
+                     VALUES ($1, 0, 1, $2, now())
+                     ON CONFLICT (projection) DO UPDATE
+                        SET claim_epoch = c.claim_epoch + 1, claim_owner = $2, claimed_at = now()
+                     RETURNING c.claim_epoch"
+                ),
+                save: format!(
+                    "UPDATE {s}.projection_checkpoints SET position = $2, updated_at = now()
+                     WHERE projection = $1 AND claim_epoch = $3"
+                ),
+                load: format!("SELECT position FROM {s}.projection_checkpoints WHERE projection = $1"),
+            },
         }
     }
 }

@@ -2,13 +2,12 @@
 //! `append.rs` and `read.rs`, [`SnapshotStore`](es_core::SnapshotStore) in `snapshot.rs`.
 
 use std::fmt;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayedEvent, StoreError,
-    StreamId, StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn, StoreError, StreamId,
+    StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -190,7 +189,7 @@ impl EventStore for PostgresStore {
         &self,
         stream: &StreamId,
         slice: StreamSlice,
-        apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> ControlFlow<()> + Send),
+        apply: &mut ReplayFn<'_>,
     ) -> Result<(), StoreError> {
         read::replay_stream(self, stream, slice, apply).await
     }

@@ -26,14 +26,21 @@ pub(crate) async fn read_until_visible<S: EventStore + GlobalLog>(store: &S, ids
     }
 }
 
-pub(crate) async fn read_everything<S: EventStore + GlobalLog>(store: &S) -> Vec<RecordedEvent> {
+pub(crate) async fn read_everything<S: GlobalLog>(store: &S) -> Vec<RecordedEvent> {
+    read_in_pages(store, 500).await
+}
+
+/// Pages through the whole log, `page_size` events at a time, checking that each page honours
+/// its limit.
+async fn read_in_pages<S: GlobalLog>(store: &S, page_size: usize) -> Vec<RecordedEvent> {
     let mut all = Vec::new();
     let mut after = 0;
     loop {
         let page = store
-            .read_all(after, 500)
+            .read_all(after, page_size)
             .await
             .unwrap_or_else(|error| panic!("read_all failed: {error}"));
+        assert!(page.len() <= page_size, "read_all honours its limit");
         match page.last() {
             Some(last) => after = last.position,
             None => return all,
@@ -72,18 +79,7 @@ pub async fn read_all_pages<S: EventStore + GlobalLog>(store: &S) {
     let ids: Vec<_> = batch.iter().map(|e| e.event_id).collect();
     append_ok(store, &stream, ExpectedVersion::NoStream, batch).await;
     let everything = read_until_visible(store, &ids).await;
-    let mut paged = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store
-            .read_all(after, 7)
-            .await
-            .unwrap_or_else(|error| panic!("read_all failed: {error}"));
-        assert!(page.len() <= 7, "read_all honours its limit");
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        paged.extend(page);
-    }
+    let paged = read_in_pages(store, 7).await;
     assert_eq!(paged, everything);
     let tail = store.read_all(everything[everything.len() - 3].position, 100).await;
     assert_eq!(tail.ok().map(|t| t.len()), Some(2));

@@ -40,12 +40,15 @@ use uuid::Uuid;
 use crate::metadata::Metadata;
 use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, StreamSlice};
 
-/// Expands to one `#[tokio::test]` per conformance check, each on a fresh store made by the
-/// given async expression.
+/// Expands to one `#[tokio::test]` per store check ([`EventStore`](crate::EventStore),
+/// [`GlobalLog`](crate::GlobalLog), [`SnapshotStore`](crate::SnapshotStore)).
+///
+/// The argument is an async expression that makes a fresh, empty store; or an async expression
+/// that makes a fixture, kept alive for the test, and how to get the store from it.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($make_store:expr) => {
-        $crate::conformance_tests!(@each $make_store;
+    ($make_fixture:expr, |$fixture:ident| $store:expr) => {
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $store;
             append_then_read_stream,
             no_stream_expectation,
             exact_expectation,
@@ -65,38 +68,32 @@ macro_rules! conformance_tests {
             snapshots_keep_the_latest,
         );
     };
-    (@each $make_store:expr; $($check:ident),+ $(,)?) => {
+    ($make_store:expr) => {
+        $crate::conformance_tests!($make_store, |store| store);
+    };
+    (@each $make_fixture:expr, |$fixture:ident| $store:expr; $($check:ident),+ $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let store = $make_store.await;
+                let $fixture = $make_fixture.await;
+                let store = $store;
                 $crate::conformance::$check(&store).await;
             }
         )+
     };
 }
 
-/// Expands to one `#[tokio::test]` per checkpoint-store check. The first argument is an async
-/// expression making a fixture that lives as long as the test; the second says how to get the
-/// [`CheckpointStore`](crate::CheckpointStore) from it.
+/// Expands to one `#[tokio::test]` per [`CheckpointStore`](crate::CheckpointStore) check. The
+/// first argument is an async expression making a fixture that lives as long as the test; the
+/// second says how to get the checkpoint store from it.
 #[macro_export]
 macro_rules! checkpoint_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $checkpoints:expr) => {
-        $crate::checkpoint_conformance_tests!(@each $make_fixture, |$fixture| $checkpoints;
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $checkpoints;
             units_commit_or_discard_the_checkpoint,
             claims_are_exclusive,
             a_new_claim_resumes_after_a_crash,
         );
-    };
-    (@each $make_fixture:expr, |$fixture:ident| $checkpoints:expr; $($check:ident),+ $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                let $fixture = $make_fixture.await;
-                let checkpoints = $checkpoints;
-                $crate::conformance::$check(&checkpoints).await;
-            }
-        )+
     };
 }
 

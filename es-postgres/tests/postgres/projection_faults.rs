@@ -261,31 +261,70 @@ async fn rebuilt_tally(events: &PostgresStore) -> Vec<(String, i64)> {
     tally(&other).await
 }
 
+/// A fresh schema with the read-model tables, its store on named connections, and the switches
+/// that stop the writers and shut the runners down.
+struct Scene {
+    schema: crate::support::Shared,
+    store: PostgresStore,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Scene {
+    async fn new() -> Self {
+        let schema = schema().await;
+        create_tables(&schema).await;
+        let store = named_store(&schema).await;
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Self {
+            schema,
+            store,
+            stop: Arc::default(),
+            written: Arc::default(),
+            shutdown_tx,
+            shutdown,
+        }
+    }
+
+    /// Cuts the `target` connections every 100-300 ms (random, from `seed`) for `duration`;
+    /// without a target it only waits. Returns how many connections were cut.
+    async fn cut_for(&self, duration: Duration, seed: u64, target: Option<Cut>) -> i64 {
+        let mut rng = Rng::new(seed);
+        let mut cuts = 0;
+        let started = Instant::now();
+        while started.elapsed() < duration {
+            tokio::time::sleep(Duration::from_millis(rng.range(100..300))).await;
+            if let Some(target) = target {
+                cuts += cut(self.schema.pool(), self.store.schema(), target).await;
+            }
+        }
+        cuts
+    }
+
+    async fn stop_writers(&self, writing: Vec<JoinHandle<()>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for writer in writing {
+            writer.await.expect("writer");
+        }
+    }
+}
+
 /// Two runner slots compete for the projection while `target` connections are cut every
 /// 100-300 ms and 4 writers append; then checks every promise of the runner.
 async fn two_runners_under_cuts(target: Cut) {
-    let test_schema = schema().await;
-    create_tables(&test_schema).await;
-    let store = named_store(&test_schema).await;
-    let admin = test_schema.pool().clone();
-    let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let slots = [runner_slot(&store, "a", &shutdown), runner_slot(&store, "b", &shutdown)];
-    let writing = writers(&store, 4, Duration::from_millis(2), &stop, &written);
-
-    let mut rng = Rng::new(0x5eed);
-    let mut cuts = 0;
-    let faults_until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < faults_until {
-        tokio::time::sleep(Duration::from_millis(rng.range(100..300))).await;
-        cuts += cut(&admin, store.schema(), target).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for writer in writing {
-        writer.await.expect("writer");
-    }
-    wait_caught_up(&store).await;
-    shutdown_tx.send(true).expect("shutdown");
+    let scene = Scene::new().await;
+    let store = &scene.store;
+    let slots = [
+        runner_slot(store, "a", &scene.shutdown),
+        runner_slot(store, "b", &scene.shutdown),
+    ];
+    let writing = writers(store, 4, Duration::from_millis(2), &scene.stop, &scene.written);
+    let cuts = scene.cut_for(Duration::from_secs(4), 0x5eed, Some(target)).await;
+    scene.stop_writers(writing).await;
+    wait_caught_up(store).await;
+    scene.shutdown_tx.send(true).expect("shutdown");
     let mut ended = Vec::new();
     for slot in slots {
         ended.extend(slot.await.expect("runner slot"));
@@ -300,7 +339,7 @@ async fn two_runners_under_cuts(target: Cut) {
     }
     // A runner that lost its claim never commits again: along the positions, each runner's
     // batches form one run, and runs follow each other without returning to an earlier runner.
-    let sequence = runner_sequence(&store).await;
+    let sequence = runner_sequence(store).await;
     let mut seen = std::collections::HashSet::new();
     for runner in &sequence {
         assert!(
@@ -316,12 +355,12 @@ async fn two_runners_under_cuts(target: Cut) {
     assert_eq!(logged as u64, events, "every event handled exactly once");
     // An append whose connection was cut after its commit is stored but not acknowledged.
     assert!(
-        events >= written.load(Ordering::Relaxed),
+        events >= scene.written.load(Ordering::Relaxed),
         "every acknowledged append is stored"
     );
     assert_eq!(
-        tally(&store).await,
-        rebuilt_tally(&store).await,
+        tally(store).await,
+        rebuilt_tally(store).await,
         "the read model equals a rebuild"
     );
     eprintln!(
@@ -358,52 +397,36 @@ fn knob(name: &str, default: u64) -> u64 {
 /// the cuts off, for a baseline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_runner_keeps_up_while_connections_are_cut() {
-    let test_schema = schema().await;
-    create_tables(&test_schema).await;
-    let store = named_store(&test_schema).await;
-    let admin = test_schema.pool().clone();
-    let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let slot = runner_slot(&store, "only", &shutdown);
+    let scene = Scene::new().await;
+    let store = &scene.store;
+    let slot = runner_slot(store, "only", &scene.shutdown);
     let pause = Duration::from_millis(knob("ES_FAULT_WRITER_PAUSE_MS", 5));
-    let writing = writers(&store, 8, pause, &stop, &written);
-
-    let mut rng = Rng::new(0xfa17);
-    let mut cuts = 0;
+    let writing = writers(store, 8, pause, &scene.stop, &scene.written);
     let seconds = knob("ES_FAULT_SECONDS", 5);
-    let cutting = knob("ES_FAULT_CUT", 1) != 0;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(seconds) {
-        tokio::time::sleep(Duration::from_millis(rng.range(100..300))).await;
-        if cutting {
-            cuts += cut(&admin, store.schema(), Cut::Everything).await;
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    for writer in writing {
-        writer.await.expect("writer");
-    }
+    let target = (knob("ES_FAULT_CUT", 1) != 0).then_some(Cut::Everything);
+    let cuts = scene.cut_for(Duration::from_secs(seconds), 0xfa17, target).await;
+    scene.stop_writers(writing).await;
     // Measured on the test's own connections, which were not cut.
     let observer = ProjectionRunner::new(
         Tally {
             runner: "observer".into(),
         },
-        test_schema.store().clone(),
-        test_schema.checkpoints(),
+        scene.schema.store().clone(),
+        scene.schema.checkpoints(),
     );
     let lag = observer.lag().await.expect("lag");
     let stored = store.tail(0).await.expect("tail").events;
     let caught_up = Instant::now();
-    wait_caught_up(&store).await;
+    wait_caught_up(store).await;
     let catch_up_seconds = caught_up.elapsed().as_secs_f64();
-    shutdown_tx.send(true).expect("shutdown");
+    scene.shutdown_tx.send(true).expect("shutdown");
     let ended = slot.await.expect("runner slot");
 
     assert!(ended.is_empty(), "the only runner must not stop by itself: {ended:?}");
-    assert_eq!(runner_sequence(&store).await, ["only0"], "one runner did all the work");
+    assert_eq!(runner_sequence(store).await, ["only0"], "one runner did all the work");
     assert_eq!(
-        tally(&store).await,
-        rebuilt_tally(&store).await,
+        tally(store).await,
+        rebuilt_tally(store).await,
         "the read model equals a rebuild"
     );
     let behind = lag.events_behind as f64 / stored.max(1) as f64;

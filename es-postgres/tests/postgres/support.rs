@@ -3,13 +3,8 @@
 
 use std::sync::LazyLock;
 
-use async_trait::async_trait;
-use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Metadata, NewEvent, RecordedEvent, ReplayedEvent, Snapshot,
-    SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
-};
+use es_core::{EventStore, GlobalLog, Metadata, NewEvent, RecordedEvent, StreamId, StreamSlice};
 use es_test_support::{TestDatabase, TestSchema};
-use futures_core::stream::BoxStream;
 use futures_util::TryStreamExt;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
@@ -63,65 +58,17 @@ impl std::ops::Deref for Shared {
     }
 }
 
-/// A test schema and the exclusive gate; a store itself, for the conformance suite.
+/// A test schema and the exclusive gate.
 pub struct Exclusive {
     schema: TestSchema,
     _guard: RwLockWriteGuard<'static, ()>,
 }
 
-#[async_trait]
-impl EventStore for Exclusive {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
-        self.schema.append(stream, expected, events).await
-    }
+impl std::ops::Deref for Exclusive {
+    type Target = TestSchema;
 
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        self.schema.read_stream(stream, slice)
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.schema.stream_version(stream).await
-    }
-
-    // Delegated, not defaulted: the conformance suite must check PostgreSQL's own replay.
-    async fn replay_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut (dyn for<'e> FnMut(ReplayedEvent<'e>) -> std::ops::ControlFlow<()> + Send),
-    ) -> Result<(), StoreError> {
-        self.schema.replay_stream(stream, slice, apply).await
-    }
-}
-
-#[async_trait]
-impl GlobalLog for Exclusive {
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.schema.read_all(after, limit).await
-    }
-
-    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
-        self.schema.tail(after).await
-    }
-}
-
-#[async_trait]
-impl SnapshotStore for Exclusive {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.schema.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        self.schema.load_snapshot(stream).await
+    fn deref(&self) -> &TestSchema {
+        &self.schema
     }
 }
 
