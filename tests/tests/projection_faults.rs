@@ -7,19 +7,20 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use es_core::conformance::event;
 use es_core::{
-    async_trait, event, Backoff, CheckpointError, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion,
-    FailurePolicy, GlobalLog, HandlerError, InMemoryReadModel, InMemoryStore, Metadata, NewEvent, PollOnly, Projection,
-    ProjectionError, ProjectionRunner, RecordedEvent, RunnerOptions, StoreError, StreamId, Tail,
+    async_trait, Backoff, CheckpointError, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, FailurePolicy,
+    GlobalLog, HandlerError, InMemoryReadModel, InMemoryStore, PollOnly, Projection, ProjectionError, ProjectionRunner,
+    RecordedEvent, RunnerOptions, StoreError, StreamId, Tail,
 };
 
-#[event]
+#[es_core::event]
 #[derive(Debug, Clone)]
 pub struct Tick {
     pub n: u64,
 }
 
-#[event]
+#[es_core::event]
 #[derive(Debug, Clone)]
 pub enum TickEvent {
     Tick(Tick),
@@ -157,13 +158,7 @@ fn options(batch_size: usize, failure: FailurePolicy) -> RunnerOptions {
 async fn ticks(store: &InMemoryStore, count: u64) -> Vec<u64> {
     let mut positions = Vec::new();
     for n in 1..=count {
-        let tick = NewEvent {
-            event_id: uuid::Uuid::now_v7(),
-            event_name: "Tick".into(),
-            schema_version: 1,
-            payload: format!(r#"{{"n":{n}}}"#).into_bytes(),
-            metadata: Metadata::new(),
-        };
+        let tick = event("Tick", serde_json::json!({ "n": n }));
         store
             .append(&StreamId::new("clock", "c"), ExpectedVersion::Any, vec![tick])
             .await
@@ -213,13 +208,7 @@ async fn a_limited_transient_retry_policy_gives_up_with_the_outage() {
 async fn an_undecodable_event_stops_the_runner_without_retrying() {
     let log = FlakyLog::default();
     let good = ticks(&log.store, 2).await;
-    let corrupt = NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_name: "Tick".into(),
-        schema_version: 1,
-        payload: br#"{"n":"not a number"}"#.to_vec(),
-        metadata: Metadata::new(),
-    };
+    let corrupt = event("Tick", serde_json::json!({ "n": "not a number" }));
     log.store
         .append(&StreamId::new("clock", "c"), ExpectedVersion::Any, vec![corrupt])
         .await

@@ -90,14 +90,13 @@ macro_rules! conformance_tests {
 macro_rules! checkpoint_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $checkpoints:expr) => {
         $crate::conformance_tests!(@each $make_fixture, |$fixture| $checkpoints;
-            units_commit_or_discard_the_checkpoint,
-            claims_are_exclusive,
-            a_new_claim_resumes_after_a_crash,
-        );
+            units_commit_or_discard_the_checkpoint, claims_are_exclusive, a_new_claim_resumes_after_a_crash);
     };
 }
 
-pub(crate) fn event(name: &str, payload: serde_json::Value) -> NewEvent {
+/// A new event named `name` with a JSON payload, schema version 1 and empty metadata: for a
+/// backend's own tests as much as for the suite.
+pub fn event(name: &str, payload: serde_json::Value) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
         event_name: name.to_owned(),
@@ -107,13 +106,15 @@ pub(crate) fn event(name: &str, payload: serde_json::Value) -> NewEvent {
     }
 }
 
-pub(crate) fn numbered(count: usize) -> Vec<NewEvent> {
+/// `count` events named `Numbered` with payloads `{"n": 0}`, `{"n": 1}`, ...
+pub fn numbered(count: usize) -> Vec<NewEvent> {
     (0..count)
         .map(|n| event("Numbered", serde_json::json!({ "n": n })))
         .collect()
 }
 
-pub(crate) fn fresh_stream(kind: &str) -> StreamId {
+/// A stream of aggregate type `kind` with a new, unique id: one no other test uses.
+pub fn fresh_stream(kind: &str) -> StreamId {
     StreamId::new(kind, Uuid::now_v7().to_string())
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use es_core::{
-    async_trait, event, Backoff, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, GlobalLog, HandlerError,
+    async_trait, Backoff, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, GlobalLog, HandlerError,
     Projection, ProjectionError, ProjectionRunner, RunnerOptions, StreamId,
 };
 use es_postgres::PostgresStore;
@@ -17,21 +17,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::domain::CaseEvent;
 use crate::support::{database, event, schema, Rng};
 
-#[event]
-#[derive(Debug, Clone)]
-pub struct Tick {
-    pub n: u64,
-}
-
-#[event]
-#[derive(Debug, Clone)]
-pub enum TickEvent {
-    Tick(Tick),
-}
-
-/// Counts ticks per stream and logs which runner handled each position.
+/// Counts the events of each case and logs which runner handled each position.
 struct Tally {
     runner: String,
 }
@@ -39,10 +28,10 @@ struct Tally {
 #[async_trait]
 impl Projection for Tally {
     const NAME: &'static str = "tally";
-    type Event = TickEvent;
+    type Event = CaseEvent;
     type Context = PgConnection;
 
-    async fn handle(&self, db: &mut PgConnection, event: &DecodedEvent<TickEvent>) -> Result<(), HandlerError> {
+    async fn handle(&self, db: &mut PgConnection, event: &DecodedEvent<CaseEvent>) -> Result<(), HandlerError> {
         let position = i64::try_from(event.envelope.position)?;
         sqlx::query("INSERT INTO tally_log (position, runner) VALUES ($1, $2)")
             .bind(position)
@@ -134,7 +123,7 @@ async fn cut(admin: &PgPool, schema: &str, cut: Cut) -> i64 {
         .expect("terminating connections")
 }
 
-/// Writers appending one tick at a time to their own streams until told to stop; appends that
+/// Writers appending one note at a time to their own streams until told to stop; appends that
 /// fail (their connection was cut) are simply tried again.
 fn writers(
     store: &PostgresStore,
@@ -149,9 +138,10 @@ fn writers(
             tokio::spawn(async move {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let stream = StreamId::new("ticker", format!("w{writer}-{}", n % 20));
-                    let tick = event("Tick", serde_json::json!({ "n": n }));
-                    if store.append(&stream, ExpectedVersion::Any, vec![tick]).await.is_ok() {
+                    let stream = StreamId::new("case", format!("w{writer}-{}", n % 20));
+                    // A version-1 note, upcast on the way to the projection.
+                    let note = event("NoteAdded", serde_json::json!({ "text": format!("note {n}") }));
+                    if store.append(&stream, ExpectedVersion::Any, vec![note]).await.is_ok() {
                         written.fetch_add(1, Ordering::Relaxed);
                     }
                     n += 1;

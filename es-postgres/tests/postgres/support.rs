@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use es_core::{EventStore, GlobalLog, Metadata, NewEvent, RecordedEvent, StreamId, StreamSlice};
+use es_core::{EventStore, GlobalLog, RecordedEvent, StreamId, StreamSlice};
 use es_test_support::{TestDatabase, TestSchema};
 use futures_util::TryStreamExt;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -72,28 +72,7 @@ impl std::ops::Deref for Exclusive {
     }
 }
 
-/// A new event with a JSON payload.
-pub fn event(name: &str, payload: serde_json::Value) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.to_owned(),
-        schema_version: 1,
-        payload: payload.to_string().into_bytes(),
-        metadata: Metadata::new(),
-    }
-}
-
-/// `count` events named `Numbered` with payloads `{"n": 0}`, `{"n": 1}`, ...
-pub fn numbered(count: usize) -> Vec<NewEvent> {
-    (0..count)
-        .map(|n| event("Numbered", serde_json::json!({ "n": n })))
-        .collect()
-}
-
-/// A stream nobody else uses.
-pub fn fresh_stream(kind: &str) -> StreamId {
-    StreamId::new(kind, Uuid::now_v7().to_string())
-}
+pub use es_core::conformance::{event, fresh_stream, numbered};
 
 /// The whole stream.
 pub async fn read<S: EventStore + ?Sized>(store: &S, stream: &StreamId) -> Vec<RecordedEvent> {
