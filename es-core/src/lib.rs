@@ -11,10 +11,13 @@
 //! - a [`Repository`] that loads aggregates (now, [at a version](Repository::load_at_version) or
 //!   [at an instant](Repository::load_at_instant)), executes commands with optimistic
 //!   concurrency and bounded retries, and takes snapshots;
-//! - storage traits ([`EventStore`], [`SnapshotStore`]) with an [`InMemoryStore`] here and a
-//!   PostgreSQL store in `es-postgres`, both checked by the same conformance suite (module `conformance`, feature `conformance`);
+//! - storage traits split by need ([`EventStore`] for repositories, [`GlobalLog`] for
+//!   projections, [`SnapshotStore`], [`CheckpointStore`]) with an [`InMemoryStore`] and
+//!   [`InMemoryReadModel`] here and a PostgreSQL store in `es-postgres`, all checked by the same
+//!   conformance suite (module `conformance`, feature `conformance`);
 //! - projections ([`Projection`], [`ProjectionRunner`]): read models fed by the store's
-//!   gap-free global order, with checkpoints committed together with the read-model writes;
+//!   gap-free global order, with checkpoints committed together with the read-model writes, one
+//!   active runner per projection, and runners that ride out outages by themselves;
 //! - given/when/then tests in [`testing`].
 //!
 //! # A first aggregate
