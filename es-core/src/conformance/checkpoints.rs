@@ -1,16 +1,34 @@
-//! Checks of checkpoint stores: units commit or discard as a whole, claims are exclusive, and a
-//! new claim resumes from the last commit after a crash.
+//! Checks of checkpoint stores: read-model writes commit or vanish together with the checkpoint,
+//! claims are exclusive, and a new claim resumes from the last commit after a crash.
 //!
-//! What a handler writes depends on the backend's context type, so these checks cover the
-//! checkpoint itself; the read-model writes that commit with it are checked by each backend's
-//! projection tests. Losing a claim (a cut connection) cannot be caused generically either:
-//! backends whose claims can be lost test that with their own fault injection.
+//! What a handler writes depends on the backend's context type, so the backend hands the suite a
+//! [`ReadModelProbe`]: a way to write a mark through a unit's context and to read the committed
+//! marks. Losing a claim (a cut connection) cannot be caused generically: backends whose claims
+//! can be lost test that with their own fault injection.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::projection::CheckpointStore;
+
+/// How the checkpoint checks write to a backend's read model and read it back: a backend's
+/// tests implement it for their context type (an in-memory model, a database connection).
+#[async_trait]
+pub trait ReadModelProbe<C: CheckpointStore>: Send + Sync {
+    /// Writes `mark` through a unit's context, as a handler would.
+    async fn write(&self, context: &mut C::Context, mark: u64);
+
+    /// The marks committed so far, read outside any unit of work, in any order.
+    async fn committed(&self, store: &C) -> Vec<u64>;
+}
+
+async fn committed_marks<C: CheckpointStore, R: ReadModelProbe<C>>(store: &C, probe: &R) -> Vec<u64> {
+    let mut marks = probe.committed(store).await;
+    marks.sort_unstable();
+    marks
+}
 
 fn fresh_projection() -> String {
     format!("conformance-{}", Uuid::now_v7().simple())
@@ -38,27 +56,43 @@ async fn checkpoint<C: CheckpointStore>(store: &C, projection: &str) -> u64 {
     }
 }
 
-/// A new projection starts at 0; a committed unit moves the checkpoint; a rolled-back or
-/// dropped unit leaves it where it was.
-pub async fn units_commit_or_discard_the_checkpoint<C: CheckpointStore>(store: &C) {
+/// A new projection starts at 0. A committed unit makes its read-model writes and its checkpoint
+/// visible together; a rolled-back or dropped unit leaves neither.
+pub async fn units_commit_or_discard_the_checkpoint<C: CheckpointStore, R: ReadModelProbe<C>>(store: &C, probe: &R) {
     let projection = fresh_projection();
     assert_eq!(checkpoint(store, &projection).await, 0, "a new projection starts at 0");
+    let before = committed_marks(store, probe).await;
     let mut claim = claim(store, &projection).await;
-    let (unit, position) = begin(store, &mut claim).await;
+    let (mut unit, position) = begin(store, &mut claim).await;
     assert_eq!(position, 0);
+    probe.write(store.context(&mut unit), 1).await;
     if let Err(error) = store.commit(unit, 5).await {
         panic!("commit failed: {error}");
     }
     assert_eq!(checkpoint(store, &projection).await, 5, "a commit moves the checkpoint");
+    let mut expected = [before.as_slice(), &[1]].concat();
+    expected.sort_unstable();
+    assert_eq!(
+        committed_marks(store, probe).await,
+        expected,
+        "a commit makes the unit's writes visible"
+    );
 
-    let (unit, position) = begin(store, &mut claim).await;
+    let (mut unit, position) = begin(store, &mut claim).await;
     assert_eq!(position, 5, "a unit reads the committed checkpoint");
+    probe.write(store.context(&mut unit), 2).await;
     if let Err(error) = store.rollback(unit).await {
         panic!("rollback failed: {error}");
     }
-    let (unit, position) = begin(store, &mut claim).await;
+    let (mut unit, position) = begin(store, &mut claim).await;
     assert_eq!(position, 5, "a rolled-back unit leaves the checkpoint");
+    probe.write(store.context(&mut unit), 3).await;
     drop(unit);
+    assert_eq!(
+        committed_marks(store, probe).await,
+        expected,
+        "rolled-back and dropped units leave no writes"
+    );
     let (unit, position) = begin(store, &mut claim).await;
     assert_eq!(position, 5, "a dropped unit leaves the checkpoint");
     if let Err(error) = store.commit(unit, 9).await {
@@ -69,7 +103,7 @@ pub async fn units_commit_or_discard_the_checkpoint<C: CheckpointStore>(store: &
 
 /// While one runner holds a projection's claim, another's claim waits; it resolves once the
 /// first is released. Other projections are not affected.
-pub async fn claims_are_exclusive<C: CheckpointStore>(store: &C) {
+pub async fn claims_are_exclusive<C: CheckpointStore, R: ReadModelProbe<C>>(store: &C, _: &R) {
     let projection = fresh_projection();
     let first = claim(store, &projection).await;
     let waiting = tokio::time::timeout(Duration::from_millis(600), store.claim(&projection)).await;
@@ -80,17 +114,24 @@ pub async fn claims_are_exclusive<C: CheckpointStore>(store: &C) {
     drop((second, other));
 }
 
-/// A runner that dies mid-unit (its unit and claim dropped) loses only that unit: the next
-/// claim resumes from the last commit.
-pub async fn a_new_claim_resumes_after_a_crash<C: CheckpointStore>(store: &C) {
+/// A runner that dies mid-unit (its unit and claim dropped) loses only that unit, writes
+/// included: the next claim resumes from the last commit.
+pub async fn a_new_claim_resumes_after_a_crash<C: CheckpointStore, R: ReadModelProbe<C>>(store: &C, probe: &R) {
     let projection = fresh_projection();
     let mut crashed = claim(store, &projection).await;
     let (unit, _) = begin(store, &mut crashed).await;
     if let Err(error) = store.commit(unit, 7).await {
         panic!("commit failed: {error}");
     }
-    let (in_flight, _) = begin(store, &mut crashed).await;
+    let before = committed_marks(store, probe).await;
+    let (mut in_flight, _) = begin(store, &mut crashed).await;
+    probe.write(store.context(&mut in_flight), 70).await;
     drop((in_flight, crashed));
+    assert_eq!(
+        committed_marks(store, probe).await,
+        before,
+        "the crashed unit's writes are gone"
+    );
     let mut next = claim(store, &projection).await;
     let (unit, position) = begin(store, &mut next).await;
     assert_eq!(position, 7, "the next runner resumes from the last commit");

@@ -7,12 +7,12 @@
 //! [`conformance_tests!`](crate::conformance_tests), giving an async expression that makes a
 //! fresh, empty store, and the checkpoint checks with
 //! [`checkpoint_conformance_tests!`](crate::checkpoint_conformance_tests), giving an async
-//! expression that makes a fixture (kept alive for the test) and how to get the checkpoint store
-//! from it:
+//! expression that makes a fixture (kept alive for the test) and how to get from it the
+//! checkpoint store and a [`ReadModelProbe`] that writes through the store's context:
 //!
 //! ```ignore
 //! es_core::conformance_tests!(async { es_core::InMemoryStore::new() });
-//! es_core::checkpoint_conformance_tests!(async { es_core::InMemoryReadModel::<()>::new() }, |model| model.clone());
+//! es_core::checkpoint_conformance_tests!(async { MyReadModel::new() }, |model| (model.clone(), MyProbe));
 //! ```
 //!
 //! Each expands to one `#[tokio::test]` per check, so a failure names the broken rule. The
@@ -24,7 +24,7 @@ mod global_log;
 mod streams;
 
 pub use checkpoints::{
-    a_new_claim_resumes_after_a_crash, claims_are_exclusive, units_commit_or_discard_the_checkpoint,
+    a_new_claim_resumes_after_a_crash, claims_are_exclusive, units_commit_or_discard_the_checkpoint, ReadModelProbe,
 };
 pub use global_log::{read_all_in_position_order, read_all_pages};
 pub use streams::{
@@ -85,12 +85,22 @@ macro_rules! conformance_tests {
 
 /// Expands to one `#[tokio::test]` per [`CheckpointStore`](crate::CheckpointStore) check. The
 /// first argument is an async expression making a fixture that lives as long as the test; the
-/// second says how to get the checkpoint store from it.
+/// second says how to get from it the checkpoint store and a [`ReadModelProbe`] for its context.
 #[macro_export]
 macro_rules! checkpoint_conformance_tests {
-    ($make_fixture:expr, |$fixture:ident| $checkpoints:expr) => {
-        $crate::conformance_tests!(@each $make_fixture, |$fixture| $checkpoints;
+    ($make_fixture:expr, |$fixture:ident| $store_and_probe:expr) => {
+        $crate::checkpoint_conformance_tests!(@each $make_fixture, |$fixture| $store_and_probe;
             units_commit_or_discard_the_checkpoint, claims_are_exclusive, a_new_claim_resumes_after_a_crash);
+    };
+    (@each $make_fixture:expr, |$fixture:ident| $store_and_probe:expr; $($check:ident),+) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let $fixture = $make_fixture.await;
+                let (checkpoints, probe) = $store_and_probe;
+                $crate::conformance::$check(&checkpoints, &probe).await;
+            }
+        )+
     };
 }
 

@@ -1,7 +1,61 @@
-//! The es-core conformance suite, on PostgreSQL. Each check holds the server to itself (see
-//! `support::GATE`): its `read_all` checks expect their own appends to be visible at once.
+//! The es-core conformance suite, on PostgreSQL. Each store check holds the server to itself
+//! (see `support::GATE`): its `read_all` checks expect their own appends to be visible at once.
+
+use es_core::conformance::ReadModelProbe;
+use es_postgres::PostgresCheckpoints;
+use sqlx::{PgConnection, PgPool};
+
+use crate::support::{schema, Shared};
 
 es_core::conformance_tests!(crate::support::exclusive_schema(), |schema| schema.store().clone());
 
+/// Marks are rows of a `marks` table beside the checkpoints.
+struct Marks {
+    pool: PgPool,
+    table: String,
+}
+
+impl Marks {
+    fn of(schema: &Shared) -> Self {
+        Self {
+            pool: schema.pool().clone(),
+            table: format!("\"{}\".marks", schema.schema()),
+        }
+    }
+}
+
+#[es_core::async_trait]
+impl ReadModelProbe<PostgresCheckpoints> for Marks {
+    async fn write(&self, db: &mut PgConnection, mark: u64) {
+        // Unqualified: a unit's search_path starts with the store's schema.
+        sqlx::query("INSERT INTO marks (mark) VALUES ($1)")
+            .bind(mark as i64)
+            .execute(db)
+            .await
+            .expect("writing a mark in the unit");
+    }
+
+    async fn committed(&self, _: &PostgresCheckpoints) -> Vec<u64> {
+        let marks: Vec<i64> = sqlx::query_scalar(&format!("SELECT mark FROM {}", self.table))
+            .fetch_all(&self.pool)
+            .await
+            .expect("reading the marks");
+        marks.into_iter().map(|mark| mark as u64).collect()
+    }
+}
+
+/// A fresh schema with the probe's table.
+async fn marked_schema() -> Shared {
+    let schema = schema().await;
+    sqlx::query(&format!(
+        "CREATE TABLE \"{}\".marks (mark bigint NOT NULL)",
+        schema.schema()
+    ))
+    .execute(schema.pool())
+    .await
+    .expect("marks table");
+    schema
+}
+
 // Checkpoints need no quiet server: each check works on its own projection names.
-es_core::checkpoint_conformance_tests!(crate::support::schema(), |schema| schema.checkpoints());
+es_core::checkpoint_conformance_tests!(marked_schema(), |schema| (schema.checkpoints(), Marks::of(&schema)));
