@@ -1,84 +1,4 @@
 //! Projections: read models fed by the store's global, gap-free order of events.
-//!
-//! A [`Projection`] names the events it cares about with an `#[event]` enum that wraps just
-//! those event structs; every other event is skipped by name, without decoding its payload. A
-//! [`ProjectionRunner`] feeds it from [`GlobalLog::read_all`], batch by batch, and commits each
-//! batch's read-model writes **together with the checkpoint** through a [`CheckpointStore`]:
-//! after a crash the batch is either wholly applied with its checkpoint, or not at all, so no
-//! event is lost or counted twice. A failing handler never skips its event: the batch rolls back
-//! and is retried or the runner stops, by [`FailurePolicy`].
-//!
-//! Only one runner per projection is active at a time: each claims the projection first (see
-//! [`CheckpointStore::claim`]); a second runner waits and takes over when the first stops. The
-//! claim is checked at the start of every unit of work, under the same lock that serializes the
-//! units, so a runner that lost its claim (its connection was cut and another runner took over)
-//! never commits again: it stops with [`ProjectionError::ClaimLost`].
-//!
-//! # Faults
-//!
-//! The runner sorts failures into three kinds, each handled its own way:
-//!
-//! | failure | examples | what the runner does |
-//! |---|---|---|
-//! | transient | connection refused or cut, server restarting | retries with backoff ([`RunnerOptions::transient_retry`], without limit by default) |
-//! | handler | a handler's own error | the [`FailurePolicy`] ([`RunnerOptions::failure`]) |
-//! | fatal | an event that does not decode, a lost claim, a missing table | stops with the error |
-//!
-//! After any failed batch the next one is half as large (down to one event) and batches grow
-//! back after successes, so a runner makes progress even when faults come faster than a full
-//! batch takes, and a failing event is isolated in a batch of its own.
-//!
-//! ```
-//! use std::collections::BTreeMap;
-//! use es_core::{event, Aggregate, Apply, DecodedEvent, InMemoryReadModel, InMemoryStore, Metadata,
-//!     Projection, ProjectionRunner, Repository};
-//! # use serde::{Deserialize, Serialize};
-//!
-//! #[event] #[derive(Debug, Clone)] pub struct Deposited { pub cents: u64 }
-//! #[event] #[derive(Debug, Clone)] pub struct Audited;
-//! #[event] #[derive(Debug, Clone)] pub enum AccountEvent { Deposited(Deposited), Audited(Audited) }
-//! # #[derive(Default, Serialize, Deserialize, Aggregate)]
-//! # #[aggregate(name = "account", event = AccountEvent)]
-//! # pub struct Account;
-//! # impl<E> Apply<E> for Account { fn apply(&mut self, _: &E) {} }
-//!
-//! /// The projection's view of the events: deposits only.
-//! #[event] #[derive(Debug, Clone)] pub enum BalanceEvent { Deposited(Deposited) }
-//!
-//! struct Balances;
-//!
-//! #[async_trait::async_trait]
-//! impl Projection for Balances {
-//!     const NAME: &'static str = "balances";
-//!     const AGGREGATE_TYPES: &'static [&'static str] = &["account"];
-//!     type Event = BalanceEvent;
-//!     type Context = BTreeMap<String, u64>;
-//!
-//!     async fn handle(&self, balances: &mut Self::Context, event: &DecodedEvent<BalanceEvent>)
-//!         -> Result<(), es_core::HandlerError> {
-//!         let BalanceEvent::Deposited(deposit) = &event.event;
-//!         *balances.entry(event.envelope.stream.aggregate_id.clone()).or_default() += deposit.cents;
-//!         Ok(())
-//!     }
-//!
-//!     async fn reset(&self, balances: &mut Self::Context) -> Result<(), es_core::HandlerError> {
-//!         balances.clear();
-//!         Ok(())
-//!     }
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = InMemoryStore::new();
-//! let accounts = Repository::<Account, _>::new(store.clone());
-//! let deposit = |_: &Account| Ok::<_, std::convert::Infallible>(vec![Deposited { cents: 5 }.into(), Audited.into()]);
-//! accounts.execute(&"a-1".to_string(), Metadata::new(), deposit).await?;
-//!
-//! let model = InMemoryReadModel::new();
-//! let runner = ProjectionRunner::new(Balances, store, model.clone());
-//! runner.catch_up().await?;
-//! assert_eq!(model.read(|balances| balances["a-1"]), 5);
-//! # Ok(()) }
-//! ```
 
 mod checkpoint;
 mod error;
@@ -98,7 +18,68 @@ pub use runner::{CatchUp, Lag, ProjectionRunner, RebuildProgress};
 /// What a handler returns when it fails: any error, boxed.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A read model maintained from events.
+/// A read model maintained from events: fed by the store's global, gap-free order.
+///
+/// A projection names the events it cares about with an `#[event]` enum that wraps just those
+/// event structs; every other event is skipped by name, without decoding its payload. A
+/// [`ProjectionRunner`] feeds it from [`GlobalLog::read_all`](crate::GlobalLog::read_all),
+/// batch by batch, and commits each batch's read-model writes **together with the checkpoint**
+/// through a [`CheckpointStore`]:
+/// after a crash the batch is either wholly applied with its checkpoint, or not at all, so no
+/// event is lost or counted twice. A failing handler never skips its event: the batch rolls back
+/// and is retried or the runner stops, by [`FailurePolicy`].
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use es_core::{event, Aggregate, Apply, DecodedEvent, InMemoryReadModel, InMemoryStore, Metadata,
+///     Projection, ProjectionRunner, Repository};
+/// # use serde::{Deserialize, Serialize};
+///
+/// #[event] #[derive(Debug, Clone)] pub struct Deposited { pub cents: u64 }
+/// #[event] #[derive(Debug, Clone)] pub struct Audited;
+/// #[event] #[derive(Debug, Clone)] pub enum AccountEvent { Deposited(Deposited), Audited(Audited) }
+/// # #[derive(Default, Serialize, Deserialize, Aggregate)]
+/// # #[aggregate(name = "account", event = AccountEvent)]
+/// # pub struct Account;
+/// # impl<E> Apply<E> for Account { fn apply(&mut self, _: &E) {} }
+///
+/// /// The projection's view of the events: deposits only.
+/// #[event] #[derive(Debug, Clone)] pub enum BalanceEvent { Deposited(Deposited) }
+///
+/// struct Balances;
+///
+/// #[async_trait::async_trait]
+/// impl Projection for Balances {
+///     const NAME: &'static str = "balances";
+///     const AGGREGATE_TYPES: &'static [&'static str] = &["account"];
+///     type Event = BalanceEvent;
+///     type Context = BTreeMap<String, u64>;
+///
+///     async fn handle(&self, balances: &mut Self::Context, event: &DecodedEvent<BalanceEvent>)
+///         -> Result<(), es_core::HandlerError> {
+///         let BalanceEvent::Deposited(deposit) = &event.event;
+///         *balances.entry(event.envelope.stream.aggregate_id.clone()).or_default() += deposit.cents;
+///         Ok(())
+///     }
+///
+///     async fn reset(&self, balances: &mut Self::Context) -> Result<(), es_core::HandlerError> {
+///         balances.clear();
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryStore::new();
+/// let accounts = Repository::<Account, _>::new(store.clone());
+/// let deposit = |_: &Account| Ok::<_, std::convert::Infallible>(vec![Deposited { cents: 5 }.into(), Audited.into()]);
+/// accounts.execute(&"a-1".to_string(), Metadata::new(), deposit).await?;
+///
+/// let model = InMemoryReadModel::new();
+/// let runner = ProjectionRunner::new(Balances, store, model.clone());
+/// runner.catch_up().await?;
+/// assert_eq!(model.read(|balances| balances["a-1"]), 5);
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait Projection: Send + Sync {
     /// The stable name the checkpoint is stored under. A new name starts from the first event.

@@ -46,12 +46,31 @@ pub struct CatchUp {
     pub position: u64,
 }
 
-/// Feeds one projection from an event store, committing read-model writes and checkpoints
+/// Feeds one projection from a global log, committing read-model writes and checkpoints
 /// together.
 ///
 /// Every method claims the projection first (waiting while another runner holds it) and
-/// retries transient failures by itself, as [`RunnerOptions`] says; see the
-/// [module docs](crate::Projection) for how failures are sorted.
+/// retries transient failures by itself, as [`RunnerOptions`] says.
+///
+/// Only one runner per projection is active at a time: each claims the projection first (see
+/// [`CheckpointStore::claim`]); a second runner waits and takes over when the first stops. The
+/// claim is checked at the start of every unit of work, under the same lock that serializes the
+/// units, so a runner that lost its claim (its connection was cut and another runner took over)
+/// never commits again: it stops with [`ProjectionError::ClaimLost`].
+///
+/// # Faults
+///
+/// The runner sorts failures into three kinds, each handled its own way:
+///
+/// | failure | examples | what the runner does |
+/// |---|---|---|
+/// | transient | connection refused or cut, server restarting | retries with backoff ([`RunnerOptions::transient_retry`], without limit by default) |
+/// | handler | a handler's own error | the [`FailurePolicy`](crate::FailurePolicy) ([`RunnerOptions::failure`]) |
+/// | fatal | an event that does not decode, a lost claim, a missing table | stops with the error |
+///
+/// After any failed batch the next one is half as large (down to one event) and batches grow
+/// back after successes, so a runner makes progress even when faults come faster than a full
+/// batch takes, and a failing event is isolated in a batch of its own.
 #[derive(Debug)]
 pub struct ProjectionRunner<P, E, C> {
     projection: P,
