@@ -35,9 +35,9 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// happens to the connections. Each unit also locks the checkpoint row `FOR UPDATE` and checks
 /// that the epoch is still the runner's.
 ///
-/// When the connection is cut, the next unit claims again on a new connection: at once if no
-/// other runner took the lock meanwhile, else the runner stops with
-/// [`CheckpointError::ClaimLost`]. A runner that dies releases the lock with its connection,
+/// When the connection is cut, the next unit claims again on a new connection if no other
+/// runner claimed the projection meanwhile (the epoch is still this runner's); otherwise the
+/// runner stops with [`CheckpointError::ClaimLost`]. A runner that dies releases the lock with its connection,
 /// and a waiting runner takes over within 250 ms.
 ///
 /// A runner cancelled mid-batch (a shutdown, an aborted task) drops its unit, and with it the
@@ -202,7 +202,9 @@ impl PostgresCheckpoints {
     }
 
     /// Claims the projection again on a new connection after the claim's connection was lost,
-    /// unless another runner holds it now. Returns the new connection, inside a transaction.
+    /// unless another runner claimed it meanwhile (even one that is gone again: its work
+    /// happened after ours, and this runner must not resume as if it had not). Returns the new
+    /// connection, inside a transaction.
     async fn reclaim(&self, claim: &mut PostgresClaim) -> Result<PgConnection, CheckpointError> {
         tracing::warn!(
             projection = claim.projection,
@@ -214,9 +216,20 @@ impl PostgresCheckpoints {
                 reason: "the claim's connection was lost and another runner holds the projection now".into(),
             });
         }
-        claim.epoch = self
-            .raise_epoch(&mut connection, &claim.projection, claim.owner)
-            .await?;
+        let regained: Option<i64> = sqlx::query_scalar(&self.sql.checkpoints.retake_claim)
+            .bind(&claim.projection)
+            .bind(claim.epoch)
+            .fetch_optional(&mut connection)
+            .await
+            .map_err(checkpoint_error)?;
+        // Without the epoch, the connection (and the lock) is dropped on return.
+        let Some(epoch) = regained else {
+            return Err(CheckpointError::ClaimLost {
+                reason: "the claim's connection was lost and another runner claimed the projection meanwhile".into(),
+            });
+        };
+        tracing::info!(projection = claim.projection, owner = %claim.owner, epoch, "claimed the projection again");
+        claim.epoch = epoch;
         sqlx::Executor::execute(&mut connection, self.sql.checkpoints.begin.as_str())
             .await
             .map_err(checkpoint_error)?;

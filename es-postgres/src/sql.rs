@@ -218,6 +218,8 @@ pub(crate) struct CheckpointStatements {
     pub try_lock: &'static str,
     /// Raises the claim epoch for a new owner: `$1` projection, `$2` owner.
     pub take_claim: String,
+    /// Raises the claim epoch for the same owner, only if it is still `$2`: `$1` projection.
+    pub retake_claim: String,
     /// Saves the checkpoint under the unit's claim: `$1` projection, `$2` position, `$3` epoch.
     pub save: String,
     /// Reads the checkpoint outside any unit: `$1` projection.
@@ -386,6 +388,11 @@ impl Statements {
                      ON CONFLICT (projection) DO UPDATE
                         SET claim_epoch = c.claim_epoch + 1, claim_owner = $2, claimed_at = now()
                      RETURNING c.claim_epoch"
+                ),
+                retake_claim: format!(
+                    "UPDATE {s}.projection_checkpoints SET claim_epoch = claim_epoch + 1, claimed_at = now()
+                     WHERE projection = $1 AND claim_epoch = $2
+                     RETURNING claim_epoch"
                 ),
                 save: format!(
                     "UPDATE {s}.projection_checkpoints SET position = $2, updated_at = now()
