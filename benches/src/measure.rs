@@ -53,28 +53,45 @@ pub struct Context<'a> {
     pub sizes: &'a Sizes,
 }
 
+impl Context<'_> {
+    /// Connects `implementation` to its schema for `purpose` in this run, creating the schema
+    /// and its tables if `create`.
+    async fn connect(
+        &self,
+        implementation: Implementation,
+        purpose: &str,
+        create: bool,
+        state: State,
+    ) -> BenchResult<Subject> {
+        let schema = schema_name(self.run, implementation, purpose);
+        let setup = Setup {
+            url: self.url,
+            schema: &schema,
+            create,
+            state,
+        };
+        Subject::connect(implementation, setup).await
+    }
+
+    /// A [`Fresh`] schema for the writes of `scenario` in this repetition.
+    async fn fresh(&self, implementation: Implementation, scenario: Scenario, state: State) -> BenchResult<Fresh> {
+        let purpose = format!("w{}_{}", scenario.id(), self.repetition);
+        let subject = self.connect(implementation, &purpose, true, state).await?;
+        let schema = schema_name(self.run, implementation, &purpose);
+        Ok(Fresh { subject, schema })
+    }
+}
+
 /// Seeds the read schemas of `implementation` through its own write path: the streams of
 /// scenario 3 (snapshotted every `load_events` events) and the streams of scenario 5.
 pub async fn prepare(implementation: Implementation, context: Context<'_>) -> BenchResult<()> {
     let sizes = context.sizes;
-    let schema = schema_name(context.run, implementation, "load");
-    let setup = Setup {
-        url: context.url,
-        schema: &schema,
-        create: true,
-        state: State::Snapshots(sizes.load_events),
-    };
-    let load = Subject::connect(implementation, setup).await?;
+    let load = context
+        .connect(implementation, "load", true, State::Snapshots(sizes.load_events))
+        .await?;
     seed_stream(&load, LOAD_STREAM, sizes.load_events, sizes.load_events).await?;
     seed_stream(&load, LOAD_LARGE_STREAM, sizes.load_large_events, sizes.load_events).await?;
-    let schema = schema_name(context.run, implementation, "all");
-    let setup = Setup {
-        url: context.url,
-        schema: &schema,
-        create: true,
-        state: State::Replay,
-    };
-    let all = Subject::connect(implementation, setup).await?;
+    let all = context.connect(implementation, "all", true, State::Replay).await?;
     let per_stream = sizes.read_all_events / sizes.read_all_streams;
     for stream in 0..sizes.read_all_streams {
         all.import(&format!("all-{stream:04}"), per_stream).await?;
@@ -162,24 +179,6 @@ struct Fresh {
 }
 
 impl Fresh {
-    async fn new(
-        implementation: Implementation,
-        context: Context<'_>,
-        scenario: Scenario,
-        state: State,
-    ) -> BenchResult<Self> {
-        let purpose = format!("w{}_{}", scenario.id(), context.repetition);
-        let schema = schema_name(context.run, implementation, &purpose);
-        let setup = Setup {
-            url: context.url,
-            schema: &schema,
-            create: true,
-            state,
-        };
-        let subject = Subject::connect(implementation, setup).await?;
-        Ok(Self { subject, schema })
-    }
-
     async fn drop_schema(self) -> BenchResult<()> {
         let statement = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
         sqlx::raw_sql(&statement).execute(self.subject.pool()).await?;
@@ -220,7 +219,9 @@ fn latency_figures(count: u64, total: Duration, latencies: &[Duration]) -> Vec<(
 }
 
 async fn new_sequential(implementation: Implementation, context: Context<'_>) -> BenchResult<Figures> {
-    let fresh = Fresh::new(implementation, context, Scenario::NewSequential, State::Replay).await?;
+    let fresh = context
+        .fresh(implementation, Scenario::NewSequential, State::Replay)
+        .await?;
     let subject = &fresh.subject;
     for i in 0..context.sizes.warmup {
         subject.open(&format!("warm-{i}")).await?;
@@ -242,7 +243,9 @@ async fn new_sequential(implementation: Implementation, context: Context<'_>) ->
 }
 
 async fn new_concurrent(implementation: Implementation, context: Context<'_>) -> BenchResult<Figures> {
-    let fresh = Fresh::new(implementation, context, Scenario::NewConcurrent, State::Replay).await?;
+    let fresh = context
+        .fresh(implementation, Scenario::NewConcurrent, State::Replay)
+        .await?;
     let tasks = context.sizes.tasks;
     let per_task = context.sizes.concurrent_commands / tasks;
     // The warm-up runs the tasks too, so that every task has its connection open.
@@ -293,7 +296,7 @@ async fn live(
     scenario: Scenario,
     state: State,
 ) -> BenchResult<Figures> {
-    let fresh = Fresh::new(implementation, context, scenario, state).await?;
+    let fresh = context.fresh(implementation, scenario, state).await?;
     let subject = &fresh.subject;
     subject.open("warm").await?;
     for _ in 1..context.sizes.warmup {
@@ -319,14 +322,7 @@ async fn load(
     iterations: usize,
     state: State,
 ) -> BenchResult<Figures> {
-    let schema = schema_name(context.run, implementation, "load");
-    let setup = Setup {
-        url: context.url,
-        schema: &schema,
-        create: false,
-        state,
-    };
-    let subject = Subject::connect(implementation, setup).await?;
+    let subject = context.connect(implementation, "load", false, state).await?;
     let mut check = expect_summary(subject.load(stream).await?, events)?;
     let mut times = Vec::with_capacity(iterations);
     for _ in 0..iterations {
@@ -344,7 +340,7 @@ async fn batch(
     events: u64,
     iterations: usize,
 ) -> BenchResult<Figures> {
-    let fresh = Fresh::new(implementation, context, scenario, State::Replay).await?;
+    let fresh = context.fresh(implementation, scenario, State::Replay).await?;
     let subject = &fresh.subject;
     subject.import("warm", events).await?;
     let mut times = Vec::with_capacity(iterations);
@@ -359,14 +355,7 @@ async fn batch(
 
 async fn read_all(implementation: Implementation, context: Context<'_>) -> BenchResult<Figures> {
     let sizes = context.sizes;
-    let schema = schema_name(context.run, implementation, "all");
-    let setup = Setup {
-        url: context.url,
-        schema: &schema,
-        create: false,
-        state: State::Replay,
-    };
-    let subject = Subject::connect(implementation, setup).await?;
+    let subject = context.connect(implementation, "all", false, State::Replay).await?;
     let per_stream = sizes.read_all_events / sizes.read_all_streams;
     let expected = Tally {
         events: per_stream * sizes.read_all_streams,

@@ -262,57 +262,43 @@ impl Scenario {
         self != Self::Upcast
     }
 
-    /// What the scenario does, with its sizes.
+    /// What the scenario does, with its sizes, after its id: "1a. ...".
     pub fn title(self, sizes: &Sizes) -> String {
         let n = |value: u64| group_digits(value);
-        match self {
-            Self::NewSequential => format!(
-                "1a. {} one-event commands on new aggregates, sequential",
-                n(sizes.sequential_commands)
-            ),
-            Self::NewConcurrent => format!(
-                "1b. {} one-event commands on new aggregates, {} concurrent tasks",
-                n(sizes.concurrent_commands),
-                sizes.tasks
-            ),
+        // Scenarios that differ only in size share their sentence.
+        let on_new = |commands, how: &str| format!("{} one-event commands on new aggregates, {how}", n(commands));
+        let rehydrate = |events| format!("rehydrate an aggregate of {} events, no snapshot", n(events));
+        let append = |events| format!("one command appending {} events to a new stream", n(events));
+        let what = match self {
+            Self::NewSequential => on_new(sizes.sequential_commands, "sequential"),
+            Self::NewConcurrent => on_new(sizes.concurrent_commands, &format!("{} concurrent tasks", sizes.tasks)),
             Self::Live => format!(
-                "2a. commands on one live aggregate, stream growing 0 → {} events, replayed (no snapshots, no cache)",
+                "commands on one live aggregate, stream growing 0 → {} events, replayed (no snapshots, no cache)",
                 n(sizes.live_commands)
             ),
             Self::LiveSnapshots => format!(
-                "2b. the same, snapshot every {} events (raw: state cached in all of 2)",
+                "the same, snapshot every {} events (raw: state cached in all of 2)",
                 sizes.live_snapshot_every
             ),
             Self::LiveCache => {
-                "2c. the same, state kept between commands (es-rs `with_cache`, cqrs-es aggregate store)".to_owned()
+                "the same, state kept between commands (es-rs `with_cache`, cqrs-es aggregate store)".to_owned()
             }
-            Self::Load => format!(
-                "3a. rehydrate an aggregate of {} events, no snapshot",
-                n(sizes.load_events)
-            ),
-            Self::LoadSnapshot => "3b. rehydrate the same aggregate from its snapshot".to_owned(),
-            Self::LoadLarge => format!(
-                "3c. rehydrate an aggregate of {} events, no snapshot",
-                n(sizes.load_large_events)
-            ),
-            Self::Batch => format!(
-                "4a. one command appending {} events to a new stream",
-                n(sizes.batch_events)
-            ),
-            Self::BatchLarge => format!(
-                "4b. one command appending {} events to a new stream",
-                n(sizes.batch_large_events)
-            ),
+            Self::Load => rehydrate(sizes.load_events),
+            Self::LoadSnapshot => "rehydrate the same aggregate from its snapshot".to_owned(),
+            Self::LoadLarge => rehydrate(sizes.load_large_events),
+            Self::Batch => append(sizes.batch_events),
+            Self::BatchLarge => append(sizes.batch_large_events),
             Self::ReadAll => format!(
-                "5. read all {} events from position 0 ({} streams), decoded",
+                "read all {} events from position 0 ({} streams), decoded",
                 n(sizes.read_all_events),
                 sizes.read_all_streams
             ),
             Self::Upcast => format!(
-                "6. decode {} stored events, half at the old schema version (in memory)",
+                "decode {} stored events, half at the old schema version (in memory)",
                 n(sizes.upcast_events)
             ),
-        }
+        };
+        format!("{}. {what}", self.id())
     }
 
     /// The figures the scenario reports, with the targets.

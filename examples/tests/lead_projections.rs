@@ -89,6 +89,12 @@ async fn catch_up_fully<P: Projection<Context = PgConnection>>(runner: &Runner<P
     panic!("{} never reached position {target}", P::NAME);
 }
 
+/// Catches both projections up fully: events from `events`, tables and checkpoints in `models`.
+async fn catch_up_both(events: &PostgresStore, models: &PostgresStore) {
+    catch_up_fully(&runner::<Search>(events, models), events).await;
+    catch_up_fully(&runner::<Analysis>(events, models), events).await;
+}
+
 async fn tables(store: &PostgresStore) -> (SearchModel, AnalysisModel) {
     let search = postgres::load_search(store).await.expect("search table");
     let analysis = postgres::load_analysis(store).await.expect("analysis table");
@@ -165,8 +171,7 @@ async fn runs_interrupted_at_random_points_and_restarted_equal_a_rebuild() {
     }
     let events = writers.await.expect("writers");
     assert!(events > 500, "enough events to interrupt: {events}");
-    catch_up_fully(&runner::<Search>(&store, &store), &store).await;
-    catch_up_fully(&runner::<Analysis>(&store, &store), &store).await;
+    catch_up_both(&store, &store).await;
     assert_models_are_exact(&schema).await;
 }
 
@@ -330,10 +335,8 @@ async fn a_projection_added_after_10000_events_catches_up_to_the_same_state() {
     let late_schema = fresh_schema().await;
     let late_store = late_schema.store().clone();
     let late = runner::<Analysis>(&store, &late_store);
-    let late_search = runner::<Search>(&store, &late_store);
     assert_eq!(late.lag().await.expect("lag").checkpoint, 0);
-    catch_up_fully(&late, &store).await;
-    catch_up_fully(&late_search, &store).await;
+    catch_up_both(&store, &late_store).await;
     let early_tables = tables(&store).await;
     assert!(
         early_tables.1.leads.len() >= 1000,

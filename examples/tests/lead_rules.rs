@@ -47,6 +47,48 @@ fn with(mut history: Vec<LeadEvent>, event: impl Into<LeadEvent>) -> Vec<LeadEve
     history
 }
 
+type Command = fn(&Lead) -> Result<Vec<LeadEvent>, LeadError>;
+
+/// Every command but `initialize`, with arguments an active lead would accept.
+const COMMANDS_AFTER_INITIALIZE: [(&str, Command); 7] = [
+    ("contact", Lead::contact),
+    ("schedule_followup", |l| l.schedule_followup(days(1), now())),
+    ("update_contact_details", |l| l.update_contact_details("aaa", "1111")),
+    ("submit_order", |l| l.submit_order(days(7), now())),
+    ("confirm_payment", Lead::confirm_payment),
+    ("fail_payment", Lead::fail_payment),
+    ("close", Lead::close),
+];
+
+/// Asserts that a lead that has seen `history` refuses each of [`COMMANDS_AFTER_INITIALIZE`]
+/// with `error`.
+#[track_caller]
+fn every_command_is_refused(history: &[LeadEvent], error: &LeadError) {
+    for (name, command) in COMMANDS_AFTER_INITIALIZE {
+        let (result, _) = AggregateTest::<Lead>::given(history.to_vec())
+            .when(command)
+            .into_parts();
+        assert_eq!(result, Err(error.clone()), "{name}");
+    }
+}
+
+/// The book's example, command by command, with the event each one produces.
+fn the_books_example() -> [(Command, LeadEvent); 7] {
+    let details = ContactDetailsUpdated {
+        name: "aaa".into(),
+        phone: "2222".into(),
+    };
+    [
+        (|l| l.initialize("aab", "1111"), initialized()),
+        (Lead::contact, contacted()),
+        (|l| l.schedule_followup(days(2), now()), followup_set(days(2))),
+        (|l| l.update_contact_details("aaa", "2222"), details.into()),
+        (Lead::contact, contacted()),
+        (|l| l.submit_order(days(7), now()), order_submitted(days(7))),
+        (Lead::confirm_payment, PaymentConfirmed.into()),
+    ]
+}
+
 #[test]
 fn a_new_lead_is_initialized_once() {
     let lead = AggregateTest::<Lead>::given_no_events()
@@ -73,65 +115,21 @@ fn initializing_needs_a_name_and_a_phone() {
 
 #[test]
 fn commands_on_a_lead_never_initialized_are_refused() {
-    let given = || AggregateTest::<Lead>::given_no_events();
-    given().when(|l| l.contact()).then_error(LeadError::NotInitialized);
-    given()
-        .when(|l| l.schedule_followup(days(1), now()))
-        .then_error(LeadError::NotInitialized);
-    given()
-        .when(|l| l.update_contact_details("aaa", "1111"))
-        .then_error(LeadError::NotInitialized);
-    given()
-        .when(|l| l.submit_order(days(7), now()))
-        .then_error(LeadError::NotInitialized);
-    given()
-        .when(|l| l.confirm_payment())
-        .then_error(LeadError::NotInitialized);
-    given().when(|l| l.fail_payment()).then_error(LeadError::NotInitialized);
-    given().when(|l| l.close()).then_error(LeadError::NotInitialized);
+    every_command_is_refused(&[], &LeadError::NotInitialized);
 }
 
 #[test]
 fn a_converted_lead_accepts_no_further_commands() {
-    let given = || AggregateTest::<Lead>::given(with(pending(), PaymentConfirmed));
-    given().when(|l| l.contact()).then_error(LeadError::AlreadyConverted);
-    given()
-        .when(|l| l.schedule_followup(days(1), now()))
-        .then_error(LeadError::AlreadyConverted);
-    given()
-        .when(|l| l.update_contact_details("aaa", "1111"))
-        .then_error(LeadError::AlreadyConverted);
-    given()
-        .when(|l| l.submit_order(days(7), now()))
-        .then_error(LeadError::AlreadyConverted);
-    given()
-        .when(|l| l.confirm_payment())
-        .then_error(LeadError::AlreadyConverted);
-    given()
-        .when(|l| l.fail_payment())
-        .then_error(LeadError::AlreadyConverted);
-    given().when(|l| l.close()).then_error(LeadError::AlreadyConverted);
-    given()
+    let converted = with(pending(), PaymentConfirmed);
+    every_command_is_refused(&converted, &LeadError::AlreadyConverted);
+    AggregateTest::<Lead>::given(converted)
         .when(|l| l.initialize("aab", "1111"))
         .then_error(LeadError::AlreadyInitialized);
 }
 
 #[test]
 fn a_closed_lead_accepts_no_further_commands() {
-    let given = || AggregateTest::<Lead>::given([initialized(), contacted(), LeadClosed.into()]);
-    given().when(|l| l.contact()).then_error(LeadError::Closed);
-    given()
-        .when(|l| l.schedule_followup(days(1), now()))
-        .then_error(LeadError::Closed);
-    given()
-        .when(|l| l.update_contact_details("aaa", "1111"))
-        .then_error(LeadError::Closed);
-    given()
-        .when(|l| l.submit_order(days(7), now()))
-        .then_error(LeadError::Closed);
-    given().when(|l| l.confirm_payment()).then_error(LeadError::Closed);
-    given().when(|l| l.fail_payment()).then_error(LeadError::Closed);
-    given().when(|l| l.close()).then_error(LeadError::Closed);
+    every_command_is_refused(&[initialized(), contacted(), LeadClosed.into()], &LeadError::Closed);
 }
 
 #[test]
@@ -277,24 +275,9 @@ fn payment_is_confirmed_or_fails_only_while_an_order_awaits_it() {
 
 #[test]
 fn the_books_example_converts_the_lead() {
-    type Command = Box<dyn Fn(&Lead) -> Result<Vec<LeadEvent>, LeadError>>;
-    let details: LeadEvent = ContactDetailsUpdated {
-        name: "aaa".into(),
-        phone: "2222".into(),
-    }
-    .into();
-    let steps: Vec<(Command, LeadEvent)> = vec![
-        (Box::new(|l| l.initialize("aab", "1111")), initialized()),
-        (Box::new(Lead::contact), contacted()),
-        (Box::new(|l| l.schedule_followup(days(2), now())), followup_set(days(2))),
-        (Box::new(|l| l.update_contact_details("aaa", "2222")), details),
-        (Box::new(Lead::contact), contacted()),
-        (Box::new(|l| l.submit_order(days(7), now())), order_submitted(days(7))),
-        (Box::new(Lead::confirm_payment), PaymentConfirmed.into()),
-    ];
     let mut history = Vec::new();
     let mut lead = Lead::default();
-    for (command, expected) in steps {
+    for (command, expected) in the_books_example() {
         lead = AggregateTest::<Lead>::given(history.clone())
             .when(command)
             .then_events([expected.clone()]);
@@ -368,19 +351,9 @@ fn events_are_stored_under_the_books_names() {
 
 #[tokio::test]
 async fn the_books_example_runs_through_the_repository_and_time_travels() {
-    type Command = Box<dyn Fn(&Lead) -> Result<Vec<LeadEvent>, LeadError>>;
     let leads = Repository::<Lead, _>::new(InMemoryStore::new());
     let id = "12".to_string();
-    let commands: Vec<Command> = vec![
-        Box::new(|l| l.initialize("aab", "1111")),
-        Box::new(Lead::contact),
-        Box::new(|l| l.schedule_followup(days(2), now())),
-        Box::new(|l| l.update_contact_details("aaa", "2222")),
-        Box::new(Lead::contact),
-        Box::new(|l| l.submit_order(days(7), now())),
-        Box::new(Lead::confirm_payment),
-    ];
-    for command in &commands {
+    for (command, _) in the_books_example() {
         leads
             .execute(&id, Metadata::new().with_actor("rep:casey"), command)
             .await

@@ -79,12 +79,23 @@ fn new_id() -> String {
     Uuid::now_v7().to_string()
 }
 
-async fn add_times(repo: &Repository<Counter, InMemoryStore>, id: &String, times: i64) {
+type Counters = Repository<Counter, InMemoryStore>;
+
+async fn add_times(repo: &Counters, id: &String, times: i64) {
     for n in 1..=times {
         repo.execute(id, Metadata::new(), add(n))
             .await
             .expect("command accepted");
     }
+}
+
+/// A repository on a new store that snapshots every `every` events, and a counter in it that
+/// was added 1, 2, ... `times`.
+async fn counter_snapshotting_every(every: u64, times: i64) -> (Counters, String) {
+    let repo = Counters::new(InMemoryStore::new()).with_snapshot_every(every);
+    let id = new_id();
+    add_times(&repo, &id, times).await;
+    (repo, id)
 }
 
 #[tokio::test]
@@ -137,11 +148,9 @@ async fn metadata_is_stored_with_a_shared_correlation_id() {
 
 #[tokio::test]
 async fn snapshots_are_taken_every_n_events_and_used_on_load() {
-    let store = InMemoryStore::new();
-    let repo = Repository::<Counter, _>::new(store.clone()).with_snapshot_every(3);
-    let id = new_id();
-    add_times(&repo, &id, 7).await;
-    let stream = Repository::<Counter, InMemoryStore>::stream_id(&id);
+    let (repo, id) = counter_snapshotting_every(3, 7).await;
+    let store = repo.store();
+    let stream = Counters::stream_id(&id);
     let snapshot = store
         .load_snapshot(&stream)
         .await
@@ -164,17 +173,15 @@ async fn snapshots_are_taken_every_n_events_and_used_on_load() {
     let loaded = repo.load(&id).await.expect("load");
     assert_eq!((loaded.version, loaded.aggregate.total), (7, 1007));
     // Without snapshots configured, the same store replays everything.
-    let plain = Repository::<Counter, _>::new(store).load(&id).await.expect("load");
+    let plain = Counters::new(store.clone()).load(&id).await.expect("load");
     assert_eq!(plain.aggregate.total, 28);
 }
 
 #[tokio::test]
 async fn stale_or_undecodable_snapshots_are_ignored() {
-    let store = InMemoryStore::new();
-    let repo = Repository::<Counter, _>::new(store.clone()).with_snapshot_every(100);
-    let id = new_id();
-    add_times(&repo, &id, 4).await;
-    let stream = Repository::<Counter, InMemoryStore>::stream_id(&id);
+    let (repo, id) = counter_snapshotting_every(100, 4).await;
+    let store = repo.store();
+    let stream = Counters::stream_id(&id);
     let bogus = |revision: u32, state: &[u8]| Snapshot {
         stream: stream.clone(),
         version: 4,

@@ -5,46 +5,49 @@ use es_core::{
     DecodeError, EventStore, Metadata, RecordDecodeError, Repository, RepositoryError, StoreError, StreamId,
     StreamSlice,
 };
+use es_postgres::PostgresStore;
 
 use crate::domain::{open, Case};
 use crate::support::{insert_raw, schema, Shared};
 
-/// A case opened through the repository (version 1), then one raw row at version 2; returns the
-/// error loading it gives.
-async fn load_with_planted_row(
+type Cases = Repository<Case, PostgresStore>;
+
+/// A case opened through the repository (version 1), then one raw row planted at version 2:
+/// the repository, the case's id and its stream.
+async fn case_with_planted_row(
     schema: &Shared,
     event_name: &str,
     schema_version: i32,
     payload: &str,
     metadata: &str,
-) -> (StreamId, RepositoryError) {
-    let cases = Repository::<Case, _>::new(schema.store().clone());
+) -> (Cases, String, StreamId) {
+    let cases = Cases::new(schema.store().clone());
     let id = uuid::Uuid::now_v7().to_string();
     cases
         .execute(&id, Metadata::new(), open("Printer"))
         .await
         .expect("open");
-    let stream = Repository::<Case, es_postgres::PostgresStore>::stream_id(&id);
+    let stream = Cases::stream_id(&id);
     insert_raw(schema, &stream, 2, event_name, schema_version, payload, metadata).await;
-    match cases.load(&id).await {
-        Ok(case) => panic!("loading bad data succeeded: {case:?}"),
-        Err(error) => (stream, error),
-    }
+    (cases, id, stream)
 }
 
-#[track_caller]
-fn assert_decode_error(error: RepositoryError, stream: &StreamId, name: &str) -> DecodeError {
-    match error {
-        RepositoryError::Decode(error) => {
+/// Loads a case whose second row is `event_name` at `schema_version` with `payload`; returns
+/// the decode error that gives, after checking that it names the stream, version 2 and the
+/// event.
+async fn decode_error(schema: &Shared, event_name: &str, schema_version: i32, payload: &str) -> DecodeError {
+    let (cases, id, stream) = case_with_planted_row(schema, event_name, schema_version, payload, "{}").await;
+    match cases.load(&id).await {
+        Err(RepositoryError::Decode(error)) => {
             let RecordDecodeError {
                 stream: s,
                 version,
-                event_name,
+                event_name: name,
                 source,
             } = *error;
             assert_eq!(
-                (&s, version, event_name.as_str()),
-                (stream, 2, name),
+                (&s, version, name.as_str()),
+                (&stream, 2, event_name),
                 "the error names the event"
             );
             *source
@@ -53,65 +56,50 @@ fn assert_decode_error(error: RepositoryError, stream: &StreamId, name: &str) ->
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_event_name_is_a_decode_error() {
-    let schema = schema().await;
-    let (stream, error) = load_with_planted_row(&schema, "CaseVanished", 1, "{}", "{}").await;
-    match assert_decode_error(error, &stream, "CaseVanished") {
-        DecodeError::UnknownEventType { event_name } => assert_eq!(event_name, "CaseVanished"),
-        other => panic!("expected UnknownEventType, got {other:?}"),
+/// Checks that `result` is a `Corrupt` error naming version 2 of `stream`, for a reason that
+/// mentions `about`.
+#[track_caller]
+fn assert_corrupt<T: std::fmt::Debug>(result: Result<T, RepositoryError>, stream: &StreamId, about: &str) {
+    match result {
+        Err(RepositoryError::Store(StoreError::Corrupt {
+            stream: s,
+            version,
+            reason,
+        })) => {
+            assert_eq!((&s, version), (stream, 2));
+            assert!(reason.contains(about), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
     }
 }
 
+/// Rows the code cannot decode, each with the decode error it must give.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payload_of_the_wrong_shape_is_a_decode_error() {
+async fn undecodable_rows_are_decode_errors() {
+    type Expected = fn(&DecodeError) -> bool;
     let schema = schema().await;
-    let (stream, error) = load_with_planted_row(&schema, "NoteAdded", 2, r#"{"text": 42}"#, "{}").await;
-    match assert_decode_error(error, &stream, "NoteAdded") {
-        DecodeError::Payload { event_name, .. } => assert_eq!(event_name, "NoteAdded"),
-        other => panic!("expected Payload, got {other:?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schema_version_newer_than_the_code_is_a_decode_error() {
-    let schema = schema().await;
-    let (stream, error) = load_with_planted_row(&schema, "NoteAdded", 3, r#"{"text": "x", "priority": 1}"#, "{}").await;
-    match assert_decode_error(error, &stream, "NoteAdded") {
-        DecodeError::SchemaVersionTooNew {
-            event_name,
-            stored,
-            current,
-        } => assert_eq!((event_name, stored, current), ("NoteAdded", 3, 2)),
-        other => panic!("expected SchemaVersionTooNew, got {other:?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schema_version_below_the_chain_has_no_upcast_path() {
-    let schema = schema().await;
-    let (stream, error) = load_with_planted_row(&schema, "NoteAdded", 0, r#"{"text": "x"}"#, "{}").await;
-    match assert_decode_error(error, &stream, "NoteAdded") {
-        DecodeError::NoUpcastPath {
-            event_name,
-            stored,
-            current,
-        } => assert_eq!((event_name, stored, current), ("NoteAdded", 0, 2)),
-        other => panic!("expected NoUpcastPath, got {other:?}"),
+    // What is wrong with the row; its event name, schema version and payload; the error.
+    #[rustfmt::skip]
+    let rows: [(&str, &str, i32, &str, Expected); 4] = [
+        ("an unknown event name", "CaseVanished", 1, "{}",
+            |e| matches!(e, DecodeError::UnknownEventType { event_name } if event_name == "CaseVanished")),
+        ("a payload of the wrong shape", "NoteAdded", 2, r#"{"text": 42}"#,
+            |e| matches!(e, DecodeError::Payload { event_name: "NoteAdded", .. })),
+        ("a schema version newer than the code", "NoteAdded", 3, r#"{"text": "x", "priority": 1}"#,
+            |e| matches!(e, DecodeError::SchemaVersionTooNew { event_name: "NoteAdded", stored: 3, current: 2 })),
+        ("a schema version below the upcast chain (no upcast path)", "NoteAdded", 0, r#"{"text": "x"}"#,
+            |e| matches!(e, DecodeError::NoUpcastPath { event_name: "NoteAdded", stored: 0, current: 2 })),
+    ];
+    for (what, event_name, schema_version, payload, expected) in rows {
+        let error = decode_error(&schema, event_name, schema_version, payload).await;
+        assert!(expected(&error), "{what}: got {error:?}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_schema_version_is_upcast() {
     let schema = schema().await;
-    let cases = Repository::<Case, _>::new(schema.store().clone());
-    let id = uuid::Uuid::now_v7().to_string();
-    cases
-        .execute(&id, Metadata::new(), open("Printer"))
-        .await
-        .expect("open");
-    let stream = Repository::<Case, es_postgres::PostgresStore>::stream_id(&id);
-    insert_raw(&schema, &stream, 2, "NoteAdded", 1, r#"{"text": "stored at v1"}"#, "{}").await;
+    let (cases, id, _) = case_with_planted_row(&schema, "NoteAdded", 1, r#"{"text": "stored at v1"}"#, "{}").await;
     let case = cases.load(&id).await.expect("load");
     assert_eq!(
         (case.version, case.aggregate.notes),
@@ -122,35 +110,10 @@ async fn an_old_schema_version_is_upcast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_metadata_is_corrupt() {
     let schema = schema().await;
-    let cases = Repository::<Case, _>::new(schema.store().clone());
-    let id = uuid::Uuid::now_v7().to_string();
-    cases
-        .execute(&id, Metadata::new(), open("Printer"))
-        .await
-        .expect("open");
-    let stream = Repository::<Case, es_postgres::PostgresStore>::stream_id(&id);
-    insert_raw(
-        &schema,
-        &stream,
-        2,
-        "NoteAdded",
-        2,
-        r#"{"text":"fine","priority":1}"#,
-        r#"{"actor": 7}"#,
-    )
-    .await;
+    let payload = r#"{"text":"fine","priority":1}"#;
+    let (cases, id, stream) = case_with_planted_row(&schema, "NoteAdded", 2, payload, r#"{"actor": 7}"#).await;
     // Reading envelopes reports it...
-    match cases.events(&id, StreamSlice::all()).await {
-        Err(RepositoryError::Store(StoreError::Corrupt {
-            stream: s,
-            version,
-            reason,
-        })) => {
-            assert_eq!((s, version), (stream, 2));
-            assert!(reason.contains("metadata"), "{reason}");
-        }
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    assert_corrupt(cases.events(&id, StreamSlice::all()).await, &stream, "metadata");
     // ...while loading the state, which never reads metadata, is unaffected.
     assert_eq!(cases.load(&id).await.expect("load").version, 2);
 }
@@ -170,34 +133,9 @@ async fn negative_numbers_are_corrupt() {
         .await
         .expect("drop checks");
 
-    let cases = Repository::<Case, _>::new(schema.store().clone());
-    let id = uuid::Uuid::now_v7().to_string();
-    cases
-        .execute(&id, Metadata::new(), open("Printer"))
-        .await
-        .expect("open");
-    let stream = Repository::<Case, es_postgres::PostgresStore>::stream_id(&id);
-    insert_raw(
-        &schema,
-        &stream,
-        2,
-        "NoteAdded",
-        -1,
-        r#"{"text": "x", "priority": 1}"#,
-        "{}",
-    )
-    .await;
-    match cases.load(&id).await {
-        Err(RepositoryError::Store(StoreError::Corrupt {
-            stream: s,
-            version,
-            reason,
-        })) => {
-            assert_eq!((s, version), (stream.clone(), 2));
-            assert!(reason.contains("schema version"), "{reason}");
-        }
-        other => panic!("expected Corrupt, got {other:?}"),
-    }
+    let payload = r#"{"text": "x", "priority": 1}"#;
+    let (cases, id, stream) = case_with_planted_row(&schema, "NoteAdded", -1, payload, "{}").await;
+    assert_corrupt(cases.load(&id).await, &stream, "schema version");
 
     let other = StreamId::new("case", uuid::Uuid::now_v7().to_string());
     insert_raw(&schema, &other, -5, "CaseOpened", 1, r#"{"title": "x"}"#, "{}").await;

@@ -19,7 +19,7 @@ pub type Outcome = Result<(), Box<dyn Error>>;
 type Step = (
     &'static str,
     Metadata,
-    Box<dyn Fn(&Ticket) -> Result<Vec<TicketEvent>, TicketError>>,
+    fn(&Ticket) -> Result<Vec<TicketEvent>, TicketError>,
 );
 
 /// Runs the demo: on PostgreSQL when `DATABASE_URL` is set, else in memory.
@@ -49,56 +49,34 @@ async fn play<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -> Outc
         (
             "customer opens it",
             request("customer:acme").with_correlation_id(conversation),
-            Box::new(|t: &Ticket| t.open("Printer prints only blank pages", "acme-corp", Priority::Normal)),
+            |t| t.open("Printer prints only blank pages", "acme-corp", Priority::Normal),
         ),
-        (
-            "lead assigns alice",
-            request("agent:carol"),
-            Box::new(|t: &Ticket| t.assign("alice")),
-        ),
-        (
-            "alice comments",
-            request("agent:alice"),
-            Box::new(|t: &Ticket| t.comment("alice", "Toner replaced, testing")),
-        ),
+        ("lead assigns alice", request("agent:carol"), |t| t.assign("alice")),
+        ("alice comments", request("agent:alice"), |t| {
+            t.comment("alice", "Toner replaced, testing")
+        }),
         (
             "customer asks to escalate",
             request("customer:acme").with_correlation_id(conversation),
-            Box::new(|t: &Ticket| t.request_escalation("Invoices cannot be printed before month end")),
+            |t| t.request_escalation("Invoices cannot be printed before month end"),
         ),
-        (
-            "customer asks again",
-            request("customer:acme"),
-            Box::new(|t: &Ticket| t.request_escalation("Still broken")),
-        ),
-        (
-            "alice resolves it",
-            request("agent:alice"),
-            Box::new(|t: &Ticket| t.resolve("Replaced the fuser unit")),
-        ),
-        (
-            "alice closes it",
-            request("agent:alice"),
-            Box::new(|t: &Ticket| t.close()),
-        ),
-        (
-            "customer escalates the closed ticket",
-            request("customer:acme"),
-            Box::new(|t: &Ticket| t.request_escalation("It broke again")),
-        ),
-        (
-            "customer reopens it",
-            request("customer:acme"),
-            Box::new(|t: &Ticket| t.reopen("Blank pages are back")),
-        ),
-        (
-            "lead assigns bob",
-            request("agent:carol"),
-            Box::new(|t: &Ticket| t.assign("bob")),
-        ),
+        ("customer asks again", request("customer:acme"), |t| {
+            t.request_escalation("Still broken")
+        }),
+        ("alice resolves it", request("agent:alice"), |t| {
+            t.resolve("Replaced the fuser unit")
+        }),
+        ("alice closes it", request("agent:alice"), |t| t.close()),
+        ("customer escalates the closed ticket", request("customer:acme"), |t| {
+            t.request_escalation("It broke again")
+        }),
+        ("customer reopens it", request("customer:acme"), |t| {
+            t.reopen("Blank pages are back")
+        }),
+        ("lead assigns bob", request("agent:carol"), |t| t.assign("bob")),
     ];
     for (what, metadata, decide) in steps {
-        match tickets.execute(&id, metadata, |ticket: &Ticket| decide(ticket)).await {
+        match tickets.execute(&id, metadata, decide).await {
             Ok(done) => println!("  ok       {what:<40} -> version {}", done.version),
             Err(CommandError::Rejected(error)) => println!("  refused  {what:<40} -> {error}"),
             Err(other) => return Err(other.into()),
