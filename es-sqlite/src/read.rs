@@ -65,11 +65,14 @@ pub(crate) async fn replay_stream(
     let chunks = chunks(Arc::clone(&store.database), move |connection, send| {
         let mut statement = connection.prepare_cached(sql::REPLAY_STREAM)?;
         let mut rows = statement.query(slice_parameters(&owned_stream, slice))?;
-        let mut chunk = ReplayChunk::default();
+        let mut chunk = ReplayChunk::first();
         while let Some(row) = rows.next()? {
             chunk.push(row, &owned_stream)?;
-            if chunk.is_full() && !send(std::mem::take(&mut chunk)) {
-                return Ok(());
+            if chunk.is_full() {
+                let next = chunk.next();
+                if !send(std::mem::replace(&mut chunk, next)) {
+                    return Ok(());
+                }
             }
         }
         if !chunk.is_empty() {

@@ -145,11 +145,13 @@ fn schema_version(row: &Row<'_>) -> Result<u32, String> {
 
 /// Rows of a replay, copied into one buffer as SQLite hands them out and lent from it: no
 /// envelope and no allocation per event. Filled on a blocking thread, lent on the caller's.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ReplayChunk {
     /// Each event's name, then its payload, back to back.
     bytes: Vec<u8>,
     events: Vec<Lent>,
+    /// How many events the chunk takes before it is sent on.
+    capacity: usize,
 }
 
 /// Where one event's fields sit in [`ReplayChunk::bytes`]: its name starts where the previous
@@ -163,10 +165,30 @@ struct Lent {
 }
 
 impl ReplayChunk {
-    /// A chunk is sent on once it holds this many events...
-    const MAX_EVENTS: usize = 512;
-    /// ...or this many bytes.
-    const MAX_BYTES: usize = 256 * 1024;
+    /// The first chunk of a replay holds this many events, so the caller starts folding at
+    /// once; each next one twice as many, up to [`ReplayChunk::MAX_EVENTS`]...
+    const FIRST_EVENTS: usize = 64;
+    const MAX_EVENTS: usize = 4096;
+    /// ...or this many bytes: fewer, larger chunks cost fewer hand-overs between threads.
+    const MAX_BYTES: usize = 1024 * 1024;
+
+    /// The first chunk of a replay.
+    pub(crate) fn first() -> Self {
+        Self::with_capacity(Self::FIRST_EVENTS)
+    }
+
+    fn with_capacity(events: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(events * 128),
+            events: Vec::with_capacity(events),
+            capacity: events,
+        }
+    }
+
+    /// An empty chunk to fill after this one, twice as large.
+    pub(crate) fn next(&self) -> Self {
+        Self::with_capacity((self.capacity * 2).min(Self::MAX_EVENTS))
+    }
 
     /// Copies the [`replay_columns!`] of a row of `stream` into the chunk.
     pub(crate) fn push(&mut self, row: &Row<'_>, stream: &StreamId) -> Result<(), StoreError> {
@@ -193,7 +215,7 @@ impl ReplayChunk {
 
     /// Whether the chunk should be sent on.
     pub(crate) fn is_full(&self) -> bool {
-        self.events.len() >= Self::MAX_EVENTS || self.bytes.len() >= Self::MAX_BYTES
+        self.events.len() >= self.capacity || self.bytes.len() >= Self::MAX_BYTES
     }
 
     /// Whether the chunk holds no event.
