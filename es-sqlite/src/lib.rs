@@ -153,6 +153,9 @@
 //! - The file must be on a local file system: SQLite's locking (and the claims' `flock`) is
 //!   unreliable over network file systems.
 //! - A projection's unit of work holds the write lock while its handlers run: appends wait.
+//! - Every call crosses to a blocking thread and back: microseconds, up to tens of them on a
+//!   busy machine. That is noise next to a durable commit or a long replay, but it is most of
+//!   the cost of loading a stream of a few events.
 
 #![warn(missing_docs)]
 
@@ -175,3 +178,8 @@ pub use options::{SqliteOptions, Synchronous};
 pub use projection::{SqliteCheckpoints, SqliteContext, SqliteUnit};
 pub use store::SqliteStore;
 pub use wake::SqliteWakeUp;
+
+/// The SQLite driver, re-exported: handlers write through its [`Connection`](rusqlite::Connection)
+/// and [`SqliteError`] wraps its errors. Use this re-export rather than a `rusqlite` dependency
+/// of your own, so the versions always match.
+pub use rusqlite;

@@ -164,3 +164,34 @@ async fn chunked_reads_agree_and_a_replay_stops_when_told() {
     }
     assert_eq!(store.stream_version(&stream).await.expect("version"), 2_000);
 }
+
+/// An event stamped later than the clock (a clock that stepped back): the next append is
+/// recorded at that instant, not before it, so time travel by instant follows the global order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_at_never_goes_backwards() {
+    let db = fresh().await;
+    let ahead = chrono::Utc::now() + chrono::Duration::hours(1);
+    let planted = fresh_stream("clock");
+    crate::support::raw(&db)
+        .execute(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version,
+                                 payload, metadata, recorded_at)
+             VALUES (?1, ?2, ?3, 1, 'Ahead', 1, '{}', '{}', ?4)",
+            rusqlite::params![
+                uuid::Uuid::now_v7().as_bytes(),
+                planted.aggregate_type,
+                planted.aggregate_id,
+                ahead.timestamp_micros()
+            ],
+        )
+        .expect("plant an event from the future");
+    let stream = fresh_stream("clock");
+    db.store
+        .append(&stream, ExpectedVersion::NoStream, numbered(2))
+        .await
+        .expect("append");
+    let events = read(&db.store, &stream).await;
+    assert!(events
+        .iter()
+        .all(|e| e.recorded_at.timestamp_micros() == ahead.timestamp_micros()));
+}

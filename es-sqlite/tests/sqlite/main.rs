@@ -10,4 +10,5 @@ mod conformance;
 mod migrations;
 mod multi_process;
 mod projection;
+mod repository;
 mod wake_up;
