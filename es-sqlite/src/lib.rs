@@ -1,0 +1,185 @@
+//! A SQLite event store for `es-core`: durable, embedded, one file, with the same semantics as
+//! the PostgreSQL store: one append-only table, optimistic concurrency enforced under the
+//! database's write lock, and a global read that never skips an event.
+//!
+//! [`SqliteStore`] implements [`EventStore`](es_core::EventStore),
+//! [`GlobalLog`](es_core::GlobalLog) and [`SnapshotStore`](es_core::SnapshotStore), and
+//! [`SqliteCheckpoints`] implements [`CheckpointStore`](es_core::CheckpointStore) for read
+//! models kept in the same file. All pass the conformance suite of `es-core`. SQLite (3.46) is
+//! compiled into the binary through rusqlite's `bundled` feature: no system library is needed.
+//!
+//! ```
+//! use es_core::{EventStore, ExpectedVersion, GlobalLog, Metadata, NewEvent, StreamId};
+//! use es_sqlite::SqliteStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("events.db");
+//! let store = SqliteStore::open(&path).await?; // creates the file if needed
+//! store.migrate().await?; // creates or upgrades the tables; safe to run from every process
+//!
+//! let stream = StreamId::new("ticket", "T-1");
+//! let event = NewEvent {
+//!     event_id: uuid::Uuid::now_v7(),
+//!     event_name: "TicketOpened".into(),
+//!     schema_version: 1,
+//!     payload: br#"{"title":"Printer on fire"}"#.to_vec(),
+//!     metadata: Metadata::new(),
+//! };
+//! store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+//!
+//! // Projections tail the global order from a checkpoint:
+//! let page = store.read_all(0, 500).await?;
+//! assert_eq!(page[0].position, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! Usually you hand the store to an [`es_core::Repository`] rather than appending by hand, and
+//! its [`checkpoints`](SqliteStore::checkpoints) to a [`ProjectionRunner`](es_core::ProjectionRunner).
+//!
+//! # Design
+//!
+//! ## Schema
+//!
+//! [`SqliteStore::migrate`] creates, in the file:
+//!
+//! - `events`: every event of every aggregate, append-only (triggers refuse `UPDATE` and
+//!   `DELETE`). The columns and their meaning are PostgreSQL's: `position` (the global order;
+//!   the table's rowid), `event_id` (16-byte UUID, unique: makes retried appends safe),
+//!   `aggregate_type`, `aggregate_id`, `version` (unique per stream, which also serves
+//!   `read_stream`, `stream_version` and the version check), `event_name`, `schema_version`,
+//!   `payload` and `metadata` (JSON text), `recorded_at` (microseconds since the Unix epoch,
+//!   UTC). A `STRICT` table: SQLite refuses values of the wrong type.
+//! - `snapshots`: the latest snapshot per stream; saving keeps the row with the higher version.
+//! - `projection_checkpoints`: per projection, the checkpoint and the claim (epoch, owner).
+//! - `es_migrations`: which embedded migrations were applied. `migrate` runs in one
+//!   `BEGIN IMMEDIATE` transaction, so processes opening a new file at once are safe; a file
+//!   migrated by newer code is refused with [`SqliteError::SchemaTooNew`], at `open` already.
+//!
+//! ## Connections and durability
+//!
+//! The file is put in WAL mode: readers never block the writer or each other, and each reader
+//! sees whole commits only. Every connection has `foreign_keys = ON`, a busy timeout (5 s by
+//! default) and `synchronous = FULL` by default, so an acknowledged append survives power loss;
+//! [`Synchronous::Normal`] trades that for speed on slow disks (see [`SqliteOptions`]).
+//!
+//! A store has one writer connection (appends and snapshots queue for it in the process, not in
+//! SQLite's busy loop) and a pool of reader connections (`query_only`). Every call runs SQLite
+//! on Tokio's blocking threads, never on the async runtime's, and no lock is held across an
+//! `await`; stream reads hand rows over in chunks while SQLite reads on. Statements are
+//! prepared once per connection and take bind parameters only.
+//!
+//! ## Appends: one transaction, versions checked under the write lock
+//!
+//! An append first checks the batch (payloads must be JSON: else
+//! [`StoreError::InvalidBatch`](es_core::StoreError::InvalidBatch), before any lock is taken),
+//! then opens a `BEGIN IMMEDIATE` transaction, which takes SQLite's single write lock at once
+//! (waiting up to the busy timeout, else [`SqliteError::Busy`], reported as the transient
+//! [`StoreError::Unavailable`](es_core::StoreError::Unavailable)). Under the lock it reads the
+//! stream's version, checks the [`ExpectedVersion`](es_core::ExpectedVersion) (a refusal is a
+//! [`ConcurrencyConflict`](es_core::ConcurrencyConflict) with the actual version), inserts the
+//! batch with one cached statement and commits. Nobody can write between the read and the
+//! insert, so of racing writers, in this process or another, exactly one wins at each version.
+//! A stored or repeated event id violates the unique constraint; the store then looks the id up
+//! in the same transaction and returns
+//! [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId), telling the cases
+//! apart by data, never by message text. Any failure rolls the whole batch back.
+//!
+//! `recorded_at` is the clock time of the append, the same for a whole batch, and never earlier
+//! than the last stored event's, even if the clock steps back: time travel by instant agrees
+//! with the global order.
+//!
+//! ## `read_all` never skips: why no event can be missed
+//!
+//! The PostgreSQL store needs transaction ids to number events safely, because there a sequence
+//! value is taken at insert and becomes visible at commit, out of order. SQLite rules that out
+//! by construction:
+//!
+//! 1. **One writer at a time.** SQLite has a single write lock per database file; every write
+//!    transaction (appends, snapshots, projections' units) holds it from `BEGIN IMMEDIATE` to
+//!    `COMMIT`, across processes.
+//! 2. **Positions are assigned under that lock.** `position` is the rowid: each insert gets the
+//!    highest position in the table + 1, read inside the transaction that holds the lock. No
+//!    other transaction can take a position until this one has committed or rolled back; a
+//!    rolled-back append leaves no hole, since the next one takes the same numbers. Positions
+//!    are therefore dense (1, 2, 3, ...) and commit in increasing order. Events are never
+//!    deleted (triggers refuse it), so a position is never handed out twice; `VACUUM` keeps
+//!    rowids that are a table's `INTEGER PRIMARY KEY`.
+//! 3. **Readers see whole commits.** In WAL mode a read sees the database as of the last commit
+//!    before it started, never part of a transaction.
+//!
+//! So when a read returns position `p`, every event below `p` was committed by the same or an
+//! earlier transaction and is visible to that read: `WHERE position > $after ORDER BY position`
+//! is gap-free, and a checkpoint is safe as soon as a read returned it. Unlike PostgreSQL, no
+//! open transaction holds readers back: readers never wait for writers.
+//!
+//! ## Reads
+//!
+//! `read_stream` filters the version range and the `recorded_until` cut-off in SQL, on the
+//! stream index, and streams rows out in chunks of 256 events; `replay_stream` reads only the
+//! four columns a replay needs and lends each event's name and payload from a chunk's buffer,
+//! building no envelope. `tail` is one query. Rows that cannot be mapped (metadata that does not
+//! decode, an id of the wrong length) are [`StoreError::Corrupt`](es_core::StoreError::Corrupt)
+//! naming stream and version. Locks held past the busy timeout, I/O errors and a full disk are
+//! [`StoreError::Unavailable`](es_core::StoreError::Unavailable) (worth retrying later); other
+//! failures are [`StoreError::Backend`](es_core::StoreError::Backend). Both wrap a
+//! [`SqliteError`].
+//!
+//! ## Projections
+//!
+//! [`SqliteStore::checkpoints`] gives the checkpoint store for read models kept in the same
+//! file: a runner's unit of work is one write transaction in which the handlers write their
+//! tables (through a [`SqliteContext`]) and the checkpoint row is advanced, so each event is
+//! applied exactly once. One runner per projection is active, across processes: it holds an
+//! exclusive lock on a claim file of the projection's own beside the database, released by the
+//! operating system when its process dies, and raises the claim epoch in the checkpoint row,
+//! which every unit checks. See [`SqliteCheckpoints`] for what handlers may do and the
+//! trade-offs. [`SqliteStore::wake_up`] wakes runners after appends of the same process; their
+//! poll interval covers other processes.
+//!
+//! ## Bad input
+//!
+//! A file that is not a database ([`SqliteError::NotADatabase`], left untouched), a schema newer
+//! than the code ([`SqliteError::SchemaTooNew`]), a lock held past the busy timeout
+//! ([`SqliteError::Busy`]), a write to a store opened with [`SqliteStore::open_read_only`]
+//! ([`SqliteError::ReadOnly`]): each is a typed error, nothing is half-written, and nothing
+//! panics.
+//!
+//! ## Limits
+//!
+//! - One writer at a time per file: appends of all processes are serialized (fine for the
+//!   thousands of appends per second one disk sustains; not a server for many machines).
+//! - The file must be on a local file system: SQLite's locking (and the claims' `flock`) is
+//!   unreliable over network file systems.
+//! - A projection's unit of work holds the write lock while its handlers run: appends wait.
+//! - Every call crosses to a blocking thread and back: microseconds, up to tens of them on a
+//!   busy machine. That is noise next to a durable commit or a long replay, but it is most of
+//!   the cost of loading a stream of a few events.
+
+#![warn(missing_docs)]
+
+mod append;
+mod claim;
+mod connection;
+mod error;
+mod options;
+mod projection;
+mod read;
+mod row;
+mod snapshot;
+mod sql;
+mod store;
+mod wake;
+
+pub use claim::SqliteClaim;
+pub use error::SqliteError;
+pub use options::{SqliteOptions, Synchronous};
+pub use projection::{SqliteCheckpoints, SqliteContext, SqliteUnit};
+pub use store::SqliteStore;
+pub use wake::SqliteWakeUp;
+
+/// The SQLite driver, re-exported: handlers write through its [`Connection`](rusqlite::Connection)
+/// and [`SqliteError`] wraps its errors. Use this re-export rather than a `rusqlite` dependency
+/// of your own, so the versions always match.
+pub use rusqlite;

@@ -1,0 +1,290 @@
+//! The one definition of an event row: the columns every read selects, where each sits, how a
+//! row becomes a [`RecordedEvent`], and the chunks in which a replay lends rows' bytes.
+
+use chrono::{DateTime, Utc};
+use es_core::{Metadata, RecordedEvent, ReplayedEvent, StoreError, StreamId};
+use rusqlite::types::ValueRef;
+use rusqlite::Row;
+use uuid::Uuid;
+
+use crate::error::SqliteError;
+
+/// The head of [`event_columns!`]: what a replay needs, and no more.
+macro_rules! replay_columns {
+    () => {
+        "version, event_name, schema_version, payload"
+    };
+}
+
+/// The columns every read of whole events selects, in the order of [`column`].
+macro_rules! event_columns {
+    () => {
+        concat!(
+            crate::row::replay_columns!(),
+            ", position, event_id, aggregate_type, aggregate_id, metadata, recorded_at"
+        )
+    };
+}
+
+pub(crate) use {event_columns, replay_columns};
+
+/// Where each column of [`event_columns!`] sits in a row (the replay's columns are its head).
+pub(crate) mod column {
+    pub(crate) const VERSION: usize = 0;
+    pub(crate) const EVENT_NAME: usize = 1;
+    pub(crate) const SCHEMA_VERSION: usize = 2;
+    pub(crate) const PAYLOAD: usize = 3;
+    pub(crate) const POSITION: usize = 4;
+    pub(crate) const EVENT_ID: usize = 5;
+    pub(crate) const AGGREGATE_TYPE: usize = 6;
+    pub(crate) const AGGREGATE_ID: usize = 7;
+    pub(crate) const METADATA: usize = 8;
+    pub(crate) const RECORDED_AT: usize = 9;
+}
+
+/// How an instant is stored: microseconds since the Unix epoch, UTC (PostgreSQL's precision).
+pub(crate) fn micros(instant: DateTime<Utc>) -> i64 {
+    instant.timestamp_micros()
+}
+
+/// The instant stored as `micros`, if it is one chrono can represent.
+pub(crate) fn instant(micros: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros)
+}
+
+/// The value of column `index`, or why it cannot be read.
+fn value<'r>(row: &'r Row<'_>, index: usize) -> Result<ValueRef<'r>, String> {
+    row.get_ref(index).map_err(|error| error.to_string())
+}
+
+fn integer(row: &Row<'_>, index: usize) -> Result<i64, String> {
+    match value(row, index)? {
+        ValueRef::Integer(integer) => Ok(integer),
+        other => Err(format!("expected an integer, found {:?}", other.data_type())),
+    }
+}
+
+/// The bytes of a TEXT or BLOB column, borrowed from the row.
+fn bytes<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r [u8], String> {
+    match value(row, index)? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Ok(bytes),
+        other => Err(format!("expected text, found {:?}", other.data_type())),
+    }
+}
+
+fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str, String> {
+    std::str::from_utf8(bytes(row, index)?).map_err(|error| format!("not UTF-8: {error}"))
+}
+
+/// The row's version within `stream`.
+fn version(row: &Row<'_>, stream: &StreamId) -> Result<u64, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version: 0,
+        reason,
+    };
+    let version = integer(row, column::VERSION).map_err(|e| corrupt(format!("version: {e}")))?;
+    u64::try_from(version).map_err(|_| corrupt(format!("stored version {version} is negative")))
+}
+
+/// Decodes the [`event_columns!`] of an event row.
+pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
+    let unreadable = |what: &str, reason: String| {
+        StoreError::from(SqliteError::Unexpected(format!(
+            "event row with unreadable {what}: {reason}"
+        )))
+    };
+    let stream = StreamId {
+        aggregate_type: text(row, column::AGGREGATE_TYPE)
+            .map_err(|e| unreadable("aggregate type", e))?
+            .to_owned(),
+        aggregate_id: text(row, column::AGGREGATE_ID)
+            .map_err(|e| unreadable("aggregate id", e))?
+            .to_owned(),
+    };
+    let version = version(row, &stream)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version,
+        reason,
+    };
+    let event_name = text(row, column::EVENT_NAME).map_err(|e| corrupt(format!("event name: {e}")))?;
+    let schema_version = schema_version(row).map_err(corrupt)?;
+    let payload = bytes(row, column::PAYLOAD).map_err(|e| corrupt(format!("payload: {e}")))?;
+    let position = integer(row, column::POSITION).map_err(|e| corrupt(format!("position: {e}")))?;
+    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
+    let event_id = bytes(row, column::EVENT_ID).map_err(|e| corrupt(format!("event id: {e}")))?;
+    let event_id = Uuid::from_slice(event_id).map_err(|e| corrupt(format!("event id: {e}")))?;
+    let metadata = text(row, column::METADATA).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    // Most events carry none: skip the parser.
+    let metadata: Metadata = if metadata == "{}" {
+        Metadata::new()
+    } else {
+        serde_json::from_str(metadata).map_err(|e| corrupt(format!("metadata does not decode: {e}")))?
+    };
+    let recorded_at = integer(row, column::RECORDED_AT).map_err(|e| corrupt(format!("recorded_at: {e}")))?;
+    let recorded_at =
+        instant(recorded_at).ok_or_else(|| corrupt(format!("recorded_at {recorded_at} is out of range")))?;
+    Ok(RecordedEvent {
+        event_id,
+        version,
+        position,
+        event_name: event_name.to_owned(),
+        schema_version,
+        payload: payload.to_vec(),
+        metadata,
+        recorded_at,
+        stream,
+    })
+}
+
+fn schema_version(row: &Row<'_>) -> Result<u32, String> {
+    let schema_version = integer(row, column::SCHEMA_VERSION).map_err(|e| format!("schema version: {e}"))?;
+    u32::try_from(schema_version).map_err(|_| format!("schema version {schema_version} is out of range"))
+}
+
+/// Rows of a replay, copied into one buffer as SQLite hands them out and lent from it: no
+/// envelope and no allocation per event. Filled on a blocking thread, lent on the caller's.
+#[derive(Debug)]
+pub(crate) struct ReplayChunk {
+    /// Each event's name, then its payload, back to back.
+    bytes: Vec<u8>,
+    events: Vec<Lent>,
+    /// How many events the chunk takes before it is sent on.
+    capacity: usize,
+}
+
+/// Where one event's fields sit in [`ReplayChunk::bytes`]: its name starts where the previous
+/// event's payload ends.
+#[derive(Debug)]
+struct Lent {
+    version: u64,
+    schema_version: u32,
+    name_end: usize,
+    payload_end: usize,
+}
+
+impl ReplayChunk {
+    /// The first chunk of a replay holds this many events, so the caller starts folding at
+    /// once; each next one twice as many, up to [`ReplayChunk::MAX_EVENTS`]...
+    const FIRST_EVENTS: usize = 64;
+    const MAX_EVENTS: usize = 4096;
+    /// ...or this many bytes: fewer, larger chunks cost fewer hand-overs between threads.
+    const MAX_BYTES: usize = 1024 * 1024;
+
+    /// The first chunk of a replay.
+    pub(crate) fn first() -> Self {
+        Self::with_capacity(Self::FIRST_EVENTS)
+    }
+
+    fn with_capacity(events: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(events * 128),
+            events: Vec::with_capacity(events),
+            capacity: events,
+        }
+    }
+
+    /// An empty chunk to fill after this one, twice as large.
+    pub(crate) fn next(&self) -> Self {
+        Self::with_capacity((self.capacity * 2).min(Self::MAX_EVENTS))
+    }
+
+    /// Copies the [`replay_columns!`] of a row of `stream` into the chunk.
+    pub(crate) fn push(&mut self, row: &Row<'_>, stream: &StreamId) -> Result<(), StoreError> {
+        let version = version(row, stream)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            stream: stream.clone(),
+            version,
+            reason,
+        };
+        let schema_version = schema_version(row).map_err(corrupt)?;
+        let name = bytes(row, column::EVENT_NAME).map_err(|e| corrupt(format!("event name: {e}")))?;
+        let payload = bytes(row, column::PAYLOAD).map_err(|e| corrupt(format!("payload: {e}")))?;
+        self.bytes.extend_from_slice(name);
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(payload);
+        self.events.push(Lent {
+            version,
+            schema_version,
+            name_end,
+            payload_end: self.bytes.len(),
+        });
+        Ok(())
+    }
+
+    /// Whether the chunk should be sent on.
+    pub(crate) fn is_full(&self) -> bool {
+        self.events.len() >= self.capacity || self.bytes.len() >= Self::MAX_BYTES
+    }
+
+    /// Whether the chunk holds no event.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The chunk's events of `stream`, lent from its buffer.
+    pub(crate) fn replayed<'c>(
+        &'c self,
+        stream: &'c StreamId,
+    ) -> impl Iterator<Item = Result<ReplayedEvent<'c>, StoreError>> + 'c {
+        let mut start = 0;
+        self.events.iter().map(move |lent| {
+            let name = &self.bytes[start..lent.name_end];
+            let payload = &self.bytes[lent.name_end..lent.payload_end];
+            start = lent.payload_end;
+            let event_name = std::str::from_utf8(name).map_err(|error| StoreError::Corrupt {
+                stream: stream.clone(),
+                version: lent.version,
+                reason: format!("event name is not UTF-8: {error}"),
+            })?;
+            Ok(ReplayedEvent {
+                version: lent.version,
+                event_name,
+                schema_version: lent.schema_version,
+                payload,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_positions_match_the_column_list() {
+        let connection = rusqlite::Connection::open_in_memory().expect("in-memory database");
+        for migration in crate::sql::MIGRATIONS {
+            connection.execute_batch(migration.sql).expect(migration.description);
+        }
+        let statement = connection.prepare(crate::sql::READ_ALL).expect("read_all");
+        let names = statement.column_names();
+        let expected = [
+            (column::VERSION, "version"),
+            (column::EVENT_NAME, "event_name"),
+            (column::SCHEMA_VERSION, "schema_version"),
+            (column::PAYLOAD, "payload"),
+            (column::POSITION, "position"),
+            (column::EVENT_ID, "event_id"),
+            (column::AGGREGATE_TYPE, "aggregate_type"),
+            (column::AGGREGATE_ID, "aggregate_id"),
+            (column::METADATA, "metadata"),
+            (column::RECORDED_AT, "recorded_at"),
+        ];
+        assert_eq!(names.len(), expected.len());
+        for (index, name) in expected {
+            assert_eq!(names[index], name);
+        }
+        let replay = connection.prepare(crate::sql::REPLAY_STREAM).expect("replay");
+        assert_eq!(replay.column_names(), names[..4]);
+    }
+
+    #[test]
+    fn instants_round_trip_at_microsecond_precision() {
+        let now = Utc::now();
+        let stored = instant(micros(now)).expect("in range");
+        assert!(now - stored < chrono::Duration::microseconds(1));
+        assert!(stored <= now, "stored instants are truncated, never rounded up");
+    }
+}

@@ -1,0 +1,100 @@
+//! Snapshots: the latest one per stream, a newer one never replaced by an older one.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use es_core::{Snapshot, SnapshotStore, StoreError, StreamId};
+use rusqlite::{params, OptionalExtension};
+use serde::de::IgnoredAny;
+
+use crate::connection::blocking;
+use crate::error::SqliteError;
+use crate::row::{instant, micros};
+use crate::{sql, SqliteStore};
+
+#[async_trait]
+impl SnapshotStore for SqliteStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let not_json = |reason: String| SqliteError::SnapshotNotJson {
+            stream: snapshot.stream.clone(),
+            version: snapshot.version,
+            reason,
+        };
+        let state = std::str::from_utf8(&snapshot.state).map_err(|error| not_json(error.to_string()))?;
+        serde_json::from_str::<IgnoredAny>(state).map_err(|error| not_json(error.to_string()))?;
+        let Ok(version) = i64::try_from(snapshot.version) else {
+            return Err(StoreError::InvalidBatch {
+                stream: snapshot.stream.clone(),
+                reason: format!("snapshot version {} does not fit SQLite's integers", snapshot.version),
+            });
+        };
+        let database = Arc::clone(&self.database);
+        blocking(move || {
+            let writer = database.writer("save a snapshot")?;
+            let Snapshot {
+                stream,
+                revision,
+                state,
+                taken_at,
+                ..
+            } = &snapshot;
+            // Checked to be UTF-8 above.
+            let state = String::from_utf8_lossy(state);
+            writer
+                .prepare_cached(sql::SAVE_SNAPSHOT)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        stream.aggregate_type,
+                        stream.aggregate_id,
+                        version,
+                        revision,
+                        state,
+                        micros(*taken_at),
+                    ])
+                })
+                .map_err(|error| StoreError::from(database.error(error)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        let (database, owned_stream) = (Arc::clone(&self.database), stream.clone());
+        let row = blocking(move || {
+            database.with_reader(|connection| {
+                connection
+                    .prepare_cached(sql::LOAD_SNAPSHOT)
+                    .and_then(|mut statement| {
+                        statement
+                            .query_row(params![owned_stream.aggregate_type, owned_stream.aggregate_id], |row| {
+                                Ok((
+                                    row.get::<_, i64>(0)?,
+                                    row.get::<_, i64>(1)?,
+                                    row.get::<_, String>(2)?,
+                                    row.get::<_, i64>(3)?,
+                                ))
+                            })
+                            .optional()
+                    })
+                    .map_err(|error| StoreError::from(database.error(error)))
+            })
+        })
+        .await?;
+        let Some((version, revision, state, taken_at)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            stream: stream.clone(),
+            version: u64::try_from(version).unwrap_or(0),
+            reason,
+        };
+        Ok(Some(Snapshot {
+            stream: stream.clone(),
+            version: u64::try_from(version).map_err(|_| corrupt(format!("negative snapshot version {version}")))?,
+            revision: u32::try_from(revision)
+                .map_err(|_| corrupt(format!("snapshot revision {revision} is out of range")))?,
+            state: state.into_bytes(),
+            taken_at: instant(taken_at).ok_or_else(|| corrupt(format!("snapshot time {taken_at} is out of range")))?,
+        }))
+    }
+}

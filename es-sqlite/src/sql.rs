@@ -1,0 +1,253 @@
+//! The schema, the migrations and every SQL statement. Statements take bind parameters only and
+//! are prepared once per connection (`prepare_cached`).
+
+use crate::row::{event_columns, replay_columns};
+
+/// One embedded migration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Migration {
+    /// Applied in ascending order; recorded in `es_migrations`.
+    pub version: i64,
+    /// What it does, for the history and errors.
+    pub description: &'static str,
+    /// The statements.
+    pub sql: &'static str,
+}
+
+/// The versioned migrations, oldest first. Never edit an applied migration: append a new one.
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "events and snapshots",
+        sql: r#"
+-- Append-only: every event of every aggregate. `position` is the rowid: assigned under the
+-- database's single write lock as the highest position + 1, so positions are dense and commit in
+-- order (see the crate docs). Times are microseconds since the Unix epoch, UTC.
+CREATE TABLE events (
+    position       INTEGER PRIMARY KEY,
+    event_id       BLOB    NOT NULL UNIQUE CHECK (length(event_id) = 16),
+    aggregate_type TEXT    NOT NULL,
+    aggregate_id   TEXT    NOT NULL,
+    version        INTEGER NOT NULL CHECK (version > 0),
+    event_name     TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL CHECK (schema_version >= 0),
+    payload        TEXT    NOT NULL,
+    metadata       TEXT    NOT NULL,
+    recorded_at    INTEGER NOT NULL,
+    UNIQUE (aggregate_type, aggregate_id, version)
+) STRICT;
+
+-- A deleted last event would let its position be handed out again, behind readers' checkpoints.
+CREATE TRIGGER events_are_append_only_update BEFORE UPDATE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events are append-only: never update or delete them');
+END;
+CREATE TRIGGER events_are_append_only_delete BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events are append-only: never update or delete them');
+END;
+
+-- The latest snapshot of each stream.
+CREATE TABLE snapshots (
+    aggregate_type TEXT    NOT NULL,
+    aggregate_id   TEXT    NOT NULL,
+    version        INTEGER NOT NULL CHECK (version >= 0),
+    revision       INTEGER NOT NULL CHECK (revision >= 0),
+    state          TEXT    NOT NULL,
+    taken_at       INTEGER NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id)
+) STRICT, WITHOUT ROWID;
+"#,
+    },
+    Migration {
+        version: 2,
+        description: "projection checkpoints and claims",
+        sql: r#"
+-- Per projection: the position of the last event its read model reflects, committed with the
+-- read model; and the claim epoch, raised by every runner that claims the projection, so that a
+-- unit of work commits only under the latest claim.
+CREATE TABLE projection_checkpoints (
+    projection  TEXT    NOT NULL PRIMARY KEY,
+    position    INTEGER NOT NULL CHECK (position >= 0),
+    updated_at  INTEGER NOT NULL,
+    claim_epoch INTEGER NOT NULL DEFAULT 0,
+    claim_owner BLOB,
+    claimed_at  INTEGER
+) STRICT, WITHOUT ROWID;
+"#,
+    },
+];
+
+/// The newest migration this code knows.
+pub(crate) fn newest_migration() -> i64 {
+    MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
+// Migration bookkeeping.
+
+/// Whether the migration history exists: no parameters.
+pub(crate) const HISTORY_EXISTS: &str =
+    "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'es_migrations'";
+/// The newest migration recorded: no parameters; NULL when none is.
+pub(crate) const NEWEST_APPLIED: &str = "SELECT max(version) FROM es_migrations";
+pub(crate) const CREATE_HISTORY: &str = "CREATE TABLE IF NOT EXISTS es_migrations (
+    version     INTEGER NOT NULL PRIMARY KEY,
+    description TEXT    NOT NULL,
+    applied_at  INTEGER NOT NULL
+) STRICT";
+pub(crate) const APPLIED: &str = "SELECT version FROM es_migrations ORDER BY version";
+/// `?1` version, `?2` description, `?3` time.
+pub(crate) const RECORD_MIGRATION: &str =
+    "INSERT INTO es_migrations (version, description, applied_at) VALUES (?1, ?2, ?3)";
+
+// Transactions.
+
+/// Takes the database's write lock at once (waiting up to the busy timeout), so the transaction
+/// reads what it then writes under the lock.
+pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
+pub(crate) const COMMIT: &str = "COMMIT";
+pub(crate) const ROLLBACK: &str = "ROLLBACK";
+/// Reads the database header: fails on a file that is not a database.
+pub(crate) const PROBE: &str = "SELECT count(*) FROM sqlite_schema";
+
+// Appends.
+
+/// The stream's version: `?1` aggregate_type, `?2` aggregate_id.
+pub(crate) const STREAM_VERSION: &str = "SELECT version FROM events
+    WHERE aggregate_type = ?1 AND aggregate_id = ?2
+    ORDER BY version DESC LIMIT 1";
+/// When the last event was recorded: a new append is never recorded before it.
+pub(crate) const LAST_RECORDED_AT: &str = "SELECT recorded_at FROM events ORDER BY position DESC LIMIT 1";
+/// One event; SQLite assigns the position. `?1` event_id .. `?9` recorded_at.
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events
+    (event_id, aggregate_type, aggregate_id, version, event_name, schema_version, payload, metadata, recorded_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+/// Whether an event id is stored: `?1` event_id.
+pub(crate) const EVENT_ID_EXISTS: &str = "SELECT count(*) FROM events WHERE event_id = ?1";
+
+// Reads.
+
+/// The rows of one stream in a slice: `?1` aggregate_type, `?2` aggregate_id, `?3`..`?4` the
+/// version range, `?5` the `recorded_until` cut-off (`i64::MAX` for none).
+macro_rules! stream_slice {
+    () => {
+        " FROM events
+        WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3 AND version <= ?4 AND recorded_at <= ?5
+        ORDER BY version"
+    };
+}
+
+pub(crate) const READ_STREAM: &str = concat!("SELECT ", event_columns!(), stream_slice!());
+/// What loading an aggregate needs, and no more.
+pub(crate) const REPLAY_STREAM: &str = concat!("SELECT ", replay_columns!(), stream_slice!());
+/// `?1` after, `?2` limit.
+pub(crate) const READ_ALL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+);
+/// What `READ_ALL` would still return after `?1`: how many events, and the last one.
+pub(crate) const TAIL: &str = "SELECT
+        (SELECT count(*) FROM events WHERE position > ?1),
+        head.position,
+        head.recorded_at
+    FROM (SELECT 1) AS one
+    LEFT JOIN (SELECT position, recorded_at FROM events WHERE position > ?1 ORDER BY position DESC LIMIT 1) AS head";
+
+// Snapshots.
+
+/// `?1` aggregate_type, `?2` aggregate_id, `?3` version, `?4` revision, `?5` state, `?6` taken_at.
+/// An older snapshot never replaces a newer one.
+pub(crate) const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots
+        (aggregate_type, aggregate_id, version, revision, state, taken_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+    SET version = excluded.version, revision = excluded.revision,
+        state = excluded.state, taken_at = excluded.taken_at
+    WHERE snapshots.version <= excluded.version";
+/// `?1` aggregate_type, `?2` aggregate_id.
+pub(crate) const LOAD_SNAPSHOT: &str = "SELECT version, revision, state, taken_at FROM snapshots
+    WHERE aggregate_type = ?1 AND aggregate_id = ?2";
+
+// Projection checkpoints and claims.
+
+/// Raises the claim epoch for a new owner: `?1` projection, `?2` owner, `?3` time.
+pub(crate) const TAKE_CLAIM: &str = "INSERT INTO projection_checkpoints
+        (projection, position, updated_at, claim_epoch, claim_owner, claimed_at)
+    VALUES (?1, 0, ?3, 1, ?2, ?3)
+    ON CONFLICT (projection) DO UPDATE
+    SET claim_epoch = claim_epoch + 1, claim_owner = excluded.claim_owner, claimed_at = excluded.claimed_at
+    RETURNING claim_epoch";
+/// The checkpoint and claim, read inside a unit's write transaction: `?1` projection.
+pub(crate) const UNIT_CHECKPOINT: &str =
+    "SELECT position, claim_epoch, claim_owner FROM projection_checkpoints WHERE projection = ?1";
+/// Saves the checkpoint under the unit's claim: `?1` projection, `?2` position, `?3` epoch,
+/// `?4` time.
+pub(crate) const SAVE_CHECKPOINT: &str = "UPDATE projection_checkpoints SET position = ?2, updated_at = ?4
+    WHERE projection = ?1 AND claim_epoch = ?3";
+/// Reads the checkpoint outside any unit: `?1` projection.
+pub(crate) const LOAD_CHECKPOINT: &str = "SELECT position FROM projection_checkpoints WHERE projection = ?1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_ascend_and_every_statement_prepares() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+        let connection = rusqlite::Connection::open_in_memory().expect("in-memory database");
+        connection.execute_batch(CREATE_HISTORY).expect("history");
+        for migration in MIGRATIONS {
+            connection.execute_batch(migration.sql).expect(migration.description);
+        }
+        for sql in [
+            HISTORY_EXISTS,
+            NEWEST_APPLIED,
+            APPLIED,
+            RECORD_MIGRATION,
+            PROBE,
+            STREAM_VERSION,
+            LAST_RECORDED_AT,
+            INSERT_EVENT,
+            EVENT_ID_EXISTS,
+            READ_STREAM,
+            REPLAY_STREAM,
+            READ_ALL,
+            TAIL,
+            SAVE_SNAPSHOT,
+            LOAD_SNAPSHOT,
+            TAKE_CLAIM,
+            UNIT_CHECKPOINT,
+            SAVE_CHECKPOINT,
+            LOAD_CHECKPOINT,
+        ] {
+            if let Err(error) = connection.prepare(sql) {
+                panic!("{sql}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn stream_reads_use_the_stream_index() {
+        let connection = rusqlite::Connection::open_in_memory().expect("in-memory database");
+        for migration in MIGRATIONS {
+            connection.execute_batch(migration.sql).expect(migration.description);
+        }
+        for sql in [READ_STREAM, REPLAY_STREAM, STREAM_VERSION] {
+            let plan: String = connection
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .and_then(|mut statement| {
+                    let zeros = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
+                    let details = statement.query_map(zeros, |row| row.get::<_, String>(3))?;
+                    details.collect::<Result<Vec<_>, _>>()
+                })
+                .expect("plan")
+                .join("; ");
+            assert!(
+                plan.contains("SEARCH events USING") && plan.contains("INDEX"),
+                "{sql}: {plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
+        }
+    }
+}

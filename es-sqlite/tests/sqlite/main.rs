@@ -1,0 +1,14 @@
+//! The SQLite store, each test on a fresh file in a temporary directory. All suites live in
+//! this one binary, which the multi-process tests also run as their child processes.
+
+mod support;
+
+mod appends;
+mod bad_files;
+mod claims;
+mod conformance;
+mod migrations;
+mod multi_process;
+mod projection;
+mod repository;
+mod wake_up;

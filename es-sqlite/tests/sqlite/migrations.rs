@@ -1,0 +1,80 @@
+//! Migrations: idempotent, safe when several stores open a new file at once, and a store used
+//! before migrating fails with a typed error.
+
+use es_core::{EventStore, ExpectedVersion, StoreError};
+use es_sqlite::{SqliteError, SqliteStore};
+
+use crate::support::{fresh, fresh_stream, numbered, temp_file};
+
+async fn migration_count(store: &SqliteStore) -> i64 {
+    store
+        .read(|db| db.query_row("SELECT count(*) FROM es_migrations", [], |row| row.get(0)))
+        .await
+        .expect("reading the migration history")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_again_changes_nothing() {
+    let db = fresh().await;
+    let stream = fresh_stream("migrations");
+    db.store
+        .append(&stream, ExpectedVersion::NoStream, numbered(2))
+        .await
+        .expect("append");
+    assert_eq!(migration_count(&db.store).await, 2);
+    db.store.migrate().await.expect("second migrate");
+    db.store.migrate().await.expect("third migrate");
+    assert_eq!(migration_count(&db.store).await, 2);
+    assert_eq!(
+        db.store.stream_version(&stream).await.expect("version"),
+        2,
+        "data untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opening_and_migrating_a_new_file_at_once_all_succeed() {
+    let (_dir, path) = temp_file();
+    // Separate stores have separate connections, and SQLite locks them against each other as
+    // it locks separate processes.
+    let opened = futures_util::future::join_all((0..4).map(|_| {
+        let path = path.clone();
+        async move {
+            let store = SqliteStore::open(&path).await?;
+            store.migrate().await?;
+            Ok::<_, SqliteError>(store)
+        }
+    }))
+    .await;
+    let stores: Vec<SqliteStore> = opened
+        .into_iter()
+        .map(|store| store.expect("every concurrent open and migrate succeeds"))
+        .collect();
+    assert_eq!(migration_count(&stores[0]).await, 2, "each migration recorded once");
+    let stream = fresh_stream("migrations");
+    stores[3]
+        .append(&stream, ExpectedVersion::NoStream, numbered(1))
+        .await
+        .expect("the migrated file works");
+    assert_eq!(stores[1].stream_version(&stream).await.expect("version"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_used_before_migrating_fails_with_a_typed_error() {
+    let (_dir, path) = temp_file();
+    let store = SqliteStore::open(&path).await.expect("open");
+    let result = store
+        .append(&fresh_stream("early"), ExpectedVersion::Any, numbered(1))
+        .await;
+    match result {
+        Err(StoreError::Backend(error)) => {
+            assert!(error.to_string().contains("no such table"), "{error}");
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    store.migrate().await.expect("migrate");
+    store
+        .append(&fresh_stream("early"), ExpectedVersion::Any, numbered(1))
+        .await
+        .expect("append after migrating");
+}

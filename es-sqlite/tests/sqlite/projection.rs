@@ -1,0 +1,314 @@
+//! Projections with their read model in the same file: exactly once through failures and
+//! cancellation, equal to a rebuild, and one active runner per projection.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use es_core::{
+    async_trait, event, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, FailurePolicy, GlobalLog,
+    HandlerError, PollOnly, Projection, ProjectionError, ProjectionRunner, RunnerOptions, StreamId,
+};
+use es_sqlite::{SqliteContext, SqliteStore};
+use rusqlite::params;
+
+use crate::support::{event, fresh, TestDb};
+
+#[event(name = "CaseOpened")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseOpened {
+    pub title: String,
+}
+
+#[event(name = "NoteAdded")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoteAdded {
+    pub text: String,
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaseEvent {
+    Opened(CaseOpened),
+    Noted(NoteAdded),
+}
+
+/// Counts the events of each case and logs which runner handled each position; the log's
+/// primary key makes a second application of an event fail.
+pub struct Tally {
+    pub runner: String,
+    /// Fails on the event at this position, when set (not 0).
+    pub fail_at: Arc<AtomicU64>,
+    /// A pause per event, so a batch takes long enough to be interrupted.
+    pub pause: Duration,
+}
+
+impl Tally {
+    pub fn new(runner: &str) -> Self {
+        Self {
+            runner: runner.to_owned(),
+            fail_at: Arc::default(),
+            pause: Duration::ZERO,
+        }
+    }
+}
+
+#[async_trait]
+impl Projection for Tally {
+    const NAME: &'static str = "tally";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["case"];
+    type Event = CaseEvent;
+    type Context = SqliteContext;
+
+    async fn handle(&self, db: &mut SqliteContext, event: &DecodedEvent<CaseEvent>) -> Result<(), HandlerError> {
+        let position = event.envelope.position;
+        if self.fail_at.load(Ordering::SeqCst) == position {
+            return Err(format!("refusing the event at position {position}").into());
+        }
+        db.prepare_cached("INSERT INTO tally_log (position, runner) VALUES (?1, ?2)")?
+            .execute(params![i64::try_from(position)?, self.runner])?;
+        db.prepare_cached(
+            "INSERT INTO tally (stream, ticks) VALUES (?1, 1)
+             ON CONFLICT (stream) DO UPDATE SET ticks = ticks + 1",
+        )?
+        .execute([&event.envelope.stream.aggregate_id])?;
+        if !self.pause.is_zero() {
+            tokio::time::sleep(self.pause).await;
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, db: &mut SqliteContext) -> Result<(), HandlerError> {
+        db.execute_batch("DELETE FROM tally_log; DELETE FROM tally;")?;
+        Ok(())
+    }
+}
+
+pub async fn create_tables(store: &SqliteStore) {
+    store
+        .write(|db| {
+            db.execute_batch(
+                "CREATE TABLE tally_log (position INTEGER PRIMARY KEY, runner TEXT NOT NULL);
+                 CREATE TABLE tally (stream TEXT PRIMARY KEY, ticks INTEGER NOT NULL);",
+            )
+        })
+        .await
+        .expect("read-model tables");
+}
+
+/// The read model, as (stream, ticks) rows.
+pub async fn tally(store: &SqliteStore) -> Vec<(String, i64)> {
+    store
+        .read(|db| {
+            db.prepare("SELECT stream, ticks FROM tally ORDER BY stream")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .await
+        .expect("tally")
+}
+
+/// The runners named in the log, in position order, with repeats in a row collapsed.
+pub async fn runner_sequence(store: &SqliteStore) -> Vec<String> {
+    let mut runners: Vec<String> = store
+        .read(|db| {
+            db.prepare("SELECT runner FROM tally_log ORDER BY position")?
+                .query_map([], |row| row.get(0))?
+                .collect()
+        })
+        .await
+        .expect("log");
+    runners.dedup();
+    runners
+}
+
+async fn logged(store: &SqliteStore) -> u64 {
+    store
+        .read(|db| db.query_row("SELECT count(*) FROM tally_log", [], |row| row.get::<_, i64>(0)))
+        .await
+        .expect("count") as u64
+}
+
+/// Appends `count` events round-robin over 10 cases (plus an event of another aggregate type
+/// every 10, which the projection skips).
+pub async fn write_cases(store: &SqliteStore, count: usize) {
+    for n in 0..count {
+        let (stream, name) = if n % 10 == 9 {
+            (StreamId::new("other", "x"), "Elsewhere")
+        } else {
+            (StreamId::new("case", format!("c{}", n % 7)), "NoteAdded")
+        };
+        let payload = serde_json::json!({ "title": format!("case {n}"), "text": format!("note {n}") });
+        store
+            .append(&stream, ExpectedVersion::Any, vec![event(name, payload)])
+            .await
+            .expect("append");
+    }
+}
+
+fn options() -> RunnerOptions {
+    RunnerOptions {
+        batch_size: 32,
+        poll_interval: Duration::from_millis(20),
+        failure: FailurePolicy::Stop,
+        ..RunnerOptions::default()
+    }
+}
+
+/// The projection rebuilt from scratch in the same file; returns the rebuilt model.
+async fn rebuilt(db: &TestDb) -> Vec<(String, i64)> {
+    let runner = ProjectionRunner::new(Tally::new("rebuild"), db.store.clone(), db.store.checkpoints());
+    runner.rebuild(|_| {}).await.expect("rebuild");
+    tally(&db.store).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_interrupted_and_resumed_equals_a_rebuild() {
+    let db = fresh().await;
+    create_tables(&db.store).await;
+    write_cases(&db.store, 300).await;
+    let head = db.store.tail(0).await.expect("tail").head_position;
+
+    // A handler failure stops the runner before the event, with everything before it committed.
+    let failing = Tally::new("first");
+    failing.fail_at.store(151, Ordering::SeqCst);
+    let runner = ProjectionRunner::new(failing, db.store.clone(), db.store.checkpoints()).with_options(options());
+    match runner.catch_up().await {
+        Err(ProjectionError::Handler(failure)) => assert_eq!(failure.position, 151),
+        other => panic!("expected the handler failure at 151, got {other:?}"),
+    }
+    let checkpoint = db.store.checkpoints().checkpoint("tally").await.expect("checkpoint");
+    assert!(
+        checkpoint < 151,
+        "the checkpoint stays before the failing event: {checkpoint}"
+    );
+    let handled_before: u64 = db
+        .store
+        .read(move |conn| {
+            conn.query_row(
+                "SELECT count(*) FROM tally_log WHERE position > ?1",
+                [checkpoint as i64],
+                |row| row.get::<_, i64>(0),
+            )
+        })
+        .await
+        .expect("count") as u64;
+    assert_eq!(handled_before, 0, "nothing after the checkpoint is in the read model");
+
+    // A run cancelled in the middle of a batch: the batch rolls back.
+    let mut slow = Tally::new("second");
+    slow.pause = Duration::from_millis(2);
+    let runner = ProjectionRunner::new(slow, db.store.clone(), db.store.checkpoints()).with_options(options());
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(150),
+        runner.run(PollOnly, std::future::pending::<()>()),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the run was cancelled, not finished: {cancelled:?}");
+    let interrupted_at = db.store.checkpoints().checkpoint("tally").await.expect("checkpoint");
+    assert!(interrupted_at < head, "the run was interrupted before the head");
+
+    // Resumed: caught up, every event handled exactly once, equal to a rebuild.
+    let runner = ProjectionRunner::new(Tally::new("third"), db.store.clone(), db.store.checkpoints());
+    let caught_up = runner.catch_up().await.expect("catch up");
+    assert_eq!(caught_up.position, head);
+    let cases = db
+        .store
+        .read(|conn| {
+            conn.query_row("SELECT count(*) FROM events WHERE aggregate_type = 'case'", [], |row| {
+                row.get::<_, i64>(0)
+            })
+        })
+        .await
+        .expect("count") as u64;
+    assert_eq!(
+        logged(&db.store).await,
+        cases,
+        "every event of the projection handled once"
+    );
+    let resumed = tally(&db.store).await;
+    assert_eq!(resumed.iter().map(|(_, ticks)| ticks).sum::<i64>() as u64, cases);
+    assert_eq!(resumed, rebuilt(&db).await, "the read model equals a rebuild");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_take_turns_and_never_both_commit() {
+    let db = fresh().await;
+    create_tables(&db.store).await;
+    let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
+    let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
+    let spawn = |name: &str, stopped: tokio::sync::oneshot::Receiver<()>| {
+        let (store, name) = (db.store.clone(), name.to_owned());
+        tokio::spawn(async move {
+            let runner =
+                ProjectionRunner::new(Tally::new(&name), store.clone(), store.checkpoints()).with_options(options());
+            runner
+                .run(store.wake_up(), async move {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    let a = spawn("a", stopped_a);
+    // Let `a` claim first.
+    wait_for_claim(&db.store).await;
+    let b = spawn("b", stopped_b);
+    write_cases(&db.store, 100).await;
+    wait_caught_up(&db.store).await;
+    assert_eq!(runner_sequence(&db.store).await, ["a"], "only the claim holder commits");
+
+    stop_a.send(()).expect("stop a");
+    a.await.expect("runner a").expect("a stops cleanly");
+    write_cases(&db.store, 100).await;
+    wait_caught_up(&db.store).await;
+    stop_b.send(()).expect("stop b");
+    b.await.expect("runner b").expect("b stops cleanly");
+
+    assert_eq!(
+        runner_sequence(&db.store).await,
+        ["a", "b"],
+        "b took over when a stopped, and a never committed again"
+    );
+    assert_eq!(tally(&db.store).await, rebuilt(&db).await);
+}
+
+async fn wait_for_claim(store: &SqliteStore) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let claimed = store
+            .read(|db| {
+                db.query_row(
+                    "SELECT count(*) FROM projection_checkpoints WHERE projection = 'tally'",
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+            })
+            .await
+            .expect("checkpoint row");
+        if claimed == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first runner never claimed the projection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (up to 30 s) until the projection's checkpoint reaches the head of the store.
+pub async fn wait_caught_up(store: &SqliteStore) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let head = store.tail(0).await.expect("tail").head_position;
+        let checkpoint = store.checkpoints().checkpoint("tally").await.expect("checkpoint");
+        if checkpoint == head {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runner is stuck at {checkpoint}, head {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
