@@ -1,5 +1,52 @@
 //! The es-core conformance suites, each check on a fresh file.
 
-es_core::conformance_tests!(crate::support::fresh(), |db| db.store.clone());
+use es_core::conformance::ReadModelProbe;
+use es_sqlite::{SqliteCheckpoints, SqliteContext, SqliteStore};
 
-es_core::checkpoint_conformance_tests!(crate::support::fresh(), |db| db.store.checkpoints());
+use crate::support::{fresh, TestDb};
+
+es_core::conformance_tests!(fresh(), |db| db.store.clone());
+
+/// Marks are rows of a `marks` table in the same file as the checkpoints.
+struct Marks {
+    store: SqliteStore,
+}
+
+#[es_core::async_trait]
+impl ReadModelProbe<SqliteCheckpoints> for Marks {
+    async fn write(&self, context: &mut SqliteContext, mark: u64) {
+        context
+            .execute("INSERT INTO marks (mark) VALUES (?1)", [mark as i64])
+            .expect("writing a mark in the unit");
+    }
+
+    async fn committed(&self, _: &SqliteCheckpoints) -> Vec<u64> {
+        let marks = self
+            .store
+            .read(|db| {
+                let mut marks = db.prepare("SELECT mark FROM marks")?;
+                let rows = marks.query_map([], |row| row.get::<_, i64>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .expect("reading the marks");
+        marks.into_iter().map(|mark| mark as u64).collect()
+    }
+}
+
+/// A fresh file with the probe's table.
+async fn marked() -> TestDb {
+    let db = fresh().await;
+    db.store
+        .write(|db| db.execute_batch("CREATE TABLE marks (mark INTEGER NOT NULL)"))
+        .await
+        .expect("marks table");
+    db
+}
+
+es_core::checkpoint_conformance_tests!(marked(), |db| (
+    db.store.checkpoints(),
+    Marks {
+        store: db.store.clone()
+    }
+));
