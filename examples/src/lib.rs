@@ -1,7 +1,8 @@
 //! The Ticket and Lead domains from the DDD literature, built on `es-core`.
 //!
-//! Run both with `cargo run -p examples` (in memory, or on PostgreSQL when `DATABASE_URL` is
-//! set), or one with `--bin ticket` / `--bin lead`.
+//! Run both with `cargo run -p examples` (in the SQLite file `es-examples.db`, which the next run
+//! continues; on PostgreSQL when `DATABASE_URL` is set; in memory with `-- --memory`), or one
+//! with `--bin ticket` / `--bin lead`. See [`demo::Backend`].
 
 pub mod demo;
 pub mod lead;

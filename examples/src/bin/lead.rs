@@ -1,7 +1,9 @@
-//! The Lead demo: a sales week over many leads, the search and analysis read models, and time
-//! travel. In memory, or on PostgreSQL when `DATABASE_URL` is set.
+//! The Lead demo: a sales week over 200 leads, its search and analysis read models, and time
+//! travel on one lead. Stores as `cargo run -p examples` does (see `examples::demo::Backend`).
+
+use examples::demo::{lead, Backend, Outcome};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> examples::demo::lead::Outcome {
-    examples::demo::lead::run().await
+async fn main() -> Outcome {
+    lead::run(&Backend::choose()?).await
 }

@@ -1,7 +1,9 @@
 //! The Ticket demo: a ticket's life, its stored events with metadata, and its state at every
-//! version. In memory, or on PostgreSQL when `DATABASE_URL` is set.
+//! version. Stores as `cargo run -p examples` does (see `examples::demo::Backend`).
+
+use examples::demo::{ticket, Backend, Outcome};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> examples::demo::ticket::Outcome {
-    examples::demo::ticket::run().await
+async fn main() -> Outcome {
+    ticket::run(&Backend::choose()?).await
 }

@@ -1,28 +1,45 @@
 //! Plays a sales week over many leads, runs the two read-model projections, queries both, and
-//! shows one lead's state at an earlier version. Runs in memory, or on PostgreSQL (events and
-//! read-model tables in the schema `es_examples`) when `DATABASE_URL` is set.
+//! shows one lead's state at an earlier version. On the store [`Backend::choose`] picks; in a
+//! SQLite file or PostgreSQL the read models are tables beside the events, and a second run adds
+//! a week to the same history.
 
 use std::collections::BTreeMap;
-use std::error::Error;
 
 use crate::lead::{Lead, LeadStatus};
 use crate::lead_models::{
-    postgres, AnalysisModel, AnalysisRow, LeadAnalysisProjection, LeadSearchProjection, SearchModel,
+    AnalysisModel, AnalysisRow, LeadAnalysisProjection, LeadSearchProjection, LeadTables, SearchModel,
 };
 use crate::lead_scenario::{lead_id, lead_name, play_leads, with_typo};
 use es_core::{EventStore, InMemoryReadModel, InMemoryStore, ProjectionRunner, Repository, SnapshotStore, StreamSlice};
 use es_postgres::PostgresStore;
+use es_sqlite::SqliteStore;
+
+use super::{announce_history, Backend, Outcome};
 
 const LEADS: usize = 200;
 
-/// What a demo returns.
-pub type Outcome = Result<(), Box<dyn Error>>;
-
-/// Runs the demo: on PostgreSQL when `DATABASE_URL` is set, else in memory.
-pub async fn run() -> Outcome {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) => on_postgres(&url).await,
-        Err(_) => in_memory().await,
+/// Runs the demo on `backend`.
+pub async fn run(backend: &Backend) -> Outcome {
+    match backend {
+        Backend::Memory => in_memory().await,
+        Backend::Sqlite(path) => {
+            let store = SqliteStore::open(path).await?;
+            store.migrate().await?;
+            let what = format!(
+                "Lead example on the SQLite file {}: events and read-model tables",
+                path.display()
+            );
+            on_database(store, &what).await
+        }
+        Backend::Postgres(url) => {
+            let store = PostgresStore::connect(url).await?.with_schema("es_examples")?;
+            store.migrate().await?;
+            on_database(
+                store,
+                "Lead example on PostgreSQL: events and read-model tables in schema `es_examples`",
+            )
+            .await
+        }
     }
 }
 
@@ -53,39 +70,34 @@ async fn in_memory() -> Outcome {
     time_travel(&leads, &search, run).await
 }
 
-async fn on_postgres(url: &str) -> Outcome {
-    let store = PostgresStore::connect(url).await?.with_schema("es_examples")?;
-    store.migrate().await?;
-    postgres::create_tables(&store).await?;
-    println!("Lead example on PostgreSQL: events and read-model tables in schema `es_examples`");
+async fn on_database<S: LeadTables>(store: S, what: &str) -> Outcome {
+    store.create_tables().await?;
+    announce_history(&store, what).await?;
     let leads = Repository::<Lead, _>::new(store.clone()).with_snapshot_every(10);
-    let run = format!("run{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let run = format!("run{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     play(&leads, &run).await?;
 
     let search = ProjectionRunner::new(
-        LeadSearchProjection::<sqlx::PgConnection>::default(),
+        LeadSearchProjection::<S::Context>::default(),
         store.clone(),
-        store.checkpoints(),
+        store.read_models(),
     );
     let analysis = ProjectionRunner::new(
-        LeadAnalysisProjection::<sqlx::PgConnection>::default(),
+        LeadAnalysisProjection::<S::Context>::default(),
         store.clone(),
-        store.checkpoints(),
+        store.read_models(),
     );
     let searched = search.catch_up().await?;
     let analysed = analysis.catch_up().await?;
     println!(
-        "   projections caught up: search handled {} of {} new events, analysis {} of {}",
+        "   projections caught up from their checkpoints: search handled {} of {} new events, analysis {} of {}",
         searched.handled, searched.read, analysed.handled, analysed.read
     );
-    let search_model = postgres::load_search(&store).await?;
-    let analysis_model = postgres::load_analysis(&store).await?;
+    let search_model = store.load_search().await?;
+    let analysis_model = store.load_analysis().await?;
     print_analysis(&analysis_model.leads);
     if let Some(misspelled) = print_search(&search_model, &run) {
-        println!(
-            "   SELECT ... WHERE value = {misspelled:?} -> {:?}",
-            postgres::find(&store, &misspelled).await?
-        );
+        println!("   search {misspelled:?} -> {:?}", store.find(&misspelled).await?);
     }
     time_travel(&leads, &search_model, &run).await
 }

@@ -1,8 +1,5 @@
 //! Plays a support ticket's life, prints every stored event with its metadata, then the ticket's
-//! state at every version (time travel). Runs in memory, or on PostgreSQL when `DATABASE_URL` is
-//! set.
-
-use std::error::Error;
+//! state at every version (time travel). On the store [`Backend::choose`] picks.
 
 use crate::ticket::{stored_v1_records, Priority, Ticket, TicketError, TicketEvent};
 use es_core::{
@@ -10,10 +7,10 @@ use es_core::{
     StreamSlice,
 };
 use es_postgres::PostgresStore;
+use es_sqlite::SqliteStore;
 use uuid::Uuid;
 
-/// What a demo returns.
-pub type Outcome = Result<(), Box<dyn Error>>;
+use super::{announce_history, Backend, Outcome};
 
 /// One command of the scenario: what happens, who asks, and the decision.
 type Step = (
@@ -22,16 +19,22 @@ type Step = (
     fn(&Ticket) -> Result<Vec<TicketEvent>, TicketError>,
 );
 
-/// Runs the demo: on PostgreSQL when `DATABASE_URL` is set, else in memory.
-pub async fn run() -> Outcome {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) => {
-            let store = PostgresStore::connect(&url).await?.with_schema("es_examples")?;
+/// Runs the demo on `backend`.
+pub async fn run(backend: &Backend) -> Outcome {
+    match backend {
+        Backend::Sqlite(path) => {
+            let store = SqliteStore::open(path).await?;
             store.migrate().await?;
-            println!("Ticket example on PostgreSQL (schema `es_examples`)");
+            announce_history(&store, &format!("Ticket example on the SQLite file {}", path.display())).await?;
             play(store).await
         }
-        Err(_) => {
+        Backend::Postgres(url) => {
+            let store = PostgresStore::connect(url).await?.with_schema("es_examples")?;
+            store.migrate().await?;
+            announce_history(&store, "Ticket example on PostgreSQL (schema `es_examples`)").await?;
+            play(store).await
+        }
+        Backend::Memory => {
             println!("Ticket example on the in-memory store");
             play(InMemoryStore::new()).await
         }

@@ -4,16 +4,18 @@
 //!   old name too;
 //! - the **analysis model**: per lead, how many follow-ups were set and the current status.
 //!
-//! Each projection is written once, against a small writer trait, and runs on two read-model
+//! Each projection is written once, against a small writer trait, and runs on three read-model
 //! backends: in memory ([`SearchModel`], [`AnalysisModel`] in an
-//! [`InMemoryReadModel`](es_core::InMemoryReadModel)) and PostgreSQL tables (the writer traits
-//! are implemented for `sqlx::PgConnection`, inside the transaction that also commits the
-//! checkpoint).
+//! [`InMemoryReadModel`](es_core::InMemoryReadModel)), and tables in the event store's own
+//! database: PostgreSQL (the writer traits implemented for `sqlx::PgConnection`) and SQLite (for
+//! [`es_sqlite::SqliteContext`]), inside the transaction that also commits the checkpoint.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 
-use es_core::{async_trait, event, DecodedEvent, HandlerError, Projection};
+use es_core::{
+    async_trait, event, CheckpointStore, DecodedEvent, EventStore, GlobalLog, HandlerError, Projection, SnapshotStore,
+};
 
 use crate::lead::{
     ContactDetailsUpdated, FollowupSet, LeadClosed, LeadInitialized, LeadStatus, OrderSubmitted, PaymentConfirmed,
@@ -208,131 +210,26 @@ impl AnalysisModelWriter for AnalysisModel {
     }
 }
 
-/// The same read models as PostgreSQL tables, in the event store's schema.
-pub mod postgres {
-    use es_core::{async_trait, HandlerError};
-    use es_postgres::PostgresStore;
-    use sqlx::{PgConnection, Row};
+pub mod postgres;
+pub mod sqlite;
 
-    use super::{AnalysisModel, AnalysisModelWriter, AnalysisRow, SearchModel, SearchModelWriter};
-    use crate::lead::LeadStatus;
+/// An event store whose database also holds the Lead read-model tables: what the Lead demo needs
+/// of PostgreSQL and SQLite alike.
+#[async_trait]
+pub trait LeadTables: EventStore + GlobalLog + SnapshotStore + Clone + 'static {
+    /// What the projections' handlers write to.
+    type Context: SearchModelWriter + AnalysisModelWriter + 'static;
+    /// The checkpoints, kept in the same database as the tables.
+    type Checkpoints: CheckpointStore<Context = Self::Context>;
 
-    /// Creates the read-model tables in `store`'s schema, if missing. Run after
-    /// [`PostgresStore::migrate`].
-    pub async fn create_tables(store: &PostgresStore) -> Result<(), sqlx::Error> {
-        let s = format!("\"{}\"", store.schema());
-        sqlx::raw_sql(&format!(
-            "CREATE TABLE IF NOT EXISTS {s}.lead_search (
-                 lead_id text NOT NULL,
-                 kind    text NOT NULL CHECK (kind IN ('name', 'phone')),
-                 value   text NOT NULL,
-                 PRIMARY KEY (lead_id, kind, value)
-             );
-             CREATE INDEX IF NOT EXISTS lead_search_by_value ON {s}.lead_search (value);
-             CREATE TABLE IF NOT EXISTS {s}.lead_analysis (
-                 lead_id   text    PRIMARY KEY,
-                 followups integer NOT NULL,
-                 status    text    NOT NULL
-             );"
-        ))
-        .execute(store.pool())
-        .await
-        .map(|_| ())
-    }
-
-    // Handlers run inside the checkpoint's transaction with `search_path` set to the store's
-    // schema, so the tables are named without one.
-    #[async_trait]
-    impl SearchModelWriter for PgConnection {
-        async fn remember(&mut self, lead_id: &str, name: &str, phone: &str) -> Result<(), HandlerError> {
-            sqlx::query(
-                "INSERT INTO lead_search (lead_id, kind, value) VALUES ($1, 'name', $2), ($1, 'phone', $3)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(lead_id)
-            .bind(name)
-            .bind(phone)
-            .execute(self)
-            .await?;
-            Ok(())
-        }
-
-        async fn clear_search(&mut self) -> Result<(), HandlerError> {
-            sqlx::query("DELETE FROM lead_search").execute(self).await?;
-            Ok(())
-        }
-    }
-
-    #[async_trait]
-    impl AnalysisModelWriter for PgConnection {
-        async fn record(&mut self, lead_id: &str, status: LeadStatus, new_followups: u32) -> Result<(), HandlerError> {
-            sqlx::query(
-                "INSERT INTO lead_analysis (lead_id, followups, status) VALUES ($1, $2, $3)
-                 ON CONFLICT (lead_id) DO UPDATE
-                 SET followups = lead_analysis.followups + excluded.followups, status = excluded.status",
-            )
-            .bind(lead_id)
-            .bind(i32::try_from(new_followups)?)
-            .bind(status.as_str())
-            .execute(self)
-            .await?;
-            Ok(())
-        }
-
-        async fn clear_analysis(&mut self) -> Result<(), HandlerError> {
-            sqlx::query("DELETE FROM lead_analysis").execute(self).await?;
-            Ok(())
-        }
-    }
-
+    /// The checkpoint store for projections into these tables.
+    fn read_models(&self) -> Self::Checkpoints;
+    /// Creates the tables, if missing.
+    async fn create_tables(&self) -> Result<(), HandlerError>;
+    /// The search table, as the in-memory model.
+    async fn load_search(&self) -> Result<SearchModel, HandlerError>;
+    /// The analysis table, as the in-memory model.
+    async fn load_analysis(&self) -> Result<AnalysisModel, HandlerError>;
     /// The ids of leads that ever had this name or phone.
-    pub async fn find(store: &PostgresStore, name_or_phone: &str) -> Result<Vec<String>, sqlx::Error> {
-        let s = format!("\"{}\"", store.schema());
-        sqlx::query_scalar(&format!(
-            "SELECT DISTINCT lead_id FROM {s}.lead_search WHERE value = $1 ORDER BY lead_id"
-        ))
-        .bind(name_or_phone)
-        .fetch_all(store.pool())
-        .await
-    }
-
-    /// The whole search table, as the in-memory model (for comparisons and display).
-    pub async fn load_search(store: &PostgresStore) -> Result<SearchModel, sqlx::Error> {
-        let s = format!("\"{}\"", store.schema());
-        let rows = sqlx::query(&format!("SELECT lead_id, kind, value FROM {s}.lead_search"))
-            .fetch_all(store.pool())
-            .await?;
-        let mut model = SearchModel::default();
-        for row in rows {
-            let entry = model.leads.entry(row.try_get("lead_id")?).or_default();
-            let kind: String = row.try_get("kind")?;
-            let value: String = row.try_get("value")?;
-            if kind == "name" {
-                entry.names.insert(value);
-            } else {
-                entry.phones.insert(value);
-            }
-        }
-        Ok(model)
-    }
-
-    /// The whole analysis table, as the in-memory model.
-    pub async fn load_analysis(store: &PostgresStore) -> Result<AnalysisModel, sqlx::Error> {
-        let s = format!("\"{}\"", store.schema());
-        let rows = sqlx::query(&format!("SELECT lead_id, followups, status FROM {s}.lead_analysis"))
-            .fetch_all(store.pool())
-            .await?;
-        let mut model = AnalysisModel::default();
-        for row in rows {
-            let status: String = row.try_get("status")?;
-            let status = LeadStatus::from_str_name(&status)
-                .ok_or_else(|| sqlx::Error::Decode(format!("unknown lead status {status:?}").into()))?;
-            let followups: i32 = row.try_get("followups")?;
-            let followups = u32::try_from(followups).map_err(|error| sqlx::Error::Decode(error.into()))?;
-            model
-                .leads
-                .insert(row.try_get("lead_id")?, AnalysisRow { followups, status });
-        }
-        Ok(model)
-    }
+    async fn find(&self, name_or_phone: &str) -> Result<Vec<String>, HandlerError>;
 }

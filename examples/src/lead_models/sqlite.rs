@@ -1,0 +1,157 @@
+//! The read models as tables in the SQLite file that holds the events.
+//!
+//! Handlers get the unit's [`SqliteContext`]: a connection inside the write transaction that
+//! also commits the checkpoint. Its calls are synchronous and quick (a local file).
+
+use es_core::{async_trait, HandlerError};
+use es_sqlite::rusqlite::{params, Connection};
+use es_sqlite::{SqliteContext, SqliteError, SqliteStore};
+
+use super::{AnalysisModel, AnalysisModelWriter, AnalysisRow, LeadTables, SearchModel, SearchModelWriter};
+use crate::lead::LeadStatus;
+
+/// Creates the read-model tables in the store's file, if missing. Run after
+/// [`SqliteStore::migrate`].
+pub async fn create_tables(store: &SqliteStore) -> Result<(), SqliteError> {
+    store
+        .write(|db| {
+            db.execute_batch(
+                "CREATE TABLE IF NOT EXISTS lead_search (
+                     lead_id TEXT NOT NULL,
+                     kind    TEXT NOT NULL CHECK (kind IN ('name', 'phone')),
+                     value   TEXT NOT NULL,
+                     PRIMARY KEY (lead_id, kind, value)
+                 );
+                 CREATE INDEX IF NOT EXISTS lead_search_by_value ON lead_search (value);
+                 CREATE TABLE IF NOT EXISTS lead_analysis (
+                     lead_id   TEXT    PRIMARY KEY,
+                     followups INTEGER NOT NULL,
+                     status    TEXT    NOT NULL
+                 );",
+            )
+        })
+        .await
+}
+
+#[async_trait]
+impl SearchModelWriter for SqliteContext {
+    async fn remember(&mut self, lead_id: &str, name: &str, phone: &str) -> Result<(), HandlerError> {
+        self.execute(
+            "INSERT OR IGNORE INTO lead_search (lead_id, kind, value) VALUES (?1, 'name', ?2), (?1, 'phone', ?3)",
+            params![lead_id, name, phone],
+        )?;
+        Ok(())
+    }
+
+    async fn clear_search(&mut self) -> Result<(), HandlerError> {
+        self.execute("DELETE FROM lead_search", [])?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AnalysisModelWriter for SqliteContext {
+    async fn record(&mut self, lead_id: &str, status: LeadStatus, new_followups: u32) -> Result<(), HandlerError> {
+        self.execute(
+            "INSERT INTO lead_analysis (lead_id, followups, status) VALUES (?1, ?2, ?3)
+             ON CONFLICT (lead_id) DO UPDATE
+             SET followups = lead_analysis.followups + excluded.followups, status = excluded.status",
+            params![lead_id, new_followups, status.as_str()],
+        )?;
+        Ok(())
+    }
+
+    async fn clear_analysis(&mut self) -> Result<(), HandlerError> {
+        self.execute("DELETE FROM lead_analysis", [])?;
+        Ok(())
+    }
+}
+
+/// The ids of leads that ever had this name or phone.
+pub async fn find(store: &SqliteStore, name_or_phone: &str) -> Result<Vec<String>, SqliteError> {
+    let value = name_or_phone.to_owned();
+    store
+        .read(move |db| {
+            let mut found = db.prepare("SELECT DISTINCT lead_id FROM lead_search WHERE value = ?1 ORDER BY lead_id")?;
+            let ids = found.query_map([value], |row| row.get(0))?;
+            ids.collect()
+        })
+        .await
+}
+
+/// The whole search table, as the in-memory model (for comparisons and display).
+pub async fn load_search(store: &SqliteStore) -> Result<SearchModel, SqliteError> {
+    store.read(search_model).await
+}
+
+fn search_model(db: &Connection) -> es_sqlite::rusqlite::Result<SearchModel> {
+    let mut rows = db.prepare("SELECT lead_id, kind, value FROM lead_search")?;
+    let mut rows = rows.query([])?;
+    let mut model = SearchModel::default();
+    while let Some(row) = rows.next()? {
+        let entry = model.leads.entry(row.get("lead_id")?).or_default();
+        let kind: String = row.get("kind")?;
+        let value: String = row.get("value")?;
+        if kind == "name" {
+            entry.names.insert(value);
+        } else {
+            entry.phones.insert(value);
+        }
+    }
+    Ok(model)
+}
+
+/// The whole analysis table, as the in-memory model.
+pub async fn load_analysis(store: &SqliteStore) -> Result<AnalysisModel, SqliteError> {
+    store.read(analysis_model).await
+}
+
+fn analysis_model(db: &Connection) -> es_sqlite::rusqlite::Result<AnalysisModel> {
+    let mut rows = db.prepare("SELECT lead_id, followups, status FROM lead_analysis")?;
+    let mut rows = rows.query([])?;
+    let mut model = AnalysisModel::default();
+    while let Some(row) = rows.next()? {
+        let status: String = row.get("status")?;
+        let status = LeadStatus::from_str_name(&status).ok_or_else(|| {
+            es_sqlite::rusqlite::Error::FromSqlConversionFailure(
+                2,
+                es_sqlite::rusqlite::types::Type::Text,
+                format!("unknown lead status {status:?}").into(),
+            )
+        })?;
+        model.leads.insert(
+            row.get("lead_id")?,
+            AnalysisRow {
+                followups: row.get("followups")?,
+                status,
+            },
+        );
+    }
+    Ok(model)
+}
+
+#[async_trait]
+impl LeadTables for SqliteStore {
+    type Context = SqliteContext;
+    type Checkpoints = es_sqlite::SqliteCheckpoints;
+
+    fn read_models(&self) -> es_sqlite::SqliteCheckpoints {
+        self.checkpoints()
+    }
+
+    async fn create_tables(&self) -> Result<(), HandlerError> {
+        Ok(create_tables(self).await?)
+    }
+
+    async fn load_search(&self) -> Result<SearchModel, HandlerError> {
+        Ok(load_search(self).await?)
+    }
+
+    async fn load_analysis(&self) -> Result<AnalysisModel, HandlerError> {
+        Ok(load_analysis(self).await?)
+    }
+
+    async fn find(&self, name_or_phone: &str) -> Result<Vec<String>, HandlerError> {
+        Ok(find(self, name_or_phone).await?)
+    }
+}
