@@ -14,7 +14,7 @@ use es_postgres::{PostgresCheckpoints, PostgresStore};
 use es_test_support::{TestDatabase, TestSchema};
 use examples::lead::Lead;
 use examples::lead_models::{
-    postgres, AnalysisModel, LeadAnalysisEvent, LeadAnalysisProjection, LeadSearchProjection, SearchModel,
+    AnalysisModel, LeadAnalysisEvent, LeadAnalysisProjection, LeadSearchProjection, LeadTables, SearchModel,
 };
 use examples::lead_scenario::{play_leads, Dice, ScenarioError};
 use sqlx::PgConnection;
@@ -27,7 +27,7 @@ type Runner<P> = ProjectionRunner<P, PostgresStore, PostgresCheckpoints>;
 async fn fresh_schema() -> TestSchema {
     let database = TestDatabase::get().unwrap_or_else(|error| panic!("{error}"));
     let schema = database.schema().await.expect("a fresh schema");
-    postgres::create_tables(&schema).await.expect("read-model tables");
+    schema.create_tables().await.expect("read-model tables");
     schema
 }
 
@@ -96,8 +96,8 @@ async fn catch_up_both(events: &PostgresStore, models: &PostgresStore) {
 }
 
 async fn tables(store: &PostgresStore) -> (SearchModel, AnalysisModel) {
-    let search = postgres::load_search(store).await.expect("search table");
-    let analysis = postgres::load_analysis(store).await.expect("analysis table");
+    let search = store.load_search().await.expect("search table");
+    let analysis = store.load_analysis().await.expect("analysis table");
     (search, analysis)
 }
 

@@ -128,7 +128,16 @@ pub fn fresh_stream(kind: &str) -> StreamId {
     StreamId::new(kind, Uuid::now_v7().to_string())
 }
 
-pub(crate) async fn read<S: EventStore>(store: &S, stream: &StreamId, slice: StreamSlice) -> Vec<RecordedEvent> {
+/// The whole stream, as `read_stream` returns it; panics on a read error.
+pub async fn whole_stream<S: EventStore + ?Sized>(store: &S, stream: &StreamId) -> Vec<RecordedEvent> {
+    read(store, stream, StreamSlice::all()).await
+}
+
+pub(crate) async fn read<S: EventStore + ?Sized>(
+    store: &S,
+    stream: &StreamId,
+    slice: StreamSlice,
+) -> Vec<RecordedEvent> {
     match store.read_stream(stream, slice).try_collect().await {
         Ok(events) => events,
         Err(error) => panic!("reading {stream} failed: {error}"),

@@ -3,9 +3,8 @@
 
 use std::sync::LazyLock;
 
-use es_core::{EventStore, GlobalLog, RecordedEvent, StreamId, StreamSlice};
+use es_core::{GlobalLog, RecordedEvent, StreamId};
 use es_test_support::{TestDatabase, TestSchema};
-use futures_util::TryStreamExt;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
 
@@ -72,16 +71,7 @@ impl std::ops::Deref for Exclusive {
     }
 }
 
-pub use es_core::conformance::{event, fresh_stream, numbered};
-
-/// The whole stream.
-pub async fn read<S: EventStore + ?Sized>(store: &S, stream: &StreamId) -> Vec<RecordedEvent> {
-    store
-        .read_stream(stream, StreamSlice::all())
-        .try_collect()
-        .await
-        .expect("reading the stream")
-}
+pub use es_core::conformance::{event, fresh_stream, numbered, whole_stream as read};
 
 /// Pages through `read_all` from the start until `count` events came back. Other tests' open
 /// transactions can delay them (never lose them): waits up to 60 seconds.

@@ -2,12 +2,10 @@
 
 use std::path::PathBuf;
 
-use es_core::{EventStore, RecordedEvent, StreamId, StreamSlice};
 use es_sqlite::{SqliteOptions, SqliteStore};
-use futures_util::TryStreamExt;
 use tempfile::TempDir;
 
-pub use es_core::conformance::{event, fresh_stream, numbered};
+pub use es_core::conformance::{event, fresh_stream, numbered, whole_stream as read};
 
 /// A migrated store on a new file in a temporary directory, removed with the fixture.
 pub struct TestDb {
@@ -44,15 +42,6 @@ pub async fn fresh_with(options: SqliteOptions) -> TestDb {
     let store = SqliteStore::open_with(&path, options).await.expect("open a new file");
     store.migrate().await.expect("migrate");
     TestDb { store, _dir: dir }
-}
-
-/// The whole stream.
-pub async fn read<S: EventStore + ?Sized>(store: &S, stream: &StreamId) -> Vec<RecordedEvent> {
-    store
-        .read_stream(stream, StreamSlice::all())
-        .try_collect()
-        .await
-        .expect("reading the stream")
 }
 
 /// A raw connection to the file, beside the store's: for planting data and holding locks.

@@ -7,29 +7,6 @@ use sqlx::{PgConnection, Row};
 use super::{AnalysisModel, AnalysisModelWriter, AnalysisRow, LeadTables, SearchModel, SearchModelWriter};
 use crate::lead::LeadStatus;
 
-/// Creates the read-model tables in `store`'s schema, if missing. Run after
-/// [`PostgresStore::migrate`].
-pub async fn create_tables(store: &PostgresStore) -> Result<(), sqlx::Error> {
-    let s = format!("\"{}\"", store.schema());
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE IF NOT EXISTS {s}.lead_search (
-             lead_id text NOT NULL,
-             kind    text NOT NULL CHECK (kind IN ('name', 'phone')),
-             value   text NOT NULL,
-             PRIMARY KEY (lead_id, kind, value)
-         );
-         CREATE INDEX IF NOT EXISTS lead_search_by_value ON {s}.lead_search (value);
-         CREATE TABLE IF NOT EXISTS {s}.lead_analysis (
-             lead_id   text    PRIMARY KEY,
-             followups integer NOT NULL,
-             status    text    NOT NULL
-         );"
-    ))
-    .execute(store.pool())
-    .await
-    .map(|_| ())
-}
-
 // Handlers run inside the checkpoint's transaction with `search_path` set to the store's
 // schema, so the tables are named without one.
 #[async_trait]
@@ -75,57 +52,6 @@ impl AnalysisModelWriter for PgConnection {
     }
 }
 
-/// The ids of leads that ever had this name or phone.
-pub async fn find(store: &PostgresStore, name_or_phone: &str) -> Result<Vec<String>, sqlx::Error> {
-    let s = format!("\"{}\"", store.schema());
-    sqlx::query_scalar(&format!(
-        "SELECT DISTINCT lead_id FROM {s}.lead_search WHERE value = $1 ORDER BY lead_id"
-    ))
-    .bind(name_or_phone)
-    .fetch_all(store.pool())
-    .await
-}
-
-/// The whole search table, as the in-memory model (for comparisons and display).
-pub async fn load_search(store: &PostgresStore) -> Result<SearchModel, sqlx::Error> {
-    let s = format!("\"{}\"", store.schema());
-    let rows = sqlx::query(&format!("SELECT lead_id, kind, value FROM {s}.lead_search"))
-        .fetch_all(store.pool())
-        .await?;
-    let mut model = SearchModel::default();
-    for row in rows {
-        let entry = model.leads.entry(row.try_get("lead_id")?).or_default();
-        let kind: String = row.try_get("kind")?;
-        let value: String = row.try_get("value")?;
-        if kind == "name" {
-            entry.names.insert(value);
-        } else {
-            entry.phones.insert(value);
-        }
-    }
-    Ok(model)
-}
-
-/// The whole analysis table, as the in-memory model.
-pub async fn load_analysis(store: &PostgresStore) -> Result<AnalysisModel, sqlx::Error> {
-    let s = format!("\"{}\"", store.schema());
-    let rows = sqlx::query(&format!("SELECT lead_id, followups, status FROM {s}.lead_analysis"))
-        .fetch_all(store.pool())
-        .await?;
-    let mut model = AnalysisModel::default();
-    for row in rows {
-        let status: String = row.try_get("status")?;
-        let status = LeadStatus::from_str_name(&status)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown lead status {status:?}").into()))?;
-        let followups: i32 = row.try_get("followups")?;
-        let followups = u32::try_from(followups).map_err(|error| sqlx::Error::Decode(error.into()))?;
-        model
-            .leads
-            .insert(row.try_get("lead_id")?, AnalysisRow { followups, status });
-    }
-    Ok(model)
-}
-
 #[async_trait]
 impl LeadTables for PostgresStore {
     type Context = PgConnection;
@@ -136,18 +62,71 @@ impl LeadTables for PostgresStore {
     }
 
     async fn create_tables(&self) -> Result<(), HandlerError> {
-        Ok(create_tables(self).await?)
+        let s = format!("\"{}\"", self.schema());
+        sqlx::raw_sql(&format!(
+            "CREATE TABLE IF NOT EXISTS {s}.lead_search (
+                 lead_id text NOT NULL,
+                 kind    text NOT NULL CHECK (kind IN ('name', 'phone')),
+                 value   text NOT NULL,
+                 PRIMARY KEY (lead_id, kind, value)
+             );
+             CREATE INDEX IF NOT EXISTS lead_search_by_value ON {s}.lead_search (value);
+             CREATE TABLE IF NOT EXISTS {s}.lead_analysis (
+                 lead_id   text    PRIMARY KEY,
+                 followups integer NOT NULL,
+                 status    text    NOT NULL
+             );"
+        ))
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     async fn load_search(&self) -> Result<SearchModel, HandlerError> {
-        Ok(load_search(self).await?)
+        let s = format!("\"{}\"", self.schema());
+        let rows = sqlx::query(&format!("SELECT lead_id, kind, value FROM {s}.lead_search"))
+            .fetch_all(self.pool())
+            .await?;
+        let mut model = SearchModel::default();
+        for row in rows {
+            let entry = model.leads.entry(row.try_get("lead_id")?).or_default();
+            let kind: String = row.try_get("kind")?;
+            let value: String = row.try_get("value")?;
+            if kind == "name" {
+                entry.names.insert(value);
+            } else {
+                entry.phones.insert(value);
+            }
+        }
+        Ok(model)
     }
 
     async fn load_analysis(&self) -> Result<AnalysisModel, HandlerError> {
-        Ok(load_analysis(self).await?)
+        let s = format!("\"{}\"", self.schema());
+        let rows = sqlx::query(&format!("SELECT lead_id, followups, status FROM {s}.lead_analysis"))
+            .fetch_all(self.pool())
+            .await?;
+        let mut model = AnalysisModel::default();
+        for row in rows {
+            let status: String = row.try_get("status")?;
+            let status = LeadStatus::from_str_name(&status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown lead status {status:?}").into()))?;
+            let followups: i32 = row.try_get("followups")?;
+            let followups = u32::try_from(followups).map_err(|error| sqlx::Error::Decode(error.into()))?;
+            model
+                .leads
+                .insert(row.try_get("lead_id")?, AnalysisRow { followups, status });
+        }
+        Ok(model)
     }
 
     async fn find(&self, name_or_phone: &str) -> Result<Vec<String>, HandlerError> {
-        Ok(find(self, name_or_phone).await?)
+        let s = format!("\"{}\"", self.schema());
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT DISTINCT lead_id FROM {s}.lead_search WHERE value = $1 ORDER BY lead_id"
+        ))
+        .bind(name_or_phone)
+        .fetch_all(self.pool())
+        .await?)
     }
 }

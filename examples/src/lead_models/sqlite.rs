@@ -5,33 +5,10 @@
 
 use es_core::{async_trait, HandlerError};
 use es_sqlite::rusqlite::{params, Connection};
-use es_sqlite::{SqliteContext, SqliteError, SqliteStore};
+use es_sqlite::{SqliteContext, SqliteStore};
 
 use super::{AnalysisModel, AnalysisModelWriter, AnalysisRow, LeadTables, SearchModel, SearchModelWriter};
 use crate::lead::LeadStatus;
-
-/// Creates the read-model tables in the store's file, if missing. Run after
-/// [`SqliteStore::migrate`].
-pub async fn create_tables(store: &SqliteStore) -> Result<(), SqliteError> {
-    store
-        .write(|db| {
-            db.execute_batch(
-                "CREATE TABLE IF NOT EXISTS lead_search (
-                     lead_id TEXT NOT NULL,
-                     kind    TEXT NOT NULL CHECK (kind IN ('name', 'phone')),
-                     value   TEXT NOT NULL,
-                     PRIMARY KEY (lead_id, kind, value)
-                 );
-                 CREATE INDEX IF NOT EXISTS lead_search_by_value ON lead_search (value);
-                 CREATE TABLE IF NOT EXISTS lead_analysis (
-                     lead_id   TEXT    PRIMARY KEY,
-                     followups INTEGER NOT NULL,
-                     status    TEXT    NOT NULL
-                 );",
-            )
-        })
-        .await
-}
 
 #[async_trait]
 impl SearchModelWriter for SqliteContext {
@@ -67,23 +44,6 @@ impl AnalysisModelWriter for SqliteContext {
     }
 }
 
-/// The ids of leads that ever had this name or phone.
-pub async fn find(store: &SqliteStore, name_or_phone: &str) -> Result<Vec<String>, SqliteError> {
-    let value = name_or_phone.to_owned();
-    store
-        .read(move |db| {
-            let mut found = db.prepare("SELECT DISTINCT lead_id FROM lead_search WHERE value = ?1 ORDER BY lead_id")?;
-            let ids = found.query_map([value], |row| row.get(0))?;
-            ids.collect()
-        })
-        .await
-}
-
-/// The whole search table, as the in-memory model (for comparisons and display).
-pub async fn load_search(store: &SqliteStore) -> Result<SearchModel, SqliteError> {
-    store.read(search_model).await
-}
-
 fn search_model(db: &Connection) -> es_sqlite::rusqlite::Result<SearchModel> {
     let mut rows = db.prepare("SELECT lead_id, kind, value FROM lead_search")?;
     let mut rows = rows.query([])?;
@@ -99,11 +59,6 @@ fn search_model(db: &Connection) -> es_sqlite::rusqlite::Result<SearchModel> {
         }
     }
     Ok(model)
-}
-
-/// The whole analysis table, as the in-memory model.
-pub async fn load_analysis(store: &SqliteStore) -> Result<AnalysisModel, SqliteError> {
-    store.read(analysis_model).await
 }
 
 fn analysis_model(db: &Connection) -> es_sqlite::rusqlite::Result<AnalysisModel> {
@@ -140,18 +95,43 @@ impl LeadTables for SqliteStore {
     }
 
     async fn create_tables(&self) -> Result<(), HandlerError> {
-        Ok(create_tables(self).await?)
+        Ok(self
+            .write(|db| {
+                db.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS lead_search (
+                         lead_id TEXT NOT NULL,
+                         kind    TEXT NOT NULL CHECK (kind IN ('name', 'phone')),
+                         value   TEXT NOT NULL,
+                         PRIMARY KEY (lead_id, kind, value)
+                     );
+                     CREATE INDEX IF NOT EXISTS lead_search_by_value ON lead_search (value);
+                     CREATE TABLE IF NOT EXISTS lead_analysis (
+                         lead_id   TEXT    PRIMARY KEY,
+                         followups INTEGER NOT NULL,
+                         status    TEXT    NOT NULL
+                     );",
+                )
+            })
+            .await?)
     }
 
     async fn load_search(&self) -> Result<SearchModel, HandlerError> {
-        Ok(load_search(self).await?)
+        Ok(self.read(search_model).await?)
     }
 
     async fn load_analysis(&self) -> Result<AnalysisModel, HandlerError> {
-        Ok(load_analysis(self).await?)
+        Ok(self.read(analysis_model).await?)
     }
 
     async fn find(&self, name_or_phone: &str) -> Result<Vec<String>, HandlerError> {
-        Ok(find(self, name_or_phone).await?)
+        let value = name_or_phone.to_owned();
+        Ok(self
+            .read(move |db| {
+                let mut found =
+                    db.prepare("SELECT DISTINCT lead_id FROM lead_search WHERE value = ?1 ORDER BY lead_id")?;
+                let ids = found.query_map([value], |row| row.get(0))?;
+                ids.collect()
+            })
+            .await?)
     }
 }
