@@ -185,11 +185,7 @@ async fn recorded_at_never_goes_backwards() {
             ],
         )
         .expect("plant an event from the future");
-    let stream = fresh_stream("clock");
-    db.store
-        .append(&stream, ExpectedVersion::NoStream, numbered(2))
-        .await
-        .expect("append");
+    let stream = db.stream_with("clock", 2).await;
     let events = read(&db.store, &stream).await;
     assert!(events
         .iter()

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use es_core::{EventStore, ExpectedVersion, GlobalLog, Snapshot, SnapshotStore, StoreError, StreamSlice};
+use es_core::{EventStore, ExpectedVersion, GlobalLog, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice};
 use es_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 use futures_util::TryStreamExt;
 
@@ -15,6 +15,17 @@ fn sqlite_error(error: &StoreError) -> Option<&SqliteError> {
     match error {
         StoreError::Backend(source) | StoreError::Unavailable(source) => source.downcast_ref(),
         _ => None,
+    }
+}
+
+/// A snapshot of `stream` at `version` with an empty state.
+fn empty_snapshot(stream: &StreamId, version: u64) -> Snapshot {
+    Snapshot {
+        stream: stream.clone(),
+        version,
+        revision: 1,
+        state: b"{}".to_vec(),
+        taken_at: chrono::Utc::now(),
     }
 }
 
@@ -96,13 +107,7 @@ async fn a_lock_held_past_the_busy_timeout_is_unavailable_and_writes_nothing() {
         matches!(sqlite_error(&error), Some(SqliteError::Busy { .. })),
         "{error}"
     );
-    let snapshot = Snapshot {
-        stream: stream.clone(),
-        version: 1,
-        revision: 1,
-        state: b"{}".to_vec(),
-        taken_at: chrono::Utc::now(),
-    };
+    let snapshot = empty_snapshot(&stream, 1);
     let refused = db.store.save_snapshot(snapshot.clone()).await;
     assert!(refused.is_err_and(|error| error.is_transient()));
     assert!(matches!(db.store.migrate().await, Err(SqliteError::Busy { .. })));
@@ -124,11 +129,7 @@ async fn a_lock_held_past_the_busy_timeout_is_unavailable_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_opened_read_only_reads_and_refuses_every_write() {
     let db = fresh().await;
-    let stream = fresh_stream("read-only");
-    db.store
-        .append(&stream, ExpectedVersion::NoStream, numbered(2))
-        .await
-        .expect("append");
+    let stream = db.stream_with("read-only", 2).await;
     let reader = SqliteStore::open_read_only(db.path()).await.expect("open read-only");
     assert!(reader.is_read_only());
     assert_eq!(read(&reader, &stream).await.len(), 2);
@@ -143,14 +144,10 @@ async fn a_store_opened_read_only_reads_and_refuses_every_write() {
         matches!(sqlite_error(&refused), Some(SqliteError::ReadOnly { .. })),
         "{refused}"
     );
-    let snapshot = Snapshot {
-        stream: stream.clone(),
-        version: 2,
-        revision: 1,
-        state: b"{}".to_vec(),
-        taken_at: chrono::Utc::now(),
-    };
-    let refused = reader.save_snapshot(snapshot).await.expect_err("snapshot refused");
+    let refused = reader
+        .save_snapshot(empty_snapshot(&stream, 2))
+        .await
+        .expect_err("snapshot refused");
     assert!(
         matches!(sqlite_error(&refused), Some(SqliteError::ReadOnly { .. })),
         "{refused}"
@@ -204,11 +201,7 @@ async fn damaged_pages_are_errors_not_panics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_rows_that_do_not_map_are_corrupt_naming_stream_and_version() {
     let db = fresh().await;
-    let stream = fresh_stream("corrupt");
-    db.store
-        .append(&stream, ExpectedVersion::NoStream, numbered(1))
-        .await
-        .expect("append");
+    let stream = db.stream_with("corrupt", 1).await;
     raw(&db)
         .execute(
             "INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version,

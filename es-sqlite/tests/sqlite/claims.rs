@@ -6,7 +6,7 @@ use std::time::Duration;
 use es_core::{CheckpointError, CheckpointStore};
 use es_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 
-use crate::support::{fresh, fresh_with, raw};
+use crate::support::{fresh, fresh_with, raw, select};
 
 async fn begin(
     checkpoints: &es_sqlite::SqliteCheckpoints,
@@ -107,15 +107,7 @@ async fn writes_of_a_rolled_back_or_dropped_unit_are_discarded() {
         .execute("INSERT INTO model VALUES (3)", [])
         .expect("insert");
     checkpoints.commit(unit, 1).await.expect("commit");
-    let rows: Vec<i64> = db
-        .store
-        .read(|conn| {
-            conn.prepare("SELECT n FROM model")?
-                .query_map([], |row| row.get(0))?
-                .collect()
-        })
-        .await
-        .expect("model");
+    let rows: Vec<i64> = select(&db.store, "SELECT n FROM model", |row| row.get(0)).await;
     assert_eq!(rows, [3], "only the committed unit's write is kept");
 }
 

@@ -4,23 +4,16 @@
 use es_core::{EventStore, ExpectedVersion, StoreError};
 use es_sqlite::{SqliteError, SqliteStore};
 
-use crate::support::{fresh, fresh_stream, numbered, temp_file};
+use crate::support::{count, fresh, fresh_stream, numbered, temp_file};
 
 async fn migration_count(store: &SqliteStore) -> i64 {
-    store
-        .read(|db| db.query_row("SELECT count(*) FROM es_migrations", [], |row| row.get(0)))
-        .await
-        .expect("reading the migration history")
+    count(store, "SELECT count(*) FROM es_migrations").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_again_changes_nothing() {
     let db = fresh().await;
-    let stream = fresh_stream("migrations");
-    db.store
-        .append(&stream, ExpectedVersion::NoStream, numbered(2))
-        .await
-        .expect("append");
+    let stream = db.stream_with("migrations", 2).await;
     assert_eq!(migration_count(&db.store).await, 2);
     db.store.migrate().await.expect("second migrate");
     db.store.migrate().await.expect("third migrate");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use es_core::{CheckpointStore, EventStore, ExpectedVersion, GlobalLog, StoreError, StreamId};
 use es_sqlite::SqliteStore;
 
-use crate::support::{event, fresh, read};
+use crate::support::{event, fresh, read, TestDb};
 
 const DB: &str = "ES_SQLITE_CHILD_DB";
 const NAME: &str = "ES_SQLITE_CHILD_NAME";
@@ -19,17 +19,39 @@ const SIGNALS: &str = "ES_SQLITE_CHILD_SIGNALS";
 /// Appends each child attempts.
 const ATTEMPTS: u64 = 100;
 
-fn child(test: &str, vars: &[(&str, &str)]) -> Child {
-    let exe = std::env::current_exe().expect("the test binary");
-    let mut command = Command::new(exe);
-    command
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (name, value) in vars {
-        command.env(name, value);
+/// What a parent test shares with its children: a fresh file, and an empty directory beside it
+/// for signals.
+struct Parent {
+    runtime: tokio::runtime::Runtime,
+    db: TestDb,
+    signals: PathBuf,
+}
+
+impl Parent {
+    fn new() -> Self {
+        let runtime = runtime();
+        let db = runtime.block_on(fresh());
+        let signals = db.path().with_file_name("signals");
+        std::fs::create_dir(&signals).expect("signal directory");
+        Self { runtime, db, signals }
     }
-    command.spawn().expect("spawn a child process")
+
+    /// Runs `test` of this binary in a child process, told the file, the signal directory and
+    /// `vars`.
+    fn child(&self, test: &str, vars: &[(&str, &str)]) -> Child {
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut command = Command::new(exe);
+        command
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(DB, self.db.path())
+            .env(SIGNALS, &self.signals)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        command.spawn().expect("spawn a child process")
+    }
 }
 
 /// Waits (up to `limit`) for `path` to exist.
@@ -79,29 +101,16 @@ fn runtime() -> tokio::runtime::Runtime {
 /// the interleaving. Nothing is lost, nothing is repeated, the file stays sound.
 #[test]
 fn two_processes_appending_to_one_stream_get_typed_conflicts_and_lose_nothing() {
-    let runtime = runtime();
-    let db = runtime.block_on(fresh());
-    let signals = db.path().with_file_name("signals");
-    std::fs::create_dir(&signals).expect("signal directory");
+    let parent = Parent::new();
     let stream = StreamId::new("shared", "s-1");
-    let path = db.path().to_string_lossy().into_owned();
-    let dir = signals.to_string_lossy().into_owned();
     let children: Vec<Child> = ["left", "right"]
         .iter()
-        .map(|name| {
-            let vars = [
-                (DB, path.as_str()),
-                (NAME, *name),
-                (STREAM, "s-1"),
-                (SIGNALS, dir.as_str()),
-            ];
-            child("multi_process::child_appends", &vars)
-        })
+        .map(|name| parent.child("multi_process::child_appends", &[(NAME, name), (STREAM, "s-1")]))
         .collect();
     for name in ["left", "right"] {
-        wait_for_file(&signals.join(format!("ready-{name}")), Duration::from_secs(60));
+        wait_for_file(&parent.signals.join(format!("ready-{name}")), Duration::from_secs(60));
     }
-    std::fs::write(signals.join("go"), b"").expect("go");
+    std::fs::write(parent.signals.join("go"), b"").expect("go");
     let (mut appended, mut conflicts) = (0, 0);
     for child in children {
         let output = finish(child);
@@ -127,7 +136,8 @@ fn two_processes_appending_to_one_stream_get_typed_conflicts_and_lose_nothing() 
         "each version won once, lost once"
     );
 
-    runtime.block_on(async {
+    let db = &parent.db;
+    parent.runtime.block_on(async {
         let events = read(&db.store, &stream).await;
         let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
         assert_eq!(versions, (1..=2 * ATTEMPTS).collect::<Vec<_>>(), "every version once");
@@ -179,27 +189,19 @@ fn child_appends() {
 /// over at once, with a higher epoch, from the dead runner's last commit.
 #[test]
 fn a_claim_held_by_a_killed_process_is_taken_over() {
-    let runtime = runtime();
-    let db = runtime.block_on(fresh());
-    let signals = db.path().with_file_name("signals");
-    std::fs::create_dir(&signals).expect("signal directory");
-    let vars = [
-        (DB, db.path().to_string_lossy().into_owned()),
-        (SIGNALS, signals.to_string_lossy().into_owned()),
-    ];
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(name, value)| (*name, value.as_str())).collect();
-    let mut holder = child("multi_process::child_holds_claim", &vars);
-    wait_for_file(&signals.join("claimed"), Duration::from_secs(60));
+    let parent = Parent::new();
+    let mut holder = parent.child("multi_process::child_holds_claim", &[]);
+    wait_for_file(&parent.signals.join("claimed"), Duration::from_secs(60));
 
-    let checkpoints = db.store.checkpoints();
-    runtime.block_on(async {
+    let checkpoints = parent.db.store.checkpoints();
+    parent.runtime.block_on(async {
         let waiting = tokio::time::timeout(Duration::from_millis(600), checkpoints.claim("held")).await;
         assert!(waiting.is_err(), "a claim resolved while another process held it");
     });
     holder.kill().expect("kill the holder");
     let status = holder.wait().expect("the holder's exit");
     assert!(!status.success(), "the holder was killed, not finished");
-    runtime.block_on(async {
+    parent.runtime.block_on(async {
         let taken = tokio::time::timeout(Duration::from_secs(10), checkpoints.claim("held")).await;
         let mut claim = taken
             .expect("taken over within 10 s of the holder's death")

@@ -3,16 +3,16 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use es_core::{
     async_trait, event, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, FailurePolicy, GlobalLog,
     HandlerError, PollOnly, Projection, ProjectionError, ProjectionRunner, RunnerOptions, StreamId,
 };
-use es_sqlite::{SqliteContext, SqliteStore};
+use es_sqlite::{SqliteCheckpoints, SqliteContext, SqliteStore};
 use rusqlite::params;
 
-use crate::support::{event, fresh, TestDb};
+use crate::support::{count, event, fresh, select, wait_until, TestDb};
 
 #[event(name = "CaseOpened")]
 #[derive(Debug, Clone, PartialEq)]
@@ -98,35 +98,22 @@ pub async fn create_tables(store: &SqliteStore) {
 
 /// The read model, as (stream, ticks) rows.
 pub async fn tally(store: &SqliteStore) -> Vec<(String, i64)> {
-    store
-        .read(|db| {
-            db.prepare("SELECT stream, ticks FROM tally ORDER BY stream")?
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect()
-        })
-        .await
-        .expect("tally")
+    select(store, "SELECT stream, ticks FROM tally ORDER BY stream", |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })
+    .await
 }
 
 /// The runners named in the log, in position order, with repeats in a row collapsed.
 pub async fn runner_sequence(store: &SqliteStore) -> Vec<String> {
-    let mut runners: Vec<String> = store
-        .read(|db| {
-            db.prepare("SELECT runner FROM tally_log ORDER BY position")?
-                .query_map([], |row| row.get(0))?
-                .collect()
-        })
-        .await
-        .expect("log");
+    let log = "SELECT runner FROM tally_log ORDER BY position";
+    let mut runners: Vec<String> = select(store, log, |row| row.get(0)).await;
     runners.dedup();
     runners
 }
 
 async fn logged(store: &SqliteStore) -> u64 {
-    store
-        .read(|db| db.query_row("SELECT count(*) FROM tally_log", [], |row| row.get::<_, i64>(0)))
-        .await
-        .expect("count") as u64
+    count(store, "SELECT count(*) FROM tally_log").await as u64
 }
 
 /// Appends `count` events round-robin over 10 cases (plus an event of another aggregate type
@@ -146,13 +133,14 @@ pub async fn write_cases(store: &SqliteStore, count: usize) {
     }
 }
 
-fn options() -> RunnerOptions {
-    RunnerOptions {
+/// A runner of `tally` on the store, in batches of 32 that stop at the first handler failure.
+fn runner(store: &SqliteStore, tally: Tally) -> ProjectionRunner<Tally, SqliteStore, SqliteCheckpoints> {
+    ProjectionRunner::new(tally, store.clone(), store.checkpoints()).with_options(RunnerOptions {
         batch_size: 32,
         poll_interval: Duration::from_millis(20),
         failure: FailurePolicy::Stop,
         ..RunnerOptions::default()
-    }
+    })
 }
 
 /// The projection rebuilt from scratch in the same file; returns the rebuilt model.
@@ -172,8 +160,7 @@ async fn a_projection_interrupted_and_resumed_equals_a_rebuild() {
     // A handler failure stops the runner before the event, with everything before it committed.
     let failing = Tally::new("first");
     failing.fail_at.store(151, Ordering::SeqCst);
-    let runner = ProjectionRunner::new(failing, db.store.clone(), db.store.checkpoints()).with_options(options());
-    match runner.catch_up().await {
+    match runner(&db.store, failing).catch_up().await {
         Err(ProjectionError::Handler(failure)) => assert_eq!(failure.position, 151),
         other => panic!("expected the handler failure at 151, got {other:?}"),
     }
@@ -182,26 +169,19 @@ async fn a_projection_interrupted_and_resumed_equals_a_rebuild() {
         checkpoint < 151,
         "the checkpoint stays before the failing event: {checkpoint}"
     );
-    let handled_before: u64 = db
-        .store
-        .read(move |conn| {
-            conn.query_row(
-                "SELECT count(*) FROM tally_log WHERE position > ?1",
-                [checkpoint as i64],
-                |row| row.get::<_, i64>(0),
-            )
-        })
-        .await
-        .expect("count") as u64;
+    let handled_before = count(
+        &db.store,
+        &format!("SELECT count(*) FROM tally_log WHERE position > {checkpoint}"),
+    )
+    .await;
     assert_eq!(handled_before, 0, "nothing after the checkpoint is in the read model");
 
     // A run cancelled in the middle of a batch: the batch rolls back.
     let mut slow = Tally::new("second");
     slow.pause = Duration::from_millis(2);
-    let runner = ProjectionRunner::new(slow, db.store.clone(), db.store.checkpoints()).with_options(options());
     let cancelled = tokio::time::timeout(
         Duration::from_millis(150),
-        runner.run(PollOnly, std::future::pending::<()>()),
+        runner(&db.store, slow).run(PollOnly, std::future::pending::<()>()),
     )
     .await;
     assert!(cancelled.is_err(), "the run was cancelled, not finished: {cancelled:?}");
@@ -212,15 +192,7 @@ async fn a_projection_interrupted_and_resumed_equals_a_rebuild() {
     let runner = ProjectionRunner::new(Tally::new("third"), db.store.clone(), db.store.checkpoints());
     let caught_up = runner.catch_up().await.expect("catch up");
     assert_eq!(caught_up.position, head);
-    let cases = db
-        .store
-        .read(|conn| {
-            conn.query_row("SELECT count(*) FROM events WHERE aggregate_type = 'case'", [], |row| {
-                row.get::<_, i64>(0)
-            })
-        })
-        .await
-        .expect("count") as u64;
+    let cases = count(&db.store, "SELECT count(*) FROM events WHERE aggregate_type = 'case'").await as u64;
     assert_eq!(
         logged(&db.store).await,
         cases,
@@ -240,9 +212,7 @@ async fn two_runners_take_turns_and_never_both_commit() {
     let spawn = |name: &str, stopped: tokio::sync::oneshot::Receiver<()>| {
         let (store, name) = (db.store.clone(), name.to_owned());
         tokio::spawn(async move {
-            let runner =
-                ProjectionRunner::new(Tally::new(&name), store.clone(), store.checkpoints()).with_options(options());
-            runner
+            runner(&store, Tally::new(&name))
                 .run(store.wake_up(), async move {
                     let _ = stopped.await;
                 })
@@ -272,43 +242,28 @@ async fn two_runners_take_turns_and_never_both_commit() {
     assert_eq!(tally(&db.store).await, rebuilt(&db).await);
 }
 
+/// Waits (up to 10 s) until a runner has claimed the projection: its checkpoint row exists.
 async fn wait_for_claim(store: &SqliteStore) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let claimed = store
-            .read(|db| {
-                db.query_row(
-                    "SELECT count(*) FROM projection_checkpoints WHERE projection = 'tally'",
-                    [],
-                    |row| row.get::<_, i64>(0),
-                )
-            })
-            .await
-            .expect("checkpoint row");
-        if claimed == 1 {
-            return;
+    let checkpoint_rows = "SELECT count(*) FROM projection_checkpoints WHERE projection = 'tally'";
+    wait_until(Duration::from_secs(10), || async {
+        match count(store, checkpoint_rows).await {
+            1 => Ok(()),
+            _ => Err("the first runner never claimed the projection".to_owned()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the first runner never claimed the projection"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 /// Waits (up to 30 s) until the projection's checkpoint reaches the head of the store.
 pub async fn wait_caught_up(store: &SqliteStore) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until(Duration::from_secs(30), || async {
         let head = store.tail(0).await.expect("tail").head_position;
         let checkpoint = store.checkpoints().checkpoint("tally").await.expect("checkpoint");
         if checkpoint == head {
-            return;
+            Ok(())
+        } else {
+            Err(format!("the runner is stuck at {checkpoint}, head {head}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the runner is stuck at {checkpoint}, head {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }

@@ -1,7 +1,11 @@
-//! Shared helpers: fresh database files, test events, reading whole streams.
+//! Shared helpers: fresh database files, test events, reading whole streams, querying the file,
+//! waiting for a condition.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use es_core::{EventStore, ExpectedVersion, StreamId};
 use es_sqlite::{SqliteOptions, SqliteStore};
 use tempfile::TempDir;
 
@@ -18,6 +22,16 @@ impl TestDb {
     /// The database file.
     pub fn path(&self) -> PathBuf {
         self.store.path().to_owned()
+    }
+
+    /// A fresh stream of `kind` holding `count` numbered events, appended through the store.
+    pub async fn stream_with(&self, kind: &str, count: usize) -> StreamId {
+        let stream = fresh_stream(kind);
+        self.store
+            .append(&stream, ExpectedVersion::NoStream, numbered(count))
+            .await
+            .expect("append");
+        stream
     }
 }
 
@@ -47,4 +61,39 @@ pub async fn fresh_with(options: SqliteOptions) -> TestDb {
 /// A raw connection to the file, beside the store's: for planting data and holding locks.
 pub fn raw(db: &TestDb) -> rusqlite::Connection {
     rusqlite::Connection::open(db.path()).expect("a raw connection")
+}
+
+/// The rows `sql` selects, read through the store, each mapped by `row`.
+pub async fn select<T: Send + 'static>(
+    store: &SqliteStore,
+    sql: &str,
+    row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    let query = sql.to_owned();
+    store
+        .read(move |db| db.prepare(&query)?.query_map([], row)?.collect())
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+/// The number `sql` selects: a count.
+pub async fn count(store: &SqliteStore, sql: &str) -> i64 {
+    select(store, sql, |row| row.get(0)).await[0]
+}
+
+/// Checks `ready` every 10 ms until it says `Ok`; once `limit` has passed, fails the test with the
+/// message of its last answer.
+pub async fn wait_until<F, Fut>(limit: Duration, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match ready().await {
+            Ok(()) => return,
+            Err(waiting) => assert!(Instant::now() < deadline, "{waiting}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

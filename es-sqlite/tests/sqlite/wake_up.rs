@@ -7,7 +7,7 @@ use es_core::{CheckpointStore, EventStore, ExpectedVersion, ProjectionRunner, Ru
 use es_sqlite::SqliteStore;
 
 use crate::projection::{create_tables, wait_caught_up, write_cases, Tally};
-use crate::support::{fresh, fresh_stream, numbered};
+use crate::support::{fresh, numbered};
 
 async fn woken(wake_up: &mut es_sqlite::SqliteWakeUp) -> bool {
     tokio::time::timeout(Duration::from_secs(10), wake_up.wait())
@@ -20,11 +20,7 @@ async fn appends_of_any_store_on_the_file_wake_listeners() {
     let db = fresh().await;
     let other = SqliteStore::open(db.path()).await.expect("a second store on the file");
     let mut wake_up = db.store.wake_up();
-    let stream = fresh_stream("wake");
-    db.store
-        .append(&stream, ExpectedVersion::NoStream, numbered(1))
-        .await
-        .expect("append");
+    let stream = db.stream_with("wake", 1).await;
     assert!(
         woken(&mut wake_up).await,
         "an append through the store wakes its listener"
