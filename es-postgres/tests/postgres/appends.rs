@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use es_core::{EventStore, ExpectedVersion, StoreError};
 use es_postgres::PostgresError;
 
-use crate::support::{event, fresh_stream, numbered, read, read_all_until, schema, Rng};
+use crate::support::{event, fresh_stream, numbered, read, read_all_until, schema, stream_with, Rng};
 
 /// 16 writers race on one stream for 3 seconds, each reading the version and appending with
 /// `Exact`: every version is written exactly once, by the writer that was told it won, and the
@@ -208,11 +208,7 @@ async fn a_transaction_older_than_the_stream_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_empty_appends_take_no_transaction_id() {
     let schema = schema().await;
-    let stream = fresh_stream("cheap");
-    schema
-        .append(&stream, ExpectedVersion::NoStream, numbered(1))
-        .await
-        .expect("append");
+    let stream = stream_with(&schema, "cheap", 1).await;
     let mut tx = schema.pool().begin().await.expect("begin");
     let refused = schema
         .append_in_transaction(&mut tx, &stream, ExpectedVersion::NoStream, numbered(3))

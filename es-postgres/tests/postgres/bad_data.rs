@@ -8,7 +8,7 @@ use es_core::{
 use es_postgres::PostgresStore;
 
 use crate::domain::{open, Case};
-use crate::support::{insert_raw, schema, Shared};
+use crate::support::{schema, RawEvent, Shared};
 
 type Cases = Repository<Case, PostgresStore>;
 
@@ -28,7 +28,13 @@ async fn case_with_planted_row(
         .await
         .expect("open");
     let stream = Cases::stream_id(&id);
-    insert_raw(schema, &stream, 2, event_name, schema_version, payload, metadata).await;
+    let planted = RawEvent {
+        schema_version,
+        payload,
+        metadata,
+        ..RawEvent::new(&stream, 2, event_name)
+    };
+    planted.insert(schema, schema.pool()).await;
     (cases, id, stream)
 }
 
@@ -138,7 +144,11 @@ async fn negative_numbers_are_corrupt() {
     assert_corrupt(cases.load(&id).await, &stream, "schema version");
 
     let other = StreamId::new("case", uuid::Uuid::now_v7().to_string());
-    insert_raw(&schema, &other, -5, "CaseOpened", 1, r#"{"title": "x"}"#, "{}").await;
+    let planted = RawEvent {
+        payload: r#"{"title": "x"}"#,
+        ..RawEvent::new(&other, -5, "CaseOpened")
+    };
+    planted.insert(&schema, schema.pool()).await;
     match schema.stream_version(&other).await {
         Err(StoreError::Corrupt { stream, reason, .. }) => {
             assert_eq!(stream, other);

@@ -2,11 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use es_core::{EventStore, ExpectedVersion, StoreError, StreamId};
+use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
 use es_postgres::PostgresStore;
+use sqlx::{Postgres, Transaction};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::support::{fresh_stream, numbered, schema};
+use crate::support::{fresh_stream, numbered, schema, RawEvent};
 
 const BIG_BATCH: usize = 50_000;
 
@@ -49,37 +51,47 @@ async fn stored_count(store: &PostgresStore, ids: &[Uuid]) -> i64 {
         .expect("count")
 }
 
+/// What the tests kill the append of: a new stream, a batch of `BIG_BATCH` events for it, and
+/// their ids.
+fn big_append() -> (StreamId, Vec<NewEvent>, Vec<Uuid>) {
+    let batch = numbered(BIG_BATCH);
+    let ids = batch.iter().map(|e| e.event_id).collect();
+    (fresh_stream("killed"), batch, ids)
+}
+
+/// Appends `batch` to the new `stream` in a task of its own, for the test to kill meanwhile.
+fn spawn_append(
+    store: &PostgresStore,
+    stream: &StreamId,
+    batch: Vec<NewEvent>,
+) -> JoinHandle<Result<AppendOutcome, StoreError>> {
+    let (store, stream) = (store.clone(), stream.clone());
+    tokio::spawn(async move { store.append(&stream, ExpectedVersion::NoStream, batch).await })
+}
+
+/// An open transaction that has inserted `version` of `stream`: an append that reaches that
+/// version waits on it until it ends.
+async fn hold_version(store: &PostgresStore, stream: &StreamId, version: i64) -> Transaction<'static, Postgres> {
+    let mut blocker = store.pool().begin().await.expect("begin");
+    RawEvent::new(stream, version, "Blocker")
+        .insert(store, &mut *blocker)
+        .await;
+    blocker
+}
+
 /// A batch of 50,000 whose append is blocked at event 30,000 (another transaction holds that
 /// version), then killed: none of its 29,999 inserted rows survive, and the error is `Unavailable` (an outage: retrying may succeed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_killed_midway_leaves_nothing() {
     let schema = schema().await;
-    let store = schema.store().clone();
-    let stream = fresh_stream("killed");
-    let mut blocker = store.pool().begin().await.expect("begin");
-    let block = format!(
-        "INSERT INTO \"{}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
-                                    schema_version, payload, metadata, recorded_at)
-         VALUES ((pg_current_xact_id()::text::bigint << 20) | 1, $1, $2, $3, 30000, 'Blocker', 1, '{{}}', '{{}}', now())",
-        store.schema()
-    );
-    sqlx::query(&block)
-        .bind(Uuid::now_v7())
-        .bind(&stream.aggregate_type)
-        .bind(&stream.aggregate_id)
-        .execute(&mut *blocker)
-        .await
-        .expect("blocking row");
+    let store = schema.store();
+    let (stream, batch, ids) = big_append();
+    let blocker = hold_version(store, &stream, 30_000).await;
 
-    let batch = numbered(BIG_BATCH);
-    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
-    let append = tokio::spawn({
-        let (store, stream) = (store.clone(), stream.clone());
-        async move { store.append(&stream, ExpectedVersion::NoStream, batch).await }
-    });
+    let append = spawn_append(store, &stream, batch);
     let deadline = Instant::now() + Duration::from_secs(60);
     let pid = loop {
-        if let Some(pid) = find_backend(&store, true).await {
+        if let Some(pid) = find_backend(store, true).await {
             break pid;
         }
         if append.is_finished() {
@@ -88,13 +100,13 @@ async fn a_batch_killed_midway_leaves_nothing() {
         assert!(Instant::now() < deadline, "the append never blocked");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    terminate(&store, pid).await;
+    terminate(store, pid).await;
     let result = append.await.expect("append task");
     assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
     blocker.rollback().await.expect("rollback");
 
     assert_eq!(store.stream_version(&stream).await.expect("version"), 0);
-    assert_eq!(stored_count(&store, &ids).await, 0, "no event of the killed batch");
+    assert_eq!(stored_count(store, &ids).await, 0, "no event of the killed batch");
     // The pool replaced the dead connection: the store goes on working.
     let outcome = store
         .append(&stream, ExpectedVersion::NoStream, numbered(3))
@@ -107,23 +119,18 @@ async fn a_batch_killed_midway_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_killed_while_running_is_all_or_nothing() {
     let schema = schema().await;
-    let store = schema.store().clone();
-    let stream: StreamId = fresh_stream("killed");
-    let batch = numbered(BIG_BATCH);
-    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
-    let append = tokio::spawn({
-        let (store, stream) = (store.clone(), stream.clone());
-        async move { store.append(&stream, ExpectedVersion::NoStream, batch).await }
-    });
+    let store = schema.store();
+    let (stream, batch, ids) = big_append();
+    let append = spawn_append(store, &stream, batch);
     while !append.is_finished() {
-        if let Some(pid) = find_backend(&store, false).await {
-            terminate(&store, pid).await;
+        if let Some(pid) = find_backend(store, false).await {
+            terminate(store, pid).await;
             break;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let result = append.await.expect("append task");
-    let stored = stored_count(&store, &ids).await;
+    let stored = stored_count(store, &ids).await;
     let version = store.stream_version(&stream).await.expect("version");
     match result {
         Ok(outcome) => {
@@ -143,10 +150,8 @@ async fn a_batch_killed_while_running_is_all_or_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_killed_before_commit_leaves_nothing() {
     let schema = schema().await;
-    let store = schema.store().clone();
-    let stream = fresh_stream("killed");
-    let batch = numbered(BIG_BATCH);
-    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+    let store = schema.store();
+    let (stream, batch, ids) = big_append();
     let mut tx = store.pool().begin().await.expect("begin");
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *tx)
@@ -156,12 +161,12 @@ async fn a_transaction_killed_before_commit_leaves_nothing() {
         .append_in_transaction(&mut tx, &stream, ExpectedVersion::NoStream, batch)
         .await
         .expect("append in transaction");
-    terminate(&store, pid).await;
+    terminate(store, pid).await;
     let result = store
         .append_in_transaction(&mut tx, &stream, ExpectedVersion::Exact(BIG_BATCH as u64), numbered(1))
         .await;
     assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
     assert!(tx.commit().await.is_err(), "a killed transaction cannot commit");
     assert_eq!(store.stream_version(&stream).await.expect("version"), 0);
-    assert_eq!(stored_count(&store, &ids).await, 0);
+    assert_eq!(stored_count(store, &ids).await, 0);
 }

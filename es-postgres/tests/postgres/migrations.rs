@@ -3,7 +3,7 @@
 use es_core::{EventStore, ExpectedVersion};
 use es_postgres::{PostgresError, PostgresStore};
 
-use crate::support::{database, fresh_stream, numbered, schema, unmigrated_schema};
+use crate::support::{database, fresh_stream, numbered, schema, stream_with, unmigrated_schema};
 
 async fn migration_count(store: &PostgresStore) -> i64 {
     let sql = format!("SELECT count(*) FROM \"{}\".es_migrations", store.schema());
@@ -16,11 +16,7 @@ async fn migration_count(store: &PostgresStore) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_again_changes_nothing() {
     let schema = schema().await;
-    let stream = fresh_stream("migrations");
-    schema
-        .append(&stream, ExpectedVersion::NoStream, numbered(2))
-        .await
-        .expect("append");
+    let stream = stream_with(&schema, "migrations", 2).await;
     let before = migration_count(&schema).await;
     assert!(before >= 1);
     schema.migrate().await.expect("second migrate");

@@ -11,7 +11,7 @@ use es_postgres::PostgresStore;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::support::{event, fresh_stream, schema, Rng};
+use crate::support::{event, fresh_stream, schema, stream_with, Rng};
 
 const WRITERS: u64 = 8;
 const EVENTS_PER_WRITER: usize = 1_000;
@@ -228,11 +228,7 @@ async fn tail_counts_what_read_all_would_return() {
         (empty.events, empty.head_position, empty.head_recorded_at),
         (0, 0, None)
     );
-    let stream = fresh_stream("tail");
-    schema
-        .append(&stream, ExpectedVersion::NoStream, crate::support::numbered(7))
-        .await
-        .expect("append");
+    stream_with(&schema, "tail", 7).await;
     let all = crate::support::read_all_until(&**schema, 7).await;
     let last = all.last().expect("events");
     let tail = schema.tail(0).await.expect("tail");

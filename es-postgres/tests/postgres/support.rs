@@ -3,8 +3,10 @@
 
 use std::sync::LazyLock;
 
-use es_core::{GlobalLog, RecordedEvent, StreamId};
+use es_core::{EventStore, ExpectedVersion, GlobalLog, RecordedEvent, StreamId};
+use es_postgres::PostgresStore;
 use es_test_support::{TestDatabase, TestSchema};
+use sqlx::PgExecutor;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
 
@@ -73,6 +75,16 @@ impl std::ops::Deref for Exclusive {
 
 pub use es_core::conformance::{event, fresh_stream, numbered, whole_stream as read};
 
+/// A fresh stream of `kind` holding `count` numbered events.
+pub async fn stream_with(store: &PostgresStore, kind: &str, count: usize) -> StreamId {
+    let stream = fresh_stream(kind);
+    store
+        .append(&stream, ExpectedVersion::NoStream, numbered(count))
+        .await
+        .expect("append");
+    stream
+}
+
 /// Pages through `read_all` from the start until `count` events came back. Other tests' open
 /// transactions can delay them (never lose them): waits up to 60 seconds.
 pub async fn read_all_until<S: GlobalLog + ?Sized>(store: &S, count: usize) -> Vec<RecordedEvent> {
@@ -94,37 +106,54 @@ pub async fn read_all_until<S: GlobalLog + ?Sized>(store: &S, count: usize) -> V
     all
 }
 
-/// Inserts one event row with raw SQL (bind parameters only), bypassing the store's checks:
-/// for planting bad data.
-#[allow(clippy::too_many_arguments)]
-pub async fn insert_raw(
-    schema: &TestSchema,
-    stream: &StreamId,
-    version: i64,
-    event_name: &str,
-    schema_version: i32,
-    payload: &str,
-    metadata: &str,
-) {
-    let sql = format!(
-        "INSERT INTO \"{}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
-                                    schema_version, payload, metadata, recorded_at)
-         VALUES ((pg_current_xact_id()::text::bigint << 20) | 1, $1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb,
-                 clock_timestamp())",
-        schema.schema()
-    );
-    sqlx::query(&sql)
-        .bind(Uuid::now_v7())
-        .bind(&stream.aggregate_type)
-        .bind(&stream.aggregate_id)
-        .bind(version)
-        .bind(event_name)
-        .bind(schema_version)
-        .bind(payload)
-        .bind(metadata)
-        .execute(schema.pool())
-        .await
-        .expect("inserting a raw row");
+/// One event row written with raw SQL (bind parameters only), bypassing the store's checks: for
+/// planting bad data, or for holding a version in a transaction left open.
+pub struct RawEvent<'a> {
+    pub stream: &'a StreamId,
+    pub version: i64,
+    pub event_name: &'a str,
+    pub schema_version: i32,
+    pub payload: &'a str,
+    pub metadata: &'a str,
+}
+
+impl<'a> RawEvent<'a> {
+    /// A row that is well formed but for what the caller changes: schema version 1, and `{}`
+    /// for payload and metadata.
+    pub fn new(stream: &'a StreamId, version: i64, event_name: &'a str) -> Self {
+        Self {
+            stream,
+            version,
+            event_name,
+            schema_version: 1,
+            payload: "{}",
+            metadata: "{}",
+        }
+    }
+
+    /// Inserts the row into the events table of `store`'s schema, through `executor`: the
+    /// store's pool, or a transaction.
+    pub async fn insert<'c>(&self, store: &PostgresStore, executor: impl PgExecutor<'c>) {
+        let sql = format!(
+            "INSERT INTO \"{}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
+                                        schema_version, payload, metadata, recorded_at)
+             VALUES ((pg_current_xact_id()::text::bigint << 20) | 1, $1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb,
+                     clock_timestamp())",
+            store.schema()
+        );
+        sqlx::query(&sql)
+            .bind(Uuid::now_v7())
+            .bind(&self.stream.aggregate_type)
+            .bind(&self.stream.aggregate_id)
+            .bind(self.version)
+            .bind(self.event_name)
+            .bind(self.schema_version)
+            .bind(self.payload)
+            .bind(self.metadata)
+            .execute(executor)
+            .await
+            .expect("inserting a raw row");
+    }
 }
 
 /// A small, fast, seedable random number generator (xorshift64*), so the tests need no crate.

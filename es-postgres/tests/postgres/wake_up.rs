@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use es_core::{EventStore, ExpectedVersion, WakeUp};
 
-use crate::support::{fresh_stream, numbered, schema};
+use crate::support::{fresh_stream, numbered, schema, stream_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_append_wakes_listeners() {
@@ -14,11 +14,7 @@ async fn a_committed_append_wakes_listeners() {
     let quiet = tokio::time::timeout(Duration::from_millis(300), wake_up.wait()).await;
     assert!(quiet.is_err(), "no append, no wake-up");
 
-    let stream = fresh_stream("wake");
-    schema
-        .append(&stream, ExpectedVersion::NoStream, numbered(2))
-        .await
-        .expect("append");
+    let stream = stream_with(&schema, "wake", 2).await;
     let woken = tokio::time::timeout(Duration::from_secs(5), wake_up.wait()).await;
     assert!(woken.is_ok(), "the append woke the listener");
 
