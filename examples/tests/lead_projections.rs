@@ -7,18 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::{
-    async_trait, DecodedEvent, FailurePolicy, HandlerError, InMemoryReadModel, Projection, ProjectionError,
-    ProjectionRunner, Repository, RunnerOptions,
+    async_trait, DecodedEvent, FailurePolicy, HandlerError, Projection, ProjectionError, ProjectionRunner, Repository,
+    RunnerOptions,
 };
 use es_postgres::{PostgresCheckpoints, PostgresStore};
 use es_test_support::{TestDatabase, TestSchema};
 use examples::lead::Lead;
-use examples::lead_models::{
-    AnalysisModel, LeadAnalysisEvent, LeadAnalysisProjection, LeadSearchProjection, LeadTables, SearchModel,
-};
+use examples::lead_models::{LeadAnalysisEvent, LeadAnalysisProjection, LeadSearchProjection, LeadTables};
 use examples::lead_scenario::{play_leads, Dice, ScenarioError};
 use sqlx::PgConnection;
 use tokio::task::JoinSet;
+
+mod support;
+
+use crate::support::{rebuilt_in_memory, tables};
 
 type Search = LeadSearchProjection<PgConnection>;
 type Analysis = LeadAnalysisProjection<PgConnection>;
@@ -95,32 +97,11 @@ async fn catch_up_both(events: &PostgresStore, models: &PostgresStore) {
     catch_up_fully(&runner::<Analysis>(events, models), events).await;
 }
 
-async fn tables(store: &PostgresStore) -> (SearchModel, AnalysisModel) {
-    let search = store.load_search().await.expect("search table");
-    let analysis = store.load_analysis().await.expect("analysis table");
-    (search, analysis)
-}
-
-/// The models computed independently, in memory, from the same events.
-async fn oracle(events: &PostgresStore) -> (SearchModel, AnalysisModel) {
-    let search = InMemoryReadModel::<SearchModel>::new();
-    let analysis = InMemoryReadModel::<AnalysisModel>::new();
-    ProjectionRunner::new(LeadSearchProjection::default(), events.clone(), search.clone())
-        .catch_up()
-        .await
-        .expect("oracle search");
-    ProjectionRunner::new(LeadAnalysisProjection::default(), events.clone(), analysis.clone())
-        .catch_up()
-        .await
-        .expect("oracle analysis");
-    (search.read(Clone::clone), analysis.read(Clone::clone))
-}
-
-/// Asserts the tables equal the oracle, then rebuilds both projections and asserts again.
+/// Asserts the tables equal the in-memory oracle, then rebuilds both projections and asserts again.
 async fn assert_models_are_exact(schema: &TestSchema) {
     let store = schema.store();
     let (search, analysis) = tables(store).await;
-    let (expected_search, expected_analysis) = oracle(store).await;
+    let (expected_search, expected_analysis) = rebuilt_in_memory(store).await;
     assert!(!expected_analysis.leads.is_empty(), "the scenario produced leads");
     assert_eq!(search, expected_search, "search model");
     assert_eq!(
@@ -344,7 +325,7 @@ async fn a_projection_added_after_10000_events_catches_up_to_the_same_state() {
         early_tables.1.leads.len()
     );
     assert_eq!(tables(&late_store).await, early_tables);
-    assert_eq!(early_tables, oracle(&store).await);
+    assert_eq!(early_tables, rebuilt_in_memory(&store).await);
 }
 
 /// Like [`spawn_writers`], with run tags that never repeat across rounds.

@@ -2,11 +2,15 @@
 //! on the same file, projections resumed from their checkpoints hold exactly what in-memory
 //! projections rebuilt from all events hold.
 
-use es_core::{GlobalLog, InMemoryReadModel, ProjectionRunner, Repository};
+use es_core::{GlobalLog, ProjectionRunner, Repository};
 use es_sqlite::SqliteStore;
 use examples::lead::Lead;
-use examples::lead_models::{AnalysisModel, LeadAnalysisProjection, LeadSearchProjection, LeadTables, SearchModel};
+use examples::lead_models::{LeadAnalysisProjection, LeadSearchProjection, LeadTables};
 use examples::lead_scenario::play_leads;
+
+mod support;
+
+use crate::support::{rebuilt_in_memory, tables};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_read_models_resume_and_equal_a_rebuild_in_memory() {
@@ -34,19 +38,9 @@ async fn sqlite_read_models_resume_and_equal_a_rebuild_in_memory() {
     }
 
     let store = SqliteStore::open(&path).await.expect("open");
-    let search = InMemoryReadModel::<SearchModel>::new();
-    let analysis = InMemoryReadModel::<AnalysisModel>::new();
-    ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), search.clone())
-        .catch_up()
-        .await
-        .expect("search rebuilt in memory");
-    ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), analysis.clone())
-        .catch_up()
-        .await
-        .expect("analysis rebuilt in memory");
-    let tables_search = store.load_search().await.expect("search table");
-    let tables_analysis = store.load_analysis().await.expect("analysis table");
+    let (search, analysis) = rebuilt_in_memory(&store).await;
+    let (tables_search, tables_analysis) = tables(&store).await;
     assert_eq!(tables_search.leads.len(), 80, "both weeks' leads are searchable");
-    assert_eq!(tables_search, search.read(Clone::clone));
-    assert_eq!(tables_analysis, analysis.read(Clone::clone));
+    assert_eq!(tables_search, search);
+    assert_eq!(tables_analysis, analysis);
 }
