@@ -169,11 +169,18 @@ async fn a_projection_interrupted_and_resumed_equals_a_rebuild() {
         checkpoint < 151,
         "the checkpoint stays before the failing event: {checkpoint}"
     );
-    let handled_before = count(
-        &db.store,
-        &format!("SELECT count(*) FROM tally_log WHERE position > {checkpoint}"),
-    )
-    .await;
+    let checkpoint = i64::try_from(checkpoint).expect("a position");
+    let handled_before: i64 = db
+        .store
+        .read(move |db| {
+            db.query_row(
+                "SELECT count(*) FROM tally_log WHERE position > ?1",
+                [checkpoint],
+                |row| row.get(0),
+            )
+        })
+        .await
+        .expect("counting the log");
     assert_eq!(handled_before, 0, "nothing after the checkpoint is in the read model");
 
     // A run cancelled in the middle of a batch: the batch rolls back.
