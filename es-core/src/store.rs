@@ -273,6 +273,16 @@ impl StoreError {
         Self::Unavailable(Box::new(error))
     }
 
+    /// Wraps a backend error as [`StoreError::Unavailable`] when `transient` (the backend says
+    /// it is an outage), else as [`StoreError::Backend`].
+    pub fn from_backend(error: impl std::error::Error + Send + Sync + 'static, transient: bool) -> Self {
+        if transient {
+            Self::unavailable(error)
+        } else {
+            Self::backend(error)
+        }
+    }
+
     /// Whether the failure is an outage that trying again later may overcome.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))

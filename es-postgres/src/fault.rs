@@ -22,11 +22,8 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
 /// A database error as a [`StoreError`]: [`StoreError::Unavailable`] for an outage, else
 /// [`StoreError::Backend`].
 pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
-    if is_transient(&error) {
-        StoreError::unavailable(error)
-    } else {
-        StoreError::backend(error)
-    }
+    let transient = is_transient(&error);
+    StoreError::from_backend(error, transient)
 }
 
 /// SQLSTATEs of outages: class 08 (connection exception), class 53 (insufficient resources),

@@ -144,11 +144,8 @@ impl WakeUp for PostgresWakeUp {
 
 /// Sorts a database error into an outage or a lasting failure.
 fn checkpoint_error(error: sqlx::Error) -> CheckpointError {
-    if is_transient(&error) {
-        CheckpointError::unavailable(error)
-    } else {
-        CheckpointError::backend(error)
-    }
+    let transient = is_transient(&error);
+    CheckpointError::from_backend(error, transient)
 }
 
 fn out_of_range(what: &str, value: impl std::fmt::Display) -> CheckpointError {

@@ -182,21 +182,15 @@ pub(crate) fn chain_is_transient(error: &(dyn Error + 'static)) -> bool {
 
 impl From<SqliteError> for StoreError {
     fn from(error: SqliteError) -> Self {
-        if error.is_transient() {
-            StoreError::unavailable(error)
-        } else {
-            StoreError::backend(error)
-        }
+        let transient = error.is_transient();
+        StoreError::from_backend(error, transient)
     }
 }
 
 impl From<SqliteError> for CheckpointError {
     fn from(error: SqliteError) -> Self {
-        if error.is_transient() {
-            CheckpointError::unavailable(error)
-        } else {
-            CheckpointError::backend(error)
-        }
+        let transient = error.is_transient();
+        CheckpointError::from_backend(error, transient)
     }
 }
 

@@ -104,6 +104,16 @@ impl CheckpointError {
         Self::Backend(error.into())
     }
 
+    /// Wraps a backend error as [`CheckpointError::Unavailable`] when `transient` (the backend
+    /// says it is an outage), else as [`CheckpointError::Backend`].
+    pub fn from_backend(error: impl Into<BackendError>, transient: bool) -> Self {
+        if transient {
+            Self::unavailable(error)
+        } else {
+            Self::backend(error)
+        }
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
