@@ -276,10 +276,10 @@ impl StoreError {
     /// Wraps a backend error as [`StoreError::Unavailable`] when `transient` (the backend says
     /// it is an outage), else as [`StoreError::Backend`].
     pub fn from_backend(error: impl std::error::Error + Send + Sync + 'static, transient: bool) -> Self {
-        if transient {
-            Self::unavailable(error)
-        } else {
-            Self::backend(error)
+        let error = Box::new(error);
+        match transient {
+            true => Self::Unavailable(error),
+            false => Self::Backend(error),
         }
     }
 
