@@ -15,20 +15,31 @@ fn smoke(args: &[&str], doc: &Path) -> Result<String, Box<dyn Error>> {
         .args(args)
         .arg("--write")
         .arg(doc)
-        .env("ES_BENCH_COMMAND", format!("es-bench --smoke {}", args.join(" ")).trim())
+        .env(
+            "ES_BENCH_COMMAND",
+            format!("es-bench --smoke {}", args.join(" ")).trim(),
+        )
         .output()?;
     let stdout = String::from_utf8(output.stdout)?;
     let stderr = String::from_utf8(output.stderr)?;
-    assert!(output.status.success(), "es-bench --smoke {args:?} failed:\n{stderr}\n{stdout}");
+    assert!(
+        output.status.success(),
+        "es-bench --smoke {args:?} failed:\n{stderr}\n{stdout}"
+    );
     Ok(stdout)
 }
 
-/// The text between the markers of section `name`.
+/// The text between the markers of section `name` (the opening marker may say more after the
+/// name).
 fn section<'d>(doc: &'d str, name: &str) -> &'d str {
-    let begin = format!("<!-- es-bench:begin {name} -->\n");
+    let begin = format!("<!-- es-bench:begin {name} ");
     let end = format!("<!-- es-bench:end {name} -->");
-    let start = doc.find(&begin).unwrap_or_else(|| panic!("no section {name}:\n{doc}")) + begin.len();
-    let stop = doc[start..].find(&end).unwrap_or_else(|| panic!("section {name} never ends")) + start;
+    let marker = doc.find(&begin).unwrap_or_else(|| panic!("no section {name}:\n{doc}"));
+    let start = doc[marker..].find('\n').expect("a marker line") + marker + 1;
+    let stop = doc[start..]
+        .find(&end)
+        .unwrap_or_else(|| panic!("section {name} never ends"))
+        + start;
     &doc[start..stop]
 }
 
@@ -73,12 +84,16 @@ fn every_scenario_runs_at_a_tiny_size_and_the_document_is_written() -> Result<()
         );
     }
 
-    // A run of SQLite alone rewrites its section and keeps PostgreSQL's as it was.
+    // A run of SQLite alone rewrites its section and keeps PostgreSQL's as it was, and the
+    // hand-written notes.
+    let notes = "<!-- es-bench:begin sqlite-notes (by hand) -->\nWhy s5 is slow.\n<!-- es-bench:end sqlite-notes -->\n";
+    std::fs::write(&doc, format!("{written}{notes}"))?;
     let stdout = smoke(&["--sqlite"], &doc)?;
     let rewritten = std::fs::read_to_string(&doc)?;
     std::fs::remove_file(&doc)?;
     assert!(!stdout.contains("## PostgreSQL"), "{stdout}");
     assert_eq!(section(&rewritten, "postgres"), section(&written, "postgres"));
+    assert_eq!(section(&rewritten, "sqlite-notes"), "Why s5 is slow.\n");
     assert!(
         section(&rewritten, "sqlite").contains("`es-bench --smoke --sqlite`"),
         "{rewritten}"
