@@ -434,8 +434,8 @@ settings, measured in one run.
 
 {run}
 - Files: in a fresh directory of the run (`{dir}`) on {file_system}. Every writing run
-  (s1a, s4b) gets a fresh file of its own; the reading scenarios (s3a, s5) read one file per
-  implementation, seeded through its own write path before the repetitions.{tmpfs}
+  (s1a, s4b) gets a fresh file of its own; the reading scenarios (s3a, s5) read files each
+  implementation seeded through its own write path before the repetitions.{tmpfs}
 - SQLite: {version}, compiled into the binary by rusqlite's `bundled` feature; both sides
   link this one library (the raw baseline uses es-sqlite's re-export, `es_sqlite::rusqlite`).
 - Settings, the same on both sides: `journal_mode` = `{journal_mode}`, `synchronous` =
