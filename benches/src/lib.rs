@@ -1,18 +1,20 @@
 //! Benchmarks of es-rs on PostgreSQL against the most used Rust peer (`cqrs-es` + `postgres-es`)
-//! and a raw sqlx baseline, on the same server, in the same run.
+//! and a raw sqlx baseline, on the same server, in the same run; and of es-rs on SQLite against a
+//! raw rusqlite baseline, on files of the same kind.
 //!
 //! The binary `es-bench` (run it with `scripts/bench`) measures every scenario of
-//! [`scenario::Scenario`] for the three implementations of [`scenario::Implementation`] and prints
-//! a markdown table; `--write docs/BENCHMARKS.md` also writes the document with the machine and
-//! server it ran on. The modules:
+//! [`scenario::Scenario`] for the implementations of its [`scenario::Backend`] and prints
+//! markdown tables; `--write docs/BENCHMARKS.md` also writes the document with the machine,
+//! server and files it ran on, rewriting only the sections of the stores it measured. The
+//! modules:
 //!
 //! - [`model`]: the account domain's shared data (deposits, the summary every load is checked
 //!   against);
-//! - [`ours`], [`peer`], [`raw`]: the domain implemented three ways, and [`subject`] to drive them
-//!   alike;
+//! - [`ours`], [`peer`], [`raw`], [`raw_sqlite`]: the domain implemented four ways (es-rs on
+//!   either store), and [`subject`] to drive them alike;
 //! - [`scenario`]: scenarios, metrics, targets and sizes; [`measure`]: one measurement, in a
 //!   child process; [`run`]: the parent that runs them all; [`report`]: the markdown;
-//! - [`stats`] and [`system`]: medians, peak memory, machine and server facts.
+//! - [`stats`] and [`system`]: medians, peak memory, machine, server and file system facts.
 
 #![warn(missing_docs)]
 
@@ -21,6 +23,7 @@ pub mod model;
 pub mod ours;
 pub mod peer;
 pub mod raw;
+pub mod raw_sqlite;
 pub mod report;
 pub mod run;
 pub mod scenario;

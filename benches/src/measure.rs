@@ -1,22 +1,23 @@
-//! The child process's side: seeding the read schemas of one implementation, and measuring one
-//! (scenario, implementation) run.
+//! The child process's side: seeding the read schemas (or files) of one implementation, and
+//! measuring one (scenario, implementation) run.
 //!
 //! Every timed section is preceded by an untimed warm-up of the same operation, so connections
 //! are open and statements prepared. Each run reports its figures, a `check` string that must
-//! be the same for all three implementations (they did the same work and folded the same
-//! state), and the process's peak resident memory.
+//! be the same for all the scenario's implementations (they did the same work and folded the
+//! same state; on SQLite, with the same settings), and the process's peak resident memory.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{self, StoredEvent, Summary, Tally};
-use crate::scenario::{Implementation, Scenario, Sizes};
+use crate::scenario::{Backend, Implementation, Scenario, Sizes};
 use crate::stats::{median, median_ms, millis, quantile};
-use crate::subject::{Setup, State, Subject};
+use crate::subject::{Location, Setup, State, Subject};
 use crate::{ours, peer, raw, system, BenchError, BenchResult};
 
 /// The stream of scenarios 3a and 3b.
@@ -35,17 +36,22 @@ pub struct Measurement {
     pub peak_rss_kib: u64,
 }
 
-/// The name of a schema of run `run` for `implementation`, e.g. `esb_1a2b3c4d_ours_load`.
+/// The name of a schema (or file, with `.db`) of run `run` for `implementation`, e.g.
+/// `esb_1a2b3c4d_ours_load`.
 pub fn schema_name(run: &str, implementation: Implementation, purpose: &str) -> String {
     format!("esb_{run}_{}_{purpose}", implementation.id())
 }
 
-/// Where a child finds the server and its schemas.
+/// Where a child finds the server and its schemas, or the directory of its files.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
-    /// The server.
-    pub url: &'a str,
-    /// The run id in schema names.
+    /// The store of the scenario (or of the seeding).
+    pub backend: Backend,
+    /// The PostgreSQL server, for its scenarios.
+    pub url: Option<&'a str>,
+    /// The directory of the SQLite files, for its scenarios.
+    pub dir: Option<&'a Path>,
+    /// The run id in schema and file names.
     pub run: &'a str,
     /// The repetition, for fresh schema names.
     pub repetition: usize,
@@ -53,9 +59,43 @@ pub struct Context<'a> {
     pub sizes: &'a Sizes,
 }
 
+/// A schema's name or a file's path: where a [`Location`] points.
+#[derive(Debug, Clone)]
+enum Place {
+    Schema { url: String, schema: String },
+    File(PathBuf),
+}
+
+impl Place {
+    fn location(&self) -> Location<'_> {
+        match self {
+            Self::Schema { url, schema } => Location::Postgres { url, schema },
+            Self::File(path) => Location::Sqlite { path },
+        }
+    }
+}
+
 impl Context<'_> {
-    /// Connects `implementation` to its schema for `purpose` in this run, creating the schema
-    /// and its tables if `create`.
+    /// Where `implementation` keeps its events for `purpose` in this run.
+    fn place(&self, implementation: Implementation, purpose: &str) -> BenchResult<Place> {
+        let name = schema_name(self.run, implementation, purpose);
+        Ok(match self.backend {
+            Backend::Postgres => Place::Schema {
+                url: self
+                    .url
+                    .ok_or("no PostgreSQL server for a PostgreSQL scenario")?
+                    .to_owned(),
+                schema: name,
+            },
+            Backend::Sqlite => {
+                let dir = self.dir.ok_or("no directory for the files of an SQLite scenario")?;
+                Place::File(dir.join(format!("{name}.db")))
+            }
+        })
+    }
+
+    /// Connects `implementation` to its schema (or file) for `purpose` in this run, creating the
+    /// schema and its tables if `create`.
     async fn connect(
         &self,
         implementation: Implementation,
@@ -63,34 +103,48 @@ impl Context<'_> {
         create: bool,
         state: State,
     ) -> BenchResult<Subject> {
-        let schema = schema_name(self.run, implementation, purpose);
+        let place = self.place(implementation, purpose)?;
         let setup = Setup {
-            url: self.url,
-            schema: &schema,
+            location: place.location(),
             create,
             state,
         };
         Subject::connect(implementation, setup).await
     }
 
-    /// A [`Fresh`] schema for the writes of `scenario` in this repetition.
+    /// A [`Fresh`] schema (or file) for the writes of `scenario` in this repetition.
     async fn fresh(&self, implementation: Implementation, scenario: Scenario, state: State) -> BenchResult<Fresh> {
         let purpose = format!("w{}_{}", scenario.id(), self.repetition);
-        let subject = self.connect(implementation, &purpose, true, state).await?;
-        let schema = schema_name(self.run, implementation, &purpose);
-        Ok(Fresh { subject, schema })
+        let place = self.place(implementation, &purpose)?;
+        if let Place::File(path) = &place {
+            // Fresh means fresh, even if a failed run left one behind.
+            crate::subject::remove_database_files(path)?;
+        }
+        let setup = Setup {
+            location: place.location(),
+            create: true,
+            state,
+        };
+        let subject = Subject::connect(implementation, setup).await?;
+        Ok(Fresh { subject, place })
     }
 }
 
-/// Seeds the read schemas of `implementation` through its own write path: the streams of
-/// scenario 3 (snapshotted every `load_events` events) and the streams of scenario 5.
+/// Seeds the read schemas (or files) of `implementation` through its own write path: the
+/// streams of scenario 3 (on PostgreSQL, snapshotted every `load_events` events, and the large
+/// one of 3c) and the streams of scenario 5.
 pub async fn prepare(implementation: Implementation, context: Context<'_>) -> BenchResult<()> {
     let sizes = context.sizes;
-    let load = context
-        .connect(implementation, "load", true, State::Snapshots(sizes.load_events))
-        .await?;
+    let load_state = match context.backend {
+        Backend::Postgres => State::Snapshots(sizes.load_events),
+        // No SQLite scenario reads snapshots.
+        Backend::Sqlite => State::Replay,
+    };
+    let load = context.connect(implementation, "load", true, load_state).await?;
     seed_stream(&load, LOAD_STREAM, sizes.load_events, sizes.load_events).await?;
-    seed_stream(&load, LOAD_LARGE_STREAM, sizes.load_large_events, sizes.load_events).await?;
+    if context.backend == Backend::Postgres {
+        seed_stream(&load, LOAD_LARGE_STREAM, sizes.load_large_events, sizes.load_events).await?;
+    }
     let all = context.connect(implementation, "all", true, State::Replay).await?;
     let per_stream = sizes.read_all_events / sizes.read_all_streams;
     for stream in 0..sizes.read_all_streams {
@@ -119,7 +173,7 @@ pub async fn measure(
     context: Context<'_>,
 ) -> BenchResult<Measurement> {
     let (metrics, check) = match scenario {
-        Scenario::NewSequential => new_sequential(implementation, context).await?,
+        Scenario::NewSequential => new_sequential(implementation, context, scenario).await?,
         Scenario::NewConcurrent => new_concurrent(implementation, context).await?,
         Scenario::Live => live(implementation, context, scenario, State::Replay).await?,
         Scenario::LiveSnapshots => {
@@ -157,8 +211,17 @@ pub async fn measure(
             let (events, iterations) = (context.sizes.batch_large_events, context.sizes.batch_large_iterations);
             batch(implementation, context, scenario, events, iterations).await?
         }
-        Scenario::ReadAll => read_all(implementation, context).await?,
+        Scenario::ReadAll | Scenario::SqliteReadAll => read_all(implementation, context).await?,
         Scenario::Upcast => upcast(implementation, context.sizes).await?,
+        Scenario::SqliteNewSequential => new_sequential(implementation, context, scenario).await?,
+        Scenario::SqliteLoad => {
+            let (events, iterations) = (context.sizes.load_events, context.sizes.load_iterations);
+            load(implementation, context, LOAD_STREAM, events, iterations, State::Replay).await?
+        }
+        Scenario::SqliteBatchLarge => {
+            let (events, iterations) = (context.sizes.batch_large_events, context.sizes.batch_large_iterations);
+            batch(implementation, context, scenario, events, iterations).await?
+        }
     };
     Ok(Measurement {
         metrics: metrics
@@ -172,19 +235,25 @@ pub async fn measure(
 
 type Figures = (Vec<(&'static str, f64)>, String);
 
-/// A fresh schema for a writing scenario, dropped by [`Fresh::drop_schema`].
+/// A fresh schema (or file) for a writing scenario, removed by [`Fresh::remove`].
 struct Fresh {
     subject: Subject,
-    schema: String,
+    place: Place,
 }
 
 impl Fresh {
-    async fn drop_schema(self) -> BenchResult<()> {
-        let statement = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
-        sqlx::raw_sql(&statement).execute(self.subject.pool()).await?;
-        self.subject.pool().close().await;
-        Ok(())
+    async fn remove(self) -> BenchResult<()> {
+        self.subject.remove(self.place.location()).await
     }
+}
+
+/// `check`, followed on SQLite by the settings `subject` runs with, so the cross-check of the
+/// implementations also compares their durability.
+async fn with_settings(subject: &Subject, check: String) -> BenchResult<String> {
+    Ok(match subject.sqlite_settings().await? {
+        Some(settings) => format!("{check}; {settings}"),
+        None => check,
+    })
 }
 
 async fn timed<F, T>(operation: F) -> BenchResult<(T, Duration)>
@@ -218,10 +287,12 @@ fn latency_figures(count: u64, total: Duration, latencies: &[Duration]) -> Vec<(
     ]
 }
 
-async fn new_sequential(implementation: Implementation, context: Context<'_>) -> BenchResult<Figures> {
-    let fresh = context
-        .fresh(implementation, Scenario::NewSequential, State::Replay)
-        .await?;
+async fn new_sequential(
+    implementation: Implementation,
+    context: Context<'_>,
+    scenario: Scenario,
+) -> BenchResult<Figures> {
+    let fresh = context.fresh(implementation, scenario, State::Replay).await?;
     let subject = &fresh.subject;
     for i in 0..context.sizes.warmup {
         subject.open(&format!("warm-{i}")).await?;
@@ -238,7 +309,8 @@ async fn new_sequential(implementation: Implementation, context: Context<'_>) ->
         "{count} accounts; {}",
         expect_summary(subject.load("account-0").await?, 1)?
     );
-    fresh.drop_schema().await?;
+    let check = with_settings(subject, check).await?;
+    fresh.remove().await?;
     Ok((latency_figures(count, total, &latencies), check))
 }
 
@@ -258,7 +330,7 @@ async fn new_concurrent(implementation: Implementation, context: Context<'_>) ->
         "{count} accounts; {}",
         expect_summary(fresh.subject.load("account-0-0").await?, 1)?
     );
-    fresh.drop_schema().await?;
+    fresh.remove().await?;
     Ok((latency_figures(count, total, &latencies), check))
 }
 
@@ -310,7 +382,7 @@ async fn live(
     }
     let total = start.elapsed();
     let check = expect_summary(subject.load("live").await?, commands)?;
-    fresh.drop_schema().await?;
+    fresh.remove().await?;
     Ok((vec![("commands_per_s", per_second(commands, total))], check))
 }
 
@@ -330,6 +402,7 @@ async fn load(
         check = expect_summary(summary, events)?;
         times.push(elapsed);
     }
+    let check = with_settings(&subject, check).await?;
     Ok((vec![("ms", median_ms(&times))], check))
 }
 
@@ -348,9 +421,10 @@ async fn batch(
         let ((), elapsed) = timed(subject.import(&format!("batch-{i}"), events)).await?;
         times.push(elapsed);
     }
-    let check = expect_summary(subject.load("warm").await?, events)?;
-    fresh.drop_schema().await?;
-    Ok((vec![("ms", median_ms(&times))], check))
+    let check = with_settings(subject, expect_summary(subject.load("warm").await?, events)?).await?;
+    fresh.remove().await?;
+    let ms = median_ms(&times);
+    Ok((vec![("ms", ms), ("events_per_s", events as f64 / (ms / 1e3))], check))
 }
 
 async fn read_all(implementation: Implementation, context: Context<'_>) -> BenchResult<Figures> {
@@ -377,6 +451,7 @@ async fn read_all(implementation: Implementation, context: Context<'_>) -> Bench
         times.push(elapsed.as_secs_f64());
     }
     let events_per_s = expected.events as f64 / median(&times);
+    let check = with_settings(&subject, check).await?;
     Ok((vec![("events_per_s", events_per_s)], check))
 }
 

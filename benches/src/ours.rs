@@ -1,12 +1,20 @@
 //! This framework: the account domain written with `#[event]` and `#[derive(Aggregate)]`, run
-//! through [`es_core::Repository`] on [`es_postgres::PostgresStore`], as an application would.
+//! through [`es_core::Repository`] on [`es_postgres::PostgresStore`] or
+//! [`es_sqlite::SqliteStore`], as an application would.
 //!
-//! The store is built with [`PostgresStore::connect`], the constructor the crate documents, so
-//! it gets that constructor's pool settings. Commands on new aggregates go through
-//! [`Repository::create`], others through [`Repository::execute`].
+//! The PostgreSQL store is built with [`PostgresStore::connect`], the constructor the crate
+//! documents, so it gets that constructor's pool settings; the SQLite store with
+//! [`SqliteStore::open_with`] and the default [`SqliteOptions`] (WAL, `synchronous = FULL`, a
+//! 5-second busy timeout). Commands on new aggregates go through [`Repository::create`], others
+//! through [`Repository::execute`].
 
-use es_core::{decode_record, event, Aggregate, Apply, EventSet, Metadata, Repository, UpcastError};
+use std::path::Path;
+
+use es_core::{
+    decode_record, event, Aggregate, Apply, EventSet, EventStore, GlobalLog, Metadata, Repository, UpcastError,
+};
 use es_postgres::PostgresStore;
+use es_sqlite::{SqliteOptions, SqliteStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -162,32 +170,59 @@ pub mod plain {
     }
 }
 
-/// The account repository on PostgreSQL.
+/// The account repository on a store: PostgreSQL or SQLite.
 #[derive(Debug, Clone)]
-pub struct Ours {
-    repo: Repository<Account, PostgresStore>,
+pub struct Ours<S> {
+    repo: Repository<Account, S>,
 }
 
-impl Ours {
+/// Takes snapshots or keeps states as `state` says.
+fn configured<S>(repo: Repository<Account, S>, state: State) -> Repository<Account, S>
+where
+    S: EventStore + es_core::SnapshotStore + Clone + 'static,
+{
+    match state {
+        State::Replay => repo,
+        State::Snapshots(every) => repo.with_snapshot_every(every),
+        State::Cached => repo.with_cache(CACHED_AGGREGATES),
+    }
+}
+
+impl Ours<PostgresStore> {
     /// Connects with [`PostgresStore::connect`], uses `schema` (created and migrated here), and
     /// gets command state as `state` says.
     pub async fn connect(url: &str, schema: &str, state: State) -> BenchResult<Self> {
         let store = PostgresStore::connect(url).await?.with_schema(schema)?;
         store.migrate().await?;
-        let repo = Repository::new(store);
-        let repo = match state {
-            State::Replay => repo,
-            State::Snapshots(every) => repo.with_snapshot_every(every),
-            State::Cached => repo.with_cache(CACHED_AGGREGATES),
-        };
-        Ok(Self { repo })
+        Ok(Self {
+            repo: configured(Repository::new(store), state),
+        })
     }
 
     /// The store's connection pool.
     pub fn pool(&self) -> &sqlx::PgPool {
         self.repo.store().pool()
     }
+}
 
+impl Ours<SqliteStore> {
+    /// Opens (creating) the file at `path` with the default [`SqliteOptions`], migrates it, and
+    /// gets command state as `state` says.
+    pub async fn open_file(path: &Path, state: State) -> BenchResult<Self> {
+        let store = SqliteStore::open_with(path, SqliteOptions::default()).await?;
+        store.migrate().await?;
+        Ok(Self {
+            repo: configured(Repository::new(store), state),
+        })
+    }
+
+    /// The settings of the store's writer connection, as SQLite reports them.
+    pub async fn settings(&self) -> BenchResult<String> {
+        Ok(self.repo.store().write(crate::raw_sqlite::settings_of).await?)
+    }
+}
+
+impl<S: EventStore + GlobalLog> Ours<S> {
     /// Opens account `id`: a one-event command on a new aggregate, through
     /// [`Repository::create`] (no read of the stream that is expected not to exist).
     pub async fn open(&self, id: &str) -> BenchResult<()> {
@@ -222,8 +257,6 @@ impl Ours {
 
     /// Reads every event of the store in global order, `page` at a time, decoding each.
     pub async fn read_all(&self, page: usize) -> BenchResult<Tally> {
-        use es_core::GlobalLog;
-
         let mut tally = Tally::default();
         let mut after = 0;
         loop {

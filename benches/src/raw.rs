@@ -58,21 +58,21 @@ pub enum RawEvent {
 }
 
 impl RawEvent {
-    fn deposit(index: u64) -> Self {
+    pub(crate) fn deposit(index: u64) -> Self {
         Self::Deposited(Deposited {
             amount: model::amount(index),
             reference: model::reference(index),
         })
     }
 
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Opened(_) => "AccountOpened",
             Self::Deposited(_) => "MoneyDeposited",
         }
     }
 
-    fn schema_version(&self) -> i32 {
+    pub(crate) fn schema_version(&self) -> i32 {
         match self {
             Self::Opened(_) => 1,
             Self::Deposited(_) => 2,
@@ -86,7 +86,16 @@ impl RawEvent {
         }
     }
 
-    fn tally(&self) -> Option<(i64, bool)> {
+    /// Serializes the payload into `buffer` (cleared first), so a batch reuses one allocation.
+    pub(crate) fn write_payload(&self, buffer: &mut Vec<u8>) -> serde_json::Result<()> {
+        buffer.clear();
+        match self {
+            Self::Opened(payload) => serde_json::to_writer(buffer, payload),
+            Self::Deposited(payload) => serde_json::to_writer(buffer, payload),
+        }
+    }
+
+    pub(crate) fn tally(&self) -> Option<(i64, bool)> {
         match self {
             Self::Opened(_) => None,
             Self::Deposited(deposit) => Some((deposit.amount, deposit.reference == LEGACY_REFERENCE)),
@@ -167,7 +176,7 @@ pub struct RawAccount {
 }
 
 impl RawAccount {
-    fn apply(&mut self, event: &RawEvent) {
+    pub(crate) fn apply(&mut self, event: &RawEvent) {
         match event {
             RawEvent::Opened(opened) => {
                 self.open = true;
@@ -242,9 +251,9 @@ impl Sql {
 
 /// An account and the stream version it reflects.
 #[derive(Debug, Clone, Default)]
-struct Cached {
-    account: RawAccount,
-    version: u64,
+pub(crate) struct Cached {
+    pub(crate) account: RawAccount,
+    pub(crate) version: u64,
 }
 
 /// The raw sqlx baseline on one schema.

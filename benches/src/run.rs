@@ -1,25 +1,30 @@
-//! The parent process: finds the server, seeds the read schemas, runs every (scenario,
+//! The parent process: finds the server (for PostgreSQL scenarios) and makes a directory for
+//! the files (for SQLite scenarios), seeds the read schemas and files, runs every (scenario,
 //! implementation) measurement in a child process of its own, interleaved per repetition, and
 //! collects the results.
 //!
 //! Each measurement runs in a fresh child (this binary, re-executed with hidden arguments), so
 //! its peak resident memory is its own and no run warms or pollutes another's heap. Within a
-//! repetition the three implementations run back to back for each scenario, and the order
-//! rotates from one repetition to the next, so slow drifts of the machine hit them alike.
+//! repetition the scenario's implementations run back to back, and the order rotates from one
+//! repetition to the next, so slow drifts of the machine hit them alike.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 
 use crate::measure::Measurement;
-use crate::scenario::{Implementation, Scenario, Sizes};
-use crate::system::{self, Machine, Server};
+use crate::scenario::{Backend, Implementation, Scenario, Sizes};
+use crate::system::{self, Machine, Server, SqliteFacts};
 use crate::BenchResult;
 
 /// The environment variable that hands the server's URL to child processes.
 pub const URL_ENV: &str = "ES_BENCH_DATABASE_URL";
+
+/// The environment variable that hands the directory of the SQLite files to child processes.
+pub const DIR_ENV: &str = "ES_BENCH_SQLITE_DIR";
 
 /// The prefix of the line on which a child prints its [`Measurement`] as JSON.
 pub const RESULT_PREFIX: &str = "ES_BENCH_RESULT ";
@@ -50,17 +55,19 @@ pub struct Results {
     pub runs: BTreeMap<(Scenario, Implementation), Vec<Measurement>>,
     /// The machine.
     pub machine: Machine,
-    /// The server.
-    pub server: Server,
-    /// Where the server came from.
-    pub database: String,
+    /// The PostgreSQL server, when PostgreSQL scenarios ran.
+    pub server: Option<Server>,
+    /// Where the server came from, when PostgreSQL scenarios ran.
+    pub database: Option<String>,
+    /// The SQLite library, files and settings, when SQLite scenarios ran.
+    pub sqlite: Option<SqliteFacts>,
     /// The load average before the run.
     pub load_before: String,
     /// The load average after the run.
     pub load_after: String,
     /// The highest 1-minute load average seen before any measurement of the run.
     pub load_peak: f64,
-    /// When the run started, as the server tells it.
+    /// When the run started (UTC).
     pub started: String,
     /// The toolchain that built the benchmark, when `rustc` can be asked.
     pub rustc: String,
@@ -81,33 +88,72 @@ fn database() -> BenchResult<(String, String)> {
     Ok((database.url().to_owned(), description.to_owned()))
 }
 
+/// Where the children find their stores.
+#[derive(Debug, Clone, Copy)]
+struct Stores<'a> {
+    url: Option<&'a str>,
+    dir: Option<&'a Path>,
+}
+
 /// Runs the benchmark.
 pub fn run(options: Options) -> BenchResult<Results> {
     let started_at = Instant::now();
+    let started = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     // What was built and is about to be measured.
     let revision = revision();
     let load_before = system::load_average();
-    let (url, database) = database()?;
+    let backends: BTreeSet<Backend> = options.scenarios.iter().map(|scenario| scenario.backend()).collect();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let admin = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(&url))?;
-    let server = runtime.block_on(Server::read(&admin))?;
-    let started: String = runtime.block_on(
-        sqlx::query_scalar("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"')").fetch_one(&admin),
-    )?;
+    let postgres = if backends.contains(&Backend::Postgres) {
+        let (url, database) = database()?;
+        let admin = runtime.block_on(PgPoolOptions::new().max_connections(1).connect(&url))?;
+        let server = runtime.block_on(Server::read(&admin))?;
+        Some((url, database, admin, server))
+    } else {
+        None
+    };
+    // Removed with everything in it when dropped, at the end of the run.
+    let files = if backends.contains(&Backend::Sqlite) {
+        let dir = tempfile::Builder::new().prefix("es-bench-").tempdir()?;
+        let facts = runtime.block_on(SqliteFacts::read(dir.path()))?;
+        Some((dir, facts))
+    } else {
+        None
+    };
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     // The random tail of the UUID, so runs sharing a DATABASE_URL never collide.
     let run_id = run_id[run_id.len() - 10..].to_owned();
+    let stores = Stores {
+        url: postgres.as_ref().map(|(url, ..)| url.as_str()),
+        dir: files.as_ref().map(|(dir, _)| dir.path()),
+    };
     let mut load_peak = 0.0;
-    let outcome = measure_all(&options, &url, &run_id, &mut load_peak);
-    let cleanup = runtime.block_on(drop_schemas(&admin, &run_id));
+    let outcome = measure_all(&options, stores, &run_id, &mut load_peak);
+    let (server, database) = match postgres {
+        Some((_, database, admin, server)) => {
+            let cleanup = runtime.block_on(drop_schemas(&admin, &run_id));
+            if outcome.is_ok() {
+                cleanup?;
+            }
+            (Some(server), Some(database))
+        }
+        None => (None, None),
+    };
     let runs = outcome?;
-    cleanup?;
+    let sqlite = match files {
+        Some((dir, facts)) => {
+            dir.close()?;
+            Some(facts)
+        }
+        None => None,
+    };
     Ok(Results {
         options,
         runs,
         machine: Machine::read(),
         server,
         database,
+        sqlite,
         load_before,
         load_after: system::load_average(),
         load_peak,
@@ -120,25 +166,41 @@ pub fn run(options: Options) -> BenchResult<Results> {
 
 fn measure_all(
     options: &Options,
-    url: &str,
+    stores: Stores<'_>,
     run_id: &str,
     load_peak: &mut f64,
 ) -> BenchResult<BTreeMap<(Scenario, Implementation), Vec<Measurement>>> {
     let sizes = &options.sizes;
-    if options.scenarios.iter().any(|scenario| scenario.reads_seeded_data()) {
-        for implementation in Implementation::ALL {
-            eprintln!("es-bench: seeding the read schemas of {implementation}");
+    let seeded: BTreeSet<Backend> = options
+        .scenarios
+        .iter()
+        .filter(|scenario| scenario.reads_seeded_data())
+        .map(|scenario| scenario.backend())
+        .collect();
+    for backend in seeded {
+        for &implementation in backend.implementations() {
+            let what = match backend {
+                Backend::Postgres => "schemas",
+                Backend::Sqlite => "files",
+            };
+            eprintln!(
+                "es-bench: seeding the read {what} of {} ({backend})",
+                implementation.label_on(backend)
+            );
             let start = Instant::now();
-            child(url, &[PREPARE_ARG, implementation.id(), run_id, sizes.name, "0"])?;
+            let args = [PREPARE_ARG, implementation.id(), run_id, sizes.name, "0", backend.id()];
+            child(stores, &args)?;
             eprintln!("es-bench:   seeded in {:.1} s", start.elapsed().as_secs_f64());
         }
     }
     let mut runs: BTreeMap<(Scenario, Implementation), Vec<Measurement>> = BTreeMap::new();
     for repetition in 0..sizes.repetitions {
         for &scenario in &options.scenarios {
+            let backend = scenario.backend();
+            let implementations = backend.implementations();
             let mut checks = Vec::new();
-            for k in 0..Implementation::ALL.len() {
-                let implementation = Implementation::ALL[(k + repetition) % Implementation::ALL.len()];
+            for k in 0..implementations.len() {
+                let implementation = implementations[(k + repetition) % implementations.len()];
                 let repetition_arg = repetition.to_string();
                 let args = [
                     CHILD_ARG,
@@ -149,13 +211,13 @@ fn measure_all(
                     scenario.id(),
                 ];
                 *load_peak = system::load_1min().unwrap_or(0.0).max(*load_peak);
-                let measurement = child(url, &args)?.ok_or("the child printed no result")?;
+                let measurement = child(stores, &args)?.ok_or("the child printed no result")?;
                 eprintln!(
-                    "es-bench: [{}/{}] {} {:<8} {} | peak {:.1} MiB",
+                    "es-bench: [{}/{}] {} {:<12} {} | peak {:.1} MiB",
                     repetition + 1,
                     sizes.repetitions,
                     scenario.id(),
-                    implementation.label(),
+                    implementation.label_on(backend),
                     summary(&measurement),
                     measurement.peak_rss_kib as f64 / 1024.0
                 );
@@ -166,9 +228,10 @@ fn measure_all(
                 for (implementation, check) in &checks[1..] {
                     if check != reference {
                         return Err(format!(
-                            "scenario {}: {first} and {implementation} disagree on the work done: \
-                             `{reference}` vs `{check}`",
-                            scenario.id()
+                            "scenario {}: {} and {} disagree on the work done: `{reference}` vs `{check}`",
+                            scenario.id(),
+                            first.label_on(backend),
+                            implementation.label_on(backend),
                         )
                         .into());
                     }
@@ -189,13 +252,16 @@ fn summary(measurement: &Measurement) -> String {
 }
 
 /// Runs this binary with `args`; returns the measurement it printed, if any.
-fn child(url: &str, args: &[&str]) -> BenchResult<Option<Measurement>> {
-    let output = Command::new(std::env::current_exe()?)
-        .args(args)
-        .env(URL_ENV, url)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()?;
+fn child(stores: Stores<'_>, args: &[&str]) -> BenchResult<Option<Measurement>> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(args);
+    if let Some(url) = stores.url {
+        command.env(URL_ENV, url);
+    }
+    if let Some(dir) = stores.dir {
+        command.env(DIR_ENV, dir);
+    }
+    let output = command.stdin(Stdio::null()).stderr(Stdio::inherit()).output()?;
     if !output.status.success() {
         return Err(format!("es-bench {} failed: {}", args.join(" "), output.status).into());
     }
@@ -244,11 +310,21 @@ fn revision() -> String {
     let Some(commit) = git(&["rev-parse", "--short", "HEAD"]) else {
         return "unknown (not a git checkout)".to_owned();
     };
-    match git(&["status", "--porcelain", "--", "es-core", "es-derive", "es-postgres"]) {
+    match git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "es-core",
+        "es-derive",
+        "es-postgres",
+        "es-sqlite",
+    ]) {
         Some(changes) if changes.is_empty() => {
-            format!("commit `{commit}`; es-core, es-derive and es-postgres as committed")
+            format!("commit `{commit}`; es-core, es-derive, es-postgres and es-sqlite as committed")
         }
-        Some(_) => format!("commit `{commit}` **with uncommitted changes** to es-core, es-derive or es-postgres"),
+        Some(_) => {
+            format!("commit `{commit}` **with uncommitted changes** to es-core, es-derive, es-postgres or es-sqlite")
+        }
         None => format!("commit `{commit}`"),
     }
 }

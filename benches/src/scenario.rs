@@ -1,16 +1,75 @@
-//! What is measured: the implementations, the scenarios with their metrics and targets, and the
-//! sizes of a full, quick or smoke run.
+//! What is measured: the stores, the implementations, the scenarios with their metrics and
+//! targets, and the sizes of a full, quick or smoke run.
 
 use std::fmt;
 
-/// One of the three implementations under test.
+/// The store a scenario runs on. Each has its own implementations, its own section of the
+/// report, and its own raw baseline that es-rs's targets are judged against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Backend {
+    /// PostgreSQL: es-rs on es-postgres, cqrs-es on postgres-es, raw sqlx.
+    Postgres,
+    /// SQLite: es-rs on es-sqlite, raw rusqlite, each on files of its own.
+    Sqlite,
+}
+
+impl Backend {
+    /// Both, in report order.
+    pub const ALL: [Backend; 2] = [Self::Postgres, Self::Sqlite];
+
+    /// The short id used on the command line of child processes and in the document's markers.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+
+    /// The section heading.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::Sqlite => "SQLite",
+        }
+    }
+
+    /// Parses [`Backend::id`].
+    pub fn parse(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|backend| backend.id() == id)
+    }
+
+    /// The implementations measured on this store, in table order (the raw baseline last).
+    pub fn implementations(self) -> &'static [Implementation] {
+        match self {
+            Self::Postgres => &Implementation::ALL,
+            Self::Sqlite => &[Implementation::Ours, Implementation::Raw],
+        }
+    }
+
+    /// The scenarios on this store, in table order.
+    pub fn scenarios(self) -> Vec<Scenario> {
+        Scenario::ALL
+            .into_iter()
+            .filter(|scenario| scenario.backend() == self)
+            .collect()
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// One of the implementations under test; which store it runs on is the scenario's
+/// [`Backend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Implementation {
-    /// This framework: es-core's repository on es-postgres.
+    /// This framework: es-core's repository on es-postgres, or on es-sqlite.
     Ours,
-    /// cqrs-es 0.5 with postgres-es 0.5.
+    /// cqrs-es 0.5 with postgres-es 0.5 (PostgreSQL only).
     Peer,
-    /// The raw sqlx baseline.
+    /// The raw baseline: sqlx on PostgreSQL, rusqlite on SQLite.
     Raw,
 }
 
@@ -27,12 +86,27 @@ impl Implementation {
         }
     }
 
-    /// The column heading.
+    /// The column heading of PostgreSQL's tables (see [`Implementation::label_on`]).
     pub fn label(self) -> &'static str {
+        self.label_on(Backend::Postgres)
+    }
+
+    /// The column heading on `backend`.
+    pub fn label_on(self, backend: Backend) -> &'static str {
+        match (self, backend) {
+            (Self::Ours, _) => "es-rs",
+            (Self::Peer, _) => "cqrs-es",
+            (Self::Raw, Backend::Postgres) => "raw sqlx",
+            (Self::Raw, Backend::Sqlite) => "raw rusqlite",
+        }
+    }
+
+    /// The name in the ratio columns' headings ("es-rs / raw").
+    pub fn short_label(self) -> &'static str {
         match self {
             Self::Ours => "es-rs",
             Self::Peer => "cqrs-es",
-            Self::Raw => "raw sqlx",
+            Self::Raw => "raw",
         }
     }
 
@@ -75,6 +149,14 @@ pub enum Scenario {
     ReadAll,
     /// 6. Decoding stored events of which half are at an older schema version.
     Upcast,
+    /// s1a. SQLite: one-event commands on new aggregates, one after the other.
+    SqliteNewSequential,
+    /// s3a. SQLite: rehydrating a stream without a snapshot.
+    SqliteLoad,
+    /// s4b. SQLite: one command appending a large batch to a new stream.
+    SqliteBatchLarge,
+    /// s5. SQLite: reading every event in global order, in pages.
+    SqliteReadAll,
 }
 
 /// Which way a metric improves.
@@ -211,9 +293,43 @@ const UPCAST: &[Metric] = &[
     },
 ];
 
+/// SQLite, one-event commands: each is one durable commit on both sides, so ≥ 0.8x raw.
+const SQLITE_NEW_COMMANDS: &[Metric] = &[
+    metric(
+        "events_per_s",
+        "events/s",
+        Better::Higher,
+        Some(Target::AtLeastRaw(0.8)),
+    ),
+    metric("p50_ms", "p50 latency (ms)", Better::Lower, None),
+    metric("p99_ms", "p99 latency (ms)", Better::Lower, None),
+];
+
+/// SQLite, a large batch: ≥ 0.7x the raw throughput (events/s from the median time).
+const SQLITE_BATCH_LARGE: &[Metric] = &[
+    metric(
+        "events_per_s",
+        "events/s",
+        Better::Higher,
+        Some(Target::AtLeastRaw(0.7)),
+    ),
+    metric("ms", "ms", Better::Lower, None),
+];
+
+/// SQLite, load + fold without a snapshot: ≤ 1.2x the raw time.
+const SQLITE_LOAD: &[Metric] = &[metric("ms", "ms", Better::Lower, Some(Target::AtMostRaw(1.2)))];
+
+/// SQLite, the paged global read: ≥ 0.8x the raw throughput.
+const SQLITE_READ_ALL: &[Metric] = &[metric(
+    "events_per_s",
+    "events/s",
+    Better::Higher,
+    Some(Target::AtLeastRaw(0.8)),
+)];
+
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 16] = [
         Self::NewSequential,
         Self::NewConcurrent,
         Self::Live,
@@ -226,6 +342,10 @@ impl Scenario {
         Self::BatchLarge,
         Self::ReadAll,
         Self::Upcast,
+        Self::SqliteNewSequential,
+        Self::SqliteLoad,
+        Self::SqliteBatchLarge,
+        Self::SqliteReadAll,
     ];
 
     /// The id used on the command line (`--only`) and in schema names.
@@ -243,6 +363,20 @@ impl Scenario {
             Self::BatchLarge => "4b",
             Self::ReadAll => "5",
             Self::Upcast => "6",
+            Self::SqliteNewSequential => "s1a",
+            Self::SqliteLoad => "s3a",
+            Self::SqliteBatchLarge => "s4b",
+            Self::SqliteReadAll => "s5",
+        }
+    }
+
+    /// The store the scenario runs on.
+    pub fn backend(self) -> Backend {
+        match self {
+            Self::SqliteNewSequential | Self::SqliteLoad | Self::SqliteBatchLarge | Self::SqliteReadAll => {
+                Backend::Sqlite
+            }
+            _ => Backend::Postgres,
         }
     }
 
@@ -254,7 +388,10 @@ impl Scenario {
     /// Whether the scenario reads data seeded before the repetitions (rather than writing its
     /// own into a fresh schema).
     pub fn reads_seeded_data(self) -> bool {
-        matches!(self, Self::Load | Self::LoadSnapshot | Self::LoadLarge | Self::ReadAll)
+        matches!(
+            self,
+            Self::Load | Self::LoadSnapshot | Self::LoadLarge | Self::ReadAll | Self::SqliteLoad | Self::SqliteReadAll
+        )
     }
 
     /// Whether the scenario needs a database at all.
@@ -283,11 +420,18 @@ impl Scenario {
             Self::LiveCache => {
                 "the same, state kept between commands (es-rs `with_cache`, cqrs-es aggregate store)".to_owned()
             }
-            Self::Load => rehydrate(sizes.load_events),
+            Self::Load | Self::SqliteLoad => rehydrate(sizes.load_events),
             Self::LoadSnapshot => "rehydrate the same aggregate from its snapshot".to_owned(),
             Self::LoadLarge => rehydrate(sizes.load_large_events),
             Self::Batch => append(sizes.batch_events),
-            Self::BatchLarge => append(sizes.batch_large_events),
+            Self::BatchLarge | Self::SqliteBatchLarge => append(sizes.batch_large_events),
+            Self::SqliteNewSequential => on_new(sizes.sequential_commands, "sequential"),
+            Self::SqliteReadAll => format!(
+                "read all {} events from position 0 ({} streams) in pages of {}, decoded",
+                n(sizes.read_all_events),
+                sizes.read_all_streams,
+                sizes.read_all_page
+            ),
             Self::ReadAll => format!(
                 "read all {} events from position 0 ({} streams), decoded",
                 n(sizes.read_all_events),
@@ -312,6 +456,10 @@ impl Scenario {
             Self::BatchLarge => BATCH_LARGE,
             Self::ReadAll => READ_ALL,
             Self::Upcast => UPCAST,
+            Self::SqliteNewSequential => SQLITE_NEW_COMMANDS,
+            Self::SqliteLoad => SQLITE_LOAD,
+            Self::SqliteBatchLarge => SQLITE_BATCH_LARGE,
+            Self::SqliteReadAll => SQLITE_READ_ALL,
         }
     }
 

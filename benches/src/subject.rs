@@ -1,23 +1,32 @@
-//! One implementation connected to one schema, behind a common set of operations.
+//! One implementation connected to one schema (PostgreSQL) or one file (SQLite), behind a common
+//! set of operations.
 
-use sqlx::PgPool;
+use std::path::Path;
+
+use es_postgres::PostgresStore;
+use es_sqlite::SqliteStore;
 
 use crate::model::{Summary, Tally};
 use crate::ours::Ours;
 use crate::peer::Peer;
 use crate::raw::Raw;
+use crate::raw_sqlite::RawSqlite;
 use crate::scenario::Implementation;
 use crate::BenchResult;
 
-/// An implementation under test, connected to its schema.
+/// An implementation under test, connected to its schema or file.
 #[derive(Debug, Clone)]
 pub enum Subject {
-    /// This framework.
-    Ours(Ours),
+    /// This framework on PostgreSQL.
+    Ours(Ours<PostgresStore>),
     /// cqrs-es + postgres-es.
     Peer(Peer),
     /// The raw sqlx baseline.
     Raw(Raw),
+    /// This framework on SQLite.
+    OursSqlite(Ours<SqliteStore>),
+    /// The raw rusqlite baseline.
+    RawSqlite(RawSqlite),
 }
 
 /// How an implementation gets the state a command decides on.
@@ -33,17 +42,32 @@ pub enum State {
     Cached,
 }
 
+/// Where a [`Subject`] keeps its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location<'a> {
+    /// A schema of a PostgreSQL server.
+    Postgres {
+        /// The server.
+        url: &'a str,
+        /// The implementation's schema.
+        schema: &'a str,
+    },
+    /// An SQLite database file.
+    Sqlite {
+        /// The file.
+        path: &'a Path,
+    },
+}
+
 /// How to connect a [`Subject`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Setup<'a> {
-    /// The server.
-    pub url: &'a str,
-    /// The implementation's schema.
-    pub schema: &'a str,
-    /// Whether to create the schema and its tables.
+    /// The schema or file.
+    pub location: Location<'a>,
+    /// Whether to create the schema and its tables (a file is always created if missing).
     pub create: bool,
-    /// Where commands get their state. (The raw baseline always decides on state cached in
-    /// the process.)
+    /// Where commands get their state. (The raw baselines always decide on state cached in
+    /// the process; on SQLite, es-rs takes its snapshots in the same file.)
     pub state: State,
 }
 
@@ -51,28 +75,42 @@ impl Subject {
     /// Connects `implementation` as `setup` says.
     pub async fn connect(implementation: Implementation, setup: Setup<'_>) -> BenchResult<Self> {
         let Setup {
-            url,
-            schema,
+            location,
             create,
             state,
         } = setup;
-        Ok(match implementation {
+        Ok(match (location, implementation) {
             // `migrate` creates the schema, or finds it up to date.
-            Implementation::Ours => Self::Ours(Ours::connect(url, schema, state).await?),
-            Implementation::Peer => Self::Peer(Peer::connect(url, schema, create, state).await?),
-            Implementation::Raw => {
+            (Location::Postgres { url, schema }, Implementation::Ours) => {
+                Self::Ours(Ours::connect(url, schema, state).await?)
+            }
+            (Location::Postgres { url, schema }, Implementation::Peer) => {
+                Self::Peer(Peer::connect(url, schema, create, state).await?)
+            }
+            (Location::Postgres { url, schema }, Implementation::Raw) => {
                 let snapshots = matches!(state, State::Snapshots(_));
                 Self::Raw(Raw::connect(url, schema, create, snapshots).await?)
+            }
+            (Location::Sqlite { path }, Implementation::Ours) => Self::OursSqlite(Ours::open_file(path, state).await?),
+            (Location::Sqlite { path }, Implementation::Raw) => Self::RawSqlite(RawSqlite::open_file(path)?),
+            (Location::Sqlite { .. }, Implementation::Peer) => {
+                return Err("cqrs-es has no SQLite store in this benchmark".into())
             }
         })
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &PgPool {
-        match self {
-            Self::Ours(ours) => ours.pool(),
-            Self::Peer(peer) => peer.pool(),
-            Self::Raw(raw) => raw.pool(),
+    /// Closes the subject and removes what it wrote: drops the schema, or deletes the file.
+    pub async fn remove(self, location: Location<'_>) -> BenchResult<()> {
+        match (self, location) {
+            (Self::Ours(ours), Location::Postgres { schema, .. }) => drop_schema(ours.pool(), schema).await,
+            (Self::Peer(peer), Location::Postgres { schema, .. }) => drop_schema(peer.pool(), schema).await,
+            (Self::Raw(raw), Location::Postgres { schema, .. }) => drop_schema(raw.pool(), schema).await,
+            (subject @ (Self::OursSqlite(_) | Self::RawSqlite(_)), Location::Sqlite { path }) => {
+                // Every connection closes with the subject, before its files go.
+                drop(subject);
+                remove_database_files(path)
+            }
+            _ => Err("a subject removed from another store than its own".into()),
         }
     }
 
@@ -82,6 +120,8 @@ impl Subject {
             Self::Ours(ours) => ours.open(id).await,
             Self::Peer(peer) => peer.open(id).await,
             Self::Raw(raw) => raw.open(id).await,
+            Self::OursSqlite(ours) => ours.open(id).await,
+            Self::RawSqlite(raw) => raw.open(id),
         }
     }
 
@@ -91,6 +131,8 @@ impl Subject {
             Self::Ours(ours) => ours.deposit(id, count).await,
             Self::Peer(peer) => peer.deposit(id, count).await,
             Self::Raw(raw) => raw.deposit(id, count).await,
+            Self::OursSqlite(ours) => ours.deposit(id, count).await,
+            Self::RawSqlite(raw) => raw.deposit(id, count),
         }
     }
 
@@ -100,6 +142,8 @@ impl Subject {
             Self::Ours(ours) => ours.import(id, events).await,
             Self::Peer(peer) => peer.import(id, events).await,
             Self::Raw(raw) => raw.import(id, events).await,
+            Self::OursSqlite(ours) => ours.import(id, events).await,
+            Self::RawSqlite(raw) => raw.import(id, events),
         }
     }
 
@@ -109,24 +153,62 @@ impl Subject {
             Self::Ours(ours) => ours.load(id).await,
             Self::Peer(peer) => peer.load(id).await,
             Self::Raw(raw) => raw.load(id).await,
+            Self::OursSqlite(ours) => ours.load(id).await,
+            Self::RawSqlite(raw) => raw.load(id),
         }
     }
 
-    /// Reads and decodes every event of the schema; `page` is this framework's page size.
+    /// Reads and decodes every event of the schema or file; `page` is the page size of the
+    /// paged reads (es-rs on both stores, raw rusqlite).
     pub async fn read_all(&self, page: usize) -> BenchResult<Tally> {
         match self {
             Self::Ours(ours) => ours.read_all(page).await,
             Self::Peer(peer) => peer.read_all().await,
             Self::Raw(raw) => raw.read_all().await,
+            Self::OursSqlite(ours) => ours.read_all(page).await,
+            Self::RawSqlite(raw) => raw.read_all(page),
         }
     }
 
-    /// After seeding aggregate `id`: the raw baseline writes its snapshot row (the frameworks
-    /// snapshot by themselves while seeding).
+    /// After seeding aggregate `id`: the raw sqlx baseline writes its snapshot row (the
+    /// frameworks snapshot by themselves while seeding; no SQLite scenario reads snapshots).
     pub async fn finish_seeding(&self, id: &str) -> BenchResult<()> {
         match self {
             Self::Raw(raw) => raw.save_snapshot(id).await,
-            Self::Ours(_) | Self::Peer(_) => Ok(()),
+            Self::Ours(_) | Self::Peer(_) | Self::OursSqlite(_) | Self::RawSqlite(_) => Ok(()),
         }
     }
+
+    /// On SQLite, the settings of the connection that writes, as SQLite reports them
+    /// (`journal_mode`, `synchronous`, `busy_timeout`): part of every SQLite run's check, so
+    /// both sides are known to have run with the same durability. `None` on PostgreSQL.
+    pub async fn sqlite_settings(&self) -> BenchResult<Option<String>> {
+        match self {
+            Self::OursSqlite(ours) => Ok(Some(ours.settings().await?)),
+            Self::RawSqlite(raw) => Ok(Some(raw.settings()?)),
+            Self::Ours(_) | Self::Peer(_) | Self::Raw(_) => Ok(None),
+        }
+    }
+}
+
+async fn drop_schema(pool: &sqlx::PgPool, schema: &str) -> BenchResult<()> {
+    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Deletes an SQLite database and its write-ahead log and shared-memory index, if present.
+pub fn remove_database_files(path: &Path) -> BenchResult<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,9 @@
-//! What the benchmark reads from the machine: peak memory, CPU, load, and the server's settings.
+//! What the benchmark reads from the machine: peak memory, CPU, load, the server's settings, and
+//! the SQLite library, file system and settings.
 
+use std::path::Path;
+
+use es_sqlite::{SqliteOptions, SqliteStore};
 use sqlx::PgPool;
 
 use crate::BenchResult;
@@ -118,4 +122,68 @@ impl Server {
             .find(|(setting, _)| setting == name)
             .map(|(_, value)| value.as_str())
     }
+}
+
+/// The SQLite side of a run: the library both sides link, where the files were and on what
+/// file system, and the settings es-sqlite's default options give a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqliteFacts {
+    /// The SQLite library's version (`sqlite3_libversion`).
+    pub version: String,
+    /// The directory of the run's files.
+    pub dir: String,
+    /// The file system the directory is on, from `/proc/mounts`.
+    pub file_system: String,
+    /// `(pragma, value)`, as SQLite reports them on a connection of an es-sqlite store opened
+    /// with the default options. Every SQLite run also checks that both sides report the same.
+    pub settings: Vec<(String, String)>,
+}
+
+impl SqliteFacts {
+    /// Opens a store on a scratch file in `dir` to read the settings back, then removes it.
+    pub async fn read(dir: &Path) -> BenchResult<Self> {
+        let path = dir.join("settings.db");
+        let store = SqliteStore::open_with(&path, SqliteOptions::default()).await?;
+        let settings = store.write(crate::raw_sqlite::settings_of).await?;
+        drop(store);
+        crate::subject::remove_database_files(&path)?;
+        Ok(Self {
+            version: es_sqlite::rusqlite::version().to_owned(),
+            dir: dir.display().to_string(),
+            file_system: file_system(dir),
+            settings: settings
+                .split_whitespace()
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+        })
+    }
+
+    /// The value of pragma `name`, if read.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(setting, _)| setting == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// The file system `path` is on: type, device, mount point and options, from the entry of
+/// `/proc/mounts` with the longest mount point above it; `unknown` when it cannot be read.
+pub fn file_system(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (device, mount, kind, options) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(mount).then_some((device, mount, kind, options))
+        })
+        // The last of equally long mount points is the one mounted on top.
+        .max_by_key(|(_, mount, ..)| mount.len())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |(device, mount, kind, options)| format!("{kind} (`{device}` on `{mount}`, `{options}`)"),
+        )
 }
