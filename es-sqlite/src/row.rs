@@ -253,12 +253,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_column_positions_match_the_column_list() {
-        let connection = rusqlite::Connection::open_in_memory().expect("in-memory database");
-        for migration in crate::sql::MIGRATIONS {
-            connection.execute_batch(migration.sql).expect(migration.description);
-        }
-        let statement = connection.prepare(crate::sql::READ_ALL).expect("read_all");
+    fn the_column_positions_match_the_column_list() -> rusqlite::Result<()> {
+        let connection = crate::sql::tests::migrated()?;
+        let statement = connection.prepare(crate::sql::READ_ALL)?;
         let names = statement.column_names();
         let expected = [
             (column::VERSION, "version"),
@@ -276,14 +273,17 @@ mod tests {
         for (index, name) in expected {
             assert_eq!(names[index], name);
         }
-        let replay = connection.prepare(crate::sql::REPLAY_STREAM).expect("replay");
+        let replay = connection.prepare(crate::sql::REPLAY_STREAM)?;
         assert_eq!(replay.column_names(), names[..4]);
+        Ok(())
     }
 
     #[test]
     fn instants_round_trip_at_microsecond_precision() {
         let now = Utc::now();
-        let stored = instant(micros(now)).expect("in range");
+        let Some(stored) = instant(micros(now)) else {
+            panic!("{now} is out of range");
+        };
         assert!(now - stored < chrono::Duration::microseconds(1));
         assert!(stored <= now, "stored instants are truncated, never rounded up");
     }

@@ -189,17 +189,23 @@ pub(crate) const SAVE_CHECKPOINT: &str = "UPDATE projection_checkpoints SET posi
 pub(crate) const LOAD_CHECKPOINT: &str = "SELECT position FROM projection_checkpoints WHERE projection = ?1";
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn migrations_ascend_and_every_statement_prepares() {
-        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
-        let connection = rusqlite::Connection::open_in_memory().expect("in-memory database");
-        connection.execute_batch(CREATE_HISTORY).expect("history");
+    /// A database in memory with every migration applied.
+    pub(crate) fn migrated() -> rusqlite::Result<rusqlite::Connection> {
+        let connection = rusqlite::Connection::open_in_memory()?;
+        connection.execute_batch(CREATE_HISTORY)?;
         for migration in MIGRATIONS {
-            connection.execute_batch(migration.sql).expect(migration.description);
+            connection.execute_batch(migration.sql)?;
         }
+        Ok(connection)
+    }
+
+    #[test]
+    fn migrations_ascend_and_every_statement_prepares() -> rusqlite::Result<()> {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+        let connection = migrated()?;
         for sql in [
             HISTORY_EXISTS,
             NEWEST_APPLIED,
@@ -225,14 +231,12 @@ mod tests {
                 panic!("{sql}: {error}");
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn stream_reads_use_the_stream_index() {
-        let connection = rusqlite::Connection::open_in_memory().expect("in-memory database");
-        for migration in MIGRATIONS {
-            connection.execute_batch(migration.sql).expect(migration.description);
-        }
+    fn stream_reads_use_the_stream_index() -> rusqlite::Result<()> {
+        let connection = migrated()?;
         for sql in [READ_STREAM, REPLAY_STREAM, STREAM_VERSION] {
             let plan: String = connection
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -240,8 +244,7 @@ mod tests {
                     let zeros = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
                     let details = statement.query_map(zeros, |row| row.get::<_, String>(3))?;
                     details.collect::<Result<Vec<_>, _>>()
-                })
-                .expect("plan")
+                })?
                 .join("; ");
             assert!(
                 plan.contains("SEARCH events USING") && plan.contains("INDEX"),
@@ -249,5 +252,6 @@ mod tests {
             );
             assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
         }
+        Ok(())
     }
 }
