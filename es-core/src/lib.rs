@@ -13,8 +13,9 @@
 //!   concurrency and bounded retries, and takes snapshots;
 //! - storage traits split by need ([`EventStore`] for repositories, [`GlobalLog`] for
 //!   projections, [`SnapshotStore`], [`CheckpointStore`]) with an [`InMemoryStore`] and
-//!   [`InMemoryReadModel`] here and a PostgreSQL store in `es-postgres`, all checked by the same
-//!   conformance suite (module `conformance`, feature `conformance`);
+//!   [`InMemoryReadModel`] here, a SQLite store in `es-sqlite` (one file, the embedded durable
+//!   choice) and a PostgreSQL store in `es-postgres`, all checked by the same conformance suite
+//!   (module `conformance`, feature `conformance`);
 //! - projections ([`Projection`], [`ProjectionRunner`]): read models fed by the store's
 //!   gap-free global order, with checkpoints committed together with the read-model writes, one
 //!   active runner per projection, and runners that ride out outages by themselves;

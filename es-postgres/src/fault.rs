@@ -9,12 +9,28 @@ use es_core::StoreError;
 /// failure or deadlock. Trying again later, on a new connection, may succeed.
 pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| is_transient_sqlstate(&code)),
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(database) => {
+            database.code().is_some_and(|code| is_transient_sqlstate(&code)) || session_ended(error)
+        }
+        _ => session_ended(error),
+    }
+}
+
+/// Whether the error ended the connection's session (and so released its session locks): the
+/// socket failed, or the server sent a `FATAL`/`PANIC` error (terminated, timed out, shut down).
+/// A TLS error is not counted: a bad certificate or setting does not mend by retrying.
+pub(crate) fn session_ended(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|error| {
+                matches!(
+                    error.severity(),
+                    sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                )
+            }),
         _ => false,
     }
 }
@@ -27,12 +43,14 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
 }
 
 /// SQLSTATEs of outages: class 08 (connection exception), class 53 (insufficient resources),
-/// 57P01-57P03 (the server is shutting down, crashed or starting), 57014 (statement cancelled),
-/// 40001 and 40P01 (serialization failure, deadlock).
+/// 57P01-57P05 (the server is shutting down, crashed or starting, the database was dropped, an
+/// idle session timed out), 25P03 (idle-in-transaction timeout), 57014 (statement cancelled),
+/// 55P03 (lock timeout), 40001 and 40P01 (serialization failure, deadlock).
 fn is_transient_sqlstate(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01")
+        || code.starts_with("57P")
+        || matches!(code, "25P03" | "57014" | "55P03" | "40001" | "40P01")
 }
 
 /// Whether an error, or any error in its chain of sources, is a transient sqlx error.
@@ -56,9 +74,10 @@ mod tests {
         let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(is_transient(&refused));
         assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(!is_transient(&sqlx::Error::Tls("bad certificate".into())));
         assert!(!is_transient(&sqlx::Error::RowNotFound));
         assert!(!is_transient(&sqlx::Error::PoolClosed));
-        for code in ["08006", "57P01", "57P03", "53300", "40001"] {
+        for code in ["08006", "57P01", "57P03", "57P05", "25P03", "55P03", "53300", "40001"] {
             assert!(is_transient_sqlstate(code), "{code}");
         }
         for code in ["42P01", "23505", "22P02", "42501"] {

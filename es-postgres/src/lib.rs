@@ -134,13 +134,13 @@
 //! read models kept in the same database: a runner's unit of work is one transaction, in which
 //! the handlers write their tables (with `search_path` set to the store's schema) and the
 //! checkpoint row (`projection_checkpoints`, locked `FOR UPDATE`) is advanced, so each event is
-//! applied exactly once. Units run on connections outside the pool, so a runner cancelled
-//! mid-batch can never hand a pooled connection back inside an open transaction. One runner per
-//! projection is active: it holds a session advisory lock on a dedicated connection outside the
-//! pool and raises the claim epoch in the checkpoint row; others wait and take over when it
-//! stops or dies. Every unit of work checks the epoch and the lock under the checkpoint row's
-//! lock, so a runner whose claim was taken over never commits again (see
-//! [`PostgresCheckpoints`]).
+//! applied exactly once. One runner per projection is active: it holds a session advisory lock
+//! on a connection of its own, outside the pool, raises the claim epoch in the checkpoint row,
+//! and runs its units of work on that very connection; others wait and take over when it stops
+//! or dies. A unit can only commit on a live connection that holds the lock, and checks the
+//! epoch under the checkpoint row's lock, so a runner whose claim was taken over never commits
+//! again (see [`PostgresCheckpoints`]). A runner cancelled mid-batch drops the connection, so
+//! no transaction is ever left open on a pooled connection.
 //! After each append commits, the store sends a `NOTIFY` from a separate statement (never inside
 //! the append: NOTIFY takes a database-wide lock at commit, which would make appends queue
 //! behind each other), coalescing bursts; [`PostgresStore::wake_up`] listens, and runners poll as

@@ -10,7 +10,7 @@ use sqlx::{ConnectOptions, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
-use crate::fault::{chain_is_transient, is_transient};
+use crate::fault::{chain_is_transient, is_transient, session_ended};
 use crate::sql::Statements;
 use crate::PostgresStore;
 
@@ -95,8 +95,13 @@ impl PostgresClaim {
 impl PostgresUnit {
     /// Gives the connection back to its claim, for the next unit.
     fn release(self) {
-        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.connection);
+        release(&self.slot, self.connection);
     }
+}
+
+/// Puts a claim's connection back into its slot.
+fn release(slot: &ConnectionSlot, connection: PgConnection) {
+    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection);
 }
 
 impl PostgresStore {
@@ -209,6 +214,18 @@ impl PostgresCheckpoints {
         );
         let mut connection = self.connect(&claim.projection).await?;
         if !self.try_lock(&mut connection, &claim.projection).await? {
+            // Either another runner claimed the projection, or the server has not yet noticed
+            // that our old connection is gone (a half-open socket) and still holds its lock.
+            let epoch: Option<i64> = sqlx::query_scalar(&self.sql.checkpoints.epoch)
+                .bind(&claim.projection)
+                .fetch_optional(&mut connection)
+                .await
+                .map_err(checkpoint_error)?;
+            if epoch == Some(claim.epoch) {
+                return Err(CheckpointError::unavailable(
+                    "the claim's old connection still holds the lock on the server; waiting for the server to drop it",
+                ));
+            }
             return Err(CheckpointError::ClaimLost {
                 reason: "the claim's connection was lost and another runner holds the projection now".into(),
             });
@@ -241,9 +258,16 @@ impl PostgresCheckpoints {
         // Simple-query protocol: both statements in one round trip.
         match sqlx::Executor::execute(&mut connection, self.sql.checkpoints.begin.as_str()).await {
             Ok(_) => Ok(connection),
-            // The lock went with the connection.
-            Err(error) if is_transient(&error) => self.reclaim(claim).await,
-            Err(error) => Err(checkpoint_error(error)),
+            Err(error) if session_ended(&error) => {
+                // The lock went with the session: close what is left of it, then claim again.
+                drop(connection);
+                self.reclaim(claim).await
+            }
+            Err(error) => {
+                // The session (and its lock) lives on: keep it for the next unit.
+                release(&claim.slot, connection);
+                Err(checkpoint_error(error))
+            }
         }
     }
 }

@@ -224,6 +224,8 @@ pub(crate) struct CheckpointStatements {
     pub save: String,
     /// Reads the checkpoint outside any unit: `$1` projection.
     pub load: String,
+    /// Reads the claim epoch outside any unit: `$1` projection.
+    pub epoch: String,
 }
 
 /// The LISTEN/NOTIFY channel appends to schema `schema` notify: at most 63 bytes, PostgreSQL's
@@ -399,6 +401,7 @@ impl Statements {
                      WHERE projection = $1 AND claim_epoch = $3"
                 ),
                 load: format!("SELECT position FROM {s}.projection_checkpoints WHERE projection = $1"),
+                epoch: format!("SELECT claim_epoch FROM {s}.projection_checkpoints WHERE projection = $1"),
             },
         }
     }

@@ -89,7 +89,9 @@ pub(crate) async fn acquire(database: &Arc<Database>, projection: &str) -> Resul
     if database.is_read_only() {
         return Err(database.read_only("claim a projection").into());
     }
-    let lock_path = claim_path(&database.path, projection);
+    // The same file under another name (relative, through a link) must get the same claim.
+    let base = std::fs::canonicalize(&database.path).unwrap_or_else(|_| database.path.clone());
+    let lock_path = claim_path(&base, projection);
     let path = lock_path.clone();
     let file = blocking(move || {
         OpenOptions::new()

@@ -110,7 +110,9 @@ fn open_unit(connection: &Connection, projection: &str, epoch: i64) -> Result<Re
         .query_row([projection], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .optional()?;
     Ok(match row {
-        Some((position, stored, _)) if stored == epoch => Ok(u64::try_from(position).unwrap_or(0)),
+        Some((position, stored, _)) if stored == epoch => {
+            Ok(u64::try_from(position).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, position))?)
+        }
         Some((_, stored, owner)) => {
             let owner = owner
                 .and_then(|owner| uuid::Uuid::from_slice(&owner).ok())

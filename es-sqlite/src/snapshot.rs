@@ -31,6 +31,12 @@ impl SnapshotStore for SqliteStore {
         let database = Arc::clone(&self.database);
         blocking(move || {
             let writer = database.writer("save a snapshot")?;
+            if !writer.is_autocommit() {
+                // A transaction left open by a failed rollback would swallow this write.
+                writer
+                    .execute_batch("ROLLBACK")
+                    .map_err(|error| StoreError::from(database.error(error)))?;
+            }
             let Snapshot {
                 stream,
                 revision,

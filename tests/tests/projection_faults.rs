@@ -34,6 +34,8 @@ type Handled = Vec<u64>;
 #[derive(Default)]
 struct Recorder {
     poison: Option<u64>,
+    /// How many times the poison event was handed to the handler.
+    poison_tries: AtomicU32,
     cut_at: Option<u64>,
     cut_done: AtomicBool,
 }
@@ -47,6 +49,7 @@ impl Projection for Recorder {
     async fn handle(&self, handled: &mut Handled, event: &DecodedEvent<TickEvent>) -> Result<(), HandlerError> {
         let TickEvent::Tick(tick) = &event.event;
         if Some(tick.n) == self.poison {
+            self.poison_tries.fetch_add(1, Ordering::SeqCst);
             return Err(format!("tick {} is poison", tick.n).into());
         }
         if Some(tick.n) == self.cut_at && !self.cut_done.swap(true, Ordering::SeqCst) {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::projection::{CheckpointError, CheckpointStore};
 
-/// A read model kept in memory, with its checkpoints: the embedded default for projections.
+/// A read model kept in memory, with its checkpoints: for tests, examples and small models.
 ///
 /// Each unit of work edits a copy of the model that replaces the original only on commit, so a
 /// failed batch leaves no trace. That copy costs time in proportion to the model's size: fine for

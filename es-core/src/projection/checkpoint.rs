@@ -41,8 +41,8 @@ pub trait CheckpointStore: Send + Sync {
 
     /// Starts a unit of work for the claimed projection: checks that `claim` still holds
     /// (regaining it if it was lost but not taken over) and reads the checkpoint, both within
-    /// the unit. Units of the same projection never overlap: a second `begin` waits until the
-    /// first unit ends.
+    /// the unit, which keeps the checkpoint locked until it ends. The runner opens one unit at a
+    /// time per claim, and only once it has events to handle.
     async fn begin(&self, claim: &mut Self::Claim) -> Result<(Self::Unit, u64), CheckpointError>;
 
     /// The context of a unit of work.

@@ -10,7 +10,8 @@ pub enum FailurePolicy {
     /// Stop the runner with the error. The checkpoint stays before the failing batch.
     Stop,
     /// Roll the batch back and try again, in ever smaller batches, until the same event has
-    /// failed `attempts` times in a row; then stop. The checkpoint stays before that event.
+    /// failed `attempts` times (batches that commit the events before it do not reset the
+    /// count); then stop. The checkpoint stays just before that event.
     Retry {
         /// Tries of the failing event in all, at least 1.
         attempts: u32,
@@ -50,7 +51,10 @@ impl Backoff {
             return Duration::ZERO;
         }
         let doublings = (failures - 2).min(30);
-        self.initial.saturating_mul(1 << doublings).min(self.max)
+        self.initial
+            .saturating_mul(1 << doublings)
+            .min(self.max)
+            .max(super::runner::MIN_PAUSE)
     }
 }
 
@@ -130,11 +134,15 @@ impl Pacing {
         self.limit
     }
 
-    /// Records a success: batches grow back, failure counts and any outage end.
-    pub(crate) fn succeeded(&mut self) {
+    /// Records a batch committed up to `position`: batches grow back, any outage ends, and a
+    /// failing event's count ends once a batch got past it (batches that stop before it, as
+    /// smaller batches do, leave the count as it is).
+    pub(crate) fn succeeded(&mut self, position: u64) {
         self.limit = self.limit.saturating_mul(2).min(self.options.batch_size.max(1));
-        self.failed_position = None;
-        self.handler_failures = 0;
+        if self.failed_position.is_some_and(|failed| position >= failed) {
+            self.failed_position = None;
+            self.handler_failures = 0;
+        }
         if let Some(since) = self.outage_since.take() {
             tracing::info!(
                 projection = self.projection,

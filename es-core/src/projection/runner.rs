@@ -49,8 +49,9 @@ pub struct CatchUp {
 /// Feeds one projection from a global log, committing read-model writes and checkpoints
 /// together.
 ///
-/// Every method claims the projection first (waiting while another runner holds it) and
-/// retries transient failures by itself, as [`RunnerOptions`] says.
+/// [`catch_up`](Self::catch_up), [`run`](Self::run) and [`rebuild`](Self::rebuild) claim the
+/// projection first (waiting while another runner holds it) and retry transient failures by
+/// themselves, as [`RunnerOptions`] says.
 ///
 /// Only one runner per projection is active at a time: each claims the projection first (see
 /// [`CheckpointStore::claim`]); a second runner waits and takes over when the first stops. The
@@ -152,7 +153,7 @@ where
             claim = self.claim(&mut pacing) => claim?,
         };
         tracing::info!(projection = P::NAME, "projection runner active");
-        let mut last_lag_report = Instant::now() - LAG_REPORT_INTERVAL;
+        let mut last_lag_report: Option<Instant> = None;
         loop {
             let limit = pacing.limit();
             let step = tokio::select! {
@@ -162,10 +163,14 @@ where
             };
             let pause = match step {
                 Ok(batch) => {
-                    pacing.succeeded();
-                    if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
-                        last_lag_report = Instant::now();
-                        self.report_lag().await;
+                    pacing.succeeded(batch.position);
+                    if last_lag_report.is_none_or(|reported| reported.elapsed() >= LAG_REPORT_INTERVAL) {
+                        last_lag_report = Some(Instant::now());
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => return Ok(()),
+                            () = self.report_lag() => {}
+                        }
                     }
                     if batch.read >= limit as u64 {
                         continue;
@@ -178,7 +183,7 @@ where
                 biased;
                 () = &mut shutdown => return Ok(()),
                 () = wake_up.wait(), if pause.is_none() => {}
-                () = tokio::time::sleep(pause.unwrap_or(self.options.poll_interval)) => {}
+                () = tokio::time::sleep(pause.unwrap_or(self.options.poll_interval.max(MIN_PAUSE))) => {}
             }
         }
     }
@@ -281,7 +286,7 @@ where
             let limit = pacing.limit();
             match self.step(claim, limit).await {
                 Ok(batch) => {
-                    pacing.succeeded();
+                    pacing.succeeded(batch.position);
                     total.read += batch.read;
                     total.handled += batch.handled;
                     total.position = batch.position;
@@ -322,19 +327,40 @@ where
     /// One unit of work: read a batch after the checkpoint, handle what concerns the
     /// projection, commit the writes with the new checkpoint.
     async fn step(&self, claim: &mut C::Claim, limit: usize) -> Result<CatchUp, ProjectionError> {
-        let (mut unit, checkpoint) = self.begin(claim).await?;
-        let batch = match self.events.read_all(checkpoint, limit).await {
-            Ok(batch) => batch,
-            Err(source) => {
-                // The unit's connection is fine; only the read failed.
-                let _ = self.checkpoints.rollback(unit).await;
-                return Err(store_error::<P>(source));
-            }
-        };
+        // Read before opening a unit: a unit locks (a row, or SQLite's whole file) and an idle
+        // runner's polls should not.
+        let checkpoint = self
+            .checkpoints
+            .checkpoint(P::NAME)
+            .await
+            .map_err(|source| ProjectionError::from_checkpoint(P::NAME, source))?;
+        let mut batch = self
+            .events
+            .read_all(checkpoint, limit)
+            .await
+            .map_err(store_error::<P>)?;
+        if batch.is_empty() {
+            return Ok(CatchUp {
+                position: checkpoint,
+                ..CatchUp::default()
+            });
+        }
+        let (mut unit, locked) = self.begin(claim).await?;
+        if locked != checkpoint {
+            // The checkpoint moved between the read and the lock (a runner that held the claim
+            // before this one committed): read again from where it stands now.
+            batch = match self.events.read_all(locked, limit).await {
+                Ok(batch) => batch,
+                Err(source) => {
+                    let _ = self.checkpoints.rollback(unit).await;
+                    return Err(store_error::<P>(source));
+                }
+            };
+        }
         let Some(last) = batch.last() else {
             let _ = self.checkpoints.rollback(unit).await;
             return Ok(CatchUp {
-                position: checkpoint,
+                position: locked,
                 ..CatchUp::default()
             });
         };
@@ -429,6 +455,9 @@ fn store_error<P: Projection>(source: StoreError) -> ProjectionError {
 }
 
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The shortest wait between polls or retries: a zero setting must not spin on the store.
+pub(crate) const MIN_PAUSE: Duration = Duration::from_millis(1);
 
 /// Whether the projection handles `record`: decided by aggregate type and stored name alone.
 fn concerns<P: Projection>(record: &RecordedEvent) -> bool {

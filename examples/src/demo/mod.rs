@@ -3,8 +3,8 @@
 //!
 //! Where they store events ([`Backend::choose`]): a SQLite file by default (`es-examples.db` in
 //! the working directory; `--db PATH` or `ES_EXAMPLES_DB` to change it), which a second run
-//! continues; PostgreSQL when `DATABASE_URL` is set (schema `es_examples`); memory with
-//! `--memory`.
+//! continues; PostgreSQL when `DATABASE_URL` is set (schema `es_examples`) and no argument says
+//! otherwise; memory with `--memory`.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -32,30 +32,34 @@ pub enum Backend {
 pub const DEFAULT_FILE: &str = "es-examples.db";
 
 impl Backend {
-    /// From the command line and the environment: `--memory`, else `DATABASE_URL`, else the
-    /// SQLite file named by `--db PATH`, `ES_EXAMPLES_DB` or [`DEFAULT_FILE`].
+    /// From the command line and the environment: `--memory`, or `--db PATH` for a SQLite file;
+    /// else `DATABASE_URL` for PostgreSQL; else the SQLite file named by `ES_EXAMPLES_DB`, or
+    /// [`DEFAULT_FILE`]. An explicit argument wins over the environment.
     pub fn choose() -> Result<Self, String> {
         let mut args = std::env::args().skip(1);
-        let mut file = std::env::var_os("ES_EXAMPLES_DB").map(PathBuf::from);
-        let mut memory = false;
+        let mut chosen = None;
         while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--memory" => memory = true,
-                "--db" => file = Some(args.next().ok_or("--db needs a path")?.into()),
+            let backend = match arg.as_str() {
+                "--memory" => Self::Memory,
+                "--db" => Self::Sqlite(args.next().ok_or("--db needs a path")?.into()),
                 other => {
                     return Err(format!(
                         "unknown argument {other:?}; use --memory, or --db PATH for the SQLite file"
                     ))
                 }
+            };
+            if chosen.replace(backend).is_some() {
+                return Err("give one of --memory and --db PATH".into());
             }
         }
-        if memory {
-            return Ok(Self::Memory);
+        if let Some(backend) = chosen {
+            return Ok(backend);
         }
         if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty()) {
             return Ok(Self::Postgres(url));
         }
-        Ok(Self::Sqlite(file.unwrap_or_else(|| DEFAULT_FILE.into())))
+        let file = std::env::var_os("ES_EXAMPLES_DB").map_or_else(|| DEFAULT_FILE.into(), PathBuf::from);
+        Ok(Self::Sqlite(file))
     }
 }
 

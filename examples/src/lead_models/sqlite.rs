@@ -13,10 +13,10 @@ use crate::lead::LeadStatus;
 #[async_trait]
 impl SearchModelWriter for SqliteContext {
     async fn remember(&mut self, lead_id: &str, name: &str, phone: &str) -> Result<(), HandlerError> {
-        self.execute(
+        self.prepare_cached(
             "INSERT OR IGNORE INTO lead_search (lead_id, kind, value) VALUES (?1, 'name', ?2), (?1, 'phone', ?3)",
-            params![lead_id, name, phone],
-        )?;
+        )?
+        .execute(params![lead_id, name, phone])?;
         Ok(())
     }
 
@@ -29,12 +29,12 @@ impl SearchModelWriter for SqliteContext {
 #[async_trait]
 impl AnalysisModelWriter for SqliteContext {
     async fn record(&mut self, lead_id: &str, status: LeadStatus, new_followups: u32) -> Result<(), HandlerError> {
-        self.execute(
+        self.prepare_cached(
             "INSERT INTO lead_analysis (lead_id, followups, status) VALUES (?1, ?2, ?3)
              ON CONFLICT (lead_id) DO UPDATE
              SET followups = lead_analysis.followups + excluded.followups, status = excluded.status",
-            params![lead_id, new_followups, status.as_str()],
-        )?;
+        )?
+        .execute(params![lead_id, new_followups, status.as_str()])?;
         Ok(())
     }
 
