@@ -1,10 +1,14 @@
-//! Reads: one stream (whole events, or the replay that lends rows' bytes), a stream's version,
+//! The store's [`EventStore`] and [`GlobalLog`] impls. Reads: one stream (whole events, or the replay that lends rows' bytes), a stream's version,
 //! and the global order (`read_all`, `tail`). Each runs on a reader connection on a blocking
 //! thread; stream reads hand their rows over in chunks while SQLite reads on.
 
 use std::sync::Arc;
 
-use es_core::{RecordedEvent, ReplayFn, StoreError, StreamId, StreamSlice, Tail};
+use async_trait::async_trait;
+use es_core::{
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn, StoreError, StreamId,
+    StreamSlice, Tail,
+};
 use futures_core::stream::{BoxStream, Stream};
 use futures_util::StreamExt;
 use rusqlite::{params, Connection};
@@ -19,76 +23,172 @@ use crate::{sql, SqliteStore};
 /// How many events of a stream read are handed over at a time.
 const READ_CHUNK: usize = 256;
 
-/// [`EventStore::read_stream`](es_core::EventStore::read_stream): rows are read on a blocking
-/// thread, at most two chunks ahead of the consumer, all from one snapshot of the file.
-pub(crate) fn read_stream<'a>(
-    store: &'a SqliteStore,
-    stream: &'a StreamId,
-    slice: StreamSlice,
-) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-    let owned_stream = stream.clone();
-    chunks(Arc::clone(&store.database), move |connection, send| {
-        let mut statement = connection.prepare_cached(sql::READ_STREAM)?;
-        let mut rows = statement.query(slice_parameters(&owned_stream, slice))?;
-        let mut chunk = Vec::with_capacity(READ_CHUNK);
-        while let Some(row) = rows.next()? {
-            chunk.push(recorded_event(row)?);
-            if chunk.len() == READ_CHUNK && !send(std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK))) {
-                return Ok(());
-            }
-        }
-        if !chunk.is_empty() {
-            send(chunk);
-        }
-        Ok(())
-    })
-    .flat_map(|chunk| {
-        let events: Box<dyn Iterator<Item = _> + Send> = match chunk {
-            Ok(events) => Box::new(events.into_iter().map(Ok)),
-            Err(error) => Box::new(std::iter::once(Err(error))),
-        };
-        futures_util::stream::iter(events)
-    })
-    .boxed()
-}
+/// Appends are in `append.rs`; every read is here.
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        crate::append::append(self, stream, expected, events).await
+    }
 
-/// [`EventStore::replay_stream`](es_core::EventStore::replay_stream): the blocking thread
-/// copies each row's version, name, schema version and payload into a chunk's buffer, and
-/// `apply` borrows them from there; no envelope is built. Stops reading when `apply` breaks.
-pub(crate) async fn replay_stream(
-    store: &SqliteStore,
-    stream: &StreamId,
-    slice: StreamSlice,
-    apply: &mut ReplayFn<'_>,
-) -> Result<(), StoreError> {
-    let owned_stream = stream.clone();
-    let chunks = chunks(Arc::clone(&store.database), move |connection, send| {
-        let mut statement = connection.prepare_cached(sql::REPLAY_STREAM)?;
-        let mut rows = statement.query(slice_parameters(&owned_stream, slice))?;
-        let mut chunk = ReplayChunk::first();
-        while let Some(row) = rows.next()? {
-            chunk.push(row, &owned_stream)?;
-            if chunk.is_full() {
-                let next = chunk.next();
-                if !send(std::mem::replace(&mut chunk, next)) {
+    /// [`EventStore::read_stream`](es_core::EventStore::read_stream): rows are read on a blocking
+    /// thread, at most two chunks ahead of the consumer, all from one snapshot of the file.
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+        let owned_stream = stream.clone();
+        chunks(Arc::clone(&self.database), move |connection, send| {
+            let mut statement = connection.prepare_cached(sql::READ_STREAM)?;
+            let mut rows = statement.query(slice_parameters(&owned_stream, slice))?;
+            let mut chunk = Vec::with_capacity(READ_CHUNK);
+            while let Some(row) = rows.next()? {
+                chunk.push(recorded_event(row)?);
+                if chunk.len() == READ_CHUNK && !send(std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK))) {
+                    return Ok(());
+                }
+            }
+            if !chunk.is_empty() {
+                send(chunk);
+            }
+            Ok(())
+        })
+        .flat_map(|chunk| {
+            let events: Box<dyn Iterator<Item = _> + Send> = match chunk {
+                Ok(events) => Box::new(events.into_iter().map(Ok)),
+                Err(error) => Box::new(std::iter::once(Err(error))),
+            };
+            futures_util::stream::iter(events)
+        })
+        .boxed()
+    }
+
+    /// [`EventStore::replay_stream`](es_core::EventStore::replay_stream): the blocking thread
+    /// copies each row's version, name, schema version and payload into a chunk's buffer, and
+    /// `apply` borrows them from there; no envelope is built. Stops reading when `apply` breaks.
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        slice: StreamSlice,
+        apply: &mut ReplayFn<'_>,
+    ) -> Result<(), StoreError> {
+        let owned_stream = stream.clone();
+        let chunks = chunks(Arc::clone(&self.database), move |connection, send| {
+            let mut statement = connection.prepare_cached(sql::REPLAY_STREAM)?;
+            let mut rows = statement.query(slice_parameters(&owned_stream, slice))?;
+            let mut chunk = ReplayChunk::first();
+            while let Some(row) = rows.next()? {
+                chunk.push(row, &owned_stream)?;
+                if chunk.is_full() {
+                    let next = chunk.next();
+                    if !send(std::mem::replace(&mut chunk, next)) {
+                        return Ok(());
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                send(chunk);
+            }
+            Ok(())
+        });
+        futures_util::pin_mut!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            for event in chunk?.replayed(stream) {
+                if apply(event?).is_break() {
                     return Ok(());
                 }
             }
         }
-        if !chunk.is_empty() {
-            send(chunk);
-        }
         Ok(())
-    });
-    futures_util::pin_mut!(chunks);
-    while let Some(chunk) = chunks.next().await {
-        for event in chunk?.replayed(stream) {
-            if apply(event?).is_break() {
-                return Ok(());
-            }
-        }
     }
-    Ok(())
+
+    /// [`EventStore::stream_version`](es_core::EventStore::stream_version).
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let (database, stream) = (Arc::clone(&self.database), stream.clone());
+        blocking(move || {
+            database
+                .with_reader(|connection| version_of(connection, &stream).map_err(|error| database.error(error).into()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl GlobalLog for SqliteStore {
+    /// [`GlobalLog::read_all`](es_core::GlobalLog::read_all): positions are dense and commit in
+    /// order, so a plain range read never skips (see the crate docs).
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        // Positions are positive i64: nothing lies beyond i64::MAX.
+        let Ok(after) = i64::try_from(after) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let database = Arc::clone(&self.database);
+        blocking(move || {
+            database.with_reader(|connection| {
+                let failed = |error| StoreError::from(database.error(error));
+                let mut statement = connection.prepare_cached(sql::READ_ALL).map_err(failed)?;
+                let mut rows = statement
+                    .query(params![after, saturating_i64(limit as u64)])
+                    .map_err(failed)?;
+                let mut events = Vec::with_capacity(limit.min(1024));
+                while let Some(row) = rows.next().map_err(failed)? {
+                    events.push(recorded_event(row)?);
+                }
+                Ok(events)
+            })
+        })
+        .await
+    }
+
+    /// [`GlobalLog::tail`](es_core::GlobalLog::tail): one query.
+    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+        let empty = Tail {
+            events: 0,
+            head_position: after,
+            head_recorded_at: None,
+        };
+        let Ok(db_after) = i64::try_from(after) else {
+            return Ok(empty);
+        };
+        let database = Arc::clone(&self.database);
+        let (count, head) = blocking(move || {
+            database.with_reader(|connection| {
+                connection
+                    .prepare_cached(sql::TAIL)
+                    .and_then(|mut statement| {
+                        statement.query_row([db_after], |row| {
+                            Ok((
+                                row.get::<_, i64>(0)?,
+                                row.get::<_, Option<i64>>(1)?,
+                                row.get::<_, Option<i64>>(2)?,
+                            ))
+                        })
+                    })
+                    .map(|(count, position, recorded_at)| (count, position.zip(recorded_at)))
+                    .map_err(|error| StoreError::from(database.error(error)))
+            })
+        })
+        .await?;
+        let Some((position, recorded_at)) = head else {
+            return Ok(empty);
+        };
+        let unexpected = |what: String| StoreError::from(SqliteError::Unexpected(what));
+        Ok(Tail {
+            events: u64::try_from(count).map_err(|_| unexpected(format!("negative count {count} in tail")))?,
+            head_position: u64::try_from(position).map_err(|_| unexpected(format!("negative position {position}")))?,
+            head_recorded_at: Some(
+                instant(recorded_at).ok_or_else(|| unexpected(format!("recorded_at {recorded_at} is out of range")))?,
+            ),
+        })
+    }
 }
 
 /// The parameters of a slice statement: the stream, the version range, the cut-off.
@@ -102,85 +202,6 @@ fn slice_parameters(stream: &StreamId, slice: StreamSlice) -> impl rusqlite::Par
         // exactly the events recorded at or before it.
         slice.recorded_until.map_or(i64::MAX, micros),
     )
-}
-
-/// [`EventStore::stream_version`](es_core::EventStore::stream_version).
-pub(crate) async fn stream_version(store: &SqliteStore, stream: &StreamId) -> Result<u64, StoreError> {
-    let (database, stream) = (Arc::clone(&store.database), stream.clone());
-    blocking(move || {
-        database.with_reader(|connection| version_of(connection, &stream).map_err(|error| database.error(error).into()))
-    })
-    .await
-}
-
-/// [`GlobalLog::read_all`](es_core::GlobalLog::read_all): positions are dense and commit in
-/// order, so a plain range read never skips (see the crate docs).
-pub(crate) async fn read_all(store: &SqliteStore, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-    // Positions are positive i64: nothing lies beyond i64::MAX.
-    let Ok(after) = i64::try_from(after) else {
-        return Ok(Vec::new());
-    };
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let database = Arc::clone(&store.database);
-    blocking(move || {
-        database.with_reader(|connection| {
-            let failed = |error| StoreError::from(database.error(error));
-            let mut statement = connection.prepare_cached(sql::READ_ALL).map_err(failed)?;
-            let mut rows = statement
-                .query(params![after, saturating_i64(limit as u64)])
-                .map_err(failed)?;
-            let mut events = Vec::with_capacity(limit.min(1024));
-            while let Some(row) = rows.next().map_err(failed)? {
-                events.push(recorded_event(row)?);
-            }
-            Ok(events)
-        })
-    })
-    .await
-}
-
-/// [`GlobalLog::tail`](es_core::GlobalLog::tail): one query.
-pub(crate) async fn tail(store: &SqliteStore, after: u64) -> Result<Tail, StoreError> {
-    let empty = Tail {
-        events: 0,
-        head_position: after,
-        head_recorded_at: None,
-    };
-    let Ok(db_after) = i64::try_from(after) else {
-        return Ok(empty);
-    };
-    let database = Arc::clone(&store.database);
-    let (count, head) = blocking(move || {
-        database.with_reader(|connection| {
-            connection
-                .prepare_cached(sql::TAIL)
-                .and_then(|mut statement| {
-                    statement.query_row([db_after], |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, Option<i64>>(1)?,
-                            row.get::<_, Option<i64>>(2)?,
-                        ))
-                    })
-                })
-                .map(|(count, position, recorded_at)| (count, position.zip(recorded_at)))
-                .map_err(|error| StoreError::from(database.error(error)))
-        })
-    })
-    .await?;
-    let Some((position, recorded_at)) = head else {
-        return Ok(empty);
-    };
-    let unexpected = |what: String| StoreError::from(SqliteError::Unexpected(what));
-    Ok(Tail {
-        events: u64::try_from(count).map_err(|_| unexpected(format!("negative count {count} in tail")))?,
-        head_position: u64::try_from(position).map_err(|_| unexpected(format!("negative position {position}")))?,
-        head_recorded_at: Some(
-            instant(recorded_at).ok_or_else(|| unexpected(format!("recorded_at {recorded_at} is out of range")))?,
-        ),
-    })
 }
 
 fn saturating_i64(value: u64) -> i64 {

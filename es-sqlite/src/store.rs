@@ -1,17 +1,12 @@
 //! [`SqliteStore`]: the type, opening and migrating, and SQL of the application's own on the
-//! same file; the [`EventStore`] methods live in `append.rs` and `read.rs`,
-//! [`SnapshotStore`](es_core::SnapshotStore) in `snapshot.rs`.
+//! same file; the [`EventStore`](es_core::EventStore) and [`GlobalLog`](es_core::GlobalLog)
+//! impls live in `read.rs` (appends in `append.rs`), [`SnapshotStore`](es_core::SnapshotStore)
+//! in `snapshot.rs`.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn, StoreError, StreamId,
-    StreamSlice, Tail,
-};
-use futures_core::stream::BoxStream;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::connection::{blocking, Database};
@@ -20,7 +15,6 @@ use crate::options::SqliteOptions;
 use crate::row::micros;
 use crate::sql;
 use crate::wake::SqliteWakeUp;
-use crate::{append, read};
 
 /// An event store in one SQLite file: an append-only `events` table, a `snapshots` table and the
 /// checkpoints of projections whose read models live in the same file. Cloning it is cheap and
@@ -197,50 +191,4 @@ fn migrate(database: &Database) -> Result<(), SqliteError> {
         );
     }
     transaction.commit().map_err(failed)
-}
-
-/// The trait's methods, each implemented in the module of its concern.
-#[async_trait]
-impl EventStore for SqliteStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
-        append::append(self, stream, expected, events).await
-    }
-
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        read::read_stream(self, stream, slice)
-    }
-
-    async fn replay_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut ReplayFn<'_>,
-    ) -> Result<(), StoreError> {
-        read::replay_stream(self, stream, slice, apply).await
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        read::stream_version(self, stream).await
-    }
-}
-
-/// The global order: positions dense and committed in order (see the crate docs).
-#[async_trait]
-impl GlobalLog for SqliteStore {
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        read::read_all(self, after, limit).await
-    }
-
-    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
-        read::tail(self, after).await
-    }
 }
