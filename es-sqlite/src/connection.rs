@@ -88,8 +88,12 @@ impl Database {
         let setup = |error| self.error(error);
         connection.busy_timeout(options.busy_timeout).map_err(setup)?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // SQLite answers "busy" at once, without its busy handler, while another connection is
+        // turning a new file into WAL mode: such steps of opening wait here instead, as long
+        // as the busy timeout.
+        let deadline = std::time::Instant::now() + options.busy_timeout;
         // The first read of the file: a file that is not a database fails here, untouched.
-        connection.query_row(sql::PROBE, [], |_| Ok(())).map_err(setup)?;
+        until_not_busy(deadline, || connection.query_row(sql::PROBE, [], |_| Ok(()))).map_err(setup)?;
         if !options.read_only && connection.is_readonly(DatabaseName::Main).map_err(setup)? {
             return Err(SqliteError::ReadOnly {
                 path: self.path.clone(),
@@ -97,9 +101,10 @@ impl Database {
             });
         }
         if role == Role::Writer && !options.read_only {
-            let mode: String = connection
-                .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-                .map_err(setup)?;
+            let mode: String = until_not_busy(deadline, || {
+                connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            })
+            .map_err(setup)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(SqliteError::Unexpected(format!(
                     "{} cannot use write-ahead logging (journal mode stays `{mode}`)",
@@ -119,9 +124,11 @@ impl Database {
 
     /// Refuses a database migrated by newer code.
     pub(crate) fn check_schema(&self, connection: &Connection) -> Result<(), SqliteError> {
-        let has_history: i64 = connection
-            .query_row(sql::HISTORY_EXISTS, [], |row| row.get(0))
-            .map_err(|error| self.error(error))?;
+        let deadline = std::time::Instant::now() + self.options.busy_timeout;
+        let has_history: i64 = until_not_busy(deadline, || {
+            connection.query_row(sql::HISTORY_EXISTS, [], |row| row.get(0))
+        })
+        .map_err(|error| self.error(error))?;
         if has_history == 0 {
             return Ok(());
         }
@@ -268,5 +275,25 @@ where
     match runtime.spawn_blocking(work).await {
         Ok(result) => result,
         Err(error) => Err(E::from(SqliteError::Task(error.to_string()))),
+    }
+}
+
+/// Runs `step` again while SQLite says the database is busy, until `deadline` (blocking).
+fn until_not_busy<T>(
+    deadline: std::time::Instant,
+    mut step: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    loop {
+        match step() {
+            Err(error)
+                if matches!(
+                    error.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            result => return result,
+        }
     }
 }
