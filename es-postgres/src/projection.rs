@@ -10,7 +10,7 @@ use sqlx::{ConnectOptions, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
-use crate::fault::{chain_is_transient, is_transient, session_ended};
+use crate::fault::{is_transient, session_ended};
 use crate::sql::Statements;
 use crate::PostgresStore;
 
@@ -381,6 +381,6 @@ impl CheckpointStore for PostgresCheckpoints {
     }
 
     fn is_transient(&self, error: &(dyn std::error::Error + 'static)) -> bool {
-        chain_is_transient(error)
+        error.downcast_ref::<sqlx::Error>().is_some_and(is_transient)
     }
 }

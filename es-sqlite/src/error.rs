@@ -164,20 +164,12 @@ pub(crate) fn is_transient(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// Whether `error`, or any error in its chain of sources, is a transient SQLite failure.
-pub(crate) fn chain_is_transient(error: &(dyn Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        let transient = error.downcast_ref::<rusqlite::Error>().is_some_and(is_transient)
-            || error
-                .downcast_ref::<SqliteError>()
-                .is_some_and(SqliteError::is_transient);
-        if transient {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+/// Whether `error` itself is a transient SQLite failure (the runner walks its sources).
+pub(crate) fn error_is_transient(error: &(dyn Error + 'static)) -> bool {
+    error.downcast_ref::<rusqlite::Error>().is_some_and(is_transient)
+        || error
+            .downcast_ref::<SqliteError>()
+            .is_some_and(SqliteError::is_transient)
 }
 
 impl From<SqliteError> for StoreError {
@@ -230,16 +222,18 @@ mod tests {
         #[error("writing the read model failed")]
         struct Wrapper(#[source] rusqlite::Error);
 
-        assert!(chain_is_transient(&Wrapper(failure(rusqlite::ffi::SQLITE_BUSY))));
-        assert!(!chain_is_transient(&Wrapper(failure(
-            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-        ))));
+        // The runner walks the sources: the wrapper is not SQLite's, its source is.
+        let busy_inside = Wrapper(failure(rusqlite::ffi::SQLITE_BUSY));
+        assert!(!error_is_transient(&busy_inside));
+        assert!(busy_inside.source().is_some_and(error_is_transient));
+        let unique_inside = Wrapper(failure(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE));
+        assert!(!unique_inside.source().is_some_and(error_is_transient));
         let busy = SqliteError::Busy {
             path: PathBuf::from("x.db"),
             timeout: Duration::ZERO,
             source: failure(rusqlite::ffi::SQLITE_BUSY),
         };
-        assert!(chain_is_transient(&busy));
+        assert!(error_is_transient(&busy));
         assert!(StoreError::from(busy).is_transient());
     }
 }

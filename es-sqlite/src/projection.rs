@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::claim::{self, release, Slot, SqliteClaim};
 use crate::connection::{begin_immediate, blocking, run, Database, Role};
-use crate::error::{chain_is_transient, SqliteError};
+use crate::error::{error_is_transient, SqliteError};
 use crate::row::micros;
 use crate::{sql, SqliteStore};
 
@@ -259,6 +259,6 @@ impl CheckpointStore for SqliteCheckpoints {
     }
 
     fn is_transient(&self, error: &(dyn std::error::Error + 'static)) -> bool {
-        chain_is_transient(error)
+        error_is_transient(error)
     }
 }

@@ -26,6 +26,11 @@ pub enum TickEvent {
     Tick(Tick),
 }
 
+/// A handler's own error type around its driver's error.
+#[derive(Debug, thiserror::Error)]
+#[error("writing the read model failed")]
+struct WriteFailed(#[source] std::io::Error);
+
 /// The positions handled, in order.
 type Handled = Vec<u64>;
 
@@ -53,7 +58,9 @@ impl Projection for Recorder {
             return Err(format!("tick {} is poison", tick.n).into());
         }
         if Some(tick.n) == self.cut_at && !self.cut_done.swap(true, Ordering::SeqCst) {
-            return Err(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+            // Wrapped, as handlers wrap their driver's errors: the runner looks through it.
+            let cut = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+            return Err(Box::new(WriteFailed(cut)));
         }
         handled.push(event.envelope.position);
         Ok(())

@@ -63,10 +63,10 @@ pub trait CheckpointStore: Send + Sync {
     /// The committed checkpoint of `projection`, read outside any unit of work.
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError>;
 
-    /// Whether a handler's `error` comes from the unit's own connection failing rather than
-    /// from the handler's logic, so the runner retries it as a transient fault instead of
-    /// blaming the event. The default says no; backends whose context is a connection look for
-    /// their driver's connection errors in the error's chain of sources.
+    /// Whether `error` is the unit's own connection failing rather than the handler's logic,
+    /// so the runner retries it as a transient fault instead of blaming the event. The runner
+    /// asks about a handler's error and each of its sources in turn, so a backend only
+    /// recognises its driver's error types. The default says no.
     fn is_transient(&self, error: &(dyn Error + 'static)) -> bool {
         let _ = error;
         false

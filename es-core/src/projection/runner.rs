@@ -412,7 +412,10 @@ where
     /// than from its own logic: the backend recognises its connection errors, and a rollback
     /// that fails says the same.
     fn context_lost(&self, error: &(dyn std::error::Error + 'static), rollback: &Result<(), CheckpointError>) -> bool {
-        rollback.as_ref().is_err_and(CheckpointError::is_transient) || self.checkpoints.is_transient(error)
+        if rollback.as_ref().is_err_and(CheckpointError::is_transient) {
+            return true;
+        }
+        std::iter::successors(Some(error), |error| error.source()).any(|error| self.checkpoints.is_transient(error))
     }
 
     /// Hands the batch's events that concern the projection to its handler, within `unit`. The
