@@ -149,7 +149,7 @@ pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
 pub use repository::{CommandError, Executed, Repository, RepositoryError, Versioned, DEFAULT_MAX_ATTEMPTS};
 pub use store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn,
-    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
+    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoredEventRef, StreamId, StreamSlice, Tail,
 };
 
 #[doc = include_str!("macro_docs/event.md")]

@@ -178,12 +178,81 @@ pub struct ReplayedEvent<'e> {
 pub type ReplayFn<'a> = dyn for<'e> FnMut(ReplayedEvent<'e>) -> ControlFlow<()> + Send + 'a;
 
 /// What a successful append did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// When the batch had been appended before ([`AppendOutcome::already_stored`]), it describes
+/// that original append, so a retried append returns what the first one would have.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
     /// The stream's version before the append.
     pub previous_version: u64,
     /// The stream's version after the append (the version of its last new event).
     pub new_version: u64,
+    /// The global positions of the batch's events, in batch order (empty for an empty batch).
+    pub positions: Vec<u64>,
+    /// Whether every event of the batch was already stored by an earlier append (a retry whose
+    /// first attempt committed): nothing was written this time.
+    pub already_stored: bool,
+}
+
+impl AppendOutcome {
+    /// The outcome of appending events at `positions` to a stream that was at `previous_version`.
+    pub fn new(previous_version: u64, positions: Vec<u64>) -> Self {
+        Self {
+            previous_version,
+            new_version: previous_version + positions.len() as u64,
+            positions,
+            already_stored: false,
+        }
+    }
+
+    /// The outcome of an append that wrote nothing because its batch was already stored: the
+    /// rule of idempotent appends (see [`EventStore::append`]), for backends to share.
+    ///
+    /// `stored` are the stored events that carry one of the batch's `ids`, in any order.
+    /// Returns the original outcome when they are exactly the batch, stored in `stream` at
+    /// consecutive versions in batch order; `None` otherwise (an empty batch included).
+    pub fn from_stored(stream: &StreamId, ids: &[Uuid], mut stored: Vec<StoredEventRef<'_>>) -> Option<Self> {
+        if ids.is_empty() || stored.len() != ids.len() {
+            return None;
+        }
+        stored.sort_unstable_by_key(|event| event.version);
+        let first = stored[0].version;
+        let previous_version = first.checked_sub(1)?;
+        let in_place =
+            stored.iter().zip(ids).zip(first..).all(|((event, id), version)| {
+                event.event_id == *id && event.stream == stream && event.version == version
+            });
+        in_place.then(|| Self {
+            previous_version,
+            new_version: previous_version + ids.len() as u64,
+            positions: stored.iter().map(|event| event.position).collect(),
+            already_stored: true,
+        })
+    }
+}
+
+/// Where one stored event is: what [`AppendOutcome::from_stored`] compares a batch with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredEventRef<'a> {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its stream.
+    pub stream: &'a StreamId,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its global position.
+    pub position: u64,
+}
+
+impl<'a> From<&'a RecordedEvent> for StoredEventRef<'a> {
+    fn from(event: &'a RecordedEvent) -> Self {
+        Self {
+            event_id: event.event_id,
+            stream: &event.stream,
+            version: event.version,
+            position: event.position,
+        }
+    }
 }
 
 /// A saved aggregate state, so loading need not replay the whole stream.
@@ -304,6 +373,15 @@ pub trait EventStore: Send + Sync {
     /// Appends `events` to `stream` atomically if the stream is at `expected`.
     ///
     /// An empty batch writes nothing but still checks `expected`.
+    ///
+    /// **Appends are idempotent by event id.** When every event of the batch is already stored
+    /// in `stream`, at consecutive versions in batch order (the batch was appended before, and
+    /// this is a retry whose first answer was lost), nothing is written and the original
+    /// outcome is returned, with [`AppendOutcome::already_stored`] set, whatever `expected` says:
+    /// the retry may come from a writer that has since reloaded the stream. Otherwise a stream
+    /// not at `expected` is a [`StoreError::Conflict`], and a batch with an id stored anywhere
+    /// else (or twice in the batch) is a [`StoreError::DuplicateEventId`]; either way nothing
+    /// is written.
     async fn append(
         &self,
         stream: &StreamId,
@@ -317,6 +395,11 @@ pub trait EventStore: Send + Sync {
         stream: &'a StreamId,
         slice: StreamSlice,
     ) -> BoxStream<'a, Result<RecordedEvent, StoreError>>;
+
+    /// The stored event with id `event_id`, wherever it is; `None` when no event has that id.
+    /// Tools look events up by id with it, and the repository uses it to recognise a command
+    /// that was already carried out.
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError>;
 
     /// The stream's current version: the number of events in it, 0 if it does not exist. The
     /// repository does not need it (loads and appends tell it the version); tools and

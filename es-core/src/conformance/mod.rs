@@ -21,12 +21,16 @@
 
 mod checkpoints;
 mod global_log;
+mod idempotency;
 mod streams;
 
 pub use checkpoints::{
     a_new_claim_resumes_after_a_crash, claims_are_exclusive, units_commit_or_discard_the_checkpoint, ReadModelProbe,
 };
 pub use global_log::{read_all_in_position_order, read_all_pages};
+pub use idempotency::{
+    a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
+};
 pub use streams::{
     any_expectation, append_then_read_stream, concurrent_appends_exactly_one_wins, duplicate_event_id_writes_nothing,
     empty_append_checks_expectation, exact_expectation, invalid_payload_writes_nothing, no_stream_expectation,
@@ -57,6 +61,9 @@ macro_rules! conformance_tests {
             empty_append_checks_expectation,
             refused_batch_writes_nothing,
             duplicate_event_id_writes_nothing,
+            retried_append_returns_the_original_outcome,
+            a_batch_stored_otherwise_is_not_a_retry,
+            read_event_by_id,
             invalid_payload_writes_nothing,
             concurrent_appends_exactly_one_wins,
             streams_are_isolated,

@@ -17,7 +17,7 @@ pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
 use crate::projection::WakeUp;
 use crate::store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StoreError, StreamId, StreamSlice, Tail,
+    SnapshotStore, StoreError, StoredEventRef, StreamId, StreamSlice, Tail,
 };
 
 /// An event store that keeps everything in memory. Cloning it shares the same data.
@@ -83,7 +83,8 @@ struct State {
     events: Vec<RecordedEvent>,
     /// Indexes into `events`, per stream, in version order.
     streams: HashMap<StreamId, Vec<usize>>,
-    event_ids: HashSet<Uuid>,
+    /// Where each event id is in `events`.
+    event_ids: HashMap<Uuid, usize>,
     snapshots: HashMap<StreamId, Snapshot>,
 }
 
@@ -111,6 +112,21 @@ impl State {
     fn version_of(&self, stream: &StreamId) -> u64 {
         self.streams.get(stream).map_or(0, |indexes| indexes.len() as u64)
     }
+
+    /// The original outcome, when `events` is a batch stored before (a retried append).
+    fn already_stored(&self, stream: &StreamId, events: &[NewEvent]) -> Option<AppendOutcome> {
+        let first = events.first()?;
+        if !self.event_ids.contains_key(&first.event_id) {
+            return None;
+        }
+        let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+        let stored = ids
+            .iter()
+            .filter_map(|id| self.event_ids.get(id))
+            .map(|&index| StoredEventRef::from(&self.events[index]))
+            .collect();
+        AppendOutcome::from_stored(stream, &ids, stored)
+    }
 }
 
 #[async_trait]
@@ -122,6 +138,9 @@ impl EventStore for InMemoryStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
         let mut state = self.lock();
+        if let Some(outcome) = state.already_stored(stream, &events) {
+            return Ok(outcome);
+        }
         let actual = state.version_of(stream);
         if !expected.accepts(actual) {
             return Err(ConcurrencyConflict {
@@ -145,7 +164,7 @@ impl EventStore for InMemoryStore {
         let mut batch_ids = HashSet::with_capacity(events.len());
         if let Some(duplicate) = events
             .iter()
-            .find(|event| state.event_ids.contains(&event.event_id) || !batch_ids.insert(event.event_id))
+            .find(|event| state.event_ids.contains_key(&event.event_id) || !batch_ids.insert(event.event_id))
         {
             return Err(StoreError::DuplicateEventId {
                 stream: stream.clone(),
@@ -154,10 +173,12 @@ impl EventStore for InMemoryStore {
         }
         let recorded_at = Utc::now();
         let mut version = actual;
+        let mut positions = Vec::with_capacity(events.len());
         for event in events {
             version += 1;
             let index = state.events.len();
-            state.event_ids.insert(event.event_id);
+            positions.push(index as u64 + 1);
+            state.event_ids.insert(event.event_id, index);
             state.events.push(RecordedEvent {
                 event_id: event.event_id,
                 stream: stream.clone(),
@@ -175,10 +196,12 @@ impl EventStore for InMemoryStore {
         if version > actual {
             self.appended.send_modify(|count| *count += 1);
         }
-        Ok(AppendOutcome {
-            previous_version: actual,
-            new_version: version,
-        })
+        Ok(AppendOutcome::new(actual, positions))
+    }
+
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let state = self.lock();
+        Ok(state.event_ids.get(&event_id).map(|&index| state.events[index].clone()))
     }
 
     fn read_stream<'a>(
