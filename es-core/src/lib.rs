@@ -9,8 +9,11 @@
 //! - [`#[derive(Aggregate)]`](derive@Aggregate) for the aggregate: apply dispatch that is
 //!   exhaustive by construction (an event with no [`Apply`] handler does not compile);
 //! - a [`Repository`] that loads aggregates (now, [at a version](Repository::load_at_version) or
-//!   [at an instant](Repository::load_at_instant)), executes commands with optimistic
-//!   concurrency and bounded retries, and takes snapshots;
+//!   [at an instant](Repository::load_at_instant)), executes commands
+//!   ([sync](Repository::execute) or [async](Repository::execute_async)) or
+//!   [saves](Repository::save) aggregates changed in place, with optimistic concurrency,
+//!   [retries](RetryPolicy) with backoff and jitter, idempotent commands (a request sent again
+//!   is recognised by its [command id](Metadata::with_command_id)), and snapshots;
 //! - storage traits split by need ([`EventStore`] for repositories, [`GlobalLog`] for
 //!   projections, [`SnapshotStore`], [`CheckpointStore`]) with an [`InMemoryStore`] and
 //!   [`InMemoryReadModel`] here, a SQLite store in `es-sqlite` (one file, the embedded durable
@@ -76,14 +79,16 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let tickets = Repository::<Ticket, _>::new(InMemoryStore::new());
-//! let id = "T-1".to_string();
-//! tickets.execute(&id, Metadata::new(), |_| {
-//!     Ok::<_, TicketError>(vec![TicketOpened { title: "Printer on fire".into() }.into()])
-//! }).await?;
-//! tickets.execute(&id, Metadata::new().with_actor("alice"), Ticket::close).await?;
+//! let open = |_: &Ticket| vec![TicketOpened { title: "Printer on fire".into() }.into()];
+//! tickets.execute("T-1", Metadata::new(), open).await?;
+//! tickets.execute("T-1", Metadata::new().with_actor("alice"), Ticket::close).await?;
 //!
-//! assert!(!tickets.load(&id).await?.aggregate.open);
-//! assert!(tickets.load_at_version(&id, 1).await?.aggregate.open); // time travel
+//! assert!(!tickets.load("T-1").await?.aggregate.open);
+//! assert!(tickets.load_at_version("T-1", 1).await?.aggregate.open); // time travel
+//!
+//! // Load, change, save: the classic flow, with the same optimistic concurrency.
+//! let mut ticket = tickets.load_for_update("T-1").await?;
+//! assert_eq!(ticket.decide(Ticket::close).err(), Some(TicketError::AlreadyClosed));
 //! # Ok(()) }
 //! ```
 //!
@@ -144,9 +149,12 @@ pub use projection::{
     Backoff, CatchUp, CheckpointError, CheckpointStore, FailurePolicy, HandlerError, HandlerFailure, Lag, PollOnly,
     Projection, ProjectionError, ProjectionRunner, RebuildProgress, RunnerOptions, WakeUp,
 };
-pub use record::{decode_record, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
+pub use record::{command_event_id, decode_record, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
-pub use repository::{CommandError, Executed, Repository, RepositoryError, Versioned, DEFAULT_MAX_ATTEMPTS};
+pub use repository::{
+    AppendedEvent, CommandError, DecideFuture, Decision, Executed, Loaded, Repository, RepositoryError, RetryPolicy,
+    Saved, Versioned,
+};
 pub use store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn,
     ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoredEventRef, StreamId, StreamSlice, Tail,

@@ -4,13 +4,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::store::RecordedEvent;
+
 /// Metadata stored beside every event.
 ///
-/// The three well-known fields follow the conventions of EventStoreDB and most message buses:
+/// The well-known fields follow the conventions of EventStoreDB and most message buses:
 ///
 /// - `correlation_id` ties together every event caused, directly or not, by one user request;
 /// - `causation_id` names the message (command or event) that directly caused this event;
+/// - `command_id` names the command that recorded this event, and is its idempotency key: the
+///   events of a command get ids derived from it, so a command sent again with the same id is
+///   recognised instead of carried out twice (see [`Repository::execute`](crate::Repository::execute));
 /// - `actor` names who acted (a user id, a service name).
+///
+/// The [`Repository`](crate::Repository) fills in what a command leaves empty: a new command id,
+/// and the command id as causation and correlation id.
 ///
 /// Anything else goes into [`Metadata::extra`], a free-form JSON object.
 ///
@@ -35,6 +43,9 @@ pub struct Metadata {
     /// The message that directly caused this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
+    /// The command that recorded this event: its idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<Uuid>,
     /// Who acted: a user id, a service name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
@@ -59,6 +70,33 @@ impl Metadata {
     pub fn with_causation_id(mut self, id: Uuid) -> Self {
         self.causation_id = Some(id);
         self
+    }
+
+    /// Sets the command id: the idempotency key of the command these events answer. Give the
+    /// id the client sent with its request (or one derived from it), so that a request sent
+    /// again after a lost answer is recognised and answered with the original outcome.
+    pub fn with_command_id(mut self, id: Uuid) -> Self {
+        self.command_id = Some(id);
+        self
+    }
+
+    /// Metadata for events caused by `event`, e.g. a command a projection or process manager
+    /// issues in reaction to it: the causation id is the event's id and the correlation id
+    /// carries over from it (or is the event's id when it had none).
+    ///
+    /// ```
+    /// # use es_core::{Metadata, RecordedEvent};
+    /// # fn react(event: &RecordedEvent) {
+    /// let metadata = Metadata::caused_by(event).with_actor("process:billing");
+    /// assert_eq!(metadata.causation_id, Some(event.event_id));
+    /// # }
+    /// ```
+    pub fn caused_by(event: &RecordedEvent) -> Self {
+        Self {
+            correlation_id: Some(event.metadata.correlation_id.unwrap_or(event.event_id)),
+            causation_id: Some(event.event_id),
+            ..Self::default()
+        }
     }
 
     /// Sets the actor.

@@ -74,7 +74,13 @@ impl RecordDecodeError {
     }
 }
 
-/// Serializes a batch of events for `stream`, each with a fresh UUID v7 id and `metadata`.
+/// Serializes a batch of events for `stream`, each with `metadata`.
+///
+/// When `metadata` names a command ([`Metadata::command_id`]), each event's id is derived from
+/// it, the stream and the event's place in the batch ([`command_event_id`]): encoding the same
+/// command's events again gives the same ids, which is what makes a retried append recognisable
+/// ([`EventStore::append`](crate::EventStore::append) is idempotent by event id). Otherwise
+/// each event gets a fresh UUID v7.
 pub fn encode_batch<E: EventSet>(
     stream: &StreamId,
     events: &[E],
@@ -82,14 +88,19 @@ pub fn encode_batch<E: EventSet>(
 ) -> Result<Vec<NewEvent>, RecordEncodeError> {
     events
         .iter()
-        .map(|event| {
+        .enumerate()
+        .map(|(index, event)| {
             let payload = event.encode_payload().map_err(|source| RecordEncodeError {
                 stream: stream.clone(),
                 event_name: event.event_name(),
                 source,
             })?;
+            let event_id = match metadata.command_id {
+                Some(command) => command_event_id(command, stream, index),
+                None => Uuid::now_v7(),
+            };
             Ok(NewEvent {
-                event_id: Uuid::now_v7(),
+                event_id,
                 event_name: event.event_name().to_owned(),
                 schema_version: event.schema_version(),
                 payload,
@@ -97,4 +108,37 @@ pub fn encode_batch<E: EventSet>(
             })
         })
         .collect()
+}
+
+/// The id of the `index`-th event (from 0) that command `command` appends to `stream`.
+///
+/// A UUID v8: the first 48 bits are the command id's (for a UUID v7 command id, its
+/// millisecond timestamp, so ids stay roughly time-ordered and index-friendly), the rest a
+/// SHA-1 of the command id, stream and index. Stable across versions of this crate: stored ids
+/// are compared with it when a command is sent again.
+pub fn command_event_id(command: Uuid, stream: &StreamId, index: usize) -> Uuid {
+    let name = format!("{}\0{}\0{index}", stream.aggregate_type, stream.aggregate_id);
+    let mut bytes = *Uuid::new_v5(&command, name.as_bytes()).as_bytes();
+    bytes[..6].copy_from_slice(&command.as_bytes()[..6]);
+    Uuid::new_v8(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_event_ids_are_stable_and_distinct() {
+        let command = Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001);
+        let stream = StreamId::new("ticket", "T-1");
+        let first = command_event_id(command, &stream, 0);
+        // Pinned: changing the derivation would stop recognising commands sent before.
+        assert_eq!(first.to_string(), "01930000-0000-8b96-aae2-6da74d5357b5");
+        assert_eq!(first.get_version_num(), 8);
+        assert_eq!(first.as_bytes()[..6], command.as_bytes()[..6]);
+        assert_eq!(command_event_id(command, &stream, 0), first);
+        assert_ne!(command_event_id(command, &stream, 1), first);
+        assert_ne!(command_event_id(command, &StreamId::new("ticket", "T-2"), 0), first);
+        assert_ne!(command_event_id(command, &StreamId::new("ticke", "tT-1"), 0), first);
+    }
 }

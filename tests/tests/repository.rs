@@ -4,80 +4,15 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use es_core::{
-    event, Aggregate, AppendOutcome, Apply, CommandError, DecodeError, EventStore, ExpectedVersion, InMemoryStore,
-    Metadata, NewEvent, RecordDecodeError, RecordedEvent, Repository, RepositoryError, Snapshot, SnapshotStore,
-    StoreError, StreamId, StreamSlice,
+    CommandError, DecodeError, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, RecordDecodeError,
+    Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice,
 };
-use futures_core::stream::BoxStream;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-#[event(version = 2)]
-#[upcast(from = 1, json = v1_to_v2)]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Added {
-    pub amount: i64,
-}
+mod support;
 
-fn v1_to_v2(mut v1: serde_json::Value) -> Result<serde_json::Value, es_core::UpcastError> {
-    // v1 stored the amount in hundreds.
-    let hundreds = v1["hundreds"]
-        .as_i64()
-        .ok_or_else(|| es_core::UpcastError::missing_field("hundreds"))?;
-    v1["amount"] = (hundreds * 100).into();
-    Ok(v1)
-}
-
-#[event]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reset;
-
-#[event]
-#[derive(Debug, Clone, PartialEq)]
-pub enum CounterEvent {
-    Added(Added),
-    Reset(Reset),
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Aggregate)]
-#[aggregate(name = "counter", event = CounterEvent, snapshot_revision = 3)]
-pub struct Counter {
-    total: i64,
-    changes: u32,
-}
-
-impl Apply<Added> for Counter {
-    fn apply(&mut self, event: &Added) {
-        self.total += event.amount;
-        self.changes += 1;
-    }
-}
-
-impl Apply<Reset> for Counter {
-    fn apply(&mut self, _: &Reset) {
-        self.total = 0;
-        self.changes += 1;
-    }
-}
-
-#[derive(Debug, PartialEq, thiserror::Error)]
-#[error("amount must be positive")]
-pub struct NotPositive;
-
-fn add(amount: i64) -> impl Fn(&Counter) -> Result<Vec<CounterEvent>, NotPositive> {
-    move |_| {
-        if amount <= 0 {
-            return Err(NotPositive);
-        }
-        Ok(vec![Added { amount }.into()])
-    }
-}
-
-fn new_id() -> String {
-    Uuid::now_v7().to_string()
-}
+use support::{add, first_add, new_id, Added, Counter, CounterEvent, InstrumentedStore, NotPositive, Reset};
 
 type Counters = Repository<Counter, InMemoryStore>;
 
@@ -141,7 +76,12 @@ async fn metadata_is_stored_with_a_shared_correlation_id() {
         events[1].envelope.metadata.correlation_id, first.correlation_id,
         "one command, one correlation"
     );
-    assert_eq!(events[2].envelope.metadata, given);
+    let command_id = events[2].envelope.metadata.command_id;
+    assert!(command_id.is_some(), "every command gets an id");
+    assert_ne!(command_id, first.command_id, "one id per command");
+    let mut expected = given;
+    expected.command_id = command_id;
+    assert_eq!(events[2].envelope.metadata, expected, "what the caller gave is kept");
     assert_ne!(events[0].envelope.event_id, events[1].envelope.event_id);
     assert_eq!(events[1].event, CounterEvent::Reset(Reset));
 }
@@ -232,61 +172,6 @@ async fn time_travel_by_version_and_by_instant() {
     }
     let before = instants[0] - chrono::Duration::seconds(1);
     assert_eq!(repo.load_at_instant(&id, before).await.expect("load").version, 0);
-}
-
-/// An in-memory store that counts stream reads, and lets a competing writer append right
-/// before each of its first `races` appends.
-#[derive(Clone, Default)]
-struct InstrumentedStore {
-    inner: InMemoryStore,
-    races: Arc<AtomicU32>,
-    stream_reads: Arc<AtomicU32>,
-}
-
-#[async_trait]
-impl EventStore for InstrumentedStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
-        if self
-            .races
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            let competitor =
-                es_core::encode_batch(stream, &[CounterEvent::from(Added { amount: 100 })], &Metadata::new())
-                    .expect("encode");
-            self.inner.append(stream, ExpectedVersion::Any, competitor).await?;
-        }
-        self.inner.append(stream, expected, events).await
-    }
-
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
-        self.stream_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_stream(stream, slice)
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-}
-
-#[async_trait]
-impl SnapshotStore for InstrumentedStore {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream).await
-    }
 }
 
 #[tokio::test]
@@ -422,14 +307,6 @@ async fn a_decode_error_message_says_where_and_what() {
     assert!(message.contains("version 2"), "{message}");
     assert!(message.contains("`Added`"), "{message}");
     assert!(message.contains("schema version 9"), "{message}");
-}
-
-/// Opens a counter only if it has never changed.
-fn first_add(counter: &Counter) -> Result<Vec<CounterEvent>, &'static str> {
-    if counter.changes > 0 {
-        return Err("already started");
-    }
-    Ok(vec![Added { amount: 1 }.into()])
 }
 
 #[tokio::test]

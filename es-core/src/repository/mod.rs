@@ -1,6 +1,8 @@
-//! The repository: load aggregates (now or in the past) and execute commands against them.
+//! The repository: load aggregates (now or in the past), execute commands against them, and
+//! save aggregates changed in place.
 
-use std::fmt;
+use std::borrow::Borrow;
+use std::fmt::{self, Display};
 use std::marker::PhantomData;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -10,15 +12,20 @@ use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 mod cache;
+mod command;
+mod loaded;
+mod retry;
 
 use cache::{RecentStates, StateCache};
+pub use command::{AppendedEvent, DecideFuture, Decision, Executed};
+use command::{Async, FirstAttempt, Sync};
+pub use loaded::{Loaded, Saved};
+pub use retry::RetryPolicy;
 
 use crate::aggregate::Aggregate;
 use crate::metadata::Metadata;
-use crate::record::{decode_record, decode_replayed, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
-use crate::store::{
-    ConcurrencyConflict, EventStore, ExpectedVersion, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice,
-};
+use crate::record::{decode_record, decode_replayed, DecodedEvent, RecordDecodeError, RecordEncodeError};
+use crate::store::{ConcurrencyConflict, EventStore, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice};
 
 /// An aggregate's state together with the version of the last event folded into it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,26 +36,17 @@ pub struct Versioned<A> {
     pub version: u64,
 }
 
-/// The result of a command that was accepted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Executed<A: Aggregate> {
-    /// The state after the new events.
-    pub aggregate: A,
-    /// The stream version after the new events.
-    pub version: u64,
-    /// The events the command produced (possibly none).
-    pub events: Vec<A::Event>,
-    /// How many times the command was decided: 1 plus the number of concurrency retries.
-    pub attempts: u32,
-}
-
 /// Why loading or saving an aggregate failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RepositoryError {
+    /// Optimistic concurrency: another writer saved the aggregate since it was loaded. Nothing
+    /// was written; load it again and redo the change.
+    #[error(transparent)]
+    Conflict(ConcurrencyConflict),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A stored event could not be decoded (boxed to keep `Result`s small on the happy path).
     #[error(transparent)]
     Decode(Box<RecordDecodeError>),
@@ -87,6 +85,15 @@ pub enum CommandError<E> {
     Repository(#[from] RepositoryError),
 }
 
+impl From<StoreError> for RepositoryError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(conflict) => Self::Conflict(conflict),
+            other => Self::Store(other),
+        }
+    }
+}
+
 impl From<RecordDecodeError> for RepositoryError {
     fn from(error: RecordDecodeError) -> Self {
         Self::Decode(Box::new(error))
@@ -97,15 +104,6 @@ impl<E> From<StoreError> for CommandError<E> {
     fn from(error: StoreError) -> Self {
         Self::Repository(error.into())
     }
-}
-
-/// Where a command's first attempt gets its state.
-#[derive(Debug, Clone, Copy)]
-enum FirstAttempt {
-    /// From the cache, else the store.
-    Load,
-    /// A new aggregate: `A::default()` at version 0, without reading.
-    AssumeNew,
 }
 
 /// Which state to load.
@@ -129,19 +127,19 @@ enum AsOf {
 /// # impl Apply<Deposited> for Account { fn apply(&mut self, e: &Deposited) { self.balance += e.cents } }
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let accounts = Repository::<Account, _>::new(InMemoryStore::new()).with_snapshot_every(100);
-/// let id = "acc-1".to_string();
 /// accounts
-///     .execute(&id, Metadata::new(), |_account| {
-///         Ok::<_, std::convert::Infallible>(vec![Deposited { cents: 500 }.into()])
-///     })
+///     .execute("acc-1", Metadata::new(), |_account| vec![Deposited { cents: 500 }.into()])
 ///     .await?;
-/// assert_eq!(accounts.load(&id).await?.aggregate.balance, 500);
+/// assert_eq!(accounts.load("acc-1").await?.aggregate.balance, 500);
 /// # Ok(()) }
 /// ```
+///
+/// Ids are taken by reference to anything the aggregate's id type borrows as (`&str` for a
+/// `String` id); its [`Display`] form names the stream, so it must print as the id does.
 pub struct Repository<A, S> {
     store: S,
     snapshots: Option<Snapshots>,
-    max_attempts: u32,
+    retry: RetryPolicy,
     cache: Option<Arc<dyn StateCache<A>>>,
     aggregate: PhantomData<fn() -> A>,
 }
@@ -151,7 +149,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
         Self {
             store: self.store.clone(),
             snapshots: self.snapshots.clone(),
-            max_attempts: self.max_attempts,
+            retry: self.retry,
             cache: self.cache.clone(),
             aggregate: PhantomData,
         }
@@ -167,7 +165,7 @@ impl<A, S: fmt::Debug> fmt::Debug for Repository<A, S> {
                 "snapshot_every",
                 &self.snapshots.as_ref().map(|snapshots| snapshots.every),
             )
-            .field("max_attempts", &self.max_attempts)
+            .field("retry", &self.retry)
             .field("cache", &self.cache.is_some())
             .finish()
     }
@@ -180,21 +178,18 @@ struct Snapshots {
     store: Arc<dyn SnapshotStore>,
 }
 
-/// The default number of times a command is decided before a concurrency conflict is returned.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
-
 impl<A, S> Repository<A, S>
 where
     A: Aggregate,
     S: EventStore,
 {
-    /// A repository over `store`, without snapshots, retrying conflicting commands up to
-    /// [`DEFAULT_MAX_ATTEMPTS`] times in all.
+    /// A repository over `store`, without snapshots or cache, retrying commands by the
+    /// default [`RetryPolicy`].
     pub fn new(store: S) -> Self {
         Self {
             store,
             snapshots: None,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry: RetryPolicy::default(),
             cache: None,
             aggregate: PhantomData,
         }
@@ -230,10 +225,16 @@ where
         self
     }
 
+    /// How commands are retried after a concurrency conflict or an outage of the store.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     /// How many times a command is decided in all before a concurrency conflict is returned
-    /// (at least 1).
+    /// (at least 1); the rest of the [`RetryPolicy`] is unchanged.
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+        self.retry = self.retry.with_max_attempts(attempts);
         self
     }
 
@@ -243,28 +244,48 @@ where
     }
 
     /// The stream that holds the events of aggregate `id`.
-    pub fn stream_id(id: &A::Id) -> StreamId {
+    pub fn stream_id<Q>(id: &Q) -> StreamId
+    where
+        A::Id: Borrow<Q>,
+        Q: Display + ?Sized,
+    {
         StreamId::new(A::TYPE, id.to_string())
     }
 
     /// Loads the current state of aggregate `id` (from the latest usable snapshot and the events
     /// after it). An aggregate with no events loads as `A::default()` at version 0.
-    pub async fn load(&self, id: &A::Id) -> Result<Versioned<A>, RepositoryError> {
+    pub async fn load<Q>(&self, id: &Q) -> Result<Versioned<A>, RepositoryError>
+    where
+        A::Id: Borrow<Q>,
+        Q: Display + ?Sized,
+    {
         self.rehydrate(&Self::stream_id(id), AsOf::Latest).await
     }
 
     /// Time travel: the state after the last event at or below `version`.
-    pub async fn load_at_version(&self, id: &A::Id, version: u64) -> Result<Versioned<A>, RepositoryError> {
+    pub async fn load_at_version<Q>(&self, id: &Q, version: u64) -> Result<Versioned<A>, RepositoryError>
+    where
+        A::Id: Borrow<Q>,
+        Q: Display + ?Sized,
+    {
         self.rehydrate(&Self::stream_id(id), AsOf::Version(version)).await
     }
 
     /// Time travel: the state after the last event recorded at or before `instant`.
-    pub async fn load_at_instant(&self, id: &A::Id, instant: DateTime<Utc>) -> Result<Versioned<A>, RepositoryError> {
+    pub async fn load_at_instant<Q>(&self, id: &Q, instant: DateTime<Utc>) -> Result<Versioned<A>, RepositoryError>
+    where
+        A::Id: Borrow<Q>,
+        Q: Display + ?Sized,
+    {
         self.rehydrate(&Self::stream_id(id), AsOf::Instant(instant)).await
     }
 
     /// The events of aggregate `id` within `slice`, decoded, with their envelopes.
-    pub async fn events(&self, id: &A::Id, slice: StreamSlice) -> Result<Vec<DecodedEvent<A::Event>>, RepositoryError> {
+    pub async fn events<Q>(&self, id: &Q, slice: StreamSlice) -> Result<Vec<DecodedEvent<A::Event>>, RepositoryError>
+    where
+        A::Id: Borrow<Q>,
+        Q: Display + ?Sized,
+    {
         let stream = Self::stream_id(id);
         let mut decoded = Vec::new();
         let mut records = self.store.read_stream(&stream, slice);
@@ -278,15 +299,105 @@ where
     /// Executes a command: loads the aggregate, lets `decide` turn the state into new events (or
     /// refuse), and appends them with the loaded version as the expected version.
     ///
-    /// When another writer appended in between, the aggregate is reloaded and `decide` runs
-    /// again, up to the configured number of attempts. Every event gets a fresh UUID v7 id and
-    /// `metadata`; when `metadata` has no correlation id, the events of one command share a new
-    /// one.
-    pub async fn execute<E, F>(&self, id: &A::Id, metadata: Metadata, decide: F) -> Result<Executed<A>, CommandError<E>>
+    /// `decide` returns the events (`Vec<A::Event>`), or a `Result` when the command can be
+    /// refused: the refusal comes back as [`CommandError::Rejected`] and nothing is written.
+    ///
+    /// - **Retries.** When another writer appended in between, or the store had an outage, the
+    ///   aggregate is reloaded and `decide` runs again, with backoff, within the repository's
+    ///   [`RetryPolicy`]. A command that still loses comes back as [`CommandError::Conflict`].
+    /// - **Metadata.** Every event carries `metadata`, with what it leaves empty filled in: a
+    ///   new command id, used as the causation and correlation id too.
+    /// - **Idempotency.** The events' ids are derived from the command id
+    ///   ([`command_event_id`](crate::command_event_id)). Give the command id the client sent
+    ///   ([`Metadata::with_command_id`]) and a request sent again after a lost answer is
+    ///   recognised: its events are not appended twice, and the original outcome comes back
+    ///   with [`Executed::already_stored`] set, even when `decide` would now refuse.
+    ///
+    /// ```
+    /// # use es_core::{event, Aggregate, Apply, InMemoryStore, Metadata, Repository};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[event] #[derive(Debug, Clone, PartialEq)] pub struct SeatReserved { pub seat: u32 }
+    /// # #[event] #[derive(Debug, Clone, PartialEq)] pub enum ShowEvent { SeatReserved(SeatReserved) }
+    /// # #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
+    /// # #[aggregate(name = "show", event = ShowEvent)]
+    /// # pub struct Show { reserved: Vec<u32> }
+    /// # impl Apply<SeatReserved> for Show { fn apply(&mut self, e: &SeatReserved) { self.reserved.push(e.seat) } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let shows = Repository::<Show, _>::new(InMemoryStore::new());
+    /// let reserve = |show: &Show| match show.reserved.contains(&7) {
+    ///     true => Err("seat 7 is taken"),
+    ///     false => Ok(vec![SeatReserved { seat: 7 }.into()]),
+    /// };
+    /// let request = uuid::Uuid::now_v7(); // sent by the client with its request
+    /// let first = shows.execute("S-1", Metadata::new().with_command_id(request), reserve).await?;
+    /// // The answer was lost; the client sends the same request again:
+    /// let again = shows.execute("S-1", Metadata::new().with_command_id(request), reserve).await?;
+    /// assert!(again.already_stored);
+    /// assert_eq!(again.appended, first.appended);
+    /// assert_eq!(shows.load("S-1").await?.aggregate.reserved, vec![7]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute<Q, D, F>(
+        &self,
+        id: &Q,
+        metadata: Metadata,
+        decide: F,
+    ) -> Result<Executed<A>, CommandError<D::Error>>
     where
-        F: Fn(&A) -> Result<Vec<A::Event>, E>,
+        A::Id: Borrow<Q>,
+        Q: Display + ?Sized,
+        F: FnMut(&A) -> D,
+        D: Decision<A::Event>,
     {
-        self.run_command(id, metadata, decide, FirstAttempt::Load).await
+        self.run_command(Self::stream_id(id), metadata, Sync(decide), FirstAttempt::Load)
+            .await
+    }
+
+    /// [`Repository::execute`] for a decision that must `await` something first: a price, a
+    /// uniqueness check, another aggregate. `decide` returns its future boxed (with
+    /// `Box::pin(async move { ... })`), so that the future may borrow the state and still be
+    /// `Send`.
+    ///
+    /// ```
+    /// # use es_core::{event, Aggregate, Apply, InMemoryStore, Metadata, Repository};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[event] #[derive(Debug, Clone, PartialEq)] pub struct Priced { pub cents: u64 }
+    /// # #[event] #[derive(Debug, Clone, PartialEq)] pub enum QuoteEvent { Priced(Priced) }
+    /// # #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
+    /// # #[aggregate(name = "quote", event = QuoteEvent)]
+    /// # pub struct Quote { cents: Option<u64> }
+    /// # impl Apply<Priced> for Quote { fn apply(&mut self, e: &Priced) { self.cents = Some(e.cents) } }
+    /// async fn list_price(product: &str) -> Result<u64, String> {
+    ///     Ok(if product == "widget" { 1_250 } else { 990 })
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let quotes = Repository::<Quote, _>::new(InMemoryStore::new());
+    /// quotes
+    ///     .execute_async("Q-1", Metadata::new(), |quote| Box::pin(async move {
+    ///         if quote.cents.is_some() {
+    ///             return Err("already priced".to_string());
+    ///         }
+    ///         let cents = list_price("widget").await?;
+    ///         Ok(vec![Priced { cents }.into()])
+    ///     }))
+    ///     .await?;
+    /// assert_eq!(quotes.load("Q-1").await?.aggregate.cents, Some(1_250));
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute_async<Q, D, F>(
+        &self,
+        id: &Q,
+        metadata: Metadata,
+        decide: F,
+    ) -> Result<Executed<A>, CommandError<D::Error>>
+    where
+        A::Id: Borrow<Q>,
+        Q: Display + ?Sized,
+        F: for<'a> FnMut(&'a A) -> DecideFuture<'a, D>,
+        D: Decision<A::Event>,
+    {
+        self.run_command(Self::stream_id(id), metadata, Async(decide), FirstAttempt::Load)
+            .await
     }
 
     /// Executes a command that starts a new aggregate, in one round trip: `decide` first runs on
@@ -294,94 +405,39 @@ where
     /// anything. If the stream exists after all, that append is refused and the command
     /// continues exactly like [`Repository::execute`]: the aggregate is loaded and `decide`
     /// runs again on its real state (where a rule such as "already opened" can refuse it).
-    pub async fn create<E, F>(&self, id: &A::Id, metadata: Metadata, decide: F) -> Result<Executed<A>, CommandError<E>>
-    where
-        F: Fn(&A) -> Result<Vec<A::Event>, E>,
-    {
-        self.run_command(id, metadata, decide, FirstAttempt::AssumeNew).await
-    }
-
-    async fn run_command<E, F>(
+    pub async fn create<Q, D, F>(
         &self,
-        id: &A::Id,
+        id: &Q,
         metadata: Metadata,
         decide: F,
-        first: FirstAttempt,
-    ) -> Result<Executed<A>, CommandError<E>>
+    ) -> Result<Executed<A>, CommandError<D::Error>>
     where
-        F: Fn(&A) -> Result<Vec<A::Event>, E>,
+        A::Id: Borrow<Q>,
+        Q: Display + ?Sized,
+        F: FnMut(&A) -> D,
+        D: Decision<A::Event>,
     {
-        let stream = Self::stream_id(id);
-        let mut metadata = metadata;
-        metadata.correlation_id.get_or_insert_with(Uuid::now_v7);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let current = match (attempts, first) {
-                (1, FirstAttempt::AssumeNew) => Versioned {
-                    aggregate: A::default(),
-                    version: 0,
-                },
-                (1, FirstAttempt::Load) => match self.cache.as_ref().and_then(|cache| cache.take(&stream)) {
-                    Some(cached) => cached,
-                    None => self.rehydrate(&stream, AsOf::Latest).await?,
-                },
-                _ => self.rehydrate(&stream, AsOf::Latest).await?,
-            };
-            let events = match decide(&current.aggregate) {
-                Ok(events) if !events.is_empty() => events,
-                decided => {
-                    // Refused or nothing to do: the state is unchanged and stays good to cache.
-                    let Versioned { aggregate, version } = current;
-                    let cache = self.cache.as_ref().filter(|_| version > 0);
-                    return match decided {
-                        Err(error) => {
-                            if let Some(cache) = cache {
-                                cache.put(&stream, Versioned { aggregate, version });
-                            }
-                            Err(CommandError::Rejected(error))
-                        }
-                        Ok(events) => {
-                            if let Some(cache) = cache {
-                                cache.put_copy(&stream, &aggregate, version);
-                            }
-                            Ok(Executed {
-                                aggregate,
-                                version,
-                                events,
-                                attempts,
-                            })
-                        }
-                    };
-                }
-            };
-            let Versioned { mut aggregate, version } = current;
-            let batch = encode_batch(&stream, &events, &metadata).map_err(RepositoryError::from)?;
-            match self.store.append(&stream, ExpectedVersion::Exact(version), batch).await {
-                Ok(outcome) => {
-                    for event in &events {
-                        aggregate.apply_event(event);
-                    }
-                    self.snapshot_if_due(&stream, &aggregate, outcome.previous_version, outcome.new_version)
-                        .await;
-                    if let Some(cache) = &self.cache {
-                        cache.put_copy(&stream, &aggregate, outcome.new_version);
-                    }
-                    return Ok(Executed {
-                        aggregate,
-                        version: outcome.new_version,
-                        events,
-                        attempts,
-                    });
-                }
-                Err(StoreError::Conflict(conflict)) => {
-                    if attempts >= self.max_attempts {
-                        return Err(CommandError::Conflict { attempts, conflict });
-                    }
-                    tracing::debug!(stream = %stream, attempts, "concurrency conflict; deciding again");
-                }
-                Err(other) => return Err(other.into()),
-            }
+        self.run_command(Self::stream_id(id), metadata, Sync(decide), FirstAttempt::AssumeNew)
+            .await
+    }
+
+    /// The outcome of command `command_id` on aggregate `id`, if its events are stored: for a
+    /// handler that must answer a request sent again before deciding anything (with
+    /// [`Repository::load_for_update`] and [`Repository::save`], say). `None` when the command
+    /// was never carried out, or appended no event.
+    pub async fn find_command<Q>(&self, id: &Q, command_id: Uuid) -> Result<Option<Executed<A>>, RepositoryError>
+    where
+        A::Id: Borrow<Q>,
+        Q: Display + ?Sized,
+    {
+        self.stored_command(&Self::stream_id(id), command_id, 0).await
+    }
+
+    /// After a successful append: a snapshot if one is due, and the new state into the cache.
+    async fn after_append(&self, stream: &StreamId, aggregate: &A, previous: u64, current: u64) {
+        self.snapshot_if_due(stream, aggregate, previous, current).await;
+        if let Some(cache) = &self.cache {
+            cache.put_copy(stream, aggregate, current);
         }
     }
 
