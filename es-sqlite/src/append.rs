@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use serde::de::IgnoredAny;
 
 use crate::connection::{blocking, Database, Immediate};
+use crate::error::SqliteError;
 use crate::row::micros;
 use crate::{sql, SqliteStore};
 
@@ -22,7 +23,7 @@ pub(crate) async fn append(
     let database = Arc::clone(&store.database);
     let owned_stream = stream.clone();
     let outcome = blocking(move || append_blocking(&database, &owned_stream, expected, &events)).await?;
-    if outcome.new_version > outcome.previous_version {
+    if !outcome.positions.is_empty() {
         store
             .database
             .appended
@@ -52,17 +53,14 @@ fn append_blocking(
         }
         .into());
     }
-    let outcome = AppendOutcome {
-        previous_version: actual,
-        new_version: actual + events.len() as u64,
-    };
     if events.is_empty() {
-        return Ok(outcome);
+        return Ok(AppendOutcome::new(actual, Vec::new()));
     }
-    let Ok(last_version) = i64::try_from(outcome.new_version) else {
+    let new_version = actual + events.len() as u64;
+    let Ok(last_version) = i64::try_from(new_version) else {
         return Err(StoreError::InvalidBatch {
             stream: stream.clone(),
-            reason: format!("version {} does not fit SQLite's 64-bit integers", outcome.new_version),
+            reason: format!("version {new_version} does not fit SQLite's 64-bit integers"),
         });
     };
     // Never before the last stored event, even if the clock stepped back: `recorded_at` grows
@@ -74,6 +72,7 @@ fn append_blocking(
     let recorded_at = micros(chrono::Utc::now()).max(last_recorded_at.unwrap_or(i64::MIN));
     let mut insert = writer.prepare_cached(sql::INSERT_EVENT).map_err(failed)?;
     let mut metadata = MetadataBuffer::default();
+    let mut positions = Vec::with_capacity(events.len());
     let first_version = last_version - events.len() as i64 + 1;
     for ((event, payload), version) in events.iter().zip(payloads).zip(first_version..) {
         let inserted = insert.execute(params![
@@ -90,10 +89,15 @@ fn append_blocking(
         if let Err(error) = inserted {
             return Err(insert_failed(database, &writer, error, stream, event));
         }
+        // The position is the rowid SQLite just assigned: no query needed.
+        let position = writer.last_insert_rowid();
+        let position = u64::try_from(position)
+            .map_err(|_| SqliteError::Unexpected(format!("SQLite assigned the negative position {position}")))?;
+        positions.push(position);
     }
     drop(insert);
     transaction.commit().map_err(failed)?;
-    Ok(outcome)
+    Ok(AppendOutcome::new(actual, positions))
 }
 
 /// The batch's payloads as text, each checked to be JSON; [`StoreError::InvalidBatch`] naming

@@ -81,6 +81,7 @@
 //! [`ConcurrencyConflict`](es_core::ConcurrencyConflict) with the actual version), inserts the
 //! batch with one cached statement and commits. Nobody can write between the read and the
 //! insert, so of racing writers, in this process or another, exactly one wins at each version.
+//! The append returns the positions SQLite assigned (the rowids of the inserted events).
 //! A stored or repeated event id violates the unique constraint; the store then looks the id up
 //! in the same transaction and returns
 //! [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId), telling the cases
@@ -119,7 +120,7 @@
 //! `read_stream` filters the version range and the `recorded_until` cut-off in SQL, on the
 //! stream index, and streams rows out in chunks of 256 events; `replay_stream` reads only the
 //! four columns a replay needs and lends each event's name and payload from a chunk's buffer,
-//! building no envelope. `tail` is one query. Rows that cannot be mapped (metadata that does not
+//! building no envelope. `tail` is one query, and so is `read_event` (on the `event_id` index). Rows that cannot be mapped (metadata that does not
 //! decode, an id of the wrong length) are [`StoreError::Corrupt`](es_core::StoreError::Corrupt)
 //! naming stream and version. Locks held past the busy timeout, I/O errors and a full disk are
 //! [`StoreError::Unavailable`](es_core::StoreError::Unavailable) (worth retrying later); other

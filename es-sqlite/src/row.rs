@@ -275,6 +275,11 @@ mod tests {
         }
         let replay = connection.prepare(crate::sql::REPLAY_STREAM)?;
         assert_eq!(replay.column_names(), names[..4]);
+        assert_eq!(
+            connection.prepare(crate::sql::READ_EVENT)?.column_names(),
+            names,
+            "an event read by id is decoded like every other"
+        );
         Ok(())
     }
 

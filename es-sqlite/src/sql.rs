@@ -140,6 +140,8 @@ macro_rules! stream_slice {
 pub(crate) const READ_STREAM: &str = concat!("SELECT ", event_columns!(), stream_slice!());
 /// What loading an aggregate needs, and no more.
 pub(crate) const REPLAY_STREAM: &str = concat!("SELECT ", replay_columns!(), stream_slice!());
+/// One event by its id: `?1` event_id.
+pub(crate) const READ_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE event_id = ?1");
 /// `?1` after, `?2` limit.
 pub(crate) const READ_ALL: &str = concat!(
     "SELECT ",
@@ -216,6 +218,7 @@ pub(crate) mod tests {
             LAST_RECORDED_AT,
             INSERT_EVENT,
             EVENT_ID_EXISTS,
+            READ_EVENT,
             READ_STREAM,
             REPLAY_STREAM,
             READ_ALL,
@@ -235,9 +238,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn stream_reads_use_the_stream_index() -> rusqlite::Result<()> {
+    fn stream_reads_and_lookups_by_id_use_an_index() -> rusqlite::Result<()> {
         let connection = migrated()?;
-        for sql in [READ_STREAM, REPLAY_STREAM, STREAM_VERSION] {
+        // A lookup by id must not cost a table scan.
+        for sql in [READ_STREAM, REPLAY_STREAM, STREAM_VERSION, READ_EVENT, EVENT_ID_EXISTS] {
             let plan: String = connection
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .and_then(|mut statement| {
