@@ -1,14 +1,17 @@
-//! Appends: one `BEGIN IMMEDIATE` transaction that reads the stream's version under the write
-//! lock, checks the expectation and inserts the batch with one cached statement.
+//! Appends: one `BEGIN IMMEDIATE` transaction that, under the write lock, recognises a retried
+//! batch, reads the stream's version, checks the expectation and inserts the batch with one
+//! cached statement.
 
 use std::sync::Arc;
 
 use es_core::{AppendOutcome, ConcurrencyConflict, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Statement};
 use serde::de::IgnoredAny;
+use uuid::Uuid;
 
 use crate::connection::{blocking, Database, Immediate};
-use crate::row::micros;
+use crate::error::SqliteError;
+use crate::row::{micros, stored_event, StoredEvent};
 use crate::{sql, SqliteStore};
 
 /// [`EventStore::append`](es_core::EventStore::append): the batch is checked, then written in
@@ -22,7 +25,8 @@ pub(crate) async fn append(
     let database = Arc::clone(&store.database);
     let owned_stream = stream.clone();
     let outcome = blocking(move || append_blocking(&database, &owned_stream, expected, &events)).await?;
-    if outcome.new_version > outcome.previous_version {
+    // A retry wrote nothing: runners have nothing new to read.
+    if !outcome.already_stored && !outcome.positions.is_empty() {
         store
             .database
             .appended
@@ -42,6 +46,20 @@ fn append_blocking(
     let writer = database.writer("append events")?;
     let failed = |error| StoreError::from(database.error(error));
     let transaction = Immediate::begin(&writer).map_err(failed)?;
+    // The contract's order: a retried batch gets its original outcome whatever `expected` says
+    // (its writer may have reloaded the stream since), then the expectation, then duplicates.
+    // Judged under the write lock, so no other writer can store the batch in between.
+    let earlier = earlier(database, &writer, stream, events)?;
+    if let Earlier::Retried(outcome) = earlier {
+        tracing::debug!(
+            stream = %stream,
+            previous_version = outcome.previous_version,
+            new_version = outcome.new_version,
+            "append already stored: the original outcome, nothing written"
+        );
+        // Nothing was written: the guard rolls the read-only transaction back.
+        return Ok(outcome);
+    }
     let actual = stream_version(&writer, stream).map_err(failed)?;
     if !expected.accepts(actual) {
         tracing::debug!(stream = %stream, %expected, actual, "append refused: concurrency conflict");
@@ -52,17 +70,20 @@ fn append_blocking(
         }
         .into());
     }
-    let outcome = AppendOutcome {
-        previous_version: actual,
-        new_version: actual + events.len() as u64,
-    };
-    if events.is_empty() {
-        return Ok(outcome);
+    if let Earlier::Duplicate(event_id) = earlier {
+        return Err(StoreError::DuplicateEventId {
+            stream: stream.clone(),
+            event_id,
+        });
     }
-    let Ok(last_version) = i64::try_from(outcome.new_version) else {
+    if events.is_empty() {
+        return Ok(AppendOutcome::new(actual, Vec::new()));
+    }
+    let new_version = actual + events.len() as u64;
+    let Ok(last_version) = i64::try_from(new_version) else {
         return Err(StoreError::InvalidBatch {
             stream: stream.clone(),
-            reason: format!("version {} does not fit SQLite's 64-bit integers", outcome.new_version),
+            reason: format!("version {new_version} does not fit SQLite's 64-bit integers"),
         });
     };
     // Never before the last stored event, even if the clock stepped back: `recorded_at` grows
@@ -74,6 +95,7 @@ fn append_blocking(
     let recorded_at = micros(chrono::Utc::now()).max(last_recorded_at.unwrap_or(i64::MIN));
     let mut insert = writer.prepare_cached(sql::INSERT_EVENT).map_err(failed)?;
     let mut metadata = MetadataBuffer::default();
+    let mut positions = Vec::with_capacity(events.len());
     let first_version = last_version - events.len() as i64 + 1;
     for ((event, payload), version) in events.iter().zip(payloads).zip(first_version..) {
         let inserted = insert.execute(params![
@@ -90,10 +112,75 @@ fn append_blocking(
         if let Err(error) = inserted {
             return Err(insert_failed(database, &writer, error, stream, event));
         }
+        // The position is the rowid SQLite just assigned: no query needed.
+        let position = writer.last_insert_rowid();
+        let position = u64::try_from(position)
+            .map_err(|_| SqliteError::Unexpected(format!("SQLite assigned the negative position {position}")))?;
+        positions.push(position);
     }
     drop(insert);
     transaction.commit().map_err(failed)?;
-    Ok(outcome)
+    Ok(AppendOutcome::new(actual, positions))
+}
+
+/// What is stored of a batch already, as far as the append must know.
+enum Earlier {
+    /// The batch's first event is not stored: a new batch (should a later id be stored, the
+    /// insert's unique constraint finds it).
+    New,
+    /// The whole batch is stored, as this batch: a retry, with the original outcome.
+    Retried(AppendOutcome),
+    /// The first event, this id, is stored, but the batch is not stored as a whole in order.
+    Duplicate(Uuid),
+}
+
+/// Looks for `events` among the stored events. The happy path costs one probe of the
+/// `event_id` index, for the first id; only when that is stored are the others looked up, and
+/// [`AppendOutcome::from_stored`] (the rule every backend shares) judges the whole.
+fn earlier(
+    database: &Database,
+    connection: &Connection,
+    stream: &StreamId,
+    events: &[NewEvent],
+) -> Result<Earlier, StoreError> {
+    let [first, rest @ ..] = events else {
+        return Ok(Earlier::New);
+    };
+    let failed = |error| StoreError::from(database.error(error));
+    let mut lookup = connection.prepare_cached(sql::STORED_EVENT).map_err(failed)?;
+    let Some(found) = find_stored(database, &mut lookup, first.event_id)? else {
+        return Ok(Earlier::New);
+    };
+    let mut stored = Vec::with_capacity(events.len());
+    stored.push(found);
+    for event in rest {
+        match find_stored(database, &mut lookup, event.event_id)? {
+            Some(found) => stored.push(found),
+            // Partly stored is never a retry (`from_stored` would say so too): stop looking.
+            None => return Ok(Earlier::Duplicate(first.event_id)),
+        }
+    }
+    let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+    let stored = stored.iter().map(StoredEvent::as_ref).collect();
+    Ok(match AppendOutcome::from_stored(stream, &ids, stored) {
+        Some(outcome) => Earlier::Retried(outcome),
+        None => Earlier::Duplicate(first.event_id),
+    })
+}
+
+/// Where the event `event_id` is stored, with the [`sql::STORED_EVENT`] statement; `None` when
+/// it is not.
+fn find_stored(
+    database: &Database,
+    lookup: &mut Statement<'_>,
+    event_id: Uuid,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let failed = |error| StoreError::from(database.error(error));
+    let mut rows = lookup.query([event_id.as_bytes()]).map_err(failed)?;
+    match rows.next().map_err(failed)? {
+        Some(row) => stored_event(row, event_id).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The batch's payloads as text, each checked to be JSON; [`StoreError::InvalidBatch`] naming

@@ -46,11 +46,12 @@
 //!
 //! - `events`: every event of every aggregate, append-only (triggers refuse `UPDATE` and
 //!   `DELETE`). The columns and their meaning are PostgreSQL's: `position` (the global order;
-//!   the table's rowid), `event_id` (16-byte UUID, unique: makes retried appends safe),
-//!   `aggregate_type`, `aggregate_id`, `version` (unique per stream, which also serves
-//!   `read_stream`, `stream_version` and the version check), `event_name`, `schema_version`,
-//!   `payload` and `metadata` (JSON text), `recorded_at` (microseconds since the Unix epoch,
-//!   UTC). A `STRICT` table: SQLite refuses values of the wrong type.
+//!   the table's rowid), `event_id` (16-byte UUID, unique, so indexed: appends recognise a
+//!   retried batch by it, `read_event` finds an event by it), `aggregate_type`,
+//!   `aggregate_id`, `version` (unique per stream, which also serves `read_stream`,
+//!   `stream_version` and the version check), `event_name`, `schema_version`, `payload` and
+//!   `metadata` (JSON text), `recorded_at` (microseconds since the Unix epoch, UTC). A
+//!   `STRICT` table: SQLite refuses values of the wrong type.
 //! - `snapshots`: the latest snapshot per stream; saving keeps the row with the higher version.
 //! - `projection_checkpoints`: per projection, the checkpoint and the claim (epoch, owner).
 //! - `es_migrations`: which embedded migrations were applied. `migrate` runs in one
@@ -76,15 +77,29 @@
 //! [`StoreError::InvalidBatch`](es_core::StoreError::InvalidBatch), before any lock is taken),
 //! then opens a `BEGIN IMMEDIATE` transaction, which takes SQLite's single write lock at once
 //! (waiting up to the busy timeout, else [`SqliteError::Busy`], reported as the transient
-//! [`StoreError::Unavailable`](es_core::StoreError::Unavailable)). Under the lock it reads the
-//! stream's version, checks the [`ExpectedVersion`](es_core::ExpectedVersion) (a refusal is a
+//! [`StoreError::Unavailable`](es_core::StoreError::Unavailable)). Under the lock it
+//! recognises a retried batch (below), reads the stream's version, checks the
+//! [`ExpectedVersion`](es_core::ExpectedVersion) (a refusal is a
 //! [`ConcurrencyConflict`](es_core::ConcurrencyConflict) with the actual version), inserts the
 //! batch with one cached statement and commits. Nobody can write between the read and the
 //! insert, so of racing writers, in this process or another, exactly one wins at each version.
-//! A stored or repeated event id violates the unique constraint; the store then looks the id up
-//! in the same transaction and returns
-//! [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId), telling the cases
-//! apart by data, never by message text. Any failure rolls the whole batch back.
+//! The append returns the positions SQLite assigned (the rowids of the inserted events).
+//! Any failure rolls the whole batch back.
+//!
+//! **Appends are idempotent by event id**, so a writer that lost an append's answer (its
+//! process died after the commit, say) retries safely. Under the same lock, before the version
+//! check, the store probes the unique `event_id` index for the batch's first id: one lookup,
+//! which finds nothing on the happy path. When it is stored, the store looks up the batch's
+//! other ids; if the whole batch is stored in this stream at consecutive versions in batch
+//! order, it writes nothing and returns the original outcome, with
+//! [`already_stored`](es_core::AppendOutcome::already_stored) set, whatever the expected
+//! version (the rule of [`AppendOutcome::from_stored`](es_core::AppendOutcome::from_stored)).
+//! Otherwise the expectation is checked first (a conflict), then the ids: a batch stored only
+//! partly, in another order or in another stream, or with an id stored elsewhere, is a
+//! [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId). An id stored that
+//! the probe did not cover (a later one of the batch, or one repeated in it) violates the
+//! unique constraint; the store then looks the id up in the same transaction, telling the
+//! cases apart by data, never by message text.
 //!
 //! `recorded_at` is the clock time of the append, the same for a whole batch, and never earlier
 //! than the last stored event's, even if the clock steps back: time travel by instant agrees
@@ -119,7 +134,7 @@
 //! `read_stream` filters the version range and the `recorded_until` cut-off in SQL, on the
 //! stream index, and streams rows out in chunks of 256 events; `replay_stream` reads only the
 //! four columns a replay needs and lends each event's name and payload from a chunk's buffer,
-//! building no envelope. `tail` is one query. Rows that cannot be mapped (metadata that does not
+//! building no envelope. `tail` is one query, and so is `read_event` (on the `event_id` index). Rows that cannot be mapped (metadata that does not
 //! decode, an id of the wrong length) are [`StoreError::Corrupt`](es_core::StoreError::Corrupt)
 //! naming stream and version. Locks held past the busy timeout, I/O errors and a full disk are
 //! [`StoreError::Unavailable`](es_core::StoreError::Unavailable) (worth retrying later); other

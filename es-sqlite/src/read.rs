@@ -1,6 +1,7 @@
-//! The store's [`EventStore`] and [`GlobalLog`] impls. Reads: one stream (whole events, or the replay that lends rows' bytes), a stream's version,
-//! and the global order (`read_all`, `tail`). Each runs on a reader connection on a blocking
-//! thread; stream reads hand their rows over in chunks while SQLite reads on.
+//! The store's [`EventStore`] and [`GlobalLog`] impls. Reads: one stream (whole events, or the
+//! replay that lends rows' bytes), one event by id, a stream's version, and the global order
+//! (`read_all`, `tail`). Each runs on a reader connection on a blocking thread; stream reads
+//! hand their rows over in chunks while SQLite reads on.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use futures_core::stream::{BoxStream, Stream};
 use futures_util::StreamExt;
 use rusqlite::{params, Connection};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use crate::append::stream_version as version_of;
 use crate::connection::{blocking, Database};
@@ -105,6 +107,24 @@ impl EventStore for SqliteStore {
             }
         }
         Ok(())
+    }
+
+    /// [`EventStore::read_event`](es_core::EventStore::read_event): one probe of the unique
+    /// `event_id` index, decoded like every read of whole events.
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let database = Arc::clone(&self.database);
+        blocking(move || {
+            database.with_reader(|connection| {
+                let failed = |error| StoreError::from(database.error(error));
+                let mut statement = connection.prepare_cached(sql::READ_EVENT).map_err(failed)?;
+                let mut rows = statement.query([event_id.as_bytes()]).map_err(failed)?;
+                match rows.next().map_err(failed)? {
+                    Some(row) => recorded_event(row).map(Some),
+                    None => Ok(None),
+                }
+            })
+        })
+        .await
     }
 
     /// [`EventStore::stream_version`](es_core::EventStore::stream_version).

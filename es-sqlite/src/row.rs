@@ -1,8 +1,9 @@
 //! The one definition of an event row: the columns every read selects, where each sits, how a
-//! row becomes a [`RecordedEvent`], and the chunks in which a replay lends rows' bytes.
+//! row becomes a [`RecordedEvent`] (or, for recognising a retried append, a [`StoredEvent`]),
+//! and the chunks in which a replay lends rows' bytes.
 
 use chrono::{DateTime, Utc};
-use es_core::{Metadata, RecordedEvent, ReplayedEvent, StoreError, StreamId};
+use es_core::{Metadata, RecordedEvent, ReplayedEvent, StoreError, StoredEventRef, StreamId};
 use rusqlite::types::ValueRef;
 use rusqlite::Row;
 use uuid::Uuid;
@@ -26,7 +27,15 @@ macro_rules! event_columns {
     };
 }
 
-pub(crate) use {event_columns, replay_columns};
+/// The columns that say where an event is stored, in the order of [`stored_column`]: what
+/// recognising a retried append compares, and no more (no payload is read).
+macro_rules! stored_columns {
+    () => {
+        "version, position, aggregate_type, aggregate_id"
+    };
+}
+
+pub(crate) use {event_columns, replay_columns, stored_columns};
 
 /// Where each column of [`event_columns!`] sits in a row (the replay's columns are its head).
 pub(crate) mod column {
@@ -40,6 +49,14 @@ pub(crate) mod column {
     pub(crate) const AGGREGATE_ID: usize = 7;
     pub(crate) const METADATA: usize = 8;
     pub(crate) const RECORDED_AT: usize = 9;
+}
+
+/// Where each column of [`stored_columns!`] sits in a row.
+pub(crate) mod stored_column {
+    pub(crate) const VERSION: usize = 0;
+    pub(crate) const POSITION: usize = 1;
+    pub(crate) const AGGREGATE_TYPE: usize = 2;
+    pub(crate) const AGGREGATE_ID: usize = 3;
 }
 
 /// How an instant is stored: microseconds since the Unix epoch, UTC (PostgreSQL's precision).
@@ -76,14 +93,14 @@ fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str, String> {
     std::str::from_utf8(bytes(row, index)?).map_err(|error| format!("not UTF-8: {error}"))
 }
 
-/// The row's version within `stream`.
-fn version(row: &Row<'_>, stream: &StreamId) -> Result<u64, StoreError> {
+/// The row's version within `stream`, from column `index`.
+fn version(row: &Row<'_>, index: usize, stream: &StreamId) -> Result<u64, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),
         version: 0,
         reason,
     };
-    let version = integer(row, column::VERSION).map_err(|e| corrupt(format!("version: {e}")))?;
+    let version = integer(row, index).map_err(|e| corrupt(format!("version: {e}")))?;
     u64::try_from(version).map_err(|_| corrupt(format!("stored version {version} is negative")))
 }
 
@@ -102,7 +119,7 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError>
             .map_err(|e| unreadable("aggregate id", e))?
             .to_owned(),
     };
-    let version = version(row, &stream)?;
+    let version = version(row, column::VERSION, &stream)?;
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),
         version,
@@ -135,6 +152,60 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError>
         metadata,
         recorded_at,
         stream,
+    })
+}
+
+/// Where one stored event is, owned: the rows of a batch's ids are read one by one, and
+/// [`StoredEventRef`] borrows its stream from here.
+#[derive(Debug)]
+pub(crate) struct StoredEvent {
+    event_id: Uuid,
+    stream: StreamId,
+    version: u64,
+    position: u64,
+}
+
+impl StoredEvent {
+    /// What [`AppendOutcome::from_stored`](es_core::AppendOutcome::from_stored) compares.
+    pub(crate) fn as_ref(&self) -> StoredEventRef<'_> {
+        StoredEventRef {
+            event_id: self.event_id,
+            stream: &self.stream,
+            version: self.version,
+            position: self.position,
+        }
+    }
+}
+
+/// Decodes the [`stored_columns!`] of the row of event `event_id` (the id the row was looked
+/// up by, so it is not read again).
+pub(crate) fn stored_event(row: &Row<'_>, event_id: Uuid) -> Result<StoredEvent, StoreError> {
+    let unreadable = |what: &str, reason: String| {
+        StoreError::from(SqliteError::Unexpected(format!(
+            "the row of event {event_id} has an unreadable {what}: {reason}"
+        )))
+    };
+    let stream = StreamId {
+        aggregate_type: text(row, stored_column::AGGREGATE_TYPE)
+            .map_err(|e| unreadable("aggregate type", e))?
+            .to_owned(),
+        aggregate_id: text(row, stored_column::AGGREGATE_ID)
+            .map_err(|e| unreadable("aggregate id", e))?
+            .to_owned(),
+    };
+    let version = version(row, stored_column::VERSION, &stream)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version,
+        reason,
+    };
+    let position = integer(row, stored_column::POSITION).map_err(|e| corrupt(format!("position: {e}")))?;
+    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
+    Ok(StoredEvent {
+        event_id,
+        stream,
+        version,
+        position,
     })
 }
 
@@ -192,7 +263,7 @@ impl ReplayChunk {
 
     /// Copies the [`replay_columns!`] of a row of `stream` into the chunk.
     pub(crate) fn push(&mut self, row: &Row<'_>, stream: &StreamId) -> Result<(), StoreError> {
-        let version = version(row, stream)?;
+        let version = version(row, column::VERSION, stream)?;
         let corrupt = |reason: String| StoreError::Corrupt {
             stream: stream.clone(),
             version,
@@ -275,6 +346,23 @@ mod tests {
         }
         let replay = connection.prepare(crate::sql::REPLAY_STREAM)?;
         assert_eq!(replay.column_names(), names[..4]);
+        assert_eq!(
+            connection.prepare(crate::sql::READ_EVENT)?.column_names(),
+            names,
+            "an event read by id is decoded like every other"
+        );
+        let stored = connection.prepare(crate::sql::STORED_EVENT)?;
+        let expected = [
+            (stored_column::VERSION, "version"),
+            (stored_column::POSITION, "position"),
+            (stored_column::AGGREGATE_TYPE, "aggregate_type"),
+            (stored_column::AGGREGATE_ID, "aggregate_id"),
+        ];
+        let stored_names = stored.column_names();
+        assert_eq!(stored_names.len(), expected.len());
+        for (index, name) in expected {
+            assert_eq!(stored_names[index], name);
+        }
         Ok(())
     }
 

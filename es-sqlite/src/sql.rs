@@ -1,7 +1,7 @@
 //! The schema, the migrations and every SQL statement. Statements take bind parameters only and
 //! are prepared once per connection (`prepare_cached`).
 
-use crate::row::{event_columns, replay_columns};
+use crate::row::{event_columns, replay_columns, stored_columns};
 
 /// One embedded migration.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +124,9 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO events
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 /// Whether an event id is stored: `?1` event_id.
 pub(crate) const EVENT_ID_EXISTS: &str = "SELECT count(*) FROM events WHERE event_id = ?1";
+/// Where an event is stored, to recognise a retried batch: `?1` event_id. A probe of the
+/// unique `event_id` index; no row for an id never stored.
+pub(crate) const STORED_EVENT: &str = concat!("SELECT ", stored_columns!(), " FROM events WHERE event_id = ?1");
 
 // Reads.
 
@@ -140,6 +143,8 @@ macro_rules! stream_slice {
 pub(crate) const READ_STREAM: &str = concat!("SELECT ", event_columns!(), stream_slice!());
 /// What loading an aggregate needs, and no more.
 pub(crate) const REPLAY_STREAM: &str = concat!("SELECT ", replay_columns!(), stream_slice!());
+/// One event by its id: `?1` event_id.
+pub(crate) const READ_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE event_id = ?1");
 /// `?1` after, `?2` limit.
 pub(crate) const READ_ALL: &str = concat!(
     "SELECT ",
@@ -216,6 +221,8 @@ pub(crate) mod tests {
             LAST_RECORDED_AT,
             INSERT_EVENT,
             EVENT_ID_EXISTS,
+            STORED_EVENT,
+            READ_EVENT,
             READ_STREAM,
             REPLAY_STREAM,
             READ_ALL,
@@ -235,9 +242,17 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn stream_reads_use_the_stream_index() -> rusqlite::Result<()> {
+    fn stream_reads_and_lookups_by_id_use_an_index() -> rusqlite::Result<()> {
         let connection = migrated()?;
-        for sql in [READ_STREAM, REPLAY_STREAM, STREAM_VERSION] {
+        // STORED_EVENT runs in every append (the retry probe): a scan would make appends read the table.
+        for sql in [
+            READ_STREAM,
+            REPLAY_STREAM,
+            STREAM_VERSION,
+            STORED_EVENT,
+            READ_EVENT,
+            EVENT_ID_EXISTS,
+        ] {
             let plan: String = connection
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .and_then(|mut statement| {

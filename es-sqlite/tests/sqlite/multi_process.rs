@@ -3,21 +3,26 @@
 //! them the child tests return at once.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use es_core::{CheckpointStore, EventStore, ExpectedVersion, GlobalLog, StoreError, StreamId};
+use es_core::{CheckpointStore, EventStore, ExpectedVersion, GlobalLog, NewEvent, StoreError, StreamId};
 use es_sqlite::SqliteStore;
+use uuid::Uuid;
 
-use crate::support::{event, fresh, read, TestDb};
+use crate::support::{count, event, fresh, fresh_stream, numbered, read, TestDb};
 
 const DB: &str = "ES_SQLITE_CHILD_DB";
 const NAME: &str = "ES_SQLITE_CHILD_NAME";
 const STREAM: &str = "ES_SQLITE_CHILD_STREAM";
 /// A directory where the child says it is ready and the parent says go.
 const SIGNALS: &str = "ES_SQLITE_CHILD_SIGNALS";
+/// The ids of the batch a child appends, comma-separated.
+const EVENT_IDS: &str = "ES_SQLITE_CHILD_EVENT_IDS";
 /// Appends each child attempts.
 const ATTEMPTS: u64 = 100;
+/// The exit code of a child that died right after its append returned, without reporting it.
+const DIED_AFTER_APPEND: i32 = 86;
 
 /// What a parent test shares with its children: a fresh file, and an empty directory beside it
 /// for signals.
@@ -67,8 +72,16 @@ fn wait_for_file(path: &Path, limit: Duration) {
     }
 }
 
-/// Waits (up to 2 minutes) for `child` to exit; returns its standard output.
-fn finish(mut child: Child) -> String {
+/// Waits (up to 2 minutes) for `child` to exit successfully; returns its standard output.
+fn finish(child: Child) -> String {
+    let (status, output) = exited(child);
+    assert!(status.success(), "the child failed ({status}):\n{output}");
+    output
+}
+
+/// Waits (up to 2 minutes) for `child` to exit, however it does; returns how, and its standard
+/// output.
+fn exited(mut child: Child) -> (ExitStatus, String) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(status) = child.try_wait().expect("child status") {
@@ -76,11 +89,11 @@ fn finish(mut child: Child) -> String {
             if let Some(mut stdout) = child.stdout.take() {
                 std::io::Read::read_to_string(&mut stdout, &mut output).expect("child output");
             }
-            assert!(status.success(), "the child failed ({status}):\n{output}");
-            return output;
+            return (status, output);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("a child process did not finish within 2 minutes");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -233,4 +246,110 @@ fn child_holds_claim() {
         tokio::time::sleep(Duration::from_secs(60)).await;
         drop(claim);
     });
+}
+
+/// The batch of the lost-answer test, the same in parent and child: ids from the parent, names
+/// and payloads fixed.
+fn lost_answer_batch(ids: &[Uuid]) -> Vec<NewEvent> {
+    ids.iter()
+        .enumerate()
+        .map(|(n, &event_id)| NewEvent {
+            event_id,
+            ..event("Lost", serde_json::json!({ "n": n }))
+        })
+        .collect()
+}
+
+/// The lost answer, for an embedded database: a process appends a batch, the commit is durable,
+/// and the process dies before anyone sees the outcome. The parent, with no answer, retries the
+/// same batch (the same event ids) with the same expectation: it gets the original outcome,
+/// marked `already_stored`, with the versions and positions the child's append took, and no
+/// second copy is written. A retry with the version it reloads gets the same. The file stays
+/// sound.
+#[test]
+fn a_batch_whose_process_died_before_answering_is_stored_once_when_retried() {
+    let parent = Parent::new();
+    let store = &parent.db.store;
+    let stream = fresh_stream("lost");
+    parent.runtime.block_on(async {
+        // Events of another stream first, so positions and versions differ.
+        parent.db.stream_with("other", 2).await;
+        store
+            .append(&stream, ExpectedVersion::NoStream, numbered(1))
+            .await
+            .expect("the stream's first event");
+    });
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let joined = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+    let child = parent.child(
+        "multi_process::child_appends_then_dies",
+        &[(STREAM, &stream.aggregate_id), (EVENT_IDS, &joined)],
+    );
+    let (status, output) = exited(child);
+    assert_eq!(
+        status.code(),
+        Some(DIED_AFTER_APPEND),
+        "the child must die right after its append returned ({status}):\n{output}"
+    );
+
+    parent.runtime.block_on(async {
+        let batch = lost_answer_batch(&ids);
+        let retried = store
+            .append(&stream, ExpectedVersion::Exact(1), batch.clone())
+            .await
+            .expect("the retry with the same expectation");
+        assert!(retried.already_stored, "the child's append committed: {retried:?}");
+        assert_eq!((retried.previous_version, retried.new_version), (1, 4));
+        let events = read(store, &stream).await;
+        let stored: Vec<(Uuid, u64)> = events.iter().map(|e| (e.event_id, e.version)).collect();
+        let expected: Vec<(Uuid, u64)> = ids.iter().copied().zip(2..).collect();
+        assert_eq!(stored[1..], expected[..], "the batch, once, where the child put it");
+        let positions: Vec<u64> = events[1..].iter().map(|e| e.position).collect();
+        assert_eq!(retried.positions, positions, "the positions the child's append took");
+        assert_eq!(positions, [4, 5, 6]);
+
+        let reloaded = store.stream_version(&stream).await.expect("the version");
+        assert_eq!(reloaded, 4);
+        let again = store
+            .append(&stream, ExpectedVersion::Exact(reloaded), batch)
+            .await
+            .expect("the retry with the reloaded version");
+        assert_eq!(again, retried, "the same original outcome");
+
+        for (id, position) in ids.iter().zip(&positions) {
+            let found = store.read_event(*id).await.expect("read_event").expect("stored");
+            assert_eq!((found.stream.clone(), found.position), (stream.clone(), *position));
+        }
+        assert_eq!(read(store, &stream).await.len(), 4, "retries wrote nothing");
+        assert_eq!(
+            count(store, "SELECT count(*) FROM events").await,
+            6,
+            "nothing anywhere else"
+        );
+        let check: String = store
+            .read(|conn| conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)))
+            .await
+            .expect("integrity check");
+        assert_eq!(check, "ok");
+    });
+}
+
+/// The child of the test above: appends the batch it is given, then dies at once, without a
+/// word about the outcome and without closing the store. `exit` rather than `abort`: for the
+/// file both are a crash (no destructor runs, the connection is never closed, the WAL stays as
+/// the commit left it), and `exit` leaves no core dump behind.
+#[test]
+fn child_appends_then_dies() {
+    let (Ok(path), Ok(ids)) = (std::env::var(DB), std::env::var(EVENT_IDS)) else {
+        return;
+    };
+    let stream = StreamId::new("lost", std::env::var(STREAM).expect("the stream"));
+    let ids: Vec<Uuid> = ids.split(',').map(|id| id.parse().expect("an event id")).collect();
+    let runtime = runtime();
+    let store = runtime.block_on(SqliteStore::open(&path)).expect("open");
+    let appended = runtime.block_on(store.append(&stream, ExpectedVersion::Exact(1), lost_answer_batch(&ids)));
+    if let Err(error) = appended {
+        panic!("the child's append failed: {error}");
+    }
+    std::process::exit(DIED_AFTER_APPEND);
 }
