@@ -54,21 +54,35 @@ impl Apply<NoteAdded> for Case {
 }
 
 /// A command: open the case.
-pub fn open(title: &str) -> impl Fn(&Case) -> Result<Vec<CaseEvent>, std::convert::Infallible> + '_ {
+pub fn open(title: &str) -> impl Fn(&Case) -> Vec<CaseEvent> + '_ {
     move |_| {
-        Ok(vec![CaseOpened {
+        vec![CaseOpened {
             title: title.to_owned(),
         }
-        .into()])
+        .into()]
     }
 }
 
 /// A command: add a note.
-pub fn note(text: &str) -> impl Fn(&Case) -> Result<Vec<CaseEvent>, std::convert::Infallible> + '_ {
+pub fn note(text: &str) -> impl Fn(&Case) -> Vec<CaseEvent> + '_ {
     move |_| {
-        Ok(vec![NoteAdded {
+        vec![NoteAdded {
             text: text.to_owned(),
             priority: 1,
+        }
+        .into()]
+    }
+}
+
+impl Case {
+    /// A command that can be refused: close the case with a last note, once.
+    pub fn close(&self, text: &str) -> Result<Vec<CaseEvent>, String> {
+        if self.notes.last().is_some_and(|last| last.starts_with("closed:")) {
+            return Err("the case is already closed".into());
+        }
+        Ok(vec![NoteAdded {
+            text: format!("closed: {text}"),
+            priority: 9,
         }
         .into()])
     }

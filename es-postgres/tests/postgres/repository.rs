@@ -1,9 +1,9 @@
-//! The `Repository` on PostgreSQL: snapshots that cannot be used are ignored, and time travel by
-//! version and by instant.
+//! The `Repository` on PostgreSQL: snapshots that cannot be used are ignored, time travel by
+//! version and by instant, load–change–save with two copies, and commands sent again.
 
 use std::time::Duration;
 
-use es_core::{Metadata, Repository, Snapshot, SnapshotStore, StreamId, StreamSlice};
+use es_core::{Metadata, Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice};
 use es_postgres::PostgresStore;
 
 use crate::domain::{note, open, Case};
@@ -130,4 +130,60 @@ async fn time_travel_by_version_and_instant() {
     let before_fix = cases.load_at_instant(&id, now).await.expect("load_at_instant");
     assert_eq!((before_fix.version, before_fix.aggregate), (3, expected()));
     assert_eq!(cases.load(&id).await.expect("load").version, 4);
+}
+
+/// The seeds' two copies: both loaded at version 1, the first saved, the second refused with a
+/// typed conflict and nothing of it written.
+#[tokio::test]
+async fn two_copies_loaded_together_cannot_both_be_saved() {
+    let schema = schema().await;
+    let cases = Cases::new(schema.store().clone());
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut new_case = cases.load_for_update(&id).await.expect("load");
+    new_case.decide(open("Printer")).expect("decided");
+    assert_eq!(cases.save(&mut new_case, Metadata::new()).await.expect("saved").version, 1);
+
+    let mut first = cases.load_for_update(&id).await.expect("load");
+    let mut second = cases.load_for_update(&id).await.expect("load");
+    first.decide(note("jammed")).expect("decided");
+    let saved = cases.save(&mut first, Metadata::new()).await.expect("saved");
+    assert_eq!((saved.version, saved.appended.len(), saved.already_stored), (2, 1, false));
+    let stored = cases.events(&id, StreamSlice::from_version(2)).await.expect("read");
+    assert_eq!(saved.appended[0].event_id, stored[0].envelope.event_id);
+    assert_eq!(saved.appended[0].position, stored[0].envelope.position);
+
+    second.decide(note("on fire")).expect("decided");
+    match cases.save(&mut second, Metadata::new()).await {
+        Err(RepositoryError::Conflict(conflict)) => {
+            assert_eq!((conflict.actual, conflict.stream), (2, StreamId::new("case", id.as_str())));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let case = cases.load(&id).await.expect("load");
+    assert_eq!((case.version, case.aggregate.notes), (2, vec!["jammed".to_string()]));
+}
+
+/// A command sent again with the same command id, after it was carried out, gets the original
+/// outcome back, even though the decision would now refuse it.
+#[tokio::test]
+async fn a_command_sent_again_is_answered_with_its_original_outcome() {
+    let schema = schema().await;
+    let cases = Cases::new(schema.store().clone());
+    let id = uuid::Uuid::now_v7().to_string();
+    cases.execute(&id, Metadata::new(), open("Printer")).await.expect("open");
+    let request = uuid::Uuid::now_v7();
+    let close = |case: &Case| case.close("fixed");
+    let first = cases
+        .execute(&id, Metadata::new().with_command_id(request), close)
+        .await
+        .expect("closed");
+    let again = cases
+        .execute(&id, Metadata::new().with_command_id(request), close)
+        .await
+        .expect("recognised");
+    assert!(again.already_stored);
+    assert_eq!((again.version, &again.appended, &again.events), (first.version, &first.appended, &first.events));
+    let refused = cases.execute(&id, Metadata::new(), close).await;
+    assert!(refused.is_err(), "another command is refused: {refused:?}");
+    assert_eq!(cases.load(&id).await.expect("load").version, 2, "closed once");
 }

@@ -41,10 +41,31 @@ pub async fn run(backend: &Backend) -> Outcome {
     }
 }
 
+/// Executes one step and prints what became of it.
+async fn execute<S: EventStore>(
+    tickets: &Repository<Ticket, S>,
+    id: &str,
+    what: &str,
+    metadata: Metadata,
+    decide: fn(&Ticket) -> Result<Vec<TicketEvent>, TicketError>,
+) -> Outcome {
+    match tickets.execute(id, metadata, decide).await {
+        Ok(done) if done.already_stored => println!(
+            "  ok       {what:<40} -> version {} (already stored: nothing appended)",
+            done.version
+        ),
+        Ok(done) => println!("  ok       {what:<40} -> version {}", done.version),
+        Err(CommandError::Rejected(error)) => println!("  refused  {what:<40} -> {error}"),
+        Err(other) => return Err(other.into()),
+    }
+    Ok(())
+}
+
 async fn play<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -> Outcome {
     let tickets = Repository::<Ticket, S>::new(store.clone()).with_snapshot_every(5);
     let id = format!("T-{}", &Uuid::now_v7().simple().to_string()[20..]);
-    let request = |actor: &str| Metadata::new().with_actor(actor).with_causation_id(Uuid::now_v7());
+    // Each request carries its own command id, as a client would send it: the idempotency key.
+    let request = |actor: &str| Metadata::new().with_actor(actor).with_command_id(Uuid::now_v7());
     let conversation = Uuid::now_v7();
 
     println!("\n== Commands on ticket {id}");
@@ -78,13 +99,14 @@ async fn play<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -> Outc
         }),
         ("lead assigns bob", request("agent:carol"), |t| t.assign("bob")),
     ];
+    let resent = steps[2].clone();
     for (what, metadata, decide) in steps {
-        match tickets.execute(&id, metadata, decide).await {
-            Ok(done) => println!("  ok       {what:<40} -> version {}", done.version),
-            Err(CommandError::Rejected(error)) => println!("  refused  {what:<40} -> {error}"),
-            Err(other) => return Err(other.into()),
-        }
+        execute(&tickets, &id, what, metadata, decide).await?;
     }
+    // The answer to alice's comment was lost and her client sends the same request again: it is
+    // recognised by its command id and answered with the original outcome, not appended twice.
+    let (_, metadata, decide) = resent;
+    execute(&tickets, &id, "alice's comment, sent again", metadata, decide).await?;
 
     println!("\n== The stream, as stored");
     let history = tickets.events(&id, StreamSlice::all()).await?;
