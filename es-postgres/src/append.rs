@@ -1,5 +1,7 @@
 //! Appends: one statement that checks the expected version and inserts the batch, and what a
-//! failed statement means.
+//! failed or refused statement means, a batch stored before (a retry) included.
+
+use std::collections::HashSet;
 
 use es_core::{AppendOutcome, ConcurrencyConflict, ExpectedVersion, NewEvent, StoreError, StreamId};
 use sqlx::{Executor, Postgres, Row};
@@ -8,7 +10,7 @@ use uuid::Uuid;
 use crate::error::PostgresError;
 use crate::fault::store_error;
 use crate::read;
-use crate::row::{negative_version, Batch};
+use crate::row::{negative_version, stored_event, Batch, StoredEvent};
 use crate::sql::{Expectation, EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT};
 use crate::PostgresStore;
 
@@ -63,6 +65,16 @@ impl PostgresStore {
     ///   aborts it, as any failed statement does in PostgreSQL: a lost race on a version
     ///   (reported as a conflict, without retries), a duplicate event id, a payload that is not
     ///   JSON. Roll back, and retry the whole transaction if it makes sense.
+    /// - A batch that is already stored, committed by an earlier transaction (a retry of a
+    ///   transaction whose commit went unanswered), is recognised as by
+    ///   [`EventStore::append`](es_core::EventStore::append): the call writes nothing and returns
+    ///   the original outcome with [`AppendOutcome::already_stored`] set. The transaction is
+    ///   then still usable if the stream was not at `expected` (the statement refused), and
+    ///   aborted if it was (the statement failed on the unique `event_id`): **on
+    ///   `already_stored`, roll back**. The transaction that stored the batch committed whatever
+    ///   it wrote with it. The stored events are looked up on the pool, after the statement and
+    ///   outside the transaction (which may be aborted): events this transaction wrote itself
+    ///   are not seen there, and the lookup needs a second connection of the pool.
     /// - Listeners of [`PostgresStore::wake_up`] are not told: the events are not committed
     ///   yet when this returns. Call [`PostgresStore::notify_listeners`] after the commit, or let
     ///   projection runners find the events at their next poll.
@@ -74,19 +86,23 @@ impl PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
         let batch = Batch::new(stream, events)?;
-        match execute(self, conn, stream, expected, &batch).await {
-            Ok(verdict) => verdict.into_outcome(stream, expected, batch.len()),
-            Err(error) => match explain_failure(self, error, stream, &batch).await {
-                Failure::VersionTaken(actual) => Err(conflict(stream, expected, actual)),
-                Failure::Final(error) => Err(error),
-            },
+        let error = match execute(self, conn, stream, expected, &batch).await {
+            Ok(verdict) => return settle(self, verdict, stream, expected, &batch).await,
+            Err(error) => error,
+        };
+        match explain_failure(self, error, stream, &batch).await {
+            Failure::AlreadyStored(outcome) => Ok(outcome),
+            Failure::VersionTaken(actual) => Err(conflict(stream, expected, actual)),
+            // No conflict check on the pool here: it cannot see what this transaction wrote.
+            Failure::DuplicateEventId(error) | Failure::Final(error) => Err(error),
         }
     }
 }
 
 /// [`EventStore::append`](es_core::EventStore::append): one statement on the pool, run again
 /// while it loses races on a version its expectation still accepts; listeners are woken after
-/// the commit.
+/// the commit. A batch stored before is recognised on the failure paths only, so the happy path
+/// stays one round trip.
 pub(crate) async fn append(
     store: &PostgresStore,
     stream: &StreamId,
@@ -99,8 +115,8 @@ pub(crate) async fn append(
         attempts += 1;
         let error = match execute(store, &store.pool, stream, expected, &batch).await {
             Ok(verdict) => {
-                let outcome = verdict.into_outcome(stream, expected, batch.len())?;
-                if outcome.new_version > outcome.previous_version {
+                let outcome = settle(store, verdict, stream, expected, &batch).await?;
+                if !outcome.already_stored && outcome.new_version > outcome.previous_version {
                     store.notify_listeners();
                 }
                 return Ok(outcome);
@@ -108,12 +124,16 @@ pub(crate) async fn append(
             Err(error) => error,
         };
         match explain_failure(store, error, stream, &batch).await {
+            Failure::AlreadyStored(outcome) => return Ok(outcome),
             // Another writer took the version between our read and our insert. Nothing was
             // written; if the expectation still holds (Any, StreamExists), go again.
             Failure::VersionTaken(actual) if expected.accepts(actual) && attempts < MAX_APPEND_ATTEMPTS => {
                 tracing::debug!(stream = %stream, attempts, "lost a race on a version; appending again");
             }
             Failure::VersionTaken(actual) => return Err(conflict(stream, expected, actual)),
+            Failure::DuplicateEventId(duplicate) => {
+                return Err(conflict_first(store, stream, expected, duplicate).await);
+            }
             Failure::Final(error) => return Err(error),
         }
     }
@@ -142,12 +162,57 @@ where
         accepted: row.try_get("accepted")?,
         fresh: row.try_get("fresh")?,
         fits: row.try_get("fits")?,
-        inserted: row.try_get("inserted")?,
+        positions: row.try_get("positions")?,
     })
 }
 
-/// Turns a failed append statement into the error to return, reading what it needs (the
-/// actual version, the duplicate id) on the pool: only this failure path pays the query.
+/// The outcome of a statement that ran: the append, or its refusal, unless the refused batch
+/// turns out to be stored already (a retry whose first answer was lost).
+async fn settle(
+    store: &PostgresStore,
+    verdict: Verdict,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    batch: &Batch,
+) -> Result<AppendOutcome, StoreError> {
+    // A retry finds the stream past the version it expected, or stale for the transaction:
+    // the statement refuses and only then do we look for the batch. A failed lookup is returned
+    // rather than the refusal: a caller acting on a conflict could redo a done command, while a
+    // caller retrying after an outage will have the batch recognised.
+    if verdict.refused() {
+        let stored = stored_events(store, batch).await?;
+        if let Some(outcome) = already_stored(stream, batch, &stored) {
+            return Ok(outcome);
+        }
+    }
+    verdict.into_outcome(stream, expected, batch.len())
+}
+
+/// Where the batch's ids are stored, if anywhere: one query on the pool (the caller's
+/// transaction may be aborted), on the failure paths only.
+async fn stored_events(store: &PostgresStore, batch: &Batch) -> Result<Vec<StoredEvent>, StoreError> {
+    if batch.ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&store.sql.stored_events)
+        .bind(batch.ids.as_slice())
+        .fetch_all(&store.pool)
+        .await
+        .map_err(store_error)?;
+    rows.iter().map(stored_event).collect()
+}
+
+/// The original outcome, when `stored` (the events carrying the batch's ids) is the batch stored
+/// in `stream`, in order: the rule es-core defines for every backend.
+fn already_stored(stream: &StreamId, batch: &Batch, stored: &[StoredEvent]) -> Option<AppendOutcome> {
+    let outcome = AppendOutcome::from_stored(stream, &batch.ids, stored.iter().map(StoredEvent::as_ref).collect())?;
+    tracing::debug!(stream = %stream, "the batch was stored before: nothing written");
+    Some(outcome)
+}
+
+/// Explains a failed append statement, reading what it needs on the pool: only the failure
+/// paths pay the queries. A unique violation may be a retry of a batch stored before, so the
+/// batch's ids are looked up first.
 async fn explain_failure(store: &PostgresStore, error: sqlx::Error, stream: &StreamId, batch: &Batch) -> Failure {
     if let Some(db) = error
         .as_database_error()
@@ -163,27 +228,38 @@ async fn explain_failure(store: &PostgresStore, error: sqlx::Error, stream: &Str
         .filter(|db| db.code().as_deref() == Some(UNIQUE_VIOLATION))
         .and_then(|db| db.constraint())
         .map(str::to_owned);
-    match constraint.as_deref() {
-        Some(STREAM_VERSION_CONSTRAINT) => match read::stream_version(store, stream).await {
+    let version_taken = match constraint.as_deref() {
+        Some(STREAM_VERSION_CONSTRAINT) => true,
+        Some(EVENT_ID_CONSTRAINT) => false,
+        _ => return Failure::Final(store_error(error)),
+    };
+    let stored = match stored_events(store, batch).await {
+        Ok(stored) => stored,
+        Err(lookup) => return Failure::Final(lookup),
+    };
+    if let Some(outcome) = already_stored(stream, batch, &stored) {
+        return Failure::AlreadyStored(outcome);
+    }
+    if version_taken {
+        match read::stream_version(store, stream).await {
             Ok(actual) => Failure::VersionTaken(actual),
             Err(error) => Failure::Final(error),
-        },
-        Some(EVENT_ID_CONSTRAINT) => Failure::Final(duplicate_event_id(store, error, stream, batch).await),
-        _ => Failure::Final(store_error(error)),
+        }
+    } else {
+        Failure::DuplicateEventId(duplicate_event_id(error, stream, batch, &stored))
     }
 }
 
-/// The error for a violated unique `event_id`: which id of the batch is taken.
-async fn duplicate_event_id(store: &PostgresStore, error: sqlx::Error, stream: &StreamId, batch: &Batch) -> StoreError {
-    let stored: Result<Option<Uuid>, _> = sqlx::query_scalar(&store.sql.existing_event_id)
-        .bind(batch.ids.as_slice())
-        .fetch_optional(&store.pool)
-        .await;
-    let event_id = match stored {
-        Ok(Some(event_id)) => Some(event_id),
-        Ok(None) => repeated_id(&batch.ids),
-        Err(lookup) => return store_error(lookup),
-    };
+/// The error for a violated unique `event_id`: the first id of the batch that is stored, or
+/// that the batch repeats.
+fn duplicate_event_id(error: sqlx::Error, stream: &StreamId, batch: &Batch, stored: &[StoredEvent]) -> StoreError {
+    let stored: HashSet<Uuid> = stored.iter().map(|event| event.event_id).collect();
+    let event_id = batch
+        .ids
+        .iter()
+        .copied()
+        .find(|id| stored.contains(id))
+        .or_else(|| repeated_id(&batch.ids));
     match event_id {
         Some(event_id) => StoreError::DuplicateEventId {
             stream: stream.clone(),
@@ -192,6 +268,22 @@ async fn duplicate_event_id(store: &PostgresStore, error: sqlx::Error, stream: &
         // The clashing row is not visible: it was written earlier in the caller's (now
         // aborted) transaction. Report the database's error as it is.
         None => store_error(error),
+    }
+}
+
+/// A duplicate id found by a statement whose expectation held on its snapshot: a writer that
+/// committed meanwhile may have moved the stream, and a stream not at `expected` is a conflict
+/// first (the contract's precedence). If the version cannot be read, the duplicate stands:
+/// nothing was written either way.
+async fn conflict_first(
+    store: &PostgresStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    duplicate: StoreError,
+) -> StoreError {
+    match read::stream_version(store, stream).await {
+        Ok(actual) if !expected.accepts(actual) => conflict(stream, expected, actual),
+        _ => duplicate,
     }
 }
 
@@ -205,11 +297,16 @@ struct Verdict {
     fresh: bool,
     /// Whether the batch fit the transaction's remaining positions.
     fits: bool,
-    /// How many events were inserted.
-    inserted: i64,
+    /// The positions of the inserted events, in batch order; `None` when nothing was inserted.
+    positions: Option<Vec<i64>>,
 }
 
 impl Verdict {
+    /// Whether the statement refused the batch (and so wrote nothing).
+    fn refused(&self) -> bool {
+        !(self.accepted && self.fits && self.fresh)
+    }
+
     fn into_outcome(
         self,
         stream: &StreamId,
@@ -231,22 +328,30 @@ impl Verdict {
         if !self.fresh {
             return Err(PostgresError::StaleTransaction { stream: stream.clone() }.into());
         }
-        if usize::try_from(self.inserted).ok() != Some(len) {
-            let message = format!("inserted {} of {len} events into {stream}", self.inserted);
+        let positions = self.positions.unwrap_or_default();
+        if positions.len() != len {
+            let message = format!("inserted {} of {len} events into {stream}", positions.len());
             return Err(PostgresError::Unexpected(message).into());
         }
-        Ok(AppendOutcome {
-            previous_version: current,
-            new_version: current + len as u64,
-        })
+        let positions = positions
+            .into_iter()
+            .map(u64::try_from)
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(|_| PostgresError::Unexpected(format!("a negative position inserted into {stream}")))?;
+        Ok(AppendOutcome::new(current, positions))
     }
 }
 
 /// A failed append statement, explained.
 enum Failure {
+    /// The batch had been stored before (a retry): its original outcome. Nothing was written.
+    AlreadyStored(AppendOutcome),
     /// The unique (stream, version) constraint fired: another writer committed first. The
     /// stream's version after that.
     VersionTaken(u64),
+    /// The unique `event_id` constraint fired and the batch is not a retry: the error to return,
+    /// unless the stream has moved past `expected` meanwhile (a conflict comes first).
+    DuplicateEventId(StoreError),
     /// The error to return.
     Final(StoreError),
 }
@@ -262,6 +367,6 @@ fn conflict(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> StoreE
 
 /// The first id that occurs twice in `ids`.
 fn repeated_id(ids: &[Uuid]) -> Option<Uuid> {
-    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    let mut seen = HashSet::with_capacity(ids.len());
     ids.iter().copied().find(|id| !seen.insert(*id))
 }

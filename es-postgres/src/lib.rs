@@ -52,16 +52,23 @@
 //! CTE reads the stream's last version, checks the [`ExpectedVersion`](es_core::ExpectedVersion),
 //! and only if it holds inserts the whole batch from `unnest(...) WITH ORDINALITY` (one array per
 //! column, payloads bound as text and cast to `jsonb` by the server), numbering versions from the
-//! current one. It returns the version it read and the number of rows inserted, so a refused
-//! expectation is a [`ConcurrencyConflict`](es_core::ConcurrencyConflict) with the actual
+//! current one. It returns the version it read and the positions of the rows inserted, so a
+//! refused expectation is a [`ConcurrencyConflict`](es_core::ConcurrencyConflict) with the actual
 //! version at no extra cost. Two writers that both pass the check collide on the unique
 //! `(aggregate_type, aggregate_id, version)` constraint: the second waits for the first to commit
 //! and then fails with SQLSTATE 23505 on that constraint, and nothing of its batch is written.
-//! The store then reads the actual version (the only extra query, on this path only) and returns
-//! the conflict, or, if the expectation still holds (`Any`, `StreamExists`), appends again. A
-//! violation of the unique `event_id` constraint is
-//! [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId). Errors are told
-//! apart by SQLSTATE and constraint name, never by message text.
+//! The store then reads the actual version and returns the conflict, or, if the expectation
+//! still holds (`Any`, `StreamExists`), appends again. A violation of the unique `event_id`
+//! constraint is [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId). Errors
+//! are told apart by SQLSTATE and constraint name, never by message text.
+//!
+//! Appends are idempotent by event id, as the [`EventStore`](es_core::EventStore) contract
+//! requires: a retry of a batch whose first answer was lost (the connection broke after the
+//! commit) finds the stream past its expected version, or collides on `event_id`. On those
+//! failure paths only, one more query looks the batch's ids up; when the batch is stored, in
+//! order, in that stream, the append returns the original outcome (versions and positions) with
+//! [`already_stored`](es_core::AppendOutcome::already_stored) set and writes nothing. The happy
+//! path stays one statement.
 //!
 //! [`PostgresStore::append_in_transaction`] runs the same statement inside the caller's own
 //! transaction, so the events commit atomically with other rows (an outbox, a read model).

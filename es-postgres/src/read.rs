@@ -1,5 +1,5 @@
-//! Reads: one stream (whole events, or the zero-copy replay), a stream's version, and the global
-//! order (`read_all`, `tail`).
+//! Reads: one stream (whole events, or the zero-copy replay), one event by id, a stream's
+//! version, and the global order (`read_all`, `tail`).
 
 use chrono::{DateTime, Utc};
 use es_core::{RecordedEvent, ReplayFn, StoreError, StreamId, StreamSlice, Tail};
@@ -8,6 +8,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
+use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::fault::store_error;
@@ -56,6 +57,17 @@ fn slice_query<'q>(sql: &'q str, stream: &'q StreamId, slice: StreamSlice) -> Qu
         .bind(saturating_i64(slice.from_version))
         .bind(slice.to_version.map_or(i64::MAX, saturating_i64))
         .bind(slice.recorded_until)
+}
+
+/// [`EventStore::read_event`](es_core::EventStore::read_event): one query on the unique
+/// `event_id` index.
+pub(crate) async fn read_event(store: &PostgresStore, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+    let row = sqlx::query(&store.sql.read_event)
+        .bind(event_id)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(store_error)?;
+    row.as_ref().map(recorded_event).transpose()
 }
 
 /// [`EventStore::stream_version`](es_core::EventStore::stream_version).

@@ -3,7 +3,7 @@
 use es_core::ExpectedVersion;
 
 use crate::error::PostgresError;
-use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS};
+use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS, STORED_EVENT_COLUMNS};
 
 /// Bits of a position that number the events of one transaction: `position = xid << 20 | n`.
 pub(crate) const POSITION_SHIFT: u32 = 20;
@@ -201,7 +201,10 @@ pub(crate) struct Statements {
     pub stream_version: String,
     pub read_all: String,
     pub tail: String,
-    pub existing_event_id: String,
+    /// Where the ids `$1` are stored, decoded by `row::stored_event`.
+    pub stored_events: String,
+    /// One whole event by its id, `$1`.
+    pub read_event: String,
     pub save_snapshot: String,
     pub load_snapshot: String,
     pub checkpoints: CheckpointStatements,
@@ -278,6 +281,9 @@ impl Statements {
             // scalar subqueries (init plans), evaluated on first use only, so a refused or empty
             // append never assigns an xid and commits without a WAL flush.
             //
+            // It returns the positions the rows were stored at, in batch order (versions grow
+            // with the batch), NULL when nothing was inserted: the outcome names what is stored.
+            //
             // $1 aggregate_type, $2 aggregate_id, $3 and $4 the expectation (`Expectation`),
             // $5..$9 the batch as parallel arrays (`Batch::bind`).
             append: format!(
@@ -318,9 +324,10 @@ impl Statements {
                      CROSS JOIN unnest($5::uuid[], $6::text[], $7::int[], $8::text[], $9::text[])
                          WITH ORDINALITY AS e(event_id, event_name, schema_version, payload, metadata, n)
                      WHERE v.accepted AND v.fresh AND v.fits
-                     RETURNING 1
+                     RETURNING position, version
                  )
-                 SELECT cur_version, accepted, fresh, fits, (SELECT count(*) FROM inserted) AS inserted
+                 SELECT cur_version, accepted, fresh, fits,
+                        (SELECT array_agg(position ORDER BY version) FROM inserted) AS positions
                  FROM verdict"
             ),
             read_stream: format!(
@@ -364,7 +371,12 @@ impl Statements {
                      LIMIT 1
                  ) AS head ON true"
             ),
-            existing_event_id: format!("SELECT event_id FROM {s}.events WHERE event_id = ANY($1) LIMIT 1"),
+            // Only on the failure paths of an append: where the batch's ids are stored, if
+            // anywhere (a retried batch, or a duplicate id). `$1` the batch's ids.
+            stored_events: format!(
+                "SELECT {STORED_EVENT_COLUMNS} FROM {s}.events WHERE event_id = ANY($1)"
+            ),
+            read_event: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = $1"),
             save_snapshot: format!(
                 "INSERT INTO {s}.snapshots AS stored (aggregate_type, aggregate_id, version, revision, state, taken_at)
                  VALUES ($1, $2, $3, $4, $5::jsonb, $6)

@@ -12,6 +12,7 @@ use es_core::{
 use futures_core::stream::BoxStream;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
+use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::notify::Notifier;
@@ -192,6 +193,10 @@ impl EventStore for PostgresStore {
         apply: &mut ReplayFn<'_>,
     ) -> Result<(), StoreError> {
         read::replay_stream(self, stream, slice, apply).await
+    }
+
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        read::read_event(self, event_id).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {

@@ -10,6 +10,8 @@
 //!   name, so tests never see each other's events.
 //! - [`TestServer`]: a server of a test's own for fault tests, to stop as a crash would and start
 //!   again on the same URL. Never `DATABASE_URL`'s server, so it always needs the binaries.
+//! - [`CuttingProxy`]: a TCP proxy in front of a server that cuts a connection after the server
+//!   committed a marked statement and before its answer reaches the client: a lost answer.
 //!
 //! A small watchdog process stops each throwaway server and deletes its directory once the test
 //! process has exited, however it exits. When running as root, the servers run as the
@@ -27,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod cluster;
+mod proxy;
 mod server;
 
 use std::ops::Deref;
@@ -37,6 +40,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::Connection;
 
 use crate::cluster::Cluster;
+pub use crate::proxy::CuttingProxy;
 pub use crate::server::TestServer;
 
 /// The message when no server can be found.

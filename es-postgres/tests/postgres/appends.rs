@@ -132,7 +132,8 @@ async fn payloads_must_be_json() {
     assert_eq!(schema.stream_version(&stream).await.expect("version"), 0);
 }
 
-/// Several appends in one transaction get consecutive positions and commit together.
+/// Several appends in one transaction get consecutive positions, each append reporting its
+/// own, and commit together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_in_one_transaction_are_numbered_in_order() {
     let schema = schema().await;
@@ -172,6 +173,11 @@ async fn appends_in_one_transaction_are_numbered_in_order() {
     assert!(
         all.windows(2).all(|w| w[0].position + 1 == w[1].position),
         "one transaction, consecutive"
+    );
+    let stored: Vec<u64> = all[3..].iter().map(|e| e.position).collect();
+    assert_eq!(
+        outcome.positions, stored,
+        "an append names the positions its events got"
     );
 }
 

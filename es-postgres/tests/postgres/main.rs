@@ -10,6 +10,7 @@ mod appends;
 mod bad_data;
 mod conformance;
 mod failures;
+mod idempotency;
 mod migrations;
 mod projection_faults;
 mod read_all;
