@@ -110,7 +110,11 @@ struct Tally {
     elapsed: Duration,
 }
 
-async fn run<S: EventStore + Clone + 'static>(store: S, policy: RetryPolicy, options: &Options) -> Result<Tally, String> {
+async fn run<S: EventStore + Clone + 'static>(
+    store: S,
+    policy: RetryPolicy,
+    options: &Options,
+) -> Result<Tally, String> {
     let repo = Arc::new(Repository::<Conference, _>::new(store).with_retry(policy));
     let conference = uuid::Uuid::now_v7().to_string();
     let started = Instant::now();
@@ -121,7 +125,12 @@ async fn run<S: EventStore + Clone + 'static>(store: S, policy: RetryPolicy, opt
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             for _ in 0..share {
-                let reserve = |conference: &Conference| vec![SeatReserved { seat: conference.reserved + 1 }.into()];
+                let reserve = |conference: &Conference| {
+                    vec![SeatReserved {
+                        seat: conference.reserved + 1,
+                    }
+                    .into()]
+                };
                 match repo.execute(conference.as_str(), Metadata::new(), reserve).await {
                     Ok(done) => tally.attempts.push(done.attempts),
                     Err(CommandError::Conflict { attempts, .. }) => {
@@ -141,10 +150,16 @@ async fn run<S: EventStore + Clone + 'static>(store: S, policy: RetryPolicy, opt
         total.attempts.extend(tally.attempts);
     }
     total.elapsed = started.elapsed();
-    let stored = repo.load(conference.as_str()).await.map_err(|error| error.to_string())?;
+    let stored = repo
+        .load(conference.as_str())
+        .await
+        .map_err(|error| error.to_string())?;
     let accepted = options.commands - total.gave_up;
     if stored.aggregate.reserved as usize != accepted {
-        return Err(format!("{accepted} commands accepted but {} seats stored", stored.aggregate.reserved));
+        return Err(format!(
+            "{accepted} commands accepted but {} seats stored",
+            stored.aggregate.reserved
+        ));
     }
     Ok(total)
 }

@@ -141,13 +141,19 @@ async fn two_copies_loaded_together_cannot_both_be_saved() {
     let id = uuid::Uuid::now_v7().to_string();
     let mut new_case = cases.load_for_update(&id).await.expect("load");
     new_case.decide(open("Printer")).expect("decided");
-    assert_eq!(cases.save(&mut new_case, Metadata::new()).await.expect("saved").version, 1);
+    assert_eq!(
+        cases.save(&mut new_case, Metadata::new()).await.expect("saved").version,
+        1
+    );
 
     let mut first = cases.load_for_update(&id).await.expect("load");
     let mut second = cases.load_for_update(&id).await.expect("load");
     first.decide(note("jammed")).expect("decided");
     let saved = cases.save(&mut first, Metadata::new()).await.expect("saved");
-    assert_eq!((saved.version, saved.appended.len(), saved.already_stored), (2, 1, false));
+    assert_eq!(
+        (saved.version, saved.appended.len(), saved.already_stored),
+        (2, 1, false)
+    );
     let stored = cases.events(&id, StreamSlice::from_version(2)).await.expect("read");
     assert_eq!(saved.appended[0].event_id, stored[0].envelope.event_id);
     assert_eq!(saved.appended[0].position, stored[0].envelope.position);
@@ -155,7 +161,10 @@ async fn two_copies_loaded_together_cannot_both_be_saved() {
     second.decide(note("on fire")).expect("decided");
     match cases.save(&mut second, Metadata::new()).await {
         Err(RepositoryError::Conflict(conflict)) => {
-            assert_eq!((conflict.actual, conflict.stream), (2, StreamId::new("case", id.as_str())));
+            assert_eq!(
+                (conflict.actual, conflict.stream),
+                (2, StreamId::new("case", id.as_str()))
+            );
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -170,7 +179,10 @@ async fn a_command_sent_again_is_answered_with_its_original_outcome() {
     let schema = schema().await;
     let cases = Cases::new(schema.store().clone());
     let id = uuid::Uuid::now_v7().to_string();
-    cases.execute(&id, Metadata::new(), open("Printer")).await.expect("open");
+    cases
+        .execute(&id, Metadata::new(), open("Printer"))
+        .await
+        .expect("open");
     let request = uuid::Uuid::now_v7();
     let close = |case: &Case| case.close("fixed");
     let first = cases
@@ -182,7 +194,10 @@ async fn a_command_sent_again_is_answered_with_its_original_outcome() {
         .await
         .expect("recognised");
     assert!(again.already_stored);
-    assert_eq!((again.version, &again.appended, &again.events), (first.version, &first.appended, &first.events));
+    assert_eq!(
+        (again.version, &again.appended, &again.events),
+        (first.version, &first.appended, &first.events)
+    );
     let refused = cases.execute(&id, Metadata::new(), close).await;
     assert!(refused.is_err(), "another command is refused: {refused:?}");
     assert_eq!(cases.load(&id).await.expect("load").version, 2, "closed once");
