@@ -529,6 +529,28 @@ fn sections(existing: &str) -> BenchResult<Vec<(String, String)>> {
     Ok(found)
 }
 
+/// The hand-written sections of `kept` that no store's section places (figures of other
+/// binaries, such as `contention`), as they were, in their order.
+fn other_hand_written(kept: &[(String, String)]) -> String {
+    let placed = |name: &str| name == SQLITE_NOTES || Backend::ALL.iter().any(|backend| backend.id() == name);
+    let mut body = String::new();
+    for (name, notes) in kept.iter().filter(|(name, _)| !placed(name)) {
+        write_kept(&mut body, name, notes);
+    }
+    body
+}
+
+/// Writes the hand-written section `name` with its markers.
+fn write_kept(body: &mut String, name: &str, notes: &str) {
+    let _ = write!(
+        body,
+        "{} (written by hand; every run keeps it) -->\n{}{}\n\n",
+        begin_marker(name).trim_end_matches(" -->"),
+        notes,
+        end_marker(name)
+    );
+}
+
 /// The hand-written notes kept after the SQLite section: the analysis of targets not met.
 const SQLITE_NOTES: &str = "sqlite-notes";
 
@@ -571,16 +593,11 @@ pub fn document(results: &Results, existing: Option<&str>) -> BenchResult<String
         );
         if backend == Backend::Sqlite {
             if let Some(notes) = kept_section(SQLITE_NOTES) {
-                let _ = write!(
-                    body,
-                    "{} (written by hand; every run keeps it) -->\n{}{}\n\n",
-                    begin_marker(SQLITE_NOTES).trim_end_matches(" -->"),
-                    notes,
-                    end_marker(SQLITE_NOTES)
-                );
+                write_kept(&mut body, SQLITE_NOTES, &notes);
             }
         }
     }
+    body.push_str(&other_hand_written(&kept));
     Ok(format!(
         r#"# Benchmarks
 
@@ -642,6 +659,17 @@ mod tests {
             ]
         );
         assert!(sections("# Title\n").expect("no sections").is_empty());
+    }
+
+    #[test]
+    fn hand_written_sections_of_other_binaries_are_kept() {
+        let doc = "<!-- es-bench:begin postgres -->\nfigures\n<!-- es-bench:end postgres -->\n\
+                   <!-- es-bench:begin contention (by hand) -->\n| table |\n<!-- es-bench:end contention -->\n";
+        let kept = other_hand_written(&sections(doc).expect("well formed"));
+        assert_eq!(
+            sections(&kept).expect("well formed"),
+            vec![("contention".to_owned(), "| table |\n".to_owned())]
+        );
     }
 
     #[test]

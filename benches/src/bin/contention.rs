@@ -57,10 +57,11 @@ fn policies() -> Vec<(&'static str, RetryPolicy)> {
     vec![
         ("4 attempts, no backoff (before)", no_wait(4)),
         ("10 attempts, no backoff", no_wait(10)),
-        ("6 attempts, 1-100 ms jitter", jittered(6, 1, 100)),
-        ("10 attempts, 1-100 ms jitter (default)", RetryPolicy::default()),
+        ("10 attempts, 1-100 ms jitter", jittered(10, 1, 100)),
         ("16 attempts, 1-100 ms jitter", jittered(16, 1, 100)),
         ("10 attempts, 5-200 ms jitter", jittered(10, 5, 200)),
+        ("12 attempts, 5-200 ms jitter", jittered(12, 5, 200)),
+        ("12 attempts, 10-400 ms jitter (default)", RetryPolicy::default()),
     ]
 }
 
