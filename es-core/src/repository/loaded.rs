@@ -1,14 +1,12 @@
 //! Load–change–save: an aggregate loaded for a change records its new events, and saving
 //! appends them expecting the version it was loaded at.
 
-use std::borrow::Borrow;
-use std::fmt::Display;
 use std::ops::Deref;
 
 use uuid::Uuid;
 
 use super::command::{command_metadata, AppendedEvent, Decision};
-use super::{AsOf, Repository, RepositoryError, Versioned};
+use super::{AsOf, IdRef, Repository, RepositoryError, Versioned};
 use crate::aggregate::Aggregate;
 use crate::metadata::Metadata;
 use crate::record::{command_event_id, encode_batch};
@@ -144,11 +142,7 @@ where
     /// assert_eq!(orders.load("O-1").await?.aggregate.items, ["product-A", "product-C"]);
     /// # Ok(()) }
     /// ```
-    pub async fn load_for_update<Q>(&self, id: &Q) -> Result<Loaded<A>, RepositoryError>
-    where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
-    {
+    pub async fn load_for_update<Q: IdRef<A::Id> + ?Sized>(&self, id: &Q) -> Result<Loaded<A>, RepositoryError> {
         let stream = Self::stream_id(id);
         let Versioned { aggregate, version } = self.rehydrate(&stream, AsOf::Latest).await?;
         Ok(Loaded {

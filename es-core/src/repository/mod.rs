@@ -106,6 +106,13 @@ impl<E> From<StoreError> for CommandError<E> {
     }
 }
 
+/// How the repository takes an aggregate's id: by reference to anything the id type borrows as
+/// (`&str` for a `String` id, as well as `&String`), which must print as the id does: its
+/// [`Display`] form names the stream.
+pub trait IdRef<Id: ?Sized>: Display {}
+
+impl<Q: Display + ?Sized, Id: Borrow<Q>> IdRef<Id> for Q {}
+
 /// Which state to load.
 #[derive(Debug, Clone, Copy)]
 enum AsOf {
@@ -135,7 +142,7 @@ enum AsOf {
 /// ```
 ///
 /// Ids are taken by reference to anything the aggregate's id type borrows as (`&str` for a
-/// `String` id); its [`Display`] form names the stream, so it must print as the id does.
+/// `String` id): see [`IdRef`].
 pub struct Repository<A, S> {
     store: S,
     snapshots: Option<Snapshots>,
@@ -244,48 +251,40 @@ where
     }
 
     /// The stream that holds the events of aggregate `id`.
-    pub fn stream_id<Q>(id: &Q) -> StreamId
-    where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
-    {
+    pub fn stream_id<Q: IdRef<A::Id> + ?Sized>(id: &Q) -> StreamId {
         StreamId::new(A::TYPE, id.to_string())
     }
 
     /// Loads the current state of aggregate `id` (from the latest usable snapshot and the events
     /// after it). An aggregate with no events loads as `A::default()` at version 0.
-    pub async fn load<Q>(&self, id: &Q) -> Result<Versioned<A>, RepositoryError>
-    where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
-    {
+    pub async fn load<Q: IdRef<A::Id> + ?Sized>(&self, id: &Q) -> Result<Versioned<A>, RepositoryError> {
         self.rehydrate(&Self::stream_id(id), AsOf::Latest).await
     }
 
     /// Time travel: the state after the last event at or below `version`.
-    pub async fn load_at_version<Q>(&self, id: &Q, version: u64) -> Result<Versioned<A>, RepositoryError>
-    where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
-    {
+    pub async fn load_at_version<Q: IdRef<A::Id> + ?Sized>(
+        &self,
+        id: &Q,
+        version: u64,
+    ) -> Result<Versioned<A>, RepositoryError> {
         self.rehydrate(&Self::stream_id(id), AsOf::Version(version)).await
     }
 
     /// Time travel: the state after the last event recorded at or before `instant`.
-    pub async fn load_at_instant<Q>(&self, id: &Q, instant: DateTime<Utc>) -> Result<Versioned<A>, RepositoryError>
-    where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
-    {
+    pub async fn load_at_instant<Q: IdRef<A::Id> + ?Sized>(
+        &self,
+        id: &Q,
+        instant: DateTime<Utc>,
+    ) -> Result<Versioned<A>, RepositoryError> {
         self.rehydrate(&Self::stream_id(id), AsOf::Instant(instant)).await
     }
 
     /// The events of aggregate `id` within `slice`, decoded, with their envelopes.
-    pub async fn events<Q>(&self, id: &Q, slice: StreamSlice) -> Result<Vec<DecodedEvent<A::Event>>, RepositoryError>
-    where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
-    {
+    pub async fn events<Q: IdRef<A::Id> + ?Sized>(
+        &self,
+        id: &Q,
+        slice: StreamSlice,
+    ) -> Result<Vec<DecodedEvent<A::Event>>, RepositoryError> {
         let stream = Self::stream_id(id);
         let mut decoded = Vec::new();
         let mut records = self.store.read_stream(&stream, slice);
@@ -337,15 +336,13 @@ where
     /// assert_eq!(shows.load("S-1").await?.aggregate.reserved, vec![7]);
     /// # Ok(()) }
     /// ```
-    pub async fn execute<Q, D, F>(
+    pub async fn execute<Q: IdRef<A::Id> + ?Sized, D, F>(
         &self,
         id: &Q,
         metadata: Metadata,
         decide: F,
     ) -> Result<Executed<A>, CommandError<D::Error>>
     where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
         F: FnMut(&A) -> D,
         D: Decision<A::Event>,
     {
@@ -384,15 +381,13 @@ where
     /// assert_eq!(quotes.load("Q-1").await?.aggregate.cents, Some(1_250));
     /// # Ok(()) }
     /// ```
-    pub async fn execute_async<Q, D, F>(
+    pub async fn execute_async<Q: IdRef<A::Id> + ?Sized, D, F>(
         &self,
         id: &Q,
         metadata: Metadata,
         decide: F,
     ) -> Result<Executed<A>, CommandError<D::Error>>
     where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
         F: for<'a> FnMut(&'a A) -> DecideFuture<'a, D>,
         D: Decision<A::Event>,
     {
@@ -405,15 +400,13 @@ where
     /// anything. If the stream exists after all, that append is refused and the command
     /// continues exactly like [`Repository::execute`]: the aggregate is loaded and `decide`
     /// runs again on its real state (where a rule such as "already opened" can refuse it).
-    pub async fn create<Q, D, F>(
+    pub async fn create<Q: IdRef<A::Id> + ?Sized, D, F>(
         &self,
         id: &Q,
         metadata: Metadata,
         decide: F,
     ) -> Result<Executed<A>, CommandError<D::Error>>
     where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
         F: FnMut(&A) -> D,
         D: Decision<A::Event>,
     {
@@ -425,11 +418,11 @@ where
     /// handler that must answer a request sent again before deciding anything (with
     /// [`Repository::load_for_update`] and [`Repository::save`], say). `None` when the command
     /// was never carried out, or appended no event.
-    pub async fn find_command<Q>(&self, id: &Q, command_id: Uuid) -> Result<Option<Executed<A>>, RepositoryError>
-    where
-        A::Id: Borrow<Q>,
-        Q: Display + ?Sized,
-    {
+    pub async fn find_command<Q: IdRef<A::Id> + ?Sized>(
+        &self,
+        id: &Q,
+        command_id: Uuid,
+    ) -> Result<Option<Executed<A>>, RepositoryError> {
         self.stored_command(&Self::stream_id(id), command_id, 0).await
     }
 
