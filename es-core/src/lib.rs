@@ -146,8 +146,8 @@ pub use event::{DecodeError, EventDescriptor, EventSet, EventType, JsonUpcast, U
 pub use memory::{InMemoryClaim, InMemoryReadModel, InMemoryStore, InMemoryUnit, InMemoryWakeUp};
 pub use metadata::Metadata;
 pub use projection::{
-    Backoff, CatchUp, CheckpointError, CheckpointStore, FailurePolicy, HandlerError, HandlerFailure, Lag, PollOnly,
-    Projection, ProjectionError, ProjectionRunner, RebuildProgress, RunnerOptions, WakeUp,
+    Backoff, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, FailurePolicy, HandlerError, HandlerFailure, Lag,
+    PollOnly, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RunnerOptions, WakeUp,
 };
 pub use record::{command_event_id, decode_record, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
@@ -157,7 +157,8 @@ pub use repository::{
 };
 pub use store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn,
-    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoredEventRef, StreamId, StreamSlice, Tail,
+    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoredEventRef, StreamCatalog, StreamId, StreamQuery,
+    StreamSlice, StreamSummary, Tail,
 };
 
 #[doc = include_str!("macro_docs/event.md")]

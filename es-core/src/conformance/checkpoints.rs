@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::projection::CheckpointStore;
+use crate::projection::{CheckpointStore, ClaimStatus};
 
 /// How the checkpoint checks write to a backend's read model and read it back: a backend's
 /// tests implement it for their context type (an in-memory model, a database connection).
@@ -136,4 +136,39 @@ pub async fn a_new_claim_resumes_after_a_crash<C: CheckpointStore, R: ReadModelP
     let (unit, position) = begin(store, &mut next).await;
     assert_eq!(position, 7, "the next runner resumes from the last commit");
     drop(unit);
+}
+
+async fn claim_status<C: CheckpointStore>(store: &C, projection: &str) -> ClaimStatus {
+    match store.claim_status(projection).await {
+        Ok(status) => status,
+        Err(error) => panic!("reading the claim status of {projection} failed: {error}"),
+    }
+}
+
+/// `claim_status` tells a held claim from a free one: free before the first claim, held while
+/// a claim lives, free again (within 10 s) once it is dropped.
+pub async fn claim_status_tells_held_from_free<C: CheckpointStore, R: ReadModelProbe<C>>(store: &C, _: &R) {
+    let projection = fresh_projection();
+    assert_eq!(
+        claim_status(store, &projection).await,
+        ClaimStatus::Free,
+        "never claimed"
+    );
+    let held = claim(store, &projection).await;
+    assert_eq!(claim_status(store, &projection).await, ClaimStatus::Held, "claimed");
+    assert_eq!(
+        claim_status(store, &fresh_projection()).await,
+        ClaimStatus::Free,
+        "another one"
+    );
+    drop(held);
+    // A backend may release the claim in the background (a connection closing).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while claim_status(store, &projection).await == ClaimStatus::Held {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dropped claim still shows as held after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

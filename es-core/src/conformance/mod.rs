@@ -19,13 +19,16 @@
 //! checks panic on violation, like any test assertion; they need the `tokio` dev-dependency with
 //! the `macros`, `time` and `rt-multi-thread` features in the crate that runs them.
 
+mod catalog;
 mod checkpoints;
 mod global_log;
 mod idempotency;
 mod streams;
 
+pub use catalog::{list_snapshots_in_pages, list_streams_filters_and_pages};
 pub use checkpoints::{
-    a_new_claim_resumes_after_a_crash, claims_are_exclusive, units_commit_or_discard_the_checkpoint, ReadModelProbe,
+    a_new_claim_resumes_after_a_crash, claim_status_tells_held_from_free, claims_are_exclusive,
+    units_commit_or_discard_the_checkpoint, ReadModelProbe,
 };
 pub use global_log::{read_all_in_position_order, read_all_pages};
 pub use idempotency::{
@@ -45,7 +48,8 @@ use crate::metadata::Metadata;
 use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, StreamSlice};
 
 /// Expands to one `#[tokio::test]` per store check ([`EventStore`](crate::EventStore),
-/// [`GlobalLog`](crate::GlobalLog), [`SnapshotStore`](crate::SnapshotStore)).
+/// [`GlobalLog`](crate::GlobalLog), [`SnapshotStore`](crate::SnapshotStore),
+/// [`StreamCatalog`](crate::StreamCatalog)).
 ///
 /// The argument is an async expression that makes a fresh, empty store; or an async expression
 /// that makes a fixture, kept alive for the test, and how to get the store from it.
@@ -73,6 +77,8 @@ macro_rules! conformance_tests {
             read_all_in_position_order,
             read_all_pages,
             snapshots_keep_the_latest,
+            list_streams_filters_and_pages,
+            list_snapshots_in_pages,
         );
     };
     ($make_store:expr) => {
@@ -97,7 +103,8 @@ macro_rules! conformance_tests {
 macro_rules! checkpoint_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $store_and_probe:expr) => {
         $crate::checkpoint_conformance_tests!(@each $make_fixture, |$fixture| $store_and_probe;
-            units_commit_or_discard_the_checkpoint, claims_are_exclusive, a_new_claim_resumes_after_a_crash);
+            units_commit_or_discard_the_checkpoint, claims_are_exclusive, a_new_claim_resumes_after_a_crash,
+            claim_status_tells_held_from_free);
     };
     (@each $make_fixture:expr, |$fixture:ident| $store_and_probe:expr; $($check:ident),+) => {
         $(

@@ -1,7 +1,7 @@
 //! The in-memory backend: an event store and a read model with checkpoints, for tests, examples
 //! and small embedded uses.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -17,7 +17,7 @@ pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
 use crate::projection::WakeUp;
 use crate::store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StoreError, StoredEventRef, StreamId, StreamSlice, Tail,
+    SnapshotStore, StoreError, StoredEventRef, StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
 };
 
 /// An event store that keeps everything in memory. Cloning it shares the same data.
@@ -81,11 +81,11 @@ impl WakeUp for InMemoryWakeUp {
 struct State {
     /// Every event in position order; position `p` is at index `p - 1`.
     events: Vec<RecordedEvent>,
-    /// Indexes into `events`, per stream, in version order.
-    streams: HashMap<StreamId, Vec<usize>>,
+    /// Indexes into `events`, per stream, in version order; ordered for listing.
+    streams: BTreeMap<StreamId, Vec<usize>>,
     /// Where each event id is in `events`.
     event_ids: HashMap<Uuid, usize>,
-    snapshots: HashMap<StreamId, Snapshot>,
+    snapshots: BTreeMap<StreamId, Snapshot>,
 }
 
 impl InMemoryStore {
@@ -264,5 +264,37 @@ impl SnapshotStore for InMemoryStore {
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
         Ok(self.lock().snapshots.get(stream).cloned())
+    }
+}
+
+#[async_trait]
+impl StreamCatalog for InMemoryStore {
+    async fn list_streams(&self, query: &StreamQuery) -> Result<Vec<StreamSummary>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .streams
+            .iter()
+            .filter(|(stream, _)| query.matches(stream))
+            .filter_map(|(stream, indexes)| {
+                let last = &state.events[*indexes.last()?];
+                Some(StreamSummary {
+                    stream: stream.clone(),
+                    version: indexes.len() as u64,
+                    last_recorded_at: last.recorded_at,
+                })
+            })
+            .take(query.limit)
+            .collect())
+    }
+
+    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> Result<Vec<Snapshot>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .snapshots
+            .iter()
+            .filter(|(stream, _)| after.is_none_or(|after| *stream > after))
+            .take(limit)
+            .map(|(_, snapshot)| snapshot.clone())
+            .collect())
     }
 }

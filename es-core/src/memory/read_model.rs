@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::projection::{CheckpointError, CheckpointStore};
+use crate::projection::{CheckpointError, CheckpointStore, ClaimStatus};
 
 /// A read model kept in memory, with its checkpoints: for tests, examples and small models.
 ///
@@ -131,5 +131,11 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {
         Ok(self.committed().checkpoints.get(projection).copied().unwrap_or(0))
+    }
+
+    async fn claim_status(&self, projection: &str) -> Result<ClaimStatus, CheckpointError> {
+        let claims = self.shared.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = claims.get(projection).is_some_and(|lock| lock.try_lock().is_err());
+        Ok(if held { ClaimStatus::Held } else { ClaimStatus::Free })
     }
 }

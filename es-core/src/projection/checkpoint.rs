@@ -63,6 +63,10 @@ pub trait CheckpointStore: Send + Sync {
     /// The committed checkpoint of `projection`, read outside any unit of work.
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError>;
 
+    /// Whether a runner holds the claim on `projection` now, in any process: for tools that
+    /// report on projections (`es-cli`). The answer may be stale as soon as it is given.
+    async fn claim_status(&self, projection: &str) -> Result<ClaimStatus, CheckpointError>;
+
     /// Whether `error` is the unit's own connection failing rather than the handler's logic,
     /// so the runner retries it as a transient fault instead of blaming the event. The runner
     /// asks about a handler's error and each of its sources in turn, so a backend only
@@ -71,6 +75,15 @@ pub trait CheckpointStore: Send + Sync {
         let _ = error;
         false
     }
+}
+
+/// Whether a projection's claim is held, as [`CheckpointStore::claim_status`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimStatus {
+    /// A runner holds the claim: the projection is being kept up to date.
+    Held,
+    /// No runner holds it.
+    Free,
 }
 
 /// Why a checkpoint store operation failed.

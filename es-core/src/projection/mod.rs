@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::event::EventSet;
 use crate::record::DecodedEvent;
 
-pub use checkpoint::{CheckpointError, CheckpointStore};
+pub use checkpoint::{CheckpointError, CheckpointStore, ClaimStatus};
 pub use error::{HandlerFailure, ProjectionError};
 pub use options::{Backoff, FailurePolicy, RunnerOptions};
 pub use runner::{CatchUp, Lag, ProjectionRunner, RebuildProgress};
