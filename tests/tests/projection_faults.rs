@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use es_core::conformance::event;
 use es_core::{
-    async_trait, Backoff, CheckpointError, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, FailurePolicy,
-    GlobalLog, HandlerError, InMemoryReadModel, InMemoryStore, PollOnly, Projection, ProjectionError, ProjectionRunner,
-    RecordedEvent, RunnerOptions, StoreError, StreamId, Tail,
+    async_trait, Backoff, CheckpointError, CheckpointStore, ClaimStatus, DecodedEvent, EventStore, ExpectedVersion,
+    FailurePolicy, GlobalLog, HandlerError, InMemoryReadModel, InMemoryStore, PollOnly, Projection, ProjectionError,
+    ProjectionRunner, RecordedEvent, RunnerOptions, StoreError, StreamId, Tail,
 };
 
 #[es_core::event]
@@ -145,6 +145,10 @@ impl CheckpointStore for Losable {
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {
         self.model.checkpoint(projection).await
+    }
+
+    async fn claim_status(&self, projection: &str) -> Result<ClaimStatus, CheckpointError> {
+        self.model.claim_status(projection).await
     }
 
     fn is_transient(&self, error: &(dyn std::error::Error + 'static)) -> bool {
