@@ -152,7 +152,7 @@ pub use projection::{
 pub use record::{command_event_id, decode_record, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
 pub use repository::{
-    AppendedEvent, CommandError, DecideFuture, Decision, Executed, IdRef, Loaded, Repository, RepositoryError,
+    AppendedEvent, AsOf, CommandError, DecideFuture, Decision, Executed, IdRef, Loaded, Repository, RepositoryError,
     RetryPolicy, Saved, Versioned,
 };
 pub use store::{

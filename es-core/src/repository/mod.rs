@@ -113,11 +113,14 @@ pub trait IdRef<Id: ?Sized>: Display {}
 
 impl<Q: Display + ?Sized, Id: Borrow<Q>> IdRef<Id> for Q {}
 
-/// Which state to load.
-#[derive(Debug, Clone, Copy)]
-enum AsOf {
+/// Which state of an aggregate to load (see [`Repository::load_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// The current state.
     Latest,
+    /// The state after the last event at or below this version.
     Version(u64),
+    /// The state after the last event recorded at or before this instant.
     Instant(DateTime<Utc>),
 }
 
@@ -277,6 +280,13 @@ where
         instant: DateTime<Utc>,
     ) -> Result<Versioned<A>, RepositoryError> {
         self.rehydrate(&Self::stream_id(id), AsOf::Instant(instant)).await
+    }
+
+    /// The state of the aggregate whose events are in `stream`, as of `as_of`: for tools that
+    /// know streams rather than typed ids (the `es-cli` command line). Applications use
+    /// [`Repository::load`] and its time-travel siblings.
+    pub async fn load_stream(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
+        self.rehydrate(stream, as_of).await
     }
 
     /// The events of aggregate `id` within `slice`, decoded, with their envelopes.

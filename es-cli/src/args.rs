@@ -1,0 +1,106 @@
+//! The command line's grammar, derived with clap.
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+
+/// Look at, time-travel, tail, rebuild and check this application's event store.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub(crate) struct Args {
+    /// Print JSON instead of text (one document; `log` prints one object per line).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List streams with their event counts and last activity, in (type, id) order.
+    Streams {
+        /// Only streams of this aggregate type.
+        #[arg(long = "type", value_name = "TYPE")]
+        aggregate_type: Option<String>,
+        /// Only streams whose id starts with this.
+        #[arg(long = "id", value_name = "PREFIX")]
+        id_prefix: Option<String>,
+        /// Only streams after this one (`type/id`): the next page.
+        #[arg(long, value_name = "STREAM")]
+        after: Option<String>,
+        /// At most this many streams.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a stream's events: ids, times, correlation, causation, actor and payloads.
+    Events {
+        /// The stream, as `type/id` (e.g. `ticket/T-1`).
+        stream: String,
+        /// From this version (inclusive).
+        #[arg(long, value_name = "VERSION")]
+        from: Option<u64>,
+        /// Up to this version (inclusive).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<u64>,
+    },
+    /// Show an aggregate's state: now, at a version, or at an instant (time travel).
+    State {
+        /// The stream, as `type/id`.
+        stream: String,
+        /// The state after this version.
+        #[arg(long, conflicts_with = "at")]
+        version: Option<u64>,
+        /// The state as of this instant (RFC 3339, e.g. `2026-12-04T10:00:00Z`).
+        #[arg(long, value_name = "INSTANT")]
+        at: Option<DateTime<Utc>>,
+    },
+    /// Show what changed in an aggregate's state between two versions.
+    Diff {
+        /// The stream, as `type/id`.
+        stream: String,
+        /// The earlier version.
+        from: u64,
+        /// The later version.
+        to: u64,
+    },
+    /// Print the global log: every event of every stream, in commit order.
+    Log {
+        /// Only events after this position.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many events (without `--follow`).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Keep printing events as they are committed, from the head of the log (or `--after`),
+        /// until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show each projection's checkpoint, lag, and whether a runner holds it.
+    Projections,
+    /// Empty a projection's read model and replay every event into it, showing progress.
+    Rebuild {
+        /// The projection's name (see `projections`).
+        name: String,
+    },
+    /// Decode every stored event and snapshot with this program's types; report each that
+    /// fails, and exit with 1 if any does.
+    Doctor {
+        /// Events read per query.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Print the registered aggregates and their events: names, aliases, schema versions and
+    /// upcasts.
+    Registry,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        super::Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,413 @@
+//! The commands that look: streams, events, states, diffs, the global log, the registry.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use es_core::{AsOf, RecordedEvent, StreamId, StreamQuery, StreamSlice};
+use futures_util::TryStreamExt;
+use serde_json::{json, Value};
+
+use crate::output::{pretty, stored_json, Exit, Failure, Output};
+use crate::{Cli, CliStore};
+
+/// `type/id` as a stream; the id may contain `/`.
+pub(crate) fn parse_stream(text: &str) -> Result<StreamId, Failure> {
+    match text.split_once('/') {
+        Some((kind, id)) if !kind.is_empty() && !id.is_empty() => Ok(StreamId::new(kind, id)),
+        _ => Err(Failure::new(
+            Exit::Usage,
+            format!("`{text}` is not a stream: write it as `type/id`, e.g. `ticket/T-1`"),
+        )),
+    }
+}
+
+pub(crate) fn time(instant: DateTime<Utc>) -> String {
+    instant.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| value.to_string())
+}
+
+pub(crate) async fn streams<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    aggregate_type: Option<String>,
+    id_prefix: Option<String>,
+    after: Option<String>,
+    limit: usize,
+) -> Result<Exit, Failure> {
+    let query = StreamQuery {
+        aggregate_type,
+        id_prefix,
+        after: after.as_deref().map(parse_stream).transpose()?,
+        limit,
+    };
+    let streams = cli.store.list_streams(&query).await.map_err(Failure::store)?;
+    // A full page may have more after it.
+    let next = (streams.len() == limit)
+        .then(|| streams.last().map(|last| last.stream.to_string()))
+        .flatten();
+    if out.json {
+        let listed: Vec<Value> = streams
+            .iter()
+            .map(|summary| {
+                json!({
+                    "aggregate_type": summary.stream.aggregate_type,
+                    "aggregate_id": summary.stream.aggregate_id,
+                    "events": summary.version,
+                    "last_recorded_at": time(summary.last_recorded_at),
+                })
+            })
+            .collect();
+        out.json(&json!({ "streams": listed, "next_after": next }))?;
+        return Ok(Exit::Ok);
+    }
+    let rows: Vec<Vec<String>> = streams
+        .iter()
+        .map(|summary| {
+            vec![
+                summary.stream.to_string(),
+                summary.version.to_string(),
+                time(summary.last_recorded_at),
+            ]
+        })
+        .collect();
+    out.table(&["STREAM", "EVENTS", "LAST EVENT"], &rows)?;
+    if let Some(next) = next {
+        out.line(format!("(more: --after {next})"))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// An event as JSON: envelope, metadata, the payload as stored and as the code reads it.
+fn event_json<S: CliStore>(cli: &Cli<S>, event: &RecordedEvent) -> Value {
+    let decoded = cli
+        .aggregates
+        .get(event.stream.aggregate_type.as_str())
+        .map(|view| view.decode(event));
+    let metadata = serde_json::to_value(&event.metadata).unwrap_or(Value::Null);
+    json!({
+        "stream": event.stream.to_string(),
+        "version": event.version,
+        "position": event.position,
+        "event_id": event.event_id,
+        "event_name": event.event_name,
+        "schema_version": event.schema_version,
+        "recorded_at": time(event.recorded_at),
+        "metadata": metadata,
+        "payload": stored_json(&event.payload),
+        "decoded": decoded.as_ref().and_then(|decoded| decoded.as_ref().ok()),
+        "decode_error": match &decoded {
+            Some(Err(error)) => Value::String(error.clone()),
+            None => Value::String(format!("no aggregate of type `{}` is registered", event.stream.aggregate_type)),
+            Some(Ok(_)) => Value::Null,
+        },
+    })
+}
+
+fn print_event<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, event: &RecordedEvent) -> Result<(), Failure> {
+    let metadata = &event.metadata;
+    out.line(format!(
+        "{} v{} pos {}  {} (schema v{})  {}",
+        event.stream,
+        event.version,
+        event.position,
+        event.event_name,
+        event.schema_version,
+        time(event.recorded_at)
+    ))?;
+    out.line(format!(
+        "  event {}  command {}  correlation {}  causation {}  actor {}",
+        event.event_id,
+        or_dash(metadata.command_id),
+        or_dash(metadata.correlation_id),
+        or_dash(metadata.causation_id),
+        or_dash(metadata.actor.as_deref()),
+    ))?;
+    let payload = stored_json(&event.payload);
+    for line in pretty(&payload).lines() {
+        out.line(format!("  {line}"))?;
+    }
+    match cli
+        .aggregates
+        .get(event.stream.aggregate_type.as_str())
+        .map(|view| view.decode(event))
+    {
+        Some(Ok(decoded)) if decoded != payload => {
+            out.line("  read by the current code as:")?;
+            for line in pretty(&decoded).lines() {
+                out.line(format!("  {line}"))?;
+            }
+        }
+        Some(Ok(_)) => {}
+        Some(Err(error)) => out.line(format!("  does not decode: {error}"))?,
+        None => out.line(format!(
+            "  (no aggregate of type `{}` is registered)",
+            event.stream.aggregate_type
+        ))?,
+    }
+    Ok(())
+}
+
+pub(crate) async fn events<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    stream: &str,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<Exit, Failure> {
+    let stream = parse_stream(stream)?;
+    let mut slice = StreamSlice::from_version(from.unwrap_or(1));
+    if let Some(to) = to {
+        slice = slice.to_version(to);
+    }
+    let events: Vec<RecordedEvent> = cli
+        .store
+        .read_stream(&stream, slice)
+        .try_collect()
+        .await
+        .map_err(Failure::store)?;
+    if events.is_empty() && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
+        return Err(Failure::new(Exit::NotFound, format!("stream {stream} has no events")));
+    }
+    if out.json {
+        let listed: Vec<Value> = events.iter().map(|event| event_json(cli, event)).collect();
+        out.json(&json!({ "stream": stream.to_string(), "events": listed }))?;
+        return Ok(Exit::Ok);
+    }
+    for (index, event) in events.iter().enumerate() {
+        if index > 0 {
+            out.line("")?;
+        }
+        print_event(cli, out, event)?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// The state of `stream` as of `as_of`, or why not.
+async fn load<S: CliStore>(cli: &Cli<S>, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), Failure> {
+    let view = cli.view(&stream.aggregate_type)?;
+    view.state(&cli.store, stream, as_of)
+        .await
+        .map_err(|error| match error {
+            es_core::RepositoryError::Store(error) => Failure::store(error),
+            other => Failure::new(Exit::Problems, other.to_string()),
+        })
+}
+
+pub(crate) async fn state<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    stream: &str,
+    version: Option<u64>,
+    at: Option<DateTime<Utc>>,
+) -> Result<Exit, Failure> {
+    let stream = parse_stream(stream)?;
+    let as_of = match (version, at) {
+        (Some(version), _) => AsOf::Version(version),
+        (None, Some(instant)) => AsOf::Instant(instant),
+        (None, None) => AsOf::Latest,
+    };
+    let (loaded_version, state) = load(cli, &stream, as_of).await?;
+    if loaded_version == 0 && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
+        return Err(Failure::new(Exit::NotFound, format!("stream {stream} has no events")));
+    }
+    if out.json {
+        out.json(&json!({ "stream": stream.to_string(), "version": loaded_version, "state": state }))?;
+    } else {
+        out.line(format!("{stream} at version {loaded_version}"))?;
+        out.line(pretty(&state))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// One difference between two JSON values: the path, the value before and after (`None` when
+/// absent on that side).
+struct Change {
+    path: String,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+fn changes(path: &str, before: Option<&Value>, after: Option<&Value>, found: &mut Vec<Change>) {
+    match (before, after) {
+        (Some(Value::Object(old)), Some(Value::Object(new))) => {
+            let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+            for key in keys {
+                changes(&format!("{path}.{key}"), old.get(key), new.get(key), found);
+            }
+        }
+        (Some(Value::Array(old)), Some(Value::Array(new))) => {
+            for index in 0..old.len().max(new.len()) {
+                changes(&format!("{path}[{index}]"), old.get(index), new.get(index), found);
+            }
+        }
+        (old, new) if old != new => found.push(Change {
+            path: path.to_owned(),
+            before: old.cloned(),
+            after: new.cloned(),
+        }),
+        _ => {}
+    }
+}
+
+pub(crate) async fn diff<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    stream: &str,
+    from: u64,
+    to: u64,
+) -> Result<Exit, Failure> {
+    let stream = parse_stream(stream)?;
+    let (from_version, before) = load(cli, &stream, AsOf::Version(from)).await?;
+    let (to_version, after) = load(cli, &stream, AsOf::Version(to)).await?;
+    let mut found = Vec::new();
+    changes("$", Some(&before), Some(&after), &mut found);
+    if out.json {
+        let listed: Vec<Value> = found
+            .iter()
+            .map(|change| json!({ "path": change.path, "before": change.before, "after": change.after }))
+            .collect();
+        out.json(&json!({
+            "stream": stream.to_string(), "from": from_version, "to": to_version, "changes": listed,
+        }))?;
+        return Ok(Exit::Ok);
+    }
+    out.line(format!("{stream}: version {from_version} -> {to_version}"))?;
+    if found.is_empty() {
+        out.line("  no change")?;
+    }
+    for change in found {
+        let shown = |value: &Option<Value>| value.as_ref().map_or_else(|| "(absent)".to_owned(), Value::to_string);
+        let mark = match (&change.before, &change.after) {
+            (None, _) => '+',
+            (_, None) => '-',
+            _ => '~',
+        };
+        out.line(format!(
+            "  {mark} {}: {} -> {}",
+            change.path,
+            shown(&change.before),
+            shown(&change.after)
+        ))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// How often `log --follow` looks for new events.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+pub(crate) async fn log<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    after: u64,
+    limit: usize,
+    follow: bool,
+) -> Result<Exit, Failure> {
+    let mut position = after;
+    if follow && after == 0 {
+        position = cli.store.tail(0).await.map_err(Failure::store)?.head_position;
+    }
+    let mut printed = 0;
+    loop {
+        let page_size = if follow { 500 } else { (limit - printed).min(500) };
+        let page = if page_size == 0 {
+            Vec::new()
+        } else {
+            cli.store.read_all(position, page_size).await.map_err(Failure::store)?
+        };
+        for event in &page {
+            if out.json {
+                out.json_line(&event_json(cli, event))?;
+            } else {
+                out.line(format!(
+                    "{:>8}  {}  {} v{}  {}  actor {}",
+                    event.position,
+                    time(event.recorded_at),
+                    event.stream,
+                    event.version,
+                    event.event_name,
+                    or_dash(event.metadata.actor.as_deref()),
+                ))?;
+                out.out.flush()?;
+            }
+            position = event.position;
+        }
+        printed += page.len();
+        if follow {
+            if page.is_empty() {
+                tokio::select! {
+                    () = tokio::time::sleep(FOLLOW_POLL) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
+                }
+            }
+        } else if page.is_empty() || printed >= limit {
+            return Ok(Exit::Ok);
+        }
+    }
+}
+
+pub(crate) fn registry<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>) -> Result<Exit, Failure> {
+    let events: Vec<_> = cli.registry.events().collect();
+    let upcasts = |version: u32| -> Vec<u32> { (1..version).collect() };
+    if out.json {
+        let mut aggregates: Vec<Value> = Vec::new();
+        for aggregate_type in cli.aggregates.keys() {
+            let listed: Vec<Value> = events
+                .iter()
+                .filter(|registered| registered.aggregate_type == *aggregate_type)
+                .map(|registered| {
+                    let event = registered.event;
+                    json!({
+                        "name": event.name,
+                        "aliases": event.aliases,
+                        "schema_version": event.version,
+                        "rust_type": event.rust_type,
+                        "upcast_from": upcasts(event.version),
+                    })
+                })
+                .collect();
+            aggregates.push(json!({ "aggregate_type": aggregate_type, "events": listed }));
+        }
+        out.json(&json!({ "aggregates": aggregates }))?;
+        return Ok(Exit::Ok);
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|registered| {
+            let event = registered.event;
+            let chain = match event.version {
+                0 | 1 => "-".to_owned(),
+                version => {
+                    let steps: Vec<String> = (1..=version).map(|step| format!("v{step}")).collect();
+                    steps.join(" -> ")
+                }
+            };
+            vec![
+                registered.aggregate_type.to_owned(),
+                event.name.to_owned(),
+                format!("v{}", event.version),
+                if event.aliases.is_empty() {
+                    "-".to_owned()
+                } else {
+                    event.aliases.join(", ")
+                },
+                chain,
+                event.rust_type.to_owned(),
+            ]
+        })
+        .collect();
+    out.table(
+        &[
+            "AGGREGATE",
+            "EVENT",
+            "SCHEMA",
+            "ALIASES",
+            "UPCASTS ON LOAD",
+            "RUST TYPE",
+        ],
+        &rows,
+    )?;
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,202 @@
+//! The command line an application embeds to look at its event store: list streams, show
+//! events, time-travel an aggregate's state, tail the global log, watch and rebuild projections,
+//! and check that every stored event still decodes.
+//!
+//! It needs the application's own types (to decode events and fold states), so it is a library:
+//! the application builds a binary of its own in a few lines, on whichever store it uses.
+//!
+//! ```no_run
+//! use es_cli::Cli;
+//! # use es_core::{event, Aggregate, Apply, InMemoryStore};
+//! # use serde::{Deserialize, Serialize};
+//! # #[event] #[derive(Debug)] pub struct Opened;
+//! # #[event] #[derive(Debug)] pub enum TicketEvent { Opened(Opened) }
+//! # #[derive(Default, Serialize, Deserialize, Aggregate)]
+//! # #[aggregate(name = "ticket", event = TicketEvent)]
+//! # pub struct Ticket;
+//! # impl Apply<Opened> for Ticket { fn apply(&mut self, _: &Opened) {} }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     let store = InMemoryStore::new(); // or an es_sqlite::SqliteStore, an es_postgres::PostgresStore
+//!     let cli = match Cli::new(store).aggregate::<Ticket>() {
+//!         Ok(cli) => cli,
+//!         Err(error) => {
+//!             eprintln!("{error}");
+//!             return std::process::ExitCode::FAILURE;
+//!         }
+//!     };
+//!     // .projection(runner) for each projection to watch and rebuild
+//!     cli.run().await
+//! }
+//! ```
+//!
+//! Then, for example:
+//!
+//! ```text
+//! es streams --type ticket             # streams, event counts, last activity
+//! es events ticket/T-1                 # the events with their metadata and payloads
+//! es state ticket/T-1 --version 3      # the state after version 3 (or --at 2026-12-04T10:00:00Z)
+//! es diff ticket/T-1 2 5               # what changed between two versions
+//! es log --follow                      # the global log, as events are committed
+//! es projections                       # checkpoints, lag, whether a runner holds each
+//! es rebuild lead_search               # replay every event into a read model, with progress
+//! es doctor                            # decode every stored event and snapshot
+//! es registry                          # aggregate types, event names, aliases, versions
+//! ```
+//!
+//! Every command has `--help`. Output is text for people; `--json` prints JSON for scripts.
+//! Long commands show progress bars on a terminal and plain lines otherwise. The exit codes are
+//! listed at [`Exit`].
+
+#![warn(missing_docs)]
+
+mod args;
+mod commands;
+mod long;
+mod output;
+mod views;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use es_core::{
+    Aggregate, CheckpointStore, EventRegistry, EventStore, GlobalLog, Projection, ProjectionRunner, RegistryError,
+    SnapshotStore, StreamCatalog,
+};
+
+pub use output::Exit;
+
+use args::{Args, Command};
+use output::{Failure, Output};
+use views::{AggregateView, ProjectionView, Typed};
+
+/// What a store must offer the command line: streams, the global log, snapshots and the
+/// catalog of streams. Every store of this workspace does.
+pub trait CliStore: EventStore + GlobalLog + SnapshotStore + StreamCatalog + Clone + 'static {}
+
+impl<S: EventStore + GlobalLog + SnapshotStore + StreamCatalog + Clone + 'static> CliStore for S {}
+
+/// The command line of one application: its store, aggregates and projections.
+pub struct Cli<S> {
+    store: S,
+    registry: EventRegistry,
+    aggregates: BTreeMap<&'static str, Box<dyn AggregateView<S>>>,
+    projections: Vec<Box<dyn ProjectionView>>,
+}
+
+impl<S: CliStore> Cli<S> {
+    /// A command line over `store`, with no aggregates or projections yet.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            registry: EventRegistry::new(),
+            aggregates: BTreeMap::new(),
+            projections: Vec::new(),
+        }
+    }
+
+    /// Registers aggregate `A`: its events are decoded and its states folded by the commands.
+    /// Two Rust types with the same stored aggregate type are refused.
+    pub fn aggregate<A: Aggregate>(mut self) -> Result<Self, RegistryError> {
+        self.registry.register::<A>()?;
+        self.aggregates.insert(A::TYPE, Box::new(Typed::<A>::new()));
+        Ok(self)
+    }
+
+    /// Registers a projection, with the runner that keeps it: `projections` shows its lag and
+    /// claim, `rebuild` rebuilds it.
+    pub fn projection<P, E, C>(mut self, runner: ProjectionRunner<P, E, C>) -> Self
+    where
+        P: Projection + 'static,
+        E: GlobalLog + 'static,
+        C: CheckpointStore<Context = P::Context> + 'static,
+    {
+        self.projections.push(Box::new(runner));
+        self
+    }
+
+    /// Parses the process's arguments, runs the command, prints to stdout and stderr, and
+    /// returns the exit code.
+    pub async fn run(self) -> ExitCode {
+        self.run_from(std::env::args_os()).await
+    }
+
+    /// Like [`Cli::run`] with the given arguments (the first is the program's name).
+    pub async fn run_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut stdout = std::io::stdout();
+        let mut stderr = std::io::stderr();
+        self.execute(args, &mut stdout, &mut stderr).await.into()
+    }
+
+    /// Runs the command of `args` printing to `out` (results) and `err` (errors, progress).
+    pub async fn execute<I, T>(self, args: I, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> Exit
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args = match Args::try_parse_from(args) {
+            Ok(args) => args,
+            Err(error) => {
+                let _ = write!(err, "{}", error.render());
+                return match error.kind() {
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                        let _ = write!(out, "{}", error.render());
+                        Exit::Ok
+                    }
+                    _ => Exit::Usage,
+                };
+            }
+        };
+        let mut output = Output { json: args.json, out };
+        match self.dispatch(args.command, &mut output).await {
+            Ok(exit) => exit,
+            Err(failure) => {
+                let _ = writeln!(err, "error: {}", failure.message);
+                failure.exit
+            }
+        }
+    }
+
+    async fn dispatch(&self, command: Command, out: &mut Output<'_>) -> Result<Exit, Failure> {
+        match command {
+            Command::Streams {
+                aggregate_type,
+                id_prefix,
+                after,
+                limit,
+            } => commands::streams(self, out, aggregate_type, id_prefix, after, limit).await,
+            Command::Events { stream, from, to } => commands::events(self, out, &stream, from, to).await,
+            Command::State { stream, version, at } => commands::state(self, out, &stream, version, at).await,
+            Command::Diff { stream, from, to } => commands::diff(self, out, &stream, from, to).await,
+            Command::Log { after, limit, follow } => commands::log(self, out, after, limit, follow).await,
+            Command::Registry => commands::registry(self, out),
+            Command::Projections => long::projections(self, out).await,
+            Command::Rebuild { name } => long::rebuild(self, out, &name).await,
+            Command::Doctor { batch } => long::doctor(self, out, batch).await,
+        }
+    }
+
+    fn view(&self, aggregate_type: &str) -> Result<&dyn AggregateView<S>, Failure> {
+        self.aggregates
+            .get(aggregate_type)
+            .map(|view| view.as_ref())
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.aggregates.keys().copied().collect();
+                Failure::new(
+                    Exit::NotFound,
+                    format!(
+                        "no aggregate of type `{aggregate_type}` is registered; registered: {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+    }
+}

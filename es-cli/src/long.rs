@@ -1,0 +1,300 @@
+//! The commands that take long or concern projections: `projections`, `rebuild`, `doctor`,
+//! with progress bars on a terminal and plain progress lines otherwise.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use es_core::{ClaimStatus, RebuildProgress, StreamId};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::commands::time;
+use crate::output::{Exit, Failure, Output};
+use crate::views::{ProjectionView, SnapshotCheck};
+use crate::{Cli, CliStore};
+
+/// Progress of a long command: a bar on a terminal, else a line to stderr at most once a
+/// second (and at the first and last step), so logs stay readable.
+struct Progress {
+    bar: Option<ProgressBar>,
+    what: String,
+    last_line: Option<Instant>,
+}
+
+/// How often plain progress lines are printed.
+const LINE_EVERY: Duration = Duration::from_secs(1);
+
+impl Progress {
+    fn new(what: &str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            let style =
+                ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} events, {per_sec}, ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_message(what.to_owned());
+            bar
+        });
+        Self {
+            bar,
+            what: what.to_owned(),
+            last_line: None,
+        }
+    }
+
+    fn update(&mut self, done: u64, total: u64, per_second: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total.max(done));
+            bar.set_position(done);
+            return;
+        }
+        let due = self.last_line.is_none_or(|last| last.elapsed() >= LINE_EVERY) || done >= total;
+        if due {
+            self.last_line = Some(Instant::now());
+            let eta = if per_second > 0.0 && total > done {
+                format!("{:.0}s", (total - done) as f64 / per_second)
+            } else {
+                "-".to_owned()
+            };
+            eprintln!(
+                "{}: {done}/{total} events, {per_second:.0} events/s, ETA {eta}",
+                self.what
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn find<'c, S: CliStore>(cli: &'c Cli<S>, name: &str) -> Result<&'c dyn ProjectionView, Failure> {
+    cli.projections
+        .iter()
+        .map(|view| view.as_ref())
+        .find(|view| view.name() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = cli.projections.iter().map(|view| view.name()).collect();
+            Failure::new(
+                Exit::NotFound,
+                format!("no projection `{name}` is registered; registered: {}", known.join(", ")),
+            )
+        })
+}
+
+pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>) -> Result<Exit, Failure> {
+    let mut listed = Vec::new();
+    for view in &cli.projections {
+        let lag = view.lag().await.map_err(Failure::store)?;
+        let claim = view.claim_status().await.map_err(Failure::store)?;
+        listed.push((view.name(), lag, claim));
+    }
+    if out.json {
+        let listed: Vec<Value> = listed
+            .iter()
+            .map(|(name, lag, claim)| {
+                json!({
+                    "name": name,
+                    "checkpoint": lag.checkpoint,
+                    "events_behind": lag.events_behind,
+                    "seconds_behind": lag.seconds_behind,
+                    "claim": match claim { ClaimStatus::Held => "held", ClaimStatus::Free => "free" },
+                })
+            })
+            .collect();
+        out.json(&json!({ "projections": listed }))?;
+        return Ok(Exit::Ok);
+    }
+    let rows: Vec<Vec<String>> = listed
+        .iter()
+        .map(|(name, lag, claim)| {
+            vec![
+                (*name).to_owned(),
+                lag.checkpoint.to_string(),
+                lag.events_behind.to_string(),
+                format!("{:.1}", lag.seconds_behind),
+                match claim {
+                    ClaimStatus::Held => "held by a runner".to_owned(),
+                    ClaimStatus::Free => "no runner".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    out.table(
+        &["PROJECTION", "CHECKPOINT", "EVENTS BEHIND", "SECONDS BEHIND", "CLAIM"],
+        &rows,
+    )?;
+    Ok(Exit::Ok)
+}
+
+pub(crate) async fn rebuild<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, name: &str) -> Result<Exit, Failure> {
+    let view = find(cli, name)?;
+    // A rebuild claims the projection; with a runner holding it, it would wait indefinitely.
+    if view.claim_status().await.map_err(Failure::store)? == ClaimStatus::Held {
+        return Err(Failure::new(
+            Exit::Busy,
+            format!("projection `{name}` is held by a running runner: stop it, then rebuild"),
+        ));
+    }
+    let mut progress = Progress::new(&format!("rebuild {name}"), 0);
+    let started = Instant::now();
+    let mut report = |step: RebuildProgress| progress.update(step.done, step.total, step.events_per_second);
+    // Interrupting drops the rebuild mid-batch: that batch rolls back, the batches before it
+    // stay committed with their checkpoint, and a runner (or another rebuild) goes on from there.
+    let result = tokio::select! {
+        result = view.rebuild(&mut report) => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    progress.finish();
+    let Some(result) = result else {
+        let lag = view.lag().await.map_err(Failure::store)?;
+        eprintln!(
+            "rebuild {name} interrupted at position {} ({} events behind); the read model and its \
+             checkpoint agree: run `rebuild` again, or let a runner catch up",
+            lag.checkpoint, lag.events_behind
+        );
+        return Ok(Exit::Interrupted);
+    };
+    let done = result.map_err(|error| Failure::new(Exit::Problems, error.to_string()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if out.json {
+        out.json(&json!({
+            "projection": name, "read": done.read, "handled": done.handled,
+            "position": done.position, "seconds": seconds,
+        }))?;
+    } else {
+        out.line(format!(
+            "rebuilt {name}: {} events read, {} handled, checkpoint {}, in {seconds:.1} s",
+            done.read, done.handled, done.position
+        ))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// One stored row the current code cannot read.
+struct Problem {
+    kind: &'static str,
+    stream: StreamId,
+    version: u64,
+    event_name: Option<String>,
+    error: String,
+}
+
+impl Problem {
+    fn json(&self) -> Value {
+        json!({
+            "kind": self.kind, "stream": self.stream.to_string(), "version": self.version,
+            "event_name": self.event_name, "error": self.error,
+        })
+    }
+
+    fn line(&self) -> String {
+        match &self.event_name {
+            Some(name) => format!(
+                "{} {} v{} ({name}): {}",
+                self.kind, self.stream, self.version, self.error
+            ),
+            None => format!("{} {} v{}: {}", self.kind, self.stream, self.version, self.error),
+        }
+    }
+}
+
+pub(crate) async fn doctor<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, batch: usize) -> Result<Exit, Failure> {
+    let batch = batch.max(1);
+    let started = Instant::now();
+    let total = cli.store.tail(0).await.map_err(Failure::store)?.events;
+    let mut progress = Progress::new("doctor", total);
+    let mut problems = Vec::new();
+    let mut report = |problem: Problem, out: &mut Output<'_>| -> Result<(), Failure> {
+        if !out.json {
+            out.line(problem.line())?;
+        }
+        problems.push(problem);
+        Ok(())
+    };
+    let (mut events, mut after) = (0_u64, 0);
+    loop {
+        let page = cli.store.read_all(after, batch).await.map_err(Failure::store)?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for event in &page {
+            let checked = match cli.aggregates.get(event.stream.aggregate_type.as_str()) {
+                Some(view) => view.check(event),
+                None => Err(format!(
+                    "no aggregate of type `{}` is registered",
+                    event.stream.aggregate_type
+                )),
+            };
+            if let Err(error) = checked {
+                let problem = Problem {
+                    kind: "event",
+                    stream: event.stream.clone(),
+                    version: event.version,
+                    event_name: Some(event.event_name.clone()),
+                    error,
+                };
+                report(problem, out)?;
+            }
+        }
+        events += page.len() as u64;
+        let seconds = started.elapsed().as_secs_f64();
+        progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
+    }
+    progress.finish();
+    let (mut snapshots, mut stale) = (0_u64, 0_u64);
+    let mut after_stream: Option<StreamId> = None;
+    loop {
+        let page = cli
+            .store
+            .list_snapshots(after_stream.as_ref(), batch)
+            .await
+            .map_err(Failure::store)?;
+        let Some(last) = page.last() else { break };
+        after_stream = Some(last.stream.clone());
+        for snapshot in &page {
+            snapshots += 1;
+            let error = match cli.aggregates.get(snapshot.stream.aggregate_type.as_str()) {
+                None => Some(format!(
+                    "no aggregate of type `{}` is registered",
+                    snapshot.stream.aggregate_type
+                )),
+                Some(view) => match view.check_snapshot(snapshot) {
+                    SnapshotCheck::Usable => None,
+                    SnapshotCheck::Stale => {
+                        stale += 1;
+                        None
+                    }
+                    SnapshotCheck::Broken(error) => Some(format!("does not decode (loads replay instead): {error}")),
+                },
+            };
+            if let Some(error) = error {
+                let problem = Problem {
+                    kind: "snapshot",
+                    stream: snapshot.stream.clone(),
+                    version: snapshot.version,
+                    event_name: None,
+                    error,
+                };
+                report(problem, out)?;
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if out.json {
+        let listed: Vec<Value> = problems.iter().map(Problem::json).collect();
+        out.json(&json!({
+            "events_checked": events, "snapshots_checked": snapshots, "stale_snapshots": stale,
+            "problems": listed, "seconds": seconds, "checked_at": time(chrono::Utc::now()),
+        }))?;
+    } else {
+        out.line(format!(
+            "checked {events} events and {snapshots} snapshots ({stale} stale, ignored on load) in {seconds:.1} s: {} {}",
+            problems.len(),
+            if problems.len() == 1 { "problem" } else { "problems" }
+        ))?;
+    }
+    Ok(if problems.is_empty() { Exit::Ok } else { Exit::Problems })
+}

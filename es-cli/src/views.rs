@@ -1,0 +1,122 @@
+//! The application's types behind object-safe views, so one command line serves every
+//! registered aggregate and projection.
+
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use es_core::{
+    decode_record, Aggregate, AsOf, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, EventSet, EventStore,
+    GlobalLog, Lag, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RecordedEvent, Repository,
+    RepositoryError, Snapshot, StreamId,
+};
+use serde_json::Value;
+
+/// One registered aggregate type: decodes its events and folds its states.
+#[async_trait]
+pub(crate) trait AggregateView<S>: Send + Sync {
+    /// The payload of `record` decoded (upcast to the current schema) and shown as JSON.
+    fn decode(&self, record: &RecordedEvent) -> Result<Value, String>;
+
+    /// Whether `record` decodes with the current code, and why not.
+    fn check(&self, record: &RecordedEvent) -> Result<(), String>;
+
+    /// The state of the aggregate of `stream` as of `as_of`, with its version.
+    async fn state(&self, store: &S, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), RepositoryError>;
+
+    /// Whether a stored snapshot is one the current code uses.
+    fn check_snapshot(&self, snapshot: &Snapshot) -> SnapshotCheck;
+}
+
+/// What [`AggregateView::check_snapshot`] found.
+pub(crate) enum SnapshotCheck {
+    /// It decodes: loads start from it.
+    Usable,
+    /// Taken at another revision: loads ignore it and replay (not a problem).
+    Stale,
+    /// At the current revision but it does not decode: loads ignore it and replay.
+    Broken(String),
+}
+
+/// The view of aggregate type `A`.
+pub(crate) struct Typed<A>(PhantomData<fn() -> A>);
+
+impl<A> Typed<A> {
+    pub(crate) fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+#[async_trait]
+impl<A, S> AggregateView<S> for Typed<A>
+where
+    A: Aggregate,
+    S: EventStore + Clone + 'static,
+{
+    fn decode(&self, record: &RecordedEvent) -> Result<Value, String> {
+        let event = decode_record::<A::Event>(record).map_err(|error| error.source.to_string())?;
+        let payload = event.encode_payload().map_err(|error| error.to_string())?;
+        serde_json::from_slice(&payload).map_err(|error| error.to_string())
+    }
+
+    fn check(&self, record: &RecordedEvent) -> Result<(), String> {
+        decode_record::<A::Event>(record)
+            .map(drop)
+            .map_err(|error| error.source.to_string())
+    }
+
+    async fn state(&self, store: &S, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), RepositoryError> {
+        let loaded = Repository::<A, S>::new(store.clone())
+            .load_stream(stream, as_of)
+            .await?;
+        // A state that does not serialize is shown as its error rather than failing the command.
+        let state = serde_json::to_value(&loaded.aggregate)
+            .unwrap_or_else(|error| Value::String(format!("<the state does not serialize: {error}>")));
+        Ok((loaded.version, state))
+    }
+
+    fn check_snapshot(&self, snapshot: &Snapshot) -> SnapshotCheck {
+        if snapshot.revision != A::SNAPSHOT_REVISION {
+            return SnapshotCheck::Stale;
+        }
+        match serde_json::from_slice::<A>(&snapshot.state) {
+            Ok(_) => SnapshotCheck::Usable,
+            Err(error) => SnapshotCheck::Broken(error.to_string()),
+        }
+    }
+}
+
+/// One registered projection: its lag and claim, and a rebuild.
+#[async_trait]
+pub(crate) trait ProjectionView: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    async fn lag(&self) -> Result<Lag, ProjectionError>;
+
+    async fn claim_status(&self) -> Result<ClaimStatus, CheckpointError>;
+
+    async fn rebuild(&self, progress: &mut (dyn FnMut(RebuildProgress) + Send)) -> Result<CatchUp, ProjectionError>;
+}
+
+#[async_trait]
+impl<P, E, C> ProjectionView for ProjectionRunner<P, E, C>
+where
+    P: Projection + 'static,
+    E: GlobalLog + 'static,
+    C: CheckpointStore<Context = P::Context> + 'static,
+{
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    async fn lag(&self) -> Result<Lag, ProjectionError> {
+        ProjectionRunner::lag(self).await
+    }
+
+    async fn claim_status(&self) -> Result<ClaimStatus, CheckpointError> {
+        self.checkpoints().claim_status(P::NAME).await
+    }
+
+    async fn rebuild(&self, progress: &mut (dyn FnMut(RebuildProgress) + Send)) -> Result<CatchUp, ProjectionError> {
+        ProjectionRunner::rebuild(self, progress).await
+    }
+}

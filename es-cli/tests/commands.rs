@@ -1,0 +1,384 @@
+//! Every command, run in-process on an in-memory store with a known history: text and JSON
+//! outputs, and exit codes.
+
+use std::collections::BTreeMap;
+
+use es_cli::{Cli, Exit};
+use es_core::{
+    async_trait, event, Aggregate, Apply, DecodedEvent, EventStore, ExpectedVersion, HandlerError, InMemoryReadModel,
+    InMemoryStore, Metadata, NewEvent, Projection, ProjectionRunner, Repository, Snapshot, SnapshotStore, StreamId,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    pub title: String,
+}
+
+#[event(version = 2)]
+#[upcast(from = 1, json = add_level)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalated {
+    pub level: u32,
+}
+
+fn add_level(mut v1: Value) -> Result<Value, es_core::UpcastError> {
+    let fields = v1
+        .as_object_mut()
+        .ok_or_else(|| es_core::UpcastError::new("expected an object"))?;
+    fields.insert("level".into(), 1.into());
+    Ok(v1)
+}
+
+#[event(alias = "Done")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closed;
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum TicketEvent {
+    Opened(Opened),
+    Escalated(Escalated),
+    Closed(Closed),
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, Aggregate)]
+#[aggregate(name = "ticket", event = TicketEvent)]
+pub struct Ticket {
+    title: String,
+    level: u32,
+    open: bool,
+}
+
+impl Apply<Opened> for Ticket {
+    fn apply(&mut self, event: &Opened) {
+        self.title = event.title.clone();
+        self.open = true;
+    }
+}
+impl Apply<Escalated> for Ticket {
+    fn apply(&mut self, event: &Escalated) {
+        self.level = event.level;
+    }
+}
+impl Apply<Closed> for Ticket {
+    fn apply(&mut self, _: &Closed) {
+        self.open = false;
+    }
+}
+
+/// Counts opened tickets.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpenedOnly {
+    Opened(Opened),
+}
+
+struct OpenedCount;
+
+#[async_trait]
+impl Projection for OpenedCount {
+    const NAME: &'static str = "opened_count";
+    type Event = OpenedOnly;
+    type Context = BTreeMap<String, u32>;
+
+    async fn handle(&self, model: &mut Self::Context, event: &DecodedEvent<OpenedOnly>) -> Result<(), HandlerError> {
+        *model.entry(event.envelope.stream.aggregate_id.clone()).or_default() += 1;
+        Ok(())
+    }
+
+    async fn reset(&self, model: &mut Self::Context) -> Result<(), HandlerError> {
+        model.clear();
+        Ok(())
+    }
+}
+
+struct Fixture {
+    store: InMemoryStore,
+    model: InMemoryReadModel<BTreeMap<String, u32>>,
+}
+
+/// T-1: opened, escalated twice, closed (4 events); T-2: opened; `other/x`: one raw event.
+async fn fixture() -> Fixture {
+    let store = InMemoryStore::new();
+    let tickets = Repository::<Ticket, _>::new(store.clone());
+    let open = |title: &'static str| move |_: &Ticket| vec![Opened { title: title.into() }.into()];
+    tickets
+        .execute("T-1", Metadata::new().with_actor("alice"), open("Printer"))
+        .await
+        .expect("open");
+    for level in [2, 3] {
+        let escalate = move |_: &Ticket| vec![TicketEvent::from(Escalated { level })];
+        tickets
+            .execute("T-1", Metadata::new(), escalate)
+            .await
+            .expect("escalate");
+    }
+    tickets
+        .execute("T-1", Metadata::new(), |_: &Ticket| vec![Closed.into()])
+        .await
+        .expect("close");
+    tickets
+        .execute("T-2", Metadata::new(), open("VPN"))
+        .await
+        .expect("open");
+    Fixture {
+        store,
+        model: InMemoryReadModel::new(),
+    }
+}
+
+impl Fixture {
+    fn cli(&self) -> Cli<InMemoryStore> {
+        let runner = ProjectionRunner::new(OpenedCount, self.store.clone(), self.model.clone());
+        Cli::new(self.store.clone())
+            .aggregate::<Ticket>()
+            .expect("registered")
+            .projection(runner)
+    }
+
+    async fn run(&self, args: &[&str]) -> (Exit, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let argv = std::iter::once("es").chain(args.iter().copied());
+        let exit = self.cli().execute(argv, &mut out, &mut err).await;
+        (
+            exit,
+            String::from_utf8(out).expect("utf-8"),
+            String::from_utf8(err).expect("utf-8"),
+        )
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let (exit, out, err) = self.run(&args).await;
+        assert_eq!(exit, Exit::Ok, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|error| panic!("{args:?} printed no JSON ({error}): {out}"))
+    }
+
+    async fn append_raw(&self, stream: &StreamId, name: &str, schema_version: u32, payload: &str) {
+        let event = NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_name: name.into(),
+            schema_version,
+            payload: payload.as_bytes().to_vec(),
+            metadata: Metadata::new(),
+        };
+        self.store
+            .append(stream, ExpectedVersion::Any, vec![event])
+            .await
+            .expect("raw append");
+    }
+}
+
+#[tokio::test]
+async fn streams_are_listed_with_counts_filtered_and_paged() {
+    let fixture = fixture().await;
+    let (exit, out, _) = fixture.run(&["streams"]).await;
+    assert_eq!(exit, Exit::Ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("STREAM"), "{out}");
+    assert!(lines[1].starts_with("ticket/T-1") && lines[1].contains(" 4 "), "{out}");
+    assert!(lines[2].starts_with("ticket/T-2"), "{out}");
+
+    let listed = fixture.json(&["streams", "--id", "T-2"]).await;
+    assert_eq!(listed["streams"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["streams"][0]["aggregate_id"], "T-2");
+    assert_eq!(listed["streams"][0]["events"], 1);
+    let page = fixture.json(&["streams", "--limit", "1"]).await;
+    assert_eq!(page["next_after"], "ticket/T-1");
+    let next = fixture.json(&["streams", "--after", "ticket/T-1"]).await;
+    assert_eq!(next["streams"][0]["aggregate_id"], "T-2");
+    assert_eq!(
+        fixture.json(&["streams", "--type", "order"]).await["streams"],
+        Value::Array(vec![])
+    );
+}
+
+#[tokio::test]
+async fn events_show_metadata_and_payloads_as_stored_and_as_read() {
+    let fixture = fixture().await;
+    fixture
+        .append_raw(&StreamId::new("ticket", "T-2"), "Escalated", 1, "{}")
+        .await;
+    let shown = fixture.json(&["events", "ticket/T-2"]).await;
+    let events = shown["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["event_name"], "Opened");
+    assert!(events[0]["metadata"]["command_id"].is_string());
+    assert_eq!(events[1]["payload"], serde_json::json!({}));
+    assert_eq!(
+        events[1]["decoded"],
+        serde_json::json!({ "level": 1 }),
+        "upcast on read"
+    );
+
+    let (exit, out, _) = fixture.run(&["events", "ticket/T-1", "--from", "2", "--to", "2"]).await;
+    assert_eq!(exit, Exit::Ok);
+    assert!(out.starts_with("ticket/T-1 v2 "), "{out}");
+    assert!(out.contains("\"level\": 2"), "{out}");
+    assert!(!out.contains(" v3 "), "{out}");
+    let (exit, _, err) = fixture.run(&["events", "ticket/T-9"]).await;
+    assert_eq!((exit, exit.code()), (Exit::NotFound, 3), "{err}");
+    let (exit, _, err) = fixture.run(&["events", "T-1"]).await;
+    assert_eq!(exit, Exit::Usage, "{err}");
+    assert!(err.contains("type/id"), "{err}");
+}
+
+#[tokio::test]
+async fn states_travel_in_time_and_diff() {
+    let fixture = fixture().await;
+    let now = fixture.json(&["state", "ticket/T-1"]).await;
+    assert_eq!(
+        (now["version"].as_u64(), &now["state"]["open"]),
+        (Some(4), &Value::Bool(false))
+    );
+    let past = fixture.json(&["state", "ticket/T-1", "--version", "2"]).await;
+    assert_eq!(past["state"]["level"], 2);
+    let before = fixture
+        .json(&["state", "ticket/T-1", "--at", "2000-01-01T00:00:00Z"])
+        .await;
+    assert_eq!(before["version"], 0);
+
+    let diff = fixture.json(&["diff", "ticket/T-1", "1", "4"]).await;
+    let changed: Vec<&str> = diff["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter_map(|change| change["path"].as_str())
+        .collect();
+    assert_eq!(changed, ["$.level", "$.open"]);
+    let (exit, out, _) = fixture.run(&["diff", "ticket/T-1", "1", "2"]).await;
+    assert_eq!(exit, Exit::Ok);
+    assert!(out.contains("~ $.level: 0 -> 2"), "{out}");
+    let (exit, _, err) = fixture.run(&["state", "order/O-1"]).await;
+    assert_eq!(exit, Exit::NotFound, "{err}");
+    assert!(err.contains("ticket"), "names what is registered: {err}");
+}
+
+#[tokio::test]
+async fn the_log_pages_through_every_stream() {
+    let fixture = fixture().await;
+    let (exit, out, _) = fixture.run(&["log", "--limit", "3"]).await;
+    assert_eq!(exit, Exit::Ok);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (_, json, _) = fixture.run(&["log", "--after", "4", "--json"]).await;
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["stream"], "ticket/T-2");
+}
+
+#[tokio::test]
+async fn the_registry_lists_names_aliases_versions_and_upcasts() {
+    let fixture = fixture().await;
+    let registry = fixture.json(&["registry"]).await;
+    let events = &registry["aggregates"][0]["events"];
+    assert_eq!(registry["aggregates"][0]["aggregate_type"], "ticket");
+    assert_eq!(events[1]["name"], "Escalated");
+    assert_eq!(events[1]["schema_version"], 2);
+    assert_eq!(events[1]["upcast_from"], serde_json::json!([1]));
+    assert_eq!(events[2]["aliases"], serde_json::json!(["Done"]));
+    let (_, out, _) = fixture.run(&["registry"]).await;
+    assert!(out.contains("v1 -> v2"), "{out}");
+}
+
+#[tokio::test]
+async fn doctor_reports_every_row_that_does_not_decode() {
+    let fixture = fixture().await;
+    let (exit, out, _) = fixture.run(&["doctor"]).await;
+    assert_eq!(exit, Exit::Ok, "{out}");
+    assert!(out.contains("checked 5 events"), "{out}");
+
+    let t1 = StreamId::new("ticket", "T-1");
+    fixture.append_raw(&t1, "Escalated", 9, r#"{"level":9}"#).await;
+    fixture.append_raw(&t1, "Reopened", 1, "{}").await;
+    fixture
+        .append_raw(&StreamId::new("order", "O-1"), "Placed", 1, "{}")
+        .await;
+    let broken = Snapshot {
+        stream: StreamId::new("ticket", "T-2"),
+        version: 1,
+        revision: Ticket::SNAPSHOT_REVISION,
+        state: br#"{"title": 7}"#.to_vec(),
+        taken_at: chrono::Utc::now(),
+    };
+    fixture.store.save_snapshot(broken).await.expect("snapshot");
+    let (exit, out, _) = fixture.run(&["doctor", "--batch", "2"]).await;
+    assert_eq!((exit, exit.code()), (Exit::Problems, 1), "{out}");
+    assert!(out.contains("event ticket/T-1 v5 (Escalated)"), "{out}");
+    assert!(out.contains("schema version 9"), "{out}");
+    assert!(out.contains("event ticket/T-1 v6 (Reopened)"), "{out}");
+    assert!(
+        out.contains("event order/O-1 v1 (Placed): no aggregate of type `order`"),
+        "{out}"
+    );
+    assert!(out.contains("snapshot ticket/T-2 v1"), "{out}");
+    assert!(out.contains("4 problems"), "{out}");
+    let report = fixture.run(&["doctor", "--json"]).await;
+    let report: Value = serde_json::from_str(&report.1).expect("JSON");
+    assert_eq!(report["events_checked"], 8);
+    assert_eq!(report["problems"].as_array().map(Vec::len), Some(4));
+}
+
+#[tokio::test]
+async fn projections_show_their_lag_and_rebuild() {
+    let fixture = fixture().await;
+    let listed = fixture.json(&["projections"]).await;
+    let projection = &listed["projections"][0];
+    assert_eq!(projection["name"], "opened_count");
+    assert_eq!(
+        (projection["checkpoint"].as_u64(), projection["events_behind"].as_u64()),
+        (Some(0), Some(5))
+    );
+    assert_eq!(projection["claim"], "free");
+
+    let rebuilt = fixture.json(&["rebuild", "opened_count"]).await;
+    assert_eq!(
+        (rebuilt["read"].as_u64(), rebuilt["handled"].as_u64()),
+        (Some(5), Some(2))
+    );
+    assert_eq!(fixture.model.read(|model| model.len()), 2);
+    let listed = fixture.json(&["projections"]).await;
+    assert_eq!(listed["projections"][0]["events_behind"], 0);
+
+    let (exit, _, err) = fixture.run(&["rebuild", "nothing"]).await;
+    assert_eq!(exit, Exit::NotFound, "{err}");
+    // A projection held by a running runner is not rebuilt under it.
+    let held = es_core::CheckpointStore::claim(&fixture.model, "opened_count")
+        .await
+        .expect("claim");
+    let (exit, _, err) = fixture.run(&["rebuild", "opened_count"]).await;
+    assert_eq!((exit, exit.code()), (Exit::Busy, 5), "{err}");
+    assert_eq!(fixture.json(&["projections"]).await["projections"][0]["claim"], "held");
+    drop(held);
+}
+
+#[tokio::test]
+async fn help_and_usage_errors_have_their_exit_codes() {
+    let fixture = fixture().await;
+    let (exit, out, _) = fixture.run(&["--help"]).await;
+    assert_eq!(exit, Exit::Ok);
+    for command in [
+        "streams",
+        "events",
+        "state",
+        "diff",
+        "log",
+        "projections",
+        "rebuild",
+        "doctor",
+        "registry",
+    ] {
+        assert!(out.contains(command), "--help lists {command}: {out}");
+    }
+    let (exit, out, _) = fixture.run(&["doctor", "--help"]).await;
+    assert_eq!(exit, Exit::Ok);
+    assert!(out.contains("--batch"), "{out}");
+    let (exit, _, err) = fixture.run(&["unknown"]).await;
+    assert_eq!((exit, exit.code()), (Exit::Usage, 2), "{err}");
+}

@@ -1,0 +1,105 @@
+//! `es`: the es-cli command line of the example domains (Ticket and Lead, with the Lead read
+//! models' projections), on the store the demos use: the SQLite file `es-examples.db` (or
+//! `--db PATH` before the command, or `ES_EXAMPLES_DB`), or PostgreSQL when `DATABASE_URL` is
+//! set (schema `es_examples`, or `ES_EXAMPLES_SCHEMA`).
+//!
+//! ```text
+//! cargo run -p examples --bin es -- streams
+//! cargo run -p examples --bin es -- events ticket/T-1
+//! cargo run -p examples --bin es -- --db other.db doctor
+//! ```
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use es_cli::{Cli, CliStore, Exit};
+use es_core::ProjectionRunner;
+use es_postgres::PostgresStore;
+use es_sqlite::SqliteStore;
+use examples::demo::DEFAULT_FILE;
+use examples::lead::Lead;
+use examples::lead_models::{LeadAnalysisProjection, LeadSearchProjection, LeadTables};
+use examples::ticket::Ticket;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    // `--db PATH` right after the program name picks the SQLite file; the rest is es-cli's.
+    let file = match args.get(1).and_then(|arg| arg.to_str()) {
+        Some("--db") if args.len() > 2 => {
+            let path = PathBuf::from(args.remove(2));
+            args.remove(1);
+            Some(path)
+        }
+        _ => None,
+    };
+    let url = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty());
+    let opened = match (file, url) {
+        (None, Some(url)) => postgres(&url, args).await,
+        (file, _) => {
+            let file = file
+                .or_else(|| std::env::var_os("ES_EXAMPLES_DB").map(PathBuf::from))
+                .unwrap_or_else(|| DEFAULT_FILE.into());
+            sqlite(file, args).await
+        }
+    };
+    match opened {
+        Ok(exit) => exit,
+        Err((exit, message)) => {
+            eprintln!("error: {message}");
+            exit.into()
+        }
+    }
+}
+
+type Opened = Result<ExitCode, (Exit, String)>;
+
+async fn sqlite(file: PathBuf, args: Vec<OsString>) -> Opened {
+    if !file.exists() {
+        let message = format!(
+            "no store at {}: run `cargo run -p examples` first, or name a file with --db PATH",
+            file.display()
+        );
+        return Err((Exit::NotFound, message));
+    }
+    let store = SqliteStore::open(&file).await.map_err(store_failure)?;
+    store.migrate().await.map_err(store_failure)?;
+    run(store, args).await
+}
+
+async fn postgres(url: &str, args: Vec<OsString>) -> Opened {
+    let schema = std::env::var("ES_EXAMPLES_SCHEMA").unwrap_or_else(|_| "es_examples".into());
+    let store = PostgresStore::connect(url)
+        .await
+        .and_then(|store| store.with_schema(&schema))
+        .map_err(store_failure)?;
+    store.migrate().await.map_err(store_failure)?;
+    run(store, args).await
+}
+
+fn store_failure(error: impl std::fmt::Display) -> (Exit, String) {
+    (Exit::Store, error.to_string())
+}
+
+/// The command line over `store`: both aggregates, both Lead projections.
+async fn run<S: LeadTables + CliStore>(store: S, args: Vec<OsString>) -> Opened {
+    store.create_tables().await.map_err(store_failure)?;
+    let search = ProjectionRunner::new(
+        LeadSearchProjection::<S::Context>::default(),
+        store.clone(),
+        store.read_models(),
+    );
+    let analysis = ProjectionRunner::new(
+        LeadAnalysisProjection::<S::Context>::default(),
+        store.clone(),
+        store.read_models(),
+    );
+    let cli = Cli::new(store)
+        .aggregate::<Ticket>()
+        .and_then(|cli| cli.aggregate::<Lead>())
+        .map_err(|error| (Exit::Usage, error.to_string()))?
+        .projection(search)
+        .projection(analysis);
+    Ok(cli.run_from(args).await)
+}
