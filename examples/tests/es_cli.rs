@@ -1,0 +1,280 @@
+//! The `es` binary run as a user runs it, on a SQLite file and on PostgreSQL with known
+//! histories: outputs, JSON shapes, exit codes, `doctor` finding rows inserted bad with raw SQL,
+//! `log --follow` printing an event committed while it runs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use es_core::{EventStore, GlobalLog, Metadata, Repository, SnapshotStore, StreamCatalog};
+use es_postgres::PostgresStore;
+use es_sqlite::SqliteStore;
+use examples::lead::Lead;
+use examples::lead_scenario::play_leads;
+use examples::ticket::{Priority, Ticket};
+use serde_json::Value;
+
+/// How to point `es` at a store: its environment and leading arguments.
+struct Es {
+    env: Vec<(&'static str, String)>,
+    prefix: Vec<String>,
+}
+
+impl Es {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("es"));
+        command.env_remove("DATABASE_URL").env_remove("ES_EXAMPLES_DB");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command.args(&self.prefix).args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("es runs")
+    }
+
+    /// Runs and expects exit code `code`; returns stdout.
+    fn expect(&self, args: &[&str], code: i32) -> String {
+        let output = self.run(args);
+        let (out, err) = (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
+        assert_eq!(output.status.code(), Some(code), "es {args:?}\nstdout: {out}\nstderr: {err}");
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = self.expect(&args, 0);
+        serde_json::from_str(&out).unwrap_or_else(|error| panic!("es {args:?} printed no JSON ({error}): {out}"))
+    }
+}
+
+/// Ticket T-1 (opened, assigned, escalated: 3 events), ticket T-2 (opened), and 5 leads.
+async fn history<S: EventStore + SnapshotStore + Clone + 'static>(store: &S, run: &str) {
+    let tickets = Repository::<Ticket, S>::new(store.clone());
+    tickets
+        .execute("T-1", Metadata::new().with_actor("customer:acme"), |t| {
+            t.open("Printer on <script>alert(1)</script> fire", "acme", Priority::Normal)
+        })
+        .await
+        .expect("open");
+    tickets.execute("T-1", Metadata::new(), |t| t.assign("alice")).await.expect("assign");
+    tickets
+        .execute("T-1", Metadata::new(), |t| t.request_escalation("month end"))
+        .await
+        .expect("escalate");
+    tickets
+        .execute("T-2", Metadata::new(), |t| t.open("VPN down", "acme", Priority::High))
+        .await
+        .expect("open");
+    let leads = Repository::<Lead, S>::new(store.clone());
+    play_leads(&leads, run, 0..5, 3).await.expect("leads");
+}
+
+/// The checks every store must pass, on the history of [`history`].
+async fn check_every_command<S>(store: &S, es: &Es)
+where
+    S: EventStore + GlobalLog + StreamCatalog,
+{
+    let streams = es.json(&["streams", "--type", "ticket"]);
+    let listed = streams["streams"].as_array().expect("streams");
+    assert_eq!(listed.len(), 2, "{streams}");
+    assert_eq!((listed[0]["aggregate_id"].as_str(), listed[0]["events"].as_u64()), (Some("T-1"), Some(3)));
+    let text = es.expect(&["streams", "--type", "ticket", "--id", "T-2"], 0);
+    assert!(text.lines().nth(1).is_some_and(|line| line.starts_with("ticket/T-2")), "{text}");
+
+    let events = es.json(&["events", "ticket/T-1"]);
+    let events = events["events"].as_array().expect("events");
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["metadata"]["actor"], "customer:acme");
+    assert!(events[0]["metadata"]["causation_id"].is_string());
+    assert!(events[0]["payload"]["title"].as_str().is_some_and(|title| title.contains("<script>")));
+    let text = es.expect(&["events", "ticket/T-1", "--to", "1"], 0);
+    assert!(text.contains("TicketOpened") && !text.contains("TicketAssigned"), "{text}");
+
+    let past = es.json(&["state", "ticket/T-1", "--version", "1"]);
+    assert_eq!(past["version"], 1);
+    assert!(past["state"]["assignee"].is_null(), "{past}");
+    let now = es.json(&["state", "ticket/T-1"]);
+    assert_eq!(now["state"]["assignee"], "alice");
+    let diff = es.expect(&["diff", "ticket/T-1", "1", "2"], 0);
+    assert!(diff.contains("$.assignee"), "{diff}");
+
+    let total = store.tail(0).await.expect("tail").events;
+    let log = es.expect(&["log", "--limit", "1000"], 0);
+    assert_eq!(log.lines().count() as u64, total);
+    let registry = es.json(&["registry"]);
+    let types: Vec<&str> = registry["aggregates"]
+        .as_array()
+        .expect("aggregates")
+        .iter()
+        .filter_map(|aggregate| aggregate["aggregate_type"].as_str())
+        .collect();
+    assert_eq!(types, ["lead", "ticket"]);
+
+    let projections = es.json(&["projections"]);
+    let names: Vec<&str> = projections["projections"]
+        .as_array()
+        .expect("projections")
+        .iter()
+        .filter_map(|projection| projection["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{projections}");
+    assert!(projections["projections"][0]["events_behind"].as_u64() > Some(0));
+    let rebuilt = es.expect(&["rebuild", names[0]], 0);
+    assert!(rebuilt.starts_with(&format!("rebuilt {}", names[0])), "{rebuilt}");
+    let after = es.json(&["projections"]);
+    assert_eq!(after["projections"][0]["events_behind"], 0, "{after}");
+
+    let doctor = es.expect(&["doctor"], 0);
+    assert!(doctor.contains(&format!("checked {total} events")), "{doctor}");
+    assert_eq!(es.run(&["events", "ticket/T-404"]).status.code(), Some(3));
+    assert_eq!(es.run(&["rebuild", "no_such_projection"]).status.code(), Some(3));
+    assert_eq!(es.run(&["state"]).status.code(), Some(2));
+}
+
+fn assert_doctor_finds(es: &Es, expected: &[&str]) {
+    let out = es.expect(&["doctor"], 1);
+    for needle in expected {
+        assert!(out.contains(needle), "doctor names {needle:?}: {out}");
+    }
+    let report = es.run(&["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&report.stdout).expect("JSON");
+    assert_eq!(report["problems"].as_array().map(Vec::len), Some(expected.len()), "{report}");
+}
+
+/// Follows the log, appends while it runs, and expects the new event on its output.
+async fn follow_sees_a_new_event<S: EventStore + SnapshotStore + Clone + 'static>(store: &S, es: &Es) {
+    let mut child: Child = es
+        .command(&["log", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("es log --follow starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The follower starts at the head: give it time to get there, then append.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let tickets = Repository::<Ticket, S>::new(store.clone());
+    tickets
+        .execute("T-followed", Metadata::new(), |t| t.open("Followed", "acme", Priority::Low))
+        .await
+        .expect("open");
+    let line = received.recv_timeout(Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("the new event is printed within 20 s");
+    let event: Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(event["stream"], "ticket/T-followed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es_on_a_sqlite_file() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let file = directory.path().join("es.db");
+    let store = SqliteStore::open(&file).await.expect("open");
+    store.migrate().await.expect("migrate");
+    history(&store, "cli").await;
+    let es = Es {
+        env: Vec::new(),
+        prefix: vec!["--db".into(), file.display().to_string()],
+    };
+    check_every_command(&store, &es).await;
+    follow_sees_a_new_event(&store, &es).await;
+
+    // Rows written behind the framework's back: a schema version from the future, an unknown
+    // event, and an aggregate type nobody registered.
+    let connection = rusqlite::Connection::open(&file).expect("raw connection");
+    for (id, kind, stream, version, name, schema) in [
+        (1_u8, "ticket", "T-1", 4, "TicketEscalated", 99),
+        (2, "ticket", "T-1", 5, "TicketTeleported", 1),
+        (3, "invoice", "I-1", 1, "InvoiceSent", 1),
+    ] {
+        connection
+            .execute(
+                "INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_name, \
+                 schema_version, payload, metadata, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', '{}', 0)",
+                rusqlite::params![[id; 16].to_vec(), kind, stream, version, name, schema],
+            )
+            .expect("raw insert");
+    }
+    assert_doctor_finds(
+        &es,
+        &[
+            "event ticket/T-1 v4 (TicketEscalated)",
+            "event ticket/T-1 v5 (TicketTeleported)",
+            "event invoice/I-1 v1 (InvoiceSent): no aggregate of type `invoice`",
+        ],
+    );
+
+    let missing = directory.path().join("missing.db");
+    let es = Es {
+        env: Vec::new(),
+        prefix: vec!["--db".into(), missing.display().to_string()],
+    };
+    assert_eq!(es.run(&["streams"]).status.code(), Some(3));
+    assert!(!missing.exists(), "es does not create a store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es_on_postgres() {
+    let database = es_test_support::TestDatabase::get().expect("a PostgreSQL server");
+    let schema = database.schema().await.expect("a fresh schema");
+    let store: PostgresStore = schema.store().clone();
+    history(&store, "cli").await;
+    let es = Es {
+        env: vec![
+            ("DATABASE_URL", database.url().to_owned()),
+            ("ES_EXAMPLES_SCHEMA", store.schema().to_owned()),
+        ],
+        prefix: Vec::new(),
+    };
+    check_every_command(&store, &es).await;
+    follow_sees_a_new_event(&store, &es).await;
+
+    let insert = format!(
+        "INSERT INTO {}.events (position, event_id, aggregate_type, aggregate_id, version, event_name, \
+         schema_version, payload, metadata, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 20) | $1, gen_random_uuid(), $2, $3, $4, $5, $6, '{{}}', '{{}}', now())",
+        store.schema()
+    );
+    let mut tx = store.pool().begin().await.expect("begin");
+    for (index, kind, stream, version, name, schema_version) in [
+        (1_i64, "ticket", "T-1", 4_i64, "TicketEscalated", 99_i32),
+        (2, "ticket", "T-1", 5, "TicketTeleported", 1),
+        (3, "invoice", "I-1", 1, "InvoiceSent", 1),
+    ] {
+        sqlx::query(&insert)
+            .bind(index)
+            .bind(kind)
+            .bind(stream)
+            .bind(version)
+            .bind(name)
+            .bind(schema_version)
+            .execute(&mut *tx)
+            .await
+            .expect("raw insert");
+    }
+    tx.commit().await.expect("commit");
+    assert_doctor_finds(
+        &es,
+        &[
+            "event ticket/T-1 v4 (TicketEscalated)",
+            "event ticket/T-1 v5 (TicketTeleported)",
+            "event invoice/I-1 v1 (InvoiceSent): no aggregate of type `invoice`",
+        ],
+    );
+}
