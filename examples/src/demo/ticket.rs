@@ -174,5 +174,15 @@ async fn play<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -> Outc
     store.append(&stream, ExpectedVersion::NoStream, batch).await?;
     let loaded = tickets.load(&legacy).await?;
     println!("  loaded at version {}: {:?}", loaded.version, loaded.aggregate);
+
+    println!("\n== Look at it with the es command line");
+    for command in [
+        "streams --type ticket".to_owned(),
+        format!("events ticket/{id}"),
+        format!("state ticket/{id} --version 2"),
+        "serve".to_owned(),
+    ] {
+        println!("  cargo run -p examples --bin es -- {command}");
+    }
     Ok(())
 }
