@@ -175,6 +175,7 @@
 #![warn(missing_docs)]
 
 mod append;
+mod catalog;
 mod claim;
 mod connection;
 mod error;
