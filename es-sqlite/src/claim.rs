@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use es_core::CheckpointError;
+use es_core::{CheckpointError, ClaimStatus};
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
@@ -84,14 +84,57 @@ pub(crate) fn claim_path(database: &Path, projection: &str) -> PathBuf {
     database.with_file_name(name)
 }
 
+/// The claim file of `projection` beside the store's database file (blocking: it resolves the
+/// path). The same file under another name (relative, through a link) must get the same claim.
+fn claim_file(database: &Database, projection: &str) -> PathBuf {
+    let base = std::fs::canonicalize(&database.path).unwrap_or_else(|_| database.path.clone());
+    claim_path(&base, projection)
+}
+
+/// Whether a runner, of any process, holds the claim on `projection` now (blocking).
+///
+/// The claim is the exclusive `flock` on the claim file, so the question is whether that lock
+/// is taken, and asking for a lock that conflicts with it, without waiting, answers it. The
+/// request goes through a file of its own, opened here: `flock` locks belong to an open file
+/// description, and one opened separately conflicts with every other, those of other processes
+/// and those of this process's own claims alike (unlike `fcntl` record locks, which a process
+/// never sees conflict with its own). The request is for a *shared* lock, which conflicts only
+/// with the exclusive lock of a claim: two status checks at once do not see each other as a
+/// claim. A shared lock taken is released at once, explicitly and again by closing the file.
+/// While it is held, for an instant, a runner trying to claim the projection finds it locked
+/// and tries again after [`SqliteOptions::claim_retry`](crate::SqliteOptions) (logging that it
+/// waits): a status check delays a claim at most that long, and never makes one fail.
+///
+/// The file is opened without creating it: a claim creates the file before it locks it, so no
+/// file means no claim was ever taken (through this path), and checking a projection never
+/// claimed leaves nothing behind. A claim file deleted under its holder is the one case this
+/// misses (the holder's lock is on the deleted file): then the next claim takes over, and the
+/// epoch fences the old holder, which stops at its next unit of work.
+pub(crate) fn status(database: &Database, projection: &str) -> Result<ClaimStatus, SqliteError> {
+    let path = claim_file(database, projection);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(ClaimStatus::Free),
+        Err(source) => return Err(SqliteError::ClaimFile { path, source }),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            // Closing the file releases the lock too, but only once no other descriptor shares
+            // its open file description (a process forked meanwhile would keep it).
+            let _ = file.unlock();
+            Ok(ClaimStatus::Free)
+        }
+        Err(TryLockError::WouldBlock) => Ok(ClaimStatus::Held),
+        Err(TryLockError::Error(source)) => Err(SqliteError::ClaimFile { path, source }),
+    }
+}
+
 /// Waits until this runner holds the claim file's lock, then raises the claim epoch.
 pub(crate) async fn acquire(database: &Arc<Database>, projection: &str) -> Result<SqliteClaim, CheckpointError> {
     if database.is_read_only() {
         return Err(database.read_only("claim a projection").into());
     }
-    // The same file under another name (relative, through a link) must get the same claim.
-    let base = std::fs::canonicalize(&database.path).unwrap_or_else(|_| database.path.clone());
-    let lock_path = claim_path(&base, projection);
+    let lock_path = claim_file(database, projection);
     let path = lock_path.clone();
     let file = blocking(move || {
         OpenOptions::new()

@@ -3,7 +3,8 @@
 //! database's write lock, and a global read that never skips an event.
 //!
 //! [`SqliteStore`] implements [`EventStore`](es_core::EventStore),
-//! [`GlobalLog`](es_core::GlobalLog) and [`SnapshotStore`](es_core::SnapshotStore), and
+//! [`GlobalLog`](es_core::GlobalLog), [`SnapshotStore`](es_core::SnapshotStore) and, for tools,
+//! [`StreamCatalog`](es_core::StreamCatalog), and
 //! [`SqliteCheckpoints`] implements [`CheckpointStore`](es_core::CheckpointStore) for read
 //! models kept in the same file. All pass the conformance suite of `es-core`. SQLite (3.46) is
 //! compiled into the binary through rusqlite's `bundled` feature: no system library is needed.
@@ -131,15 +132,18 @@
 //!
 //! ## Reads
 //!
-//! `read_stream` filters the version range and the `recorded_until` cut-off in SQL, on the
-//! stream index, and streams rows out in chunks of 256 events; `replay_stream` reads only the
-//! four columns a replay needs and lends each event's name and payload from a chunk's buffer,
-//! building no envelope. `tail` is one query, and so is `read_event` (on the `event_id` index). Rows that cannot be mapped (metadata that does not
-//! decode, an id of the wrong length) are [`StoreError::Corrupt`](es_core::StoreError::Corrupt)
-//! naming stream and version. Locks held past the busy timeout, I/O errors and a full disk are
+//! `read_stream` filters the version range and the `recorded_until` cut-off in SQL, on the stream
+//! index, and streams rows out in chunks of 256 events; `replay_stream` reads only the four columns
+//! a replay needs and lends each event's name and payload from a chunk's buffer, building no
+//! envelope. `tail` is one query, and so is `read_event` (on the `event_id` index). `list_streams`
+//! walks the stream index from stream to stream in one read transaction, one seek to the next
+//! stream and one to its last event each: a page costs about two index seeks per stream listed,
+//! however many events the streams hold; `list_snapshots` reads a range of the snapshots' key. Rows
+//! that cannot be mapped (metadata that does not decode, an id of the wrong length) are
+//! [`StoreError::Corrupt`](es_core::StoreError::Corrupt) naming stream and version. Locks held past
+//! the busy timeout, I/O errors and a full disk are
 //! [`StoreError::Unavailable`](es_core::StoreError::Unavailable) (worth retrying later); other
-//! failures are [`StoreError::Backend`](es_core::StoreError::Backend). Both wrap a
-//! [`SqliteError`].
+//! failures are [`StoreError::Backend`](es_core::StoreError::Backend). Both wrap a [`SqliteError`].
 //!
 //! ## Projections
 //!
@@ -149,7 +153,8 @@
 //! applied exactly once. One runner per projection is active, across processes: it holds an
 //! exclusive lock on a claim file of the projection's own beside the database, released by the
 //! operating system when its process dies, and raises the claim epoch in the checkpoint row,
-//! which every unit checks. See [`SqliteCheckpoints`] for what handlers may do and the
+//! which every unit checks; [`claim_status`](es_core::CheckpointStore::claim_status) asks the
+//! lock, from any process. See [`SqliteCheckpoints`] for what handlers may do and the
 //! trade-offs. [`SqliteStore::wake_up`] wakes runners after appends of the same process; their
 //! poll interval covers other processes.
 //!
@@ -175,6 +180,7 @@
 #![warn(missing_docs)]
 
 mod append;
+mod catalog;
 mod claim;
 mod connection;
 mod error;

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use es_core::{async_trait, CheckpointError, CheckpointStore};
+use es_core::{async_trait, CheckpointError, CheckpointStore, ClaimStatus};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::claim::{self, release, Slot, SqliteClaim};
@@ -49,6 +49,10 @@ use crate::{sql, SqliteStore};
 /// `WHERE claim_epoch` is still its own, so a runner whose claim was taken over (its lock file
 /// deleted and re-created, a file system without working locks) stops with
 /// [`CheckpointError::ClaimLost`] instead of committing.
+///
+/// [`claim_status`](CheckpointStore::claim_status) tells whether a runner, of any process, holds
+/// the lock now, by asking for a shared lock on the claim file without waiting (and releasing it
+/// at once); it creates no file for a projection never claimed, and works on a read-only store.
 #[derive(Debug, Clone)]
 pub struct SqliteCheckpoints {
     database: Arc<Database>,
@@ -256,6 +260,14 @@ impl CheckpointStore for SqliteCheckpoints {
         .await?;
         let position = position.unwrap_or(0);
         u64::try_from(position).map_err(|_| out_of_range("checkpoint", position))
+    }
+
+    /// [`CheckpointStore::claim_status`]: whether the projection's claim file is locked, asked
+    /// without waiting and without creating the file (see the claim's notes in the type's
+    /// docs). Works on a read-only store too.
+    async fn claim_status(&self, projection: &str) -> Result<ClaimStatus, CheckpointError> {
+        let (database, projection) = (Arc::clone(&self.database), projection.to_owned());
+        blocking(move || claim::status(&database, &projection).map_err(CheckpointError::from)).await
     }
 
     fn is_transient(&self, error: &(dyn std::error::Error + 'static)) -> bool {

@@ -73,12 +73,7 @@ impl SnapshotStore for SqliteStore {
                     .and_then(|mut statement| {
                         statement
                             .query_row(params![owned_stream.aggregate_type, owned_stream.aggregate_id], |row| {
-                                Ok((
-                                    row.get::<_, i64>(0)?,
-                                    row.get::<_, i64>(1)?,
-                                    row.get::<_, String>(2)?,
-                                    row.get::<_, i64>(3)?,
-                                ))
+                                snapshot_row(row, 0)
                             })
                             .optional()
                     })
@@ -86,21 +81,42 @@ impl SnapshotStore for SqliteStore {
             })
         })
         .await?;
-        let Some((version, revision, state, taken_at)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let corrupt = |reason: String| StoreError::Corrupt {
-            stream: stream.clone(),
-            version: u64::try_from(version).unwrap_or(0),
-            reason,
-        };
-        Ok(Some(Snapshot {
-            stream: stream.clone(),
-            version: u64::try_from(version).map_err(|_| corrupt(format!("negative snapshot version {version}")))?,
-            revision: u32::try_from(revision)
-                .map_err(|_| corrupt(format!("snapshot revision {revision} is out of range")))?,
-            state: state.into_bytes(),
-            taken_at: instant(taken_at).ok_or_else(|| corrupt(format!("snapshot time {taken_at} is out of range")))?,
-        }))
+        stored_snapshot(stream.clone(), row).map(Some)
     }
+}
+
+/// A snapshot row's values: version, revision, state and `taken_at`, as stored.
+pub(crate) type SnapshotRow = (i64, i64, String, i64);
+
+/// Reads the columns `version, revision, state, taken_at` of a snapshot row, the first at
+/// column `first`.
+pub(crate) fn snapshot_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<SnapshotRow> {
+    Ok((
+        row.get(first)?,
+        row.get(first + 1)?,
+        row.get(first + 2)?,
+        row.get(first + 3)?,
+    ))
+}
+
+/// The snapshot of `stream` stored as `row`; a value out of range is
+/// [`StoreError::Corrupt`].
+pub(crate) fn stored_snapshot(stream: StreamId, row: SnapshotRow) -> Result<Snapshot, StoreError> {
+    let (version, revision, state, taken_at) = row;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version: u64::try_from(version).unwrap_or(0),
+        reason,
+    };
+    Ok(Snapshot {
+        version: u64::try_from(version).map_err(|_| corrupt(format!("negative snapshot version {version}")))?,
+        revision: u32::try_from(revision)
+            .map_err(|_| corrupt(format!("snapshot revision {revision} is out of range")))?,
+        state: state.into_bytes(),
+        taken_at: instant(taken_at).ok_or_else(|| corrupt(format!("snapshot time {taken_at} is out of range")))?,
+        stream,
+    })
 }

@@ -107,6 +107,8 @@ pub(crate) const RECORD_MIGRATION: &str =
 pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 pub(crate) const COMMIT: &str = "COMMIT";
 pub(crate) const ROLLBACK: &str = "ROLLBACK";
+/// A read transaction: the statements up to its end read one snapshot of the file.
+pub(crate) const BEGIN_READ: &str = "BEGIN DEFERRED";
 /// Reads the database header: fails on a file that is not a database.
 pub(crate) const PROBE: &str = "SELECT count(*) FROM sqlite_schema";
 
@@ -174,6 +176,48 @@ pub(crate) const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots
 pub(crate) const LOAD_SNAPSHOT: &str = "SELECT version, revision, state, taken_at FROM snapshots
     WHERE aggregate_type = ?1 AND aggregate_id = ?2";
 
+// The catalog: listing streams by walking the stream index, and snapshots by their key.
+
+/// The first stream at or after `(?1 aggregate_type, ?2 aggregate_id)`: one seek into the stream
+/// index (`(aggregate_type, aggregate_id, version)`), which holds every stream in
+/// `StreamId` order (BINARY collation compares UTF-8 bytes, as Rust compares strings).
+pub(crate) const STREAM_FROM: &str = "SELECT aggregate_type, aggregate_id FROM events
+    WHERE (aggregate_type, aggregate_id) >= (?1, ?2)
+    ORDER BY aggregate_type, aggregate_id LIMIT 1";
+/// The first stream after `(?1 aggregate_type, ?2 aggregate_id)`: one seek past that stream's
+/// entries in the stream index.
+pub(crate) const STREAM_AFTER: &str = "SELECT aggregate_type, aggregate_id FROM events
+    WHERE (aggregate_type, aggregate_id) > (?1, ?2)
+    ORDER BY aggregate_type, aggregate_id LIMIT 1";
+/// The first stream of the first aggregate type after `?1`: one seek past the type's entries.
+pub(crate) const STREAM_OF_NEXT_TYPE: &str = "SELECT aggregate_type, aggregate_id FROM events
+    WHERE aggregate_type > ?1
+    ORDER BY aggregate_type, aggregate_id LIMIT 1";
+/// A stream's last event: its version (the stream's, since versions run 1, 2, 3, ... without a
+/// gap) and when it was recorded. `?1` aggregate_type, `?2` aggregate_id.
+pub(crate) const LAST_EVENT: &str = "SELECT version, recorded_at FROM events
+    WHERE aggregate_type = ?1 AND aggregate_id = ?2
+    ORDER BY version DESC LIMIT 1";
+
+/// The snapshot columns listings select, in this order.
+macro_rules! snapshot_page {
+    ($bound:literal) => {
+        concat!(
+            "SELECT aggregate_type, aggregate_id, version, revision, state, taken_at FROM snapshots
+            WHERE (aggregate_type, aggregate_id) ",
+            $bound,
+            " (?1, ?2)
+            ORDER BY aggregate_type, aggregate_id LIMIT ?3"
+        )
+    };
+}
+
+/// Up to `?3` snapshots of the streams at or after `(?1 aggregate_type, ?2 aggregate_id)`, in
+/// key order: a range of the primary key.
+pub(crate) const SNAPSHOTS_FROM: &str = snapshot_page!(">=");
+/// Up to `?3` snapshots of the streams after `(?1 aggregate_type, ?2 aggregate_id)`.
+pub(crate) const SNAPSHOTS_AFTER: &str = snapshot_page!(">");
+
 // Projection checkpoints and claims.
 
 /// Raises the claim epoch for a new owner: `?1` projection, `?2` owner, `?3` time.
@@ -229,6 +273,13 @@ pub(crate) mod tests {
             TAIL,
             SAVE_SNAPSHOT,
             LOAD_SNAPSHOT,
+            STREAM_FROM,
+            STREAM_AFTER,
+            STREAM_OF_NEXT_TYPE,
+            LAST_EVENT,
+            SNAPSHOTS_FROM,
+            SNAPSHOTS_AFTER,
+            BEGIN_READ,
             TAKE_CLAIM,
             UNIT_CHECKPOINT,
             SAVE_CHECKPOINT,
@@ -241,10 +292,24 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    /// What SQLite will do for `sql`: the details of `EXPLAIN QUERY PLAN`, joined.
+    fn plan(connection: &rusqlite::Connection, sql: &str) -> rusqlite::Result<String> {
+        Ok(connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .and_then(|mut statement| {
+                let zeros = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
+                let details = statement.query_map(zeros, |row| row.get::<_, String>(3))?;
+                details.collect::<Result<Vec<_>, _>>()
+            })?
+            .join("; "))
+    }
+
     #[test]
     fn stream_reads_and_lookups_by_id_use_an_index() -> rusqlite::Result<()> {
         let connection = migrated()?;
         // STORED_EVENT runs in every append (the retry probe): a scan would make appends read the table.
+        // The catalog's statements are the steps of its walk over the stream index: a scan in any
+        // of them would read every event for each stream listed.
         for sql in [
             READ_STREAM,
             REPLAY_STREAM,
@@ -252,17 +317,35 @@ pub(crate) mod tests {
             STORED_EVENT,
             READ_EVENT,
             EVENT_ID_EXISTS,
+            STREAM_FROM,
+            STREAM_AFTER,
+            STREAM_OF_NEXT_TYPE,
+            LAST_EVENT,
         ] {
-            let plan: String = connection
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .and_then(|mut statement| {
-                    let zeros = rusqlite::params_from_iter(std::iter::repeat_n(0, statement.parameter_count()));
-                    let details = statement.query_map(zeros, |row| row.get::<_, String>(3))?;
-                    details.collect::<Result<Vec<_>, _>>()
-                })?
-                .join("; ");
+            let plan = plan(&connection, sql)?;
             assert!(
                 plan.contains("SEARCH events USING") && plan.contains("INDEX"),
+                "{sql}: {plan}"
+            );
+            assert!(!plan.contains("SCAN"), "{sql}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
+        }
+        // The walk's steps seek on both columns (or the type) of the stream index, not on a
+        // prefix of it, and read no row but the last event's.
+        for (sql, seek) in [
+            (STREAM_FROM, "(aggregate_type,aggregate_id)>"),
+            (STREAM_AFTER, "(aggregate_type,aggregate_id)>"),
+            (STREAM_OF_NEXT_TYPE, "(aggregate_type>?)"),
+            (LAST_EVENT, "(aggregate_type=? AND aggregate_id=?)"),
+        ] {
+            let plan = plan(&connection, sql)?;
+            assert!(plan.contains(seek), "{sql}: {plan}");
+            assert_eq!(plan.contains("COVERING INDEX"), sql != LAST_EVENT, "{sql}: {plan}");
+        }
+        for sql in [SNAPSHOTS_FROM, SNAPSHOTS_AFTER] {
+            let plan = plan(&connection, sql)?;
+            assert!(
+                plan.contains("SEARCH snapshots USING PRIMARY KEY ((aggregate_type,aggregate_id)>"),
                 "{sql}: {plan}"
             );
             assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");

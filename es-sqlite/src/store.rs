@@ -1,7 +1,7 @@
 //! [`SqliteStore`]: the type, opening and migrating, and SQL of the application's own on the
 //! same file; the [`EventStore`](es_core::EventStore) and [`GlobalLog`](es_core::GlobalLog)
 //! impls live in `read.rs` (appends in `append.rs`), [`SnapshotStore`](es_core::SnapshotStore)
-//! in `snapshot.rs`.
+//! in `snapshot.rs`, [`StreamCatalog`](es_core::StreamCatalog) in `catalog.rs`.
 
 use std::fmt;
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use es_core::{CheckpointError, CheckpointStore};
+use es_core::{CheckpointError, CheckpointStore, ClaimStatus};
 use es_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 
 use crate::support::{fresh, fresh_with, raw, select};
@@ -136,4 +136,90 @@ async fn a_read_only_store_cannot_claim() {
         other => panic!("expected a read-only error, got {:?}", other.map(|claim| claim.epoch())),
     }
     assert_eq!(reader.checkpoints().checkpoint("nope").await.expect("checkpoint"), 0);
+}
+
+/// The files in the database's directory.
+fn files_beside(db: &crate::support::TestDb) -> Vec<std::path::PathBuf> {
+    let directory = db.path().parent().expect("a directory").to_owned();
+    let mut files: Vec<_> = std::fs::read_dir(directory)
+        .expect("list the directory")
+        .map(|entry| entry.expect("an entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_status_creates_no_file_and_works_on_a_read_only_store() {
+    let db = fresh().await;
+    let checkpoints = db.store.checkpoints();
+    let before = files_beside(&db);
+    assert_eq!(
+        checkpoints.claim_status("never claimed").await.expect("status"),
+        ClaimStatus::Free
+    );
+    assert_eq!(files_beside(&db), before, "asking left no claim file behind");
+
+    let claim = checkpoints.claim("watched").await.expect("claim");
+    let reader = SqliteStore::open_read_only(db.path()).await.expect("open read-only");
+    let status = |store: SqliteStore| async move { store.checkpoints().claim_status("watched").await.expect("status") };
+    assert_eq!(
+        status(reader.clone()).await,
+        ClaimStatus::Held,
+        "seen by a read-only store"
+    );
+    assert_eq!(
+        status(db.store.clone()).await,
+        ClaimStatus::Held,
+        "asking again changes nothing"
+    );
+    drop(claim);
+    assert_eq!(status(reader).await, ClaimStatus::Free, "released with the claim");
+    assert_eq!(status(db.store.clone()).await, ClaimStatus::Free);
+}
+
+/// Checks take a shared lock for an instant: checks at once never see each other as a claim,
+/// and a claim taken meanwhile waits them out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_checks_at_once_do_not_see_each_other_and_do_not_stop_a_claim() {
+    let db = fresh().await;
+    let checkpoints = db.store.checkpoints();
+    drop(checkpoints.claim("busy").await.expect("claim once, so the file exists"));
+    let ask = |times: usize| {
+        let checkpoints = checkpoints.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::with_capacity(times);
+            for _ in 0..times {
+                statuses.push(checkpoints.claim_status("busy").await.expect("status"));
+            }
+            statuses
+        })
+    };
+    let askers: Vec<_> = (0..8).map(|_| ask(200)).collect();
+    for asker in askers {
+        let statuses = asker.await.expect("asker");
+        assert!(
+            statuses.iter().all(|status| *status == ClaimStatus::Free),
+            "{statuses:?}"
+        );
+    }
+
+    let askers: Vec<_> = (0..4).map(|_| ask(200)).collect();
+    let claim = tokio::time::timeout(Duration::from_secs(10), checkpoints.claim("busy"))
+        .await
+        .expect("claimed within 10 s while checks ran")
+        .expect("claim");
+    assert_eq!(claim.epoch(), 2);
+    assert_eq!(
+        checkpoints.claim_status("busy").await.expect("status"),
+        ClaimStatus::Held
+    );
+    drop(claim);
+    for asker in askers {
+        asker.await.expect("asker");
+    }
+    assert_eq!(
+        checkpoints.claim_status("busy").await.expect("status"),
+        ClaimStatus::Free
+    );
 }

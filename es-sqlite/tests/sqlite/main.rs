@@ -5,6 +5,7 @@ mod support;
 
 mod appends;
 mod bad_files;
+mod catalog;
 mod claims;
 mod conformance;
 mod migrations;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use es_core::{CheckpointStore, EventStore, ExpectedVersion, GlobalLog, NewEvent, StoreError, StreamId};
+use es_core::{CheckpointStore, ClaimStatus, EventStore, ExpectedVersion, GlobalLog, NewEvent, StoreError, StreamId};
 use es_sqlite::SqliteStore;
 use uuid::Uuid;
 
@@ -226,7 +226,37 @@ fn a_claim_held_by_a_killed_process_is_taken_over() {
     });
 }
 
-/// The child of the test above: claims, commits position 7, leaves a unit open, and waits to be
+/// A projection claimed by another process shows as held, to a store of this process that
+/// holds no claim of its own, and as free once that process is killed: the status reads the
+/// operating system's lock, which dies with its holder.
+#[test]
+fn a_claim_held_by_another_process_shows_as_held_until_it_is_killed() {
+    let parent = Parent::new();
+    let checkpoints = parent.db.store.checkpoints();
+    let status = || {
+        parent
+            .runtime
+            .block_on(checkpoints.claim_status("held"))
+            .expect("claim status")
+    };
+    assert_eq!(status(), ClaimStatus::Free, "before the child claims");
+    let mut holder = parent.child("multi_process::child_holds_claim", &[]);
+    wait_for_file(&parent.signals.join("claimed"), Duration::from_secs(60));
+    assert_eq!(status(), ClaimStatus::Held, "while the child holds the claim");
+    assert_eq!(status(), ClaimStatus::Held, "asking does not take the claim away");
+    holder.kill().expect("kill the holder");
+    let killed = holder.wait().expect("the holder's exit");
+    assert!(!killed.success(), "the holder was killed, not finished");
+    // The kernel releases a dead process's locks as it closes its files, before `wait` can
+    // return. Allow a moment anyway.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status() == ClaimStatus::Held {
+        assert!(Instant::now() < deadline, "still held 10 s after the holder was killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The child of the tests above: claims, commits position 7, leaves a unit open, and waits to be
 /// killed (for a minute at most).
 #[test]
 fn child_holds_claim() {
