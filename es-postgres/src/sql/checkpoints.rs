@@ -1,5 +1,14 @@
 //! The statements of projection checkpoints and claims.
 
+/// The claim's advisory lock key, from `$1` (the claim key text): one 64-bit key, which
+/// `pg_locks` shows as `classid` (its high 32 bits) and `objid` (its low 32 bits) with
+/// `objsubid = 1`, the mark of a one-key advisory lock (two 32-bit keys show as 2).
+macro_rules! claim_key {
+    () => {
+        "hashtextextended($1, 0)"
+    };
+}
+
 /// The statements of projection checkpoints and claims.
 #[derive(Debug)]
 pub(crate) struct CheckpointStatements {
@@ -9,6 +18,9 @@ pub(crate) struct CheckpointStatements {
     pub lock_row: String,
     /// Tries the claim's advisory lock: `$1` the claim key.
     pub try_lock: &'static str,
+    /// Whether any session of the cluster holds the claim's advisory lock in this database,
+    /// without taking it: `$1` the claim key. One row, `held`.
+    pub claim_held: &'static str,
     /// Raises the claim epoch for a new owner: `$1` projection, `$2` owner.
     pub take_claim: String,
     /// Raises the claim epoch for the same owner, only if it is still `$2`: `$1` projection.
@@ -30,7 +42,20 @@ impl CheckpointStatements {
                 "SELECT position, claim_epoch, claim_owner FROM {s}.projection_checkpoints
                  WHERE projection = $1 FOR UPDATE"
             ),
-            try_lock: "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+            try_lock: concat!("SELECT pg_try_advisory_lock(", claim_key!(), ")"),
+            // `pg_locks` shows the lock table shared by every session of the cluster, so another
+            // process's claim is in it; `database` tells this database's locks from others'.
+            claim_held: concat!(
+                "SELECT EXISTS (
+                     SELECT FROM pg_locks AS l, (SELECT ",
+                claim_key!(),
+                " AS key) AS k
+                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                       AND l.classid = ((k.key >> 32) & 4294967295)::oid
+                       AND l.objid = (k.key & 4294967295)::oid
+                 ) AS held"
+            ),
             take_claim: format!(
                 "INSERT INTO {s}.projection_checkpoints AS c (projection, position, claim_epoch, claim_owner, claimed_at)
                  VALUES ($1, 0, 1, $2, now())
