@@ -162,6 +162,7 @@
 #![warn(missing_docs)]
 
 mod append;
+mod catalog;
 mod error;
 mod fault;
 mod notify;

@@ -1,5 +1,6 @@
 //! The schema, the migrations and every SQL statement, built once per schema name.
 
+mod catalog;
 mod checkpoints;
 
 use es_core::ExpectedVersion;
@@ -7,6 +8,7 @@ use es_core::ExpectedVersion;
 use crate::error::PostgresError;
 use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS, STORED_EVENT_COLUMNS};
 
+use catalog::CatalogStatements;
 use checkpoints::CheckpointStatements;
 
 /// Bits of a position that number the events of one transaction: `position = xid << 20 | n`.
@@ -27,6 +29,10 @@ pub(crate) const EVENT_ID_CONSTRAINT: &str = "events_event_id_key";
 fn settled_bound() -> String {
     format!("(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_SHIFT})")
 }
+
+/// The columns of a snapshot row but its stream, decoded by name by `snapshot::snapshot`; the
+/// state comes as text, the form the store hands out.
+const SNAPSHOT_COLUMNS: &str = "version, revision, state::text AS state, taken_at";
 
 /// The rows of one stream in a slice, from the five parameters `read.rs` binds: `$1`
 /// aggregate_type, `$2` aggregate_id, `$3`..`$4` the version range, `$5` the `recorded_until`
@@ -212,6 +218,7 @@ pub(crate) struct Statements {
     pub save_snapshot: String,
     pub load_snapshot: String,
     pub checkpoints: CheckpointStatements,
+    pub catalog: CatalogStatements,
 }
 
 /// The LISTEN/NOTIFY channel appends to schema `schema` notify: at most 63 bytes, PostgreSQL's
@@ -367,10 +374,11 @@ impl Statements {
                  WHERE stored.version <= excluded.version"
             ),
             load_snapshot: format!(
-                "SELECT version, revision, state::text AS state, taken_at FROM {s}.snapshots
+                "SELECT {SNAPSHOT_COLUMNS} FROM {s}.snapshots
                  WHERE aggregate_type = $1 AND aggregate_id = $2"
             ),
             checkpoints: CheckpointStatements::new(&s),
+            catalog: CatalogStatements::new(&s),
         }
     }
 }

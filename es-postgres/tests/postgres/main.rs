@@ -8,6 +8,7 @@ mod domain;
 
 mod appends;
 mod bad_data;
+mod catalog;
 mod claim_status;
 mod conformance;
 mod failures;
