@@ -2,7 +2,8 @@
 //! expected version enforced by the database, and a global read that never skips an event.
 //!
 //! [`PostgresStore`] implements [`EventStore`](es_core::EventStore),
-//! [`GlobalLog`](es_core::GlobalLog) and [`SnapshotStore`](es_core::SnapshotStore) with sqlx, and passes the same conformance suite as
+//! [`GlobalLog`](es_core::GlobalLog), [`SnapshotStore`](es_core::SnapshotStore) and
+//! [`StreamCatalog`](es_core::StreamCatalog) with sqlx, and passes the same conformance suite as
 //! the in-memory store. It needs PostgreSQL 13 or newer.
 //!
 //! ```no_run
@@ -135,6 +136,16 @@
 //! [`StoreError::Backend`](es_core::StoreError::Backend), wrapping the sqlx error or a
 //! [`PostgresError`].
 //!
+//! ## The catalog: listing without scanning
+//!
+//! [`StreamCatalog::list_streams`](es_core::StreamCatalog::list_streams) walks the unique
+//! `(aggregate_type, aggregate_id, version)` index with a recursive query, one index seek per
+//! stream (a "skip scan"), and one more per stream listed for its last event: a page costs about
+//! twice its size in seeks, never a scan of `events`. An id prefix is jumped to only where ids
+//! sort bytewise (a `C` collation); in other collations the ids that share a prefix need not sort
+//! together, so a prefixed listing visits the streams after the page start until the page is
+//! full (see the trait implementation's docs). Snapshots are paged on their primary key.
+//!
 //! ## Projections
 //!
 //! [`PostgresStore::checkpoints`] gives the [`CheckpointStore`](es_core::CheckpointStore) for
@@ -148,6 +159,8 @@
 //! epoch under the checkpoint row's lock, so a runner whose claim was taken over never commits
 //! again (see [`PostgresCheckpoints`]). A runner cancelled mid-batch drops the connection, so
 //! no transaction is ever left open on a pooled connection.
+//! [`claim_status`](es_core::CheckpointStore::claim_status) finds the lock in `pg_locks`,
+//! whichever process holds it, without taking it.
 //! After each append commits, the store sends a `NOTIFY` from a separate statement (never inside
 //! the append: NOTIFY takes a database-wide lock at commit, which would make appends queue
 //! behind each other), coalescing bursts; [`PostgresStore::wake_up`] listens, and runners poll as
@@ -162,6 +175,7 @@
 #![warn(missing_docs)]
 
 mod append;
+mod catalog;
 mod error;
 mod fault;
 mod notify;

@@ -4,9 +4,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use es_core::{async_trait, CheckpointError, CheckpointStore, WakeUp};
+use es_core::{async_trait, CheckpointError, CheckpointStore, ClaimStatus, WakeUp};
 use sqlx::postgres::{PgConnectOptions, PgListener};
-use sqlx::{ConnectOptions, PgConnection, PgPool};
+use sqlx::{ConnectOptions, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
@@ -44,6 +44,11 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// connection, so the server rolls the transaction back; a pooled connection would instead go
 /// back to the pool still inside the transaction. The claim's connection names itself in
 /// `pg_stat_activity.application_name` as `es claim <schema>.<projection>`.
+///
+/// [`claim_status`](CheckpointStore::claim_status) looks the lock up in `pg_locks` (any
+/// session, any process, this database) without taking it. A runner whose process died shows
+/// as holding the claim until the server notices its connection is gone, just as long as it
+/// keeps other runners waiting.
 #[derive(Debug, Clone)]
 pub struct PostgresCheckpoints {
     pool: PgPool,
@@ -378,6 +383,21 @@ impl CheckpointStore for PostgresCheckpoints {
             .map_err(checkpoint_error)?;
         let position = position.unwrap_or(0);
         u64::try_from(position).map_err(|_| out_of_range("checkpoint", position))
+    }
+
+    /// Reads `pg_locks` for a granted advisory lock with the claim's key in this database: the
+    /// lock table is shared by every session of the cluster, so a runner in any process shows,
+    /// and the claim's lock is held exactly as long as a runner holds the claim (until its
+    /// connection ends). The lock is not taken, so a runner claiming at the same moment is
+    /// never turned away.
+    async fn claim_status(&self, projection: &str) -> Result<ClaimStatus, CheckpointError> {
+        let row = sqlx::query(self.sql.checkpoints.claim_held)
+            .bind(self.claim_key(projection))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(checkpoint_error)?;
+        let held: bool = row.try_get("held").map_err(checkpoint_error)?;
+        Ok(if held { ClaimStatus::Held } else { ClaimStatus::Free })
     }
 
     fn is_transient(&self, error: &(dyn std::error::Error + 'static)) -> bool {

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use es_core::{Snapshot, SnapshotStore, StoreError, StreamId};
+use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use crate::error::PostgresError;
@@ -52,31 +53,34 @@ impl SnapshotStore for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(store_error)?;
-        let Some(row) = row else { return Ok(None) };
-        let version: i64 = row.try_get("version").map_err(store_error)?;
-        let version = u64::try_from(version).map_err(|_| negative_version(stream, version))?;
-        let corrupt = |reason: String| StoreError::Corrupt {
-            stream: stream.clone(),
-            version,
-            reason,
-        };
-        let revision: i32 = row
-            .try_get("revision")
-            .map_err(|e| corrupt(format!("snapshot revision: {e}")))?;
-        let revision =
-            u32::try_from(revision).map_err(|_| corrupt(format!("negative snapshot revision {revision}")))?;
-        let state: String = row
-            .try_get("state")
-            .map_err(|e| corrupt(format!("snapshot state: {e}")))?;
-        let taken_at: DateTime<Utc> = row
-            .try_get("taken_at")
-            .map_err(|e| corrupt(format!("snapshot time: {e}")))?;
-        Ok(Some(Snapshot {
-            stream: stream.clone(),
-            version,
-            revision,
-            state: state.into_bytes(),
-            taken_at,
-        }))
+        row.map(|row| snapshot(&row, stream.clone())).transpose()
     }
+}
+
+/// Decodes the snapshot columns (`SNAPSHOT_COLUMNS` in `sql`) of a row of `stream`.
+pub(crate) fn snapshot(row: &PgRow, stream: StreamId) -> Result<Snapshot, StoreError> {
+    let version: i64 = row.try_get("version").map_err(store_error)?;
+    let version = u64::try_from(version).map_err(|_| negative_version(&stream, version))?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version,
+        reason,
+    };
+    let revision: i32 = row
+        .try_get("revision")
+        .map_err(|e| corrupt(format!("snapshot revision: {e}")))?;
+    let revision = u32::try_from(revision).map_err(|_| corrupt(format!("negative snapshot revision {revision}")))?;
+    let state: String = row
+        .try_get("state")
+        .map_err(|e| corrupt(format!("snapshot state: {e}")))?;
+    let taken_at: DateTime<Utc> = row
+        .try_get("taken_at")
+        .map_err(|e| corrupt(format!("snapshot time: {e}")))?;
+    Ok(Snapshot {
+        stream,
+        version,
+        revision,
+        state: state.into_bytes(),
+        taken_at,
+    })
 }

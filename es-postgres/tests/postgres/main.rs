@@ -8,6 +8,8 @@ mod domain;
 
 mod appends;
 mod bad_data;
+mod catalog;
+mod claim_status;
 mod conformance;
 mod failures;
 mod idempotency;

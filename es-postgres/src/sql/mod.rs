@@ -1,9 +1,15 @@
 //! The schema, the migrations and every SQL statement, built once per schema name.
 
+mod catalog;
+mod checkpoints;
+
 use es_core::ExpectedVersion;
 
 use crate::error::PostgresError;
 use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS, STORED_EVENT_COLUMNS};
+
+use catalog::CatalogStatements;
+use checkpoints::CheckpointStatements;
 
 /// Bits of a position that number the events of one transaction: `position = xid << 20 | n`.
 pub(crate) const POSITION_SHIFT: u32 = 20;
@@ -23,6 +29,10 @@ pub(crate) const EVENT_ID_CONSTRAINT: &str = "events_event_id_key";
 fn settled_bound() -> String {
     format!("(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_SHIFT})")
 }
+
+/// The columns of a snapshot row but its stream, decoded by name by `snapshot::snapshot`; the
+/// state comes as text, the form the store hands out.
+const SNAPSHOT_COLUMNS: &str = "version, revision, state::text AS state, taken_at";
 
 /// The rows of one stream in a slice, from the five parameters `read.rs` binds: `$1`
 /// aggregate_type, `$2` aggregate_id, `$3`..`$4` the version range, `$5` the `recorded_until`
@@ -208,27 +218,7 @@ pub(crate) struct Statements {
     pub save_snapshot: String,
     pub load_snapshot: String,
     pub checkpoints: CheckpointStatements,
-}
-
-/// The statements of projection checkpoints and claims.
-#[derive(Debug)]
-pub(crate) struct CheckpointStatements {
-    /// Opens a unit of work: simple-query protocol, both statements in one round trip.
-    pub begin: String,
-    /// Locks the checkpoint row for the unit: `$1` projection.
-    pub lock_row: String,
-    /// Tries the claim's advisory lock: `$1` the claim key.
-    pub try_lock: &'static str,
-    /// Raises the claim epoch for a new owner: `$1` projection, `$2` owner.
-    pub take_claim: String,
-    /// Raises the claim epoch for the same owner, only if it is still `$2`: `$1` projection.
-    pub retake_claim: String,
-    /// Saves the checkpoint under the unit's claim: `$1` projection, `$2` position, `$3` epoch.
-    pub save: String,
-    /// Reads the checkpoint outside any unit: `$1` projection.
-    pub load: String,
-    /// Reads the claim epoch outside any unit: `$1` projection.
-    pub epoch: String,
+    pub catalog: CatalogStatements,
 }
 
 /// The LISTEN/NOTIFY channel appends to schema `schema` notify: at most 63 bytes, PostgreSQL's
@@ -373,9 +363,7 @@ impl Statements {
             ),
             // Only on the failure paths of an append: where the batch's ids are stored, if
             // anywhere (a retried batch, or a duplicate id). `$1` the batch's ids.
-            stored_events: format!(
-                "SELECT {STORED_EVENT_COLUMNS} FROM {s}.events WHERE event_id = ANY($1)"
-            ),
+            stored_events: format!("SELECT {STORED_EVENT_COLUMNS} FROM {s}.events WHERE event_id = ANY($1)"),
             read_event: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = $1"),
             save_snapshot: format!(
                 "INSERT INTO {s}.snapshots AS stored (aggregate_type, aggregate_id, version, revision, state, taken_at)
@@ -386,35 +374,11 @@ impl Statements {
                  WHERE stored.version <= excluded.version"
             ),
             load_snapshot: format!(
-                "SELECT version, revision, state::text AS state, taken_at FROM {s}.snapshots
+                "SELECT {SNAPSHOT_COLUMNS} FROM {s}.snapshots
                  WHERE aggregate_type = $1 AND aggregate_id = $2"
             ),
-            checkpoints: CheckpointStatements {
-                begin: format!("BEGIN; SET LOCAL search_path TO {s}, public"),
-                lock_row: format!(
-                    "SELECT position, claim_epoch, claim_owner FROM {s}.projection_checkpoints
-                     WHERE projection = $1 FOR UPDATE"
-                ),
-                try_lock: "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                take_claim: format!(
-                    "INSERT INTO {s}.projection_checkpoints AS c (projection, position, claim_epoch, claim_owner, claimed_at)
-                     VALUES ($1, 0, 1, $2, now())
-                     ON CONFLICT (projection) DO UPDATE
-                        SET claim_epoch = c.claim_epoch + 1, claim_owner = $2, claimed_at = now()
-                     RETURNING c.claim_epoch"
-                ),
-                retake_claim: format!(
-                    "UPDATE {s}.projection_checkpoints SET claim_epoch = claim_epoch + 1, claimed_at = now()
-                     WHERE projection = $1 AND claim_epoch = $2
-                     RETURNING claim_epoch"
-                ),
-                save: format!(
-                    "UPDATE {s}.projection_checkpoints SET position = $2, updated_at = now()
-                     WHERE projection = $1 AND claim_epoch = $3"
-                ),
-                load: format!("SELECT position FROM {s}.projection_checkpoints WHERE projection = $1"),
-                epoch: format!("SELECT claim_epoch FROM {s}.projection_checkpoints WHERE projection = $1"),
-            },
+            checkpoints: CheckpointStatements::new(&s),
+            catalog: CatalogStatements::new(&s),
         }
     }
 }
