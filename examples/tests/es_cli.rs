@@ -43,7 +43,11 @@ impl Es {
             String::from_utf8_lossy(&output.stdout).into_owned(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
         );
-        assert_eq!(output.status.code(), Some(code), "es {args:?}\nstdout: {out}\nstderr: {err}");
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "es {args:?}\nstdout: {out}\nstderr: {err}"
+        );
         out
     }
 
@@ -64,7 +68,10 @@ async fn history<S: EventStore + SnapshotStore + Clone + 'static>(store: &S, run
         })
         .await
         .expect("open");
-    tickets.execute("T-1", Metadata::new(), |t| t.assign("alice")).await.expect("assign");
+    tickets
+        .execute("T-1", Metadata::new(), |t| t.assign("alice"))
+        .await
+        .expect("assign");
     tickets
         .execute("T-1", Metadata::new(), |t| t.request_escalation("month end"))
         .await
@@ -85,18 +92,29 @@ where
     let streams = es.json(&["streams", "--type", "ticket"]);
     let listed = streams["streams"].as_array().expect("streams");
     assert_eq!(listed.len(), 2, "{streams}");
-    assert_eq!((listed[0]["aggregate_id"].as_str(), listed[0]["events"].as_u64()), (Some("T-1"), Some(3)));
+    assert_eq!(
+        (listed[0]["aggregate_id"].as_str(), listed[0]["events"].as_u64()),
+        (Some("T-1"), Some(3))
+    );
     let text = es.expect(&["streams", "--type", "ticket", "--id", "T-2"], 0);
-    assert!(text.lines().nth(1).is_some_and(|line| line.starts_with("ticket/T-2")), "{text}");
+    assert!(
+        text.lines().nth(1).is_some_and(|line| line.starts_with("ticket/T-2")),
+        "{text}"
+    );
 
     let events = es.json(&["events", "ticket/T-1"]);
     let events = events["events"].as_array().expect("events");
     assert_eq!(events.len(), 3);
     assert_eq!(events[0]["metadata"]["actor"], "customer:acme");
     assert!(events[0]["metadata"]["causation_id"].is_string());
-    assert!(events[0]["payload"]["title"].as_str().is_some_and(|title| title.contains("<script>")));
+    assert!(events[0]["payload"]["title"]
+        .as_str()
+        .is_some_and(|title| title.contains("<script>")));
     let text = es.expect(&["events", "ticket/T-1", "--to", "1"], 0);
-    assert!(text.contains("TicketOpened") && !text.contains("TicketAssigned"), "{text}");
+    assert!(
+        text.contains("TicketOpened") && !text.contains("TicketAssigned"),
+        "{text}"
+    );
 
     let past = es.json(&["state", "ticket/T-1", "--version", "1"]);
     assert_eq!(past["version"], 1);
@@ -146,7 +164,11 @@ fn assert_doctor_finds(es: &Es, expected: &[&str]) {
     }
     let report = es.run(&["doctor", "--json"]);
     let report: Value = serde_json::from_slice(&report.stdout).expect("JSON");
-    assert_eq!(report["problems"].as_array().map(Vec::len), Some(expected.len()), "{report}");
+    assert_eq!(
+        report["problems"].as_array().map(Vec::len),
+        Some(expected.len()),
+        "{report}"
+    );
 }
 
 /// Follows the log, appends while it runs, and expects the new event on its output.
@@ -170,7 +192,9 @@ async fn follow_sees_a_new_event<S: EventStore + SnapshotStore + Clone + 'static
     tokio::time::sleep(Duration::from_millis(700)).await;
     let tickets = Repository::<Ticket, S>::new(store.clone());
     tickets
-        .execute("T-followed", Metadata::new(), |t| t.open("Followed", "acme", Priority::Low))
+        .execute("T-followed", Metadata::new(), |t| {
+            t.open("Followed", "acme", Priority::Low)
+        })
         .await
         .expect("open");
     let line = received.recv_timeout(Duration::from_secs(20));
