@@ -7,7 +7,7 @@
 //! Seeds `--events` Lead events (default 1,000,000) in streams of 100 (a lead initialized, then
 //! follow-ups and contact detail changes), then runs, in-process on the examples' `es` command
 //! line (the same `es_cli::Cli` with the Lead and Ticket types and both Lead projections):
-//! `doctor` (decode every event), `rebuild lead_search` and `rebuild lead_analysis`, and prints
+//! `doctor` (decode every event), `rebuild lead-search` and `rebuild lead-analysis`, and prints
 //! a markdown table of the times. SQLite uses a file in a fresh temporary directory; PostgreSQL
 //! uses `DATABASE_URL` or a throwaway server, in a fresh schema.
 
@@ -92,8 +92,8 @@ async fn measure<S: LeadTables + CliStore>(name: &str, store: S, events: usize) 
     eprintln!("{name}: seeded {events} events in {:.1} s", seeded.as_secs_f64());
     for args in [
         &["doctor"][..],
-        &["rebuild", "lead_search"][..],
-        &["rebuild", "lead_analysis"][..],
+        &["rebuild", "lead-search"][..],
+        &["rebuild", "lead-analysis"][..],
     ] {
         let took = timed(&store, args).await?;
         let seconds = took.as_secs_f64();
