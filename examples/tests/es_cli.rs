@@ -145,8 +145,19 @@ where
         .collect();
     assert_eq!(names.len(), 2, "{projections}");
     assert!(projections["projections"][0]["events_behind"].as_u64() > Some(0));
-    let rebuilt = es.expect(&["rebuild", names[0]], 0);
-    assert!(rebuilt.starts_with(&format!("rebuilt {}", names[0])), "{rebuilt}");
+    let rebuilt = es.run(&["rebuild", names[0]]);
+    assert_eq!(rebuilt.status.code(), Some(0));
+    let (out, progress) = (
+        String::from_utf8_lossy(&rebuilt.stdout),
+        String::from_utf8_lossy(&rebuilt.stderr),
+    );
+    assert!(out.starts_with(&format!("rebuilt {}", names[0])), "{out}");
+    // Not a terminal: progress comes as plain lines, the last one complete.
+    let last = progress.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("rebuild {}: {total}/{total} events", names[0])),
+        "{progress}"
+    );
     let after = es.json(&["projections"]);
     assert_eq!(after["projections"][0]["events_behind"], 0, "{after}");
 
