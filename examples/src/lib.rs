@@ -4,6 +4,7 @@
 //! continues; on PostgreSQL when `DATABASE_URL` is set; in memory with `-- --memory`), or one
 //! with `--bin ticket` / `--bin lead`. See [`demo::Backend`].
 
+pub mod cli;
 pub mod demo;
 pub mod lead;
 pub mod lead_models;

@@ -15,13 +15,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use es_cli::{Cli, CliStore, Exit};
-use es_core::{encode_batch, ExpectedVersion, Metadata, ProjectionRunner, StreamId};
+use es_cli::{CliStore, Exit};
+use es_core::{encode_batch, ExpectedVersion, Metadata, StreamId};
 use es_postgres::PostgresStore;
 use es_sqlite::SqliteStore;
-use examples::lead::{ContactDetailsUpdated, FollowupSet, Lead, LeadEvent, LeadInitialized};
-use examples::lead_models::{LeadAnalysisProjection, LeadSearchProjection, LeadTables};
-use examples::ticket::Ticket;
+use examples::cli::command_line;
+use examples::lead::{ContactDetailsUpdated, FollowupSet, LeadEvent, LeadInitialized};
+use examples::lead_models::LeadTables;
 
 /// Events per lead stream.
 const PER_STREAM: usize = 100;
@@ -62,21 +62,7 @@ async fn seed<S: CliStore>(store: &S, events: usize) -> Result<Duration, Failure
 
 /// Runs one `es` command in-process; its output is discarded, progress lines go to stderr.
 async fn timed<S: LeadTables + CliStore>(store: &S, args: &[&str]) -> Result<Duration, Failure> {
-    let search = ProjectionRunner::new(
-        LeadSearchProjection::<S::Context>::default(),
-        store.clone(),
-        store.read_models(),
-    );
-    let analysis = ProjectionRunner::new(
-        LeadAnalysisProjection::<S::Context>::default(),
-        store.clone(),
-        store.read_models(),
-    );
-    let cli = Cli::new(store.clone())
-        .aggregate::<Ticket>()?
-        .aggregate::<Lead>()?
-        .projection(search)
-        .projection(analysis);
+    let cli = command_line(store.clone())?;
     let started = Instant::now();
     let argv = std::iter::once("es").chain(args.iter().copied());
     let exit = cli.execute(argv, &mut std::io::sink(), &mut std::io::stderr()).await;

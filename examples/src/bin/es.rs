@@ -13,14 +13,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use es_cli::{Cli, CliStore, Exit};
-use es_core::ProjectionRunner;
+use es_cli::{CliStore, Exit};
 use es_postgres::PostgresStore;
 use es_sqlite::SqliteStore;
+use examples::cli::command_line;
 use examples::demo::DEFAULT_FILE;
-use examples::lead::Lead;
-use examples::lead_models::{LeadAnalysisProjection, LeadSearchProjection, LeadTables};
-use examples::ticket::Ticket;
+use examples::lead_models::LeadTables;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -85,21 +83,6 @@ fn store_failure(error: impl std::fmt::Display) -> (Exit, String) {
 /// The command line over `store`: both aggregates, both Lead projections.
 async fn run<S: LeadTables + CliStore>(store: S, args: Vec<OsString>) -> Opened {
     store.create_tables().await.map_err(store_failure)?;
-    let search = ProjectionRunner::new(
-        LeadSearchProjection::<S::Context>::default(),
-        store.clone(),
-        store.read_models(),
-    );
-    let analysis = ProjectionRunner::new(
-        LeadAnalysisProjection::<S::Context>::default(),
-        store.clone(),
-        store.read_models(),
-    );
-    let cli = Cli::new(store)
-        .aggregate::<Ticket>()
-        .and_then(|cli| cli.aggregate::<Lead>())
-        .map_err(|error| (Exit::Usage, error.to_string()))?
-        .projection(search)
-        .projection(analysis);
+    let cli = command_line(store).map_err(|error| (Exit::Usage, error.to_string()))?;
     Ok(cli.run_from(args).await)
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::lead::{Lead, LeadStatus};
 use crate::lead_models::{
-    AnalysisModel, AnalysisRow, LeadAnalysisProjection, LeadSearchProjection, LeadTables, SearchModel,
+    lead_runners, AnalysisModel, AnalysisRow, LeadAnalysisProjection, LeadSearchProjection, LeadTables, SearchModel,
 };
 use crate::lead_scenario::{lead_id, lead_name, play_leads, with_typo};
 use es_core::{EventStore, InMemoryReadModel, InMemoryStore, ProjectionRunner, Repository, SnapshotStore, StreamSlice};
@@ -77,16 +77,7 @@ async fn on_database<S: LeadTables>(store: S, what: &str) -> Outcome {
     let run = format!("run{}", chrono::Utc::now().format("%Y%m%d%H%M%S%3f"));
     play(&leads, &run).await?;
 
-    let search = ProjectionRunner::new(
-        LeadSearchProjection::<S::Context>::default(),
-        store.clone(),
-        store.read_models(),
-    );
-    let analysis = ProjectionRunner::new(
-        LeadAnalysisProjection::<S::Context>::default(),
-        store.clone(),
-        store.read_models(),
-    );
+    let (search, analysis) = lead_runners(&store);
     let searched = search.catch_up().await?;
     let analysed = analysis.catch_up().await?;
     println!(

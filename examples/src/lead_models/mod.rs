@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 
 use es_core::{
-    async_trait, event, CheckpointStore, DecodedEvent, EventStore, GlobalLog, HandlerError, Projection, SnapshotStore,
+    async_trait, event, CheckpointStore, DecodedEvent, EventStore, GlobalLog, HandlerError, Projection,
+    ProjectionRunner, SnapshotStore,
 };
 
 use crate::lead::{
@@ -232,4 +233,18 @@ pub trait LeadTables: EventStore + GlobalLog + SnapshotStore + Clone + 'static {
     async fn load_analysis(&self) -> Result<AnalysisModel, HandlerError>;
     /// The ids of leads that ever had this name or phone.
     async fn find(&self, name_or_phone: &str) -> Result<Vec<String>, HandlerError>;
+}
+
+/// The runner of the search projection into `store`'s tables.
+pub type SearchRunner<S> =
+    ProjectionRunner<LeadSearchProjection<<S as LeadTables>::Context>, S, <S as LeadTables>::Checkpoints>;
+/// The runner of the analysis projection into `store`'s tables.
+pub type AnalysisRunner<S> =
+    ProjectionRunner<LeadAnalysisProjection<<S as LeadTables>::Context>, S, <S as LeadTables>::Checkpoints>;
+
+/// The runners of both Lead projections, reading `store` and writing its tables.
+pub fn lead_runners<S: LeadTables>(store: &S) -> (SearchRunner<S>, AnalysisRunner<S>) {
+    let search = ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), store.read_models());
+    let analysis = ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), store.read_models());
+    (search, analysis)
 }
