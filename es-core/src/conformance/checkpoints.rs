@@ -42,18 +42,17 @@ async fn claim<C: CheckpointStore>(store: &C, projection: &str) -> C::Claim {
     }
 }
 
+/// The value of a checkpoint-store call that must succeed; panics naming `what` otherwise.
+fn must<T>(result: Result<T, crate::projection::CheckpointError>, what: &str) -> T {
+    result.unwrap_or_else(|error| panic!("{what} failed: {error}"))
+}
+
 async fn begin<C: CheckpointStore>(store: &C, claim: &mut C::Claim) -> (C::Unit, u64) {
-    match store.begin(claim).await {
-        Ok(begun) => begun,
-        Err(error) => panic!("beginning a unit of work failed: {error}"),
-    }
+    must(store.begin(claim).await, "beginning a unit of work")
 }
 
 async fn checkpoint<C: CheckpointStore>(store: &C, projection: &str) -> u64 {
-    match store.checkpoint(projection).await {
-        Ok(position) => position,
-        Err(error) => panic!("reading the checkpoint of {projection} failed: {error}"),
-    }
+    must(store.checkpoint(projection).await, &format!("reading the checkpoint of {projection}"))
 }
 
 /// A new projection starts at 0. A committed unit makes its read-model writes and its checkpoint
@@ -139,10 +138,7 @@ pub async fn a_new_claim_resumes_after_a_crash<C: CheckpointStore, R: ReadModelP
 }
 
 async fn claim_status<C: CheckpointStore>(store: &C, projection: &str) -> ClaimStatus {
-    match store.claim_status(projection).await {
-        Ok(status) => status,
-        Err(error) => panic!("reading the claim status of {projection} failed: {error}"),
-    }
+    must(store.claim_status(projection).await, &format!("reading the claim status of {projection}"))
 }
 
 /// `claim_status` tells a held claim from a free one: free before the first claim, held while
