@@ -229,6 +229,7 @@ async fn help_and_usage_errors_have_their_exit_codes() {
         "rebuild",
         "doctor",
         "registry",
+        "serve",
     ] {
         assert!(out.contains(command), "--help lists {command}: {out}");
     }
