@@ -117,6 +117,7 @@ pre { background: #f3f3f3; padding: .6em; overflow-x: auto; margin: .3em 0; }
 dl.meta { display: grid; grid-template-columns: max-content auto; gap: .1em 1em; margin: .3em 0; font-size: .9em; }
 dl.meta dt { color: #666; } dl.meta dd { margin: 0; font-family: monospace; }
 .pager a, .steps a { margin-right: 1em; }
+form { margin: .6em 0 1em; }
 form.search label { margin-right: 1em; }
 ";
 

@@ -109,7 +109,8 @@ pub(crate) async fn page<S: CliStore>(
         );
     }
     body.push_str("<p class=\"pager\">");
-    if let Some(first) = events.first() {
+    // Positions start at 1: before the first, there is nothing.
+    if let Some(first) = events.first().filter(|first| first.position > 1) {
         body.push_str(&link_with_id(
             "earlier",
             &format!("/log?before={}", first.position),

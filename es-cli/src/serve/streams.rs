@@ -143,8 +143,9 @@ pub(crate) async fn events<S: CliStore>(
 
     let name = stream.to_string();
     let mut body = format!(
-        "<h1 id=\"stream\">{}</h1><p>{version} events; versions {from} to {to} below. {}</p>",
+        "<h1 id=\"stream\">{}</h1><p>{version} {}; versions {from} to {to} below. {}</p>",
         escape(&name),
+        if version == 1 { "event" } else { "events" },
         link_with_id("state-link", &html::state_url(&stream, version), "state now"),
     );
     let pager = pager(&stream, from, version);
