@@ -199,3 +199,64 @@ async fn every_page_reads_a_bounded_number_of_rows() {
         );
     }
 }
+
+/// Every page on a store of 1,000,000 events (10,000 streams of 10, one of 900,000): each
+/// answers well within a second. Ignored by default: building the store takes a while and
+/// memory; run it with `cargo test -p es-cli --test serve_bounded -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "builds a store of a million events"]
+async fn a_million_events_pages_answer_quickly() {
+    let store = InMemoryStore::new();
+    let event = |name: &str, payload: String| NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_name: name.into(),
+        schema_version: if name == "Opened" { 1 } else { 2 },
+        payload: payload.into_bytes(),
+        metadata: Metadata::new().with_actor("load"),
+    };
+    let started = std::time::Instant::now();
+    for index in 0..10_000 {
+        let stream = StreamId::new("ticket", format!("S-{index:05}"));
+        let mut events = vec![event("Opened", r#"{"title":"small"}"#.to_owned())];
+        events.extend((1..10).map(|level| event("Escalated", format!(r#"{{"level":{level}}}"#))));
+        store
+            .append(&stream, ExpectedVersion::Any, events)
+            .await
+            .expect("append");
+    }
+    let big = StreamId::new("ticket", "BIG");
+    for batch in 0..900 {
+        let events = (0..1000)
+            .map(|index| event("Escalated", format!(r#"{{"level":{}}}"#, batch * 1000 + index)))
+            .collect();
+        store.append(&big, ExpectedVersion::Any, events).await.expect("append");
+    }
+    let tail = store.tail(0).await.expect("tail");
+    assert_eq!(tail.events, 1_000_000);
+    eprintln!("built 1,000,000 events in {:.1} s", started.elapsed().as_secs_f64());
+    let router = Cli::new(store).aggregate::<Ticket>().expect("registered").into_router();
+    for uri in [
+        "/",
+        "/?after=ticket%2FS-05000",
+        "/?type=ticket&id=S-099",
+        "/streams/ticket/BIG",
+        "/streams/ticket/BIG?from=899951",
+        "/streams/ticket/BIG/state?version=1000",
+        "/streams/ticket/S-09999/state",
+        "/log",
+        "/log?before=500000",
+        "/log?after=999000",
+        "/log.json?after=999500",
+        "/projections",
+    ] {
+        let started = std::time::Instant::now();
+        let page = get(&router, uri).await;
+        let took = started.elapsed();
+        eprintln!(
+            "{uri}: {:.1} ms, {} bytes",
+            took.as_secs_f64() * 1000.0,
+            page.body.len()
+        );
+        assert!(took < std::time::Duration::from_secs(1), "{uri} took {took:?}");
+    }
+}
