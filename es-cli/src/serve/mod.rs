@@ -5,7 +5,7 @@
 //! a page of the catalog, a slice of one stream by version, or a page of the global log from a
 //! position; nothing scans the store or loads every stream (see [`log`] for the latest page of
 //! the global log). The one exception is inherent: the state at version N folds the stream's
-//! first N events (or starts from a snapshot, for the latest version).
+//! first N events (once: the state before it comes from the same fold).
 
 mod html;
 mod log;

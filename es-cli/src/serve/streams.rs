@@ -257,18 +257,18 @@ pub(crate) async fn state<S: CliStore>(
     let latest = existing(&browser, &stream).await?;
     let view = browser.cli.view(&stream.aggregate_type)?;
     let version = params.version.unwrap_or(latest).min(latest);
-    let (store, at) = (&browser.cli.store, &stream);
-    let load = |version: u64| async move {
-        let as_of = if version == latest {
-            AsOf::Latest
-        } else {
-            AsOf::Version(version)
-        };
-        view.state(store, at, as_of)
+    // Version 0 is the initial state; any other is folded once, with the state before it.
+    let fold = match version {
+        0 => view
+            .state(&browser.cli.store, &stream, AsOf::Version(0))
             .await
-            .map_err(|error| PageError::Internal(format!("the state does not load: {error}")))
+            .map(|(_, state)| (None, state)),
+        _ => view
+            .step(&browser.cli.store, &stream, version)
+            .await
+            .map(|(before, after)| (Some(before), after)),
     };
-    let (_, state) = load(version).await?;
+    let (before, state) = fold.map_err(|error| PageError::Internal(format!("the state does not load: {error}")))?;
 
     let name = stream.to_string();
     let mut body = format!(
@@ -307,9 +307,8 @@ pub(crate) async fn state<S: CliStore>(
             let _ = write!(body, "<h2>The event of version {version}</h2>");
             body.push_str(&event_html(&browser, &stream, event));
         }
-        let (_, before) = load(version - 1).await?;
         let mut found = Vec::new();
-        changes("$", Some(&before), Some(&state), &mut found);
+        changes("$", before.as_ref(), Some(&state), &mut found);
         let _ = write!(
             body,
             "<h2>Changed since version {}</h2><ul id=\"changes\">",
