@@ -53,6 +53,18 @@ async fn the_stream_list_searches_and_pages() {
     assert!(!second.contains(">ticket/T-2<"), "{second}");
     let bad = request(&router, Method::GET, "/?after=nothing").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    let rejected = request(&router, Method::GET, "/?limit=%3Cb%3E").await;
+    assert_eq!(
+        rejected.status,
+        StatusCode::BAD_REQUEST,
+        "axum's rejection: {}",
+        rejected.body
+    );
+    assert!(
+        !rejected.content_type.starts_with("text/html"),
+        "{}",
+        rejected.content_type
+    );
 }
 
 #[tokio::test]

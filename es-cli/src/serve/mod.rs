@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -99,17 +99,22 @@ pub(crate) async fn run<S: CliStore>(cli: Cli<S>, port: u16, out: &mut Output<'_
 }
 
 /// Refuses requests whose `Host` is not this machine's loopback name, so that a web page
-/// rebinding its own domain name to 127.0.0.1 cannot read the store through the browser.
+/// rebinding its own domain name to 127.0.0.1 cannot read the store through the browser; and
+/// marks every answer (axum's own rejections of bad parameters too) as not to be sniffed.
 async fn local_host_only(request: Request, next: Next) -> Response {
     let host = request.headers().get(header::HOST).map(|host| host.to_str());
-    match host {
+    let mut response = match host {
         None => next.run(request).await,
         Some(Ok(host)) if is_loopback_host(host) => next.run(request).await,
         Some(_) => html::error_page(
             StatusCode::FORBIDDEN,
             "this event browser answers only on 127.0.0.1 or localhost",
         ),
-    }
+    };
+    response
+        .headers_mut()
+        .insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// Whether `host` (a `Host` header: a name and an optional port) names the loopback.
