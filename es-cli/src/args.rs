@@ -93,6 +93,13 @@ pub(crate) enum Command {
     /// Print the registered aggregates and their events: names, aliases, schema versions and
     /// upcasts.
     Registry,
+    /// Serve a read-only web browser of the store on 127.0.0.1 until interrupted: streams and
+    /// their events, states at any version, the live global log, projections.
+    Serve {
+        /// The port to listen on (0: any free port). The URL is the first line printed.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
 }
 
 #[cfg(test)]

@@ -224,13 +224,14 @@ pub(crate) async fn state<S: CliStore>(
 
 /// One difference between two JSON values: the path, the value before and after (`None` when
 /// absent on that side).
-struct Change {
-    path: String,
-    before: Option<Value>,
-    after: Option<Value>,
+pub(crate) struct Change {
+    pub path: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
 }
 
-fn changes(path: &str, before: Option<&Value>, after: Option<&Value>, found: &mut Vec<Change>) {
+/// Appends to `found` every difference between `before` and `after`, under `path`.
+pub(crate) fn changes(path: &str, before: Option<&Value>, after: Option<&Value>, found: &mut Vec<Change>) {
     match (before, after) {
         (Some(Value::Object(old)), Some(Value::Object(new))) => {
             let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();

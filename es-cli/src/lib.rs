@@ -43,7 +43,27 @@
 //! es rebuild lead_search               # replay every event into a read model, with progress
 //! es doctor                            # decode every stored event and snapshot
 //! es registry                          # aggregate types, event names, aliases, versions
+//! es serve --port 8080                 # a read-only web event browser on 127.0.0.1
 //! ```
+//!
+//! `es serve` prints `listening on http://127.0.0.1:PORT` as its first line (`--port 0` takes
+//! any free port) and serves until Ctrl-C, on 127.0.0.1 only. Its pages, all read-only (no
+//! route writes; other methods are answered 405):
+//!
+//! - `/`: the streams, searched by aggregate type and id prefix, a page at a time;
+//! - `/streams/TYPE/ID`: a stream's events with their metadata and payloads, as the current
+//!   code reads them and as stored when that differs or does not decode, 50 versions a page;
+//! - `/streams/TYPE/ID/state?version=N`: the aggregate's state after version N, the event that
+//!   led to it and what it changed, with links to the previous and next versions;
+//! - `/log`: the latest events of the global log, with rows added as events are committed (the
+//!   page polls `/log.json?after=POS` every second), and earlier and later pages;
+//! - `/projections`: each projection's checkpoint, lag and claim.
+//!
+//! Every request does bounded work (a page of the catalog, a slice of a stream, a page of the
+//! log), so the pages stay fast on a large store; the one exception is inherent: the state at
+//! version N folds the stream's first N events. Everything read from the store is escaped, and
+//! the pages run only their own script. [`Cli::into_router`] gives the same pages as an axum
+//! router, to serve within an application's own server.
 //!
 //! Every command has `--help`. Output is text for people; `--json` prints JSON for scripts.
 //! Long commands show progress bars on a terminal and plain lines otherwise. The exit codes are
@@ -55,6 +75,7 @@ mod args;
 mod commands;
 mod long;
 mod output;
+mod serve;
 mod views;
 
 use std::collections::BTreeMap;
@@ -136,6 +157,14 @@ impl<S: CliStore> Cli<S> {
         self.execute(args, &mut stdout, &mut stderr).await.into()
     }
 
+    /// The web event browser of `es serve`, as an axum [`Router`](axum::Router) to serve on a
+    /// listener of one's own (or to call in tests): read-only pages of streams, events, states,
+    /// the live global log and projections. It answers only requests whose `Host` is a
+    /// loopback name (or that have none).
+    pub fn into_router(self) -> axum::Router {
+        serve::router(self)
+    }
+
     /// Runs the command of `args` printing to `out` (results) and `err` (errors, progress).
     pub async fn execute<I, T>(self, args: I, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> Exit
     where
@@ -165,22 +194,25 @@ impl<S: CliStore> Cli<S> {
         }
     }
 
-    async fn dispatch(&self, command: Command, out: &mut Output<'_>) -> Result<Exit, Failure> {
+    async fn dispatch(self, command: Command, out: &mut Output<'_>) -> Result<Exit, Failure> {
+        let cli = &self;
         match command {
             Command::Streams {
                 aggregate_type,
                 id_prefix,
                 after,
                 limit,
-            } => commands::streams(self, out, aggregate_type, id_prefix, after, limit).await,
-            Command::Events { stream, from, to } => commands::events(self, out, &stream, from, to).await,
-            Command::State { stream, version, at } => commands::state(self, out, &stream, version, at).await,
-            Command::Diff { stream, from, to } => commands::diff(self, out, &stream, from, to).await,
-            Command::Log { after, limit, follow } => commands::log(self, out, after, limit, follow).await,
-            Command::Registry => commands::registry(self, out),
-            Command::Projections => long::projections(self, out).await,
-            Command::Rebuild { name } => long::rebuild(self, out, &name).await,
-            Command::Doctor { batch } => long::doctor(self, out, batch).await,
+            } => commands::streams(cli, out, aggregate_type, id_prefix, after, limit).await,
+            Command::Events { stream, from, to } => commands::events(cli, out, &stream, from, to).await,
+            Command::State { stream, version, at } => commands::state(cli, out, &stream, version, at).await,
+            Command::Diff { stream, from, to } => commands::diff(cli, out, &stream, from, to).await,
+            Command::Log { after, limit, follow } => commands::log(cli, out, after, limit, follow).await,
+            Command::Registry => commands::registry(cli, out),
+            Command::Projections => long::projections(cli, out).await,
+            Command::Rebuild { name } => long::rebuild(cli, out, &name).await,
+            Command::Doctor { batch } => long::doctor(cli, out, batch).await,
+            // The server owns the command line: its pages share it for as long as it runs.
+            Command::Serve { port } => serve::run(self, port, out).await,
         }
     }
 

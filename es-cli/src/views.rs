@@ -7,8 +7,10 @@ use async_trait::async_trait;
 use es_core::{
     decode_record, Aggregate, AsOf, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, EventSet, EventStore,
     GlobalLog, Lag, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RecordedEvent, Repository,
-    RepositoryError, Snapshot, StreamId,
+    RepositoryError, Snapshot, StreamId, StreamSlice,
 };
+use futures_util::TryStreamExt;
+use serde::Serialize;
 use serde_json::Value;
 
 /// One registered aggregate type: decodes its events and folds its states.
@@ -22,6 +24,10 @@ pub(crate) trait AggregateView<S>: Send + Sync {
 
     /// The state of the aggregate of `stream` as of `as_of`, with its version.
     async fn state(&self, store: &S, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), RepositoryError>;
+
+    /// The states after versions `version - 1` and `version` (at least 1), folding the stream
+    /// once: what the event of `version` changed.
+    async fn step(&self, store: &S, stream: &StreamId, version: u64) -> Result<(Value, Value), RepositoryError>;
 
     /// Whether a stored snapshot is one the current code uses.
     fn check_snapshot(&self, snapshot: &Snapshot) -> SnapshotCheck;
@@ -68,10 +74,19 @@ where
         let loaded = Repository::<A, S>::new(store.clone())
             .load_stream(stream, as_of)
             .await?;
-        // A state that does not serialize is shown as its error rather than failing the command.
-        let state = serde_json::to_value(&loaded.aggregate)
-            .unwrap_or_else(|error| Value::String(format!("<the state does not serialize: {error}>")));
-        Ok((loaded.version, state))
+        Ok((loaded.version, json(&loaded.aggregate)))
+    }
+
+    async fn step(&self, store: &S, stream: &StreamId, version: u64) -> Result<(Value, Value), RepositoryError> {
+        let mut loaded = Repository::<A, S>::new(store.clone())
+            .load_stream(stream, AsOf::Version(version.saturating_sub(1)))
+            .await?;
+        let before = json(&loaded.aggregate);
+        let slice = StreamSlice::from_version(version).to_version(version);
+        if let Some(record) = store.read_stream(stream, slice).try_next().await? {
+            loaded.aggregate.apply_event(&decode_record::<A::Event>(&record)?);
+        }
+        Ok((before, json(&loaded.aggregate)))
     }
 
     fn check_snapshot(&self, snapshot: &Snapshot) -> SnapshotCheck {
@@ -83,6 +98,13 @@ where
             Err(error) => SnapshotCheck::Broken(error.to_string()),
         }
     }
+}
+
+/// `state` as JSON; a state that does not serialize is shown as its error rather than failing
+/// the command.
+fn json<A: Serialize>(state: &A) -> Value {
+    serde_json::to_value(state)
+        .unwrap_or_else(|error| Value::String(format!("<the state does not serialize: {error}>")))
 }
 
 /// One registered projection: its lag and claim, and a rebuild.

@@ -1,144 +1,14 @@
 //! Every command, run in-process on an in-memory store with a known history: text and JSON
 //! outputs, and exit codes.
 
-use std::collections::BTreeMap;
+mod support;
 
-use es_cli::{Cli, Exit};
-use es_core::{
-    async_trait, event, Aggregate, Apply, DecodedEvent, EventStore, ExpectedVersion, HandlerError, InMemoryReadModel,
-    InMemoryStore, Metadata, NewEvent, Projection, ProjectionRunner, Repository, Snapshot, SnapshotStore, StreamId,
-};
-use serde::{Deserialize, Serialize};
+use es_cli::Exit;
+use es_core::{Aggregate, Snapshot, SnapshotStore, StreamId};
 use serde_json::Value;
-
-#[event]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Opened {
-    pub title: String,
-}
-
-#[event(version = 2)]
-#[upcast(from = 1, json = add_level)]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Escalated {
-    pub level: u32,
-}
-
-fn add_level(mut v1: Value) -> Result<Value, es_core::UpcastError> {
-    let fields = v1
-        .as_object_mut()
-        .ok_or_else(|| es_core::UpcastError::new("expected an object"))?;
-    fields.insert("level".into(), 1.into());
-    Ok(v1)
-}
-
-#[event(alias = "Done")]
-#[derive(Debug, Clone, PartialEq)]
-pub struct Closed;
-
-#[event]
-#[derive(Debug, Clone, PartialEq)]
-pub enum TicketEvent {
-    Opened(Opened),
-    Escalated(Escalated),
-    Closed(Closed),
-}
-
-#[derive(Debug, Default, Clone, Serialize, Deserialize, Aggregate)]
-#[aggregate(name = "ticket", event = TicketEvent)]
-pub struct Ticket {
-    title: String,
-    level: u32,
-    open: bool,
-}
-
-impl Apply<Opened> for Ticket {
-    fn apply(&mut self, event: &Opened) {
-        self.title = event.title.clone();
-        self.open = true;
-    }
-}
-impl Apply<Escalated> for Ticket {
-    fn apply(&mut self, event: &Escalated) {
-        self.level = event.level;
-    }
-}
-impl Apply<Closed> for Ticket {
-    fn apply(&mut self, _: &Closed) {
-        self.open = false;
-    }
-}
-
-/// Counts opened tickets.
-#[event]
-#[derive(Debug, Clone, PartialEq)]
-pub enum OpenedOnly {
-    Opened(Opened),
-}
-
-struct OpenedCount;
-
-#[async_trait]
-impl Projection for OpenedCount {
-    const NAME: &'static str = "opened_count";
-    type Event = OpenedOnly;
-    type Context = BTreeMap<String, u32>;
-
-    async fn handle(&self, model: &mut Self::Context, event: &DecodedEvent<OpenedOnly>) -> Result<(), HandlerError> {
-        *model.entry(event.envelope.stream.aggregate_id.clone()).or_default() += 1;
-        Ok(())
-    }
-
-    async fn reset(&self, model: &mut Self::Context) -> Result<(), HandlerError> {
-        model.clear();
-        Ok(())
-    }
-}
-
-struct Fixture {
-    store: InMemoryStore,
-    model: InMemoryReadModel<BTreeMap<String, u32>>,
-}
-
-/// T-1: opened, escalated twice, closed (4 events); T-2: opened; `other/x`: one raw event.
-async fn fixture() -> Fixture {
-    let store = InMemoryStore::new();
-    let tickets = Repository::<Ticket, _>::new(store.clone());
-    let open = |title: &'static str| move |_: &Ticket| vec![Opened { title: title.into() }.into()];
-    tickets
-        .execute("T-1", Metadata::new().with_actor("alice"), open("Printer"))
-        .await
-        .expect("open");
-    for level in [2, 3] {
-        let escalate = move |_: &Ticket| vec![TicketEvent::from(Escalated { level })];
-        tickets
-            .execute("T-1", Metadata::new(), escalate)
-            .await
-            .expect("escalate");
-    }
-    tickets
-        .execute("T-1", Metadata::new(), |_: &Ticket| vec![Closed.into()])
-        .await
-        .expect("close");
-    tickets
-        .execute("T-2", Metadata::new(), open("VPN"))
-        .await
-        .expect("open");
-    Fixture {
-        store,
-        model: InMemoryReadModel::new(),
-    }
-}
+use support::{fixture, Fixture, Ticket};
 
 impl Fixture {
-    fn cli(&self) -> Cli<InMemoryStore> {
-        let runner = ProjectionRunner::new(OpenedCount, self.store.clone(), self.model.clone());
-        Cli::new(self.store.clone())
-            .aggregate::<Ticket>()
-            .expect("registered")
-            .projection(runner)
-    }
-
     async fn run(&self, args: &[&str]) -> (Exit, String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let argv = std::iter::once("es").chain(args.iter().copied());
@@ -156,20 +26,6 @@ impl Fixture {
         let (exit, out, err) = self.run(&args).await;
         assert_eq!(exit, Exit::Ok, "{args:?}: {err}");
         serde_json::from_str(&out).unwrap_or_else(|error| panic!("{args:?} printed no JSON ({error}): {out}"))
-    }
-
-    async fn append_raw(&self, stream: &StreamId, name: &str, schema_version: u32, payload: &str) {
-        let event = NewEvent {
-            event_id: uuid::Uuid::now_v7(),
-            event_name: name.into(),
-            schema_version,
-            payload: payload.as_bytes().to_vec(),
-            metadata: Metadata::new(),
-        };
-        self.store
-            .append(stream, ExpectedVersion::Any, vec![event])
-            .await
-            .expect("raw append");
     }
 }
 
@@ -373,6 +229,7 @@ async fn help_and_usage_errors_have_their_exit_codes() {
         "rebuild",
         "doctor",
         "registry",
+        "serve",
     ] {
         assert!(out.contains(command), "--help lists {command}: {out}");
     }
