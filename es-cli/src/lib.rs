@@ -174,13 +174,16 @@ impl<S: CliStore> Cli<S> {
         let args = match Args::try_parse_from(args) {
             Ok(args) => args,
             Err(error) => {
-                let _ = write!(err, "{}", error.render());
+                // Help and version are answers, to stdout; anything else is a usage error.
                 return match error.kind() {
                     clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                         let _ = write!(out, "{}", error.render());
                         Exit::Ok
                     }
-                    _ => Exit::Usage,
+                    _ => {
+                        let _ = write!(err, "{}", error.render());
+                        Exit::Usage
+                    }
                 };
             }
         };

@@ -52,7 +52,10 @@ async fn begin<C: CheckpointStore>(store: &C, claim: &mut C::Claim) -> (C::Unit,
 }
 
 async fn checkpoint<C: CheckpointStore>(store: &C, projection: &str) -> u64 {
-    must(store.checkpoint(projection).await, &format!("reading the checkpoint of {projection}"))
+    must(
+        store.checkpoint(projection).await,
+        &format!("reading the checkpoint of {projection}"),
+    )
 }
 
 /// A new projection starts at 0. A committed unit makes its read-model writes and its checkpoint
@@ -138,7 +141,10 @@ pub async fn a_new_claim_resumes_after_a_crash<C: CheckpointStore, R: ReadModelP
 }
 
 async fn claim_status<C: CheckpointStore>(store: &C, projection: &str) -> ClaimStatus {
-    must(store.claim_status(projection).await, &format!("reading the claim status of {projection}"))
+    must(
+        store.claim_status(projection).await,
+        &format!("reading the claim status of {projection}"),
+    )
 }
 
 /// `claim_status` tells a held claim from a free one: free before the first claim, held while
