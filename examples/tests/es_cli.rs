@@ -182,6 +182,50 @@ fn assert_doctor_finds(es: &Es, expected: &[&str]) {
     );
 }
 
+/// A plain HTTP/1.1 GET on loopback: status line and body.
+fn get(url: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to es serve");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+/// `es serve` on this store: the stream list and a stream's page answer, payloads escaped.
+fn serve_shows_the_store(es: &Es) {
+    let mut child: Child = es
+        .command(&["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("es serve starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    let read = stdout.read_line(&mut first);
+    let url = first.trim().trim_start_matches("listening on ").to_owned();
+    let pages = read
+        .is_ok()
+        .then(|| (get(&url, "/?type=ticket"), get(&url, "/streams/ticket/T-1")));
+    let _ = child.kill();
+    let _ = child.wait();
+    let ((list_status, list), (stream_status, stream)) = pages.expect("es serve printed its URL");
+    assert!(list_status.contains(" 200 "), "{list_status}");
+    assert!(list.contains("T-1") && list.contains("T-2"), "{list}");
+    assert!(stream_status.contains(" 200 "), "{stream_status}");
+    assert!(
+        stream.contains("&lt;script&gt;") && !stream.contains("<script>alert"),
+        "escaped: {stream}"
+    );
+}
+
 /// Follows the log, appends while it runs, and expects the new event on its output.
 async fn follow_sees_a_new_event<S: EventStore + SnapshotStore + Clone + 'static>(store: &S, es: &Es) {
     let mut child: Child = es
@@ -228,6 +272,7 @@ async fn es_on_a_sqlite_file() {
         prefix: vec!["--db".into(), file.display().to_string()],
     };
     check_every_command(&store, &es).await;
+    serve_shows_the_store(&es);
     follow_sees_a_new_event(&store, &es).await;
 
     // Rows written behind the framework's back: a schema version from the future, an unknown
@@ -278,6 +323,7 @@ async fn es_on_postgres() {
         prefix: Vec::new(),
     };
     check_every_command(&store, &es).await;
+    serve_shows_the_store(&es);
     follow_sees_a_new_event(&store, &es).await;
 
     let insert = format!(
