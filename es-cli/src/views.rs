@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use es_core::{
     decode_record, Aggregate, AsOf, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, EventSet, EventStore,
     GlobalLog, Lag, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RecordedEvent, Repository,
-    RepositoryError, Snapshot, StreamId, StreamSlice,
+    RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice,
 };
 use futures_util::TryStreamExt;
 use serde::Serialize;
@@ -56,7 +56,7 @@ impl<A> Typed<A> {
 impl<A, S> AggregateView<S> for Typed<A>
 where
     A: Aggregate,
-    S: EventStore + Clone + 'static,
+    S: EventStore + SnapshotStore + Clone + 'static,
 {
     fn decode(&self, record: &RecordedEvent) -> Result<Value, String> {
         let event = decode_record::<A::Event>(record).map_err(|error| error.source.to_string())?;
@@ -71,14 +71,12 @@ where
     }
 
     async fn state(&self, store: &S, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), RepositoryError> {
-        let loaded = Repository::<A, S>::new(store.clone())
-            .load_stream(stream, as_of)
-            .await?;
+        let loaded = reader::<A, S>(store).load_stream(stream, as_of).await?;
         Ok((loaded.version, json(&loaded.aggregate)))
     }
 
     async fn step(&self, store: &S, stream: &StreamId, version: u64) -> Result<(Value, Value), RepositoryError> {
-        let mut loaded = Repository::<A, S>::new(store.clone())
+        let mut loaded = reader::<A, S>(store)
             .load_stream(stream, AsOf::Version(version.saturating_sub(1)))
             .await?;
         let before = json(&loaded.aggregate);
@@ -98,6 +96,13 @@ where
             Err(error) => SnapshotCheck::Broken(error.to_string()),
         }
     }
+}
+
+/// A repository that loads from the latest usable snapshot, as the application's own does: a
+/// state deep in a long stream costs the events after the snapshot, not the whole stream. It
+/// runs no commands, so it never takes a snapshot itself.
+fn reader<A: Aggregate, S: EventStore + SnapshotStore + Clone + 'static>(store: &S) -> Repository<A, S> {
+    Repository::new(store.clone()).with_snapshot_every(u64::MAX)
 }
 
 /// `state` as JSON; a state that does not serialize is shown as its error rather than failing

@@ -239,3 +239,28 @@ async fn help_and_usage_errors_have_their_exit_codes() {
     let (exit, _, err) = fixture.run(&["unknown"]).await;
     assert_eq!((exit, exit.code()), (Exit::Usage, 2), "{err}");
 }
+
+#[tokio::test]
+async fn states_start_from_the_latest_usable_snapshot() {
+    let fixture = fixture().await;
+    // A recognisable state at version 3: a state shown from version 3 on must start from it.
+    let planted = serde_json::json!({ "title": "from the snapshot", "level": 3, "open": true });
+    let snapshot = Snapshot {
+        stream: StreamId::new("ticket", "T-1"),
+        version: 3,
+        revision: Ticket::SNAPSHOT_REVISION,
+        state: planted.to_string().into_bytes(),
+        taken_at: chrono::Utc::now(),
+    };
+    fixture.store.save_snapshot(snapshot).await.expect("snapshot");
+    let now = fixture.json(&["state", "ticket/T-1"]).await;
+    assert_eq!(
+        (&now["state"]["title"], &now["state"]["open"]),
+        (&Value::from("from the snapshot"), &Value::Bool(false))
+    );
+    let before = fixture.json(&["state", "ticket/T-1", "--version", "2"]).await;
+    assert_eq!(
+        before["state"]["title"], "Printer",
+        "an older version replays from the start"
+    );
+}
