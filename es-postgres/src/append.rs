@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use es_core::{AppendOutcome, ConcurrencyConflict, ExpectedVersion, NewEvent, StoreError, StreamId};
+use es_core::{AppendOutcome, ConcurrencyConflict, ExpectedVersion, NewEvent, StoreError, StoreResult, StreamId};
 use sqlx::{Executor, Postgres, Row};
 use uuid::Uuid;
 
@@ -84,7 +84,7 @@ impl PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> StoreResult<AppendOutcome> {
         let batch = Batch::new(stream, events)?;
         let error = match execute(self, conn, stream, expected, &batch).await {
             Ok(verdict) => return settle(self, verdict, stream, expected, &batch).await,
@@ -108,7 +108,7 @@ pub(crate) async fn append(
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
-) -> Result<AppendOutcome, StoreError> {
+) -> StoreResult<AppendOutcome> {
     let batch = Batch::new(stream, events)?;
     let mut attempts = 0;
     loop {
@@ -174,7 +174,7 @@ async fn settle(
     stream: &StreamId,
     expected: ExpectedVersion,
     batch: &Batch,
-) -> Result<AppendOutcome, StoreError> {
+) -> StoreResult<AppendOutcome> {
     // A retry finds the stream past the version it expected, or stale for the transaction:
     // the statement refuses and only then do we look for the batch. A failed lookup is returned
     // rather than the refusal: a caller acting on a conflict could redo a done command, while a
@@ -190,7 +190,7 @@ async fn settle(
 
 /// Where the batch's ids are stored, if anywhere: one query on the pool (the caller's
 /// transaction may be aborted), on the failure paths only.
-async fn stored_events(store: &PostgresStore, batch: &Batch) -> Result<Vec<StoredEvent>, StoreError> {
+async fn stored_events(store: &PostgresStore, batch: &Batch) -> StoreResult<Vec<StoredEvent>> {
     if batch.ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -307,12 +307,7 @@ impl Verdict {
         !(self.accepted && self.fits && self.fresh)
     }
 
-    fn into_outcome(
-        self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        len: usize,
-    ) -> Result<AppendOutcome, StoreError> {
+    fn into_outcome(self, stream: &StreamId, expected: ExpectedVersion, len: usize) -> StoreResult<AppendOutcome> {
         let current = u64::try_from(self.current).map_err(|_| negative_version(stream, self.current))?;
         if !self.accepted {
             return Err(conflict(stream, expected, current));

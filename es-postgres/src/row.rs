@@ -2,7 +2,7 @@
 //! batch as the append statement binds it.
 
 use chrono::{DateTime, Utc};
-use es_core::{Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StoredEventRef, StreamId};
+use es_core::{Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventRef, StreamId};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
@@ -37,7 +37,7 @@ pub(crate) const STORED_EVENT_COLUMNS: &str = "event_id, aggregate_type, aggrega
 
 /// Decodes the [`REPLAY_COLUMNS`] of an event row of `stream`, borrowing the name and the payload
 /// from the row.
-pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> Result<ReplayedEvent<'r>, StoreError> {
+pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> StoreResult<ReplayedEvent<'r>> {
     let version: i64 = row.try_get("version").map_err(store_error)?;
     let Ok(version) = u64::try_from(version) else {
         return Err(negative_version(stream, version));
@@ -65,7 +65,7 @@ pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> Result<Re
 }
 
 /// Decodes the [`EVENT_COLUMNS`] of an event row.
-pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
     let stream = StreamId {
         aggregate_type: row.try_get("aggregate_type").map_err(store_error)?,
         aggregate_id: row.try_get("aggregate_id").map_err(store_error)?,
@@ -121,7 +121,7 @@ impl StoredEvent {
 }
 
 /// Decodes the [`STORED_EVENT_COLUMNS`] of an event row.
-pub(crate) fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {
+pub(crate) fn stored_event(row: &PgRow) -> StoreResult<StoredEvent> {
     let stream = StreamId {
         aggregate_type: row.try_get("aggregate_type").map_err(store_error)?,
         aggregate_id: row.try_get("aggregate_id").map_err(store_error)?,

@@ -3,7 +3,7 @@
 //! and the chunks in which a replay lends rows' bytes.
 
 use chrono::{DateTime, Utc};
-use es_core::{Metadata, RecordedEvent, ReplayedEvent, StoreError, StoredEventRef, StreamId};
+use es_core::{Metadata, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventRef, StreamId};
 use rusqlite::types::ValueRef;
 use rusqlite::Row;
 use uuid::Uuid;
@@ -94,7 +94,7 @@ fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str, String> {
 }
 
 /// The row's version within `stream`, from column `index`.
-fn version(row: &Row<'_>, index: usize, stream: &StreamId) -> Result<u64, StoreError> {
+fn version(row: &Row<'_>, index: usize, stream: &StreamId) -> StoreResult<u64> {
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),
         version: 0,
@@ -105,7 +105,7 @@ fn version(row: &Row<'_>, index: usize, stream: &StreamId) -> Result<u64, StoreE
 }
 
 /// Decodes the [`event_columns!`] of an event row.
-pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn recorded_event(row: &Row<'_>) -> StoreResult<RecordedEvent> {
     let unreadable = |what: &str, reason: String| {
         StoreError::from(SqliteError::Unexpected(format!(
             "event row with unreadable {what}: {reason}"
@@ -179,7 +179,7 @@ impl StoredEvent {
 
 /// Decodes the [`stored_columns!`] of the row of event `event_id` (the id the row was looked
 /// up by, so it is not read again).
-pub(crate) fn stored_event(row: &Row<'_>, event_id: Uuid) -> Result<StoredEvent, StoreError> {
+pub(crate) fn stored_event(row: &Row<'_>, event_id: Uuid) -> StoreResult<StoredEvent> {
     let unreadable = |what: &str, reason: String| {
         StoreError::from(SqliteError::Unexpected(format!(
             "the row of event {event_id} has an unreadable {what}: {reason}"
@@ -262,7 +262,7 @@ impl ReplayChunk {
     }
 
     /// Copies the [`replay_columns!`] of a row of `stream` into the chunk.
-    pub(crate) fn push(&mut self, row: &Row<'_>, stream: &StreamId) -> Result<(), StoreError> {
+    pub(crate) fn push(&mut self, row: &Row<'_>, stream: &StreamId) -> StoreResult<()> {
         let version = version(row, column::VERSION, stream)?;
         let corrupt = |reason: String| StoreError::Corrupt {
             stream: stream.clone(),
@@ -298,7 +298,7 @@ impl ReplayChunk {
     pub(crate) fn replayed<'c>(
         &'c self,
         stream: &'c StreamId,
-    ) -> impl Iterator<Item = Result<ReplayedEvent<'c>, StoreError>> + 'c {
+    ) -> impl Iterator<Item = StoreResult<ReplayedEvent<'c>>> + 'c {
         let mut start = 0;
         self.events.iter().map(move |lent| {
             let name = &self.bytes[start..lent.name_end];
