@@ -3,22 +3,15 @@
 
 use std::time::Duration;
 
-use es_core::{Metadata, Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice};
-use es_postgres::PostgresStore;
+use es_core::{Metadata, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice};
 
-use crate::domain::{note, open, Case};
+use crate::domain::{note, open, opened_case, Case, Cases};
 use crate::support::{schema, Shared};
-
-type Cases = Repository<Case, PostgresStore>;
 
 /// A case with three events and a snapshot taken at version 2.
 async fn case_with_snapshot(schema: &Shared) -> (Cases, String) {
     let cases = Cases::new(schema.store().clone()).with_snapshot_every(2);
-    let id = uuid::Uuid::now_v7().to_string();
-    cases
-        .execute(&id, Metadata::new(), open("Printer"))
-        .await
-        .expect("open");
+    let id = opened_case(&cases).await;
     cases.execute(&id, Metadata::new(), note("jammed")).await.expect("note");
     cases
         .execute(&id, Metadata::new(), note("on fire"))
@@ -178,11 +171,7 @@ async fn two_copies_loaded_together_cannot_both_be_saved() {
 async fn a_command_sent_again_is_answered_with_its_original_outcome() {
     let schema = schema().await;
     let cases = Cases::new(schema.store().clone());
-    let id = uuid::Uuid::now_v7().to_string();
-    cases
-        .execute(&id, Metadata::new(), open("Printer"))
-        .await
-        .expect("open");
+    let id = opened_case(&cases).await;
     let request = uuid::Uuid::now_v7();
     let close = |case: &Case| case.close("fixed");
     let first = cases
