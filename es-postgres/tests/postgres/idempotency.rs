@@ -7,14 +7,11 @@ use std::time::{Duration, Instant};
 
 use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError};
 use es_postgres::PostgresStore;
-use es_test_support::CuttingProxy;
+use es_test_support::{bounded, CuttingProxy, TEST_BOUND};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 use crate::support::{database, event, fresh_stream, numbered, read, schema, stream_with};
-
-/// Everything a test does must end by then, or the test fails instead of hanging.
-const BOUND: Duration = Duration::from_secs(60);
 
 fn ids(batch: &[NewEvent]) -> Vec<Uuid> {
     batch.iter().map(|event| event.event_id).collect()
@@ -27,9 +24,7 @@ fn ids(batch: &[NewEvent]) -> Vec<Uuid> {
 /// expects the version it expected at first or the one it reloads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_append_whose_answer_was_lost_is_stored_once() {
-    tokio::time::timeout(BOUND, lost_answer())
-        .await
-        .expect("the test ran out of time");
+    bounded(lost_answer()).await;
 }
 
 async fn lost_answer() {
@@ -151,9 +146,7 @@ async fn a_transaction_retrying_a_stored_batch_is_told_so() {
 /// id: the store then reads the stream's version again and reports the conflict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_found_after_waiting_on_a_writer_is_a_conflict_when_the_stream_moved() {
-    tokio::time::timeout(BOUND, duplicate_after_a_wait())
-        .await
-        .expect("the test ran out of time");
+    bounded(duplicate_after_a_wait()).await;
 }
 
 async fn duplicate_after_a_wait() {
@@ -184,7 +177,7 @@ async fn duplicate_after_a_wait() {
         let (store, stream) = (store.clone(), stream.clone());
         tokio::spawn(async move { store.append(&stream, ExpectedVersion::NoStream, batch).await })
     };
-    let deadline = Instant::now() + BOUND;
+    let deadline = Instant::now() + TEST_BOUND;
     while !waits_on_a_lock(&store).await {
         assert!(
             !append.is_finished(),
