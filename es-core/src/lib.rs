@@ -157,7 +157,7 @@ pub use repository::{
 };
 pub use store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn,
-    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventRef, StreamCatalog, StreamId,
+    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId,
     StreamQuery, StreamSlice, StreamSummary, Tail,
 };
 

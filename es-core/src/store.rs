@@ -211,16 +211,17 @@ impl AppendOutcome {
     /// `stored` are the stored events that carry one of the batch's `ids`, in any order.
     /// Returns the original outcome when they are exactly the batch, stored in `stream` at
     /// consecutive versions in batch order; `None` otherwise (an empty batch included).
-    pub fn from_stored(stream: &StreamId, ids: &[Uuid], mut stored: Vec<StoredEventRef<'_>>) -> Option<Self> {
+    pub fn from_stored(stream: &StreamId, ids: &[Uuid], stored: &[StoredEventPlace]) -> Option<Self> {
         if ids.is_empty() || stored.len() != ids.len() {
             return None;
         }
+        let mut stored: Vec<&StoredEventPlace> = stored.iter().collect();
         stored.sort_unstable_by_key(|event| event.version);
         let first = stored[0].version;
         let previous_version = first.checked_sub(1)?;
         let in_place =
             stored.iter().zip(ids).zip(first..).all(|((event, id), version)| {
-                event.event_id == *id && event.stream == stream && event.version == version
+                event.event_id == *id && event.stream == *stream && event.version == version
             });
         in_place.then(|| Self {
             previous_version,
@@ -231,24 +232,25 @@ impl AppendOutcome {
     }
 }
 
-/// Where one stored event is: what [`AppendOutcome::from_stored`] compares a batch with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredEventRef<'a> {
+/// Where one stored event is: what [`AppendOutcome::from_stored`] compares a batch with. A
+/// backend reads it back for the ids of a batch (no payload needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEventPlace {
     /// The event's id.
     pub event_id: Uuid,
     /// Its stream.
-    pub stream: &'a StreamId,
+    pub stream: StreamId,
     /// Its version in the stream.
     pub version: u64,
     /// Its global position.
     pub position: u64,
 }
 
-impl<'a> From<&'a RecordedEvent> for StoredEventRef<'a> {
-    fn from(event: &'a RecordedEvent) -> Self {
+impl From<&RecordedEvent> for StoredEventPlace {
+    fn from(event: &RecordedEvent) -> Self {
         Self {
             event_id: event.event_id,
-            stream: &event.stream,
+            stream: event.stream.clone(),
             version: event.version,
             position: event.position,
         }

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use es_core::{
-    AppendOutcome, ConcurrencyConflict, ExpectedVersion, Metadata, NewEvent, StoreError, StoreResult, StreamId,
+    AppendOutcome, ConcurrencyConflict, ExpectedVersion, Metadata, NewEvent, StoreError, StoreResult, StoredEventPlace,
+    StreamId,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Statement};
 use serde::de::IgnoredAny;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use crate::connection::{blocking, Database, Immediate};
 use crate::error::SqliteError;
-use crate::row::{micros, stored_event, StoredEvent};
+use crate::row::{micros, stored_event};
 use crate::{sql, SqliteStore};
 
 /// [`EventStore::append`](es_core::EventStore::append): the batch is checked, then written in
@@ -163,8 +164,7 @@ fn earlier(
         }
     }
     let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-    let stored = stored.iter().map(StoredEvent::as_ref).collect();
-    Ok(match AppendOutcome::from_stored(stream, &ids, stored) {
+    Ok(match AppendOutcome::from_stored(stream, &ids, &stored) {
         Some(outcome) => Earlier::Retried(outcome),
         None => Earlier::Duplicate(first.event_id),
     })
@@ -172,7 +172,11 @@ fn earlier(
 
 /// Where the event `event_id` is stored, with the [`sql::STORED_EVENT`] statement; `None` when
 /// it is not.
-fn find_stored(database: &Database, lookup: &mut Statement<'_>, event_id: Uuid) -> StoreResult<Option<StoredEvent>> {
+fn find_stored(
+    database: &Database,
+    lookup: &mut Statement<'_>,
+    event_id: Uuid,
+) -> StoreResult<Option<StoredEventPlace>> {
     let failed = |error| StoreError::from(database.error(error));
     let mut rows = lookup.query([event_id.as_bytes()]).map_err(failed)?;
     match rows.next().map_err(failed)? {

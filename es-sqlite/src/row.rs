@@ -1,9 +1,9 @@
 //! The one definition of an event row: the columns every read selects, where each sits, how a
-//! row becomes a [`RecordedEvent`] (or, for recognising a retried append, a [`StoredEvent`]),
+//! row becomes a [`RecordedEvent`] (or, for recognising a retried append, a [`StoredEventPlace`]),
 //! and the chunks in which a replay lends rows' bytes.
 
 use chrono::{DateTime, Utc};
-use es_core::{Metadata, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventRef, StreamId};
+use es_core::{Metadata, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventPlace, StreamId};
 use rusqlite::types::ValueRef;
 use rusqlite::Row;
 use uuid::Uuid;
@@ -155,31 +155,9 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> StoreResult<RecordedEvent> {
     })
 }
 
-/// Where one stored event is, owned: the rows of a batch's ids are read one by one, and
-/// [`StoredEventRef`] borrows its stream from here.
-#[derive(Debug)]
-pub(crate) struct StoredEvent {
-    event_id: Uuid,
-    stream: StreamId,
-    version: u64,
-    position: u64,
-}
-
-impl StoredEvent {
-    /// What [`AppendOutcome::from_stored`](es_core::AppendOutcome::from_stored) compares.
-    pub(crate) fn as_ref(&self) -> StoredEventRef<'_> {
-        StoredEventRef {
-            event_id: self.event_id,
-            stream: &self.stream,
-            version: self.version,
-            position: self.position,
-        }
-    }
-}
-
 /// Decodes the [`stored_columns!`] of the row of event `event_id` (the id the row was looked
 /// up by, so it is not read again).
-pub(crate) fn stored_event(row: &Row<'_>, event_id: Uuid) -> StoreResult<StoredEvent> {
+pub(crate) fn stored_event(row: &Row<'_>, event_id: Uuid) -> StoreResult<StoredEventPlace> {
     let unreadable = |what: &str, reason: String| {
         StoreError::from(SqliteError::Unexpected(format!(
             "the row of event {event_id} has an unreadable {what}: {reason}"
@@ -201,7 +179,7 @@ pub(crate) fn stored_event(row: &Row<'_>, event_id: Uuid) -> StoreResult<StoredE
     };
     let position = integer(row, stored_column::POSITION).map_err(|e| corrupt(format!("position: {e}")))?;
     let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
-    Ok(StoredEvent {
+    Ok(StoredEventPlace {
         event_id,
         stream,
         version,

@@ -17,7 +17,7 @@ pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
 use crate::projection::WakeUp;
 use crate::store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StoreError, StoreResult, StoredEventRef, StreamCatalog, StreamId, StreamQuery, StreamSlice,
+    SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery, StreamSlice,
     StreamSummary, Tail,
 };
 
@@ -121,12 +121,12 @@ impl State {
             return None;
         }
         let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-        let stored = ids
+        let stored: Vec<StoredEventPlace> = ids
             .iter()
             .filter_map(|id| self.event_ids.get(id))
-            .map(|&index| StoredEventRef::from(&self.events[index]))
+            .map(|&index| StoredEventPlace::from(&self.events[index]))
             .collect();
-        AppendOutcome::from_stored(stream, &ids, stored)
+        AppendOutcome::from_stored(stream, &ids, &stored)
     }
 }
 
