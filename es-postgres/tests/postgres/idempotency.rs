@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError};
+use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
 use es_postgres::PostgresStore;
 use es_test_support::{bounded, CuttingProxy, TEST_BOUND};
 use sqlx::postgres::PgPoolOptions;
@@ -115,30 +115,33 @@ async fn a_transaction_retrying_a_stored_batch_is_told_so() {
         ..first
     };
 
-    let mut tx = store.pool().begin().await.expect("begin");
-    let refused = store
-        .append_in_transaction(&mut tx, &stream, ExpectedVersion::Exact(1), batch.clone())
-        .await
-        .expect("a retry refused by the statement");
-    assert_eq!(refused, original);
-    sqlx::query("SELECT 1")
-        .execute(&mut *tx)
-        .await
-        .expect("a refusing statement leaves the transaction usable");
-    tx.rollback().await.expect("rollback");
-
-    let mut tx = store.pool().begin().await.expect("begin");
-    let collided = store
-        .append_in_transaction(&mut tx, &stream, ExpectedVersion::Exact(3), batch.clone())
-        .await
-        .expect("a retry that ran into the unique event_id");
-    assert_eq!(collided, original);
-    assert!(
-        sqlx::query("SELECT 1").execute(&mut *tx).await.is_err(),
-        "a failed statement aborts the transaction"
-    );
-    tx.rollback().await.expect("rollback");
+    // The stream is at 3: the statement refuses the expectation.
+    let (refused, usable) = retry_in_transaction(store, &stream, ExpectedVersion::Exact(1), &batch).await;
+    assert_eq!(refused, original, "a retry refused by the statement");
+    assert!(usable, "a refusing statement leaves the transaction usable");
+    // The expectation holds: the insert runs into the unique event_id.
+    let (collided, usable) = retry_in_transaction(store, &stream, ExpectedVersion::Exact(3), &batch).await;
+    assert_eq!(collided, original, "a retry that ran into the unique event_id");
+    assert!(!usable, "a failed statement aborts the transaction");
     assert_eq!(read(store, &stream).await.len(), 3, "one copy of the batch");
+}
+
+/// Appends `batch` to `stream` expecting `expected` in a transaction of its own, which is then
+/// rolled back: the outcome, and whether the transaction could still run a statement.
+async fn retry_in_transaction(
+    store: &PostgresStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    batch: &[NewEvent],
+) -> (AppendOutcome, bool) {
+    let mut tx = store.pool().begin().await.expect("begin");
+    let outcome = store
+        .append_in_transaction(&mut tx, stream, expected, batch.to_vec())
+        .await
+        .unwrap_or_else(|error| panic!("retrying expecting {expected}: {error}"));
+    let usable = sqlx::query("SELECT 1").execute(&mut *tx).await.is_ok();
+    tx.rollback().await.expect("rollback");
+    (outcome, usable)
 }
 
 /// The contract puts a conflict before a duplicate id. A statement that checks its expectation
