@@ -86,12 +86,7 @@ impl Implementation {
         }
     }
 
-    /// The column heading of PostgreSQL's tables (see [`Implementation::label_on`]).
-    pub fn label(self) -> &'static str {
-        self.label_on(Backend::Postgres)
-    }
-
-    /// The column heading on `backend`.
+    /// The column heading on `backend` (the raw baselines differ).
     pub fn label_on(self, backend: Backend) -> &'static str {
         match (self, backend) {
             (Self::Ours, _) => "es-rs",
@@ -113,12 +108,6 @@ impl Implementation {
     /// Parses [`Implementation::id`].
     pub fn parse(id: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|implementation| implementation.id() == id)
-    }
-}
-
-impl fmt::Display for Implementation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
     }
 }
 
