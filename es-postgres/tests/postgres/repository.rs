@@ -174,14 +174,10 @@ async fn a_command_sent_again_is_answered_with_its_original_outcome() {
     let id = opened_case(&cases).await;
     let request = uuid::Uuid::now_v7();
     let close = |case: &Case| case.close("fixed");
-    let first = cases
-        .execute(&id, Metadata::new().with_command_id(request), close)
-        .await
-        .expect("closed");
-    let again = cases
-        .execute(&id, Metadata::new().with_command_id(request), close)
-        .await
-        .expect("recognised");
+    // The request, as the client sends it each time.
+    let send = || cases.execute(&id, Metadata::new().with_command_id(request), close);
+    let first = send().await.expect("closed");
+    let again = send().await.expect("recognised");
     assert!(again.already_stored);
     assert_eq!(
         (again.version, &again.appended, &again.events),
