@@ -56,22 +56,21 @@ fn every_scenario_runs_at_a_tiny_size_and_the_document_is_written() -> Result<()
             "no row for scenario {id}:\n{stdout}"
         );
     }
-    assert!(
-        stdout.contains("| Scenario | Metric | es-rs | cqrs-es | raw sqlx |"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("| Scenario | Metric | es-rs | raw rusqlite | es-rs / raw |"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("### Peak memory (MiB)"), "{stdout}");
-    assert!(written.contains("`es-bench --smoke`"), "{written}");
-    assert!(written.contains("PostgreSQL: PostgreSQL"), "{written}");
-    assert!(written.contains("- SQLite: 3."), "{written}");
-    assert!(
-        written.contains("`journal_mode` = `wal`, `synchronous` =\n  `2` (FULL)"),
-        "{written}"
-    );
+    for printed in [
+        "| Scenario | Metric | es-rs | cqrs-es | raw sqlx |",
+        "| Scenario | Metric | es-rs | raw rusqlite | es-rs / raw |",
+        "### Peak memory (MiB)",
+    ] {
+        assert!(stdout.contains(printed), "no {printed:?} in:\n{stdout}");
+    }
+    for noted in [
+        "`es-bench --smoke`",
+        "PostgreSQL: PostgreSQL",
+        "- SQLite: 3.",
+        "`journal_mode` = `wal`, `synchronous` =\n  `2` (FULL)",
+    ] {
+        assert!(written.contains(noted), "no {noted:?} in:\n{written}");
+    }
     // Each store's tables, as printed, are in its section of the document.
     for (label, name) in [("PostgreSQL", "postgres"), ("SQLite", "sqlite")] {
         let printed = stdout

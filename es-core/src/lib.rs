@@ -157,8 +157,8 @@ pub use repository::{
 };
 pub use store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn,
-    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoredEventRef, StreamCatalog, StreamId, StreamQuery,
-    StreamSlice, StreamSummary, Tail,
+    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId,
+    StreamQuery, StreamSlice, StreamSummary, Tail,
 };
 
 #[doc = include_str!("macro_docs/event.md")]

@@ -211,16 +211,17 @@ impl AppendOutcome {
     /// `stored` are the stored events that carry one of the batch's `ids`, in any order.
     /// Returns the original outcome when they are exactly the batch, stored in `stream` at
     /// consecutive versions in batch order; `None` otherwise (an empty batch included).
-    pub fn from_stored(stream: &StreamId, ids: &[Uuid], mut stored: Vec<StoredEventRef<'_>>) -> Option<Self> {
+    pub fn from_stored(stream: &StreamId, ids: &[Uuid], stored: &[StoredEventPlace]) -> Option<Self> {
         if ids.is_empty() || stored.len() != ids.len() {
             return None;
         }
+        let mut stored: Vec<&StoredEventPlace> = stored.iter().collect();
         stored.sort_unstable_by_key(|event| event.version);
         let first = stored[0].version;
         let previous_version = first.checked_sub(1)?;
         let in_place =
             stored.iter().zip(ids).zip(first..).all(|((event, id), version)| {
-                event.event_id == *id && event.stream == stream && event.version == version
+                event.event_id == *id && event.stream == *stream && event.version == version
             });
         in_place.then(|| Self {
             previous_version,
@@ -231,24 +232,25 @@ impl AppendOutcome {
     }
 }
 
-/// Where one stored event is: what [`AppendOutcome::from_stored`] compares a batch with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredEventRef<'a> {
+/// Where one stored event is: what [`AppendOutcome::from_stored`] compares a batch with. A
+/// backend reads it back for the ids of a batch (no payload needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEventPlace {
     /// The event's id.
     pub event_id: Uuid,
     /// Its stream.
-    pub stream: &'a StreamId,
+    pub stream: StreamId,
     /// Its version in the stream.
     pub version: u64,
     /// Its global position.
     pub position: u64,
 }
 
-impl<'a> From<&'a RecordedEvent> for StoredEventRef<'a> {
-    fn from(event: &'a RecordedEvent) -> Self {
+impl From<&RecordedEvent> for StoredEventPlace {
+    fn from(event: &RecordedEvent) -> Self {
         Self {
             event_id: event.event_id,
-            stream: &event.stream,
+            stream: event.stream.clone(),
             version: event.version,
             position: event.position,
         }
@@ -331,6 +333,12 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// The result of a store operation: `Result<T, StoreError>`, as [`std::io::Result`] is for I/O.
+///
+/// The storage traits ([`EventStore`], [`GlobalLog`], [`SnapshotStore`], [`StreamCatalog`])
+/// return it, and so do their implementations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
 impl StoreError {
     /// Wraps a backend error that trying again will not fix.
     pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -387,24 +395,21 @@ pub trait EventStore: Send + Sync {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError>;
+    ) -> StoreResult<AppendOutcome>;
 
     /// Reads the events of `stream` within `slice`, in version order.
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>>;
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice)
+        -> BoxStream<'a, StoreResult<RecordedEvent>>;
 
     /// The stored event with id `event_id`, wherever it is; `None` when no event has that id.
     /// Tools look events up by id with it, and the repository uses it to recognise a command
     /// that was already carried out.
-    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError>;
+    async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>>;
 
     /// The stream's current version: the number of events in it, 0 if it does not exist. The
     /// repository does not need it (loads and appends tell it the version); tools and
     /// applications do.
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError>;
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64>;
 
     /// Folds the events of `stream` within `slice`, in version order, through `apply`, lending
     /// each one's fields instead of building an envelope: what loading an aggregate needs, and
@@ -412,12 +417,7 @@ pub trait EventStore: Send + Sync {
     ///
     /// The default goes through [`EventStore::read_stream`]; backends override it to read only
     /// these columns and to hand out their rows' bytes without copying.
-    async fn replay_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut ReplayFn<'_>,
-    ) -> Result<(), StoreError> {
+    async fn replay_stream(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
         let mut events = self.read_stream(stream, slice);
         while let Some(event) = events.try_next().await? {
             let replayed = ReplayedEvent {
@@ -447,13 +447,13 @@ pub trait GlobalLog: Send + Sync {
     /// Never skips an event: if it returns an event at position `p`, every event with a lower
     /// position that will ever be visible has already been returned by a read with a lower
     /// `after`. Start from `after = 0`.
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>>;
 
     /// What [`GlobalLog::read_all`] would still return after `after`: how many events, and the
     /// last one's position and time. Used for progress and lag reports.
     ///
     /// The default pages through `read_all`; backends override it with one query.
-    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+    async fn tail(&self, after: u64) -> StoreResult<Tail> {
         let mut tail = Tail {
             events: 0,
             head_position: after,
@@ -486,10 +486,10 @@ pub struct Tail {
 #[async_trait]
 pub trait SnapshotStore: Send + Sync {
     /// Saves `snapshot`, replacing the stream's previous one unless that one is newer.
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+    async fn save_snapshot(&self, snapshot: Snapshot) -> StoreResult<()>;
 
     /// The stream's latest snapshot, if any.
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError>;
+    async fn load_snapshot(&self, stream: &StreamId) -> StoreResult<Option<Snapshot>>;
 }
 
 /// Which streams [`StreamCatalog::list_streams`] returns: a page of them in (aggregate type,
@@ -552,9 +552,9 @@ pub struct StreamSummary {
 #[async_trait]
 pub trait StreamCatalog: Send + Sync {
     /// A page of the streams that have events, as `query` selects them.
-    async fn list_streams(&self, query: &StreamQuery) -> Result<Vec<StreamSummary>, StoreError>;
+    async fn list_streams(&self, query: &StreamQuery) -> StoreResult<Vec<StreamSummary>>;
 
     /// Up to `limit` stored snapshots of the streams after `after` (from the first when
     /// `None`), in stream order.
-    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> Result<Vec<Snapshot>, StoreError>;
+    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> StoreResult<Vec<Snapshot>>;
 }

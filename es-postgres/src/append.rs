@@ -3,14 +3,16 @@
 
 use std::collections::HashSet;
 
-use es_core::{AppendOutcome, ConcurrencyConflict, ExpectedVersion, NewEvent, StoreError, StreamId};
+use es_core::{
+    AppendOutcome, ConcurrencyConflict, ExpectedVersion, NewEvent, StoreError, StoreResult, StoredEventPlace, StreamId,
+};
 use sqlx::{Executor, Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::fault::store_error;
 use crate::read;
-use crate::row::{negative_version, stored_event, Batch, StoredEvent};
+use crate::row::{negative_version, stored_event, Batch};
 use crate::sql::{Expectation, EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT};
 use crate::PostgresStore;
 
@@ -84,7 +86,7 @@ impl PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> StoreResult<AppendOutcome> {
         let batch = Batch::new(stream, events)?;
         let error = match execute(self, conn, stream, expected, &batch).await {
             Ok(verdict) => return settle(self, verdict, stream, expected, &batch).await,
@@ -108,7 +110,7 @@ pub(crate) async fn append(
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
-) -> Result<AppendOutcome, StoreError> {
+) -> StoreResult<AppendOutcome> {
     let batch = Batch::new(stream, events)?;
     let mut attempts = 0;
     loop {
@@ -174,7 +176,7 @@ async fn settle(
     stream: &StreamId,
     expected: ExpectedVersion,
     batch: &Batch,
-) -> Result<AppendOutcome, StoreError> {
+) -> StoreResult<AppendOutcome> {
     // A retry finds the stream past the version it expected, or stale for the transaction:
     // the statement refuses and only then do we look for the batch. A failed lookup is returned
     // rather than the refusal: a caller acting on a conflict could redo a done command, while a
@@ -190,7 +192,7 @@ async fn settle(
 
 /// Where the batch's ids are stored, if anywhere: one query on the pool (the caller's
 /// transaction may be aborted), on the failure paths only.
-async fn stored_events(store: &PostgresStore, batch: &Batch) -> Result<Vec<StoredEvent>, StoreError> {
+async fn stored_events(store: &PostgresStore, batch: &Batch) -> StoreResult<Vec<StoredEventPlace>> {
     if batch.ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -204,8 +206,8 @@ async fn stored_events(store: &PostgresStore, batch: &Batch) -> Result<Vec<Store
 
 /// The original outcome, when `stored` (the events carrying the batch's ids) is the batch stored
 /// in `stream`, in order: the rule es-core defines for every backend.
-fn already_stored(stream: &StreamId, batch: &Batch, stored: &[StoredEvent]) -> Option<AppendOutcome> {
-    let outcome = AppendOutcome::from_stored(stream, &batch.ids, stored.iter().map(StoredEvent::as_ref).collect())?;
+fn already_stored(stream: &StreamId, batch: &Batch, stored: &[StoredEventPlace]) -> Option<AppendOutcome> {
+    let outcome = AppendOutcome::from_stored(stream, &batch.ids, stored)?;
     tracing::debug!(stream = %stream, "the batch was stored before: nothing written");
     Some(outcome)
 }
@@ -252,7 +254,7 @@ async fn explain_failure(store: &PostgresStore, error: sqlx::Error, stream: &Str
 
 /// The error for a violated unique `event_id`: the first id of the batch that is stored, or
 /// that the batch repeats.
-fn duplicate_event_id(error: sqlx::Error, stream: &StreamId, batch: &Batch, stored: &[StoredEvent]) -> StoreError {
+fn duplicate_event_id(error: sqlx::Error, stream: &StreamId, batch: &Batch, stored: &[StoredEventPlace]) -> StoreError {
     let stored: HashSet<Uuid> = stored.iter().map(|event| event.event_id).collect();
     let event_id = batch
         .ids
@@ -307,12 +309,7 @@ impl Verdict {
         !(self.accepted && self.fits && self.fresh)
     }
 
-    fn into_outcome(
-        self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        len: usize,
-    ) -> Result<AppendOutcome, StoreError> {
+    fn into_outcome(self, stream: &StreamId, expected: ExpectedVersion, len: usize) -> StoreResult<AppendOutcome> {
         let current = u64::try_from(self.current).map_err(|_| negative_version(stream, self.current))?;
         if !self.accepted {
             return Err(conflict(stream, expected, current));

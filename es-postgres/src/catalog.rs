@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use es_core::{Snapshot, StoreError, StreamCatalog, StreamId, StreamQuery, StreamSummary};
+use es_core::{Snapshot, StoreError, StoreResult, StreamCatalog, StreamId, StreamQuery, StreamSummary};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
@@ -32,7 +32,7 @@ use crate::PostgresStore;
 /// Snapshots are paged on the snapshots' primary key: one index range scan of `limit` rows.
 #[async_trait]
 impl StreamCatalog for PostgresStore {
-    async fn list_streams(&self, query: &StreamQuery) -> Result<Vec<StreamSummary>, StoreError> {
+    async fn list_streams(&self, query: &StreamQuery) -> StoreResult<Vec<StreamSummary>> {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
@@ -55,7 +55,7 @@ impl StreamCatalog for PostgresStore {
         rows.iter().map(stream_summary).collect()
     }
 
-    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> Result<Vec<Snapshot>, StoreError> {
+    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> StoreResult<Vec<Snapshot>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -78,7 +78,7 @@ fn page_size(limit: usize) -> i64 {
 }
 
 /// The stream a catalog row names.
-fn stream_of(row: &PgRow) -> Result<StreamId, StoreError> {
+fn stream_of(row: &PgRow) -> StoreResult<StreamId> {
     Ok(StreamId {
         aggregate_type: row.try_get("aggregate_type").map_err(store_error)?,
         aggregate_id: row.try_get("aggregate_id").map_err(store_error)?,
@@ -86,7 +86,7 @@ fn stream_of(row: &PgRow) -> Result<StreamId, StoreError> {
 }
 
 /// Decodes a row of the stream listing: the stream, its last version and that event's time.
-fn stream_summary(row: &PgRow) -> Result<StreamSummary, StoreError> {
+fn stream_summary(row: &PgRow) -> StoreResult<StreamSummary> {
     let stream = stream_of(row)?;
     let version: i64 = row.try_get("version").map_err(store_error)?;
     let Ok(version) = u64::try_from(version) else {

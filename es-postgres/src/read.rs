@@ -2,7 +2,7 @@
 //! version, and the global order (`read_all`, `tail`).
 
 use chrono::{DateTime, Utc};
-use es_core::{RecordedEvent, ReplayFn, StoreError, StreamId, StreamSlice, Tail};
+use es_core::{RecordedEvent, ReplayFn, StoreError, StoreResult, StreamId, StreamSlice, Tail};
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::postgres::PgArguments;
@@ -21,7 +21,7 @@ pub(crate) fn read_stream<'a>(
     store: &'a PostgresStore,
     stream: &'a StreamId,
     slice: StreamSlice,
-) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+) -> BoxStream<'a, StoreResult<RecordedEvent>> {
     slice_query(&store.sql.read_stream, stream, slice)
         .fetch(&store.pool)
         .map(|row| match row {
@@ -38,7 +38,7 @@ pub(crate) async fn replay_stream(
     stream: &StreamId,
     slice: StreamSlice,
     apply: &mut ReplayFn<'_>,
-) -> Result<(), StoreError> {
+) -> StoreResult<()> {
     let mut rows = slice_query(&store.sql.replay_stream, stream, slice).fetch(&store.pool);
     while let Some(row) = rows.try_next().await.map_err(store_error)? {
         if apply(replayed_event(&row, stream)?).is_break() {
@@ -61,7 +61,7 @@ fn slice_query<'q>(sql: &'q str, stream: &'q StreamId, slice: StreamSlice) -> Qu
 
 /// [`EventStore::read_event`](es_core::EventStore::read_event): one query on the unique
 /// `event_id` index.
-pub(crate) async fn read_event(store: &PostgresStore, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+pub(crate) async fn read_event(store: &PostgresStore, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {
     let row = sqlx::query(&store.sql.read_event)
         .bind(event_id)
         .fetch_optional(&store.pool)
@@ -71,7 +71,7 @@ pub(crate) async fn read_event(store: &PostgresStore, event_id: Uuid) -> Result<
 }
 
 /// [`EventStore::stream_version`](es_core::EventStore::stream_version).
-pub(crate) async fn stream_version(store: &PostgresStore, stream: &StreamId) -> Result<u64, StoreError> {
+pub(crate) async fn stream_version(store: &PostgresStore, stream: &StreamId) -> StoreResult<u64> {
     let version: Option<i64> = sqlx::query_scalar(&store.sql.stream_version)
         .bind(stream.aggregate_type.as_str())
         .bind(stream.aggregate_id.as_str())
@@ -86,11 +86,7 @@ pub(crate) async fn stream_version(store: &PostgresStore, stream: &StreamId) -> 
 
 /// [`GlobalLog::read_all`](es_core::GlobalLog::read_all): only events of transactions older
 /// than every transaction still in flight (see the crate docs).
-pub(crate) async fn read_all(
-    store: &PostgresStore,
-    after: u64,
-    limit: usize,
-) -> Result<Vec<RecordedEvent>, StoreError> {
+pub(crate) async fn read_all(store: &PostgresStore, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
     // Positions are positive i64: nothing lies beyond i64::MAX.
     let (Ok(after), Ok(limit @ 1..)) = (i64::try_from(after), i64::try_from(limit)) else {
         return Ok(Vec::new());
@@ -107,7 +103,7 @@ pub(crate) async fn read_all(
 }
 
 /// [`GlobalLog::tail`](es_core::GlobalLog::tail): what `read_all` would still return.
-pub(crate) async fn tail(store: &PostgresStore, after: u64) -> Result<Tail, StoreError> {
+pub(crate) async fn tail(store: &PostgresStore, after: u64) -> StoreResult<Tail> {
     let Ok(db_after) = i64::try_from(after) else {
         return Ok(Tail {
             events: 0,

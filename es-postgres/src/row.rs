@@ -2,7 +2,7 @@
 //! batch as the append statement binds it.
 
 use chrono::{DateTime, Utc};
-use es_core::{Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StoredEventRef, StreamId};
+use es_core::{Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventPlace, StreamId};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
@@ -37,7 +37,7 @@ pub(crate) const STORED_EVENT_COLUMNS: &str = "event_id, aggregate_type, aggrega
 
 /// Decodes the [`REPLAY_COLUMNS`] of an event row of `stream`, borrowing the name and the payload
 /// from the row.
-pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> Result<ReplayedEvent<'r>, StoreError> {
+pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> StoreResult<ReplayedEvent<'r>> {
     let version: i64 = row.try_get("version").map_err(store_error)?;
     let Ok(version) = u64::try_from(version) else {
         return Err(negative_version(stream, version));
@@ -65,7 +65,7 @@ pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> Result<Re
 }
 
 /// Decodes the [`EVENT_COLUMNS`] of an event row.
-pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
     let stream = StreamId {
         aggregate_type: row.try_get("aggregate_type").map_err(store_error)?,
         aggregate_id: row.try_get("aggregate_id").map_err(store_error)?,
@@ -98,30 +98,8 @@ pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-/// Where one event is stored, as [`stored_event`] decodes it; [`StoredEvent::as_ref`] lends it
-/// to [`AppendOutcome::from_stored`](es_core::AppendOutcome::from_stored).
-#[derive(Debug)]
-pub(crate) struct StoredEvent {
-    pub(crate) event_id: Uuid,
-    stream: StreamId,
-    version: u64,
-    position: u64,
-}
-
-impl StoredEvent {
-    /// The event as es-core compares it with a batch.
-    pub(crate) fn as_ref(&self) -> StoredEventRef<'_> {
-        StoredEventRef {
-            event_id: self.event_id,
-            stream: &self.stream,
-            version: self.version,
-            position: self.position,
-        }
-    }
-}
-
 /// Decodes the [`STORED_EVENT_COLUMNS`] of an event row.
-pub(crate) fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {
+pub(crate) fn stored_event(row: &PgRow) -> StoreResult<StoredEventPlace> {
     let stream = StreamId {
         aggregate_type: row.try_get("aggregate_type").map_err(store_error)?,
         aggregate_id: row.try_get("aggregate_id").map_err(store_error)?,
@@ -138,7 +116,7 @@ pub(crate) fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {
     let position: i64 = row.try_get("position").map_err(|e| corrupt(format!("position: {e}")))?;
     let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
     let event_id: Uuid = row.try_get("event_id").map_err(|e| corrupt(format!("event id: {e}")))?;
-    Ok(StoredEvent {
+    Ok(StoredEventPlace {
         event_id,
         stream,
         version,

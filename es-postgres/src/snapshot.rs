@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use es_core::{Snapshot, SnapshotStore, StoreError, StreamId};
+use es_core::{Snapshot, SnapshotStore, StoreError, StoreResult, StreamId};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
@@ -13,7 +13,7 @@ use crate::PostgresStore;
 
 #[async_trait]
 impl SnapshotStore for PostgresStore {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> StoreResult<()> {
         let Snapshot {
             stream,
             version,
@@ -46,7 +46,7 @@ impl SnapshotStore for PostgresStore {
         Ok(())
     }
 
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+    async fn load_snapshot(&self, stream: &StreamId) -> StoreResult<Option<Snapshot>> {
         let row = sqlx::query(&self.sql.load_snapshot)
             .bind(stream.aggregate_type.as_str())
             .bind(stream.aggregate_id.as_str())
@@ -58,7 +58,7 @@ impl SnapshotStore for PostgresStore {
 }
 
 /// Decodes the snapshot columns (`SNAPSHOT_COLUMNS` in `sql`) of a row of `stream`.
-pub(crate) fn snapshot(row: &PgRow, stream: StreamId) -> Result<Snapshot, StoreError> {
+pub(crate) fn snapshot(row: &PgRow, stream: StreamId) -> StoreResult<Snapshot> {
     let version: i64 = row.try_get("version").map_err(store_error)?;
     let version = u64::try_from(version).map_err(|_| negative_version(&stream, version))?;
     let corrupt = |reason: String| StoreError::Corrupt {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn, StoreError, StreamId,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn, StoreResult, StreamId,
     StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
@@ -174,7 +174,7 @@ impl EventStore for PostgresStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> StoreResult<AppendOutcome> {
         append::append(self, stream, expected, events).await
     }
 
@@ -182,24 +182,19 @@ impl EventStore for PostgresStore {
         &'a self,
         stream: &'a StreamId,
         slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
         read::read_stream(self, stream, slice)
     }
 
-    async fn replay_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut ReplayFn<'_>,
-    ) -> Result<(), StoreError> {
+    async fn replay_stream(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
         read::replay_stream(self, stream, slice, apply).await
     }
 
-    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+    async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {
         read::read_event(self, event_id).await
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
         read::stream_version(self, stream).await
     }
 }
@@ -207,11 +202,11 @@ impl EventStore for PostgresStore {
 /// The global order: `read_all` bounded by the oldest running transaction (see the crate docs).
 #[async_trait]
 impl GlobalLog for PostgresStore {
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
         read::read_all(self, after, limit).await
     }
 
-    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+    async fn tail(&self, after: u64) -> StoreResult<Tail> {
         read::tail(self, after).await
     }
 }

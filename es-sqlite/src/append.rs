@@ -4,14 +4,17 @@
 
 use std::sync::Arc;
 
-use es_core::{AppendOutcome, ConcurrencyConflict, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
+use es_core::{
+    AppendOutcome, ConcurrencyConflict, ExpectedVersion, Metadata, NewEvent, StoreError, StoreResult, StoredEventPlace,
+    StreamId,
+};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Statement};
 use serde::de::IgnoredAny;
 use uuid::Uuid;
 
 use crate::connection::{blocking, Database, Immediate};
 use crate::error::SqliteError;
-use crate::row::{micros, stored_event, StoredEvent};
+use crate::row::{micros, stored_event};
 use crate::{sql, SqliteStore};
 
 /// [`EventStore::append`](es_core::EventStore::append): the batch is checked, then written in
@@ -21,7 +24,7 @@ pub(crate) async fn append(
     stream: &StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
-) -> Result<AppendOutcome, StoreError> {
+) -> StoreResult<AppendOutcome> {
     let database = Arc::clone(&store.database);
     let owned_stream = stream.clone();
     let outcome = blocking(move || append_blocking(&database, &owned_stream, expected, &events)).await?;
@@ -40,7 +43,7 @@ fn append_blocking(
     stream: &StreamId,
     expected: ExpectedVersion,
     events: &[NewEvent],
-) -> Result<AppendOutcome, StoreError> {
+) -> StoreResult<AppendOutcome> {
     // Checked before taking any lock: a bad batch costs other writers nothing.
     let payloads = checked_payloads(stream, events)?;
     let writer = database.writer("append events")?;
@@ -142,7 +145,7 @@ fn earlier(
     connection: &Connection,
     stream: &StreamId,
     events: &[NewEvent],
-) -> Result<Earlier, StoreError> {
+) -> StoreResult<Earlier> {
     let [first, rest @ ..] = events else {
         return Ok(Earlier::New);
     };
@@ -161,8 +164,7 @@ fn earlier(
         }
     }
     let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-    let stored = stored.iter().map(StoredEvent::as_ref).collect();
-    Ok(match AppendOutcome::from_stored(stream, &ids, stored) {
+    Ok(match AppendOutcome::from_stored(stream, &ids, &stored) {
         Some(outcome) => Earlier::Retried(outcome),
         None => Earlier::Duplicate(first.event_id),
     })
@@ -174,7 +176,7 @@ fn find_stored(
     database: &Database,
     lookup: &mut Statement<'_>,
     event_id: Uuid,
-) -> Result<Option<StoredEvent>, StoreError> {
+) -> StoreResult<Option<StoredEventPlace>> {
     let failed = |error| StoreError::from(database.error(error));
     let mut rows = lookup.query([event_id.as_bytes()]).map_err(failed)?;
     match rows.next().map_err(failed)? {
@@ -185,7 +187,7 @@ fn find_stored(
 
 /// The batch's payloads as text, each checked to be JSON; [`StoreError::InvalidBatch`] naming
 /// the first that is not. One allocation for the batch, none per event.
-fn checked_payloads<'e>(stream: &StreamId, events: &'e [NewEvent]) -> Result<Vec<&'e str>, StoreError> {
+fn checked_payloads<'e>(stream: &StreamId, events: &'e [NewEvent]) -> StoreResult<Vec<&'e str>> {
     let invalid = |index: usize, reason: String| StoreError::InvalidBatch {
         stream: stream.clone(),
         reason: format!("the payload of event #{} is not valid JSON: {reason}", index + 1),
@@ -210,7 +212,7 @@ struct MetadataBuffer {
 impl MetadataBuffer {
     /// The metadata of `event` as JSON text, borrowed from the buffer; most events carry none
     /// and cost no serialization at all.
-    fn encode(&mut self, stream: &StreamId, event: &NewEvent) -> Result<&str, StoreError> {
+    fn encode(&mut self, stream: &StreamId, event: &NewEvent) -> StoreResult<&str> {
         if event.metadata == Metadata::new() {
             return Ok("{}");
         }

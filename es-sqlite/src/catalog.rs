@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use es_core::{Snapshot, StoreError, StreamCatalog, StreamId, StreamQuery, StreamSummary};
+use es_core::{Snapshot, StoreError, StoreResult, StreamCatalog, StreamId, StreamQuery, StreamSummary};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::connection::{blocking, run, Database};
@@ -31,7 +31,7 @@ const PAGE_CAPACITY: usize = 1024;
 impl StreamCatalog for SqliteStore {
     /// [`StreamCatalog::list_streams`]: a walk over the stream index in one read transaction, so
     /// the page is one snapshot of the file.
-    async fn list_streams(&self, query: &StreamQuery) -> Result<Vec<StreamSummary>, StoreError> {
+    async fn list_streams(&self, query: &StreamQuery) -> StoreResult<Vec<StreamSummary>> {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
@@ -44,7 +44,7 @@ impl StreamCatalog for SqliteStore {
     }
 
     /// [`StreamCatalog::list_snapshots`]: one range of the `snapshots` table's primary key.
-    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> Result<Vec<Snapshot>, StoreError> {
+    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> StoreResult<Vec<Snapshot>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -85,8 +85,8 @@ impl StreamCatalog for SqliteStore {
 fn in_one_read<T>(
     database: &Database,
     connection: &Connection,
-    read: impl FnOnce() -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+    read: impl FnOnce() -> StoreResult<T>,
+) -> StoreResult<T> {
     run(connection, sql::BEGIN_READ).map_err(|error| StoreError::from(database.error(error)))?;
     let result = read();
     if !connection.is_autocommit() {
@@ -160,7 +160,7 @@ fn judge(query: &StreamQuery, stream: &StreamId) -> Step {
 }
 
 /// Walks the stream index as `query` says, up to its limit (blocking).
-fn walk(database: &Database, connection: &Connection, query: &StreamQuery) -> Result<Vec<StreamSummary>, StoreError> {
+fn walk(database: &Database, connection: &Connection, query: &StreamQuery) -> StoreResult<Vec<StreamSummary>> {
     let failed = |error| StoreError::from(database.error(error));
     let mut listed = Vec::with_capacity(query.limit.min(PAGE_CAPACITY));
     let mut seek = start(query);
@@ -206,11 +206,7 @@ fn next_stream(connection: &Connection, seek: &Seek) -> rusqlite::Result<Option<
 /// `stream`'s version and last activity, from its last event: one lookup in the stream index
 /// and one row read. `None` if the stream has no event, which cannot happen within the walk's
 /// read transaction (events are never deleted); a value out of range is corrupt.
-fn summarize(
-    database: &Database,
-    connection: &Connection,
-    stream: StreamId,
-) -> Result<Option<StreamSummary>, StoreError> {
+fn summarize(database: &Database, connection: &Connection, stream: StreamId) -> StoreResult<Option<StreamSummary>> {
     let last: Option<(i64, i64)> = connection
         .prepare_cached(sql::LAST_EVENT)
         .and_then(|mut statement| {

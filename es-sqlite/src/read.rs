@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn, StoreError, StreamId,
-    StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn, StoreError, StoreResult,
+    StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::{BoxStream, Stream};
 use futures_util::StreamExt;
@@ -33,7 +33,7 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> StoreResult<AppendOutcome> {
         crate::append::append(self, stream, expected, events).await
     }
 
@@ -43,7 +43,7 @@ impl EventStore for SqliteStore {
         &'a self,
         stream: &'a StreamId,
         slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
         let owned_stream = stream.clone();
         chunks(Arc::clone(&self.database), move |connection, send| {
             let mut statement = connection.prepare_cached(sql::READ_STREAM)?;
@@ -73,12 +73,7 @@ impl EventStore for SqliteStore {
     /// [`EventStore::replay_stream`](es_core::EventStore::replay_stream): the blocking thread
     /// copies each row's version, name, schema version and payload into a chunk's buffer, and
     /// `apply` borrows them from there; no envelope is built. Stops reading when `apply` breaks.
-    async fn replay_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut ReplayFn<'_>,
-    ) -> Result<(), StoreError> {
+    async fn replay_stream(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
         let owned_stream = stream.clone();
         let chunks = chunks(Arc::clone(&self.database), move |connection, send| {
             let mut statement = connection.prepare_cached(sql::REPLAY_STREAM)?;
@@ -111,7 +106,7 @@ impl EventStore for SqliteStore {
 
     /// [`EventStore::read_event`](es_core::EventStore::read_event): one probe of the unique
     /// `event_id` index, decoded like every read of whole events.
-    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+    async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {
         let database = Arc::clone(&self.database);
         blocking(move || {
             database.with_reader(|connection| {
@@ -128,7 +123,7 @@ impl EventStore for SqliteStore {
     }
 
     /// [`EventStore::stream_version`](es_core::EventStore::stream_version).
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
         let (database, stream) = (Arc::clone(&self.database), stream.clone());
         blocking(move || {
             database
@@ -142,7 +137,7 @@ impl EventStore for SqliteStore {
 impl GlobalLog for SqliteStore {
     /// [`GlobalLog::read_all`](es_core::GlobalLog::read_all): positions are dense and commit in
     /// order, so a plain range read never skips (see the crate docs).
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
         // Positions are positive i64: nothing lies beyond i64::MAX.
         let Ok(after) = i64::try_from(after) else {
             return Ok(Vec::new());
@@ -169,7 +164,7 @@ impl GlobalLog for SqliteStore {
     }
 
     /// [`GlobalLog::tail`](es_core::GlobalLog::tail): one query.
-    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+    async fn tail(&self, after: u64) -> StoreResult<Tail> {
         let empty = Tail {
             events: 0,
             head_position: after,
@@ -239,7 +234,7 @@ enum Message<T> {
 /// Runs `produce` on a reader connection on a blocking thread once the stream is first polled.
 /// It hands chunks to `send`, which says whether the consumer still wants more; the bounded
 /// channel keeps it at most two chunks ahead. Dropping the stream stops it.
-fn chunks<T, P>(database: Arc<Database>, produce: P) -> impl Stream<Item = Result<T, StoreError>> + Send
+fn chunks<T, P>(database: Arc<Database>, produce: P) -> impl Stream<Item = StoreResult<T>> + Send
 where
     T: Send + 'static,
     P: FnOnce(&Connection, &mut dyn FnMut(T) -> bool) -> Result<(), ReadError> + Send + 'static,
@@ -270,7 +265,7 @@ where
     })
 }
 
-fn start<T, P>(database: Arc<Database>, produce: P) -> Result<mpsc::Receiver<Message<T>>, StoreError>
+fn start<T, P>(database: Arc<Database>, produce: P) -> StoreResult<mpsc::Receiver<Message<T>>>
 where
     T: Send + 'static,
     P: FnOnce(&Connection, &mut dyn FnMut(T) -> bool) -> Result<(), ReadError> + Send + 'static,

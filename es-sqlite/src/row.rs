@@ -1,9 +1,9 @@
 //! The one definition of an event row: the columns every read selects, where each sits, how a
-//! row becomes a [`RecordedEvent`] (or, for recognising a retried append, a [`StoredEvent`]),
+//! row becomes a [`RecordedEvent`] (or, for recognising a retried append, a [`StoredEventPlace`]),
 //! and the chunks in which a replay lends rows' bytes.
 
 use chrono::{DateTime, Utc};
-use es_core::{Metadata, RecordedEvent, ReplayedEvent, StoreError, StoredEventRef, StreamId};
+use es_core::{Metadata, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventPlace, StreamId};
 use rusqlite::types::ValueRef;
 use rusqlite::Row;
 use uuid::Uuid;
@@ -94,7 +94,7 @@ fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str, String> {
 }
 
 /// The row's version within `stream`, from column `index`.
-fn version(row: &Row<'_>, index: usize, stream: &StreamId) -> Result<u64, StoreError> {
+fn version(row: &Row<'_>, index: usize, stream: &StreamId) -> StoreResult<u64> {
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),
         version: 0,
@@ -104,22 +104,61 @@ fn version(row: &Row<'_>, index: usize, stream: &StreamId) -> Result<u64, StoreE
     u64::try_from(version).map_err(|_| corrupt(format!("stored version {version} is negative")))
 }
 
-/// Decodes the [`event_columns!`] of an event row.
-pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
+/// Where the columns that place an event (its stream, version and position) sit in a row.
+struct PlaceColumns {
+    aggregate_type: usize,
+    aggregate_id: usize,
+    version: usize,
+    position: usize,
+}
+
+/// Where they sit among the [`event_columns!`].
+const EVENT_PLACE: PlaceColumns = PlaceColumns {
+    aggregate_type: column::AGGREGATE_TYPE,
+    aggregate_id: column::AGGREGATE_ID,
+    version: column::VERSION,
+    position: column::POSITION,
+};
+
+/// Where they sit among the [`stored_columns!`].
+const STORED_PLACE: PlaceColumns = PlaceColumns {
+    aggregate_type: stored_column::AGGREGATE_TYPE,
+    aggregate_id: stored_column::AGGREGATE_ID,
+    version: stored_column::VERSION,
+    position: stored_column::POSITION,
+};
+
+/// The stream, version and position of a row's event, read from `columns`. `which_row` names
+/// the row in the error about an unreadable stream column, when there is no stream to name yet.
+fn place(row: &Row<'_>, columns: PlaceColumns, which_row: impl Fn() -> String) -> StoreResult<(StreamId, u64, u64)> {
     let unreadable = |what: &str, reason: String| {
         StoreError::from(SqliteError::Unexpected(format!(
-            "event row with unreadable {what}: {reason}"
+            "{} has an unreadable {what}: {reason}",
+            which_row()
         )))
     };
     let stream = StreamId {
-        aggregate_type: text(row, column::AGGREGATE_TYPE)
+        aggregate_type: text(row, columns.aggregate_type)
             .map_err(|e| unreadable("aggregate type", e))?
             .to_owned(),
-        aggregate_id: text(row, column::AGGREGATE_ID)
+        aggregate_id: text(row, columns.aggregate_id)
             .map_err(|e| unreadable("aggregate id", e))?
             .to_owned(),
     };
-    let version = version(row, column::VERSION, &stream)?;
+    let version = version(row, columns.version, &stream)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.clone(),
+        version,
+        reason,
+    };
+    let position = integer(row, columns.position).map_err(|e| corrupt(format!("position: {e}")))?;
+    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
+    Ok((stream, version, position))
+}
+
+/// Decodes the [`event_columns!`] of an event row.
+pub(crate) fn recorded_event(row: &Row<'_>) -> StoreResult<RecordedEvent> {
+    let (stream, version, position) = place(row, EVENT_PLACE, || "an event row".to_owned())?;
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),
         version,
@@ -128,8 +167,6 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError>
     let event_name = text(row, column::EVENT_NAME).map_err(|e| corrupt(format!("event name: {e}")))?;
     let schema_version = schema_version(row).map_err(corrupt)?;
     let payload = bytes(row, column::PAYLOAD).map_err(|e| corrupt(format!("payload: {e}")))?;
-    let position = integer(row, column::POSITION).map_err(|e| corrupt(format!("position: {e}")))?;
-    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
     let event_id = bytes(row, column::EVENT_ID).map_err(|e| corrupt(format!("event id: {e}")))?;
     let event_id = Uuid::from_slice(event_id).map_err(|e| corrupt(format!("event id: {e}")))?;
     let metadata = text(row, column::METADATA).map_err(|e| corrupt(format!("metadata: {e}")))?;
@@ -155,53 +192,11 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError>
     })
 }
 
-/// Where one stored event is, owned: the rows of a batch's ids are read one by one, and
-/// [`StoredEventRef`] borrows its stream from here.
-#[derive(Debug)]
-pub(crate) struct StoredEvent {
-    event_id: Uuid,
-    stream: StreamId,
-    version: u64,
-    position: u64,
-}
-
-impl StoredEvent {
-    /// What [`AppendOutcome::from_stored`](es_core::AppendOutcome::from_stored) compares.
-    pub(crate) fn as_ref(&self) -> StoredEventRef<'_> {
-        StoredEventRef {
-            event_id: self.event_id,
-            stream: &self.stream,
-            version: self.version,
-            position: self.position,
-        }
-    }
-}
-
 /// Decodes the [`stored_columns!`] of the row of event `event_id` (the id the row was looked
 /// up by, so it is not read again).
-pub(crate) fn stored_event(row: &Row<'_>, event_id: Uuid) -> Result<StoredEvent, StoreError> {
-    let unreadable = |what: &str, reason: String| {
-        StoreError::from(SqliteError::Unexpected(format!(
-            "the row of event {event_id} has an unreadable {what}: {reason}"
-        )))
-    };
-    let stream = StreamId {
-        aggregate_type: text(row, stored_column::AGGREGATE_TYPE)
-            .map_err(|e| unreadable("aggregate type", e))?
-            .to_owned(),
-        aggregate_id: text(row, stored_column::AGGREGATE_ID)
-            .map_err(|e| unreadable("aggregate id", e))?
-            .to_owned(),
-    };
-    let version = version(row, stored_column::VERSION, &stream)?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        stream: stream.clone(),
-        version,
-        reason,
-    };
-    let position = integer(row, stored_column::POSITION).map_err(|e| corrupt(format!("position: {e}")))?;
-    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
-    Ok(StoredEvent {
+pub(crate) fn stored_event(row: &Row<'_>, event_id: Uuid) -> StoreResult<StoredEventPlace> {
+    let (stream, version, position) = place(row, STORED_PLACE, || format!("the row of event {event_id}"))?;
+    Ok(StoredEventPlace {
         event_id,
         stream,
         version,
@@ -262,7 +257,7 @@ impl ReplayChunk {
     }
 
     /// Copies the [`replay_columns!`] of a row of `stream` into the chunk.
-    pub(crate) fn push(&mut self, row: &Row<'_>, stream: &StreamId) -> Result<(), StoreError> {
+    pub(crate) fn push(&mut self, row: &Row<'_>, stream: &StreamId) -> StoreResult<()> {
         let version = version(row, column::VERSION, stream)?;
         let corrupt = |reason: String| StoreError::Corrupt {
             stream: stream.clone(),
@@ -298,7 +293,7 @@ impl ReplayChunk {
     pub(crate) fn replayed<'c>(
         &'c self,
         stream: &'c StreamId,
-    ) -> impl Iterator<Item = Result<ReplayedEvent<'c>, StoreError>> + 'c {
+    ) -> impl Iterator<Item = StoreResult<ReplayedEvent<'c>>> + 'c {
         let mut start = 0;
         self.events.iter().map(move |lent| {
             let name = &self.bytes[start..lent.name_end];

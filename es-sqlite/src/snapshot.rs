@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use es_core::{Snapshot, SnapshotStore, StoreError, StreamId};
+use es_core::{Snapshot, SnapshotStore, StoreError, StoreResult, StreamId};
 use rusqlite::{params, OptionalExtension};
 use serde::de::IgnoredAny;
 
@@ -14,7 +14,7 @@ use crate::{sql, SqliteStore};
 
 #[async_trait]
 impl SnapshotStore for SqliteStore {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> StoreResult<()> {
         let not_json = |reason: String| SqliteError::SnapshotNotJson {
             stream: snapshot.stream.clone(),
             version: snapshot.version,
@@ -64,7 +64,7 @@ impl SnapshotStore for SqliteStore {
         .await
     }
 
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+    async fn load_snapshot(&self, stream: &StreamId) -> StoreResult<Option<Snapshot>> {
         let (database, owned_stream) = (Arc::clone(&self.database), stream.clone());
         let row = blocking(move || {
             database.with_reader(|connection| {
@@ -104,7 +104,7 @@ pub(crate) fn snapshot_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::R
 
 /// The snapshot of `stream` stored as `row`; a value out of range is
 /// [`StoreError::Corrupt`].
-pub(crate) fn stored_snapshot(stream: StreamId, row: SnapshotRow) -> Result<Snapshot, StoreError> {
+pub(crate) fn stored_snapshot(stream: StreamId, row: SnapshotRow) -> StoreResult<Snapshot> {
     let (version, revision, state, taken_at) = row;
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),

@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use es_core::{event, Aggregate, Apply};
 use serde::{Deserialize, Serialize};
 
+use crate::text::{required, Empty};
+
 /// A sales lead entered the system.
 #[event]
 #[derive(Debug, Clone, PartialEq)]
@@ -202,19 +204,11 @@ pub enum LeadError {
     #[error("the contact details are unchanged")]
     NothingChanged,
     /// A required text was empty.
-    #[error("{0} must not be empty")]
-    Empty(&'static str),
+    #[error(transparent)]
+    Empty(#[from] Empty),
 }
 
 type Decision = Result<Vec<LeadEvent>, LeadError>;
-
-fn required(value: &str, what: &'static str) -> Result<String, LeadError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(LeadError::Empty(what));
-    }
-    Ok(trimmed.to_owned())
-}
 
 impl Lead {
     /// The status of a lead that still accepts commands: initialized, neither converted nor

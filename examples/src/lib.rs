@@ -9,4 +9,5 @@ pub mod demo;
 pub mod lead;
 pub mod lead_models;
 pub mod lead_scenario;
+pub mod text;
 pub mod ticket;

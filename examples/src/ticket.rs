@@ -15,6 +15,8 @@ use es_core::{event, Aggregate, Apply, UpcastError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::text::{required, Empty};
+
 /// How urgent a ticket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -210,19 +212,11 @@ pub enum TicketError {
     #[error("only a resolved or closed ticket can be reopened")]
     NotFinished,
     /// A required text was empty.
-    #[error("{0} must not be empty")]
-    Empty(&'static str),
+    #[error(transparent)]
+    Empty(#[from] Empty),
 }
 
 type Decision = Result<Vec<TicketEvent>, TicketError>;
-
-fn required(value: &str, what: &'static str) -> Result<String, TicketError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(TicketError::Empty(what));
-    }
-    Ok(trimmed.to_owned())
-}
 
 impl Ticket {
     fn must_be_workable(&self) -> Result<(), TicketError> {

@@ -59,6 +59,14 @@ impl Es {
     }
 }
 
+/// The text field `field` of every object in the list `list` of a JSON answer.
+fn strings<'a>(answer: &'a Value, list: &str, field: &str) -> Vec<&'a str> {
+    let Some(items) = answer[list].as_array() else {
+        panic!("no list {list:?} in {answer}");
+    };
+    items.iter().filter_map(|item| item[field].as_str()).collect()
+}
+
 /// Ticket T-1 (opened, assigned, escalated: 3 events), ticket T-2 (opened), and 5 leads.
 async fn history<S: EventStore + SnapshotStore + Clone + 'static>(store: &S, run: &str) {
     let tickets = Repository::<Ticket, S>::new(store.clone());
@@ -128,21 +136,10 @@ where
     let log = es.expect(&["log", "--limit", "1000"], 0);
     assert_eq!(log.lines().count() as u64, total);
     let registry = es.json(&["registry"]);
-    let types: Vec<&str> = registry["aggregates"]
-        .as_array()
-        .expect("aggregates")
-        .iter()
-        .filter_map(|aggregate| aggregate["aggregate_type"].as_str())
-        .collect();
-    assert_eq!(types, ["lead", "ticket"]);
+    assert_eq!(strings(&registry, "aggregates", "aggregate_type"), ["lead", "ticket"]);
 
     let projections = es.json(&["projections"]);
-    let names: Vec<&str> = projections["projections"]
-        .as_array()
-        .expect("projections")
-        .iter()
-        .filter_map(|projection| projection["name"].as_str())
-        .collect();
+    let names = strings(&projections, "projections", "name");
     assert_eq!(names.len(), 2, "{projections}");
     assert!(projections["projections"][0]["events_behind"].as_u64() > Some(0));
     let rebuilt = es.run(&["rebuild", names[0]]);

@@ -4,6 +4,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use es_core::testing::AggregateTest;
 use es_core::{CommandError, EventSet, InMemoryStore, Metadata, Repository, StreamSlice};
 use examples::lead::*;
+use examples::text::Empty;
 
 /// The fixed instant every command is decided at.
 fn now() -> DateTime<Utc> {
@@ -107,10 +108,10 @@ fn a_new_lead_is_initialized_once() {
 fn initializing_needs_a_name_and_a_phone() {
     AggregateTest::<Lead>::given_no_events()
         .when(|l| l.initialize("  ", "1111"))
-        .then_error(LeadError::Empty("the name"));
+        .then_error(LeadError::Empty(Empty("the name")));
     AggregateTest::<Lead>::given_no_events()
         .when(|l| l.initialize("aab", ""))
-        .then_error(LeadError::Empty("the phone"));
+        .then_error(LeadError::Empty(Empty("the phone")));
 }
 
 #[test]
@@ -201,10 +202,10 @@ fn a_followup_can_be_rescheduled_but_not_while_an_order_awaits_payment() {
 fn contact_details_need_a_name_and_a_phone() {
     AggregateTest::<Lead>::given([initialized()])
         .when(|l| l.update_contact_details(" ", "1111"))
-        .then_error(LeadError::Empty("the name"));
+        .then_error(LeadError::Empty(Empty("the name")));
     AggregateTest::<Lead>::given([initialized()])
         .when(|l| l.update_contact_details("aaa", "\t"))
-        .then_error(LeadError::Empty("the phone"));
+        .then_error(LeadError::Empty(Empty("the phone")));
 }
 
 #[test]

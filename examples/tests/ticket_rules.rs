@@ -2,6 +2,7 @@
 
 use es_core::testing::AggregateTest;
 use es_core::{EventSet, EventType, ExpectedVersion, InMemoryStore, Metadata, NewEvent, Repository, StreamId};
+use examples::text::Empty;
 use examples::ticket::*;
 
 fn opened() -> TicketEvent {
@@ -32,10 +33,10 @@ fn a_new_ticket_can_be_opened_once() {
 fn opening_needs_a_title_and_a_customer() {
     AggregateTest::<Ticket>::given_no_events()
         .when(|t| t.open("   ", "acme", Priority::Low))
-        .then_error(TicketError::Empty("the title"));
+        .then_error(TicketError::Empty(Empty("the title")));
     AggregateTest::<Ticket>::given_no_events()
         .when(|t| t.open("title", "", Priority::Low))
-        .then_error(TicketError::Empty("the customer"));
+        .then_error(TicketError::Empty(Empty("the customer")));
 }
 
 #[test]

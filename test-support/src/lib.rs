@@ -12,6 +12,8 @@
 //!   again on the same URL. Never `DATABASE_URL`'s server, so it always needs the binaries.
 //! - [`CuttingProxy`]: a TCP proxy in front of a server that cuts a connection after the server
 //!   committed a marked statement and before its answer reaches the client: a lost answer.
+//! - [`bounded`]: runs a test that cuts connections to its end, or fails it after
+//!   [`TEST_BOUND`] instead of letting it hang.
 //!
 //! A small watchdog process stops each throwaway server and deletes its directory once the test
 //! process has exited, however it exits. When running as root, the servers run as the
@@ -32,8 +34,10 @@ mod cluster;
 mod proxy;
 mod server;
 
+use std::future::Future;
 use std::ops::Deref;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use es_postgres::{PostgresError, PostgresStore};
 use sqlx::postgres::PgPoolOptions;
@@ -177,6 +181,19 @@ impl Drop for TestSchema {
             Ok(Err(error)) => tracing::warn!(%error, "cannot drop test schema"),
             Err(_) => tracing::warn!("dropping a test schema panicked"),
         }
+    }
+}
+
+/// How long a test run by [`bounded`] may take.
+pub const TEST_BOUND: Duration = Duration::from_secs(60);
+
+/// Runs `test` to its end, or panics once it has run for [`TEST_BOUND`]: a test that cuts
+/// connections (through a [`CuttingProxy`], or by stopping a [`TestServer`]) fails instead of
+/// hanging when a cut leaves something waiting forever.
+pub async fn bounded<T>(test: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(TEST_BOUND, test).await {
+        Ok(outcome) => outcome,
+        Err(_) => panic!("the test ran out of time ({} s)", TEST_BOUND.as_secs()),
     }
 }
 

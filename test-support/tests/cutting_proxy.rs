@@ -3,17 +3,12 @@
 
 use std::time::Duration;
 
-use es_test_support::{CuttingProxy, TestDatabase};
+use es_test_support::{bounded, CuttingProxy, TestDatabase};
 use sqlx::{Connection, PgConnection};
-
-/// Everything a test does must end by then, or the test fails instead of hanging.
-const BOUND: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_armed_proxy_loses_the_answer_of_a_committed_statement() {
-    tokio::time::timeout(BOUND, lose_one_answer())
-        .await
-        .expect("the test ran out of time");
+    bounded(lose_one_answer()).await;
 }
 
 async fn lose_one_answer() {

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use es_core::{
-    command_event_id, CommandError, EventStore, InMemoryStore, Metadata, Repository, RepositoryError, RetryPolicy,
-    StoreError, StreamSlice,
+    command_event_id, CommandError, EventStore, InMemoryStore, Metadata, RecordedEvent, Repository, RepositoryError,
+    RetryPolicy, StoreError, StreamSlice,
 };
 use futures_util::TryStreamExt;
 use uuid::Uuid;
@@ -65,6 +65,12 @@ fn add_twice(_: &Counter) -> Vec<CounterEvent> {
     vec![Added { amount: 1 }.into(), Added { amount: 2 }.into()]
 }
 
+/// The stored envelope of the first event of counter `id`.
+async fn first_envelope(repo: &Repository<Counter, InMemoryStore>, id: &str) -> RecordedEvent {
+    let events = repo.events(id, StreamSlice::all()).await.expect("read");
+    events.into_iter().next().expect("an event").envelope
+}
+
 #[tokio::test]
 async fn a_command_reacting_to_an_event_names_it_as_cause() {
     let repo = Repository::<Counter, _>::new(InMemoryStore::new());
@@ -73,22 +79,12 @@ async fn a_command_reacting_to_an_event_names_it_as_cause() {
     repo.execute(&trigger, Metadata::new().with_correlation_id(correlation), add(1))
         .await
         .expect("accepted");
-    let cause = repo
-        .events(&trigger, StreamSlice::all())
-        .await
-        .expect("read")
-        .remove(0)
-        .envelope;
+    let cause = first_envelope(&repo, &trigger).await;
     let done = repo
         .execute(&reaction, Metadata::caused_by(&cause), add(2))
         .await
         .expect("accepted");
-    let effect = repo
-        .events(&reaction, StreamSlice::all())
-        .await
-        .expect("read")
-        .remove(0)
-        .envelope;
+    let effect = first_envelope(&repo, &reaction).await;
     assert_eq!(effect.metadata.causation_id, Some(cause.event_id));
     assert_eq!(
         effect.metadata.correlation_id,

@@ -11,7 +11,7 @@ use es_core::conformance::event;
 use es_core::{
     async_trait, Backoff, CheckpointError, CheckpointStore, ClaimStatus, DecodedEvent, EventStore, ExpectedVersion,
     FailurePolicy, GlobalLog, HandlerError, InMemoryReadModel, InMemoryStore, PollOnly, Projection, ProjectionError,
-    ProjectionRunner, RecordedEvent, RunnerOptions, StoreError, StreamId, Tail,
+    ProjectionRunner, RecordedEvent, RunnerOptions, StoreError, StoreResult, StreamId, Tail,
 };
 
 #[es_core::event]
@@ -83,7 +83,7 @@ struct FlakyLog {
 
 #[async_trait]
 impl GlobalLog for FlakyLog {
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
         self.limits.lock().expect("limits").push(limit);
         if self
             .failures
@@ -97,7 +97,7 @@ impl GlobalLog for FlakyLog {
         self.store.read_all(after, limit).await
     }
 
-    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+    async fn tail(&self, after: u64) -> StoreResult<Tail> {
         self.store.tail(after).await
     }
 }

@@ -47,15 +47,17 @@ fn must<T>(result: Result<T, crate::projection::CheckpointError>, what: &str) ->
     result.unwrap_or_else(|error| panic!("{what} failed: {error}"))
 }
 
+/// [`must`] for a call that reads the `what` of `projection`.
+fn must_read<T>(result: Result<T, crate::projection::CheckpointError>, what: &str, projection: &str) -> T {
+    must(result, &format!("reading the {what} of {projection}"))
+}
+
 async fn begin<C: CheckpointStore>(store: &C, claim: &mut C::Claim) -> (C::Unit, u64) {
     must(store.begin(claim).await, "beginning a unit of work")
 }
 
 async fn checkpoint<C: CheckpointStore>(store: &C, projection: &str) -> u64 {
-    must(
-        store.checkpoint(projection).await,
-        &format!("reading the checkpoint of {projection}"),
-    )
+    must_read(store.checkpoint(projection).await, "checkpoint", projection)
 }
 
 /// A new projection starts at 0. A committed unit makes its read-model writes and its checkpoint
@@ -141,10 +143,7 @@ pub async fn a_new_claim_resumes_after_a_crash<C: CheckpointStore, R: ReadModelP
 }
 
 async fn claim_status<C: CheckpointStore>(store: &C, projection: &str) -> ClaimStatus {
-    must(
-        store.claim_status(projection).await,
-        &format!("reading the claim status of {projection}"),
-    )
+    must_read(store.claim_status(projection).await, "claim status", projection)
 }
 
 /// `claim_status` tells a held claim from a free one: free before the first claim, held while

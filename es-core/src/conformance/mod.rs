@@ -45,7 +45,9 @@ use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 use crate::metadata::Metadata;
-use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamId, StreamSlice};
+use crate::store::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StoreResult, StreamId, StreamSlice,
+};
 
 /// Expands to one `#[tokio::test]` per store check ([`EventStore`](crate::EventStore),
 /// [`GlobalLog`](crate::GlobalLog), [`SnapshotStore`](crate::SnapshotStore),
@@ -170,11 +172,7 @@ pub(crate) async fn append_ok<S: EventStore>(
 }
 
 #[track_caller]
-pub(crate) fn assert_conflict<T: std::fmt::Debug>(
-    result: Result<T, StoreError>,
-    expected: ExpectedVersion,
-    actual: u64,
-) {
+pub(crate) fn assert_conflict<T: std::fmt::Debug>(result: StoreResult<T>, expected: ExpectedVersion, actual: u64) {
     match result {
         Err(StoreError::Conflict(conflict)) => {
             assert_eq!(conflict.expected, expected, "conflict reports the expectation");

@@ -17,7 +17,8 @@ pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
 use crate::projection::WakeUp;
 use crate::store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StoreError, StoredEventRef, StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
+    SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery, StreamSlice,
+    StreamSummary, Tail,
 };
 
 /// An event store that keeps everything in memory. Cloning it shares the same data.
@@ -27,7 +28,7 @@ use crate::store::{
 /// trivially gap-free.
 ///
 /// ```
-/// # async fn demo() -> Result<(), es_core::StoreError> {
+/// # async fn demo() -> es_core::StoreResult<()> {
 /// use es_core::{EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, StreamId, StreamSlice};
 /// use futures_util::TryStreamExt;
 ///
@@ -120,12 +121,12 @@ impl State {
             return None;
         }
         let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-        let stored = ids
+        let stored: Vec<StoredEventPlace> = ids
             .iter()
             .filter_map(|id| self.event_ids.get(id))
-            .map(|&index| StoredEventRef::from(&self.events[index]))
+            .map(|&index| StoredEventPlace::from(&self.events[index]))
             .collect();
-        AppendOutcome::from_stored(stream, &ids, stored)
+        AppendOutcome::from_stored(stream, &ids, &stored)
     }
 }
 
@@ -136,7 +137,7 @@ impl EventStore for InMemoryStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> StoreResult<AppendOutcome> {
         let mut state = self.lock();
         if let Some(outcome) = state.already_stored(stream, &events) {
             return Ok(outcome);
@@ -199,7 +200,7 @@ impl EventStore for InMemoryStore {
         Ok(AppendOutcome::new(actual, positions))
     }
 
-    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+    async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {
         let state = self.lock();
         Ok(state.event_ids.get(&event_id).map(|&index| state.events[index].clone()))
     }
@@ -208,7 +209,7 @@ impl EventStore for InMemoryStore {
         &'a self,
         stream: &'a StreamId,
         slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
         let state = self.lock();
         let events: Vec<_> = state
             .streams
@@ -222,20 +223,20 @@ impl EventStore for InMemoryStore {
         Box::pin(futures_util::stream::iter(events))
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
         Ok(self.lock().version_of(stream))
     }
 }
 
 #[async_trait]
 impl GlobalLog for InMemoryStore {
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
         let state = self.lock();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.events.len());
         Ok(state.events[start..].iter().take(limit).cloned().collect())
     }
 
-    async fn tail(&self, after: u64) -> Result<Tail, StoreError> {
+    async fn tail(&self, after: u64) -> StoreResult<Tail> {
         let state = self.lock();
         let last = state.events.last();
         Ok(Tail {
@@ -250,7 +251,7 @@ impl GlobalLog for InMemoryStore {
 
 #[async_trait]
 impl SnapshotStore for InMemoryStore {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> StoreResult<()> {
         let mut state = self.lock();
         let keep_existing = state
             .snapshots
@@ -262,14 +263,14 @@ impl SnapshotStore for InMemoryStore {
         Ok(())
     }
 
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+    async fn load_snapshot(&self, stream: &StreamId) -> StoreResult<Option<Snapshot>> {
         Ok(self.lock().snapshots.get(stream).cloned())
     }
 }
 
 #[async_trait]
 impl StreamCatalog for InMemoryStore {
-    async fn list_streams(&self, query: &StreamQuery) -> Result<Vec<StreamSummary>, StoreError> {
+    async fn list_streams(&self, query: &StreamQuery) -> StoreResult<Vec<StreamSummary>> {
         let state = self.lock();
         Ok(state
             .streams
@@ -287,7 +288,7 @@ impl StreamCatalog for InMemoryStore {
             .collect())
     }
 
-    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> Result<Vec<Snapshot>, StoreError> {
+    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> StoreResult<Vec<Snapshot>> {
         let state = self.lock();
         Ok(state
             .snapshots

@@ -1,16 +1,10 @@
 //! Bad stored data comes back as typed errors naming stream, version and event, through the
 //! `Repository`.
 
-use es_core::{
-    DecodeError, EventStore, Metadata, RecordDecodeError, Repository, RepositoryError, StoreError, StreamId,
-    StreamSlice,
-};
-use es_postgres::PostgresStore;
+use es_core::{DecodeError, EventStore, RecordDecodeError, RepositoryError, StoreError, StreamId, StreamSlice};
 
-use crate::domain::{open, Case};
+use crate::domain::{opened_case, Cases};
 use crate::support::{schema, RawEvent, Shared};
-
-type Cases = Repository<Case, PostgresStore>;
 
 /// A case opened through the repository (version 1), then one raw row planted at version 2:
 /// the repository, the case's id and its stream.
@@ -22,11 +16,7 @@ async fn case_with_planted_row(
     metadata: &str,
 ) -> (Cases, String, StreamId) {
     let cases = Cases::new(schema.store().clone());
-    let id = uuid::Uuid::now_v7().to_string();
-    cases
-        .execute(&id, Metadata::new(), open("Printer"))
-        .await
-        .expect("open");
+    let id = opened_case(&cases).await;
     let stream = Cases::stream_id(&id);
     let planted = RawEvent {
         schema_version,

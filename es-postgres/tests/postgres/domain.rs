@@ -1,6 +1,7 @@
 //! A small aggregate for the repository tests: a support case with notes.
 
-use es_core::{event, Aggregate, Apply, UpcastError};
+use es_core::{event, Aggregate, Apply, Metadata, Repository, UpcastError};
+use es_postgres::PostgresStore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -86,4 +87,17 @@ impl Case {
         }
         .into()])
     }
+}
+
+/// The repository of cases on PostgreSQL.
+pub type Cases = Repository<Case, PostgresStore>;
+
+/// Opens a new case titled "Printer" through `cases` (its version is then 1); returns its id.
+pub async fn opened_case(cases: &Cases) -> String {
+    let id = uuid::Uuid::now_v7().to_string();
+    cases
+        .execute(&id, Metadata::new(), open("Printer"))
+        .await
+        .expect("open");
+    id
 }

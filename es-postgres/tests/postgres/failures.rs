@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
+use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError, StoreResult, StreamId};
 use es_postgres::PostgresStore;
 use sqlx::{Postgres, Transaction};
 use tokio::task::JoinHandle;
@@ -64,7 +64,7 @@ fn spawn_append(
     store: &PostgresStore,
     stream: &StreamId,
     batch: Vec<NewEvent>,
-) -> JoinHandle<Result<AppendOutcome, StoreError>> {
+) -> JoinHandle<StoreResult<AppendOutcome>> {
     let (store, stream) = (store.clone(), stream.clone());
     tokio::spawn(async move { store.append(&stream, ExpectedVersion::NoStream, batch).await })
 }

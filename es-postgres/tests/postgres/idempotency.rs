@@ -5,16 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError};
+use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
 use es_postgres::PostgresStore;
-use es_test_support::CuttingProxy;
+use es_test_support::{bounded, CuttingProxy, TEST_BOUND};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 use crate::support::{database, event, fresh_stream, numbered, read, schema, stream_with};
-
-/// Everything a test does must end by then, or the test fails instead of hanging.
-const BOUND: Duration = Duration::from_secs(60);
 
 fn ids(batch: &[NewEvent]) -> Vec<Uuid> {
     batch.iter().map(|event| event.event_id).collect()
@@ -27,9 +24,7 @@ fn ids(batch: &[NewEvent]) -> Vec<Uuid> {
 /// expects the version it expected at first or the one it reloads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_append_whose_answer_was_lost_is_stored_once() {
-    tokio::time::timeout(BOUND, lost_answer())
-        .await
-        .expect("the test ran out of time");
+    bounded(lost_answer()).await;
 }
 
 async fn lost_answer() {
@@ -120,30 +115,33 @@ async fn a_transaction_retrying_a_stored_batch_is_told_so() {
         ..first
     };
 
-    let mut tx = store.pool().begin().await.expect("begin");
-    let refused = store
-        .append_in_transaction(&mut tx, &stream, ExpectedVersion::Exact(1), batch.clone())
-        .await
-        .expect("a retry refused by the statement");
-    assert_eq!(refused, original);
-    sqlx::query("SELECT 1")
-        .execute(&mut *tx)
-        .await
-        .expect("a refusing statement leaves the transaction usable");
-    tx.rollback().await.expect("rollback");
-
-    let mut tx = store.pool().begin().await.expect("begin");
-    let collided = store
-        .append_in_transaction(&mut tx, &stream, ExpectedVersion::Exact(3), batch.clone())
-        .await
-        .expect("a retry that ran into the unique event_id");
-    assert_eq!(collided, original);
-    assert!(
-        sqlx::query("SELECT 1").execute(&mut *tx).await.is_err(),
-        "a failed statement aborts the transaction"
-    );
-    tx.rollback().await.expect("rollback");
+    // The stream is at 3: the statement refuses the expectation.
+    let (refused, usable) = retry_in_transaction(store, &stream, ExpectedVersion::Exact(1), &batch).await;
+    assert_eq!(refused, original, "a retry refused by the statement");
+    assert!(usable, "a refusing statement leaves the transaction usable");
+    // The expectation holds: the insert runs into the unique event_id.
+    let (collided, usable) = retry_in_transaction(store, &stream, ExpectedVersion::Exact(3), &batch).await;
+    assert_eq!(collided, original, "a retry that ran into the unique event_id");
+    assert!(!usable, "a failed statement aborts the transaction");
     assert_eq!(read(store, &stream).await.len(), 3, "one copy of the batch");
+}
+
+/// Appends `batch` to `stream` expecting `expected` in a transaction of its own, which is then
+/// rolled back: the outcome, and whether the transaction could still run a statement.
+async fn retry_in_transaction(
+    store: &PostgresStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    batch: &[NewEvent],
+) -> (AppendOutcome, bool) {
+    let mut tx = store.pool().begin().await.expect("begin");
+    let outcome = store
+        .append_in_transaction(&mut tx, stream, expected, batch.to_vec())
+        .await
+        .unwrap_or_else(|error| panic!("retrying expecting {expected}: {error}"));
+    let usable = sqlx::query("SELECT 1").execute(&mut *tx).await.is_ok();
+    tx.rollback().await.expect("rollback");
+    (outcome, usable)
 }
 
 /// The contract puts a conflict before a duplicate id. A statement that checks its expectation
@@ -151,9 +149,7 @@ async fn a_transaction_retrying_a_stored_batch_is_told_so() {
 /// id: the store then reads the stream's version again and reports the conflict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_found_after_waiting_on_a_writer_is_a_conflict_when_the_stream_moved() {
-    tokio::time::timeout(BOUND, duplicate_after_a_wait())
-        .await
-        .expect("the test ran out of time");
+    bounded(duplicate_after_a_wait()).await;
 }
 
 async fn duplicate_after_a_wait() {
@@ -184,7 +180,7 @@ async fn duplicate_after_a_wait() {
         let (store, stream) = (store.clone(), stream.clone());
         tokio::spawn(async move { store.append(&stream, ExpectedVersion::NoStream, batch).await })
     };
-    let deadline = Instant::now() + BOUND;
+    let deadline = Instant::now() + TEST_BOUND;
     while !waits_on_a_lock(&store).await {
         assert!(
             !append.is_finished(),

@@ -3,22 +3,15 @@
 
 use std::time::Duration;
 
-use es_core::{Metadata, Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice};
-use es_postgres::PostgresStore;
+use es_core::{Metadata, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice};
 
-use crate::domain::{note, open, Case};
+use crate::domain::{note, open, opened_case, Case, Cases};
 use crate::support::{schema, Shared};
-
-type Cases = Repository<Case, PostgresStore>;
 
 /// A case with three events and a snapshot taken at version 2.
 async fn case_with_snapshot(schema: &Shared) -> (Cases, String) {
     let cases = Cases::new(schema.store().clone()).with_snapshot_every(2);
-    let id = uuid::Uuid::now_v7().to_string();
-    cases
-        .execute(&id, Metadata::new(), open("Printer"))
-        .await
-        .expect("open");
+    let id = opened_case(&cases).await;
     cases.execute(&id, Metadata::new(), note("jammed")).await.expect("note");
     cases
         .execute(&id, Metadata::new(), note("on fire"))
@@ -178,21 +171,13 @@ async fn two_copies_loaded_together_cannot_both_be_saved() {
 async fn a_command_sent_again_is_answered_with_its_original_outcome() {
     let schema = schema().await;
     let cases = Cases::new(schema.store().clone());
-    let id = uuid::Uuid::now_v7().to_string();
-    cases
-        .execute(&id, Metadata::new(), open("Printer"))
-        .await
-        .expect("open");
+    let id = opened_case(&cases).await;
     let request = uuid::Uuid::now_v7();
     let close = |case: &Case| case.close("fixed");
-    let first = cases
-        .execute(&id, Metadata::new().with_command_id(request), close)
-        .await
-        .expect("closed");
-    let again = cases
-        .execute(&id, Metadata::new().with_command_id(request), close)
-        .await
-        .expect("recognised");
+    // The request, as the client sends it each time.
+    let send = || cases.execute(&id, Metadata::new().with_command_id(request), close);
+    let first = send().await.expect("closed");
+    let again = send().await.expect("recognised");
     assert!(again.already_stored);
     assert_eq!(
         (again.version, &again.appended, &again.events),

@@ -10,7 +10,7 @@ use es_core::{CheckpointStore, ClaimStatus, EventStore, ExpectedVersion, GlobalL
 use es_sqlite::SqliteStore;
 use uuid::Uuid;
 
-use crate::support::{count, event, fresh, fresh_stream, numbered, read, TestDb};
+use crate::support::{assert_intact, count, event, fresh, fresh_stream, numbered, read, TestDb};
 
 const DB: &str = "ES_SQLITE_CHILD_DB";
 const NAME: &str = "ES_SQLITE_CHILD_NAME";
@@ -157,12 +157,7 @@ fn two_processes_appending_to_one_stream_get_typed_conflicts_and_lose_nothing() 
         let all = db.store.read_all(0, 10_000).await.expect("read_all");
         let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
         assert_eq!(positions, (1..=2 * ATTEMPTS).collect::<Vec<_>>(), "dense positions");
-        let check: String = db
-            .store
-            .read(|conn| conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)))
-            .await
-            .expect("integrity check");
-        assert_eq!(check, "ok");
+        assert_intact(&db.store).await;
     });
 }
 
@@ -356,11 +351,7 @@ fn a_batch_whose_process_died_before_answering_is_stored_once_when_retried() {
             6,
             "nothing anywhere else"
         );
-        let check: String = store
-            .read(|conn| conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)))
-            .await
-            .expect("integrity check");
-        assert_eq!(check, "ok");
+        assert_intact(store).await;
     });
 }
 

@@ -81,6 +81,13 @@ pub async fn count(store: &SqliteStore, sql: &str) -> i64 {
     select(store, sql, |row| row.get(0)).await[0]
 }
 
+/// Fails the test unless SQLite finds the file intact (`PRAGMA integrity_check` answers one
+/// row, `ok`; otherwise a row per problem).
+pub async fn assert_intact(store: &SqliteStore) {
+    let problems: Vec<String> = select(store, "PRAGMA integrity_check", |row| row.get(0)).await;
+    assert_eq!(problems, ["ok"], "the file is damaged");
+}
+
 /// Checks `ready` every 10 ms until it says `Ok`; once `limit` has passed, fails the test with the
 /// message of its last answer.
 pub async fn wait_until<F, Fut>(limit: Duration, mut ready: F)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use es_core::{
     event, Aggregate, AppendOutcome, Apply, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent,
-    RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice,
+    RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StreamId, StreamSlice,
 };
 use futures_core::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -108,7 +108,7 @@ impl EventStore for InstrumentedStore {
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
+    ) -> StoreResult<AppendOutcome> {
         if take_one(&self.races) {
             let competitor =
                 es_core::encode_batch(stream, &[CounterEvent::from(Added { amount: 100 })], &Metadata::new())
@@ -129,7 +129,7 @@ impl EventStore for InstrumentedStore {
         Ok(outcome)
     }
 
-    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+    async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {
         self.inner.read_event(event_id).await
     }
 
@@ -137,23 +137,23 @@ impl EventStore for InstrumentedStore {
         &'a self,
         stream: &'a StreamId,
         slice: StreamSlice,
-    ) -> BoxStream<'a, Result<RecordedEvent, StoreError>> {
+    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
         self.stream_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read_stream(stream, slice)
     }
 
-    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
         self.inner.stream_version(stream).await
     }
 }
 
 #[async_trait]
 impl SnapshotStore for InstrumentedStore {
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> StoreResult<()> {
         self.inner.save_snapshot(snapshot).await
     }
 
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+    async fn load_snapshot(&self, stream: &StreamId) -> StoreResult<Option<Snapshot>> {
         self.inner.load_snapshot(stream).await
     }
 }
