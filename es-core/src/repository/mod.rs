@@ -13,19 +13,21 @@ use uuid::Uuid;
 
 mod cache;
 mod command;
+mod error;
 mod loaded;
 mod retry;
 
 use cache::{RecentStates, StateCache};
 pub use command::{AppendedEvent, DecideFuture, Decision, Executed};
 use command::{Async, FirstAttempt, Sync};
+pub use error::{CommandError, RepositoryError};
 pub use loaded::{Loaded, Saved};
 pub use retry::RetryPolicy;
 
 use crate::aggregate::Aggregate;
 use crate::metadata::Metadata;
-use crate::record::{decode_record, decode_replayed, DecodedEvent, RecordDecodeError, RecordEncodeError};
-use crate::store::{ConcurrencyConflict, EventStore, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice};
+use crate::record::{decode_record, decode_replayed, DecodedEvent};
+use crate::store::{EventStore, Snapshot, SnapshotStore, StreamId, StreamSlice};
 
 /// An aggregate's state together with the version of the last event folded into it.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,76 +36,6 @@ pub struct Versioned<A> {
     pub aggregate: A,
     /// The stream version the state reflects; 0 for an aggregate with no events.
     pub version: u64,
-}
-
-/// Why loading or saving an aggregate failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RepositoryError {
-    /// Optimistic concurrency: another writer saved the aggregate since it was loaded. Nothing
-    /// was written; load it again and redo the change.
-    #[error(transparent)]
-    Conflict(ConcurrencyConflict),
-    /// The store failed.
-    #[error(transparent)]
-    Store(StoreError),
-    /// A stored event could not be decoded (boxed to keep `Result`s small on the happy path).
-    #[error(transparent)]
-    Decode(Box<RecordDecodeError>),
-    /// An event could not be serialized.
-    #[error(transparent)]
-    Encode(#[from] RecordEncodeError),
-    /// The stream's versions are not consecutive: the store returned a gap or a repeat.
-    #[error("stream {stream} is not contiguous: expected version {expected}, found {found}")]
-    NonContiguousStream {
-        /// The stream read.
-        stream: StreamId,
-        /// The version that should have come next.
-        expected: u64,
-        /// The version that came.
-        found: u64,
-    },
-}
-
-/// Why a command was not carried out.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError<E> {
-    /// The aggregate refused the command: a business rule said no. Nothing was written.
-    #[error("command rejected: {0}")]
-    Rejected(E),
-    /// Other writers kept winning; the command was retried and gave up. Nothing was written.
-    #[error("gave up after {attempts} attempts: {conflict}")]
-    Conflict {
-        /// How many times the command was decided.
-        attempts: u32,
-        /// The last conflict.
-        conflict: ConcurrencyConflict,
-    },
-    /// Loading or saving failed.
-    #[error(transparent)]
-    Repository(#[from] RepositoryError),
-}
-
-impl From<StoreError> for RepositoryError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Conflict(conflict) => Self::Conflict(conflict),
-            other => Self::Store(other),
-        }
-    }
-}
-
-impl From<RecordDecodeError> for RepositoryError {
-    fn from(error: RecordDecodeError) -> Self {
-        Self::Decode(Box::new(error))
-    }
-}
-
-impl<E> From<StoreError> for CommandError<E> {
-    fn from(error: StoreError) -> Self {
-        Self::Repository(error.into())
-    }
 }
 
 /// How the repository takes an aggregate's id: by reference to anything the id type borrows as

@@ -11,6 +11,12 @@ use uuid::Uuid;
 
 use crate::metadata::Metadata;
 
+mod catalog;
+mod error;
+
+pub use catalog::{StreamCatalog, StreamQuery, StreamSummary};
+pub use error::{ConcurrencyConflict, StoreError, StoreResult};
+
 /// Identifies one stream: the events of one aggregate instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId {
@@ -272,100 +278,6 @@ pub struct Snapshot {
     pub taken_at: DateTime<Utc>,
 }
 
-/// An append was refused because the stream is not at the expected version.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "concurrency conflict on stream {stream}: expected {expected}, but it is at version {actual}; \
-     reload the aggregate and decide again"
-)]
-pub struct ConcurrencyConflict {
-    /// The stream appended to.
-    pub stream: StreamId,
-    /// What the writer expected.
-    pub expected: ExpectedVersion,
-    /// The stream's actual version when the append was refused.
-    pub actual: u64,
-}
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Optimistic concurrency: another writer got there first. Nothing was written.
-    #[error(transparent)]
-    Conflict(#[from] ConcurrencyConflict),
-    /// An event with this id is already stored. Nothing of the batch was written.
-    #[error("event {event_id} is already stored; nothing of the batch to {stream} was written")]
-    DuplicateEventId {
-        /// The stream appended to.
-        stream: StreamId,
-        /// The duplicate id.
-        event_id: Uuid,
-    },
-    /// The batch itself is unacceptable (a payload that is not JSON, a batch too large for the
-    /// backend, a number out of range). Nothing was written; retrying will not help.
-    #[error("invalid batch for {stream}; nothing was written: {reason}")]
-    InvalidBatch {
-        /// The stream appended to.
-        stream: StreamId,
-        /// What is wrong with the batch.
-        reason: String,
-    },
-    /// A stored row cannot be turned into an event (e.g. a negative version).
-    #[error("stored data of stream {stream} at version {version} is corrupt: {reason}")]
-    Corrupt {
-        /// The stream read.
-        stream: StreamId,
-        /// The version read.
-        version: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The backend cannot be reached or its connection failed (refused, cut, a server
-    /// restarting); trying again later may work. An append that fails this way either
-    /// committed whole or not at all; reading the stream tells which.
-    #[error("the event store is unavailable: {0}")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The backend itself failed in a way that trying again will not fix (a missing table, a
-    /// permission, an unexpected answer). An append that fails this way either committed whole
-    /// or not at all; reading the stream tells which.
-    #[error("the event store backend failed: {0}")]
-    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-/// The result of a store operation: `Result<T, StoreError>`, as [`std::io::Result`] is for I/O.
-///
-/// The storage traits ([`EventStore`], [`GlobalLog`], [`SnapshotStore`], [`StreamCatalog`])
-/// return it, and so do their implementations.
-pub type StoreResult<T> = Result<T, StoreError>;
-
-impl StoreError {
-    /// Wraps a backend error that trying again will not fix.
-    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::Backend(Box::new(error))
-    }
-
-    /// Wraps a backend error that says the backend is unreachable for now.
-    pub fn unavailable(error: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::Unavailable(Box::new(error))
-    }
-
-    /// Wraps a backend error as [`StoreError::Unavailable`] when `transient` (the backend says
-    /// it is an outage), else as [`StoreError::Backend`].
-    pub fn from_backend(error: impl std::error::Error + Send + Sync + 'static, transient: bool) -> Self {
-        let error = Box::new(error);
-        match transient {
-            true => Self::Unavailable(error),
-            false => Self::Backend(error),
-        }
-    }
-
-    /// Whether the failure is an outage that trying again later may overcome.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-}
-
 /// An append-only store of event streams: what the [`Repository`](crate::Repository) needs.
 ///
 /// The contract, checked by the conformance suite (module `es_core::conformance`, feature
@@ -490,71 +402,4 @@ pub trait SnapshotStore: Send + Sync {
 
     /// The stream's latest snapshot, if any.
     async fn load_snapshot(&self, stream: &StreamId) -> StoreResult<Option<Snapshot>>;
-}
-
-/// Which streams [`StreamCatalog::list_streams`] returns: a page of them in (aggregate type,
-/// aggregate id) order, optionally of one aggregate type and with ids that start with a prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamQuery {
-    /// Only streams of this aggregate type.
-    pub aggregate_type: Option<String>,
-    /// Only streams whose aggregate id starts with this.
-    pub id_prefix: Option<String>,
-    /// Only streams after this one (the last of the previous page).
-    pub after: Option<StreamId>,
-    /// At most this many streams.
-    pub limit: usize,
-}
-
-impl Default for StreamQuery {
-    fn default() -> Self {
-        Self {
-            aggregate_type: None,
-            id_prefix: None,
-            after: None,
-            limit: 100,
-        }
-    }
-}
-
-impl StreamQuery {
-    /// Whether `stream` passes the query's filters (not its page bounds).
-    pub fn matches(&self, stream: &StreamId) -> bool {
-        self.aggregate_type
-            .as_ref()
-            .is_none_or(|kind| *kind == stream.aggregate_type)
-            && self
-                .id_prefix
-                .as_ref()
-                .is_none_or(|prefix| stream.aggregate_id.starts_with(prefix.as_str()))
-            && self.after.as_ref().is_none_or(|after| stream > after)
-    }
-}
-
-/// One stream as [`StreamCatalog::list_streams`] describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamSummary {
-    /// The stream.
-    pub stream: StreamId,
-    /// Its version: the number of events in it.
-    pub version: u64,
-    /// When its last event was recorded.
-    pub last_recorded_at: DateTime<Utc>,
-}
-
-/// What is stored, for the tools that look at it (the `es-cli` command line and event browser):
-/// which streams exist, and every snapshot. Applications do not need it.
-///
-/// The contract, checked by the conformance suite: streams come in (aggregate type, aggregate
-/// id) order, filtered and paged as the [`StreamQuery`] says, each with its version and the
-/// time of its last event; backends answer a page without reading every event (an index walk,
-/// not a scan), so that listing stays fast on a large store.
-#[async_trait]
-pub trait StreamCatalog: Send + Sync {
-    /// A page of the streams that have events, as `query` selects them.
-    async fn list_streams(&self, query: &StreamQuery) -> StoreResult<Vec<StreamSummary>>;
-
-    /// Up to `limit` stored snapshots of the streams after `after` (from the first when
-    /// `None`), in stream order.
-    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> StoreResult<Vec<Snapshot>>;
 }
