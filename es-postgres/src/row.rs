@@ -161,6 +161,9 @@ impl Batch {
             payloads: Vec::with_capacity(events.len()),
             metadata: Vec::with_capacity(events.len()),
         };
+        // The events of one command share their metadata: serialize it once per run of equal
+        // metadata, not once per event.
+        let mut previous: Option<(Metadata, String)> = None;
         for event in events {
             let NewEvent {
                 event_id,
@@ -180,11 +183,18 @@ impl Batch {
                 stream: stream.clone(),
                 event_id,
             })?;
-            let metadata = serde_json::to_string(&metadata).map_err(|source| PostgresError::Metadata {
-                stream: stream.clone(),
-                event_id,
-                source,
-            })?;
+            let metadata = match &previous {
+                Some((same, text)) if *same == metadata => text.clone(),
+                _ => {
+                    let text = serde_json::to_string(&metadata).map_err(|source| PostgresError::Metadata {
+                        stream: stream.clone(),
+                        event_id,
+                        source,
+                    })?;
+                    previous = Some((metadata, text.clone()));
+                    text
+                }
+            };
             batch.ids.push(event_id);
             batch.names.push(event_name);
             batch.schema_versions.push(schema_version);

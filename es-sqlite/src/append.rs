@@ -207,11 +207,13 @@ fn checked_payloads<'e>(stream: &StreamId, events: &'e [NewEvent]) -> StoreResul
 #[derive(Default)]
 struct MetadataBuffer {
     buffer: Vec<u8>,
+    /// The metadata the buffer holds, if any.
+    held: Option<Metadata>,
 }
 
 impl MetadataBuffer {
-    /// The metadata of `event` as JSON text, borrowed from the buffer; most events carry none
-    /// and cost no serialization at all.
+    /// The metadata of `event` as JSON text, borrowed from the buffer. Empty metadata costs no
+    /// serialization, and the events of one command, which share their metadata, cost one.
     fn encode(&mut self, stream: &StreamId, event: &NewEvent) -> StoreResult<&str> {
         if event.metadata == Metadata::new() {
             return Ok("{}");
@@ -220,8 +222,12 @@ impl MetadataBuffer {
             stream: stream.clone(),
             reason: format!("the metadata of event {} does not serialize: {reason}", event.event_id),
         };
-        self.buffer.clear();
-        serde_json::to_writer(&mut self.buffer, &event.metadata).map_err(|error| invalid(error.to_string()))?;
+        if self.held.as_ref() != Some(&event.metadata) {
+            self.held = None;
+            self.buffer.clear();
+            serde_json::to_writer(&mut self.buffer, &event.metadata).map_err(|error| invalid(error.to_string()))?;
+            self.held = Some(event.metadata.clone());
+        }
         std::str::from_utf8(&self.buffer).map_err(|error| invalid(error.to_string()))
     }
 }
