@@ -87,12 +87,8 @@ impl Projection for BalanceProjection {
 
 async fn deposit(store: &InMemoryStore, account: &str, cents: u64) {
     let repo = Repository::<Account, _>::new(store.clone());
-    let events = move |_: &Account| {
-        Ok::<_, std::convert::Infallible>(vec![Deposited { cents }.into(), Noted { text: "x".into() }.into()])
-    };
-    repo.execute(&account.to_string(), Metadata::new(), events)
-        .await
-        .expect("deposit");
+    let events = move |_: &Account| vec![Deposited { cents }.into(), Noted { text: "x".into() }.into()];
+    repo.execute(account, Metadata::new(), events).await.expect("deposit");
 }
 
 fn small_batches(failure: FailurePolicy) -> RunnerOptions {

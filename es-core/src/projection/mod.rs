@@ -71,8 +71,8 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = InMemoryStore::new();
 /// let accounts = Repository::<Account, _>::new(store.clone());
-/// let deposit = |_: &Account| Ok::<_, std::convert::Infallible>(vec![Deposited { cents: 5 }.into(), Audited.into()]);
-/// accounts.execute(&"a-1".to_string(), Metadata::new(), deposit).await?;
+/// let deposit = |_: &Account| vec![Deposited { cents: 5 }.into(), Audited.into()];
+/// accounts.execute("a-1", Metadata::new(), deposit).await?;
 ///
 /// let model = InMemoryReadModel::new();
 /// let runner = ProjectionRunner::new(Balances, store, model.clone());

@@ -29,8 +29,8 @@ impl Apply<Deposited> for Account {
     }
 }
 
-fn deposit(cents: u64) -> impl Fn(&Account) -> Result<Vec<AccountEvent>, std::convert::Infallible> {
-    move |_| Ok(vec![Deposited { cents }.into()])
+fn deposit(cents: u64) -> impl Fn(&Account) -> Vec<AccountEvent> {
+    move |_| vec![Deposited { cents }.into()]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
