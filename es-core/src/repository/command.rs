@@ -13,7 +13,7 @@ use super::{AsOf, CommandError, Repository, RepositoryError, Versioned};
 use crate::aggregate::Aggregate;
 use crate::metadata::Metadata;
 use crate::record::{command_event_id, decode_record, encode_batch};
-use crate::store::{EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId, StreamSlice};
+use crate::store::{AppendOutcome, EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId, StreamSlice};
 
 /// What a command's decision returns: the new events, or a refusal.
 ///
@@ -57,6 +57,21 @@ pub struct AppendedEvent {
     pub version: u64,
     /// Its position in the store's global order.
     pub position: u64,
+}
+
+impl AppendedEvent {
+    /// The events of a batch with ids `ids`, as `outcome` placed them.
+    pub(super) fn of(ids: &[Uuid], outcome: &AppendOutcome) -> Vec<Self> {
+        ids.iter()
+            .zip(outcome.previous_version + 1..)
+            .zip(&outcome.positions)
+            .map(|((&event_id, version), &position)| Self {
+                event_id,
+                version,
+                position,
+            })
+            .collect()
+    }
 }
 
 impl From<&RecordedEvent> for AppendedEvent {
@@ -287,6 +302,7 @@ where
         };
         let Versioned { mut aggregate, version } = current;
         let batch = encode_batch(stream, &events, metadata).map_err(RepositoryError::from)?;
+        let ids: Vec<Uuid> = batch.iter().map(|event| event.event_id).collect();
         let outcome = match self.store.append(stream, ExpectedVersion::Exact(version), batch).await {
             Ok(outcome) if !outcome.already_stored => outcome,
             Ok(_) | Err(StoreError::DuplicateEventId { .. }) => {
@@ -309,15 +325,7 @@ where
         }
         self.after_append(stream, &aggregate, outcome.previous_version, outcome.new_version)
             .await;
-        let appended = (outcome.previous_version + 1..)
-            .zip(&outcome.positions)
-            .enumerate()
-            .map(|(index, (version, &position))| AppendedEvent {
-                event_id: command_event_id(command_id, stream, index),
-                version,
-                position,
-            })
-            .collect();
+        let appended = AppendedEvent::of(&ids, &outcome);
         Ok(Executed {
             aggregate,
             version: outcome.new_version,

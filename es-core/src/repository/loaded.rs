@@ -181,6 +181,7 @@ where
         aggregate.command_id = Some(command_id);
         let stream = aggregate.stream.clone();
         let batch = encode_batch(&stream, &aggregate.pending, &metadata)?;
+        let ids: Vec<Uuid> = batch.iter().map(|event| event.event_id).collect();
         let expected = ExpectedVersion::Exact(aggregate.loaded_version);
         let outcome = match self.store.append(&stream, expected, batch).await {
             Ok(outcome) if !outcome.already_stored => outcome,
@@ -189,15 +190,7 @@ where
         };
         self.after_append(&stream, &aggregate.state, outcome.previous_version, outcome.new_version)
             .await;
-        let appended = (outcome.previous_version + 1..)
-            .zip(outcome.positions)
-            .enumerate()
-            .map(|(index, (version, position))| AppendedEvent {
-                event_id: command_event_id(command_id, &stream, index),
-                version,
-                position,
-            })
-            .collect();
+        let appended = AppendedEvent::of(&ids, &outcome);
         aggregate.loaded_version = outcome.new_version;
         aggregate.pending.clear();
         aggregate.command_id = None;
