@@ -147,7 +147,8 @@ pub use memory::{InMemoryClaim, InMemoryReadModel, InMemoryStore, InMemoryUnit, 
 pub use metadata::Metadata;
 pub use projection::{
     Backoff, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, FailurePolicy, HandlerError, HandlerFailure, Lag,
-    PollOnly, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RunnerOptions, WakeUp,
+    ParkedEvent, PollOnly, Projection, ProjectionError, ProjectionProgress, ProjectionRunner, RebuildProgress,
+    RunnerOptions, UnknownEvents, WaitError, WakeUp,
 };
 pub use record::{command_event_id, decode_record, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
@@ -156,7 +157,7 @@ pub use repository::{
     RetryPolicy, Saved, Versioned,
 };
 pub use store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn,
     ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId,
     StreamQuery, StreamSlice, StreamSummary, Tail,
 };

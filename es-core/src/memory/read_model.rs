@@ -1,11 +1,11 @@
 //! A read model kept in memory, with its checkpoints and claims.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::projection::{CheckpointError, CheckpointStore, ClaimStatus};
+use crate::projection::{CheckpointError, CheckpointStore, ClaimStatus, ParkedEvent};
 
 /// A read model kept in memory, with its checkpoints: for tests, examples and small models.
 ///
@@ -32,6 +32,8 @@ struct Shared<M> {
 struct Committed<M> {
     model: M,
     checkpoints: HashMap<String, u64>,
+    /// Parked events by projection and position.
+    parked: BTreeMap<(String, u64), ParkedEvent>,
 }
 
 impl<M> Clone for InMemoryReadModel<M> {
@@ -79,6 +81,9 @@ impl<M> InMemoryReadModel<M> {
 pub struct InMemoryUnit<M> {
     model: M,
     projection: String,
+    /// Parked events to add (or replace) and to remove, on commit.
+    park: Vec<ParkedEvent>,
+    unpark: Vec<(String, u64)>,
     _exclusive: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -113,6 +118,8 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
         let unit = InMemoryUnit {
             model: committed.model.clone(),
             projection: claim.projection.clone(),
+            park: Vec::new(),
+            unpark: Vec::new(),
             _exclusive: exclusive,
         };
         Ok((unit, checkpoint))
@@ -126,7 +133,52 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
         let mut committed = self.committed();
         committed.model = unit.model;
         committed.checkpoints.insert(unit.projection, position);
+        for key in unit.unpark {
+            committed.parked.remove(&key);
+        }
+        for parked in unit.park {
+            committed.parked.insert((parked.projection.clone(), parked.position), parked);
+        }
         Ok(())
+    }
+
+    async fn park(&self, unit: &mut Self::Unit, parked: &ParkedEvent) -> Result<(), CheckpointError> {
+        let key = (parked.projection.clone(), parked.position);
+        unit.unpark.retain(|unparked| *unparked != key);
+        let first = self.committed().parked.get(&key).map(|earlier| earlier.parked_at);
+        unit.park.retain(|earlier| (earlier.projection.as_str(), earlier.position) != (key.0.as_str(), key.1));
+        unit.park.push(ParkedEvent {
+            parked_at: first.unwrap_or(parked.parked_at),
+            retry_requested: false,
+            ..parked.clone()
+        });
+        Ok(())
+    }
+
+    async fn unpark(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
+        unit.park.retain(|parked| (parked.projection.as_str(), parked.position) != (projection, position));
+        unit.unpark.push((projection.to_owned(), position));
+        Ok(())
+    }
+
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, CheckpointError> {
+        let committed = self.committed();
+        Ok(committed
+            .parked
+            .values()
+            .filter(|parked| parked.projection == projection)
+            .cloned()
+            .collect())
+    }
+
+    async fn request_retry(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
+        let mut committed = self.committed();
+        let parked = committed.parked.get_mut(&(projection.to_owned(), position));
+        Ok(parked.map(|parked| parked.retry_requested = true).is_some())
+    }
+
+    async fn drop_parked(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
+        Ok(self.committed().parked.remove(&(projection.to_owned(), position)).is_some())
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {

@@ -5,6 +5,8 @@ use std::error::Error;
 
 use async_trait::async_trait;
 
+use super::parking::ParkedEvent;
+
 /// A boxed error of a checkpoint store's backend.
 type BackendError = Box<dyn Error + Send + Sync>;
 
@@ -59,6 +61,26 @@ pub trait CheckpointStore: Send + Sync {
         drop(unit);
         Ok(())
     }
+
+    /// Sets `parked` aside within the unit, committed with the unit's checkpoint: a new parked
+    /// event, or one parked before (retried and failed again), replaced with its new error
+    /// and attempts, its retry request cleared. Keyed by projection and position.
+    async fn park(&self, unit: &mut Self::Unit, parked: &ParkedEvent) -> Result<(), CheckpointError>;
+
+    /// Removes the parked event of `projection` at `position` within the unit (it was
+    /// handled at last): the handler's writes and the removal commit together.
+    async fn unpark(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError>;
+
+    /// The parked events of `projection`, in position order, read outside any unit of work.
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, CheckpointError>;
+
+    /// Asks for the parked event of `projection` at `position` to be tried again by the
+    /// projection's runner. Returns whether there was such a parked event.
+    async fn request_retry(&self, projection: &str, position: u64) -> Result<bool, CheckpointError>;
+
+    /// Forgets the parked event of `projection` at `position` for good. Returns whether there
+    /// was one.
+    async fn drop_parked(&self, projection: &str, position: u64) -> Result<bool, CheckpointError>;
 
     /// The committed checkpoint of `projection`, read outside any unit of work.
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError>;

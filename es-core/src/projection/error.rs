@@ -55,6 +55,28 @@ pub enum ProjectionError {
         #[source]
         source: Box<RecordDecodeError>,
     },
+    /// An event of an aggregate type the projection reads has a name it does not know (see
+    /// [`UnknownEvents`](crate::UnknownEvents)): most likely written by a newer version of the
+    /// program. Deploy the code that knows it, declare it in the projection's
+    /// [`SOURCE_EVENTS`](crate::Projection::SOURCE_EVENTS) if the projection may ignore it, or
+    /// run with `UnknownEvents::Skip`.
+    #[error(
+        "projection {projection}: event `{event_name}` at position {position} (stream {stream}, version {version}) \
+         is unknown to the projection; deploy the code that knows it, list it in the projection's SOURCE_EVENTS \
+         to ignore it, or run with UnknownEvents::Skip"
+    )]
+    UnknownEvent {
+        /// The projection.
+        projection: &'static str,
+        /// The event's global position.
+        position: u64,
+        /// The event's stream.
+        stream: StreamId,
+        /// The event's version in its stream.
+        version: u64,
+        /// The stored name nobody knows.
+        event_name: String,
+    },
     /// A handler failed; the checkpoint stays before this event.
     #[error(transparent)]
     Handler(Box<HandlerFailure>),
@@ -92,7 +114,11 @@ impl ProjectionError {
             Self::Store { source, .. } => source.is_transient(),
             Self::Checkpoint { source, .. } => source.is_transient(),
             Self::ContextLost { .. } => true,
-            Self::ClaimLost { .. } | Self::Decode { .. } | Self::Handler(_) | Self::Reset { .. } => false,
+            Self::ClaimLost { .. }
+            | Self::Decode { .. }
+            | Self::UnknownEvent { .. }
+            | Self::Handler(_)
+            | Self::Reset { .. } => false,
         }
     }
 

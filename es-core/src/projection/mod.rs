@@ -3,16 +3,21 @@
 mod checkpoint;
 mod error;
 mod options;
+mod batch;
+mod parking;
+mod progress;
 mod runner;
 
 use async_trait::async_trait;
 
-use crate::event::EventSet;
+use crate::event::{EventDescriptor, EventSet};
 use crate::record::DecodedEvent;
 
 pub use checkpoint::{CheckpointError, CheckpointStore, ClaimStatus};
 pub use error::{HandlerFailure, ProjectionError};
-pub use options::{Backoff, FailurePolicy, RunnerOptions};
+pub use options::{Backoff, FailurePolicy, RunnerOptions, UnknownEvents};
+pub use parking::ParkedEvent;
+pub use progress::{ProjectionProgress, WaitError};
 pub use runner::{CatchUp, Lag, ProjectionRunner, RebuildProgress};
 
 /// What a handler returns when it fails: any error, boxed.
@@ -21,7 +26,9 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// A read model maintained from events: fed by the store's global, gap-free order.
 ///
 /// A projection names the events it cares about with an `#[event]` enum that wraps just those
-/// event structs; every other event is skipped by name, without decoding its payload. A
+/// event structs, and the events it leaves out on purpose with
+/// [`SOURCE_EVENTS`](Projection::SOURCE_EVENTS); those are skipped by name, without decoding
+/// anything of them. A
 /// [`ProjectionRunner`] feeds it from [`GlobalLog::read_all`](crate::GlobalLog::read_all),
 /// batch by batch, and commits each batch's read-model writes **together with the checkpoint**
 /// through a [`CheckpointStore`]:
@@ -31,8 +38,8 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// ```
 /// use std::collections::BTreeMap;
-/// use es_core::{event, Aggregate, Apply, DecodedEvent, InMemoryReadModel, InMemoryStore, Metadata,
-///     Projection, ProjectionRunner, Repository};
+/// use es_core::{event, Aggregate, Apply, DecodedEvent, EventDescriptor, EventSet, InMemoryReadModel,
+///     InMemoryStore, Metadata, Projection, ProjectionRunner, Repository};
 /// # use serde::{Deserialize, Serialize};
 ///
 /// #[event] #[derive(Debug, Clone)] pub struct Deposited { pub cents: u64 }
@@ -52,6 +59,8 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// impl Projection for Balances {
 ///     const NAME: &'static str = "balances";
 ///     const AGGREGATE_TYPES: &'static [&'static str] = &["account"];
+///     // Audited events are known, and left out on purpose.
+///     const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[AccountEvent::EVENTS];
 ///     type Event = BalanceEvent;
 ///     type Context = BTreeMap<String, u64>;
 ///
@@ -86,6 +95,14 @@ pub trait Projection: Send + Sync {
     const NAME: &'static str;
     /// Only events of these aggregate types are handled; empty means all types.
     const AGGREGATE_TYPES: &'static [&'static str] = &[];
+    /// Every event the aggregates it reads may store, as their `#[event]` enums list them
+    /// (e.g. `&[AccountEvent::EVENTS]`): the events of these sets that
+    /// [`Event`](Projection::Event) leaves out are passed without a trace (and never decoded).
+    /// An event whose name is in neither is unknown to the projection, and the runner's
+    /// [`UnknownEvents`] policy decides (by default it stops with
+    /// [`ProjectionError::UnknownEvent`]): the same rule as for aggregates, which refuse to load
+    /// an event they do not know.
+    const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[];
     /// The events handled: an `#[event]` enum wrapping just those event structs.
     type Event: EventSet;
     /// Where the handlers write, within one unit of work: a database transaction, an in-memory

@@ -4,20 +4,86 @@ use std::time::{Duration, Instant};
 
 use super::error::ProjectionError;
 
-/// What to do when a handler fails (with an error of its own, not its connection's).
+/// What to do when a handler fails on an event (with an error of its own, not its
+/// connection's), or an event it handles does not decode.
+///
+/// Every policy but [`Stop`](FailurePolicy::Stop) first retries: it rolls the batch back and
+/// tries again, in ever smaller batches, until the same event has failed `attempts` times
+/// (batches that commit the events before it do not reset the count). What happens then is what
+/// tells the policies apart. An event that does not decode is not retried (decoding it again
+/// gives the same answer): it goes straight to what the policy does after its retries.
+///
+/// Skipped and parked events are counted (`es_projection_events_skipped_total`,
+/// `es_projection_events_parked_total`) and logged with their stream and version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailurePolicy {
     /// Stop the runner with the error. The checkpoint stays before the failing batch.
     Stop,
-    /// Roll the batch back and try again, in ever smaller batches, until the same event has
-    /// failed `attempts` times (batches that commit the events before it do not reset the
-    /// count); then stop. The checkpoint stays just before that event.
+    /// Retry, then stop the runner with the error. The checkpoint stays just before the event.
     Retry {
         /// Tries of the failing event in all, at least 1.
         attempts: u32,
         /// The pause after each failure.
         backoff: Duration,
     },
+    /// Retry, then skip the event for good and go on with the next one.
+    Skip {
+        /// Tries of the failing event in all, at least 1.
+        attempts: u32,
+        /// The pause after each failure.
+        backoff: Duration,
+    },
+    /// Retry, then park the event (see [`ParkedEvent`](crate::ParkedEvent)) and go on with
+    /// the next one. Parked events can be listed, retried once the cause is fixed, or dropped.
+    Park {
+        /// Tries of the failing event in all, at least 1.
+        attempts: u32,
+        /// The pause after each failure.
+        backoff: Duration,
+    },
+}
+
+/// What a policy does with an event once its retries are spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GiveUp {
+    Stop,
+    Skip,
+    Park,
+}
+
+impl FailurePolicy {
+    /// Tries of a failing event in all, and the pause between them.
+    fn retries(self) -> (u32, Duration) {
+        match self {
+            Self::Stop => (1, Duration::ZERO),
+            Self::Retry { attempts, backoff } | Self::Skip { attempts, backoff } | Self::Park { attempts, backoff } => {
+                (attempts.max(1), backoff)
+            }
+        }
+    }
+
+    pub(crate) fn gives_up(self) -> GiveUp {
+        match self {
+            Self::Stop | Self::Retry { .. } => GiveUp::Stop,
+            Self::Skip { .. } => GiveUp::Skip,
+            Self::Park { .. } => GiveUp::Park,
+        }
+    }
+}
+
+/// What a runner does with an event of an aggregate type it reads whose stored name it does
+/// not know: neither an event of the projection's [`Event`](crate::Projection::Event) set nor
+/// one of its [`SOURCE_EVENTS`](crate::Projection::SOURCE_EVENTS). Such an event was most
+/// likely written by a newer version of the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnknownEvents {
+    /// Stop with [`ProjectionError::UnknownEvent`]: deploy the code that knows the event.
+    #[default]
+    Fail,
+    /// Skip it, counted in `es_projection_events_skipped_total` (reason `unknown`) and logged.
+    Skip,
 }
 
 /// Exponential backoff for transient failures. The first failure is retried at once (a cut
@@ -87,6 +153,13 @@ pub struct RunnerOptions {
     /// fails. Default: retry at once, then after 100 ms, doubling up to every 5 s, without
     /// limit.
     pub transient_retry: Backoff,
+    /// What to do with an event whose name the projection does not know. Default: fail.
+    pub unknown_events: UnknownEvents,
+    /// How long a batch may run its handlers: once it is spent, the batch commits what it has
+    /// handled so far and the next batch goes on from there. It bounds how long a unit of work
+    /// stays open (on PostgreSQL, how long it holds a transaction id, which holds back every
+    /// reader of the global order). Default: 1 s.
+    pub batch_time_budget: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -99,11 +172,24 @@ impl Default for RunnerOptions {
                 backoff: Duration::from_millis(200),
             },
             transient_retry: Backoff::default(),
+            unknown_events: UnknownEvents::Fail,
+            batch_time_budget: Duration::from_secs(1),
         }
     }
 }
 
-/// A runner's state between batches: the size of the next batch, and the failures in a row.
+/// An event the runner gave up on: the next batch skips or parks it instead of handling it.
+#[derive(Debug, Clone)]
+pub(crate) struct SetAside {
+    pub(crate) position: u64,
+    /// Why it failed, for the log and the parked event.
+    pub(crate) reason: String,
+    pub(crate) attempts: u32,
+    pub(crate) park: bool,
+}
+
+/// A runner's state between batches: the size of the next batch, the failures in a row, and
+/// the event it gave up on.
 #[derive(Debug)]
 pub(crate) struct Pacing {
     projection: &'static str,
@@ -114,6 +200,7 @@ pub(crate) struct Pacing {
     handler_failures: u32,
     transient_failures: u32,
     outage_since: Option<Instant>,
+    set_aside: Option<SetAside>,
 }
 
 impl Pacing {
@@ -126,12 +213,18 @@ impl Pacing {
             handler_failures: 0,
             transient_failures: 0,
             outage_since: None,
+            set_aside: None,
         }
     }
 
     /// How many events the next batch may read.
     pub(crate) fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// The event the next batch skips or parks, if the runner gave up on one.
+    pub(crate) fn set_aside(&self) -> Option<&SetAside> {
+        self.set_aside.as_ref()
     }
 
     /// Records a batch committed up to `position`: batches grow back, any outage ends, and a
@@ -142,6 +235,9 @@ impl Pacing {
         if self.failed_position.is_some_and(|failed| position >= failed) {
             self.failed_position = None;
             self.handler_failures = 0;
+        }
+        if self.set_aside.as_ref().is_some_and(|set_aside| position >= set_aside.position) {
+            self.set_aside = None;
         }
         if let Some(since) = self.outage_since.take() {
             tracing::info!(
@@ -155,38 +251,72 @@ impl Pacing {
         self.transient_failures = 0;
     }
 
-    /// Records a failure and decides: the pause before trying again, or the error to stop with.
+    /// Records a failure and decides: the pause before trying again (perhaps setting the
+    /// failing event aside, by the failure policy), or the error to stop with.
     pub(crate) fn failed(&mut self, error: ProjectionError) -> Result<Duration, ProjectionError> {
         self.limit = (self.limit / 2).max(1);
         if error.is_transient() {
             return self.transient(error);
         }
-        let ProjectionError::Handler(mut failure) = error else {
-            tracing::error!(projection = self.projection, %error, "projection stopped");
-            return Err(error);
-        };
-        metrics::counter!("es_projection_failures_total", "projection" => self.projection, "kind" => "handler")
-            .increment(1);
-        // Tries of the same event in a row; a batch that fails elsewhere starts the count again.
-        if self.failed_position == Some(failure.position) {
-            self.handler_failures += 1;
-        } else {
-            self.failed_position = Some(failure.position);
-            self.handler_failures = 1;
-        }
-        failure.attempts = self.handler_failures;
-        let error = ProjectionError::Handler(failure);
-        match self.options.failure {
-            FailurePolicy::Retry { attempts, backoff } if self.handler_failures < attempts.max(1) => {
-                tracing::warn!(projection = self.projection, %error, next_batch = self.limit,
-                    "projection batch failed; retrying with a smaller batch");
-                Ok(backoff)
+        match error {
+            ProjectionError::Handler(mut failure) => {
+                metrics::counter!("es_projection_failures_total", "projection" => self.projection, "kind" => "handler")
+                    .increment(1);
+                // Tries of the same event in a row; a batch that fails elsewhere starts the count again.
+                if self.failed_position == Some(failure.position) {
+                    self.handler_failures += 1;
+                } else {
+                    self.failed_position = Some(failure.position);
+                    self.handler_failures = 1;
+                }
+                failure.attempts = self.handler_failures;
+                let (attempts, backoff) = self.options.failure.retries();
+                let (position, reason) = (failure.position, error_chain(failure.source.as_ref()));
+                let error = ProjectionError::Handler(failure);
+                if self.handler_failures < attempts {
+                    tracing::warn!(projection = self.projection, %error, next_batch = self.limit,
+                        "projection batch failed; retrying with a smaller batch");
+                    return Ok(backoff);
+                }
+                self.give_up(position, reason, self.handler_failures, error)
             }
-            _ => {
+            ProjectionError::Decode { position, ref source, .. } => {
+                metrics::counter!("es_projection_failures_total", "projection" => self.projection, "kind" => "decode")
+                    .increment(1);
+                // Decoding again gives the same answer: no retries.
+                let reason = error_chain(source.as_ref());
+                self.give_up(position, reason, 1, error)
+            }
+            error => {
                 tracing::error!(projection = self.projection, %error, "projection stopped");
                 Err(error)
             }
         }
+    }
+
+    /// The retries of an event are spent: stop, or set it aside for the next batch.
+    fn give_up(
+        &mut self,
+        position: u64,
+        reason: String,
+        attempts: u32,
+        error: ProjectionError,
+    ) -> Result<Duration, ProjectionError> {
+        let park = match self.options.failure.gives_up() {
+            GiveUp::Stop => {
+                tracing::error!(projection = self.projection, %error, "projection stopped");
+                return Err(error);
+            }
+            GiveUp::Skip => false,
+            GiveUp::Park => true,
+        };
+        self.set_aside = Some(SetAside {
+            position,
+            reason,
+            attempts,
+            park,
+        });
+        Ok(Duration::ZERO)
     }
 
     fn transient(&mut self, error: ProjectionError) -> Result<Duration, ProjectionError> {
@@ -211,6 +341,16 @@ impl Pacing {
         }
         Ok(delay)
     }
+}
+
+/// An error and its sources, one after the other: what a parked event keeps of its failure.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    for source in std::iter::successors(error.source(), |error| error.source()) {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text
 }
 
 #[cfg(test)]

@@ -5,13 +5,16 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::checkpoint::{CheckpointError, CheckpointStore};
-use super::error::{HandlerFailure, ProjectionError};
+use tokio::sync::watch;
+
+use super::checkpoint::CheckpointStore;
+use super::error::ProjectionError;
 use super::options::{Pacing, RunnerOptions};
+use super::parking::ParkedEvent;
+use super::progress::ProjectionProgress;
 use super::{Projection, WakeUp};
 use crate::event::EventSet;
-use crate::record::{decode_record, DecodedEvent};
-use crate::store::{GlobalLog, RecordedEvent, StoreError};
+use crate::store::{GlobalLog, LogFilter, StoreError};
 
 /// How far a projection is behind the head of the store.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,11 +40,17 @@ pub struct RebuildProgress {
 
 /// What a catch-up or rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct CatchUp {
-    /// Events read (handled or skipped).
+    /// Events read: handed to the projection, passed over, skipped or parked.
     pub read: u64,
     /// Events handed to the projection.
     pub handled: u64,
+    /// Events skipped: unknown ones under [`UnknownEvents::Skip`](crate::UnknownEvents::Skip),
+    /// failing ones under [`FailurePolicy::Skip`](crate::FailurePolicy::Skip).
+    pub skipped: u64,
+    /// Failing events parked under [`FailurePolicy::Park`](crate::FailurePolicy::Park).
+    pub parked: u64,
     /// The checkpoint reached.
     pub position: u64,
 }
@@ -74,16 +83,14 @@ pub struct CatchUp {
 /// batch takes, and a failing event is isolated in a batch of its own.
 #[derive(Debug)]
 pub struct ProjectionRunner<P, E, C> {
-    projection: P,
-    events: E,
-    checkpoints: C,
-    options: RunnerOptions,
-}
-
-/// Why a batch's handling stopped.
-enum BatchFailure {
-    Decode(ProjectionError),
-    Handler(Box<HandlerFailure>),
+    pub(super) projection: P,
+    pub(super) events: E,
+    pub(super) checkpoints: C,
+    pub(super) options: RunnerOptions,
+    /// What the runner reads: its aggregate types, less the events it leaves out on purpose.
+    pub(super) filter: LogFilter,
+    /// The last checkpoint committed, for [`ProjectionProgress`].
+    pub(super) progress: watch::Sender<u64>,
 }
 
 impl<P, E, C> ProjectionRunner<P, E, C>
@@ -95,11 +102,20 @@ where
     /// A runner of `projection`, reading `events`, keeping checkpoints (and the read model) in
     /// `checkpoints`, with default [`RunnerOptions`].
     pub fn new(projection: P, events: E, checkpoints: C) -> Self {
+        let left_out = P::SOURCE_EVENTS
+            .iter()
+            .flat_map(|events| events.iter())
+            .flat_map(|event| std::iter::once(event.name).chain(event.aliases.iter().copied()))
+            .filter(|name| !P::Event::handles(name));
         Self {
             projection,
             events,
             checkpoints,
             options: RunnerOptions::default(),
+            filter: LogFilter::all()
+                .aggregate_types(P::AGGREGATE_TYPES.iter().copied())
+                .excluding_names(left_out),
+            progress: watch::Sender::new(0),
         }
     }
 
@@ -124,10 +140,52 @@ where
         &self.checkpoints
     }
 
-    /// Claims the projection, then handles events until it has caught up with the head.
+    /// The runner's progress, to wait until it has processed a position (read-your-writes).
+    /// It follows this runner's commits, whichever of its methods runs.
+    pub fn progress(&self) -> ProjectionProgress {
+        ProjectionProgress::new(P::NAME, self.progress.subscribe())
+    }
+
+    /// The events this projection parked (see [`FailurePolicy::Park`](crate::FailurePolicy::Park)),
+    /// in position order.
+    pub async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError> {
+        self.checkpoints.parked(P::NAME).await.map_err(self.checkpoint_error())
+    }
+
+    /// Asks for the parked event at `position` to be handled again, once its cause is fixed:
+    /// the runner running this projection does so before its next batch (or the next
+    /// [`catch_up`](Self::catch_up) does). Its writes commit together with its removal from the
+    /// parked events, so it is applied exactly once; failing again, it stays parked with one
+    /// more attempt. Returns whether such an event was parked.
+    ///
+    /// A retried event is handled after events that follow it in the global order: a
+    /// projection that parks events must not depend on their order.
+    pub async fn retry_parked(&self, position: u64) -> Result<bool, ProjectionError> {
+        self.checkpoints
+            .request_retry(P::NAME, position)
+            .await
+            .map_err(self.checkpoint_error())
+    }
+
+    /// Forgets the parked event at `position` for good. Returns whether there was one.
+    pub async fn drop_parked(&self, position: u64) -> Result<bool, ProjectionError> {
+        self.checkpoints
+            .drop_parked(P::NAME, position)
+            .await
+            .map_err(self.checkpoint_error())
+    }
+
+    /// Claims the projection, handles the parked events an operator asked to retry, then
+    /// handles events until it has caught up with the head.
     pub async fn catch_up(&self) -> Result<CatchUp, ProjectionError> {
         let mut pacing = Pacing::new(P::NAME, self.options);
         let mut claim = self.claim(&mut pacing).await?;
+        loop {
+            match self.retry_requested(&mut claim).await {
+                Ok(()) => break,
+                Err(error) => tokio::time::sleep(pacing.failed(error)?).await,
+            }
+        }
         self.drain(&mut claim, &mut pacing, |_| {}).await
     }
 
@@ -154,12 +212,28 @@ where
         };
         tracing::info!(projection = P::NAME, "projection runner active");
         let mut last_lag_report: Option<Instant> = None;
+        let mut last_retry_check: Option<Instant> = None;
         loop {
-            let limit = pacing.limit();
+            if last_retry_check.is_none_or(|checked| checked.elapsed() >= self.options.poll_interval) {
+                last_retry_check = Some(Instant::now());
+                let retried = tokio::select! {
+                    biased;
+                    () = &mut shutdown => return Ok(()),
+                    retried = self.retry_requested(&mut claim) => retried,
+                };
+                if let Err(error) = retried {
+                    let pause = pacing.failed(error)?;
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            }
             let step = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                step = self.step(&mut claim, limit) => step,
+                step = self.step(&mut claim, &pacing) => step,
             };
             let pause = match step {
                 Ok(batch) => {
@@ -172,7 +246,7 @@ where
                             () = self.report_lag() => {}
                         }
                     }
-                    if batch.read >= limit as u64 {
+                    if batch.more {
                         continue;
                     }
                     None
@@ -283,17 +357,18 @@ where
     ) -> Result<CatchUp, ProjectionError> {
         let mut total = CatchUp::default();
         loop {
-            let limit = pacing.limit();
-            match self.step(claim, limit).await {
+            match self.step(claim, pacing).await {
                 Ok(batch) => {
                     pacing.succeeded(batch.position);
                     total.read += batch.read;
                     total.handled += batch.handled;
+                    total.skipped += batch.skipped;
+                    total.parked += batch.parked;
                     total.position = batch.position;
                     if batch.read > 0 {
                         on_batch(total.read);
                     }
-                    if batch.read < limit as u64 {
+                    if !batch.more {
                         return Ok(total);
                     }
                 }
@@ -301,156 +376,9 @@ where
             }
         }
     }
-
-    /// Empties the read model and sets the checkpoint to 0, in one unit of work.
-    async fn reset(&self, claim: &mut C::Claim) -> Result<(), ProjectionError> {
-        let (mut unit, _) = self.begin(claim).await?;
-        let context = self.checkpoints.context(&mut unit);
-        if let Err(source) = self.projection.reset(context).await {
-            let rollback = self.checkpoints.rollback(unit).await;
-            return Err(if self.context_lost(source.as_ref(), &rollback) {
-                ProjectionError::ContextLost {
-                    projection: P::NAME,
-                    position: 0,
-                    source,
-                }
-            } else {
-                ProjectionError::Reset {
-                    projection: P::NAME,
-                    source,
-                }
-            });
-        }
-        self.commit(unit, 0).await
-    }
-
-    /// One unit of work: read a batch after the checkpoint, handle what concerns the
-    /// projection, commit the writes with the new checkpoint.
-    async fn step(&self, claim: &mut C::Claim, limit: usize) -> Result<CatchUp, ProjectionError> {
-        // Read before opening a unit: a unit locks (a row, or SQLite's whole file) and an idle
-        // runner's polls should not.
-        let checkpoint = self
-            .checkpoints
-            .checkpoint(P::NAME)
-            .await
-            .map_err(|source| ProjectionError::from_checkpoint(P::NAME, source))?;
-        let mut batch = self
-            .events
-            .read_all(checkpoint, limit)
-            .await
-            .map_err(store_error::<P>)?;
-        if batch.is_empty() {
-            return Ok(CatchUp {
-                position: checkpoint,
-                ..CatchUp::default()
-            });
-        }
-        let (mut unit, locked) = self.begin(claim).await?;
-        if locked != checkpoint {
-            // The checkpoint moved between the read and the lock (a runner that held the claim
-            // before this one committed): read again from where it stands now.
-            batch = match self.events.read_all(locked, limit).await {
-                Ok(batch) => batch,
-                Err(source) => {
-                    let _ = self.checkpoints.rollback(unit).await;
-                    return Err(store_error::<P>(source));
-                }
-            };
-        }
-        let Some(last) = batch.last() else {
-            let _ = self.checkpoints.rollback(unit).await;
-            return Ok(CatchUp {
-                position: locked,
-                ..CatchUp::default()
-            });
-        };
-        let (position, read) = (last.position, batch.len());
-        let handled = match self.handle_batch(&mut unit, batch).await {
-            Ok(handled) => handled,
-            Err(BatchFailure::Decode(error)) => {
-                let _ = self.checkpoints.rollback(unit).await;
-                return Err(error);
-            }
-            Err(BatchFailure::Handler(failure)) => {
-                let rollback = self.checkpoints.rollback(unit).await;
-                if !self.context_lost(failure.source.as_ref(), &rollback) {
-                    return Err(ProjectionError::Handler(failure));
-                }
-                let HandlerFailure { position, source, .. } = *failure;
-                return Err(ProjectionError::ContextLost {
-                    projection: P::NAME,
-                    position,
-                    source,
-                });
-            }
-        };
-        self.commit(unit, position).await?;
-        metrics::counter!("es_projection_events_handled_total", "projection" => P::NAME).increment(handled);
-        tracing::trace!(projection = P::NAME, read, handled, position, "batch committed");
-        Ok(CatchUp {
-            read: read as u64,
-            handled,
-            position,
-        })
-    }
-
-    async fn begin(&self, claim: &mut C::Claim) -> Result<(C::Unit, u64), ProjectionError> {
-        self.checkpoints
-            .begin(claim)
-            .await
-            .map_err(|source| ProjectionError::from_checkpoint(P::NAME, source))
-    }
-
-    async fn commit(&self, unit: C::Unit, position: u64) -> Result<(), ProjectionError> {
-        self.checkpoints
-            .commit(unit, position)
-            .await
-            .map_err(|source| ProjectionError::from_checkpoint(P::NAME, source))
-    }
-
-    /// Whether a projection's error came from its context's connection failing under it rather
-    /// than from its own logic: the backend recognises its connection errors, and a rollback
-    /// that fails says the same.
-    fn context_lost(&self, error: &(dyn std::error::Error + 'static), rollback: &Result<(), CheckpointError>) -> bool {
-        if rollback.as_ref().is_err_and(CheckpointError::is_transient) {
-            return true;
-        }
-        std::iter::successors(Some(error), |error| error.source()).any(|error| self.checkpoints.is_transient(error))
-    }
-
-    /// Hands the batch's events that concern the projection to its handler, within `unit`. The
-    /// records move into the handler's envelopes: no copy per event.
-    async fn handle_batch(&self, unit: &mut C::Unit, batch: Vec<RecordedEvent>) -> Result<u64, BatchFailure> {
-        let context = self.checkpoints.context(unit);
-        let mut handled = 0;
-        for envelope in batch.into_iter().filter(concerns::<P>) {
-            let event = decode_record::<P::Event>(&envelope).map_err(|source| {
-                BatchFailure::Decode(ProjectionError::Decode {
-                    projection: P::NAME,
-                    position: envelope.position,
-                    source: Box::new(source),
-                })
-            })?;
-            let decoded = DecodedEvent { envelope, event };
-            if let Err(source) = self.projection.handle(context, &decoded).await {
-                let DecodedEvent { envelope, .. } = decoded;
-                return Err(BatchFailure::Handler(Box::new(HandlerFailure {
-                    projection: P::NAME,
-                    position: envelope.position,
-                    event_id: envelope.event_id,
-                    event_name: envelope.event_name,
-                    stream: envelope.stream,
-                    attempts: 1,
-                    source,
-                })));
-            }
-            handled += 1;
-        }
-        Ok(handled)
-    }
 }
 
-fn store_error<P: Projection>(source: StoreError) -> ProjectionError {
+pub(super) fn store_error<P: Projection>(source: StoreError) -> ProjectionError {
     ProjectionError::Store {
         projection: P::NAME,
         source,
@@ -461,9 +389,3 @@ const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The shortest wait between polls or retries: a zero setting must not spin on the store.
 pub(crate) const MIN_PAUSE: Duration = Duration::from_millis(1);
-
-/// Whether the projection handles `record`: decided by aggregate type and stored name alone.
-fn concerns<P: Projection>(record: &RecordedEvent) -> bool {
-    (P::AGGREGATE_TYPES.is_empty() || P::AGGREGATE_TYPES.contains(&record.stream.aggregate_type.as_str()))
-        && P::Event::handles(&record.event_name)
-}

@@ -105,6 +105,15 @@ pub struct Executed<A: Aggregate> {
     pub attempts: u32,
 }
 
+impl<A: Aggregate> Executed<A> {
+    /// The global position of the last event the command wrote (0 when it wrote none): wait
+    /// for it with [`ProjectionProgress::wait_for`](crate::ProjectionProgress::wait_for) to
+    /// read the command's writes from a read model.
+    pub fn position(&self) -> u64 {
+        self.appended.iter().map(|event| event.position).max().unwrap_or(0)
+    }
+}
+
 /// Where a command's first attempt gets its state.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum FirstAttempt {

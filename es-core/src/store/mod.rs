@@ -13,9 +13,11 @@ use crate::metadata::Metadata;
 
 mod catalog;
 mod error;
+mod filter;
 
 pub use catalog::{StreamCatalog, StreamQuery, StreamSummary};
 pub use error::{ConcurrencyConflict, StoreError, StoreResult};
+pub use filter::{LogFilter, LogPage};
 
 /// Identifies one stream: the events of one aggregate instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -360,6 +362,18 @@ pub trait GlobalLog: Send + Sync {
     /// position that will ever be visible has already been returned by a read with a lower
     /// `after`. Start from `after = 0`.
     async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>>;
+
+    /// Reads up to `limit` events after `after` that pass `filter`, deciding by aggregate type
+    /// and stored name before decoding anything else of a row: a row the filter leaves out is
+    /// never decoded, so one that would not decode cannot fail the read. The same guarantee as
+    /// [`read_all`](GlobalLog::read_all): no event that passes the filter is ever skipped.
+    ///
+    /// The default filters a [`read_all`](GlobalLog::read_all) page after the fact (fine for
+    /// stores whose rows are decoded anyway); SQL backends override it to filter in the query.
+    async fn read_filtered(&self, after: u64, limit: usize, filter: &LogFilter) -> StoreResult<LogPage> {
+        let events = self.read_all(after, limit).await?;
+        Ok(LogPage::filter_read(after, limit, events, filter))
+    }
 
     /// What [`GlobalLog::read_all`] would still return after `after`: how many events, and the
     /// last one's position and time. Used for progress and lag reports.

@@ -1,0 +1,156 @@
+//! Read-your-writes: waiting until a projection has processed a position.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// A projection runner's progress, to wait until it has processed what a command wrote
+/// (read-your-writes). Get one from [`ProjectionRunner::progress`](crate::ProjectionRunner::progress)
+/// before the runner starts; clones are cheap and every clone sees the same progress.
+///
+/// The runner reports its checkpoint after every batch it commits, so waiting costs no queries
+/// and no polling.
+///
+/// ```
+/// # use std::{collections::BTreeMap, time::Duration};
+/// # use es_core::{event, Aggregate, Apply, DecodedEvent, InMemoryReadModel, InMemoryStore, Metadata,
+/// #     PollOnly, Projection, ProjectionRunner, Repository};
+/// # use serde::{Deserialize, Serialize};
+/// # #[event] #[derive(Debug, Clone)] pub struct Deposited { pub cents: u64 }
+/// # #[event] #[derive(Debug, Clone)] pub enum AccountEvent { Deposited(Deposited) }
+/// # #[derive(Default, Serialize, Deserialize, Aggregate)]
+/// # #[aggregate(name = "account", event = AccountEvent)]
+/// # pub struct Account;
+/// # impl Apply<Deposited> for Account { fn apply(&mut self, _: &Deposited) {} }
+/// # struct Balances;
+/// # #[async_trait::async_trait]
+/// # impl Projection for Balances {
+/// #     const NAME: &'static str = "balances";
+/// #     type Event = AccountEvent;
+/// #     type Context = BTreeMap<String, u64>;
+/// #     async fn handle(&self, balances: &mut Self::Context, event: &DecodedEvent<AccountEvent>)
+/// #         -> Result<(), es_core::HandlerError> {
+/// #         let AccountEvent::Deposited(deposit) = &event.event;
+/// #         *balances.entry(event.envelope.stream.aggregate_id.clone()).or_default() += deposit.cents;
+/// #         Ok(())
+/// #     }
+/// #     async fn reset(&self, balances: &mut Self::Context) -> Result<(), es_core::HandlerError> {
+/// #         balances.clear(); Ok(())
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = InMemoryStore::new();
+/// let model = InMemoryReadModel::new();
+/// let runner = ProjectionRunner::new(Balances, store.clone(), model.clone());
+/// let progress = runner.progress();
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let wake_up = store.wake_up();
+/// let running = tokio::spawn(async move { runner.run(wake_up, async { let _ = stopped.await; }).await });
+///
+/// let accounts = Repository::<Account, _>::new(store);
+/// let executed = accounts.execute("a-1", Metadata::new(), |_: &Account| vec![Deposited { cents: 5 }.into()]).await?;
+/// progress.wait_for(executed.position(), Duration::from_secs(10)).await?;
+/// assert_eq!(model.read(|balances| balances["a-1"]), 5, "the read model has the command's events");
+/// # let _ = stop.send(()); running.await??;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProjectionProgress {
+    projection: &'static str,
+    checkpoint: watch::Receiver<u64>,
+}
+
+/// Why waiting for a projection's progress ended without it getting there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The projection had not processed the position when the time was up.
+    #[error("projection {projection} had not reached position {position} after {waited:?} (it is at {reached})")]
+    Timeout {
+        /// The projection.
+        projection: &'static str,
+        /// The position waited for.
+        position: u64,
+        /// Where the projection got to.
+        reached: u64,
+        /// How long the wait lasted.
+        waited: Duration,
+    },
+    /// The runner was dropped before the projection got there: nothing reports progress.
+    #[error("projection {projection} stopped at position {reached}, before position {position}")]
+    Stopped {
+        /// The projection.
+        projection: &'static str,
+        /// The position waited for.
+        position: u64,
+        /// Where the projection got to.
+        reached: u64,
+    },
+}
+
+impl ProjectionProgress {
+    pub(crate) fn new(projection: &'static str, checkpoint: watch::Receiver<u64>) -> Self {
+        Self { projection, checkpoint }
+    }
+
+    /// The projection the progress is of.
+    pub fn projection(&self) -> &'static str {
+        self.projection
+    }
+
+    /// The last checkpoint the runner committed (or read when it started).
+    pub fn checkpoint(&self) -> u64 {
+        *self.checkpoint.borrow()
+    }
+
+    /// Waits until the projection has processed every event up to `position` (handled it, or
+    /// passed it as an event it does not read), at most `timeout`. Returns the checkpoint
+    /// reached. Wait for the position of the last event a command wrote
+    /// ([`Executed::position`](crate::Executed::position)).
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> Result<u64, WaitError> {
+        let mut checkpoint = self.checkpoint.clone();
+        let reached = |checkpoint: &watch::Receiver<u64>| *checkpoint.borrow();
+        let waited = tokio::time::timeout(timeout, async {
+            checkpoint.wait_for(|&at| at >= position).await.map(|at| *at)
+        })
+        .await;
+        match waited {
+            Ok(Ok(at)) => Ok(at),
+            Ok(Err(_)) => Err(WaitError::Stopped {
+                projection: self.projection,
+                position,
+                reached: reached(&self.checkpoint),
+            }),
+            Err(_) => Err(WaitError::Timeout {
+                projection: self.projection,
+                position,
+                reached: reached(&self.checkpoint),
+                waited: timeout,
+            }),
+        }
+    }
+
+    /// Waits until every projection of `all` has processed `position`, at most `timeout` in
+    /// all.
+    pub async fn wait_all(all: &[ProjectionProgress], position: u64, timeout: Duration) -> Result<(), WaitError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for progress in all {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            progress.wait_for(position, left).await.map_err(|error| match error {
+                WaitError::Timeout {
+                    projection,
+                    position,
+                    reached,
+                    ..
+                } => WaitError::Timeout {
+                    projection,
+                    position,
+                    reached,
+                    waited: timeout,
+                },
+                error => error,
+            })?;
+        }
+        Ok(())
+    }
+}
