@@ -2,6 +2,7 @@
 
 mod catalog;
 mod checkpoints;
+mod migrations;
 
 use es_core::ExpectedVersion;
 
@@ -10,6 +11,7 @@ use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS, STORED_EVENT_COLUMNS};
 
 use catalog::CatalogStatements;
 use checkpoints::CheckpointStatements;
+use migrations::MIGRATIONS;
 
 /// Bits of a position that number the events of one transaction: `position = xid << 20 | n`.
 pub(crate) const POSITION_SHIFT: u32 = 20;
@@ -100,84 +102,6 @@ impl Expectation {
         format!("CASE $3::text{arms} END")
     }
 }
-
-/// The versioned migrations, oldest first: `(version, description, SQL)`. `{schema}` stands for
-/// the quoted schema name. Never edit an applied migration: append a new one.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "events and snapshots",
-        r#"
-CREATE TABLE {schema}.events (
-    position       bigint      NOT NULL,
-    event_id       uuid        NOT NULL,
-    aggregate_type text        NOT NULL,
-    aggregate_id   text        NOT NULL,
-    version        bigint      NOT NULL,
-    event_name     text        NOT NULL,
-    schema_version integer     NOT NULL,
-    payload        jsonb       NOT NULL,
-    metadata       jsonb       NOT NULL,
-    recorded_at    timestamptz NOT NULL,
-    CONSTRAINT events_pkey PRIMARY KEY (position),
-    CONSTRAINT events_event_id_key UNIQUE (event_id),
-    CONSTRAINT events_stream_version_key UNIQUE (aggregate_type, aggregate_id, version),
-    CONSTRAINT events_position_check CHECK (position > 0),
-    CONSTRAINT events_version_check CHECK (version > 0),
-    CONSTRAINT events_schema_version_check CHECK (schema_version >= 0)
-);
-
-COMMENT ON TABLE {schema}.events IS
-    'Append-only: every event of every aggregate. Written by es-postgres only; never update or delete rows.';
-COMMENT ON COLUMN {schema}.events.position IS
-    'Global order: writing transaction id << 20 | index in the transaction. Sparse, strictly increasing.';
-
-CREATE TABLE {schema}.snapshots (
-    aggregate_type text        NOT NULL,
-    aggregate_id   text        NOT NULL,
-    version        bigint      NOT NULL,
-    revision       integer     NOT NULL,
-    state          jsonb       NOT NULL,
-    taken_at       timestamptz NOT NULL,
-    CONSTRAINT snapshots_pkey PRIMARY KEY (aggregate_type, aggregate_id),
-    CONSTRAINT snapshots_version_check CHECK (version >= 0),
-    CONSTRAINT snapshots_revision_check CHECK (revision >= 0)
-);
-
-COMMENT ON TABLE {schema}.snapshots IS 'The latest snapshot of each stream.';
-"#,
-    ),
-    (
-        2,
-        "projection checkpoints",
-        r#"
-CREATE TABLE {schema}.projection_checkpoints (
-    projection text        NOT NULL,
-    position   bigint      NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT projection_checkpoints_pkey PRIMARY KEY (projection),
-    CONSTRAINT projection_checkpoints_position_check CHECK (position >= 0)
-);
-
-COMMENT ON TABLE {schema}.projection_checkpoints IS
-    'Per projection: the position of the last event its read model reflects, committed with the read model.';
-"#,
-    ),
-    (
-        3,
-        "projection claims",
-        r#"
-ALTER TABLE {schema}.projection_checkpoints
-    ADD COLUMN claim_epoch bigint NOT NULL DEFAULT 0,
-    ADD COLUMN claim_owner uuid,
-    ADD COLUMN claimed_at  timestamptz;
-
-COMMENT ON COLUMN {schema}.projection_checkpoints.claim_epoch IS
-    'Raised by every runner that claims the projection; a unit of work commits only under the latest claim.';
-COMMENT ON COLUMN {schema}.projection_checkpoints.claim_owner IS 'The runner that claimed the projection last.';
-"#,
-    ),
-];
 
 /// Checks a schema name: `[a-z_][a-z0-9_]{0,62}`, and not `pg_`-prefixed (reserved by PostgreSQL).
 pub(crate) fn validate_schema_name(name: &str) -> Result<(), PostgresError> {
