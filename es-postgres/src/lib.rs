@@ -179,6 +179,7 @@ mod catalog;
 mod error;
 mod fault;
 mod notify;
+mod parking;
 mod projection;
 mod read;
 mod row;

@@ -4,13 +4,14 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use es_core::{async_trait, CheckpointError, CheckpointStore, ClaimStatus, WakeUp};
+use es_core::{async_trait, CheckpointError, CheckpointStore, ClaimStatus, ParkedEvent, WakeUp};
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::{ConnectOptions, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::fault::{is_transient, session_ended};
+use crate::parking;
 use crate::sql::Statements;
 use crate::PostgresStore;
 
@@ -32,8 +33,8 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// of work run on **that same connection**: a unit can only commit on a live connection that
 /// holds the lock, and since PostgreSQL gives the lock to another session only once this one is
 /// gone (and its open transaction with it), units of two runners never both commit, whatever
-/// happens to the connections. Each unit also locks the checkpoint row `FOR UPDATE` and checks
-/// that the epoch is still the runner's.
+/// happens to the connections. Each unit also checks that the epoch is still the runner's when
+/// it begins, and saves the checkpoint only under that epoch.
 ///
 /// When the connection is cut, the next unit claims again on a new connection if no other
 /// runner claimed the projection meanwhile (the epoch is still this runner's); otherwise the
@@ -44,6 +45,20 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// connection, so the server rolls the transaction back; a pooled connection would instead go
 /// back to the pool still inside the transaction. The claim's connection names itself in
 /// `pg_stat_activity.application_name` as `es claim <schema>.<projection>`.
+///
+/// # Units of work stay out of readers' way until they write
+///
+/// [`read_all`](es_core::GlobalLog::read_all) returns only events below the oldest
+/// transaction that holds a transaction id (see the crate docs), so a unit must not take one
+/// before it needs to. A unit begins with a transaction-scoped advisory lock on a key of its
+/// own (`pg_advisory_xact_lock`, the two-key form: never the claim's lock), which serializes
+/// the units of one projection, and then reads the checkpoint row without locking it: neither
+/// assigns a transaction id. So while a batch's handlers only read (or wait on something
+/// else), every reader of the global order goes on. The unit gets its id at its first write
+/// (a handler's, a parked event, at the latest the checkpoint's save at commit), and from then
+/// until it commits, events appended after that write are returned to no reader: keep what a
+/// batch does after its first write short
+/// ([`RunnerOptions::batch_time_budget`](es_core::RunnerOptions)).
 ///
 /// [`claim_status`](CheckpointStore::claim_status) looks the lock up in `pg_locks` (any
 /// session, any process, this database) without taking it. A runner whose process died shows
@@ -153,12 +168,12 @@ impl WakeUp for PostgresWakeUp {
 }
 
 /// Sorts a database error into an outage or a lasting failure.
-fn checkpoint_error(error: sqlx::Error) -> CheckpointError {
+pub(crate) fn checkpoint_error(error: sqlx::Error) -> CheckpointError {
     let transient = is_transient(&error);
     CheckpointError::from_backend(error, transient)
 }
 
-fn out_of_range(what: &str, value: impl std::fmt::Display) -> CheckpointError {
+pub(crate) fn out_of_range(what: &str, value: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::backend(format!("{what} {value} is out of range"))
 }
 
@@ -180,6 +195,12 @@ impl PostgresCheckpoints {
 
     fn claim_key(&self, projection: &str) -> String {
         format!("es-postgres projection {} in schema {}", projection, self.schema)
+    }
+
+    /// The key of the lock that serializes the units of work of `projection`: another text than
+    /// the claim's, hashed into the two-key space of advisory locks, so never the claim's lock.
+    fn unit_key(&self, projection: &str) -> String {
+        format!("es-postgres units of projection {} in schema {}", projection, self.schema)
     }
 
     /// Tries the advisory lock once on `connection`.
@@ -306,9 +327,19 @@ impl CheckpointStore for PostgresCheckpoints {
         })
     }
 
+    /// Opens the unit's transaction, takes the projection's unit lock (transaction-scoped,
+    /// advisory: no transaction id) and reads the checkpoint and the claim epoch. The unit gets a
+    /// transaction id only when something writes in it; see [`PostgresCheckpoints`].
     async fn begin(&self, claim: &mut PostgresClaim) -> Result<(Self::Unit, u64), CheckpointError> {
         let mut connection = self.open_unit(claim).await?;
-        let row: Option<(i64, i64, Option<Uuid>)> = sqlx::query_as(&self.sql.checkpoints.lock_row)
+        // On failure the connection is dropped (closed), which ends the transaction; the next
+        // unit claims again.
+        sqlx::query(self.sql.checkpoints.lock_unit)
+            .bind(self.unit_key(&claim.projection))
+            .execute(&mut connection)
+            .await
+            .map_err(checkpoint_error)?;
+        let row: Option<(i64, i64, Option<Uuid>)> = sqlx::query_as(&self.sql.checkpoints.read_row)
             .bind(&claim.projection)
             .fetch_optional(&mut connection)
             .await
@@ -353,7 +384,8 @@ impl CheckpointStore for PostgresCheckpoints {
             .await
             .map_err(checkpoint_error)?;
         if saved.rows_affected() != 1 {
-            // Cannot happen while this unit holds the row lock; refuse rather than guess.
+            // The save is the fence: it commits only under the epoch the unit began with, which
+            // another runner raises only once this runner's session (and its claim) is gone.
             return Err(CheckpointError::ClaimLost {
                 reason: "the checkpoint row no longer carries this runner's claim".into(),
             });
@@ -373,6 +405,27 @@ impl CheckpointStore for PostgresCheckpoints {
             .map_err(checkpoint_error)?;
         unit.release();
         Ok(())
+    }
+
+    async fn park(&self, unit: &mut Self::Unit, parked: &ParkedEvent) -> Result<(), CheckpointError> {
+        parking::park(&self.sql.parking, &mut unit.connection, parked).await
+    }
+
+    async fn unpark(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
+        parking::unpark(&self.sql.parking, &mut unit.connection, projection, position).await?;
+        Ok(())
+    }
+
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, CheckpointError> {
+        parking::parked(&self.sql.parking, &self.pool, projection).await
+    }
+
+    async fn request_retry(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
+        parking::request_retry(&self.sql.parking, &self.pool, projection, position).await
+    }
+
+    async fn drop_parked(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
+        parking::unpark(&self.sql.parking, &self.pool, projection, position).await
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {

@@ -1,8 +1,8 @@
 //! Reads: one stream (whole events, or the zero-copy replay), one event by id, a stream's
-//! version, and the global order (`read_all`, `tail`).
+//! version, and the global order (`read_all`, `read_filtered`, `tail`).
 
 use chrono::{DateTime, Utc};
-use es_core::{RecordedEvent, ReplayFn, StoreError, StoreResult, StreamId, StreamSlice, Tail};
+use es_core::{LogFilter, LogPage, RecordedEvent, ReplayFn, StoreError, StoreResult, StreamId, StreamSlice, Tail};
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::postgres::PgArguments;
@@ -100,6 +100,53 @@ pub(crate) async fn read_all(store: &PostgresStore, after: u64, limit: usize) ->
         events.push(recorded_event(&row)?);
     }
     Ok(events)
+}
+
+/// [`GlobalLog::read_filtered`](es_core::GlobalLog::read_filtered): `read_all`'s page (the
+/// same bound, the same limit counted over every row), in which only the rows the filter wants
+/// come whole and are decoded; of the others only the position is read, so their payload and
+/// metadata cannot fail the read. A filter that leaves nothing out is `read_all` itself.
+pub(crate) async fn read_filtered(
+    store: &PostgresStore,
+    after: u64,
+    limit: usize,
+    filter: &LogFilter,
+) -> StoreResult<LogPage> {
+    let (Ok(db_after), Ok(db_limit @ 1..)) = (i64::try_from(after), i64::try_from(limit)) else {
+        return Ok(LogPage::filter_read(after, limit, Vec::new(), filter));
+    };
+    if filter.types().is_empty() && filter.excluded().is_empty() {
+        let events = read_all(store, after, limit).await?;
+        return Ok(LogPage::filter_read(after, limit, events, filter));
+    }
+    let mut rows = sqlx::query(&store.sql.read_filtered)
+        .bind(db_after)
+        .bind(db_limit)
+        .bind(filter.types())
+        .bind(filter.excluded())
+        .fetch(&store.pool);
+    let mut page = LogPage {
+        events: Vec::new(),
+        scanned: 0,
+        scanned_to: after,
+        at_head: false,
+    };
+    while let Some(row) = rows.try_next().await.map_err(store_error)? {
+        let wanted: bool = row.try_get("wanted").map_err(store_error)?;
+        page.scanned_to = if wanted {
+            let event = recorded_event(&row)?;
+            let position = event.position;
+            page.events.push(event);
+            position
+        } else {
+            let position: i64 = row.try_get("position").map_err(store_error)?;
+            u64::try_from(position)
+                .map_err(|_| PostgresError::Unexpected(format!("negative position {position} in the events table")))?
+        };
+        page.scanned += 1;
+    }
+    page.at_head = page.scanned < limit;
+    Ok(page)
 }
 
 /// [`GlobalLog::tail`](es_core::GlobalLog::tail): what `read_all` would still return.

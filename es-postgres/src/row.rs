@@ -31,6 +31,21 @@ pub(crate) const EVENT_COLUMNS: &str = concat!(
     ", position, event_id, aggregate_type, aggregate_id, metadata::text AS metadata, recorded_at"
 );
 
+/// The raw columns of the page a filtered read selects from: the columns of [`EVENT_COLUMNS`]
+/// as stored, jsonb and all.
+pub(crate) const PAGE_COLUMNS: &str =
+    "version, event_name, schema_version, payload, position, event_id, aggregate_type, aggregate_id, metadata, recorded_at";
+
+/// The columns a filtered read selects from its page: [`EVENT_COLUMNS`] by name, but the payload
+/// and the metadata only for the rows the filter wants (NULL for the others, whose jsonb is
+/// never turned into text), then `wanted`. A wanted row is decoded by [`recorded_event`]; of the
+/// others only `position` is read.
+pub(crate) const FILTERED_COLUMNS: &str = "version, event_name, schema_version,
+    CASE WHEN wanted THEN payload::text END AS payload,
+    position, event_id, aggregate_type, aggregate_id,
+    CASE WHEN wanted THEN metadata::text END AS metadata,
+    recorded_at, wanted";
+
 /// The columns [`stored_event`] decodes: where an event is stored, which is all an append needs
 /// to recognise a batch it stored before.
 pub(crate) const STORED_EVENT_COLUMNS: &str = "event_id, aggregate_type, aggregate_id, version, position";

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn, StoreResult, StreamId,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn, StoreResult, StreamId,
     StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
@@ -204,6 +204,10 @@ impl EventStore for PostgresStore {
 impl GlobalLog for PostgresStore {
     async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
         read::read_all(self, after, limit).await
+    }
+
+    async fn read_filtered(&self, after: u64, limit: usize, filter: &LogFilter) -> StoreResult<LogPage> {
+        read::read_filtered(self, after, limit, filter).await
     }
 
     async fn tail(&self, after: u64) -> StoreResult<Tail> {

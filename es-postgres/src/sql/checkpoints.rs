@@ -14,8 +14,14 @@ macro_rules! claim_key {
 pub(crate) struct CheckpointStatements {
     /// Opens a unit of work: simple-query protocol, both statements in one round trip.
     pub begin: String,
-    /// Locks the checkpoint row for the unit: `$1` projection.
-    pub lock_row: String,
+    /// Serializes the units of one projection: a transaction-scoped advisory lock, which (unlike
+    /// a row lock) assigns the unit no transaction id. `$1` the unit key text. Its own statement,
+    /// before [`read_row`](Self::read_row): under `READ COMMITTED` that read then takes its
+    /// snapshot after the lock is granted, and so sees what the previous unit committed.
+    pub lock_unit: &'static str,
+    /// Reads the checkpoint row and the claim within the unit, without locking the row: `$1`
+    /// projection.
+    pub read_row: String,
     /// Tries the claim's advisory lock: `$1` the claim key.
     pub try_lock: &'static str,
     /// Whether any session of the cluster holds the claim's advisory lock in this database,
@@ -38,9 +44,12 @@ impl CheckpointStatements {
     pub(super) fn new(s: &str) -> Self {
         Self {
             begin: format!("BEGIN; SET LOCAL search_path TO {s}, public"),
-            lock_row: format!(
-                "SELECT position, claim_epoch, claim_owner FROM {s}.projection_checkpoints
-                 WHERE projection = $1 FOR UPDATE"
+            // The two-key form (`objsubid = 2` in `pg_locks`): never the same lock as a claim's
+            // one-key lock, whatever the hashes.
+            lock_unit: "SELECT pg_advisory_xact_lock((k >> 32)::int4, k::bit(32)::int4)
+                        FROM (SELECT hashtextextended($1, 0) AS k) AS key",
+            read_row: format!(
+                "SELECT position, claim_epoch, claim_owner FROM {s}.projection_checkpoints WHERE projection = $1"
             ),
             try_lock: concat!("SELECT pg_try_advisory_lock(", claim_key!(), ")"),
             // `pg_locks` shows the lock table shared by every session of the cluster, so another

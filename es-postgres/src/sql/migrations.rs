@@ -77,4 +77,35 @@ COMMENT ON COLUMN {schema}.projection_checkpoints.claim_epoch IS
 COMMENT ON COLUMN {schema}.projection_checkpoints.claim_owner IS 'The runner that claimed the projection last.';
 "#,
     ),
+    (
+        4,
+        "parked events",
+        r#"
+CREATE TABLE {schema}.parked_events (
+    projection      text        NOT NULL,
+    position        bigint      NOT NULL,
+    event_id        uuid        NOT NULL,
+    aggregate_type  text        NOT NULL,
+    aggregate_id    text        NOT NULL,
+    version         bigint      NOT NULL,
+    event_name      text        NOT NULL,
+    error           text        NOT NULL,
+    attempts        bigint      NOT NULL,
+    parked_at       timestamptz NOT NULL,
+    retry_requested boolean     NOT NULL DEFAULT false,
+    CONSTRAINT parked_events_pkey PRIMARY KEY (projection, position),
+    CONSTRAINT parked_events_position_check CHECK (position > 0),
+    CONSTRAINT parked_events_version_check CHECK (version > 0),
+    CONSTRAINT parked_events_attempts_check CHECK (attempts >= 0)
+);
+
+COMMENT ON TABLE {schema}.parked_events IS
+    'Per projection: the events it gave up on and went on without, with the last error, until an operator retries or drops them. Written with the projection''s checkpoint.';
+COMMENT ON COLUMN {schema}.parked_events.position IS 'The event''s position in events: with the projection, the key.';
+COMMENT ON COLUMN {schema}.parked_events.attempts IS 'How many times the projection tried the event, over all its retries.';
+COMMENT ON COLUMN {schema}.parked_events.parked_at IS 'When the event was first parked; kept when a retry fails again.';
+COMMENT ON COLUMN {schema}.parked_events.retry_requested IS
+    'Set by an operator once the cause is fixed: the projection''s runner tries the event again, and removes it with the writes of its success.';
+"#,
+    ),
 ];

@@ -3,15 +3,17 @@
 mod catalog;
 mod checkpoints;
 mod migrations;
+mod parking;
 
 use es_core::ExpectedVersion;
 
 use crate::error::PostgresError;
-use crate::row::{EVENT_COLUMNS, REPLAY_COLUMNS, STORED_EVENT_COLUMNS};
+use crate::row::{EVENT_COLUMNS, FILTERED_COLUMNS, PAGE_COLUMNS, REPLAY_COLUMNS, STORED_EVENT_COLUMNS};
 
 use catalog::CatalogStatements;
 use checkpoints::CheckpointStatements;
 use migrations::MIGRATIONS;
+pub(crate) use parking::ParkingStatements;
 
 /// Bits of a position that number the events of one transaction: `position = xid << 20 | n`.
 pub(crate) const POSITION_SHIFT: u32 = 20;
@@ -134,6 +136,10 @@ pub(crate) struct Statements {
     pub replay_stream: String,
     pub stream_version: String,
     pub read_all: String,
+    /// `read_all`'s page, with the payload and the metadata only of the rows a filter wants:
+    /// `$1` after, `$2` limit, `$3` the aggregate types wanted (all when empty), `$4` the event
+    /// names left out. Decoded by `read::read_filtered`.
+    pub read_filtered: String,
     pub tail: String,
     /// Where the ids `$1` are stored, decoded by `row::stored_event`.
     pub stored_events: String,
@@ -142,6 +148,7 @@ pub(crate) struct Statements {
     pub save_snapshot: String,
     pub load_snapshot: String,
     pub checkpoints: CheckpointStatements,
+    pub parking: ParkingStatements,
     pub catalog: CatalogStatements,
 }
 
@@ -271,6 +278,22 @@ impl Statements {
                  ORDER BY position
                  LIMIT $2"
             ),
+            // The same rows as `read_all` (the same bound and limit, so a page means the same),
+            // each marked `wanted` by the filter; the rows it leaves out come without their
+            // payload and metadata, which are neither converted to text nor decoded.
+            read_filtered: format!(
+                "SELECT {FILTERED_COLUMNS}
+                 FROM (
+                     SELECT {PAGE_COLUMNS},
+                            (cardinality($3::text[]) = 0 OR aggregate_type = ANY($3::text[]))
+                                AND event_name <> ALL($4::text[]) AS wanted
+                     FROM {s}.events
+                     WHERE {settled_after}
+                     ORDER BY position
+                     LIMIT $2
+                 ) AS page
+                 ORDER BY position"
+            ),
             // `read_all`'s bound, counted: what it would still return, and its last event.
             tail: format!(
                 "SELECT
@@ -302,6 +325,7 @@ impl Statements {
                  WHERE aggregate_type = $1 AND aggregate_id = $2"
             ),
             checkpoints: CheckpointStatements::new(&s),
+            parking: ParkingStatements::new(&s),
             catalog: CatalogStatements::new(&s),
         }
     }
@@ -348,9 +372,10 @@ mod tests {
     }
 
     #[test]
-    fn read_all_and_tail_share_the_settled_bound() {
+    fn read_all_read_filtered_and_tail_share_the_settled_bound() {
         let statements = Statements::new("public");
         assert_eq!(statements.read_all.matches(&settled_bound()).count(), 1);
+        assert_eq!(statements.read_filtered.matches(&settled_bound()).count(), 1);
         assert_eq!(statements.tail.matches(&settled_bound()).count(), 2);
     }
 

@@ -48,8 +48,8 @@ async fn concurrent_migrations_of_a_new_schema_all_succeed() {
     }
     assert_eq!(
         migration_count(&schema).await,
-        3,
-        "each of the 3 migrations recorded once"
+        4,
+        "each of the 4 migrations recorded once"
     );
     let stream = fresh_stream("migrations");
     stores[3]
