@@ -44,6 +44,8 @@
 //!   `read_stream`, `stream_version` and the version check), `event_name`, `schema_version`,
 //!   `payload` and `metadata` (jsonb), `recorded_at` (timestamptz). No other index.
 //! - `snapshots`: the latest snapshot per stream; saving keeps the row with the higher version.
+//! - `projection_checkpoints` and `parked_events`: per projection, its checkpoint and claim, and
+//!   the events it parked (see [Projections](#projections)).
 //! - `es_migrations`: which embedded migrations were applied. Migrations run in one transaction
 //!   under an advisory lock keyed on the schema name, so concurrent `migrate` calls are safe.
 //!
@@ -107,7 +109,8 @@
 //! never loses or reorders events. Such transactions are long-running writes anywhere in the
 //! cluster, sessions left *idle in transaction* after a write, and forgotten prepared (two-phase)
 //! transactions. Set `idle_in_transaction_session_timeout` (e.g. `1min`) and keep write
-//! transactions short. Read-only transactions hold no xid and do not matter.
+//! transactions short. Read-only transactions hold no xid and do not matter; a projection's unit
+//! of work takes one only at its first write (see [`PostgresCheckpoints`]).
 //!
 //! Within a stream, positions grow with versions: an append's xid is assigned after its snapshot
 //! saw the stream's previous event committed.
@@ -125,6 +128,11 @@
 //!   first.
 //!
 //! ## Reads
+//!
+//! [`read_filtered`](es_core::GlobalLog::read_filtered) reads the same page as `read_all` (the
+//! same bound, the limit counted over every row) but converts the payload and metadata to text
+//! only for the rows whose aggregate type and event name the filter wants (bound as arrays);
+//! the others come as their position alone, so a row nobody reading wants cannot fail the read.
 //!
 //! `read_stream` filters the version range and the `recorded_until` cut-off in SQL and streams
 //! rows as they arrive. `recorded_at` is the clock time of the append statement, the same for all
@@ -151,14 +159,17 @@
 //! [`PostgresStore::checkpoints`] gives the [`CheckpointStore`](es_core::CheckpointStore) for
 //! read models kept in the same database: a runner's unit of work is one transaction, in which
 //! the handlers write their tables (with `search_path` set to the store's schema) and the
-//! checkpoint row (`projection_checkpoints`, locked `FOR UPDATE`) is advanced, so each event is
-//! applied exactly once. One runner per projection is active: it holds a session advisory lock
-//! on a connection of its own, outside the pool, raises the claim epoch in the checkpoint row,
-//! and runs its units of work on that very connection; others wait and take over when it stops
-//! or dies. A unit can only commit on a live connection that holds the lock, and checks the
-//! epoch under the checkpoint row's lock, so a runner whose claim was taken over never commits
-//! again (see [`PostgresCheckpoints`]). A runner cancelled mid-batch drops the connection, so
-//! no transaction is ever left open on a pooled connection.
+//! checkpoint row (`projection_checkpoints`) is advanced, so each event is applied exactly once.
+//! Events the runner parks (`parked_events`) are written in that transaction too. One runner per
+//! projection is active: it holds a session advisory lock on a connection of its own, outside
+//! the pool, raises the claim epoch in the checkpoint row, and runs its units of work on that
+//! very connection; others wait and take over when it stops or dies. A unit can only commit on
+//! a live connection that holds the lock, and saves the checkpoint only under its epoch, so a
+//! runner whose claim was taken over never commits again (see [`PostgresCheckpoints`]). Units
+//! of one projection are serialized by a transaction-scoped advisory lock rather than a row
+//! lock, so a unit takes no transaction id, and holds back no reader of `read_all`, until
+//! something writes in it. A runner cancelled mid-batch drops the connection, so no transaction
+//! is ever left open on a pooled connection.
 //! [`claim_status`](es_core::CheckpointStore::claim_status) finds the lock in `pg_locks`,
 //! whichever process holds it, without taking it.
 //! After each append commits, the store sends a `NOTIFY` from a separate statement (never inside

@@ -200,7 +200,10 @@ impl PostgresCheckpoints {
     /// The key of the lock that serializes the units of work of `projection`: another text than
     /// the claim's, hashed into the two-key space of advisory locks, so never the claim's lock.
     fn unit_key(&self, projection: &str) -> String {
-        format!("es-postgres units of projection {} in schema {}", projection, self.schema)
+        format!(
+            "es-postgres units of projection {} in schema {}",
+            projection, self.schema
+        )
     }
 
     /// Tries the advisory lock once on `connection`.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn, StoreResult, StreamId,
-    StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn,
+    StoreResult, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
 use sqlx::postgres::{PgPool, PgPoolOptions};
