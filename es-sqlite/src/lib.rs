@@ -55,6 +55,8 @@
 //!   `STRICT` table: SQLite refuses values of the wrong type.
 //! - `snapshots`: the latest snapshot per stream; saving keeps the row with the higher version.
 //! - `projection_checkpoints`: per projection, the checkpoint and the claim (epoch, owner).
+//! - `parked_events`: per projection, the events it parked (gave up on and went on without),
+//!   with the last error, until an operator retries or drops them.
 //! - `es_migrations`: which embedded migrations were applied. `migrate` runs in one
 //!   `BEGIN IMMEDIATE` transaction, so processes opening a new file at once are safe; a file
 //!   migrated by newer code is refused with [`SqliteError::SchemaTooNew`], at `open` already.
@@ -135,7 +137,10 @@
 //! `read_stream` filters the version range and the `recorded_until` cut-off in SQL, on the stream
 //! index, and streams rows out in chunks of 256 events; `replay_stream` reads only the four columns
 //! a replay needs and lends each event's name and payload from a chunk's buffer, building no
-//! envelope. `tail` is one query, and so is `read_event` (on the `event_id` index). `list_streams`
+//! envelope. `read_filtered` reads `read_all`'s page (the limit counted over every row) in one
+//! scan of the position range, but reads the payload and metadata only of the rows whose
+//! aggregate type and event name the filter wants (bound as JSON arrays), so a row nobody
+//! reading wants cannot fail the read. `tail` is one query, and so is `read_event` (on the `event_id` index). `list_streams`
 //! walks the stream index from stream to stream in one read transaction, one seek to the next
 //! stream and one to its last event each: a page costs about two index seeks per stream listed,
 //! however many events the streams hold; `list_snapshots` reads a range of the snapshots' key. Rows
@@ -150,7 +155,7 @@
 //! [`SqliteStore::checkpoints`] gives the checkpoint store for read models kept in the same
 //! file: a runner's unit of work is one write transaction in which the handlers write their
 //! tables (through a [`SqliteContext`]) and the checkpoint row is advanced, so each event is
-//! applied exactly once. One runner per projection is active, across processes: it holds an
+//! applied exactly once; the events the runner parks are written in it too. One runner per projection is active, across processes: it holds an
 //! exclusive lock on a claim file of the projection's own beside the database, released by the
 //! operating system when its process dies, and raises the claim epoch in the checkpoint row,
 //! which every unit checks; [`claim_status`](es_core::CheckpointStore::claim_status) asks the
@@ -185,6 +190,7 @@ mod claim;
 mod connection;
 mod error;
 mod options;
+mod parking;
 mod projection;
 mod read;
 mod row;

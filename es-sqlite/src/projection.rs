@@ -4,14 +4,14 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use es_core::{async_trait, CheckpointError, CheckpointStore, ClaimStatus};
+use es_core::{async_trait, CheckpointError, CheckpointStore, ClaimStatus, ParkedEvent};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::claim::{self, release, Slot, SqliteClaim};
 use crate::connection::{begin_immediate, blocking, run, Database, Role};
 use crate::error::{error_is_transient, SqliteError};
 use crate::row::micros;
-use crate::{sql, SqliteStore};
+use crate::{parking, sql, SqliteStore};
 
 /// Checkpoints of projections whose read models live in the same SQLite file as the events:
 /// each batch's read-model writes and its checkpoint commit in **one transaction**, so a crash
@@ -32,6 +32,12 @@ use crate::{sql, SqliteStore};
 /// write lock, so these calls never wait for a lock, only for the disk on a cache miss. A
 /// handler with heavy work can wrap it in `tokio::task::block_in_place` on a multi-threaded
 /// runtime.
+///
+/// Events the runner parks ([`FailurePolicy::Park`](es_core::FailurePolicy::Park)) go to the
+/// `parked_events` table within the unit, on its connection and thread as a handler's writes
+/// do, so they commit with the checkpoint that passes them; listing them, asking for a retry and
+/// dropping one run outside any unit (the last two on the store's writer connection, so they
+/// fail with [`SqliteError::ReadOnly`](crate::SqliteError::ReadOnly) on a read-only store).
 ///
 /// A unit holds SQLite's single write lock from `begin` to `commit`: appends (of every
 /// process) wait for it, up to their busy timeout. Keep handlers quick and batches moderate
@@ -245,6 +251,26 @@ impl CheckpointStore for SqliteCheckpoints {
             Ok(())
         })
         .await
+    }
+
+    async fn park(&self, unit: &mut SqliteUnit, parked: &ParkedEvent) -> Result<(), CheckpointError> {
+        parking::park(&self.database, &unit.context.connection, parked)
+    }
+
+    async fn unpark(&self, unit: &mut SqliteUnit, projection: &str, position: u64) -> Result<(), CheckpointError> {
+        parking::unpark(&self.database, &unit.context.connection, projection, position)
+    }
+
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, CheckpointError> {
+        parking::parked(&self.database, projection).await
+    }
+
+    async fn request_retry(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
+        parking::request_retry(&self.database, projection, position).await
+    }
+
+    async fn drop_parked(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
+        parking::drop_parked(&self.database, projection, position).await
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {

@@ -1,14 +1,14 @@
 //! The store's [`EventStore`] and [`GlobalLog`] impls. Reads: one stream (whole events, or the
 //! replay that lends rows' bytes), one event by id, a stream's version, and the global order
-//! (`read_all`, `tail`). Each runs on a reader connection on a blocking thread; stream reads
-//! hand their rows over in chunks while SQLite reads on.
+//! (`read_all`, `read_filtered`, `tail`). Each runs on a reader connection on a blocking
+//! thread; stream reads hand their rows over in chunks while SQLite reads on.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, ReplayFn, StoreError, StoreResult,
-    StreamId, StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn,
+    StoreError, StoreResult, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::{BoxStream, Stream};
 use futures_util::StreamExt;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::append::stream_version as version_of;
 use crate::connection::{blocking, Database};
 use crate::error::SqliteError;
-use crate::row::{instant, micros, recorded_event, ReplayChunk};
+use crate::row::{instant, left_out_position, micros, recorded_event, wanted, ReplayChunk};
 use crate::{sql, SqliteStore};
 
 /// How many events of a stream read are handed over at a time.
@@ -158,6 +158,55 @@ impl GlobalLog for SqliteStore {
                     events.push(recorded_event(row)?);
                 }
                 Ok(events)
+            })
+        })
+        .await
+    }
+
+    /// [`GlobalLog::read_filtered`](es_core::GlobalLog::read_filtered): `read_all`'s page
+    /// (the same range, the limit counted over every row), in which only the rows the filter
+    /// wants come whole and are decoded; of the others only the position is read, so their
+    /// payload and metadata cannot fail the read. The types and names are bound as JSON arrays.
+    /// A filter that leaves nothing out is `read_all` itself.
+    async fn read_filtered(&self, after: u64, limit: usize, filter: &LogFilter) -> StoreResult<LogPage> {
+        let Ok(db_after) = i64::try_from(after) else {
+            return Ok(LogPage::filter_read(after, limit, Vec::new(), filter));
+        };
+        if limit == 0 || (filter.types().is_empty() && filter.excluded().is_empty()) {
+            let events = self.read_all(after, limit).await?;
+            return Ok(LogPage::filter_read(after, limit, events, filter));
+        }
+        let json = |list: &[String]| {
+            serde_json::to_string(list).map_err(|error| SqliteError::Unexpected(format!("a filter as JSON: {error}")))
+        };
+        let (types, excluded) = (json(filter.types())?, json(filter.excluded())?);
+        let database = Arc::clone(&self.database);
+        blocking(move || {
+            database.with_reader(|connection| {
+                let failed = |error| StoreError::from(database.error(error));
+                let mut statement = connection.prepare_cached(sql::READ_FILTERED).map_err(failed)?;
+                let mut rows = statement
+                    .query(params![db_after, saturating_i64(limit as u64), types, excluded])
+                    .map_err(failed)?;
+                let mut page = LogPage {
+                    events: Vec::new(),
+                    scanned: 0,
+                    scanned_to: after,
+                    at_head: false,
+                };
+                while let Some(row) = rows.next().map_err(failed)? {
+                    page.scanned_to = if wanted(row)? {
+                        let event = recorded_event(row)?;
+                        let position = event.position;
+                        page.events.push(event);
+                        position
+                    } else {
+                        left_out_position(row)?
+                    };
+                    page.scanned += 1;
+                }
+                page.at_head = page.scanned < limit;
+                Ok(page)
             })
         })
         .await

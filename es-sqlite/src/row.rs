@@ -27,6 +27,17 @@ macro_rules! event_columns {
     };
 }
 
+/// The columns a filtered read selects: [`event_columns!`] in the same places, but the payload
+/// and the metadata only for the rows the filter wants (NULL for the others, and never read
+/// from the file), then `wanted` at [`column::WANTED`]. A wanted row is decoded by
+/// [`recorded_event`]; of the others only the position is read.
+macro_rules! filtered_columns {
+    () => {
+        "version, event_name, schema_version, CASE WHEN wanted THEN payload END AS payload, position, event_id, \
+         aggregate_type, aggregate_id, CASE WHEN wanted THEN metadata END AS metadata, recorded_at, wanted"
+    };
+}
+
 /// The columns that say where an event is stored, in the order of [`stored_column`]: what
 /// recognising a retried append compares, and no more (no payload is read).
 macro_rules! stored_columns {
@@ -35,7 +46,7 @@ macro_rules! stored_columns {
     };
 }
 
-pub(crate) use {event_columns, replay_columns, stored_columns};
+pub(crate) use {event_columns, filtered_columns, replay_columns, stored_columns};
 
 /// Where each column of [`event_columns!`] sits in a row (the replay's columns are its head).
 pub(crate) mod column {
@@ -49,6 +60,8 @@ pub(crate) mod column {
     pub(crate) const AGGREGATE_ID: usize = 7;
     pub(crate) const METADATA: usize = 8;
     pub(crate) const RECORDED_AT: usize = 9;
+    /// Only in a filtered read: whether the filter wants the row.
+    pub(crate) const WANTED: usize = 10;
 }
 
 /// Where each column of [`stored_columns!`] sits in a row.
@@ -190,6 +203,21 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> StoreResult<RecordedEvent> {
         recorded_at,
         stream,
     })
+}
+
+/// The position of a row of a filtered read that the filter leaves out: nothing else of it is
+/// read.
+pub(crate) fn left_out_position(row: &Row<'_>) -> StoreResult<u64> {
+    let unreadable = |reason: String| StoreError::from(SqliteError::Unexpected(format!("an event row has {reason}")));
+    let position = integer(row, column::POSITION).map_err(|e| unreadable(format!("an unreadable position: {e}")))?;
+    u64::try_from(position).map_err(|_| unreadable(format!("the negative position {position}")))
+}
+
+/// Whether the filter of a filtered read wants the row.
+pub(crate) fn wanted(row: &Row<'_>) -> StoreResult<bool> {
+    integer(row, column::WANTED)
+        .map(|wanted| wanted != 0)
+        .map_err(|e| StoreError::from(SqliteError::Unexpected(format!("a filtered row's `wanted`: {e}"))))
 }
 
 /// Decodes the [`stored_columns!`] of the row of event `event_id` (the id the row was looked
@@ -339,6 +367,14 @@ mod tests {
         for (index, name) in expected {
             assert_eq!(names[index], name);
         }
+        let filtered = connection.prepare(crate::sql::READ_FILTERED)?;
+        assert_eq!(
+            filtered.column_names()[..column::WANTED],
+            names,
+            "a filtered read's wanted rows are decoded like every other"
+        );
+        assert_eq!(filtered.column_names()[column::WANTED], "wanted");
+        assert_eq!(filtered.column_count(), column::WANTED + 1);
         let replay = connection.prepare(crate::sql::REPLAY_STREAM)?;
         assert_eq!(replay.column_names(), names[..4]);
         assert_eq!(

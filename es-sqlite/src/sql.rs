@@ -1,7 +1,7 @@
 //! The schema, the migrations and every SQL statement. Statements take bind parameters only and
 //! are prepared once per connection (`prepare_cached`).
 
-use crate::row::{event_columns, replay_columns, stored_columns};
+use crate::row::{event_columns, filtered_columns, replay_columns, stored_columns};
 
 /// One embedded migration.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +73,32 @@ CREATE TABLE projection_checkpoints (
     claim_epoch INTEGER NOT NULL DEFAULT 0,
     claim_owner BLOB,
     claimed_at  INTEGER
+) STRICT, WITHOUT ROWID;
+"#,
+    },
+    Migration {
+        version: 3,
+        description: "parked events",
+        sql: r#"
+-- Per projection: the events it gave up on and went on without, with the last error, until an
+-- operator retries or drops them; written in the unit of work that commits the projection's
+-- checkpoint. `position` is the event's in `events`; `attempts` counts the tries over all its
+-- retries; `parked_at` (microseconds since the Unix epoch, UTC) is when it was first parked,
+-- kept when a retry fails again; `retry_requested` is set by an operator once the cause is
+-- fixed, and the projection's runner then tries the event again.
+CREATE TABLE parked_events (
+    projection      TEXT    NOT NULL,
+    position        INTEGER NOT NULL CHECK (position > 0),
+    event_id        BLOB    NOT NULL CHECK (length(event_id) = 16),
+    aggregate_type  TEXT    NOT NULL,
+    aggregate_id    TEXT    NOT NULL,
+    version         INTEGER NOT NULL CHECK (version > 0),
+    event_name      TEXT    NOT NULL,
+    error           TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL CHECK (attempts >= 0),
+    parked_at       INTEGER NOT NULL,
+    retry_requested INTEGER NOT NULL DEFAULT 0 CHECK (retry_requested IN (0, 1)),
+    PRIMARY KEY (projection, position)
 ) STRICT, WITHOUT ROWID;
 "#,
     },
@@ -152,6 +178,22 @@ pub(crate) const READ_ALL: &str = concat!(
     "SELECT ",
     event_columns!(),
     " FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+);
+/// `READ_ALL`'s page, with the payload and the metadata only of the rows a filter wants: `?1`
+/// after, `?2` limit, `?3` the aggregate types wanted (a JSON array of strings; all when
+/// empty), `?4` the event names left out (a JSON array). The query is flattened into one scan
+/// of the position range: a row left out has its payload and metadata never read.
+pub(crate) const READ_FILTERED: &str = concat!(
+    "SELECT ",
+    filtered_columns!(),
+    " FROM (
+        SELECT ",
+    event_columns!(),
+    ",
+            (json_array_length(?3) = 0 OR aggregate_type IN (SELECT value FROM json_each(?3)))
+                AND event_name NOT IN (SELECT value FROM json_each(?4)) AS wanted
+        FROM events WHERE position > ?1 ORDER BY position LIMIT ?2
+    )"
 );
 /// What `READ_ALL` would still return after `?1`: how many events, and the last one.
 pub(crate) const TAIL: &str = "SELECT
@@ -237,6 +279,41 @@ pub(crate) const SAVE_CHECKPOINT: &str = "UPDATE projection_checkpoints SET posi
 /// Reads the checkpoint outside any unit: `?1` projection.
 pub(crate) const LOAD_CHECKPOINT: &str = "SELECT position FROM projection_checkpoints WHERE projection = ?1";
 
+// Parked events.
+
+/// The columns of a parked event, in the order `parking::parked_event` reads them.
+macro_rules! parked_columns {
+    () => {
+        "projection, position, event_id, aggregate_type, aggregate_id, version, event_name, error, attempts, \
+         parked_at, retry_requested"
+    };
+}
+
+/// Parks an event within a unit, or replaces the error and attempts of one parked before
+/// (keeping when it was first parked) and clears its retry request: `?1` projection, `?2`
+/// position, `?3` event_id, `?4` aggregate_type, `?5` aggregate_id, `?6` version, `?7`
+/// event_name, `?8` error, `?9` attempts, `?10` parked_at.
+pub(crate) const PARK: &str = concat!(
+    "INSERT INTO parked_events (",
+    parked_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0)
+    ON CONFLICT (projection, position) DO UPDATE
+    SET event_id = excluded.event_id, aggregate_type = excluded.aggregate_type,
+        aggregate_id = excluded.aggregate_id, version = excluded.version, event_name = excluded.event_name,
+        error = excluded.error, attempts = excluded.attempts, retry_requested = 0"
+);
+/// Removes a parked event (within a unit, or for good): `?1` projection, `?2` position.
+pub(crate) const UNPARK: &str = "DELETE FROM parked_events WHERE projection = ?1 AND position = ?2";
+/// The parked events of `?1` projection, in position order: a range of the primary key.
+pub(crate) const PARKED: &str = concat!(
+    "SELECT ",
+    parked_columns!(),
+    " FROM parked_events WHERE projection = ?1 ORDER BY position"
+);
+/// Asks for a parked event to be retried: `?1` projection, `?2` position.
+pub(crate) const REQUEST_RETRY: &str =
+    "UPDATE parked_events SET retry_requested = 1 WHERE projection = ?1 AND position = ?2";
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -270,6 +347,7 @@ pub(crate) mod tests {
             READ_STREAM,
             REPLAY_STREAM,
             READ_ALL,
+            READ_FILTERED,
             TAIL,
             SAVE_SNAPSHOT,
             LOAD_SNAPSHOT,
@@ -284,6 +362,10 @@ pub(crate) mod tests {
             UNIT_CHECKPOINT,
             SAVE_CHECKPOINT,
             LOAD_CHECKPOINT,
+            PARK,
+            UNPARK,
+            PARKED,
+            REQUEST_RETRY,
         ] {
             if let Err(error) = connection.prepare(sql) {
                 panic!("{sql}: {error}");
@@ -342,6 +424,22 @@ pub(crate) mod tests {
             assert!(plan.contains(seek), "{sql}: {plan}");
             assert_eq!(plan.contains("COVERING INDEX"), sql != LAST_EVENT, "{sql}: {plan}");
         }
+        // The filtered read is one range of the position key, flattened (no subquery run as a
+        // co-routine or materialized, which would read every row's payload and metadata).
+        let filtered = plan(&connection, READ_FILTERED)?;
+        assert!(
+            filtered.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
+            "{filtered}"
+        );
+        for not in ["CO-ROUTINE", "MATERIALIZE", "TEMP B-TREE", "SCAN events"] {
+            assert!(!filtered.contains(not), "{filtered}");
+        }
+        let parked = plan(&connection, PARKED)?;
+        assert!(
+            parked.contains("SEARCH parked_events USING PRIMARY KEY (projection=?)"),
+            "{parked}"
+        );
+        assert!(!parked.contains("TEMP B-TREE"), "no sort step: {parked}");
         for sql in [SNAPSHOTS_FROM, SNAPSHOTS_AFTER] {
             let plan = plan(&connection, sql)?;
             assert!(

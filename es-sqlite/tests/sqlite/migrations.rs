@@ -4,7 +4,7 @@
 use es_core::{EventStore, ExpectedVersion, StoreError};
 use es_sqlite::{SqliteError, SqliteStore};
 
-use crate::support::{count, fresh, fresh_stream, numbered, temp_file};
+use crate::support::{count, fresh, fresh_stream, numbered, raw, temp_file};
 
 async fn migration_count(store: &SqliteStore) -> i64 {
     count(store, "SELECT count(*) FROM es_migrations").await
@@ -14,12 +14,31 @@ async fn migration_count(store: &SqliteStore) -> i64 {
 async fn migrating_again_changes_nothing() {
     let db = fresh().await;
     let stream = db.stream_with("migrations", 2).await;
-    assert_eq!(migration_count(&db.store).await, 2);
+    assert_eq!(migration_count(&db.store).await, 3);
     db.store.migrate().await.expect("second migrate");
     db.store.migrate().await.expect("third migrate");
-    assert_eq!(migration_count(&db.store).await, 2);
+    assert_eq!(migration_count(&db.store).await, 3);
     assert_eq!(
         db.store.stream_version(&stream).await.expect("version"),
+        2,
+        "data untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_the_previous_version_gains_the_parked_events() {
+    let db = fresh().await;
+    let stream = db.stream_with("migrations", 2).await;
+    // Back to how the previous version left files: migrations 1 and 2 only.
+    raw(&db)
+        .execute_batch("DROP TABLE parked_events; DELETE FROM es_migrations WHERE version = 3")
+        .expect("undo migration 3");
+    let reopened = SqliteStore::open(db.path()).await.expect("reopen");
+    reopened.migrate().await.expect("migrate");
+    assert_eq!(migration_count(&reopened).await, 3);
+    assert_eq!(count(&reopened, "SELECT count(*) FROM parked_events").await, 0);
+    assert_eq!(
+        reopened.stream_version(&stream).await.expect("version"),
         2,
         "data untouched"
     );
@@ -43,7 +62,7 @@ async fn stores_opening_and_migrating_a_new_file_at_once_all_succeed() {
         .into_iter()
         .map(|store| store.expect("every concurrent open and migrate succeeds"))
         .collect();
-    assert_eq!(migration_count(&stores[0]).await, 2, "each migration recorded once");
+    assert_eq!(migration_count(&stores[0]).await, 3, "each migration recorded once");
     let stream = fresh_stream("migrations");
     stores[3]
         .append(&stream, ExpectedVersion::NoStream, numbered(1))
