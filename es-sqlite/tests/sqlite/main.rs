@@ -10,6 +10,8 @@ mod claims;
 mod conformance;
 mod migrations;
 mod multi_process;
+mod parking;
 mod projection;
+mod read_filtered;
 mod repository;
 mod wake_up;
