@@ -28,9 +28,9 @@ mod streams;
 pub use catalog::{list_snapshots_in_pages, list_streams_filters_and_pages};
 pub use checkpoints::{
     a_new_claim_resumes_after_a_crash, claim_status_tells_held_from_free, claims_are_exclusive,
-    units_commit_or_discard_the_checkpoint, ReadModelProbe,
+    parked_events_commit_with_the_unit, units_commit_or_discard_the_checkpoint, ReadModelProbe,
 };
-pub use global_log::{read_all_in_position_order, read_all_pages};
+pub use global_log::{read_all_in_position_order, read_all_pages, read_filtered_leaves_out_by_type_and_name};
 pub use idempotency::{
     a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
 };
@@ -78,6 +78,7 @@ macro_rules! conformance_tests {
             replay_lends_what_read_stream_returns,
             read_all_in_position_order,
             read_all_pages,
+            read_filtered_leaves_out_by_type_and_name,
             snapshots_keep_the_latest,
             list_streams_filters_and_pages,
             list_snapshots_in_pages,
@@ -106,7 +107,7 @@ macro_rules! checkpoint_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $store_and_probe:expr) => {
         $crate::checkpoint_conformance_tests!(@each $make_fixture, |$fixture| $store_and_probe;
             units_commit_or_discard_the_checkpoint, claims_are_exclusive, a_new_claim_resumes_after_a_crash,
-            claim_status_tells_held_from_free);
+            claim_status_tells_held_from_free, parked_events_commit_with_the_unit);
     };
     (@each $make_fixture:expr, |$fixture:ident| $store_and_probe:expr; $($check:ident),+) => {
         $(
