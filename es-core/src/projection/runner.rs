@@ -140,6 +140,11 @@ where
         &self.checkpoints
     }
 
+    /// The projection, the global log and the checkpoint store, giving the runner up.
+    pub fn into_parts(self) -> (P, E, C) {
+        (self.projection, self.events, self.checkpoints)
+    }
+
     /// The runner's progress, to wait until it has processed a position (read-your-writes).
     /// It follows this runner's commits, whichever of its methods runs.
     pub fn progress(&self) -> ProjectionProgress {
