@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::{
+    EventDescriptor, EventSet,
     async_trait, event, Aggregate, Apply, DecodedEvent, EventStore, ExpectedVersion, FailurePolicy, HandlerError,
     InMemoryReadModel, InMemoryStore, Metadata, NewEvent, PollOnly, Projection, ProjectionError, ProjectionRunner,
     Repository, RunnerOptions, StreamId,
@@ -61,6 +62,7 @@ struct BalanceProjection {
 impl Projection for BalanceProjection {
     const NAME: &'static str = "balances";
     const AGGREGATE_TYPES: &'static [&'static str] = &["account"];
+    const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[AccountEvent::EVENTS];
     type Event = BalanceEvent;
     type Context = Balances;
 

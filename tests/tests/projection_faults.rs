@@ -166,6 +166,7 @@ fn options(batch_size: usize, failure: FailurePolicy) -> RunnerOptions {
             max: Duration::from_millis(5),
             max_attempts: None,
         },
+        ..RunnerOptions::default()
     }
 }
 
