@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::{
-    EventDescriptor, EventSet,
-    async_trait, event, Aggregate, Apply, DecodedEvent, EventStore, ExpectedVersion, FailurePolicy, HandlerError,
-    InMemoryReadModel, InMemoryStore, Metadata, NewEvent, PollOnly, Projection, ProjectionError, ProjectionRunner,
-    Repository, RunnerOptions, StreamId,
+    async_trait, event, Aggregate, Apply, DecodedEvent, EventDescriptor, EventSet, EventStore, ExpectedVersion,
+    FailurePolicy, HandlerError, InMemoryReadModel, InMemoryStore, Metadata, NewEvent, PollOnly, Projection,
+    ProjectionError, ProjectionRunner, Repository, RunnerOptions, StreamId,
 };
 use serde::{Deserialize, Serialize};
 

@@ -207,7 +207,10 @@ pub async fn parked_events_commit_with_the_unit<C: CheckpointStore, R: ReadModel
     let (mut unit, _) = begin(store, &mut claim).await;
     must(store.park(&mut unit, &first).await, "parking an event");
     must(store.rollback(unit).await, "rolling back");
-    assert!(parked(store, &projection).await.is_empty(), "a rolled-back park leaves nothing");
+    assert!(
+        parked(store, &projection).await.is_empty(),
+        "a rolled-back park leaves nothing"
+    );
 
     let (mut unit, _) = begin(store, &mut claim).await;
     must(store.park(&mut unit, &first).await, "parking an event");
@@ -222,10 +225,19 @@ pub async fn parked_events_commit_with_the_unit<C: CheckpointStore, R: ReadModel
     assert!(parked(store, &other).await.is_empty(), "another projection has none");
 
     assert!(must(store.request_retry(&projection, 40).await, "requesting a retry"));
-    assert!(!must(store.request_retry(&projection, 41).await, "requesting a retry of nothing"));
-    assert!(!must(store.request_retry(&other, 40).await, "requesting another projection's retry"));
+    assert!(!must(
+        store.request_retry(&projection, 41).await,
+        "requesting a retry of nothing"
+    ));
+    assert!(!must(
+        store.request_retry(&other, 40).await,
+        "requesting another projection's retry"
+    ));
     let listed = parked(store, &projection).await;
-    assert_eq!(listed.iter().map(|p| p.retry_requested).collect::<Vec<_>>(), [false, true]);
+    assert_eq!(
+        listed.iter().map(|p| p.retry_requested).collect::<Vec<_>>(),
+        [false, true]
+    );
 
     let again = ParkedEvent {
         error: "boom again".to_owned(),
@@ -245,8 +257,14 @@ pub async fn parked_events_commit_with_the_unit<C: CheckpointStore, R: ReadModel
         }],
         "parked again: first parked time kept, error and attempts replaced, retry request cleared; unparked: gone"
     );
-    assert!(!must(store.drop_parked(&other, 40).await, "dropping another projection's"));
-    assert!(must(store.drop_parked(&projection, 40).await, "dropping a parked event"));
+    assert!(!must(
+        store.drop_parked(&other, 40).await,
+        "dropping another projection's"
+    ));
+    assert!(must(
+        store.drop_parked(&projection, 40).await,
+        "dropping a parked event"
+    ));
     assert!(!must(store.drop_parked(&projection, 40).await, "dropping it twice"));
     assert!(parked(store, &projection).await.is_empty());
     assert_eq!(checkpoint(store, &projection).await, 41);

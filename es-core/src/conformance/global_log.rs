@@ -91,9 +91,8 @@ pub async fn read_all_pages<S: EventStore + GlobalLog>(store: &S) {
 pub async fn read_filtered_leaves_out_by_type_and_name<S: EventStore + GlobalLog>(store: &S) {
     let kind = format!("filtered{}", Uuid::now_v7().simple());
     let (wanted, other) = (fresh_stream(&kind), fresh_stream("conformance-other"));
-    let named = |names: &[&str]| -> Vec<NewEvent> {
-        names.iter().map(|name| event(name, serde_json::json!({}))).collect()
-    };
+    let named =
+        |names: &[&str]| -> Vec<NewEvent> { names.iter().map(|name| event(name, serde_json::json!({}))).collect() };
     let mine = named(&["Opened", "Noted", "Closed", "Opened", "Noted", "Closed"]);
     let theirs = named(&["Opened", "Opened", "Opened"]);
     let ids: Vec<_> = mine.iter().chain(&theirs).map(|e| e.event_id).collect();
@@ -103,7 +102,9 @@ pub async fn read_filtered_leaves_out_by_type_and_name<S: EventStore + GlobalLog
     append_ok(store, &other, ExpectedVersion::NoStream, theirs).await;
     append_ok(store, &wanted, ExpectedVersion::Exact(3), mine_rest).await;
     let all = read_until_visible(store, &ids).await;
-    let filter = LogFilter::all().aggregate_types([kind.as_str()]).excluding_names(["Noted"]);
+    let filter = LogFilter::all()
+        .aggregate_types([kind.as_str()])
+        .excluding_names(["Noted"]);
     let expected: Vec<_> = all
         .iter()
         .filter(|e| e.position > start && filter.matches(&e.stream.aggregate_type, &e.event_name))
@@ -118,11 +119,20 @@ pub async fn read_filtered_leaves_out_by_type_and_name<S: EventStore + GlobalLog
                 .read_filtered(after, page_size, &filter)
                 .await
                 .unwrap_or_else(|error| panic!("read_filtered failed: {error}"));
-            assert!(page.scanned <= page_size, "read_filtered goes through at most `limit` events");
-            assert!(page.events.len() <= page.scanned, "it returns no more than it went through");
+            assert!(
+                page.scanned <= page_size,
+                "read_filtered goes through at most `limit` events"
+            );
+            assert!(
+                page.events.len() <= page.scanned,
+                "it returns no more than it went through"
+            );
             assert!(page.scanned_to >= after, "scanned_to never goes back");
             if let Some(last) = page.events.last() {
-                assert!(last.position <= page.scanned_to, "scanned_to is past the events returned");
+                assert!(
+                    last.position <= page.scanned_to,
+                    "scanned_to is past the events returned"
+                );
             }
             scanned += page.scanned;
             got.extend(page.events);
@@ -131,14 +141,23 @@ pub async fn read_filtered_leaves_out_by_type_and_name<S: EventStore + GlobalLog
                 break;
             }
         }
-        assert_eq!(got, expected, "pages of {page_size}: the wanted events, once each, in order");
+        assert_eq!(
+            got, expected,
+            "pages of {page_size}: the wanted events, once each, in order"
+        );
         let total = all.iter().filter(|e| e.position > start).count();
-        assert_eq!(scanned, total, "pages of {page_size}: scanned counts every event went through");
+        assert_eq!(
+            scanned, total,
+            "pages of {page_size}: scanned counts every event went through"
+        );
     }
     let everything = store
         .read_filtered(start, 1000, &LogFilter::all())
         .await
         .unwrap_or_else(|error| panic!("read_filtered failed: {error}"));
     let unfiltered: Vec<_> = all.into_iter().filter(|e| e.position > start).collect();
-    assert_eq!(everything.events, unfiltered, "an open filter returns what read_all does");
+    assert_eq!(
+        everything.events, unfiltered,
+        "an open filter returns what read_all does"
+    );
 }

@@ -90,7 +90,13 @@ where
 /// A runner of the marking projection with `failure` and `unknown` policies, and the poison set.
 type Fixture<S, C, R> = (ProjectionRunner<Marking<C, R>, S, C>, Arc<Mutex<BTreeSet<u64>>>, Arc<R>);
 
-fn runner<S, C, R>(store: S, checkpoints: C, probe: R, failure: FailurePolicy, unknown: UnknownEvents) -> Fixture<S, C, R>
+fn runner<S, C, R>(
+    store: S,
+    checkpoints: C,
+    probe: R,
+    failure: FailurePolicy,
+    unknown: UnknownEvents,
+) -> Fixture<S, C, R>
 where
     S: GlobalLog,
     C: CheckpointStore + 'static,
@@ -109,7 +115,11 @@ where
         unknown_events: unknown,
         ..RunnerOptions::default()
     };
-    (ProjectionRunner::new(projection, store, checkpoints).with_options(options), poison, probe)
+    (
+        ProjectionRunner::new(projection, store, checkpoints).with_options(options),
+        poison,
+        probe,
+    )
 }
 
 fn marked(n: u64) -> NewEvent {
@@ -153,25 +163,46 @@ where
     C: CheckpointStore + Clone + 'static,
     R: ReadModelProbe<C> + 'static,
 {
-    let policy = FailurePolicy::Park { attempts: 2, backoff: QUICK };
+    let policy = FailurePolicy::Park {
+        attempts: 2,
+        backoff: QUICK,
+    };
     let (runner, poison, probe) = runner(store, checkpoints.clone(), probe, policy, UnknownEvents::Fail);
     poison.lock().unwrap_or_else(PoisonError::into_inner).insert(3);
     let stream = append(runner.events(), (1..=6).map(marked).collect()).await;
     let done = catch_up(&runner).await;
     assert_eq!((done.handled, done.parked), (5, 1), "five handled, one parked");
-    assert_eq!(marks(&checkpoints, &*probe).await, [1, 2, 4, 5, 6], "the events after the poison one went on");
-    let parked = runner.parked().await.unwrap_or_else(|error| panic!("listing parked events: {error}"));
+    assert_eq!(
+        marks(&checkpoints, &*probe).await,
+        [1, 2, 4, 5, 6],
+        "the events after the poison one went on"
+    );
+    let parked = runner
+        .parked()
+        .await
+        .unwrap_or_else(|error| panic!("listing parked events: {error}"));
     assert_eq!(parked.len(), 1, "one parked event: {parked:?}");
     let poisoned = &parked[0];
     assert_eq!((&poisoned.stream, poisoned.version, poisoned.attempts), (&stream, 3, 2));
-    assert!(poisoned.error.contains("mark 3 is poisoned"), "the handler's error is kept: {}", poisoned.error);
+    assert!(
+        poisoned.error.contains("mark 3 is poisoned"),
+        "the handler's error is kept: {}",
+        poisoned.error
+    );
 
     assert_eq!(catch_up(&runner).await.handled, 0, "nothing is retried unasked");
     poison.lock().unwrap_or_else(PoisonError::into_inner).clear();
     let asked = runner.retry_parked(poisoned.position).await;
-    assert!(matches!(asked, Ok(true)), "a retry of the parked event is accepted: {asked:?}");
+    assert!(
+        matches!(asked, Ok(true)),
+        "a retry of the parked event is accepted: {asked:?}"
+    );
     catch_up(&runner).await;
-    assert_eq!(marks(&checkpoints, &*probe).await, [1, 2, 3, 4, 5, 6], "the fixed event applied once");
+    assert_eq!(
+        marks(&checkpoints, &*probe).await,
+        [1, 2, 3, 4, 5, 6],
+        "the fixed event applied once"
+    );
     assert!(matches!(runner.parked().await.as_deref(), Ok([])), "no longer parked");
     let asked = runner.retry_parked(poisoned.position).await;
     assert!(matches!(asked, Ok(false)), "nothing left to retry: {asked:?}");
@@ -187,18 +218,27 @@ where
     C: CheckpointStore + Clone + 'static,
     R: ReadModelProbe<C> + 'static,
 {
-    let policy = FailurePolicy::Park { attempts: 1, backoff: QUICK };
+    let policy = FailurePolicy::Park {
+        attempts: 1,
+        backoff: QUICK,
+    };
     let (runner, poison, probe) = runner(store, checkpoints.clone(), probe, policy, UnknownEvents::Fail);
     poison.lock().unwrap_or_else(PoisonError::into_inner).insert(2);
     append(runner.events(), (1..=3).map(marked).collect()).await;
     catch_up(&runner).await;
     let parked = runner.parked().await.unwrap_or_default();
-    let [poisoned] = parked.as_slice() else { panic!("one parked event expected: {parked:?}") };
+    let [poisoned] = parked.as_slice() else {
+        panic!("one parked event expected: {parked:?}")
+    };
     assert!(matches!(runner.retry_parked(poisoned.position).await, Ok(true)));
     catch_up(&runner).await;
     let again = runner.parked().await.unwrap_or_default();
     assert_eq!(again.len(), 1, "still parked: {again:?}");
-    assert_eq!((again[0].attempts, again[0].retry_requested), (2, false), "one more attempt, request cleared");
+    assert_eq!(
+        (again[0].attempts, again[0].retry_requested),
+        (2, false),
+        "one more attempt, request cleared"
+    );
     assert!(matches!(runner.drop_parked(poisoned.position).await, Ok(true)));
     assert!(matches!(runner.parked().await.as_deref(), Ok([])));
     assert_eq!(marks(&checkpoints, &*probe).await, [1, 3]);
@@ -211,14 +251,20 @@ where
     C: CheckpointStore + Clone + 'static,
     R: ReadModelProbe<C> + 'static,
 {
-    let policy = FailurePolicy::Skip { attempts: 2, backoff: QUICK };
+    let policy = FailurePolicy::Skip {
+        attempts: 2,
+        backoff: QUICK,
+    };
     let (runner, poison, probe) = runner(store, checkpoints.clone(), probe, policy, UnknownEvents::Fail);
     poison.lock().unwrap_or_else(PoisonError::into_inner).insert(2);
     append(runner.events(), (1..=3).map(marked).collect()).await;
     let done = catch_up(&runner).await;
     assert_eq!((done.handled, done.skipped, done.parked), (2, 1, 0));
     assert_eq!(marks(&checkpoints, &*probe).await, [1, 3]);
-    assert!(matches!(runner.parked().await.as_deref(), Ok([])), "skipping parks nothing");
+    assert!(
+        matches!(runner.parked().await.as_deref(), Ok([])),
+        "skipping parks nothing"
+    );
 }
 
 /// Under `Retry`, the runner stops after the attempts, its checkpoint just before the event.
@@ -228,7 +274,10 @@ where
     C: CheckpointStore + Clone + 'static,
     R: ReadModelProbe<C> + 'static,
 {
-    let policy = FailurePolicy::Retry { attempts: 2, backoff: QUICK };
+    let policy = FailurePolicy::Retry {
+        attempts: 2,
+        backoff: QUICK,
+    };
     let (runner, poison, probe) = runner(store, checkpoints.clone(), probe, policy, UnknownEvents::Fail);
     poison.lock().unwrap_or_else(PoisonError::into_inner).insert(3);
     append(runner.events(), (1..=4).map(marked).collect()).await;
@@ -236,7 +285,11 @@ where
         Err(ProjectionError::Handler(failure)) => assert_eq!(failure.attempts, 2, "{failure}"),
         other => panic!("expected the handler's failure after 2 attempts, got {other:?}"),
     }
-    assert_eq!(marks(&checkpoints, &*probe).await, [1, 2], "the events before it are committed");
+    assert_eq!(
+        marks(&checkpoints, &*probe).await,
+        [1, 2],
+        "the events before it are committed"
+    );
 }
 
 /// An event that does not decode is not retried: `Retry` stops at once with the decode error;
@@ -247,7 +300,10 @@ where
     C: CheckpointStore + Clone + 'static,
     R: ReadModelProbe<C> + 'static,
 {
-    let retrying = FailurePolicy::Retry { attempts: 50, backoff: Duration::from_secs(60) };
+    let retrying = FailurePolicy::Retry {
+        attempts: 50,
+        backoff: Duration::from_secs(60),
+    };
     let (runner, _, probe) = runner(store.clone(), checkpoints.clone(), probe, retrying, UnknownEvents::Fail);
     let bad = event("marked", serde_json::json!({ "n": "three" }));
     append(&store, vec![marked(1), bad, marked(4)]).await;
@@ -258,14 +314,21 @@ where
     );
     let (projection, _, checkpoints) = runner.into_parts();
     let parking = RunnerOptions {
-        failure: FailurePolicy::Park { attempts: 50, backoff: Duration::from_secs(60) },
+        failure: FailurePolicy::Park {
+            attempts: 50,
+            backoff: Duration::from_secs(60),
+        },
         ..RunnerOptions::default()
     };
     let runner = ProjectionRunner::new(projection, store, checkpoints.clone()).with_options(parking);
     let done = catch_up(&runner).await;
     assert_eq!(done.parked, 1);
     let parked = runner.parked().await.unwrap_or_default();
-    assert_eq!(parked.iter().map(|p| p.attempts).collect::<Vec<_>>(), [1], "parked after one attempt");
+    assert_eq!(
+        parked.iter().map(|p| p.attempts).collect::<Vec<_>>(),
+        [1],
+        "parked after one attempt"
+    );
     assert_eq!(marks(&checkpoints, &*probe).await, [1, 4]);
 }
 
@@ -278,11 +341,26 @@ where
     C: CheckpointStore + Clone + 'static,
     R: ReadModelProbe<C> + 'static,
 {
-    let (runner, _, probe) = runner(store.clone(), checkpoints.clone(), probe, FailurePolicy::Stop, UnknownEvents::Fail);
+    let (runner, _, probe) = runner(
+        store.clone(),
+        checkpoints.clone(),
+        probe,
+        FailurePolicy::Stop,
+        UnknownEvents::Fail,
+    );
     let unheard = event("unheard", serde_json::json!({}));
-    let stream = append(&store, vec![marked(1), event("noted", serde_json::json!(null)), unheard, marked(2)]).await;
+    let stream = append(
+        &store,
+        vec![marked(1), event("noted", serde_json::json!(null)), unheard, marked(2)],
+    )
+    .await;
     match runner.catch_up().await {
-        Err(ProjectionError::UnknownEvent { event_name, stream: at, version, .. }) => {
+        Err(ProjectionError::UnknownEvent {
+            event_name,
+            stream: at,
+            version,
+            ..
+        }) => {
             assert_eq!((event_name.as_str(), &at, version), ("unheard", &stream, 3));
         }
         other => panic!("expected an unknown event error, got {other:?}"),
@@ -290,10 +368,17 @@ where
     let before = marks(&checkpoints, &*probe).await;
     assert!(!before.contains(&2), "stopped before the unknown event: {before:?}");
     let (projection, _, checkpoints) = runner.into_parts();
-    let skipping = RunnerOptions { unknown_events: UnknownEvents::Skip, ..RunnerOptions::default() };
+    let skipping = RunnerOptions {
+        unknown_events: UnknownEvents::Skip,
+        ..RunnerOptions::default()
+    };
     let runner = ProjectionRunner::new(projection, store, checkpoints.clone()).with_options(skipping);
     let done = catch_up(&runner).await;
-    assert_eq!((done.handled, done.skipped), (2, 1), "the unknown event skipped and counted");
+    assert_eq!(
+        (done.handled, done.skipped),
+        (2, 1),
+        "the unknown event skipped and counted"
+    );
     assert_eq!(marks(&checkpoints, &*probe).await, [1, 2]);
 }
 
@@ -305,7 +390,13 @@ where
     C: CheckpointStore + Clone + 'static,
     R: ReadModelProbe<C> + 'static,
 {
-    let (runner, _, probe) = runner(store.clone(), checkpoints.clone(), probe, FailurePolicy::Stop, UnknownEvents::Fail);
+    let (runner, _, probe) = runner(
+        store.clone(),
+        checkpoints.clone(),
+        probe,
+        FailurePolicy::Stop,
+        UnknownEvents::Fail,
+    );
     let progress = runner.progress();
     let too_far = progress.wait_for(u64::MAX, Duration::from_millis(20)).await;
     assert!(matches!(too_far, Err(crate::WaitError::Timeout { .. })), "{too_far:?}");
@@ -326,7 +417,11 @@ where
         let position = appended.positions.last().copied().unwrap_or_default();
         let reached = progress.wait_for(position, Duration::from_secs(30)).await;
         assert!(matches!(reached, Ok(at) if at >= position), "{reached:?}");
-        assert_eq!(marks(&checkpoints, &*probe).await, (1..=n).collect::<Vec<_>>(), "read your writes");
+        assert_eq!(
+            marks(&checkpoints, &*probe).await,
+            (1..=n).collect::<Vec<_>>(),
+            "read your writes"
+        );
     }
     let _ = stop.send(());
     let stopped = running.await;

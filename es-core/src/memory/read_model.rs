@@ -137,7 +137,9 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
             committed.parked.remove(&key);
         }
         for parked in unit.park {
-            committed.parked.insert((parked.projection.clone(), parked.position), parked);
+            committed
+                .parked
+                .insert((parked.projection.clone(), parked.position), parked);
         }
         Ok(())
     }
@@ -146,7 +148,8 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
         let key = (parked.projection.clone(), parked.position);
         unit.unpark.retain(|unparked| *unparked != key);
         let first = self.committed().parked.get(&key).map(|earlier| earlier.parked_at);
-        unit.park.retain(|earlier| (earlier.projection.as_str(), earlier.position) != (key.0.as_str(), key.1));
+        unit.park
+            .retain(|earlier| (earlier.projection.as_str(), earlier.position) != (key.0.as_str(), key.1));
         unit.park.push(ParkedEvent {
             parked_at: first.unwrap_or(parked.parked_at),
             retry_requested: false,
@@ -156,7 +159,8 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
     }
 
     async fn unpark(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
-        unit.park.retain(|parked| (parked.projection.as_str(), parked.position) != (projection, position));
+        unit.park
+            .retain(|parked| (parked.projection.as_str(), parked.position) != (projection, position));
         unit.unpark.push((projection.to_owned(), position));
         Ok(())
     }
@@ -178,7 +182,11 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
     }
 
     async fn drop_parked(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
-        Ok(self.committed().parked.remove(&(projection.to_owned(), position)).is_some())
+        Ok(self
+            .committed()
+            .parked
+            .remove(&(projection.to_owned(), position))
+            .is_some())
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {

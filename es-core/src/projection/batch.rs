@@ -56,7 +56,11 @@ where
     /// Empties the read model, forgets the parked events and sets the checkpoint to 0, in one
     /// unit of work.
     pub(super) async fn reset(&self, claim: &mut C::Claim) -> Result<(), ProjectionError> {
-        let parked = self.checkpoints.parked(P::NAME).await.map_err(self.checkpoint_error())?;
+        let parked = self
+            .checkpoints
+            .parked(P::NAME)
+            .await
+            .map_err(self.checkpoint_error())?;
         let (mut unit, _) = self.begin(claim).await?;
         for event in &parked {
             if let Err(source) = self.checkpoints.unpark(&mut unit, P::NAME, event.position).await {
@@ -126,7 +130,12 @@ where
                 });
             }
         }
-        let span = tracing::debug_span!("projection_batch", projection = P::NAME, after = locked, events = page.events.len());
+        let span = tracing::debug_span!(
+            "projection_batch",
+            projection = P::NAME,
+            after = locked,
+            events = page.events.len()
+        );
         let handled = self
             .handle_batch(&mut unit, page.events, pacing.set_aside())
             .instrument(span)
@@ -155,7 +164,13 @@ where
         self.commit(unit, position).await?;
         self.reached(position);
         self.count(&handled, started);
-        tracing::trace!(projection = P::NAME, read = page.scanned, handled = handled.handled, position, "batch committed");
+        tracing::trace!(
+            projection = P::NAME,
+            read = page.scanned,
+            handled = handled.handled,
+            position,
+            "batch committed"
+        );
         Ok(Batch {
             read: page.scanned as u64,
             handled: handled.handled,
@@ -184,7 +199,9 @@ where
             }
             last = Some(envelope.position);
             if let Some(set_aside) = set_aside.filter(|set_aside| set_aside.position == envelope.position) {
-                self.set_aside(unit, &envelope, set_aside).await.map_err(BatchFailure::Stop)?;
+                self.set_aside(unit, &envelope, set_aside)
+                    .await
+                    .map_err(BatchFailure::Stop)?;
                 if set_aside.park {
                     done.parked += 1;
                 } else {
@@ -240,11 +257,23 @@ where
     }
 
     /// Skips or parks an event the runner gave up on, within the unit.
-    async fn set_aside(&self, unit: &mut C::Unit, event: &RecordedEvent, set_aside: &SetAside) -> Result<(), ProjectionError> {
-        let labels = [("projection", P::NAME.to_owned()), ("aggregate_type", event.stream.aggregate_type.clone()), ("event", event.event_name.clone())];
+    async fn set_aside(
+        &self,
+        unit: &mut C::Unit,
+        event: &RecordedEvent,
+        set_aside: &SetAside,
+    ) -> Result<(), ProjectionError> {
+        let labels = [
+            ("projection", P::NAME.to_owned()),
+            ("aggregate_type", event.stream.aggregate_type.clone()),
+            ("event", event.event_name.clone()),
+        ];
         if set_aside.park {
             let parked = ParkedEvent::new(P::NAME, event, set_aside.reason.clone(), set_aside.attempts);
-            self.checkpoints.park(unit, &parked).await.map_err(self.checkpoint_error())?;
+            self.checkpoints
+                .park(unit, &parked)
+                .await
+                .map_err(self.checkpoint_error())?;
             metrics::counter!("es_projection_events_parked_total", &labels).increment(1);
             tracing::warn!(projection = P::NAME, position = event.position, stream = %event.stream,
                 version = event.version, event = %event.event_name, reason = %set_aside.reason,
@@ -262,7 +291,12 @@ where
     /// fatal, by the [`UnknownEvents`] policy.
     fn unknown(&self, event: &RecordedEvent) -> Result<(), BatchFailure> {
         if self.options.unknown_events == UnknownEvents::Skip {
-            let labels = [("projection", P::NAME.to_owned()), ("aggregate_type", event.stream.aggregate_type.clone()), ("event", event.event_name.clone()), ("reason", "unknown".to_owned())];
+            let labels = [
+                ("projection", P::NAME.to_owned()),
+                ("aggregate_type", event.stream.aggregate_type.clone()),
+                ("event", event.event_name.clone()),
+                ("reason", "unknown".to_owned()),
+            ];
             metrics::counter!("es_projection_events_skipped_total", &labels).increment(1);
             tracing::warn!(projection = P::NAME, position = event.position, stream = %event.stream,
                 version = event.version, event = %event.event_name, "unknown event skipped");
@@ -280,7 +314,11 @@ where
     /// Handles the parked events an operator asked to retry, each in a unit of its own: its
     /// writes commit with its removal from the parked events; failing again, it stays parked.
     pub(super) async fn retry_requested(&self, claim: &mut C::Claim) -> Result<(), ProjectionError> {
-        let parked = self.checkpoints.parked(P::NAME).await.map_err(self.checkpoint_error())?;
+        let parked = self
+            .checkpoints
+            .parked(P::NAME)
+            .await
+            .map_err(self.checkpoint_error())?;
         for parked in parked.into_iter().filter(|parked| parked.retry_requested) {
             let event = self
                 .events
@@ -343,7 +381,10 @@ where
     }
 
     async fn commit(&self, unit: C::Unit, position: u64) -> Result<(), ProjectionError> {
-        self.checkpoints.commit(unit, position).await.map_err(self.checkpoint_error())
+        self.checkpoints
+            .commit(unit, position)
+            .await
+            .map_err(self.checkpoint_error())
     }
 
     /// Tells [`ProjectionProgress`](super::ProjectionProgress) waiters the projection got to
@@ -358,7 +399,11 @@ where
 
     fn count(&self, handled: &Handled, commit_started: Instant) {
         for ((aggregate_type, event), count) in &handled.per_event {
-            let labels = [("projection", P::NAME.to_owned()), ("aggregate_type", aggregate_type.clone()), ("event", event.clone())];
+            let labels = [
+                ("projection", P::NAME.to_owned()),
+                ("aggregate_type", aggregate_type.clone()),
+                ("event", event.clone()),
+            ];
             metrics::counter!("es_projection_events_handled_total", &labels).increment(*count);
         }
         metrics::histogram!("es_projection_commit_seconds", "projection" => P::NAME)

@@ -1,9 +1,9 @@
 //! Projections: read models fed by the store's global, gap-free order of events.
 
+mod batch;
 mod checkpoint;
 mod error;
 mod options;
-mod batch;
 mod parking;
 mod progress;
 mod runner;
