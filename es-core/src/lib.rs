@@ -148,7 +148,7 @@ pub use metadata::Metadata;
 pub use projection::{
     Backoff, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, FailurePolicy, HandlerError, HandlerFailure, Lag,
     ParkedEvent, PollOnly, Projection, ProjectionError, ProjectionProgress, ProjectionRunner, RebuildProgress,
-    RunnerOptions, UnknownEvents, WaitError, WakeUp,
+    RunnerOptions, SwitchFuture, UnknownEvents, WaitError, WakeUp,
 };
 pub use record::{command_event_id, decode_record, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};

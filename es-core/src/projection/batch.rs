@@ -9,7 +9,7 @@ use super::checkpoint::{CheckpointError, CheckpointStore};
 use super::error::{HandlerFailure, ProjectionError};
 use super::options::{error_chain, Pacing, SetAside, UnknownEvents};
 use super::parking::ParkedEvent;
-use super::runner::{store_error, ProjectionRunner};
+use super::runner::ProjectionRunner;
 use super::Projection;
 use crate::event::EventSet;
 use crate::record::{decode_record, DecodedEvent};
@@ -29,7 +29,7 @@ pub(super) struct Batch {
 }
 
 /// Why a batch's handling stopped.
-enum BatchFailure {
+pub(super) enum BatchFailure {
     /// Fatal for the batch, with nothing to ask the checkpoint store about.
     Stop(ProjectionError),
     Handler(Box<HandlerFailure>),
@@ -37,12 +37,12 @@ enum BatchFailure {
 
 /// What the events of one batch came to before the commit.
 #[derive(Default)]
-struct Handled {
-    handled: u64,
+pub(super) struct Handled {
+    pub(super) handled: u64,
     skipped: u64,
     parked: u64,
     /// Where the time budget cut the batch short, if it did.
-    cut_at: Option<u64>,
+    pub(super) cut_at: Option<u64>,
     /// Events handled per aggregate type and name, for the metrics.
     per_event: HashMap<(String, String), u64>,
 }
@@ -58,14 +58,14 @@ where
     pub(super) async fn reset(&self, claim: &mut C::Claim) -> Result<(), ProjectionError> {
         let parked = self
             .checkpoints
-            .parked(P::NAME)
+            .parked(self.name)
             .await
             .map_err(self.checkpoint_error())?;
         let (mut unit, _) = self.begin(claim).await?;
         for event in &parked {
-            if let Err(source) = self.checkpoints.unpark(&mut unit, P::NAME, event.position).await {
+            if let Err(source) = self.checkpoints.unpark(&mut unit, self.name, event.position).await {
                 let _ = self.checkpoints.rollback(unit).await;
-                return Err(ProjectionError::from_checkpoint(P::NAME, source));
+                return Err(ProjectionError::from_checkpoint(self.name, source));
             }
         }
         let context = self.checkpoints.context(&mut unit);
@@ -73,13 +73,13 @@ where
             let rollback = self.checkpoints.rollback(unit).await;
             return Err(if self.context_lost(source.as_ref(), &rollback) {
                 ProjectionError::ContextLost {
-                    projection: P::NAME,
+                    projection: self.name,
                     position: 0,
                     source,
                 }
             } else {
                 ProjectionError::Reset {
-                    projection: P::NAME,
+                    projection: self.name,
                     source,
                 }
             });
@@ -95,14 +95,14 @@ where
         // runner's polls should not.
         let checkpoint = self
             .checkpoints
-            .checkpoint(P::NAME)
+            .checkpoint(self.name)
             .await
             .map_err(self.checkpoint_error())?;
         let mut page = self
             .events
             .read_filtered(checkpoint, limit, &self.filter)
             .await
-            .map_err(store_error::<P>)?;
+            .map_err(self.store_error())?;
         if page.scanned_to <= checkpoint {
             self.reached(checkpoint);
             return Ok(Batch {
@@ -118,7 +118,7 @@ where
                 Ok(page) => page,
                 Err(source) => {
                     let _ = self.checkpoints.rollback(unit).await;
-                    return Err(store_error::<P>(source));
+                    return Err(self.store_error()(source));
                 }
             };
             if page.scanned_to <= locked {
@@ -132,7 +132,7 @@ where
         }
         let span = tracing::debug_span!(
             "projection_batch",
-            projection = P::NAME,
+            projection = self.name,
             after = locked,
             events = page.events.len()
         );
@@ -142,22 +142,7 @@ where
             .await;
         let handled = match handled {
             Ok(handled) => handled,
-            Err(BatchFailure::Stop(error)) => {
-                let _ = self.checkpoints.rollback(unit).await;
-                return Err(error);
-            }
-            Err(BatchFailure::Handler(failure)) => {
-                let rollback = self.checkpoints.rollback(unit).await;
-                if !self.context_lost(failure.source.as_ref(), &rollback) {
-                    return Err(ProjectionError::Handler(failure));
-                }
-                let HandlerFailure { position, source, .. } = *failure;
-                return Err(ProjectionError::ContextLost {
-                    projection: P::NAME,
-                    position,
-                    source,
-                });
-            }
+            Err(failure) => return Err(self.abandon(unit, failure).await),
         };
         let position = handled.cut_at.unwrap_or(page.scanned_to);
         let started = Instant::now();
@@ -165,7 +150,7 @@ where
         self.reached(position);
         self.count(&handled, started);
         tracing::trace!(
-            projection = P::NAME,
+            projection = self.name,
             read = page.scanned,
             handled = handled.handled,
             position,
@@ -181,9 +166,31 @@ where
         })
     }
 
+    /// Rolls back a unit whose batch failed, and says why it failed.
+    pub(super) async fn abandon(&self, unit: C::Unit, failure: BatchFailure) -> ProjectionError {
+        match failure {
+            BatchFailure::Stop(error) => {
+                let _ = self.checkpoints.rollback(unit).await;
+                error
+            }
+            BatchFailure::Handler(failure) => {
+                let rollback = self.checkpoints.rollback(unit).await;
+                if !self.context_lost(failure.source.as_ref(), &rollback) {
+                    return ProjectionError::Handler(failure);
+                }
+                let HandlerFailure { position, source, .. } = *failure;
+                ProjectionError::ContextLost {
+                    projection: self.name,
+                    position,
+                    source,
+                }
+            }
+        }
+    }
+
     /// Hands the batch's events to the handler within `unit`, until the time budget is spent.
     /// The records move into the handler's envelopes: no copy per event.
-    async fn handle_batch(
+    pub(super) async fn handle_batch(
         &self,
         unit: &mut C::Unit,
         batch: Vec<RecordedEvent>,
@@ -228,14 +235,14 @@ where
     async fn handle(&self, context: &mut P::Context, envelope: RecordedEvent) -> Result<(), BatchFailure> {
         let event = decode_record::<P::Event>(&envelope).map_err(|source| {
             BatchFailure::Stop(ProjectionError::Decode {
-                projection: P::NAME,
+                projection: self.name,
                 position: envelope.position,
                 source: Box::new(source),
             })
         })?;
         let span = tracing::trace_span!(
             "projection_event",
-            projection = P::NAME,
+            projection = self.name,
             position = envelope.position,
             event_id = %envelope.event_id,
             correlation_id = envelope.metadata.correlation_id.map(tracing::field::display),
@@ -246,7 +253,7 @@ where
         };
         let DecodedEvent { envelope, .. } = decoded;
         Err(BatchFailure::Handler(Box::new(HandlerFailure {
-            projection: P::NAME,
+            projection: self.name,
             position: envelope.position,
             event_id: envelope.event_id,
             event_name: envelope.event_name,
@@ -264,23 +271,23 @@ where
         set_aside: &SetAside,
     ) -> Result<(), ProjectionError> {
         let labels = [
-            ("projection", P::NAME.to_owned()),
+            ("projection", self.name.to_owned()),
             ("aggregate_type", event.stream.aggregate_type.clone()),
             ("event", event.event_name.clone()),
         ];
         if set_aside.park {
-            let parked = ParkedEvent::new(P::NAME, event, set_aside.reason.clone(), set_aside.attempts);
+            let parked = ParkedEvent::new(self.name, event, set_aside.reason.clone(), set_aside.attempts);
             self.checkpoints
                 .park(unit, &parked)
                 .await
                 .map_err(self.checkpoint_error())?;
             metrics::counter!("es_projection_events_parked_total", &labels).increment(1);
-            tracing::warn!(projection = P::NAME, position = event.position, stream = %event.stream,
+            tracing::warn!(projection = self.name, position = event.position, stream = %event.stream,
                 version = event.version, event = %event.event_name, reason = %set_aside.reason,
                 attempts = set_aside.attempts, "event parked; the projection goes on without it");
         } else {
             metrics::counter!("es_projection_events_skipped_total", &labels).increment(1);
-            tracing::warn!(projection = P::NAME, position = event.position, stream = %event.stream,
+            tracing::warn!(projection = self.name, position = event.position, stream = %event.stream,
                 version = event.version, event = %event.event_name, reason = %set_aside.reason,
                 attempts = set_aside.attempts, "event skipped for good");
         }
@@ -292,18 +299,18 @@ where
     fn unknown(&self, event: &RecordedEvent) -> Result<(), BatchFailure> {
         if self.options.unknown_events == UnknownEvents::Skip {
             let labels = [
-                ("projection", P::NAME.to_owned()),
+                ("projection", self.name.to_owned()),
                 ("aggregate_type", event.stream.aggregate_type.clone()),
                 ("event", event.event_name.clone()),
                 ("reason", "unknown".to_owned()),
             ];
             metrics::counter!("es_projection_events_skipped_total", &labels).increment(1);
-            tracing::warn!(projection = P::NAME, position = event.position, stream = %event.stream,
+            tracing::warn!(projection = self.name, position = event.position, stream = %event.stream,
                 version = event.version, event = %event.event_name, "unknown event skipped");
             return Ok(());
         }
         Err(BatchFailure::Stop(ProjectionError::UnknownEvent {
-            projection: P::NAME,
+            projection: self.name,
             position: event.position,
             stream: event.stream.clone(),
             version: event.version,
@@ -316,7 +323,7 @@ where
     pub(super) async fn retry_requested(&self, claim: &mut C::Claim) -> Result<(), ProjectionError> {
         let parked = self
             .checkpoints
-            .parked(P::NAME)
+            .parked(self.name)
             .await
             .map_err(self.checkpoint_error())?;
         for parked in parked.into_iter().filter(|parked| parked.retry_requested) {
@@ -324,7 +331,7 @@ where
                 .events
                 .read_all(parked.position.saturating_sub(1), 1)
                 .await
-                .map_err(store_error::<P>)?
+                .map_err(self.store_error())?
                 .into_iter()
                 .find(|event| event.position == parked.position);
             let (mut unit, checkpoint) = self.begin(claim).await?;
@@ -334,12 +341,12 @@ where
                     let context = self.checkpoints.context(&mut unit);
                     match self.handle(context, event).await {
                         Ok(()) => {
-                            if let Err(source) = self.checkpoints.unpark(&mut unit, P::NAME, parked.position).await {
+                            if let Err(source) = self.checkpoints.unpark(&mut unit, self.name, parked.position).await {
                                 let _ = self.checkpoints.rollback(unit).await;
-                                return Err(ProjectionError::from_checkpoint(P::NAME, source));
+                                return Err(ProjectionError::from_checkpoint(self.name, source));
                             }
                             self.commit(unit, checkpoint).await?;
-                            tracing::info!(projection = P::NAME, position = parked.position, stream = %parked.stream,
+                            tracing::info!(projection = self.name, position = parked.position, stream = %parked.stream,
                                 version = parked.version, "parked event handled on retry");
                             continue;
                         }
@@ -351,7 +358,7 @@ where
             // Failed again: keep it parked, with one more attempt and the new error.
             if let Err(source) = self.checkpoints.rollback(unit).await {
                 if source.is_transient() {
-                    return Err(ProjectionError::from_checkpoint(P::NAME, source));
+                    return Err(ProjectionError::from_checkpoint(self.name, source));
                 }
             }
             let (mut unit, checkpoint) = self.begin(claim).await?;
@@ -363,24 +370,25 @@ where
             };
             if let Err(source) = self.checkpoints.park(&mut unit, &again).await {
                 let _ = self.checkpoints.rollback(unit).await;
-                return Err(ProjectionError::from_checkpoint(P::NAME, source));
+                return Err(ProjectionError::from_checkpoint(self.name, source));
             }
             self.commit(unit, checkpoint).await?;
-            tracing::warn!(projection = P::NAME, position = again.position, stream = %again.stream,
+            tracing::warn!(projection = self.name, position = again.position, stream = %again.stream,
                 version = again.version, reason = %again.error, "parked event failed again on retry; it stays parked");
         }
         Ok(())
     }
 
     pub(super) fn checkpoint_error(&self) -> impl Fn(CheckpointError) -> ProjectionError {
-        |source| ProjectionError::from_checkpoint(P::NAME, source)
+        let projection = self.name;
+        move |source| ProjectionError::from_checkpoint(projection, source)
     }
 
-    async fn begin(&self, claim: &mut C::Claim) -> Result<(C::Unit, u64), ProjectionError> {
+    pub(super) async fn begin(&self, claim: &mut C::Claim) -> Result<(C::Unit, u64), ProjectionError> {
         self.checkpoints.begin(claim).await.map_err(self.checkpoint_error())
     }
 
-    async fn commit(&self, unit: C::Unit, position: u64) -> Result<(), ProjectionError> {
+    pub(super) async fn commit(&self, unit: C::Unit, position: u64) -> Result<(), ProjectionError> {
         self.checkpoints
             .commit(unit, position)
             .await
@@ -389,7 +397,7 @@ where
 
     /// Tells [`ProjectionProgress`](super::ProjectionProgress) waiters the projection got to
     /// `position`.
-    fn reached(&self, position: u64) {
+    pub(super) fn reached(&self, position: u64) {
         self.progress.send_if_modified(|at| {
             let moved = position > *at;
             *at = (*at).max(position);
@@ -400,13 +408,13 @@ where
     fn count(&self, handled: &Handled, commit_started: Instant) {
         for ((aggregate_type, event), count) in &handled.per_event {
             let labels = [
-                ("projection", P::NAME.to_owned()),
+                ("projection", self.name.to_owned()),
                 ("aggregate_type", aggregate_type.clone()),
                 ("event", event.clone()),
             ];
             metrics::counter!("es_projection_events_handled_total", &labels).increment(*count);
         }
-        metrics::histogram!("es_projection_commit_seconds", "projection" => P::NAME)
+        metrics::histogram!("es_projection_commit_seconds", "projection" => self.name)
             .record(commit_started.elapsed().as_secs_f64());
     }
 

@@ -104,6 +104,24 @@ pub trait CheckpointStore: Send + Sync {
         Ok(false)
     }
 
+    /// Within the unit, waits until no unit of `projection` (another projection, whose claim
+    /// this runner does not hold) is open, keeps its units out until this unit ends, and
+    /// returns its checkpoint: the first half of a blue/green switch
+    /// ([`ProjectionRunner::rebuild_beside`](crate::ProjectionRunner::rebuild_beside)). The
+    /// default refuses.
+    async fn take_over(&self, unit: &mut Self::Unit, projection: &str) -> Result<u64, CheckpointError> {
+        let _ = (unit, projection);
+        Err(CheckpointError::backend("this checkpoint store cannot switch read models"))
+    }
+
+    /// Within the unit, sets the checkpoint of `projection` (taken over with
+    /// [`take_over`](CheckpointStore::take_over)) to `position`, committed with the unit. Its
+    /// runner, whose claim is untouched, goes on from there. The default refuses.
+    async fn hand_over(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
+        let _ = (unit, projection, position);
+        Err(CheckpointError::backend("this checkpoint store cannot switch read models"))
+    }
+
     /// The committed checkpoint of `projection`, read outside any unit of work.
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError>;
 
