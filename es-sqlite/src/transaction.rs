@@ -29,7 +29,8 @@ impl SqliteStore {
     /// Listeners of [`SqliteStore::wake_up`] are told after the commit if an append wrote
     /// events. The transaction holds SQLite's single write lock from start to end: appends and
     /// projection units (of every process) wait for it, so keep `work` short, and never call
-    /// anything slow (another service, say) inside it.
+    /// anything slow (another service, say) inside it. Nor the store's other writes (`append`,
+    /// `write`, another `transaction`): they would wait for the connection `work` holds.
     ///
     /// ```
     /// use es_core::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};

@@ -61,6 +61,11 @@ impl OutboxMessage {
             payload: serde_json::from_slice(&event.payload)?,
         })
     }
+
+    /// The messages announcing a batch of `events`, appended to `stream`, one per event.
+    pub fn for_batch(stream: &StreamId, events: &[NewEvent]) -> Result<Vec<Self>, OutboxError> {
+        events.iter().map(|event| Self::for_event(stream, event)).collect()
+    }
 }
 
 /// Why a command, or a run of the relay, failed.
@@ -325,10 +330,7 @@ impl OutboxStore for SqliteStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, OutboxError> {
-        let messages = events
-            .iter()
-            .map(|event| OutboxMessage::for_event(stream, event))
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages = OutboxMessage::for_batch(stream, &events)?;
         let stream = stream.clone();
         // One write transaction: the events and their rows commit together, or neither does.
         self.transaction(move |tx| {
@@ -419,10 +421,7 @@ impl OutboxStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, OutboxError> {
-        let messages = events
-            .iter()
-            .map(|event| OutboxMessage::for_event(stream, event))
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages = OutboxMessage::for_batch(stream, &events)?;
         let mut tx = self.pool().begin().await?;
         // The append comes first: it is refused in a transaction that wrote before it (see its
         // docs). Any error below drops `tx`, which rolls the events back with the rows.

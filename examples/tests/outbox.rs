@@ -229,10 +229,7 @@ async fn on_sqlite_a_failing_closure_leaves_neither_events_nor_rows() {
         .transaction(move |tx| {
             let opened = Ticket::default().open("Printer on fire", "ada", Priority::Normal)?;
             let events = encode_batch(&inside, &opened, &Metadata::new())?;
-            let messages: Vec<_> = events
-                .iter()
-                .map(|event| OutboxMessage::for_event(&inside, event))
-                .collect::<Result<_, _>>()?;
+            let messages = OutboxMessage::for_batch(&inside, &events)?;
             let outcome = tx.append(&inside, ExpectedVersion::NoStream, events)?;
             insert_sqlite_rows(tx, &messages, &outcome.positions)?;
             let written: i64 = tx.query_row("SELECT count(*) FROM outbox", [], |row| row.get(0))?;
