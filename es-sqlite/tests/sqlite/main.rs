@@ -12,4 +12,5 @@ mod migrations;
 mod multi_process;
 mod projection;
 mod repository;
+mod transaction;
 mod wake_up;
