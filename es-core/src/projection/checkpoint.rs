@@ -111,7 +111,9 @@ pub trait CheckpointStore: Send + Sync {
     /// default refuses.
     async fn take_over(&self, unit: &mut Self::Unit, projection: &str) -> Result<u64, CheckpointError> {
         let _ = (unit, projection);
-        Err(CheckpointError::backend("this checkpoint store cannot switch read models"))
+        Err(CheckpointError::backend(
+            "this checkpoint store cannot switch read models",
+        ))
     }
 
     /// Within the unit, sets the checkpoint of `projection` (taken over with
@@ -119,7 +121,9 @@ pub trait CheckpointStore: Send + Sync {
     /// runner, whose claim is untouched, goes on from there. The default refuses.
     async fn hand_over(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
         let _ = (unit, projection, position);
-        Err(CheckpointError::backend("this checkpoint store cannot switch read models"))
+        Err(CheckpointError::backend(
+            "this checkpoint store cannot switch read models",
+        ))
     }
 
     /// The committed checkpoint of `projection`, read outside any unit of work.

@@ -171,7 +171,10 @@ where
     /// The events this projection parked (see [`FailurePolicy::Park`](crate::FailurePolicy::Park)),
     /// in position order.
     pub async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError> {
-        self.checkpoints.parked(self.name).await.map_err(self.checkpoint_error())
+        self.checkpoints
+            .parked(self.name)
+            .await
+            .map_err(self.checkpoint_error())
     }
 
     /// Asks for the parked event at `position` to be handled again, once its cause is fixed:
@@ -290,10 +293,7 @@ where
     ///
     /// Readers see the model emptied, then filling up. To keep serving the complete model
     /// while a new one is built, use [`rebuild_beside`](Self::rebuild_beside).
-    pub async fn rebuild(
-        &self,
-        on_progress: impl FnMut(RebuildProgress) + Send,
-    ) -> Result<CatchUp, ProjectionError> {
+    pub async fn rebuild(&self, on_progress: impl FnMut(RebuildProgress) + Send) -> Result<CatchUp, ProjectionError> {
         let mut pacing = Pacing::new(self.name, self.options);
         let mut claim = self.claim(&mut pacing).await?;
         self.replay_from_scratch(&mut claim, &mut pacing, on_progress).await
@@ -331,8 +331,13 @@ where
             })
             .await?;
         let seconds = started.elapsed().as_secs_f64();
-        tracing::info!(projection = self.name, events = done.read, seconds,
-            events_per_second = if seconds > 0.0 { done.read as f64 / seconds } else { 0.0 }, "projection rebuilt");
+        tracing::info!(
+            projection = self.name,
+            events = done.read,
+            seconds,
+            events_per_second = if seconds > 0.0 { done.read as f64 / seconds } else { 0.0 },
+            "projection rebuilt"
+        );
         Ok(done)
     }
 
@@ -418,12 +423,10 @@ where
     }
 }
 
-
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The shortest wait between polls or retries: a zero setting must not spin on the store.
 pub(crate) const MIN_PAUSE: Duration = Duration::from_millis(1);
-
 
 impl<P, E, C> ProjectionRunner<P, E, C> {
     pub(super) fn store_error(&self) -> impl Fn(StoreError) -> ProjectionError {

@@ -72,8 +72,9 @@ where
             return Err(ProjectionError::Switch {
                 projection: self.name,
                 live,
-                source: "the copy must keep its checkpoint under a name of its own: give its runner one with `with_name`"
-                    .into(),
+                source:
+                    "the copy must keep its checkpoint under a name of its own: give its runner one with `with_name`"
+                        .into(),
             });
         }
         let mut pacing = Pacing::new(self.name, self.options);
@@ -107,7 +108,11 @@ where
         // The live model may be ahead of the copy: catch the copy up within this unit, so that
         // the live checkpoint never goes back.
         while position < live_at {
-            let page = match self.events.read_filtered(position, self.options.batch_size.max(1), &self.filter).await {
+            let page = match self
+                .events
+                .read_filtered(position, self.options.batch_size.max(1), &self.filter)
+                .await
+            {
                 Ok(page) if page.scanned_to > position => page,
                 Ok(_) => break,
                 Err(source) => {
@@ -115,7 +120,11 @@ where
                     return Err(self.store_error()(source));
                 }
             };
-            let events = page.events.into_iter().filter(|event| event.position <= live_at).collect();
+            let events = page
+                .events
+                .into_iter()
+                .filter(|event| event.position <= live_at)
+                .collect();
             match self.handle_batch(&mut unit, events, None).await {
                 Ok(handled) => position = handled.cut_at.unwrap_or(page.scanned_to).min(live_at),
                 Err(failure) => return Err(self.abandon(unit, failure).await),
