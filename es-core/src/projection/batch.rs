@@ -43,6 +43,8 @@ pub(super) struct Handled {
     parked: u64,
     /// Where the time budget cut the batch short, if it did.
     pub(super) cut_at: Option<u64>,
+    /// Events looked at before the cut (handled, skipped or parked).
+    processed: u64,
     /// Events handled per aggregate type and name, for the metrics.
     per_event: HashMap<(String, String), u64>,
 }
@@ -156,8 +158,11 @@ where
             position,
             "batch committed"
         );
+        // Cut short by the time budget, the batch read only what it got to (the events left out
+        // before the cut are not counted: a progress report may lag by those).
+        let read = if handled.cut_at.is_some() { handled.processed } else { page.scanned as u64 };
         Ok(Batch {
-            read: page.scanned as u64,
+            read,
             handled: handled.handled,
             skipped: handled.skipped,
             parked: handled.parked,
@@ -205,6 +210,7 @@ where
                 break;
             }
             last = Some(envelope.position);
+            done.processed += 1;
             if let Some(set_aside) = set_aside.filter(|set_aside| set_aside.position == envelope.position) {
                 self.set_aside(unit, &envelope, set_aside)
                     .await
