@@ -382,9 +382,14 @@ fn print_run(run: &Run, options: &Options) {
             millis(latencies.percentile(0.99)),
             millis(latencies.samples.last().copied().unwrap_or_default()),
         );
+    }
+    // After the table, not inside it: a line between rows would cut the markdown table.
+    for reader in &run.readers {
+        let latencies = &reader.latencies;
         if latencies.missing > 0 || latencies.early > 0 {
             println!(
-                "  ({}: {} events never seen, {} seen before their execute returned, counted as 0)",
+                "\n{}: {} events never seen, {} seen before their writer's task noted that execute \
+                 returned (counted as 0 ms).",
                 reader.name, latencies.missing, latencies.early
             );
         }
