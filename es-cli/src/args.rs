@@ -83,6 +83,19 @@ pub(crate) enum Command {
         /// The projection's name (see `projections`).
         name: String,
     },
+    /// List a projection's parked events (set aside by its failure policy), or act on one
+    /// once its cause is fixed: retry it (the projection's runner handles it again, exactly
+    /// once) or drop it for good.
+    Parked {
+        /// The projection's name (see `projections`).
+        name: String,
+        /// Ask the projection's runner to handle the parked event at this position again.
+        #[arg(long, value_name = "POSITION", conflicts_with = "drop")]
+        retry: Option<u64>,
+        /// Forget the parked event at this position.
+        #[arg(long, value_name = "POSITION")]
+        drop: Option<u64>,
+    },
     /// Decode every stored event and snapshot with this program's types; report each that
     /// fails, and exit with 1 if any does.
     Doctor {

@@ -75,6 +75,7 @@ mod args;
 mod commands;
 mod long;
 mod output;
+mod parked;
 mod serve;
 mod views;
 
@@ -213,6 +214,14 @@ impl<S: CliStore> Cli<S> {
             Command::Registry => commands::registry(cli, out),
             Command::Projections => long::projections(cli, out).await,
             Command::Rebuild { name } => long::rebuild(cli, out, &name).await,
+            Command::Parked { name, retry, drop } => {
+                let action = match (retry, drop) {
+                    (Some(position), _) => parked::ParkedAction::Retry(position),
+                    (None, Some(position)) => parked::ParkedAction::Drop(position),
+                    (None, None) => parked::ParkedAction::List,
+                };
+                parked::parked(cli, out, &name, action).await
+            }
             Command::Doctor { batch } => long::doctor(cli, out, batch).await,
             // The server owns the command line: its pages share it for as long as it runs.
             Command::Serve { port } => serve::run(self, port, out).await,

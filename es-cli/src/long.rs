@@ -71,7 +71,7 @@ impl Progress {
     }
 }
 
-fn find<'c, S: CliStore>(cli: &'c Cli<S>, name: &str) -> Result<&'c dyn ProjectionView, Failure> {
+pub(crate) fn find<'c, S: CliStore>(cli: &'c Cli<S>, name: &str) -> Result<&'c dyn ProjectionView, Failure> {
     cli.projections
         .iter()
         .map(|view| view.as_ref())

@@ -6,8 +6,8 @@ use std::marker::PhantomData;
 use async_trait::async_trait;
 use es_core::{
     decode_record, Aggregate, AsOf, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, EventSet, EventStore,
-    GlobalLog, Lag, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RecordedEvent, Repository,
-    RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice,
+    GlobalLog, Lag, ParkedEvent, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RecordedEvent,
+    Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice,
 };
 use futures_util::TryStreamExt;
 use serde::Serialize;
@@ -122,6 +122,12 @@ pub(crate) trait ProjectionView: Send + Sync {
     async fn claim_status(&self) -> Result<ClaimStatus, CheckpointError>;
 
     async fn rebuild(&self, progress: &mut (dyn FnMut(RebuildProgress) + Send)) -> Result<CatchUp, ProjectionError>;
+
+    async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError>;
+
+    async fn retry_parked(&self, position: u64) -> Result<bool, ProjectionError>;
+
+    async fn drop_parked(&self, position: u64) -> Result<bool, ProjectionError>;
 }
 
 #[async_trait]
@@ -132,7 +138,7 @@ where
     C: CheckpointStore<Context = P::Context> + 'static,
 {
     fn name(&self) -> &'static str {
-        P::NAME
+        ProjectionRunner::name(self)
     }
 
     async fn lag(&self) -> Result<Lag, ProjectionError> {
@@ -140,10 +146,22 @@ where
     }
 
     async fn claim_status(&self) -> Result<ClaimStatus, CheckpointError> {
-        self.checkpoints().claim_status(P::NAME).await
+        self.checkpoints().claim_status(ProjectionRunner::name(self)).await
     }
 
     async fn rebuild(&self, progress: &mut (dyn FnMut(RebuildProgress) + Send)) -> Result<CatchUp, ProjectionError> {
         ProjectionRunner::rebuild(self, progress).await
+    }
+
+    async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError> {
+        ProjectionRunner::parked(self).await
+    }
+
+    async fn retry_parked(&self, position: u64) -> Result<bool, ProjectionError> {
+        ProjectionRunner::retry_parked(self, position).await
+    }
+
+    async fn drop_parked(&self, position: u64) -> Result<bool, ProjectionError> {
+        ProjectionRunner::drop_parked(self, position).await
     }
 }

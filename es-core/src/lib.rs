@@ -148,7 +148,7 @@ pub use metadata::Metadata;
 pub use projection::{
     Backoff, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, FailurePolicy, HandlerError, HandlerFailure, Lag,
     ParkedEvent, PollOnly, Projection, ProjectionError, ProjectionProgress, ProjectionRunner, RebuildProgress,
-    RunnerOptions, UnknownEvents, WaitError, WakeUp,
+    RunnerOptions, SwitchFuture, UnknownEvents, WaitError, WakeUp,
 };
 pub use record::{command_event_id, decode_record, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
@@ -157,9 +157,9 @@ pub use repository::{
     RetryPolicy, Saved, Versioned,
 };
 pub use store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn,
-    ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId,
-    StreamQuery, StreamSlice, StreamSummary, Tail,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent,
+    RecordedEvent, ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace,
+    StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
 };
 
 #[doc = include_str!("macro_docs/event.md")]

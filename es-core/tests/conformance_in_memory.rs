@@ -20,3 +20,9 @@ impl ReadModelProbe<InMemoryReadModel<Vec<u64>>> for Marks {
 }
 
 es_core::checkpoint_conformance_tests!(async { InMemoryReadModel::<Vec<u64>>::new() }, |model| (model, Marks));
+
+es_core::runner_conformance_tests!(async { es_core::InMemoryStore::new() }, |store| (
+    store,
+    InMemoryReadModel::<Vec<u64>>::new(),
+    Marks
+));

@@ -28,14 +28,21 @@ pub(crate) async fn append(
     let database = Arc::clone(&store.database);
     let owned_stream = stream.clone();
     let outcome = blocking(move || append_blocking(&database, &owned_stream, expected, &events)).await?;
-    // A retry wrote nothing: runners have nothing new to read.
-    if !outcome.already_stored && !outcome.positions.is_empty() {
-        store
-            .database
-            .appended
-            .send_modify(|count| *count = count.wrapping_add(1));
+    if wrote(&outcome) {
+        notify_committed(&store.database);
     }
     Ok(outcome)
+}
+
+/// Whether an append wrote events. A retry or an empty batch wrote nothing: runners have
+/// nothing new to read.
+pub(crate) fn wrote(outcome: &AppendOutcome) -> bool {
+    !outcome.already_stored && !outcome.positions.is_empty()
+}
+
+/// Tells the wake-up listeners of the file that this process committed events.
+pub(crate) fn notify_committed(database: &Database) {
+    database.appended.send_modify(|count| *count = count.wrapping_add(1));
 }
 
 fn append_blocking(
@@ -49,10 +56,31 @@ fn append_blocking(
     let writer = database.writer("append events")?;
     let failed = |error| StoreError::from(database.error(error));
     let transaction = Immediate::begin(&writer).map_err(failed)?;
+    let outcome = append_locked(database, &writer, stream, expected, events, payloads)?;
+    // Otherwise nothing was written: the guard rolls the read-only transaction back.
+    if wrote(&outcome) {
+        transaction.commit().map_err(failed)?;
+    }
+    Ok(outcome)
+}
+
+/// Appends `events` (whose `payloads` [`checked_payloads`] gave) on `writer`, which is inside a
+/// write transaction, so holds the write lock: the store's own (`append_blocking`) or a
+/// caller's ([`SqliteTransaction::append`](crate::SqliteTransaction::append)). Writes nothing
+/// unless it succeeds, except on a failed insert: then the caller rolls back what it inserted.
+pub(crate) fn append_locked(
+    database: &Database,
+    writer: &Connection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    payloads: Vec<&str>,
+) -> StoreResult<AppendOutcome> {
+    let failed = |error| StoreError::from(database.error(error));
     // The contract's order: a retried batch gets its original outcome whatever `expected` says
     // (its writer may have reloaded the stream since), then the expectation, then duplicates.
     // Judged under the write lock, so no other writer can store the batch in between.
-    let earlier = earlier(database, &writer, stream, events)?;
+    let earlier = earlier(database, writer, stream, events)?;
     if let Earlier::Retried(outcome) = earlier {
         tracing::debug!(
             stream = %stream,
@@ -60,10 +88,9 @@ fn append_blocking(
             new_version = outcome.new_version,
             "append already stored: the original outcome, nothing written"
         );
-        // Nothing was written: the guard rolls the read-only transaction back.
         return Ok(outcome);
     }
-    let actual = stream_version(&writer, stream).map_err(failed)?;
+    let actual = stream_version(writer, stream).map_err(failed)?;
     if !expected.accepts(actual) {
         tracing::debug!(stream = %stream, %expected, actual, "append refused: concurrency conflict");
         return Err(ConcurrencyConflict {
@@ -113,7 +140,7 @@ fn append_blocking(
             recorded_at,
         ]);
         if let Err(error) = inserted {
-            return Err(insert_failed(database, &writer, error, stream, event));
+            return Err(insert_failed(database, writer, error, stream, event));
         }
         // The position is the rowid SQLite just assigned: no query needed.
         let position = writer.last_insert_rowid();
@@ -121,8 +148,6 @@ fn append_blocking(
             .map_err(|_| SqliteError::Unexpected(format!("SQLite assigned the negative position {position}")))?;
         positions.push(position);
     }
-    drop(insert);
-    transaction.commit().map_err(failed)?;
     Ok(AppendOutcome::new(actual, positions))
 }
 
@@ -187,7 +212,7 @@ fn find_stored(
 
 /// The batch's payloads as text, each checked to be JSON; [`StoreError::InvalidBatch`] naming
 /// the first that is not. One allocation for the batch, none per event.
-fn checked_payloads<'e>(stream: &StreamId, events: &'e [NewEvent]) -> StoreResult<Vec<&'e str>> {
+pub(crate) fn checked_payloads<'e>(stream: &StreamId, events: &'e [NewEvent]) -> StoreResult<Vec<&'e str>> {
     let invalid = |index: usize, reason: String| StoreError::InvalidBatch {
         stream: stream.clone(),
         reason: format!("the payload of event #{} is not valid JSON: {reason}", index + 1),
@@ -243,7 +268,7 @@ pub(crate) fn stream_version(connection: &Connection, stream: &StreamId) -> rusq
 
 /// Explains a failed insert: a stored (or repeated) event id is
 /// [`StoreError::DuplicateEventId`], told apart by looking the id up inside the transaction,
-/// never by the message text. The transaction is rolled back by the caller's guard.
+/// never by the message text. What the batch inserted is rolled back by the caller.
 fn insert_failed(
     database: &Database,
     writer: &Connection,

@@ -108,6 +108,15 @@
 //! than the last stored event's, even if the clock steps back: time travel by instant agrees
 //! with the global order.
 //!
+//! ## Appends in a transaction of yours
+//!
+//! [`SqliteStore::transaction`] runs a closure in a write transaction of the writer connection:
+//! [`SqliteTransaction::append`] appends events with the same checks and outcomes as above
+//! (each append under a savepoint, so a refused one leaves nothing of its batch), and the
+//! closure writes rows of its own through the same connection: an outbox row or a read-model
+//! row commits with the events that cause it, or neither does. An error from the closure rolls
+//! everything back. Wake-ups fire after the commit.
+//!
 //! ## `read_all` never skips: why no event can be missed
 //!
 //! The PostgreSQL store needs transaction ids to number events safely, because there a sequence
@@ -197,6 +206,7 @@ mod row;
 mod snapshot;
 mod sql;
 mod store;
+mod transaction;
 mod wake;
 
 pub use claim::SqliteClaim;
@@ -204,6 +214,7 @@ pub use error::SqliteError;
 pub use options::{SqliteOptions, Synchronous};
 pub use projection::{SqliteCheckpoints, SqliteContext, SqliteUnit};
 pub use store::SqliteStore;
+pub use transaction::SqliteTransaction;
 pub use wake::SqliteWakeUp;
 
 /// The SQLite driver, re-exported: handlers write through its [`Connection`](rusqlite::Connection)

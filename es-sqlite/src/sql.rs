@@ -133,6 +133,13 @@ pub(crate) const RECORD_MIGRATION: &str =
 pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 pub(crate) const COMMIT: &str = "COMMIT";
 pub(crate) const ROLLBACK: &str = "ROLLBACK";
+/// Brackets an append inside a caller's transaction, so that a failed append leaves nothing of
+/// its batch in the transaction, which stays usable.
+pub(crate) const SAVEPOINT_APPEND: &str = "SAVEPOINT es_append";
+/// Keeps the append's writes in the enclosing transaction.
+pub(crate) const RELEASE_APPEND: &str = "RELEASE es_append";
+/// Undoes the append's writes (the savepoint stays open: release it afterwards).
+pub(crate) const ROLLBACK_TO_APPEND: &str = "ROLLBACK TO es_append";
 /// A read transaction: the statements up to its end read one snapshot of the file.
 pub(crate) const BEGIN_READ: &str = "BEGIN DEFERRED";
 /// Reads the database header: fails on a file that is not a database.

@@ -1,7 +1,8 @@
 //! [`SqliteStore`]: the type, opening and migrating, and SQL of the application's own on the
 //! same file; the [`EventStore`](es_core::EventStore) and [`GlobalLog`](es_core::GlobalLog)
 //! impls live in `read.rs` (appends in `append.rs`), [`SnapshotStore`](es_core::SnapshotStore)
-//! in `snapshot.rs`, [`StreamCatalog`](es_core::StreamCatalog) in `catalog.rs`.
+//! in `snapshot.rs`, [`StreamCatalog`](es_core::StreamCatalog) in `catalog.rs`, transactions
+//! the caller controls in `transaction.rs`.
 
 use std::fmt;
 use std::path::Path;
@@ -123,7 +124,8 @@ impl SqliteStore {
 
     /// Runs `work` in a write transaction (`BEGIN IMMEDIATE`) on the store's writer connection,
     /// on a blocking thread, and commits it if `work` succeeds: to create the tables of read
-    /// models, or write rows of the application's own. Appends wait while it runs.
+    /// models, or write rows of the application's own. Appends wait while it runs. To append
+    /// events in the same transaction as your rows, use [`SqliteStore::transaction`].
     ///
     /// ```no_run
     /// # async fn demo(store: es_sqlite::SqliteStore) -> Result<(), es_sqlite::SqliteError> {

@@ -9,5 +9,6 @@ pub mod demo;
 pub mod lead;
 pub mod lead_models;
 pub mod lead_scenario;
+pub mod outbox;
 pub mod text;
 pub mod ticket;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use es_core::{
-    async_trait, event, Aggregate, Apply, DecodedEvent, EventStore, ExpectedVersion, FailurePolicy, HandlerError,
-    InMemoryReadModel, InMemoryStore, Metadata, NewEvent, PollOnly, Projection, ProjectionError, ProjectionRunner,
-    Repository, RunnerOptions, StreamId,
+    async_trait, event, Aggregate, Apply, DecodedEvent, EventDescriptor, EventSet, EventStore, ExpectedVersion,
+    FailurePolicy, HandlerError, InMemoryReadModel, InMemoryStore, Metadata, NewEvent, PollOnly, Projection,
+    ProjectionError, ProjectionRunner, Repository, RunnerOptions, StreamId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,7 @@ struct BalanceProjection {
 impl Projection for BalanceProjection {
     const NAME: &'static str = "balances";
     const AGGREGATE_TYPES: &'static [&'static str] = &["account"];
+    const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[AccountEvent::EVENTS];
     type Event = BalanceEvent;
     type Context = Balances;
 
@@ -85,10 +86,14 @@ impl Projection for BalanceProjection {
     }
 }
 
-async fn deposit(store: &InMemoryStore, account: &str, cents: u64) {
+/// Deposits `cents` (and a note) in `account`; returns the position of the command's last event.
+async fn deposit(store: &InMemoryStore, account: &str, cents: u64) -> u64 {
     let repo = Repository::<Account, _>::new(store.clone());
     let events = move |_: &Account| vec![Deposited { cents }.into(), Noted { text: "x".into() }.into()];
-    repo.execute(account, Metadata::new(), events).await.expect("deposit");
+    repo.execute(account, Metadata::new(), events)
+        .await
+        .expect("deposit")
+        .position()
 }
 
 fn small_batches(failure: FailurePolicy) -> RunnerOptions {
@@ -281,21 +286,18 @@ async fn a_projection_added_later_catches_up_to_the_same_state() {
     assert_eq!(late.lag().await.expect("lag").events_behind, 0);
 }
 
+/// Read-your-writes without polling: each runner's progress tells when it has handled a
+/// command's events.
 #[tokio::test]
 async fn a_running_projection_tails_new_events_and_a_second_runner_waits() {
+    const WAIT: Duration = Duration::from_secs(10);
     let store = InMemoryStore::new();
-    deposit(&store, "a", 1).await;
+    let written = deposit(&store, "a", 1).await;
     let model = InMemoryReadModel::<Balances>::new();
-    let first = Arc::new(ProjectionRunner::new(
-        BalanceProjection::default(),
-        store.clone(),
-        model.clone(),
-    ));
-    let second = Arc::new(ProjectionRunner::new(
-        BalanceProjection::default(),
-        store.clone(),
-        model.clone(),
-    ));
+    let first = ProjectionRunner::new(BalanceProjection::default(), store.clone(), model.clone());
+    let second = ProjectionRunner::new(BalanceProjection::default(), store.clone(), model.clone());
+    let (first_progress, second_progress) = (first.progress(), second.progress());
+    let (first, second) = (Arc::new(first), Arc::new(second));
     let (stop_first, first_stopped) = tokio::sync::oneshot::channel::<()>();
     let (stop_second, second_stopped) = tokio::sync::oneshot::channel::<()>();
     let wake = store.wake_up();
@@ -303,7 +305,11 @@ async fn a_running_projection_tails_new_events_and_a_second_runner_waits() {
         let first = Arc::clone(&first);
         async move { first.run(wake, async { first_stopped.await.unwrap_or_default() }).await }
     });
-    wait_for(&model, 1).await;
+    first_progress
+        .wait_for(written, WAIT)
+        .await
+        .expect("the first runner handles it");
+    assert_eq!(model.read(|m| m.values().sum::<u64>()), 1);
     let second_task = tokio::spawn({
         let second = Arc::clone(&second);
         async move {
@@ -312,8 +318,12 @@ async fn a_running_projection_tails_new_events_and_a_second_runner_waits() {
                 .await
         }
     });
-    deposit(&store, "a", 10).await;
-    wait_for(&model, 11).await;
+    let written = deposit(&store, "a", 10).await;
+    first_progress
+        .wait_for(written, WAIT)
+        .await
+        .expect("the first runner tails");
+    assert_eq!(model.read(|m| m.values().sum::<u64>()), 11, "read your writes");
     assert_eq!(first.projection().handled.load(Ordering::SeqCst), 2);
     assert_eq!(
         second.projection().handled.load(Ordering::SeqCst),
@@ -323,8 +333,12 @@ async fn a_running_projection_tails_new_events_and_a_second_runner_waits() {
 
     stop_first.send(()).expect("first runs");
     first_task.await.expect("join").expect("first stops cleanly");
-    deposit(&store, "a", 100).await;
-    wait_for(&model, 111).await;
+    let written = deposit(&store, "a", 100).await;
+    second_progress
+        .wait_for(written, WAIT)
+        .await
+        .expect("the second runner takes over");
+    assert_eq!(model.read(|m| m.values().sum::<u64>()), 111);
     assert_eq!(
         second.projection().handled.load(Ordering::SeqCst),
         1,
@@ -332,14 +346,4 @@ async fn a_running_projection_tails_new_events_and_a_second_runner_waits() {
     );
     stop_second.send(()).expect("second runs");
     second_task.await.expect("join").expect("second stops cleanly");
-}
-
-async fn wait_for(model: &InMemoryReadModel<Balances>, total: u64) {
-    for _ in 0..500 {
-        if model.read(|m| m.values().sum::<u64>()) == total {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the model never reached {total}: {:?}", model.read(Clone::clone));
 }

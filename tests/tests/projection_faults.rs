@@ -166,6 +166,7 @@ fn options(batch_size: usize, failure: FailurePolicy) -> RunnerOptions {
             max: Duration::from_millis(5),
             max_attempts: None,
         },
+        ..RunnerOptions::default()
     }
 }
 
@@ -311,5 +312,27 @@ async fn a_lost_claim_stops_the_run_without_committing_again() {
         checkpoints.model.read(Clone::clone),
         first,
         "nothing committed after the claim was lost"
+    );
+}
+
+/// A batch whose time budget is spent commits what it has handled and the next one goes on
+/// from there: with no budget at all, every batch commits after its first event.
+#[tokio::test]
+async fn a_spent_time_budget_commits_the_batch_so_far() {
+    let log = FlakyLog::default();
+    let positions = ticks(&log.store, 10).await;
+    let model = InMemoryReadModel::<Handled>::new();
+    let no_time = RunnerOptions {
+        batch_time_budget: Duration::ZERO,
+        ..options(100, FailurePolicy::Stop)
+    };
+    let runner = ProjectionRunner::new(Recorder::default(), log, model.clone()).with_options(no_time);
+    let done = runner.catch_up().await.expect("caught up");
+    assert_eq!((done.read, done.handled), (10, 10));
+    assert_eq!(model.read(Clone::clone), positions, "every event once, in order");
+    assert_eq!(
+        runner.events().limits().len(),
+        10,
+        "one read per event: each batch is cut after its first (the last one ends at the head)"
     );
 }

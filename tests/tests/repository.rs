@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use es_core::{
     CommandError, DecodeError, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, RecordDecodeError,
-    Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice,
+    Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice, UnknownEvents,
 };
 use uuid::Uuid;
 
@@ -399,4 +399,34 @@ async fn the_cache_is_bounded() {
         reads + 1,
         "the oldest was evicted"
     );
+}
+
+/// An event whose name the aggregate does not know (written by a newer program) fails loading
+/// by default; under `UnknownEvents::Skip` it is left out of the state but counts for the
+/// version, so the next command appends after it.
+#[tokio::test]
+async fn unknown_events_fail_loading_or_are_skipped_by_policy() {
+    let store = InMemoryStore::new();
+    let strict = Repository::<Counter, _>::new(store.clone());
+    let id = new_id();
+    strict.execute(&id, Metadata::new(), add(2)).await.expect("accepted");
+    let stream = StreamId::new("counter", id.clone());
+    let unheard = es_core::conformance::event("counter-archived", serde_json::json!({}));
+    store
+        .append(&stream, ExpectedVersion::Exact(1), vec![unheard])
+        .await
+        .expect("a newer program's event");
+    let refused = strict.load(&id).await;
+    assert!(
+        matches!(&refused, Err(RepositoryError::Decode(error)) if matches!(*error.source, DecodeError::UnknownEventType { .. })),
+        "{refused:?}"
+    );
+    let lenient = Repository::<Counter, _>::new(store).with_unknown_events(UnknownEvents::Skip);
+    let loaded = lenient.load(&id).await.expect("the unknown event is skipped");
+    assert_eq!((loaded.version, loaded.aggregate.total), (2, 2));
+    let done = lenient
+        .execute(&id, Metadata::new(), add(3))
+        .await
+        .expect("appends after it");
+    assert_eq!((done.version, done.aggregate.total, done.attempts), (3, 5, 1));
 }

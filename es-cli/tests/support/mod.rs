@@ -86,6 +86,7 @@ pub struct OpenedCount;
 #[async_trait]
 impl Projection for OpenedCount {
     const NAME: &'static str = "opened_count";
+    const SOURCE_EVENTS: &'static [&'static [es_core::EventDescriptor]] = &[<TicketEvent as es_core::EventSet>::EVENTS];
     type Event = OpenedOnly;
     type Context = BTreeMap<String, u32>;
 

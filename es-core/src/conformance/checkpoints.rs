@@ -11,7 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::projection::{CheckpointStore, ClaimStatus};
+use chrono::{DateTime, Utc};
+
+use crate::projection::{CheckpointStore, ClaimStatus, ParkedEvent};
+use crate::store::StreamId;
 
 /// How the checkpoint checks write to a backend's read model and read it back: a backend's
 /// tests implement it for their context type (an in-memory model, a database connection).
@@ -172,4 +175,97 @@ pub async fn claim_status_tells_held_from_free<C: CheckpointStore, R: ReadModelP
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn parked_event(projection: &str, position: u64, error: &str, attempts: u32) -> ParkedEvent {
+    ParkedEvent {
+        projection: projection.to_owned(),
+        position,
+        event_id: Uuid::now_v7(),
+        stream: StreamId::new("conformance", Uuid::now_v7().to_string()),
+        version: 3,
+        event_name: "Numbered".to_owned(),
+        error: error.to_owned(),
+        attempts,
+        // Whole microseconds: what every backend's timestamps keep.
+        parked_at: DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap_or_default(),
+        retry_requested: false,
+    }
+}
+
+async fn parked<C: CheckpointStore>(store: &C, projection: &str) -> Vec<ParkedEvent> {
+    must_read(store.parked(projection).await, "parked events", projection)
+}
+
+/// Parked events commit or vanish with their unit, like the checkpoint. Parking the same event
+/// again keeps when it was first parked and replaces its error and attempts; retry requests
+/// and drops work outside units; unparking commits with the unit; projections are apart.
+pub async fn parked_events_commit_with_the_unit<C: CheckpointStore, R: ReadModelProbe<C>>(store: &C, _: &R) {
+    let (projection, other) = (fresh_projection(), fresh_projection());
+    let mut claim = claim(store, &projection).await;
+    let first = parked_event(&projection, 40, "boom", 3);
+    let (mut unit, _) = begin(store, &mut claim).await;
+    must(store.park(&mut unit, &first).await, "parking an event");
+    must(store.rollback(unit).await, "rolling back");
+    assert!(
+        parked(store, &projection).await.is_empty(),
+        "a rolled-back park leaves nothing"
+    );
+
+    let (mut unit, _) = begin(store, &mut claim).await;
+    must(store.park(&mut unit, &first).await, "parking an event");
+    let second = parked_event(&projection, 20, "bang", 1);
+    must(store.park(&mut unit, &second).await, "parking a second event");
+    must(store.commit(unit, 41).await, "committing parked events");
+    assert_eq!(
+        parked(store, &projection).await,
+        [second.clone(), first.clone()],
+        "parked events are kept whole, in position order"
+    );
+    assert!(parked(store, &other).await.is_empty(), "another projection has none");
+
+    assert!(must(store.request_retry(&projection, 40).await, "requesting a retry"));
+    assert!(!must(
+        store.request_retry(&projection, 41).await,
+        "requesting a retry of nothing"
+    ));
+    assert!(!must(
+        store.request_retry(&other, 40).await,
+        "requesting another projection's retry"
+    ));
+    let listed = parked(store, &projection).await;
+    assert_eq!(
+        listed.iter().map(|p| p.retry_requested).collect::<Vec<_>>(),
+        [false, true]
+    );
+
+    let again = ParkedEvent {
+        error: "boom again".to_owned(),
+        attempts: 4,
+        parked_at: first.parked_at + chrono::Duration::seconds(5),
+        ..first.clone()
+    };
+    let (mut unit, _) = begin(store, &mut claim).await;
+    must(store.park(&mut unit, &again).await, "parking an event again");
+    must(store.unpark(&mut unit, &projection, 20).await, "unparking an event");
+    must(store.commit(unit, 41).await, "committing");
+    assert_eq!(
+        parked(store, &projection).await,
+        [ParkedEvent {
+            parked_at: first.parked_at,
+            ..again
+        }],
+        "parked again: first parked time kept, error and attempts replaced, retry request cleared; unparked: gone"
+    );
+    assert!(!must(
+        store.drop_parked(&other, 40).await,
+        "dropping another projection's"
+    ));
+    assert!(must(
+        store.drop_parked(&projection, 40).await,
+        "dropping a parked event"
+    ));
+    assert!(!must(store.drop_parked(&projection, 40).await, "dropping it twice"));
+    assert!(parked(store, &projection).await.is_empty());
+    assert_eq!(checkpoint(store, &projection).await, 41);
 }

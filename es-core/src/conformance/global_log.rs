@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{append_ok, fresh_stream, numbered};
-use crate::store::{EventStore, ExpectedVersion, GlobalLog, RecordedEvent};
+use super::{append_ok, event, fresh_stream, numbered};
+use crate::store::{EventStore, ExpectedVersion, GlobalLog, LogFilter, NewEvent, RecordedEvent};
 
 /// Reads everything, waiting (up to 10 s) until the events with `ids` are visible: a store may
 /// delay `read_all` visibility while other transactions are in flight, never reorder it.
@@ -83,4 +83,81 @@ pub async fn read_all_pages<S: EventStore + GlobalLog>(store: &S) {
     assert_eq!(paged, everything);
     let tail = store.read_all(everything[everything.len() - 3].position, 100).await;
     assert_eq!(tail.ok().map(|t| t.len()), Some(2));
+}
+
+/// `read_filtered` returns the events of the wanted aggregate types and names, in position
+/// order, and pages through everything else: `scanned` counts what it went through, `scanned_to`
+/// is where the next page starts, and paging never repeats nor skips a wanted event.
+pub async fn read_filtered_leaves_out_by_type_and_name<S: EventStore + GlobalLog>(store: &S) {
+    let kind = format!("filtered{}", Uuid::now_v7().simple());
+    let (wanted, other) = (fresh_stream(&kind), fresh_stream("conformance-other"));
+    let named =
+        |names: &[&str]| -> Vec<NewEvent> { names.iter().map(|name| event(name, serde_json::json!({}))).collect() };
+    let mine = named(&["Opened", "Noted", "Closed", "Opened", "Noted", "Closed"]);
+    let theirs = named(&["Opened", "Opened", "Opened"]);
+    let ids: Vec<_> = mine.iter().chain(&theirs).map(|e| e.event_id).collect();
+    let start = read_everything(store).await.last().map_or(0, |e| e.position);
+    let (mine_first, mine_rest) = (mine[..3].to_vec(), mine[3..].to_vec());
+    append_ok(store, &wanted, ExpectedVersion::NoStream, mine_first).await;
+    append_ok(store, &other, ExpectedVersion::NoStream, theirs).await;
+    append_ok(store, &wanted, ExpectedVersion::Exact(3), mine_rest).await;
+    let all = read_until_visible(store, &ids).await;
+    let filter = LogFilter::all()
+        .aggregate_types([kind.as_str()])
+        .excluding_names(["Noted"]);
+    let expected: Vec<_> = all
+        .iter()
+        .filter(|e| e.position > start && filter.matches(&e.stream.aggregate_type, &e.event_name))
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), 4, "Opened, Closed, Opened, Closed of the wanted stream");
+
+    for page_size in [1, 2, 5, 1000] {
+        let (mut after, mut got, mut scanned) = (start, Vec::new(), 0);
+        loop {
+            let page = store
+                .read_filtered(after, page_size, &filter)
+                .await
+                .unwrap_or_else(|error| panic!("read_filtered failed: {error}"));
+            assert!(
+                page.scanned <= page_size,
+                "read_filtered goes through at most `limit` events"
+            );
+            assert!(
+                page.events.len() <= page.scanned,
+                "it returns no more than it went through"
+            );
+            assert!(page.scanned_to >= after, "scanned_to never goes back");
+            if let Some(last) = page.events.last() {
+                assert!(
+                    last.position <= page.scanned_to,
+                    "scanned_to is past the events returned"
+                );
+            }
+            scanned += page.scanned;
+            got.extend(page.events);
+            after = page.scanned_to;
+            if page.at_head {
+                break;
+            }
+        }
+        assert_eq!(
+            got, expected,
+            "pages of {page_size}: the wanted events, once each, in order"
+        );
+        let total = all.iter().filter(|e| e.position > start).count();
+        assert_eq!(
+            scanned, total,
+            "pages of {page_size}: scanned counts every event went through"
+        );
+    }
+    let everything = store
+        .read_filtered(start, 1000, &LogFilter::all())
+        .await
+        .unwrap_or_else(|error| panic!("read_filtered failed: {error}"));
+    let unfiltered: Vec<_> = all.into_iter().filter(|e| e.position > start).collect();
+    assert_eq!(
+        everything.events, unfiltered,
+        "an open filter returns what read_all does"
+    );
 }

@@ -23,16 +23,22 @@ mod catalog;
 mod checkpoints;
 mod global_log;
 mod idempotency;
+mod runner;
 mod streams;
 
 pub use catalog::{list_snapshots_in_pages, list_streams_filters_and_pages};
 pub use checkpoints::{
     a_new_claim_resumes_after_a_crash, claim_status_tells_held_from_free, claims_are_exclusive,
-    units_commit_or_discard_the_checkpoint, ReadModelProbe,
+    parked_events_commit_with_the_unit, units_commit_or_discard_the_checkpoint, ReadModelProbe,
 };
-pub use global_log::{read_all_in_position_order, read_all_pages};
+pub use global_log::{read_all_in_position_order, read_all_pages, read_filtered_leaves_out_by_type_and_name};
 pub use idempotency::{
     a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
+};
+pub use runner::{
+    a_parked_event_failing_again_stays_parked, a_parked_event_is_retried_and_applied_once,
+    a_skipped_event_is_passed_for_good, an_event_that_does_not_decode_is_not_retried, progress_waits_for_a_position,
+    retries_spent_stop_the_runner, unknown_events_fail_or_are_skipped, Marked, MarkingEvent, MarkingSource, Noted,
 };
 pub use streams::{
     any_expectation, append_then_read_stream, concurrent_appends_exactly_one_wins, duplicate_event_id_writes_nothing,
@@ -78,6 +84,7 @@ macro_rules! conformance_tests {
             replay_lends_what_read_stream_returns,
             read_all_in_position_order,
             read_all_pages,
+            read_filtered_leaves_out_by_type_and_name,
             snapshots_keep_the_latest,
             list_streams_filters_and_pages,
             list_snapshots_in_pages,
@@ -106,7 +113,7 @@ macro_rules! checkpoint_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $store_and_probe:expr) => {
         $crate::checkpoint_conformance_tests!(@each $make_fixture, |$fixture| $store_and_probe;
             units_commit_or_discard_the_checkpoint, claims_are_exclusive, a_new_claim_resumes_after_a_crash,
-            claim_status_tells_held_from_free);
+            claim_status_tells_held_from_free, parked_events_commit_with_the_unit);
     };
     (@each $make_fixture:expr, |$fixture:ident| $store_and_probe:expr; $($check:ident),+) => {
         $(
@@ -115,6 +122,31 @@ macro_rules! checkpoint_conformance_tests {
                 let $fixture = $make_fixture.await;
                 let (checkpoints, probe) = $store_and_probe;
                 $crate::conformance::$check(&checkpoints, &probe).await;
+            }
+        )+
+    };
+}
+
+/// Expands to one `#[tokio::test]` per check of a [`ProjectionRunner`](crate::ProjectionRunner)
+/// on a backend: failure policies, unknown names, progress. The first argument is an async
+/// expression making a fresh fixture that lives as long as the test; the second says how to
+/// get from it the store, the checkpoint store and a [`ReadModelProbe`] (all by value).
+#[macro_export]
+macro_rules! runner_conformance_tests {
+    ($make_fixture:expr, |$fixture:ident| $parts:expr) => {
+        $crate::runner_conformance_tests!(@each $make_fixture, |$fixture| $parts;
+            a_parked_event_is_retried_and_applied_once, a_parked_event_failing_again_stays_parked,
+            a_skipped_event_is_passed_for_good, retries_spent_stop_the_runner,
+            an_event_that_does_not_decode_is_not_retried, unknown_events_fail_or_are_skipped,
+            progress_waits_for_a_position);
+    };
+    (@each $make_fixture:expr, |$fixture:ident| $parts:expr; $($check:ident),+) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let $fixture = $make_fixture.await;
+                let (store, checkpoints, probe) = $parts;
+                $crate::conformance::$check(store, checkpoints, probe).await;
             }
         )+
     };

@@ -84,6 +84,8 @@ pub struct InMemoryUnit<M> {
     /// Parked events to add (or replace) and to remove, on commit.
     park: Vec<ParkedEvent>,
     unpark: Vec<(String, u64)>,
+    /// Checkpoints of other projections to set, on commit.
+    handed_over: Vec<(String, u64)>,
     _exclusive: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -120,6 +122,7 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
             projection: claim.projection.clone(),
             park: Vec::new(),
             unpark: Vec::new(),
+            handed_over: Vec::new(),
             _exclusive: exclusive,
         };
         Ok((unit, checkpoint))
@@ -133,11 +136,14 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
         let mut committed = self.committed();
         committed.model = unit.model;
         committed.checkpoints.insert(unit.projection, position);
+        committed.checkpoints.extend(unit.handed_over);
         for key in unit.unpark {
             committed.parked.remove(&key);
         }
         for parked in unit.park {
-            committed.parked.insert((parked.projection.clone(), parked.position), parked);
+            committed
+                .parked
+                .insert((parked.projection.clone(), parked.position), parked);
         }
         Ok(())
     }
@@ -146,7 +152,8 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
         let key = (parked.projection.clone(), parked.position);
         unit.unpark.retain(|unparked| *unparked != key);
         let first = self.committed().parked.get(&key).map(|earlier| earlier.parked_at);
-        unit.park.retain(|earlier| (earlier.projection.as_str(), earlier.position) != (key.0.as_str(), key.1));
+        unit.park
+            .retain(|earlier| (earlier.projection.as_str(), earlier.position) != (key.0.as_str(), key.1));
         unit.park.push(ParkedEvent {
             parked_at: first.unwrap_or(parked.parked_at),
             retry_requested: false,
@@ -156,8 +163,19 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
     }
 
     async fn unpark(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
-        unit.park.retain(|parked| (parked.projection.as_str(), parked.position) != (projection, position));
+        unit.park
+            .retain(|parked| (parked.projection.as_str(), parked.position) != (projection, position));
         unit.unpark.push((projection.to_owned(), position));
+        Ok(())
+    }
+
+    async fn take_over(&self, _: &mut Self::Unit, projection: &str) -> Result<u64, CheckpointError> {
+        // Every unit of the model, whatever its projection, holds the one units lock.
+        Ok(self.committed().checkpoints.get(projection).copied().unwrap_or(0))
+    }
+
+    async fn hand_over(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
+        unit.handed_over.push((projection.to_owned(), position));
         Ok(())
     }
 
@@ -178,7 +196,11 @@ impl<M: Clone + Send + Sync + 'static> CheckpointStore for InMemoryReadModel<M> 
     }
 
     async fn drop_parked(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
-        Ok(self.committed().parked.remove(&(projection.to_owned(), position)).is_some())
+        Ok(self
+            .committed()
+            .parked
+            .remove(&(projection.to_owned(), position))
+            .is_some())
     }
 
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError> {

@@ -9,7 +9,7 @@ use super::checkpoint::{CheckpointError, CheckpointStore};
 use super::error::{HandlerFailure, ProjectionError};
 use super::options::{error_chain, Pacing, SetAside, UnknownEvents};
 use super::parking::ParkedEvent;
-use super::runner::{store_error, ProjectionRunner};
+use super::runner::ProjectionRunner;
 use super::Projection;
 use crate::event::EventSet;
 use crate::record::{decode_record, DecodedEvent};
@@ -29,7 +29,7 @@ pub(super) struct Batch {
 }
 
 /// Why a batch's handling stopped.
-enum BatchFailure {
+pub(super) enum BatchFailure {
     /// Fatal for the batch, with nothing to ask the checkpoint store about.
     Stop(ProjectionError),
     Handler(Box<HandlerFailure>),
@@ -37,12 +37,14 @@ enum BatchFailure {
 
 /// What the events of one batch came to before the commit.
 #[derive(Default)]
-struct Handled {
-    handled: u64,
+pub(super) struct Handled {
+    pub(super) handled: u64,
     skipped: u64,
     parked: u64,
     /// Where the time budget cut the batch short, if it did.
-    cut_at: Option<u64>,
+    pub(super) cut_at: Option<u64>,
+    /// Events looked at before the cut (handled, skipped or parked).
+    processed: u64,
     /// Events handled per aggregate type and name, for the metrics.
     per_event: HashMap<(String, String), u64>,
 }
@@ -56,12 +58,16 @@ where
     /// Empties the read model, forgets the parked events and sets the checkpoint to 0, in one
     /// unit of work.
     pub(super) async fn reset(&self, claim: &mut C::Claim) -> Result<(), ProjectionError> {
-        let parked = self.checkpoints.parked(P::NAME).await.map_err(self.checkpoint_error())?;
+        let parked = self
+            .checkpoints
+            .parked(self.name)
+            .await
+            .map_err(self.checkpoint_error())?;
         let (mut unit, _) = self.begin(claim).await?;
         for event in &parked {
-            if let Err(source) = self.checkpoints.unpark(&mut unit, P::NAME, event.position).await {
+            if let Err(source) = self.checkpoints.unpark(&mut unit, self.name, event.position).await {
                 let _ = self.checkpoints.rollback(unit).await;
-                return Err(ProjectionError::from_checkpoint(P::NAME, source));
+                return Err(ProjectionError::from_checkpoint(self.name, source));
             }
         }
         let context = self.checkpoints.context(&mut unit);
@@ -69,13 +75,13 @@ where
             let rollback = self.checkpoints.rollback(unit).await;
             return Err(if self.context_lost(source.as_ref(), &rollback) {
                 ProjectionError::ContextLost {
-                    projection: P::NAME,
+                    projection: self.name,
                     position: 0,
                     source,
                 }
             } else {
                 ProjectionError::Reset {
-                    projection: P::NAME,
+                    projection: self.name,
                     source,
                 }
             });
@@ -91,14 +97,14 @@ where
         // runner's polls should not.
         let checkpoint = self
             .checkpoints
-            .checkpoint(P::NAME)
+            .checkpoint(self.name)
             .await
             .map_err(self.checkpoint_error())?;
         let mut page = self
             .events
             .read_filtered(checkpoint, limit, &self.filter)
             .await
-            .map_err(store_error::<P>)?;
+            .map_err(self.store_error())?;
         if page.scanned_to <= checkpoint {
             self.reached(checkpoint);
             return Ok(Batch {
@@ -114,7 +120,7 @@ where
                 Ok(page) => page,
                 Err(source) => {
                     let _ = self.checkpoints.rollback(unit).await;
-                    return Err(store_error::<P>(source));
+                    return Err(self.store_error()(source));
                 }
             };
             if page.scanned_to <= locked {
@@ -126,38 +132,37 @@ where
                 });
             }
         }
-        let span = tracing::debug_span!("projection_batch", projection = P::NAME, after = locked, events = page.events.len());
+        let span = tracing::debug_span!(
+            "projection_batch",
+            projection = self.name,
+            after = locked,
+            events = page.events.len()
+        );
         let handled = self
             .handle_batch(&mut unit, page.events, pacing.set_aside())
             .instrument(span)
             .await;
         let handled = match handled {
             Ok(handled) => handled,
-            Err(BatchFailure::Stop(error)) => {
-                let _ = self.checkpoints.rollback(unit).await;
-                return Err(error);
-            }
-            Err(BatchFailure::Handler(failure)) => {
-                let rollback = self.checkpoints.rollback(unit).await;
-                if !self.context_lost(failure.source.as_ref(), &rollback) {
-                    return Err(ProjectionError::Handler(failure));
-                }
-                let HandlerFailure { position, source, .. } = *failure;
-                return Err(ProjectionError::ContextLost {
-                    projection: P::NAME,
-                    position,
-                    source,
-                });
-            }
+            Err(failure) => return Err(self.abandon(unit, failure).await),
         };
         let position = handled.cut_at.unwrap_or(page.scanned_to);
         let started = Instant::now();
         self.commit(unit, position).await?;
         self.reached(position);
         self.count(&handled, started);
-        tracing::trace!(projection = P::NAME, read = page.scanned, handled = handled.handled, position, "batch committed");
+        tracing::trace!(
+            projection = self.name,
+            read = page.scanned,
+            handled = handled.handled,
+            position,
+            "batch committed"
+        );
+        // Cut short by the time budget, the batch read only what it got to (the events left out
+        // before the cut are not counted: a progress report may lag by those).
+        let read = if handled.cut_at.is_some() { handled.processed } else { page.scanned as u64 };
         Ok(Batch {
-            read: page.scanned as u64,
+            read,
             handled: handled.handled,
             skipped: handled.skipped,
             parked: handled.parked,
@@ -166,9 +171,31 @@ where
         })
     }
 
+    /// Rolls back a unit whose batch failed, and says why it failed.
+    pub(super) async fn abandon(&self, unit: C::Unit, failure: BatchFailure) -> ProjectionError {
+        match failure {
+            BatchFailure::Stop(error) => {
+                let _ = self.checkpoints.rollback(unit).await;
+                error
+            }
+            BatchFailure::Handler(failure) => {
+                let rollback = self.checkpoints.rollback(unit).await;
+                if !self.context_lost(failure.source.as_ref(), &rollback) {
+                    return ProjectionError::Handler(failure);
+                }
+                let HandlerFailure { position, source, .. } = *failure;
+                ProjectionError::ContextLost {
+                    projection: self.name,
+                    position,
+                    source,
+                }
+            }
+        }
+    }
+
     /// Hands the batch's events to the handler within `unit`, until the time budget is spent.
     /// The records move into the handler's envelopes: no copy per event.
-    async fn handle_batch(
+    pub(super) async fn handle_batch(
         &self,
         unit: &mut C::Unit,
         batch: Vec<RecordedEvent>,
@@ -183,8 +210,11 @@ where
                 break;
             }
             last = Some(envelope.position);
+            done.processed += 1;
             if let Some(set_aside) = set_aside.filter(|set_aside| set_aside.position == envelope.position) {
-                self.set_aside(unit, &envelope, set_aside).await.map_err(BatchFailure::Stop)?;
+                self.set_aside(unit, &envelope, set_aside)
+                    .await
+                    .map_err(BatchFailure::Stop)?;
                 if set_aside.park {
                     done.parked += 1;
                 } else {
@@ -211,14 +241,14 @@ where
     async fn handle(&self, context: &mut P::Context, envelope: RecordedEvent) -> Result<(), BatchFailure> {
         let event = decode_record::<P::Event>(&envelope).map_err(|source| {
             BatchFailure::Stop(ProjectionError::Decode {
-                projection: P::NAME,
+                projection: self.name,
                 position: envelope.position,
                 source: Box::new(source),
             })
         })?;
         let span = tracing::trace_span!(
             "projection_event",
-            projection = P::NAME,
+            projection = self.name,
             position = envelope.position,
             event_id = %envelope.event_id,
             correlation_id = envelope.metadata.correlation_id.map(tracing::field::display),
@@ -229,7 +259,7 @@ where
         };
         let DecodedEvent { envelope, .. } = decoded;
         Err(BatchFailure::Handler(Box::new(HandlerFailure {
-            projection: P::NAME,
+            projection: self.name,
             position: envelope.position,
             event_id: envelope.event_id,
             event_name: envelope.event_name,
@@ -240,18 +270,30 @@ where
     }
 
     /// Skips or parks an event the runner gave up on, within the unit.
-    async fn set_aside(&self, unit: &mut C::Unit, event: &RecordedEvent, set_aside: &SetAside) -> Result<(), ProjectionError> {
-        let labels = [("projection", P::NAME.to_owned()), ("aggregate_type", event.stream.aggregate_type.clone()), ("event", event.event_name.clone())];
+    async fn set_aside(
+        &self,
+        unit: &mut C::Unit,
+        event: &RecordedEvent,
+        set_aside: &SetAside,
+    ) -> Result<(), ProjectionError> {
+        let labels = [
+            ("projection", self.name.to_owned()),
+            ("aggregate_type", event.stream.aggregate_type.clone()),
+            ("event", event.event_name.clone()),
+        ];
         if set_aside.park {
-            let parked = ParkedEvent::new(P::NAME, event, set_aside.reason.clone(), set_aside.attempts);
-            self.checkpoints.park(unit, &parked).await.map_err(self.checkpoint_error())?;
+            let parked = ParkedEvent::new(self.name, event, set_aside.reason.clone(), set_aside.attempts);
+            self.checkpoints
+                .park(unit, &parked)
+                .await
+                .map_err(self.checkpoint_error())?;
             metrics::counter!("es_projection_events_parked_total", &labels).increment(1);
-            tracing::warn!(projection = P::NAME, position = event.position, stream = %event.stream,
+            tracing::warn!(projection = self.name, position = event.position, stream = %event.stream,
                 version = event.version, event = %event.event_name, reason = %set_aside.reason,
                 attempts = set_aside.attempts, "event parked; the projection goes on without it");
         } else {
             metrics::counter!("es_projection_events_skipped_total", &labels).increment(1);
-            tracing::warn!(projection = P::NAME, position = event.position, stream = %event.stream,
+            tracing::warn!(projection = self.name, position = event.position, stream = %event.stream,
                 version = event.version, event = %event.event_name, reason = %set_aside.reason,
                 attempts = set_aside.attempts, "event skipped for good");
         }
@@ -262,14 +304,19 @@ where
     /// fatal, by the [`UnknownEvents`] policy.
     fn unknown(&self, event: &RecordedEvent) -> Result<(), BatchFailure> {
         if self.options.unknown_events == UnknownEvents::Skip {
-            let labels = [("projection", P::NAME.to_owned()), ("aggregate_type", event.stream.aggregate_type.clone()), ("event", event.event_name.clone()), ("reason", "unknown".to_owned())];
+            let labels = [
+                ("projection", self.name.to_owned()),
+                ("aggregate_type", event.stream.aggregate_type.clone()),
+                ("event", event.event_name.clone()),
+                ("reason", "unknown".to_owned()),
+            ];
             metrics::counter!("es_projection_events_skipped_total", &labels).increment(1);
-            tracing::warn!(projection = P::NAME, position = event.position, stream = %event.stream,
+            tracing::warn!(projection = self.name, position = event.position, stream = %event.stream,
                 version = event.version, event = %event.event_name, "unknown event skipped");
             return Ok(());
         }
         Err(BatchFailure::Stop(ProjectionError::UnknownEvent {
-            projection: P::NAME,
+            projection: self.name,
             position: event.position,
             stream: event.stream.clone(),
             version: event.version,
@@ -280,13 +327,17 @@ where
     /// Handles the parked events an operator asked to retry, each in a unit of its own: its
     /// writes commit with its removal from the parked events; failing again, it stays parked.
     pub(super) async fn retry_requested(&self, claim: &mut C::Claim) -> Result<(), ProjectionError> {
-        let parked = self.checkpoints.parked(P::NAME).await.map_err(self.checkpoint_error())?;
+        let parked = self
+            .checkpoints
+            .parked(self.name)
+            .await
+            .map_err(self.checkpoint_error())?;
         for parked in parked.into_iter().filter(|parked| parked.retry_requested) {
             let event = self
                 .events
                 .read_all(parked.position.saturating_sub(1), 1)
                 .await
-                .map_err(store_error::<P>)?
+                .map_err(self.store_error())?
                 .into_iter()
                 .find(|event| event.position == parked.position);
             let (mut unit, checkpoint) = self.begin(claim).await?;
@@ -296,12 +347,12 @@ where
                     let context = self.checkpoints.context(&mut unit);
                     match self.handle(context, event).await {
                         Ok(()) => {
-                            if let Err(source) = self.checkpoints.unpark(&mut unit, P::NAME, parked.position).await {
+                            if let Err(source) = self.checkpoints.unpark(&mut unit, self.name, parked.position).await {
                                 let _ = self.checkpoints.rollback(unit).await;
-                                return Err(ProjectionError::from_checkpoint(P::NAME, source));
+                                return Err(ProjectionError::from_checkpoint(self.name, source));
                             }
                             self.commit(unit, checkpoint).await?;
-                            tracing::info!(projection = P::NAME, position = parked.position, stream = %parked.stream,
+                            tracing::info!(projection = self.name, position = parked.position, stream = %parked.stream,
                                 version = parked.version, "parked event handled on retry");
                             continue;
                         }
@@ -313,7 +364,7 @@ where
             // Failed again: keep it parked, with one more attempt and the new error.
             if let Err(source) = self.checkpoints.rollback(unit).await {
                 if source.is_transient() {
-                    return Err(ProjectionError::from_checkpoint(P::NAME, source));
+                    return Err(ProjectionError::from_checkpoint(self.name, source));
                 }
             }
             let (mut unit, checkpoint) = self.begin(claim).await?;
@@ -325,30 +376,34 @@ where
             };
             if let Err(source) = self.checkpoints.park(&mut unit, &again).await {
                 let _ = self.checkpoints.rollback(unit).await;
-                return Err(ProjectionError::from_checkpoint(P::NAME, source));
+                return Err(ProjectionError::from_checkpoint(self.name, source));
             }
             self.commit(unit, checkpoint).await?;
-            tracing::warn!(projection = P::NAME, position = again.position, stream = %again.stream,
+            tracing::warn!(projection = self.name, position = again.position, stream = %again.stream,
                 version = again.version, reason = %again.error, "parked event failed again on retry; it stays parked");
         }
         Ok(())
     }
 
     pub(super) fn checkpoint_error(&self) -> impl Fn(CheckpointError) -> ProjectionError {
-        |source| ProjectionError::from_checkpoint(P::NAME, source)
+        let projection = self.name;
+        move |source| ProjectionError::from_checkpoint(projection, source)
     }
 
-    async fn begin(&self, claim: &mut C::Claim) -> Result<(C::Unit, u64), ProjectionError> {
+    pub(super) async fn begin(&self, claim: &mut C::Claim) -> Result<(C::Unit, u64), ProjectionError> {
         self.checkpoints.begin(claim).await.map_err(self.checkpoint_error())
     }
 
-    async fn commit(&self, unit: C::Unit, position: u64) -> Result<(), ProjectionError> {
-        self.checkpoints.commit(unit, position).await.map_err(self.checkpoint_error())
+    pub(super) async fn commit(&self, unit: C::Unit, position: u64) -> Result<(), ProjectionError> {
+        self.checkpoints
+            .commit(unit, position)
+            .await
+            .map_err(self.checkpoint_error())
     }
 
     /// Tells [`ProjectionProgress`](super::ProjectionProgress) waiters the projection got to
     /// `position`.
-    fn reached(&self, position: u64) {
+    pub(super) fn reached(&self, position: u64) {
         self.progress.send_if_modified(|at| {
             let moved = position > *at;
             *at = (*at).max(position);
@@ -358,10 +413,14 @@ where
 
     fn count(&self, handled: &Handled, commit_started: Instant) {
         for ((aggregate_type, event), count) in &handled.per_event {
-            let labels = [("projection", P::NAME.to_owned()), ("aggregate_type", aggregate_type.clone()), ("event", event.clone())];
+            let labels = [
+                ("projection", self.name.to_owned()),
+                ("aggregate_type", aggregate_type.clone()),
+                ("event", event.clone()),
+            ];
             metrics::counter!("es_projection_events_handled_total", &labels).increment(*count);
         }
-        metrics::histogram!("es_projection_commit_seconds", "projection" => P::NAME)
+        metrics::histogram!("es_projection_commit_seconds", "projection" => self.name)
             .record(commit_started.elapsed().as_secs_f64());
     }
 

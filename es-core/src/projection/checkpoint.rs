@@ -64,23 +64,67 @@ pub trait CheckpointStore: Send + Sync {
 
     /// Sets `parked` aside within the unit, committed with the unit's checkpoint: a new parked
     /// event, or one parked before (retried and failed again), replaced with its new error
-    /// and attempts, its retry request cleared. Keyed by projection and position.
-    async fn park(&self, unit: &mut Self::Unit, parked: &ParkedEvent) -> Result<(), CheckpointError>;
+    /// and attempts, its retry request cleared, its first `parked_at` kept. Keyed by projection
+    /// and position.
+    ///
+    /// Backends keep parked events in a table of their own; the default refuses, for stores
+    /// that keep none (a runner with [`FailurePolicy::Park`](crate::FailurePolicy::Park) then
+    /// stops with this error).
+    async fn park(&self, unit: &mut Self::Unit, parked: &ParkedEvent) -> Result<(), CheckpointError> {
+        let _ = (unit, parked);
+        Err(CheckpointError::backend("this checkpoint store keeps no parked events"))
+    }
 
     /// Removes the parked event of `projection` at `position` within the unit (it was
-    /// handled at last): the handler's writes and the removal commit together.
-    async fn unpark(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError>;
+    /// handled at last): the handler's writes and the removal commit together. The default
+    /// has nothing to remove.
+    async fn unpark(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
+        let _ = (unit, projection, position);
+        Ok(())
+    }
 
     /// The parked events of `projection`, in position order, read outside any unit of work.
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, CheckpointError>;
+    /// The default has none.
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, CheckpointError> {
+        let _ = projection;
+        Ok(Vec::new())
+    }
 
     /// Asks for the parked event of `projection` at `position` to be tried again by the
     /// projection's runner. Returns whether there was such a parked event.
-    async fn request_retry(&self, projection: &str, position: u64) -> Result<bool, CheckpointError>;
+    async fn request_retry(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
+        let _ = (projection, position);
+        Ok(false)
+    }
 
     /// Forgets the parked event of `projection` at `position` for good. Returns whether there
     /// was one.
-    async fn drop_parked(&self, projection: &str, position: u64) -> Result<bool, CheckpointError>;
+    async fn drop_parked(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
+        let _ = (projection, position);
+        Ok(false)
+    }
+
+    /// Within the unit, waits until no unit of `projection` (another projection, whose claim
+    /// this runner does not hold) is open, keeps its units out until this unit ends, and
+    /// returns its checkpoint: the first half of a blue/green switch
+    /// ([`ProjectionRunner::rebuild_beside`](crate::ProjectionRunner::rebuild_beside)). The
+    /// default refuses.
+    async fn take_over(&self, unit: &mut Self::Unit, projection: &str) -> Result<u64, CheckpointError> {
+        let _ = (unit, projection);
+        Err(CheckpointError::backend(
+            "this checkpoint store cannot switch read models",
+        ))
+    }
+
+    /// Within the unit, sets the checkpoint of `projection` (taken over with
+    /// [`take_over`](CheckpointStore::take_over)) to `position`, committed with the unit. Its
+    /// runner, whose claim is untouched, goes on from there. The default refuses.
+    async fn hand_over(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
+        let _ = (unit, projection, position);
+        Err(CheckpointError::backend(
+            "this checkpoint store cannot switch read models",
+        ))
+    }
 
     /// The committed checkpoint of `projection`, read outside any unit of work.
     async fn checkpoint(&self, projection: &str) -> Result<u64, CheckpointError>;

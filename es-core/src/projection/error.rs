@@ -95,6 +95,18 @@ pub enum ProjectionError {
         #[source]
         source: HandlerError,
     },
+    /// The switch of a blue/green rebuild failed; nothing of it was committed, and the live
+    /// model goes on serving.
+    #[error("projection {projection}: switching {live} over to it failed: {source}")]
+    Switch {
+        /// The rebuilt copy.
+        projection: &'static str,
+        /// The live projection it was to replace.
+        live: &'static str,
+        /// Why.
+        #[source]
+        source: HandlerError,
+    },
     /// Emptying the read model before a rebuild failed; the checkpoint was not reset.
     #[error("projection {projection}: emptying the read model for a rebuild failed: {source}")]
     Reset {
@@ -117,6 +129,7 @@ impl ProjectionError {
             Self::ClaimLost { .. }
             | Self::Decode { .. }
             | Self::UnknownEvent { .. }
+            | Self::Switch { .. }
             | Self::Handler(_)
             | Self::Reset { .. } => false,
         }

@@ -1,12 +1,13 @@
 //! Projections: read models fed by the store's global, gap-free order of events.
 
+mod batch;
 mod checkpoint;
 mod error;
 mod options;
-mod batch;
 mod parking;
 mod progress;
 mod runner;
+mod switch;
 
 use async_trait::async_trait;
 
@@ -19,6 +20,7 @@ pub use options::{Backoff, FailurePolicy, RunnerOptions, UnknownEvents};
 pub use parking::ParkedEvent;
 pub use progress::{ProjectionProgress, WaitError};
 pub use runner::{CatchUp, Lag, ProjectionRunner, RebuildProgress};
+pub use switch::SwitchFuture;
 
 /// What a handler returns when it fails: any error, boxed.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;

@@ -236,7 +236,11 @@ impl Pacing {
             self.failed_position = None;
             self.handler_failures = 0;
         }
-        if self.set_aside.as_ref().is_some_and(|set_aside| position >= set_aside.position) {
+        if self
+            .set_aside
+            .as_ref()
+            .is_some_and(|set_aside| position >= set_aside.position)
+        {
             self.set_aside = None;
         }
         if let Some(since) = self.outage_since.take() {
@@ -280,7 +284,9 @@ impl Pacing {
                 }
                 self.give_up(position, reason, self.handler_failures, error)
             }
-            ProjectionError::Decode { position, ref source, .. } => {
+            ProjectionError::Decode {
+                position, ref source, ..
+            } => {
                 metrics::counter!("es_projection_failures_total", "projection" => self.projection, "kind" => "decode")
                     .increment(1);
                 // Decoding again gives the same answer: no retries.

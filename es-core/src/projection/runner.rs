@@ -84,6 +84,9 @@ pub struct CatchUp {
 #[derive(Debug)]
 pub struct ProjectionRunner<P, E, C> {
     pub(super) projection: P,
+    /// The name checkpoints, parked events, logs and metrics go by: the projection's
+    /// [`NAME`](Projection::NAME) unless renamed with [`with_name`](ProjectionRunner::with_name).
+    pub(super) name: &'static str,
     pub(super) events: E,
     pub(super) checkpoints: C,
     pub(super) options: RunnerOptions,
@@ -109,6 +112,7 @@ where
             .filter(|name| !P::Event::handles(name));
         Self {
             projection,
+            name: P::NAME,
             events,
             checkpoints,
             options: RunnerOptions::default(),
@@ -117,6 +121,19 @@ where
                 .excluding_names(left_out),
             progress: watch::Sender::new(0),
         }
+    }
+
+    /// Keeps this runner's checkpoint (and parked events, logs and metrics) under `name`
+    /// instead of the projection's [`NAME`](Projection::NAME): to build a second copy of a read
+    /// model beside the live one (see [`rebuild_beside`](Self::rebuild_beside)).
+    pub fn with_name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// The name the runner keeps its checkpoint under.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// Replaces the options.
@@ -140,16 +157,24 @@ where
         &self.checkpoints
     }
 
+    /// The projection, the global log and the checkpoint store, giving the runner up.
+    pub fn into_parts(self) -> (P, E, C) {
+        (self.projection, self.events, self.checkpoints)
+    }
+
     /// The runner's progress, to wait until it has processed a position (read-your-writes).
     /// It follows this runner's commits, whichever of its methods runs.
     pub fn progress(&self) -> ProjectionProgress {
-        ProjectionProgress::new(P::NAME, self.progress.subscribe())
+        ProjectionProgress::new(self.name, self.progress.subscribe())
     }
 
     /// The events this projection parked (see [`FailurePolicy::Park`](crate::FailurePolicy::Park)),
     /// in position order.
     pub async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError> {
-        self.checkpoints.parked(P::NAME).await.map_err(self.checkpoint_error())
+        self.checkpoints
+            .parked(self.name)
+            .await
+            .map_err(self.checkpoint_error())
     }
 
     /// Asks for the parked event at `position` to be handled again, once its cause is fixed:
@@ -162,7 +187,7 @@ where
     /// projection that parks events must not depend on their order.
     pub async fn retry_parked(&self, position: u64) -> Result<bool, ProjectionError> {
         self.checkpoints
-            .request_retry(P::NAME, position)
+            .request_retry(self.name, position)
             .await
             .map_err(self.checkpoint_error())
     }
@@ -170,7 +195,7 @@ where
     /// Forgets the parked event at `position` for good. Returns whether there was one.
     pub async fn drop_parked(&self, position: u64) -> Result<bool, ProjectionError> {
         self.checkpoints
-            .drop_parked(P::NAME, position)
+            .drop_parked(self.name, position)
             .await
             .map_err(self.checkpoint_error())
     }
@@ -178,7 +203,7 @@ where
     /// Claims the projection, handles the parked events an operator asked to retry, then
     /// handles events until it has caught up with the head.
     pub async fn catch_up(&self) -> Result<CatchUp, ProjectionError> {
-        let mut pacing = Pacing::new(P::NAME, self.options);
+        let mut pacing = Pacing::new(self.name, self.options);
         let mut claim = self.claim(&mut pacing).await?;
         loop {
             match self.retry_requested(&mut claim).await {
@@ -204,13 +229,13 @@ where
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ProjectionError> {
         tokio::pin!(shutdown);
-        let mut pacing = Pacing::new(P::NAME, self.options);
+        let mut pacing = Pacing::new(self.name, self.options);
         let mut claim = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
             claim = self.claim(&mut pacing) => claim?,
         };
-        tracing::info!(projection = P::NAME, "projection runner active");
+        tracing::info!(projection = self.name, "projection runner active");
         let mut last_lag_report: Option<Instant> = None;
         let mut last_retry_check: Option<Instant> = None;
         loop {
@@ -265,14 +290,24 @@ where
     /// Empties the read model, resets the checkpoint, and replays every event, reporting
     /// progress after each batch. A projection added later catches up the same way (its
     /// checkpoint starts at 0), without the reset.
-    pub async fn rebuild(
+    ///
+    /// Readers see the model emptied, then filling up. To keep serving the complete model
+    /// while a new one is built, use [`rebuild_beside`](Self::rebuild_beside).
+    pub async fn rebuild(&self, on_progress: impl FnMut(RebuildProgress) + Send) -> Result<CatchUp, ProjectionError> {
+        let mut pacing = Pacing::new(self.name, self.options);
+        let mut claim = self.claim(&mut pacing).await?;
+        self.replay_from_scratch(&mut claim, &mut pacing, on_progress).await
+    }
+
+    /// Resets the read model and replays every event, with progress reports.
+    pub(super) async fn replay_from_scratch(
         &self,
+        claim: &mut C::Claim,
+        pacing: &mut Pacing,
         mut on_progress: impl FnMut(RebuildProgress) + Send,
     ) -> Result<CatchUp, ProjectionError> {
-        let mut pacing = Pacing::new(P::NAME, self.options);
-        let mut claim = self.claim(&mut pacing).await?;
         loop {
-            match self.reset(&mut claim).await {
+            match self.reset(claim).await {
                 Ok(()) => break,
                 Err(error) => tokio::time::sleep(pacing.failed(error)?).await,
             }
@@ -280,34 +315,44 @@ where
         let total = loop {
             match self.events.tail(0).await {
                 Ok(tail) => break tail.events,
-                Err(source) => tokio::time::sleep(pacing.failed(store_error::<P>(source))?).await,
+                Err(source) => tokio::time::sleep(pacing.failed(self.store_error()(source))?).await,
             }
         };
         let started = Instant::now();
-        tracing::info!(projection = P::NAME, total, "rebuilding projection");
-        self.drain(&mut claim, &mut pacing, |done| {
-            let seconds = started.elapsed().as_secs_f64();
-            on_progress(RebuildProgress {
-                done,
-                total,
-                events_per_second: if seconds > 0.0 { done as f64 / seconds } else { 0.0 },
-            });
-        })
-        .await
+        tracing::info!(projection = self.name, total, "rebuilding projection");
+        let done = self
+            .drain(claim, pacing, |done| {
+                let seconds = started.elapsed().as_secs_f64();
+                on_progress(RebuildProgress {
+                    done,
+                    total,
+                    events_per_second: if seconds > 0.0 { done as f64 / seconds } else { 0.0 },
+                });
+            })
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            projection = self.name,
+            events = done.read,
+            seconds,
+            events_per_second = if seconds > 0.0 { done.read as f64 / seconds } else { 0.0 },
+            "projection rebuilt"
+        );
+        Ok(done)
     }
 
     /// How far the projection is behind the head of the store.
     pub async fn lag(&self) -> Result<Lag, ProjectionError> {
         let checkpoint = self
             .checkpoints
-            .checkpoint(P::NAME)
+            .checkpoint(self.name)
             .await
-            .map_err(|source| ProjectionError::from_checkpoint(P::NAME, source))?;
-        let tail = self.events.tail(checkpoint).await.map_err(store_error::<P>)?;
+            .map_err(|source| ProjectionError::from_checkpoint(self.name, source))?;
+        let tail = self.events.tail(checkpoint).await.map_err(self.store_error())?;
         let seconds_behind = if tail.events == 0 {
             0.0
         } else {
-            let oldest = self.events.read_all(checkpoint, 1).await.map_err(store_error::<P>)?;
+            let oldest = self.events.read_all(checkpoint, 1).await.map_err(self.store_error())?;
             oldest.first().map_or(0.0, |event| {
                 (Utc::now() - event.recorded_at).num_milliseconds().max(0) as f64 / 1000.0
             })
@@ -322,26 +367,26 @@ where
     async fn report_lag(&self) {
         match self.lag().await {
             Ok(lag) => {
-                metrics::gauge!("es_projection_lag_events", "projection" => P::NAME).set(lag.events_behind as f64);
-                metrics::gauge!("es_projection_lag_seconds", "projection" => P::NAME).set(lag.seconds_behind);
+                metrics::gauge!("es_projection_lag_events", "projection" => self.name).set(lag.events_behind as f64);
+                metrics::gauge!("es_projection_lag_seconds", "projection" => self.name).set(lag.seconds_behind);
                 tracing::debug!(
-                    projection = P::NAME,
+                    projection = self.name,
                     events_behind = lag.events_behind,
                     seconds_behind = lag.seconds_behind,
                     "projection lag"
                 );
             }
-            Err(error) => tracing::warn!(projection = P::NAME, %error, "cannot measure projection lag"),
+            Err(error) => tracing::warn!(projection = self.name, %error, "cannot measure projection lag"),
         }
     }
 
     /// Claims the projection, retrying transient failures.
-    async fn claim(&self, pacing: &mut Pacing) -> Result<C::Claim, ProjectionError> {
+    pub(super) async fn claim(&self, pacing: &mut Pacing) -> Result<C::Claim, ProjectionError> {
         loop {
-            match self.checkpoints.claim(P::NAME).await {
+            match self.checkpoints.claim(self.name).await {
                 Ok(claim) => return Ok(claim),
                 Err(source) => {
-                    let delay = pacing.failed(ProjectionError::from_checkpoint(P::NAME, source))?;
+                    let delay = pacing.failed(ProjectionError::from_checkpoint(self.name, source))?;
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -349,7 +394,7 @@ where
     }
 
     /// Handles batches until one comes back short: the head is reached.
-    async fn drain(
+    pub(super) async fn drain(
         &self,
         claim: &mut C::Claim,
         pacing: &mut Pacing,
@@ -378,14 +423,14 @@ where
     }
 }
 
-pub(super) fn store_error<P: Projection>(source: StoreError) -> ProjectionError {
-    ProjectionError::Store {
-        projection: P::NAME,
-        source,
-    }
-}
-
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The shortest wait between polls or retries: a zero setting must not spin on the store.
 pub(crate) const MIN_PAUSE: Duration = Duration::from_millis(1);
+
+impl<P, E, C> ProjectionRunner<P, E, C> {
+    pub(super) fn store_error(&self) -> impl Fn(StoreError) -> ProjectionError {
+        let projection = self.name;
+        move |source| ProjectionError::Store { projection, source }
+    }
+}

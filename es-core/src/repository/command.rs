@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use futures_util::TryStreamExt;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{AsOf, CommandError, Repository, RepositoryError, Versioned};
@@ -226,6 +227,15 @@ where
         // A command id the caller chose may have been carried out by an earlier request.
         let maybe_stored = metadata.command_id.is_some();
         let (metadata, command_id) = command_metadata(metadata);
+        // The span a trace follows from the command to every read model its events change:
+        // projections' event spans carry the same correlation id.
+        let span = tracing::info_span!(
+            "execute",
+            aggregate_type = %stream.aggregate_type,
+            aggregate_id = %stream.aggregate_id,
+            command_id = %command_id,
+            correlation_id = metadata.correlation_id.map(tracing::field::display),
+        );
         let mut command = Command {
             stream,
             metadata,
@@ -237,7 +247,7 @@ where
         let started = Instant::now();
         loop {
             command.attempts += 1;
-            let error = match self.attempt(&command, &mut decider).await {
+            let error = match self.attempt(&command, &mut decider).instrument(span.clone()).await {
                 Ok(executed) => return Ok(executed),
                 Err(Retry::Final(error)) => return Err(error),
                 Err(retry) => retry,
@@ -312,7 +322,9 @@ where
         let Versioned { mut aggregate, version } = current;
         let batch = encode_batch(stream, &events, metadata).map_err(RepositoryError::from)?;
         let ids: Vec<Uuid> = batch.iter().map(|event| event.event_id).collect();
-        let outcome = match self.store.append(stream, ExpectedVersion::Exact(version), batch).await {
+        let append_span = tracing::debug_span!("append", %stream, expected = version, events = batch.len());
+        let appending = self.store.append(stream, ExpectedVersion::Exact(version), batch);
+        let outcome = match appending.instrument(append_span).await {
             Ok(outcome) if !outcome.already_stored => outcome,
             Ok(_) | Err(StoreError::DuplicateEventId { .. }) => {
                 // Our ids are stored: an earlier attempt (or send) of this command committed.

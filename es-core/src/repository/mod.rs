@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
+use tracing::Instrument;
 use uuid::Uuid;
 
 mod cache;
@@ -25,7 +26,9 @@ pub use loaded::{Loaded, Saved};
 pub use retry::RetryPolicy;
 
 use crate::aggregate::Aggregate;
+use crate::event::EventSet;
 use crate::metadata::Metadata;
+use crate::projection::UnknownEvents;
 use crate::record::{decode_record, decode_replayed, DecodedEvent};
 use crate::store::{EventStore, Snapshot, SnapshotStore, StreamId, StreamSlice};
 
@@ -83,6 +86,7 @@ pub struct Repository<A, S> {
     snapshots: Option<Snapshots>,
     retry: RetryPolicy,
     cache: Option<Arc<dyn StateCache<A>>>,
+    unknown_events: UnknownEvents,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -93,6 +97,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
             snapshots: self.snapshots.clone(),
             retry: self.retry,
             cache: self.cache.clone(),
+            unknown_events: self.unknown_events,
             aggregate: PhantomData,
         }
     }
@@ -109,6 +114,7 @@ impl<A, S: fmt::Debug> fmt::Debug for Repository<A, S> {
             )
             .field("retry", &self.retry)
             .field("cache", &self.cache.is_some())
+            .field("unknown_events", &self.unknown_events)
             .finish()
     }
 }
@@ -133,6 +139,7 @@ where
             snapshots: None,
             retry: RetryPolicy::default(),
             cache: None,
+            unknown_events: UnknownEvents::Fail,
             aggregate: PhantomData,
         }
     }
@@ -164,6 +171,17 @@ where
             every: events,
             store: Arc::new(self.store.clone()),
         });
+        self
+    }
+
+    /// What loading does with a stored event whose name the aggregate does not know (one
+    /// written by a newer version of the program). By default loading fails with a decode
+    /// error; [`UnknownEvents::Skip`] leaves the event out of the state (counted in
+    /// `es_aggregate_events_skipped_total` and logged) and still counts its version, so the
+    /// next append checks against the real stream. Commands then decide without the skipped
+    /// events: skip only events that cannot change a decision.
+    pub fn with_unknown_events(mut self, policy: UnknownEvents) -> Self {
+        self.unknown_events = policy;
         self
     }
 
@@ -436,6 +454,11 @@ where
     }
 
     async fn rehydrate(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
+        let span = tracing::debug_span!("load", %stream, ?as_of);
+        self.replay(stream, as_of).instrument(span).await
+    }
+
+    async fn replay(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
         let mut state = match self.usable_snapshot(stream, as_of).await? {
             Some(snapshot) => snapshot,
             None => Versioned {
@@ -460,6 +483,12 @@ where
                         found: event.version,
                     });
                     return ControlFlow::Break(());
+                }
+                if self.unknown_events == UnknownEvents::Skip && !A::Event::handles(event.event_name) {
+                    metrics::counter!("es_aggregate_events_skipped_total", "aggregate_type" => A::TYPE).increment(1);
+                    tracing::warn!(%stream, version = event.version, event = event.event_name, "unknown event skipped");
+                    state.version = event.version;
+                    return ControlFlow::Continue(());
                 }
                 match decode_replayed::<A::Event>(stream, &event) {
                     Ok(decoded) => {

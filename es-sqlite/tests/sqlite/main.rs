@@ -14,4 +14,5 @@ mod parking;
 mod projection;
 mod read_filtered;
 mod repository;
+mod transaction;
 mod wake_up;

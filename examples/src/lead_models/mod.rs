@@ -14,13 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 
 use es_core::{
-    async_trait, event, CheckpointStore, DecodedEvent, EventStore, GlobalLog, HandlerError, Projection,
-    ProjectionRunner, SnapshotStore,
+    async_trait, event, CheckpointStore, DecodedEvent, EventDescriptor, EventSet, EventStore, GlobalLog, HandlerError,
+    Projection, ProjectionRunner, SnapshotStore,
 };
 
 use crate::lead::{
-    ContactDetailsUpdated, FollowupSet, LeadClosed, LeadInitialized, LeadStatus, OrderSubmitted, PaymentConfirmed,
-    PaymentFailed,
+    ContactDetailsUpdated, FollowupSet, LeadClosed, LeadEvent, LeadInitialized, LeadStatus, OrderSubmitted,
+    PaymentConfirmed, PaymentFailed,
 };
 
 /// Writes to a search model.
@@ -83,6 +83,7 @@ impl<W> Default for LeadSearchProjection<W> {
 impl<W: SearchModelWriter + 'static> Projection for LeadSearchProjection<W> {
     const NAME: &'static str = "lead-search";
     const AGGREGATE_TYPES: &'static [&'static str] = &["lead"];
+    const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[LeadEvent::EVENTS];
     type Event = LeadSearchEvent;
     type Context = W;
 
@@ -114,6 +115,7 @@ impl<W> Default for LeadAnalysisProjection<W> {
 impl<W: AnalysisModelWriter + 'static> Projection for LeadAnalysisProjection<W> {
     const NAME: &'static str = "lead-analysis";
     const AGGREGATE_TYPES: &'static [&'static str] = &["lead"];
+    const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[LeadEvent::EVENTS];
     type Event = LeadAnalysisEvent;
     type Context = W;
 
