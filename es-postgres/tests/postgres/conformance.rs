@@ -5,7 +5,9 @@ use es_core::conformance::ReadModelProbe;
 use es_postgres::PostgresCheckpoints;
 use sqlx::{PgConnection, PgPool};
 
-use crate::support::{schema, Shared};
+use es_test_support::TestSchema;
+
+use crate::support::{exclusive_schema, schema, Exclusive, Shared};
 
 es_core::conformance_tests!(crate::support::exclusive_schema(), |schema| schema.store().clone());
 
@@ -16,7 +18,7 @@ struct Marks {
 }
 
 impl Marks {
-    fn of(schema: &Shared) -> Self {
+    fn of(schema: &TestSchema) -> Self {
         Self {
             pool: schema.pool().clone(),
             table: format!("\"{}\".marks", schema.schema()),
@@ -44,9 +46,8 @@ impl ReadModelProbe<PostgresCheckpoints> for Marks {
     }
 }
 
-/// A fresh schema with the probe's table.
-async fn marked_schema() -> Shared {
-    let schema = schema().await;
+/// Creates the probe's table in `schema`.
+async fn create_marks(schema: &TestSchema) {
     sqlx::query(&format!(
         "CREATE TABLE \"{}\".marks (mark bigint NOT NULL)",
         schema.schema()
@@ -54,8 +55,28 @@ async fn marked_schema() -> Shared {
     .execute(schema.pool())
     .await
     .expect("marks table");
+}
+
+/// A fresh schema with the probe's table.
+async fn marked_schema() -> Shared {
+    let schema = schema().await;
+    create_marks(&schema).await;
+    schema
+}
+
+/// A fresh schema with the probe's table, while no other test runs: the runner checks expect
+/// their appends to be readable at once.
+async fn marked_exclusive_schema() -> Exclusive {
+    let schema = exclusive_schema().await;
+    create_marks(&schema).await;
     schema
 }
 
 // Checkpoints need no quiet server: each check works on its own projection names.
 es_core::checkpoint_conformance_tests!(marked_schema(), |schema| (schema.checkpoints(), Marks::of(&schema)));
+
+es_core::runner_conformance_tests!(marked_exclusive_schema(), |schema| (
+    schema.store().clone(),
+    schema.checkpoints(),
+    Marks::of(&schema)
+));

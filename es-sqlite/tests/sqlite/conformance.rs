@@ -50,3 +50,11 @@ es_core::checkpoint_conformance_tests!(marked(), |db| (
         store: db.store.clone()
     }
 ));
+
+es_core::runner_conformance_tests!(marked(), |db| (
+    db.store.clone(),
+    db.store.checkpoints(),
+    Marks {
+        store: db.store.clone()
+    }
+));
