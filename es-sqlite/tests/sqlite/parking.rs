@@ -1,18 +1,16 @@
-//! Parked events: parked and unparked within a unit of work (committed with its checkpoint, or
-//! not at all), listed, marked for a retry and dropped outside any unit; and a runner that parks
-//! a failing event and handles it once asked to retry.
+//! Parked events beyond the conformance suite (which checks parking, listing, retry requests,
+//! unparking and dropping): a unit dropped mid-way (a crashed runner) parks nothing, a
+//! rolled-back unpark leaves the event parked, nothing is parked once a handler ended the
+//! unit's transaction, and a read-only store lists parked events but changes none.
 
 use std::error::Error;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use es_core::{CheckpointStore, FailurePolicy, ParkedEvent, ProjectionRunner, RunnerOptions, StreamId};
+use es_core::{CheckpointStore, ParkedEvent, StreamId};
 use es_sqlite::{SqliteCheckpoints, SqliteClaim, SqliteError, SqliteStore, SqliteUnit};
 use uuid::Uuid;
 
-use crate::projection::{create_tables, tally, write_cases, Tally};
-use crate::support::{fresh, select};
+use crate::support::fresh;
 
 /// Now, at the microsecond: what the table keeps of an instant.
 fn now() -> DateTime<Utc> {
@@ -81,51 +79,6 @@ async fn parked_events_commit_with_the_unit_and_nothing_else() {
         listed(&checkpoints, "other").await.is_empty(),
         "each projection has its own"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parking_again_keeps_the_first_time_and_clears_the_retry_request() {
-    let db = fresh().await;
-    let checkpoints = db.store.checkpoints();
-    let mut claim = checkpoints.claim("reparking").await.expect("claim");
-    let first = parked("reparking", 5, "boom", 3);
-    let mut unit = begin(&checkpoints, &mut claim).await;
-    checkpoints.park(&mut unit, &first).await.expect("park");
-    checkpoints.commit(unit, 5).await.expect("commit");
-
-    assert!(checkpoints
-        .request_retry("reparking", 5)
-        .await
-        .expect("request a retry"));
-    assert!(
-        !checkpoints
-            .request_retry("reparking", 6)
-            .await
-            .expect("request a retry"),
-        "nothing parked at 6"
-    );
-    assert!(
-        !checkpoints.request_retry("other", 5).await.expect("request a retry"),
-        "nor in another projection"
-    );
-    assert!(listed(&checkpoints, "reparking").await[0].retry_requested);
-
-    // The retry failed again: the runner parks it anew.
-    let again = ParkedEvent {
-        error: "boom again".to_owned(),
-        attempts: 4,
-        parked_at: now() + chrono::Duration::seconds(60),
-        ..first.clone()
-    };
-    let mut unit = begin(&checkpoints, &mut claim).await;
-    checkpoints.park(&mut unit, &again).await.expect("park again");
-    checkpoints.commit(unit, 5).await.expect("commit");
-    let expected = ParkedEvent {
-        parked_at: first.parked_at,
-        retry_requested: false,
-        ..again
-    };
-    assert_eq!(listed(&checkpoints, "reparking").await, [expected]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,53 +168,4 @@ async fn a_read_only_store_lists_parked_events_and_changes_none() {
         assert!(matches!(source, Some(SqliteError::ReadOnly { .. })), "{error:?}");
     }
     assert!(!listed(&checkpoints, "read-only").await[0].retry_requested);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runner_parks_a_failing_event_and_handles_it_on_request() {
-    let db = fresh().await;
-    create_tables(&db.store).await;
-    write_cases(&db.store, 12).await;
-    let tally_projection = Tally::new("parking");
-    let fail_at = std::sync::Arc::clone(&tally_projection.fail_at);
-    fail_at.store(4, Ordering::SeqCst);
-    let options = RunnerOptions {
-        failure: FailurePolicy::Park {
-            attempts: 2,
-            backoff: Duration::from_millis(1),
-        },
-        ..RunnerOptions::default()
-    };
-    let runner =
-        ProjectionRunner::new(tally_projection, db.store.clone(), db.store.checkpoints()).with_options(options);
-
-    let done = runner.catch_up().await.expect("catch up");
-    // 12 events, the 10th of another aggregate type: 11 for the tally, one of them parked.
-    assert_eq!((done.handled, done.parked, done.position), (10, 1, 12));
-    let parked = runner.parked().await.expect("parked");
-    assert_eq!(parked.len(), 1);
-    assert_eq!((parked[0].position, parked[0].attempts), (4, 2));
-    assert!(
-        parked[0].error.contains("refusing the event at position 4"),
-        "{}",
-        parked[0].error
-    );
-    let logged = |db| async move {
-        select(db, "SELECT position FROM tally_log ORDER BY position", |row| {
-            row.get::<_, i64>(0)
-        })
-        .await
-    };
-    assert!(!logged(&db.store).await.contains(&4));
-
-    fail_at.store(0, Ordering::SeqCst);
-    assert!(runner.retry_parked(4).await.expect("retry"));
-    runner.catch_up().await.expect("catch up");
-    assert!(logged(&db.store).await.contains(&4), "handled on retry");
-    assert!(
-        runner.parked().await.expect("parked").is_empty(),
-        "handled, so no longer parked"
-    );
-    let ticks: i64 = tally(&db.store).await.iter().map(|(_, ticks)| ticks).sum();
-    assert_eq!(ticks, 11, "each event of the tally counted once");
 }
