@@ -46,6 +46,11 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// back to the pool still inside the transaction. The claim's connection names itself in
 /// `pg_stat_activity.application_name` as `es claim <schema>.<projection>`.
 ///
+/// [`claim_status`](CheckpointStore::claim_status) looks the lock up in `pg_locks` (any
+/// session, any process, this database) without taking it. A runner whose process died shows
+/// as holding the claim until the server notices its connection is gone, just as long as it
+/// keeps other runners waiting.
+///
 /// # Units of work stay out of readers' way until they write
 ///
 /// [`read_all`](es_core::GlobalLog::read_all) returns only events below the oldest
@@ -56,14 +61,15 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// assigns a transaction id. So while a batch's handlers only read (or wait on something
 /// else), every reader of the global order goes on. The unit gets its id at its first write
 /// (a handler's, a parked event, at the latest the checkpoint's save at commit), and from then
-/// until it commits, events appended after that write are returned to no reader: keep what a
-/// batch does after its first write short
-/// ([`RunnerOptions::batch_time_budget`](es_core::RunnerOptions)).
+/// until it ends, events appended after that write reach no reader: keep what a batch does
+/// after its first write short ([`RunnerOptions::batch_time_budget`](es_core::RunnerOptions)).
 ///
-/// [`claim_status`](CheckpointStore::claim_status) looks the lock up in `pg_locks` (any
-/// session, any process, this database) without taking it. A runner whose process died shows
-/// as holding the claim until the server notices its connection is gone, just as long as it
-/// keeps other runners waiting.
+/// # Parked events
+///
+/// Events the runner parks ([`FailurePolicy::Park`](es_core::FailurePolicy::Park)) go to the
+/// `parked_events` table in the unit's transaction, so they commit with the checkpoint that
+/// passes them, and a retried one leaves the table in the transaction of its handler's writes.
+/// Listing them, asking for a retry and dropping one run on the pool, outside any unit.
 #[derive(Debug, Clone)]
 pub struct PostgresCheckpoints {
     pool: PgPool,
