@@ -416,6 +416,34 @@ impl CheckpointStore for PostgresCheckpoints {
         Ok(())
     }
 
+    /// Takes `projection`'s unit lock in this unit (waiting for its open unit, keeping its next
+    /// ones out until this one ends) and reads its checkpoint.
+    async fn take_over(&self, unit: &mut Self::Unit, projection: &str) -> Result<u64, CheckpointError> {
+        sqlx::query(self.sql.checkpoints.lock_unit)
+            .bind(self.unit_key(projection))
+            .execute(&mut unit.connection)
+            .await
+            .map_err(checkpoint_error)?;
+        let row: Option<(i64, i64, Option<Uuid>)> = sqlx::query_as(&self.sql.checkpoints.read_row)
+            .bind(projection)
+            .fetch_optional(&mut unit.connection)
+            .await
+            .map_err(checkpoint_error)?;
+        let position = row.map_or(0, |(position, _, _)| position);
+        u64::try_from(position).map_err(|_| out_of_range("checkpoint", position))
+    }
+
+    async fn hand_over(&self, unit: &mut Self::Unit, projection: &str, position: u64) -> Result<(), CheckpointError> {
+        let position = i64::try_from(position).map_err(|_| out_of_range("checkpoint", position))?;
+        sqlx::query(&self.sql.checkpoints.hand_over)
+            .bind(projection)
+            .bind(position)
+            .execute(&mut unit.connection)
+            .await
+            .map_err(checkpoint_error)?;
+        Ok(())
+    }
+
     async fn park(&self, unit: &mut Self::Unit, parked: &ParkedEvent) -> Result<(), CheckpointError> {
         parking::park(&self.sql.parking, &mut unit.connection, parked).await
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use es_core::{CheckpointError, ParkedEvent, StreamId};
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 use crate::connection::{blocking, run, Database};
@@ -52,6 +52,39 @@ pub(crate) fn park(database: &Database, connection: &Connection, parked: &Parked
                 micros(parked.parked_at),
             ])
         })
+        .map_err(|error| database.error(error))?;
+    Ok(())
+}
+
+/// The checkpoint of `projection` read within a unit (which holds the file's only write lock,
+/// so no unit of `projection` can be open): a blue/green switch taking the live projection
+/// over.
+pub(crate) fn take_over(
+    database: &Database,
+    connection: &Connection,
+    projection: &str,
+) -> Result<u64, CheckpointError> {
+    in_transaction(connection)?;
+    let position: Option<i64> = connection
+        .prepare_cached(sql::LOAD_CHECKPOINT)
+        .and_then(|mut statement| statement.query_row([projection], |row| row.get(0)).optional())
+        .map_err(|error| database.error(error))?;
+    let position = position.unwrap_or(0);
+    u64::try_from(position).map_err(|_| CheckpointError::backend(format!("checkpoint {position} is out of range")))
+}
+
+/// Sets the checkpoint of `projection` within a unit: the end of a blue/green switch.
+pub(crate) fn hand_over(
+    database: &Database,
+    connection: &Connection,
+    projection: &str,
+    position: u64,
+) -> Result<(), CheckpointError> {
+    in_transaction(connection)?;
+    let position = stored("checkpoint", position)?;
+    connection
+        .prepare_cached(sql::HAND_OVER)
+        .and_then(|mut statement| statement.execute(params![projection, position, micros(chrono::Utc::now())]))
         .map_err(|error| database.error(error))?;
     Ok(())
 }

@@ -261,6 +261,14 @@ impl CheckpointStore for SqliteCheckpoints {
         parking::unpark(&self.database, &unit.context.connection, projection, position)
     }
 
+    async fn take_over(&self, unit: &mut SqliteUnit, projection: &str) -> Result<u64, CheckpointError> {
+        parking::take_over(&self.database, &unit.context.connection, projection)
+    }
+
+    async fn hand_over(&self, unit: &mut SqliteUnit, projection: &str, position: u64) -> Result<(), CheckpointError> {
+        parking::hand_over(&self.database, &unit.context.connection, projection, position)
+    }
+
     async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, CheckpointError> {
         parking::parked(&self.database, projection).await
     }

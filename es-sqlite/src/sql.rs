@@ -284,6 +284,12 @@ pub(crate) const UNIT_CHECKPOINT: &str =
 pub(crate) const SAVE_CHECKPOINT: &str = "UPDATE projection_checkpoints SET position = ?2, updated_at = ?4
     WHERE projection = ?1 AND claim_epoch = ?3";
 /// Reads the checkpoint outside any unit: `?1` projection.
+/// Sets another projection's checkpoint within a unit (a blue/green switch); its claim is
+/// untouched: `?1` projection, `?2` position, `?3` now.
+pub(crate) const HAND_OVER: &str = "INSERT INTO projection_checkpoints (projection, position, updated_at)
+     VALUES (?1, ?2, ?3)
+     ON CONFLICT (projection) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
+
 pub(crate) const LOAD_CHECKPOINT: &str = "SELECT position FROM projection_checkpoints WHERE projection = ?1";
 
 // Parked events.

@@ -160,7 +160,11 @@ where
         );
         // Cut short by the time budget, the batch read only what it got to (the events left out
         // before the cut are not counted: a progress report may lag by those).
-        let read = if handled.cut_at.is_some() { handled.processed } else { page.scanned as u64 };
+        let read = if handled.cut_at.is_some() {
+            handled.processed
+        } else {
+            page.scanned as u64
+        };
         Ok(Batch {
             read,
             handled: handled.handled,

@@ -35,6 +35,9 @@ pub(crate) struct CheckpointStatements {
     pub save: String,
     /// Reads the checkpoint outside any unit: `$1` projection.
     pub load: String,
+    /// Sets another projection's checkpoint within a unit (a blue/green switch), its claim
+    /// untouched: `$1` projection, `$2` position.
+    pub hand_over: String,
     /// Reads the claim epoch outside any unit: `$1` projection.
     pub epoch: String,
 }
@@ -82,6 +85,10 @@ impl CheckpointStatements {
                  WHERE projection = $1 AND claim_epoch = $3"
             ),
             load: format!("SELECT position FROM {s}.projection_checkpoints WHERE projection = $1"),
+            hand_over: format!(
+                "INSERT INTO {s}.projection_checkpoints AS c (projection, position) VALUES ($1, $2)
+                 ON CONFLICT (projection) DO UPDATE SET position = $2, updated_at = now()"
+            ),
             epoch: format!("SELECT claim_epoch FROM {s}.projection_checkpoints WHERE projection = $1"),
         }
     }

@@ -8,6 +8,7 @@ mod domain;
 
 mod appends;
 mod bad_data;
+mod blue_green;
 mod catalog;
 mod claim_status;
 mod conformance;

@@ -5,6 +5,7 @@ mod support;
 
 mod appends;
 mod bad_files;
+mod blue_green;
 mod catalog;
 mod claims;
 mod conformance;
