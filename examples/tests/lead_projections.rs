@@ -219,6 +219,7 @@ struct FlakyAnalysis {
 impl Projection for FlakyAnalysis {
     const NAME: &'static str = Analysis::NAME;
     const AGGREGATE_TYPES: &'static [&'static str] = Analysis::AGGREGATE_TYPES;
+    const SOURCE_EVENTS: &'static [&'static [es_core::EventDescriptor]] = Analysis::SOURCE_EVENTS;
     type Event = LeadAnalysisEvent;
     type Context = PgConnection;
 

@@ -112,6 +112,7 @@ where
                 ..Batch::default()
             });
         }
+        let opened = Instant::now();
         let (mut unit, locked) = self.begin(claim).await?;
         if locked != checkpoint {
             // The checkpoint moved between the read and the lock (a runner that held the claim
@@ -150,7 +151,7 @@ where
         let started = Instant::now();
         self.commit(unit, position).await?;
         self.reached(position);
-        self.count(&handled, started);
+        self.count(&handled, started, opened);
         tracing::trace!(
             projection = self.name,
             read = page.scanned,
@@ -415,7 +416,9 @@ where
         });
     }
 
-    fn count(&self, handled: &Handled, commit_started: Instant) {
+    /// Counts the batch's events by type and name, and times its commit and the whole unit
+    /// (how long it held its locks, and on PostgreSQL at most how long a transaction id).
+    fn count(&self, handled: &Handled, commit_started: Instant, opened: Instant) {
         for ((aggregate_type, event), count) in &handled.per_event {
             let labels = [
                 ("projection", self.name.to_owned()),
@@ -426,6 +429,8 @@ where
         }
         metrics::histogram!("es_projection_commit_seconds", "projection" => self.name)
             .record(commit_started.elapsed().as_secs_f64());
+        metrics::histogram!("es_projection_batch_seconds", "projection" => self.name)
+            .record(opened.elapsed().as_secs_f64());
     }
 
     /// Whether a projection's error came from its context's connection failing under it rather
