@@ -264,3 +264,48 @@ async fn states_start_from_the_latest_usable_snapshot() {
         "an older version replays from the start"
     );
 }
+
+#[tokio::test]
+async fn parked_events_are_listed_retried_and_dropped() {
+    use es_core::{CheckpointStore, GlobalLog, ParkedEvent};
+    let fixture = fixture().await;
+    let (exit, out, err) = fixture.run(&["parked", "opened_count"]).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    assert!(out.contains("no parked events"), "{out}");
+
+    // Park the second event as a runner with `FailurePolicy::Park` would.
+    let second = fixture.store.read_all(1, 1).await.expect("read")[0].clone();
+    let mut claim = fixture.model.claim("opened_count").await.expect("claim");
+    let (mut unit, _) = fixture.model.begin(&mut claim).await.expect("begin");
+    let parked = ParkedEvent::new("opened_count", &second, "the mail server is down", 3);
+    fixture.model.park(&mut unit, &parked).await.expect("park");
+    fixture.model.commit(unit, second.position).await.expect("commit");
+    drop(claim);
+
+    let (exit, out, err) = fixture.run(&["parked", "opened_count"]).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    for expected in ["ticket/T-1", "Escalated", "the mail server is down"] {
+        assert!(out.contains(expected), "{expected} in {out}");
+    }
+    let listed = fixture.json(&["parked", "opened_count"]).await;
+    let event = &listed["parked"][0];
+    assert_eq!(
+        (event["position"].as_u64(), event["attempts"].as_u64(), event["retry_requested"].as_bool()),
+        (Some(second.position), Some(3), Some(false))
+    );
+
+    let position = second.position.to_string();
+    let (exit, out, err) = fixture.run(&["parked", "opened_count", "--retry", &position]).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    assert!(out.contains("retried"), "{out}");
+    let listed = fixture.json(&["parked", "opened_count"]).await;
+    assert_eq!(listed["parked"][0]["retry_requested"], true);
+
+    let (exit, _, err) = fixture.run(&["parked", "opened_count", "--drop", &position]).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    assert_eq!(fixture.json(&["parked", "opened_count"]).await["parked"], serde_json::json!([]));
+    let (exit, _, err) = fixture.run(&["parked", "opened_count", "--drop", &position]).await;
+    assert_eq!(exit, Exit::NotFound, "dropping twice: {err}");
+    let (exit, _, err) = fixture.run(&["parked", "nothing"]).await;
+    assert_eq!(exit, Exit::NotFound, "{err}");
+}
