@@ -290,7 +290,11 @@ async fn parked_events_are_listed_retried_and_dropped() {
     let listed = fixture.json(&["parked", "opened_count"]).await;
     let event = &listed["parked"][0];
     assert_eq!(
-        (event["position"].as_u64(), event["attempts"].as_u64(), event["retry_requested"].as_bool()),
+        (
+            event["position"].as_u64(),
+            event["attempts"].as_u64(),
+            event["retry_requested"].as_bool()
+        ),
         (Some(second.position), Some(3), Some(false))
     );
 
@@ -303,7 +307,10 @@ async fn parked_events_are_listed_retried_and_dropped() {
 
     let (exit, _, err) = fixture.run(&["parked", "opened_count", "--drop", &position]).await;
     assert_eq!(exit, Exit::Ok, "{err}");
-    assert_eq!(fixture.json(&["parked", "opened_count"]).await["parked"], serde_json::json!([]));
+    assert_eq!(
+        fixture.json(&["parked", "opened_count"]).await["parked"],
+        serde_json::json!([])
+    );
     let (exit, _, err) = fixture.run(&["parked", "opened_count", "--drop", &position]).await;
     assert_eq!(exit, Exit::NotFound, "dropping twice: {err}");
     let (exit, _, err) = fixture.run(&["parked", "nothing"]).await;

@@ -35,8 +35,11 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// batch by batch, and commits each batch's read-model writes **together with the checkpoint**
 /// through a [`CheckpointStore`]:
 /// after a crash the batch is either wholly applied with its checkpoint, or not at all, so no
-/// event is lost or counted twice. A failing handler never skips its event: the batch rolls back
-/// and is retried or the runner stops, by [`FailurePolicy`].
+/// event is lost or counted twice. A failing handler rolls its batch back; the runner then
+/// retries, stops, skips the event or parks it for an operator, by [`FailurePolicy`]. Wait for a
+/// runner to reach what a command wrote with [`ProjectionProgress`]; rebuild without readers
+/// seeing an empty model with
+/// [`ProjectionRunner::rebuild_beside`].
 ///
 /// ```
 /// use std::collections::BTreeMap;

@@ -75,8 +75,10 @@ pub struct CatchUp {
 /// | failure | examples | what the runner does |
 /// |---|---|---|
 /// | transient | connection refused or cut, server restarting | retries with backoff ([`RunnerOptions::transient_retry`], without limit by default) |
-/// | handler | a handler's own error | the [`FailurePolicy`](crate::FailurePolicy) ([`RunnerOptions::failure`]) |
-/// | fatal | an event that does not decode, a lost claim, a missing table | stops with the error |
+/// | handler | a handler's own error | the [`FailurePolicy`](crate::FailurePolicy) ([`RunnerOptions::failure`]): retry, then stop, skip or park |
+/// | bad event | an event it handles that does not decode | no retry: stops, or skips or parks it, by the same policy |
+/// | unknown event | a name neither its events nor its `SOURCE_EVENTS` know | the [`UnknownEvents`](crate::UnknownEvents) policy: stop or skip |
+/// | fatal | a lost claim, a missing table | stops with the error |
 ///
 /// After any failed batch the next one is half as large (down to one event) and batches grow
 /// back after successes, so a runner makes progress even when faults come faster than a full
