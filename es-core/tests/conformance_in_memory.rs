@@ -1,7 +1,7 @@
 //! The in-memory store and read model pass the same conformance suite as every durable backend.
 
-use es_core::conformance::ReadModelProbe;
-use es_core::InMemoryReadModel;
+use es_core::conformance::{BlueGreenProbe, ModelCopy, ReadModelProbe};
+use es_core::{HandlerError, InMemoryReadModel};
 
 es_core::conformance_tests!(async { es_core::InMemoryStore::new() });
 
@@ -25,4 +25,47 @@ es_core::runner_conformance_tests!(async { es_core::InMemoryStore::new() }, |sto
     store,
     InMemoryReadModel::<Vec<u64>>::new(),
     Marks
+));
+
+/// Two copies of the marks, as two tables would be.
+#[derive(Debug, Clone, Default)]
+struct Copies {
+    live: Vec<u64>,
+    next: Vec<u64>,
+}
+
+struct CopiesProbe;
+
+#[es_core::async_trait]
+impl BlueGreenProbe<InMemoryReadModel<Copies>> for CopiesProbe {
+    async fn write(&self, copies: &mut Copies, copy: ModelCopy, mark: u64) -> Result<(), HandlerError> {
+        match copy {
+            ModelCopy::Live => copies.live.push(mark),
+            ModelCopy::Next => copies.next.push(mark),
+        }
+        Ok(())
+    }
+
+    async fn clear(&self, copies: &mut Copies, copy: ModelCopy) -> Result<(), HandlerError> {
+        match copy {
+            ModelCopy::Live => copies.live.clear(),
+            ModelCopy::Next => copies.next.clear(),
+        }
+        Ok(())
+    }
+
+    async fn switch(&self, copies: &mut Copies) -> Result<(), HandlerError> {
+        std::mem::swap(&mut copies.live, &mut copies.next);
+        Ok(())
+    }
+
+    async fn live(&self, model: &InMemoryReadModel<Copies>) -> Vec<u64> {
+        model.read(|copies| copies.live.clone())
+    }
+}
+
+es_core::blue_green_conformance_test!(async { es_core::InMemoryStore::new() }, |store| (
+    store,
+    InMemoryReadModel::<Copies>::new(),
+    CopiesProbe
 ));

@@ -19,6 +19,7 @@
 //! checks panic on violation, like any test assertion; they need the `tokio` dev-dependency with
 //! the `macros`, `time` and `rt-multi-thread` features in the crate that runs them.
 
+mod blue_green;
 mod catalog;
 mod checkpoints;
 mod global_log;
@@ -26,6 +27,7 @@ mod idempotency;
 mod runner;
 mod streams;
 
+pub use blue_green::{a_blue_green_rebuild_never_shows_a_partial_model, BlueGreenProbe, ModelCopy};
 pub use catalog::{list_snapshots_in_pages, list_streams_filters_and_pages};
 pub use checkpoints::{
     a_new_claim_resumes_after_a_crash, claim_status_tells_held_from_free, claims_are_exclusive,
@@ -149,6 +151,22 @@ macro_rules! runner_conformance_tests {
                 $crate::conformance::$check(store, checkpoints, probe).await;
             }
         )+
+    };
+}
+
+/// Expands to a `#[tokio::test]` of a blue/green rebuild on a backend
+/// ([`a_blue_green_rebuild_never_shows_a_partial_model`]). The first argument is an async
+/// expression making a fresh fixture (with the probe's two tables); the second gives from it
+/// the store, the checkpoint store and a [`BlueGreenProbe`] (all by value).
+#[macro_export]
+macro_rules! blue_green_conformance_test {
+    ($make_fixture:expr, |$fixture:ident| $parts:expr) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_blue_green_rebuild_never_shows_a_partial_model() {
+            let $fixture = $make_fixture.await;
+            let (store, checkpoints, probe) = $parts;
+            $crate::conformance::a_blue_green_rebuild_never_shows_a_partial_model(store, checkpoints, probe).await;
+        }
     };
 }
 

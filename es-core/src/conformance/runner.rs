@@ -51,7 +51,8 @@ pub enum MarkingSource {
     Noted(Noted),
 }
 
-const MARKING: &str = "marking";
+/// The aggregate type of the marking events.
+pub(super) const MARKING: &str = "marking";
 
 /// Writes each event's mark through the probe; fails on the marks in `poison` while they are
 /// there.

@@ -15,7 +15,6 @@ mod conformance;
 mod failures;
 mod idempotency;
 mod migrations;
-mod parking;
 mod projection_faults;
 mod read_all;
 mod read_filtered;
