@@ -6,7 +6,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{append_ok, event, fresh_stream, numbered};
-use crate::store::{EventStore, ExpectedVersion, GlobalLog, LogFilter, NewEvent, RecordedEvent};
+use crate::store::{EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, StoreResult};
 
 /// Reads everything, waiting (up to 10 s) until the events with `ids` are visible: a store may
 /// delay `read_all` visibility while other transactions are in flight, never reorder it.
@@ -160,4 +160,61 @@ pub async fn read_filtered_leaves_out_by_type_and_name<S: EventStore + GlobalLog
         everything.events, unfiltered,
         "an open filter returns what read_all does"
     );
+}
+
+/// Every page of `read_filtered`, for every filter and limit, is what filtering the same
+/// `read_all` page after the fact gives ([`LogPage::filter_read`]): the same events, the limit
+/// counted over every row, the same `scanned_to` and `at_head`. Types and names that need
+/// escaping are matched as written; a read beyond every position is empty and at the head.
+pub async fn read_filtered_pages_are_read_all_pages_filtered<S: EventStore + GlobalLog>(store: &S) {
+    let start = read_everything(store).await.last().map_or(0, |e| e.position);
+    let streams = [
+        fresh_stream("case"),
+        fresh_stream("ticket"),
+        fresh_stream("quote\"d 'type'"),
+    ];
+    let names = ["Opened", "Noted", "Closed \"quoted\""];
+    let mut ids = Vec::new();
+    for round in 0..4 {
+        for (i, stream) in streams.iter().enumerate() {
+            let appended = event(names[(round + i) % names.len()], serde_json::json!({}));
+            ids.push(appended.event_id);
+            append_ok(store, stream, ExpectedVersion::Any, vec![appended]).await;
+        }
+    }
+    read_until_visible(store, &ids).await;
+    let filters = [
+        LogFilter::all(),
+        LogFilter::all().aggregate_types(["case"]),
+        LogFilter::all().aggregate_types(["ticket", "quote\"d 'type'"]),
+        LogFilter::all().excluding_names(["Noted"]),
+        LogFilter::all()
+            .aggregate_types(["case", "quote\"d 'type'"])
+            .excluding_names(["Opened", "Closed \"quoted\""]),
+        LogFilter::all().aggregate_types(["nobody"]),
+    ];
+    for filter in &filters {
+        for limit in [1, 2, 5, 12, 13, 100] {
+            let mut after = start;
+            loop {
+                let page = must_read(store.read_filtered(after, limit, filter).await, "read_filtered", after);
+                let unfiltered = must_read(store.read_all(after, limit).await, "read_all", after);
+                let expected = LogPage::filter_read(after, limit, unfiltered, filter);
+                assert_eq!(page, expected, "{filter:?}, limit {limit}, after {after}");
+                if page.at_head {
+                    break;
+                }
+                after = page.scanned_to;
+            }
+        }
+    }
+    let beyond = store.read_filtered(u64::MAX, 10, &filters[1]).await;
+    assert!(
+        matches!(&beyond, Ok(page) if (page.scanned, page.scanned_to, page.at_head) == (0, u64::MAX, true)),
+        "{beyond:?}"
+    );
+}
+
+fn must_read<T>(result: StoreResult<T>, what: &str, after: u64) -> T {
+    result.unwrap_or_else(|error| panic!("{what} after {after} failed: {error}"))
 }

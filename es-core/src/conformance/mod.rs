@@ -33,7 +33,10 @@ pub use checkpoints::{
     a_new_claim_resumes_after_a_crash, claim_status_tells_held_from_free, claims_are_exclusive,
     parked_events_commit_with_the_unit, units_commit_or_discard_the_checkpoint, ReadModelProbe,
 };
-pub use global_log::{read_all_in_position_order, read_all_pages, read_filtered_leaves_out_by_type_and_name};
+pub use global_log::{
+    read_all_in_position_order, read_all_pages, read_filtered_leaves_out_by_type_and_name,
+    read_filtered_pages_are_read_all_pages_filtered,
+};
 pub use idempotency::{
     a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
 };
@@ -87,6 +90,7 @@ macro_rules! conformance_tests {
             read_all_in_position_order,
             read_all_pages,
             read_filtered_leaves_out_by_type_and_name,
+            read_filtered_pages_are_read_all_pages_filtered,
             snapshots_keep_the_latest,
             list_streams_filters_and_pages,
             list_snapshots_in_pages,
