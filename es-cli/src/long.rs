@@ -90,18 +90,20 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
     for view in &cli.projections {
         let lag = view.lag().await.map_err(Failure::store)?;
         let claim = view.claim_status().await.map_err(Failure::store)?;
-        listed.push((view.name(), lag, claim));
+        let parked = view.parked().await.map_err(Failure::store)?.len();
+        listed.push((view.name(), lag, claim, parked));
     }
     if out.json {
         let listed: Vec<Value> = listed
             .iter()
-            .map(|(name, lag, claim)| {
+            .map(|(name, lag, claim, parked)| {
                 json!({
                     "name": name,
                     "checkpoint": lag.checkpoint,
                     "events_behind": lag.events_behind,
                     "seconds_behind": lag.seconds_behind,
                     "claim": match claim { ClaimStatus::Held => "held", ClaimStatus::Free => "free" },
+                    "parked": parked,
                 })
             })
             .collect();
@@ -110,7 +112,7 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
     }
     let rows: Vec<Vec<String>> = listed
         .iter()
-        .map(|(name, lag, claim)| {
+        .map(|(name, lag, claim, parked)| {
             vec![
                 (*name).to_owned(),
                 lag.checkpoint.to_string(),
@@ -120,11 +122,19 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
                     ClaimStatus::Held => "held by a runner".to_owned(),
                     ClaimStatus::Free => "no runner".to_owned(),
                 },
+                parked.to_string(),
             ]
         })
         .collect();
     out.table(
-        &["PROJECTION", "CHECKPOINT", "EVENTS BEHIND", "SECONDS BEHIND", "CLAIM"],
+        &[
+            "PROJECTION",
+            "CHECKPOINT",
+            "EVENTS BEHIND",
+            "SECONDS BEHIND",
+            "CLAIM",
+            "PARKED",
+        ],
         &rows,
     )?;
     Ok(Exit::Ok)

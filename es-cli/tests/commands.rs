@@ -287,6 +287,11 @@ async fn parked_events_are_listed_retried_and_dropped() {
     for expected in ["ticket/T-1", "Escalated", "the mail server is down"] {
         assert!(out.contains(expected), "{expected} in {out}");
     }
+    let listed = fixture.json(&["projections"]).await;
+    assert_eq!(
+        listed["projections"][0]["parked"], 1,
+        "the projections list counts parked events"
+    );
     let listed = fixture.json(&["parked", "opened_count"]).await;
     let event = &listed["parked"][0];
     assert_eq!(
