@@ -157,9 +157,9 @@ pub use repository::{
     RetryPolicy, Saved, Versioned,
 };
 pub use store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent,
-    RecordedEvent, ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace,
-    StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, Limit, LimitExceeded, Limits,
+    LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError,
+    StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
 };
 
 #[doc = include_str!("macro_docs/event.md")]
