@@ -36,7 +36,9 @@ pub use global_log::{read_all_in_position_order, read_all_pages, read_filtered_l
 pub use idempotency::{
     a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
 };
-pub use limits::{batch_limits_hold_at_the_boundary, event_limits_hold_at_the_boundary, names_and_ids_must_be_text};
+pub use limits::{
+    batch_limits_hold_at_the_boundary, empty_names_and_nul_characters_are_refused, event_limits_hold_at_the_boundary,
+};
 pub use runner::{
     a_parked_event_failing_again_stays_parked, a_parked_event_is_retried_and_applied_once,
     a_skipped_event_is_passed_for_good, an_event_that_does_not_decode_is_not_retried, progress_waits_for_a_position,
@@ -81,7 +83,7 @@ macro_rules! conformance_tests {
             invalid_payload_writes_nothing,
             event_limits_hold_at_the_boundary,
             batch_limits_hold_at_the_boundary,
-            names_and_ids_must_be_text,
+            empty_names_and_nul_characters_are_refused,
             concurrent_appends_exactly_one_wins,
             streams_are_isolated,
             read_stream_slices,

@@ -33,8 +33,9 @@ use crate::metadata::Metadata;
 /// store enforces.
 ///
 /// Besides the limits, [`Limits::check_append`] refuses, as [`StoreError::InvalidBatch`], an
-/// empty event name, an empty aggregate type or id, and a NUL character in any of them
-/// (PostgreSQL cannot store one in text).
+/// empty event name (no event type is stored under one), and a NUL character in an event name,
+/// aggregate type or aggregate id (PostgreSQL cannot store one in text). An empty aggregate type
+/// or id is a valid, if odd, stream.
 ///
 /// ```
 /// use es_core::{Limits, Metadata, NewEvent, StoreError, StreamId};
@@ -170,19 +171,29 @@ impl Limits {
     ///
     /// Returns [`StoreError::LimitExceeded`] for the first limit exceeded (the stream id, the
     /// number of events, then each event in batch order, then the batch's bytes), and
-    /// [`StoreError::InvalidBatch`] for an empty name or id, or one holding a NUL character.
+    /// [`StoreError::InvalidBatch`] for an empty event name, or a name or id holding a NUL
+    /// character.
     /// The payloads are not parsed: whether they are JSON is the store's next check.
     pub fn check_append(&self, stream: &StreamId, events: &[NewEvent]) -> Result<(), StoreError> {
-        check_text(stream, "aggregate type", &stream.aggregate_type)?;
-        check_text(stream, "aggregate id", &stream.aggregate_id)?;
+        no_nul(stream, "the aggregate type", &stream.aggregate_type)?;
+        no_nul(stream, "the aggregate id", &stream.aggregate_id)?;
         let stream_id_bytes = stream.aggregate_type.len().saturating_add(stream.aggregate_id.len());
         self.within(stream, Limit::StreamIdBytes, None, stream_id_bytes)?;
         self.within(stream, Limit::BatchEvents, None, events.len())?;
         let mut batch_bytes = 0usize;
         let mut previous: Option<(&Metadata, usize)> = None;
         for (index, event) in events.iter().enumerate() {
-            let what = format!("the event name of event #{}", index + 1);
-            check_text(stream, &what, &event.event_name)?;
+            if event.event_name.is_empty() {
+                return Err(StoreError::InvalidBatch {
+                    stream: stream.clone(),
+                    reason: format!("the event name of event #{} is empty", index + 1),
+                });
+            }
+            no_nul(
+                stream,
+                &format!("the event name of event #{}", index + 1),
+                &event.event_name,
+            )?;
             self.within(stream, Limit::EventNameBytes, Some(index), event.event_name.len())?;
             self.within(stream, Limit::PayloadBytes, Some(index), event.payload.len())?;
             // The events of one command share their metadata: measure it once per run.
@@ -221,19 +232,15 @@ impl Default for Limits {
     }
 }
 
-/// Refuses an empty name or id, or one with a NUL character.
-fn check_text(stream: &StreamId, what: &str, text: &str) -> Result<(), StoreError> {
-    let reason = if text.is_empty() {
-        format!("{what} is empty")
-    } else if text.contains('\0') {
-        format!("{what} contains a NUL character, which stores cannot keep in text")
-    } else {
-        return Ok(());
-    };
-    Err(StoreError::InvalidBatch {
-        stream: stream.clone(),
-        reason,
-    })
+/// Refuses a name or id with a NUL character.
+fn no_nul(stream: &StreamId, what: &str, text: &str) -> Result<(), StoreError> {
+    match text.contains('\0') {
+        true => Err(StoreError::InvalidBatch {
+            stream: stream.clone(),
+            reason: format!("{what} contains a NUL character, which PostgreSQL cannot store in text"),
+        }),
+        false => Ok(()),
+    }
 }
 
 /// The bytes of `metadata` serialized as JSON, counted without building the text.
@@ -443,11 +450,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_names_and_nul_characters_are_invalid() {
+    fn empty_event_names_and_nul_characters_are_invalid() {
         let good = StreamId::new("t", "1");
         for (stream, name) in [
-            (StreamId::new("", "1"), "E"),
-            (StreamId::new("t", ""), "E"),
             (StreamId::new("t\0", "1"), "E"),
             (StreamId::new("t", "1\0"), "E"),
             (good.clone(), ""),
@@ -460,6 +465,11 @@ mod tests {
             );
         }
         assert!(Limits::default().check_append(&good, &[event("É🦀", "1")]).is_ok());
+        let odd = StreamId::new("", "");
+        assert!(
+            Limits::default().check_append(&odd, &[event("E", "1")]).is_ok(),
+            "an odd but valid stream"
+        );
     }
 
     #[test]
