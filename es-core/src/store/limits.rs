@@ -34,8 +34,9 @@ use crate::metadata::Metadata;
 ///
 /// Besides the limits, [`Limits::check_append`] refuses, as [`StoreError::InvalidBatch`], an
 /// empty event name (no event type is stored under one), and a NUL character in an event name,
-/// aggregate type or aggregate id (PostgreSQL cannot store one in text). An empty aggregate type
-/// or id is a valid, if odd, stream.
+/// aggregate type or aggregate id (PostgreSQL cannot store one in text), and a schema version
+/// above `i32::MAX` (PostgreSQL's `integer`). An empty aggregate type or id is a valid, if odd,
+/// stream.
 ///
 /// ```
 /// use es_core::{Limits, Metadata, NewEvent, StoreError, StreamId};
@@ -171,8 +172,8 @@ impl Limits {
     ///
     /// Returns [`StoreError::LimitExceeded`] for the first limit exceeded (the stream id, the
     /// number of events, then each event in batch order, then the batch's bytes), and
-    /// [`StoreError::InvalidBatch`] for an empty event name, or a name or id holding a NUL
-    /// character.
+    /// [`StoreError::InvalidBatch`] for an empty event name, a name or id holding a NUL
+    /// character, or a schema version above `i32::MAX`.
     /// The payloads are not parsed: whether they are JSON is the store's next check.
     pub fn check_append(&self, stream: &StreamId, events: &[NewEvent]) -> Result<(), StoreError> {
         no_nul(stream, "the aggregate type", &stream.aggregate_type)?;
@@ -183,17 +184,7 @@ impl Limits {
         let mut batch_bytes = 0usize;
         let mut previous: Option<(&Metadata, usize)> = None;
         for (index, event) in events.iter().enumerate() {
-            if event.event_name.is_empty() {
-                return Err(StoreError::InvalidBatch {
-                    stream: stream.clone(),
-                    reason: format!("the event name of event #{} is empty", index + 1),
-                });
-            }
-            no_nul(
-                stream,
-                &format!("the event name of event #{}", index + 1),
-                &event.event_name,
-            )?;
+            valid_event(stream, index, event)?;
             self.within(stream, Limit::EventNameBytes, Some(index), event.event_name.len())?;
             self.within(stream, Limit::PayloadBytes, Some(index), event.payload.len())?;
             // The events of one command share their metadata: measure it once per run.
@@ -229,6 +220,30 @@ impl Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self::DEFAULT
+    }
+}
+
+/// The largest schema version a store keeps: PostgreSQL's `integer` column.
+const MAX_SCHEMA_VERSION: u32 = i32::MAX as u32;
+
+/// Refuses an event with an empty name, a NUL character in its name, or a schema version above
+/// [`MAX_SCHEMA_VERSION`].
+fn valid_event(stream: &StreamId, index: usize, event: &NewEvent) -> Result<(), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidBatch {
+        stream: stream.clone(),
+        reason,
+    };
+    let number = index + 1;
+    if event.event_name.is_empty() {
+        return Err(invalid(format!("the event name of event #{number} is empty")));
+    }
+    no_nul(stream, &format!("the event name of event #{number}"), &event.event_name)?;
+    match event.schema_version {
+        version if version > MAX_SCHEMA_VERSION => Err(invalid(format!(
+            "the schema version of event #{number} is {version}, above {MAX_SCHEMA_VERSION}, the largest a store \
+             keeps"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -465,6 +480,10 @@ mod tests {
             );
         }
         assert!(Limits::default().check_append(&good, &[event("É🦀", "1")]).is_ok());
+        let mut too_new = event("E", "1");
+        too_new.schema_version = u32::MAX;
+        let result = Limits::default().check_append(&good, &[too_new]);
+        assert!(matches!(result, Err(StoreError::InvalidBatch { .. })), "{result:?}");
         let odd = StreamId::new("", "");
         assert!(
             Limits::default().check_append(&odd, &[event("E", "1")]).is_ok(),
