@@ -64,19 +64,6 @@ pub enum PostgresError {
         /// The cluster's current transaction id.
         current_xid: i64,
     },
-    /// A batch holds more events than one transaction can number (2^20 - 1 in all).
-    #[error(
-        "cannot append {len} events to {stream} in one transaction: at most {max} fit \
-         (split the batch, or the transaction)"
-    )]
-    BatchTooLarge {
-        /// The stream appended to.
-        stream: StreamId,
-        /// How many events were to be appended.
-        len: usize,
-        /// How many more events the transaction could take.
-        max: usize,
-    },
     /// An event's payload is not UTF-8, so it cannot be JSON.
     #[error("the payload of event {event_id} for {stream} is not UTF-8 JSON")]
     PayloadNotUtf8 {
@@ -134,8 +121,7 @@ impl From<PostgresError> for StoreError {
     fn from(error: PostgresError) -> Self {
         // Caller mistakes in a batch are not backend failures: retrying cannot help.
         match &error {
-            PostgresError::BatchTooLarge { stream, .. }
-            | PostgresError::PayloadNotUtf8 { stream, .. }
+            PostgresError::PayloadNotUtf8 { stream, .. }
             | PostgresError::OutOfRange { stream, .. }
             | PostgresError::Metadata { stream, .. } => StoreError::InvalidBatch {
                 stream: stream.clone(),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn,
-    StoreResult, StreamId, StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
+    ReplayFn, StoreResult, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::notify::Notifier;
-use crate::sql::{validate_schema_name, Statements};
+use crate::sql::{validate_schema_name, Statements, MAX_EVENTS_PER_TRANSACTION};
 use crate::{append, read};
 
 /// An event store in PostgreSQL: one append-only `events` table and one `snapshots` table in a
@@ -29,6 +29,8 @@ pub struct PostgresStore {
     pub(crate) sql: Arc<Statements>,
     /// Wakes listeners after commits.
     pub(crate) notifier: Notifier,
+    /// What an append may hold, within [`PostgresStore::MAX_LIMITS`].
+    pub(crate) limits: Limits,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -36,6 +38,7 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("schema", &self.sql.schema)
             .field("pool", &self.pool)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -43,6 +46,28 @@ impl fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// The default schema.
     pub const DEFAULT_SCHEMA: &'static str = "public";
+
+    /// The most [`PostgresStore::with_limits`] can allow, from what PostgreSQL itself takes:
+    ///
+    /// - **events per append: 2^20 - 1** (1,048,575), the most one transaction can number (a
+    ///   position is `xid << 20 | n`); several appends in one transaction
+    ///   ([`append_in_transaction`](PostgresStore::append_in_transaction)) share them, and the
+    ///   append that would pass them is refused with
+    ///   [`Limit::TransactionEvents`](es_core::Limit::TransactionEvents);
+    /// - **payload and metadata: 256 MiB - 1** each, the largest `jsonb` value. The limit is on
+    ///   the binary form, which can outgrow the text (an array of small numbers takes about
+    ///   6 times its text): a payload the server still finds too large is refused as
+    ///   [`StoreError::InvalidBatch`](es_core::StoreError::InvalidBatch), nothing written;
+    /// - **bytes per append: 512 MiB**: a batch travels as one message of arrays, which
+    ///   PostgreSQL takes up to 1 GiB;
+    /// - **stream id: 2,048 bytes**: aggregate type and id are one entry of a unique b-tree
+    ///   index, whose entries PostgreSQL limits to 2,704 bytes.
+    pub const MAX_LIMITS: Limits = Limits::UNLIMITED
+        .with_max_batch_events(MAX_EVENTS_PER_TRANSACTION)
+        .with_max_payload_bytes((1 << 28) - 1)
+        .with_max_metadata_bytes((1 << 28) - 1)
+        .with_max_batch_bytes(512 << 20)
+        .with_max_stream_id_bytes(2048);
 
     /// Connects a pool to `url` (e.g. `postgres://user:password@host/database`) and uses the
     /// schema `public`. The pool has sqlx's defaults except that it does not ping connections
@@ -67,6 +92,7 @@ impl PostgresStore {
             pool,
             sql: Arc::new(Statements::new(Self::DEFAULT_SCHEMA)),
             notifier: Notifier::default(),
+            limits: Limits::DEFAULT,
         }
     }
 
@@ -78,7 +104,32 @@ impl PostgresStore {
             pool: self.pool,
             sql: Arc::new(Statements::new(name)),
             notifier: Notifier::default(),
+            limits: self.limits,
         })
+    }
+
+    /// The same store (sharing its pool) with other [`Limits`], capped by
+    /// [`PostgresStore::MAX_LIMITS`]: appends over them are refused with
+    /// [`StoreError::LimitExceeded`](es_core::StoreError::LimitExceeded) before anything is sent
+    /// to the server. The default is [`Limits::DEFAULT`], the same as every store's.
+    /// [`EventStore::limits`] tells the limits applied.
+    ///
+    /// ```no_run
+    /// use es_core::{EventStore, Limits};
+    /// # async fn demo(store: es_postgres::PostgresStore) {
+    /// let importer = store.with_limits(Limits::DEFAULT.with_max_batch_events(100_000));
+    /// assert_eq!(importer.limits().max_batch_events, 100_000);
+    /// # }
+    /// ```
+    pub fn with_limits(self, limits: Limits) -> Self {
+        let applied = limits.capped_by(Self::MAX_LIMITS);
+        if applied != limits {
+            tracing::warn!(asked = ?limits, ?applied, "limits capped by what PostgreSQL can store");
+        }
+        Self {
+            limits: applied,
+            ..self
+        }
     }
 
     /// The schema the store's tables live in.
@@ -176,6 +227,11 @@ impl EventStore for PostgresStore {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendOutcome> {
         append::append(self, stream, expected, events).await
+    }
+
+    /// The limits of [`PostgresStore::with_limits`] ([`Limits::DEFAULT`] unless set).
+    fn limits(&self) -> Limits {
+        self.limits
     }
 
     fn read_stream<'a>(

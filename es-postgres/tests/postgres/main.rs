@@ -14,6 +14,7 @@ mod claim_status;
 mod conformance;
 mod failures;
 mod idempotency;
+mod limits;
 mod migrations;
 mod parking;
 mod projection_faults;
