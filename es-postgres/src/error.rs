@@ -1,5 +1,7 @@
 //! Errors of the PostgreSQL store.
 
+use std::time::Duration;
+
 use es_core::{StoreError, StreamId};
 use uuid::Uuid;
 
@@ -22,9 +24,33 @@ pub enum PostgresError {
         /// The rejected name.
         name: String,
     },
-    /// Connecting to the database failed.
+    /// A connection URL does not parse, or a connection other than the store's first failed
+    /// (the one [`PostgresStore::wake_up`](crate::PostgresStore::wake_up) listens on).
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(#[source] sqlx::Error),
+    /// The first connection of [`PostgresStore::connect`](crate::PostgresStore::connect) failed:
+    /// the server refused it (nothing listens at the address, or the server is starting or
+    /// shutting down), the name did not resolve, or the server turned it down (a wrong
+    /// password, a missing database).
+    #[error("cannot connect to PostgreSQL at {address}: {source}")]
+    ConnectFailed {
+        /// Where: `user@host:port/database` ([`PostgresOptions::address`](crate::PostgresOptions::address)).
+        address: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The first connection of [`PostgresStore::connect`](crate::PostgresStore::connect) got no
+    /// answer within the connect timeout
+    /// ([`PostgresOptions::with_connect_timeout`](crate::PostgresOptions::with_connect_timeout)):
+    /// the address drops packets, or the server is stalled.
+    #[error("no answer from PostgreSQL at {address} within {timeout:?} (the connect timeout)")]
+    ConnectTimedOut {
+        /// Where: `user@host:port/database`.
+        address: String,
+        /// The connect timeout that ran out.
+        timeout: Duration,
+    },
     /// A migration failed; nothing of it was applied.
     #[error("migration {version} ({description}) of schema `{schema}` failed: {source}")]
     Migration {
@@ -127,7 +153,12 @@ impl From<PostgresError> for StoreError {
                 stream: stream.clone(),
                 reason: error.to_string(),
             },
-            PostgresError::Connect(source) if crate::fault::is_transient(source) => StoreError::unavailable(error),
+            PostgresError::Connect(source) | PostgresError::ConnectFailed { source, .. }
+                if crate::fault::is_transient(source) =>
+            {
+                StoreError::unavailable(error)
+            }
+            PostgresError::ConnectTimedOut { .. } => StoreError::unavailable(error),
             _ => StoreError::backend(error),
         }
     }

@@ -32,6 +32,12 @@
 //!
 //! Usually you hand the store to an [`es_core::Repository`] rather than appending by hand.
 //!
+//! `connect` fails fast: a server that refuses the first connection (or a wrong password or
+//! database) is a [`PostgresError::ConnectFailed`] at once, and one that does not answer is a
+//! [`PostgresError::ConnectTimedOut`] after 5 seconds, both naming the address. To change the
+//! timeout or the pool, use [`PostgresStore::connect_with`] and [`PostgresOptions`]; to bring
+//! a pool of your own, [`PostgresStore::new`].
+//!
 //! # Design
 //!
 //! ## Schema
@@ -200,6 +206,7 @@ mod catalog;
 mod error;
 mod fault;
 mod notify;
+mod options;
 mod parking;
 mod projection;
 mod read;
@@ -209,5 +216,6 @@ mod sql;
 mod store;
 
 pub use error::PostgresError;
+pub use options::PostgresOptions;
 pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit, PostgresWakeUp};
 pub use store::PostgresStore;

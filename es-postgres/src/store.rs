@@ -10,12 +10,13 @@ use es_core::{
     ReplayFn, StoreResult, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Connection, Row};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::notify::Notifier;
+use crate::options::PostgresOptions;
 use crate::sql::{validate_schema_name, Statements, MAX_EVENTS_PER_TRANSACTION};
 use crate::{append, read};
 
@@ -69,21 +70,40 @@ impl PostgresStore {
         .with_max_batch_bytes(512 << 20)
         .with_max_stream_id_bytes(2048);
 
-    /// Connects a pool to `url` (e.g. `postgres://user:password@host/database`) and uses the
-    /// schema `public`. The pool has sqlx's defaults except that it does not ping connections
-    /// before handing them out (a round trip per operation).
+    /// Connects to `url` (e.g. `postgres://user:password@host/database`) with the default
+    /// [`PostgresOptions`] and uses the schema `public`: see [`PostgresStore::connect_with`].
     ///
-    /// To tune the pool (size, timeouts), build a [`PgPool`] yourself and use
-    /// [`PostgresStore::new`].
+    /// Fails within 5 seconds ([`PostgresOptions::DEFAULT_CONNECT_TIMEOUT`]) when the server
+    /// cannot be reached, at once when it refuses, with an error naming the address and the
+    /// cause.
     pub async fn connect(url: &str) -> Result<Self, PostgresError> {
-        // No ping before each acquire: it would double the round trips of every append. A dead
-        // connection surfaces as an error on use, like any other connection failure.
-        let pool = PgPoolOptions::new()
-            .test_before_acquire(false)
-            .connect(url)
-            .await
-            .map_err(PostgresError::Connect)?;
-        Ok(Self::new(pool))
+        Self::connect_with(PostgresOptions::new(url)?).await
+    }
+
+    /// Connects with `options` and uses the schema `public`.
+    ///
+    /// One connection is opened first, within the options' connect timeout, and closed: a
+    /// server that refuses it, a name that does not resolve, a wrong password or database fail
+    /// at once with [`PostgresError::ConnectFailed`], and a server that does not answer in time
+    /// with [`PostgresError::ConnectTimedOut`], both naming the address (never the password).
+    /// The pool then opens its connections as operations need them; later outages are the
+    /// pool's to wait out, and come as
+    /// [`StoreError::Unavailable`](es_core::StoreError::Unavailable).
+    ///
+    /// To hand over a pool of your own instead, use [`PostgresStore::new`].
+    pub async fn connect_with(options: PostgresOptions) -> Result<Self, PostgresError> {
+        let address = options.address();
+        let timeout = options.connect_timeout();
+        match tokio::time::timeout(timeout, PgConnection::connect_with(&options.connect)).await {
+            Err(_) => return Err(PostgresError::ConnectTimedOut { address, timeout }),
+            Ok(Err(source)) => return Err(PostgresError::ConnectFailed { address, source }),
+            Ok(Ok(first)) => {
+                if let Err(error) = first.close().await {
+                    tracing::debug!(%error, %address, "closing the first connection failed");
+                }
+            }
+        }
+        Ok(Self::new(options.pool.connect_lazy_with(options.connect)))
     }
 
     /// A store over `pool`, in the schema `public`.

@@ -12,6 +12,7 @@ mod blue_green;
 mod catalog;
 mod claim_status;
 mod conformance;
+mod connect;
 mod failures;
 mod idempotency;
 mod limits;
