@@ -118,7 +118,10 @@ pub async fn empty_names_and_nul_characters_are_refused<S: EventStore>(store: &S
         }
         // A store may refuse to even look up an id it cannot store (PostgreSQL and NUL).
         let version = store.stream_version(&stream).await;
-        assert!(matches!(version, Ok(0) | Err(_)), "nothing written to {stream:?}: {version:?}");
+        assert!(
+            matches!(version, Ok(0) | Err(_)),
+            "nothing written to {stream:?}: {version:?}"
+        );
     }
 }
 

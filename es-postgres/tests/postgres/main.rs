@@ -19,6 +19,7 @@ mod limits;
 mod migrations;
 mod parking;
 mod projection_faults;
+mod properties;
 mod read_all;
 mod read_filtered;
 mod repository;

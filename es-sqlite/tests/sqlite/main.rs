@@ -14,6 +14,7 @@ mod migrations;
 mod multi_process;
 mod parking;
 mod projection;
+mod properties;
 mod read_filtered;
 mod repository;
 mod transaction;
