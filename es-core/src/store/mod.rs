@@ -13,13 +13,15 @@ use crate::metadata::Metadata;
 
 mod catalog;
 mod error;
+mod exceeded;
 mod filter;
 mod limits;
 
 pub use catalog::{StreamCatalog, StreamQuery, StreamSummary};
 pub use error::{ConcurrencyConflict, StoreError, StoreResult};
+pub use exceeded::{Limit, LimitExceeded};
 pub use filter::{LogFilter, LogPage};
-pub use limits::{Limit, LimitExceeded, Limits};
+pub use limits::Limits;
 
 /// Identifies one stream: the events of one aggregate instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
