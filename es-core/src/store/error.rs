@@ -34,8 +34,10 @@ pub enum StoreError {
         /// The duplicate id.
         event_id: Uuid,
     },
-    /// The batch itself is unacceptable (a payload that is not JSON, a batch too large for the
-    /// backend, a number out of range). Nothing was written; retrying will not help.
+    /// The batch itself is unacceptable (a payload that is not JSON, an empty event name, a NUL
+    /// character in a name or id, a schema version above `i32::MAX`, JSON the backend cannot
+    /// hold). Nothing was written; retrying will not help. A batch over the store's limits is a
+    /// [`StoreError::LimitExceeded`] instead.
     #[error("invalid batch for {stream}; nothing was written: {reason}")]
     InvalidBatch {
         /// The stream appended to.
