@@ -95,13 +95,59 @@ impl fmt::Display for LimitExceeded {
         } = self;
         let (subject, unit) = (limit.subject(), limit.unit());
         match event {
-            Some(index) => write!(f, "the {subject} of event #{} for {stream}", index + 1)?,
-            None if *limit == Limit::StreamIdBytes => write!(f, "the stream id {stream}")?,
-            None => write!(f, "the {subject} appended to {stream}")?,
+            Some(index) => write!(f, "the {subject} of event #{} for {stream} is", index + 1)?,
+            None if *limit == Limit::StreamIdBytes => write!(f, "the stream id {stream} is")?,
+            None if *limit == Limit::TransactionEvents => {
+                write!(f, "the transaction appending to {stream} would hold")?;
+            }
+            None => write!(f, "the {subject} appended to {stream} is")?,
         }
         write!(
             f,
-            " is {actual} {unit}, over the limit of {max} ({limit}); nothing was written"
+            " {actual} {unit}, over the limit of {max} ({limit}); nothing of the batch was written"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_is_over_which_limit() {
+        let stream = StreamId::new("order", "O-1");
+        let exceeded = |limit, event| LimitExceeded {
+            stream: stream.clone(),
+            limit,
+            event,
+            actual: 11,
+            max: 10,
+        };
+        let messages = [
+            (
+                exceeded(Limit::MetadataBytes, Some(2)),
+                "the metadata of event #3 for order/O-1 is 11 bytes",
+            ),
+            (
+                exceeded(Limit::BatchEvents, None),
+                "the batch appended to order/O-1 is 11 events",
+            ),
+            (
+                exceeded(Limit::StreamIdBytes, None),
+                "the stream id order/O-1 is 11 bytes",
+            ),
+            (
+                exceeded(Limit::TransactionEvents, None),
+                "the transaction appending to order/O-1 would hold 11 events",
+            ),
+        ];
+        for (error, start) in messages {
+            let message = error.to_string();
+            assert!(message.starts_with(start), "{message}");
+            assert!(message.ends_with(&format!(
+                "over the limit of 10 ({}); nothing of the batch was written",
+                error.limit
+            )));
+        }
     }
 }

@@ -344,7 +344,7 @@ mod tests {
         );
         assert_eq!(
             over.to_string(),
-            "the stream id t/12 is 3 bytes, over the limit of 2 (max_stream_id_bytes); nothing was written"
+            "the stream id t/12 is 3 bytes, over the limit of 2 (max_stream_id_bytes); nothing of the batch was written"
         );
     }
 
@@ -357,7 +357,7 @@ mod tests {
         assert_eq!(
             error,
             "the payload of event #2 for ticket/T-1 is 1048577 bytes, over the limit of 1048576 \
-             (max_payload_bytes); nothing was written"
+             (max_payload_bytes); nothing of the batch was written"
         );
     }
 
