@@ -17,10 +17,10 @@ use crate::metadata::Metadata;
 ///
 /// | limit | default | why |
 /// |---|---:|---|
-/// | [`max_payload_bytes`](Limits::max_payload_bytes) | 1 MiB | events are facts, not documents: a file belongs in a blob store, referenced by the event |
+/// | [`max_payload_bytes`](Limits::max_payload_bytes) | 1 MiB | facts, not documents: a file goes to a blob store |
 /// | [`max_metadata_bytes`](Limits::max_metadata_bytes) | 64 KiB | ids, an actor and a few application entries |
 /// | [`max_event_name_bytes`](Limits::max_event_name_bytes) | 256 | a stable name, not data |
-/// | [`max_stream_id_bytes`](Limits::max_stream_id_bytes) | 1,024 | aggregate type and id are indexed together (PostgreSQL's index entries stop at 2,704 bytes) |
+/// | [`max_stream_id_bytes`](Limits::max_stream_id_bytes) | 1,024 | indexed (PostgreSQL: 2,704 bytes an entry) |
 /// | [`max_batch_events`](Limits::max_batch_events) | 10,000 | one command's events, or one chunk of an import |
 /// | [`max_batch_bytes`](Limits::max_batch_bytes) | 16 MiB | one append is one transaction, held in memory whole |
 ///
