@@ -136,7 +136,7 @@ pub enum DecodeError {
         #[source]
         source: serde_json::Error,
     },
-    /// An upcast step refused the payload.
+    /// An upcast step refused the payload, or panicked on it.
     #[error("upcasting event `{event_name}` from schema version {from} failed: {message}")]
     Upcast {
         /// The event's stored name.
@@ -220,29 +220,54 @@ pub mod upcast {
         })
     }
 
+    /// Runs a JSON step. A step that panics (indexing a payload of an unexpected shape, an
+    /// overflow) fails like one that returns an error: stored data must not bring the reader
+    /// down.
     pub fn json_step(
         event_name: &'static str,
         from: u32,
         step: JsonUpcast,
         value: serde_json::Value,
     ) -> Result<serde_json::Value, DecodeError> {
-        step(value).map_err(|error| DecodeError::Upcast {
-            event_name,
-            from,
-            message: error.to_string(),
-        })
+        match std::panic::catch_unwind(move || step(value)) {
+            Ok(upcast) => upcast.map_err(|error| DecodeError::Upcast {
+                event_name,
+                from,
+                message: error.to_string(),
+            }),
+            Err(panic) => Err(panicked(event_name, from, panic.as_ref())),
+        }
     }
 
+    /// Runs a typed step (`From`/`TryFrom`); a panic fails the step, as in [`json_step`].
     pub fn typed_step<Old, New>(event_name: &'static str, from: u32, old: Old) -> Result<New, DecodeError>
     where
         New: TryFrom<Old>,
         <New as TryFrom<Old>>::Error: fmt::Display,
     {
-        New::try_from(old).map_err(|error| DecodeError::Upcast {
+        // `old` is moved into the step and never seen again, so a panic leaves nothing broken.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || New::try_from(old))) {
+            Ok(upcast) => upcast.map_err(|error| DecodeError::Upcast {
+                event_name,
+                from,
+                message: error.to_string(),
+            }),
+            Err(panic) => Err(panicked(event_name, from, panic.as_ref())),
+        }
+    }
+
+    /// The error of a step that panicked, with the panic's message.
+    fn panicked(event_name: &'static str, from: u32, panic: &(dyn std::any::Any + Send)) -> DecodeError {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|message| (*message).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        DecodeError::Upcast {
             event_name,
             from,
-            message: error.to_string(),
-        })
+            message: format!("the step panicked ({message}); make it return an UpcastError instead"),
+        }
     }
 
     pub fn version_error(event_name: &'static str, stored: u32, current: u32) -> DecodeError {

@@ -18,7 +18,9 @@
 //!   projections, [`SnapshotStore`], [`CheckpointStore`]) with an [`InMemoryStore`] and
 //!   [`InMemoryReadModel`] here, a SQLite store in `es-sqlite` (one file, the embedded durable
 //!   choice) and a PostgreSQL store in `es-postgres`, all checked by the same conformance suite
-//!   (module `conformance`, feature `conformance`);
+//!   (module `conformance`, feature `conformance`), and refusing alike, before writing
+//!   anything, an append over the same [`Limits`] (1 MiB payloads, 10,000 events or 16 MiB per
+//!   append, ...);
 //! - projections ([`Projection`], [`ProjectionRunner`]): read models fed by the store's
 //!   gap-free global order, with checkpoints committed together with the read-model writes, one
 //!   active runner per projection, and runners that ride out outages by themselves;
@@ -157,9 +159,9 @@ pub use repository::{
     RetryPolicy, Saved, Versioned,
 };
 pub use store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent,
-    RecordedEvent, ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace,
-    StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, Limit, LimitExceeded, Limits,
+    LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError,
+    StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
 };
 
 #[doc = include_str!("macro_docs/event.md")]

@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 
 use es_core::{
-    AppendOutcome, ConcurrencyConflict, ExpectedVersion, NewEvent, StoreError, StoreResult, StoredEventPlace, StreamId,
+    AppendOutcome, ConcurrencyConflict, ExpectedVersion, Limit, LimitExceeded, NewEvent, StoreError, StoreResult,
+    StoredEventPlace, StreamId,
 };
 use sqlx::{Executor, Postgres, Row};
 use uuid::Uuid;
@@ -22,8 +23,12 @@ const MAX_APPEND_ATTEMPTS: u32 = 16;
 
 /// The SQLSTATE of a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
-/// `invalid_text_representation`: the server refused a payload or metadata as JSON.
-const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+/// The class of data exceptions: the server refused a value of the batch (a payload or metadata
+/// that is not JSON, or holds `\u0000`, or a number `jsonb` cannot hold).
+const DATA_EXCEPTION_CLASS: &str = "22";
+/// `program_limit_exceeded`: a value over one of the server's own limits (a `jsonb` value whose
+/// binary form passes 256 MiB).
+const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 
 impl PostgresStore {
     /// Appends `events` to `stream` inside the caller's open transaction `conn`, with the same
@@ -61,12 +66,15 @@ impl PostgresStore {
     ///   before events that precede them in the stream. Append early in the transaction, or in a
     ///   fresh one.
     /// - Several appends in one transaction are numbered one after the other; a transaction
-    ///   holds at most 2^20 - 1 events.
-    /// - Refusals found by the statement (a [`StoreError::Conflict`] on the expectation,
-    ///   `StaleTransaction`, a batch too large) leave the transaction usable. A failed statement
-    ///   aborts it, as any failed statement does in PostgreSQL: a lost race on a version
-    ///   (reported as a conflict, without retries), a duplicate event id, a payload that is not
-    ///   JSON. Roll back, and retry the whole transaction if it makes sense.
+    ///   holds at most 2^20 - 1 events: the append that would pass them is refused with
+    ///   [`StoreError::LimitExceeded`] ([`Limit::TransactionEvents`]). Each batch is checked
+    ///   against the store's [`Limits`](es_core::Limits) as by `EventStore::append`.
+    /// - Refusals found before or by the statement (a batch over the limits, a
+    ///   [`StoreError::Conflict`] on the expectation, `StaleTransaction`, a transaction full)
+    ///   leave the transaction usable. A failed statement aborts it, as any failed statement
+    ///   does in PostgreSQL: a lost race on a version (reported as a conflict, without retries),
+    ///   a duplicate event id, a payload the server refuses as JSON. Roll back, and retry the
+    ///   whole transaction if it makes sense.
     /// - A batch that is already stored, committed by an earlier transaction (a retry of a
     ///   transaction whose commit went unanswered), is recognised as by
     ///   [`EventStore::append`](es_core::EventStore::append): the call writes nothing and returns
@@ -87,7 +95,7 @@ impl PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendOutcome> {
-        let batch = Batch::new(stream, events)?;
+        let batch = Batch::new(&self.limits, stream, events)?;
         let error = match execute(self, conn, stream, expected, &batch).await {
             Ok(verdict) => return settle(self, verdict, stream, expected, &batch).await,
             Err(error) => error,
@@ -111,7 +119,7 @@ pub(crate) async fn append(
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
 ) -> StoreResult<AppendOutcome> {
-    let batch = Batch::new(stream, events)?;
+    let batch = Batch::new(&store.limits, stream, events)?;
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -161,6 +169,7 @@ where
     let row = batch.bind(query).fetch_one(executor).await?;
     Ok(Verdict {
         current: row.try_get("cur_version")?,
+        used: row.try_get("used")?,
         accepted: row.try_get("accepted")?,
         fresh: row.try_get("fresh")?,
         fits: row.try_get("fits")?,
@@ -216,13 +225,17 @@ fn already_stored(stream: &StreamId, batch: &Batch, stored: &[StoredEventPlace])
 /// paths pay the queries. A unique violation may be a retry of a batch stored before, so the
 /// batch's ids are looked up first.
 async fn explain_failure(store: &PostgresStore, error: sqlx::Error, stream: &StreamId, batch: &Batch) -> Failure {
-    if let Some(db) = error
-        .as_database_error()
-        .filter(|db| db.code().as_deref() == Some(INVALID_TEXT_REPRESENTATION))
-    {
+    if let Some(db) = error.as_database_error().filter(|db| {
+        db.code()
+            .is_some_and(|code| code.starts_with(DATA_EXCEPTION_CLASS) || code == PROGRAM_LIMIT_EXCEEDED)
+    }) {
+        // The batch's values are the statement's only data: the server refused one of them.
         return Failure::Final(StoreError::InvalidBatch {
             stream: stream.clone(),
-            reason: format!("a payload is not valid JSON: {}", db.message()),
+            reason: format!(
+                "PostgreSQL refused a payload or metadata (not valid JSON, or not storable as jsonb): {}",
+                db.message()
+            ),
         });
     }
     let constraint = error
@@ -293,6 +306,8 @@ async fn conflict_first(
 struct Verdict {
     /// The stream's version as the statement read it.
     current: i64,
+    /// How many events the transaction had appended before this statement.
+    used: i64,
     /// Whether the expectation held.
     accepted: bool,
     /// Whether the transaction is not older than the stream's last event.
@@ -315,9 +330,12 @@ impl Verdict {
             return Err(conflict(stream, expected, current));
         }
         if !self.fits {
-            return Err(PostgresError::BatchTooLarge {
+            let used = usize::try_from(self.used).unwrap_or(MAX_EVENTS_PER_TRANSACTION);
+            return Err(LimitExceeded {
                 stream: stream.clone(),
-                len,
+                limit: Limit::TransactionEvents,
+                event: None,
+                actual: used.saturating_add(len),
                 max: MAX_EVENTS_PER_TRANSACTION,
             }
             .into());

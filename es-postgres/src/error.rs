@@ -1,5 +1,7 @@
 //! Errors of the PostgreSQL store.
 
+use std::time::Duration;
+
 use es_core::{StoreError, StreamId};
 use uuid::Uuid;
 
@@ -22,9 +24,33 @@ pub enum PostgresError {
         /// The rejected name.
         name: String,
     },
-    /// Connecting to the database failed.
+    /// A connection URL does not parse, or a connection other than the store's first failed
+    /// (the one [`PostgresStore::wake_up`](crate::PostgresStore::wake_up) listens on).
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(#[source] sqlx::Error),
+    /// The first connection of [`PostgresStore::connect`](crate::PostgresStore::connect) failed:
+    /// the server refused it (nothing listens at the address, or the server is starting or
+    /// shutting down), the name did not resolve, or the server turned it down (a wrong
+    /// password, a missing database).
+    #[error("cannot connect to PostgreSQL at {address}: {source}")]
+    ConnectFailed {
+        /// Where: `user@host:port/database` ([`PostgresOptions::address`](crate::PostgresOptions::address)).
+        address: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The first connection of [`PostgresStore::connect`](crate::PostgresStore::connect) got no
+    /// answer within the connect timeout
+    /// ([`PostgresOptions::with_connect_timeout`](crate::PostgresOptions::with_connect_timeout)):
+    /// the address drops packets, or the server is stalled.
+    #[error("no answer from PostgreSQL at {address} within {timeout:?} (the connect timeout)")]
+    ConnectTimedOut {
+        /// Where: `user@host:port/database`.
+        address: String,
+        /// The connect timeout that ran out.
+        timeout: Duration,
+    },
     /// A migration failed; nothing of it was applied.
     #[error("migration {version} ({description}) of schema `{schema}` failed: {source}")]
     Migration {
@@ -63,19 +89,6 @@ pub enum PostgresError {
         stored_xid: i64,
         /// The cluster's current transaction id.
         current_xid: i64,
-    },
-    /// A batch holds more events than one transaction can number (2^20 - 1 in all).
-    #[error(
-        "cannot append {len} events to {stream} in one transaction: at most {max} fit \
-         (split the batch, or the transaction)"
-    )]
-    BatchTooLarge {
-        /// The stream appended to.
-        stream: StreamId,
-        /// How many events were to be appended.
-        len: usize,
-        /// How many more events the transaction could take.
-        max: usize,
     },
     /// An event's payload is not UTF-8, so it cannot be JSON.
     #[error("the payload of event {event_id} for {stream} is not UTF-8 JSON")]
@@ -134,14 +147,18 @@ impl From<PostgresError> for StoreError {
     fn from(error: PostgresError) -> Self {
         // Caller mistakes in a batch are not backend failures: retrying cannot help.
         match &error {
-            PostgresError::BatchTooLarge { stream, .. }
-            | PostgresError::PayloadNotUtf8 { stream, .. }
+            PostgresError::PayloadNotUtf8 { stream, .. }
             | PostgresError::OutOfRange { stream, .. }
             | PostgresError::Metadata { stream, .. } => StoreError::InvalidBatch {
                 stream: stream.clone(),
                 reason: error.to_string(),
             },
-            PostgresError::Connect(source) if crate::fault::is_transient(source) => StoreError::unavailable(error),
+            PostgresError::Connect(source) | PostgresError::ConnectFailed { source, .. }
+                if crate::fault::is_transient(source) =>
+            {
+                StoreError::unavailable(error)
+            }
+            PostgresError::ConnectTimedOut { .. } => StoreError::unavailable(error),
             _ => StoreError::backend(error),
         }
     }

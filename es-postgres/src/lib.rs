@@ -32,6 +32,12 @@
 //!
 //! Usually you hand the store to an [`es_core::Repository`] rather than appending by hand.
 //!
+//! `connect` fails fast: a server that refuses the first connection (or a wrong password or
+//! database) is a [`PostgresError::ConnectFailed`] at once, and one that does not answer is a
+//! [`PostgresError::ConnectTimedOut`] after 5 seconds, both naming the address. To change the
+//! timeout or the pool, use [`PostgresStore::connect_with`] and [`PostgresOptions`]; to bring
+//! a pool of your own, [`PostgresStore::new`].
+//!
 //! # Design
 //!
 //! ## Schema
@@ -117,7 +123,17 @@
 //!
 //! Limits and operations:
 //!
-//! - a transaction appends at most 2^20 - 1 events;
+//! - a transaction appends at most 2^20 - 1 events; the append that would pass them is refused
+//!   with [`StoreError::LimitExceeded`](es_core::StoreError::LimitExceeded)
+//!   ([`Limit::TransactionEvents`](es_core::Limit::TransactionEvents)) and leaves the
+//!   transaction usable;
+//! - every append is first checked against the store's [`Limits`](es_core::Limits) (the same
+//!   defaults as every store's; [`PostgresStore::with_limits`] up to
+//!   [`PostgresStore::MAX_LIMITS`]), before anything is sent: a batch over them is a
+//!   [`StoreError::LimitExceeded`](es_core::StoreError::LimitExceeded). JSON that parses but
+//!   that `jsonb` cannot hold (a `\u0000` in a string, a number beyond `numeric`) is refused by
+//!   the server, as [`StoreError::InvalidBatch`](es_core::StoreError::InvalidBatch), nothing
+//!   written;
 //! - positions fit a bigint while xids stay below 2^43 (about 8.8 trillion transactions; past that,
 //!   appends fail on a check constraint rather than misnumber);
 //! - positions come from the cluster's xid counter. Physical replicas, failover and
@@ -190,6 +206,7 @@ mod catalog;
 mod error;
 mod fault;
 mod notify;
+mod options;
 mod parking;
 mod projection;
 mod read;
@@ -199,5 +216,6 @@ mod sql;
 mod store;
 
 pub use error::PostgresError;
+pub use options::PostgresOptions;
 pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit, PostgresWakeUp};
 pub use store::PostgresStore;

@@ -2,7 +2,9 @@
 //! batch as the append statement binds it.
 
 use chrono::{DateTime, Utc};
-use es_core::{Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventPlace, StreamId};
+use es_core::{
+    Limits, Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventPlace, StreamId,
+};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
@@ -10,7 +12,6 @@ use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::fault::store_error;
-use crate::sql::MAX_EVENTS_PER_TRANSACTION;
 
 /// The head of [`EVENT_COLUMNS`]: what a replay needs, and no more.
 macro_rules! replay_columns {
@@ -159,16 +160,12 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Checks and converts `events` for `stream`: they must fit one transaction, their schema
-    /// versions an `integer`, and their payloads must be UTF-8 (the server checks the JSON).
-    pub(crate) fn new(stream: &StreamId, events: Vec<NewEvent>) -> Result<Self, PostgresError> {
-        if events.len() > MAX_EVENTS_PER_TRANSACTION {
-            return Err(PostgresError::BatchTooLarge {
-                stream: stream.clone(),
-                len: events.len(),
-                max: MAX_EVENTS_PER_TRANSACTION,
-            });
-        }
+    /// Checks and converts `events` for `stream`: they must be within `limits` (which
+    /// [`PostgresStore::MAX_LIMITS`](crate::PostgresStore::MAX_LIMITS) caps to what one
+    /// transaction can number), their schema versions must fit an `integer`, and their payloads
+    /// must be UTF-8 (the server checks the JSON).
+    pub(crate) fn new(limits: &Limits, stream: &StreamId, events: Vec<NewEvent>) -> StoreResult<Self> {
+        limits.check_append(stream, &events)?;
         let mut batch = Self {
             ids: Vec::with_capacity(events.len()),
             names: Vec::with_capacity(events.len()),

@@ -6,17 +6,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn,
-    StoreResult, StreamId, StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
+    ReplayFn, StoreResult, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Connection, Row};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::notify::Notifier;
-use crate::sql::{validate_schema_name, Statements};
+use crate::options::PostgresOptions;
+use crate::sql::{validate_schema_name, Statements, MAX_EVENTS_PER_TRANSACTION};
 use crate::{append, read};
 
 /// An event store in PostgreSQL: one append-only `events` table and one `snapshots` table in a
@@ -29,6 +30,8 @@ pub struct PostgresStore {
     pub(crate) sql: Arc<Statements>,
     /// Wakes listeners after commits.
     pub(crate) notifier: Notifier,
+    /// What an append may hold, within [`PostgresStore::MAX_LIMITS`].
+    pub(crate) limits: Limits,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -36,6 +39,7 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("schema", &self.sql.schema)
             .field("pool", &self.pool)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -44,21 +48,62 @@ impl PostgresStore {
     /// The default schema.
     pub const DEFAULT_SCHEMA: &'static str = "public";
 
-    /// Connects a pool to `url` (e.g. `postgres://user:password@host/database`) and uses the
-    /// schema `public`. The pool has sqlx's defaults except that it does not ping connections
-    /// before handing them out (a round trip per operation).
+    /// The most [`PostgresStore::with_limits`] can allow, from what PostgreSQL itself takes:
     ///
-    /// To tune the pool (size, timeouts), build a [`PgPool`] yourself and use
-    /// [`PostgresStore::new`].
+    /// - **events per append: 2^20 - 1** (1,048,575), the most one transaction can number (a
+    ///   position is `xid << 20 | n`); several appends in one transaction
+    ///   ([`append_in_transaction`](PostgresStore::append_in_transaction)) share them, and the
+    ///   append that would pass them is refused with
+    ///   [`Limit::TransactionEvents`](es_core::Limit::TransactionEvents);
+    /// - **payload and metadata: 256 MiB - 1** each, the largest `jsonb` value. The limit is on
+    ///   the binary form, which can outgrow the text (an array of small numbers takes about
+    ///   6 times its text): a payload the server still finds too large is refused as
+    ///   [`StoreError::InvalidBatch`](es_core::StoreError::InvalidBatch), nothing written;
+    /// - **bytes per append: 512 MiB**: a batch travels as one message of arrays, which
+    ///   PostgreSQL takes up to 1 GiB;
+    /// - **stream id: 2,048 bytes**: aggregate type and id are one entry of a unique b-tree
+    ///   index, whose entries PostgreSQL limits to 2,704 bytes.
+    pub const MAX_LIMITS: Limits = Limits::UNLIMITED
+        .with_max_batch_events(MAX_EVENTS_PER_TRANSACTION)
+        .with_max_payload_bytes((1 << 28) - 1)
+        .with_max_metadata_bytes((1 << 28) - 1)
+        .with_max_batch_bytes(512 << 20)
+        .with_max_stream_id_bytes(2048);
+
+    /// Connects to `url` (e.g. `postgres://user:password@host/database`) with the default
+    /// [`PostgresOptions`] and uses the schema `public`: see [`PostgresStore::connect_with`].
+    ///
+    /// Fails within 5 seconds ([`PostgresOptions::DEFAULT_CONNECT_TIMEOUT`]) when the server
+    /// cannot be reached, at once when it refuses, with an error naming the address and the
+    /// cause.
     pub async fn connect(url: &str) -> Result<Self, PostgresError> {
-        // No ping before each acquire: it would double the round trips of every append. A dead
-        // connection surfaces as an error on use, like any other connection failure.
-        let pool = PgPoolOptions::new()
-            .test_before_acquire(false)
-            .connect(url)
-            .await
-            .map_err(PostgresError::Connect)?;
-        Ok(Self::new(pool))
+        Self::connect_with(PostgresOptions::new(url)?).await
+    }
+
+    /// Connects with `options` and uses the schema `public`.
+    ///
+    /// One connection is opened first, within the options' connect timeout, and closed: a
+    /// server that refuses it, a name that does not resolve, a wrong password or database fail
+    /// at once with [`PostgresError::ConnectFailed`], and a server that does not answer in time
+    /// with [`PostgresError::ConnectTimedOut`], both naming the address (never the password).
+    /// The pool then opens its connections as operations need them; later outages are the
+    /// pool's to wait out, and come as
+    /// [`StoreError::Unavailable`](es_core::StoreError::Unavailable).
+    ///
+    /// To hand over a pool of your own instead, use [`PostgresStore::new`].
+    pub async fn connect_with(options: PostgresOptions) -> Result<Self, PostgresError> {
+        let address = options.address();
+        let timeout = options.connect_timeout();
+        match tokio::time::timeout(timeout, PgConnection::connect_with(&options.connect)).await {
+            Err(_) => return Err(PostgresError::ConnectTimedOut { address, timeout }),
+            Ok(Err(source)) => return Err(PostgresError::ConnectFailed { address, source }),
+            Ok(Ok(first)) => {
+                if let Err(error) = first.close().await {
+                    tracing::debug!(%error, %address, "closing the first connection failed");
+                }
+            }
+        }
+        Ok(Self::new(options.pool.connect_lazy_with(options.connect)))
     }
 
     /// A store over `pool`, in the schema `public`.
@@ -67,6 +112,7 @@ impl PostgresStore {
             pool,
             sql: Arc::new(Statements::new(Self::DEFAULT_SCHEMA)),
             notifier: Notifier::default(),
+            limits: Limits::DEFAULT,
         }
     }
 
@@ -78,7 +124,32 @@ impl PostgresStore {
             pool: self.pool,
             sql: Arc::new(Statements::new(name)),
             notifier: Notifier::default(),
+            limits: self.limits,
         })
+    }
+
+    /// The same store (sharing its pool) with other [`Limits`], capped by
+    /// [`PostgresStore::MAX_LIMITS`]: appends over them are refused with
+    /// [`StoreError::LimitExceeded`](es_core::StoreError::LimitExceeded) before anything is sent
+    /// to the server. The default is [`Limits::DEFAULT`], the same as every store's.
+    /// [`EventStore::limits`] tells the limits applied.
+    ///
+    /// ```no_run
+    /// use es_core::{EventStore, Limits};
+    /// # async fn demo(store: es_postgres::PostgresStore) {
+    /// let importer = store.with_limits(Limits::DEFAULT.with_max_batch_events(100_000));
+    /// assert_eq!(importer.limits().max_batch_events, 100_000);
+    /// # }
+    /// ```
+    pub fn with_limits(self, limits: Limits) -> Self {
+        let applied = limits.capped_by(Self::MAX_LIMITS);
+        if applied != limits {
+            tracing::warn!(asked = ?limits, ?applied, "limits capped by what PostgreSQL can store");
+        }
+        Self {
+            limits: applied,
+            ..self
+        }
     }
 
     /// The schema the store's tables live in.
@@ -176,6 +247,11 @@ impl EventStore for PostgresStore {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendOutcome> {
         append::append(self, stream, expected, events).await
+    }
+
+    /// The limits of [`PostgresStore::with_limits`] ([`Limits::DEFAULT`] unless set).
+    fn limits(&self) -> Limits {
+        self.limits
     }
 
     fn read_stream<'a>(

@@ -52,7 +52,7 @@ fn append_blocking(
     events: &[NewEvent],
 ) -> StoreResult<AppendOutcome> {
     // Checked before taking any lock: a bad batch costs other writers nothing.
-    let payloads = checked_payloads(stream, events)?;
+    let payloads = checked_batch(database, stream, events)?;
     let writer = database.writer("append events")?;
     let failed = |error| StoreError::from(database.error(error));
     let transaction = Immediate::begin(&writer).map_err(failed)?;
@@ -64,7 +64,7 @@ fn append_blocking(
     Ok(outcome)
 }
 
-/// Appends `events` (whose `payloads` [`checked_payloads`] gave) on `writer`, which is inside a
+/// Appends `events` (whose `payloads` [`checked_batch`] gave) on `writer`, which is inside a
 /// write transaction, so holds the write lock: the store's own (`append_blocking`) or a
 /// caller's ([`SqliteTransaction::append`](crate::SqliteTransaction::append)). Writes nothing
 /// unless it succeeds, except on a failed insert: then the caller rolls back what it inserted.
@@ -210,9 +210,15 @@ fn find_stored(
     }
 }
 
-/// The batch's payloads as text, each checked to be JSON; [`StoreError::InvalidBatch`] naming
-/// the first that is not. One allocation for the batch, none per event.
-pub(crate) fn checked_payloads<'e>(stream: &StreamId, events: &'e [NewEvent]) -> StoreResult<Vec<&'e str>> {
+/// Checks the batch against the store's limits ([`Limits::check_append`](es_core::Limits::check_append)),
+/// then returns its payloads as text, each checked to be JSON; [`StoreError::InvalidBatch`]
+/// naming the first that is not. One allocation for the batch, none per event.
+pub(crate) fn checked_batch<'e>(
+    database: &Database,
+    stream: &StreamId,
+    events: &'e [NewEvent],
+) -> StoreResult<Vec<&'e str>> {
+    database.options.limits.check_append(stream, events)?;
     let invalid = |index: usize, reason: String| StoreError::InvalidBatch {
         stream: stream.clone(),
         reason: format!("the payload of event #{} is not valid JSON: {reason}", index + 1),

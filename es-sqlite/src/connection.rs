@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::error::SqliteError;
 use crate::options::SqliteOptions;
 use crate::sql;
+use crate::SqliteStore;
 
 /// Prepared statements kept per connection: more than the store uses, so none is ever evicted.
 const STATEMENT_CACHE: usize = 32;
@@ -40,10 +41,15 @@ pub(crate) struct Database {
 impl Database {
     /// Opens the file (blocking): checks it is a database of a schema this code knows, and sets
     /// WAL mode unless read-only.
-    pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Self, SqliteError> {
+    pub(crate) fn open(path: &Path, mut options: SqliteOptions) -> Result<Self, SqliteError> {
         let name = path.as_os_str();
         if name.is_empty() || name == ":memory:" {
             return Err(SqliteError::NotAFile { path: path.to_owned() });
+        }
+        let limits = options.limits.capped_by(SqliteStore::MAX_LIMITS);
+        if limits != options.limits {
+            tracing::warn!(asked = ?options.limits, applied = ?limits, "limits capped by what SQLite can store");
+            options.limits = limits;
         }
         let mut database = Self {
             path: path.to_owned(),

@@ -76,9 +76,12 @@
 //!
 //! ## Appends: one transaction, versions checked under the write lock
 //!
-//! An append first checks the batch (payloads must be JSON: else
-//! [`StoreError::InvalidBatch`](es_core::StoreError::InvalidBatch), before any lock is taken),
-//! then opens a `BEGIN IMMEDIATE` transaction, which takes SQLite's single write lock at once
+//! An append first checks the batch, before any lock is taken: against the store's
+//! [`Limits`](es_core::Limits) ([`SqliteOptions::limits`], the same defaults as every store's,
+//! up to [`SqliteStore::MAX_LIMITS`]; else
+//! [`StoreError::LimitExceeded`](es_core::StoreError::LimitExceeded)), and payloads must be
+//! JSON (else [`StoreError::InvalidBatch`](es_core::StoreError::InvalidBatch)). It then opens
+//! a `BEGIN IMMEDIATE` transaction, which takes SQLite's single write lock at once
 //! (waiting up to the busy timeout, else [`SqliteError::Busy`], reported as the transient
 //! [`StoreError::Unavailable`](es_core::StoreError::Unavailable)). Under the lock it
 //! recognises a retried batch (below), reads the stream's version, checks the

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use es_core::Limits;
+
 /// How hard SQLite works to make a commit survive a crash of the machine (`PRAGMA synchronous`).
 ///
 /// A crash of the *process* never loses a commit in either mode: a commit is in the
@@ -65,6 +67,11 @@ pub struct SqliteOptions {
     /// How often a projection runner waiting for another runner's claim tries again: the
     /// longest delay before it takes over once the holder is gone. Default: 100 ms.
     pub claim_retry: Duration,
+    /// What an append may hold: appends over these limits are refused with
+    /// [`StoreError::LimitExceeded`](es_core::StoreError::LimitExceeded) before any lock is
+    /// taken. Capped by [`SqliteStore::MAX_LIMITS`](crate::SqliteStore::MAX_LIMITS) when the
+    /// store opens. Default: [`Limits::DEFAULT`], the same as every store's.
+    pub limits: Limits,
 }
 
 impl Default for SqliteOptions {
@@ -76,6 +83,7 @@ impl Default for SqliteOptions {
             create_if_missing: true,
             max_idle_readers: 4,
             claim_retry: Duration::from_millis(100),
+            limits: Limits::DEFAULT,
         }
     }
 }
@@ -114,6 +122,12 @@ impl SqliteOptions {
     /// Sets [`SqliteOptions::claim_retry`].
     pub fn with_claim_retry(mut self, retry: Duration) -> Self {
         self.claim_retry = retry;
+        self
+    }
+
+    /// Sets [`SqliteOptions::limits`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn,
-    StoreError, StoreResult, StreamId, StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
+    ReplayFn, StoreError, StoreResult, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::{BoxStream, Stream};
 use futures_util::StreamExt;
@@ -35,6 +35,12 @@ impl EventStore for SqliteStore {
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendOutcome> {
         crate::append::append(self, stream, expected, events).await
+    }
+
+    /// The limits of the store's [`SqliteOptions::limits`](crate::SqliteOptions::limits), as
+    /// capped by [`SqliteStore::MAX_LIMITS`].
+    fn limits(&self) -> Limits {
+        self.database.options.limits
     }
 
     /// [`EventStore::read_stream`](es_core::EventStore::read_stream): rows are read on a blocking

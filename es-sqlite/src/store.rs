@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use es_core::Limits;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::connection::{blocking, Database};
@@ -38,6 +39,16 @@ impl fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
+    /// The most [`SqliteOptions::limits`] can allow: SQLite stores a row of at most
+    /// `SQLITE_MAX_LENGTH` bytes (1,000,000,000 as compiled here), so a payload takes at most
+    /// 800,000,000 bytes, metadata 100,000,000, an event name and a stream id 1,000,000 each. A
+    /// batch is inserted row by row, so SQLite bounds neither its events nor its bytes.
+    pub const MAX_LIMITS: Limits = Limits::UNLIMITED
+        .with_max_payload_bytes(800_000_000)
+        .with_max_metadata_bytes(100_000_000)
+        .with_max_event_name_bytes(1_000_000)
+        .with_max_stream_id_bytes(1_000_000);
+
     /// Opens (creating if needed) the database file at `path` with the default
     /// [`SqliteOptions`]: WAL mode, `synchronous = FULL`, a 5-second busy timeout.
     ///

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use es_core::{AppendOutcome, ExpectedVersion, NewEvent, StoreError, StoreResult, StreamId};
 use rusqlite::Connection;
 
-use crate::append::{append_locked, checked_payloads, notify_committed, wrote};
+use crate::append::{append_locked, checked_batch, notify_committed, wrote};
 use crate::connection::{blocking, run, Database, Immediate};
 use crate::error::SqliteError;
 use crate::{sql, SqliteStore};
@@ -160,7 +160,8 @@ impl SqliteTransaction<'_> {
     /// Appends `events` to `stream` inside the transaction, with the same checks and outcomes as
     /// [`EventStore::append`](es_core::EventStore::append): the [`ExpectedVersion`] is checked
     /// under the write lock the transaction holds ([`StoreError::Conflict`] with the actual
-    /// version), a payload that is not JSON is [`StoreError::InvalidBatch`], and an event id
+    /// version), a batch over the store's limits is [`StoreError::LimitExceeded`], a payload
+    /// that is not JSON is [`StoreError::InvalidBatch`], and an event id
     /// stored already (or repeated in the batch) is [`StoreError::DuplicateEventId`].
     ///
     /// Appends are idempotent by event id, as with `EventStore::append`: a batch stored whole
@@ -187,7 +188,7 @@ impl SqliteTransaction<'_> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendOutcome> {
-        let payloads = checked_payloads(stream, &events)?;
+        let payloads = checked_batch(self.database, stream, &events)?;
         let failed = |error| StoreError::from(self.database.error(error));
         run(self.connection, sql::SAVEPOINT_APPEND).map_err(failed)?;
         let appended = append_locked(self.database, self.connection, stream, expected, &events, payloads);

@@ -24,6 +24,7 @@ mod catalog;
 mod checkpoints;
 mod global_log;
 mod idempotency;
+mod limits;
 mod runner;
 mod streams;
 
@@ -39,6 +40,9 @@ pub use global_log::{
 };
 pub use idempotency::{
     a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
+};
+pub use limits::{
+    batch_limits_hold_at_the_boundary, empty_names_and_nul_characters_are_refused, event_limits_hold_at_the_boundary,
 };
 pub use runner::{
     a_parked_event_failing_again_stays_parked, a_parked_event_is_retried_and_applied_once,
@@ -82,6 +86,9 @@ macro_rules! conformance_tests {
             a_batch_stored_otherwise_is_not_a_retry,
             read_event_by_id,
             invalid_payload_writes_nothing,
+            event_limits_hold_at_the_boundary,
+            batch_limits_hold_at_the_boundary,
+            empty_names_and_nul_characters_are_refused,
             concurrent_appends_exactly_one_wins,
             streams_are_isolated,
             read_stream_slices,

@@ -16,9 +16,9 @@ pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
 
 use crate::projection::WakeUp;
 use crate::store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery, StreamSlice,
-    StreamSummary, Tail,
+    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, Limits, NewEvent, RecordedEvent,
+    Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery,
+    StreamSlice, StreamSummary, Tail,
 };
 
 /// An event store that keeps everything in memory. Cloning it shares the same data.
@@ -51,6 +51,8 @@ pub struct InMemoryStore {
     state: Arc<Mutex<State>>,
     /// Counts appends, so tailing readers wake up without polling.
     appended: Arc<watch::Sender<u64>>,
+    /// What appends through this handle may hold.
+    limits: Limits,
 }
 
 impl Default for InMemoryStore {
@@ -58,6 +60,7 @@ impl Default for InMemoryStore {
         Self {
             state: Arc::default(),
             appended: Arc::new(watch::Sender::new(0)),
+            limits: Limits::DEFAULT,
         }
     }
 }
@@ -93,6 +96,13 @@ impl InMemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same store (sharing its data) with other [`Limits`]. It has no ceiling of its own:
+    /// any limits apply as given. The default is [`Limits::DEFAULT`], the same as the durable
+    /// stores', so that what a test appends here is accepted there.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Self { limits, ..self }
     }
 
     /// A wake-up that fires after each append, for [`ProjectionRunner::run`](crate::ProjectionRunner::run).
@@ -138,6 +148,7 @@ impl EventStore for InMemoryStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendOutcome> {
+        self.limits.check_append(stream, &events)?;
         let mut state = self.lock();
         if let Some(outcome) = state.already_stored(stream, &events) {
             return Ok(outcome);
@@ -198,6 +209,10 @@ impl EventStore for InMemoryStore {
             self.appended.send_modify(|count| *count += 1);
         }
         Ok(AppendOutcome::new(actual, positions))
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
     }
 
     async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {

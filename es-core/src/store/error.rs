@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{ExpectedVersion, StreamId};
+use super::{ExpectedVersion, LimitExceeded, StreamId};
 
 /// An append was refused because the stream is not at the expected version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,8 +34,10 @@ pub enum StoreError {
         /// The duplicate id.
         event_id: Uuid,
     },
-    /// The batch itself is unacceptable (a payload that is not JSON, a batch too large for the
-    /// backend, a number out of range). Nothing was written; retrying will not help.
+    /// The batch itself is unacceptable (a payload that is not JSON, an empty event name, a NUL
+    /// character in a name or id, a schema version above `i32::MAX`, JSON the backend cannot
+    /// hold). Nothing was written; retrying will not help. A batch over the store's limits is a
+    /// [`StoreError::LimitExceeded`] instead.
     #[error("invalid batch for {stream}; nothing was written: {reason}")]
     InvalidBatch {
         /// The stream appended to.
@@ -43,6 +45,13 @@ pub enum StoreError {
         /// What is wrong with the batch.
         reason: String,
     },
+    /// The batch is over one of the store's [`Limits`](crate::Limits) (a payload, metadata,
+    /// name or stream id too long, too many events or bytes in one append), or over a limit of
+    /// the backend itself ([`Limit::TransactionEvents`](crate::Limit::TransactionEvents)). The
+    /// error names the limit, the value found and the event. Nothing was written; retrying will
+    /// not help: split the batch or shrink the event.
+    #[error(transparent)]
+    LimitExceeded(#[from] LimitExceeded),
     /// A stored row cannot be turned into an event (e.g. a negative version).
     #[error("stored data of stream {stream} at version {version} is corrupt: {reason}")]
     Corrupt {

@@ -13,11 +13,15 @@ use crate::metadata::Metadata;
 
 mod catalog;
 mod error;
+mod exceeded;
 mod filter;
+mod limits;
 
 pub use catalog::{StreamCatalog, StreamQuery, StreamSummary};
 pub use error::{ConcurrencyConflict, StoreError, StoreResult};
+pub use exceeded::{Limit, LimitExceeded};
 pub use filter::{LogFilter, LogPage};
+pub use limits::Limits;
 
 /// Identifies one stream: the events of one aggregate instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -304,12 +308,27 @@ pub trait EventStore: Send + Sync {
     /// not at `expected` is a [`StoreError::Conflict`], and a batch with an id stored anywhere
     /// else (or twice in the batch) is a [`StoreError::DuplicateEventId`]; either way nothing
     /// is written.
+    ///
+    /// **The batch is checked first**, before anything else, against the store's
+    /// [`limits`](EventStore::limits) ([`Limits::check_append`]): one over a limit is a
+    /// [`StoreError::LimitExceeded`], an empty or NUL-holding name or id a
+    /// [`StoreError::InvalidBatch`], as is a payload that is not JSON.
     async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> StoreResult<AppendOutcome>;
+
+    /// What the store accepts: appends over these limits are refused with
+    /// [`StoreError::LimitExceeded`] before anything is written.
+    ///
+    /// The default says [`Limits::DEFAULT`]: a store that keeps the default limits need not
+    /// override it, and one that is given other limits must. The conformance suite checks that
+    /// a store refuses what is over the limits it states, and accepts what is at them.
+    fn limits(&self) -> Limits {
+        Limits::DEFAULT
+    }
 
     /// Reads the events of `stream` within `slice`, in version order.
     fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice)

@@ -247,7 +247,7 @@ impl Statements {
                      WHERE v.accepted AND v.fresh AND v.fits
                      RETURNING position, version
                  )
-                 SELECT cur_version, accepted, fresh, fits,
+                 SELECT cur_version, used, accepted, fresh, fits,
                         (SELECT array_agg(position ORDER BY version) FROM inserted) AS positions
                  FROM verdict"
             ),

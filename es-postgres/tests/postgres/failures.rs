@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, StoreError, StoreResult, StreamId};
+use es_core::{AppendOutcome, EventStore, ExpectedVersion, Limits, NewEvent, StoreError, StoreResult, StreamId};
 use es_postgres::PostgresStore;
 use sqlx::{Postgres, Transaction};
 use tokio::task::JoinHandle;
@@ -11,6 +11,14 @@ use uuid::Uuid;
 use crate::support::{fresh_stream, numbered, schema, RawEvent};
 
 const BIG_BATCH: usize = 50_000;
+
+/// The schema's store, taking batches of [`BIG_BATCH`] events: five times the default limit,
+/// so that an append runs long enough to be killed midway.
+fn big_batch_store(store: &PostgresStore) -> PostgresStore {
+    store
+        .clone()
+        .with_limits(Limits::DEFAULT.with_max_batch_events(BIG_BATCH))
+}
 
 /// The pid of a backend running an append on `store`'s schema, optionally only one waiting on a
 /// lock. Found by the start of the statement and the quoted schema name: `pg_stat_activity`
@@ -84,7 +92,7 @@ async fn hold_version(store: &PostgresStore, stream: &StreamId, version: i64) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_killed_midway_leaves_nothing() {
     let schema = schema().await;
-    let store = schema.store();
+    let store = &big_batch_store(schema.store());
     let (stream, batch, ids) = big_append();
     let blocker = hold_version(store, &stream, 30_000).await;
 
@@ -119,7 +127,7 @@ async fn a_batch_killed_midway_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_killed_while_running_is_all_or_nothing() {
     let schema = schema().await;
-    let store = schema.store();
+    let store = &big_batch_store(schema.store());
     let (stream, batch, ids) = big_append();
     let append = spawn_append(store, &stream, batch);
     while !append.is_finished() {
@@ -150,7 +158,7 @@ async fn a_batch_killed_while_running_is_all_or_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_killed_before_commit_leaves_nothing() {
     let schema = schema().await;
-    let store = schema.store();
+    let store = &big_batch_store(schema.store());
     let (stream, batch, ids) = big_append();
     let mut tx = store.pool().begin().await.expect("begin");
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
