@@ -156,19 +156,5 @@ impl<'a> RawEvent<'a> {
     }
 }
 
-/// A small, fast, seedable random number generator (xorshift64*), so the tests need no crate.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// A number in `range`.
-    pub fn range(&mut self, range: std::ops::Range<u64>) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        range.start + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (range.end - range.start)
-    }
-}
+/// A small, fast, seedable random number generator, shared with the test support.
+pub use es_test_support::Rng;
