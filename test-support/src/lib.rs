@@ -14,6 +14,10 @@
 //!   committed a marked statement and before its answer reaches the client: a lost answer.
 //! - [`ChaosProxy`]: a TCP proxy that drops and stalls connections, loses answers and refuses
 //!   new connections at random (from a seed), as the test switches it ([`Chaos`]).
+//! - [`history`]: histories of appends, recorded by the writers and checked against the store
+//!   after the run; [`load`]: writers that record them, on any store.
+//! - [`ChildTest`]: a test of the running binary in a child process, to kill with `SIGKILL`;
+//!   [`SmallDisk`]: a small `tmpfs` to run out of space on.
 //! - [`bounded`] and [`bounded_by`]: run a test that cuts connections to its end, or fail it
 //!   after a bound instead of letting it hang.
 //!
@@ -32,7 +36,11 @@
 
 #![warn(missing_docs)]
 
+mod child;
 mod cluster;
+mod disk;
+pub mod history;
+pub mod load;
 mod proxy;
 mod rng;
 mod server;
@@ -46,7 +54,9 @@ use es_postgres::{PostgresError, PostgresStore};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::Connection;
 
+pub use crate::child::ChildTest;
 use crate::cluster::Cluster;
+pub use crate::disk::SmallDisk;
 pub use crate::proxy::{Chaos, ChaosCounts, ChaosProxy, CuttingProxy};
 pub use crate::rng::Rng;
 pub use crate::server::TestServer;
