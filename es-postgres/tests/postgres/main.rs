@@ -10,6 +10,7 @@ mod appends;
 mod bad_data;
 mod blue_green;
 mod catalog;
+mod claim_faults;
 mod claim_status;
 mod conformance;
 mod failures;
