@@ -16,7 +16,8 @@
 //!   new connections at random (from a seed), as the test switches it ([`Chaos`]).
 //! - [`history`]: histories of appends, recorded by the writers and checked against the store
 //!   after the run; [`load`]: writers that record them, on any store.
-//! - [`ChildTest`]: a test of the running binary in a child process, to kill with `SIGKILL`;
+//! - [`ChildTest`]: a test of the running binary in a child process, to kill with `SIGKILL`
+//!   ([`killing`]: writer processes killed at random, checked after every kill);
 //!   [`SmallDisk`]: a small `tmpfs` to run out of space on.
 //! - [`bounded`] and [`bounded_by`]: run a test that cuts connections to its end, or fail it
 //!   after a bound instead of letting it hang.
@@ -40,6 +41,7 @@ mod child;
 mod cluster;
 mod disk;
 pub mod history;
+pub mod killing;
 pub mod load;
 mod proxy;
 mod rng;

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use es_core::{EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError, StreamId};
+use es_core::{
+    Aggregate, CommandError, EventStore, Executed, ExpectedVersion, Metadata, NewEvent, RecordedEvent, RepositoryError,
+    StoreError, StreamId,
+};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -121,7 +124,7 @@ impl Tally {
         self.other_errors += other.other_errors;
     }
 
-    /// Counts one attempt's result.
+    /// Counts one append's result.
     pub fn count<T>(&mut self, result: &Result<T, StoreError>, events: usize) {
         self.appends += 1;
         match result {
@@ -129,10 +132,32 @@ impl Tally {
                 self.acknowledged += 1;
                 self.events += events as u64;
             }
-            Err(StoreError::Conflict(_)) => self.conflicts += 1,
-            Err(StoreError::DuplicateEventId { .. } | StoreError::InvalidBatch { .. }) => self.refused += 1,
-            Err(StoreError::Unavailable(_)) => self.unavailable += 1,
+            Err(error) => self.count_error(error),
+        }
+    }
+
+    /// Counts one command's result ([`Repository::execute`](es_core::Repository::execute)).
+    pub fn count_command<A: Aggregate, E>(&mut self, result: &Result<Executed<A>, CommandError<E>>) {
+        self.appends += 1;
+        match result {
+            Ok(executed) => {
+                self.acknowledged += 1;
+                self.events += executed.appended.len() as u64;
+            }
+            Err(CommandError::Conflict { .. }) => self.conflicts += 1,
+            Err(CommandError::Rejected(_)) => self.refused += 1,
+            Err(CommandError::Repository(RepositoryError::Store(error))) => self.count_error(error),
+            Err(CommandError::Repository(RepositoryError::Conflict(_))) => self.conflicts += 1,
             Err(_) => self.other_errors += 1,
+        }
+    }
+
+    fn count_error(&mut self, error: &StoreError) {
+        match error {
+            StoreError::Conflict(_) => self.conflicts += 1,
+            StoreError::DuplicateEventId { .. } | StoreError::InvalidBatch { .. } => self.refused += 1,
+            StoreError::Unavailable(_) => self.unavailable += 1,
+            _ => self.other_errors += 1,
         }
     }
 }

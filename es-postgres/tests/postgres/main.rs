@@ -20,6 +20,7 @@ mod parking;
 mod projection_faults;
 mod read_all;
 mod read_filtered;
+mod reliability;
 mod repository;
 mod short_units;
 mod wake_up;

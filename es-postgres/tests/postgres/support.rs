@@ -156,5 +156,26 @@ impl<'a> RawEvent<'a> {
     }
 }
 
+/// A knob of a fault test from the environment, for the figures in docs/RELIABILITY.md.
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Options of runners that ride out faults by themselves: unlimited retries, short backoff.
+pub fn fault_runner_options() -> es_core::RunnerOptions {
+    es_core::RunnerOptions {
+        poll_interval: std::time::Duration::from_millis(50),
+        transient_retry: es_core::Backoff {
+            initial: std::time::Duration::from_millis(20),
+            max: std::time::Duration::from_millis(500),
+            max_attempts: None,
+        },
+        ..es_core::RunnerOptions::default()
+    }
+}
+
 /// A small, fast, seedable random number generator, shared with the test support.
 pub use es_test_support::Rng;

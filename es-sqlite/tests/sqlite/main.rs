@@ -14,6 +14,7 @@ mod multi_process;
 mod parking;
 mod projection;
 mod read_filtered;
+mod reliability;
 mod repository;
 mod transaction;
 mod wake_up;

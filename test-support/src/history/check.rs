@@ -39,7 +39,8 @@ pub struct Report {
     pub conflicts: u64,
     /// Attempts answered with another refusal.
     pub failures: u64,
-    /// Attempts whose answer was lost.
+    /// Attempts whose outcome is unknown: an error that does not say whether the batch was
+    /// written (an answer lost on the wire, an outage, a writer killed before it heard).
     pub unknown_answers: u64,
     /// Events of acknowledged batches.
     pub acknowledged: u64,
@@ -125,9 +126,9 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} appends ({} conflicts, {} refused, {} answers lost) of {} batches, {} events: {} acknowledged, \
-             {} stored, {} lost, {} duplicated, {} partial batches, {} refused but stored, unknown outcomes \
-             resolved: {} stored / {} not, {} gaps, {} misplaced, {} out of order, {} phantom",
+            "{} appends ({} conflicts, {} refused, {} unknown outcomes) of {} batches, {} events: {} acknowledged, \
+             {} stored, {} lost, {} duplicated, {} partial batches, {} refused but stored, batches left unknown \
+             resolved by reading: {} stored whole / {} not at all, {} gaps, {} misplaced, {} out of order, {} phantom",
             self.appends,
             self.conflicts,
             self.failures,
@@ -381,8 +382,14 @@ async fn check_batch<S: EventStore + ?Sized>(
     if acked {
         report.acknowledged += ids.len() as u64;
     }
-    // What the streams lack, read_event must lack too.
-    for id in ids.iter().filter(|id| !in_streams.contains_key(id)) {
+    // What the streams lack, read_event must lack too: every id of a batch found in part, the
+    // first and last of one not found at all (a batch is stored whole or not at all).
+    let missing: Vec<&Uuid> = ids.iter().filter(|id| !in_streams.contains_key(id)).collect();
+    let asked: Vec<&Uuid> = match missing.len() == ids.len() {
+        true => missing.first().into_iter().chain(missing.last()).copied().collect(),
+        false => missing,
+    };
+    for id in asked {
         if let Some(found) = store.read_event(*id).await? {
             report.misplaced += 1;
             report.violate(format!(
