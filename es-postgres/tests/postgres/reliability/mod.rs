@@ -249,13 +249,21 @@ impl Load {
     /// needs [`create_tables`].
     pub fn start(store: &PostgresStore, direct: &PostgresStore, seed: u64) -> Self {
         let (history, stop) = (History::new(), Arc::new(AtomicBool::new(false)));
-        let appenders = Appenders {
-            writers: 4,
+        // Two send a batch whose answer was lost again (the store must recognise it), two move
+        // on (reading must tell whether it was stored).
+        let resending = Appenders {
+            writers: 2,
             batch: 1..6,
             seed,
             ..Appenders::default()
         };
-        let mut writers = appenders.spawn(store, &history, &stop);
+        let moving_on = Appenders {
+            resend: 0,
+            seed: seed ^ 0xff,
+            ..resending.clone()
+        };
+        let mut writers = resending.spawn(store, &history, &stop);
+        writers.extend(moving_on.spawn(store, &history, &stop));
         writers.extend(commanders(store, &history, &stop, seed));
         let (shutdown, stopping) = watch::channel(false);
         let runs = vec![

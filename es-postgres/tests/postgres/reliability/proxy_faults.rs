@@ -9,13 +9,14 @@ use es_test_support::{bounded_by, Chaos, ChaosProxy, Rng};
 use super::{bound, create_tables, knob, load_time, store_on, Load};
 use crate::support::{database, schema};
 
-/// One phase of faults, about a second long, drawn at random.
-fn phase(rng: &mut Rng) -> (Chaos, Option<Duration>) {
+/// The faults of phase `n`, in turn: a storm of drops, stalls and lost answers; the same while
+/// new connections are refused for a while; many drops; many lost answers.
+fn phase(n: u64, rng: &mut Rng) -> (Chaos, Option<Duration>) {
     let storm = Chaos::default()
         .dropping(0.002)
         .stalling(0.002, Duration::from_millis(20)..Duration::from_millis(400))
         .losing_answers(0.02, [MARKER, "COMMIT"]);
-    match rng.range(0..4) {
+    match n % 4 {
         0 => (storm, None),
         1 => (storm, Some(Duration::from_millis(rng.range(200..800)))),
         2 => (Chaos::default().dropping(0.01), None),
@@ -24,8 +25,7 @@ fn phase(rng: &mut Rng) -> (Chaos, Option<Duration>) {
 }
 
 /// 8 writers and 2 projections through a [`ChaosProxy`] for `ES_RELIABILITY_SECONDS` (4): a
-/// phase of faults every second or so (a storm of drops, stalls and lost answers; the same
-/// while new connections are refused; many drops; many lost answers). Afterwards: nothing
+/// phase of faults every second or so (see [`phase`]). Afterwards: nothing
 /// acknowledged is lost, nothing is stored twice or in part, lost answers resolve to whole
 /// batches or nothing, each projection ran once without stopping and equals a rebuild.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,7 +49,7 @@ async fn chaos_load(load: Duration) {
     let started = Instant::now();
     let mut phases = 0;
     while started.elapsed() < load {
-        let (chaos, refuse) = phase(&mut rng);
+        let (chaos, refuse) = phase(phases, &mut rng);
         proxy.set(chaos);
         if let Some(period) = refuse {
             proxy.refuse_for(period);
