@@ -85,3 +85,67 @@ async fn every_broken_promise_is_found() {
     let panicked = std::panic::catch_unwind(|| report.assert_clean());
     assert!(panicked.is_err(), "assert_clean panics on violations");
 }
+
+/// A store whose first `read_all` lets an append in flight commit, as a server does with the
+/// last append of a writer process killed a moment before the check.
+struct LateCommit {
+    inner: InMemoryStore,
+    in_flight: std::sync::Mutex<Option<(StreamId, Vec<NewEvent>)>>,
+}
+
+#[es_core::async_trait]
+impl EventStore for LateCommit {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> es_core::StoreResult<es_core::AppendOutcome> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: es_core::StreamSlice,
+    ) -> futures_util::stream::BoxStream<'a, es_core::StoreResult<es_core::RecordedEvent>> {
+        self.inner.read_stream(stream, slice)
+    }
+
+    async fn read_event(&self, event_id: uuid::Uuid) -> es_core::StoreResult<Option<es_core::RecordedEvent>> {
+        self.inner.read_event(event_id).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> es_core::StoreResult<u64> {
+        self.inner.stream_version(stream).await
+    }
+}
+
+#[es_core::async_trait]
+impl es_core::GlobalLog for LateCommit {
+    async fn read_all(&self, after: u64, limit: usize) -> es_core::StoreResult<Vec<es_core::RecordedEvent>> {
+        let landing = self.in_flight.lock().expect("lock").take();
+        if let Some((stream, events)) = landing {
+            self.inner.append(&stream, ExpectedVersion::Any, events).await?;
+        }
+        self.inner.read_all(after, limit).await
+    }
+}
+
+#[tokio::test]
+async fn an_append_that_commits_while_the_checker_reads_is_waited_for() {
+    let store = LateCommit {
+        inner: InMemoryStore::new(),
+        in_flight: std::sync::Mutex::default(),
+    };
+    let history = History::new();
+    let stream = StreamId::new("case", "a");
+    append(&store.inner, &history, &stream, 0, numbered(2)).await;
+    let late = numbered(3);
+    history.record(&Batch::of(&stream, &late), Outcome::Unknown("killed".into()));
+    *store.in_flight.lock().expect("lock") = Some((stream, late));
+
+    let report = history.check(&store).await.expect("check");
+    report.assert_clean();
+    assert_eq!((report.stored, report.unknown_stored), (5, 1));
+}

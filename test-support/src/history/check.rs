@@ -18,6 +18,11 @@ const LOG_WAIT: Duration = Duration::from_secs(60);
 /// `read_all`'s page size while checking.
 const PAGE: usize = 1000;
 
+/// How many times the checker reads the store before it takes a read during which streams
+/// changed, and how long it waits between reads.
+const SETTLE_TRIES: u32 = 50;
+const SETTLE_PAUSE: Duration = Duration::from_millis(100);
+
 /// Violations listed in full; the rest are only counted.
 const LISTED: usize = 20;
 
@@ -177,18 +182,28 @@ impl History {
     /// stored; lost answers resolved by reading, each batch stored whole or not at all; every
     /// stream's versions 1..n; the global log holding each event once, in position order.
     ///
-    /// Call it once the writers have stopped. The store's own failures are returned as they
-    /// are; the history's violations are in the report.
+    /// Call it once the writers have stopped. A write may still be in flight at the server even
+    /// then (the last append of a writer process just killed, which the server carries out and
+    /// commits all the same): the streams and the log are read again until no stream's version
+    /// changed while they were read. The store's own failures are returned as they are; the
+    /// history's violations are in the report.
     pub async fn check<S: EventStore + GlobalLog + ?Sized>(&self, store: &S) -> Result<Report, StoreError> {
         let attempts = self.attempts();
-        let mut report = Report {
-            appends: attempts.len() as u64,
-            ..Report::default()
+        let streams: BTreeSet<StreamId> = attempts.iter().map(|attempt| attempt.batch.stream.clone()).collect();
+        let mut tries = 0;
+        let (mut report, in_streams, in_log) = loop {
+            let mut report = Report::default();
+            let before = versions(store, &streams).await?;
+            let in_streams = read_streams(store, &streams, &mut report).await?;
+            let in_log = read_log(store, &streams, in_streams.len(), &mut report).await?;
+            tries += 1;
+            if versions(store, &streams).await? == before || tries == SETTLE_TRIES {
+                break (report, in_streams, in_log);
+            }
+            tokio::time::sleep(SETTLE_PAUSE).await;
         };
+        report.appends = attempts.len() as u64;
         let (batches, order) = verdicts(&attempts, &mut report);
-        let streams: BTreeSet<StreamId> = batches.values().filter_map(|verdict| verdict.stream.clone()).collect();
-        let in_streams = read_streams(store, &streams, &mut report).await?;
-        let in_log = read_log(store, &streams, in_streams.len(), &mut report).await?;
         compare_reads(&in_streams, &in_log, &order, &mut report);
         report.stored = in_streams.len() as u64;
         for ids in &order {
@@ -196,6 +211,15 @@ impl History {
         }
         Ok(report)
     }
+}
+
+/// The sum of the streams' versions: it changes when anything is appended to them.
+async fn versions<S: EventStore + ?Sized>(store: &S, streams: &BTreeSet<StreamId>) -> Result<u64, StoreError> {
+    let mut sum = 0;
+    for stream in streams {
+        sum += store.stream_version(stream).await?;
+    }
+    Ok(sum)
 }
 
 /// Groups the attempts by batch (in the order batches first appear) and counts their answers.
