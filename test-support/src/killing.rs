@@ -80,8 +80,26 @@ pub struct KillRun {
     pub writing: std::ops::Range<Duration>,
     /// The seed of the moments and of the children.
     pub seed: u64,
-    /// Where the journal goes (one file, every child appends to it).
-    pub journal: PathBuf,
+}
+
+/// A temporary directory for the children's journal, removed when dropped (a failed check
+/// included).
+struct JournalDir(PathBuf);
+
+impl JournalDir {
+    fn create() -> Result<Self, TestDatabaseError> {
+        let dir = std::env::temp_dir().join(format!("es-killed-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for JournalDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(%e, "cannot remove a journal directory");
+        }
+    }
 }
 
 /// What a [`KillRun`] saw.
@@ -127,16 +145,19 @@ impl KillRun {
             Arc::clone(&reads),
             Arc::clone(&seen_in_part),
         ));
+        let dir = JournalDir::create()?;
+        // One file: every child appends to it.
+        let journal_path = dir.0.join("journal");
         let mut rng = Rng::new(self.seed);
         let mut figures = KillFigures::default();
         for kill in 0..self.kills {
             let seed = (self.seed ^ kill).to_string();
-            let journal = self.journal.to_string_lossy().into_owned();
+            let journal = journal_path.to_string_lossy().into_owned();
             let mut vars: Vec<(&str, &str)> = vec![(JOURNAL_VAR, &journal), (SEED_VAR, &seed)];
             vars.extend(self.vars.iter().map(|(name, value)| (name.as_str(), value.as_str())));
-            let written = journal_len(&self.journal);
+            let written = journal_len(&journal_path);
             let mut child = ChildTest::spawn(&self.child_test, &vars)?;
-            wait_for_writes(&mut child, &self.journal, written).await?;
+            wait_for_writes(&mut child, &journal_path, written).await?;
             tokio::time::sleep(rng.duration(self.writing.clone())).await;
             let status = child.kill()?;
             if status.success() {
@@ -145,7 +166,7 @@ impl KillRun {
             figures.kills += 1;
             let history = History::new();
             history
-                .load_journal(&self.journal)
+                .load_journal(&journal_path)
                 .map_err(|e| error(format!("cannot read the journal: {e}")))?;
             let report = history
                 .check(store)

@@ -37,7 +37,6 @@ fn reliability_writers_killed_at_random_leave_no_partial_batch() {
             kills,
             writing: Duration::ZERO..Duration::from_millis(300),
             seed: knob("ES_RELIABILITY_SEED", 0x13),
-            journal: db.path().with_file_name("journal"),
         };
         let figures = run.run(&db.store).await.unwrap_or_else(|error| panic!("{error}"));
         eprintln!("reliability (killed writers, SQLite): {figures}");

@@ -26,8 +26,6 @@ async fn reliability_writers_killed_at_random_leave_no_partial_batch() {
 
 async fn killings(kills: u64) {
     let schema = schema().await;
-    let dir = std::env::temp_dir().join(format!("es-killed-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).expect("a directory for the journal");
     let run = KillRun {
         child_test: "reliability::killed_writer::child_appends".into(),
         vars: vec![
@@ -37,10 +35,8 @@ async fn killings(kills: u64) {
         kills,
         writing: Duration::ZERO..Duration::from_millis(300),
         seed: knob("ES_RELIABILITY_SEED", 0x13),
-        journal: dir.join("journal"),
     };
     let figures = run.run(schema.store()).await.unwrap_or_else(|error| panic!("{error}"));
-    let _ = std::fs::remove_dir_all(&dir);
     eprintln!("reliability (killed writers, PostgreSQL): {figures}");
     assert_eq!(figures.seen_in_part, 0, "a batch was visible in part");
     assert!(figures.reads > 0, "the watcher read nothing");
