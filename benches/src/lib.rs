@@ -36,3 +36,33 @@ pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A result with a [`BenchError`].
 pub type BenchResult<T> = Result<T, BenchError>;
+
+/// The `main` of a benchmark binary: `--help` prints `usage`; otherwise `parse` reads the
+/// arguments and `run` runs on a multi-threaded Tokio runtime. A failure is printed as
+/// `<name>: <error>`, with a failing exit code.
+pub fn main_with<O, Fut>(
+    name: &str,
+    usage: &str,
+    parse: impl FnOnce(&[String]) -> Result<O, String>,
+    run: impl FnOnce(O) -> Fut,
+) -> std::process::ExitCode
+where
+    Fut: std::future::Future<Output = BenchResult<()>>,
+{
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        println!("{usage}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let outcome = parse(&args).map_err(Into::into).and_then(|options| {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(run(options))
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

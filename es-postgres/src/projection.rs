@@ -37,7 +37,7 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// it begins, and saves the checkpoint only under that epoch.
 ///
 /// When the connection is cut, the next unit claims again on a new connection if no other
-/// runner claimed the projection meanwhile (the epoch is still this runner's); otherwise the
+/// runner claimed the projection meanwhile (its owner is still this runner); otherwise the
 /// runner stops with [`CheckpointError::ClaimLost`]. A runner that dies releases the lock with its connection,
 /// and a waiting runner takes over within 250 ms.
 ///
@@ -242,6 +242,10 @@ impl PostgresCheckpoints {
     /// unless another runner claimed it meanwhile (even one that is gone again: its work
     /// happened after ours, and this runner must not resume as if it had not). Returns the new
     /// connection, inside a transaction.
+    ///
+    /// Whether another runner claimed it is read from the claim's owner, which only a claim
+    /// changes: not from the epoch, which an earlier re-claim of this runner may have raised
+    /// without hearing back (its answer lost after the server committed it).
     async fn reclaim(&self, claim: &mut PostgresClaim) -> Result<PgConnection, CheckpointError> {
         tracing::warn!(
             projection = claim.projection,
@@ -251,12 +255,12 @@ impl PostgresCheckpoints {
         if !self.try_lock(&mut connection, &claim.projection).await? {
             // Either another runner claimed the projection, or the server has not yet noticed
             // that our old connection is gone (a half-open socket) and still holds its lock.
-            let epoch: Option<i64> = sqlx::query_scalar(&self.sql.checkpoints.epoch)
+            let owner: Option<Option<Uuid>> = sqlx::query_scalar(&self.sql.checkpoints.owner)
                 .bind(&claim.projection)
                 .fetch_optional(&mut connection)
                 .await
                 .map_err(checkpoint_error)?;
-            if epoch == Some(claim.epoch) {
+            if owner.flatten() == Some(claim.owner) {
                 return Err(CheckpointError::unavailable(
                     "the claim's old connection still holds the lock on the server; waiting for the server to drop it",
                 ));
@@ -267,7 +271,7 @@ impl PostgresCheckpoints {
         }
         let regained: Option<i64> = sqlx::query_scalar(&self.sql.checkpoints.retake_claim)
             .bind(&claim.projection)
-            .bind(claim.epoch)
+            .bind(claim.owner)
             .fetch_optional(&mut connection)
             .await
             .map_err(checkpoint_error)?;

@@ -29,7 +29,7 @@ impl Cluster {
     /// error message when there are none.
     pub(crate) fn create(no_binaries: &str) -> Result<Self, TestDatabaseError> {
         let bin = binary_dirs().into_iter().next().ok_or_else(|| error(no_binaries))?;
-        let user = is_root().then_some("postgres");
+        let user = server_user();
         let dir = std::env::temp_dir().join(format!(
             "es-postgres-test-{}-{}",
             std::process::id(),
@@ -181,6 +181,12 @@ fn binary_dirs() -> Vec<PathBuf> {
     found.into_iter().map(|(_, _, dir)| dir).collect()
 }
 
+/// Whom the servers run as when not this process's user: `postgres` when running as root
+/// (PostgreSQL refuses to run as root).
+pub(crate) fn server_user() -> Option<&'static str> {
+    is_root().then_some("postgres")
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -188,7 +194,7 @@ fn is_root() -> bool {
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
 
-fn id_of(flag: &str, user: &str) -> Result<u32, TestDatabaseError> {
+pub(crate) fn id_of(flag: &str, user: &str) -> Result<u32, TestDatabaseError> {
     let output = Command::new("id")
         .args([flag, user])
         .output()

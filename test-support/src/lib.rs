@@ -12,8 +12,15 @@
 //!   again on the same URL. Never `DATABASE_URL`'s server, so it always needs the binaries.
 //! - [`CuttingProxy`]: a TCP proxy in front of a server that cuts a connection after the server
 //!   committed a marked statement and before its answer reaches the client: a lost answer.
-//! - [`bounded`]: runs a test that cuts connections to its end, or fails it after
-//!   [`TEST_BOUND`] instead of letting it hang.
+//! - [`ChaosProxy`]: a TCP proxy that drops and stalls connections, loses answers and refuses
+//!   new connections at random (from a seed), as the test switches it ([`Chaos`]).
+//! - [`history`]: histories of appends, recorded by the writers and checked against the store
+//!   after the run; [`load`]: writers that record them, on any store.
+//! - [`ChildTest`]: a test of the running binary in a child process, to kill with `SIGKILL`
+//!   ([`killing`]: writer processes killed at random, checked after every kill);
+//!   [`SmallDisk`]: a small `tmpfs` to run out of space on.
+//! - [`bounded`] and [`bounded_by`]: run a test that cuts connections to its end, or fail it
+//!   after a bound instead of letting it hang.
 //!
 //! A small watchdog process stops each throwaway server and deletes its directory once the test
 //! process has exited, however it exits. When running as root, the servers run as the
@@ -30,8 +37,14 @@
 
 #![warn(missing_docs)]
 
+mod child;
 mod cluster;
+mod disk;
+pub mod history;
+pub mod killing;
+pub mod load;
 mod proxy;
+mod rng;
 mod server;
 
 use std::future::Future;
@@ -43,8 +56,11 @@ use es_postgres::{PostgresError, PostgresStore};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::Connection;
 
+pub use crate::child::ChildTest;
 use crate::cluster::Cluster;
-pub use crate::proxy::CuttingProxy;
+pub use crate::disk::SmallDisk;
+pub use crate::proxy::{Chaos, ChaosCounts, ChaosProxy, CuttingProxy};
+pub use crate::rng::Rng;
 pub use crate::server::TestServer;
 
 /// The message when no server can be found.
@@ -191,9 +207,15 @@ pub const TEST_BOUND: Duration = Duration::from_secs(60);
 /// connections (through a [`CuttingProxy`], or by stopping a [`TestServer`]) fails instead of
 /// hanging when a cut leaves something waiting forever.
 pub async fn bounded<T>(test: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(TEST_BOUND, test).await {
+    bounded_by(TEST_BOUND, test).await
+}
+
+/// Like [`bounded`], with a bound of the test's own: for a test whose length is set at run time
+/// (a long version run by a script).
+pub async fn bounded_by<T>(bound: Duration, test: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(bound, test).await {
         Ok(outcome) => outcome,
-        Err(_) => panic!("the test ran out of time ({} s)", TEST_BOUND.as_secs()),
+        Err(_) => panic!("the test ran out of time ({} s)", bound.as_secs()),
     }
 }
 

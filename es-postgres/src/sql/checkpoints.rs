@@ -29,7 +29,9 @@ pub(crate) struct CheckpointStatements {
     pub claim_held: &'static str,
     /// Raises the claim epoch for a new owner: `$1` projection, `$2` owner.
     pub take_claim: String,
-    /// Raises the claim epoch for the same owner, only if it is still `$2`: `$1` projection.
+    /// Raises the claim epoch for the same owner, only if the claim is still `$2`'s: `$1`
+    /// projection. By owner, not by epoch: a re-claim whose answer was lost raised the epoch
+    /// already, and only another runner's claim changes the owner.
     pub retake_claim: String,
     /// Saves the checkpoint under the unit's claim: `$1` projection, `$2` position, `$3` epoch.
     pub save: String,
@@ -38,8 +40,8 @@ pub(crate) struct CheckpointStatements {
     /// Sets another projection's checkpoint within a unit (a blue/green switch), its claim
     /// untouched: `$1` projection, `$2` position.
     pub hand_over: String,
-    /// Reads the claim epoch outside any unit: `$1` projection.
-    pub epoch: String,
+    /// Reads the claim's owner outside any unit: `$1` projection.
+    pub owner: String,
 }
 
 impl CheckpointStatements {
@@ -77,7 +79,7 @@ impl CheckpointStatements {
             ),
             retake_claim: format!(
                 "UPDATE {s}.projection_checkpoints SET claim_epoch = claim_epoch + 1, claimed_at = now()
-                 WHERE projection = $1 AND claim_epoch = $2
+                 WHERE projection = $1 AND claim_owner = $2
                  RETURNING claim_epoch"
             ),
             save: format!(
@@ -89,7 +91,7 @@ impl CheckpointStatements {
                 "INSERT INTO {s}.projection_checkpoints AS c (projection, position) VALUES ($1, $2)
                  ON CONFLICT (projection) DO UPDATE SET position = $2, updated_at = now()"
             ),
-            epoch: format!("SELECT claim_epoch FROM {s}.projection_checkpoints WHERE projection = $1"),
+            owner: format!("SELECT claim_owner FROM {s}.projection_checkpoints WHERE projection = $1"),
         }
     }
 }

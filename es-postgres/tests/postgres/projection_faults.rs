@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use es_core::{
-    async_trait, Backoff, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, HandlerError, Projection,
-    ProjectionError, ProjectionRunner, RunnerOptions, StreamId,
+    async_trait, CheckpointStore, DecodedEvent, EventStore, ExpectedVersion, HandlerError, Projection, ProjectionError,
+    ProjectionRunner, StreamId,
 };
 use es_postgres::PostgresStore;
 use es_test_support::{TestSchema, TestServer};
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::domain::CaseEvent;
-use crate::support::{database, event, schema, Rng};
+use crate::support::{database, event, fault_runner_options, knob, schema, Rng};
 
 /// Counts the events of each case and logs which runner handled each position.
 struct Tally {
@@ -52,18 +52,6 @@ impl Projection for Tally {
         sqlx::query("DELETE FROM tally_log").execute(&mut *db).await?;
         sqlx::query("DELETE FROM tally").execute(&mut *db).await?;
         Ok(())
-    }
-}
-
-fn options() -> RunnerOptions {
-    RunnerOptions {
-        poll_interval: Duration::from_millis(50),
-        transient_retry: Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(500),
-            max_attempts: None,
-        },
-        ..RunnerOptions::default()
     }
 }
 
@@ -170,7 +158,7 @@ fn runner_slot(
                 store.clone(),
                 store.checkpoints(),
             )
-            .with_options(options());
+            .with_options(fault_runner_options());
             let wake_up = loop {
                 match store.wake_up().await {
                     Ok(wake_up) => break wake_up,
@@ -387,14 +375,6 @@ async fn cutting_every_connection_loses_nothing_and_keeps_one_runner() {
     two_runners_under_cuts(Cut::Everything).await;
 }
 
-/// A knob of the fault run from the environment, for the figures in docs/RELIABILITY.md.
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
 /// One runner while 8 writers append and every connection of the test is cut every 100-300 ms:
 /// the runner makes progress during the faults, reports its lag when they end (a small part of
 /// what was written, on a machine with CPU to spare: see docs/RELIABILITY.md), and catches up by
@@ -472,7 +452,7 @@ async fn run_rides_out_a_server_restart() {
         let (store, wake_up) = (store.clone(), store.wake_up().await.expect("wake-up"));
         tokio::spawn(async move {
             let runner = ProjectionRunner::new(Tally { runner: "only".into() }, store.clone(), store.checkpoints())
-                .with_options(options());
+                .with_options(fault_runner_options());
             runner
                 .run(wake_up, async move {
                     let _ = shutdown.wait_for(|stop| *stop).await;

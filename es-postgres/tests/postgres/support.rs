@@ -156,19 +156,26 @@ impl<'a> RawEvent<'a> {
     }
 }
 
-/// A small, fast, seedable random number generator (xorshift64*), so the tests need no crate.
-pub struct Rng(u64);
+/// A knob of a fault test from the environment, for the figures in docs/RELIABILITY.md.
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// A number in `range`.
-    pub fn range(&mut self, range: std::ops::Range<u64>) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        range.start + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (range.end - range.start)
+/// Options of runners that ride out faults by themselves: unlimited retries, short backoff.
+pub fn fault_runner_options() -> es_core::RunnerOptions {
+    es_core::RunnerOptions {
+        poll_interval: std::time::Duration::from_millis(50),
+        transient_retry: es_core::Backoff {
+            initial: std::time::Duration::from_millis(20),
+            max: std::time::Duration::from_millis(500),
+            max_attempts: None,
+        },
+        ..es_core::RunnerOptions::default()
     }
 }
+
+/// A small, fast, seedable random number generator, shared with the test support.
+pub use es_test_support::Rng;

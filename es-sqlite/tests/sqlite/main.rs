@@ -16,6 +16,7 @@ mod parking;
 mod projection;
 mod properties;
 mod read_filtered;
+mod reliability;
 mod repository;
 mod transaction;
 mod wake_up;

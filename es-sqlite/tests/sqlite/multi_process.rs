@@ -10,7 +10,7 @@ use es_core::{CheckpointStore, ClaimStatus, EventStore, ExpectedVersion, GlobalL
 use es_sqlite::SqliteStore;
 use uuid::Uuid;
 
-use crate::support::{assert_intact, count, event, fresh, fresh_stream, numbered, read, TestDb};
+use crate::support::{assert_intact, count, event, fresh, fresh_stream, numbered, read, runtime, TestDb};
 
 const DB: &str = "ES_SQLITE_CHILD_DB";
 const NAME: &str = "ES_SQLITE_CHILD_NAME";
@@ -98,14 +98,6 @@ fn exited(mut child: Child) -> (ExitStatus, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 /// Two processes append batches of 2 events to one stream, each attempting versions 0, 2, 4, ...

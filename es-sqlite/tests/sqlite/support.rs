@@ -35,6 +35,15 @@ impl TestDb {
     }
 }
 
+/// A runtime of 2 worker threads, for tests that run processes and block on them.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// A new temporary directory and the path of a database file in it (not created yet).
 pub fn temp_file() -> (TempDir, PathBuf) {
     let dir = tempfile::Builder::new()
