@@ -243,9 +243,8 @@ impl PostgresCheckpoints {
     /// happened after ours, and this runner must not resume as if it had not). Returns the new
     /// connection, inside a transaction.
     ///
-    /// Whether another runner claimed it is read from the claim's owner, which only a claim
-    /// changes: not from the epoch, which an earlier re-claim of this runner may have raised
-    /// without hearing back (its answer lost after the server committed it).
+    /// "Another runner" is told by the claim's owner, which only a claim changes, not by the
+    /// epoch, which a re-claim of ours whose answer was lost may have raised.
     async fn reclaim(&self, claim: &mut PostgresClaim) -> Result<PgConnection, CheckpointError> {
         tracing::warn!(
             projection = claim.projection,

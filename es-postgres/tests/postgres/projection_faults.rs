@@ -182,9 +182,8 @@ fn runner_slot(
     })
 }
 
-/// Waits until the projection's checkpoint reaches the head of the store.
-///
-/// Called once the writers stopped. The head is read from the table itself, not through
+/// Waits until the projection's checkpoint reaches the head of the store, once the writers
+/// stopped. The head is read from the table itself, not through
 /// `read_all`'s bound, which a unit of work in flight holds back: a runner whose empty batch is
 /// open would look caught up with events still to come.
 async fn wait_caught_up(store: &PostgresStore) {
@@ -219,16 +218,15 @@ async fn stored_after(store: &PostgresStore, position: u64) -> (u64, u64) {
 
 /// The runners named in the log, in position order, with repeats in a row collapsed.
 async fn runner_sequence(store: &PostgresStore) -> Vec<String> {
-    let runners: Vec<String> = sqlx::query_scalar(&format!(
+    let mut runners: Vec<String> = sqlx::query_scalar(&format!(
         "SELECT runner FROM \"{}\".tally_log ORDER BY position",
         store.schema()
     ))
     .fetch_all(store.pool())
     .await
     .expect("log");
-    let mut sequence = runners;
-    sequence.dedup();
-    sequence
+    runners.dedup();
+    runners
 }
 
 /// The read model, as (stream, ticks) rows.
