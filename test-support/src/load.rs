@@ -155,7 +155,9 @@ impl Tally {
     fn count_error(&mut self, error: &StoreError) {
         match error {
             StoreError::Conflict(_) => self.conflicts += 1,
-            StoreError::DuplicateEventId { .. } | StoreError::InvalidBatch { .. } => self.refused += 1,
+            StoreError::DuplicateEventId { .. } | StoreError::InvalidBatch { .. } | StoreError::LimitExceeded(_) => {
+                self.refused += 1
+            }
             StoreError::Unavailable(_) => self.unavailable += 1,
             _ => self.other_errors += 1,
         }

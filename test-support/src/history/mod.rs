@@ -105,7 +105,9 @@ impl Outcome {
     pub fn of_store_error(error: &StoreError) -> Self {
         match error {
             StoreError::Conflict(_) => Self::Conflict,
-            StoreError::DuplicateEventId { .. } | StoreError::InvalidBatch { .. } => Self::Failed(error.to_string()),
+            StoreError::DuplicateEventId { .. } | StoreError::InvalidBatch { .. } | StoreError::LimitExceeded(_) => {
+                Self::Failed(error.to_string())
+            }
             // Unavailable and Backend: "either committed whole or not at all".
             other => Self::Unknown(other.to_string()),
         }
