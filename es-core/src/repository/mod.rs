@@ -4,12 +4,10 @@
 use std::borrow::Borrow;
 use std::fmt::{self, Display};
 use std::marker::PhantomData;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use tracing::Instrument;
 use uuid::Uuid;
 
 mod cache;
@@ -17,6 +15,7 @@ mod command;
 mod error;
 mod loaded;
 mod retry;
+mod state;
 
 use cache::{RecentStates, StateCache};
 pub use command::{AppendedEvent, DecideFuture, Decision, Executed};
@@ -26,11 +25,10 @@ pub use loaded::{Loaded, Saved};
 pub use retry::RetryPolicy;
 
 use crate::aggregate::Aggregate;
-use crate::event::EventSet;
 use crate::metadata::Metadata;
 use crate::projection::UnknownEvents;
-use crate::record::{decode_record, decode_replayed, DecodedEvent};
-use crate::store::{EventStore, Snapshot, SnapshotStore, StreamId, StreamSlice};
+use crate::record::{decode_record, DecodedEvent};
+use crate::store::{EventStore, SnapshotStore, StreamId, StreamSlice};
 
 /// An aggregate's state together with the version of the last event folded into it.
 #[derive(Debug, Clone, PartialEq)]
@@ -384,128 +382,5 @@ where
         command_id: Uuid,
     ) -> Result<Option<Executed<A>>, RepositoryError> {
         self.stored_command(&Self::stream_id(id), command_id, 0).await
-    }
-
-    /// After a successful append: a snapshot if one is due, and the new state into the cache.
-    async fn after_append(&self, stream: &StreamId, aggregate: &A, previous: u64, current: u64) {
-        self.snapshot_if_due(stream, aggregate, previous, current).await;
-        if let Some(cache) = &self.cache {
-            cache.put_copy(stream, aggregate, current);
-        }
-    }
-
-    async fn snapshot_if_due(&self, stream: &StreamId, aggregate: &A, previous: u64, current: u64) {
-        let Some(Snapshots { every, store }) = &self.snapshots else {
-            return;
-        };
-        let every = *every;
-        if previous / every == current / every {
-            return;
-        }
-        // The events are committed whatever happens here: a failed snapshot only costs replay
-        // time later, so it is logged rather than returned.
-        let state = match serde_json::to_vec(aggregate) {
-            Ok(state) => state,
-            Err(error) => {
-                tracing::warn!(stream = %stream, %error, "cannot serialize snapshot");
-                return;
-            }
-        };
-        let snapshot = Snapshot {
-            stream: stream.clone(),
-            version: current,
-            revision: A::SNAPSHOT_REVISION,
-            state,
-            taken_at: Utc::now(),
-        };
-        if let Err(error) = store.save_snapshot(snapshot).await {
-            tracing::warn!(stream = %stream, %error, "cannot save snapshot");
-        }
-    }
-
-    /// The latest snapshot usable for `as_of`, decoded; `None` when there is none or it is
-    /// stale (another revision) or no longer decodes.
-    async fn usable_snapshot(&self, stream: &StreamId, as_of: AsOf) -> Result<Option<Versioned<A>>, RepositoryError> {
-        let Some(snapshots) = &self.snapshots else {
-            return Ok(None);
-        };
-        let Some(snapshot) = snapshots.store.load_snapshot(stream).await? else {
-            return Ok(None);
-        };
-        let in_range = match as_of {
-            AsOf::Latest => true,
-            AsOf::Version(version) => snapshot.version <= version,
-            AsOf::Instant(instant) => snapshot.taken_at <= instant,
-        };
-        if !in_range || snapshot.revision != A::SNAPSHOT_REVISION {
-            return Ok(None);
-        }
-        match serde_json::from_slice(&snapshot.state) {
-            Ok(aggregate) => Ok(Some(Versioned {
-                aggregate,
-                version: snapshot.version,
-            })),
-            Err(error) => {
-                tracing::warn!(stream = %stream, version = snapshot.version, %error,
-                    "snapshot no longer decodes; replaying from events");
-                Ok(None)
-            }
-        }
-    }
-
-    async fn rehydrate(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
-        let span = tracing::debug_span!("load", %stream, ?as_of);
-        self.replay(stream, as_of).instrument(span).await
-    }
-
-    async fn replay(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
-        let mut state = match self.usable_snapshot(stream, as_of).await? {
-            Some(snapshot) => snapshot,
-            None => Versioned {
-                aggregate: A::default(),
-                version: 0,
-            },
-        };
-        let mut slice = StreamSlice::from_version(state.version + 1);
-        match as_of {
-            AsOf::Latest => {}
-            AsOf::Version(version) => slice = slice.to_version(version),
-            AsOf::Instant(instant) => slice = slice.recorded_until(instant),
-        }
-        let mut failure = None;
-        self.store
-            .replay_stream(stream, slice, &mut |event| {
-                let expected = state.version + 1;
-                if event.version != expected {
-                    failure = Some(RepositoryError::NonContiguousStream {
-                        stream: stream.clone(),
-                        expected,
-                        found: event.version,
-                    });
-                    return ControlFlow::Break(());
-                }
-                if self.unknown_events == UnknownEvents::Skip && !A::Event::handles(event.event_name) {
-                    metrics::counter!("es_aggregate_events_skipped_total", "aggregate_type" => A::TYPE).increment(1);
-                    tracing::warn!(%stream, version = event.version, event = event.event_name, "unknown event skipped");
-                    state.version = event.version;
-                    return ControlFlow::Continue(());
-                }
-                match decode_replayed::<A::Event>(stream, &event) {
-                    Ok(decoded) => {
-                        state.aggregate.apply_event(&decoded);
-                        state.version = event.version;
-                        ControlFlow::Continue(())
-                    }
-                    Err(error) => {
-                        failure = Some(error.into());
-                        ControlFlow::Break(())
-                    }
-                }
-            })
-            .await?;
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(state),
-        }
     }
 }
