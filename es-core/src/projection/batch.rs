@@ -1,6 +1,5 @@
 //! The runner's units of work: a batch of events, a reset, the retry of parked events.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use tracing::Instrument;
@@ -46,7 +45,7 @@ pub(super) struct Handled {
     /// Events looked at before the cut (handled, skipped or parked).
     processed: u64,
     /// Events handled per aggregate type and name, for the metrics.
-    per_event: HashMap<(String, String), u64>,
+    per_event: Vec<((String, String), u64)>,
 }
 
 impl<P, E, C> ProjectionRunner<P, E, C>
@@ -232,11 +231,22 @@ where
                 done.skipped += 1;
                 continue;
             }
+            // A batch has few distinct (type, name) pairs: find the pair's counter by comparing
+            // strings, and copy them only the first time the batch meets the pair.
+            let counter = match done.per_event.iter().position(|((aggregate_type, name), _)| {
+                *aggregate_type == envelope.stream.aggregate_type && *name == envelope.event_name
+            }) {
+                Some(counter) => counter,
+                None => {
+                    let key = (envelope.stream.aggregate_type.clone(), envelope.event_name.clone());
+                    done.per_event.push((key, 0));
+                    done.per_event.len() - 1
+                }
+            };
             let context = self.checkpoints.context(unit);
-            let (aggregate_type, event_name) = (envelope.stream.aggregate_type.clone(), envelope.event_name.clone());
             self.handle(context, envelope).await?;
             done.handled += 1;
-            *done.per_event.entry((aggregate_type, event_name)).or_default() += 1;
+            done.per_event[counter].1 += 1;
         }
         Ok(done)
     }
