@@ -14,7 +14,9 @@ use crate::error::PostgresError;
 use crate::fault::store_error;
 use crate::read;
 use crate::row::{negative_version, stored_event, Batch};
-use crate::sql::{Expectation, EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT};
+use crate::sql::{
+    AppendBase, BatchShape, Expectation, EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT,
+};
 use crate::PostgresStore;
 
 /// How many times an append whose expectation still holds after losing a race on a version
@@ -120,16 +122,40 @@ pub(crate) async fn append(
     events: Vec<NewEvent>,
 ) -> StoreResult<AppendOutcome> {
     let batch = Batch::new(&store.limits, stream, events)?;
+    if batch.len() == 0 {
+        // Nothing to insert, but the expectation is still checked.
+        let actual = read::stream_version(store, stream).await?;
+        return match expected.accepts(actual) {
+            true => Ok(AppendOutcome::new(actual, Vec::new())),
+            false => Err(conflict(stream, expected, actual)),
+        };
+    }
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let error = match execute(store, &store.pool, stream, expected, &batch).await {
-            Ok(verdict) => {
-                let outcome = settle(store, verdict, stream, expected, &batch).await?;
-                if !outcome.already_stored && outcome.new_version > outcome.previous_version {
-                    store.notify_listeners();
-                }
+        let error = match insert(store, stream, expected, &batch).await {
+            Ok(Inserted::Stored {
+                first_position,
+                first_version,
+            }) => {
+                let outcome = stored_outcome(stream, first_position, first_version, batch.len())?;
+                store.notify_listeners();
                 return Ok(outcome);
+            }
+            Ok(Inserted::Refused) => {
+                // The stream is not where `expected` says (an `Exact` version it has not
+                // reached, `StreamExists` on no stream), unless this is a retry of a batch
+                // stored before: only now do we look.
+                let stored = stored_events(store, &batch).await?;
+                if let Some(outcome) = already_stored(stream, &batch, &stored) {
+                    return Ok(outcome);
+                }
+                let actual = read::stream_version(store, stream).await?;
+                if expected.accepts(actual) && attempts < MAX_APPEND_ATTEMPTS {
+                    // Another writer moved the stream to where we expected it meanwhile.
+                    continue;
+                }
+                return Err(conflict(stream, expected, actual));
             }
             Err(error) => error,
         };
@@ -149,6 +175,71 @@ pub(crate) async fn append(
     }
 }
 
+/// What an append statement on the pool did.
+enum Inserted {
+    /// Its condition did not hold: nothing was inserted.
+    Refused,
+    /// The whole batch was inserted, at consecutive positions and versions from these.
+    Stored { first_position: i64, first_version: i64 },
+}
+
+/// Runs the pool statement that fits the batch's size and `expected` (see
+/// [`AppendStatements`](crate::sql::AppendStatements)).
+async fn insert(
+    store: &PostgresStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    batch: &Batch,
+) -> Result<Inserted, sqlx::Error> {
+    let shape = BatchShape::of(batch.len());
+    let query = |base| {
+        sqlx::query(store.sql.append.get(shape, base))
+            .bind(stream.aggregate_type.as_str())
+            .bind(stream.aggregate_id.as_str())
+    };
+    let query = match expected {
+        ExpectedVersion::NoStream => query(AppendBase::At).bind(0_i64),
+        ExpectedVersion::Exact(version) => match i64::try_from(version) {
+            Ok(version) => query(AppendBase::At).bind(version),
+            // No stream reaches a version beyond i64.
+            Err(_) => return Ok(Inserted::Refused),
+        },
+        ExpectedVersion::Any => query(AppendBase::AfterHead).bind(false),
+        ExpectedVersion::StreamExists => query(AppendBase::AfterHead).bind(true),
+    };
+    let row = match shape {
+        BatchShape::One => batch.bind_one(query).fetch_optional(&store.pool).await?,
+        BatchShape::Many => Some(batch.bind(query).fetch_one(&store.pool).await?),
+    };
+    let Some(row) = row else {
+        return Ok(Inserted::Refused);
+    };
+    let inserted: i64 = row.try_get("inserted")?;
+    let first_position: Option<i64> = row.try_get("first_position")?;
+    let first_version: Option<i64> = row.try_get("first_version")?;
+    Ok(match (inserted, first_position, first_version) {
+        (1.., Some(first_position), Some(first_version)) => Inserted::Stored {
+            first_position,
+            first_version,
+        },
+        _ => Inserted::Refused,
+    })
+}
+
+/// The outcome of a batch of `len` events stored from `first_position` and `first_version`.
+fn stored_outcome(
+    stream: &StreamId,
+    first_position: i64,
+    first_version: i64,
+    len: usize,
+) -> StoreResult<AppendOutcome> {
+    let unexpected = || PostgresError::Unexpected(format!("a negative position or version inserted into {stream}"));
+    let first_position = u64::try_from(first_position).map_err(|_| unexpected())?;
+    let previous_version = u64::try_from(first_version - 1).map_err(|_| unexpected())?;
+    let positions = (first_position..).take(len).collect();
+    Ok(AppendOutcome::new(previous_version, positions))
+}
+
 /// Runs the append statement on `executor` (the pool, or the caller's transaction).
 async fn execute<'c, E>(
     store: &PostgresStore,
@@ -161,7 +252,7 @@ where
     E: Executor<'c, Database = Postgres>,
 {
     let (kind, exact) = Expectation::parameters(expected);
-    let query = sqlx::query(&store.sql.append)
+    let query = sqlx::query(&store.sql.append_in_transaction)
         .bind(stream.aggregate_type.as_str())
         .bind(stream.aggregate_id.as_str())
         .bind(kind)

@@ -20,6 +20,14 @@ macro_rules! replay_columns {
     };
 }
 
+/// The metadata columns, decoded by name by [`stored_metadata`]: the well-known fields in columns
+/// of their own, the rest as JSON text.
+macro_rules! metadata_columns {
+    () => {
+        "command_id, correlation_id, causation_id, actor, metadata::text AS metadata"
+    };
+}
+
 /// The columns [`EventStore::replay_stream`](es_core::EventStore::replay_stream) selects: the
 /// head of [`EVENT_COLUMNS`], decoded by [`replayed_event`]. Loading an aggregate skips the ids,
 /// the metadata and the timestamps.
@@ -29,13 +37,15 @@ pub(crate) const REPLAY_COLUMNS: &str = replay_columns!();
 /// jsonb columns come as text, the form the store hands out.
 pub(crate) const EVENT_COLUMNS: &str = concat!(
     replay_columns!(),
-    ", position, event_id, aggregate_type, aggregate_id, metadata::text AS metadata, recorded_at"
+    ", position, event_id, aggregate_type, aggregate_id, recorded_at, ",
+    metadata_columns!()
 );
 
 /// The raw columns of the page a filtered read selects from: the columns of [`EVENT_COLUMNS`]
 /// as stored, jsonb and all.
 pub(crate) const PAGE_COLUMNS: &str =
-    "version, event_name, schema_version, payload, position, event_id, aggregate_type, aggregate_id, metadata, recorded_at";
+    "version, event_name, schema_version, payload, position, event_id, aggregate_type,
+    aggregate_id, recorded_at, command_id, correlation_id, causation_id, actor, metadata";
 
 /// The columns a filtered read selects from its page: [`EVENT_COLUMNS`] by name, but the payload
 /// and the metadata only for the rows the filter wants (NULL for the others, whose jsonb is
@@ -43,9 +53,10 @@ pub(crate) const PAGE_COLUMNS: &str =
 /// others only `position` is read.
 pub(crate) const FILTERED_COLUMNS: &str = "version, event_name, schema_version,
     CASE WHEN wanted THEN payload::text END AS payload,
-    position, event_id, aggregate_type, aggregate_id,
+    position, event_id, aggregate_type, aggregate_id, recorded_at,
+    command_id, correlation_id, causation_id, actor,
     CASE WHEN wanted THEN metadata::text END AS metadata,
-    recorded_at, wanted";
+    wanted";
 
 /// The columns [`stored_event`] decodes: where an event is stored, which is all an append needs
 /// to recognise a batch it stored before.
@@ -95,9 +106,7 @@ pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
     let position: i64 = row.try_get("position").map_err(|e| corrupt(format!("position: {e}")))?;
     let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
     let event_id: Uuid = row.try_get("event_id").map_err(|e| corrupt(format!("event id: {e}")))?;
-    let metadata: &str = row.try_get("metadata").map_err(|e| corrupt(format!("metadata: {e}")))?;
-    let metadata: Metadata =
-        serde_json::from_str(metadata).map_err(|e| corrupt(format!("metadata does not decode: {e}")))?;
+    let metadata = stored_metadata(row).map_err(corrupt)?;
     let recorded_at: DateTime<Utc> = row
         .try_get("recorded_at")
         .map_err(|e| corrupt(format!("recorded_at: {e}")))?;
@@ -112,6 +121,37 @@ pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
         recorded_at,
         stream,
     })
+}
+
+/// Decodes the metadata columns of an event row: the JSON column (all the metadata in rows
+/// written before migration 5, `extra` alone or NULL since), overlaid with the columns of the
+/// well-known fields that are not NULL. The error is the reason the row is corrupt.
+fn stored_metadata(row: &PgRow) -> Result<Metadata, String> {
+    let json: Option<&str> = row.try_get("metadata").map_err(|e| format!("metadata: {e}"))?;
+    let mut metadata = match json {
+        Some(json) => serde_json::from_str(json).map_err(|e| format!("metadata does not decode: {e}"))?,
+        None => Metadata::new(),
+    };
+    let uuid = |column: &str| {
+        row.try_get::<Option<Uuid>, _>(column)
+            .map_err(|e| format!("{column}: {e}"))
+    };
+    if let Some(id) = uuid("command_id")? {
+        metadata.command_id = Some(id);
+    }
+    if let Some(id) = uuid("correlation_id")? {
+        metadata.correlation_id = Some(id);
+    }
+    if let Some(id) = uuid("causation_id")? {
+        metadata.causation_id = Some(id);
+    }
+    if let Some(actor) = row
+        .try_get::<Option<String>, _>("actor")
+        .map_err(|e| format!("actor: {e}"))?
+    {
+        metadata.actor = Some(actor);
+    }
+    Ok(metadata)
 }
 
 /// Decodes the [`STORED_EVENT_COLUMNS`] of an event row.
@@ -149,14 +189,61 @@ pub(crate) fn negative_version(stream: &StreamId, version: i64) -> StoreError {
     }
 }
 
-/// A batch as the append statement takes it: one array per column, bound by [`Batch::bind`].
+/// A batch as the append statements take it: one array per column, bound by [`Batch::bind`]
+/// (or, for a single event, its values by [`Batch::bind_one`]).
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) ids: Vec<Uuid>,
     names: Vec<String>,
     schema_versions: Vec<i32>,
     payloads: Vec<String>,
-    metadata: Vec<String>,
+    metadata: MetadataColumns,
+}
+
+/// The metadata of a batch, one array per column: one entry when every event of the batch has
+/// the same metadata (a command's events do), so it is sent and stored without repeating it
+/// per event; otherwise one entry per event. The statements pick entry `n` of an array of
+/// more than one entry for the `n`-th event, and entry 1 of an array of one.
+#[derive(Debug, Default)]
+struct MetadataColumns {
+    command_ids: Vec<Option<Uuid>>,
+    correlation_ids: Vec<Option<Uuid>>,
+    causation_ids: Vec<Option<Uuid>>,
+    actors: Vec<Option<String>>,
+    /// `{"extra": {...}}`, or `None` when there is no extra metadata.
+    extra: Vec<Option<String>>,
+}
+
+impl MetadataColumns {
+    /// Adds the columns of `metadata`.
+    fn push(&mut self, stream: &StreamId, event_id: Uuid, metadata: Metadata) -> StoreResult<()> {
+        let Metadata {
+            correlation_id,
+            causation_id,
+            command_id,
+            actor,
+            extra,
+            ..
+        } = metadata;
+        let extra = if extra.is_empty() {
+            None
+        } else {
+            let mut rest = Metadata::new();
+            rest.extra = extra;
+            let text = serde_json::to_string(&rest).map_err(|source| PostgresError::Metadata {
+                stream: stream.clone(),
+                event_id,
+                source,
+            })?;
+            Some(text)
+        };
+        self.command_ids.push(command_id);
+        self.correlation_ids.push(correlation_id);
+        self.causation_ids.push(causation_id);
+        self.actors.push(actor);
+        self.extra.push(extra);
+        Ok(())
+    }
 }
 
 impl Batch {
@@ -166,16 +253,14 @@ impl Batch {
     /// must be UTF-8 (the server checks the JSON).
     pub(crate) fn new(limits: &Limits, stream: &StreamId, events: Vec<NewEvent>) -> StoreResult<Self> {
         limits.check_append(stream, &events)?;
+        let shared = events.windows(2).all(|pair| pair[0].metadata == pair[1].metadata);
         let mut batch = Self {
             ids: Vec::with_capacity(events.len()),
             names: Vec::with_capacity(events.len()),
             schema_versions: Vec::with_capacity(events.len()),
             payloads: Vec::with_capacity(events.len()),
-            metadata: Vec::with_capacity(events.len()),
+            metadata: MetadataColumns::default(),
         };
-        // The events of one command share their metadata: serialize it once per run of equal
-        // metadata, not once per event.
-        let mut previous: Option<(Metadata, String)> = None;
         for event in events {
             let NewEvent {
                 event_id,
@@ -195,23 +280,13 @@ impl Batch {
                 stream: stream.clone(),
                 event_id,
             })?;
-            let metadata = match &previous {
-                Some((same, text)) if *same == metadata => text.clone(),
-                _ => {
-                    let text = serde_json::to_string(&metadata).map_err(|source| PostgresError::Metadata {
-                        stream: stream.clone(),
-                        event_id,
-                        source,
-                    })?;
-                    previous = Some((metadata, text.clone()));
-                    text
-                }
-            };
+            if !shared || batch.ids.is_empty() {
+                batch.metadata.push(stream, event_id, metadata)?;
+            }
             batch.ids.push(event_id);
             batch.names.push(event_name);
             batch.schema_versions.push(schema_version);
             batch.payloads.push(payload);
-            batch.metadata.push(metadata);
         }
         Ok(batch)
     }
@@ -221,14 +296,36 @@ impl Batch {
         self.ids.len()
     }
 
-    /// Binds the batch as the next five parameters of `query`, in the order the append
-    /// statement's `unnest` takes them: ids, names, schema versions, payloads, metadata.
+    /// Binds the batch as the next nine parameters of `query`, in the order the batch
+    /// statements take them: the `unnest` arrays (ids, names, schema versions, payloads), then
+    /// the metadata arrays (command, correlation and causation ids, actors, the rest).
     pub(crate) fn bind<'q>(&'q self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        let metadata = &self.metadata;
         query
             .bind(self.ids.as_slice())
             .bind(self.names.as_slice())
             .bind(self.schema_versions.as_slice())
             .bind(self.payloads.as_slice())
-            .bind(self.metadata.as_slice())
+            .bind(metadata.command_ids.as_slice())
+            .bind(metadata.correlation_ids.as_slice())
+            .bind(metadata.causation_ids.as_slice())
+            .bind(metadata.actors.as_slice())
+            .bind(metadata.extra.as_slice())
+    }
+
+    /// Binds the first event as the next nine parameters of `query`, in the order of
+    /// [`Batch::bind`] but as single values: what the one-event statements take.
+    pub(crate) fn bind_one<'q>(&'q self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        let metadata = &self.metadata;
+        query
+            .bind(self.ids.first().copied())
+            .bind(self.names.first().map(String::as_str))
+            .bind(self.schema_versions.first().copied())
+            .bind(self.payloads.first().map(String::as_str))
+            .bind(metadata.command_ids.first().copied().flatten())
+            .bind(metadata.correlation_ids.first().copied().flatten())
+            .bind(metadata.causation_ids.first().copied().flatten())
+            .bind(metadata.actors.first().and_then(Option::as_deref))
+            .bind(metadata.extra.first().and_then(Option::as_deref))
     }
 }

@@ -108,4 +108,23 @@ COMMENT ON COLUMN {schema}.parked_events.retry_requested IS
     'Set by an operator once the cause is fixed: the projection''s runner tries the event again, and removes it with the writes of its success.';
 "#,
     ),
+    (
+        5,
+        "well-known metadata in columns",
+        r#"
+ALTER TABLE {schema}.events
+    ADD COLUMN command_id     uuid,
+    ADD COLUMN correlation_id uuid,
+    ADD COLUMN causation_id   uuid,
+    ADD COLUMN actor          text,
+    ALTER COLUMN metadata DROP NOT NULL;
+
+COMMENT ON COLUMN {schema}.events.command_id IS 'Metadata: the command that recorded the event (NULL in rows written before migration 5, which keep it in metadata).';
+COMMENT ON COLUMN {schema}.events.correlation_id IS 'Metadata: the request or conversation the event belongs to (see command_id for older rows).';
+COMMENT ON COLUMN {schema}.events.causation_id IS 'Metadata: the message that directly caused the event (see command_id for older rows).';
+COMMENT ON COLUMN {schema}.events.actor IS 'Metadata: who acted (see command_id for older rows).';
+COMMENT ON COLUMN {schema}.events.metadata IS
+    'The rest of the metadata as JSON ({"extra": {...}}), NULL when there is none. Rows written before migration 5 hold all of their metadata here; a column that is not NULL takes precedence.';
+"#,
+    ),
 ];

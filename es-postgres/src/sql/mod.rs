@@ -105,6 +105,174 @@ impl Expectation {
     }
 }
 
+/// The columns an append inserts, in the order of the statements' `SELECT` lists.
+const INSERTED_COLUMNS: &str = "position, event_id, aggregate_type, aggregate_id, version, event_name, schema_version,
+    payload, recorded_at, command_id, correlation_id, causation_id, actor, metadata";
+
+/// How an append statement takes its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchShape {
+    /// One event, bound as single values (`Batch::bind_one`): no `unnest`, whose function scan
+    /// costs a one-event append about a tenth of its time.
+    One,
+    /// Any number of events, bound as arrays (`Batch::bind`).
+    Many,
+}
+
+impl BatchShape {
+    /// The shape of a batch of `len` events.
+    pub(crate) fn of(len: usize) -> Self {
+        if len == 1 {
+            Self::One
+        } else {
+            Self::Many
+        }
+    }
+
+    /// The `FROM` item of the events, `e` (`event_id`, `event_name`, `schema_version`,
+    /// `payload` as text, `n` from 1), and the five metadata values of event `e.n`, from the
+    /// nine parameters starting at `$first`.
+    fn rows(self, first: usize) -> (String, String) {
+        let p = |offset: usize| first + offset;
+        match self {
+            Self::One => (
+                format!(
+                    "(SELECT ${}::uuid AS event_id, ${}::text AS event_name, ${}::int AS schema_version,
+                             ${}::text AS payload, 1::bigint AS n) AS e",
+                    p(0),
+                    p(1),
+                    p(2),
+                    p(3)
+                ),
+                format!(
+                    "${}::uuid, ${}::uuid, ${}::uuid, ${}::text, ${}::text::jsonb",
+                    p(4),
+                    p(5),
+                    p(6),
+                    p(7),
+                    p(8)
+                ),
+            ),
+            Self::Many => {
+                // One metadata entry for the whole batch, or one per event.
+                let entry = format!("CASE WHEN cardinality(${}::uuid[]) = 1 THEN 1 ELSE e.n END", p(4));
+                (
+                    format!(
+                        "unnest(${}::uuid[], ${}::text[], ${}::int[], ${}::text[])
+                             WITH ORDINALITY AS e(event_id, event_name, schema_version, payload, n)",
+                        p(0),
+                        p(1),
+                        p(2),
+                        p(3)
+                    ),
+                    format!(
+                        "(${a}::uuid[])[{entry}], (${b}::uuid[])[{entry}], (${c}::uuid[])[{entry}],
+                         (${d}::text[])[{entry}], ((${x}::text[])[{entry}])::jsonb",
+                        a = p(4),
+                        b = p(5),
+                        c = p(6),
+                        d = p(7),
+                        x = p(8)
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// Where an append on the pool numbers its events from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendBase {
+    /// From the version bound as `$3` (0 for a new stream): inserted only if the stream has an
+    /// event at that version, and the unique `(aggregate_type, aggregate_id, version)`
+    /// constraint refuses the insert if it has one above. What `NoStream` and `Exact` need,
+    /// without reading the stream's head.
+    At,
+    /// From the stream's last version, read by the statement; with `$3` true, only if the
+    /// stream has events. What `Any` and `StreamExists` need.
+    AfterHead,
+}
+
+/// The statements of appends on the pool, one per [`BatchShape`] and [`AppendBase`]. Each runs
+/// in a transaction of its own, which has no xid before it and appends nothing else, so the
+/// positions are `xid << 20 | n` and nothing else needs checking; a stream that another writer
+/// moved meanwhile fails on the unique constraint.
+///
+/// Each returns one row per inserted event (the one-event statements) or one row in all (the
+/// others): `inserted` (how many events), `first_position`, `first_version` (NULL when nothing
+/// was inserted). The batch's positions and versions are consecutive from those. `$1`
+/// aggregate_type, `$2` aggregate_id, `$3` the base (see [`AppendBase`]), `$4..$12` the batch.
+#[derive(Debug)]
+pub(crate) struct AppendStatements {
+    one_at: String,
+    one_after_head: String,
+    many_at: String,
+    many_after_head: String,
+}
+
+impl AppendStatements {
+    fn new(s: &str) -> Self {
+        let statement = |shape: BatchShape, base: AppendBase| {
+            let (rows, metadata) = shape.rows(4);
+            let (version, from, condition) = match base {
+                AppendBase::At => (
+                    "$3::bigint + e.n",
+                    rows,
+                    format!(
+                        "$3::bigint = 0 OR EXISTS (
+                             SELECT 1 FROM {s}.events
+                             WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $3::bigint
+                         )"
+                    ),
+                ),
+                AppendBase::AfterHead => (
+                    "head.version + e.n",
+                    format!(
+                        "(SELECT coalesce(max(version), 0) AS version FROM {s}.events
+                          WHERE aggregate_type = $1 AND aggregate_id = $2) AS head
+                         CROSS JOIN {rows}"
+                    ),
+                    "NOT $3::bool OR head.version > 0".to_owned(),
+                ),
+            };
+            let insert = format!(
+                "INSERT INTO {s}.events ({INSERTED_COLUMNS})
+                 SELECT (SELECT pg_current_xact_id()::text::bigint << {POSITION_SHIFT}) | e.n,
+                        e.event_id, $1, $2, {version}, e.event_name, e.schema_version, e.payload::jsonb,
+                        statement_timestamp(), {metadata}
+                 FROM {from}
+                 WHERE {condition}"
+            );
+            match shape {
+                BatchShape::One => {
+                    format!("{insert} RETURNING 1::bigint AS inserted, position AS first_position, version AS first_version")
+                }
+                BatchShape::Many => format!(
+                    "WITH inserted AS ({insert} RETURNING position, version)
+                     SELECT count(*) AS inserted, min(position) AS first_position, min(version) AS first_version
+                     FROM inserted"
+                ),
+            }
+        };
+        Self {
+            one_at: statement(BatchShape::One, AppendBase::At),
+            one_after_head: statement(BatchShape::One, AppendBase::AfterHead),
+            many_at: statement(BatchShape::Many, AppendBase::At),
+            many_after_head: statement(BatchShape::Many, AppendBase::AfterHead),
+        }
+    }
+
+    /// The statement for a batch of `shape` numbered from `base`.
+    pub(crate) fn get(&self, shape: BatchShape, base: AppendBase) -> &str {
+        match (shape, base) {
+            (BatchShape::One, AppendBase::At) => &self.one_at,
+            (BatchShape::One, AppendBase::AfterHead) => &self.one_after_head,
+            (BatchShape::Many, AppendBase::At) => &self.many_at,
+            (BatchShape::Many, AppendBase::AfterHead) => &self.many_after_head,
+        }
+    }
+}
+
 /// Checks a schema name: `[a-z_][a-z0-9_]{0,62}`, and not `pg_`-prefixed (reserved by PostgreSQL).
 pub(crate) fn validate_schema_name(name: &str) -> Result<(), PostgresError> {
     let mut chars = name.chars();
@@ -127,7 +295,11 @@ pub(crate) struct Statements {
     pub record_migration: String,
     pub migrations: Vec<(i64, &'static str, String)>,
     pub xid_check: String,
-    pub append: String,
+    /// The statements of appends on the pool, each in a transaction of its own.
+    pub append: AppendStatements,
+    /// The append inside a caller's transaction, which checks everything: see
+    /// [`Statements::new`].
+    pub append_in_transaction: String,
     /// The LISTEN/NOTIFY channel appends notify.
     pub channel: String,
     /// Sends a notification on `$1`, the channel.
@@ -169,6 +341,7 @@ impl Statements {
         // What `read_all` may return after position `$1`.
         let settled_after = format!("position > $1 AND position < {}", settled_bound());
         let expectation_holds = Expectation::holds();
+        let (in_transaction_rows, in_transaction_metadata) = BatchShape::Many.rows(5);
         Self {
             schema: schema.to_owned(),
             migration_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
@@ -195,19 +368,20 @@ impl Statements {
             ),
             channel: notification_channel(schema),
             notify: "SELECT pg_notify($1, '')",
-            // One statement, one round trip. `head` reads the stream's last event and, only when
-            // the calling transaction already has an xid (an append inside a caller's
-            // transaction), how many positions of that xid are taken. `verdict` checks the
-            // expectation. The insert runs only if it holds; its position and timestamp are
-            // scalar subqueries (init plans), evaluated on first use only, so a refused or empty
-            // append never assigns an xid and commits without a WAL flush.
+            // One statement, one round trip, inside a caller's transaction that may already
+            // have appended (or written anything). `head` reads the stream's last event and,
+            // only when the calling transaction already has an xid, how many positions of that
+            // xid are taken. `verdict` checks the expectation. The insert runs only if it
+            // holds; its position and timestamp are scalar subqueries (init plans), evaluated
+            // on first use only, so a refused or empty append never assigns an xid and commits
+            // without a WAL flush.
             //
             // It returns the positions the rows were stored at, in batch order (versions grow
             // with the batch), NULL when nothing was inserted: the outcome names what is stored.
             //
             // $1 aggregate_type, $2 aggregate_id, $3 and $4 the expectation (`Expectation`),
-            // $5..$9 the batch as parallel arrays (`Batch::bind`).
-            append: format!(
+            // $5..$13 the batch as arrays (`Batch::bind`).
+            append_in_transaction: format!(
                 "WITH last AS (
                      SELECT version, position FROM {s}.events
                      WHERE aggregate_type = $1 AND aggregate_id = $2
@@ -235,15 +409,13 @@ impl Statements {
                      FROM head
                  ),
                  inserted AS (
-                     INSERT INTO {s}.events (position, event_id, aggregate_type, aggregate_id, version,
-                                             event_name, schema_version, payload, metadata, recorded_at)
+                     INSERT INTO {s}.events ({INSERTED_COLUMNS})
                      SELECT (SELECT pg_current_xact_id()::text::bigint << {shift}) | (v.used + e.n),
                             e.event_id, $1, $2, v.cur_version + e.n,
-                            e.event_name, e.schema_version, e.payload::jsonb, e.metadata::jsonb,
-                            (SELECT clock_timestamp())
+                            e.event_name, e.schema_version, e.payload::jsonb, (SELECT clock_timestamp()),
+                            {in_transaction_metadata}
                      FROM verdict v
-                     CROSS JOIN unnest($5::uuid[], $6::text[], $7::int[], $8::text[], $9::text[])
-                         WITH ORDINALITY AS e(event_id, event_name, schema_version, payload, metadata, n)
+                     CROSS JOIN {in_transaction_rows}
                      WHERE v.accepted AND v.fresh AND v.fits
                      RETURNING position, version
                  )
@@ -251,6 +423,7 @@ impl Statements {
                         (SELECT array_agg(position ORDER BY version) FROM inserted) AS positions
                  FROM verdict"
             ),
+            append: AppendStatements::new(&s),
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS}
                  FROM {s}.events
@@ -366,7 +539,12 @@ mod tests {
             ExpectedVersion::Exact(3),
         ] {
             let (name, _) = Expectation::parameters(expected);
-            assert!(statements.append.contains(&format!("WHEN '{name}' THEN")), "{expected}");
+            assert!(
+                statements
+                    .append_in_transaction
+                    .contains(&format!("WHEN '{name}' THEN")),
+                "{expected}"
+            );
         }
         assert_eq!(Expectation::parameters(ExpectedVersion::Exact(u64::MAX)).1, -1);
     }
@@ -382,7 +560,11 @@ mod tests {
     #[test]
     fn statements_quote_the_schema() {
         let statements = Statements::new("tenant_1");
-        assert!(statements.append.contains("\"tenant_1\".events"));
+        assert!(statements.append_in_transaction.contains("\"tenant_1\".events"));
+        assert!(statements
+            .append
+            .get(BatchShape::Many, AppendBase::AfterHead)
+            .contains("\"tenant_1\".events"));
         assert!(statements
             .migrations
             .iter()

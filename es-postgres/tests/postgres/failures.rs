@@ -27,11 +27,11 @@ async fn find_backend(store: &PostgresStore, waiting_on_lock: bool) -> Option<i3
     sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity
          WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'
-           AND query LIKE 'WITH last AS%' AND query LIKE $1
+           AND query LIKE $1
            AND (NOT $2 OR wait_event_type = 'Lock')
          LIMIT 1",
     )
-    .bind(format!("%\"{}\".events%", store.schema()))
+    .bind(format!("%INSERT INTO \"{}\".events (%", store.schema()))
     .bind(waiting_on_lock)
     .fetch_optional(store.pool())
     .await

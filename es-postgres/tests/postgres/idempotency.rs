@@ -208,10 +208,10 @@ async fn waits_on_a_lock(store: &PostgresStore) -> bool {
     let waiting: Option<i32> = sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity
          WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'
-           AND query LIKE 'WITH last AS%' AND query LIKE $1 AND wait_event_type = 'Lock'
+           AND query LIKE $1 AND wait_event_type = 'Lock'
          LIMIT 1",
     )
-    .bind(format!("%\"{}\".events%", store.schema()))
+    .bind(format!("%INSERT INTO \"{}\".events (%", store.schema()))
     .fetch_optional(store.pool())
     .await
     .expect("pg_stat_activity");

@@ -48,8 +48,8 @@ async fn concurrent_migrations_of_a_new_schema_all_succeed() {
     }
     assert_eq!(
         migration_count(&schema).await,
-        4,
-        "each of the 4 migrations recorded once"
+        5,
+        "each of the 5 migrations recorded once"
     );
     let stream = fresh_stream("migrations");
     stores[3]
@@ -111,4 +111,50 @@ async fn positions_ahead_of_the_cluster_are_refused() {
         }) => assert!(stored_xid > current_xid),
         other => panic!("expected TransactionIdsBehind, got {other:?}"),
     }
+}
+
+/// Rows written before migration 5 keep all their metadata in the JSON column and NULL in the
+/// columns of the well-known fields: they read back whole, beside rows written since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_written_before_the_columns_reads_back_whole() {
+    let schema = schema().await;
+    let stream = fresh_stream("old-metadata");
+    let (command, correlation, causation) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let old = es_core::Metadata::new()
+        .with_command_id(command)
+        .with_correlation_id(correlation)
+        .with_causation_id(causation)
+        .with_actor("agent:old")
+        .with_extra("ip", "203.0.113.7");
+    let plant = format!(
+        "INSERT INTO \"{}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
+                                    schema_version, payload, metadata, recorded_at)
+         VALUES ((pg_current_xact_id()::text::bigint << 20) | 1, $1, $2, $3, 1, 'Old', 1, '{{}}', $4::jsonb, now())",
+        schema.schema()
+    );
+    sqlx::query(&plant)
+        .bind(uuid::Uuid::now_v7())
+        .bind(&stream.aggregate_type)
+        .bind(&stream.aggregate_id)
+        .bind(serde_json::to_string(&old).expect("metadata JSON"))
+        .execute(schema.pool())
+        .await
+        .expect("plant an event as migration 4 stored it");
+    let new = es_core::Metadata::new().with_actor("agent:new").with_extra("n", 2);
+    let mut batch = numbered(1);
+    batch[0].metadata = new.clone();
+    schema
+        .append(&stream, ExpectedVersion::Exact(1), batch)
+        .await
+        .expect("append after the old row");
+
+    let events = crate::support::read(schema.store(), &stream).await;
+    let metadata: Vec<_> = events.iter().map(|event| event.metadata.clone()).collect();
+    assert_eq!(metadata, [old, new]);
+    let by_id = schema
+        .read_event(events[0].event_id)
+        .await
+        .expect("read_event")
+        .expect("the old event");
+    assert_eq!(by_id.metadata, events[0].metadata);
 }
