@@ -14,6 +14,8 @@
 //!   either store), and [`subject`] to drive them alike;
 //! - [`scenario`]: scenarios, metrics, targets and sizes; [`measure`]: one measurement, in a
 //!   child process; [`run`]: the parent that runs them all; [`report`]: the markdown;
+//! - [`read_model`]: the scenarios over scenario 5's events (catch-up into a read model,
+//!   storage per event);
 //! - [`stats`] and [`system`]: medians, peak memory, machine, server and file system facts.
 
 #![warn(missing_docs)]
@@ -24,6 +26,7 @@ pub mod ours;
 pub mod peer;
 pub mod raw;
 pub mod raw_sqlite;
+pub mod read_model;
 pub mod report;
 pub mod run;
 pub mod scenario;

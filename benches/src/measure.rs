@@ -18,7 +18,7 @@ use crate::model::{self, StoredEvent, Summary, Tally};
 use crate::scenario::{Backend, Implementation, Scenario, Sizes};
 use crate::stats::{median, median_ms, millis, quantile};
 use crate::subject::{Location, Setup, State, Subject};
-use crate::{ours, peer, raw, system, BenchError, BenchResult};
+use crate::{ours, peer, raw, read_model, system, BenchError, BenchResult};
 
 /// The stream of scenarios 3a and 3b.
 pub const LOAD_STREAM: &str = "load";
@@ -213,6 +213,8 @@ pub async fn measure(
         }
         Scenario::ReadAll | Scenario::SqliteReadAll => read_all(implementation, context).await?,
         Scenario::Upcast => upcast(implementation, context.sizes).await?,
+        Scenario::CatchUp => catch_up(implementation, context).await?,
+        Scenario::Storage => storage(implementation, context).await?,
         Scenario::SqliteNewSequential => new_sequential(implementation, context, scenario).await?,
         Scenario::SqliteLoad => {
             let (events, iterations) = (context.sizes.load_events, context.sizes.load_iterations);
@@ -453,6 +455,48 @@ async fn read_all(implementation: Implementation, context: Context<'_>) -> Bench
     let events_per_s = expected.events as f64 / median(&times);
     let check = with_settings(&subject, check).await?;
     Ok((vec![("events_per_s", events_per_s)], check))
+}
+
+/// Scenario 8: a fresh read model caught up from position 0, `passes` times.
+async fn catch_up(implementation: Implementation, context: Context<'_>) -> BenchResult<Figures> {
+    let sizes = context.sizes;
+    let subject = context.connect(implementation, "all", false, State::Replay).await?;
+    let schema = schema_name(context.run, implementation, "all");
+    let per_stream = sizes.read_all_events / sizes.read_all_streams;
+    let expected = read_model::expected_totals(sizes.read_all_streams, per_stream)?;
+    let mut times = Vec::with_capacity(sizes.passes);
+    for pass in 0..sizes.passes.max(1) {
+        let (seconds, totals) = match &subject {
+            Subject::Ours(ours) => read_model::catch_up_ours(ours.store(), pass).await?,
+            Subject::Raw(raw) => read_model::catch_up_raw(raw.pool(), &schema, pass).await?,
+            _ => return Err(format!("scenario 8 is not measured for {implementation:?}").into()),
+        };
+        if totals != expected {
+            return Err(format!("the read model holds {totals:?}, expected {expected:?}").into());
+        }
+        times.push(seconds);
+    }
+    let events = (per_stream * sizes.read_all_streams) as f64;
+    let check = format!("balance {}, deposits {}", expected.0, expected.1);
+    Ok((vec![("events_per_s", events / median(&times))], check))
+}
+
+/// Scenario 9: the bytes per event of scenario 5's events table and its indexes.
+async fn storage(implementation: Implementation, context: Context<'_>) -> BenchResult<Figures> {
+    let subject = context.connect(implementation, "all", false, State::Replay).await?;
+    let schema = schema_name(context.run, implementation, "all");
+    let pool = match &subject {
+        Subject::Ours(ours) => ours.pool(),
+        Subject::Peer(peer) => peer.pool(),
+        Subject::Raw(raw) => raw.pool(),
+        _ => return Err("scenario 9 runs on PostgreSQL".into()),
+    };
+    let [table, indexes, total] = read_model::bytes_per_row(pool, &schema, "events").await?;
+    let check = format!("{} events", context.sizes.read_all_events);
+    Ok((
+        vec![("total_bytes", total), ("table_bytes", table), ("index_bytes", indexes)],
+        check,
+    ))
 }
 
 /// The stored events of scenario 6 in `implementation`'s format: deposits 1 to `events`, every

@@ -8,10 +8,12 @@
 //! 5-second busy timeout). Commands on new aggregates go through [`Repository::create`], others
 //! through [`Repository::execute`].
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use es_core::{
-    decode_record, event, Aggregate, Apply, EventSet, EventStore, GlobalLog, Metadata, Repository, UpcastError,
+    decode_record, event, Aggregate, Apply, EventSet, EventStore, GlobalLog, LogFilter, Metadata, Repository,
+    UpcastError,
 };
 use es_postgres::PostgresStore;
 use es_sqlite::{SqliteOptions, SqliteStore};
@@ -203,6 +205,11 @@ impl Ours<PostgresStore> {
     pub fn pool(&self) -> &sqlx::PgPool {
         self.repo.store().pool()
     }
+
+    /// The store.
+    pub fn store(&self) -> &PostgresStore {
+        self.repo.store()
+    }
 }
 
 impl Ours<SqliteStore> {
@@ -268,6 +275,36 @@ impl<S: EventStore + GlobalLog> Ours<S> {
             }
         }
         Ok(tally)
+    }
+}
+
+impl<S: EventStore + GlobalLog> Ours<S> {
+    /// Reads every event of the store in global order with [`GlobalLog::replay_all`] (one
+    /// query on PostgreSQL), decoding each from the row it is lent from.
+    pub async fn replay_all(&self) -> BenchResult<Tally> {
+        let mut tally = Tally::default();
+        let mut failed = None;
+        self.repo
+            .store()
+            .replay_all(0, &LogFilter::all(), &mut |event| match AccountEvent::decode(
+                event.event_name,
+                event.schema_version,
+                event.payload,
+            ) {
+                Ok(decoded) => {
+                    tally.count(deposit_of(&decoded));
+                    ControlFlow::Continue(())
+                }
+                Err(error) => {
+                    failed = Some(error);
+                    ControlFlow::Break(())
+                }
+            })
+            .await?;
+        match failed {
+            Some(error) => Err(error.into()),
+            None => Ok(tally),
+        }
     }
 }
 

@@ -338,8 +338,8 @@ same work, measured in one run, on one PostgreSQL server.
   a live aggregate (2) through `Repository::execute` (load, decide, append with the loaded
   version as the expected version), with `Repository::with_snapshot_every` in 2b and
   `Repository::with_cache` in 2c; loads through `Repository::load` (from the snapshot in 3b);
-  the global read pages through `GlobalLog::read_all` with the projection runner's default
-  page size ({page}) and decodes each event. The store comes from `PostgresStore::connect`,
+  the global read streams the log with `GlobalLog::replay_all` (one query, bounded once by
+  the visibility horizon, each row lent to the callback) and decodes each event. The store comes from `PostgresStore::connect`,
   with that constructor's pool settings (10 connections).
 - **cqrs-es**: the same domain written idiomatically for cqrs-es 0.5: an `Aggregate` whose
   `handle` writes to the `EventSink`, a `CqrsFramework` over a `PersistedEventStore` over a
@@ -364,8 +364,19 @@ same work, measured in one run, on one PostgreSQL server.
   JSON step es-rs's README shows; cqrs-es upcasters only take JSON values). Its pool skips the
   ping (`test_before_acquire(false)`): the floor is one round trip per statement.
 
-Writing scenarios get a fresh schema each; reading scenarios (3, 5) use schemas each
-implementation seeded through its own write path before the repetitions. Scenario 6 is CPU
+Writing scenarios get a fresh schema each; reading scenarios (3, 5, 8, 9) use schemas each
+implementation seeded through its own write path before the repetitions.
+
+Scenario 8 catches a new projection up with scenario 5's events into a table of balances per
+account (one upsert per deposit), in units of the same size on both sides, each committed with
+the position reached. es-rs: a `ProjectionRunner` over `PostgresStore::checkpoints()` (which
+reads pages with `GlobalLog::read_filtered`, takes and checks its claim, and commits each batch
+with its checkpoint row in one transaction); raw: one streamed `SELECT ... ORDER BY position` on
+one connection, the upserts and a checkpoint row in transactions on another. cqrs-es keeps no
+read model in the database and is not measured. Scenario 9 divides the size of scenario 5's
+`events` table (with its TOAST) and of its indexes by its rows: es-rs stores an event id
+(unique), the aggregate type and id apart, the metadata and a timestamp; the raw baseline's row
+holds none of these; postgres-es stores the metadata as JSON and no id or timestamp. Scenario 6 is CPU
 only: the stored events are built in memory in each implementation's format and decoded
 through its own load path (es-rs: `EventSet::decode`; cqrs-es:
 `PersistedEventStore::load_events` over an in-memory repository that maps stored bytes to
@@ -383,7 +394,6 @@ shown as a control, still moves by that much from one build to the next (code la
         run = run_items(results),
         database = results.database.clone().unwrap_or_else(unknown),
         build = build_items(results),
-        page = results.options.sizes.read_all_page,
         tables = tables(results, Backend::Postgres),
     )
 }

@@ -138,6 +138,10 @@ pub enum Scenario {
     ReadAll,
     /// 6. Decoding stored events of which half are at an older schema version.
     Upcast,
+    /// 8. A projection catching up with scenario 5's events into a PostgreSQL read model.
+    CatchUp,
+    /// 9. What scenario 5's events take on disk, per event.
+    Storage,
     /// s1a. SQLite: one-event commands on new aggregates, one after the other.
     SqliteNewSequential,
     /// s3a. SQLite: rehydrating a stream without a snapshot.
@@ -245,17 +249,27 @@ const LIVE_FLAT: &[Metric] = &[metric(
     Some(Target::AtLeastRaw(0.5)),
 )];
 
-/// Load + fold without a snapshot: ≤ 1.1x the raw time.
+/// Load + fold without a snapshot: ≤ 1.1x the raw time (3a and 3c).
 const LOAD: &[Metric] = &[metric("ms", "ms", Better::Lower, Some(Target::AtMostRaw(1.1)))];
 
 /// A time without a target.
 const TIME: &[Metric] = &[metric("ms", "ms", Better::Lower, None)];
 
-/// ≥ 0.7x the raw throughput is ≤ 1/0.7 of its time.
-const BATCH_LARGE: &[Metric] = &[metric("ms", "ms", Better::Lower, Some(Target::AtMostRaw(1.0 / 0.7)))];
+/// One command appending a large batch: ≤ 1.3x the raw time.
+const BATCH_LARGE: &[Metric] = &[metric("ms", "ms", Better::Lower, Some(Target::AtMostRaw(1.3)))];
 
-/// ≤ 1.3x the raw time is ≥ 1/1.3 of its throughput.
-const READ_ALL: &[Metric] = &[events_per_s_at_least_raw(1.0 / 1.3)];
+/// The global read: ≥ 0.8x the raw throughput.
+const READ_ALL: &[Metric] = &[events_per_s_at_least_raw(0.8)];
+
+/// Catch-up into a read model: reported beside the raw baseline, without a target.
+const CATCH_UP: &[Metric] = &[metric("events_per_s", "events/s", Better::Higher, None)];
+
+/// Bytes per stored event: reported, without a target.
+const STORAGE: &[Metric] = &[
+    metric("total_bytes", "bytes/event, table + indexes", Better::Lower, None),
+    metric("table_bytes", "bytes/event, table", Better::Lower, None),
+    metric("index_bytes", "bytes/event, indexes", Better::Lower, None),
+];
 
 /// Decoding with upcasting. The current-version half may cost no more with the upcaster
 /// registered than without: judged on the paired ratio, within the measurement's own noise,
@@ -298,7 +312,7 @@ const SQLITE_READ_ALL: &[Metric] = &[events_per_s_at_least_raw(0.8)];
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 16] = [
+    pub const ALL: [Scenario; 18] = [
         Self::NewSequential,
         Self::NewConcurrent,
         Self::Live,
@@ -311,6 +325,8 @@ impl Scenario {
         Self::BatchLarge,
         Self::ReadAll,
         Self::Upcast,
+        Self::CatchUp,
+        Self::Storage,
         Self::SqliteNewSequential,
         Self::SqliteLoad,
         Self::SqliteBatchLarge,
@@ -332,6 +348,8 @@ impl Scenario {
             Self::BatchLarge => "4b",
             Self::ReadAll => "5",
             Self::Upcast => "6",
+            Self::CatchUp => "8",
+            Self::Storage => "9",
             Self::SqliteNewSequential => "s1a",
             Self::SqliteLoad => "s3a",
             Self::SqliteBatchLarge => "s4b",
@@ -359,8 +377,24 @@ impl Scenario {
     pub fn reads_seeded_data(self) -> bool {
         matches!(
             self,
-            Self::Load | Self::LoadSnapshot | Self::LoadLarge | Self::ReadAll | Self::SqliteLoad | Self::SqliteReadAll
+            Self::Load
+                | Self::LoadSnapshot
+                | Self::LoadLarge
+                | Self::ReadAll
+                | Self::CatchUp
+                | Self::Storage
+                | Self::SqliteLoad
+                | Self::SqliteReadAll
         )
+    }
+
+    /// The implementations measured in this scenario, in table order: those of its store,
+    /// less cqrs-es where it has nothing to compare (it keeps no read model in the database).
+    pub fn implementations(self) -> &'static [Implementation] {
+        match self {
+            Self::CatchUp => &[Implementation::Ours, Implementation::Raw],
+            _ => self.backend().implementations(),
+        }
     }
 
     /// Whether the scenario needs a database at all.
@@ -410,6 +444,16 @@ impl Scenario {
                 "decode {} stored events, half at the old schema version (in memory)",
                 n(sizes.upcast_events)
             ),
+            Self::CatchUp => format!(
+                "a projection catching up with scenario 5's {} events into a PostgreSQL read model (an upsert per \
+                 deposit, {} events per transaction)",
+                n(sizes.read_all_events),
+                crate::read_model::UNIT_EVENTS
+            ),
+            Self::Storage => format!(
+                "storage of scenario 5's {} events: bytes per event in the table and its indexes",
+                n(sizes.read_all_events)
+            ),
         };
         format!("{}. {what}", self.id())
     }
@@ -421,10 +465,13 @@ impl Scenario {
             Self::Live | Self::LiveSnapshots => LIVE,
             Self::LiveCache => LIVE_FLAT,
             Self::Load => LOAD,
-            Self::LoadSnapshot | Self::LoadLarge | Self::Batch => TIME,
+            Self::LoadLarge => LOAD,
+            Self::LoadSnapshot | Self::Batch => TIME,
             Self::BatchLarge => BATCH_LARGE,
             Self::ReadAll => READ_ALL,
             Self::Upcast => UPCAST,
+            Self::CatchUp => CATCH_UP,
+            Self::Storage => STORAGE,
             Self::SqliteNewSequential => SQLITE_NEW_COMMANDS,
             Self::SqliteLoad => SQLITE_LOAD,
             Self::SqliteBatchLarge => SQLITE_BATCH_LARGE,

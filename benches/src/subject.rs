@@ -159,10 +159,11 @@ impl Subject {
     }
 
     /// Reads and decodes every event of the schema or file; `page` is the page size of the
-    /// paged reads (es-rs on both stores, raw rusqlite).
+    /// paged reads (es-rs and raw rusqlite on SQLite). es-rs on PostgreSQL streams the log
+    /// with `GlobalLog::replay_all`.
     pub async fn read_all(&self, page: usize) -> BenchResult<Tally> {
         match self {
-            Self::Ours(ours) => ours.read_all(page).await,
+            Self::Ours(ours) => ours.replay_all().await,
             Self::Peer(peer) => peer.read_all().await,
             Self::Raw(raw) => raw.read_all().await,
             Self::OursSqlite(ours) => ours.read_all(page).await,

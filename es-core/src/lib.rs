@@ -160,8 +160,9 @@ pub use repository::{
 };
 pub use store::{
     AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, Limit, LimitExceeded, Limits,
-    LogFilter, LogPage, NewEvent, RecordedEvent, ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError,
-    StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
+    LogFilter, LogPage, LogReplay, LogReplayFn, LoggedEvent, NewEvent, RecordedEvent, ReplayFn, ReplayedEvent,
+    Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery,
+    StreamSlice, StreamSummary, Tail,
 };
 
 #[doc = include_str!("macro_docs/event.md")]

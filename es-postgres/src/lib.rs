@@ -44,11 +44,13 @@
 //!
 //! [`PostgresStore::migrate`] creates, in the chosen schema (default `public`):
 //!
-//! - `events`: every event of every aggregate, append-only. `position` (bigint, primary key: the
-//!   global order, read by `read_all`), `event_id` (uuid, unique: makes retried appends safe),
-//!   `aggregate_type`, `aggregate_id`, `version` (bigint; unique per stream, which also serves
-//!   `read_stream`, `stream_version` and the version check), `event_name`, `schema_version`,
-//!   `payload` and `metadata` (jsonb), `recorded_at` (timestamptz). No other index.
+//! - `events`: every event of every aggregate, append-only: `position` (bigint: the global
+//!   order), `event_id` (uuid), `aggregate_type`, `aggregate_id`, `version` (bigint),
+//!   `event_name`, `schema_version`, `payload` (jsonb), `recorded_at` (timestamptz), and the
+//!   metadata: `command_id`, `correlation_id`, `causation_id` (uuid), `actor` (text) in
+//!   columns of their own, the rest (`Metadata::extra`) as `metadata` (jsonb, NULL when empty).
+//!   Rows written before migration 5 keep all their metadata in `metadata`; reads merge both.
+//!   See [Indexes](#indexes) for the three indexes and why each is there.
 //! - `snapshots`: the latest snapshot per stream; saving keeps the row with the higher version.
 //! - `projection_checkpoints` and `parked_events`: per projection, its checkpoint and claim, and
 //!   the events it parked (see [Projections](#projections)).
@@ -57,19 +59,28 @@
 //!
 //! ## Appends: one statement, versions enforced by the database
 //!
-//! An append is a single statement, so a single round trip in its own implicit transaction: a
-//! CTE reads the stream's last version, checks the [`ExpectedVersion`](es_core::ExpectedVersion),
-//! and only if it holds inserts the whole batch from `unnest(...) WITH ORDINALITY` (one array per
-//! column, payloads bound as text and cast to `jsonb` by the server), numbering versions from the
-//! current one. It returns the version it read and the positions of the rows inserted, so a
-//! refused expectation is a [`ConcurrencyConflict`](es_core::ConcurrencyConflict) with the actual
-//! version at no extra cost. Two writers that both pass the check collide on the unique
-//! `(aggregate_type, aggregate_id, version)` constraint: the second waits for the first to commit
-//! and then fails with SQLSTATE 23505 on that constraint, and nothing of its batch is written.
-//! The store then reads the actual version and returns the conflict, or, if the expectation
-//! still holds (`Any`, `StreamExists`), appends again. A violation of the unique `event_id`
-//! constraint is [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId). Errors
-//! are told apart by SQLSTATE and constraint name, never by message text.
+//! An append on the pool is a single `INSERT ... SELECT`, so a single round trip in its own
+//! implicit transaction, with no read of the stream before it in the common cases:
+//!
+//! - `NoStream` and `Exact(v)` number the batch from `v` (0 for a new stream) and insert only if
+//!   the stream has an event at version `v` (one index probe; none for a new stream). If the
+//!   stream has moved past `v`, the insert of version `v + 1` violates the unique
+//!   `(aggregate_type, aggregate_id, version)` constraint;
+//! - `Any` and `StreamExists` number the batch after the stream's last version, read by the same
+//!   statement.
+//!
+//! One event is bound as plain values; a batch as one array per column, expanded with
+//! `unnest(...) WITH ORDINALITY`, payloads bound as text and cast to `jsonb` by the server. The
+//! metadata of a batch whose events share it (a command's events do) is sent once, not once per
+//! event. A statement that inserts nothing because the stream is not at `v` is a
+//! [`ConcurrencyConflict`](es_core::ConcurrencyConflict), after one more query for the actual
+//! version. Two writers that both pass the check collide on the unique constraint: the second
+//! waits for the first to commit and then fails with SQLSTATE 23505 on that constraint, and
+//! nothing of its batch is written. The store then reads the actual version and returns the
+//! conflict, or, if the expectation still holds (`Any`, `StreamExists`), appends again. A
+//! violation of the unique `event_id` constraint is
+//! [`StoreError::DuplicateEventId`](es_core::StoreError::DuplicateEventId). Errors are told
+//! apart by SQLSTATE and constraint name, never by message text.
 //!
 //! Appends are idempotent by event id, as the [`EventStore`](es_core::EventStore) contract
 //! requires: a retry of a batch whose first answer was lost (the connection broke after the
@@ -79,8 +90,11 @@
 //! [`already_stored`](es_core::AppendOutcome::already_stored) set and writes nothing. The happy
 //! path stays one statement.
 //!
-//! [`PostgresStore::append_in_transaction`] runs the same statement inside the caller's own
-//! transaction, so the events commit atomically with other rows (an outbox, a read model).
+//! [`PostgresStore::append_in_transaction`] appends inside the caller's own transaction, so the
+//! events commit atomically with other rows (an outbox, a read model). That transaction may
+//! have appended or written before, so its statement checks more in one CTE: the stream's last
+//! event, the positions the transaction already used, and that the transaction is not older
+//! than the stream's last event.
 //!
 //! ## `read_all` never skips: positions from transaction ids
 //!
@@ -142,6 +156,26 @@
 //!   checkpoint. [`PostgresStore::migrate`] detects this and refuses with
 //!   [`PostgresError::TransactionIdsBehind`]; advance the new cluster's counter (`pg_resetwal`)
 //!   first.
+//!
+//! ## Indexes
+//!
+//! `events` has three indexes, each a unique constraint that a guarantee rests on, and each
+//! also serving reads; nothing else is indexed (an application that queries events by other
+//! columns adds its own index, and pays for it on every append):
+//!
+//! | index | guarantees | queries that use it |
+//! |---|---|---|
+//! | `events_pkey`: `position` | one event per position | `read_all`, `read_filtered`, `replay_all`, `tail`: `WHERE position > $1 AND position < horizon ORDER BY position`; an append in a caller's transaction: the positions its xid already used |
+//! | `events_stream_version_key`: `(aggregate_type, aggregate_id, version)` | optimistic concurrency: two writers cannot store the same version of a stream, so an append is checked by the database, not by a read before the write | `read_stream`, `replay_stream` (`WHERE aggregate_type = $1 AND aggregate_id = $2 AND version BETWEEN ..  ORDER BY version`), `stream_version`, the append's `Exact` probe and head read, `list_streams` (a skip scan over it) |
+//! | `events_event_id_key`: `event_id` | an id is stored once in the whole store: a retried append collides on it and is recognised instead of stored twice, whatever its expectation | `read_event` (`es show`, `Repository::find_command`), the failure paths of an append (where are the batch's ids stored?) |
+//!
+//! Event ids made by the repository begin with the first 48 bits of their command id (see
+//! [`es_core::command_event_id`]): the millisecond timestamp of a UUID v7 command id, the
+//! default. So `events_event_id_key`, like `events_pkey`, grows at its right edge instead of
+//! touching random pages; commands sent with random (v4) ids lose that.
+//!
+//! What an event costs on disk is measured by the benchmark (`docs/BENCHMARKS.md`, storage per
+//! event): table and each index, beside the raw baseline's smaller row.
 //!
 //! ## Reads
 //!

@@ -2,7 +2,10 @@
 //! version, and the global order (`read_all`, `read_filtered`, `tail`).
 
 use chrono::{DateTime, Utc};
-use es_core::{LogFilter, LogPage, RecordedEvent, ReplayFn, StoreError, StoreResult, StreamId, StreamSlice, Tail};
+use es_core::{
+    LogFilter, LogPage, LogReplay, LogReplayFn, RecordedEvent, ReplayFn, StoreError, StoreResult, StreamId,
+    StreamSlice, Tail,
+};
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::postgres::PgArguments;
@@ -12,7 +15,7 @@ use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::fault::store_error;
-use crate::row::{negative_version, recorded_event, replayed_event};
+use crate::row::{logged_event, negative_version, recorded_event, replayed_event, stored_metadata};
 use crate::PostgresStore;
 
 /// [`EventStore::read_stream`](es_core::EventStore::read_stream): rows are mapped as they
@@ -147,6 +150,77 @@ pub(crate) async fn read_filtered(
     }
     page.at_head = page.scanned < limit;
     Ok(page)
+}
+
+/// [`GlobalLog::replay_all`](es_core::GlobalLog::replay_all): `read_filtered`'s statement
+/// (or `read_all`'s, for a filter that leaves nothing out) without a limit, so one query
+/// bounded once by the horizon of its snapshot, its rows lent as they arrive. A replay stopped
+/// before the last row closes its connection rather than let the pool drain the rest.
+pub(crate) async fn replay_all(
+    store: &PostgresStore,
+    after: u64,
+    filter: &LogFilter,
+    apply: &mut LogReplayFn<'_>,
+) -> StoreResult<LogReplay> {
+    let mut replay = LogReplay::starting_at(after);
+    let Ok(db_after) = i64::try_from(after) else {
+        return Ok(replay);
+    };
+    let everything = filter.types().is_empty() && filter.excluded().is_empty();
+    let query = if everything {
+        sqlx::query(&store.sql.read_all).bind(db_after).bind(i64::MAX)
+    } else {
+        sqlx::query(&store.sql.read_filtered)
+            .bind(db_after)
+            .bind(i64::MAX)
+            .bind(filter.types())
+            .bind(filter.excluded())
+    };
+    let mut connection = store.pool.acquire().await.map_err(store_error)?;
+    let mut rows = query.fetch(&mut *connection);
+    let lent = async {
+        while let Some(row) = rows.try_next().await.map_err(store_error)? {
+            let wanted = everything || row.try_get::<bool, _>("wanted").map_err(store_error)?;
+            replay.scanned += 1;
+            if !wanted {
+                let position: i64 = row.try_get("position").map_err(store_error)?;
+                replay.scanned_to = u64::try_from(position).map_err(|_| {
+                    PostgresError::Unexpected(format!("negative position {position} in the events table"))
+                })?;
+                continue;
+            }
+            let metadata = stored_metadata(&row).map_err(|reason| corrupt_row(&row, reason))?;
+            let event = logged_event(&row, &metadata)?;
+            replay.scanned_to = event.position;
+            if apply(event).is_break() {
+                replay.stopped = true;
+                break;
+            }
+        }
+        StoreResult::Ok(())
+    }
+    .await;
+    drop(rows);
+    if lent.is_err() || replay.stopped {
+        // The server would go on sending the rest of the result, and the pool would read it
+        // all before handing the connection out again.
+        connection.close_on_drop();
+    }
+    lent.map(|()| replay)
+}
+
+/// A row whose metadata does not decode, named by its stream and version as far as they read.
+fn corrupt_row(row: &sqlx::postgres::PgRow, reason: String) -> StoreError {
+    let text = |column: &str| row.try_get::<String, _>(column).unwrap_or_default();
+    StoreError::Corrupt {
+        stream: StreamId::new(text("aggregate_type"), text("aggregate_id")),
+        version: row
+            .try_get::<i64, _>("version")
+            .ok()
+            .and_then(|version| u64::try_from(version).ok())
+            .unwrap_or(0),
+        reason,
+    }
 }
 
 /// [`GlobalLog::tail`](es_core::GlobalLog::tail): what `read_all` would still return.

@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use es_core::{
-    Limits, Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventPlace, StreamId,
+    Limits, LoggedEvent, Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventPlace,
+    StreamId,
 };
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -123,10 +124,52 @@ pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
     })
 }
 
+/// Decodes the [`EVENT_COLUMNS`] of an event row into a [`LoggedEvent`] that borrows the
+/// row's strings and payload, and `metadata`, decoded before by [`stored_metadata`].
+pub(crate) fn logged_event<'r>(row: &'r PgRow, metadata: &'r Metadata) -> StoreResult<LoggedEvent<'r>> {
+    let aggregate_type: &str = row.try_get("aggregate_type").map_err(store_error)?;
+    let aggregate_id: &str = row.try_get("aggregate_id").map_err(store_error)?;
+    let version: i64 = row.try_get("version").map_err(store_error)?;
+    let stream = || StreamId::new(aggregate_type, aggregate_id);
+    let Ok(version) = u64::try_from(version) else {
+        return Err(negative_version(&stream(), version));
+    };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream(),
+        version,
+        reason,
+    };
+    let event_name: &str = row
+        .try_get("event_name")
+        .map_err(|e| corrupt(format!("event name: {e}")))?;
+    let schema_version: i32 = row
+        .try_get("schema_version")
+        .map_err(|e| corrupt(format!("schema version: {e}")))?;
+    let schema_version =
+        u32::try_from(schema_version).map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
+    let payload: &str = row.try_get("payload").map_err(|e| corrupt(format!("payload: {e}")))?;
+    let position: i64 = row.try_get("position").map_err(|e| corrupt(format!("position: {e}")))?;
+    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
+    Ok(LoggedEvent {
+        position,
+        event_id: row.try_get("event_id").map_err(|e| corrupt(format!("event id: {e}")))?,
+        aggregate_type,
+        aggregate_id,
+        version,
+        event_name,
+        schema_version,
+        payload: payload.as_bytes(),
+        metadata,
+        recorded_at: row
+            .try_get("recorded_at")
+            .map_err(|e| corrupt(format!("recorded_at: {e}")))?,
+    })
+}
+
 /// Decodes the metadata columns of an event row: the JSON column (all the metadata in rows
 /// written before migration 5, `extra` alone or NULL since), overlaid with the columns of the
 /// well-known fields that are not NULL. The error is the reason the row is corrupt.
-fn stored_metadata(row: &PgRow) -> Result<Metadata, String> {
+pub(crate) fn stored_metadata(row: &PgRow) -> Result<Metadata, String> {
     let json: Option<&str> = row.try_get("metadata").map_err(|e| format!("metadata: {e}"))?;
     let mut metadata = match json {
         Some(json) => serde_json::from_str(json).map_err(|e| format!("metadata does not decode: {e}"))?,

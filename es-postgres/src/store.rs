@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
-    ReplayFn, StoreResult, StreamId, StreamSlice, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, LogReplay, LogReplayFn,
+    NewEvent, RecordedEvent, ReplayFn, StoreResult, StreamId, StreamSlice, Tail,
 };
 use futures_core::stream::BoxStream;
 use sqlx::postgres::{PgConnection, PgPool};
@@ -284,6 +284,10 @@ impl GlobalLog for PostgresStore {
 
     async fn read_filtered(&self, after: u64, limit: usize, filter: &LogFilter) -> StoreResult<LogPage> {
         read::read_filtered(self, after, limit, filter).await
+    }
+
+    async fn replay_all(&self, after: u64, filter: &LogFilter, apply: &mut LogReplayFn<'_>) -> StoreResult<LogReplay> {
+        read::replay_all(self, after, filter, apply).await
     }
 
     async fn tail(&self, after: u64) -> StoreResult<Tail> {

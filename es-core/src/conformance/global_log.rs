@@ -218,3 +218,85 @@ pub async fn read_filtered_pages_are_read_all_pages_filtered<S: EventStore + Glo
 fn must_read<T>(result: StoreResult<T>, what: &str, after: u64) -> T {
     result.unwrap_or_else(|error| panic!("{what} after {after} failed: {error}"))
 }
+
+/// `replay_all` lends what `read_filtered` returns, whole (ids, stream, version, name, schema
+/// version, payload, metadata, timestamp), in position order, up to where `read_all` ends; a
+/// callback that breaks stops it at that event.
+pub async fn replay_all_lends_what_read_filtered_returns<S: EventStore + GlobalLog>(store: &S) {
+    let start = read_everything(store).await.last().map_or(0, |e| e.position);
+    let streams = [fresh_stream("replayed"), fresh_stream("passed")];
+    let mut ids = Vec::new();
+    for round in 0..6 {
+        for stream in &streams {
+            let mut batch = numbered(2);
+            batch[1].event_name = "Other".into();
+            batch[0].metadata = crate::metadata::Metadata::new()
+                .with_actor(format!("round {round}"))
+                .with_extra("round", round);
+            ids.extend(batch.iter().map(|e| e.event_id));
+            append_ok(store, stream, ExpectedVersion::Any, batch).await;
+        }
+    }
+    read_until_visible(store, &ids).await;
+    let filters = [
+        LogFilter::all(),
+        LogFilter::all().aggregate_types([streams[0].aggregate_type.as_str()]),
+        LogFilter::all().excluding_names(["Other"]),
+    ];
+    for filter in &filters {
+        let mut lent = Vec::new();
+        let replay = store
+            .replay_all(start, filter, &mut |event| {
+                lent.push(event.to_recorded());
+                std::ops::ControlFlow::Continue(())
+            })
+            .await
+            .unwrap_or_else(|error| panic!("replay_all failed: {error}"));
+        let mut expected = Vec::new();
+        let mut after = start;
+        loop {
+            let page = must_read(store.read_filtered(after, 7, filter).await, "read_filtered", after);
+            expected.extend(page.events);
+            after = page.scanned_to;
+            if page.at_head {
+                break;
+            }
+        }
+        assert_eq!(lent, expected, "{filter:?}");
+        assert!(!replay.stopped);
+        assert_eq!(replay.scanned_to, after, "{filter:?}: the replay got to the end");
+        assert!(replay.scanned >= lent.len() as u64);
+
+        // Stopped at the third event lent: that event is the last one, and where it got to.
+        let mut seen = Vec::new();
+        let stopped = store
+            .replay_all(start, filter, &mut |event| {
+                seen.push(event.position);
+                if seen.len() == 3 {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            })
+            .await
+            .unwrap_or_else(|error| panic!("replay_all failed: {error}"));
+        assert_eq!(seen.len(), 3, "{filter:?}");
+        assert!(stopped.stopped);
+        assert_eq!(stopped.scanned_to, seen[2]);
+        // Going on from there lends the rest.
+        let mut rest = Vec::new();
+        store
+            .replay_all(stopped.scanned_to, filter, &mut |event| {
+                rest.push(event.position);
+                std::ops::ControlFlow::Continue(())
+            })
+            .await
+            .unwrap_or_else(|error| panic!("replay_all failed: {error}"));
+        let all: Vec<u64> = seen.iter().chain(&rest).copied().collect();
+        assert_eq!(
+            all,
+            expected.iter().map(|e| e.position).collect::<Vec<_>>(),
+            "{filter:?}"
+        );
+    }
+}

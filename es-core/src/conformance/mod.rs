@@ -36,7 +36,7 @@ pub use checkpoints::{
 };
 pub use global_log::{
     read_all_in_position_order, read_all_pages, read_filtered_leaves_out_by_type_and_name,
-    read_filtered_pages_are_read_all_pages_filtered,
+    read_filtered_pages_are_read_all_pages_filtered, replay_all_lends_what_read_filtered_returns,
 };
 pub use idempotency::{
     a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
@@ -98,6 +98,7 @@ macro_rules! conformance_tests {
             read_all_pages,
             read_filtered_leaves_out_by_type_and_name,
             read_filtered_pages_are_read_all_pages_filtered,
+            replay_all_lends_what_read_filtered_returns,
             snapshots_keep_the_latest,
             list_streams_filters_and_pages,
             list_snapshots_in_pages,

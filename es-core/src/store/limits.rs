@@ -236,7 +236,9 @@ fn valid_event(stream: &StreamId, index: usize, event: &NewEvent) -> Result<(), 
     if event.event_name.is_empty() {
         return Err(invalid(format!("the event name of event #{number} is empty")));
     }
-    no_nul(stream, &format!("the event name of event #{number}"), &event.event_name)?;
+    if event.event_name.contains('\0') {
+        no_nul(stream, &format!("the event name of event #{number}"), &event.event_name)?;
+    }
     match event.schema_version {
         version if version > MAX_SCHEMA_VERSION => Err(invalid(format!(
             "the schema version of event #{number} is {version}, above {MAX_SCHEMA_VERSION}, the largest a store \

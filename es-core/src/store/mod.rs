@@ -16,12 +16,14 @@ mod error;
 mod exceeded;
 mod filter;
 mod limits;
+mod replay;
 
 pub use catalog::{StreamCatalog, StreamQuery, StreamSummary};
 pub use error::{ConcurrencyConflict, StoreError, StoreResult};
 pub use exceeded::{Limit, LimitExceeded};
 pub use filter::{LogFilter, LogPage};
 pub use limits::Limits;
+pub use replay::{LogReplay, LogReplayFn, LoggedEvent};
 
 /// Identifies one stream: the events of one aggregate instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -392,6 +394,40 @@ pub trait GlobalLog: Send + Sync {
     async fn read_filtered(&self, after: u64, limit: usize, filter: &LogFilter) -> StoreResult<LogPage> {
         let events = self.read_all(after, limit).await?;
         Ok(LogPage::filter_read(after, limit, events, filter))
+    }
+
+    /// Lends every event after `after` that passes `filter` to `apply`, in position order,
+    /// borrowed from the store's rows: what a rebuild or a bulk read needs, without an envelope
+    /// copied per event. Stops early when `apply` breaks.
+    ///
+    /// The same guarantee as [`read_all`](GlobalLog::read_all): no event is ever skipped. The
+    /// replay goes up to the head of the log as it is when the replay starts; events committed
+    /// meanwhile may be lent or not, and a replay from the returned
+    /// [`scanned_to`](LogReplay::scanned_to) finds those that were not.
+    ///
+    /// The default pages through [`read_filtered`](GlobalLog::read_filtered); SQL backends
+    /// override it with one query, bounded once. On such a backend, breaking early from a long
+    /// replay may cost the connection the query ran on: page with `read_all` to read a little
+    /// at a time.
+    async fn replay_all(&self, after: u64, filter: &LogFilter, apply: &mut LogReplayFn<'_>) -> StoreResult<LogReplay> {
+        const PAGE: usize = 1000;
+        let mut replay = LogReplay::starting_at(after);
+        loop {
+            let page = self.read_filtered(replay.scanned_to, PAGE, filter).await?;
+            for (lent, event) in page.events.iter().enumerate() {
+                if apply(LoggedEvent::of(event)).is_break() {
+                    replay.scanned += lent as u64 + 1;
+                    replay.scanned_to = event.position;
+                    replay.stopped = true;
+                    return Ok(replay);
+                }
+            }
+            replay.scanned += page.scanned as u64;
+            replay.scanned_to = page.scanned_to;
+            if page.at_head || page.scanned == 0 {
+                return Ok(replay);
+            }
+        }
     }
 
     /// What [`GlobalLog::read_all`] would still return after `after`: how many events, and the
