@@ -86,6 +86,7 @@ pub fn encode_batch<E: EventSet>(
     events: &[E],
     metadata: &Metadata,
 ) -> Result<Vec<NewEvent>, RecordEncodeError> {
+    let command_ids = metadata.command_id.map(|command| CommandEventIds::new(command, stream));
     events
         .iter()
         .enumerate()
@@ -95,8 +96,8 @@ pub fn encode_batch<E: EventSet>(
                 event_name: event.event_name(),
                 source,
             })?;
-            let event_id = match metadata.command_id {
-                Some(command) => command_event_id(command, stream, index),
+            let event_id = match &command_ids {
+                Some(ids) => ids.get(index),
                 None => Uuid::now_v7(),
             };
             Ok(NewEvent {
@@ -123,9 +124,70 @@ pub fn command_event_id(command: Uuid, stream: &StreamId, index: usize) -> Uuid 
     Uuid::new_v8(bytes)
 }
 
+/// [`command_event_id`] for every event of one command's batch: the SHA-1 of the part they
+/// share (the command id as the v5 namespace, then the stream) is taken once, and each id
+/// hashes only its index on top. The same ids, bit for bit (the v5 version and variant bits are
+/// overwritten by v8's).
+struct CommandEventIds {
+    command: Uuid,
+    prefix: sha1_smol::Sha1,
+}
+
+impl CommandEventIds {
+    fn new(command: Uuid, stream: &StreamId) -> Self {
+        let mut prefix = sha1_smol::Sha1::new();
+        prefix.update(command.as_bytes());
+        prefix.update(stream.aggregate_type.as_bytes());
+        prefix.update(b"\0");
+        prefix.update(stream.aggregate_id.as_bytes());
+        prefix.update(b"\0");
+        Self { command, prefix }
+    }
+
+    fn get(&self, index: usize) -> Uuid {
+        let mut hash = self.prefix.clone();
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut rest = index;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        hash.update(&digits[start..]);
+        let digest = hash.digest().bytes();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        bytes[..6].copy_from_slice(&self.command.as_bytes()[..6]);
+        Uuid::new_v8(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_derives_the_same_ids_as_one_by_one() {
+        let command = Uuid::now_v7();
+        for stream in [
+            StreamId::new("ticket", "T-1"),
+            StreamId::new("", ""),
+            StreamId::new("a\0b", "é"),
+        ] {
+            let ids = CommandEventIds::new(command, &stream);
+            for index in [0, 1, 9, 10, 99, 100, 12_345, usize::MAX] {
+                assert_eq!(
+                    ids.get(index),
+                    command_event_id(command, &stream, index),
+                    "{stream} #{index}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn command_event_ids_are_stable_and_distinct() {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::fault::store_error;
-use crate::row::{logged_event, negative_version, recorded_event, replayed_event, stored_metadata};
+use crate::row::{col, logged_event, negative_version, recorded_event, replayed_event, stored_metadata};
 use crate::PostgresStore;
 
 /// [`EventStore::read_stream`](es_core::EventStore::read_stream): rows are mapped as they
@@ -135,14 +135,14 @@ pub(crate) async fn read_filtered(
         at_head: false,
     };
     while let Some(row) = rows.try_next().await.map_err(store_error)? {
-        let wanted: bool = row.try_get("wanted").map_err(store_error)?;
+        let wanted: bool = row.try_get(col::WANTED).map_err(store_error)?;
         page.scanned_to = if wanted {
             let event = recorded_event(&row)?;
             let position = event.position;
             page.events.push(event);
             position
         } else {
-            let position: i64 = row.try_get("position").map_err(store_error)?;
+            let position: i64 = row.try_get(col::POSITION).map_err(store_error)?;
             u64::try_from(position)
                 .map_err(|_| PostgresError::Unexpected(format!("negative position {position} in the events table")))?
         };
@@ -180,10 +180,10 @@ pub(crate) async fn replay_all(
     let mut rows = query.fetch(&mut *connection);
     let lent = async {
         while let Some(row) = rows.try_next().await.map_err(store_error)? {
-            let wanted = everything || row.try_get::<bool, _>("wanted").map_err(store_error)?;
+            let wanted = everything || row.try_get::<bool, _>(col::WANTED).map_err(store_error)?;
             replay.scanned += 1;
             if !wanted {
-                let position: i64 = row.try_get("position").map_err(store_error)?;
+                let position: i64 = row.try_get(col::POSITION).map_err(store_error)?;
                 replay.scanned_to = u64::try_from(position).map_err(|_| {
                     PostgresError::Unexpected(format!("negative position {position} in the events table"))
                 })?;

@@ -1,4 +1,5 @@
-//! The one definition of an event row: the columns every read selects, decoded by name, and the
+//! The one definition of an event row: the columns every read selects, decoded by their place
+//! ([`col`]), and the
 //! batch as the append statement binds it.
 
 use chrono::{DateTime, Utc};
@@ -21,7 +22,7 @@ macro_rules! replay_columns {
     };
 }
 
-/// The metadata columns, decoded by name by [`stored_metadata`]: the well-known fields in columns
+/// The metadata columns, decoded by [`stored_metadata`]: the well-known fields in columns
 /// of their own, the rest as JSON text.
 macro_rules! metadata_columns {
     () => {
@@ -34,7 +35,8 @@ macro_rules! metadata_columns {
 /// the metadata and the timestamps.
 pub(crate) const REPLAY_COLUMNS: &str = replay_columns!();
 
-/// The columns every read of whole events selects, decoded by name by [`recorded_event`]. The
+/// The columns every read of whole events selects, decoded by [`recorded_event`] (their places
+/// are [`col`]). The
 /// jsonb columns come as text, the form the store hands out.
 pub(crate) const EVENT_COLUMNS: &str = concat!(
     replay_columns!(),
@@ -59,6 +61,27 @@ pub(crate) const FILTERED_COLUMNS: &str = "version, event_name, schema_version,
     CASE WHEN wanted THEN metadata::text END AS metadata,
     wanted";
 
+/// Where each column of [`EVENT_COLUMNS`] (and of [`FILTERED_COLUMNS`], which adds
+/// [`col::WANTED`]) is in a row: the hot decoders read columns by index, since a lookup by name
+/// costs a hash per column per row. A unit test checks these against the lists.
+pub(crate) mod col {
+    pub(crate) const VERSION: usize = 0;
+    pub(crate) const EVENT_NAME: usize = 1;
+    pub(crate) const SCHEMA_VERSION: usize = 2;
+    pub(crate) const PAYLOAD: usize = 3;
+    pub(crate) const POSITION: usize = 4;
+    pub(crate) const EVENT_ID: usize = 5;
+    pub(crate) const AGGREGATE_TYPE: usize = 6;
+    pub(crate) const AGGREGATE_ID: usize = 7;
+    pub(crate) const RECORDED_AT: usize = 8;
+    pub(crate) const COMMAND_ID: usize = 9;
+    pub(crate) const CORRELATION_ID: usize = 10;
+    pub(crate) const CAUSATION_ID: usize = 11;
+    pub(crate) const ACTOR: usize = 12;
+    pub(crate) const METADATA: usize = 13;
+    pub(crate) const WANTED: usize = 14;
+}
+
 /// The columns [`stored_event`] decodes: where an event is stored, which is all an append needs
 /// to recognise a batch it stored before.
 pub(crate) const STORED_EVENT_COLUMNS: &str = "event_id, aggregate_type, aggregate_id, version, position";
@@ -66,7 +89,7 @@ pub(crate) const STORED_EVENT_COLUMNS: &str = "event_id, aggregate_type, aggrega
 /// Decodes the [`REPLAY_COLUMNS`] of an event row of `stream`, borrowing the name and the payload
 /// from the row.
 pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> StoreResult<ReplayedEvent<'r>> {
-    let version: i64 = row.try_get("version").map_err(store_error)?;
+    let version: i64 = row.try_get(col::VERSION).map_err(store_error)?;
     let Ok(version) = u64::try_from(version) else {
         return Err(negative_version(stream, version));
     };
@@ -76,14 +99,16 @@ pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> StoreResu
         reason,
     };
     let event_name: &str = row
-        .try_get("event_name")
+        .try_get(col::EVENT_NAME)
         .map_err(|e| corrupt(format!("event name: {e}")))?;
     let schema_version: i32 = row
-        .try_get("schema_version")
+        .try_get(col::SCHEMA_VERSION)
         .map_err(|e| corrupt(format!("schema version: {e}")))?;
     let schema_version =
         u32::try_from(schema_version).map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
-    let payload: &str = row.try_get("payload").map_err(|e| corrupt(format!("payload: {e}")))?;
+    let payload: &str = row
+        .try_get(col::PAYLOAD)
+        .map_err(|e| corrupt(format!("payload: {e}")))?;
     Ok(ReplayedEvent {
         version,
         event_name,
@@ -95,8 +120,8 @@ pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> StoreResu
 /// Decodes the [`EVENT_COLUMNS`] of an event row.
 pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
     let stream = StreamId {
-        aggregate_type: row.try_get("aggregate_type").map_err(store_error)?,
-        aggregate_id: row.try_get("aggregate_id").map_err(store_error)?,
+        aggregate_type: row.try_get(col::AGGREGATE_TYPE).map_err(store_error)?,
+        aggregate_id: row.try_get(col::AGGREGATE_ID).map_err(store_error)?,
     };
     let replayed = replayed_event(row, &stream)?;
     let corrupt = |reason: String| StoreError::Corrupt {
@@ -104,12 +129,16 @@ pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
         version: replayed.version,
         reason,
     };
-    let position: i64 = row.try_get("position").map_err(|e| corrupt(format!("position: {e}")))?;
+    let position: i64 = row
+        .try_get(col::POSITION)
+        .map_err(|e| corrupt(format!("position: {e}")))?;
     let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
-    let event_id: Uuid = row.try_get("event_id").map_err(|e| corrupt(format!("event id: {e}")))?;
+    let event_id: Uuid = row
+        .try_get(col::EVENT_ID)
+        .map_err(|e| corrupt(format!("event id: {e}")))?;
     let metadata = stored_metadata(row).map_err(corrupt)?;
     let recorded_at: DateTime<Utc> = row
-        .try_get("recorded_at")
+        .try_get(col::RECORDED_AT)
         .map_err(|e| corrupt(format!("recorded_at: {e}")))?;
     Ok(RecordedEvent {
         event_id,
@@ -127,9 +156,9 @@ pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
 /// Decodes the [`EVENT_COLUMNS`] of an event row into a [`LoggedEvent`] that borrows the
 /// row's strings and payload, and `metadata`, decoded before by [`stored_metadata`].
 pub(crate) fn logged_event<'r>(row: &'r PgRow, metadata: &'r Metadata) -> StoreResult<LoggedEvent<'r>> {
-    let aggregate_type: &str = row.try_get("aggregate_type").map_err(store_error)?;
-    let aggregate_id: &str = row.try_get("aggregate_id").map_err(store_error)?;
-    let version: i64 = row.try_get("version").map_err(store_error)?;
+    let aggregate_type: &str = row.try_get(col::AGGREGATE_TYPE).map_err(store_error)?;
+    let aggregate_id: &str = row.try_get(col::AGGREGATE_ID).map_err(store_error)?;
+    let version: i64 = row.try_get(col::VERSION).map_err(store_error)?;
     let stream = || StreamId::new(aggregate_type, aggregate_id);
     let Ok(version) = u64::try_from(version) else {
         return Err(negative_version(&stream(), version));
@@ -140,19 +169,25 @@ pub(crate) fn logged_event<'r>(row: &'r PgRow, metadata: &'r Metadata) -> StoreR
         reason,
     };
     let event_name: &str = row
-        .try_get("event_name")
+        .try_get(col::EVENT_NAME)
         .map_err(|e| corrupt(format!("event name: {e}")))?;
     let schema_version: i32 = row
-        .try_get("schema_version")
+        .try_get(col::SCHEMA_VERSION)
         .map_err(|e| corrupt(format!("schema version: {e}")))?;
     let schema_version =
         u32::try_from(schema_version).map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
-    let payload: &str = row.try_get("payload").map_err(|e| corrupt(format!("payload: {e}")))?;
-    let position: i64 = row.try_get("position").map_err(|e| corrupt(format!("position: {e}")))?;
+    let payload: &str = row
+        .try_get(col::PAYLOAD)
+        .map_err(|e| corrupt(format!("payload: {e}")))?;
+    let position: i64 = row
+        .try_get(col::POSITION)
+        .map_err(|e| corrupt(format!("position: {e}")))?;
     let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
     Ok(LoggedEvent {
         position,
-        event_id: row.try_get("event_id").map_err(|e| corrupt(format!("event id: {e}")))?,
+        event_id: row
+            .try_get(col::EVENT_ID)
+            .map_err(|e| corrupt(format!("event id: {e}")))?,
         aggregate_type,
         aggregate_id,
         version,
@@ -161,7 +196,7 @@ pub(crate) fn logged_event<'r>(row: &'r PgRow, metadata: &'r Metadata) -> StoreR
         payload: payload.as_bytes(),
         metadata,
         recorded_at: row
-            .try_get("recorded_at")
+            .try_get(col::RECORDED_AT)
             .map_err(|e| corrupt(format!("recorded_at: {e}")))?,
     })
 }
@@ -170,29 +205,29 @@ pub(crate) fn logged_event<'r>(row: &'r PgRow, metadata: &'r Metadata) -> StoreR
 /// written before migration 5, `extra` alone or NULL since), overlaid with the columns of the
 /// well-known fields that are not NULL. The error is the reason the row is corrupt.
 pub(crate) fn stored_metadata(row: &PgRow) -> Result<Metadata, String> {
-    let json: Option<&str> = row.try_get("metadata").map_err(|e| format!("metadata: {e}"))?;
+    let json: Option<&str> = row.try_get(col::METADATA).map_err(|e| format!("metadata: {e}"))?;
     let mut metadata = match json {
         Some(json) => serde_json::from_str(json).map_err(|e| format!("metadata does not decode: {e}"))?,
         None => Metadata::new(),
     };
-    let uuid = |column: &str| {
+    let uuid = |column: usize, name: &str| {
         row.try_get::<Option<Uuid>, _>(column)
-            .map_err(|e| format!("{column}: {e}"))
+            .map_err(|e| format!("{name}: {e}"))
     };
-    if let Some(id) = uuid("command_id")? {
+    if let Some(id) = uuid(col::COMMAND_ID, "command_id")? {
         metadata.command_id = Some(id);
     }
-    if let Some(id) = uuid("correlation_id")? {
+    if let Some(id) = uuid(col::CORRELATION_ID, "correlation_id")? {
         metadata.correlation_id = Some(id);
     }
-    if let Some(id) = uuid("causation_id")? {
+    if let Some(id) = uuid(col::CAUSATION_ID, "causation_id")? {
         metadata.causation_id = Some(id);
     }
     if let Some(actor) = row
-        .try_get::<Option<String>, _>("actor")
+        .try_get::<Option<&str>, _>(col::ACTOR)
         .map_err(|e| format!("actor: {e}"))?
     {
-        metadata.actor = Some(actor);
+        metadata.actor = Some(actor.to_owned());
     }
     Ok(metadata)
 }
@@ -370,5 +405,51 @@ impl Batch {
             .bind(metadata.causation_ids.first().copied().flatten())
             .bind(metadata.actors.first().and_then(Option::as_deref))
             .bind(metadata.extra.first().and_then(Option::as_deref))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name each column of a list goes by: its alias, or the column itself.
+    fn names(columns: &str) -> Vec<String> {
+        columns
+            .split(',')
+            .map(|column| {
+                let column = column.trim();
+                let name = column.rsplit(" AS ").next().unwrap_or(column);
+                name.split_whitespace().last().unwrap_or(name).to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn column_indexes_match_the_column_lists() {
+        let expected = [
+            (col::VERSION, "version"),
+            (col::EVENT_NAME, "event_name"),
+            (col::SCHEMA_VERSION, "schema_version"),
+            (col::PAYLOAD, "payload"),
+            (col::POSITION, "position"),
+            (col::EVENT_ID, "event_id"),
+            (col::AGGREGATE_TYPE, "aggregate_type"),
+            (col::AGGREGATE_ID, "aggregate_id"),
+            (col::RECORDED_AT, "recorded_at"),
+            (col::COMMAND_ID, "command_id"),
+            (col::CORRELATION_ID, "correlation_id"),
+            (col::CAUSATION_ID, "causation_id"),
+            (col::ACTOR, "actor"),
+            (col::METADATA, "metadata"),
+        ];
+        let event = names(EVENT_COLUMNS);
+        let filtered = names(FILTERED_COLUMNS);
+        assert_eq!(event.len(), expected.len(), "{event:?}");
+        for (index, name) in expected {
+            assert_eq!(event[index], name, "EVENT_COLUMNS");
+            assert_eq!(filtered[index], name, "FILTERED_COLUMNS");
+        }
+        assert_eq!(filtered[col::WANTED], "wanted");
+        assert_eq!(names(REPLAY_COLUMNS), event[..4]);
     }
 }
