@@ -16,6 +16,7 @@
 //!   child process; [`run`]: the parent that runs them all; [`report`]: the markdown;
 //! - [`read_model`]: the scenarios over scenario 5's events (catch-up into a read model,
 //!   storage per event);
+//! - [`verdicts`]: why a target was missed, printed under the tables;
 //! - [`stats`] and [`system`]: medians, peak memory, machine, server and file system facts.
 
 #![warn(missing_docs)]
@@ -33,6 +34,7 @@ pub mod scenario;
 pub mod stats;
 pub mod subject;
 pub mod system;
+pub mod verdicts;
 
 /// Any error of the benchmark.
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;

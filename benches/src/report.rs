@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::run::Results;
 use crate::scenario::{group_digits, Backend, Better, Implementation, Metric, Scenario, Target};
 use crate::stats::Spread;
-use crate::BenchResult;
+use crate::{verdicts, BenchResult};
 
 /// The spread of metric `key` over the repetitions of (`scenario`, `implementation`).
 fn spread(results: &Results, scenario: Scenario, implementation: Implementation, key: &str) -> Option<Spread> {
@@ -228,11 +228,30 @@ pub fn tables(results: &Results, backend: Backend) -> String {
          other, for ↓ rows below 1x does.\n\n{}\n\
          ### Peak memory (MiB)\n\n\
          Peak resident set size (`VmHWM`) of the process that ran the measurement, one process per \
-         run, including {setup}.\n\n{}",
+         run, including {setup}.\n\n{}{}",
         results_table(results, backend),
         memory_table(results, backend),
+        verdicts::misses(backend, &missed(results, backend)),
         reps = results.options.sizes.repetitions,
     )
+}
+
+/// The scenarios of `backend` with a target (of a figure or of memory) the run missed.
+fn missed(results: &Results, backend: Backend) -> Vec<Scenario> {
+    scenarios_of(results, backend)
+        .into_iter()
+        .filter(|&scenario| {
+            let figure_missed = scenario.metrics().iter().any(|metric| {
+                let ratio = target_ratio(results, scenario, metric);
+                matches!((metric.target, ratio), (Some(target), Some(ratio)) if !target.met(ratio))
+            });
+            let memory_missed = scenario.memory_target().is_some_and(|most| {
+                let ours = memory(results, scenario, Implementation::Ours);
+                ratio(ours, memory(results, scenario, Implementation::Raw)).is_some_and(|ratio| ratio > most)
+            });
+            figure_missed || memory_missed
+        })
+        .collect()
 }
 
 /// What the benchmark prints: the tables of every store measured, under its name.

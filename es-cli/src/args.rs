@@ -99,7 +99,8 @@ pub(crate) enum Command {
     /// Decode every stored event and snapshot with this program's types; report each that
     /// fails, and exit with 1 if any does.
     Doctor {
-        /// Events read per query.
+        /// Snapshots read per query, and events checked between progress updates (the events
+        /// are read with one query).
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },

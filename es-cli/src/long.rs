@@ -2,9 +2,10 @@
 //! with progress bars on a terminal and plain progress lines otherwise.
 
 use std::io::IsTerminal;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use es_core::{ClaimStatus, RebuildProgress, StreamId};
+use es_core::{ClaimStatus, LogFilter, RebuildProgress, StreamId};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -225,34 +226,43 @@ pub(crate) async fn doctor<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, batc
         problems.push(problem);
         Ok(())
     };
-    let (mut events, mut after) = (0_u64, 0);
-    loop {
-        let page = cli.store.read_all(after, batch).await.map_err(Failure::store)?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        for event in &page {
-            let checked = match cli.aggregates.get(event.stream.aggregate_type.as_str()) {
-                Some(view) => view.check(event),
-                None => Err(format!(
-                    "no aggregate of type `{}` is registered",
-                    event.stream.aggregate_type
-                )),
+    // One query lends every event (see `GlobalLog::replay_all`); the callback cannot wait, so
+    // a failed write of a problem line stops the replay and is returned after it.
+    let mut events = 0_u64;
+    let mut failed = None;
+    cli.store
+        .replay_all(0, &LogFilter::all(), &mut |event| {
+            let checked = match cli.aggregates.get(event.aggregate_type) {
+                Some(view) => view.check(event.event_name, event.schema_version, event.payload),
+                None => Err(format!("no aggregate of type `{}` is registered", event.aggregate_type)),
             };
             if let Err(error) = checked {
                 let problem = Problem {
                     kind: "event",
-                    stream: event.stream.clone(),
+                    stream: event.stream(),
                     version: event.version,
-                    event_name: Some(event.event_name.clone()),
+                    event_name: Some(event.event_name.to_owned()),
                     error,
                 };
-                report(problem, out)?;
+                if let Err(failure) = report(problem, out) {
+                    failed = Some(failure);
+                    return ControlFlow::Break(());
+                }
             }
-        }
-        events += page.len() as u64;
-        let seconds = started.elapsed().as_secs_f64();
-        progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
+            events += 1;
+            if events % batch as u64 == 0 {
+                let seconds = started.elapsed().as_secs_f64();
+                progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
+            }
+            ControlFlow::Continue(())
+        })
+        .await
+        .map_err(Failure::store)?;
+    if let Some(failure) = failed {
+        return Err(failure);
     }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
     progress.finish();
     let (mut snapshots, mut stale) = (0_u64, 0_u64);
     let mut after_stream: Option<StreamId> = None;

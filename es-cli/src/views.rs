@@ -19,8 +19,9 @@ pub(crate) trait AggregateView<S>: Send + Sync {
     /// The payload of `record` decoded (upcast to the current schema) and shown as JSON.
     fn decode(&self, record: &RecordedEvent) -> Result<Value, String>;
 
-    /// Whether `record` decodes with the current code, and why not.
-    fn check(&self, record: &RecordedEvent) -> Result<(), String>;
+    /// Whether a stored event (its name, schema version and payload) decodes with the current
+    /// code, and why not.
+    fn check(&self, event_name: &str, schema_version: u32, payload: &[u8]) -> Result<(), String>;
 
     /// The state of the aggregate of `stream` as of `as_of`, with its version.
     async fn state(&self, store: &S, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), RepositoryError>;
@@ -64,10 +65,10 @@ where
         serde_json::from_slice(&payload).map_err(|error| error.to_string())
     }
 
-    fn check(&self, record: &RecordedEvent) -> Result<(), String> {
-        decode_record::<A::Event>(record)
+    fn check(&self, event_name: &str, schema_version: u32, payload: &[u8]) -> Result<(), String> {
+        A::Event::decode(event_name, schema_version, payload)
             .map(drop)
-            .map_err(|error| error.source.to_string())
+            .map_err(|error| error.to_string())
     }
 
     async fn state(&self, store: &S, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), RepositoryError> {
