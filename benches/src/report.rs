@@ -228,10 +228,11 @@ pub fn tables(results: &Results, backend: Backend) -> String {
          other, for ↓ rows below 1x does.\n\n{}\n\
          ### Peak memory (MiB)\n\n\
          Peak resident set size (`VmHWM`) of the process that ran the measurement, one process per \
-         run, including {setup}.\n\n{}{}",
+         run, including {setup}.\n\n{}{}{}",
         results_table(results, backend),
         memory_table(results, backend),
         verdicts::misses(backend, &missed(results, backend)),
+        verdicts::notes(backend, &scenarios_of(results, backend)),
         reps = results.options.sizes.repetitions,
     )
 }
