@@ -250,7 +250,7 @@ pub(crate) async fn doctor<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, batc
                 }
             }
             events += 1;
-            if events % batch as u64 == 0 {
+            if events.is_multiple_of(batch as u64) {
                 let seconds = started.elapsed().as_secs_f64();
                 progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
             }
