@@ -224,8 +224,9 @@
 //! whichever process holds it, without taking it.
 //! After each append commits, the store sends a `NOTIFY` from a separate statement (never inside
 //! the append: NOTIFY takes a database-wide lock at commit, which would make appends queue
-//! behind each other), coalescing bursts; [`PostgresStore::wake_up`] listens, and runners poll as
-//! well, since a notification is a wake-up, never the transport.
+//! behind each other), at most one per 10 ms ([`PostgresStore::with_notify_interval`]) so that
+//! a busy writer does not pay a statement per append; [`PostgresStore::wake_up`] listens, and
+//! runners poll as well, since a notification is a wake-up, never the transport.
 //!
 //! # Testing
 //!

@@ -2,7 +2,8 @@
 //! `NOTIFY` after each commit of events, never inside the append.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
@@ -21,33 +22,96 @@ impl PostgresStore {
     pub fn notify_listeners(&self) {
         self.notifier.events_committed(&self.pool, &self.sql);
     }
+
+    /// The same store (sharing its pool) sending its listeners at most one notification per
+    /// `interval` (default 10 ms): each appending process sends one statement per interval
+    /// under load instead of one per append, and listeners hear of a commit at most `interval`
+    /// after it (at once after a quiet interval). `Duration::ZERO` notifies after every
+    /// append, as soon as the previous notification is out.
+    ///
+    /// ```no_run
+    /// # fn demo(store: es_postgres::PostgresStore) {
+    /// let eager = store.with_notify_interval(std::time::Duration::ZERO);
+    /// # }
+    /// ```
+    pub fn with_notify_interval(self, interval: Duration) -> Self {
+        Self {
+            notifier: Notifier::with_interval(interval),
+            ..self
+        }
+    }
 }
 
-/// Sends the notifications of one store (and its clones), coalescing bursts.
-#[derive(Debug, Clone, Default)]
+/// Sends the notifications of one store (and its clones), at most one per interval.
+#[derive(Debug, Clone)]
 pub(crate) struct Notifier {
-    /// Set while a wake-up for listeners is queued but not yet sent.
-    queued: Arc<AtomicBool>,
+    state: Arc<NotifierState>,
 }
+
+#[derive(Debug)]
+struct NotifierState {
+    /// Set while a wake-up for listeners is queued but not yet sent.
+    queued: AtomicBool,
+    /// When the last notification was sent.
+    last_sent: Mutex<Option<Instant>>,
+    /// The least time between two notifications.
+    interval: Duration,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Self::with_interval(DEFAULT_NOTIFY_INTERVAL)
+    }
+}
+
+/// The least time between two notifications of one store: see
+/// [`PostgresStore::with_notify_interval`].
+pub(crate) const DEFAULT_NOTIFY_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Notifier {
+    /// A notifier that sends at most one notification per `interval`.
+    pub(crate) fn with_interval(interval: Duration) -> Self {
+        Self {
+            state: Arc::new(NotifierState {
+                queued: AtomicBool::new(false),
+                last_sent: Mutex::new(None),
+                interval,
+            }),
+        }
+    }
+
+    /// The least time between two notifications.
+    pub(crate) fn interval(&self) -> Duration {
+        self.state.interval
+    }
+
     /// Tells listeners that events were committed, from a task of its own. NOTIFY takes a
     /// database-wide lock at commit and holds it through the WAL flush: sent inside each append,
-    /// it would make all appends queue behind each other. Sent apart, one at a time per store, a
-    /// burst of appends costs one notification, and every commit is still followed by a
-    /// notification sent after it.
+    /// it would make all appends queue behind each other. Sent apart, one at a time per store
+    /// and at most one per interval, a burst of appends costs one notification (a statement
+    /// per append would cost the server about a sixth of a one-event append), and every commit
+    /// is still followed by a notification sent after it: at once after a quiet interval,
+    /// otherwise at the end of the interval.
     pub(crate) fn events_committed(&self, pool: &PgPool, sql: &Arc<Statements>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::debug!("no Tokio runtime to send the notification from; listeners will poll");
             return;
         };
-        if self.queued.swap(true, Ordering::AcqRel) {
+        if self.state.queued.swap(true, Ordering::AcqRel) {
             return; // the queued notification has not been sent yet: it covers this commit too
         }
-        let (pool, queued, sql) = (pool.clone(), Arc::clone(&self.queued), Arc::clone(sql));
+        let (pool, state, sql) = (pool.clone(), Arc::clone(&self.state), Arc::clone(sql));
         runtime.spawn(async move {
+            let last_sent = *state.last_sent.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(last_sent) = last_sent {
+                let wait = (last_sent + state.interval).saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
             // Commits from here on queue another notification.
-            queued.store(false, Ordering::Release);
+            state.queued.store(false, Ordering::Release);
+            *state.last_sent.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
             let sent = sqlx::query(sql.notify).bind(&sql.channel).execute(&pool).await;
             if let Err(error) = sent {
                 // Runners poll as well: a lost wake-up costs latency, never an event.

@@ -123,7 +123,7 @@ impl PostgresStore {
         Ok(Self {
             pool: self.pool,
             sql: Arc::new(Statements::new(name)),
-            notifier: Notifier::default(),
+            notifier: Notifier::with_interval(self.notifier.interval()),
             limits: self.limits,
         })
     }

@@ -54,3 +54,34 @@ async fn appends_in_a_caller_transaction_wake_listeners_when_told() {
     let woken = tokio::time::timeout(Duration::from_secs(5), wake_up.wait()).await;
     assert!(woken.is_ok(), "notify_listeners woke the listener");
 }
+
+/// A burst of appends sends one notification per interval, not one per append, and its last
+/// commit is still followed by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_appends_is_one_notification_per_interval() {
+    let schema = schema().await;
+    let interval = Duration::from_millis(300);
+    let store = schema.store().clone().with_notify_interval(interval);
+    let mut wake_up = store.wake_up().await.expect("listen");
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        store
+            .append(&fresh_stream("burst"), ExpectedVersion::NoStream, numbered(1))
+            .await
+            .expect("append");
+    }
+    let elapsed = started.elapsed();
+    let mut woken = 0_u128;
+    while tokio::time::timeout(Duration::from_millis(800), wake_up.wait())
+        .await
+        .is_ok()
+    {
+        woken += 1;
+    }
+    assert!(woken >= 1, "the burst's last commit is followed by a notification");
+    let most = elapsed.as_millis() / interval.as_millis() + 2;
+    assert!(
+        woken <= most,
+        "{woken} notifications for 30 appends in {elapsed:?}: at most {most} with a {interval:?} interval"
+    );
+}
