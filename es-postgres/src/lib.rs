@@ -205,6 +205,7 @@ mod append;
 mod catalog;
 mod error;
 mod fault;
+mod import;
 mod notify;
 mod options;
 mod parking;
@@ -216,6 +217,7 @@ mod sql;
 mod store;
 
 pub use error::PostgresError;
+pub use import::{EventAt, ImportError, ImportOptions, ImportProgress, ImportReport, ImportedEvent, SourceChange};
 pub use options::PostgresOptions;
 pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit, PostgresWakeUp};
 pub use store::PostgresStore;
