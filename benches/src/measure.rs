@@ -213,6 +213,7 @@ pub async fn measure(
         }
         Scenario::ReadAll | Scenario::SqliteReadAll => read_all(implementation, context).await?,
         Scenario::Upcast => upcast(implementation, context.sizes).await?,
+        Scenario::BulkImport => crate::bulk_import::measure(implementation, context).await?,
         Scenario::SqliteNewSequential => new_sequential(implementation, context, scenario).await?,
         Scenario::SqliteLoad => {
             let (events, iterations) = (context.sizes.load_events, context.sizes.load_iterations);

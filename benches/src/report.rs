@@ -69,25 +69,19 @@ fn ratio_cell(value: Option<f64>) -> String {
     value.map_or_else(|| "–".to_owned(), |value| format!("{value:.2}x"))
 }
 
-fn verdict(target: Option<Target>, ratio: Option<f64>) -> (String, String) {
-    match (target, ratio) {
-        (Some(target), Some(ratio)) => (
-            target.to_string(),
-            if target.met(ratio) {
-                "met".to_owned()
-            } else {
-                "**not met**".to_owned()
-            },
-        ),
-        (Some(target), None) => (target.to_string(), "–".to_owned()),
-        (None, _) => (String::new(), String::new()),
-    }
+fn verdict(target: Target, ratio: Option<f64>) -> (String, String) {
+    let met = match ratio {
+        Some(ratio) if target.met(ratio) => "met",
+        Some(_) => "**not met**",
+        None => "–",
+    };
+    (target.to_string(), met.to_owned())
 }
 
-/// The ratio a metric's target is judged on.
-fn target_ratio(results: &Results, scenario: Scenario, metric: &Metric) -> Option<f64> {
+/// The ratio (or figure) `target` of `metric` is judged on.
+fn target_ratio(results: &Results, scenario: Scenario, metric: &Metric, target: Target) -> Option<f64> {
     let ours = spread(results, scenario, Implementation::Ours, metric.key);
-    match metric.target? {
+    match target {
         Target::AtLeastRaw(_) | Target::AtMostRaw(_) => {
             ratio(ours, spread(results, scenario, Implementation::Raw, metric.key))
         }
@@ -151,7 +145,14 @@ pub fn results_table(results: &Results, backend: Backend) -> String {
                 Better::Higher => "↑",
                 Better::Lower => "↓",
             };
-            let (target, met) = verdict(metric.target, target_ratio(results, scenario, metric));
+            // Each target of the metric, judged alone; a second one follows the first.
+            let verdicts: Vec<(String, String)> = [metric.target, metric.also]
+                .into_iter()
+                .flatten()
+                .map(|target| verdict(target, target_ratio(results, scenario, metric, target)))
+                .collect();
+            let target = verdicts.iter().map(|(target, _)| target.as_str()).collect::<Vec<_>>().join(", ");
+            let met = verdicts.iter().map(|(_, met)| met.as_str()).collect::<Vec<_>>().join(", ");
             let _ = write!(out, "| {title} | {} {arrow} |", metric.label);
             for &value in &figures {
                 let _ = write!(out, " {} |", figure(value));

@@ -197,7 +197,7 @@ fn measure_all(
     for repetition in 0..sizes.repetitions {
         for &scenario in &options.scenarios {
             let backend = scenario.backend();
-            let implementations = backend.implementations();
+            let implementations = scenario.implementations();
             let mut checks = Vec::new();
             for k in 0..implementations.len() {
                 let implementation = implementations[(k + repetition) % implementations.len()];
