@@ -220,7 +220,13 @@ struct RawRow<'a> {
 
 impl RawRow<'_> {
     /// Writes the row with the event `name` at `schema_version`, its payload serialized in place.
-    fn write<P: serde::Serialize>(&self, buffer: &mut Vec<u8>, name: &str, schema_version: i32, payload: &P) -> BenchResult<()> {
+    fn write<P: serde::Serialize>(
+        &self,
+        buffer: &mut Vec<u8>,
+        name: &str,
+        schema_version: i32,
+        payload: &P,
+    ) -> BenchResult<()> {
         let field = |buffer: &mut Vec<u8>, bytes: &[u8]| -> BenchResult<()> {
             buffer.extend_from_slice(&i32::try_from(bytes.len())?.to_be_bytes());
             buffer.extend_from_slice(bytes);

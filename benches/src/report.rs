@@ -151,8 +151,16 @@ pub fn results_table(results: &Results, backend: Backend) -> String {
                 .flatten()
                 .map(|target| verdict(target, target_ratio(results, scenario, metric, target)))
                 .collect();
-            let target = verdicts.iter().map(|(target, _)| target.as_str()).collect::<Vec<_>>().join(", ");
-            let met = verdicts.iter().map(|(_, met)| met.as_str()).collect::<Vec<_>>().join(", ");
+            let target = verdicts
+                .iter()
+                .map(|(target, _)| target.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let met = verdicts
+                .iter()
+                .map(|(_, met)| met.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             let _ = write!(out, "| {title} | {} {arrow} |", metric.label);
             for &value in &figures {
                 let _ = write!(out, " {} |", figure(value));

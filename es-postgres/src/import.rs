@@ -3,16 +3,16 @@
 
 mod copy;
 mod error;
+mod source;
 mod write;
 
-use std::collections::HashMap;
-use std::pin::{pin, Pin};
+use std::pin::pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use es_core::{Limits, Metadata, NewEvent, StoreError, StreamId};
+use es_core::{Metadata, StreamId};
 use futures_core::Stream;
-use futures_util::StreamExt;
 use uuid::Uuid;
 
 pub use error::{EventAt, ImportError, SourceChange};
@@ -20,8 +20,9 @@ pub use error::{EventAt, ImportError, SourceChange};
 use crate::fault::store_error;
 use crate::sql::MAX_EVENTS_PER_TRANSACTION;
 use crate::PostgresStore;
-use copy::{Checked, Chunk};
-use write::{Progress, Record};
+use copy::Chunk;
+use source::Cursor;
+use write::{Progress, Writer};
 
 /// One event of the history an import loads, as the system it comes from recorded it.
 ///
@@ -125,11 +126,12 @@ impl PostgresStore {
     /// after everything stored before, in source order, and projections see them as new events.
     ///
     /// Each chunk of [`ImportOptions::chunk_size`] events is read and checked (the store's
-    /// [`Limits`], per event; UTF-8 payloads) before its transaction begins. The transaction
-    /// locks the import's resume record (the `imports` table, keyed by
+    /// [`Limits`](es_core::Limits), per event; UTF-8 payloads) and encoded before its transaction
+    /// begins. The transaction locks the import's resume record (the `imports` table, keyed by
     /// [`ImportOptions::name`]), takes its transaction id, copies the rows, records its progress
-    /// and commits; `on_progress` is called after each commit. A chunk that fails is rolled back
-    /// whole; the chunks before it stay.
+    /// and commits. Chunks are written one at a time on one connection, from a task of their own:
+    /// while one is copied, the next is read and encoded. `on_progress` is called once a chunk's
+    /// commit is seen. A chunk that fails is rolled back whole; the chunks before it stay.
     ///
     /// Calling `import` again with the same name and source resumes: the events earlier runs
     /// stored are read from the source and skipped (they rebuild the per-stream versions), after
@@ -139,8 +141,9 @@ impl PostgresStore {
     /// ([`ImportError::ConcurrentRun`]). Listeners of [`PostgresStore::wake_up`] are notified at
     /// the end.
     ///
-    /// Memory: one chunk of encoded events, and a version counter per stream of the whole
-    /// import. While a chunk's transaction is open (its `COPY`), it holds back `read_all` for
+    /// Memory: two chunks of encoded events (one being copied, one being read), and a version
+    /// counter per stream of the whole import. Dropping the future stops the import; a chunk
+    /// already being written commits or rolls back on its own, and a rerun resumes after it. While a chunk's transaction is open (its `COPY`), it holds back `read_all` for
     /// every reader of the cluster, as any write transaction does: smaller chunks hold it back
     /// for less.
     ///
@@ -190,13 +193,12 @@ impl PostgresStore {
             });
         }
         let mut tally = Tally::new();
-        let sql = &self.sql.import;
         let mut conn = self
             .pool
             .acquire()
             .await
             .map_err(|error| ImportError::Store(store_error(error)))?;
-        let record = write::begin(sql, &mut conn, &name).await?;
+        let record = write::begin(&self.sql.import, &mut conn, &name).await?;
         if record.finished {
             tracing::info!(
                 import = name,
@@ -209,15 +211,29 @@ impl PostgresStore {
         let mut cursor = Cursor::new();
         cursor.skip(&mut source, &name, &record).await?;
         tally.skipped = record.events_done;
-        let mut chunk = Chunk::with_capacity(chunk_size);
+        let mut writer = Writer::new(Arc::clone(&self.sql), &name, conn);
+        let mut spare = None;
+        let mut settle = async |writer: &mut Writer, tally: &mut Tally, spare: &mut Option<Chunk>| {
+            if let Some(written) = writer.settle().await? {
+                tally.imported += written.len() as u64;
+                tally.chunks += 1;
+                on_progress(&tally.progress());
+                *spare = Some(written);
+            }
+            Ok::<_, ImportError>(())
+        };
         loop {
+            let mut chunk = spare.take().unwrap_or_else(|| Chunk::with_capacity(chunk_size));
             chunk.clear();
-            let exhausted = cursor.fill(&mut source, &mut chunk, chunk_size, &self.limits).await?;
+            let filled = cursor.fill(&mut source, &mut chunk, chunk_size, &self.limits).await;
+            // The chunk in flight committed (and is reported) or failed before anything of this
+            // one counts: its error, or this one's, in source order.
+            settle(&mut writer, &mut tally, &mut spare).await?;
+            let exhausted = filled?;
             let len = chunk.len() as u64;
             if len == 0 {
-                if exhausted {
-                    write::finish(sql, &mut conn, &name, cursor.index).await?;
-                }
+                // The source ended right after the last chunk written (or was empty).
+                writer.finish(cursor.index).await?;
                 break;
             }
             let progress = Progress {
@@ -225,15 +241,13 @@ impl PostgresStore {
                 digest: cursor.digest.0,
                 exhausted,
             };
-            write::write_chunk(sql, &mut conn, &name, &mut chunk, progress).await?;
-            tally.imported += len;
-            tally.chunks += 1;
-            on_progress(&tally.progress());
+            writer.start(chunk, progress)?;
             if exhausted {
+                settle(&mut writer, &mut tally, &mut spare).await?;
                 break;
             }
         }
-        drop(conn);
+        drop(writer);
         if tally.imported > 0 {
             self.notify_listeners();
         }
@@ -288,224 +302,5 @@ impl Tally {
             events_total,
             already_finished,
         }
-    }
-}
-
-/// A 64-bit FNV-1a digest of the streams and ids of events, in order: what a rerun checks its
-/// source's skipped events against. Stable across builds and platforms (it is stored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Digest(u64);
-
-impl Digest {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(Self::PRIME);
-        }
-    }
-
-    /// Adds one event. A 0xff byte (never in UTF-8) ends each string.
-    fn add(&mut self, stream: &StreamId, event_id: Uuid) {
-        self.bytes(stream.aggregate_type.as_bytes());
-        self.bytes(&[0xff]);
-        self.bytes(stream.aggregate_id.as_bytes());
-        self.bytes(&[0xff]);
-        self.bytes(event_id.as_bytes());
-    }
-}
-
-/// Where a run is in its source: the index of the next event, each stream's last version, and
-/// the digest of the events so far.
-struct Cursor {
-    index: u64,
-    versions: HashMap<StreamId, u64>,
-    digest: Digest,
-}
-
-impl Cursor {
-    fn new() -> Self {
-        Self {
-            index: 0,
-            versions: HashMap::new(),
-            digest: Digest(Digest::OFFSET),
-        }
-    }
-
-    /// Counts an event of `stream`: its version.
-    fn advance(&mut self, stream: &StreamId, event_id: Uuid) -> u64 {
-        self.index += 1;
-        self.digest.add(stream, event_id);
-        match self.versions.get_mut(stream) {
-            Some(version) => {
-                *version += 1;
-                *version
-            }
-            None => {
-                self.versions.insert(stream.clone(), 1);
-                1
-            }
-        }
-    }
-
-    /// The source's next event.
-    async fn next<S, E>(&self, source: &mut Pin<&mut S>) -> Result<Option<ImportedEvent>, ImportError>
-    where
-        S: Stream<Item = Result<ImportedEvent, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        match source.next().await {
-            Some(Ok(event)) => Ok(Some(event)),
-            Some(Err(error)) => Err(ImportError::Source {
-                index: self.index,
-                source: error.into(),
-            }),
-            None => Ok(None),
-        }
-    }
-
-    /// Reads past the events earlier runs stored, counting their versions, and checks that
-    /// they are the events those runs stored, in the same order.
-    async fn skip<S, E>(&mut self, source: &mut Pin<&mut S>, name: &str, record: &Record) -> Result<(), ImportError>
-    where
-        S: Stream<Item = Result<ImportedEvent, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let changed = |change| ImportError::SourceChanged {
-            name: name.to_owned(),
-            events_done: record.events_done,
-            change,
-        };
-        while self.index < record.events_done {
-            let Some(event) = self.next(source).await? else {
-                return Err(changed(SourceChange::Shorter { events: self.index }));
-            };
-            self.advance(&event.stream, event.event_id);
-            if self.index == record.events_done {
-                if let Some(imported) = record.last_event_id.filter(|id| *id != event.event_id) {
-                    let found = event.event_id;
-                    return Err(changed(SourceChange::LastEventMoved { imported, found }));
-                }
-            }
-        }
-        // A record at 0 events holds no digest yet (the column's default).
-        if record.events_done > 0 && self.digest.0 != record.digest {
-            return Err(changed(SourceChange::OrderDiffers));
-        }
-        Ok(())
-    }
-
-    /// Reads, checks and encodes the source's next events into `chunk`, up to `size`; whether
-    /// the source ended.
-    async fn fill<S, E>(
-        &mut self,
-        source: &mut Pin<&mut S>,
-        chunk: &mut Chunk,
-        size: usize,
-        limits: &Limits,
-    ) -> Result<bool, ImportError>
-    where
-        S: Stream<Item = Result<ImportedEvent, E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        while chunk.len() < size {
-            let Some(event) = self.next(source).await? else {
-                return Ok(true);
-            };
-            let checked = check(limits, event, self.index)?;
-            let version = self.advance(&checked.at.stream, checked.at.event_id);
-            chunk.push(checked, version)?;
-        }
-        Ok(false)
-    }
-}
-
-/// Checks `event`, at `index` in the source, as an append checks each of its events: the
-/// store's limits and rules for names, then a UTF-8 payload (the server parses the JSON).
-fn check(limits: &Limits, event: ImportedEvent, index: u64) -> Result<Checked, ImportError> {
-    let ImportedEvent {
-        stream,
-        event_id,
-        event_name,
-        schema_version,
-        payload,
-        metadata,
-        recorded_at,
-    } = event;
-    let event = NewEvent {
-        event_id,
-        event_name,
-        schema_version,
-        payload,
-        metadata,
-    };
-    let at = EventAt::new(stream, index, event_id);
-    if let Err(error) = limits.check_append(&at.stream, std::slice::from_ref(&event)) {
-        return Err(match error {
-            StoreError::LimitExceeded(exceeded) => ImportError::LimitExceeded {
-                event: at,
-                limit: exceeded.limit,
-                actual: exceeded.actual,
-                max: exceeded.max,
-            },
-            // The reason speaks of a batch of one.
-            StoreError::InvalidBatch { reason, .. } => ImportError::InvalidEvent {
-                event: at,
-                reason: reason.replace(" of event #1", ""),
-            },
-            other => ImportError::InvalidEvent {
-                event: at,
-                reason: other.to_string(),
-            },
-        });
-    }
-    let NewEvent {
-        event_name,
-        schema_version,
-        payload,
-        metadata,
-        ..
-    } = event;
-    if std::str::from_utf8(&payload).is_err() {
-        return Err(ImportError::PayloadNotUtf8 { event: at });
-    }
-    let Ok(schema_version) = i32::try_from(schema_version) else {
-        let reason = format!("schema version {schema_version} is above {}", i32::MAX);
-        return Err(ImportError::InvalidEvent { event: at, reason });
-    };
-    Ok(Checked {
-        at,
-        event_name,
-        schema_version,
-        payload,
-        metadata,
-        recorded_at,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_digest_is_fnv_1a_and_depends_on_order() {
-        let mut empty = Digest(Digest::OFFSET);
-        empty.bytes(b"a");
-        assert_eq!(empty.0, 0xaf63_dc4c_8601_ec8c, "FNV-1a 64 of `a`");
-        let (a, b) = (StreamId::new("t", "a"), StreamId::new("t", "b"));
-        let (x, y) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let mut one = Digest(Digest::OFFSET);
-        one.add(&a, x);
-        one.add(&b, y);
-        let mut other = Digest(Digest::OFFSET);
-        other.add(&b, y);
-        other.add(&a, x);
-        assert_ne!(one, other);
-        let mut split = Digest(Digest::OFFSET);
-        split.add(&StreamId::new("ta", ""), x);
-        let mut joined = Digest(Digest::OFFSET);
-        joined.add(&StreamId::new("t", "a"), x);
-        assert_ne!(split, joined, "the stream's parts are delimited");
     }
 }

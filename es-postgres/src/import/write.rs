@@ -2,14 +2,17 @@
 //! progress, commit), and what a refused chunk means.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, Postgres, Row};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::copy::Chunk;
 use super::error::ImportError;
 use crate::fault::store_error;
-use crate::sql::{ImportStatements, EVENT_ID_CONSTRAINT, STREAM_VERSION_CONSTRAINT};
+use crate::sql::{ImportStatements, Statements, EVENT_ID_CONSTRAINT, STREAM_VERSION_CONSTRAINT};
 
 /// The SQLSTATE of a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -42,6 +45,77 @@ pub(super) struct Progress {
     pub(super) digest: u64,
     /// Whether the source ended with this chunk.
     pub(super) exhausted: bool,
+}
+
+/// Writes an import's chunks one after the other on one connection, each from a task of its
+/// own: while a chunk is copied, the next is read from the source and encoded (on another core,
+/// on a multi-threaded runtime). A chunk starts only once the one before it committed.
+pub(super) struct Writer {
+    sql: Arc<Statements>,
+    name: Arc<str>,
+    /// The connection, when no chunk is in flight.
+    conn: Option<PoolConnection<Postgres>>,
+    in_flight: Option<JoinHandle<Written>>,
+}
+
+/// What the task writing a chunk hands back.
+struct Written {
+    conn: PoolConnection<Postgres>,
+    chunk: Chunk,
+    result: Result<(), ImportError>,
+}
+
+impl Writer {
+    /// A writer for import `name` on `conn`.
+    pub(super) fn new(sql: Arc<Statements>, name: &str, conn: PoolConnection<Postgres>) -> Self {
+        Self {
+            sql,
+            name: name.into(),
+            conn: Some(conn),
+            in_flight: None,
+        }
+    }
+
+    fn unexpected(message: &str) -> ImportError {
+        ImportError::Store(crate::PostgresError::Unexpected(message.to_owned()).into())
+    }
+
+    /// Starts writing `chunk`, after the chunk before it was [settled](Writer::settle).
+    pub(super) fn start(&mut self, chunk: Chunk, progress: Progress) -> Result<(), ImportError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Self::unexpected("no Tokio runtime"))?;
+        let mut conn = self
+            .conn
+            .take()
+            .ok_or_else(|| Self::unexpected("a chunk started before the one in flight settled"))?;
+        let (sql, name) = (Arc::clone(&self.sql), Arc::clone(&self.name));
+        self.in_flight = Some(runtime.spawn(async move {
+            let mut chunk = chunk;
+            let result = write_chunk(&sql.import, &mut conn, &name, &mut chunk, progress).await;
+            Written { conn, chunk, result }
+        }));
+        Ok(())
+    }
+
+    /// Waits for the chunk in flight, if any: once it committed, the chunk (to fill again).
+    pub(super) async fn settle(&mut self) -> Result<Option<Chunk>, ImportError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let written = in_flight
+            .await
+            .map_err(|error| Self::unexpected(&format!("the task writing a chunk failed: {error}")))?;
+        self.conn = Some(written.conn);
+        written.result.map(|()| Some(written.chunk))
+    }
+
+    /// Marks the import finished, when the source ended right after its last chunk (settled).
+    pub(super) async fn finish(&mut self, events_done: u64) -> Result<(), ImportError> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Self::unexpected("finishing with a chunk in flight"))?;
+        finish(&self.sql.import, conn, &self.name, events_done).await
+    }
 }
 
 fn sql_error(error: sqlx::Error) -> ImportError {
@@ -79,7 +153,7 @@ pub(super) async fn begin(sql: &ImportStatements, conn: &mut PgConnection, name:
 }
 
 /// Marks import `name` finished, when the source ended right after its last chunk.
-pub(super) async fn finish(
+async fn finish(
     sql: &ImportStatements,
     conn: &mut PgConnection,
     name: &str,
@@ -101,7 +175,7 @@ pub(super) async fn finish(
 /// Writes `chunk` in one transaction: takes the transaction id and locks the resume record,
 /// copies the rows with their positions, advances the record, commits. On any error the
 /// transaction rolls back: nothing of the chunk is written.
-pub(super) async fn write_chunk(
+async fn write_chunk(
     sql: &ImportStatements,
     conn: &mut PgConnection,
     name: &str,

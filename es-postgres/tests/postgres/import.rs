@@ -328,19 +328,20 @@ async fn a_stream_with_events_of_its_own_or_a_stored_id_is_refused_by_name() {
 async fn a_run_that_finds_its_record_moved_on_stops_without_writing() {
     let schema = schema().await;
     let events = history("concurrent", 3, 30);
+    // "Another run" stores 5 more events once chunk 1 (10 events) is committed.
     let sql = format!(
-        "UPDATE \"{}\".imports SET events_done = 25 WHERE name = 'shared'",
+        "UPDATE \"{}\".imports SET events_done = 15 WHERE name = 'shared' AND events_done = 10",
         schema.schema()
     );
     let pool = schema.pool().clone();
-    // While the source is read for chunk 2, "another run" moves the record on.
     let meddling = futures_util::stream::iter(events.clone())
         .enumerate()
         .then(move |(i, event)| {
             let (pool, sql) = (pool.clone(), sql.clone());
             async move {
-                if i == 15 {
-                    sqlx::query(&sql).execute(&pool).await.expect("update");
+                // Retried until chunk 1 has committed (it is written while chunk 2 is read).
+                while i == 15 && sqlx::query(&sql).execute(&pool).await.expect("update").rows_affected() == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
                 Ok::<_, Infallible>(event)
             }
@@ -352,4 +353,33 @@ async fn a_run_that_finds_its_record_moved_on_stops_without_writing() {
         "{result:?}"
     );
     assert_eq!(stored(&schema).await, (10, 10), "chunk 2 was not written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_one_import_at_once_store_each_event_once() {
+    let schema = schema().await;
+    let events = history("twice", 4, 60);
+    // A source slow enough that both runs read their first chunk at the same time.
+    let slow = || {
+        futures_util::stream::iter(events.clone()).then(|event| async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            Ok::<_, Infallible>(event)
+        })
+    };
+    let run = || schema.import(ImportOptions::new("twice").with_chunk_size(10), slow(), |_| {});
+    let (first, second) = tokio::join!(run(), run());
+    let stopped = [&first, &second]
+        .iter()
+        .filter(|result| matches!(result, Err(ImportError::ConcurrentRun { .. })))
+        .count();
+    assert!(stopped >= 1, "one run gives way: {first:?} {second:?}");
+    assert!(
+        [&first, &second]
+            .iter()
+            .all(|result| matches!(result, Ok(_) | Err(ImportError::ConcurrentRun { .. }))),
+        "{first:?} {second:?}"
+    );
+    let (result, _) = import(&schema, "twice", 10, &events).await;
+    assert_eq!(result.expect("a rerun completes").events_total, 60);
+    assert_eq!(stored(&schema).await, (60, 60), "each event stored once");
 }
