@@ -382,6 +382,16 @@ through its own load path (es-rs: `EventSet::decode`; cqrs-es:
 upcaster registered, and the current-version half (the same events in memory) both with the
 upcaster registered and without any.
 
+Scenario 7 (bulk import) has no cqrs-es column: it has no bulk import. es-rs and raw sqlx each
+write into a fresh schema made by `PostgresStore::migrate`, so into es-postgres's `events` table
+(the same columns and three unique indexes), a history of {import} events over {accounts}
+accounts, interleaved, that they build inside the timed section: es-rs hands a stream of
+`ImportedEvent`s to `PostgresStore::import` (chunks of {chunk} events, one transaction each:
+checked, encoded in `COPY`'s binary format, positions from the chunk's transaction id, progress
+recorded with it); raw sqlx writes the same rows straight into one binary `COPY` (positions
+counted from 1), a mebibyte per message. Each follows an untimed import of a fiftieth of that
+size. Its second target is absolute: 100,000 events/s.
+
 The upcasting target compares es-rs with itself: in each pass the current-version half is
 decoded with the upcaster registered and with a type that has none, back to back in
 alternating order; the figure is the median over the passes of the ratio of the two speeds,
@@ -394,6 +404,9 @@ shown as a control, still moves by that much from one build to the next (code la
         build = build_items(results),
         page = results.options.sizes.read_all_page,
         tables = tables(results, Backend::Postgres),
+        import = group_digits(results.options.sizes.import_events),
+        accounts = group_digits(results.options.sizes.import_accounts),
+        chunk = group_digits(results.options.sizes.import_chunk as u64),
     )
 }
 

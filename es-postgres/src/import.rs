@@ -26,7 +26,7 @@ use write::{Progress, Writer};
 
 /// One event of the history an import loads, as the system it comes from recorded it.
 ///
-/// Unlike a [`NewEvent`], it names its stream and keeps its original id, timestamp and
+/// Unlike a [`NewEvent`](es_core::NewEvent), it names its stream and keeps its original id, timestamp and
 /// metadata; its version and position are the store's to give (see
 /// [`PostgresStore::import`]).
 #[derive(Debug, Clone, PartialEq)]
