@@ -123,10 +123,7 @@ fn sql_error(error: sqlx::Error) -> ImportError {
 }
 
 fn count(value: i64, what: &str) -> Result<u64, ImportError> {
-    u64::try_from(value).map_err(|_| {
-        let message = format!("a negative {what} ({value}) in the imports table");
-        ImportError::Store(crate::PostgresError::Unexpected(message).into())
-    })
+    u64::try_from(value).map_err(|_| Writer::unexpected(&format!("a negative {what} ({value}) in the imports table")))
 }
 
 /// The resume record of import `name`, created (at 0 events) if it has none.
@@ -183,11 +180,12 @@ async fn write_chunk(
     progress: Progress,
 ) -> Result<(), ImportError> {
     let concurrent = || ImportError::ConcurrentRun { name: name.to_owned() };
-    let (Some(last), Ok(events_before)) = (chunk.rows().last(), i64::try_from(progress.events_before)) else {
+    let Some(last_event_id) = chunk.rows().last().map(|row| row.at.event_id) else {
         return Ok(());
     };
-    let last_event_id = last.at.event_id;
-    let events_after = i64::try_from(progress.events_before + chunk.len() as u64).map_err(|_| concurrent())?;
+    let beyond = |_| Writer::unexpected("more events than a bigint counts");
+    let events_before = i64::try_from(progress.events_before).map_err(beyond)?;
+    let events_after = i64::try_from(progress.events_before + chunk.len() as u64).map_err(beyond)?;
     let mut tx = conn.begin().await.map_err(sql_error)?;
     let claim = sqlx::query(&sql.claim)
         .bind(name)
@@ -201,9 +199,7 @@ async fn write_chunk(
     if stored != events_before || finished {
         return Err(concurrent());
     }
-    let data = chunk
-        .seal(xid)
-        .map_err(|message| ImportError::Store(crate::PostgresError::Unexpected(message).into()))?;
+    let data = chunk.seal(xid).map_err(|message| Writer::unexpected(&message))?;
     let mut copy = tx.copy_in_raw(&sql.copy).await.map_err(sql_error)?;
     copy.send(data).await.map_err(sql_error)?;
     let copied = match copy.finish().await {
@@ -214,8 +210,10 @@ async fn write_chunk(
         }
     };
     if copied != chunk.len() as u64 {
-        let message = format!("COPY stored {copied} of {} events", chunk.len());
-        return Err(ImportError::Store(crate::PostgresError::Unexpected(message).into()));
+        return Err(Writer::unexpected(&format!(
+            "COPY stored {copied} of {} events",
+            chunk.len()
+        )));
     }
     sqlx::query(&sql.advance)
         .bind(name)
