@@ -12,6 +12,7 @@
 //!   against);
 //! - [`ours`], [`peer`], [`raw`], [`raw_sqlite`]: the domain implemented four ways (es-rs on
 //!   either store), and [`subject`] to drive them alike;
+//! - [`bulk_import`]: scenario 7, es-rs's bulk import against a plain `COPY` of the same rows;
 //! - [`scenario`]: scenarios, metrics, targets and sizes; [`measure`]: one measurement, in a
 //!   child process; [`run`]: the parent that runs them all; [`report`]: the markdown;
 //! - [`read_model`]: the scenarios over scenario 5's events (catch-up into a read model,
@@ -21,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bulk_import;
 pub mod measure;
 pub mod model;
 pub mod ours;

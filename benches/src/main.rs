@@ -29,7 +29,7 @@ rusqlite on files in a fresh directory under $TMPDIR (or /tmp).
   --sqlite         only the SQLite scenarios (s1a s3a s4b s5): no PostgreSQL needed
   --postgres       only the PostgreSQL scenarios
   --only LIST      only these scenarios (comma-separated): PostgreSQL 1a 1b 2a 2b 2c 3a 3b 3c 4a
-                   4b 5 6 8 9, SQLite s1a s3a s4b s5
+                   4b 5 6 7 8 9, SQLite s1a s3a s4b s5
   --write PATH     also write the benchmark document (docs/BENCHMARKS.md) to PATH: the sections
                    of the stores measured are rewritten, the others kept as they are in PATH";
 

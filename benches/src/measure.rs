@@ -213,6 +213,7 @@ pub async fn measure(
         }
         Scenario::ReadAll | Scenario::SqliteReadAll => read_all(implementation, context).await?,
         Scenario::Upcast => upcast(implementation, context.sizes).await?,
+        Scenario::BulkImport => crate::bulk_import::measure(implementation, context).await?,
         Scenario::CatchUp => catch_up(implementation, context).await?,
         Scenario::Storage => storage(implementation, context).await?,
         Scenario::SqliteNewSequential => new_sequential(implementation, context, scenario).await?,

@@ -49,13 +49,22 @@ fn every_scenario_runs_at_a_tiny_size_and_the_document_is_written() -> Result<()
     let stdout = smoke(&[], &doc)?;
     let written = std::fs::read_to_string(&doc)?;
     for id in [
-        "1a.", "1b.", "2a.", "2b.", "3a.", "3b.", "3c.", "4a.", "4b.", "5.", "6.", "s1a.", "s3a.", "s4b.", "s5.",
+        "1a.", "1b.", "2a.", "2b.", "3a.", "3b.", "3c.", "4a.", "4b.", "5.", "6.", "7.", "s1a.", "s3a.", "s4b.", "s5.",
     ] {
         assert!(
             stdout.contains(&format!("| {id} ")),
             "no row for scenario {id}:\n{stdout}"
         );
     }
+    // Bulk import: cqrs-es has none (not measured), and es-rs has two targets.
+    let import_row = stdout
+        .lines()
+        .find(|line| line.starts_with("| 7. "))
+        .unwrap_or_default();
+    assert!(
+        import_row.contains("| – |") && import_row.contains("≥ 0.80x raw, ≥ 100,000/s"),
+        "{import_row}"
+    );
     for printed in [
         "| Scenario | Metric | es-rs | cqrs-es | raw sqlx |",
         "| Scenario | Metric | es-rs | raw rusqlite | es-rs / raw |",

@@ -54,6 +54,7 @@
 //! - `snapshots`: the latest snapshot per stream; saving keeps the row with the higher version.
 //! - `projection_checkpoints` and `parked_events`: per projection, its checkpoint and claim, and
 //!   the events it parked (see [Projections](#projections)).
+//! - `imports`: per [bulk import](#bulk-import), by name, how far it got (its resume record).
 //! - `es_migrations`: which embedded migrations were applied. Migrations run in one transaction
 //!   under an advisory lock keyed on the schema name, so concurrent `migrate` calls are safe.
 //!
@@ -228,6 +229,41 @@
 //! a busy writer does not pay a statement per append; [`PostgresStore::wake_up`] listens, and
 //! runners poll as well, since a notification is a wake-up, never the transport.
 //!
+//! ## Bulk import
+//!
+//! [`PostgresStore::import`] loads another system's history: [`ImportedEvent`]s with their
+//! original ids, timestamps (`recorded_at`) and metadata, from a `futures` stream in the order to
+//! store them. Versions are numbered per stream from 1 in source order, so every stream must be
+//! new (one with events of its own is refused, [`ImportError::StreamHasEvents`]); positions are
+//! the store's. The events go in chunks ([`ImportOptions::chunk_size`], 50,000 by default), one
+//! transaction each. A chunk is read, checked (the store's limits, UTF-8 payloads) and encoded in
+//! `COPY`'s binary format before its transaction begins; the transaction locks the import's row
+//! in `imports` and takes its transaction id first, so the client computes the chunk's positions
+//! (`xid << 20 | n`, `n` from 1 in source order) and copies the rows with them straight into
+//! `events` (no staging table), then records its progress (events done, the last id, a digest of
+//! the streams and ids so far) and commits. While a chunk is copied, the next is read and
+//! encoded. A refused chunk rolls back whole, with an [`ImportError`] that names the event
+//! (stream, index in the source, id): a unique violation is explained by looking the chunk's ids
+//! or versions up, a value the server refuses (JSON that `jsonb` will not take) by the row number
+//! of the `COPY` error's context.
+//!
+//! Imported events get the positions of the import's transactions, so they sort after every
+//! event stored before, in source order, and projections see them as new events (listeners are
+//! notified at the end); only their `recorded_at` tells their age. Running the import again under
+//! its name resumes after the last committed chunk: the source is read from its start, the
+//! events already stored are skipped (rebuilding each stream's version), and the run stops with
+//! [`ImportError::SourceChanged`] unless they replay as they were; a finished import imports
+//! nothing.
+//!
+//! Throughput, on a 2-CPU virtual machine with a throwaway PostgreSQL 15 (initdb defaults,
+//! `fsync` on): 1,000,000 small events over 1,000 streams import at about 80,000 events/s
+//! (benchmark scenario 7: 75,000 to 82,000 over 6 runs), as fast as a plain binary `COPY` of the
+//! same rows into a table of the same schema (74,000 to 91,000). Index maintenance on the
+//! server is most of the cost, and the ceiling: the same `COPY` from a file on the server, with
+//! no client at all, takes 11 to 13 s with the three unique indexes and 3 s without any, the
+//! `(aggregate_type, aggregate_id, version)` index alone about half. The binary format takes
+//! less CPU than text on both sides (72,000 to 83,000 events/s against 66,000 to 70,000).
+//!
 //! # Testing
 //!
 //! The workspace crate `es-test-support` (not published) gives tests a real server:
@@ -240,6 +276,7 @@ mod append;
 mod catalog;
 mod error;
 mod fault;
+mod import;
 mod notify;
 mod options;
 mod parking;
@@ -251,6 +288,7 @@ mod sql;
 mod store;
 
 pub use error::PostgresError;
+pub use import::{EventAt, ImportError, ImportOptions, ImportProgress, ImportReport, ImportedEvent, SourceChange};
 pub use options::PostgresOptions;
 pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit, PostgresWakeUp};
 pub use store::PostgresStore;

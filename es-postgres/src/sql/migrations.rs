@@ -127,4 +127,29 @@ COMMENT ON COLUMN {schema}.events.metadata IS
     'The rest of the metadata as JSON ({"extra": {...}}), NULL when there is none. Rows written before migration 5 hold all of their metadata here; a column that is not NULL takes precedence.';
 "#,
     ),
+    (
+        6,
+        "bulk import progress",
+        r#"
+CREATE TABLE {schema}.imports (
+    name          text        NOT NULL,
+    events_done   bigint      NOT NULL DEFAULT 0,
+    last_event_id uuid,
+    source_digest bigint      NOT NULL DEFAULT 0,
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz,
+    CONSTRAINT imports_pkey PRIMARY KEY (name),
+    CONSTRAINT imports_events_done_check CHECK (events_done >= 0)
+);
+
+COMMENT ON TABLE {schema}.imports IS
+    'Per bulk import (PostgresStore::import), by name: how far it got. Advanced in the transaction of each chunk it writes, so a run that fails resumes after the last chunk committed.';
+COMMENT ON COLUMN {schema}.imports.events_done IS 'How many events of the source are stored: the next run skips them.';
+COMMENT ON COLUMN {schema}.imports.last_event_id IS 'The id of the last event stored: a rerun checks that its source has it at the same place.';
+COMMENT ON COLUMN {schema}.imports.source_digest IS
+    'A 64-bit FNV-1a digest of the stream and id of every event stored, in source order: a rerun checks that its source replays them in that order.';
+COMMENT ON COLUMN {schema}.imports.finished_at IS 'When the source was exhausted: a finished import imports nothing more.';
+"#,
+    ),
 ];

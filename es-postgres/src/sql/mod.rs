@@ -2,6 +2,7 @@
 
 mod catalog;
 mod checkpoints;
+mod import;
 mod migrations;
 mod parking;
 
@@ -12,6 +13,9 @@ use crate::row::{EVENT_COLUMNS, FILTERED_COLUMNS, PAGE_COLUMNS, REPLAY_COLUMNS, 
 
 use catalog::CatalogStatements;
 use checkpoints::CheckpointStatements;
+#[cfg(test)]
+pub(crate) use import::copied_columns;
+pub(crate) use import::ImportStatements;
 use migrations::MIGRATIONS;
 pub(crate) use parking::ParkingStatements;
 
@@ -322,6 +326,7 @@ pub(crate) struct Statements {
     pub checkpoints: CheckpointStatements,
     pub parking: ParkingStatements,
     pub catalog: CatalogStatements,
+    pub import: ImportStatements,
 }
 
 /// The LISTEN/NOTIFY channel appends to schema `schema` notify: at most 63 bytes, PostgreSQL's
@@ -500,6 +505,7 @@ impl Statements {
             checkpoints: CheckpointStatements::new(&s),
             parking: ParkingStatements::new(&s),
             catalog: CatalogStatements::new(&s),
+            import: ImportStatements::new(&s),
         }
     }
 }

@@ -16,6 +16,7 @@ mod conformance;
 mod connect;
 mod failures;
 mod idempotency;
+mod import;
 mod limits;
 mod migrations;
 mod projection_faults;
