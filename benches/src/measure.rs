@@ -467,9 +467,10 @@ async fn catch_up(implementation: Implementation, context: Context<'_>) -> Bench
     let expected = read_model::expected_totals(sizes.read_all_streams, per_stream)?;
     let mut times = Vec::with_capacity(sizes.passes);
     for pass in 0..sizes.passes.max(1) {
+        let pass = format!("{}_{pass}", context.repetition);
         let (seconds, totals) = match &subject {
-            Subject::Ours(ours) => read_model::catch_up_ours(ours.store(), pass).await?,
-            Subject::Raw(raw) => read_model::catch_up_raw(raw.pool(), &schema, pass).await?,
+            Subject::Ours(ours) => read_model::catch_up_ours(ours.store(), &pass).await?,
+            Subject::Raw(raw) => read_model::catch_up_raw(raw.pool(), &schema, &pass).await?,
             _ => return Err(format!("scenario 8 is not measured for {implementation:?}").into()),
         };
         if totals != expected {

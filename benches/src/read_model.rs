@@ -95,9 +95,11 @@ pub fn expected_totals(streams: u64, per_stream: u64) -> BenchResult<(i64, i64)>
     Ok((summary.balance * streams, i64::try_from(summary.deposits)? * streams))
 }
 
-/// es-rs: a fresh projection (a name and a table of its own for `pass`) caught up from position
-/// 0 by a [`ProjectionRunner`]. Returns the seconds it took and the read model's totals.
-pub async fn catch_up_ours(store: &PostgresStore, pass: usize) -> BenchResult<(f64, (i64, i64))> {
+/// es-rs: a fresh projection (a name and a table of its own for `pass`, which names the
+/// repetition and the pass in it: checkpoints stay in the seeded schema between repetitions)
+/// caught up from position 0 by a [`ProjectionRunner`]. Returns the seconds it took and the
+/// read model's totals.
+pub async fn catch_up_ours(store: &PostgresStore, pass: &str) -> BenchResult<(f64, (i64, i64))> {
     let table = format!("\"{}\".balances_{pass}", store.schema());
     create_table(store.pool(), &table).await?;
     let projection = Balances {
@@ -121,7 +123,7 @@ pub async fn catch_up_ours(store: &PostgresStore, pass: usize) -> BenchResult<(f
 /// The raw baseline: one query streams every event in position order on one connection; the
 /// other writes the upserts in transactions of [`UNIT_EVENTS`] events, each saving the position
 /// reached in a checkpoint row.
-pub async fn catch_up_raw(pool: &PgPool, schema: &str, pass: usize) -> BenchResult<(f64, (i64, i64))> {
+pub async fn catch_up_raw(pool: &PgPool, schema: &str, pass: &str) -> BenchResult<(f64, (i64, i64))> {
     let table = format!("{schema}.balances_{pass}");
     create_table(pool, &table).await?;
     sqlx::raw_sql(&format!(
