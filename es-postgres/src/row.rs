@@ -89,12 +89,18 @@ pub(crate) const STORED_EVENT_COLUMNS: &str = "event_id, aggregate_type, aggrega
 /// Decodes the [`REPLAY_COLUMNS`] of an event row of `stream`, borrowing the name and the payload
 /// from the row.
 pub(crate) fn replayed_event<'r>(row: &'r PgRow, stream: &StreamId) -> StoreResult<ReplayedEvent<'r>> {
+    replayed_fields(row, || stream.clone())
+}
+
+/// [`replayed_event`], naming the stream in an error with `stream()`: only a failure pays
+/// for the copy.
+fn replayed_fields<'r>(row: &'r PgRow, stream: impl Fn() -> StreamId) -> StoreResult<ReplayedEvent<'r>> {
     let version: i64 = row.try_get(col::VERSION).map_err(store_error)?;
     let Ok(version) = u64::try_from(version) else {
-        return Err(negative_version(stream, version));
+        return Err(negative_version(&stream(), version));
     };
     let corrupt = |reason: String| StoreError::Corrupt {
-        stream: stream.clone(),
+        stream: stream(),
         version,
         reason,
     };
@@ -158,27 +164,13 @@ pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
 pub(crate) fn logged_event<'r>(row: &'r PgRow, metadata: &'r Metadata) -> StoreResult<LoggedEvent<'r>> {
     let aggregate_type: &str = row.try_get(col::AGGREGATE_TYPE).map_err(store_error)?;
     let aggregate_id: &str = row.try_get(col::AGGREGATE_ID).map_err(store_error)?;
-    let version: i64 = row.try_get(col::VERSION).map_err(store_error)?;
     let stream = || StreamId::new(aggregate_type, aggregate_id);
-    let Ok(version) = u64::try_from(version) else {
-        return Err(negative_version(&stream(), version));
-    };
+    let replayed = replayed_fields(row, stream)?;
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream(),
-        version,
+        version: replayed.version,
         reason,
     };
-    let event_name: &str = row
-        .try_get(col::EVENT_NAME)
-        .map_err(|e| corrupt(format!("event name: {e}")))?;
-    let schema_version: i32 = row
-        .try_get(col::SCHEMA_VERSION)
-        .map_err(|e| corrupt(format!("schema version: {e}")))?;
-    let schema_version =
-        u32::try_from(schema_version).map_err(|_| corrupt(format!("negative schema version {schema_version}")))?;
-    let payload: &str = row
-        .try_get(col::PAYLOAD)
-        .map_err(|e| corrupt(format!("payload: {e}")))?;
     let position: i64 = row
         .try_get(col::POSITION)
         .map_err(|e| corrupt(format!("position: {e}")))?;
@@ -190,10 +182,10 @@ pub(crate) fn logged_event<'r>(row: &'r PgRow, metadata: &'r Metadata) -> StoreR
             .map_err(|e| corrupt(format!("event id: {e}")))?,
         aggregate_type,
         aggregate_id,
-        version,
-        event_name,
-        schema_version,
-        payload: payload.as_bytes(),
+        version: replayed.version,
+        event_name: replayed.event_name,
+        schema_version: replayed.schema_version,
+        payload: replayed.payload,
         metadata,
         recorded_at: row
             .try_get(col::RECORDED_AT)
