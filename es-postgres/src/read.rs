@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::fault::store_error;
-use crate::row::{col, logged_event, negative_version, recorded_event, replayed_event, stored_metadata};
+use crate::row::{col, corrupt_row, logged_event, negative_version, recorded_event, replayed_event, stored_metadata};
 use crate::PostgresStore;
 
 /// [`EventStore::read_stream`](es_core::EventStore::read_stream): rows are mapped as they
@@ -207,20 +207,6 @@ pub(crate) async fn replay_all(
         connection.close_on_drop();
     }
     lent.map(|()| replay)
-}
-
-/// A row whose metadata does not decode, named by its stream and version as far as they read.
-fn corrupt_row(row: &sqlx::postgres::PgRow, reason: String) -> StoreError {
-    let text = |column: &str| row.try_get::<String, _>(column).unwrap_or_default();
-    StoreError::Corrupt {
-        stream: StreamId::new(text("aggregate_type"), text("aggregate_id")),
-        version: row
-            .try_get::<i64, _>("version")
-            .ok()
-            .and_then(|version| u64::try_from(version).ok())
-            .unwrap_or(0),
-        reason,
-    }
 }
 
 /// [`GlobalLog::tail`](es_core::GlobalLog::tail): what `read_all` would still return.

@@ -2,7 +2,6 @@
 //! ([`col`]), and the
 //! batch as the append statement binds it.
 
-use chrono::{DateTime, Utc};
 use es_core::{
     Limits, LoggedEvent, Metadata, NewEvent, RecordedEvent, ReplayedEvent, StoreError, StoreResult, StoredEventPlace,
     StreamId,
@@ -123,40 +122,44 @@ fn replayed_fields<'r>(row: &'r PgRow, stream: impl Fn() -> StreamId) -> StoreRe
     })
 }
 
-/// Decodes the [`EVENT_COLUMNS`] of an event row.
+/// Decodes the [`EVENT_COLUMNS`] of an event row into an event of its own: the row as
+/// [`logged_event`] lends it, copied.
 pub(crate) fn recorded_event(row: &PgRow) -> StoreResult<RecordedEvent> {
-    let stream = StreamId {
-        aggregate_type: row.try_get(col::AGGREGATE_TYPE).map_err(store_error)?,
-        aggregate_id: row.try_get(col::AGGREGATE_ID).map_err(store_error)?,
-    };
-    let replayed = replayed_event(row, &stream)?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        stream: stream.clone(),
-        version: replayed.version,
-        reason,
-    };
-    let position: i64 = row
-        .try_get(col::POSITION)
-        .map_err(|e| corrupt(format!("position: {e}")))?;
-    let position = u64::try_from(position).map_err(|_| corrupt(format!("negative position {position}")))?;
-    let event_id: Uuid = row
-        .try_get(col::EVENT_ID)
-        .map_err(|e| corrupt(format!("event id: {e}")))?;
-    let metadata = stored_metadata(row).map_err(corrupt)?;
-    let recorded_at: DateTime<Utc> = row
-        .try_get(col::RECORDED_AT)
-        .map_err(|e| corrupt(format!("recorded_at: {e}")))?;
+    let metadata = stored_metadata(row).map_err(|reason| corrupt_row(row, reason))?;
+    let lent = logged_event(row, &metadata)?;
+    let (stream, event_name, payload) = (lent.stream(), lent.event_name.to_owned(), lent.payload.to_vec());
+    let (event_id, version, position, schema_version, recorded_at) = (
+        lent.event_id,
+        lent.version,
+        lent.position,
+        lent.schema_version,
+        lent.recorded_at,
+    );
     Ok(RecordedEvent {
         event_id,
-        version: replayed.version,
+        stream,
+        version,
         position,
-        event_name: replayed.event_name.to_owned(),
-        schema_version: replayed.schema_version,
-        payload: replayed.payload.to_vec(),
+        event_name,
+        schema_version,
+        payload,
         metadata,
         recorded_at,
-        stream,
     })
+}
+
+/// A row whose metadata does not decode, named by its stream and version as far as they read.
+pub(crate) fn corrupt_row(row: &PgRow, reason: String) -> StoreError {
+    let text = |column: usize| row.try_get::<String, _>(column).unwrap_or_default();
+    StoreError::Corrupt {
+        stream: StreamId::new(text(col::AGGREGATE_TYPE), text(col::AGGREGATE_ID)),
+        version: row
+            .try_get::<i64, _>(col::VERSION)
+            .ok()
+            .and_then(|version| u64::try_from(version).ok())
+            .unwrap_or(0),
+        reason,
+    }
 }
 
 /// Decodes the [`EVENT_COLUMNS`] of an event row into a [`LoggedEvent`] that borrows the
