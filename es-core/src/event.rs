@@ -15,7 +15,7 @@ use serde::Serialize;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event type",
     label = "not an `#[event]` struct",
-    note = "put `#[es_core::event]` on the struct `{Self}`"
+    note = "an event is a struct marked `#[es_core::event]`; an `#[event]` enum's variants each wrap one such struct, never another enum or a plain struct"
 )]
 pub trait EventType: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The name stored with every event of this type. Never change it once events are stored:
@@ -25,6 +25,10 @@ pub trait EventType: Serialize + DeserializeOwned + Send + Sync + 'static {
     const ALIASES: &'static [&'static str];
     /// The current schema version of the payload; written with every new event.
     const VERSION: u32;
+    /// The Rust type's path, set by `#[event]`, so the compile-time name check tells one type
+    /// listed twice from two types sharing a name. Empty when unknown.
+    #[doc(hidden)]
+    const RUST_PATH: &'static str = "";
 
     /// Decodes a payload stored at `schema_version`.
     ///
@@ -223,13 +227,17 @@ pub mod upcast {
     /// Runs a JSON step. A step that panics (indexing a payload of an unexpected shape, an
     /// overflow) fails like one that returns an error: stored data must not bring the reader
     /// down.
-    pub fn json_step(
+    pub fn json_step<F>(
         event_name: &'static str,
         from: u32,
-        step: JsonUpcast,
+        step: &F,
         value: serde_json::Value,
-    ) -> Result<serde_json::Value, DecodeError> {
-        match std::panic::catch_unwind(move || step(value)) {
+    ) -> Result<serde_json::Value, DecodeError>
+    where
+        F: Fn(serde_json::Value) -> Result<serde_json::Value, UpcastError>,
+    {
+        // A step is a plain function: a panic leaves no state of it half-changed.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || step(value))) {
             Ok(upcast) => upcast.map_err(|error| DecodeError::Upcast {
                 event_name,
                 from,
@@ -284,51 +292,5 @@ pub mod upcast {
                 current,
             }
         }
-    }
-
-    /// Byte-wise string equality, usable in constants.
-    pub const fn str_eq(a: &str, b: &str) -> bool {
-        let (a, b) = (a.as_bytes(), b.as_bytes());
-        if a.len() != b.len() {
-            return false;
-        }
-        let mut i = 0;
-        while i < a.len() {
-            if a[i] != b[i] {
-                return false;
-            }
-            i += 1;
-        }
-        true
-    }
-
-    const fn names_of_share(a_name: &str, a_aliases: &[&str], b: &str) -> bool {
-        if str_eq(a_name, b) {
-            return true;
-        }
-        let mut i = 0;
-        while i < a_aliases.len() {
-            if str_eq(a_aliases[i], b) {
-                return true;
-            }
-            i += 1;
-        }
-        false
-    }
-
-    /// Whether two event types share a stored name or alias; checked at compile time for every
-    /// pair of events in one `#[event]` enum.
-    pub const fn share_a_name<A: EventType, B: EventType>() -> bool {
-        if names_of_share(A::NAME, A::ALIASES, B::NAME) {
-            return true;
-        }
-        let mut i = 0;
-        while i < B::ALIASES.len() {
-            if names_of_share(A::NAME, A::ALIASES, B::ALIASES[i]) {
-                return true;
-            }
-            i += 1;
-        }
-        false
     }
 }

@@ -131,6 +131,7 @@
 extern crate self as es_core;
 
 mod aggregate;
+pub mod checks;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod event;
@@ -143,7 +144,7 @@ mod repository;
 mod store;
 pub mod testing;
 
-pub use aggregate::{Aggregate, Apply};
+pub use aggregate::{Aggregate, AppliedBy, Apply};
 pub use event::{DecodeError, EventDescriptor, EventSet, EventType, JsonUpcast, UpcastError};
 pub use memory::{InMemoryClaim, InMemoryReadModel, InMemoryStore, InMemoryUnit, InMemoryWakeUp};
 pub use metadata::Metadata;
@@ -174,14 +175,17 @@ pub use es_derive::Aggregate;
 /// depending on `async-trait` themselves.
 pub use async_trait::async_trait;
 
+/// The serde that `#[event]` derives `Serialize` and `Deserialize` with, for code that needs the
+/// same version.
+pub use serde;
+/// The JSON library of stored payloads: JSON upcast steps take and return its
+/// [`Value`](serde_json::Value).
+pub use serde_json;
+
 /// Re-exports for the code the macros generate. Not public API: may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::aggregate::ApplyEach;
     pub use crate::event::upcast;
-    pub use serde;
-    pub use serde_json;
-    pub use tokio;
 }
 
 #[doc = include_str!("../../README.md")]

@@ -53,7 +53,13 @@ pub mod keys {
 use keys::*;
 
 /// Parses `#[event(...)]` on a struct, and takes the struct's `#[upcast]` attributes off it.
-pub fn event_struct(cx: &Ctxt, args: TokenStream, item: &mut syn::ItemStruct) -> EventAttrs {
+/// `is_above` tells whether an attribute is written above `#[event]`.
+pub fn event_struct(
+    cx: &Ctxt,
+    args: TokenStream,
+    item: &mut syn::ItemStruct,
+    is_above: impl Fn(&syn::Attribute) -> bool,
+) -> EventAttrs {
     let mut name = None;
     let mut aliases = Vec::new();
     let mut version = None;
@@ -77,6 +83,14 @@ pub fn event_struct(cx: &Ctxt, args: TokenStream, item: &mut syn::ItemStruct) ->
         .into_iter()
         .partition(|attr| attr.path().is_ident(UPCAST));
     item.attrs = others;
+    for attr in upcasts.iter().filter(|attr| is_above(attr)) {
+        // The compiler also says it cannot find `upcast`: nothing defines it outside `#[event]`.
+        cx.error_at(
+            attr,
+            "#[upcast] is read by #[event], which sees only the attributes below it: move this #[upcast] below \
+             #[event(...)]",
+        );
+    }
     EventAttrs {
         ident: item.ident.clone(),
         name,
@@ -139,6 +153,14 @@ pub fn event_enum(cx: &Ctxt, args: TokenStream, item: &mut syn::ItemEnum) -> Eve
                     ty: field.ty.clone(),
                 }));
             }
+            syn::Fields::Unit => cx.error_at(
+                variant,
+                format!(
+                    "variant `{0}` wraps no event: each variant of an #[event] enum wraps one #[event] struct, \
+                     e.g. `{0}(Ticket{0})`",
+                    variant.ident
+                ),
+            ),
             _ => cx.error_at(
                 variant,
                 format!(

@@ -15,16 +15,18 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
     let name = &model.name;
     let aliases = &model.aliases;
     let version = model.version;
+    let rust_name = ident.to_string();
     let upcast_arms = (1..version).map(|start| upcast_arm(model, start));
     quote! {
-        #[derive(::es_core::__private::serde::Serialize, ::es_core::__private::serde::Deserialize)]
-        #[serde(crate = "::es_core::__private::serde")]
+        #[derive(::es_core::serde::Serialize, ::es_core::serde::Deserialize)]
+        #[serde(crate = "::es_core::serde")]
         #item
 
         impl ::es_core::EventType for #ident {
             const NAME: &'static str = #name;
             const ALIASES: &'static [&'static str] = &[#(#aliases),*];
             const VERSION: u32 = #version;
+            const RUST_PATH: &'static str = ::core::concat!(::core::module_path!(), "::", #rust_name);
 
             fn decode_payload(
                 schema_version: u32,
@@ -55,14 +57,14 @@ fn upcast_arm(model: &EventStruct, start: u32) -> TokenStream {
     for (i, (from, path)) in json.iter().enumerate() {
         let input = if i == 0 {
             quote! {
-                ::es_core::__private::upcast::from_slice::<::es_core::__private::serde_json::Value>(
+                ::es_core::__private::upcast::from_slice::<::es_core::serde_json::Value>(
                     NAME, #from, payload)?
             }
         } else {
             quote!(value)
         };
         body.extend(quote_spanned! {path.span()=>
-            let value = ::es_core::__private::upcast::json_step(NAME, #from, #path, #input)?;
+            let value = ::es_core::checks::JsonStep::run_step(&#path, NAME, #from, #input)?;
         });
     }
 
@@ -70,13 +72,15 @@ fn upcast_arm(model: &EventStruct, start: u32) -> TokenStream {
     // `Value`; each converts into the next one's shape, the last into the event itself.
     for (i, (from, ty)) in typed.iter().enumerate() {
         let old = match (i, json.is_empty()) {
-            (0, true) => quote!(::es_core::__private::upcast::from_slice::<#ty>(NAME, #from, payload)?),
-            (0, false) => quote!(::es_core::__private::upcast::from_value::<#ty>(NAME, #from, value)?),
+            (0, true) => quote_spanned!(ty.span()=>
+                <#ty as ::es_core::checks::OlderShape>::decode_older(NAME, #from, payload)?),
+            (0, false) => quote_spanned!(ty.span()=>
+                <#ty as ::es_core::checks::OlderShape>::from_older_value(NAME, #from, value)?),
             _ => quote!(typed),
         };
         let next = typed.get(i + 1).map_or_else(|| quote!(Self), |(_, next)| quote!(#next));
         body.extend(quote_spanned! {ty.span()=>
-            let typed = ::es_core::__private::upcast::typed_step::<#ty, #next>(NAME, #from, #old)?;
+            let typed = <#ty as ::es_core::checks::UpcastInto<#next>>::upcast_into(#old, NAME, #from)?;
         });
     }
 
@@ -102,6 +106,19 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
         .iter()
         .map(|ty| quote_spanned!(ty.span()=> A: ::es_core::Apply<#ty>));
     let name_checks = name_clash_checks(model);
+    // Spanned at each variant's type: an event type listed twice is reported as the second
+    // `From` conflicting with the first, where the second is written.
+    let from_impls = model.variants.iter().map(|variant| {
+        let (variant, ty) = (&variant.ident, &variant.ty);
+        quote_spanned! {ty.span()=>
+            impl ::core::convert::From<#ty> for #ident {
+                fn from(event: #ty) -> Self {
+                    Self::#variant(event)
+                }
+            }
+        }
+    });
+    let from_impls = quote!(#(#from_impls)*);
     quote! {
         #item
 
@@ -129,9 +146,9 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
 
             fn encode_payload(
                 &self,
-            ) -> ::core::result::Result<::std::vec::Vec<u8>, ::es_core::__private::serde_json::Error> {
+            ) -> ::core::result::Result<::std::vec::Vec<u8>, ::es_core::serde_json::Error> {
                 match self {
-                    #(Self::#variants(event) => ::es_core::__private::serde_json::to_vec(event),)*
+                    #(Self::#variants(event) => ::es_core::serde_json::to_vec(event),)*
                 }
             }
 
@@ -152,7 +169,7 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
             }
         }
 
-        impl<A: ?::core::marker::Sized> ::es_core::__private::ApplyEach<A> for #ident
+        impl<A: ?::core::marker::Sized> ::es_core::AppliedBy<A> for #ident
         where
             #(#bounds,)*
         {
@@ -163,35 +180,31 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
             }
         }
 
-        #(
-            impl ::core::convert::From<#types> for #ident {
-                fn from(event: #types) -> Self {
-                    Self::#variants(event)
-                }
-            }
-        )*
+        #from_impls
 
         #name_checks
     }
 }
 
 /// Compile-time checks that no two events of the enum share a stored name or alias. The names
-/// live on the event structs, which this macro cannot see, so the check is a constant evaluated
-/// by the compiler.
+/// live on the event structs, which this macro cannot see, so the compiler evaluates whether
+/// they clash and the `DistinctNames` bound reports a clash at the later variant.
 fn name_clash_checks(model: &EventEnum) -> TokenStream {
     let mut checks = TokenStream::new();
     for (i, first) in model.variants.iter().enumerate() {
         for second in &model.variants[i + 1..] {
             let (a, b) = (&first.ty, &second.ty);
-            let message = format!(
-                "events of `{}`: variants `{}` and `{}` share a stored name or alias; give one of them \
-                 another #[event(name = \"...\")] or drop the alias",
-                model.ident, first.ident, second.ident
-            );
+            let names = |ty: &syn::Type| {
+                quote! {(
+                    <#ty as ::es_core::EventType>::NAME,
+                    <#ty as ::es_core::EventType>::ALIASES,
+                    <#ty as ::es_core::EventType>::RUST_PATH,
+                )}
+            };
+            let (a_names, b_names) = (names(a), names(b));
             checks.extend(quote_spanned! {second.ty.span()=>
-                if ::es_core::__private::upcast::share_a_name::<#a, #b>() {
-                    ::core::panic!(#message);
-                }
+                let () = <::es_core::checks::SharedName<{ ::es_core::checks::share_a_name(#a_names, #b_names) }>
+                    as ::es_core::checks::DistinctNames<#a, #b>>::CHECKED;
             });
         }
     }
@@ -201,7 +214,7 @@ fn name_clash_checks(model: &EventEnum) -> TokenStream {
     quote! { const _: () = { #checks }; }
 }
 
-/// The `Aggregate` impl, dispatching each event to its `Apply` handler.
+/// The `Aggregate` impl; `apply_event` is the trait's own, through the enum's `AppliedBy`.
 pub fn aggregate(model: &AggregateModel) -> TokenStream {
     let AggregateModel {
         ident,
@@ -210,19 +223,15 @@ pub fn aggregate(model: &AggregateModel) -> TokenStream {
         event,
         snapshot_revision,
     } = model;
-    let apply = quote_spanned! {event.span()=>
-        <#event as ::es_core::__private::ApplyEach<Self>>::apply_to(event, self)
-    };
+    // Spanned at the event type, so a type that is not an event enum (or lacks a handler) is
+    // reported where it is named.
+    let event_type = quote_spanned! {event.span()=> type Event = #event; };
     quote! {
         impl ::es_core::Aggregate for #ident {
             const TYPE: &'static str = #name;
             const SNAPSHOT_REVISION: u32 = #snapshot_revision;
             type Id = #id;
-            type Event = #event;
-
-            fn apply_event(&mut self, event: &Self::Event) {
-                #apply
-            }
+            #event_type
         }
     }
 }

@@ -28,7 +28,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
     let cx = Ctxt::new();
     match item {
         syn::Item::Struct(mut item) => {
-            let event = attr::event_struct(&cx, args, &mut item);
+            let event = attr::event_struct(&cx, args, &mut item, written_before_this_macro);
             let event = valid::event_struct(&cx, event, &item);
             finish(cx, event, |event| expand::event_struct(&event, &item))
         }
@@ -70,6 +70,14 @@ fn finish<T>(cx: Ctxt, model: Option<T>, expand: impl FnOnce(T) -> proc_macro2::
         Err(errors) => errors,
     }
     .into()
+}
+
+/// Whether `attr` is written above the attribute of the macro being expanded. The compiler hands
+/// an attribute macro the attributes on both sides of it, so position is the only way to tell.
+fn written_before_this_macro(attr: &syn::Attribute) -> bool {
+    let this_macro = proc_macro::Span::call_site();
+    let attr = attr.pound_token.span.unwrap();
+    (attr.line(), attr.column()) < (this_macro.line(), this_macro.column())
 }
 
 /// The keyword of an item, to point an error at `fn` or `union` rather than the whole item.

@@ -18,7 +18,11 @@ use crate::ctxt::Ctxt;
 
 /// Checks `#[event]` on a struct and builds its upcast chain.
 pub fn event_struct(cx: &Ctxt, event: EventAttrs, item: &syn::ItemStruct) -> Option<EventStruct> {
-    no_generics(cx, &item.generics, "an event type");
+    let borrows = no_lifetimes(cx, &item.generics);
+    no_generics(cx, &item.generics, "an event type", borrows);
+    if !borrows {
+        no_borrowed_fields(cx, &item.fields);
+    }
     no_serde_derives(cx, &item.attrs);
     let name = stored_name(cx, event.name.as_ref(), &event.ident);
     let aliases = distinct_aliases(cx, name.as_deref(), &event.aliases);
@@ -49,7 +53,7 @@ fn distinct_aliases(cx: &Ctxt, name: Option<&str>, aliases: &[syn::LitStr]) -> O
     let mut seen: BTreeSet<String> = name.into_iter().map(str::to_owned).collect();
     let mut valid = Vec::new();
     for lit in aliases {
-        let Some(alias) = non_empty(cx, lit, ALIAS) else {
+        let Some(alias) = valid_stored_name(cx, lit, ALIAS) else {
             continue;
         };
         if Some(alias.as_str()) == name {
@@ -166,9 +170,23 @@ fn upcast_chain(
 
 /// Checks `#[event]` on an enum: a fixed, non-empty set of distinct event types.
 pub fn event_enum(cx: &Ctxt, events: EventEnum, item: &syn::ItemEnum) -> Option<EventEnum> {
-    no_generics(cx, &item.generics, "an event enum");
-    no_serde_derives(cx, &item.attrs);
+    no_generics(cx, &item.generics, "an event enum", false);
     let mut valid = true;
+    for variant in &events.variants {
+        if let Some(inner) = wrapped_type(&variant.ty) {
+            cx.error_at(
+                &variant.ty,
+                format!(
+                    "variant `{0}` wraps `{1}`: a variant wraps the #[event] struct itself, `{0}({2})`, because \
+                     events are stored and decoded by value",
+                    variant.ident,
+                    written(&variant.ty),
+                    inner,
+                ),
+            );
+            valid = false;
+        }
+    }
     if events.variants.is_empty() && item.variants.is_empty() {
         cx.error_at(
             &item.ident,
@@ -198,7 +216,7 @@ pub fn aggregate(cx: &Ctxt, attrs: AggregateAttrs, input: &syn::DeriveInput) -> 
             "#[derive(Aggregate)] supports structs and enums, not unions",
         );
     }
-    no_generics(cx, &input.generics, "an aggregate");
+    no_generics(cx, &input.generics, "an aggregate", false);
     let name = stored_name(cx, attrs.name.as_ref(), &attrs.ident);
     let snapshot_revision = at_least_one(cx, attrs.snapshot_revision.as_ref(), "snapshot revisions start at 1");
     let ident = attrs.ident;
@@ -220,22 +238,70 @@ pub fn aggregate(cx: &Ctxt, attrs: AggregateAttrs, input: &syn::DeriveInput) -> 
     })
 }
 
-/// The stored name: `name = "..."` if it is not blank, else the type's own name.
+/// The stored name: `name = "..."`, else the type's own name, if it is a valid stored name.
 fn stored_name(cx: &Ctxt, name: Option<&syn::LitStr>, ident: &syn::Ident) -> Option<String> {
     match name {
-        Some(lit) => non_empty(cx, lit, NAME),
-        None => Some(ident.to_string()),
+        Some(lit) => valid_stored_name(cx, lit, NAME),
+        None => {
+            let name = ident.to_string();
+            match invalid_stored_name(&name) {
+                None => Some(name),
+                Some(problem) => {
+                    cx.error_at(
+                        ident,
+                        format!(
+                            "`{name}` cannot be stored as a name: {problem}; give it one with `#[event(name = \"...\")]` \
+                             or `#[aggregate(name = \"...\")]`"
+                        ),
+                    );
+                    None
+                }
+            }
+        }
     }
 }
 
-/// The value of a string key, if it is not blank.
-fn non_empty(cx: &Ctxt, lit: &syn::LitStr, key: &str) -> Option<String> {
+/// The value of a `name` or `alias` key, if it is a valid stored name.
+fn valid_stored_name(cx: &Ctxt, lit: &syn::LitStr, key: &str) -> Option<String> {
     let value = lit.value();
-    if value.trim().is_empty() {
-        cx.error_at(lit, format!("`{key}` must not be empty"));
-        return None;
+    match invalid_stored_name(&value) {
+        None => Some(value),
+        Some(problem) => {
+            cx.error_at(lit, format!("`{key} = {:?}`: {problem}", value));
+            None
+        }
     }
-    Some(value)
+}
+
+/// The longest stored name: names are written with every event and shown by every tool.
+const MAX_NAME_LEN: usize = 255;
+
+/// What is wrong with a stored name (an event's name or alias, an aggregate type), if anything.
+/// Stored names are 1 to 255 ASCII letters, digits, `_`, `-`, `.` and `:`, so they read the same
+/// in SQL, URLs, logs and terminals, and never differ by an invisible character.
+fn invalid_stored_name(name: &str) -> Option<String> {
+    const RULE: &str = "stored names use only ASCII letters, digits, `_`, `-`, `.` and `:` (e.g. `TicketOpened`, \
+                        `ticket.opened`)";
+    if name.is_empty() {
+        return Some(format!("a stored name cannot be empty; {RULE}"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "a stored name has at most {MAX_NAME_LEN} characters, this one {}",
+            name.len()
+        ));
+    }
+    let (position, bad) = name
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))?;
+    let what = match bad {
+        ' ' => "a space".to_owned(),
+        c if c.is_whitespace() => format!("whitespace ({c:?})"),
+        c if c.is_control() => format!("a control character ({c:?})"),
+        c => format!("`{c}`"),
+    };
+    Some(format!("it has {what} at position {}; {RULE}", position + 1))
 }
 
 /// The value of a version-like key, 1 when it is not written; 0 is reported with `message`.
@@ -250,9 +316,83 @@ fn at_least_one(cx: &Ctxt, number: Option<&Number>, message: &str) -> Option<u32
     }
 }
 
-/// Stored names are fixed strings, so nothing that carries them can be generic.
-fn no_generics(cx: &Ctxt, generics: &syn::Generics, what: &str) {
-    if !generics.params.is_empty() || generics.where_clause.is_some() {
+/// An event cannot borrow: it is decoded from stored bytes that are gone once the read returns.
+/// Reported once for the lifetimes, not again for the fields that use them. Whether there were
+/// any.
+fn no_lifetimes(cx: &Ctxt, generics: &syn::Generics) -> bool {
+    let lifetimes: Vec<_> = generics.lifetimes().collect();
+    if let Some(first) = lifetimes.first() {
+        cx.error_at(
+            first,
+            "an event cannot borrow (it is decoded from stored bytes that are gone once the read returns): remove \
+             the lifetime and give the fields owned types, `String` for `&str`, `Vec<T>` for `&[T]`",
+        );
+    }
+    !lifetimes.is_empty()
+}
+
+/// A field of an event that borrows, even `&'static`, could only ever be decoded from a literal.
+fn no_borrowed_fields(cx: &Ctxt, fields: &syn::Fields) {
+    struct FindReferences<'a>(&'a Ctxt);
+    impl<'ast> syn::visit::Visit<'ast> for FindReferences<'_> {
+        fn visit_type_reference(&mut self, reference: &'ast syn::TypeReference) {
+            self.0.error_at(
+                reference,
+                format!(
+                    "an event field cannot borrow (`{}` decodes only from a literal, never from stored bytes): use \
+                     an owned type, `String` for `&str`, `Vec<T>` for `&[T]`",
+                    written(&syn::Type::Reference(reference.clone()))
+                ),
+            );
+        }
+    }
+    for field in fields {
+        syn::visit::Visit::visit_type(&mut FindReferences(cx), &field.ty);
+    }
+}
+
+/// What a smart pointer, container or reference `ty` wraps (`TicketOpened` for
+/// `Box<TicketOpened>`), if it is one: a variant of an event enum wraps an event struct itself.
+fn wrapped_type(ty: &syn::Type) -> Option<String> {
+    const WRAPPERS: &[&str] = &["Box", "Rc", "Arc", "Option", "Vec", "Cow"];
+    match ty {
+        syn::Type::Reference(reference) => Some(written(&reference.elem)),
+        syn::Type::Path(path) => {
+            let last = path.path.segments.last()?;
+            if !WRAPPERS.contains(&last.ident.to_string().as_str()) {
+                return None;
+            }
+            let syn::PathArguments::AngleBracketed(arguments) = &last.arguments else {
+                return None;
+            };
+            arguments.args.iter().find_map(|argument| match argument {
+                syn::GenericArgument::Type(inner) => Some(written(inner)),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A type as the user would write it: `&'static str`, not the token stream's `& 'static str`.
+fn written(ty: &syn::Type) -> String {
+    ty.to_token_stream()
+        .to_string()
+        .replace("& ", "&")
+        .replace(" <", "<")
+        .replace("< ", "<")
+        .replace(" >", ">")
+        .replace(" ,", ",")
+}
+
+/// Stored names are fixed strings, so nothing that carries them can be generic. Lifetimes already
+/// reported by [`no_lifetimes`] are not reported again.
+fn no_generics(cx: &Ctxt, generics: &syn::Generics, what: &str, lifetimes_reported: bool) {
+    let other_than_reported = generics
+        .params
+        .iter()
+        .any(|param| !(lifetimes_reported && matches!(param, syn::GenericParam::Lifetime(_))));
+    if other_than_reported || generics.where_clause.is_some() {
         cx.error_at(
             generics,
             format!("{what} cannot be generic: stored names must be fixed"),
@@ -290,7 +430,7 @@ mod tests {
 
     fn check(mut item: syn::ItemStruct, args: proc_macro2::TokenStream) -> Result<EventStruct, String> {
         let cx = Ctxt::new();
-        let event = crate::attr::event_struct(&cx, args, &mut item);
+        let event = crate::attr::event_struct(&cx, args, &mut item, |_| false);
         let event = super::event_struct(&cx, event, &item);
         match (cx.check(), event) {
             (Ok(()), Some(event)) => Ok(event),

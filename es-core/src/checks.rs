@@ -1,0 +1,168 @@
+//! The traits through which the code that the macros generate checks what you wrote.
+//!
+//! You never implement or call these: each is implemented for every type that qualifies, and
+//! exists so that a mistake is one compile error, at your code, saying what is wrong and how to
+//! fix it (their names are what such an error mentions). See the
+//! [`#[event]`](macro@crate::event) and [`#[derive(Aggregate)]`](derive@crate::Aggregate) docs
+//! for what the macros accept.
+
+use std::fmt::Display;
+
+use serde::de::DeserializeOwned;
+
+use crate::event::{DecodeError, UpcastError};
+
+/// An older shape of an event's payload, named by `#[upcast(from = N, typed = OldShape)]`: what
+/// was stored at version `N` is decoded as this type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the older shape of a typed upcast step: it does not implement `Deserialize`",
+    label = "the stored payload is decoded as this type",
+    note = "add `#[derive(serde::Deserialize)]` to `{Self}`"
+)]
+pub trait OlderShape: DeserializeOwned {
+    /// Decodes a payload stored at `schema_version` as this shape.
+    #[doc(hidden)]
+    fn decode_older(event_name: &'static str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        crate::event::upcast::from_slice(event_name, schema_version, payload)
+    }
+
+    /// Decodes a value the JSON steps before produced as this shape.
+    #[doc(hidden)]
+    fn from_older_value(
+        event_name: &'static str,
+        schema_version: u32,
+        value: serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        crate::event::upcast::from_value(event_name, schema_version, value)
+    }
+}
+
+impl<T: DeserializeOwned> OlderShape for T {}
+
+/// The conversion of a typed upcast step: `Self`, an older shape, becomes `New` through
+/// `From<Self> for New` or `TryFrom<Self> for New` whose error says why (`Display`).
+#[diagnostic::on_unimplemented(
+    message = "the typed upcast step cannot convert `{Self}` into `{New}`",
+    label = "needs `impl From<{Self}> for {New}`, or `TryFrom` with an error that implements `Display`",
+    note = "add `impl From<{Self}> for {New}`, or `impl TryFrom<{Self}> for {New}` whose `Error` implements `std::fmt::Display` (any `std::error::Error` does)"
+)]
+pub trait UpcastInto<New>: Sized {
+    /// Converts, turning a refusal or a panic into a [`DecodeError::Upcast`].
+    #[doc(hidden)]
+    fn upcast_into(self, event_name: &'static str, from: u32) -> Result<New, DecodeError>;
+}
+
+impl<Old, New> UpcastInto<New> for Old
+where
+    New: TryFrom<Old>,
+    <New as TryFrom<Old>>::Error: Display,
+{
+    fn upcast_into(self, event_name: &'static str, from: u32) -> Result<New, DecodeError> {
+        crate::event::upcast::typed_step(event_name, from, self)
+    }
+}
+
+/// The function of a JSON upcast step, named by `#[upcast(from = N, json = path)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a JSON upcast step",
+    label = "expected a `fn(serde_json::Value) -> Result<serde_json::Value, es_core::UpcastError>`",
+    note = "a JSON step takes the payload stored at version N and returns it as version N + 1, or an `UpcastError` saying why it cannot"
+)]
+pub trait JsonStep {
+    /// Runs the step, turning a refusal or a panic into a [`DecodeError::Upcast`].
+    #[doc(hidden)]
+    fn run_step(
+        &self,
+        event_name: &'static str,
+        from: u32,
+        value: serde_json::Value,
+    ) -> Result<serde_json::Value, DecodeError>;
+}
+
+impl<F> JsonStep for F
+where
+    F: Fn(serde_json::Value) -> Result<serde_json::Value, UpcastError>,
+{
+    fn run_step(
+        &self,
+        event_name: &'static str,
+        from: u32,
+        value: serde_json::Value,
+    ) -> Result<serde_json::Value, DecodeError> {
+        crate::event::upcast::json_step(event_name, from, self, value)
+    }
+}
+
+/// Whether two events of one `#[event]` enum share a stored name or alias.
+pub struct SharedName<const SHARED: bool>;
+
+/// Holds when two events of one `#[event]` enum, `A` and then `B`, share no stored name or alias:
+/// a stored name must say which event it is.
+#[diagnostic::on_unimplemented(
+    message = "`{B}` and `{A}` share a stored name or alias, so a stored event of that name could be either",
+    label = "shares a stored name or alias with `{A}`, an earlier variant",
+    note = "give one of them another `#[event(name = \"...\")]`, or drop the alias they share; `EventSet::EVENTS` lists each event's name and aliases"
+)]
+pub trait DistinctNames<A, B> {
+    /// Evaluated by the generated check; it exists only when the names are distinct.
+    #[doc(hidden)]
+    const CHECKED: () = ();
+}
+
+impl<A, B> DistinctNames<A, B> for SharedName<false> {}
+
+/// Whether two events share a stored name or alias, given each one's name, aliases and Rust
+/// path; evaluated at compile time for every pair of events in one `#[event]` enum. The code
+/// generated passes `<T as EventType>::NAME` and so on, so a variant type that is not an event is
+/// reported there, once.
+#[doc(hidden)]
+pub const fn share_a_name(
+    (a_name, a_aliases, a_path): (&str, &[&str], &str),
+    (b_name, b_aliases, b_path): (&str, &[&str], &str),
+) -> bool {
+    // One type listed twice (through an alias) is reported as conflicting `From` impls instead.
+    if !a_path.is_empty() && str_eq(a_path, b_path) {
+        return false;
+    }
+    if names_of_share(a_name, a_aliases, b_name) {
+        return true;
+    }
+    let mut i = 0;
+    while i < b_aliases.len() {
+        if names_of_share(a_name, a_aliases, b_aliases[i]) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn names_of_share(a_name: &str, a_aliases: &[&str], b: &str) -> bool {
+    if str_eq(a_name, b) {
+        return true;
+    }
+    let mut i = 0;
+    while i < a_aliases.len() {
+        if str_eq(a_aliases[i], b) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Byte-wise string equality, usable in constants.
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
