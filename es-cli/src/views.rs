@@ -92,7 +92,7 @@ where
         if snapshot.revision != A::SNAPSHOT_REVISION {
             return SnapshotCheck::Stale;
         }
-        match serde_json::from_slice::<A>(&snapshot.state) {
+        match A::decode_snapshot(snapshot.schema_version, &snapshot.state) {
             Ok(_) => SnapshotCheck::Usable,
             Err(error) => SnapshotCheck::Broken(error.to_string()),
         }

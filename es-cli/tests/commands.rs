@@ -160,6 +160,7 @@ async fn doctor_reports_every_row_that_does_not_decode() {
         stream: StreamId::new("ticket", "T-2"),
         version: 1,
         revision: Ticket::SNAPSHOT_REVISION,
+        schema_version: 1,
         state: br#"{"title": 7}"#.to_vec(),
         taken_at: chrono::Utc::now(),
     };
@@ -249,6 +250,7 @@ async fn states_start_from_the_latest_usable_snapshot() {
         stream: StreamId::new("ticket", "T-1"),
         version: 3,
         revision: Ticket::SNAPSHOT_REVISION,
+        schema_version: 1,
         state: planted.to_string().into_bytes(),
         taken_at: chrono::Utc::now(),
     };

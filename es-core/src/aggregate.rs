@@ -5,7 +5,7 @@ use std::fmt::Display;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::event::EventSet;
+use crate::event::{DecodeError, EventSet};
 
 /// An event-sourced aggregate: a consistency boundary whose state is the fold of its events.
 ///
@@ -15,9 +15,15 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// The aggregate type stored with every event, e.g. `"ticket"`. Never change it once events
     /// are stored.
     const TYPE: &'static str;
-    /// Bump this whenever the state's shape or the apply logic changes: snapshots taken at
-    /// another revision are ignored and the state is replayed from events instead.
+    /// Bump this when snapshots must be thrown away (the apply logic changed, so old states are
+    /// wrong): snapshots taken at another revision are ignored and the state is replayed from
+    /// events instead. When only the state's *shape* changed, raise
+    /// [`Aggregate::SNAPSHOT_VERSION`] with an upcast step instead, and old snapshots are kept.
     const SNAPSHOT_REVISION: u32;
+    /// The schema version of the state as snapshots store it, from 1. A snapshot stored at an
+    /// older version is upcast by [`Aggregate::decode_snapshot`] (the `#[upcast]` steps on the
+    /// aggregate), so a change of shape does not cost a replay of every stream.
+    const SNAPSHOT_VERSION: u32 = 1;
     /// Identifies one instance; its [`Display`] form is the stream's aggregate id.
     type Id: Display + Send + Sync;
     /// The enum of this aggregate's events: an [`EventSet`] with an [`Apply`] handler in this
@@ -27,6 +33,22 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// Applies one event to the state, through the [`Apply`] handler of the event's type.
     fn apply_event(&mut self, event: &Self::Event) {
         event.apply_to(self);
+    }
+
+    /// Decodes a snapshot's state stored at `schema_version`. This default reads
+    /// [`Aggregate::SNAPSHOT_VERSION`] only and refuses others with a typed error;
+    /// `#[derive(Aggregate)]` generates one that upcasts older versions along its `#[upcast]`
+    /// steps.
+    fn decode_snapshot(schema_version: u32, state: &[u8]) -> Result<Self, DecodeError> {
+        if schema_version == Self::SNAPSHOT_VERSION {
+            crate::event::upcast::from_slice(Self::TYPE, schema_version, state)
+        } else {
+            Err(crate::event::upcast::version_error(
+                Self::TYPE,
+                schema_version,
+                Self::SNAPSHOT_VERSION,
+            ))
+        }
     }
 }
 

@@ -57,6 +57,10 @@ pub struct AggregateAttrs {
     pub event: Option<syn::Type>,
     /// `snapshot_revision = N`.
     pub snapshot_revision: Option<Number>,
+    /// `snapshot_version = N`.
+    pub snapshot_version: Option<Number>,
+    /// Every `#[upcast(...)]` that parsed: the steps of the snapshot state.
+    pub steps: Vec<UpcastAttr>,
 }
 
 // ---- Checked ----
@@ -116,4 +120,8 @@ pub struct AggregateModel {
     pub event: syn::Type,
     /// The snapshot revision, at least 1.
     pub snapshot_revision: u32,
+    /// The schema version of the snapshot state, at least 1.
+    pub snapshot_version: u32,
+    /// How snapshot states stored at every older schema version reach `snapshot_version`.
+    pub chain: UpcastChain,
 }

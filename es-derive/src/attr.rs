@@ -41,13 +41,15 @@ pub mod keys {
     pub const EVENT: &str = "event";
     /// `snapshot_revision = N` of `#[aggregate]`.
     pub const SNAPSHOT_REVISION: &str = "snapshot_revision";
+    /// `snapshot_version = N` of `#[aggregate]`: the schema version of the snapshot state.
+    pub const SNAPSHOT_VERSION: &str = "snapshot_version";
 
     /// The keys of `#[event(...)]` on a struct.
     pub const EVENT_KEYS: &[&str] = &[NAME, ALIAS, VERSION];
     /// The keys of `#[upcast(...)]`.
     pub const UPCAST_KEYS: &[&str] = &[FROM, JSON, TYPED];
     /// The keys of `#[aggregate(...)]`.
-    pub const AGGREGATE_KEYS: &[&str] = &[NAME, ID, EVENT, SNAPSHOT_REVISION];
+    pub const AGGREGATE_KEYS: &[&str] = &[NAME, ID, EVENT, SNAPSHOT_REVISION, SNAPSHOT_VERSION];
 }
 
 use keys::*;
@@ -183,6 +185,7 @@ pub fn aggregate(cx: &Ctxt, input: &syn::DeriveInput) -> AggregateAttrs {
     let mut id = None;
     let mut event = None;
     let mut snapshot_revision = None;
+    let mut snapshot_version = None;
     for attr in input.attrs.iter().filter(|attr| attr.path().is_ident(AGGREGATE)) {
         let result = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident(NAME) {
@@ -193,6 +196,8 @@ pub fn aggregate(cx: &Ctxt, input: &syn::DeriveInput) -> AggregateAttrs {
                 set_once(cx, &meta, &mut event, type_value(cx, &meta, EVENT)?);
             } else if meta.path.is_ident(SNAPSHOT_REVISION) {
                 set_once(cx, &meta, &mut snapshot_revision, number(cx, &meta, SNAPSHOT_REVISION)?);
+            } else if meta.path.is_ident(SNAPSHOT_VERSION) {
+                set_once(cx, &meta, &mut snapshot_version, number(cx, &meta, SNAPSHOT_VERSION)?);
             } else {
                 return unknown_key(cx, &meta, "#[aggregate]", AGGREGATE_KEYS);
             }
@@ -202,12 +207,20 @@ pub fn aggregate(cx: &Ctxt, input: &syn::DeriveInput) -> AggregateAttrs {
             cx.syn_error(error);
         }
     }
+    let steps = input
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident(UPCAST))
+        .filter_map(|attr| upcast_attr(cx, attr.clone()))
+        .collect();
     AggregateAttrs {
         ident: input.ident.clone(),
         name,
         id,
         event,
         snapshot_revision,
+        snapshot_version,
+        steps,
     }
 }
 

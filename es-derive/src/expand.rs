@@ -6,7 +6,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::{AggregateModel, EventEnum, EventStruct};
+use crate::ast::{AggregateModel, EventEnum, EventStruct, UpcastChain};
 
 /// The struct with serde derived for it, and its `EventType` impl, whose decoding upgrades
 /// every older schema version along the upcast chain.
@@ -16,7 +16,7 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
     let aliases = &model.aliases;
     let version = model.version;
     let rust_name = ident.to_string();
-    let upcast_arms = (1..version).map(|start| upcast_arm(model, start));
+    let upcast_arms = (1..version).map(|start| upcast_arm(&model.chain, version, start));
     quote! {
         #[derive(::es_core::serde::Serialize, ::es_core::serde::Deserialize)]
         #[serde(crate = "::es_core::serde")]
@@ -48,9 +48,9 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
 /// The match arm that upgrades a payload stored at `start` to the current version: the chain's
 /// steps from `start` on, JSON ones then typed ones. The payload is parsed once: into a `Value`
 /// for JSON steps, or into the first typed step's shape.
-fn upcast_arm(model: &EventStruct, start: u32) -> TokenStream {
-    let json: Vec<_> = model.chain.json.iter().filter(|(from, _)| *from >= start).collect();
-    let typed: Vec<_> = model.chain.typed.iter().filter(|(from, _)| *from >= start).collect();
+fn upcast_arm(chain: &UpcastChain, version: u32, start: u32) -> TokenStream {
+    let json: Vec<_> = chain.json.iter().filter(|(from, _)| *from >= start).collect();
+    let typed: Vec<_> = chain.typed.iter().filter(|(from, _)| *from >= start).collect();
     let mut body = TokenStream::new();
 
     // The first JSON step parses the stored bytes into a `Value`; each next one takes it on.
@@ -84,7 +84,6 @@ fn upcast_arm(model: &EventStruct, start: u32) -> TokenStream {
         });
     }
 
-    let version = model.version;
     let finish = if !typed.is_empty() {
         quote!(::core::result::Result::Ok(typed))
     } else if !json.is_empty() {
@@ -222,16 +221,40 @@ pub fn aggregate(model: &AggregateModel) -> TokenStream {
         id,
         event,
         snapshot_revision,
+        snapshot_version,
+        chain,
     } = model;
     // Spanned at the event type, so a type that is not an event enum (or lacks a handler) is
     // reported where it is named.
     let event_type = quote_spanned! {event.span()=> type Event = #event; };
+    // The trait's own decoding reads the current version only; older ones need the steps.
+    let decode_snapshot = (*snapshot_version > 1).then(|| {
+        let upcast_arms = (1..*snapshot_version).map(|start| upcast_arm(chain, *snapshot_version, start));
+        let snapshot_name = format!("{name} snapshot");
+        quote! {
+            fn decode_snapshot(
+                schema_version: u32,
+                payload: &[u8],
+            ) -> ::core::result::Result<Self, ::es_core::DecodeError> {
+                const NAME: &str = #snapshot_name;
+                match schema_version {
+                    #snapshot_version => ::es_core::__private::upcast::from_slice::<Self>(NAME, #snapshot_version, payload),
+                    #(#upcast_arms)*
+                    stored => ::core::result::Result::Err(
+                        ::es_core::__private::upcast::version_error(NAME, stored, #snapshot_version),
+                    ),
+                }
+            }
+        }
+    });
     quote! {
         impl ::es_core::Aggregate for #ident {
             const TYPE: &'static str = #name;
             const SNAPSHOT_REVISION: u32 = #snapshot_revision;
+            const SNAPSHOT_VERSION: u32 = #snapshot_version;
             type Id = #id;
             #event_type
+            #decode_snapshot
         }
     }
 }

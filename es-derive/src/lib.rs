@@ -50,7 +50,7 @@ pub fn event(args: TokenStream, input: TokenStream) -> TokenStream {
 
 /// Implemented by `es-derive`, a part of `es-core`: import it, and find it documented, as
 /// `es_core::Aggregate`.
-#[proc_macro_derive(Aggregate, attributes(aggregate))]
+#[proc_macro_derive(Aggregate, attributes(aggregate, upcast))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = match syn::parse::<syn::DeriveInput>(input) {
         Ok(input) => input,

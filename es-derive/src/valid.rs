@@ -37,7 +37,13 @@ pub fn event_struct(cx: &Ctxt, event: EventAttrs, item: &syn::ItemStruct) -> Opt
             || event.ident.to_token_stream(),
             |version| version.lit.to_token_stream(),
         );
-        upcast_chain(cx, &event.ident, current, &version_at, event.steps)
+        upcast_chain(
+            cx,
+            &event.ident,
+            current,
+            (&version_at, "`version` on #[event]"),
+            event.steps,
+        )
     });
     Some(EventStruct {
         ident: event.ident,
@@ -69,12 +75,13 @@ fn distinct_aliases(cx: &Ctxt, name: Option<&str>, aliases: &[syn::LitStr]) -> O
 
 /// Orders the `#[upcast]` steps into a chain from version 1 to `current`: every step names its
 /// version, starts below `current`, and is the only one to start there; no version lacks a step;
-/// and no JSON step follows a typed one.
+/// and no JSON step follows a typed one. `version` is where the current version is written and
+/// how to name that key in a message.
 fn upcast_chain(
     cx: &Ctxt,
     ident: &syn::Ident,
     current: u32,
-    version_at: &TokenStream,
+    (version_at, version_key): (&TokenStream, &str),
     steps: Vec<UpcastAttr>,
 ) -> Option<UpcastChain> {
     let mut complete = true;
@@ -102,7 +109,7 @@ fn upcast_chain(
         } else if from.value >= current {
             Some(format!(
                 "an upcast step from version {} is at or above the current version {current}: steps upgrade older \
-                 payloads; raise `version` on #[event] or remove this step",
+                 payloads; raise {version_key} or remove this step",
                 from.value
             ))
         } else if by_version.contains_key(&from.value) {
@@ -219,7 +226,25 @@ pub fn aggregate(cx: &Ctxt, attrs: AggregateAttrs, input: &syn::DeriveInput) -> 
     no_generics(cx, &input.generics, "an aggregate", false);
     let name = stored_name(cx, attrs.name.as_ref(), &attrs.ident);
     let snapshot_revision = at_least_one(cx, attrs.snapshot_revision.as_ref(), "snapshot revisions start at 1");
+    let snapshot_version = at_least_one(
+        cx,
+        attrs.snapshot_version.as_ref(),
+        "snapshot schema versions start at 1: write `snapshot_version = 1` (or leave it out)",
+    );
     let ident = attrs.ident;
+    let chain = snapshot_version.and_then(|current| {
+        let version_at = attrs
+            .snapshot_version
+            .as_ref()
+            .map_or_else(|| ident.to_token_stream(), |version| version.lit.to_token_stream());
+        upcast_chain(
+            cx,
+            &ident,
+            current,
+            (&version_at, "`snapshot_version` on #[aggregate]"),
+            attrs.steps,
+        )
+    });
     if attrs.event.is_none() {
         cx.error_at(
             &ident,
@@ -235,6 +260,8 @@ pub fn aggregate(cx: &Ctxt, attrs: AggregateAttrs, input: &syn::DeriveInput) -> 
         id: attrs.id.unwrap_or_else(|| syn::parse_quote!(::std::string::String)),
         event: attrs.event?,
         snapshot_revision: snapshot_revision?,
+        snapshot_version: snapshot_version?,
+        chain: chain?,
     })
 }
 

@@ -18,6 +18,7 @@ impl SnapshotStore for PostgresStore {
             stream,
             version,
             revision,
+            schema_version,
             state,
             taken_at,
         } = snapshot;
@@ -29,6 +30,8 @@ impl SnapshotStore for PostgresStore {
         let db_version = i64::try_from(version).map_err(|_| out_of_range("snapshot version", version))?;
         let db_revision =
             i32::try_from(revision).map_err(|_| out_of_range("snapshot revision", u64::from(revision)))?;
+        let db_schema_version = i32::try_from(schema_version)
+            .map_err(|_| out_of_range("snapshot schema version", u64::from(schema_version)))?;
         let state = String::from_utf8(state).map_err(|_| PostgresError::SnapshotNotUtf8 {
             stream: stream.clone(),
             version,
@@ -38,6 +41,7 @@ impl SnapshotStore for PostgresStore {
             .bind(stream.aggregate_id.as_str())
             .bind(db_version)
             .bind(db_revision)
+            .bind(db_schema_version)
             .bind(state)
             .bind(taken_at)
             .execute(&self.pool)
@@ -70,6 +74,11 @@ pub(crate) fn snapshot(row: &PgRow, stream: StreamId) -> StoreResult<Snapshot> {
         .try_get("revision")
         .map_err(|e| corrupt(format!("snapshot revision: {e}")))?;
     let revision = u32::try_from(revision).map_err(|_| corrupt(format!("negative snapshot revision {revision}")))?;
+    let schema_version: i32 = row
+        .try_get("schema_version")
+        .map_err(|e| corrupt(format!("snapshot schema version: {e}")))?;
+    let schema_version = u32::try_from(schema_version)
+        .map_err(|_| corrupt(format!("negative snapshot schema version {schema_version}")))?;
     let state: String = row
         .try_get("state")
         .map_err(|e| corrupt(format!("snapshot state: {e}")))?;
@@ -80,6 +89,7 @@ pub(crate) fn snapshot(row: &PgRow, stream: StreamId) -> StoreResult<Snapshot> {
         stream,
         version,
         revision,
+        schema_version,
         state: state.into_bytes(),
         taken_at,
     })

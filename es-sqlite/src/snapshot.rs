@@ -40,6 +40,7 @@ impl SnapshotStore for SqliteStore {
             let Snapshot {
                 stream,
                 revision,
+                schema_version,
                 state,
                 taken_at,
                 ..
@@ -56,6 +57,7 @@ impl SnapshotStore for SqliteStore {
                         revision,
                         state,
                         micros(*taken_at),
+                        schema_version,
                     ])
                 })
                 .map_err(|error| StoreError::from(database.error(error)))?;
@@ -88,24 +90,25 @@ impl SnapshotStore for SqliteStore {
     }
 }
 
-/// A snapshot row's values: version, revision, state and `taken_at`, as stored.
-pub(crate) type SnapshotRow = (i64, i64, String, i64);
+/// A snapshot row's values: version, revision, state, `taken_at` and schema version, as stored.
+pub(crate) type SnapshotRow = (i64, i64, String, i64, i64);
 
-/// Reads the columns `version, revision, state, taken_at` of a snapshot row, the first at
-/// column `first`.
+/// Reads the columns `version, revision, state, taken_at, schema_version` of a snapshot row, the
+/// first at column `first`.
 pub(crate) fn snapshot_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<SnapshotRow> {
     Ok((
         row.get(first)?,
         row.get(first + 1)?,
         row.get(first + 2)?,
         row.get(first + 3)?,
+        row.get(first + 4)?,
     ))
 }
 
 /// The snapshot of `stream` stored as `row`; a value out of range is
 /// [`StoreError::Corrupt`].
 pub(crate) fn stored_snapshot(stream: StreamId, row: SnapshotRow) -> StoreResult<Snapshot> {
-    let (version, revision, state, taken_at) = row;
+    let (version, revision, state, taken_at, schema_version) = row;
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),
         version: u64::try_from(version).unwrap_or(0),
@@ -115,6 +118,8 @@ pub(crate) fn stored_snapshot(stream: StreamId, row: SnapshotRow) -> StoreResult
         version: u64::try_from(version).map_err(|_| corrupt(format!("negative snapshot version {version}")))?,
         revision: u32::try_from(revision)
             .map_err(|_| corrupt(format!("snapshot revision {revision} is out of range")))?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| corrupt(format!("snapshot schema version {schema_version} is out of range")))?,
         state: state.into_bytes(),
         taken_at: instant(taken_at).ok_or_else(|| corrupt(format!("snapshot time {taken_at} is out of range")))?,
         stream,

@@ -102,6 +102,15 @@ CREATE TABLE parked_events (
 ) STRICT, WITHOUT ROWID;
 "#,
     },
+    Migration {
+        version: 4,
+        description: "snapshot schema versions",
+        sql: r#"
+-- The schema version of a snapshot's state (Aggregate::SNAPSHOT_VERSION when it was taken);
+-- older states are upcast on load. Snapshots taken before this migration are at version 1.
+ALTER TABLE snapshots ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1 CHECK (schema_version >= 0);
+"#,
+    },
 ];
 
 /// The newest migration this code knows.
@@ -212,17 +221,17 @@ pub(crate) const TAIL: &str = "SELECT
 
 // Snapshots.
 
-/// `?1` aggregate_type, `?2` aggregate_id, `?3` version, `?4` revision, `?5` state, `?6` taken_at.
-/// An older snapshot never replaces a newer one.
+/// `?1` aggregate_type, `?2` aggregate_id, `?3` version, `?4` revision, `?5` state, `?6` taken_at,
+/// `?7` schema_version. An older snapshot never replaces a newer one.
 pub(crate) const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots
-        (aggregate_type, aggregate_id, version, revision, state, taken_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        (aggregate_type, aggregate_id, version, revision, state, taken_at, schema_version)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
     ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
     SET version = excluded.version, revision = excluded.revision,
-        state = excluded.state, taken_at = excluded.taken_at
+        state = excluded.state, taken_at = excluded.taken_at, schema_version = excluded.schema_version
     WHERE snapshots.version <= excluded.version";
 /// `?1` aggregate_type, `?2` aggregate_id.
-pub(crate) const LOAD_SNAPSHOT: &str = "SELECT version, revision, state, taken_at FROM snapshots
+pub(crate) const LOAD_SNAPSHOT: &str = "SELECT version, revision, state, taken_at, schema_version FROM snapshots
     WHERE aggregate_type = ?1 AND aggregate_id = ?2";
 
 // The catalog: listing streams by walking the stream index, and snapshots by their key.
@@ -252,7 +261,7 @@ pub(crate) const LAST_EVENT: &str = "SELECT version, recorded_at FROM events
 macro_rules! snapshot_page {
     ($bound:literal) => {
         concat!(
-            "SELECT aggregate_type, aggregate_id, version, revision, state, taken_at FROM snapshots
+            "SELECT aggregate_type, aggregate_id, version, revision, state, taken_at, schema_version FROM snapshots
             WHERE (aggregate_type, aggregate_id) ",
             $bound,
             " (?1, ?2)

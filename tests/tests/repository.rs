@@ -126,6 +126,7 @@ async fn stale_or_undecodable_snapshots_are_ignored() {
         stream: stream.clone(),
         version: 4,
         revision,
+        schema_version: 1,
         state: state.to_vec(),
         taken_at: chrono::Utc::now(),
     };

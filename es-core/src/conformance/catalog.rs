@@ -98,6 +98,7 @@ pub async fn list_snapshots_in_pages<S: SnapshotStore + StreamCatalog>(store: &S
             stream: StreamId::new(&first, id),
             version: 7,
             revision: 1,
+            schema_version: 1,
             state: format!(r#"{{"id":"{id}"}}"#).into_bytes(),
             taken_at: chrono::Utc::now(),
         };

@@ -26,6 +26,7 @@ mod global_log;
 mod idempotency;
 mod limits;
 mod runner;
+mod snapshots;
 mod streams;
 
 pub use blue_green::{a_blue_green_rebuild_never_shows_a_partial_model, BlueGreenProbe, ModelCopy};
@@ -49,6 +50,7 @@ pub use runner::{
     a_skipped_event_is_passed_for_good, an_event_that_does_not_decode_is_not_retried, progress_waits_for_a_position,
     retries_spent_stop_the_runner, unknown_events_fail_or_are_skipped, Marked, MarkingEvent, MarkingSource, Noted,
 };
+pub use snapshots::{older_snapshots_are_upcast, Tallied, Tally, TallyEvent};
 pub use streams::{
     any_expectation, append_then_read_stream, concurrent_appends_exactly_one_wins, duplicate_event_id_writes_nothing,
     empty_append_checks_expectation, exact_expectation, invalid_payload_writes_nothing, no_stream_expectation,
@@ -100,6 +102,7 @@ macro_rules! conformance_tests {
             read_filtered_pages_are_read_all_pages_filtered,
             replay_all_lends_what_read_filtered_returns,
             snapshots_keep_the_latest,
+            older_snapshots_are_upcast,
             list_streams_filters_and_pages,
             list_snapshots_in_pages,
         );

@@ -309,13 +309,16 @@ pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(st
     assert_eq!(seen, 2, "replay stops when told to");
 }
 
-/// The latest snapshot wins; an older one does not replace a newer one; streams are separate.
+/// The latest snapshot wins, with its revision and schema version; an older one does not replace
+/// a newer one; streams are separate.
 pub async fn snapshots_keep_the_latest<S: SnapshotStore>(store: &S) {
     let stream = fresh_stream("conformance");
     let snapshot = |version: u64, revision: u32| Snapshot {
         stream: stream.clone(),
         version,
         revision,
+        // Distinct per snapshot, so a store that loses or mixes it up is caught.
+        schema_version: u32::try_from(version).unwrap_or(u32::MAX) + 100,
         state: serde_json::json!({ "at": version }).to_string().into_bytes(),
         taken_at: chrono::Utc::now(),
     };
@@ -330,7 +333,7 @@ pub async fn snapshots_keep_the_latest<S: SnapshotStore>(store: &S) {
     save(snapshot(7, 1)).await;
     let latest = store.load_snapshot(&stream).await.ok().flatten();
     let latest = latest.unwrap_or_else(|| panic!("snapshot of {stream} is missing"));
-    assert_eq!((latest.version, latest.revision), (10, 2));
+    assert_eq!((latest.version, latest.revision, latest.schema_version), (10, 2, 110));
     let state: serde_json::Value = serde_json::from_slice(&latest.state).unwrap_or_default();
     assert_eq!(state, serde_json::json!({ "at": 10 }));
     assert_eq!(store.load_snapshot(&fresh_stream("conformance")).await.ok(), Some(None));

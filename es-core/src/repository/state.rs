@@ -48,6 +48,7 @@ where
             stream: stream.clone(),
             version: current,
             revision: A::SNAPSHOT_REVISION,
+            schema_version: A::SNAPSHOT_VERSION,
             state,
             taken_at: Utc::now(),
         };
@@ -56,8 +57,8 @@ where
         }
     }
 
-    /// The latest snapshot usable for `as_of`, decoded; `None` when there is none or it is
-    /// stale (another revision) or no longer decodes.
+    /// The latest snapshot usable for `as_of`, decoded (upcast from an older schema version if
+    /// need be); `None` when there is none or it is stale (another revision) or does not decode.
     async fn usable_snapshot(&self, stream: &StreamId, as_of: AsOf) -> Result<Option<Versioned<A>>, RepositoryError> {
         let Some(snapshots) = &self.snapshots else {
             return Ok(None);
@@ -73,7 +74,7 @@ where
         if !in_range || snapshot.revision != A::SNAPSHOT_REVISION {
             return Ok(None);
         }
-        match serde_json::from_slice(&snapshot.state) {
+        match A::decode_snapshot(snapshot.schema_version, &snapshot.state) {
             Ok(aggregate) => Ok(Some(Versioned {
                 aggregate,
                 version: snapshot.version,

@@ -280,6 +280,9 @@ pub struct Snapshot {
     pub version: u64,
     /// The aggregate's snapshot revision when the state was taken.
     pub revision: u32,
+    /// The schema version of `state` ([`Aggregate::SNAPSHOT_VERSION`](crate::Aggregate::SNAPSHOT_VERSION)
+    /// when it was taken); older ones are upcast on load.
+    pub schema_version: u32,
     /// The state, as JSON.
     pub state: Vec<u8>,
     /// When the snapshot was taken.

@@ -152,4 +152,16 @@ COMMENT ON COLUMN {schema}.imports.source_digest IS
 COMMENT ON COLUMN {schema}.imports.finished_at IS 'When the source was exhausted: a finished import imports nothing more.';
 "#,
     ),
+    (
+        7,
+        "snapshot schema versions",
+        r#"
+ALTER TABLE {schema}.snapshots
+    ADD COLUMN schema_version integer NOT NULL DEFAULT 1,
+    ADD CONSTRAINT snapshots_schema_version_check CHECK (schema_version >= 0);
+
+COMMENT ON COLUMN {schema}.snapshots.schema_version IS
+    'The schema version of state (Aggregate::SNAPSHOT_VERSION when taken); older states are upcast on load. Snapshots taken before migration 7 are at version 1.';
+"#,
+    ),
 ];

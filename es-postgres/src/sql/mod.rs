@@ -43,7 +43,7 @@ fn settled_bound() -> String {
 
 /// The columns of a snapshot row but its stream, decoded by name by `snapshot::snapshot`; the
 /// state comes as text, the form the store hands out.
-const SNAPSHOT_COLUMNS: &str = "version, revision, state::text AS state, taken_at";
+const SNAPSHOT_COLUMNS: &str = "version, revision, schema_version, state::text AS state, taken_at";
 
 /// The rows of one stream in a slice, from the five parameters `read.rs` binds: `$1`
 /// aggregate_type, `$2` aggregate_id, `$3`..`$4` the version range, `$5` the `recorded_until`
@@ -326,11 +326,12 @@ impl Statements {
             stored_events: format!("SELECT {STORED_EVENT_COLUMNS} FROM {s}.events WHERE event_id = ANY($1)"),
             read_event: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = $1"),
             save_snapshot: format!(
-                "INSERT INTO {s}.snapshots AS stored (aggregate_type, aggregate_id, version, revision, state, taken_at)
-                 VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+                "INSERT INTO {s}.snapshots AS stored
+                     (aggregate_type, aggregate_id, version, revision, schema_version, state, taken_at)
+                 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
                  ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
                  SET version = excluded.version, revision = excluded.revision,
-                     state = excluded.state, taken_at = excluded.taken_at
+                     schema_version = excluded.schema_version, state = excluded.state, taken_at = excluded.taken_at
                  WHERE stored.version <= excluded.version"
             ),
             load_snapshot: format!(

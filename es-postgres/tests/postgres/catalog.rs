@@ -330,6 +330,7 @@ async fn snapshots_are_listed_page_by_page_across_types() {
             stream: StreamId::new(*kind, *id),
             version: at as u64 + 1,
             revision: 3,
+            schema_version: 1,
             state: serde_json::json!({ "id": id, "lines": [at] }).to_string().into_bytes(),
             taken_at: chrono::Utc::now(),
         };

@@ -48,8 +48,8 @@ async fn concurrent_migrations_of_a_new_schema_all_succeed() {
     }
     assert_eq!(
         migration_count(&schema).await,
-        6,
-        "each of the 6 migrations recorded once"
+        7,
+        "each of the 7 migrations recorded once"
     );
     let stream = fresh_stream("migrations");
     stores[3]

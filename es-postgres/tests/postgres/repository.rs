@@ -36,6 +36,7 @@ async fn plant_snapshot(schema: &Shared, id: &str, revision: u32, state: &str) {
         .expect("a snapshot was taken");
     let planted = Snapshot {
         revision,
+        schema_version: 1,
         state: state.as_bytes().to_vec(),
         ..taken
     };

@@ -24,6 +24,7 @@ fn empty_snapshot(stream: &StreamId, version: u64) -> Snapshot {
         stream: stream.clone(),
         version,
         revision: 1,
+        schema_version: 1,
         state: b"{}".to_vec(),
         taken_at: chrono::Utc::now(),
     }
@@ -79,7 +80,7 @@ async fn a_database_migrated_by_newer_code_is_refused() {
         )
         .expect("plant a newer migration");
     match db.store.migrate().await {
-        Err(SqliteError::SchemaTooNew { applied, known, .. }) => assert_eq!((applied, known), (99, 3)),
+        Err(SqliteError::SchemaTooNew { applied, known, .. }) => assert_eq!((applied, known), (99, 4)),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     for result in [

@@ -158,6 +158,7 @@ async fn snapshots_are_listed_in_key_order_whole_and_in_pages() {
                 stream: stream.clone(),
                 version: 3,
                 revision: 2,
+                schema_version: 1,
                 state: format!(r#"{{"kind":"{kind}","id":"{id}"}}"#).into_bytes(),
                 taken_at: chrono::Utc::now(),
             };
