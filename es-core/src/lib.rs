@@ -140,6 +140,7 @@ mod projection;
 mod record;
 mod registry;
 mod repository;
+pub mod schema;
 mod store;
 pub mod testing;
 
@@ -179,6 +180,7 @@ pub use async_trait::async_trait;
 pub mod __private {
     pub use crate::aggregate::ApplyEach;
     pub use crate::event::upcast;
+    pub use crate::schema::trace_shape;
     pub use serde;
     pub use serde_json;
     pub use tokio;
