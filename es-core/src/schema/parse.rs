@@ -39,7 +39,7 @@ pub(crate) fn tokens(text: &str) -> Result<Vec<(Token, usize)>, ParseShapeError>
     while let Some(&(start, c)) = chars.peek() {
         if c.is_whitespace() {
             chars.next();
-        } else if "{}()<>,:?|".contains(c) {
+        } else if "{}()<>,:?|[]".contains(c) {
             out.push((Token::Punct(c), start));
             chars.next();
         } else if c == '"' {

@@ -1,6 +1,6 @@
 //! The traced shape of a payload, its canonical text and its fingerprint.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// The JSON shape of a payload type: what its stored events look like, not what the Rust type is
 /// called.
@@ -364,4 +364,24 @@ fn write_variant(out: &mut String, variant: &Variant, indent: Option<usize>) {
         }
         VariantData::Unknown => out.push_str(" unknown"),
     }
+}
+
+/// The text of a lock entry's name (aggregate type, event name): bare when possible.
+pub(crate) fn name_text(name: &str) -> String {
+    let mut out = String::new();
+    write_name(&mut out, name);
+    out
+}
+
+/// `text` with every line but the first indented by `by`, for nesting a report under a heading.
+pub(crate) fn indented(text: &str, by: &str) -> String {
+    let mut out = String::new();
+    for (index, line) in text.lines().enumerate() {
+        if index > 0 {
+            out.push('\n');
+            out.push_str(by);
+        }
+        let _ = write!(out, "{line}");
+    }
+    out
 }
