@@ -60,14 +60,18 @@ impl LockMode {
     /// `ES_SCHEMA_LOCK=verify` verifies; unset, it verifies in CI (`CI` set to anything but
     /// `false` or `0`) and creates a missing lock elsewhere.
     pub fn from_env() -> Result<Self, SchemaLockError> {
-        match std::env::var(LOCK_ENV).unwrap_or_default().as_str() {
+        let var = |name| std::env::var(name).unwrap_or_default();
+        Self::from_values(&var(LOCK_ENV), &var("CI"))
+    }
+
+    /// [`LockMode::from_env`] on given values (empty for unset), so it can be tested without
+    /// touching the process environment.
+    pub(crate) fn from_values(lock: &str, ci: &str) -> Result<Self, SchemaLockError> {
+        match lock {
             "update" => Ok(Self::Update),
             "verify" => Ok(Self::Verify),
-            "" => {
-                let ci = std::env::var("CI").unwrap_or_default();
-                let in_ci = !matches!(ci.as_str(), "" | "false" | "0");
-                Ok(if in_ci { Self::Verify } else { Self::CreateIfMissing })
-            }
+            "" if matches!(ci, "" | "false" | "0") => Ok(Self::CreateIfMissing),
+            "" => Ok(Self::Verify),
             other => Err(SchemaLockError::InvalidMode {
                 value: other.to_owned(),
             }),

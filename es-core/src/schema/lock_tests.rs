@@ -109,6 +109,56 @@ mod bumped {
     }
 }
 
+/// An optional field added: old payloads still decode.
+mod widened {
+    use crate::{event, Aggregate, Apply};
+    use serde::{Deserialize, Serialize};
+
+    #[event(name = "Noted")]
+    #[derive(Debug)]
+    pub struct Noted {
+        pub text: String,
+        pub priority: u8,
+        #[serde(default)]
+        pub tags: Vec<String>,
+    }
+    #[event]
+    #[derive(Debug)]
+    pub enum NoteEvent {
+        Noted(Noted),
+    }
+    #[derive(Default, Serialize, Deserialize, Aggregate)]
+    #[aggregate(name = "note", event = NoteEvent)]
+    pub struct Note;
+    impl Apply<Noted> for Note {
+        fn apply(&mut self, _: &Noted) {}
+    }
+}
+
+/// The event renamed: the old stored name is an alias now (and `priority` widened).
+mod aliased {
+    use crate::{event, Aggregate, Apply};
+    use serde::{Deserialize, Serialize};
+
+    #[event(name = "NoteTaken", alias = "Noted")]
+    #[derive(Debug)]
+    pub struct NoteTaken {
+        pub text: String,
+        pub priority: u16,
+    }
+    #[event]
+    #[derive(Debug)]
+    pub enum NoteEvent {
+        Taken(NoteTaken),
+    }
+    #[derive(Default, Serialize, Deserialize, Aggregate)]
+    #[aggregate(name = "note", event = NoteEvent)]
+    pub struct Note;
+    impl Apply<NoteTaken> for Note {
+        fn apply(&mut self, _: &NoteTaken) {}
+    }
+}
+
 /// `Noted` is gone; another event took its place.
 mod removed {
     use crate::{event, Aggregate, Apply};
@@ -477,5 +527,60 @@ fn odd_names_survive_the_round_trip_through_the_file() {
     assert!(
         check(&registry::<odd::Odd>(), &lock, LockMode::Verify).is_ok(),
         "{text}"
+    );
+}
+
+#[test]
+fn a_compatible_change_still_fails_but_says_old_events_decode() {
+    let dir = TempDir::new("widened");
+    let lock = created(&dir, &registry::<v1::Note>());
+    let report = check(&registry::<widened::Note>(), &lock, LockMode::Verify);
+    let message = report.to_string();
+    assert!(message.contains("field `tags` was added (may be missing)"), "{message}");
+    assert!(
+        message.contains("still decode (every change is compatible)"),
+        "{message}"
+    );
+    assert!(!message.contains("would no longer decode"), "{message}");
+}
+
+#[test]
+fn entries_under_a_name_that_became_an_alias_are_checked_against_the_renamed_event() {
+    let dir = TempDir::new("aliased");
+    let lock = created(&dir, &registry::<v1::Note>());
+    let report = check(&registry::<aliased::Note>(), &lock, LockMode::Verify);
+    // `Noted` events still decode as `NoteTaken` (no removal), but `priority` was widened at the
+    // same version, and the new name has no entry yet.
+    assert_eq!(report.problems.len(), 2, "{report}");
+    assert!(report.problems.iter().any(|problem| matches!(problem,
+        LockProblem::ShapeChanged { key, changes } if key.event == "Noted" && changes[0].path == "priority")));
+    assert!(report
+        .problems
+        .iter()
+        .any(|problem| matches!(problem, LockProblem::NotLocked { key } if key.event == "NoteTaken")));
+
+    assert!(check(&registry::<aliased::Note>(), &lock, LockMode::Update).is_ok());
+    let text = std::fs::read_to_string(&lock).expect("rewritten");
+    assert!(
+        text.contains("[note Noted v1]") && text.contains("[note NoteTaken v1]"),
+        "{text}"
+    );
+    assert!(check(&registry::<aliased::Note>(), &lock, LockMode::Verify).is_ok());
+}
+
+#[test]
+fn the_mode_comes_from_es_schema_lock_then_from_ci() {
+    assert_eq!(LockMode::from_values("update", "true").ok(), Some(LockMode::Update));
+    assert_eq!(LockMode::from_values("verify", "").ok(), Some(LockMode::Verify));
+    assert_eq!(LockMode::from_values("", "").ok(), Some(LockMode::CreateIfMissing));
+    assert_eq!(LockMode::from_values("", "false").ok(), Some(LockMode::CreateIfMissing));
+    assert_eq!(LockMode::from_values("", "true").ok(), Some(LockMode::Verify));
+    assert_eq!(LockMode::from_values("", "1").ok(), Some(LockMode::Verify));
+    let error = LockMode::from_values("yes", "").err().map(|error| error.to_string());
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|error| error.contains("ES_SCHEMA_LOCK=\"yes\"")),
+        "{error:?}"
     );
 }

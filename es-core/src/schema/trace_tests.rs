@@ -86,6 +86,12 @@ struct Order {
 }
 
 #[derive(Deserialize)]
+struct Move {
+    from: Address,
+    to: Address,
+}
+
+#[derive(Deserialize)]
 struct Line {
     sku: String,
     qty: u32,
@@ -108,6 +114,14 @@ fn nested_structs_render_indented() {
     qty: u32,
   }>,
 }"
+    );
+}
+
+#[test]
+fn a_type_used_twice_side_by_side_is_not_recursive() {
+    assert_eq!(
+        traced::<Move>(),
+        "{\n  from: {\n    city: str,\n    zip?: option<str>,\n  },\n  to: {\n    city: str,\n    zip?: option<str>,\n  },\n}"
     );
 }
 
