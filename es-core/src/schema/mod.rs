@@ -97,6 +97,7 @@
 //!   by what it asks for; `deny_unknown_fields` and validation in `try_from` are not seen.
 mod diff;
 mod lock;
+mod lock_file;
 #[cfg(test)]
 mod lock_tests;
 mod parse;
