@@ -360,3 +360,49 @@ fn the_canonical_text_parses_back_to_the_same_shape() {
         );
     }
 }
+
+#[derive(Deserialize)]
+enum Expr2 {
+    Add(Box<Expr2>, Box<Expr2>),
+    Lit(i64),
+}
+
+#[derive(Deserialize)]
+struct Misc {
+    took: std::time::Duration,
+    ip: std::net::IpAddr,
+    set: std::collections::BTreeSet<String>,
+    nested: Option<Option<u8>>,
+    outcome: Result<u8, String>,
+    key: [u8; 3],
+    e: Expr2,
+    after: String,
+}
+
+#[test]
+fn std_types_and_a_recursive_enum_whose_first_variant_recurses() {
+    // Reaching `Add`'s second element needs a made-up first one: the made-up values follow the
+    // choices of the enum's first position, so `Lit` ends the recursion after one failed try.
+    assert_eq!(
+        traced::<Misc>(),
+        "{
+  took: {
+    secs: u64,
+    nanos: u32,
+  },
+  ip: str,
+  set: seq<str>,
+  nested?: option<option<u8>>,
+  outcome: enum {
+    Ok(u8),
+    Err(str),
+  },
+  key: (u8, u8, u8),
+  e: enum {
+    Add(recursive(Expr2), recursive(Expr2)),
+    Lit(i64),
+  },
+  after: str,
+}"
+    );
+}

@@ -268,6 +268,8 @@ struct State {
     nodes: BTreeMap<Path, Node>,
     choice: BTreeMap<Path, usize>,
     exhausted: BTreeSet<Path>,
+    /// Recursive positions -> the position where their type starts, whose choices they share.
+    same_as: BTreeMap<Path, Path>,
     facts: BTreeMap<Path, FieldFacts>,
     goal: Goal,
     // Per run:
@@ -324,6 +326,7 @@ impl<T: DeserializeOwned> Explorer<T> {
     /// Tries another value at `blame`; false when nothing is left to try there.
     fn advance(&self, blame: &Path) -> bool {
         let mut state = self.state.borrow_mut();
+        let blame = &state.key(blame).clone();
         if state.exhausted.contains(blame) {
             return false;
         }
@@ -424,6 +427,14 @@ impl<T: DeserializeOwned> Explorer<T> {
             }
         }
         Ok(None)
+    }
+}
+
+impl State {
+    /// The position whose choices a position uses: its own, or at a recursive position the one
+    /// where its type starts.
+    fn key<'p>(&'p self, path: &'p Path) -> &'p Path {
+        self.same_as.get(path).unwrap_or(path)
     }
 }
 

@@ -23,8 +23,9 @@ pub(super) enum Mode {
 pub(super) struct Tracer<'s> {
     state: &'s RefCell<State>,
     path: Path,
-    /// The named types being traced further up, to cut recursion.
-    ancestors: Vec<(&'static str, &'static [&'static str])>,
+    /// The named types being traced further up (with their field or variant names, and the
+    /// length of the path where they start), to cut recursion.
+    ancestors: Vec<(&'static str, &'static [&'static str], usize)>,
 }
 
 impl<'s> Tracer<'s> {
@@ -46,14 +47,17 @@ impl<'s> Tracer<'s> {
     }
 
     fn within(mut self, name: &'static str, names: &'static [&'static str]) -> Self {
-        self.ancestors.push((name, names));
+        let depth = self.path.len();
+        self.ancestors.push((name, names, depth));
         self
     }
 
-    fn is_recursive(&self, name: &'static str, names: &'static [&'static str]) -> bool {
+    /// Where the type started further up this path, if it did.
+    fn first_seen(&self, name: &'static str, names: &'static [&'static str]) -> Option<Path> {
         self.ancestors
             .iter()
-            .any(|&(seen, seen_names)| seen == name && seen_names == names)
+            .find(|&&(seen, seen_names, _)| seen == name && seen_names == names)
+            .map(|&(_, _, depth)| self.path[..depth].to_vec())
     }
 
     /// Records what was asked here (the first answer wins: types ask the same each run).
@@ -74,7 +78,8 @@ impl<'s> Tracer<'s> {
     }
 
     fn choice(&self) -> usize {
-        self.state.borrow().choice.get(&self.path).copied().unwrap_or(0)
+        let state = self.state.borrow();
+        state.choice.get(state.key(&self.path)).copied().unwrap_or(0)
     }
 
     pub(super) fn stop<V>(&self) -> Result<V, TraceError> {
@@ -101,7 +106,8 @@ impl<'s> Tracer<'s> {
 
     /// Whether to give up making a value here before trying.
     fn cannot_make(&self) -> bool {
-        self.path.len() > MAX_DEPTH || self.state.borrow().exhausted.contains(&self.path)
+        let state = self.state.borrow();
+        self.path.len() > MAX_DEPTH || state.exhausted.contains(state.key(&self.path))
     }
 
     /// Blames a fresh error from a visitor called here on the value that caused it: the last
@@ -255,8 +261,15 @@ impl<'s> Tracer<'s> {
         names: &'static [&'static str],
         choices: usize,
     ) -> Result<Self, Result<V, TraceError>> {
-        if self.is_recursive(name, names) {
+        if let Some(first) = self.first_seen(name, names) {
             self.record(Node::Recursive(name, choices));
+            // Values made up here follow the choices of the type's first position: one that ends
+            // there (a leaf variant) ends the recursion everywhere.
+            self.state
+                .borrow_mut()
+                .same_as
+                .entry(self.path.clone())
+                .or_insert(first);
             match self.mode() {
                 Mode::Goal => return Err(self.stop()),
                 Mode::Route(_) => return Err(self.lost()),
