@@ -406,3 +406,20 @@ fn std_types_and_a_recursive_enum_whose_first_variant_recurses() {
 }"
     );
 }
+
+#[test]
+fn a_deserialize_impl_that_panics_on_a_made_up_value_is_survived() {
+    struct Touchy;
+    impl<'de> Deserialize<'de> for Touchy {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            match u8::deserialize(deserializer)? {
+                1 => Ok(Touchy),
+                other => panic!("Touchy got {other}"),
+            }
+        }
+    }
+    #[derive(Deserialize)]
+    struct Pair(Touchy, String);
+    // The panic on 0 blames the sample; 1 is tried next and the second element is reached.
+    assert_eq!(traced::<Pair>(), "(u8, str)");
+}

@@ -311,14 +311,23 @@ impl<T: DeserializeOwned> Explorer<T> {
             state.said = None;
             state.last_leaf = None;
         }
-        let result = T::deserialize(Tracer::root(&self.state));
+        // A Deserialize impl that panics on a made-up value (an `unreachable!` in a hand-written
+        // visitor) must not bring a tool checking the lock down: the value is blamed instead.
+        let state = &self.state;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            T::deserialize(Tracer::root(state)).map(drop)
+        }));
         match result {
-            Ok(_) => Ok(None),
-            Err(error) => {
+            Ok(Ok(())) => Ok(None),
+            Ok(Err(error)) => {
                 if error.kind != Kind::Stop {
                     self.last_error = Some(error.to_string());
                 }
                 Ok(error.blame)
+            }
+            Err(_) => {
+                self.last_error = Some("the Deserialize impl panicked".to_owned());
+                Ok(self.state.borrow().last_leaf.clone())
             }
         }
     }
