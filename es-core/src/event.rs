@@ -44,7 +44,7 @@ pub trait EventType: Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// What the registry knows of one event type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct EventDescriptor {
     /// The stored name.
     pub name: &'static str,
@@ -54,6 +54,34 @@ pub struct EventDescriptor {
     pub version: u32,
     /// The Rust type, for error messages.
     pub rust_type: &'static str,
+    /// Traces the JSON shape of the payload at the current version, for the schema lock
+    /// ([`crate::schema`]). Called only when the lock is checked: tracing costs a few hundred
+    /// trial deserializations.
+    pub shape: fn() -> Result<crate::schema::Shape, crate::schema::ShapeError>,
+}
+
+// By hand: `shape` is a function pointer, whose address says nothing about the event (and is not
+// even stable across codegen units), so it takes no part in equality or debug output.
+impl PartialEq for EventDescriptor {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.aliases == other.aliases
+            && self.version == other.version
+            && self.rust_type == other.rust_type
+    }
+}
+
+impl Eq for EventDescriptor {}
+
+impl fmt::Debug for EventDescriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventDescriptor")
+            .field("name", &self.name)
+            .field("aliases", &self.aliases)
+            .field("version", &self.version)
+            .field("rust_type", &self.rust_type)
+            .finish_non_exhaustive()
+    }
 }
 
 /// All the events of one aggregate: an enum whose variants each wrap one [`EventType`].

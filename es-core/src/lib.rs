@@ -141,6 +141,7 @@ mod projection;
 mod record;
 mod registry;
 mod repository;
+pub mod schema;
 mod store;
 pub mod testing;
 

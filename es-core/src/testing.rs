@@ -31,6 +31,8 @@
 
 use std::fmt::Debug;
 
+pub use crate::schema::assert_schema_lock;
+
 use crate::aggregate::Aggregate;
 use crate::event::EventSet;
 

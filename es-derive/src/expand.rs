@@ -128,6 +128,7 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
                     aliases: <#types as ::es_core::EventType>::ALIASES,
                     version: <#types as ::es_core::EventType>::VERSION,
                     rust_type: #type_names,
+                    shape: ::es_core::schema::trace_shape::<#types>,
                 },)*
             ];
 

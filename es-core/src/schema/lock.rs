@@ -1,0 +1,458 @@
+//! The lock file of stored event shapes and the check of the code against it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::diff::ShapeChange;
+use super::lock_file::{parse_lock, render_lock, write_atomically};
+use super::shape::{indented, Shape};
+use super::trace::ShapeError;
+use crate::registry::EventRegistry;
+
+/// The environment variable that [`assert_schema_lock`] reads: `update` rewrites the lock.
+pub const LOCK_ENV: &str = "ES_SCHEMA_LOCK";
+
+/// One entry of the lock: an event of an aggregate type at one schema version.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LockKey {
+    /// The stored aggregate type.
+    pub aggregate_type: String,
+    /// The stored event name.
+    pub event: String,
+    /// The schema version.
+    pub version: u32,
+}
+
+impl fmt::Display for LockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` event `{}` v{}", self.aggregate_type, self.event, self.version)
+    }
+}
+
+/// What [`check_schema_lock`] may do to the lock file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Only compare; never write (CI).
+    Verify,
+    /// Write the lock if there is no file yet (first adoption); otherwise compare.
+    CreateIfMissing,
+    /// Rewrite the lock with the code's shapes, keeping older versions' entries.
+    Update,
+}
+
+impl LockMode {
+    /// The mode [`assert_schema_lock`] uses: `ES_SCHEMA_LOCK=update` updates,
+    /// `ES_SCHEMA_LOCK=verify` verifies; unset, it verifies in CI (`CI` set to anything but
+    /// `false` or `0`) and creates a missing lock elsewhere.
+    pub fn from_env() -> Result<Self, SchemaLockError> {
+        let var = |name| std::env::var(name).unwrap_or_default();
+        Self::from_values(&var(LOCK_ENV), &var("CI"))
+    }
+
+    /// [`LockMode::from_env`] on given values (empty for unset), so it can be tested without
+    /// touching the process environment.
+    pub(crate) fn from_values(lock: &str, ci: &str) -> Result<Self, SchemaLockError> {
+        match lock {
+            "update" => Ok(Self::Update),
+            "verify" => Ok(Self::Verify),
+            "" if matches!(ci, "" | "false" | "0") => Ok(Self::CreateIfMissing),
+            "" => Ok(Self::Verify),
+            other => Err(SchemaLockError::InvalidMode {
+                value: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// What the check did to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOutcome {
+    /// The file was left as it was.
+    Unchanged,
+    /// There was no file; it was written.
+    Created,
+    /// The file was rewritten with the code's shapes.
+    Updated,
+}
+
+/// A disagreement between the lock and the code. Each says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockProblem {
+    /// The shape at the event's current version is not the locked one.
+    ShapeChanged {
+        /// The event and version.
+        key: LockKey,
+        /// What changed, field by field.
+        changes: Vec<ShapeChange>,
+    },
+    /// The event's current version has no entry yet.
+    NotLocked {
+        /// The event and version.
+        key: LockKey,
+    },
+    /// There is no lock file, and this mode does not create one.
+    NoLockFile,
+    /// The lock has a version newer than the code's.
+    VersionWentBack {
+        /// The locked entry.
+        key: LockKey,
+        /// The code's version.
+        current: u32,
+    },
+    /// The lock has an event the code no longer has.
+    EventRemoved {
+        /// The locked entry.
+        key: LockKey,
+    },
+    /// The event's shape could not be traced.
+    Untraceable {
+        /// The event and version.
+        key: LockKey,
+        /// Why.
+        error: ShapeError,
+    },
+}
+
+impl fmt::Display for LockProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockProblem::ShapeChanged { key, changes } => {
+                writeln!(f, "{key} changed its stored shape without a version bump:")?;
+                for change in changes {
+                    writeln!(f, "    {change}")?;
+                }
+                let (version, next) = (key.version, key.version.saturating_add(1));
+                if changes.iter().any(ShapeChange::is_breaking) {
+                    write!(
+                        f,
+                        "  Events stored at v{version} would no longer decode. Bump `version` to {next} and add \
+                         `#[upcast(from = {version}, ...)]`; if no event of the old shape was ever stored, accept \
+                         the change with {LOCK_ENV}=update."
+                    )
+                } else {
+                    write!(
+                        f,
+                        "  Events stored at v{version} still decode (every change is compatible): accept the \
+                         change with {LOCK_ENV}=update, or bump `version` to {next} if you prefer a new version."
+                    )
+                }
+            }
+            LockProblem::NotLocked { key } => write!(
+                f,
+                "{key} is not in the lock yet: run the tests once with {LOCK_ENV}=update and commit the lock file."
+            ),
+            LockProblem::NoLockFile => write!(
+                f,
+                "the lock file does not exist: run the tests once with {LOCK_ENV}=update and commit it."
+            ),
+            LockProblem::VersionWentBack { key, current } => write!(
+                f,
+                "{key} is locked, but the code is at v{current}: the code went back to an older schema \
+                 version, and events stored at v{} would no longer decode. Restore the newer version; if no \
+                 event was ever stored at it, accept with {LOCK_ENV}=update.",
+                key.version
+            ),
+            LockProblem::EventRemoved { key } => write!(
+                f,
+                "{key} is locked, but no registered aggregate has that event: stored `{}` events would no \
+                 longer decode. Keep the type (or an alias to it), or accept with {LOCK_ENV}=update if none was \
+                 ever stored.",
+                key.event
+            ),
+            LockProblem::Untraceable { key, error } => write!(f, "{key}: {error}"),
+        }
+    }
+}
+
+/// A change written to the lock file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockChange {
+    /// A new entry.
+    Added(LockKey),
+    /// An entry's shape replaced.
+    Changed(LockKey, Vec<ShapeChange>),
+    /// An entry dropped (an event or version the code no longer has).
+    Removed(LockKey),
+}
+
+impl fmt::Display for LockChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockChange::Added(key) => write!(f, "added {key}"),
+            LockChange::Removed(key) => write!(f, "removed {key}"),
+            LockChange::Changed(key, changes) => {
+                write!(f, "changed {key}:")?;
+                for change in changes {
+                    write!(f, "\n    {change}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What [`check_schema_lock`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockReport {
+    /// The lock file.
+    pub path: PathBuf,
+    /// What was done to the file.
+    pub outcome: LockOutcome,
+    /// The changes written, when the file was created or updated.
+    pub changes: Vec<LockChange>,
+    /// The disagreements left: the check passes when there are none.
+    pub problems: Vec<LockProblem>,
+}
+
+impl LockReport {
+    /// Whether the code agrees with the lock (after any write).
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for LockReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match self.outcome {
+            LockOutcome::Unchanged if self.is_ok() => write!(f, "schema lock {path}: the code agrees with it")?,
+            LockOutcome::Unchanged => write!(f, "schema lock {path} disagrees with the code:")?,
+            LockOutcome::Created => write!(f, "schema lock {path} created; commit it")?,
+            LockOutcome::Updated => write!(f, "schema lock {path} updated; review and commit it")?,
+        }
+        for change in &self.changes {
+            write!(f, "\n  {}", indented(&change.to_string(), "  ").trim_start())?;
+        }
+        for problem in &self.problems {
+            write!(
+                f,
+                "\n\n- {}",
+                indented(problem.to_string().trim_end(), "  ").trim_start()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the lock could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaLockError {
+    /// Reading or writing the file failed.
+    #[error("schema lock {}: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a lock this version can read.
+    #[error(
+        "schema lock {}, line {line}: {message} (fix it by hand, or rewrite it with {LOCK_ENV}=update)",
+        path.display()
+    )]
+    Parse {
+        /// The lock file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong there.
+        message: String,
+    },
+    /// `ES_SCHEMA_LOCK` holds something else than `update` or `verify`.
+    #[error("{LOCK_ENV}={value:?} is not understood: use `update` to rewrite the lock, `verify` to only check it")]
+    InvalidMode {
+        /// The value found.
+        value: String,
+    },
+}
+
+/// Checks every event of `registry` against the lock file at `path`, writing it as `mode` allows.
+///
+/// Entries are keyed by aggregate type, stored event name and schema version. The check fails
+/// (the report has problems) when the current version's shape differs from its entry, when the
+/// current version has no entry, when the lock has a newer version than the code or an event the
+/// code no longer has, or when a shape cannot be traced. [`LockMode::Update`] rewrites the file
+/// with the code's shapes instead (keeping the entries of older versions, which events stored
+/// at them still need) and leaves only untraceable shapes as problems.
+pub fn check_schema_lock(registry: &EventRegistry, path: &Path, mode: LockMode) -> Result<LockReport, SchemaLockError> {
+    let io_error = |source| SchemaLockError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => return Err(io_error(error)),
+    };
+    let locked = match &existing {
+        Some(text) => parse_lock(text).map_err(|(line, message)| SchemaLockError::Parse {
+            path: path.to_owned(),
+            line,
+            message,
+        })?,
+        None => BTreeMap::new(),
+    };
+
+    let mut problems = Vec::new();
+    let mut changes = Vec::new();
+    let mut next = locked.clone();
+    let mut current = BTreeMap::new();
+    for registered in registry.events() {
+        let key = LockKey {
+            aggregate_type: registered.aggregate_type.to_owned(),
+            event: registered.event.name.to_owned(),
+            version: registered.event.version,
+        };
+        match (registered.event.shape)() {
+            Ok(shape) => {
+                current.insert((key.aggregate_type.clone(), registered.event.name), shape.clone());
+                compare(&locked, key, shape, &mut next, &mut problems, &mut changes);
+            }
+            Err(error) => problems.push(LockProblem::Untraceable { key, error }),
+        }
+    }
+    for key in locked.keys() {
+        let Some(registered) = registry.find(&key.aggregate_type, &key.event) else {
+            problems.push(LockProblem::EventRemoved { key: key.clone() });
+            next.remove(key);
+            changes.push(LockChange::Removed(key.clone()));
+            continue;
+        };
+        let version = registered.event.version;
+        if key.version > version {
+            problems.push(LockProblem::VersionWentBack {
+                key: key.clone(),
+                current: version,
+            });
+            next.remove(key);
+            changes.push(LockChange::Removed(key.clone()));
+        } else if key.version == version && key.event != registered.event.name {
+            // Stored under a name that is now an alias: those events decode as the renamed type.
+            if let Some(shape) = current.get(&(key.aggregate_type.clone(), registered.event.name)) {
+                compare(
+                    &locked,
+                    key.clone(),
+                    shape.clone(),
+                    &mut next,
+                    &mut problems,
+                    &mut changes,
+                );
+            }
+        }
+    }
+
+    let write = match (mode, &existing) {
+        (LockMode::Update, _) | (LockMode::CreateIfMissing, None) => true,
+        (LockMode::Verify, None) => {
+            problems.retain(|problem| matches!(problem, LockProblem::Untraceable { .. }));
+            problems.insert(0, LockProblem::NoLockFile);
+            false
+        }
+        _ => false,
+    };
+    if !write {
+        return Ok(LockReport {
+            path: path.to_owned(),
+            outcome: LockOutcome::Unchanged,
+            changes: Vec::new(),
+            problems,
+        });
+    }
+    // Writing accepts every disagreement but an untraceable shape.
+    problems.retain(|problem| matches!(problem, LockProblem::Untraceable { .. }));
+    let text = render_lock(&next);
+    let outcome = match &existing {
+        Some(old) if *old == text => LockOutcome::Unchanged,
+        Some(_) => LockOutcome::Updated,
+        None => LockOutcome::Created,
+    };
+    if outcome != LockOutcome::Unchanged {
+        write_atomically(path, &text).map_err(io_error)?;
+    } else {
+        changes.clear();
+    }
+    Ok(LockReport {
+        path: path.to_owned(),
+        outcome,
+        changes,
+        problems,
+    })
+}
+
+fn compare(
+    locked: &BTreeMap<LockKey, Shape>,
+    key: LockKey,
+    shape: Shape,
+    next: &mut BTreeMap<LockKey, Shape>,
+    problems: &mut Vec<LockProblem>,
+    changes: &mut Vec<LockChange>,
+) {
+    match locked.get(&key) {
+        Some(old) if *old == shape => {}
+        Some(old) => {
+            let differences = old.differences(&shape);
+            problems.push(LockProblem::ShapeChanged {
+                key: key.clone(),
+                changes: differences.clone(),
+            });
+            changes.push(LockChange::Changed(key.clone(), differences));
+            next.insert(key, shape);
+        }
+        None => {
+            problems.push(LockProblem::NotLocked { key: key.clone() });
+            changes.push(LockChange::Added(key.clone()));
+            next.insert(key, shape);
+        }
+    }
+}
+
+/// Panics with a readable report when the lock file at `path` disagrees with the events of
+/// `registry`: the one line an application's tests need.
+///
+/// The mode comes from the environment ([`LockMode::from_env`]): `ES_SCHEMA_LOCK=update`
+/// rewrites the file and passes, printing what changed; otherwise a missing file is created and
+/// passes, except in CI (`CI` set), where nothing is written.
+///
+/// ```
+/// # use es_core::{event, Aggregate, Apply, EventRegistry};
+/// # use serde::{Deserialize, Serialize};
+/// # #[event(name = "Deposited")]
+/// # #[derive(Debug)] pub struct Deposited { pub cents: u64 }
+/// # #[event] #[derive(Debug)] pub enum AccountEvent { Deposited(Deposited) }
+/// # #[derive(Default, Serialize, Deserialize, Aggregate)]
+/// # #[aggregate(name = "account", event = AccountEvent)]
+/// # pub struct Account;
+/// # impl Apply<Deposited> for Account { fn apply(&mut self, _: &Deposited) {} }
+/// # let dir = std::env::temp_dir().join(format!("es-schema-lock-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// # let lock = dir.join("events.lock");
+/// let mut registry = EventRegistry::new();
+/// registry.register::<Account>()?;
+/// # es_core::schema::check_schema_lock(&registry, &lock, es_core::schema::LockMode::Update)?;
+/// // In an application's tests, with the lock committed beside its Cargo.toml:
+/// // es_core::testing::assert_schema_lock(&registry, concat!(env!("CARGO_MANIFEST_DIR"), "/events.lock"));
+/// es_core::testing::assert_schema_lock(&registry, &lock);
+/// # assert!(std::fs::read_to_string(&lock)?.contains("[account Deposited v1] eb0a1e0d48cb7b73\n{\n  cents: u64,\n}\n"));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[track_caller]
+pub fn assert_schema_lock(registry: &EventRegistry, path: impl AsRef<Path>) {
+    let path = path.as_ref();
+    let report = LockMode::from_env().and_then(|mode| check_schema_lock(registry, path, mode));
+    match report {
+        Ok(report) if report.is_ok() => {
+            if report.outcome != LockOutcome::Unchanged {
+                eprintln!("{report}");
+            }
+        }
+        Ok(report) => panic!("{report}"),
+        Err(error) => panic!("{error}"),
+    }
+}
