@@ -5,9 +5,9 @@ use std::marker::PhantomData;
 
 use async_trait::async_trait;
 use es_core::{
-    decode_record, Aggregate, AsOf, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, EventSet, EventStore,
-    GlobalLog, Lag, ParkedEvent, Projection, ProjectionError, ProjectionRunner, RebuildProgress, RecordedEvent,
-    Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice,
+    decode_record_all, Aggregate, AsOf, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, Decoded, EventSet,
+    EventStore, GlobalLog, Lag, ParkedEvent, Projection, ProjectionError, ProjectionRunner, RebuildProgress,
+    RecordedEvent, Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice,
 };
 use futures_util::TryStreamExt;
 use serde::Serialize;
@@ -60,13 +60,24 @@ where
     S: EventStore + SnapshotStore + Clone + 'static,
 {
     fn decode(&self, record: &RecordedEvent) -> Result<Value, String> {
-        let event = decode_record::<A::Event>(record).map_err(|error| error.source.to_string())?;
-        let payload = event.encode_payload().map_err(|error| error.to_string())?;
-        serde_json::from_slice(&payload).map_err(|error| error.to_string())
+        let decoded = decode_record_all::<A::Event>(record).map_err(|error| error.source.to_string())?;
+        let as_json = |event: &A::Event| {
+            let payload = event.encode_payload().map_err(|error| error.to_string())?;
+            serde_json::from_slice(&payload).map_err(|error| error.to_string())
+        };
+        match decoded {
+            Decoded::One(event) => as_json(&event),
+            // A retired event a #[replaced] rule turns into events: what it stands for now.
+            Decoded::Many(events) => events
+                .iter()
+                .map(as_json)
+                .collect::<Result<Vec<Value>, String>>()
+                .map(Value::Array),
+        }
     }
 
     fn check(&self, event_name: &str, schema_version: u32, payload: &[u8]) -> Result<(), String> {
-        A::Event::decode(event_name, schema_version, payload)
+        A::Event::decode_all(event_name, schema_version, payload)
             .map(drop)
             .map_err(|error| error.to_string())
     }
@@ -83,7 +94,9 @@ where
         let before = json(&loaded.aggregate);
         let slice = StreamSlice::from_version(version).to_version(version);
         if let Some(record) = store.read_stream(stream, slice).try_next().await? {
-            loaded.aggregate.apply_event(&decode_record::<A::Event>(&record)?);
+            for event in decode_record_all::<A::Event>(&record)? {
+                loaded.aggregate.apply_event(&event);
+            }
         }
         Ok((before, json(&loaded.aggregate)))
     }

@@ -10,7 +10,7 @@ use std::fmt::Display;
 
 use serde::de::DeserializeOwned;
 
-use crate::event::{DecodeError, UpcastError};
+use crate::event::{DecodeError, Decoded, UpcastError};
 
 /// An older shape of an event's payload, named by `#[upcast(from = N, typed = OldShape)]`: what
 /// was stored at version `N` is decoded as this type.
@@ -92,6 +92,56 @@ where
         crate::event::upcast::json_step(event_name, from, self, value)
     }
 }
+
+/// The function of a `#[replaced(name = "...", by = path)]` rule: it takes a retired event's
+/// payload, decoded as `Old`, and returns the events of the enum `Events` it stands for now
+/// (none, one or several), or an error saying why it cannot.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a #[replaced] rule of `{Events}`",
+    label = "expected a `fn(Old) -> Result<Vec<{Events}>, E>`, with `Old: Deserialize` and `E: Display`",
+    note = "a rule takes the retired event's payload, decoded as its argument's type (`serde_json::Value` for raw JSON), and returns the events it stands for now"
+)]
+pub trait ReplaceRule<Old, Events> {
+    /// Runs the rule on a stored payload.
+    #[doc(hidden)]
+    fn replace(
+        self,
+        event_name: &'static str,
+        schema_version: u32,
+        payload: &[u8],
+    ) -> Result<Decoded<Events>, DecodeError>;
+}
+
+impl<F, Old, Events, Error> ReplaceRule<Old, Events> for F
+where
+    F: FnOnce(Old) -> Result<Vec<Events>, Error>,
+    Old: DeserializeOwned,
+    Error: Display,
+{
+    fn replace(
+        self,
+        event_name: &'static str,
+        schema_version: u32,
+        payload: &[u8],
+    ) -> Result<Decoded<Events>, DecodeError> {
+        crate::event::upcast::replace(event_name, schema_version, self, payload)
+    }
+}
+
+/// Holds when an event of an `#[event]` enum, `B`, is not stored under a name that a
+/// `#[replaced]` rule of the same enum claims: a stored name must say which it is.
+#[diagnostic::on_unimplemented(
+    message = "`{B}` is stored under a name or alias that a #[replaced] rule of this enum also claims",
+    label = "a #[replaced] rule claims a name or alias of `{B}`",
+    note = "a #[replaced] rule is for a retired event's name; to upgrade `{B}` itself, use #[upcast] on it"
+)]
+pub trait NotReplaced<B> {
+    /// Evaluated by the generated check; it exists only when the name is free.
+    #[doc(hidden)]
+    const CHECKED: () = ();
+}
+
+impl<B> NotReplaced<B> for SharedName<false> {}
 
 /// Whether two events of one `#[event]` enum share a stored name or alias.
 pub struct SharedName<const SHARED: bool>;

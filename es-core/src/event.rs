@@ -109,12 +109,65 @@ pub trait EventSet: Send + Sync + Sized + 'static {
     /// Decodes a stored event by name (or alias) and schema version.
     fn decode(event_name: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError>;
 
-    /// Whether any event of the set is stored under `event_name`: a cheap check that lets readers
-    /// skip events they do not handle without touching the payload.
+    /// Stored names of retired event types that `#[replaced]` rules turn into events of this set
+    /// (none, one or several per stored event); [`EventSet::decode_all`] decodes them.
+    const REPLACED: &'static [&'static str] = &[];
+
+    /// Decodes a stored event into every event it stands for now: one event for the name or an
+    /// alias of an event of the set; for a name of [`EventSet::REPLACED`], whatever its
+    /// `#[replaced]` rule returns (none, one or several events).
+    ///
+    /// Readers of stored events (repositories, projections) decode through this. The default,
+    /// for a set without replaced names, is [`EventSet::decode`].
+    fn decode_all(event_name: &str, schema_version: u32, payload: &[u8]) -> Result<Decoded<Self>, DecodeError> {
+        Self::decode(event_name, schema_version, payload).map(Decoded::One)
+    }
+
+    /// Whether any event of the set is stored under `event_name`, or a `#[replaced]` rule turns
+    /// events of that name into events of the set: a cheap check that lets readers skip events
+    /// they do not handle without touching the payload.
     fn handles(event_name: &str) -> bool {
         Self::EVENTS
             .iter()
             .any(|event| event.name == event_name || event.aliases.contains(&event_name))
+            || Self::REPLACED.contains(&event_name)
+    }
+}
+
+/// What one stored event stands for now: usually one event; for a retired event type that a
+/// `#[replaced]` rule turns into events of the set, any number of them, none included.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded<E> {
+    /// The stored event, decoded (and upcast) into one event.
+    One(E),
+    /// What a `#[replaced]` rule made of the stored event, in order.
+    Many(Vec<E>),
+}
+
+impl<E> Decoded<E> {
+    /// How many events the stored event stands for.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(events) => events.len(),
+        }
+    }
+
+    /// Whether the stored event stands for no event at all (a rule dropped it).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<E> IntoIterator for Decoded<E> {
+    type Item = E;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<E>, std::vec::IntoIter<E>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Self::One(event) => Some(event).into_iter().chain(Vec::new()),
+            Self::Many(events) => None.into_iter().chain(events),
+        }
     }
 }
 
@@ -177,6 +230,18 @@ pub enum DecodeError {
         from: u32,
         /// What the step reported.
         message: String,
+    },
+    /// A `#[replaced]` rule turned the stored event into no event or several, and it was read
+    /// as one.
+    #[error(
+        "stored event `{event_name}` now stands for {count} events (a #[replaced] rule): read it with \
+         `EventSet::decode_all`"
+    )]
+    NotOneEvent {
+        /// The stored name.
+        event_name: &'static str,
+        /// How many events the rule made of it.
+        count: usize,
     },
 }
 
@@ -303,6 +368,46 @@ pub mod upcast {
             event_name,
             from,
             message: format!("the step panicked ({message}); make it return an UpcastError instead"),
+        }
+    }
+
+    /// Runs a `#[replaced]` rule on a stored payload, decoded as the rule's argument type; a
+    /// refusal or a panic fails like an upcast step.
+    pub fn replace<T, E, F, Error>(
+        event_name: &'static str,
+        schema_version: u32,
+        rule: F,
+        payload: &[u8],
+    ) -> Result<Decoded<E>, DecodeError>
+    where
+        T: DeserializeOwned,
+        F: FnOnce(T) -> Result<Vec<E>, Error>,
+        Error: fmt::Display,
+    {
+        let old: T = from_slice(event_name, schema_version, payload)?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || rule(old))) {
+            Ok(Ok(events)) => Ok(Decoded::Many(events)),
+            Ok(Err(error)) => Err(DecodeError::Upcast {
+                event_name,
+                from: schema_version,
+                message: error.to_string(),
+            }),
+            Err(panic) => Err(panicked(event_name, schema_version, panic.as_ref())),
+        }
+    }
+
+    /// The one event a replaced name stands for, read where one event is expected.
+    pub fn single<E>(event_name: &'static str, decoded: Decoded<E>) -> Result<E, DecodeError> {
+        match decoded {
+            Decoded::One(event) => Ok(event),
+            Decoded::Many(events) if events.len() == 1 => events
+                .into_iter()
+                .next()
+                .ok_or(DecodeError::NotOneEvent { event_name, count: 0 }),
+            Decoded::Many(events) => Err(DecodeError::NotOneEvent {
+                event_name,
+                count: events.len(),
+            }),
         }
     }
 

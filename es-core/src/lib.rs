@@ -146,7 +146,7 @@ mod store;
 pub mod testing;
 
 pub use aggregate::{Aggregate, AppliedBy, Apply};
-pub use event::{DecodeError, EventDescriptor, EventSet, EventType, JsonUpcast, UpcastError};
+pub use event::{DecodeError, Decoded, EventDescriptor, EventSet, EventType, JsonUpcast, UpcastError};
 pub use memory::{InMemoryClaim, InMemoryReadModel, InMemoryStore, InMemoryUnit, InMemoryWakeUp};
 pub use metadata::Metadata;
 pub use projection::{
@@ -154,7 +154,10 @@ pub use projection::{
     ParkedEvent, PollOnly, Projection, ProjectionError, ProjectionProgress, ProjectionRunner, RebuildProgress,
     RunnerOptions, SwitchFuture, UnknownEvents, WaitError, WakeUp,
 };
-pub use record::{command_event_id, decode_record, encode_batch, DecodedEvent, RecordDecodeError, RecordEncodeError};
+pub use record::{
+    command_event_id, decode_record, decode_record_all, encode_batch, DecodedEvent, RecordDecodeError,
+    RecordEncodeError,
+};
 pub use registry::{EventRegistry, RegisteredEvent, RegistryError};
 pub use repository::{
     AppendedEvent, AsOf, CommandError, DecideFuture, Decision, Executed, IdRef, Loaded, Repository, RepositoryError,

@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use crate::event::{DecodeError, EventSet};
+use crate::event::{DecodeError, Decoded, EventSet};
 use crate::metadata::Metadata;
 use crate::store::{NewEvent, RecordedEvent, ReplayedEvent, StreamId};
 
@@ -17,6 +17,24 @@ pub struct DecodedEvent<E> {
     pub envelope: RecordedEvent,
     /// The typed event, upcast to the current schema.
     pub event: E,
+}
+
+impl<E> DecodedEvent<E> {
+    /// Each event a stored event stands for, with its envelope: the envelope is cloned for all
+    /// but the last (usually the only) one, which takes it.
+    pub(crate) fn each(envelope: RecordedEvent, events: Decoded<E>) -> impl Iterator<Item = DecodedEvent<E>> {
+        let mut envelope = Some(envelope);
+        let mut events = events.into_iter().peekable();
+        std::iter::from_fn(move || {
+            let event = events.next()?;
+            let envelope = if events.peek().is_some() {
+                envelope.clone()?
+            } else {
+                envelope.take()?
+            };
+            Some(DecodedEvent { envelope, event })
+        })
+    }
 }
 
 /// A stored event that cannot be turned into its typed event.
@@ -48,18 +66,30 @@ pub struct RecordEncodeError {
     pub source: serde_json::Error,
 }
 
-/// Decodes a stored event into the event set `E`, upcasting older schema versions.
+/// Decodes a stored event into one event of the set `E`, upcasting older schema versions.
+///
+/// A retired event that a `#[replaced]` rule turns into no event or several is an error here
+/// ([`DecodeError::NotOneEvent`]); readers of whole streams use [`decode_record_all`].
 pub fn decode_record<E: EventSet>(record: &RecordedEvent) -> Result<E, RecordDecodeError> {
     E::decode(&record.event_name, record.schema_version, &record.payload)
         .map_err(|source| RecordDecodeError::new(&record.stream, record.version, &record.event_name, source))
 }
 
-/// Decodes an event lent by [`EventStore::replay_stream`](crate::EventStore::replay_stream).
+/// Decodes a stored event into every event of the set `E` it stands for now: one, or what a
+/// `#[replaced]` rule makes of a retired event (none, one or several). See
+/// [`EventSet::decode_all`].
+pub fn decode_record_all<E: EventSet>(record: &RecordedEvent) -> Result<Decoded<E>, RecordDecodeError> {
+    E::decode_all(&record.event_name, record.schema_version, &record.payload)
+        .map_err(|source| RecordDecodeError::new(&record.stream, record.version, &record.event_name, source))
+}
+
+/// Decodes an event lent by [`EventStore::replay_stream`](crate::EventStore::replay_stream)
+/// into every event it stands for now.
 pub(crate) fn decode_replayed<E: EventSet>(
     stream: &StreamId,
     event: &ReplayedEvent<'_>,
-) -> Result<E, RecordDecodeError> {
-    E::decode(event.event_name, event.schema_version, event.payload)
+) -> Result<Decoded<E>, RecordDecodeError> {
+    E::decode_all(event.event_name, event.schema_version, event.payload)
         .map_err(|source| RecordDecodeError::new(stream, event.version, event.event_name, source))
 }
 

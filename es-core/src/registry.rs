@@ -69,6 +69,7 @@ pub struct EventRegistry {
 struct RegisteredAggregate {
     rust_type: &'static str,
     events: &'static [EventDescriptor],
+    replaced: &'static [&'static str],
 }
 
 impl EventRegistry {
@@ -96,6 +97,7 @@ impl EventRegistry {
             RegisteredAggregate {
                 rust_type,
                 events: <A::Event as EventSet>::EVENTS,
+                replaced: <A::Event as EventSet>::REPLACED,
             },
         );
         Ok(self)
@@ -120,5 +122,13 @@ impl EventRegistry {
             .iter()
             .find(|event| event.name == event_name || event.aliases.contains(&event_name))
             .map(|&event| RegisteredEvent { aggregate_type, event })
+    }
+
+    /// Whether aggregate type `aggregate_type` reads events stored as `event_name` through a
+    /// `#[replaced]` rule: a retired event, still decoded though no type has its name.
+    pub fn is_replaced(&self, aggregate_type: &str, event_name: &str) -> bool {
+        self.aggregates
+            .get(aggregate_type)
+            .is_some_and(|aggregate| aggregate.replaced.contains(&event_name))
     }
 }

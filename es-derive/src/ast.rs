@@ -34,6 +34,9 @@ pub struct UpcastAttr {
     pub from: Option<Number>,
     /// `json = ...` or `typed = ...`.
     pub kind: Option<StepKind>,
+    /// Whether it has an unknown key (reported already), most likely a misspelt one: a key it
+    /// then lacks is not reported again.
+    pub misspelt: bool,
 }
 
 /// How an upcast step upgrades a payload from version `from` to `from + 1`.
@@ -91,13 +94,41 @@ pub struct UpcastChain {
     pub typed: Vec<(u32, syn::Type)>,
 }
 
-/// `#[event]` on an enum: the events of one aggregate. Checked by `valid.rs`, it has no other
-/// form.
+/// `#[event]` on an enum: the events of one aggregate. `attr.rs` fills the variants and the
+/// `#[replaced]` rules as written; `valid.rs` checks them and fills `replaced`.
 pub struct EventEnum {
     /// The enum's name.
     pub ident: syn::Ident,
     /// The variants that each wrap one type; every other variant was reported.
     pub variants: Vec<EventVariant>,
+    /// Every `#[replaced(...)]` that parsed, as written.
+    pub replaced_written: Vec<ReplacedAttr>,
+    /// The checked `#[replaced]` rules.
+    pub replaced: Vec<ReplacedRule>,
+}
+
+/// One `#[replaced(...)]` on an event enum, as written.
+pub struct ReplacedAttr {
+    /// The whole attribute, to point errors about it at.
+    pub attr: syn::Attribute,
+    /// `name = "..."`: the retired event's stored name.
+    pub name: Option<syn::LitStr>,
+    /// `version = N`: the schema version the rule reads.
+    pub version: Option<Number>,
+    /// `by = path`: the rule.
+    pub by: Option<syn::Path>,
+}
+
+/// A checked `#[replaced]` rule: events stored as `name` at `version` become what `by` returns.
+pub struct ReplacedRule {
+    /// The retired event's stored name, a valid stored name.
+    pub name: String,
+    /// The literal, to point errors at.
+    pub name_lit: syn::LitStr,
+    /// The schema version the rule reads, at least 1.
+    pub version: u32,
+    /// A `fn(Old) -> Result<Vec<Enum>, E>`.
+    pub by: syn::Path,
 }
 
 /// A variant of an event enum, wrapping one event type.

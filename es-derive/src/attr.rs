@@ -9,7 +9,7 @@ use syn::meta::ParseNestedMeta;
 use syn::parse::{ParseStream, Parser};
 use syn::Token;
 
-use crate::ast::{AggregateAttrs, EventAttrs, EventEnum, EventVariant, Number, StepKind, UpcastAttr};
+use crate::ast::{AggregateAttrs, EventAttrs, EventEnum, EventVariant, Number, ReplacedAttr, StepKind, UpcastAttr};
 use crate::ctxt::Ctxt;
 
 /// The names of the attributes and of their keys. The parser matches on them, the unknown-key
@@ -20,6 +20,10 @@ pub mod keys {
     pub const UPCAST: &str = "upcast";
     /// `#[aggregate(...)]`, on a `#[derive(Aggregate)]` type.
     pub const AGGREGATE: &str = "aggregate";
+    /// `#[replaced(...)]`, on an event enum.
+    pub const REPLACED: &str = "replaced";
+    /// `by = path` of `#[replaced]`: the function that makes events of a retired one.
+    pub const BY: &str = "by";
 
     /// `name = "..."` of `#[event]` and `#[aggregate]`: the stored name.
     pub const NAME: &str = "name";
@@ -48,6 +52,8 @@ pub mod keys {
     pub const EVENT_KEYS: &[&str] = &[NAME, ALIAS, VERSION];
     /// The keys of `#[upcast(...)]`.
     pub const UPCAST_KEYS: &[&str] = &[FROM, JSON, TYPED];
+    /// The keys of `#[replaced(...)]`.
+    pub const REPLACED_KEYS: &[&str] = &[NAME, VERSION, BY];
     /// The keys of `#[aggregate(...)]`.
     pub const AGGREGATE_KEYS: &[&str] = &[NAME, ID, EVENT, SNAPSHOT_REVISION, SNAPSHOT_VERSION];
 }
@@ -106,6 +112,8 @@ pub fn event_struct(
 fn upcast_attr(cx: &Ctxt, attr: syn::Attribute) -> Option<UpcastAttr> {
     let mut from = None;
     let mut kind = None;
+    // After an unknown key, a missing one is most likely that key misspelt: report it once.
+    let mut misspelt = false;
     let result = attr.parse_nested_meta(|meta| {
         if meta.path.is_ident(FROM) {
             set_once(cx, &meta, &mut from, number(cx, &meta, FROM)?);
@@ -116,6 +124,7 @@ fn upcast_attr(cx: &Ctxt, attr: syn::Attribute) -> Option<UpcastAttr> {
             let ty = type_value(cx, &meta, TYPED)?;
             set_once(cx, &meta, &mut kind, ty.map(StepKind::Typed));
         } else {
+            misspelt = true;
             return unknown_key(cx, &meta, "#[upcast]", UPCAST_KEYS);
         }
         Ok(())
@@ -124,7 +133,12 @@ fn upcast_attr(cx: &Ctxt, attr: syn::Attribute) -> Option<UpcastAttr> {
         cx.syn_error(error);
         return None;
     }
-    Some(UpcastAttr { attr, from, kind })
+    Some(UpcastAttr {
+        attr,
+        from,
+        kind,
+        misspelt,
+    })
 }
 
 /// Parses `#[event]` on an enum: each variant wraps one event struct.
@@ -136,12 +150,18 @@ pub fn event_enum(cx: &Ctxt, args: TokenStream, item: &mut syn::ItemEnum) -> Eve
              its variants wrap",
         );
     }
+    let mut replaced_written = Vec::new();
     item.attrs.retain(|attr| {
         if attr.path().is_ident(UPCAST) {
             cx.error_at(
                 attr,
-                "#[upcast] belongs on an event struct, not on the enum of an aggregate's events",
+                "#[upcast] belongs on an event struct, not on the enum of an aggregate's events; to turn a retired \
+                 event into events of this enum, use #[replaced(name = \"...\", by = fn_name)]",
             );
+            return false;
+        }
+        if attr.path().is_ident(REPLACED) {
+            replaced_written.extend(replaced_attr(cx, attr.clone()));
             return false;
         }
         true
@@ -176,7 +196,44 @@ pub fn event_enum(cx: &Ctxt, args: TokenStream, item: &mut syn::ItemEnum) -> Eve
     EventEnum {
         ident: item.ident.clone(),
         variants,
+        replaced_written,
+        replaced: Vec::new(),
     }
+}
+
+/// Parses one `#[replaced(...)]`; `None` if syn could not read it at all.
+fn replaced_attr(cx: &Ctxt, attr: syn::Attribute) -> Option<ReplacedAttr> {
+    let mut name = None;
+    let mut version = None;
+    let mut by = None;
+    // After an unknown key, a missing one is most likely that key misspelt: report it once.
+    let mut misspelt = false;
+    let result = attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident(NAME) {
+            set_once(cx, &meta, &mut name, lit_str(cx, &meta, NAME)?);
+        } else if meta.path.is_ident(VERSION) {
+            set_once(cx, &meta, &mut version, number(cx, &meta, VERSION)?);
+        } else if meta.path.is_ident(BY) {
+            set_once(cx, &meta, &mut by, path_value(cx, &meta, BY)?);
+        } else {
+            misspelt = true;
+            return unknown_key(cx, &meta, "#[replaced]", REPLACED_KEYS);
+        }
+        Ok(())
+    });
+    if let Err(error) = result {
+        cx.syn_error(error);
+        return None;
+    }
+    if misspelt {
+        return None;
+    }
+    Some(ReplacedAttr {
+        attr,
+        name,
+        version,
+        by,
+    })
 }
 
 /// Parses the `#[aggregate(...)]` attributes of a `#[derive(Aggregate)]` type.
@@ -349,7 +406,12 @@ mod tests {
     fn the_docs_describe_every_key() {
         let event = include_str!("../../es-core/src/macro_docs/event.md");
         let aggregate = include_str!("../../es-core/src/macro_docs/aggregate.md");
-        for (docs, keys) in [(event, EVENT_KEYS), (event, UPCAST_KEYS), (aggregate, AGGREGATE_KEYS)] {
+        for (docs, keys) in [
+            (event, EVENT_KEYS),
+            (event, UPCAST_KEYS),
+            (event, REPLACED_KEYS),
+            (aggregate, AGGREGATE_KEYS),
+        ] {
             for key in keys {
                 let written = ["`", "(", ", "].map(|before| format!("{before}{key} = "));
                 assert!(

@@ -118,6 +118,8 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
         }
     });
     let from_impls = quote!(#(#from_impls)*);
+    let replaced = replaced_decoding(model);
+    let replaced_checks = replaced_name_checks(model);
     quote! {
         #item
 
@@ -131,6 +133,8 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
                     shape: ::es_core::schema::trace_shape::<#types>,
                 },)*
             ];
+
+            #replaced
 
             fn event_name(&self) -> &'static str {
                 match *self {
@@ -163,6 +167,13 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
                             .map(Self::#variants);
                     }
                 )*
+                // A replaced name read as one event: fine when its rule made exactly one.
+                if let ::core::option::Option::Some(name) =
+                    <Self as ::es_core::EventSet>::REPLACED.iter().find(|name| **name == event_name)
+                {
+                    return <Self as ::es_core::EventSet>::decode_all(event_name, schema_version, payload)
+                        .and_then(|decoded| ::es_core::__private::upcast::single(name, decoded));
+                }
                 ::core::result::Result::Err(::es_core::DecodeError::UnknownEventType {
                     event_name: ::std::borrow::ToOwned::to_owned(event_name),
                 })
@@ -183,7 +194,89 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
         #from_impls
 
         #name_checks
+        #replaced_checks
     }
+}
+
+/// `REPLACED` and the `decode_all` that runs the `#[replaced]` rules, if there are any (the
+/// trait's defaults stand otherwise). A replaced name stored at a version no rule reads is a
+/// version error, like an event's.
+fn replaced_decoding(model: &EventEnum) -> TokenStream {
+    if model.replaced.is_empty() {
+        return TokenStream::new();
+    }
+    let mut names: Vec<&str> = model.replaced.iter().map(|rule| rule.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let rules = model.replaced.iter().map(|rule| {
+        let (name, version, by) = (&rule.name, rule.version, &rule.by);
+        let run = quote_spanned! {by.span()=>
+            ::es_core::checks::ReplaceRule::<_, Self>::replace(#by, #name, #version, payload)
+        };
+        quote! { (#name, #version) => #run, }
+    });
+    let other_versions = names.iter().map(|name| {
+        let newest = model
+            .replaced
+            .iter()
+            .filter(|rule| rule.name == *name)
+            .map(|rule| rule.version)
+            .max()
+            .unwrap_or(1);
+        quote! {
+            (#name, stored) => ::core::result::Result::Err(
+                ::es_core::__private::upcast::version_error(#name, stored, #newest),
+            ),
+        }
+    });
+    quote! {
+        const REPLACED: &'static [&'static str] = &[#(#names),*];
+
+        fn decode_all(
+            event_name: &str,
+            schema_version: u32,
+            payload: &[u8],
+        ) -> ::core::result::Result<::es_core::Decoded<Self>, ::es_core::DecodeError> {
+            match (event_name, schema_version) {
+                #(#rules)*
+                #(#other_versions)*
+                _ => <Self as ::es_core::EventSet>::decode(event_name, schema_version, payload)
+                    .map(::es_core::Decoded::One),
+            }
+        }
+    }
+}
+
+/// Compile-time checks that no event of the enum is stored under a name a `#[replaced]` rule
+/// claims, reported at the rule's name.
+fn replaced_name_checks(model: &EventEnum) -> TokenStream {
+    let mut checks = TokenStream::new();
+    let mut names: Vec<&syn::LitStr> = Vec::new();
+    for rule in &model.replaced {
+        if names.iter().any(|seen| seen.value() == rule.name) {
+            continue;
+        }
+        names.push(&rule.name_lit);
+        for variant in &model.variants {
+            let (lit, ty) = (&rule.name_lit, &variant.ty);
+            checks.extend(quote_spanned! {lit.span()=>
+                let () = <::es_core::checks::SharedName<{
+                    ::es_core::checks::share_a_name(
+                        (#lit, &[], ""),
+                        (
+                            <#ty as ::es_core::EventType>::NAME,
+                            <#ty as ::es_core::EventType>::ALIASES,
+                            <#ty as ::es_core::EventType>::RUST_PATH,
+                        ),
+                    )
+                }> as ::es_core::checks::NotReplaced<#ty>>::CHECKED;
+            });
+        }
+    }
+    if checks.is_empty() {
+        return checks;
+    }
+    quote! { const _: () = { #checks }; }
 }
 
 /// Compile-time checks that no two events of the enum share a stored name or alias. The names

@@ -11,7 +11,8 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 
 use crate::ast::{
-    AggregateAttrs, AggregateModel, EventAttrs, EventEnum, EventStruct, Number, StepKind, UpcastAttr, UpcastChain,
+    AggregateAttrs, AggregateModel, EventAttrs, EventEnum, EventStruct, Number, ReplacedAttr, ReplacedRule, StepKind,
+    UpcastAttr, UpcastChain,
 };
 use crate::attr::keys::{ALIAS, NAME};
 use crate::ctxt::Ctxt;
@@ -86,21 +87,34 @@ fn upcast_chain(
 ) -> Option<UpcastChain> {
     let mut complete = true;
     let mut by_version: BTreeMap<u32, (Number, StepKind)> = BTreeMap::new();
-    for UpcastAttr { attr, from, kind } in steps {
+    // Versions whose step was written but is incomplete (reported): not reported as missing.
+    let mut written = BTreeSet::new();
+    for UpcastAttr {
+        attr,
+        from,
+        kind,
+        misspelt,
+    } in steps
+    {
         let Some(from) = from else {
-            cx.error_at(
-                &attr,
-                "#[upcast] needs the version it upgrades from: `#[upcast(from = 1, json = my_fn)]`",
-            );
+            if !misspelt {
+                cx.error_at(
+                    &attr,
+                    "#[upcast] needs the version it upgrades from: `#[upcast(from = 1, json = my_fn)]`",
+                );
+            }
             complete = false;
             continue;
         };
+        written.insert(from.value);
         let Some(kind) = kind else {
-            cx.error_at(
-                &attr,
-                "#[upcast] needs a step: `json = fn_name` (a `fn(Value) -> Result<Value, UpcastError>`) or \
-                 `typed = OldShape` (a struct converted with `From`/`TryFrom`)",
-            );
+            if !misspelt {
+                cx.error_at(
+                    &attr,
+                    "#[upcast] needs a step: `json = fn_name` (a `fn(Value) -> Result<Value, UpcastError>`) or \
+                     `typed = OldShape` (a struct converted with `From`/`TryFrom`)",
+                );
+            }
             complete = false;
             continue;
         };
@@ -128,7 +142,7 @@ fn upcast_chain(
         }
     }
 
-    let missing: Vec<u32> = (1..current).filter(|v| !by_version.contains_key(v)).collect();
+    let missing: Vec<u32> = (1..current).filter(|v| !written.contains(v)).collect();
     if let Some(first) = missing.first() {
         let list = missing
             .iter()
@@ -176,7 +190,7 @@ fn upcast_chain(
 }
 
 /// Checks `#[event]` on an enum: a fixed, non-empty set of distinct event types.
-pub fn event_enum(cx: &Ctxt, events: EventEnum, item: &syn::ItemEnum) -> Option<EventEnum> {
+pub fn event_enum(cx: &Ctxt, mut events: EventEnum, item: &syn::ItemEnum) -> Option<EventEnum> {
     no_generics(cx, &item.generics, "an event enum", false);
     let mut valid = true;
     for variant in &events.variants {
@@ -212,7 +226,61 @@ pub fn event_enum(cx: &Ctxt, events: EventEnum, item: &syn::ItemEnum) -> Option<
             valid = false;
         }
     }
+    match replaced_rules(cx, std::mem::take(&mut events.replaced_written)) {
+        Some(rules) => events.replaced = rules,
+        None => valid = false,
+    }
     valid.then_some(events)
+}
+
+/// Checks the `#[replaced]` rules: each names a valid stored name and a function, reads a
+/// version from 1, and no two read the same name at the same version. `None` after reporting.
+fn replaced_rules(cx: &Ctxt, written: Vec<ReplacedAttr>) -> Option<Vec<ReplacedRule>> {
+    let mut valid = true;
+    let mut rules: Vec<ReplacedRule> = Vec::new();
+    for ReplacedAttr {
+        attr,
+        name,
+        version,
+        by,
+    } in written
+    {
+        let (Some(name_lit), Some(by)) = (name, by) else {
+            cx.error_at(
+                &attr,
+                "#[replaced] needs the retired event's stored name and the function that turns it into events of \
+                 this enum: `#[replaced(name = \"TicketOpenedWithAgent\", by = split_opened)]`, with \
+                 `fn split_opened(old: OldShape) -> Result<Vec<TicketEvent>, E>`",
+            );
+            valid = false;
+            continue;
+        };
+        let version = at_least_one(
+            cx,
+            version.as_ref(),
+            "schema versions start at 1: write `version = 1` (or leave it out)",
+        );
+        let name = valid_stored_name(cx, &name_lit, NAME);
+        let (Some(name), Some(version)) = (name, version) else {
+            valid = false;
+            continue;
+        };
+        if rules.iter().any(|rule| rule.name == name && rule.version == version) {
+            cx.error_at(
+                &name_lit,
+                format!("two #[replaced] rules read `{name}` at version {version}; keep one"),
+            );
+            valid = false;
+            continue;
+        }
+        rules.push(ReplacedRule {
+            name,
+            name_lit,
+            version,
+            by,
+        });
+    }
+    valid.then_some(rules)
 }
 
 /// Checks `#[derive(Aggregate)]` and fills in the defaults of its `#[aggregate]` keys.

@@ -25,6 +25,7 @@ mod checkpoints;
 mod global_log;
 mod idempotency;
 mod limits;
+mod replaced;
 mod runner;
 mod snapshots;
 mod streams;
@@ -44,6 +45,9 @@ pub use idempotency::{
 };
 pub use limits::{
     batch_limits_hold_at_the_boundary, empty_names_and_nul_characters_are_refused, event_limits_hold_at_the_boundary,
+};
+pub use replaced::{
+    retired_events_are_replaced_by_their_rules, ContactChanged, Desk, DeskEvent, DeskOpened, DeskStaffed,
 };
 pub use runner::{
     a_parked_event_failing_again_stays_parked, a_parked_event_is_retried_and_applied_once,
@@ -103,6 +107,7 @@ macro_rules! conformance_tests {
             replay_all_lends_what_read_filtered_returns,
             snapshots_keep_the_latest,
             older_snapshots_are_upcast,
+            retired_events_are_replaced_by_their_rules,
             list_streams_filters_and_pages,
             list_snapshots_in_pages,
         );

@@ -11,7 +11,7 @@ use super::parking::ParkedEvent;
 use super::runner::ProjectionRunner;
 use super::Projection;
 use crate::event::EventSet;
-use crate::record::{decode_record, DecodedEvent};
+use crate::record::{decode_record_all, DecodedEvent};
 use crate::store::{GlobalLog, RecordedEvent};
 
 /// What one unit of work did.
@@ -251,10 +251,12 @@ where
         Ok(done)
     }
 
-    /// Decodes one event and hands it to the handler, in a span that carries the ids a trace
+    /// Decodes one stored event and hands what it stands for to the handler (one event; none or
+    /// several for a retired event a `#[replaced]` rule turns into events, all within this unit,
+    /// so a failure of any of them leaves none applied), in a span that carries the ids a trace
     /// follows from the command that wrote it.
     async fn handle(&self, context: &mut P::Context, envelope: RecordedEvent) -> Result<(), BatchFailure> {
-        let event = decode_record::<P::Event>(&envelope).map_err(|source| {
+        let events = decode_record_all::<P::Event>(&envelope).map_err(|source| {
             BatchFailure::Stop(ProjectionError::Decode {
                 projection: self.name,
                 position: envelope.position,
@@ -268,20 +270,22 @@ where
             event_id = %envelope.event_id,
             correlation_id = envelope.metadata.correlation_id.map(tracing::field::display),
         );
-        let decoded = DecodedEvent { envelope, event };
-        let Err(source) = self.projection.handle(context, &decoded).instrument(span).await else {
-            return Ok(());
-        };
-        let DecodedEvent { envelope, .. } = decoded;
-        Err(BatchFailure::Handler(Box::new(HandlerFailure {
-            projection: self.name,
-            position: envelope.position,
-            event_id: envelope.event_id,
-            event_name: envelope.event_name,
-            stream: envelope.stream,
-            attempts: 1,
-            source,
-        })))
+        for decoded in DecodedEvent::each(envelope, events) {
+            let Err(source) = self.projection.handle(context, &decoded).instrument(span.clone()).await else {
+                continue;
+            };
+            let DecodedEvent { envelope, .. } = decoded;
+            return Err(BatchFailure::Handler(Box::new(HandlerFailure {
+                projection: self.name,
+                position: envelope.position,
+                event_id: envelope.event_id,
+                event_name: envelope.event_name,
+                stream: envelope.stream,
+                attempts: 1,
+                source,
+            })));
+        }
+        Ok(())
     }
 
     /// Skips or parks an event the runner gave up on, within the unit.

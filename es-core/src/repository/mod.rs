@@ -27,7 +27,7 @@ pub use retry::RetryPolicy;
 use crate::aggregate::Aggregate;
 use crate::metadata::Metadata;
 use crate::projection::UnknownEvents;
-use crate::record::{decode_record, DecodedEvent};
+use crate::record::{decode_record_all, DecodedEvent};
 use crate::store::{EventStore, SnapshotStore, StreamId, StreamSlice};
 
 /// An aggregate's state together with the version of the last event folded into it.
@@ -237,7 +237,9 @@ where
         self.rehydrate(stream, as_of).await
     }
 
-    /// The events of aggregate `id` within `slice`, decoded, with their envelopes.
+    /// The events of aggregate `id` within `slice`, decoded, with their envelopes. A retired
+    /// event that a `#[replaced]` rule turns into several events is listed once per event, each
+    /// with the stored event's envelope; one it turns into none is not listed.
     pub async fn events<Q: IdRef<A::Id> + ?Sized>(
         &self,
         id: &Q,
@@ -247,8 +249,8 @@ where
         let mut decoded = Vec::new();
         let mut records = self.store.read_stream(&stream, slice);
         while let Some(envelope) = records.try_next().await? {
-            let event = decode_record::<A::Event>(&envelope)?;
-            decoded.push(DecodedEvent { envelope, event });
+            let events = decode_record_all::<A::Event>(&envelope)?;
+            decoded.extend(DecodedEvent::each(envelope, events));
         }
         Ok(decoded)
     }

@@ -126,7 +126,10 @@ where
                 }
                 match decode_replayed::<A::Event>(stream, &event) {
                     Ok(decoded) => {
-                        state.aggregate.apply_event(&decoded);
+                        // A retired event replaced by several applies them all at its version.
+                        for decoded in decoded {
+                            state.aggregate.apply_event(&decoded);
+                        }
                         state.version = event.version;
                         ControlFlow::Continue(())
                     }

@@ -180,6 +180,31 @@ mod removed {
     }
 }
 
+/// `Noted` is retired: a `#[replaced]` rule turns stored ones into `Archived` events.
+mod retired {
+    use crate::{event, Aggregate, Apply, UpcastError};
+    use serde::{Deserialize, Serialize};
+
+    #[event(name = "Archived")]
+    #[derive(Debug)]
+    pub struct Archived;
+    #[event]
+    #[derive(Debug)]
+    #[replaced(name = "Noted", by = archived)]
+    pub enum NoteEvent {
+        Archived(Archived),
+    }
+    fn archived(_: serde_json::Value) -> Result<Vec<NoteEvent>, UpcastError> {
+        Ok(vec![Archived.into()])
+    }
+    #[derive(Default, Serialize, Deserialize, Aggregate)]
+    #[aggregate(name = "note", event = NoteEvent)]
+    pub struct Note;
+    impl Apply<Archived> for Note {
+        fn apply(&mut self, _: &Archived) {}
+    }
+}
+
 /// An event whose shape cannot be traced: it deserializes through a type that asks for nothing.
 mod opaque {
     use crate::{event, Aggregate, Apply};
@@ -458,6 +483,20 @@ fn a_removed_event_fails_and_update_drops_it() {
     let text = std::fs::read_to_string(&lock).expect("rewritten");
     assert!(!text.contains("Noted"), "{text}");
     assert!(text.contains("[note Archived v1]"), "{text}");
+}
+
+#[test]
+fn a_retired_event_read_by_a_rule_keeps_its_entries() {
+    let dir = TempDir::new("retired");
+    let lock = created(&dir, &registry::<v1::Note>());
+    let report = check(&registry::<retired::Note>(), &lock, LockMode::Verify);
+    assert_eq!(report.problems.len(), 1, "{report}");
+    assert!(matches!(&report.problems[0], LockProblem::NotLocked { key } if key.event == "Archived"));
+    let report = check(&registry::<retired::Note>(), &lock, LockMode::Update);
+    assert!(report.is_ok(), "{report}");
+    let text = std::fs::read_to_string(&lock).expect("rewritten");
+    assert!(text.contains("[note Noted v1]"), "the rule still reads `Noted`: {text}");
+    assert!(check(&registry::<retired::Note>(), &lock, LockMode::Verify).is_ok());
 }
 
 #[test]
