@@ -16,7 +16,7 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
     let aliases = &model.aliases;
     let version = model.version;
     let rust_name = ident.to_string();
-    let upcast_arms = (1..version).map(|start| upcast_arm(&model.chain, version, start));
+    let decode = versioned_decode(name, version, &model.chain);
     quote! {
         #[derive(::es_core::serde::Serialize, ::es_core::serde::Deserialize)]
         #[serde(crate = "::es_core::serde")]
@@ -32,15 +32,25 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
                 schema_version: u32,
                 payload: &[u8],
             ) -> ::core::result::Result<Self, ::es_core::DecodeError> {
-                const NAME: &str = #name;
-                match schema_version {
-                    #version => ::es_core::__private::upcast::from_slice::<Self>(NAME, #version, payload),
-                    #(#upcast_arms)*
-                    stored => ::core::result::Result::Err(
-                        ::es_core::__private::upcast::version_error(NAME, stored, #version),
-                    ),
-                }
+                #decode
             }
+        }
+    }
+}
+
+/// The body of a function decoding `payload` stored at `schema_version` (both in scope) into
+/// `Self` at `version`: straight from the bytes at `version`, along the chain's steps from an
+/// older one, a typed error otherwise. `name` names the payload in errors.
+fn versioned_decode(name: &str, version: u32, chain: &UpcastChain) -> TokenStream {
+    let upcast_arms = (1..version).map(|start| upcast_arm(chain, version, start));
+    quote! {
+        const NAME: &str = #name;
+        match schema_version {
+            #version => ::es_core::__private::upcast::from_slice::<Self>(NAME, #version, payload),
+            #(#upcast_arms)*
+            stored => ::core::result::Result::Err(
+                ::es_core::__private::upcast::version_error(NAME, stored, #version),
+            ),
         }
     }
 }
@@ -323,21 +333,13 @@ pub fn aggregate(model: &AggregateModel) -> TokenStream {
     let event_type = quote_spanned! {event.span()=> type Event = #event; };
     // The trait's own decoding reads the current version only; older ones need the steps.
     let decode_snapshot = (*snapshot_version > 1).then(|| {
-        let upcast_arms = (1..*snapshot_version).map(|start| upcast_arm(chain, *snapshot_version, start));
-        let snapshot_name = format!("{name} snapshot");
+        let decode = versioned_decode(&format!("{name} snapshot"), *snapshot_version, chain);
         quote! {
             fn decode_snapshot(
                 schema_version: u32,
                 payload: &[u8],
             ) -> ::core::result::Result<Self, ::es_core::DecodeError> {
-                const NAME: &str = #snapshot_name;
-                match schema_version {
-                    #snapshot_version => ::es_core::__private::upcast::from_slice::<Self>(NAME, #snapshot_version, payload),
-                    #(#upcast_arms)*
-                    stored => ::core::result::Result::Err(
-                        ::es_core::__private::upcast::version_error(NAME, stored, #snapshot_version),
-                    ),
-                }
+                #decode
             }
         }
     });
