@@ -25,6 +25,12 @@ pub trait EventType: Serialize + DeserializeOwned + Send + Sync + 'static {
     const ALIASES: &'static [&'static str];
     /// The current schema version of the payload; written with every new event.
     const VERSION: u32;
+    /// The `#[pii]` fields, by stored (JSON) name: personal data that a
+    /// [`PiiStore`](crate::pii::PiiStore) seals with the data subject's key.
+    const PII_FIELDS: &'static [&'static str] = &[];
+    /// The field whose value names the data subject of the `#[pii]` fields
+    /// (`#[event(subject = field)]`); `None` when the subject is the stream.
+    const PII_SUBJECT: Option<&'static str> = None;
     /// The Rust type's path, set by `#[event]`, so the compile-time name check tells one type
     /// listed twice from two types sharing a name. Empty when unknown.
     #[doc(hidden)]
@@ -58,6 +64,11 @@ pub struct EventDescriptor {
     /// ([`crate::schema`]). Called only when the lock is checked: tracing costs a few hundred
     /// trial deserializations.
     pub shape: fn() -> Result<crate::schema::Shape, crate::schema::ShapeError>,
+    /// The `#[pii]` fields, by stored (JSON) name: sealed by a
+    /// [`PiiStore`](crate::pii::PiiStore).
+    pub pii_fields: &'static [&'static str],
+    /// The field naming the data subject of the `#[pii]` fields; `None` when the stream is.
+    pub pii_subject: Option<&'static str>,
 }
 
 // By hand: `shape` is a function pointer, whose address says nothing about the event (and is not
@@ -68,6 +79,8 @@ impl PartialEq for EventDescriptor {
             && self.aliases == other.aliases
             && self.version == other.version
             && self.rust_type == other.rust_type
+            && self.pii_fields == other.pii_fields
+            && self.pii_subject == other.pii_subject
     }
 }
 
@@ -80,6 +93,8 @@ impl fmt::Debug for EventDescriptor {
             .field("aliases", &self.aliases)
             .field("version", &self.version)
             .field("rust_type", &self.rust_type)
+            .field("pii_fields", &self.pii_fields)
+            .field("pii_subject", &self.pii_subject)
             .finish_non_exhaustive()
     }
 }

@@ -137,6 +137,7 @@ pub mod conformance;
 mod event;
 mod memory;
 mod metadata;
+pub mod pii;
 mod projection;
 mod record;
 mod registry;

@@ -24,6 +24,18 @@ pub struct EventAttrs {
     pub version: Option<Number>,
     /// Every `#[upcast(...)]` that parsed, in order.
     pub steps: Vec<UpcastAttr>,
+    /// `subject = field`: the field naming the data subject of the `#[pii]` fields.
+    pub subject: Option<syn::Ident>,
+    /// The fields marked `#[pii]` (the marks taken off them), in order.
+    pub pii: Vec<PiiField>,
+}
+
+/// A field marked `#[pii]`, as written.
+pub struct PiiField {
+    /// The `#[pii]` attribute, to point errors at.
+    pub attr: syn::Attribute,
+    /// The field.
+    pub field: syn::Field,
 }
 
 /// One `#[upcast(...)]`, as written.
@@ -80,6 +92,10 @@ pub struct EventStruct {
     pub version: u32,
     /// How payloads stored at every older version reach `version`.
     pub chain: UpcastChain,
+    /// The stored (JSON) names of the `#[pii]` fields.
+    pub pii_fields: Vec<String>,
+    /// The stored (JSON) name of the subject field, if the subject is not the stream.
+    pub pii_subject: Option<String>,
 }
 
 /// The upcast steps of an event, each with the version it upgrades from: one step for every

@@ -9,7 +9,9 @@ use syn::meta::ParseNestedMeta;
 use syn::parse::{ParseStream, Parser};
 use syn::Token;
 
-use crate::ast::{AggregateAttrs, EventAttrs, EventEnum, EventVariant, Number, ReplacedAttr, StepKind, UpcastAttr};
+use crate::ast::{
+    AggregateAttrs, EventAttrs, EventEnum, EventVariant, Number, PiiField, ReplacedAttr, StepKind, UpcastAttr,
+};
 use crate::ctxt::Ctxt;
 
 /// The names of the attributes and of their keys. The parser matches on them, the unknown-key
@@ -20,6 +22,10 @@ pub mod keys {
     pub const UPCAST: &str = "upcast";
     /// `#[aggregate(...)]`, on a `#[derive(Aggregate)]` type.
     pub const AGGREGATE: &str = "aggregate";
+    /// `#[pii]`, on a field of an event struct: personal data.
+    pub const PII: &str = "pii";
+    /// `subject = field` of `#[event]`: the field naming the data subject of the `#[pii]` fields.
+    pub const SUBJECT: &str = "subject";
     /// `#[replaced(...)]`, on an event enum.
     pub const REPLACED: &str = "replaced";
     /// `by = path` of `#[replaced]`: the function that makes events of a retired one.
@@ -49,7 +55,7 @@ pub mod keys {
     pub const SNAPSHOT_VERSION: &str = "snapshot_version";
 
     /// The keys of `#[event(...)]` on a struct.
-    pub const EVENT_KEYS: &[&str] = &[NAME, ALIAS, VERSION];
+    pub const EVENT_KEYS: &[&str] = &[NAME, ALIAS, VERSION, SUBJECT];
     /// The keys of `#[upcast(...)]`.
     pub const UPCAST_KEYS: &[&str] = &[FROM, JSON, TYPED];
     /// The keys of `#[replaced(...)]`.
@@ -71,8 +77,11 @@ pub fn event_struct(
     let mut name = None;
     let mut aliases = Vec::new();
     let mut version = None;
+    let mut subject = None;
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident(NAME) {
+        if meta.path.is_ident(SUBJECT) {
+            set_once(cx, &meta, &mut subject, field_name(cx, &meta, SUBJECT)?);
+        } else if meta.path.is_ident(NAME) {
             set_once(cx, &meta, &mut name, lit_str(cx, &meta, NAME)?);
         } else if meta.path.is_ident(ALIAS) {
             aliases.extend(lit_str(cx, &meta, ALIAS)?);
@@ -99,11 +108,32 @@ pub fn event_struct(
              #[event(...)]",
         );
     }
+    let mut pii = Vec::new();
+    for field in item.fields.iter_mut() {
+        let (marks, others): (Vec<_>, Vec<_>) = std::mem::take(&mut field.attrs)
+            .into_iter()
+            .partition(|attr| attr.path().is_ident(PII));
+        field.attrs = others;
+        for attr in marks {
+            if !matches!(attr.meta, syn::Meta::Path(_)) {
+                cx.error_at(
+                    &attr,
+                    "#[pii] takes no arguments: the subject is `#[event(subject = field)]`",
+                );
+            }
+            pii.push(PiiField {
+                attr,
+                field: field.clone(),
+            });
+        }
+    }
     EventAttrs {
         ident: item.ident.clone(),
         name,
         aliases,
         version,
+        subject,
+        pii,
         steps: upcasts.into_iter().filter_map(|attr| upcast_attr(cx, attr)).collect(),
     }
 }
@@ -363,6 +393,21 @@ fn number(cx: &Ctxt, meta: &ParseNestedMeta, key: &str) -> syn::Result<Option<Nu
     }
     cx.error_at(&expr, format!("`{key}` takes a whole number, e.g. `{key} = 2`"));
     Ok(None)
+}
+
+fn field_name(cx: &Ctxt, meta: &ParseNestedMeta, key: &str) -> syn::Result<Option<syn::Ident>> {
+    match value_expr(meta)? {
+        syn::Expr::Path(path) if path.qself.is_none() && path.path.get_ident().is_some() => {
+            Ok(path.path.get_ident().cloned())
+        }
+        other => {
+            cx.error_at(
+                &other,
+                format!("`{key}` takes the name of a field, without quotes, e.g. `{key} = person_id`"),
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn path_value(cx: &Ctxt, meta: &ParseNestedMeta, key: &str) -> syn::Result<Option<syn::Path>> {

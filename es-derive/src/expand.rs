@@ -17,6 +17,17 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
     let version = model.version;
     let rust_name = ident.to_string();
     let decode = versioned_decode(name, version, &model.chain);
+    let personal = (!model.pii_fields.is_empty()).then(|| {
+        let fields = &model.pii_fields;
+        let subject = match &model.pii_subject {
+            Some(subject) => quote!(::core::option::Option::Some(#subject)),
+            None => quote!(::core::option::Option::None),
+        };
+        quote! {
+            const PII_FIELDS: &'static [&'static str] = &[#(#fields),*];
+            const PII_SUBJECT: ::core::option::Option<&'static str> = #subject;
+        }
+    });
     quote! {
         #[derive(::es_core::serde::Serialize, ::es_core::serde::Deserialize)]
         #[serde(crate = "::es_core::serde")]
@@ -27,6 +38,7 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
             const ALIASES: &'static [&'static str] = &[#(#aliases),*];
             const VERSION: u32 = #version;
             const RUST_PATH: &'static str = ::core::concat!(::core::module_path!(), "::", #rust_name);
+            #personal
 
             fn decode_payload(
                 schema_version: u32,
@@ -141,6 +153,8 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
                     version: <#types as ::es_core::EventType>::VERSION,
                     rust_type: #type_names,
                     shape: ::es_core::schema::trace_shape::<#types>,
+                    pii_fields: <#types as ::es_core::EventType>::PII_FIELDS,
+                    pii_subject: <#types as ::es_core::EventType>::PII_SUBJECT,
                 },)*
             ];
 

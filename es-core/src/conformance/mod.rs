@@ -25,6 +25,7 @@ mod checkpoints;
 mod global_log;
 mod idempotency;
 mod limits;
+mod pii;
 mod replaced;
 mod runner;
 mod snapshots;
@@ -46,6 +47,7 @@ pub use idempotency::{
 pub use limits::{
     batch_limits_hold_at_the_boundary, empty_names_and_nul_characters_are_refused, event_limits_hold_at_the_boundary,
 };
+pub use pii::{forgotten_subjects_read_as_forgotten, Contact, ContactEntered, ContactEvent, ContactNoted};
 pub use replaced::{
     retired_events_are_replaced_by_their_rules, ContactChanged, Desk, DeskEvent, DeskOpened, DeskStaffed,
 };
@@ -108,6 +110,7 @@ macro_rules! conformance_tests {
             snapshots_keep_the_latest,
             older_snapshots_are_upcast,
             retired_events_are_replaced_by_their_rules,
+            forgotten_subjects_read_as_forgotten,
             list_streams_filters_and_pages,
             list_snapshots_in_pages,
         );

@@ -72,6 +72,11 @@ pub enum StoreError {
     /// or not at all; reading the stream tells which.
     #[error("the event store backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Personal data could not be sealed or its keys read ([`PiiStore`](crate::pii::PiiStore)):
+    /// a subject forgotten already, a missing subject field, an unavailable key store. Nothing
+    /// was written.
+    #[error("personal data: {0}")]
+    Pii(#[source] Box<crate::pii::PiiError>),
 }
 
 /// The result of a store operation: `Result<T, StoreError>`, as [`std::io::Result`] is for I/O.

@@ -19,6 +19,7 @@ mod idempotency;
 mod import;
 mod limits;
 mod migrations;
+mod pii;
 mod projection_faults;
 mod properties;
 mod read_all;

@@ -1,0 +1,416 @@
+//! The store that seals personal data on the way in and opens it on the way out.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream};
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::keys::{KeyStore, KeyStoreError, SubjectKey};
+use super::seal::{self, Tampered};
+use super::{SubjectForgotten, FORGOTTEN_SUBJECTS};
+use crate::event::EventType;
+use crate::metadata::Metadata;
+use crate::registry::EventRegistry;
+use crate::store::{
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
+    ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StreamId, StreamSlice, Tail,
+};
+
+/// Why personal data could not be sealed for writing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PiiError {
+    /// The event names its subject by a field, and the payload lacks it (or it is not a string
+    /// or a number).
+    #[error(
+        "event `{event_name}` for {stream} has no usable subject field `{field}` (a string or a number): its \
+         personal data cannot be sealed"
+    )]
+    NoSubject {
+        /// The stream written.
+        stream: StreamId,
+        /// The event's stored name.
+        event_name: String,
+        /// The subject field.
+        field: &'static str,
+    },
+    /// The event's payload is not a JSON object, so its fields cannot be sealed.
+    #[error("event `{event_name}` for {stream} is not a JSON object: its personal data cannot be sealed")]
+    NotAnObject {
+        /// The stream written.
+        stream: StreamId,
+        /// The event's stored name.
+        event_name: String,
+    },
+    /// The key store refused or failed (a forgotten subject, an outage).
+    #[error(transparent)]
+    Keys(#[from] KeyStoreError),
+}
+
+impl From<PiiError> for StoreError {
+    fn from(error: PiiError) -> Self {
+        StoreError::Pii(Box::new(error))
+    }
+}
+
+impl From<KeyStoreError> for StoreError {
+    fn from(error: KeyStoreError) -> Self {
+        PiiError::Keys(error).into()
+    }
+}
+
+/// An event store that seals the `#[pii]` fields of the events it writes, and the snapshots of
+/// streams that hold personal data, and opens them when read: see the [module](super).
+///
+/// It wraps any store (`S`) and passes everything else through; the events it knows come from
+/// the [`EventRegistry`] it is given, so register every aggregate whose events have `#[pii]`
+/// fields. Reads of aggregate types without personal data go straight to the wrapped store.
+/// Clones share the store, the keys and the registry.
+#[derive(Debug, Clone)]
+pub struct PiiStore<S, K> {
+    inner: S,
+    keys: K,
+    registry: Arc<EventRegistry>,
+    /// The aggregate types that have an event with `#[pii]` fields.
+    personal: Arc<BTreeSet<&'static str>>,
+}
+
+impl<S, K: KeyStore> PiiStore<S, K> {
+    /// Wraps `inner`, sealing with keys from `keys` the events `registry` says have personal
+    /// data.
+    pub fn new(inner: S, keys: K, registry: EventRegistry) -> Self {
+        let personal = registry
+            .events()
+            .filter(|registered| !registered.event.pii_fields.is_empty())
+            .map(|registered| registered.aggregate_type)
+            .collect();
+        Self {
+            inner,
+            keys,
+            registry: Arc::new(registry),
+            personal: Arc::new(personal),
+        }
+    }
+
+    /// The wrapped store: what is stored, sealed. For tools and tests.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The key store.
+    pub fn keys(&self) -> &K {
+        &self.keys
+    }
+
+    /// The `#[pii]` fields and subject field of event `event_name` of `stream`'s aggregate type,
+    /// if it has personal data.
+    fn personal_fields(
+        &self,
+        stream: &StreamId,
+        event_name: &str,
+    ) -> Option<(&'static [&'static str], Option<&'static str>)> {
+        if !self.personal.contains(stream.aggregate_type.as_str()) {
+            return None;
+        }
+        let registered = self.registry.find(&stream.aggregate_type, event_name)?;
+        let fields = registered.event.pii_fields;
+        (!fields.is_empty()).then_some((fields, registered.event.pii_subject))
+    }
+
+    /// Seals the personal fields of `events` for `stream`, and records which subjects the
+    /// stream now holds data of.
+    async fn seal_batch(&self, stream: &StreamId, events: &mut [NewEvent]) -> StoreResult<()> {
+        let mut keys: HashMap<String, SubjectKey> = HashMap::new();
+        for event in events.iter_mut() {
+            let Some((fields, subject_field)) = self.personal_fields(stream, &event.event_name) else {
+                continue;
+            };
+            let mut payload: Value = serde_json::from_slice(&event.payload).map_err(|_| PiiError::NotAnObject {
+                stream: stream.clone(),
+                event_name: event.event_name.clone(),
+            })?;
+            let Some(object) = seal::fields(&mut payload) else {
+                return Err(PiiError::NotAnObject {
+                    stream: stream.clone(),
+                    event_name: event.event_name.clone(),
+                }
+                .into());
+            };
+            let subject = match subject_field {
+                None => stream_subject(stream),
+                Some(field) => match object.get(field) {
+                    Some(Value::String(subject)) => subject.clone(),
+                    Some(Value::Number(subject)) => subject.to_string(),
+                    _ => {
+                        return Err(PiiError::NoSubject {
+                            stream: stream.clone(),
+                            event_name: event.event_name.clone(),
+                            field,
+                        }
+                        .into())
+                    }
+                },
+            };
+            if !keys.contains_key(&subject) {
+                let key = self.keys.key_for_writing(&subject).await?;
+                keys.insert(subject.clone(), key);
+            }
+            let Some(key) = keys.get(&subject) else {
+                continue;
+            };
+            for field in fields {
+                if let Some(value) = object.get_mut(*field) {
+                    *value = seal::seal(key, &subject, &seal::field_context(event.event_id, field), value);
+                }
+            }
+            event.payload = payload.to_string().into_bytes();
+        }
+        for subject in keys.keys() {
+            self.keys.note_stream(subject, stream).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens the sealed fields of `events` in place: with their subject's key, or as forgotten
+    /// when it is gone. One key lookup for the whole slice.
+    async fn open_events(&self, events: &mut [RecordedEvent]) -> StoreResult<()> {
+        let mut opened: Vec<(usize, Value)> = Vec::new();
+        let mut subjects: BTreeSet<String> = BTreeSet::new();
+        for (index, event) in events.iter().enumerate() {
+            let Some((fields, _)) = self.personal_fields(&event.stream, &event.event_name) else {
+                continue;
+            };
+            let Ok(payload) = serde_json::from_slice::<Value>(&event.payload) else {
+                // Not JSON: left as it is, for the decoder to report.
+                continue;
+            };
+            subjects.extend(
+                fields
+                    .iter()
+                    .filter_map(|field| payload.get(*field).and_then(seal::sealed_subject))
+                    .map(str::to_owned),
+            );
+            opened.push((index, payload));
+        }
+        if opened.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        let keys = self.keys.keys(&wanted).await?;
+        for (index, mut payload) in opened {
+            let event = &mut events[index];
+            let Some((fields, _)) = self.personal_fields(&event.stream, &event.event_name) else {
+                continue;
+            };
+            for field in fields {
+                let Some(value) = payload.get_mut(*field) else {
+                    continue;
+                };
+                let Some(subject) = seal::sealed_subject(value) else {
+                    continue;
+                };
+                *value = match keys.get(subject) {
+                    Some(key) => seal::open(key, &seal::field_context(event.event_id, field), value).map_err(
+                        |Tampered(reason)| StoreError::Corrupt {
+                            stream: event.stream.clone(),
+                            version: event.version,
+                            reason: format!("personal field `{field}`: {reason}"),
+                        },
+                    )?,
+                    None => seal::forgotten(),
+                };
+            }
+            event.payload = payload.to_string().into_bytes();
+        }
+        Ok(())
+    }
+}
+
+impl<S: EventStore, K: KeyStore> PiiStore<S, K> {
+    /// Forgets data subject `subject` (`"<aggregate type>/<aggregate id>"` for a stream, else
+    /// the subject field's value): destroys its key, so that every value sealed for it reads as
+    /// forgotten from now on, and appends a [`SubjectForgotten`] event to the stream
+    /// ([`FORGOTTEN_SUBJECTS`], `subject`) for projections. Whether the subject had a key.
+    /// Forgetting again does no harm.
+    pub async fn forget(&self, subject: &str) -> StoreResult<bool> {
+        let had_key = self.keys.forget(subject).await?;
+        let forgotten = SubjectForgotten {
+            subject: subject.to_owned(),
+        };
+        let payload = serde_json::to_vec(&forgotten).map_err(|error| StoreError::Backend(Box::new(error)))?;
+        let event = NewEvent {
+            event_id: Uuid::now_v7(),
+            event_name: SubjectForgotten::NAME.to_owned(),
+            schema_version: SubjectForgotten::VERSION,
+            payload,
+            metadata: Metadata::new(),
+        };
+        self.inner
+            .append(
+                &StreamId::new(FORGOTTEN_SUBJECTS, subject),
+                ExpectedVersion::Any,
+                vec![event],
+            )
+            .await?;
+        Ok(had_key)
+    }
+}
+
+/// The subject of a stream's own personal data.
+fn stream_subject(stream: &StreamId) -> String {
+    format!("{}/{}", stream.aggregate_type, stream.aggregate_id)
+}
+
+#[async_trait]
+impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        mut events: Vec<NewEvent>,
+    ) -> StoreResult<AppendOutcome> {
+        self.seal_batch(stream, &mut events).await?;
+        self.inner.append(stream, expected, events).await
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+        if !self.personal.contains(stream.aggregate_type.as_str()) {
+            return self.inner.read_stream(stream, slice);
+        }
+        // Opened a chunk at a time: one key lookup per chunk, and a long stream is never held
+        // in memory whole.
+        self.inner
+            .read_stream(stream, slice)
+            .try_chunks(256)
+            .map_err(|error| error.1)
+            .and_then(move |mut chunk| async move {
+                self.open_events(&mut chunk).await?;
+                Ok(stream::iter(chunk.into_iter().map(Ok)))
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {
+        let Some(event) = self.inner.read_event(event_id).await? else {
+            return Ok(None);
+        };
+        let mut events = [event];
+        self.open_events(&mut events).await?;
+        let [event] = events;
+        Ok(Some(event))
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn replay_stream(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
+        if !self.personal.contains(stream.aggregate_type.as_str()) {
+            return self.inner.replay_stream(stream, slice, apply).await;
+        }
+        let mut events = self.read_stream(stream, slice);
+        while let Some(event) = events.try_next().await? {
+            let replayed = ReplayedEvent {
+                version: event.version,
+                event_name: &event.event_name,
+                schema_version: event.schema_version,
+                payload: &event.payload,
+            };
+            if let ControlFlow::Break(()) = apply(replayed) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: GlobalLog, K: KeyStore> GlobalLog for PiiStore<S, K> {
+    async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+        let mut events = self.inner.read_all(after, limit).await?;
+        self.open_events(&mut events).await?;
+        Ok(events)
+    }
+
+    async fn read_filtered(&self, after: u64, limit: usize, filter: &LogFilter) -> StoreResult<LogPage> {
+        let mut page = self.inner.read_filtered(after, limit, filter).await?;
+        self.open_events(&mut page.events).await?;
+        Ok(page)
+    }
+
+    async fn tail(&self, after: u64) -> StoreResult<Tail> {
+        self.inner.tail(after).await
+    }
+}
+
+#[async_trait]
+impl<S: SnapshotStore, K: KeyStore> SnapshotStore for PiiStore<S, K> {
+    /// A snapshot of a stream holding personal data is sealed whole, with a key derived from
+    /// the keys of every subject whose data the stream holds; when one of them is forgotten
+    /// already, it is not saved at all.
+    async fn save_snapshot(&self, mut snapshot: Snapshot) -> StoreResult<()> {
+        if self.personal.contains(snapshot.stream.aggregate_type.as_str()) {
+            let subjects = self.keys.subjects_of(&snapshot.stream).await?;
+            if !subjects.is_empty() {
+                let wanted: Vec<&str> = subjects.iter().map(String::as_str).collect();
+                let keys = self.keys.keys(&wanted).await?;
+                let Some(keys) = subjects
+                    .iter()
+                    .map(|subject| keys.get(subject))
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    return Ok(());
+                };
+                let key = seal::snapshot_key(&keys);
+                let context = snapshot.stream.to_string();
+                snapshot.state = seal::seal_state(&key, &subjects, context.as_bytes(), &snapshot.state);
+            }
+        }
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    /// A sealed snapshot opens only while every subject it was sealed for has a key; once one
+    /// was forgotten, there is no snapshot (loads replay the events, whose fields read as
+    /// forgotten).
+    async fn load_snapshot(&self, stream: &StreamId) -> StoreResult<Option<Snapshot>> {
+        let Some(mut snapshot) = self.inner.load_snapshot(stream).await? else {
+            return Ok(None);
+        };
+        let Some(subjects) = seal::sealed_state_subjects(&snapshot.state) else {
+            return Ok(Some(snapshot));
+        };
+        let wanted: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        let keys = self.keys.keys(&wanted).await?;
+        let Some(keys) = subjects
+            .iter()
+            .map(|subject| keys.get(subject))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let key = seal::snapshot_key(&keys);
+        let context = stream.to_string();
+        snapshot.state = seal::open_state(&key, context.as_bytes(), &snapshot.state).map_err(|Tampered(reason)| {
+            StoreError::Corrupt {
+                stream: stream.clone(),
+                version: snapshot.version,
+                reason: format!("sealed snapshot: {reason}"),
+            }
+        })?;
+        Ok(Some(snapshot))
+    }
+}
