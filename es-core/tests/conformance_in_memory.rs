@@ -69,3 +69,8 @@ es_core::blue_green_conformance_test!(async { es_core::InMemoryStore::new() }, |
     InMemoryReadModel::<Copies>::new(),
     CopiesProbe
 ));
+
+/// The in-memory key store of data subjects.
+mod keys {
+    es_core::key_store_conformance_tests!(async { es_core::pii::InMemoryKeyStore::new() }, |keys| keys);
+}

@@ -277,6 +277,7 @@ mod catalog;
 mod error;
 mod fault;
 mod import;
+mod keys;
 mod notify;
 mod options;
 mod parking;

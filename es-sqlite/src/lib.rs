@@ -201,6 +201,7 @@ mod catalog;
 mod claim;
 mod connection;
 mod error;
+mod keys;
 mod options;
 mod parking;
 mod projection;

@@ -111,7 +111,51 @@ CREATE TABLE parked_events (
 ALTER TABLE snapshots ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 1 CHECK (schema_version >= 0);
 "#,
     },
+    Migration {
+        version: 5,
+        description: "keys of data subjects",
+        sql: r#"
+-- The key of each data subject, which seals their personal data (es_core::pii). Forgetting a
+-- subject sets `key` to NULL for good (times are microseconds since the Unix epoch, UTC).
+CREATE TABLE pii_keys (
+    subject      TEXT    NOT NULL PRIMARY KEY,
+    key          BLOB    CHECK (key IS NULL OR length(key) = 32),
+    created_at   INTEGER NOT NULL,
+    forgotten_at INTEGER,
+    CHECK ((key IS NULL) = (forgotten_at IS NOT NULL))
+) STRICT, WITHOUT ROWID;
+
+-- Which streams hold personal data of which subjects: their snapshots are sealed with those
+-- subjects' keys.
+CREATE TABLE pii_subject_streams (
+    aggregate_type TEXT NOT NULL,
+    aggregate_id   TEXT NOT NULL,
+    subject        TEXT NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id, subject)
+) STRICT, WITHOUT ROWID;
+"#,
+    },
 ];
+
+// The key store of data subjects (migration 5).
+
+/// The key of subject `?1`: NULL when it was forgotten; no row when it has none yet.
+pub(crate) const SUBJECT_KEY: &str = "SELECT key FROM pii_keys WHERE subject = ?1";
+/// Gives subject `?1` the key `?2` (created at `?3`) unless it has a row already.
+pub(crate) const CREATE_SUBJECT_KEY: &str = "INSERT INTO pii_keys (subject, key, created_at) VALUES (?1, ?2, ?3)
+    ON CONFLICT (subject) DO NOTHING";
+/// Destroys the key of subject `?1` (at `?2`), if it has one.
+pub(crate) const FORGET_SUBJECT: &str = "UPDATE pii_keys SET key = NULL, forgotten_at = ?2
+    WHERE subject = ?1 AND key IS NOT NULL";
+/// Marks subject `?1` forgotten (at `?2`) when it has no row yet, so that it never gets a key.
+pub(crate) const FORGET_UNSEEN_SUBJECT: &str = "INSERT INTO pii_keys (subject, key, created_at, forgotten_at)
+    VALUES (?1, NULL, ?2, ?2) ON CONFLICT (subject) DO NOTHING";
+/// Records that stream (`?1`, `?2`) holds data of subject `?3`.
+pub(crate) const NOTE_SUBJECT_STREAM: &str = "INSERT INTO pii_subject_streams (aggregate_type, aggregate_id, subject)
+    VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+/// The subjects of stream (`?1`, `?2`), in order.
+pub(crate) const SUBJECTS_OF_STREAM: &str = "SELECT subject FROM pii_subject_streams
+    WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY subject";
 
 /// The newest migration this code knows.
 pub(crate) fn newest_migration() -> i64 {

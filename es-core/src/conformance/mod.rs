@@ -24,6 +24,7 @@ mod catalog;
 mod checkpoints;
 mod global_log;
 mod idempotency;
+mod keys;
 mod limits;
 mod pii;
 mod replaced;
@@ -44,6 +45,7 @@ pub use global_log::{
 pub use idempotency::{
     a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
 };
+pub use keys::{forgotten_keys_stay_forgotten, keys_are_created_once, streams_list_their_subjects};
 pub use limits::{
     batch_limits_hold_at_the_boundary, empty_names_and_nul_characters_are_refused, event_limits_hold_at_the_boundary,
 };
@@ -125,6 +127,26 @@ macro_rules! conformance_tests {
                 let $fixture = $make_fixture.await;
                 let store = $store;
                 $crate::conformance::$check(&store).await;
+            }
+        )+
+    };
+}
+
+/// Expands to one `#[tokio::test]` per [`KeyStore`](crate::pii::KeyStore) check. The argument
+/// is an async expression making a fixture; the second says how to get the key store from it.
+#[macro_export]
+macro_rules! key_store_conformance_tests {
+    ($make_fixture:expr, |$fixture:ident| $keys:expr) => {
+        $crate::key_store_conformance_tests!(@each $make_fixture, |$fixture| $keys;
+            keys_are_created_once, forgotten_keys_stay_forgotten, streams_list_their_subjects);
+    };
+    (@each $make_fixture:expr, |$fixture:ident| $keys:expr; $($check:ident),+) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let $fixture = $make_fixture.await;
+                let keys = $keys;
+                $crate::conformance::$check(&keys).await;
             }
         )+
     };

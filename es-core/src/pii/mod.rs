@@ -9,14 +9,23 @@
 //! - Mark the personal fields of an event `#[pii]`, with the type [`Forgettable<T>`], so they
 //!   can read as forgotten. Whose data they are (the *data subject*) is the stream by default
 //!   (`"lead/<id>"`), or a field of the event: `#[event(subject = person_id)]`.
-//! - Wrap the store in a [`PiiStore`] with a [`KeyStore`]: appends seal the marked fields
+//! - Wrap the store in a [`PiiStore`] with a [`KeyStore`] (the PostgreSQL and SQLite stores
+//!   are key stores too, in tables of their own; [`InMemoryKeyStore`] is for tests): appends
+//!   seal the marked fields
 //!   (AES-256-GCM, a fresh nonce per value, keys created on first use), reads open them, and
 //!   snapshots of streams holding personal data are sealed whole, with a key that needs every
 //!   subject's key.
 //! - [`PiiStore::forget`] destroys a subject's key. From then on, the subject's fields read as
 //!   [`Forgettable::Forgotten`] (never an error, never the plaintext), snapshots that held their
 //!   data are replayed over, and a [`SubjectForgotten`] event in the global log tells
-//!   projections to purge what they keep of the subject.
+//!   projections to purge what they keep of the subject. Writing personal data of a forgotten
+//!   subject again is refused with a typed error.
+//!
+//! What it does not do: the subject's id (the stream, or the subject field) stays readable, as
+//! it must to find the key; a value is only as forgotten as every copy of its key (vacuum the
+//! key table, mind WAL archives and backups of the key store); a field of a shape that is not
+//! JSON-serializable as a whole cannot be marked. The schema lock traces a `Forgettable<T>`
+//! field as `any`.
 //!
 //! ```
 //! use es_core::pii::{Forgettable, InMemoryKeyStore, PiiStore};

@@ -18,7 +18,8 @@ use crate::metadata::Metadata;
 use crate::registry::EventRegistry;
 use crate::store::{
     AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
-    ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StreamId, StreamSlice, Tail,
+    ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StreamCatalog, StreamId, StreamQuery,
+    StreamSlice, StreamSummary, Tail,
 };
 
 /// Why personal data could not be sealed for writing.
@@ -387,9 +388,17 @@ impl<S: SnapshotStore, K: KeyStore> SnapshotStore for PiiStore<S, K> {
     /// was forgotten, there is no snapshot (loads replay the events, whose fields read as
     /// forgotten).
     async fn load_snapshot(&self, stream: &StreamId) -> StoreResult<Option<Snapshot>> {
-        let Some(mut snapshot) = self.inner.load_snapshot(stream).await? else {
+        let Some(snapshot) = self.inner.load_snapshot(stream).await? else {
             return Ok(None);
         };
+        self.open_snapshot(snapshot).await
+    }
+}
+
+impl<S, K: KeyStore> PiiStore<S, K> {
+    /// `snapshot` with its state opened, if it was sealed; `None` when one of its subjects was
+    /// forgotten.
+    async fn open_snapshot(&self, mut snapshot: Snapshot) -> StoreResult<Option<Snapshot>> {
         let Some(subjects) = seal::sealed_state_subjects(&snapshot.state) else {
             return Ok(Some(snapshot));
         };
@@ -403,14 +412,32 @@ impl<S: SnapshotStore, K: KeyStore> SnapshotStore for PiiStore<S, K> {
             return Ok(None);
         };
         let key = seal::snapshot_key(&keys);
-        let context = stream.to_string();
+        let context = snapshot.stream.to_string();
         snapshot.state = seal::open_state(&key, context.as_bytes(), &snapshot.state).map_err(|Tampered(reason)| {
             StoreError::Corrupt {
-                stream: stream.clone(),
+                stream: snapshot.stream.clone(),
                 version: snapshot.version,
                 reason: format!("sealed snapshot: {reason}"),
             }
         })?;
         Ok(Some(snapshot))
+    }
+}
+
+#[async_trait]
+impl<S: StreamCatalog, K: KeyStore> StreamCatalog for PiiStore<S, K> {
+    async fn list_streams(&self, query: &StreamQuery) -> StoreResult<Vec<StreamSummary>> {
+        self.inner.list_streams(query).await
+    }
+
+    /// The snapshots, opened; one sealed for a subject forgotten since is listed as stored
+    /// (sealed), as loads would ignore it.
+    async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> StoreResult<Vec<Snapshot>> {
+        let mut listed = Vec::new();
+        for snapshot in self.inner.list_snapshots(after, limit).await? {
+            let sealed = snapshot.clone();
+            listed.push(self.open_snapshot(snapshot).await?.unwrap_or(sealed));
+        }
+        Ok(listed)
     }
 }

@@ -164,4 +164,32 @@ COMMENT ON COLUMN {schema}.snapshots.schema_version IS
     'The schema version of state (Aggregate::SNAPSHOT_VERSION when taken); older states are upcast on load. Snapshots taken before migration 7 are at version 1.';
 "#,
     ),
+    (
+        8,
+        "keys of data subjects",
+        r#"
+CREATE TABLE {schema}.pii_keys (
+    subject      text        NOT NULL,
+    key          bytea,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    forgotten_at timestamptz,
+    CONSTRAINT pii_keys_pkey PRIMARY KEY (subject),
+    CONSTRAINT pii_keys_key_check CHECK ((key IS NULL) = (forgotten_at IS NOT NULL)),
+    CONSTRAINT pii_keys_length_check CHECK (key IS NULL OR length(key) = 32)
+);
+
+COMMENT ON TABLE {schema}.pii_keys IS
+    'The key of each data subject, which seals their personal data (es_core::pii). Forgetting a subject sets key to NULL for good; the old row version keeps the bytes until the table is vacuumed, and WAL archives and backups keep them as long as they are kept.';
+
+CREATE TABLE {schema}.pii_subject_streams (
+    aggregate_type text NOT NULL,
+    aggregate_id   text NOT NULL,
+    subject        text NOT NULL,
+    CONSTRAINT pii_subject_streams_pkey PRIMARY KEY (aggregate_type, aggregate_id, subject)
+);
+
+COMMENT ON TABLE {schema}.pii_subject_streams IS
+    'Which streams hold personal data of which subjects: their snapshots are sealed with those subjects'' keys.';
+"#,
+    ),
 ];

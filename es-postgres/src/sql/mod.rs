@@ -4,6 +4,7 @@ mod append;
 mod catalog;
 mod checkpoints;
 mod import;
+mod keys;
 mod migrations;
 mod parking;
 
@@ -19,6 +20,7 @@ use checkpoints::CheckpointStatements;
 #[cfg(test)]
 pub(crate) use import::copied_columns;
 pub(crate) use import::ImportStatements;
+pub(crate) use keys::KeyStatements;
 use migrations::MIGRATIONS;
 pub(crate) use parking::ParkingStatements;
 
@@ -162,6 +164,8 @@ pub(crate) struct Statements {
     pub parking: ParkingStatements,
     pub catalog: CatalogStatements,
     pub import: ImportStatements,
+    /// The key store of data subjects (`es_core::pii::KeyStore`).
+    pub keys: KeyStatements,
 }
 
 /// The LISTEN/NOTIFY channel appends to schema `schema` notify: at most 63 bytes, PostgreSQL's
@@ -342,6 +346,7 @@ impl Statements {
             parking: ParkingStatements::new(&s),
             catalog: CatalogStatements::new(&s),
             import: ImportStatements::new(&s),
+            keys: KeyStatements::new(&s),
         }
     }
 }

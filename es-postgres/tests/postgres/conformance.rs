@@ -80,3 +80,8 @@ es_core::runner_conformance_tests!(marked_exclusive_schema(), |schema| (
     schema.checkpoints(),
     Marks::of(&schema)
 ));
+
+/// The schema's key store of data subjects (migration 8).
+mod keys {
+    es_core::key_store_conformance_tests!(crate::support::schema(), |schema| schema.store().clone());
+}

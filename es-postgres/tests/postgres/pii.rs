@@ -2,7 +2,7 @@
 //! row of the raw tables with SQL for the plaintext.
 
 use es_core::conformance::{Contact, ContactEntered, ContactEvent};
-use es_core::pii::{InMemoryKeyStore, PiiStore};
+use es_core::pii::PiiStore;
 use es_core::{EventRegistry, Metadata, Repository};
 
 use crate::support::schema;
@@ -27,7 +27,8 @@ async fn no_plaintext_of_a_forgotten_subject_is_left_in_any_table() {
     let schema = schema().await;
     let mut registry = EventRegistry::new();
     registry.register::<Contact>().expect("registers");
-    let store = PiiStore::new(schema.store().clone(), InMemoryKeyStore::new(), registry);
+    // The schema keeps the keys too (migration 8).
+    let store = PiiStore::new(schema.store().clone(), schema.store().clone(), registry);
     let contacts = Repository::<Contact, _>::new(store.clone()).with_snapshot_every(1);
     for (id, name, phone) in [("ada", "Ada Lovelace", "555-0101"), ("bob", "Bob Noyce", "555-0202")] {
         let entered: ContactEvent = ContactEntered {
@@ -53,6 +54,22 @@ async fn no_plaintext_of_a_forgotten_subject_is_left_in_any_table() {
         assert!(!after.contains(plaintext), "`{plaintext}` is left after forgetting");
     }
     assert!(after.contains("es.subject-forgotten"), "the log tells projections");
+    let keys = format!(
+        "SELECT subject, key IS NULL AS destroyed FROM \"{}\".pii_keys ORDER BY subject",
+        schema.store().schema()
+    );
+    let keys: Vec<(String, bool)> = sqlx::query_as(&keys)
+        .fetch_all(schema.store().pool())
+        .await
+        .expect("the keys read");
+    assert_eq!(
+        keys,
+        [
+            ("conformance-contact/ada".to_owned(), true),
+            ("conformance-contact/bob".to_owned(), false)
+        ],
+        "the forgotten subject's key is destroyed, the other kept"
+    );
 
     let ada = contacts
         .load("ada")

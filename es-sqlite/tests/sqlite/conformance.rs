@@ -58,3 +58,8 @@ es_core::runner_conformance_tests!(marked(), |db| (
         store: db.store.clone()
     }
 ));
+
+/// The file's key store of data subjects (migration 5).
+mod keys {
+    es_core::key_store_conformance_tests!(crate::support::fresh(), |db| db.store.clone());
+}

@@ -13,6 +13,7 @@ mod limits;
 mod migrations;
 mod multi_process;
 mod parking;
+mod pii;
 mod projection;
 mod properties;
 mod read_filtered;
