@@ -9,9 +9,14 @@
 //! Commands that judge time take `now` as an argument, so decisions are deterministic and
 //! testable. Every name and phone a lead ever had stays in its stream, as
 //! [`LeadInitialized`] and [`ContactDetailsUpdated`] events, for read models that search them.
+//!
+//! A lead's name and phone are its personal data: `#[pii]` fields, sealed with the lead's own
+//! key when the store is an [`es_core::pii::PiiStore`], and forgotten for good (read as
+//! [`Forgettable::Forgotten`]) when the lead asks to be: [`forget_lead`].
 
 use chrono::{DateTime, Utc};
-use es_core::{event, Aggregate, Apply};
+use es_core::pii::{Forgettable, KeyStore, PiiStore};
+use es_core::{event, Aggregate, Apply, EventRegistry, EventStore, RegistryError, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::text::{required, Empty};
@@ -21,9 +26,11 @@ use crate::text::{required, Empty};
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeadInitialized {
     /// The lead's name.
-    pub name: String,
+    #[pii]
+    pub name: Forgettable<String>,
     /// The lead's phone number.
-    pub phone: String,
+    #[pii]
+    pub phone: Forgettable<String>,
 }
 
 /// A sales rep contacted the lead.
@@ -44,9 +51,11 @@ pub struct FollowupSet {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContactDetailsUpdated {
     /// The lead's name from now on.
-    pub name: String,
+    #[pii]
+    pub name: Forgettable<String>,
     /// The lead's phone number from now on.
-    pub phone: String,
+    #[pii]
+    pub phone: Forgettable<String>,
 }
 
 /// The lead accepted the offer: an order was submitted and awaits payment.
@@ -147,9 +156,9 @@ pub struct Lead {
     /// Where the lead is in the funnel; `None` until it is initialized.
     pub status: Option<LeadStatus>,
     /// The lead's current name.
-    pub name: String,
+    pub name: Forgettable<String>,
     /// The lead's current phone number.
-    pub phone: String,
+    pub phone: Forgettable<String>,
     /// The latest follow-up date scheduled, if any.
     pub followup_on: Option<DateTime<Utc>>,
     /// The payment deadline of the latest order, if any was submitted.
@@ -239,8 +248,8 @@ impl Lead {
             return Err(LeadError::AlreadyInitialized);
         }
         Ok(vec![LeadInitialized {
-            name: required(name, "the name")?,
-            phone: required(phone, "the phone")?,
+            name: required(name, "the name")?.into(),
+            phone: required(phone, "the phone")?.into(),
         }
         .into()])
     }
@@ -279,10 +288,14 @@ impl Lead {
         self.active_status()?;
         let name = required(name, "the name")?;
         let phone = required(phone, "the phone")?;
-        if name == self.name && phone == self.phone {
+        if self.name.known() == Some(&name) && self.phone.known() == Some(&phone) {
             return Err(LeadError::NothingChanged);
         }
-        Ok(vec![ContactDetailsUpdated { name, phone }.into()])
+        Ok(vec![ContactDetailsUpdated {
+            name: name.into(),
+            phone: phone.into(),
+        }
+        .into()])
     }
 
     /// Submits an order to be paid by `payment_deadline`; the status becomes `PENDING_PAYMENT`.
@@ -387,4 +400,27 @@ impl Apply<LeadClosed> for Lead {
     fn apply(&mut self, _: &LeadClosed) {
         self.status = Some(LeadStatus::Closed);
     }
+}
+
+/// The data subject of lead `lead_id`'s personal data: its stream.
+pub fn lead_subject(lead_id: &str) -> String {
+    format!("{}/{lead_id}", Lead::TYPE)
+}
+
+/// Forgets lead `lead_id`'s personal data for good (the lead asked to be forgotten): its name
+/// and phone, in every event and snapshot, read as [`Forgettable::Forgotten`] from now on, and
+/// the search projection drops the lead's rows. Whether the lead had personal data.
+pub async fn forget_lead<S: EventStore, K: KeyStore>(
+    store: &PiiStore<S, K>,
+    lead_id: &str,
+) -> Result<bool, StoreError> {
+    store.forget(&lead_subject(lead_id)).await
+}
+
+/// `inner` sealing the leads' personal data with keys from `keys` (the PostgreSQL and SQLite
+/// stores keep keys in tables of their own, so `keys` may be `inner` itself).
+pub fn forgettable_leads<S, K: KeyStore>(inner: S, keys: K) -> Result<PiiStore<S, K>, RegistryError> {
+    let mut registry = EventRegistry::new();
+    registry.register::<Lead>()?;
+    Ok(PiiStore::new(inner, keys, registry))
 }

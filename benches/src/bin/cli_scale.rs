@@ -30,8 +30,8 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 fn lead_events(index: usize) -> Vec<LeadEvent> {
     let mut events = vec![LeadEvent::from(LeadInitialized {
-        name: format!("Lead {index}"),
-        phone: format!("555-{index:07}"),
+        name: format!("Lead {index}").into(),
+        phone: format!("555-{index:07}").into(),
     })];
     for step in 1..PER_STREAM {
         events.push(if step % 2 == 1 {
@@ -41,8 +41,8 @@ fn lead_events(index: usize) -> Vec<LeadEvent> {
             .into()
         } else {
             ContactDetailsUpdated {
-                name: format!("Lead {index} ({step})"),
-                phone: format!("555-{index:07}"),
+                name: format!("Lead {index} ({step})").into(),
+                phone: format!("555-{index:07}").into(),
             }
             .into()
         });

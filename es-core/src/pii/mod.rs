@@ -135,11 +135,27 @@ impl<T> From<T> for Forgettable<T> {
     }
 }
 
+impl From<&str> for Forgettable<String> {
+    fn from(value: &str) -> Self {
+        Self::Known(value.to_owned())
+    }
+}
+
 impl<T: fmt::Debug> fmt::Debug for Forgettable<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Known(value) => f.debug_tuple("Known").field(value).finish(),
             Self::Forgotten => f.write_str("Forgotten"),
+        }
+    }
+}
+
+/// The value, or `(forgotten)`.
+impl<T: fmt::Display> fmt::Display for Forgettable<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Known(value) => value.fmt(f),
+            Self::Forgotten => f.pad("(forgotten)"),
         }
     }
 }

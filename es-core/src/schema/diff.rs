@@ -66,6 +66,8 @@ impl ShapeChange {
         match &self.kind {
             ShapeChangeKind::FieldAdded { optional } => !optional,
             ShapeChangeKind::BecameOptional | ShapeChangeKind::VariantAdded { .. } => false,
+            // `any` reads whatever was stored (a `serde_json::Value`, a `Forgettable<T>`).
+            ShapeChangeKind::Changed { to: Shape::Any, .. } => false,
             ShapeChangeKind::AliasesChanged { from, to } => !from.iter().all(|alias| to.contains(alias)),
             _ => true,
         }

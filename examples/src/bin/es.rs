@@ -14,10 +14,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use es_cli::{CliStore, Exit};
+use es_core::pii::KeyStore;
 use es_postgres::PostgresStore;
 use es_sqlite::SqliteStore;
 use examples::cli::command_line;
 use examples::demo::DEFAULT_FILE;
+use examples::lead::forgettable_leads;
 use examples::lead_models::LeadTables;
 
 #[tokio::main]
@@ -80,9 +82,11 @@ fn store_failure(error: impl std::fmt::Display) -> (Exit, String) {
     (Exit::Store, error.to_string())
 }
 
-/// The command line over `store`: both aggregates, both Lead projections.
-async fn run<S: LeadTables + CliStore>(store: S, args: Vec<OsString>) -> Opened {
+/// The command line over `store`: both aggregates, both Lead projections, the leads' personal
+/// data opened with the keys `store` keeps.
+async fn run<S: LeadTables + CliStore + KeyStore>(store: S, args: Vec<OsString>) -> Opened {
     store.create_tables().await.map_err(store_failure)?;
-    let cli = command_line(store).map_err(|error| (Exit::Usage, error.to_string()))?;
+    let sealed = forgettable_leads(store.clone(), store).map_err(|error| (Exit::Usage, error.to_string()))?;
+    let cli = command_line(sealed).map_err(|error| (Exit::Usage, error.to_string()))?;
     Ok(cli.run_from(args).await)
 }

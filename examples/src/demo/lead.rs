@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::lead::{Lead, LeadStatus};
+use crate::lead::{forget_lead, forgettable_leads, Lead, LeadStatus};
 use crate::lead_models::{
     lead_runners, AnalysisModel, AnalysisRow, LeadAnalysisProjection, LeadSearchProjection, LeadTables, SearchModel,
 };
 use crate::lead_scenario::{lead_id, lead_name, play_leads, with_typo};
+use es_core::pii::{InMemoryKeyStore, KeyStore, PiiStore};
 use es_core::{EventStore, InMemoryReadModel, InMemoryStore, ProjectionRunner, Repository, SnapshotStore, StreamSlice};
 use es_postgres::PostgresStore;
 use es_sqlite::SqliteStore;
@@ -29,13 +30,13 @@ pub async fn run(backend: &Backend) -> Outcome {
                 "Lead example on the SQLite file {}: events and read-model tables",
                 path.display()
             );
-            on_database(store, &what).await
+            on_database(forgettable_leads(store.clone(), store)?, &what).await
         }
         Backend::Postgres(url) => {
             let store = PostgresStore::connect(url).await?.with_schema("es_examples")?;
             store.migrate().await?;
             on_database(
-                store,
+                forgettable_leads(store.clone(), store)?,
                 "Lead example on PostgreSQL: events and read-model tables in schema `es_examples`",
             )
             .await
@@ -45,32 +46,59 @@ pub async fn run(backend: &Backend) -> Outcome {
 
 async fn in_memory() -> Outcome {
     println!("Lead example on the in-memory store and in-memory read models");
-    let store = InMemoryStore::new();
+    let store = forgettable_leads(InMemoryStore::new(), InMemoryKeyStore::new())?;
     let leads = Repository::<Lead, _>::new(store.clone()).with_snapshot_every(10);
     let run = "week1";
     play(&leads, run).await?;
 
     let search = InMemoryReadModel::<SearchModel>::new();
     let analysis = InMemoryReadModel::<AnalysisModel>::new();
-    let searched = ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), search.clone())
-        .catch_up()
-        .await?;
-    let analysed = ProjectionRunner::new(LeadAnalysisProjection::default(), store, analysis.clone())
+    let search_runner = ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), search.clone());
+    let searched = search_runner.catch_up().await?;
+    let analysed = ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), analysis.clone())
         .catch_up()
         .await?;
     println!(
         "   projections caught up: search handled {} of {} events, analysis {} of {}",
         searched.handled, searched.read, analysed.handled, analysed.read
     );
-    let search = search.read(Clone::clone);
+    let searched = search.read(Clone::clone);
     print_analysis(&analysis.read(|model| model.leads.clone()));
-    if let Some(misspelled) = print_search(&search, run) {
-        println!("   search {misspelled:?} -> {:?}", search.find(&misspelled));
+    if let Some(misspelled) = print_search(&searched, run) {
+        println!("   search {misspelled:?} -> {:?}", searched.find(&misspelled));
     }
-    time_travel(&leads, &search, run).await
+    time_travel(&leads, &searched, run).await?;
+    let forgotten = forget_first(&store, &leads, run).await?;
+    search_runner.catch_up().await?;
+    println!(
+        "   after the search projection caught up, it knows {forgotten}: {}",
+        search.read(|model| model.leads.contains_key(&forgotten))
+    );
+    Ok(())
 }
 
-async fn on_database<S: LeadTables>(store: S, what: &str) -> Outcome {
+/// Forgets the first lead of `run` at its request, and shows what is left of it.
+async fn forget_first<S: EventStore + SnapshotStore, K: KeyStore>(
+    store: &PiiStore<S, K>,
+    leads: &Repository<Lead, PiiStore<S, K>>,
+    run: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let id = lead_id(run, 0);
+    let before = leads.load(&id).await?.aggregate;
+    forget_lead(store, &id).await?;
+    let after = leads.load(&id).await?.aggregate;
+    println!("\n== {id} asked to be forgotten: its key is destroyed");
+    println!("   before: name {:<20} phone {}", before.name, before.phone);
+    println!(
+        "   after:  name {:<20} phone {}   (status {}, still loads)",
+        after.name,
+        after.phone,
+        after.status.map_or("-", LeadStatus::as_str)
+    );
+    Ok(id)
+}
+
+async fn on_database<S: LeadTables + KeyStore>(store: PiiStore<S, S>, what: &str) -> Outcome {
     store.create_tables().await?;
     announce_history(&store, what).await?;
     let leads = Repository::<Lead, _>::new(store.clone()).with_snapshot_every(10);
@@ -90,7 +118,14 @@ async fn on_database<S: LeadTables>(store: S, what: &str) -> Outcome {
     if let Some(misspelled) = print_search(&search_model, &run) {
         println!("   search {misspelled:?} -> {:?}", store.find(&misspelled).await?);
     }
-    time_travel(&leads, &search_model, &run).await
+    time_travel(&leads, &search_model, &run).await?;
+    let forgotten = forget_first(&store, &leads, &run).await?;
+    search.catch_up().await?;
+    println!(
+        "   after the search projection caught up, it knows {forgotten}: {}",
+        store.load_search().await?.leads.contains_key(&forgotten)
+    );
+    Ok(())
 }
 
 async fn play<S: EventStore + SnapshotStore>(leads: &Repository<Lead, S>, run: &str) -> Outcome {

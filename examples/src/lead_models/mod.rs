@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 
+use es_core::pii::{KeyStore, PiiStore, SubjectForgotten, FORGOTTEN_SUBJECTS};
 use es_core::{
     async_trait, event, CheckpointStore, DecodedEvent, EventDescriptor, EventSet, EventStore, GlobalLog, HandlerError,
     Projection, ProjectionRunner, SnapshotStore,
@@ -28,6 +29,8 @@ use crate::lead::{
 pub trait SearchModelWriter: Send {
     /// Remembers that lead `lead_id` was known as `name` with phone `phone`.
     async fn remember(&mut self, lead_id: &str, name: &str, phone: &str) -> Result<(), HandlerError>;
+    /// Drops everything it knows of lead `lead_id`: the lead was forgotten.
+    async fn forget(&mut self, lead_id: &str) -> Result<(), HandlerError>;
     /// Forgets everything, before a rebuild.
     async fn clear_search(&mut self) -> Result<(), HandlerError>;
 }
@@ -49,6 +52,8 @@ pub enum LeadSearchEvent {
     Initialized(LeadInitialized),
     /// Later names and phones.
     DetailsUpdated(ContactDetailsUpdated),
+    /// A lead (or anyone else) was forgotten: its rows go.
+    Forgotten(SubjectForgotten),
 }
 
 /// The events the analysis projection reads (contacts and detail changes are skipped unread).
@@ -82,7 +87,7 @@ impl<W> Default for LeadSearchProjection<W> {
 #[async_trait]
 impl<W: SearchModelWriter + 'static> Projection for LeadSearchProjection<W> {
     const NAME: &'static str = "lead-search";
-    const AGGREGATE_TYPES: &'static [&'static str] = &["lead"];
+    const AGGREGATE_TYPES: &'static [&'static str] = &["lead", FORGOTTEN_SUBJECTS];
     const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[LeadEvent::EVENTS];
     type Event = LeadSearchEvent;
     type Context = W;
@@ -92,8 +97,18 @@ impl<W: SearchModelWriter + 'static> Projection for LeadSearchProjection<W> {
         let (name, phone) = match &event.event {
             LeadSearchEvent::Initialized(e) => (&e.name, &e.phone),
             LeadSearchEvent::DetailsUpdated(e) => (&e.name, &e.phone),
+            LeadSearchEvent::Forgotten(forgotten) => {
+                return match forgotten.subject.strip_prefix("lead/") {
+                    Some(lead_id) => model.forget(lead_id).await,
+                    None => Ok(()),
+                };
+            }
         };
-        model.remember(lead_id, name, phone).await
+        // A rebuild after a lead was forgotten reads its details as forgotten: nothing to keep.
+        match (name.known(), phone.known()) {
+            (Some(name), Some(phone)) => model.remember(lead_id, name, phone).await,
+            _ => Ok(()),
+        }
     }
 
     async fn reset(&self, model: &mut W) -> Result<(), HandlerError> {
@@ -173,6 +188,11 @@ impl SearchModelWriter for SearchModel {
         Ok(())
     }
 
+    async fn forget(&mut self, lead_id: &str) -> Result<(), HandlerError> {
+        self.leads.remove(lead_id);
+        Ok(())
+    }
+
     async fn clear_search(&mut self) -> Result<(), HandlerError> {
         self.leads.clear();
         Ok(())
@@ -235,6 +255,34 @@ pub trait LeadTables: EventStore + GlobalLog + SnapshotStore + Clone + 'static {
     async fn load_analysis(&self) -> Result<AnalysisModel, HandlerError>;
     /// The ids of leads that ever had this name or phone.
     async fn find(&self, name_or_phone: &str) -> Result<Vec<String>, HandlerError>;
+}
+
+/// The same tables behind a store that seals the leads' personal data, the store keeping the
+/// keys too ([`forgettable_leads`](crate::lead::forgettable_leads)).
+#[async_trait]
+impl<S: LeadTables + KeyStore> LeadTables for PiiStore<S, S> {
+    type Context = S::Context;
+    type Checkpoints = S::Checkpoints;
+
+    fn read_models(&self) -> S::Checkpoints {
+        self.inner().read_models()
+    }
+
+    async fn create_tables(&self) -> Result<(), HandlerError> {
+        self.inner().create_tables().await
+    }
+
+    async fn load_search(&self) -> Result<SearchModel, HandlerError> {
+        self.inner().load_search().await
+    }
+
+    async fn load_analysis(&self) -> Result<AnalysisModel, HandlerError> {
+        self.inner().load_analysis().await
+    }
+
+    async fn find(&self, name_or_phone: &str) -> Result<Vec<String>, HandlerError> {
+        self.inner().find(name_or_phone).await
+    }
 }
 
 /// The runner of the search projection into `store`'s tables.

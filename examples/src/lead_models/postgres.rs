@@ -24,6 +24,14 @@ impl SearchModelWriter for PgConnection {
         Ok(())
     }
 
+    async fn forget(&mut self, lead_id: &str) -> Result<(), HandlerError> {
+        sqlx::query("DELETE FROM lead_search WHERE lead_id = $1")
+            .bind(lead_id)
+            .execute(self)
+            .await?;
+        Ok(())
+    }
+
     async fn clear_search(&mut self) -> Result<(), HandlerError> {
         sqlx::query("DELETE FROM lead_search").execute(self).await?;
         Ok(())

@@ -20,6 +20,12 @@ impl SearchModelWriter for SqliteContext {
         Ok(())
     }
 
+    async fn forget(&mut self, lead_id: &str) -> Result<(), HandlerError> {
+        self.prepare_cached("DELETE FROM lead_search WHERE lead_id = ?1")?
+            .execute(params![lead_id])?;
+        Ok(())
+    }
+
     async fn clear_search(&mut self) -> Result<(), HandlerError> {
         self.execute("DELETE FROM lead_search", [])?;
         Ok(())
