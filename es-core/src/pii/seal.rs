@@ -28,12 +28,15 @@ pub(crate) const FORGOTTEN: &str = "$forgotten";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tampered(pub(crate) String);
 
+/// AES-GCM refused to encrypt: only a plaintext past its length limit (64 GiB) does that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooLong;
+
 /// `value` sealed under `key` for `subject`, bound to `context` (event id and field).
-pub(crate) fn seal(key: &SubjectKey, subject: &str, context: &[u8], value: &Value) -> Value {
+pub(crate) fn seal(key: &SubjectKey, subject: &str, context: &[u8], value: &Value) -> Result<Value, TooLong> {
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let plaintext = value.to_string();
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.as_bytes()));
-    // Encrypting into a Vec cannot fail: the plaintext is far below AES-GCM's length limit.
     let data = cipher
         .encrypt(
             &nonce,
@@ -42,8 +45,8 @@ pub(crate) fn seal(key: &SubjectKey, subject: &str, context: &[u8], value: &Valu
                 aad: context,
             },
         )
-        .unwrap_or_default();
-    json!({ SEALED: { "subject": subject, "nonce": BASE64.encode(nonce), "data": BASE64.encode(data) } })
+        .map_err(|_| TooLong)?;
+    Ok(json!({ SEALED: { "subject": subject, "nonce": BASE64.encode(nonce), "data": BASE64.encode(data) } }))
 }
 
 /// The subject of a sealed value, if `value` is one.
@@ -106,7 +109,12 @@ pub(crate) fn snapshot_key(keys: &[&SubjectKey]) -> SubjectKey {
 }
 
 /// A snapshot state sealed for `subjects` (with `key`, derived from theirs).
-pub(crate) fn seal_state(key: &SubjectKey, subjects: &[String], context: &[u8], state: &[u8]) -> Vec<u8> {
+pub(crate) fn seal_state(
+    key: &SubjectKey,
+    subjects: &[String],
+    context: &[u8],
+    state: &[u8],
+) -> Result<Vec<u8>, TooLong> {
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.as_bytes()));
     let data = cipher
@@ -117,11 +125,11 @@ pub(crate) fn seal_state(key: &SubjectKey, subjects: &[String], context: &[u8], 
                 aad: context,
             },
         )
-        .unwrap_or_default();
+        .map_err(|_| TooLong)?;
     let sealed = json!({
         SEALED_STATE: { "subjects": subjects, "nonce": BASE64.encode(nonce), "data": BASE64.encode(data) }
     });
-    sealed.to_string().into_bytes()
+    Ok(sealed.to_string().into_bytes())
 }
 
 /// The subjects a sealed snapshot state was sealed for; `None` if it is not sealed.
@@ -177,14 +185,14 @@ mod tests {
     fn a_sealed_value_opens_with_its_key_and_context_only() {
         let key = SubjectKey::generate();
         let context = field_context(uuid::Uuid::now_v7(), "name");
-        let sealed = seal(&key, "lead/1", &context, &json!("Ada Lovelace"));
+        let sealed = seal(&key, "lead/1", &context, &json!("Ada Lovelace")).expect("seals");
         assert!(!sealed.to_string().contains("Ada"), "{sealed}");
         assert_eq!(sealed_subject(&sealed), Some("lead/1"));
         assert_eq!(open(&key, &context, &sealed), Ok(json!("Ada Lovelace")));
         assert!(open(&SubjectKey::generate(), &context, &sealed).is_err(), "another key");
         let elsewhere = field_context(uuid::Uuid::now_v7(), "name");
         assert!(open(&key, &elsewhere, &sealed).is_err(), "moved to another event");
-        let again = seal(&key, "lead/1", &context, &json!("Ada Lovelace"));
+        let again = seal(&key, "lead/1", &context, &json!("Ada Lovelace")).expect("seals");
         assert_ne!(again, sealed, "a fresh nonce per value");
     }
 
@@ -193,7 +201,7 @@ mod tests {
         let (a, b) = (SubjectKey::generate(), SubjectKey::generate());
         let key = snapshot_key(&[&a, &b]);
         let subjects = vec!["lead/1".to_owned(), "person/2".to_owned()];
-        let sealed = seal_state(&key, &subjects, b"lead/1", br#"{"name":"Ada"}"#);
+        let sealed = seal_state(&key, &subjects, b"lead/1", br#"{"name":"Ada"}"#).expect("seals");
         assert!(!String::from_utf8_lossy(&sealed).contains("Ada"));
         assert_eq!(sealed_state_subjects(&sealed), Some(subjects));
         assert_eq!(

@@ -51,6 +51,12 @@ pub enum PiiError {
     /// The key store refused or failed (a forgotten subject, an outage).
     #[error(transparent)]
     Keys(#[from] KeyStoreError),
+    /// A value too long for AES-GCM (64 GiB) could not be sealed.
+    #[error("a personal value of {stream} is too long to seal")]
+    TooLong {
+        /// The stream written.
+        stream: StreamId,
+    },
 }
 
 impl From<PiiError> for StoreError {
@@ -166,7 +172,8 @@ impl<S, K: KeyStore> PiiStore<S, K> {
             };
             for field in fields {
                 if let Some(value) = object.get_mut(*field) {
-                    *value = seal::seal(key, &subject, &seal::field_context(event.event_id, field), value);
+                    *value = seal::seal(key, &subject, &seal::field_context(event.event_id, field), value)
+                        .map_err(|seal::TooLong| PiiError::TooLong { stream: stream.clone() })?;
                 }
             }
             event.payload = payload.to_string().into_bytes();
@@ -378,7 +385,11 @@ impl<S: SnapshotStore, K: KeyStore> SnapshotStore for PiiStore<S, K> {
                 };
                 let key = seal::snapshot_key(&keys);
                 let context = snapshot.stream.to_string();
-                snapshot.state = seal::seal_state(&key, &subjects, context.as_bytes(), &snapshot.state);
+                snapshot.state = seal::seal_state(&key, &subjects, context.as_bytes(), &snapshot.state).map_err(
+                    |seal::TooLong| PiiError::TooLong {
+                        stream: snapshot.stream.clone(),
+                    },
+                )?;
             }
         }
         self.inner.save_snapshot(snapshot).await

@@ -11,11 +11,18 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 
 use crate::ast::{
-    AggregateAttrs, AggregateModel, EventAttrs, EventEnum, EventStruct, Number, PiiField, ReplacedAttr, ReplacedRule,
-    StepKind, UpcastAttr, UpcastChain,
+    AggregateAttrs, AggregateModel, EventAttrs, EventEnum, EventStruct, Number, StepKind, UpcastAttr, UpcastChain,
 };
-use crate::attr::keys::{ALIAS, NAME};
+use crate::attr::keys::ALIAS;
 use crate::ctxt::Ctxt;
+
+mod names;
+mod pii;
+mod replaced;
+
+use names::{stored_name, valid_stored_name};
+use pii::personal_data;
+use replaced::replaced_rules;
 
 /// Checks `#[event]` on a struct and builds its upcast chain.
 pub fn event_struct(cx: &Ctxt, event: EventAttrs, item: &syn::ItemStruct) -> Option<EventStruct> {
@@ -56,159 +63,6 @@ pub fn event_struct(cx: &Ctxt, event: EventAttrs, item: &syn::ItemStruct) -> Opt
         pii_fields: personal.as_ref()?.0.clone(),
         pii_subject: personal?.1,
     })
-}
-
-/// The stored names of the `#[pii]` fields and of the subject field. A `#[pii]` field is a
-/// `Forgettable<T>` (it must be able to read as forgotten), has a name (a field of a struct
-/// with named fields), and is not the subject; `subject = field` names another field, and is
-/// only written when there are `#[pii]` fields.
-fn personal_data(cx: &Ctxt, event: &EventAttrs, item: &syn::ItemStruct) -> Option<(Vec<String>, Option<String>)> {
-    let rename_all = container_rename_all(cx, &item.attrs);
-    let mut valid = true;
-    let mut fields = Vec::new();
-    for PiiField { attr, field } in &event.pii {
-        let Some(ident) = &field.ident else {
-            cx.error_at(
-                attr,
-                "#[pii] marks a named field: personal data is sealed field by field, by name",
-            );
-            valid = false;
-            continue;
-        };
-        if !is_forgettable(&field.ty) {
-            cx.error_at(
-                &field.ty,
-                format!(
-                    "a #[pii] field is a `Forgettable<T>`, so that it reads as forgotten once its subject is: \
-                     `pub {ident}: es_core::pii::Forgettable<{}>`",
-                    written(&field.ty)
-                ),
-            );
-            valid = false;
-        }
-        if event.subject.as_ref() == Some(ident) {
-            cx.error_at(
-                attr,
-                format!("`{ident}` names the data subject: it is an id that finds the key, and cannot be sealed"),
-            );
-            valid = false;
-        }
-        fields.push(stored_field_name(cx, field, ident, rename_all.as_deref())?);
-    }
-    let subject = match &event.subject {
-        None => None,
-        Some(_) if event.pii.is_empty() => {
-            if let Some(subject) = &event.subject {
-                cx.error_at(
-                    subject,
-                    "`subject` names whose personal data the #[pii] fields hold, but no field is #[pii]",
-                );
-            }
-            return None;
-        }
-        Some(subject) => {
-            let Some(field) = item.fields.iter().find(|field| field.ident.as_ref() == Some(subject)) else {
-                cx.error_at(
-                    subject,
-                    format!("`{}` has no field `{subject}` to name the data subject", item.ident),
-                );
-                return None;
-            };
-            Some(stored_field_name(cx, field, subject, rename_all.as_deref())?)
-        }
-    };
-    valid.then_some((fields, subject))
-}
-
-/// Whether `ty` is written as `Forgettable<...>` (by any path).
-fn is_forgettable(ty: &syn::Type) -> bool {
-    let syn::Type::Path(path) = ty else {
-        return false;
-    };
-    path.path
-        .segments
-        .last()
-        .is_some_and(|last| last.ident == "Forgettable" && !last.arguments.is_empty())
-}
-
-/// The value of `#[serde(rename_all = "...")]` on the struct, if any; a rename_all that differs
-/// for serializing and deserializing is refused when there is personal data.
-fn container_rename_all(cx: &Ctxt, attrs: &[syn::Attribute]) -> Option<String> {
-    serde_string(cx, attrs, "rename_all")
-}
-
-/// The JSON name of `field`: its `#[serde(rename = "...")]`, else its name under the struct's
-/// `rename_all`, else its name.
-fn stored_field_name(cx: &Ctxt, field: &syn::Field, ident: &syn::Ident, rename_all: Option<&str>) -> Option<String> {
-    if let Some(rename) = serde_string(cx, &field.attrs, "rename") {
-        return Some(rename);
-    }
-    let name = ident.to_string();
-    let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
-    let words = || name.split('_').filter(|word| !word.is_empty());
-    let capitalized = |word: &str| {
-        let mut chars = word.chars();
-        chars
-            .next()
-            .map(|first| first.to_uppercase().chain(chars).collect::<String>())
-            .unwrap_or_default()
-    };
-    Some(match rename_all {
-        None | Some("snake_case") => name.clone(),
-        Some("lowercase") => name.to_lowercase(),
-        Some("UPPERCASE") | Some("SCREAMING_SNAKE_CASE") => name.to_uppercase(),
-        Some("PascalCase") => words().map(capitalized).collect(),
-        Some("camelCase") => {
-            let pascal: String = words().map(capitalized).collect();
-            let mut chars = pascal.chars();
-            chars
-                .next()
-                .map(|first| first.to_lowercase().chain(chars).collect())
-                .unwrap_or_default()
-        }
-        Some("kebab-case") => name.replace('_', "-"),
-        Some("SCREAMING-KEBAB-CASE") => name.replace('_', "-").to_uppercase(),
-        Some(other) => {
-            cx.error_at(
-                ident,
-                format!("#[pii] cannot tell the stored name of `{ident}` under `rename_all = \"{other}\"`"),
-            );
-            return None;
-        }
-    })
-}
-
-/// The string value of `#[serde(key = "...")]` among `attrs`.
-fn serde_string(cx: &Ctxt, attrs: &[syn::Attribute], key: &str) -> Option<String> {
-    let mut found = None;
-    for attr in attrs.iter().filter(|attr| attr.path().is_ident("serde")) {
-        // Only `key = "..."` matters here; serde itself reports a malformed attribute.
-        let _ = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident(key) {
-                if meta.input.peek(syn::Token![=]) {
-                    if let Ok(syn::Expr::Lit(syn::ExprLit {
-                        lit: syn::Lit::Str(value),
-                        ..
-                    })) = meta.value()?.parse::<syn::Expr>()
-                    {
-                        found = Some(value.value());
-                    }
-                } else {
-                    cx.error_at(
-                        &meta.path,
-                        format!("with #[pii] fields, `{key}` must be the same both ways: `{key} = \"...\"`"),
-                    );
-                    meta.input.parse::<proc_macro2::Group>()?;
-                }
-            } else if meta.input.peek(syn::Token![=]) {
-                meta.value()?.parse::<syn::Expr>()?;
-            } else if meta.input.peek(syn::token::Paren) {
-                meta.input.parse::<proc_macro2::Group>()?;
-            }
-            Ok(())
-        });
-    }
-    found
 }
 
 /// The aliases, if none is empty, repeated, or the event's own `name`.
@@ -389,56 +243,6 @@ pub fn event_enum(cx: &Ctxt, mut events: EventEnum, item: &syn::ItemEnum) -> Opt
     valid.then_some(events)
 }
 
-/// Checks the `#[replaced]` rules: each names a valid stored name and a function, reads a
-/// version from 1, and no two read the same name at the same version. `None` after reporting.
-fn replaced_rules(cx: &Ctxt, written: Vec<ReplacedAttr>) -> Option<Vec<ReplacedRule>> {
-    let mut valid = true;
-    let mut rules: Vec<ReplacedRule> = Vec::new();
-    for ReplacedAttr {
-        attr,
-        name,
-        version,
-        by,
-    } in written
-    {
-        let (Some(name_lit), Some(by)) = (name, by) else {
-            cx.error_at(
-                &attr,
-                "#[replaced] needs the retired event's stored name and the function that turns it into events of \
-                 this enum: `#[replaced(name = \"TicketOpenedWithAgent\", by = split_opened)]`, with \
-                 `fn split_opened(old: OldShape) -> Result<Vec<TicketEvent>, E>`",
-            );
-            valid = false;
-            continue;
-        };
-        let version = at_least_one(
-            cx,
-            version.as_ref(),
-            "schema versions start at 1: write `version = 1` (or leave it out)",
-        );
-        let name = valid_stored_name(cx, &name_lit, NAME);
-        let (Some(name), Some(version)) = (name, version) else {
-            valid = false;
-            continue;
-        };
-        if rules.iter().any(|rule| rule.name == name && rule.version == version) {
-            cx.error_at(
-                &name_lit,
-                format!("two #[replaced] rules read `{name}` at version {version}; keep one"),
-            );
-            valid = false;
-            continue;
-        }
-        rules.push(ReplacedRule {
-            name,
-            name_lit,
-            version,
-            by,
-        });
-    }
-    valid.then_some(rules)
-}
-
 /// Checks `#[derive(Aggregate)]` and fills in the defaults of its `#[aggregate]` keys.
 pub fn aggregate(cx: &Ctxt, attrs: AggregateAttrs, input: &syn::DeriveInput) -> Option<AggregateModel> {
     if let syn::Data::Union(data) = &input.data {
@@ -487,72 +291,6 @@ pub fn aggregate(cx: &Ctxt, attrs: AggregateAttrs, input: &syn::DeriveInput) -> 
         snapshot_version: snapshot_version?,
         chain: chain?,
     })
-}
-
-/// The stored name: `name = "..."`, else the type's own name, if it is a valid stored name.
-fn stored_name(cx: &Ctxt, name: Option<&syn::LitStr>, ident: &syn::Ident) -> Option<String> {
-    match name {
-        Some(lit) => valid_stored_name(cx, lit, NAME),
-        None => {
-            let name = ident.to_string();
-            match invalid_stored_name(&name) {
-                None => Some(name),
-                Some(problem) => {
-                    cx.error_at(
-                        ident,
-                        format!(
-                            "`{name}` cannot be stored as a name: {problem}; give it one with `#[event(name = \"...\")]` \
-                             or `#[aggregate(name = \"...\")]`"
-                        ),
-                    );
-                    None
-                }
-            }
-        }
-    }
-}
-
-/// The value of a `name` or `alias` key, if it is a valid stored name.
-fn valid_stored_name(cx: &Ctxt, lit: &syn::LitStr, key: &str) -> Option<String> {
-    let value = lit.value();
-    match invalid_stored_name(&value) {
-        None => Some(value),
-        Some(problem) => {
-            cx.error_at(lit, format!("`{key} = {:?}`: {problem}", value));
-            None
-        }
-    }
-}
-
-/// The longest stored name: names are written with every event and shown by every tool.
-const MAX_NAME_LEN: usize = 255;
-
-/// What is wrong with a stored name (an event's name or alias, an aggregate type), if anything.
-/// Stored names are 1 to 255 ASCII letters, digits, `_`, `-`, `.` and `:`, so they read the same
-/// in SQL, URLs, logs and terminals, and never differ by an invisible character.
-fn invalid_stored_name(name: &str) -> Option<String> {
-    const RULE: &str = "stored names use only ASCII letters, digits, `_`, `-`, `.` and `:` (e.g. `TicketOpened`, \
-                        `ticket.opened`)";
-    if name.is_empty() {
-        return Some(format!("a stored name cannot be empty; {RULE}"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Some(format!(
-            "a stored name has at most {MAX_NAME_LEN} characters, this one {}",
-            name.len()
-        ));
-    }
-    let (position, bad) = name
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))?;
-    let what = match bad {
-        ' ' => "a space".to_owned(),
-        c if c.is_whitespace() => format!("whitespace ({c:?})"),
-        c if c.is_control() => format!("a control character ({c:?})"),
-        c => format!("`{c}`"),
-    };
-    Some(format!("it has {what} at position {}; {RULE}", position + 1))
 }
 
 /// The value of a version-like key, 1 when it is not written; 0 is reported with `message`.
