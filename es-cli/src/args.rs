@@ -17,6 +17,16 @@ pub(crate) struct Args {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Forget a data subject for good: destroy the key of its personal data (`#[pii]` fields),
+    /// which then reads as forgotten everywhere. Needs a program built with `Cli::forgetting`.
+    Forget {
+        /// The subject: `type/id` for a stream's own data (e.g. `lead/L-7`), else the subject
+        /// field's value.
+        subject: String,
+        /// Confirms: forgetting cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
     /// List streams with their event counts and last activity, in (type, id) order.
     Streams {
         /// Only streams of this aggregate type.

@@ -349,6 +349,44 @@ pub(crate) async fn log<S: CliStore>(
     }
 }
 
+/// `forget`: destroys a data subject's key, when the program enabled it and the user confirmed.
+pub(crate) async fn forget<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    subject: &str,
+    confirmed: bool,
+) -> Result<Exit, Failure> {
+    let Some(forget) = cli.forget else {
+        return Err(Failure::new(
+            Exit::Usage,
+            "this program does not seal personal data, so there is nothing to forget (its command line is built \
+             without `Cli::forgetting`)",
+        ));
+    };
+    if !confirmed {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!(
+                "forgetting `{subject}` destroys its key for good, and its personal data can never be read again: \
+                 add --yes to confirm"
+            ),
+        ));
+    }
+    let had_key = forget(&cli.store, subject).await.map_err(Failure::store)?;
+    if out.json {
+        out.json(&json!({ "subject": subject, "had_key": had_key }))?;
+    } else if had_key {
+        out.line(format!(
+            "forgot `{subject}`: its key is destroyed, and its personal data reads as forgotten from now on"
+        ))?;
+    } else {
+        out.line(format!(
+            "`{subject}` had no key (forgotten already, or none of its data was stored); it stays forgotten"
+        ))?;
+    }
+    Ok(Exit::Ok)
+}
+
 pub(crate) fn registry<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>) -> Result<Exit, Failure> {
     let events: Vec<_> = cli.registry.events().collect();
     let upcasts = |version: u32| -> Vec<u32> { (1..version).collect() };

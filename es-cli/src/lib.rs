@@ -44,6 +44,7 @@
 //! es doctor                            # decode every stored event and snapshot
 //! es registry                          # aggregate types, event names, aliases, versions
 //! es serve --port 8080                 # a read-only web event browser on 127.0.0.1
+//! es forget lead/L-7 --yes             # destroy a data subject's key (with `Cli::forgetting`)
 //! ```
 //!
 //! `es serve` prints `listening on http://127.0.0.1:PORT` as its first line (`--port 0` takes
@@ -85,10 +86,12 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use es_core::pii::{ForgetSubjects, ForgottenSubject};
 use es_core::{
     Aggregate, CheckpointStore, EventRegistry, EventStore, GlobalLog, Projection, ProjectionRunner, RegistryError,
-    SnapshotStore, StreamCatalog,
+    SnapshotStore, StoreResult, StreamCatalog,
 };
+use futures_util::future::BoxFuture;
 
 pub use output::Exit;
 
@@ -102,12 +105,20 @@ pub trait CliStore: EventStore + GlobalLog + SnapshotStore + StreamCatalog + Clo
 
 impl<S: EventStore + GlobalLog + SnapshotStore + StreamCatalog + Clone + 'static> CliStore for S {}
 
+/// Forgets a data subject in the store: set by [`Cli::forgetting`].
+type ForgetFn<S> = for<'a> fn(&'a S, &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+
 /// The command line of one application: its store, aggregates and projections.
 pub struct Cli<S> {
     store: S,
     registry: EventRegistry,
     aggregates: BTreeMap<&'static str, Box<dyn AggregateView<S>>>,
     projections: Vec<Box<dyn ProjectionView>>,
+    forget: Option<ForgetFn<S>>,
+}
+
+fn forget_in<'a, S: ForgetSubjects>(store: &'a S, subject: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+    store.forget_subject(subject)
 }
 
 impl<S: CliStore> Cli<S> {
@@ -118,7 +129,19 @@ impl<S: CliStore> Cli<S> {
             registry: EventRegistry::new(),
             aggregates: BTreeMap::new(),
             projections: Vec::new(),
+            forget: None,
         }
+    }
+
+    /// Enables `forget SUBJECT --yes`, for a store that seals personal data (an
+    /// [`es_core::pii::PiiStore`]): it destroys the subject's key for good. Also registers
+    /// [`ForgottenSubject`], so the events that record forgetting read like any other.
+    pub fn forgetting(mut self) -> Result<Self, RegistryError>
+    where
+        S: ForgetSubjects,
+    {
+        self.forget = Some(forget_in::<S>);
+        self.aggregate::<ForgottenSubject>()
     }
 
     /// Registers aggregate `A`: its events are decoded and its states folded by the commands.
@@ -212,6 +235,7 @@ impl<S: CliStore> Cli<S> {
             Command::Diff { stream, from, to } => commands::diff(cli, out, &stream, from, to).await,
             Command::Log { after, limit, follow } => commands::log(cli, out, after, limit, follow).await,
             Command::Registry => commands::registry(cli, out),
+            Command::Forget { subject, yes } => commands::forget(cli, out, &subject, yes).await,
             Command::Projections => long::projections(cli, out).await,
             Command::Rebuild { name } => long::rebuild(cli, out, &name).await,
             Command::Parked { name, retry, drop } => {

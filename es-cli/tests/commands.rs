@@ -323,3 +323,58 @@ async fn parked_events_are_listed_retried_and_dropped() {
     let (exit, _, err) = fixture.run(&["parked", "nothing"]).await;
     assert_eq!(exit, Exit::NotFound, "{err}");
 }
+
+/// `forget` destroys a data subject's key, on a program that enabled it and with `--yes`.
+#[tokio::test]
+async fn forget_destroys_a_subject_s_key_when_enabled_and_confirmed() {
+    use es_core::pii::{InMemoryKeyStore, KeyStore, PiiStore};
+    use es_core::{EventRegistry, InMemoryStore};
+
+    let keys = InMemoryKeyStore::new();
+    keys.key_for_writing("lead/L-7").await.expect("a key");
+    let store = PiiStore::new(InMemoryStore::new(), keys.clone(), EventRegistry::new());
+    let run = |args: &'static [&'static str], forgetting: bool| {
+        let store = store.clone();
+        async move {
+            let cli = es_cli::Cli::new(store);
+            let cli = if forgetting {
+                cli.forgetting().expect("registers")
+            } else {
+                cli
+            };
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let exit = cli
+                .execute(std::iter::once("es").chain(args.iter().copied()), &mut out, &mut err)
+                .await;
+            (
+                exit,
+                String::from_utf8_lossy(&out).into_owned(),
+                String::from_utf8_lossy(&err).into_owned(),
+            )
+        }
+    };
+
+    let (exit, _, err) = run(&["forget", "lead/L-7", "--yes"], false).await;
+    assert_eq!(exit, Exit::Usage, "not enabled: {err}");
+    assert!(err.contains("Cli::forgetting"), "{err}");
+    let (exit, _, err) = run(&["forget", "lead/L-7"], true).await;
+    assert_eq!(exit, Exit::Usage, "not confirmed: {err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(
+        keys.keys(&["lead/L-7"]).await.map(|keys| keys.len()).ok(),
+        Some(1),
+        "nothing forgotten yet"
+    );
+
+    let (exit, out, err) = run(&["forget", "lead/L-7", "--yes"], true).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    assert!(out.contains("forgot `lead/L-7`"), "{out}");
+    assert!(
+        keys.keys(&["lead/L-7"]).await.is_ok_and(|keys| keys.is_empty()),
+        "the key is gone"
+    );
+    let (exit, out, _) = run(&["forget", "lead/L-7", "--yes", "--json"], true).await;
+    assert_eq!(exit, Exit::Ok);
+    let answer: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(answer, serde_json::json!({ "subject": "lead/L-7", "had_key": false }));
+}

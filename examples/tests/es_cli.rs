@@ -7,10 +7,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use es_core::pii::KeyStore;
 use es_core::{EventStore, GlobalLog, Metadata, Repository, SnapshotStore, StreamCatalog};
 use es_postgres::PostgresStore;
 use es_sqlite::SqliteStore;
-use examples::lead::Lead;
+use examples::lead::{forgettable_leads, Lead};
 use examples::lead_scenario::play_leads;
 use examples::ticket::{Priority, Ticket};
 use serde_json::Value;
@@ -67,8 +68,9 @@ fn strings<'a>(answer: &'a Value, list: &str, field: &str) -> Vec<&'a str> {
     items.iter().filter_map(|item| item[field].as_str()).collect()
 }
 
-/// Ticket T-1 (opened, assigned, escalated: 3 events), ticket T-2 (opened), and 5 leads.
-async fn history<S: EventStore + SnapshotStore + Clone + 'static>(store: &S, run: &str) {
+/// Ticket T-1 (opened, assigned, escalated: 3 events), ticket T-2 (opened), and 5 leads whose
+/// names and phones are sealed with keys the store keeps, as the demo stores them.
+async fn history<S: EventStore + SnapshotStore + KeyStore + Clone + 'static>(store: &S, run: &str) {
     let tickets = Repository::<Ticket, S>::new(store.clone());
     tickets
         .execute("T-1", Metadata::new().with_actor("customer:acme"), |t| {
@@ -88,8 +90,32 @@ async fn history<S: EventStore + SnapshotStore + Clone + 'static>(store: &S, run
         .execute("T-2", Metadata::new(), |t| t.open("VPN down", "acme", Priority::High))
         .await
         .expect("open");
-    let leads = Repository::<Lead, S>::new(store.clone());
+    let sealed = forgettable_leads(store.clone(), store.clone()).expect("one aggregate");
+    let leads = Repository::<Lead, _>::new(sealed);
     play_leads(&leads, run, 0..5, 3).await.expect("leads");
+}
+
+/// `es forget` destroys a lead's key: its state then shows name and phone forgotten, and the
+/// other leads keep theirs.
+fn forget_forgets_a_lead(es: &Es) {
+    let before = es.json(&["state", "lead/cli-L0000"]);
+    assert!(before["state"]["name"].is_string(), "{before}");
+    es.expect(&["forget", "lead/cli-L0000"], 2);
+    let out = es.expect(&["forget", "lead/cli-L0000", "--yes"], 0);
+    assert!(out.contains("forgot `lead/cli-L0000`"), "{out}");
+    let after = es.json(&["state", "lead/cli-L0000"]);
+    assert_eq!(
+        after["state"]["name"],
+        serde_json::json!({ "$forgotten": true }),
+        "{after}"
+    );
+    assert_eq!(
+        after["state"]["phone"],
+        serde_json::json!({ "$forgotten": true }),
+        "{after}"
+    );
+    let other = es.json(&["state", "lead/cli-L0001"]);
+    assert!(other["state"]["name"].is_string(), "{other}");
 }
 
 /// The checks every store must pass, on the history of [`history`].
@@ -136,7 +162,11 @@ where
     let log = es.expect(&["log", "--limit", "1000"], 0);
     assert_eq!(log.lines().count() as u64, total);
     let registry = es.json(&["registry"]);
-    assert_eq!(strings(&registry, "aggregates", "aggregate_type"), ["lead", "ticket"]);
+    // `es.pii`: the streams that record forgotten subjects, registered by `Cli::forgetting`.
+    assert_eq!(
+        strings(&registry, "aggregates", "aggregate_type"),
+        ["es.pii", "lead", "ticket"]
+    );
 
     let projections = es.json(&["projections"]);
     let names = strings(&projections, "projections", "name");
@@ -269,6 +299,7 @@ async fn es_on_a_sqlite_file() {
         prefix: vec!["--db".into(), file.display().to_string()],
     };
     check_every_command(&store, &es).await;
+    forget_forgets_a_lead(&es);
     serve_shows_the_store(&es);
     follow_sees_a_new_event(&store, &es).await;
 

@@ -73,7 +73,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use keys::{InMemoryKeyStore, KeyStore, KeyStoreError, SubjectKey};
-pub use store::{PiiError, PiiStore};
+pub use store::{ForgetSubjects, PiiError, PiiStore};
 
 use crate::event;
 
@@ -90,6 +90,29 @@ pub struct SubjectForgotten {
     /// The subject: `"<aggregate type>/<aggregate id>"` for a stream, else the subject field's
     /// value.
     pub subject: String,
+}
+
+/// The events of a stream of [`FORGOTTEN_SUBJECTS`].
+#[event]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForgottenSubjectEvent {
+    /// See [`SubjectForgotten`].
+    Forgotten(SubjectForgotten),
+}
+
+/// A forgotten data subject, as its stream ([`FORGOTTEN_SUBJECTS`], subject) tells: what tools
+/// that read every stream register to know those events (es-cli's `Cli::forgetting` does).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, crate::Aggregate)]
+#[aggregate(name = "es.pii", event = ForgottenSubjectEvent)]
+pub struct ForgottenSubject {
+    /// Whether the subject was forgotten (it always is, once its stream has an event).
+    pub forgotten: bool,
+}
+
+impl crate::Apply<SubjectForgotten> for ForgottenSubject {
+    fn apply(&mut self, _: &SubjectForgotten) {
+        self.forgotten = true;
+    }
 }
 
 /// A piece of personal data that may have been forgotten: the type of every `#[pii]` field.

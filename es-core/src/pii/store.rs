@@ -269,6 +269,21 @@ impl<S: EventStore, K: KeyStore> PiiStore<S, K> {
     }
 }
 
+/// A store that can forget a data subject: what a tool (es-cli's `forget`) needs of a
+/// [`PiiStore`] without knowing its type parameters.
+#[async_trait]
+pub trait ForgetSubjects: Send + Sync {
+    /// Forgets `subject` for good: see [`PiiStore::forget`]. Whether it had a key.
+    async fn forget_subject(&self, subject: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+impl<S: EventStore, K: KeyStore> ForgetSubjects for PiiStore<S, K> {
+    async fn forget_subject(&self, subject: &str) -> StoreResult<bool> {
+        self.forget(subject).await
+    }
+}
+
 /// The subject of a stream's own personal data.
 fn stream_subject(stream: &StreamId) -> String {
     format!("{}/{}", stream.aggregate_type, stream.aggregate_id)

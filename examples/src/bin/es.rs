@@ -87,6 +87,8 @@ fn store_failure(error: impl std::fmt::Display) -> (Exit, String) {
 async fn run<S: LeadTables + CliStore + KeyStore>(store: S, args: Vec<OsString>) -> Opened {
     store.create_tables().await.map_err(store_failure)?;
     let sealed = forgettable_leads(store.clone(), store).map_err(|error| (Exit::Usage, error.to_string()))?;
-    let cli = command_line(sealed).map_err(|error| (Exit::Usage, error.to_string()))?;
+    let cli = command_line(sealed)
+        .and_then(es_cli::Cli::forgetting)
+        .map_err(|error| (Exit::Usage, error.to_string()))?;
     Ok(cli.run_from(args).await)
 }
