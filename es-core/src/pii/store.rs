@@ -1,8 +1,8 @@
 //! The store that seals personal data on the way in and opens it on the way out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream};
@@ -85,7 +85,14 @@ pub struct PiiStore<S, K> {
     registry: Arc<EventRegistry>,
     /// The aggregate types that have an event with `#[pii]` fields.
     personal: Arc<BTreeSet<&'static str>>,
+    /// The (subject, stream) pairs this process has noted in the key store already: noting is
+    /// idempotent, so this only saves the round trip of noting them on every append.
+    noted: Arc<Mutex<HashSet<(String, StreamId)>>>,
 }
+
+/// How many noted pairs are remembered before the memory is cleared (and pairs are noted
+/// again, harmlessly).
+const NOTED_REMEMBERED: usize = 100_000;
 
 impl<S, K: KeyStore> PiiStore<S, K> {
     /// Wraps `inner`, sealing with keys from `keys` the events `registry` says have personal
@@ -101,6 +108,7 @@ impl<S, K: KeyStore> PiiStore<S, K> {
             keys,
             registry: Arc::new(registry),
             personal: Arc::new(personal),
+            noted: Arc::default(),
         }
     }
 
@@ -179,9 +187,23 @@ impl<S, K: KeyStore> PiiStore<S, K> {
             event.payload = payload.to_string().into_bytes();
         }
         for subject in keys.keys() {
+            let pair = (subject.clone(), stream.clone());
+            if self.noted().contains(&pair) {
+                continue;
+            }
             self.keys.note_stream(subject, stream).await?;
+            let mut noted = self.noted();
+            if noted.len() >= NOTED_REMEMBERED {
+                noted.clear();
+            }
+            noted.insert(pair);
         }
         Ok(())
+    }
+
+    fn noted(&self) -> std::sync::MutexGuard<'_, HashSet<(String, StreamId)>> {
+        // A set of ids only: a panic elsewhere cannot leave it half-changed.
+        self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Opens the sealed fields of `events` in place: with their subject's key, or as forgotten
