@@ -15,14 +15,6 @@ fn backend(error: sqlx::Error) -> KeyStoreError {
     KeyStoreError::Backend(Box::new(error))
 }
 
-/// A stored key, which the table's check keeps at 32 bytes.
-fn stored_key(bytes: Vec<u8>) -> Result<SubjectKey, KeyStoreError> {
-    let bytes: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
-        KeyStoreError::Backend(format!("a stored key has {} bytes, not 32", bytes.len()).into())
-    })?;
-    Ok(SubjectKey::from_bytes(bytes))
-}
-
 /// Keys live in the store's own schema, so one `PostgresStore` is both the event store and the
 /// key store of a [`PiiStore`](es_core::pii::PiiStore); to keep keys apart from the events
 /// (and their backups), give the `PiiStore` a `PostgresStore` of another schema or database.
@@ -45,7 +37,7 @@ impl KeyStore for PostgresStore {
                 .await
                 .map_err(backend)?;
             match stored {
-                Some(Some(key)) => return stored_key(key),
+                Some(Some(key)) => return SubjectKey::from_stored(key),
                 Some(None) => return Err(forgotten()),
                 None if attempt == 0 => {
                     let key = SubjectKey::generate();
@@ -80,7 +72,7 @@ impl KeyStore for PostgresStore {
             .map(|row| {
                 let subject: String = row.try_get(0).map_err(backend)?;
                 let key: Vec<u8> = row.try_get(1).map_err(backend)?;
-                Ok((subject, stored_key(key)?))
+                Ok((subject, SubjectKey::from_stored(key)?))
             })
             .collect()
     }

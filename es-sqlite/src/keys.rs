@@ -20,14 +20,6 @@ fn backend(error: SqliteError) -> KeyStoreError {
     KeyStoreError::Backend(Box::new(error))
 }
 
-/// A stored key, which the table's check keeps at 32 bytes.
-fn stored_key(bytes: Vec<u8>) -> Result<SubjectKey, KeyStoreError> {
-    let bytes: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
-        KeyStoreError::Backend(format!("a stored key has {} bytes, not 32", bytes.len()).into())
-    })?;
-    Ok(SubjectKey::from_bytes(bytes))
-}
-
 /// The key of `subject` as stored: `Some(None)` when it was forgotten.
 fn read_key(
     database: &Database,
@@ -84,7 +76,7 @@ impl KeyStore for SqliteStore {
         .await
         .map_err(backend)?;
         match stored {
-            Some(key) => stored_key(key),
+            Some(key) => SubjectKey::from_stored(key),
             None => Err(KeyStoreError::Forgotten {
                 subject: subject.to_owned(),
             }),
@@ -111,7 +103,7 @@ impl KeyStore for SqliteStore {
         .map_err(backend)?;
         stored
             .into_iter()
-            .map(|(subject, key)| Ok((subject, stored_key(key)?)))
+            .map(|(subject, key)| Ok((subject, SubjectKey::from_stored(key)?)))
             .collect()
     }
 

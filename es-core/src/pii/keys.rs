@@ -31,6 +31,14 @@ impl SubjectKey {
         Self(bytes)
     }
 
+    /// A key as a key store read it back: 32 bytes, else a [`KeyStoreError::Backend`].
+    pub fn from_stored(bytes: Vec<u8>) -> Result<Self, KeyStoreError> {
+        let bytes: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+            KeyStoreError::Backend(format!("a stored key has {} bytes, not 32", bytes.len()).into())
+        })?;
+        Ok(Self(bytes))
+    }
+
     /// The key's bytes, for a key store to keep.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -1,7 +1,6 @@
 //! The store that seals personal data on the way in and opens it on the way out.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -18,8 +17,8 @@ use crate::metadata::Metadata;
 use crate::registry::EventRegistry;
 use crate::store::{
     AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
-    ReplayFn, ReplayedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StreamCatalog, StreamId, StreamQuery,
-    StreamSlice, StreamSummary, Tail,
+    ReplayFn, Snapshot, SnapshotStore, StoreError, StoreResult, StreamCatalog, StreamId, StreamQuery, StreamSlice,
+    StreamSummary, Tail,
 };
 
 /// Why personal data could not be sealed for writing.
@@ -367,19 +366,7 @@ impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
         if !self.personal.contains(stream.aggregate_type.as_str()) {
             return self.inner.replay_stream(stream, slice, apply).await;
         }
-        let mut events = self.read_stream(stream, slice);
-        while let Some(event) = events.try_next().await? {
-            let replayed = ReplayedEvent {
-                version: event.version,
-                event_name: &event.event_name,
-                schema_version: event.schema_version,
-                payload: &event.payload,
-            };
-            if let ControlFlow::Break(()) = apply(replayed) {
-                break;
-            }
-        }
-        Ok(())
+        crate::store::lend_each(self.read_stream(stream, slice), apply).await
     }
 }
 
@@ -411,16 +398,9 @@ impl<S: SnapshotStore, K: KeyStore> SnapshotStore for PiiStore<S, K> {
         if self.personal.contains(snapshot.stream.aggregate_type.as_str()) {
             let subjects = self.keys.subjects_of(&snapshot.stream).await?;
             if !subjects.is_empty() {
-                let wanted: Vec<&str> = subjects.iter().map(String::as_str).collect();
-                let keys = self.keys.keys(&wanted).await?;
-                let Some(keys) = subjects
-                    .iter()
-                    .map(|subject| keys.get(subject))
-                    .collect::<Option<Vec<_>>>()
-                else {
+                let Some(key) = self.snapshot_key(&subjects).await? else {
                     return Ok(());
                 };
-                let key = seal::snapshot_key(&keys);
                 let context = snapshot.stream.to_string();
                 snapshot.state = seal::seal_state(&key, &subjects, context.as_bytes(), &snapshot.state).map_err(
                     |seal::TooLong| PiiError::TooLong {
@@ -444,22 +424,24 @@ impl<S: SnapshotStore, K: KeyStore> SnapshotStore for PiiStore<S, K> {
 }
 
 impl<S, K: KeyStore> PiiStore<S, K> {
+    /// The key of a snapshot holding data of `subjects`, derived from all of theirs; `None`
+    /// when one of them was forgotten.
+    async fn snapshot_key(&self, subjects: &[String]) -> StoreResult<Option<SubjectKey>> {
+        let wanted: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        let keys = self.keys.keys(&wanted).await?;
+        let keys: Option<Vec<&SubjectKey>> = subjects.iter().map(|subject| keys.get(subject)).collect();
+        Ok(keys.map(|keys| seal::snapshot_key(&keys)))
+    }
+
     /// `snapshot` with its state opened, if it was sealed; `None` when one of its subjects was
     /// forgotten.
     async fn open_snapshot(&self, mut snapshot: Snapshot) -> StoreResult<Option<Snapshot>> {
         let Some(subjects) = seal::sealed_state_subjects(&snapshot.state) else {
             return Ok(Some(snapshot));
         };
-        let wanted: Vec<&str> = subjects.iter().map(String::as_str).collect();
-        let keys = self.keys.keys(&wanted).await?;
-        let Some(keys) = subjects
-            .iter()
-            .map(|subject| keys.get(subject))
-            .collect::<Option<Vec<_>>>()
-        else {
+        let Some(key) = self.snapshot_key(&subjects).await? else {
             return Ok(None);
         };
-        let key = seal::snapshot_key(&keys);
         let context = snapshot.stream.to_string();
         snapshot.state = seal::open_state(&key, context.as_bytes(), &snapshot.state).map_err(|Tampered(reason)| {
             StoreError::Corrupt {

@@ -289,6 +289,26 @@ pub struct Snapshot {
     pub taken_at: DateTime<Utc>,
 }
 
+/// Lends each event of `events` to `apply`, until it breaks: `replay_stream` over a stream of
+/// owned envelopes.
+pub(crate) async fn lend_each(
+    mut events: BoxStream<'_, StoreResult<RecordedEvent>>,
+    apply: &mut ReplayFn<'_>,
+) -> StoreResult<()> {
+    while let Some(event) = events.try_next().await? {
+        let replayed = ReplayedEvent {
+            version: event.version,
+            event_name: &event.event_name,
+            schema_version: event.schema_version,
+            payload: &event.payload,
+        };
+        if apply(replayed).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// An append-only store of event streams: what the [`Repository`](crate::Repository) needs.
 ///
 /// The contract, checked by the conformance suite (module `es_core::conformance`, feature
@@ -356,19 +376,7 @@ pub trait EventStore: Send + Sync {
     /// The default goes through [`EventStore::read_stream`]; backends override it to read only
     /// these columns and to hand out their rows' bytes without copying.
     async fn replay_stream(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
-        let mut events = self.read_stream(stream, slice);
-        while let Some(event) = events.try_next().await? {
-            let replayed = ReplayedEvent {
-                version: event.version,
-                event_name: &event.event_name,
-                schema_version: event.schema_version,
-                payload: &event.payload,
-            };
-            if apply(replayed).is_break() {
-                break;
-            }
-        }
-        Ok(())
+        lend_each(self.read_stream(stream, slice), apply).await
     }
 }
 
