@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use es_core::conformance::{Contact, ContactEntered, ContactEvent};
-use es_core::pii::{Forgettable, InMemoryKeyStore, PiiStore, SubjectForgotten, FORGOTTEN_SUBJECTS};
+use es_core::conformance::{enter_contacts, sealed_contacts, Contact, ContactEntered, ContactEvent};
+use es_core::pii::{Forgettable, InMemoryKeyStore, SubjectForgotten, FORGOTTEN_SUBJECTS};
 use es_core::{
-    async_trait, event, DecodedEvent, EventDescriptor, EventRegistry, EventSet, HandlerError, InMemoryReadModel,
-    InMemoryStore, Metadata, Projection, ProjectionRunner, Repository,
+    async_trait, event, DecodedEvent, EventDescriptor, EventSet, HandlerError, InMemoryReadModel, InMemoryStore,
+    Projection, ProjectionRunner, Repository,
 };
 
 /// What the projection reads: contacts entered, and subjects forgotten.
@@ -63,22 +63,13 @@ impl Projection for DirectoryProjection {
 
 #[tokio::test]
 async fn a_projection_purges_a_forgotten_subject_and_a_rebuild_never_sees_it() {
-    let mut registry = EventRegistry::new();
-    registry.register::<Contact>().expect("registers");
-    let store = PiiStore::new(InMemoryStore::new(), InMemoryKeyStore::new(), registry);
+    let store = sealed_contacts(InMemoryStore::new(), InMemoryKeyStore::new());
     let contacts = Repository::<Contact, _>::new(store.clone());
-    for (id, name) in [("ada", "Ada Lovelace"), ("bob", "Bob Noyce")] {
-        let entered: ContactEvent = ContactEntered {
-            name: name.to_owned().into(),
-            phone: "555-0100".to_owned().into(),
-            source: "fair".into(),
-        }
-        .into();
-        contacts
-            .execute(id, Metadata::new(), move |_: &Contact| vec![entered.clone()])
-            .await
-            .expect("entered");
-    }
+    enter_contacts(
+        &contacts,
+        &[("ada", "Ada Lovelace", "555-0100"), ("bob", "Bob Noyce", "555-0100")],
+    )
+    .await;
 
     let model = InMemoryReadModel::<Directory>::new();
     let runner = ProjectionRunner::new(DirectoryProjection, store.clone(), model.clone());

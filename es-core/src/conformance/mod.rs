@@ -49,7 +49,10 @@ pub use keys::{forgotten_keys_stay_forgotten, keys_are_created_once, streams_lis
 pub use limits::{
     batch_limits_hold_at_the_boundary, empty_names_and_nul_characters_are_refused, event_limits_hold_at_the_boundary,
 };
-pub use pii::{forgotten_subjects_read_as_forgotten, Contact, ContactEntered, ContactEvent, ContactNoted};
+pub use pii::{
+    enter_contacts, forgotten_subjects_read_as_forgotten, sealed_contacts, Contact, ContactEntered, ContactEvent,
+    ContactNoted,
+};
 pub use replaced::{
     retired_events_are_replaced_by_their_rules, ContactChanged, Desk, DeskEvent, DeskOpened, DeskStaffed,
 };

@@ -4,7 +4,7 @@
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::pii::{Forgettable, InMemoryKeyStore, KeyStoreError, PiiError, PiiStore, FORGOTTEN_SUBJECTS};
+use crate::pii::{Forgettable, InMemoryKeyStore, KeyStore, KeyStoreError, PiiError, PiiStore, FORGOTTEN_SUBJECTS};
 use crate::store::{EventStore, GlobalLog, SnapshotStore, StoreError, StreamId, StreamSlice};
 use crate::{event, Aggregate, Apply, CommandError, EventRegistry, Metadata, Repository, RepositoryError};
 
@@ -89,6 +89,32 @@ fn noted(author_id: &str, author_name: &str) -> ContactEvent {
     .into()
 }
 
+/// `inner` sealing the personal data of [`Contact`]s with keys from `keys`: where a backend's
+/// own tests of personal data start.
+pub fn sealed_contacts<S, K: KeyStore>(inner: S, keys: K) -> PiiStore<S, K> {
+    let mut registry = EventRegistry::new();
+    if let Err(error) = registry.register::<Contact>() {
+        panic!("registering the contact failed: {error}");
+    }
+    PiiStore::new(inner, keys, registry)
+}
+
+/// Enters each contact `(id, name, phone)` through `contacts`, with one `contact.entered`.
+pub async fn enter_contacts<S>(contacts: &Repository<Contact, S>, entries: &[(&str, &str, &str)])
+where
+    S: EventStore + SnapshotStore + Clone + 'static,
+{
+    for (id, name, phone) in entries {
+        let entered = entered(name, phone);
+        let executed = contacts
+            .execute(*id, Metadata::new(), move |_: &Contact| vec![entered.clone()])
+            .await;
+        if let Err(error) = executed {
+            panic!("entering contact {id} failed: {error}");
+        }
+    }
+}
+
 /// Every byte the backend holds for the given streams: events (all of the log) and snapshots.
 async fn everything_stored<S: EventStore + GlobalLog + SnapshotStore>(store: &S, streams: &[StreamId]) -> String {
     let mut stored = String::new();
@@ -124,11 +150,7 @@ pub async fn forgotten_subjects_read_as_forgotten<S>(store: &S)
 where
     S: EventStore + GlobalLog + SnapshotStore + Clone + 'static,
 {
-    let mut registry = EventRegistry::new();
-    if let Err(error) = registry.register::<Contact>() {
-        panic!("registering failed: {error}");
-    }
-    let sealed = PiiStore::new(store.clone(), InMemoryKeyStore::new(), registry);
+    let sealed = sealed_contacts(store.clone(), InMemoryKeyStore::new());
     let contacts = Repository::<Contact, _>::new(sealed.clone()).with_snapshot_every(2);
     let (ada, bob) = (uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string());
     let author = format!("author-{}", uuid::Uuid::now_v7());

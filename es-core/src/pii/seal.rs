@@ -32,21 +32,57 @@ pub(crate) struct Tampered(pub(crate) String);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TooLong;
 
-/// `value` sealed under `key` for `subject`, bound to `context` (event id and field).
-pub(crate) fn seal(key: &SubjectKey, subject: &str, context: &[u8], value: &Value) -> Result<Value, TooLong> {
+/// `plaintext` encrypted under `key` with a fresh nonce, bound to `context`: the nonce and the
+/// ciphertext, as the JSON object that holds them (`{"nonce": ..., "data": ...}`).
+fn encrypt(key: &SubjectKey, context: &[u8], plaintext: &[u8]) -> Result<Map<String, Value>, TooLong> {
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-    let plaintext = value.to_string();
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.as_bytes()));
     let data = cipher
         .encrypt(
             &nonce,
             Payload {
-                msg: plaintext.as_bytes(),
+                msg: plaintext,
                 aad: context,
             },
         )
         .map_err(|_| TooLong)?;
-    Ok(json!({ SEALED: { "subject": subject, "nonce": BASE64.encode(nonce), "data": BASE64.encode(data) } }))
+    let mut sealed = Map::new();
+    sealed.insert("nonce".into(), BASE64.encode(nonce).into());
+    sealed.insert("data".into(), BASE64.encode(data).into());
+    Ok(sealed)
+}
+
+/// The plaintext of what [`encrypt`] made (`sealed`, a `what`), opened with `key` and checked
+/// against `context`.
+fn decrypt(key: &SubjectKey, context: &[u8], sealed: &Map<String, Value>, what: &str) -> Result<Vec<u8>, Tampered> {
+    let bytes = |name: &str| {
+        sealed
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(|text| BASE64.decode(text).ok())
+            .ok_or_else(|| Tampered(format!("{what} without a valid `{name}`")))
+    };
+    let (nonce, data) = (bytes("nonce")?, bytes("data")?);
+    if nonce.len() != 12 {
+        return Err(Tampered(format!("the nonce of a {what} is not 96 bits")));
+    }
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.as_bytes()));
+    cipher
+        .decrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &data,
+                aad: context,
+            },
+        )
+        .map_err(|_| Tampered(format!("a {what} does not open with its key")))
+}
+
+/// `value` sealed under `key` for `subject`, bound to `context` (event id and field).
+pub(crate) fn seal(key: &SubjectKey, subject: &str, context: &[u8], value: &Value) -> Result<Value, TooLong> {
+    let mut sealed = encrypt(key, context, value.to_string().as_bytes())?;
+    sealed.insert("subject".into(), subject.into());
+    Ok(json!({ SEALED: sealed }))
 }
 
 /// The subject of a sealed value, if `value` is one.
@@ -59,28 +95,9 @@ pub(crate) fn sealed_subject(value: &Value) -> Option<&str> {
 pub(crate) fn open(key: &SubjectKey, context: &[u8], sealed: &Value) -> Result<Value, Tampered> {
     let inner = sealed
         .get(SEALED)
+        .and_then(Value::as_object)
         .ok_or_else(|| Tampered("not a sealed value".into()))?;
-    let bytes = |name: &str| {
-        inner
-            .get(name)
-            .and_then(Value::as_str)
-            .and_then(|text| BASE64.decode(text).ok())
-            .ok_or_else(|| Tampered(format!("sealed value without a valid `{name}`")))
-    };
-    let (nonce, data) = (bytes("nonce")?, bytes("data")?);
-    if nonce.len() != 12 {
-        return Err(Tampered("a sealed value's nonce is not 96 bits".into()));
-    }
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.as_bytes()));
-    let plaintext = cipher
-        .decrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: &data,
-                aad: context,
-            },
-        )
-        .map_err(|_| Tampered("a sealed value does not open with its subject's key".into()))?;
+    let plaintext = decrypt(key, context, inner, "sealed value")?;
     serde_json::from_slice(&plaintext).map_err(|error| Tampered(format!("a sealed value is not JSON: {error}")))
 }
 
@@ -115,21 +132,9 @@ pub(crate) fn seal_state(
     context: &[u8],
     state: &[u8],
 ) -> Result<Vec<u8>, TooLong> {
-    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.as_bytes()));
-    let data = cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: state,
-                aad: context,
-            },
-        )
-        .map_err(|_| TooLong)?;
-    let sealed = json!({
-        SEALED_STATE: { "subjects": subjects, "nonce": BASE64.encode(nonce), "data": BASE64.encode(data) }
-    });
-    Ok(sealed.to_string().into_bytes())
+    let mut sealed = encrypt(key, context, state)?;
+    sealed.insert("subjects".into(), subjects.into());
+    Ok(json!({ SEALED_STATE: sealed }).to_string().into_bytes())
 }
 
 /// The subjects a sealed snapshot state was sealed for; `None` if it is not sealed.
@@ -149,27 +154,7 @@ pub(crate) fn open_state(key: &SubjectKey, context: &[u8], state: &[u8]) -> Resu
         .get(SEALED_STATE)
         .and_then(Value::as_object)
         .ok_or_else(|| Tampered("not a sealed state".into()))?;
-    let bytes = |name: &str| {
-        inner
-            .get(name)
-            .and_then(Value::as_str)
-            .and_then(|text| BASE64.decode(text).ok())
-            .ok_or_else(|| Tampered(format!("sealed state without a valid `{name}`")))
-    };
-    let (nonce, data) = (bytes("nonce")?, bytes("data")?);
-    if nonce.len() != 12 {
-        return Err(Tampered("a sealed state's nonce is not 96 bits".into()));
-    }
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.as_bytes()));
-    cipher
-        .decrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: &data,
-                aad: context,
-            },
-        )
-        .map_err(|_| Tampered("a sealed snapshot does not open with its subjects' keys".into()))
+    decrypt(key, context, inner, "sealed snapshot")
 }
 
 /// The fields of an event payload, if it is a JSON object.

@@ -208,7 +208,7 @@ impl<S, K: KeyStore> PiiStore<S, K> {
     /// Opens the sealed fields of `events` in place: with their subject's key, or as forgotten
     /// when it is gone. One key lookup for the whole slice.
     async fn open_events(&self, events: &mut [RecordedEvent]) -> StoreResult<()> {
-        let mut opened: Vec<(usize, Value)> = Vec::new();
+        let mut opened: Vec<(usize, &'static [&'static str], Value)> = Vec::new();
         let mut subjects: BTreeSet<String> = BTreeSet::new();
         for (index, event) in events.iter().enumerate() {
             let Some((fields, _)) = self.personal_fields(&event.stream, &event.event_name) else {
@@ -224,18 +224,15 @@ impl<S, K: KeyStore> PiiStore<S, K> {
                     .filter_map(|field| payload.get(*field).and_then(seal::sealed_subject))
                     .map(str::to_owned),
             );
-            opened.push((index, payload));
+            opened.push((index, fields, payload));
         }
         if opened.is_empty() {
             return Ok(());
         }
         let wanted: Vec<&str> = subjects.iter().map(String::as_str).collect();
         let keys = self.keys.keys(&wanted).await?;
-        for (index, mut payload) in opened {
+        for (index, fields, mut payload) in opened {
             let event = &mut events[index];
-            let Some((fields, _)) = self.personal_fields(&event.stream, &event.event_name) else {
-                continue;
-            };
             for field in fields {
                 let Some(value) = payload.get_mut(*field) else {
                     continue;

@@ -1,9 +1,8 @@
 //! Forgettable personal data in a SQLite file, checked the way an auditor would: by scanning
 //! every row of the raw tables with SQL for the plaintext.
 
-use es_core::conformance::{Contact, ContactEntered, ContactEvent};
-use es_core::pii::PiiStore;
-use es_core::{EventRegistry, Metadata, Repository};
+use es_core::conformance::{enter_contacts, sealed_contacts, Contact};
+use es_core::Repository;
 
 use crate::support::{fresh, raw, TestDb};
 
@@ -29,23 +28,14 @@ fn whole_file_as_text(db: &TestDb) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_plaintext_of_a_forgotten_subject_is_left_in_any_table() {
     let db = fresh().await;
-    let mut registry = EventRegistry::new();
-    registry.register::<Contact>().expect("registers");
     // The file keeps the keys too (migration 5).
-    let store = PiiStore::new(db.store.clone(), db.store.clone(), registry);
+    let store = sealed_contacts(db.store.clone(), db.store.clone());
     let contacts = Repository::<Contact, _>::new(store.clone()).with_snapshot_every(1);
-    for (id, name, phone) in [("ada", "Ada Lovelace", "555-0101"), ("bob", "Bob Noyce", "555-0202")] {
-        let entered: ContactEvent = ContactEntered {
-            name: name.to_owned().into(),
-            phone: phone.to_owned().into(),
-            source: "fair".into(),
-        }
-        .into();
-        contacts
-            .execute(id, Metadata::new(), move |_: &Contact| vec![entered.clone()])
-            .await
-            .expect("entered");
-    }
+    enter_contacts(
+        &contacts,
+        &[("ada", "Ada Lovelace", "555-0101"), ("bob", "Bob Noyce", "555-0202")],
+    )
+    .await;
     let before = whole_file_as_text(&db);
     assert!(before.contains("fair"), "the scan sees the payloads: {before}");
     for plaintext in ["Ada Lovelace", "555-0101", "Bob Noyce", "555-0202"] {
