@@ -135,6 +135,7 @@ pub mod checks;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod event;
+pub mod lifecycle;
 mod memory;
 mod metadata;
 pub mod pii;

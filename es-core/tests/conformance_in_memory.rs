@@ -74,3 +74,7 @@ es_core::blue_green_conformance_test!(async { es_core::InMemoryStore::new() }, |
 mod keys {
     es_core::key_store_conformance_tests!(async { es_core::pii::InMemoryKeyStore::new() }, |keys| keys);
 }
+
+mod lifecycle {
+    es_core::lifecycle_conformance_tests!(async { es_core::InMemoryStore::new() });
+}

@@ -90,6 +90,9 @@ pub(crate) fn append_locked(
         );
         return Ok(outcome);
     }
+    if let Some(closed) = crate::lifecycle::closure_on(database, writer, stream)? {
+        return Err(closed.refuse());
+    }
     let actual = stream_version(writer, stream).map_err(failed)?;
     if !expected.accepts(actual) {
         tracing::debug!(stream = %stream, %expected, actual, "append refused: concurrency conflict");

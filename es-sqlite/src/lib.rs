@@ -202,6 +202,7 @@ mod claim;
 mod connection;
 mod error;
 mod keys;
+mod lifecycle;
 mod options;
 mod parking;
 mod projection;

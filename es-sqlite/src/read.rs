@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use es_core::lifecycle::StreamClosed;
 use es_core::{
     AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
     ReplayFn, StoreError, StoreResult, StreamId, StreamSlice, Tail,
@@ -50,30 +51,7 @@ impl EventStore for SqliteStore {
         stream: &'a StreamId,
         slice: StreamSlice,
     ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
-        let owned_stream = stream.clone();
-        chunks(Arc::clone(&self.database), move |connection, send| {
-            let mut statement = connection.prepare_cached(sql::READ_STREAM)?;
-            let mut rows = statement.query(slice_parameters(&owned_stream, slice))?;
-            let mut chunk = Vec::with_capacity(READ_CHUNK);
-            while let Some(row) = rows.next()? {
-                chunk.push(recorded_event(row)?);
-                if chunk.len() == READ_CHUNK && !send(std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK))) {
-                    return Ok(());
-                }
-            }
-            if !chunk.is_empty() {
-                send(chunk);
-            }
-            Ok(())
-        })
-        .flat_map(|chunk| {
-            let events: Box<dyn Iterator<Item = _> + Send> = match chunk {
-                Ok(events) => Box::new(events.into_iter().map(Ok)),
-                Err(error) => Box::new(std::iter::once(Err(error))),
-            };
-            futures_util::stream::iter(events)
-        })
-        .boxed()
+        stream_rows(&self.database, stream, slice, sql::READ_STREAM)
     }
 
     /// [`EventStore::replay_stream`](es_core::EventStore::replay_stream): the blocking thread
@@ -128,6 +106,12 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    /// [`EventStore::stream_closure`](es_core::EventStore::stream_closure): one probe of the
+    /// records of closed streams.
+    async fn stream_closure(&self, stream: &StreamId) -> StoreResult<Option<StreamClosed>> {
+        crate::lifecycle::stream_closure(self, stream).await
+    }
+
     /// [`EventStore::stream_version`](es_core::EventStore::stream_version).
     async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
         let (database, stream) = (Arc::clone(&self.database), stream.clone());
@@ -137,6 +121,41 @@ impl EventStore for SqliteStore {
         })
         .await
     }
+}
+
+/// The events of `stream` within `slice` that `statement` reads (the parameters of
+/// [`sql::READ_STREAM`]): rows are read on a blocking thread, at most two chunks ahead of the
+/// consumer, all from one snapshot of the file.
+pub(crate) fn stream_rows<'a>(
+    database: &Arc<Database>,
+    stream: &StreamId,
+    slice: StreamSlice,
+    statement: &'static str,
+) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    let owned_stream = stream.clone();
+    chunks(Arc::clone(database), move |connection, send| {
+        let mut statement = connection.prepare_cached(statement)?;
+        let mut rows = statement.query(slice_parameters(&owned_stream, slice))?;
+        let mut chunk = Vec::with_capacity(READ_CHUNK);
+        while let Some(row) = rows.next()? {
+            chunk.push(recorded_event(row)?);
+            if chunk.len() == READ_CHUNK && !send(std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK))) {
+                return Ok(());
+            }
+        }
+        if !chunk.is_empty() {
+            send(chunk);
+        }
+        Ok(())
+    })
+    .flat_map(|chunk| {
+        let events: Box<dyn Iterator<Item = _> + Send> = match chunk {
+            Ok(events) => Box::new(events.into_iter().map(Ok)),
+            Err(error) => Box::new(std::iter::once(Err(error))),
+        };
+        futures_util::stream::iter(events)
+    })
+    .boxed()
 }
 
 #[async_trait]

@@ -31,10 +31,14 @@ macro_rules! event_columns {
 /// and the metadata only for the rows the filter wants (NULL for the others, and never read
 /// from the file), then `wanted` at [`column::WANTED`]. A wanted row is decoded by
 /// [`recorded_event`]; of the others only the position is read.
-macro_rules! filtered_columns {
+macro_rules! filtered_row {
     () => {
-        "version, event_name, schema_version, CASE WHEN wanted THEN payload END AS payload, position, event_id, \
-         aggregate_type, aggregate_id, CASE WHEN wanted THEN metadata END AS metadata, recorded_at, wanted"
+        "version, event_name, schema_version, CASE WHEN (json_array_length(?3) = 0 OR aggregate_type IN \
+         (SELECT value FROM json_each(?3))) AND event_name NOT IN (SELECT value FROM json_each(?4)) THEN payload END \
+         AS payload, position, event_id, aggregate_type, aggregate_id, CASE WHEN (json_array_length(?3) = 0 OR \
+         aggregate_type IN (SELECT value FROM json_each(?3))) AND event_name NOT IN (SELECT value FROM json_each(?4)) \
+         THEN metadata END AS metadata, recorded_at, (json_array_length(?3) = 0 OR aggregate_type IN (SELECT value \
+         FROM json_each(?3))) AND event_name NOT IN (SELECT value FROM json_each(?4)) AS wanted"
     };
 }
 
@@ -46,7 +50,7 @@ macro_rules! stored_columns {
     };
 }
 
-pub(crate) use {event_columns, filtered_columns, replay_columns, stored_columns};
+pub(crate) use {event_columns, filtered_row, replay_columns, stored_columns};
 
 /// Where each column of [`event_columns!`] sits in a row (the replay's columns are its head).
 pub(crate) mod column {

@@ -25,6 +25,7 @@ mod checkpoints;
 mod global_log;
 mod idempotency;
 mod keys;
+mod lifecycle;
 mod limits;
 mod pii;
 mod replaced;
@@ -46,6 +47,10 @@ pub use idempotency::{
     a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
 };
 pub use keys::{forgotten_keys_stay_forgotten, keys_are_created_once, streams_list_their_subjects};
+pub use lifecycle::{
+    appends_racing_a_tombstone_land_before_it_or_are_refused, archived_streams_read_from_the_archive,
+    deleted_streams_leave_an_audit_record, tombstoned_streams_refuse_appends,
+};
 pub use limits::{
     batch_limits_hold_at_the_boundary, empty_names_and_nul_characters_are_refused, event_limits_hold_at_the_boundary,
 };
@@ -132,6 +137,25 @@ macro_rules! conformance_tests {
                 $crate::conformance::$check(&store).await;
             }
         )+
+    };
+}
+
+/// Expands to one `#[tokio::test]` per [`StreamLifecycle`](crate::lifecycle::StreamLifecycle)
+/// check: tombstones, archives, deletions and their audit, appends racing a change. The
+/// arguments are those of [`conformance_tests!`](crate::conformance_tests); the store must also
+/// be `Clone + 'static` (the race check appends from several tasks).
+#[macro_export]
+macro_rules! lifecycle_conformance_tests {
+    ($make_fixture:expr, |$fixture:ident| $store:expr) => {
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $store;
+            tombstoned_streams_refuse_appends,
+            archived_streams_read_from_the_archive,
+            deleted_streams_leave_an_audit_record,
+            appends_racing_a_tombstone_land_before_it_or_are_refused,
+        );
+    };
+    ($make_store:expr) => {
+        $crate::lifecycle_conformance_tests!($make_store, |store| store);
     };
 }
 

@@ -10,6 +10,7 @@ use futures_core::stream::BoxStream;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+mod lifecycle;
 mod read_model;
 
 pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
@@ -83,10 +84,14 @@ impl WakeUp for InMemoryWakeUp {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Every event in position order; position `p` is at index `p - 1`.
-    events: Vec<RecordedEvent>,
+    /// Every event in position order; position `p` is at index `p - 1`; `None` once deleted.
+    events: Vec<Option<RecordedEvent>>,
     /// Indexes into `events`, per stream, in version order; ordered for listing.
     streams: BTreeMap<StreamId, Vec<usize>>,
+    /// The indexes of archived streams, moved out of `streams`.
+    archived: BTreeMap<StreamId, Vec<usize>>,
+    /// The records of closed streams.
+    closures: BTreeMap<StreamId, crate::lifecycle::StreamClosed>,
     /// Where each event id is in `events`.
     event_ids: HashMap<Uuid, usize>,
     snapshots: BTreeMap<StreamId, Snapshot>,
@@ -124,6 +129,43 @@ impl State {
         self.streams.get(stream).map_or(0, |indexes| indexes.len() as u64)
     }
 
+    /// Appends `events` to `stream` (checked already), returning their positions.
+    fn push(&mut self, stream: &StreamId, events: Vec<NewEvent>) -> Vec<u64> {
+        let recorded_at = Utc::now();
+        let mut version = self.version_of(stream);
+        let mut positions = Vec::with_capacity(events.len());
+        for event in events {
+            version += 1;
+            let index = self.events.len();
+            positions.push(index as u64 + 1);
+            self.event_ids.insert(event.event_id, index);
+            self.events.push(Some(RecordedEvent {
+                event_id: event.event_id,
+                stream: stream.clone(),
+                version,
+                position: index as u64 + 1,
+                event_name: event.event_name,
+                schema_version: event.schema_version,
+                payload: event.payload,
+                metadata: event.metadata,
+                recorded_at,
+            }));
+            self.streams.entry(stream.clone()).or_default().push(index);
+        }
+        positions
+    }
+
+    /// The events at `indexes` within `slice`, for a stream read.
+    fn slice_of(&self, indexes: Option<&Vec<usize>>, slice: StreamSlice) -> Vec<StoreResult<RecordedEvent>> {
+        indexes
+            .into_iter()
+            .flatten()
+            .filter_map(|&index| self.events[index].as_ref())
+            .filter(|event| slice.contains(event))
+            .map(|event| Ok(event.clone()))
+            .collect()
+    }
+
     /// The original outcome, when `events` is a batch stored before (a retried append).
     fn already_stored(&self, stream: &StreamId, events: &[NewEvent]) -> Option<AppendOutcome> {
         let first = events.first()?;
@@ -134,7 +176,8 @@ impl State {
         let stored: Vec<StoredEventPlace> = ids
             .iter()
             .filter_map(|id| self.event_ids.get(id))
-            .map(|&index| StoredEventPlace::from(&self.events[index]))
+            .filter_map(|&index| self.events[index].as_ref())
+            .map(StoredEventPlace::from)
             .collect();
         AppendOutcome::from_stored(stream, &ids, &stored)
     }
@@ -152,6 +195,9 @@ impl EventStore for InMemoryStore {
         let mut state = self.lock();
         if let Some(outcome) = state.already_stored(stream, &events) {
             return Ok(outcome);
+        }
+        if let Some(closure) = state.closures.get(stream) {
+            return Err(closure.clone().refuse());
         }
         let actual = state.version_of(stream);
         if !expected.accepts(actual) {
@@ -183,29 +229,9 @@ impl EventStore for InMemoryStore {
                 event_id: duplicate.event_id,
             });
         }
-        let recorded_at = Utc::now();
-        let mut version = actual;
-        let mut positions = Vec::with_capacity(events.len());
-        for event in events {
-            version += 1;
-            let index = state.events.len();
-            positions.push(index as u64 + 1);
-            state.event_ids.insert(event.event_id, index);
-            state.events.push(RecordedEvent {
-                event_id: event.event_id,
-                stream: stream.clone(),
-                version,
-                position: index as u64 + 1,
-                event_name: event.event_name,
-                schema_version: event.schema_version,
-                payload: event.payload,
-                metadata: event.metadata,
-                recorded_at,
-            });
-            state.streams.entry(stream.clone()).or_default().push(index);
-        }
+        let positions = state.push(stream, events);
         drop(state);
-        if version > actual {
+        if !positions.is_empty() {
             self.appended.send_modify(|count| *count += 1);
         }
         Ok(AppendOutcome::new(actual, positions))
@@ -217,7 +243,10 @@ impl EventStore for InMemoryStore {
 
     async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {
         let state = self.lock();
-        Ok(state.event_ids.get(&event_id).map(|&index| state.events[index].clone()))
+        Ok(state
+            .event_ids
+            .get(&event_id)
+            .and_then(|&index| state.events[index].clone()))
     }
 
     fn read_stream<'a>(
@@ -226,20 +255,16 @@ impl EventStore for InMemoryStore {
         slice: StreamSlice,
     ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
         let state = self.lock();
-        let events: Vec<_> = state
-            .streams
-            .get(stream)
-            .into_iter()
-            .flatten()
-            .map(|&index| &state.events[index])
-            .filter(|event| slice.contains(event))
-            .map(|event| Ok(event.clone()))
-            .collect();
+        let events = state.slice_of(state.streams.get(stream), slice);
         Box::pin(futures_util::stream::iter(events))
     }
 
     async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
         Ok(self.lock().version_of(stream))
+    }
+
+    async fn stream_closure(&self, stream: &StreamId) -> StoreResult<Option<crate::lifecycle::StreamClosed>> {
+        Ok(self.lock().closures.get(stream).cloned())
     }
 }
 
@@ -248,14 +273,15 @@ impl GlobalLog for InMemoryStore {
     async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
         let state = self.lock();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.events.len());
-        Ok(state.events[start..].iter().take(limit).cloned().collect())
+        Ok(state.events[start..].iter().flatten().take(limit).cloned().collect())
     }
 
     async fn tail(&self, after: u64) -> StoreResult<Tail> {
         let state = self.lock();
-        let last = state.events.last();
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(state.events.len());
+        let last = state.events.iter().rev().flatten().next();
         Ok(Tail {
-            events: (state.events.len() as u64).saturating_sub(after),
+            events: state.events[start..].iter().flatten().count() as u64,
             head_position: last.map_or(after, |event| event.position.max(after)),
             head_recorded_at: last
                 .filter(|event| event.position > after)
@@ -292,7 +318,7 @@ impl StreamCatalog for InMemoryStore {
             .iter()
             .filter(|(stream, _)| query.matches(stream))
             .filter_map(|(stream, indexes)| {
-                let last = &state.events[*indexes.last()?];
+                let last = state.events[*indexes.last()?].as_ref()?;
                 Some(StreamSummary {
                     stream: stream.clone(),
                     version: indexes.len() as u64,

@@ -13,6 +13,7 @@ use super::keys::{KeyStore, KeyStoreError, SubjectKey};
 use super::seal::{self, Tampered};
 use super::{SubjectForgotten, FORGOTTEN_SUBJECTS};
 use crate::event::EventType;
+use crate::lifecycle::{StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
 use crate::metadata::Metadata;
 use crate::registry::EventRegistry;
 use crate::store::{
@@ -302,6 +303,25 @@ impl<S: EventStore, K: KeyStore> ForgetSubjects for PiiStore<S, K> {
     }
 }
 
+impl<S: EventStore, K: KeyStore> PiiStore<S, K> {
+    /// `events` with their personal data opened a chunk at a time: one key lookup per chunk,
+    /// and a long stream is never held in memory whole.
+    fn opened<'a>(
+        &'a self,
+        events: BoxStream<'a, StoreResult<RecordedEvent>>,
+    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+        events
+            .try_chunks(256)
+            .map_err(|error| error.1)
+            .and_then(move |mut chunk| async move {
+                self.open_events(&mut chunk).await?;
+                Ok(stream::iter(chunk.into_iter().map(Ok)))
+            })
+            .try_flatten()
+            .boxed()
+    }
+}
+
 /// The subject of a stream's own personal data.
 fn stream_subject(stream: &StreamId) -> String {
     format!("{}/{}", stream.aggregate_type, stream.aggregate_id)
@@ -331,18 +351,7 @@ impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
         if !self.personal.contains(stream.aggregate_type.as_str()) {
             return self.inner.read_stream(stream, slice);
         }
-        // Opened a chunk at a time: one key lookup per chunk, and a long stream is never held
-        // in memory whole.
-        self.inner
-            .read_stream(stream, slice)
-            .try_chunks(256)
-            .map_err(|error| error.1)
-            .and_then(move |mut chunk| async move {
-                self.open_events(&mut chunk).await?;
-                Ok(stream::iter(chunk.into_iter().map(Ok)))
-            })
-            .try_flatten()
-            .boxed()
+        self.opened(self.inner.read_stream(stream, slice))
     }
 
     async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {
@@ -359,11 +368,48 @@ impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
         self.inner.stream_version(stream).await
     }
 
+    async fn stream_closure(&self, stream: &StreamId) -> StoreResult<Option<StreamClosed>> {
+        self.inner.stream_closure(stream).await
+    }
+
     async fn replay_stream(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
         if !self.personal.contains(stream.aggregate_type.as_str()) {
             return self.inner.replay_stream(stream, slice, apply).await;
         }
         crate::store::lend_each(self.read_stream(stream, slice), apply).await
+    }
+}
+
+/// Closing streams goes to the inner store; archived events are opened as stream reads are.
+#[async_trait]
+impl<S: StreamLifecycle, K: KeyStore> StreamLifecycle for PiiStore<S, K> {
+    async fn tombstone(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+        self.inner.tombstone(stream, change).await
+    }
+
+    async fn archive(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+        self.inner.archive(stream, change).await
+    }
+
+    fn read_archived<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+        self.opened(self.inner.read_archived(stream, slice))
+    }
+
+    async fn delete_stream(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+        self.inner.delete_stream(stream, change).await
+    }
+
+    async fn closed_streams(
+        &self,
+        status: StreamStatus,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> StoreResult<Vec<StreamClosed>> {
+        self.inner.closed_streams(status, after, limit).await
     }
 }
 

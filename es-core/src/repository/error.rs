@@ -20,6 +20,14 @@ pub enum RepositoryError {
     /// An event could not be serialized.
     #[error(transparent)]
     Encode(#[from] RecordEncodeError),
+    /// The aggregate's stream is closed (tombstoned, archived or deleted: see
+    /// [`lifecycle`](crate::lifecycle)): it takes no commands. A tombstoned or archived
+    /// aggregate still loads with [`Repository::load_closed`](crate::Repository::load_closed).
+    #[error(
+        "stream {}/{} is {} (by {} at {}: {}); load it with load_closed to read it",
+        .0.aggregate_type, .0.aggregate_id, .0.status, .0.actor, .0.at, .0.reason
+    )]
+    StreamClosed(Box<crate::lifecycle::StreamClosed>),
     /// The stream's versions are not consecutive: the store returned a gap or a repeat.
     #[error("stream {stream} is not contiguous: expected version {expected}, found {found}")]
     NonContiguousStream {
@@ -56,6 +64,7 @@ impl From<StoreError> for RepositoryError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(conflict) => Self::Conflict(conflict),
+            StoreError::StreamClosed(closed) => Self::StreamClosed(closed),
             other => Self::Store(other),
         }
     }

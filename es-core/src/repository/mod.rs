@@ -23,8 +23,10 @@ use command::{Async, FirstAttempt, Sync};
 pub use error::{CommandError, RepositoryError};
 pub use loaded::{Loaded, Saved};
 pub use retry::RetryPolicy;
+use state::Source;
 
 use crate::aggregate::Aggregate;
+use crate::lifecycle::{StreamLifecycle, StreamStatus};
 use crate::metadata::Metadata;
 use crate::projection::UnknownEvents;
 use crate::record::{decode_record_all, DecodedEvent};
@@ -384,5 +386,55 @@ where
         command_id: Uuid,
     ) -> Result<Option<Executed<A>>, RepositoryError> {
         self.stored_command(&Self::stream_id(id), command_id, 0).await
+    }
+}
+
+impl<A, S> Repository<A, S>
+where
+    A: Aggregate,
+    S: StreamLifecycle,
+{
+    /// Loads aggregate `id` as of `as_of` whatever its stream's lifecycle: the explicit call
+    /// for a tombstoned stream (read where it is) or an archived one (read from the archive,
+    /// without snapshots). A deleted stream has nothing left to load: it is refused with
+    /// [`RepositoryError::StreamClosed`]. An open stream loads as [`Repository::load_stream`]
+    /// would.
+    ///
+    /// ```
+    /// # use es_core::{event, Aggregate, Apply, AsOf, InMemoryStore, Metadata, Repository, RepositoryError};
+    /// # use es_core::lifecycle::{StreamChange, StreamLifecycle};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[event] #[derive(Debug, Clone, PartialEq)] pub struct Deposited { pub cents: u64 }
+    /// # #[event] #[derive(Debug, Clone, PartialEq)] pub enum AccountEvent { Deposited(Deposited) }
+    /// # #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
+    /// # #[aggregate(name = "account", event = AccountEvent)]
+    /// # pub struct Account { balance: u64 }
+    /// # impl Apply<Deposited> for Account { fn apply(&mut self, e: &Deposited) { self.balance += e.cents } }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let accounts = Repository::<Account, _>::new(InMemoryStore::new());
+    /// accounts.execute("acc-1", Metadata::new(), |_| vec![Deposited { cents: 500 }.into()]).await?;
+    /// accounts.execute("acc-1", Metadata::new(), |_| vec![Deposited { cents: 250 }.into()]).await?;
+    /// let stream = Repository::<Account, InMemoryStore>::stream_id("acc-1");
+    /// accounts.store().archive(&stream, StreamChange::new("ops", "closed in 2019")).await?;
+    ///
+    /// assert!(matches!(accounts.load("acc-1").await, Err(RepositoryError::StreamClosed(_))));
+    /// assert_eq!(accounts.load_closed("acc-1", AsOf::Latest).await?.aggregate.balance, 750);
+    /// assert_eq!(accounts.load_closed("acc-1", AsOf::Version(1)).await?.aggregate.balance, 500);
+    /// # Ok(()) }
+    /// ```
+    pub async fn load_closed<Q: IdRef<A::Id> + ?Sized>(
+        &self,
+        id: &Q,
+        as_of: AsOf,
+    ) -> Result<Versioned<A>, RepositoryError> {
+        let stream = Self::stream_id(id);
+        match self.store.stream_closure(&stream).await? {
+            Some(closed) => match closed.status {
+                StreamStatus::Archived => self.replay(&stream, as_of, Source::Archive(&self.store)).await,
+                StreamStatus::Deleted => Err(RepositoryError::StreamClosed(Box::new(closed))),
+                _ => self.replay(&stream, as_of, Source::Hot).await,
+            },
+            None => self.replay(&stream, as_of, Source::Hot).await,
+        }
     }
 }

@@ -10,9 +10,19 @@ use chrono::Utc;
 use super::{AsOf, Repository, RepositoryError, Snapshots, Versioned};
 use crate::aggregate::Aggregate;
 use crate::event::EventSet;
+use crate::lifecycle::StreamLifecycle;
 use crate::projection::UnknownEvents;
 use crate::record::decode_replayed;
-use crate::store::{EventStore, Snapshot, StreamId, StreamSlice};
+use crate::store::{lend_each, EventStore, ReplayedEvent, Snapshot, StreamId, StreamSlice};
+
+/// Where the repository reads a stream's events from.
+#[derive(Clone, Copy)]
+pub(super) enum Source<'a> {
+    /// The stream reads of the store: open and tombstoned streams.
+    Hot,
+    /// The archive of a store with lifecycle.
+    Archive(&'a dyn StreamLifecycle),
+}
 
 impl<A, S> Repository<A, S>
 where
@@ -87,19 +97,36 @@ where
         }
     }
 
+    /// The state of an open stream as of `as_of`; a closed stream is refused with
+    /// [`RepositoryError::StreamClosed`]. The closure is read beside the events, not before
+    /// them, so checking it costs no round trip of its own.
     pub(super) async fn rehydrate(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
         let span = tracing::debug_span!("load", %stream, ?as_of);
-        self.replay(stream, as_of).instrument(span).await
+        let closure = self.store.stream_closure(stream);
+        let state = self.replay(stream, as_of, Source::Hot);
+        let (closure, state) = futures_util::future::join(closure, state).instrument(span).await;
+        if let Some(closed) = closure? {
+            return Err(RepositoryError::StreamClosed(Box::new(closed)));
+        }
+        state
     }
 
-    async fn replay(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
-        let mut state = match self.usable_snapshot(stream, as_of).await? {
-            Some(snapshot) => snapshot,
-            None => Versioned {
-                aggregate: A::default(),
-                version: 0,
-            },
+    /// The state as of `as_of` from `source`, from a usable snapshot (of the hot stream only)
+    /// and the events after it.
+    pub(super) async fn replay(
+        &self,
+        stream: &StreamId,
+        as_of: AsOf,
+        source: Source<'_>,
+    ) -> Result<Versioned<A>, RepositoryError> {
+        let snapshot = match source {
+            Source::Hot => self.usable_snapshot(stream, as_of).await?,
+            Source::Archive(_) => None,
         };
+        let mut state = snapshot.unwrap_or_else(|| Versioned {
+            aggregate: A::default(),
+            version: 0,
+        });
         let mut slice = StreamSlice::from_version(state.version + 1);
         match as_of {
             AsOf::Latest => {}
@@ -107,39 +134,41 @@ where
             AsOf::Instant(instant) => slice = slice.recorded_until(instant),
         }
         let mut failure = None;
-        self.store
-            .replay_stream(stream, slice, &mut |event| {
-                let expected = state.version + 1;
-                if event.version != expected {
-                    failure = Some(RepositoryError::NonContiguousStream {
-                        stream: stream.clone(),
-                        expected,
-                        found: event.version,
-                    });
-                    return ControlFlow::Break(());
-                }
-                if self.unknown_events == UnknownEvents::Skip && !A::Event::handles(event.event_name) {
-                    metrics::counter!("es_aggregate_events_skipped_total", "aggregate_type" => A::TYPE).increment(1);
-                    tracing::warn!(%stream, version = event.version, event = event.event_name, "unknown event skipped");
+        let mut apply = |event: ReplayedEvent<'_>| {
+            let expected = state.version + 1;
+            if event.version != expected {
+                failure = Some(RepositoryError::NonContiguousStream {
+                    stream: stream.clone(),
+                    expected,
+                    found: event.version,
+                });
+                return ControlFlow::Break(());
+            }
+            if self.unknown_events == UnknownEvents::Skip && !A::Event::handles(event.event_name) {
+                metrics::counter!("es_aggregate_events_skipped_total", "aggregate_type" => A::TYPE).increment(1);
+                tracing::warn!(%stream, version = event.version, event = event.event_name, "unknown event skipped");
+                state.version = event.version;
+                return ControlFlow::Continue(());
+            }
+            match decode_replayed::<A::Event>(stream, &event) {
+                Ok(decoded) => {
+                    // A retired event replaced by several applies them all at its version.
+                    for decoded in decoded {
+                        state.aggregate.apply_event(&decoded);
+                    }
                     state.version = event.version;
-                    return ControlFlow::Continue(());
+                    ControlFlow::Continue(())
                 }
-                match decode_replayed::<A::Event>(stream, &event) {
-                    Ok(decoded) => {
-                        // A retired event replaced by several applies them all at its version.
-                        for decoded in decoded {
-                            state.aggregate.apply_event(&decoded);
-                        }
-                        state.version = event.version;
-                        ControlFlow::Continue(())
-                    }
-                    Err(error) => {
-                        failure = Some(error.into());
-                        ControlFlow::Break(())
-                    }
+                Err(error) => {
+                    failure = Some(error.into());
+                    ControlFlow::Break(())
                 }
-            })
-            .await?;
+            }
+        };
+        match source {
+            Source::Hot => self.store.replay_stream(stream, slice, &mut apply).await?,
+            Source::Archive(archive) => lend_each(archive.read_archived(stream, slice), &mut apply).await?,
+        }
         match failure {
             Some(error) => Err(error),
             None => Ok(state),

@@ -72,6 +72,14 @@ pub enum StoreError {
     /// or not at all; reading the stream tells which.
     #[error("the event store backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The stream is closed (tombstoned, archived or deleted: see
+    /// [`lifecycle`](crate::lifecycle)): appends are refused for good. Nothing was written; the
+    /// record says who closed it, when and why.
+    #[error(
+        "stream {}/{} is {} (by {} at {}: {}); it takes no more events",
+        .0.aggregate_type, .0.aggregate_id, .0.status, .0.actor, .0.at, .0.reason
+    )]
+    StreamClosed(Box<crate::lifecycle::StreamClosed>),
     /// Personal data could not be sealed or its keys read ([`PiiStore`](crate::pii::PiiStore)):
     /// a subject forgotten already, a missing subject field, an unavailable key store. Nothing
     /// was written.

@@ -369,6 +369,15 @@ pub trait EventStore: Send + Sync {
     /// applications do.
     async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64>;
 
+    /// The lifecycle record of `stream` when it is closed (tombstoned, archived or deleted: see
+    /// [`StreamLifecycle`](crate::lifecycle::StreamLifecycle)), `None` while it is open. The
+    /// [`Repository`](crate::Repository) asks before loading, to refuse closed streams. The
+    /// default, for a store without lifecycle, says every stream is open.
+    async fn stream_closure(&self, stream: &StreamId) -> StoreResult<Option<crate::lifecycle::StreamClosed>> {
+        let _ = stream;
+        Ok(None)
+    }
+
     /// Folds the events of `stream` within `slice`, in version order, through `apply`, lending
     /// each one's fields instead of building an envelope: what loading an aggregate needs, and
     /// no more. Stops early when `apply` breaks.

@@ -133,4 +133,53 @@ CREATE TABLE pii_subject_streams (
 ) STRICT, WITHOUT ROWID;
 "#,
     },
+    Migration {
+        version: 6,
+        description: "stream lifecycle: tombstones, archives, deletions",
+        sql: r#"
+-- The record of each closed stream (es_core::lifecycle): appends to it are refused. A deleted
+-- stream's row is the audit record of the deletion and is never removed.
+CREATE TABLE stream_states (
+    aggregate_type TEXT    NOT NULL,
+    aggregate_id   TEXT    NOT NULL,
+    status         TEXT    NOT NULL CHECK (status IN ('tombstoned', 'archived', 'deleted')),
+    version        INTEGER NOT NULL CHECK (version >= 0),
+    events         INTEGER NOT NULL CHECK (events >= 0),
+    actor          TEXT    NOT NULL,
+    reason         TEXT    NOT NULL,
+    changed_at     INTEGER NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id)
+) STRICT, WITHOUT ROWID;
+
+-- The events of archived streams, moved out of `events` with their positions: the global
+-- log reads both tables, stream reads and appends only `events`.
+CREATE TABLE archived_events (
+    position       INTEGER PRIMARY KEY,
+    event_id       BLOB    NOT NULL UNIQUE CHECK (length(event_id) = 16),
+    aggregate_type TEXT    NOT NULL,
+    aggregate_id   TEXT    NOT NULL,
+    version        INTEGER NOT NULL CHECK (version > 0),
+    event_name     TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL CHECK (schema_version >= 0),
+    payload        TEXT    NOT NULL,
+    metadata       TEXT    NOT NULL,
+    recorded_at    INTEGER NOT NULL,
+    UNIQUE (aggregate_type, aggregate_id, version)
+) STRICT;
+
+-- Events leave `events` only when their stream is archived or deleted, and only after its
+-- record says so. The change appends its lifecycle event first, so the highest position stays
+-- in `events` and is never handed out again.
+DROP TRIGGER events_are_append_only_delete;
+CREATE TRIGGER events_are_append_only_delete BEFORE DELETE ON events
+WHEN NOT EXISTS (
+    SELECT 1 FROM stream_states AS closed
+    WHERE closed.aggregate_type = OLD.aggregate_type AND closed.aggregate_id = OLD.aggregate_id
+      AND closed.status IN ('archived', 'deleted')
+)
+BEGIN
+    SELECT RAISE(ABORT, 'events are append-only: only archiving or deleting their stream removes them');
+END;
+"#,
+    },
 ];

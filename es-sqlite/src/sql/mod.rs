@@ -2,12 +2,14 @@
 //! are prepared once per connection (`prepare_cached`).
 
 mod keys;
+mod lifecycle;
 mod migrations;
 
 pub(crate) use keys::*;
+pub(crate) use lifecycle::*;
 pub(crate) use migrations::MIGRATIONS;
 
-use crate::row::{event_columns, filtered_columns, replay_columns, stored_columns};
+use crate::row::{event_columns, filtered_row, replay_columns, stored_columns};
 
 /// The newest migration this code knows.
 pub(crate) fn newest_migration() -> i64 {
@@ -84,32 +86,48 @@ pub(crate) const READ_STREAM: &str = concat!("SELECT ", event_columns!(), stream
 /// What loading an aggregate needs, and no more.
 pub(crate) const REPLAY_STREAM: &str = concat!("SELECT ", replay_columns!(), stream_slice!());
 /// One event by its id: `?1` event_id.
-pub(crate) const READ_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE event_id = ?1");
+pub(crate) const READ_EVENT: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE event_id = ?1 UNION ALL SELECT ",
+    event_columns!(),
+    " FROM archived_events WHERE event_id = ?1"
+);
+/// The archived rows of one stream in a slice (the parameters of `READ_STREAM`).
+pub(crate) const READ_ARCHIVED: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM archived_events
+    WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND version >= ?3 AND version <= ?4 AND recorded_at <= ?5
+    ORDER BY version"
+);
 /// `?1` after, `?2` limit.
+/// Archived events keep their positions and are read with the others, in one merge of the two
+/// position indexes.
 pub(crate) const READ_ALL: &str = concat!(
     "SELECT ",
     event_columns!(),
-    " FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+    " FROM events WHERE position > ?1 UNION ALL SELECT ",
+    event_columns!(),
+    " FROM archived_events WHERE position > ?1 ORDER BY position LIMIT ?2"
 );
 /// `READ_ALL`'s page, with the payload and the metadata only of the rows a filter wants: `?1`
 /// after, `?2` limit, `?3` the aggregate types wanted (a JSON array of strings; all when
-/// empty), `?4` the event names left out (a JSON array). The query is flattened into one scan
-/// of the position range: a row left out has its payload and metadata never read.
+/// empty), `?4` the event names left out (a JSON array). One merge of the two position ranges,
+/// each read in order: a row left out has its payload and metadata never read.
 pub(crate) const READ_FILTERED: &str = concat!(
     "SELECT ",
-    filtered_columns!(),
-    " FROM (
-        SELECT ",
-    event_columns!(),
-    ",
-            (json_array_length(?3) = 0 OR aggregate_type IN (SELECT value FROM json_each(?3)))
-                AND event_name NOT IN (SELECT value FROM json_each(?4)) AS wanted
-        FROM events WHERE position > ?1 ORDER BY position LIMIT ?2
-    )"
+    filtered_row!(),
+    " FROM events WHERE position > ?1 UNION ALL SELECT ",
+    filtered_row!(),
+    " FROM archived_events WHERE position > ?1 ORDER BY position LIMIT ?2"
 );
 /// What `READ_ALL` would still return after `?1`: how many events, and the last one.
+/// The head is always in `events`: a change that archives events appends its lifecycle event
+/// after them.
 pub(crate) const TAIL: &str = "SELECT
-        (SELECT count(*) FROM events WHERE position > ?1),
+        (SELECT count(*) FROM events WHERE position > ?1)
+            + (SELECT count(*) FROM archived_events WHERE position > ?1),
         head.position,
         head.recorded_at
     FROM (SELECT 1) AS one
@@ -344,13 +362,20 @@ pub(crate) mod tests {
         }
         // The filtered read is one range of the position key, flattened (no subquery run as a
         // co-routine or materialized, which would read every row's payload and metadata).
-        let filtered = plan(&connection, READ_FILTERED)?;
-        assert!(
-            filtered.starts_with("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
-            "{filtered}"
-        );
-        for not in ["CO-ROUTINE", "MATERIALIZE", "TEMP B-TREE", "SCAN events"] {
-            assert!(!filtered.contains(not), "{filtered}");
+        // Both reads of the global log merge two ranges of the position keys, each read in
+        // order: no sort of what lies after the page, no scan, nothing materialized.
+        for sql in [READ_ALL, READ_FILTERED] {
+            let plan = plan(&connection, sql)?;
+            assert!(plan.contains("MERGE (UNION ALL)"), "{plan}");
+            for range in [
+                "SEARCH events USING INTEGER PRIMARY KEY (rowid>?)",
+                "SEARCH archived_events USING INTEGER PRIMARY KEY (rowid>?)",
+            ] {
+                assert!(plan.contains(range), "{plan}");
+            }
+            for not in ["MATERIALIZE", "TEMP B-TREE", "SCAN events", "SCAN archived_events"] {
+                assert!(!plan.contains(not), "{plan}");
+            }
         }
         let parked = plan(&connection, PARKED)?;
         assert!(

@@ -63,3 +63,10 @@ es_core::runner_conformance_tests!(marked(), |db| (
 mod keys {
     es_core::key_store_conformance_tests!(crate::support::fresh(), |db| db.store.clone());
 }
+
+/// Tombstones, archives and deletions, each on a fresh file.
+mod lifecycle {
+    use crate::support::fresh;
+
+    es_core::lifecycle_conformance_tests!(fresh(), |db| db.store.clone());
+}

@@ -14,10 +14,10 @@ async fn migration_count(store: &SqliteStore) -> i64 {
 async fn migrating_again_changes_nothing() {
     let db = fresh().await;
     let stream = db.stream_with("migrations", 2).await;
-    assert_eq!(migration_count(&db.store).await, 5);
+    assert_eq!(migration_count(&db.store).await, 6);
     db.store.migrate().await.expect("second migrate");
     db.store.migrate().await.expect("third migrate");
-    assert_eq!(migration_count(&db.store).await, 5);
+    assert_eq!(migration_count(&db.store).await, 6);
     assert_eq!(
         db.store.stream_version(&stream).await.expect("version"),
         2,
@@ -35,7 +35,7 @@ async fn a_file_of_the_previous_version_gains_the_parked_events() {
         .expect("undo migration 3");
     let reopened = SqliteStore::open(db.path()).await.expect("reopen");
     reopened.migrate().await.expect("migrate");
-    assert_eq!(migration_count(&reopened).await, 5);
+    assert_eq!(migration_count(&reopened).await, 6);
     assert_eq!(count(&reopened, "SELECT count(*) FROM parked_events").await, 0);
     assert_eq!(
         reopened.stream_version(&stream).await.expect("version"),
@@ -62,7 +62,7 @@ async fn stores_opening_and_migrating_a_new_file_at_once_all_succeed() {
         .into_iter()
         .map(|store| store.expect("every concurrent open and migrate succeeds"))
         .collect();
-    assert_eq!(migration_count(&stores[0]).await, 5, "each migration recorded once");
+    assert_eq!(migration_count(&stores[0]).await, 6, "each migration recorded once");
     let stream = fresh_stream("migrations");
     stores[3]
         .append(&stream, ExpectedVersion::NoStream, numbered(1))
@@ -89,4 +89,27 @@ async fn a_store_used_before_migrating_fails_with_a_typed_error() {
         .append(&fresh_stream("early"), ExpectedVersion::Any, numbered(1))
         .await
         .expect("append after migrating");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_archiving_or_deleting_a_stream_removes_its_events() {
+    let db = fresh().await;
+    let open = db.stream_with("migrations", 2).await;
+    let tombstoned = db.stream_with("migrations", 1).await;
+    es_core::lifecycle::StreamLifecycle::tombstone(
+        &db.store,
+        &tombstoned,
+        es_core::lifecycle::StreamChange::new("t", "t"),
+    )
+    .await
+    .expect("tombstone");
+    for stream in [&open, &tombstoned] {
+        let deleted = raw(&db).execute(
+            "DELETE FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+            [&stream.aggregate_type, &stream.aggregate_id],
+        );
+        assert!(deleted.is_err(), "the trigger refuses deleting the events of {stream}");
+    }
+    assert_eq!(db.store.stream_version(&open).await.expect("version"), 2);
+    assert_eq!(db.store.stream_version(&tombstoned).await.expect("version"), 1);
 }

@@ -1,0 +1,105 @@
+//! Closing streams in memory: one lock makes each change atomic.
+
+use async_trait::async_trait;
+use futures_core::stream::BoxStream;
+
+use super::{InMemoryStore, State};
+use crate::lifecycle::{check_change, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
+use crate::store::{RecordedEvent, StoreResult, StreamId, StreamSlice};
+
+impl State {
+    /// Records `stream` as `status`, with what the change did to its events, and logs it.
+    fn close(
+        &mut self,
+        stream: &StreamId,
+        status: StreamStatus,
+        events: u64,
+        change: StreamChange,
+    ) -> StoreResult<StreamClosed> {
+        let version = match self.closures.get(stream) {
+            Some(closed) => closed.version,
+            None => self.version_of(stream),
+        };
+        let closed = StreamClosed::new(stream, status, version, events, change);
+        let logged = closed.to_new_event()?;
+        self.push(&closed.lifecycle_stream(), vec![logged]);
+        self.closures.insert(stream.clone(), closed.clone());
+        Ok(closed)
+    }
+}
+
+#[async_trait]
+impl StreamLifecycle for InMemoryStore {
+    async fn tombstone(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+        let mut state = self.lock();
+        if let Some(done) = check_change(stream, state.closures.get(stream).cloned(), StreamStatus::Tombstoned)? {
+            return Ok(done);
+        }
+        let closed = state.close(stream, StreamStatus::Tombstoned, 0, change)?;
+        drop(state);
+        self.appended.send_modify(|count| *count += 1);
+        Ok(closed)
+    }
+
+    async fn archive(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+        let mut state = self.lock();
+        if let Some(done) = check_change(stream, state.closures.get(stream).cloned(), StreamStatus::Archived)? {
+            return Ok(done);
+        }
+        let moved = state.streams.get(stream).map_or(0, Vec::len) as u64;
+        let closed = state.close(stream, StreamStatus::Archived, moved, change)?;
+        if let Some(indexes) = state.streams.remove(stream) {
+            state.archived.insert(stream.clone(), indexes);
+        }
+        state.snapshots.remove(stream);
+        drop(state);
+        self.appended.send_modify(|count| *count += 1);
+        Ok(closed)
+    }
+
+    fn read_archived<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        slice: StreamSlice,
+    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+        let state = self.lock();
+        let events = state.slice_of(state.archived.get(stream), slice);
+        Box::pin(futures_util::stream::iter(events))
+    }
+
+    async fn delete_stream(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+        let mut state = self.lock();
+        if let Some(done) = check_change(stream, state.closures.get(stream).cloned(), StreamStatus::Deleted)? {
+            return Ok(done);
+        }
+        let hot = state.streams.get(stream).map_or(0, Vec::len);
+        let archived = state.archived.get(stream).map_or(0, Vec::len);
+        let closed = state.close(stream, StreamStatus::Deleted, (hot + archived) as u64, change)?;
+        let removed = [state.streams.remove(stream), state.archived.remove(stream)];
+        for index in removed.into_iter().flatten().flatten() {
+            if let Some(event) = state.events[index].take() {
+                state.event_ids.remove(&event.event_id);
+            }
+        }
+        state.snapshots.remove(stream);
+        drop(state);
+        self.appended.send_modify(|count| *count += 1);
+        Ok(closed)
+    }
+
+    async fn closed_streams(
+        &self,
+        status: StreamStatus,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> StoreResult<Vec<StreamClosed>> {
+        let state = self.lock();
+        Ok(state
+            .closures
+            .iter()
+            .filter(|(stream, closed)| closed.status == status && after.is_none_or(|after| *stream > after))
+            .take(limit)
+            .map(|(_, closed)| closed.clone())
+            .collect())
+    }
+}
