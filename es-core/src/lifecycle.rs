@@ -216,7 +216,7 @@ pub enum StreamLifecycleEvent {
 
 /// Closing streams: tombstones, archives, deletions with an audit record. Implemented by every
 /// durable backend and [`InMemoryStore`](crate::InMemoryStore); checked by the conformance suite
-/// ([`lifecycle_conformance_tests!`](crate::lifecycle_conformance_tests)).
+/// (`lifecycle_conformance_tests!`, feature `conformance`).
 ///
 /// Each change is atomic: the status, the moved or removed events, and the [`StreamClosed`]
 /// event in the global log are written together or not at all, and no append can slip in

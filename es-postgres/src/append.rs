@@ -123,7 +123,8 @@ pub(crate) async fn append(
 ) -> StoreResult<AppendOutcome> {
     let batch = Batch::new(&store.limits, stream, events)?;
     if batch.len() == 0 {
-        // Nothing to insert, but the expectation is still checked.
+        // Nothing to insert, but the stream's status and the expectation are still checked.
+        refuse_closed(store, stream).await?;
         let actual = read::stream_version(store, stream).await?;
         return match expected.accepts(actual) {
             true => Ok(AppendOutcome::new(actual, Vec::new())),
@@ -150,6 +151,7 @@ pub(crate) async fn append(
                 if let Some(outcome) = already_stored(stream, &batch, &stored) {
                     return Ok(outcome);
                 }
+                refuse_closed(store, stream).await?;
                 let actual = read::stream_version(store, stream).await?;
                 if expected.accepts(actual) && attempts < MAX_APPEND_ATTEMPTS {
                     // Another writer moved the stream to where we expected it meanwhile.
@@ -172,6 +174,14 @@ pub(crate) async fn append(
             }
             Failure::Final(error) => return Err(error),
         }
+    }
+}
+
+/// [`StoreError::StreamClosed`] when `stream` is closed: what a refused append checks first.
+async fn refuse_closed(store: &PostgresStore, stream: &StreamId) -> StoreResult<()> {
+    match crate::lifecycle::closure_on(store, &store.pool, stream).await? {
+        Some(closed) => Err(closed.refuse()),
+        None => Ok(()),
     }
 }
 
@@ -264,6 +274,7 @@ where
         accepted: row.try_get("accepted")?,
         fresh: row.try_get("fresh")?,
         fits: row.try_get("fits")?,
+        closed: row.try_get("closed")?,
         positions: row.try_get("positions")?,
     })
 }
@@ -285,6 +296,9 @@ async fn settle(
         let stored = stored_events(store, batch).await?;
         if let Some(outcome) = already_stored(stream, batch, &stored) {
             return Ok(outcome);
+        }
+        if verdict.closed {
+            refuse_closed(store, stream).await?;
         }
     }
     verdict.into_outcome(stream, expected, batch.len())
@@ -405,6 +419,8 @@ struct Verdict {
     fresh: bool,
     /// Whether the batch fit the transaction's remaining positions.
     fits: bool,
+    /// Whether the stream is closed (es_core::lifecycle).
+    closed: bool,
     /// The positions of the inserted events, in batch order; `None` when nothing was inserted.
     positions: Option<Vec<i64>>,
 }
@@ -412,7 +428,7 @@ struct Verdict {
 impl Verdict {
     /// Whether the statement refused the batch (and so wrote nothing).
     fn refused(&self) -> bool {
-        !(self.accepted && self.fits && self.fresh)
+        !(self.accepted && self.fits && self.fresh) || self.closed
     }
 
     fn into_outcome(self, stream: &StreamId, expected: ExpectedVersion, len: usize) -> StoreResult<AppendOutcome> {

@@ -278,6 +278,7 @@ mod error;
 mod fault;
 mod import;
 mod keys;
+mod lifecycle;
 mod notify;
 mod options;
 mod parking;

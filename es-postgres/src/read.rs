@@ -25,7 +25,18 @@ pub(crate) fn read_stream<'a>(
     stream: &'a StreamId,
     slice: StreamSlice,
 ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
-    slice_query(&store.sql.read_stream, stream, slice)
+    stream_rows(store, &store.sql.read_stream, stream, slice)
+}
+
+/// The events of `stream` within `slice` that `statement` (with the parameters of
+/// `read_stream`) reads: the hot table's or the archive's.
+pub(crate) fn stream_rows<'a>(
+    store: &'a PostgresStore,
+    statement: &'a str,
+    stream: &'a StreamId,
+    slice: StreamSlice,
+) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    slice_query(statement, stream, slice)
         .fetch(&store.pool)
         .map(|row| match row {
             Ok(row) => recorded_event(&row),

@@ -273,6 +273,10 @@ impl EventStore for PostgresStore {
     async fn stream_version(&self, stream: &StreamId) -> StoreResult<u64> {
         read::stream_version(self, stream).await
     }
+
+    async fn stream_closure(&self, stream: &StreamId) -> StoreResult<Option<es_core::lifecycle::StreamClosed>> {
+        crate::lifecycle::closure_on(self, &self.pool, stream).await
+    }
 }
 
 /// The global order: `read_all` bounded by the oldest running transaction (see the crate docs).

@@ -132,10 +132,8 @@ impl State {
     /// Appends `events` to `stream` (checked already), returning their positions.
     fn push(&mut self, stream: &StreamId, events: Vec<NewEvent>) -> Vec<u64> {
         let recorded_at = Utc::now();
-        let mut version = self.version_of(stream);
         let mut positions = Vec::with_capacity(events.len());
-        for event in events {
-            version += 1;
+        for (version, event) in (self.version_of(stream) + 1..).zip(events) {
             let index = self.events.len();
             positions.push(index as u64 + 1);
             self.event_ids.insert(event.event_id, index);

@@ -8,6 +8,11 @@ pub(super) const INSERTED_COLUMNS: &str =
     "position, event_id, aggregate_type, aggregate_id, version, event_name, schema_version,
     payload, recorded_at, command_id, correlation_id, causation_id, actor, metadata";
 
+/// Whether the stream `$1`, `$2` has a record in `stream_states`: an SQL condition.
+pub(crate) fn stream_is_closed(s: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM {s}.stream_states WHERE aggregate_type = $1 AND aggregate_id = $2)")
+}
+
 /// How an append statement takes its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BatchShape {
@@ -134,6 +139,9 @@ impl AppendStatements {
                     "NOT $3::bool OR head.version > 0".to_owned(),
                 ),
             };
+            // A closed stream takes no more events (es_core::lifecycle); a change of its status
+            // locks the table against appends, so this probe cannot miss one.
+            let condition = format!("({condition}) AND NOT {}", stream_is_closed(s));
             let insert = format!(
                 "INSERT INTO {s}.events ({INSERTED_COLUMNS})
                  SELECT (SELECT pg_current_xact_id()::text::bigint << {POSITION_SHIFT}) | e.n,

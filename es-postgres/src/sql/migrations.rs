@@ -192,4 +192,34 @@ COMMENT ON TABLE {schema}.pii_subject_streams IS
     'Which streams hold personal data of which subjects: their snapshots are sealed with those subjects'' keys.';
 "#,
     ),
+    (
+        9,
+        "stream lifecycle: tombstones, archives, deletions",
+        r#"
+CREATE TABLE {schema}.stream_states (
+    aggregate_type text        NOT NULL,
+    aggregate_id   text        NOT NULL,
+    status         text        NOT NULL,
+    version        bigint      NOT NULL,
+    events         bigint      NOT NULL,
+    actor          text        NOT NULL,
+    reason         text        NOT NULL,
+    changed_at     timestamptz NOT NULL,
+    CONSTRAINT stream_states_pkey PRIMARY KEY (aggregate_type, aggregate_id),
+    CONSTRAINT stream_states_status_check CHECK (status IN ('tombstoned', 'archived', 'deleted')),
+    CONSTRAINT stream_states_version_check CHECK (version >= 0),
+    CONSTRAINT stream_states_events_check CHECK (events >= 0)
+);
+
+COMMENT ON TABLE {schema}.stream_states IS
+    'The record of each closed stream (es_core::lifecycle): appends to it are refused. A deleted stream''s row is the audit record of the deletion and is never removed.';
+
+-- Same columns, constraints and indexes as events. A later migration that changes the columns
+-- of events must change these too: the global log reads both as one.
+CREATE TABLE {schema}.archived_events (LIKE {schema}.events INCLUDING ALL);
+
+COMMENT ON TABLE {schema}.archived_events IS
+    'The events of archived streams, moved out of events with their positions: the global log reads both tables, stream reads and appends only events.';
+"#,
+    ),
 ];

@@ -5,6 +5,7 @@ mod catalog;
 mod checkpoints;
 mod import;
 mod keys;
+mod lifecycle;
 mod migrations;
 mod parking;
 
@@ -21,6 +22,7 @@ use checkpoints::CheckpointStatements;
 pub(crate) use import::copied_columns;
 pub(crate) use import::ImportStatements;
 pub(crate) use keys::KeyStatements;
+pub(crate) use lifecycle::LifecycleStatements;
 use migrations::MIGRATIONS;
 pub(crate) use parking::ParkingStatements;
 
@@ -166,6 +168,8 @@ pub(crate) struct Statements {
     pub import: ImportStatements,
     /// The key store of data subjects (`es_core::pii::KeyStore`).
     pub keys: KeyStatements,
+    /// Stream lifecycle (`es_core::lifecycle`).
+    pub lifecycle: LifecycleStatements,
 }
 
 /// The LISTEN/NOTIFY channel appends to schema `schema` notify: at most 63 bytes, PostgreSQL's
@@ -185,6 +189,13 @@ impl Statements {
         // What `read_all` may return after position `$1`.
         let settled_after = format!("position > $1 AND position < {}", settled_bound());
         let expectation_holds = Expectation::holds();
+        let closed = append::stream_is_closed(&s);
+        // The global log: the hot table and the archive, whose events keep their positions.
+        let settled_log = format!(
+            "(SELECT * FROM {s}.events WHERE {settled_after}
+              UNION ALL
+              SELECT * FROM {s}.archived_events WHERE {settled_after}) AS logged"
+        );
         let (in_transaction_rows, in_transaction_metadata) = BatchShape::Many.rows(5);
         Self {
             schema: schema.to_owned(),
@@ -249,7 +260,8 @@ impl Statements {
                          used,
                          {expectation_holds} AS accepted,
                          coalesce((assigned_base | (used + 1)) > last_position, true) AS fresh,
-                         used + cardinality($5::uuid[]) <= {low_mask} AS fits
+                         used + cardinality($5::uuid[]) <= {low_mask} AS fits,
+                         {closed} AS closed
                      FROM head
                  ),
                  inserted AS (
@@ -260,10 +272,10 @@ impl Statements {
                             {in_transaction_metadata}
                      FROM verdict v
                      CROSS JOIN {in_transaction_rows}
-                     WHERE v.accepted AND v.fresh AND v.fits
+                     WHERE v.accepted AND v.fresh AND v.fits AND NOT v.closed
                      RETURNING position, version
                  )
-                 SELECT cur_version, used, accepted, fresh, fits,
+                 SELECT cur_version, used, accepted, fresh, fits, closed,
                         (SELECT array_agg(position ORDER BY version) FROM inserted) AS positions
                  FROM verdict"
             ),
@@ -290,8 +302,7 @@ impl Statements {
             // Only transactions older than every transaction still in flight: see the crate docs.
             read_all: format!(
                 "SELECT {EVENT_COLUMNS}
-                 FROM {s}.events
-                 WHERE {settled_after}
+                 FROM {settled_log}
                  ORDER BY position
                  LIMIT $2"
             ),
@@ -304,8 +315,7 @@ impl Statements {
                      SELECT {PAGE_COLUMNS},
                             (cardinality($3::text[]) = 0 OR aggregate_type = ANY($3::text[]))
                                 AND event_name <> ALL($4::text[]) AS wanted
-                     FROM {s}.events
-                     WHERE {settled_after}
+                     FROM {settled_log}
                      ORDER BY position
                      LIMIT $2
                  ) AS page
@@ -314,7 +324,7 @@ impl Statements {
             // `read_all`'s bound, counted: what it would still return, and its last event.
             tail: format!(
                 "SELECT
-                     (SELECT count(*) FROM {s}.events WHERE {settled_after}) AS events,
+                     (SELECT count(*) FROM {settled_log}) AS events,
                      head.position,
                      head.recorded_at
                  FROM (SELECT 1) AS one
@@ -328,7 +338,11 @@ impl Statements {
             // Only on the failure paths of an append: where the batch's ids are stored, if
             // anywhere (a retried batch, or a duplicate id). `$1` the batch's ids.
             stored_events: format!("SELECT {STORED_EVENT_COLUMNS} FROM {s}.events WHERE event_id = ANY($1)"),
-            read_event: format!("SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = $1"),
+            read_event: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE event_id = $1
+                 UNION ALL
+                 SELECT {EVENT_COLUMNS} FROM {s}.archived_events WHERE event_id = $1"
+            ),
             save_snapshot: format!(
                 "INSERT INTO {s}.snapshots AS stored
                      (aggregate_type, aggregate_id, version, revision, schema_version, state, taken_at)
@@ -347,6 +361,7 @@ impl Statements {
             catalog: CatalogStatements::new(&s),
             import: ImportStatements::new(&s),
             keys: KeyStatements::new(&s),
+            lifecycle: LifecycleStatements::new(&s, EVENT_COLUMNS, STREAM_SLICE),
         }
     }
 }
@@ -399,9 +414,10 @@ mod tests {
     #[test]
     fn read_all_read_filtered_and_tail_share_the_settled_bound() {
         let statements = Statements::new("public");
-        assert_eq!(statements.read_all.matches(&settled_bound()).count(), 1);
-        assert_eq!(statements.read_filtered.matches(&settled_bound()).count(), 1);
-        assert_eq!(statements.tail.matches(&settled_bound()).count(), 2);
+        // The hot table and the archive, each bounded.
+        assert_eq!(statements.read_all.matches(&settled_bound()).count(), 2);
+        assert_eq!(statements.read_filtered.matches(&settled_bound()).count(), 2);
+        assert_eq!(statements.tail.matches(&settled_bound()).count(), 3);
     }
 
     #[test]

@@ -85,3 +85,9 @@ es_core::runner_conformance_tests!(marked_exclusive_schema(), |schema| (
 mod keys {
     es_core::key_store_conformance_tests!(crate::support::schema(), |schema| schema.store().clone());
 }
+
+/// Tombstones, archives and deletions, each in a schema of its own: a change locks the events
+/// table of its schema against appends.
+mod lifecycle {
+    es_core::lifecycle_conformance_tests!(crate::support::exclusive_schema(), |schema| schema.store().clone());
+}

@@ -48,8 +48,8 @@ async fn concurrent_migrations_of_a_new_schema_all_succeed() {
     }
     assert_eq!(
         migration_count(&schema).await,
-        8,
-        "each of the 8 migrations recorded once"
+        9,
+        "each of the 9 migrations recorded once"
     );
     let stream = fresh_stream("migrations");
     stores[3]
