@@ -86,6 +86,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use es_core::lifecycle::ClosedStream;
 use es_core::pii::{ForgetSubjects, ForgottenSubject};
 use es_core::{
     Aggregate, CheckpointStore, EventRegistry, EventStore, GlobalLog, Projection, ProjectionRunner, RegistryError,
@@ -122,15 +123,23 @@ fn forget_in<'a, S: ForgetSubjects>(store: &'a S, subject: &'a str) -> BoxFuture
 }
 
 impl<S: CliStore> Cli<S> {
-    /// A command line over `store`, with no aggregates or projections yet.
+    /// A command line over `store`, with no aggregates or projections yet but
+    /// [`ClosedStream`]: the events that record closed streams (`es_core::lifecycle`) are in
+    /// every store's global log, and read like any other.
     pub fn new(store: S) -> Self {
-        Self {
+        let mut cli = Self {
             store,
             registry: EventRegistry::new(),
             aggregates: BTreeMap::new(),
             projections: Vec::new(),
             forget: None,
+        };
+        // The first registration in an empty registry cannot clash with anything.
+        if cli.registry.register::<ClosedStream>().is_ok() {
+            cli.aggregates
+                .insert(ClosedStream::TYPE, Box::new(Typed::<ClosedStream>::new()));
         }
+        cli
     }
 
     /// Enables `forget SUBJECT --yes`, for a store that seals personal data (an

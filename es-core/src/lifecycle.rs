@@ -214,6 +214,22 @@ pub enum StreamLifecycleEvent {
     Closed(StreamClosed),
 }
 
+/// A closed stream, as its stream of lifecycle events ([`STREAM_LIFECYCLE`], `"<type>/<id>"`)
+/// tells: what tools that read every stream register to know those events (es-cli's `Cli`
+/// does).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, crate::Aggregate)]
+#[aggregate(name = "es.stream", event = StreamLifecycleEvent)]
+pub struct ClosedStream {
+    /// The latest status (open until a [`StreamClosed`] event is applied).
+    pub status: Option<StreamStatus>,
+}
+
+impl crate::Apply<StreamClosed> for ClosedStream {
+    fn apply(&mut self, closed: &StreamClosed) {
+        self.status = Some(closed.status);
+    }
+}
+
 /// Closing streams: tombstones, archives, deletions with an audit record. Implemented by every
 /// durable backend and [`InMemoryStore`](crate::InMemoryStore); checked by the conformance suite
 /// (`lifecycle_conformance_tests!`, feature `conformance`).

@@ -13,14 +13,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 
+use es_core::lifecycle::{StreamClosed, StreamStatus, STREAM_LIFECYCLE};
 use es_core::pii::{KeyStore, PiiStore, SubjectForgotten, FORGOTTEN_SUBJECTS};
 use es_core::{
-    async_trait, event, CheckpointStore, DecodedEvent, EventDescriptor, EventSet, EventStore, GlobalLog, HandlerError,
-    Projection, ProjectionRunner, SnapshotStore,
+    async_trait, event, Aggregate, CheckpointStore, DecodedEvent, EventDescriptor, EventSet, EventStore, GlobalLog,
+    HandlerError, Projection, ProjectionRunner, SnapshotStore,
 };
 
 use crate::lead::{
-    ContactDetailsUpdated, FollowupSet, LeadClosed, LeadEvent, LeadInitialized, LeadStatus, OrderSubmitted,
+    ContactDetailsUpdated, FollowupSet, Lead, LeadClosed, LeadEvent, LeadInitialized, LeadStatus, OrderSubmitted,
     PaymentConfirmed, PaymentFailed,
 };
 
@@ -40,6 +41,8 @@ pub trait SearchModelWriter: Send {
 pub trait AnalysisModelWriter: Send {
     /// Sets the lead's status and adds `new_followups` to its follow-up count (creating the row).
     async fn record(&mut self, lead_id: &str, status: LeadStatus, new_followups: u32) -> Result<(), HandlerError>;
+    /// Removes a lead's row (its stream was deleted).
+    async fn forget_analysis(&mut self, lead_id: &str) -> Result<(), HandlerError>;
     /// Forgets everything, before a rebuild.
     async fn clear_analysis(&mut self) -> Result<(), HandlerError>;
 }
@@ -54,6 +57,8 @@ pub enum LeadSearchEvent {
     DetailsUpdated(ContactDetailsUpdated),
     /// A lead (or anyone else) was forgotten: its rows go.
     Forgotten(SubjectForgotten),
+    /// A stream was closed: a deleted lead's rows go.
+    StreamClosed(StreamClosed),
 }
 
 /// The events the analysis projection reads (contacts and detail changes are skipped unread).
@@ -72,6 +77,15 @@ pub enum LeadAnalysisEvent {
     PaymentFailed(PaymentFailed),
     /// Closed.
     Closed(LeadClosed),
+    /// A stream was closed: a deleted lead's row goes.
+    StreamClosed(StreamClosed),
+}
+
+/// The lead whose stream `closed` deleted, if it is one: its rows go from the read models, as
+/// its events went from the store (a rebuild no longer sees them either).
+fn deleted_lead(closed: &StreamClosed) -> Option<&str> {
+    (closed.status == StreamStatus::Deleted && closed.aggregate_type == Lead::TYPE)
+        .then_some(closed.aggregate_id.as_str())
 }
 
 /// Maintains the search model in any [`SearchModelWriter`].
@@ -87,7 +101,7 @@ impl<W> Default for LeadSearchProjection<W> {
 #[async_trait]
 impl<W: SearchModelWriter + 'static> Projection for LeadSearchProjection<W> {
     const NAME: &'static str = "lead-search";
-    const AGGREGATE_TYPES: &'static [&'static str] = &["lead", FORGOTTEN_SUBJECTS];
+    const AGGREGATE_TYPES: &'static [&'static str] = &["lead", FORGOTTEN_SUBJECTS, STREAM_LIFECYCLE];
     const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[LeadEvent::EVENTS];
     type Event = LeadSearchEvent;
     type Context = W;
@@ -99,6 +113,12 @@ impl<W: SearchModelWriter + 'static> Projection for LeadSearchProjection<W> {
             LeadSearchEvent::DetailsUpdated(e) => (&e.name, &e.phone),
             LeadSearchEvent::Forgotten(forgotten) => {
                 return match forgotten.subject.strip_prefix("lead/") {
+                    Some(lead_id) => model.forget(lead_id).await,
+                    None => Ok(()),
+                };
+            }
+            LeadSearchEvent::StreamClosed(closed) => {
+                return match deleted_lead(closed) {
                     Some(lead_id) => model.forget(lead_id).await,
                     None => Ok(()),
                 };
@@ -129,7 +149,7 @@ impl<W> Default for LeadAnalysisProjection<W> {
 #[async_trait]
 impl<W: AnalysisModelWriter + 'static> Projection for LeadAnalysisProjection<W> {
     const NAME: &'static str = "lead-analysis";
-    const AGGREGATE_TYPES: &'static [&'static str] = &["lead"];
+    const AGGREGATE_TYPES: &'static [&'static str] = &["lead", STREAM_LIFECYCLE];
     const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[LeadEvent::EVENTS];
     type Event = LeadAnalysisEvent;
     type Context = W;
@@ -143,6 +163,12 @@ impl<W: AnalysisModelWriter + 'static> Projection for LeadAnalysisProjection<W> 
             LeadAnalysisEvent::PaymentConfirmed(_) => (LeadStatus::Converted, 0),
             LeadAnalysisEvent::PaymentFailed(_) => (LeadStatus::PaymentFailed, 0),
             LeadAnalysisEvent::Closed(_) => (LeadStatus::Closed, 0),
+            LeadAnalysisEvent::StreamClosed(closed) => {
+                return match deleted_lead(closed) {
+                    Some(lead_id) => model.forget_analysis(lead_id).await,
+                    None => Ok(()),
+                };
+            }
         };
         model.record(lead_id, status, new_followups).await
     }
@@ -224,6 +250,11 @@ impl AnalysisModelWriter for AnalysisModel {
             .or_insert(AnalysisRow { followups: 0, status });
         row.followups += new_followups;
         row.status = status;
+        Ok(())
+    }
+
+    async fn forget_analysis(&mut self, lead_id: &str) -> Result<(), HandlerError> {
+        self.leads.remove(lead_id);
         Ok(())
     }
 

@@ -54,6 +54,14 @@ impl AnalysisModelWriter for PgConnection {
         Ok(())
     }
 
+    async fn forget_analysis(&mut self, lead_id: &str) -> Result<(), HandlerError> {
+        sqlx::query("DELETE FROM lead_analysis WHERE lead_id = $1")
+            .bind(lead_id)
+            .execute(self)
+            .await?;
+        Ok(())
+    }
+
     async fn clear_analysis(&mut self) -> Result<(), HandlerError> {
         sqlx::query("DELETE FROM lead_analysis").execute(self).await?;
         Ok(())

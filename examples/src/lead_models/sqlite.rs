@@ -44,6 +44,12 @@ impl AnalysisModelWriter for SqliteContext {
         Ok(())
     }
 
+    async fn forget_analysis(&mut self, lead_id: &str) -> Result<(), HandlerError> {
+        self.prepare_cached("DELETE FROM lead_analysis WHERE lead_id = ?1")?
+            .execute(params![lead_id])?;
+        Ok(())
+    }
+
     async fn clear_analysis(&mut self) -> Result<(), HandlerError> {
         self.execute("DELETE FROM lead_analysis", [])?;
         Ok(())

@@ -1,0 +1,174 @@
+//! Closing Lead streams on PostgreSQL and SQLite (issue 16): an archived lead loads only
+//! through the explicit call, time travel included, and rebuilding the read models after the
+//! archive gives the same tables; a tombstoned lead takes no more commands; a deleted lead
+//! leaves an audit record and its rows leave the read models, live and rebuilt alike.
+
+use es_core::lifecycle::{StreamChange, StreamLifecycle, StreamStatus};
+use es_core::{
+    AsOf, CommandError, EventStore, ExpectedVersion, GlobalLog, ProjectionRunner, Repository, RepositoryError,
+};
+use es_sqlite::SqliteStore;
+use es_test_support::TestDatabase;
+use examples::lead::Lead;
+use examples::lead_models::{LeadAnalysisProjection, LeadSearchProjection, LeadTables};
+use examples::lead_scenario::{lead_id, play_leads};
+use uuid::Uuid;
+
+mod support;
+
+use crate::support::{rebuilt_in_memory, tables};
+
+/// Waits until everything appended so far is visible in the global log: a marker appended last
+/// is visible only once every earlier commit is (PostgreSQL may hold events back while other
+/// transactions are in flight).
+async fn settle<S: EventStore + GlobalLog>(store: &S) {
+    let marker = es_core::StreamId::new("settle", Uuid::now_v7().to_string());
+    let outcome = store
+        .append(&marker, ExpectedVersion::NoStream, es_core::conformance::numbered(1))
+        .await
+        .expect("a marker");
+    let position = outcome.positions[0];
+    for _ in 0..500 {
+        if store.tail(0).await.expect("tail").head_position >= position {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the marker at {position} never became visible");
+}
+
+/// Catches both read models up with everything appended so far.
+async fn catch_up<S: LeadTables>(store: &S) {
+    settle(store).await;
+    ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), store.read_models())
+        .catch_up()
+        .await
+        .expect("search caught up");
+    ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), store.read_models())
+        .catch_up()
+        .await
+        .expect("analysis caught up");
+}
+
+/// Rebuilds both read models from scratch.
+async fn rebuild<S: LeadTables>(store: &S) {
+    settle(store).await;
+    ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), store.read_models())
+        .rebuild(|_| {})
+        .await
+        .expect("search rebuilt");
+    ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), store.read_models())
+        .rebuild(|_| {})
+        .await
+        .expect("analysis rebuilt");
+}
+
+fn change(reason: &str) -> StreamChange {
+    StreamChange::new("dpo@example.com", reason)
+}
+
+#[track_caller]
+fn assert_closed<T: std::fmt::Debug>(result: Result<T, RepositoryError>, status: StreamStatus) {
+    match result {
+        Err(RepositoryError::StreamClosed(closed)) => assert_eq!(closed.status, status),
+        other => panic!("expected RepositoryError::StreamClosed ({status}), got {other:?}"),
+    }
+}
+
+async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
+    store.create_tables().await.expect("read-model tables");
+    let leads = Repository::<Lead, _>::new(store.clone()).with_snapshot_every(3);
+    play_leads(&leads, "life", 0..12, 5).await.expect("a week of leads");
+    catch_up(&store).await;
+    let (search_before, analysis_before) = tables(&store).await;
+    let [archived, tombstoned, deleted] = [0, 1, 2].map(|index| lead_id("life", index));
+    assert!(search_before.leads.contains_key(&deleted) && analysis_before.leads.contains_key(&deleted));
+
+    // Archive: loads refused, explicit loads and time travel from the archive, rebuilds unchanged.
+    let latest = leads.load(&archived).await.expect("load");
+    let at_two = leads.load_at_version(&archived, 2).await.expect("load at version 2");
+    let stream = Repository::<Lead, S>::stream_id(&archived);
+    let closed = store.archive(&stream, change("closed in 2019")).await.expect("archive");
+    assert_eq!((closed.status, closed.events), (StreamStatus::Archived, latest.version));
+    assert_closed(leads.load(&archived).await, StreamStatus::Archived);
+    assert_eq!(
+        leads.load_closed(&archived, AsOf::Latest).await.expect("load_closed"),
+        latest
+    );
+    assert_eq!(
+        leads
+            .load_closed(&archived, AsOf::Version(2))
+            .await
+            .expect("time travel"),
+        at_two
+    );
+    rebuild(&store).await;
+    assert_eq!(
+        tables(&store).await,
+        (search_before.clone(), analysis_before.clone()),
+        "a rebuild after an archive"
+    );
+
+    // Tombstone: no more commands; the state still loads explicitly.
+    let before_tombstone = leads.load(&tombstoned).await.expect("load");
+    store
+        .tombstone(&Repository::<Lead, S>::stream_id(&tombstoned), change("duplicate"))
+        .await
+        .expect("tombstone");
+    match leads
+        .execute(&tombstoned, Default::default(), |lead| lead.close())
+        .await
+    {
+        Err(CommandError::Repository(RepositoryError::StreamClosed(closed))) => {
+            assert_eq!(closed.status, StreamStatus::Tombstoned)
+        }
+        other => panic!("a command on a tombstoned lead: {other:?}"),
+    }
+    assert_eq!(
+        leads.load_closed(&tombstoned, AsOf::Latest).await.expect("load_closed"),
+        before_tombstone
+    );
+
+    // Delete: gone from the store and from the read models, live and rebuilt; audited.
+    let deleted_version = leads.load(&deleted).await.expect("load").version;
+    let record = store
+        .delete_stream(
+            &Repository::<Lead, S>::stream_id(&deleted),
+            change("erasure request #7"),
+        )
+        .await
+        .expect("delete");
+    assert_eq!((record.status, record.events), (StreamStatus::Deleted, deleted_version));
+    assert_closed(leads.load_closed(&deleted, AsOf::Latest).await, StreamStatus::Deleted);
+    catch_up(&store).await;
+    let (search, analysis) = tables(&store).await;
+    assert!(!search.leads.contains_key(&deleted), "the search projection was told");
+    assert!(
+        !analysis.leads.contains_key(&deleted),
+        "the analysis projection was told"
+    );
+    assert_eq!(search.leads.len(), search_before.leads.len() - 1);
+    assert_eq!((search.clone(), analysis.clone()), rebuilt_in_memory(&store).await);
+    rebuild(&store).await;
+    assert_eq!(tables(&store).await, (search, analysis), "a rebuild after a deletion");
+    let audit = store
+        .closed_streams(StreamStatus::Deleted, None, 100)
+        .await
+        .expect("audit");
+    assert_eq!(audit, vec![record]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leads_are_closed_on_postgres() {
+    let database = TestDatabase::get().unwrap_or_else(|error| panic!("{error}"));
+    let schema = database.schema().await.expect("a fresh schema");
+    leads_are_closed(schema.store().clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leads_are_closed_on_sqlite() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(dir.path().join("leads.db")).await.expect("open");
+    store.migrate().await.expect("migrate");
+    leads_are_closed(store).await;
+}
