@@ -145,6 +145,7 @@ mod registry;
 mod repository;
 pub mod schema;
 mod store;
+pub mod tenancy;
 pub mod testing;
 
 pub use aggregate::{Aggregate, AppliedBy, Apply};

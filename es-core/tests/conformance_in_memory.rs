@@ -78,3 +78,7 @@ mod keys {
 mod lifecycle {
     es_core::lifecycle_conformance_tests!(async { es_core::InMemoryStore::new() });
 }
+
+mod tenancy {
+    es_core::tenant_conformance_tests!(async { es_core::tenancy::InMemoryTenants::new() }, |tenants| tenants);
+}

@@ -288,6 +288,7 @@ mod row;
 mod snapshot;
 mod sql;
 mod store;
+mod tenancy;
 
 pub use error::PostgresError;
 pub use import::{EventAt, ImportError, ImportOptions, ImportProgress, ImportReport, ImportedEvent, SourceChange};

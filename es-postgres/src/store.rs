@@ -11,7 +11,7 @@ use es_core::{
 };
 use futures_core::stream::BoxStream;
 use sqlx::postgres::{PgConnection, PgPool};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Executor, Row};
 use uuid::Uuid;
 
 use crate::error::PostgresError;
@@ -32,6 +32,8 @@ pub struct PostgresStore {
     pub(crate) notifier: Notifier,
     /// What an append may hold, within [`PostgresStore::MAX_LIMITS`].
     pub(crate) limits: Limits,
+    /// The stores of the tenants opened so far (`es_core::tenancy`), each migrated once.
+    pub(crate) tenants: crate::tenancy::OpenTenants,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -113,6 +115,7 @@ impl PostgresStore {
             sql: Arc::new(Statements::new(Self::DEFAULT_SCHEMA)),
             notifier: Notifier::default(),
             limits: Limits::DEFAULT,
+            tenants: Default::default(),
         }
     }
 
@@ -125,6 +128,7 @@ impl PostgresStore {
             sql: Arc::new(Statements::new(name)),
             notifier: Notifier::with_interval(self.notifier.interval()),
             limits: self.limits,
+            tenants: Default::default(),
         })
     }
 
@@ -185,8 +189,10 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(setup)?;
-        sqlx::raw_sql(&self.sql.ensure_schema)
-            .execute(&mut *tx)
+        // Through `Executor::execute`, whose boxed future is `Send` for any lifetime: callers
+        // may migrate inside their own `Send` futures (a tenant opened on first use).
+        (&mut *tx)
+            .execute(sqlx::raw_sql(&self.sql.ensure_schema))
             .await
             .map_err(setup)?;
         let applied: Vec<i64> = sqlx::query_scalar(&self.sql.applied_migrations)
@@ -203,7 +209,7 @@ impl PostgresStore {
                 description,
                 source,
             };
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
+            (&mut *tx).execute(sqlx::raw_sql(sql)).await.map_err(failed)?;
             sqlx::query(&self.sql.record_migration)
                 .bind(version)
                 .bind(description)

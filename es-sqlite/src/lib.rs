@@ -211,6 +211,7 @@ mod row;
 mod snapshot;
 mod sql;
 mod store;
+mod tenancy;
 mod transaction;
 mod wake;
 

@@ -27,6 +27,8 @@ use crate::wake::SqliteWakeUp;
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) database: Arc<Database>,
+    /// The stores of the tenants opened so far (`es_core::tenancy`), each migrated once.
+    pub(crate) tenants: crate::tenancy::OpenTenants,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -73,6 +75,7 @@ impl SqliteStore {
         let database = blocking(move || Database::open(&path, options)).await?;
         Ok(Self {
             database: Arc::new(database),
+            tenants: Default::default(),
         })
     }
 

@@ -181,7 +181,16 @@ impl Deref for TestSchema {
 impl Drop for TestSchema {
     fn drop(&mut self) {
         let Some(url) = self.drop_url.take() else { return };
-        let drop_schema = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.store.schema());
+        // The schema, and the schemas of its tenants (`<schema>__<tenant>`, es_core::tenancy).
+        let schema = self.store.schema();
+        let drop_schema = format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE;
+             DO $$ DECLARE tenant text; BEGIN
+                 FOR tenant IN SELECT nspname FROM pg_namespace WHERE starts_with(nspname, '{schema}__') LOOP
+                     EXECUTE format('DROP SCHEMA %I CASCADE', tenant);
+                 END LOOP;
+             END $$;"
+        );
         // Drop is synchronous and may run inside any runtime: use a thread with its own.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -32,6 +32,7 @@ mod replaced;
 mod runner;
 mod snapshots;
 mod streams;
+mod tenancy;
 
 pub use blue_green::{a_blue_green_rebuild_never_shows_a_partial_model, BlueGreenProbe, ModelCopy};
 pub use catalog::{list_snapshots_in_pages, list_streams_filters_and_pages};
@@ -73,6 +74,7 @@ pub use streams::{
     read_stream_slices, read_stream_until_instant, refused_batch_writes_nothing, replay_lends_what_read_stream_returns,
     snapshots_keep_the_latest, stream_exists_expectation, streams_are_isolated,
 };
+pub use tenancy::tenants_are_isolated;
 
 use futures_util::TryStreamExt;
 use uuid::Uuid;
@@ -156,6 +158,21 @@ macro_rules! lifecycle_conformance_tests {
     };
     ($make_store:expr) => {
         $crate::lifecycle_conformance_tests!($make_store, |store| store);
+    };
+}
+
+/// Expands to the `#[tokio::test]` of [`TenantStores`](crate::tenancy::TenantStores): the
+/// first argument is an async expression making a fixture, the second how to get the tenants
+/// from it.
+#[macro_export]
+macro_rules! tenant_conformance_tests {
+    ($make_fixture:expr, |$fixture:ident| $tenants:expr) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tenants_are_isolated() {
+            let $fixture = $make_fixture.await;
+            let tenants = $tenants;
+            $crate::conformance::tenants_are_isolated(&tenants).await;
+        }
     };
 }
 

@@ -222,4 +222,18 @@ COMMENT ON TABLE {schema}.archived_events IS
     'The events of archived streams, moved out of events with their positions: the global log reads both tables, stream reads and appends only events.';
 "#,
     ),
+    (
+        10,
+        "tenants",
+        r#"
+CREATE TABLE {schema}.tenants (
+    tenant     text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT tenants_pkey PRIMARY KEY (tenant)
+);
+
+COMMENT ON TABLE {schema}.tenants IS
+    'The tenants of this schema (es_core::tenancy): each has the schema <this schema>__<tenant>, with the same tables.';
+"#,
+    ),
 ];

@@ -91,3 +91,8 @@ mod keys {
 mod lifecycle {
     es_core::lifecycle_conformance_tests!(crate::support::exclusive_schema(), |schema| schema.store().clone());
 }
+
+/// Tenants, each a schema of its own beside the test's schema.
+mod tenancy {
+    es_core::tenant_conformance_tests!(crate::support::schema(), |schema| schema.store().clone());
+}

@@ -48,8 +48,8 @@ async fn concurrent_migrations_of_a_new_schema_all_succeed() {
     }
     assert_eq!(
         migration_count(&schema).await,
-        9,
-        "each of the 9 migrations recorded once"
+        10,
+        "each of the 10 migrations recorded once"
     );
     let stream = fresh_stream("migrations");
     stores[3]

@@ -182,4 +182,17 @@ BEGIN
 END;
 "#,
     },
+    Migration {
+        version: 7,
+        description: "tenants",
+        sql: r#"
+-- The tenants of this file (es_core::tenancy): each has a file of its own,
+-- `<this file>.tenants/<tenant>.db`, with the same tables (times are microseconds since the
+-- Unix epoch, UTC).
+CREATE TABLE tenants (
+    tenant     TEXT    NOT NULL PRIMARY KEY,
+    created_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+"#,
+    },
 ];

@@ -80,7 +80,7 @@ async fn a_database_migrated_by_newer_code_is_refused() {
         )
         .expect("plant a newer migration");
     match db.store.migrate().await {
-        Err(SqliteError::SchemaTooNew { applied, known, .. }) => assert_eq!((applied, known), (99, 6)),
+        Err(SqliteError::SchemaTooNew { applied, known, .. }) => assert_eq!((applied, known), (99, 7)),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     for result in [

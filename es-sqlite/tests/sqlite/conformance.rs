@@ -70,3 +70,10 @@ mod lifecycle {
 
     es_core::lifecycle_conformance_tests!(fresh(), |db| db.store.clone());
 }
+
+/// Tenants, each a file of its own beside a fresh file.
+mod tenancy {
+    use crate::support::fresh;
+
+    es_core::tenant_conformance_tests!(fresh(), |db| db.store.clone());
+}

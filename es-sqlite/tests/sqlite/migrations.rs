@@ -14,10 +14,10 @@ async fn migration_count(store: &SqliteStore) -> i64 {
 async fn migrating_again_changes_nothing() {
     let db = fresh().await;
     let stream = db.stream_with("migrations", 2).await;
-    assert_eq!(migration_count(&db.store).await, 6);
+    assert_eq!(migration_count(&db.store).await, 7);
     db.store.migrate().await.expect("second migrate");
     db.store.migrate().await.expect("third migrate");
-    assert_eq!(migration_count(&db.store).await, 6);
+    assert_eq!(migration_count(&db.store).await, 7);
     assert_eq!(
         db.store.stream_version(&stream).await.expect("version"),
         2,
@@ -35,7 +35,7 @@ async fn a_file_of_the_previous_version_gains_the_parked_events() {
         .expect("undo migration 3");
     let reopened = SqliteStore::open(db.path()).await.expect("reopen");
     reopened.migrate().await.expect("migrate");
-    assert_eq!(migration_count(&reopened).await, 6);
+    assert_eq!(migration_count(&reopened).await, 7);
     assert_eq!(count(&reopened, "SELECT count(*) FROM parked_events").await, 0);
     assert_eq!(
         reopened.stream_version(&stream).await.expect("version"),
@@ -62,7 +62,7 @@ async fn stores_opening_and_migrating_a_new_file_at_once_all_succeed() {
         .into_iter()
         .map(|store| store.expect("every concurrent open and migrate succeeds"))
         .collect();
-    assert_eq!(migration_count(&stores[0]).await, 6, "each migration recorded once");
+    assert_eq!(migration_count(&stores[0]).await, 7, "each migration recorded once");
     let stream = fresh_stream("migrations");
     stores[3]
         .append(&stream, ExpectedVersion::NoStream, numbered(1))

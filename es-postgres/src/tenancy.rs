@@ -1,0 +1,65 @@
+//! Tenants ([`TenantStores`]): a schema per tenant, `<schema>__<tenant>`, in the same database
+//! and pool, migrated on first use and listed in the main schema's `tenants` table.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use es_core::tenancy::{TenantId, TenantStores};
+use es_core::StoreResult;
+
+use crate::fault::store_error;
+use crate::PostgresStore;
+
+/// The stores of the tenants a store has opened.
+pub(crate) type OpenTenants = Arc<Mutex<BTreeMap<TenantId, PostgresStore>>>;
+
+impl PostgresStore {
+    /// The schema of `tenant`'s tables: `<this schema>__<tenant>`.
+    pub fn tenant_schema(&self, tenant: &TenantId) -> String {
+        format!("{}__{}", self.schema(), tenant)
+    }
+}
+
+/// Each tenant is a schema of its own, so isolation is PostgreSQL's: every statement of a
+/// tenant's store names its schema, and no query can reach another tenant's tables. The first
+/// [`tenant`](TenantStores::tenant) call of a process migrates the schema and records the
+/// tenant; later calls return the kept store.
+#[async_trait]
+impl TenantStores for PostgresStore {
+    type Store = PostgresStore;
+
+    async fn tenant(&self, tenant: &TenantId) -> StoreResult<PostgresStore> {
+        if let Some(store) = self.tenants.lock().unwrap_or_else(PoisonError::into_inner).get(tenant) {
+            return Ok(store.clone());
+        }
+        let store = self.clone().with_schema(&self.tenant_schema(tenant))?;
+        store.migrate().await?;
+        let register = format!(
+            "INSERT INTO \"{}\".tenants (tenant) VALUES ($1) ON CONFLICT (tenant) DO NOTHING",
+            self.schema()
+        );
+        sqlx::query(&register)
+            .bind(tenant.as_str())
+            .execute(self.pool())
+            .await
+            .map_err(store_error)?;
+        let mut open = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(open.entry(tenant.clone()).or_insert(store).clone())
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<TenantId>> {
+        let listed = format!(
+            "SELECT tenant FROM \"{}\".tenants ORDER BY tenant COLLATE \"C\"",
+            self.schema()
+        );
+        let names: Vec<String> = sqlx::query_scalar(&listed)
+            .fetch_all(self.pool())
+            .await
+            .map_err(store_error)?;
+        names
+            .into_iter()
+            .map(|name| TenantId::new(name).map_err(|error| crate::PostgresError::Unexpected(error.to_string()).into()))
+            .collect()
+    }
+}
