@@ -162,10 +162,11 @@ where
     let log = es.expect(&["log", "--limit", "1000"], 0);
     assert_eq!(log.lines().count() as u64, total);
     let registry = es.json(&["registry"]);
-    // `es.pii`: the streams that record forgotten subjects, registered by `Cli::forgetting`.
+    // `es.pii`: the streams that record forgotten subjects, registered by `Cli::forgetting`;
+    // `es.stream`: those that record closed streams, known to every command line.
     assert_eq!(
         strings(&registry, "aggregates", "aggregate_type"),
-        ["es.pii", "lead", "ticket"]
+        ["es.pii", "es.stream", "lead", "ticket"]
     );
 
     let projections = es.json(&["projections"]);

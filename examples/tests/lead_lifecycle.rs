@@ -4,38 +4,16 @@
 //! leaves an audit record and its rows leave the read models, live and rebuilt alike.
 
 use es_core::lifecycle::{StreamChange, StreamLifecycle, StreamStatus};
-use es_core::{
-    AsOf, CommandError, EventStore, ExpectedVersion, GlobalLog, ProjectionRunner, Repository, RepositoryError,
-};
+use es_core::{AsOf, CommandError, ProjectionRunner, Repository, RepositoryError};
 use es_sqlite::SqliteStore;
 use es_test_support::TestDatabase;
 use examples::lead::Lead;
 use examples::lead_models::{LeadAnalysisProjection, LeadSearchProjection, LeadTables};
 use examples::lead_scenario::{lead_id, play_leads};
-use uuid::Uuid;
 
 mod support;
 
-use crate::support::{rebuilt_in_memory, tables};
-
-/// Waits until everything appended so far is visible in the global log: a marker appended last
-/// is visible only once every earlier commit is (PostgreSQL may hold events back while other
-/// transactions are in flight).
-async fn settle<S: EventStore + GlobalLog>(store: &S) {
-    let marker = es_core::StreamId::new("settle", Uuid::now_v7().to_string());
-    let outcome = store
-        .append(&marker, ExpectedVersion::NoStream, es_core::conformance::numbered(1))
-        .await
-        .expect("a marker");
-    let position = outcome.positions[0];
-    for _ in 0..500 {
-        if store.tail(0).await.expect("tail").head_position >= position {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the marker at {position} never became visible");
-}
+use crate::support::{rebuilt_in_memory, settle, tables};
 
 /// Catches both read models up with everything appended so far.
 async fn catch_up<S: LeadTables>(store: &S) {

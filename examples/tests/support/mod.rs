@@ -1,7 +1,8 @@
 //! What the suites of the Lead read models share.
 
-use es_core::{GlobalLog, InMemoryReadModel, ProjectionRunner};
+use es_core::{EventStore, ExpectedVersion, GlobalLog, InMemoryReadModel, ProjectionRunner};
 use examples::lead_models::{AnalysisModel, LeadAnalysisProjection, LeadSearchProjection, LeadTables, SearchModel};
+use uuid::Uuid;
 
 /// Both models as their tables in `store` hold them.
 pub async fn tables<S: LeadTables>(store: &S) -> (SearchModel, AnalysisModel) {
@@ -24,4 +25,25 @@ pub async fn rebuilt_in_memory<S: GlobalLog + Clone>(events: &S) -> (SearchModel
         .await
         .expect("analysis rebuilt in memory");
     (search.read(Clone::clone), analysis.read(Clone::clone))
+}
+
+/// Waits until everything appended so far is visible in the global log: a marker appended last
+/// is visible only once every earlier commit is (PostgreSQL may hold events back while other
+/// transactions are in flight).
+// Not every suite that shares this module reads the log right after appending.
+#[allow(dead_code)]
+pub async fn settle<S: EventStore + GlobalLog>(store: &S) {
+    let marker = es_core::StreamId::new("settle", Uuid::now_v7().to_string());
+    let outcome = store
+        .append(&marker, ExpectedVersion::NoStream, es_core::conformance::numbered(1))
+        .await
+        .expect("a marker");
+    let position = outcome.positions[0];
+    for _ in 0..500 {
+        if store.tail(0).await.expect("tail").head_position >= position {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the marker at {position} never became visible");
 }

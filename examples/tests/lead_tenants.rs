@@ -1,0 +1,160 @@
+//! Leads of two tenants (issue 16): each tenant's read models, kept in the tenant's own schema
+//! or file, hold that tenant's leads and equal a rebuild from that tenant's log alone; and on
+//! PostgreSQL a projection declared across tenants (one runner per tenant, each tenant's
+//! checkpoint in its schema) fills one shared table with every tenant's leads, exactly once.
+
+use es_core::tenancy::{TenantId, TenantStores};
+use es_core::{
+    async_trait, event, DecodedEvent, EventDescriptor, EventSet, HandlerError, Projection, ProjectionRunner, Repository,
+};
+use es_postgres::PostgresStore;
+use es_sqlite::SqliteStore;
+use es_test_support::TestDatabase;
+use examples::lead::{Lead, LeadEvent, LeadInitialized};
+use examples::lead_models::{LeadAnalysisProjection, LeadSearchProjection, LeadTables};
+use examples::lead_scenario::play_leads;
+use sqlx::PgConnection;
+
+mod support;
+
+use crate::support::{rebuilt_in_memory, settle, tables};
+
+/// Plays `leads` leads named after the tenant in its store, and catches its read models up.
+async fn play_tenant<S: LeadTables>(store: &S, tenant: &TenantId, leads: usize) {
+    store.create_tables().await.expect("read-model tables");
+    let repository = Repository::<Lead, _>::new(store.clone());
+    play_leads(&repository, tenant.as_str(), 0..leads, 3)
+        .await
+        .expect("leads played");
+    settle(store).await;
+    ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), store.read_models())
+        .catch_up()
+        .await
+        .expect("search caught up");
+    ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), store.read_models())
+        .catch_up()
+        .await
+        .expect("analysis caught up");
+}
+
+/// Each tenant's tables hold exactly its own leads, as a rebuild from its own log does.
+async fn tenants_keep_their_own_read_models<T>(tenants: &T)
+where
+    T: TenantStores,
+    T::Store: LeadTables,
+{
+    let plan = [
+        (TenantId::new("acme").expect("id"), 5),
+        (TenantId::new("globex").expect("id"), 3),
+    ];
+    for (tenant, leads) in &plan {
+        let store = tenants.tenant(tenant).await.expect("tenant store");
+        play_tenant(&store, tenant, *leads).await;
+    }
+    for (tenant, leads) in &plan {
+        let store = tenants.tenant(tenant).await.expect("tenant store");
+        let (search, analysis) = tables(&store).await;
+        assert_eq!(analysis.leads.len(), *leads, "{tenant} has its own leads");
+        let prefix = format!("{tenant}-");
+        assert!(
+            analysis
+                .leads
+                .keys()
+                .chain(search.leads.keys())
+                .all(|id| id.starts_with(&prefix)),
+            "{tenant}'s tables hold no other tenant's lead"
+        );
+        assert_eq!((search, analysis), rebuilt_in_memory(&store).await);
+    }
+    let listed = tenants.tenants().await.expect("tenants");
+    assert_eq!(listed, plan.map(|(tenant, _)| tenant));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_tenants_keep_their_own_read_models() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(dir.path().join("leads.db")).await.expect("open");
+    store.migrate().await.expect("migrate");
+    tenants_keep_their_own_read_models(&store).await;
+    assert!(store.tenant_path(&TenantId::new("acme").expect("id")).exists());
+}
+
+/// Every lead of every tenant, in one table of the main schema: a projection declared across
+/// tenants, one instance (and runner) per tenant.
+struct AllLeads {
+    tenant: TenantId,
+    table: String,
+}
+
+#[event]
+#[derive(Debug, Clone)]
+enum LeadStarted {
+    Initialized(LeadInitialized),
+}
+
+#[async_trait]
+impl Projection for AllLeads {
+    const NAME: &'static str = "all-leads";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["lead"];
+    const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[LeadEvent::EVENTS];
+    type Event = LeadStarted;
+    type Context = PgConnection;
+
+    async fn handle(&self, db: &mut PgConnection, event: &DecodedEvent<LeadStarted>) -> Result<(), HandlerError> {
+        // A plain insert: a lead counted twice would fail on the primary key.
+        sqlx::query(&format!("INSERT INTO {} (tenant, lead_id) VALUES ($1, $2)", self.table))
+            .bind(self.tenant.as_str())
+            .bind(&event.envelope.stream.aggregate_id)
+            .execute(db)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, db: &mut PgConnection) -> Result<(), HandlerError> {
+        sqlx::query(&format!("DELETE FROM {} WHERE tenant = $1", self.table))
+            .bind(self.tenant.as_str())
+            .execute(db)
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tenants_per_tenant_and_across_tenants() {
+    let database = TestDatabase::get().unwrap_or_else(|error| panic!("{error}"));
+    let schema = database.schema().await.expect("a fresh schema");
+    let main: &PostgresStore = schema.store();
+    tenants_keep_their_own_read_models(main).await;
+
+    let table = format!("\"{}\".all_leads", main.schema());
+    sqlx::query(&format!(
+        "CREATE TABLE {table} (tenant text NOT NULL, lead_id text NOT NULL, PRIMARY KEY (tenant, lead_id))"
+    ))
+    .execute(main.pool())
+    .await
+    .expect("the shared table");
+    for round in 0..2 {
+        for tenant in main.tenants().await.expect("tenants") {
+            let store = main.tenant(&tenant).await.expect("tenant store");
+            let projection = AllLeads {
+                tenant,
+                table: table.clone(),
+            };
+            // The second round finds every checkpoint at the end: nothing is counted twice.
+            let caught = ProjectionRunner::new(projection, store.clone(), store.checkpoints())
+                .catch_up()
+                .await
+                .expect("caught up");
+            if round == 1 {
+                assert_eq!(caught.handled, 0, "each tenant's checkpoint is kept in its schema");
+            }
+        }
+    }
+    let counts: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT tenant, count(*) FROM {table} GROUP BY tenant ORDER BY tenant"
+    ))
+    .fetch_all(main.pool())
+    .await
+    .expect("counts");
+    assert_eq!(counts, [("acme".to_owned(), 5), ("globex".to_owned(), 3)]);
+}
