@@ -27,6 +27,38 @@ pub(crate) enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Close a stream for good: tombstone it (it takes no more events), archive it (its events
+    /// leave the hot table and stay in the global log) or delete it (its events are removed; an
+    /// audit record stays). Needs a program built with `Cli::closing`.
+    Close {
+        /// The stream, as `type/id` (e.g. `ticket/T-1`).
+        stream: String,
+        /// What the stream becomes.
+        #[arg(long = "as", value_enum, value_name = "STATUS")]
+        status: Closing,
+        /// Who asks: kept in the record.
+        #[arg(long, value_name = "WHO")]
+        by: String,
+        /// Why: kept in the record.
+        #[arg(long, value_name = "WHY")]
+        reason: String,
+        /// Confirms: closing cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List closed streams with who closed them, when, why and how many events went: the
+    /// audit of deletions by default. Needs a program built with `Cli::closing`.
+    Closed {
+        /// Which closed streams.
+        #[arg(long, value_enum, default_value = "deleted", value_name = "STATUS")]
+        status: Closing,
+        /// Only streams after this one (`type/id`): the next page.
+        #[arg(long, value_name = "STREAM")]
+        after: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// List streams with their event counts and last activity, in (type, id) order.
     Streams {
         /// Only streams of this aggregate type.
@@ -133,5 +165,27 @@ mod tests {
     #[test]
     fn the_grammar_is_consistent() {
         super::Args::command().debug_assert();
+    }
+}
+
+/// What `close` makes of a stream, and which closed streams `closed` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Closing {
+    /// No more events; its events stay.
+    Tombstoned,
+    /// Its events move to the archive.
+    Archived,
+    /// Its events are removed.
+    Deleted,
+}
+
+impl Closing {
+    pub(crate) fn status(self) -> es_core::lifecycle::StreamStatus {
+        use es_core::lifecycle::StreamStatus;
+        match self {
+            Self::Tombstoned => StreamStatus::Tombstoned,
+            Self::Archived => StreamStatus::Archived,
+            Self::Deleted => StreamStatus::Deleted,
+        }
     }
 }

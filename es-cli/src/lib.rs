@@ -45,6 +45,8 @@
 //! es registry                          # aggregate types, event names, aliases, versions
 //! es serve --port 8080                 # a read-only web event browser on 127.0.0.1
 //! es forget lead/L-7 --yes             # destroy a data subject's key (with `Cli::forgetting`)
+//! es close ticket/T-9 --as deleted --by dpo --reason "erasure #42" --yes   # (with `Cli::closing`)
+//! es closed --status deleted           # the audit of deletions
 //! ```
 //!
 //! `es serve` prints `listening on http://127.0.0.1:PORT` as its first line (`--port 0` takes
@@ -73,6 +75,7 @@
 #![warn(missing_docs)]
 
 mod args;
+mod closing;
 mod commands;
 mod long;
 mod output;
@@ -116,6 +119,7 @@ pub struct Cli<S> {
     aggregates: BTreeMap<&'static str, Box<dyn AggregateView<S>>>,
     projections: Vec<Box<dyn ProjectionView>>,
     forget: Option<ForgetFn<S>>,
+    lifecycle: Option<closing::Lifecycle<S>>,
 }
 
 fn forget_in<'a, S: ForgetSubjects>(store: &'a S, subject: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
@@ -133,6 +137,7 @@ impl<S: CliStore> Cli<S> {
             aggregates: BTreeMap::new(),
             projections: Vec::new(),
             forget: None,
+            lifecycle: None,
         };
         // The first registration in an empty registry cannot clash with anything.
         if cli.registry.register::<ClosedStream>().is_ok() {
@@ -151,6 +156,17 @@ impl<S: CliStore> Cli<S> {
     {
         self.forget = Some(forget_in::<S>);
         self.aggregate::<ForgottenSubject>()
+    }
+
+    /// Enables `close STREAM --as tombstoned|archived|deleted --by WHO --reason WHY --yes` and
+    /// `closed` (the records of closed streams: the audit of deletions), for a store with
+    /// [`StreamLifecycle`](es_core::lifecycle::StreamLifecycle): every store of this workspace.
+    pub fn closing(mut self) -> Self
+    where
+        S: es_core::lifecycle::StreamLifecycle,
+    {
+        self.lifecycle = Some(closing::Lifecycle::of());
+        self
     }
 
     /// Registers aggregate `A`: its events are decoded and its states folded by the commands.
@@ -245,6 +261,24 @@ impl<S: CliStore> Cli<S> {
             Command::Log { after, limit, follow } => commands::log(cli, out, after, limit, follow).await,
             Command::Registry => commands::registry(cli, out),
             Command::Forget { subject, yes } => commands::forget(cli, out, &subject, yes).await,
+            Command::Close {
+                stream,
+                status,
+                by,
+                reason,
+                yes,
+            } => {
+                closing::close(
+                    cli,
+                    out,
+                    &stream,
+                    status,
+                    es_core::lifecycle::StreamChange::new(by, reason),
+                    yes,
+                )
+                .await
+            }
+            Command::Closed { status, after, limit } => closing::closed(cli, out, status, after, limit).await,
             Command::Projections => long::projections(cli, out).await,
             Command::Rebuild { name } => long::rebuild(cli, out, &name).await,
             Command::Parked { name, retry, drop } => {

@@ -381,3 +381,140 @@ async fn forget_destroys_a_subject_s_key_when_enabled_and_confirmed() {
     let answer: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(answer, serde_json::json!({ "subject": "lead/L-7", "had_key": false }));
 }
+
+/// `close` tombstones, archives or deletes a stream on a program that enabled it, with `--yes`;
+/// `closed` lists the records, the audit of deletions by default; `doctor` reads the lifecycle
+/// events like any other.
+#[tokio::test]
+async fn close_and_closed_on_a_program_that_enabled_them() {
+    use es_core::lifecycle::{StreamLifecycle, StreamStatus};
+    use es_core::EventStore;
+
+    let fixture = fixture().await;
+    let run = |args: &'static [&'static str], closing: bool| {
+        let cli = match closing {
+            true => fixture.cli().closing(),
+            false => fixture.cli(),
+        };
+        async move {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let exit = cli
+                .execute(std::iter::once("es").chain(args.iter().copied()), &mut out, &mut err)
+                .await;
+            (
+                exit,
+                String::from_utf8_lossy(&out).into_owned(),
+                String::from_utf8_lossy(&err).into_owned(),
+            )
+        }
+    };
+    let delete_t2: &'static [&'static str] = &[
+        "close",
+        "ticket/T-2",
+        "--as",
+        "deleted",
+        "--by",
+        "dpo",
+        "--reason",
+        "erasure #42",
+    ];
+
+    let (exit, _, err) = run(
+        &[
+            "close",
+            "ticket/T-2",
+            "--as",
+            "deleted",
+            "--by",
+            "dpo",
+            "--reason",
+            "x",
+            "--yes",
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(exit, Exit::Usage, "not enabled: {err}");
+    assert!(err.contains("Cli::closing"), "{err}");
+    let (exit, _, err) = run(delete_t2, true).await;
+    assert_eq!(exit, Exit::Usage, "not confirmed: {err}");
+    assert!(err.contains("--yes"), "{err}");
+    let t2 = StreamId::new("ticket", "T-2");
+    assert_eq!(
+        fixture.store.stream_version(&t2).await.expect("version"),
+        1,
+        "nothing closed yet"
+    );
+
+    let confirmed: &'static [&'static str] = &[
+        "close",
+        "ticket/T-2",
+        "--as",
+        "deleted",
+        "--by",
+        "dpo",
+        "--reason",
+        "erasure #42",
+        "--yes",
+        "--json",
+    ];
+    let (exit, out, err) = run(confirmed, true).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    let record: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(record["stream"], "ticket/T-2");
+    assert_eq!(
+        (record["status"].as_str(), record["events"].as_u64()),
+        (Some("deleted"), Some(1))
+    );
+    assert_eq!(
+        (record["by"].as_str(), record["reason"].as_str()),
+        (Some("dpo"), Some("erasure #42"))
+    );
+    assert_eq!(fixture.store.stream_version(&t2).await.expect("version"), 0, "deleted");
+
+    let (exit, out, _) = run(
+        &[
+            "close",
+            "ticket/T-1",
+            "--as",
+            "tombstoned",
+            "--by",
+            "ops",
+            "--reason",
+            "done",
+            "--yes",
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(exit, Exit::Ok);
+    assert!(out.contains("ticket/T-1 tombstoned at version 4"), "{out}");
+    let closure = fixture
+        .store
+        .stream_closure(&StreamId::new("ticket", "T-1"))
+        .await
+        .expect("closure");
+    assert_eq!(closure.map(|closed| closed.status), Some(StreamStatus::Tombstoned));
+
+    let (exit, out, _) = run(&["closed"], true).await;
+    assert_eq!(exit, Exit::Ok);
+    assert_eq!(out.lines().count(), 1, "the audit lists the deletion only: {out}");
+    assert!(
+        out.contains("ticket/T-2 deleted") && out.contains("by dpo") && out.contains("erasure #42"),
+        "{out}"
+    );
+    let (exit, out, _) = run(&["closed", "--status", "tombstoned", "--json"], true).await;
+    assert_eq!(exit, Exit::Ok);
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(listed["closed"][0]["stream"], "ticket/T-1");
+    let audit = fixture
+        .store
+        .closed_streams(StreamStatus::Deleted, None, 10)
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 1);
+
+    // The lifecycle events are in the log, and read like any other.
+    let (exit, out, _) = run(&["doctor"], true).await;
+    assert_eq!(exit, Exit::Ok, "{out}");
+}

@@ -210,6 +210,35 @@ fn assert_doctor_finds(es: &Es, expected: &[&str]) {
     );
 }
 
+/// `close` deletes a stream through the binary on this backend, and `closed` lists the audit.
+fn close_deletes_and_audits(es: &Es) {
+    let closed = es.json(&[
+        "close",
+        "ticket/T-2",
+        "--as",
+        "deleted",
+        "--by",
+        "dpo",
+        "--reason",
+        "erasure #42",
+        "--yes",
+    ]);
+    assert_eq!(closed["status"], "deleted", "{closed}");
+    assert_eq!(
+        es.run(&["events", "ticket/T-2"]).status.code(),
+        Some(3),
+        "its events are gone"
+    );
+    let audit = es.json(&["closed"]);
+    assert_eq!(strings(&audit, "closed", "stream"), ["ticket/T-2"]);
+    assert_eq!(audit["closed"][0]["reason"], "erasure #42");
+    let doctor = es.expect(&["doctor"], 0);
+    assert!(
+        doctor.contains("checked"),
+        "the lifecycle event reads like any other: {doctor}"
+    );
+}
+
 /// A plain HTTP/1.1 GET on loopback: status line and body.
 fn get(url: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
@@ -303,6 +332,7 @@ async fn es_on_a_sqlite_file() {
     forget_forgets_a_lead(&es);
     serve_shows_the_store(&es);
     follow_sees_a_new_event(&store, &es).await;
+    close_deletes_and_audits(&es);
 
     // Rows written behind the framework's back: a schema version from the future, an unknown
     // event, and an aggregate type nobody registered.
@@ -354,6 +384,7 @@ async fn es_on_postgres() {
     check_every_command(&store, &es).await;
     serve_shows_the_store(&es);
     follow_sees_a_new_event(&store, &es).await;
+    close_deletes_and_audits(&es);
 
     let insert = format!(
         "INSERT INTO {}.events (position, event_id, aggregate_type, aggregate_id, version, event_name, \

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use es_cli::{CliStore, Exit};
+use es_core::lifecycle::StreamLifecycle;
 use es_core::pii::KeyStore;
 use es_postgres::PostgresStore;
 use es_sqlite::SqliteStore;
@@ -83,12 +84,13 @@ fn store_failure(error: impl std::fmt::Display) -> (Exit, String) {
 }
 
 /// The command line over `store`: both aggregates, both Lead projections, the leads' personal
-/// data opened with the keys `store` keeps.
-async fn run<S: LeadTables + CliStore + KeyStore>(store: S, args: Vec<OsString>) -> Opened {
+/// data opened with the keys `store` keeps, and closing streams.
+async fn run<S: LeadTables + CliStore + KeyStore + StreamLifecycle>(store: S, args: Vec<OsString>) -> Opened {
     store.create_tables().await.map_err(store_failure)?;
     let sealed = forgettable_leads(store.clone(), store).map_err(|error| (Exit::Usage, error.to_string()))?;
     let cli = command_line(sealed)
         .and_then(es_cli::Cli::forgetting)
-        .map_err(|error| (Exit::Usage, error.to_string()))?;
+        .map_err(|error| (Exit::Usage, error.to_string()))?
+        .closing();
     Ok(cli.run_from(args).await)
 }

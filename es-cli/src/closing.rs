@@ -1,0 +1,155 @@
+//! `close` and `closed`: stream lifecycle from the command line, on programs built with
+//! [`Cli::closing`](crate::Cli::closing).
+
+use es_core::lifecycle::{StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
+use es_core::{StoreResult, StreamId};
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+
+use crate::args::Closing;
+use crate::commands::parse_stream;
+use crate::output::{Failure, Output};
+use crate::{Cli, CliStore, Exit};
+
+/// Closes a stream in the store: set by [`Cli::closing`](crate::Cli::closing).
+pub(crate) type CloseFn<S> =
+    for<'a> fn(&'a S, &'a StreamId, StreamStatus, StreamChange) -> BoxFuture<'a, StoreResult<StreamClosed>>;
+/// Lists closed streams in the store.
+pub(crate) type ClosedFn<S> =
+    for<'a> fn(&'a S, StreamStatus, Option<&'a StreamId>, usize) -> BoxFuture<'a, StoreResult<Vec<StreamClosed>>>;
+
+/// What [`Cli::closing`](crate::Cli::closing) enables.
+pub(crate) struct Lifecycle<S> {
+    pub(crate) close: CloseFn<S>,
+    pub(crate) closed: ClosedFn<S>,
+}
+
+impl<S> Clone for Lifecycle<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Lifecycle<S> {}
+
+impl<S: StreamLifecycle> Lifecycle<S> {
+    pub(crate) fn of() -> Self {
+        Self {
+            close: close_in::<S>,
+            closed: closed_in::<S>,
+        }
+    }
+}
+
+fn close_in<'a, S: StreamLifecycle>(
+    store: &'a S,
+    stream: &'a StreamId,
+    status: StreamStatus,
+    change: StreamChange,
+) -> BoxFuture<'a, StoreResult<StreamClosed>> {
+    Box::pin(async move {
+        match status {
+            StreamStatus::Archived => store.archive(stream, change).await,
+            StreamStatus::Deleted => store.delete_stream(stream, change).await,
+            _ => store.tombstone(stream, change).await,
+        }
+    })
+}
+
+fn closed_in<'a, S: StreamLifecycle>(
+    store: &'a S,
+    status: StreamStatus,
+    after: Option<&'a StreamId>,
+    limit: usize,
+) -> BoxFuture<'a, StoreResult<Vec<StreamClosed>>> {
+    store.closed_streams(status, after, limit)
+}
+
+fn enabled<S>(cli: &Cli<S>) -> Result<Lifecycle<S>, Failure> {
+    cli.lifecycle.ok_or_else(|| {
+        Failure::new(
+            Exit::Usage,
+            "this program's command line does not close streams (it is built without `Cli::closing`)",
+        )
+    })
+}
+
+fn record_json(closed: &StreamClosed) -> Value {
+    json!({
+        "stream": closed.stream().to_string(),
+        "status": closed.status.as_str(),
+        "version": closed.version,
+        "events": closed.events,
+        "by": closed.actor,
+        "reason": closed.reason,
+        "at": closed.at.to_rfc3339(),
+    })
+}
+
+fn record_line(closed: &StreamClosed) -> String {
+    format!(
+        "{} {} at version {} ({} events moved or removed) by {} at {}: {}",
+        closed.stream(),
+        closed.status,
+        closed.version,
+        closed.events,
+        closed.actor,
+        closed.at.to_rfc3339(),
+        closed.reason
+    )
+}
+
+/// `close`: tombstones, archives or deletes a stream, when enabled and confirmed.
+pub(crate) async fn close<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    stream: &str,
+    closing: Closing,
+    change: StreamChange,
+    confirmed: bool,
+) -> Result<Exit, Failure> {
+    let lifecycle = enabled(cli)?;
+    let stream = parse_stream(stream)?;
+    let status = closing.status();
+    if !confirmed {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!("closing {stream} as {status} cannot be undone: add --yes to confirm"),
+        ));
+    }
+    let closed = (lifecycle.close)(&cli.store, &stream, status, change)
+        .await
+        .map_err(Failure::store)?;
+    if out.json {
+        out.json(&record_json(&closed))?;
+    } else {
+        out.line(record_line(&closed))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// `closed`: the records of closed streams of one status, a page at a time.
+pub(crate) async fn closed<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    closing: Closing,
+    after: Option<String>,
+    limit: usize,
+) -> Result<Exit, Failure> {
+    let lifecycle = enabled(cli)?;
+    let after = after.as_deref().map(parse_stream).transpose()?;
+    let records = (lifecycle.closed)(&cli.store, closing.status(), after.as_ref(), limit)
+        .await
+        .map_err(Failure::store)?;
+    if out.json {
+        let listed: Vec<Value> = records.iter().map(record_json).collect();
+        out.json(&json!({ "closed": listed }))?;
+    } else if records.is_empty() {
+        out.line(format!("no stream is {}", closing.status()))?;
+    } else {
+        for record in &records {
+            out.line(record_line(record))?;
+        }
+    }
+    Ok(Exit::Ok)
+}
