@@ -1,7 +1,7 @@
 //! `close` and `closed`: stream lifecycle from the command line, on programs built with
 //! [`Cli::closing`](crate::Cli::closing).
 
-use es_core::lifecycle::{StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
+use es_core::lifecycle::{ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
 use es_core::{StoreResult, StreamId};
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
@@ -15,8 +15,7 @@ use crate::{Cli, CliStore, Exit};
 pub(crate) type CloseFn<S> =
     for<'a> fn(&'a S, &'a StreamId, StreamStatus, StreamChange) -> BoxFuture<'a, StoreResult<StreamClosed>>;
 /// Lists closed streams in the store.
-pub(crate) type ClosedFn<S> =
-    for<'a> fn(&'a S, StreamStatus, Option<&'a StreamId>, usize) -> BoxFuture<'a, StoreResult<Vec<StreamClosed>>>;
+pub(crate) type ClosedFn<S> = for<'a> fn(&'a S, &'a ClosedQuery) -> BoxFuture<'a, StoreResult<Vec<StreamClosed>>>;
 
 /// What [`Cli::closing`](crate::Cli::closing) enables.
 pub(crate) struct Lifecycle<S> {
@@ -35,34 +34,10 @@ impl<S> Copy for Lifecycle<S> {}
 impl<S: StreamLifecycle> Lifecycle<S> {
     pub(crate) fn of() -> Self {
         Self {
-            close: close_in::<S>,
-            closed: closed_in::<S>,
+            close: |store, stream, status, change| store.close(stream, status, change),
+            closed: |store, query| store.closed_streams(query),
         }
     }
-}
-
-fn close_in<'a, S: StreamLifecycle>(
-    store: &'a S,
-    stream: &'a StreamId,
-    status: StreamStatus,
-    change: StreamChange,
-) -> BoxFuture<'a, StoreResult<StreamClosed>> {
-    Box::pin(async move {
-        match status {
-            StreamStatus::Archived => store.archive(stream, change).await,
-            StreamStatus::Deleted => store.delete_stream(stream, change).await,
-            _ => store.tombstone(stream, change).await,
-        }
-    })
-}
-
-fn closed_in<'a, S: StreamLifecycle>(
-    store: &'a S,
-    status: StreamStatus,
-    after: Option<&'a StreamId>,
-    limit: usize,
-) -> BoxFuture<'a, StoreResult<Vec<StreamClosed>>> {
-    store.closed_streams(status, after, limit)
 }
 
 fn enabled<S>(cli: &Cli<S>) -> Result<Lifecycle<S>, Failure> {
@@ -137,10 +112,11 @@ pub(crate) async fn closed<S: CliStore>(
     limit: usize,
 ) -> Result<Exit, Failure> {
     let lifecycle = enabled(cli)?;
-    let after = after.as_deref().map(parse_stream).transpose()?;
-    let records = (lifecycle.closed)(&cli.store, closing.status(), after.as_ref(), limit)
-        .await
-        .map_err(Failure::store)?;
+    let mut query = ClosedQuery::new(closing.status()).limit(limit);
+    if let Some(after) = after {
+        query = query.after(parse_stream(&after)?);
+    }
+    let records = (lifecycle.closed)(&cli.store, &query).await.map_err(Failure::store)?;
     if out.json {
         let listed: Vec<Value> = records.iter().map(record_json).collect();
         out.json(&json!({ "closed": listed }))?;

@@ -242,14 +242,32 @@ impl crate::Apply<StreamClosed> for ClosedStream {
 /// refused with [`StoreError::StreamClosed`](crate::StoreError::StreamClosed).
 #[async_trait]
 pub trait StreamLifecycle: EventStore {
+    /// Changes `stream` to `status` (tombstoned, archived or deleted), recording `change`: what
+    /// [`tombstone`](StreamLifecycle::tombstone), [`archive`](StreamLifecycle::archive) and
+    /// [`delete_stream`](StreamLifecycle::delete_stream) call. A change to
+    /// [`StreamStatus::Open`] is refused ([`StoreError::InvalidBatch`](crate::StoreError::InvalidBatch)).
+    async fn close(&self, stream: &StreamId, status: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed>;
+
     /// Closes `stream` for good: appends are refused from now on, loads say so, and its events
     /// stay where they are, in the stream and in the global log.
-    async fn tombstone(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed>;
+    async fn tombstone(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+        self.close(stream, StreamStatus::Tombstoned, change).await
+    }
 
     /// Moves the events of `stream` out of the hot table, keeping their global positions, and
     /// closes it. Read them with [`StreamLifecycle::read_archived`], or load the aggregate with
     /// [`Repository::load_closed`](crate::Repository::load_closed). Its snapshot is dropped.
-    async fn archive(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed>;
+    async fn archive(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+        self.close(stream, StreamStatus::Archived, change).await
+    }
+
+    /// Removes the events of `stream` (hot or archived) and its snapshot, for legal reasons,
+    /// and keeps the audit record: the returned [`StreamClosed`], which also goes to the
+    /// global log so that projections purge what they hold of the stream. The stream stays
+    /// closed: its id is never reused.
+    async fn delete_stream(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+        self.close(stream, StreamStatus::Deleted, change).await
+    }
 
     /// The events of an archived stream within `slice`, in version order (none for a stream
     /// that is not archived).
@@ -259,20 +277,49 @@ pub trait StreamLifecycle: EventStore {
         slice: StreamSlice,
     ) -> BoxStream<'a, StoreResult<RecordedEvent>>;
 
-    /// Removes the events of `stream` (hot or archived) and its snapshot, for legal reasons,
-    /// and keeps the audit record: the returned [`StreamClosed`], which also goes to the
-    /// global log so that projections purge what they hold of the stream. The stream stays
-    /// closed: its id is never reused.
-    async fn delete_stream(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed>;
+    /// The records of the streams closed with the query's status, in stream order (aggregate
+    /// type, then id, bytewise), a page at a time: e.g. the audit of deletions.
+    async fn closed_streams(&self, query: &ClosedQuery) -> StoreResult<Vec<StreamClosed>>;
+}
 
-    /// The records of the streams closed with `status`, in stream order (aggregate type, then
-    /// id), after the stream `after` when given, at most `limit`: e.g. the audit of deletions.
-    async fn closed_streams(
-        &self,
-        status: StreamStatus,
-        after: Option<&StreamId>,
-        limit: usize,
-    ) -> StoreResult<Vec<StreamClosed>>;
+/// Which records [`StreamLifecycle::closed_streams`] returns: those of one status, a page at a
+/// time in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedQuery {
+    /// Only streams closed with this status.
+    pub status: StreamStatus,
+    /// Only streams after this one (the last of the previous page).
+    pub after: Option<StreamId>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl ClosedQuery {
+    /// The first 100 records of `status`.
+    pub fn new(status: StreamStatus) -> Self {
+        Self {
+            status,
+            after: None,
+            limit: 100,
+        }
+    }
+
+    /// The page after `stream`.
+    pub fn after(mut self, stream: StreamId) -> Self {
+        self.after = Some(stream);
+        self
+    }
+
+    /// At most `limit` records.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether `record` is on the query's page, bounds aside from the limit.
+    pub fn matches(&self, record: &StreamClosed) -> bool {
+        record.status == self.status && self.after.as_ref().is_none_or(|after| record.stream() > *after)
+    }
 }
 
 /// What a backend does before a change of `stream` to `next`, given the stream's record
@@ -286,11 +333,19 @@ pub fn check_change(
     current: Option<StreamClosed>,
     next: StreamStatus,
 ) -> StoreResult<Option<StreamClosed>> {
+    let refused = |reason: String| crate::StoreError::InvalidBatch {
+        stream: stream.clone(),
+        reason,
+    };
     if stream.aggregate_type == STREAM_LIFECYCLE {
-        return Err(crate::StoreError::InvalidBatch {
-            stream: stream.clone(),
-            reason: format!("the streams of {STREAM_LIFECYCLE} record lifecycle changes and cannot be closed"),
-        });
+        return Err(refused(format!(
+            "the streams of {STREAM_LIFECYCLE} record lifecycle changes and cannot be closed"
+        )));
+    }
+    if next == StreamStatus::Open {
+        return Err(refused(
+            "a closed stream never opens again, and an open one is open already".into(),
+        ));
     }
     match current {
         None => Ok(None),

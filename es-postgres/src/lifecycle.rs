@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use es_core::lifecycle::{check_change, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
+use es_core::lifecycle::{check_change, ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
 use es_core::{ExpectedVersion, RecordedEvent, StoreResult, StreamId, StreamSlice};
 use futures_core::stream::BoxStream;
 use sqlx::postgres::PgRow;
@@ -66,9 +66,10 @@ async fn run(conn: &mut PgConnection, statement: &str, stream: &StreamId) -> Sto
     Ok(())
 }
 
-impl PostgresStore {
-    /// Changes `stream` to `next` in one transaction; see the module docs.
-    async fn change(&self, stream: &StreamId, next: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed> {
+/// Each change is one transaction; see the module docs.
+#[async_trait]
+impl StreamLifecycle for PostgresStore {
+    async fn close(&self, stream: &StreamId, next: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed> {
         let statements = &self.sql.lifecycle;
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query(&statements.lock)
@@ -130,17 +131,6 @@ impl PostgresStore {
         self.notify_listeners();
         Ok(closed)
     }
-}
-
-#[async_trait]
-impl StreamLifecycle for PostgresStore {
-    async fn tombstone(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.change(stream, StreamStatus::Tombstoned, change).await
-    }
-
-    async fn archive(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.change(stream, StreamStatus::Archived, change).await
-    }
 
     fn read_archived<'a>(
         &'a self,
@@ -150,21 +140,13 @@ impl StreamLifecycle for PostgresStore {
         crate::read::stream_rows(self, &self.sql.lifecycle.read_archived, stream, slice)
     }
 
-    async fn delete_stream(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.change(stream, StreamStatus::Deleted, change).await
-    }
-
-    async fn closed_streams(
-        &self,
-        status: StreamStatus,
-        after: Option<&StreamId>,
-        limit: usize,
-    ) -> StoreResult<Vec<StreamClosed>> {
+    async fn closed_streams(&self, query: &ClosedQuery) -> StoreResult<Vec<StreamClosed>> {
+        let after = query.after.as_ref();
         let rows = sqlx::query(&self.sql.lifecycle.closed_streams)
-            .bind(status.as_str())
+            .bind(query.status.as_str())
             .bind(after.map(|stream| stream.aggregate_type.as_str()))
             .bind(after.map(|stream| stream.aggregate_id.as_str()))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;

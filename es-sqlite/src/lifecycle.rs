@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use es_core::lifecycle::{check_change, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
+use es_core::lifecycle::{check_change, ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
 use es_core::{ExpectedVersion, RecordedEvent, StoreError, StoreResult, StreamId, StreamSlice};
 use futures_core::stream::BoxStream;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -142,25 +142,15 @@ fn change_blocking(
     Ok((closed, true))
 }
 
-impl SqliteStore {
-    async fn change(&self, stream: &StreamId, next: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed> {
+#[async_trait]
+impl StreamLifecycle for SqliteStore {
+    async fn close(&self, stream: &StreamId, status: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed> {
         let (database, owned) = (Arc::clone(&self.database), stream.clone());
-        let (closed, wrote) = blocking(move || change_blocking(&database, &owned, next, change)).await?;
+        let (closed, wrote) = blocking(move || change_blocking(&database, &owned, status, change)).await?;
         if wrote {
             notify_committed(&self.database);
         }
         Ok(closed)
-    }
-}
-
-#[async_trait]
-impl StreamLifecycle for SqliteStore {
-    async fn tombstone(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.change(stream, StreamStatus::Tombstoned, change).await
-    }
-
-    async fn archive(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.change(stream, StreamStatus::Archived, change).await
     }
 
     fn read_archived<'a>(
@@ -171,28 +161,20 @@ impl StreamLifecycle for SqliteStore {
         crate::read::stream_rows(&self.database, stream, slice, sql::READ_ARCHIVED)
     }
 
-    async fn delete_stream(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.change(stream, StreamStatus::Deleted, change).await
-    }
-
-    async fn closed_streams(
-        &self,
-        status: StreamStatus,
-        after: Option<&StreamId>,
-        limit: usize,
-    ) -> StoreResult<Vec<StreamClosed>> {
+    async fn closed_streams(&self, query: &ClosedQuery) -> StoreResult<Vec<StreamClosed>> {
         let database = Arc::clone(&self.database);
-        let after = after.cloned();
+        let query = query.clone();
         blocking(move || {
             database.with_reader(|connection| {
                 let failed = |error| StoreError::from(database.error(error));
                 let mut statement = connection.prepare_cached(sql::CLOSED_STREAMS).map_err(failed)?;
+                let after = query.after.as_ref();
                 let mut rows = statement
                     .query(params![
-                        status.as_str(),
-                        after.as_ref().map(|stream| stream.aggregate_type.as_str()),
-                        after.as_ref().map(|stream| stream.aggregate_id.as_str()),
-                        i64::try_from(limit).unwrap_or(i64::MAX),
+                        query.status.as_str(),
+                        after.map(|stream| stream.aggregate_type.as_str()),
+                        after.map(|stream| stream.aggregate_id.as_str()),
+                        i64::try_from(query.limit).unwrap_or(i64::MAX),
                     ])
                     .map_err(failed)?;
                 let mut closed = Vec::new();

@@ -3,43 +3,17 @@
 //! archive gives the same tables; a tombstoned lead takes no more commands; a deleted lead
 //! leaves an audit record and its rows leave the read models, live and rebuilt alike.
 
-use es_core::lifecycle::{StreamChange, StreamLifecycle, StreamStatus};
-use es_core::{AsOf, CommandError, ProjectionRunner, Repository, RepositoryError};
+use es_core::lifecycle::{ClosedQuery, StreamChange, StreamLifecycle, StreamStatus};
+use es_core::{AsOf, CommandError, Repository, RepositoryError};
 use es_sqlite::SqliteStore;
 use es_test_support::TestDatabase;
 use examples::lead::Lead;
-use examples::lead_models::{LeadAnalysisProjection, LeadSearchProjection, LeadTables};
+use examples::lead_models::LeadTables;
 use examples::lead_scenario::{lead_id, play_leads};
 
 mod support;
 
-use crate::support::{rebuilt_in_memory, settle, tables};
-
-/// Catches both read models up with everything appended so far.
-async fn catch_up<S: LeadTables>(store: &S) {
-    settle(store).await;
-    ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), store.read_models())
-        .catch_up()
-        .await
-        .expect("search caught up");
-    ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), store.read_models())
-        .catch_up()
-        .await
-        .expect("analysis caught up");
-}
-
-/// Rebuilds both read models from scratch.
-async fn rebuild<S: LeadTables>(store: &S) {
-    settle(store).await;
-    ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), store.read_models())
-        .rebuild(|_| {})
-        .await
-        .expect("search rebuilt");
-    ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), store.read_models())
-        .rebuild(|_| {})
-        .await
-        .expect("analysis rebuilt");
-}
+use crate::support::{catch_up_tables, rebuild_tables, rebuilt_in_memory, tables};
 
 fn change(reason: &str) -> StreamChange {
     StreamChange::new("dpo@example.com", reason)
@@ -57,7 +31,7 @@ async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
     store.create_tables().await.expect("read-model tables");
     let leads = Repository::<Lead, _>::new(store.clone()).with_snapshot_every(3);
     play_leads(&leads, "life", 0..12, 5).await.expect("a week of leads");
-    catch_up(&store).await;
+    catch_up_tables(&store).await;
     let (search_before, analysis_before) = tables(&store).await;
     let [archived, tombstoned, deleted] = [0, 1, 2].map(|index| lead_id("life", index));
     assert!(search_before.leads.contains_key(&deleted) && analysis_before.leads.contains_key(&deleted));
@@ -80,7 +54,7 @@ async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
             .expect("time travel"),
         at_two
     );
-    rebuild(&store).await;
+    rebuild_tables(&store).await;
     assert_eq!(
         tables(&store).await,
         (search_before.clone(), analysis_before.clone()),
@@ -118,7 +92,7 @@ async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
         .expect("delete");
     assert_eq!((record.status, record.events), (StreamStatus::Deleted, deleted_version));
     assert_closed(leads.load_closed(&deleted, AsOf::Latest).await, StreamStatus::Deleted);
-    catch_up(&store).await;
+    catch_up_tables(&store).await;
     let (search, analysis) = tables(&store).await;
     assert!(!search.leads.contains_key(&deleted), "the search projection was told");
     assert!(
@@ -127,10 +101,10 @@ async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
     );
     assert_eq!(search.leads.len(), search_before.leads.len() - 1);
     assert_eq!((search.clone(), analysis.clone()), rebuilt_in_memory(&store).await);
-    rebuild(&store).await;
+    rebuild_tables(&store).await;
     assert_eq!(tables(&store).await, (search, analysis), "a rebuild after a deletion");
     let audit = store
-        .closed_streams(StreamStatus::Deleted, None, 100)
+        .closed_streams(&ClosedQuery::new(StreamStatus::Deleted))
         .await
         .expect("audit");
     assert_eq!(audit, vec![record]);

@@ -11,13 +11,13 @@ use es_postgres::PostgresStore;
 use es_sqlite::SqliteStore;
 use es_test_support::TestDatabase;
 use examples::lead::{Lead, LeadEvent, LeadInitialized};
-use examples::lead_models::{LeadAnalysisProjection, LeadSearchProjection, LeadTables};
+use examples::lead_models::LeadTables;
 use examples::lead_scenario::play_leads;
 use sqlx::PgConnection;
 
 mod support;
 
-use crate::support::{rebuilt_in_memory, settle, tables};
+use crate::support::{catch_up_tables, rebuilt_in_memory, tables};
 
 /// Plays `leads` leads named after the tenant in its store, and catches its read models up.
 async fn play_tenant<S: LeadTables>(store: &S, tenant: &TenantId, leads: usize) {
@@ -26,15 +26,7 @@ async fn play_tenant<S: LeadTables>(store: &S, tenant: &TenantId, leads: usize) 
     play_leads(&repository, tenant.as_str(), 0..leads, 3)
         .await
         .expect("leads played");
-    settle(store).await;
-    ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), store.read_models())
-        .catch_up()
-        .await
-        .expect("search caught up");
-    ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), store.read_models())
-        .catch_up()
-        .await
-        .expect("analysis caught up");
+    catch_up_tables(store).await;
 }
 
 /// Each tenant's tables hold exactly its own leads, as a rebuild from its own log does.

@@ -10,7 +10,7 @@ use super::global_log::{read_everything, read_until_visible};
 use super::{append_ok, event, fresh_stream, numbered, read, whole_stream};
 use crate::event::EventSet;
 use crate::lifecycle::{
-    StreamChange, StreamClosed, StreamLifecycle, StreamLifecycleEvent, StreamStatus, STREAM_LIFECYCLE,
+    ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamLifecycleEvent, StreamStatus, STREAM_LIFECYCLE,
 };
 use crate::store::{
     ExpectedVersion, GlobalLog, LogFilter, RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StreamId,
@@ -298,7 +298,9 @@ pub async fn deleted_streams_leave_an_audit_record<S: StreamLifecycle + GlobalLo
 
     let audit = ok(
         "closed_streams",
-        store.closed_streams(StreamStatus::Deleted, None, 10_000).await,
+        store
+            .closed_streams(&ClosedQuery::new(StreamStatus::Deleted).limit(10_000))
+            .await,
     )
     .await;
     for record in [&closed, &deleted] {
@@ -310,7 +312,9 @@ pub async fn deleted_streams_leave_an_audit_record<S: StreamLifecycle + GlobalLo
     let first = audit[0].stream();
     let after_first = ok(
         "closed_streams after",
-        store.closed_streams(StreamStatus::Deleted, Some(&first), 10_000).await,
+        store
+            .closed_streams(&ClosedQuery::new(StreamStatus::Deleted).after(first).limit(10_000))
+            .await,
     )
     .await;
     assert_eq!(after_first, audit[1..], "the audit pages by stream");

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use futures_core::stream::BoxStream;
 
 use super::{InMemoryStore, State};
-use crate::lifecycle::{check_change, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
+use crate::lifecycle::{check_change, ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
 use crate::store::{RecordedEvent, StoreResult, StreamId, StreamSlice};
 
 impl State {
@@ -30,28 +30,37 @@ impl State {
 
 #[async_trait]
 impl StreamLifecycle for InMemoryStore {
-    async fn tombstone(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
+    async fn close(&self, stream: &StreamId, status: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed> {
         let mut state = self.lock();
-        if let Some(done) = check_change(stream, state.closures.get(stream).cloned(), StreamStatus::Tombstoned)? {
+        if let Some(done) = check_change(stream, state.closures.get(stream).cloned(), status)? {
             return Ok(done);
         }
-        let closed = state.close(stream, StreamStatus::Tombstoned, 0, change)?;
-        drop(state);
-        self.appended.send_modify(|count| *count += 1);
-        Ok(closed)
-    }
-
-    async fn archive(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        let mut state = self.lock();
-        if let Some(done) = check_change(stream, state.closures.get(stream).cloned(), StreamStatus::Archived)? {
-            return Ok(done);
+        let hot = state.streams.get(stream).map_or(0, Vec::len);
+        let archived = state.archived.get(stream).map_or(0, Vec::len);
+        let moved = match status {
+            StreamStatus::Archived => hot,
+            StreamStatus::Deleted => hot + archived,
+            _ => 0,
+        };
+        let closed = state.close(stream, status, moved as u64, change)?;
+        match status {
+            StreamStatus::Archived => {
+                if let Some(indexes) = state.streams.remove(stream) {
+                    state.archived.insert(stream.clone(), indexes);
+                }
+                state.snapshots.remove(stream);
+            }
+            StreamStatus::Deleted => {
+                let removed = [state.streams.remove(stream), state.archived.remove(stream)];
+                for index in removed.into_iter().flatten().flatten() {
+                    if let Some(event) = state.events[index].take() {
+                        state.event_ids.remove(&event.event_id);
+                    }
+                }
+                state.snapshots.remove(stream);
+            }
+            _ => {}
         }
-        let moved = state.streams.get(stream).map_or(0, Vec::len) as u64;
-        let closed = state.close(stream, StreamStatus::Archived, moved, change)?;
-        if let Some(indexes) = state.streams.remove(stream) {
-            state.archived.insert(stream.clone(), indexes);
-        }
-        state.snapshots.remove(stream);
         drop(state);
         self.appended.send_modify(|count| *count += 1);
         Ok(closed)
@@ -67,39 +76,14 @@ impl StreamLifecycle for InMemoryStore {
         Box::pin(futures_util::stream::iter(events))
     }
 
-    async fn delete_stream(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        let mut state = self.lock();
-        if let Some(done) = check_change(stream, state.closures.get(stream).cloned(), StreamStatus::Deleted)? {
-            return Ok(done);
-        }
-        let hot = state.streams.get(stream).map_or(0, Vec::len);
-        let archived = state.archived.get(stream).map_or(0, Vec::len);
-        let closed = state.close(stream, StreamStatus::Deleted, (hot + archived) as u64, change)?;
-        let removed = [state.streams.remove(stream), state.archived.remove(stream)];
-        for index in removed.into_iter().flatten().flatten() {
-            if let Some(event) = state.events[index].take() {
-                state.event_ids.remove(&event.event_id);
-            }
-        }
-        state.snapshots.remove(stream);
-        drop(state);
-        self.appended.send_modify(|count| *count += 1);
-        Ok(closed)
-    }
-
-    async fn closed_streams(
-        &self,
-        status: StreamStatus,
-        after: Option<&StreamId>,
-        limit: usize,
-    ) -> StoreResult<Vec<StreamClosed>> {
+    async fn closed_streams(&self, query: &ClosedQuery) -> StoreResult<Vec<StreamClosed>> {
         let state = self.lock();
         Ok(state
             .closures
-            .iter()
-            .filter(|(stream, closed)| closed.status == status && after.is_none_or(|after| *stream > after))
-            .take(limit)
-            .map(|(_, closed)| closed.clone())
+            .values()
+            .filter(|closed| query.matches(closed))
+            .take(query.limit)
+            .cloned()
             .collect())
     }
 }

@@ -13,7 +13,7 @@ use super::keys::{KeyStore, KeyStoreError, SubjectKey};
 use super::seal::{self, Tampered};
 use super::{SubjectForgotten, FORGOTTEN_SUBJECTS};
 use crate::event::EventType;
-use crate::lifecycle::{StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
+use crate::lifecycle::{ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
 use crate::metadata::Metadata;
 use crate::registry::EventRegistry;
 use crate::store::{
@@ -383,12 +383,8 @@ impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
 /// Closing streams goes to the inner store; archived events are opened as stream reads are.
 #[async_trait]
 impl<S: StreamLifecycle, K: KeyStore> StreamLifecycle for PiiStore<S, K> {
-    async fn tombstone(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.inner.tombstone(stream, change).await
-    }
-
-    async fn archive(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.inner.archive(stream, change).await
+    async fn close(&self, stream: &StreamId, status: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed> {
+        self.inner.close(stream, status, change).await
     }
 
     fn read_archived<'a>(
@@ -399,17 +395,8 @@ impl<S: StreamLifecycle, K: KeyStore> StreamLifecycle for PiiStore<S, K> {
         self.opened(self.inner.read_archived(stream, slice))
     }
 
-    async fn delete_stream(&self, stream: &StreamId, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.inner.delete_stream(stream, change).await
-    }
-
-    async fn closed_streams(
-        &self,
-        status: StreamStatus,
-        after: Option<&StreamId>,
-        limit: usize,
-    ) -> StoreResult<Vec<StreamClosed>> {
-        self.inner.closed_streams(status, after, limit).await
+    async fn closed_streams(&self, query: &ClosedQuery) -> StoreResult<Vec<StreamClosed>> {
+        self.inner.closed_streams(query).await
     }
 }
 

@@ -47,3 +47,31 @@ pub async fn settle<S: EventStore + GlobalLog>(store: &S) {
     }
     panic!("the marker at {position} never became visible");
 }
+
+/// Catches both tables of `store` up with everything appended so far (after [`settle`]).
+#[allow(dead_code)]
+pub async fn catch_up_tables<S: LeadTables>(store: &S) {
+    update_tables(store, false).await;
+}
+
+/// Rebuilds both tables of `store` from scratch (after [`settle`]).
+#[allow(dead_code)]
+pub async fn rebuild_tables<S: LeadTables>(store: &S) {
+    update_tables(store, true).await;
+}
+
+async fn update_tables<S: LeadTables>(store: &S, from_scratch: bool) {
+    settle(store).await;
+    let search = ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), store.read_models());
+    let analysis = ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), store.read_models());
+    match from_scratch {
+        true => {
+            search.rebuild(|_| {}).await.expect("search rebuilt");
+            analysis.rebuild(|_| {}).await.expect("analysis rebuilt");
+        }
+        false => {
+            search.catch_up().await.expect("search caught up");
+            analysis.catch_up().await.expect("analysis caught up");
+        }
+    }
+}
