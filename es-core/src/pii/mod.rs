@@ -65,6 +65,7 @@
 //! ```
 
 mod keys;
+mod lifecycle;
 mod seal;
 mod store;
 

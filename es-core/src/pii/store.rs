@@ -13,7 +13,7 @@ use super::keys::{KeyStore, KeyStoreError, SubjectKey};
 use super::seal::{self, Tampered};
 use super::{SubjectForgotten, FORGOTTEN_SUBJECTS};
 use crate::event::EventType;
-use crate::lifecycle::{ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
+use crate::lifecycle::StreamClosed;
 use crate::metadata::Metadata;
 use crate::registry::EventRegistry;
 use crate::store::{
@@ -306,7 +306,7 @@ impl<S: EventStore, K: KeyStore> ForgetSubjects for PiiStore<S, K> {
 impl<S: EventStore, K: KeyStore> PiiStore<S, K> {
     /// `events` with their personal data opened a chunk at a time: one key lookup per chunk,
     /// and a long stream is never held in memory whole.
-    fn opened<'a>(
+    pub(super) fn opened<'a>(
         &'a self,
         events: BoxStream<'a, StoreResult<RecordedEvent>>,
     ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
@@ -377,26 +377,6 @@ impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
             return self.inner.replay_stream(stream, slice, apply).await;
         }
         crate::store::lend_each(self.read_stream(stream, slice), apply).await
-    }
-}
-
-/// Closing streams goes to the inner store; archived events are opened as stream reads are.
-#[async_trait]
-impl<S: StreamLifecycle, K: KeyStore> StreamLifecycle for PiiStore<S, K> {
-    async fn close(&self, stream: &StreamId, status: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed> {
-        self.inner.close(stream, status, change).await
-    }
-
-    fn read_archived<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
-        self.opened(self.inner.read_archived(stream, slice))
-    }
-
-    async fn closed_streams(&self, query: &ClosedQuery) -> StoreResult<Vec<StreamClosed>> {
-        self.inner.closed_streams(query).await
     }
 }
 
