@@ -43,6 +43,17 @@ async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
     let closed = store.archive(&stream, change("closed in 2019")).await.expect("archive");
     assert_eq!((closed.status, closed.events), (StreamStatus::Archived, latest.version));
     assert_closed(leads.load(&archived).await, StreamStatus::Archived);
+    // An archived stream reads as empty to a command, which decides to start a new lead: the
+    // append refuses it.
+    match leads
+        .execute(&archived, Default::default(), |lead| lead.initialize("Ada", "555-0100"))
+        .await
+    {
+        Err(CommandError::Repository(RepositoryError::StreamClosed(closed))) => {
+            assert_eq!(closed.status, StreamStatus::Archived)
+        }
+        other => panic!("a command on an archived lead: {other:?}"),
+    }
     assert_eq!(
         leads.load_closed(&archived, AsOf::Latest).await.expect("load_closed"),
         latest

@@ -314,6 +314,11 @@ where
                         return Ok(executed);
                     }
                 }
+                // A closed stream says so before any answer from its state. Asked only here, on
+                // the way out without an append: an append to a closed stream is refused anyway.
+                if let Some(closed) = self.store.stream_closure(stream).await.map_err(RepositoryError::from)? {
+                    return Err(Retry::Final(RepositoryError::StreamClosed(Box::new(closed)).into()));
+                }
                 return self
                     .unchanged(stream, current, decided, command_id, attempts)
                     .map_err(Retry::Final);

@@ -144,7 +144,7 @@ where
     /// ```
     pub async fn load_for_update<Q: IdRef<A::Id> + ?Sized>(&self, id: &Q) -> Result<Loaded<A>, RepositoryError> {
         let stream = Self::stream_id(id);
-        let Versioned { aggregate, version } = self.rehydrate(&stream, AsOf::Latest).await?;
+        let Versioned { aggregate, version } = self.load_open(&stream, AsOf::Latest).await?;
         Ok(Loaded {
             stream,
             state: aggregate,

@@ -211,7 +211,7 @@ where
     /// Loads the current state of aggregate `id` (from the latest usable snapshot and the events
     /// after it). An aggregate with no events loads as `A::default()` at version 0.
     pub async fn load<Q: IdRef<A::Id> + ?Sized>(&self, id: &Q) -> Result<Versioned<A>, RepositoryError> {
-        self.rehydrate(&Self::stream_id(id), AsOf::Latest).await
+        self.load_open(&Self::stream_id(id), AsOf::Latest).await
     }
 
     /// Time travel: the state after the last event at or below `version`.
@@ -220,7 +220,7 @@ where
         id: &Q,
         version: u64,
     ) -> Result<Versioned<A>, RepositoryError> {
-        self.rehydrate(&Self::stream_id(id), AsOf::Version(version)).await
+        self.load_open(&Self::stream_id(id), AsOf::Version(version)).await
     }
 
     /// Time travel: the state after the last event recorded at or before `instant`.
@@ -229,14 +229,14 @@ where
         id: &Q,
         instant: DateTime<Utc>,
     ) -> Result<Versioned<A>, RepositoryError> {
-        self.rehydrate(&Self::stream_id(id), AsOf::Instant(instant)).await
+        self.load_open(&Self::stream_id(id), AsOf::Instant(instant)).await
     }
 
     /// The state of the aggregate whose events are in `stream`, as of `as_of`: for tools that
     /// know streams rather than typed ids (the `es-cli` command line). Applications use
     /// [`Repository::load`] and its time-travel siblings.
     pub async fn load_stream(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
-        self.rehydrate(stream, as_of).await
+        self.load_open(stream, as_of).await
     }
 
     /// The events of aggregate `id` within `slice`, decoded, with their envelopes. A retired

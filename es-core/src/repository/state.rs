@@ -99,16 +99,23 @@ where
 
     /// The state of an open stream as of `as_of`; a closed stream is refused with
     /// [`RepositoryError::StreamClosed`]. The closure is read beside the events, not before
-    /// them, so checking it costs no round trip of its own.
-    pub(super) async fn rehydrate(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
-        let span = tracing::debug_span!("load", %stream, ?as_of);
+    /// them, so checking it costs no round trip of its own. What the public loads call.
+    pub(super) async fn load_open(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
         let closure = self.store.stream_closure(stream);
-        let state = self.replay(stream, as_of, Source::Hot);
-        let (closure, state) = futures_util::future::join(closure, state).instrument(span).await;
+        let (closure, state) = futures_util::future::join(closure, self.rehydrate(stream, as_of)).await;
         if let Some(closed) = closure? {
             return Err(RepositoryError::StreamClosed(Box::new(closed)));
         }
         state
+    }
+
+    /// The state as of `as_of`, whatever the stream's lifecycle: what commands call. They do not
+    /// check before deciding, which saves a query on every command: a command that decides
+    /// events for a closed stream is refused by the append itself
+    /// ([`RepositoryError::StreamClosed`]), and one that decides none asks then.
+    pub(super) async fn rehydrate(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
+        let span = tracing::debug_span!("load", %stream, ?as_of);
+        self.replay(stream, as_of, Source::Hot).instrument(span).await
     }
 
     /// The state as of `as_of` from `source`, from a usable snapshot (of the hot stream only)
