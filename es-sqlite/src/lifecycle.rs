@@ -73,15 +73,36 @@ fn change_blocking(
 ) -> StoreResult<(StreamClosed, bool)> {
     let writer = database.writer("change a stream's lifecycle")?;
     let failed = |error| StoreError::from(database.error(error));
-    let transaction = Immediate::begin(&writer).map_err(failed)?;
-    let current = closure_on(database, &writer, stream)?;
+    if next != StreamStatus::Deleted {
+        return change_on(database, &writer, stream, next, change);
+    }
+    // A deletion zeroes the pages it frees: the removed events leave no bytes in the file.
+    writer.execute_batch("PRAGMA secure_delete = ON").map_err(failed)?;
+    let changed = change_on(database, &writer, stream, next, change);
+    let restored = writer.execute_batch("PRAGMA secure_delete = OFF");
+    let changed = changed?;
+    restored.map_err(failed)?;
+    Ok(changed)
+}
+
+/// [`change_blocking`] on the writer connection.
+fn change_on(
+    database: &Database,
+    writer: &Connection,
+    stream: &StreamId,
+    next: StreamStatus,
+    change: StreamChange,
+) -> StoreResult<(StreamClosed, bool)> {
+    let failed = |error| StoreError::from(database.error(error));
+    let transaction = Immediate::begin(writer).map_err(failed)?;
+    let current = closure_on(database, writer, stream)?;
     if let Some(done) = check_change(stream, current.clone(), next)? {
         return Ok((done, false));
     }
     let keys = params![stream.aggregate_type, stream.aggregate_id];
     let version = match &current {
         Some(closed) => closed.version,
-        None => stream_version(&writer, stream).map_err(failed)?,
+        None => stream_version(writer, stream).map_err(failed)?,
     };
     let (hot, archived): (i64, i64) = writer
         .prepare_cached(sql::COUNT_STREAM_EVENTS)

@@ -9,6 +9,7 @@ mod blue_green;
 mod catalog;
 mod claims;
 mod conformance;
+mod lifecycle;
 mod limits;
 mod migrations;
 mod multi_process;

@@ -90,26 +90,3 @@ async fn a_store_used_before_migrating_fails_with_a_typed_error() {
         .await
         .expect("append after migrating");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_archiving_or_deleting_a_stream_removes_its_events() {
-    let db = fresh().await;
-    let open = db.stream_with("migrations", 2).await;
-    let tombstoned = db.stream_with("migrations", 1).await;
-    es_core::lifecycle::StreamLifecycle::tombstone(
-        &db.store,
-        &tombstoned,
-        es_core::lifecycle::StreamChange::new("t", "t"),
-    )
-    .await
-    .expect("tombstone");
-    for stream in [&open, &tombstoned] {
-        let deleted = raw(&db).execute(
-            "DELETE FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2",
-            [&stream.aggregate_type, &stream.aggregate_id],
-        );
-        assert!(deleted.is_err(), "the trigger refuses deleting the events of {stream}");
-    }
-    assert_eq!(db.store.stream_version(&open).await.expect("version"), 2);
-    assert_eq!(db.store.stream_version(&tombstoned).await.expect("version"), 1);
-}
