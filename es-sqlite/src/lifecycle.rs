@@ -134,7 +134,7 @@ fn change_on(
     let payloads = checked_batch(database, &lifecycle_stream, &logged)?;
     append_locked(
         database,
-        &writer,
+        writer,
         &lifecycle_stream,
         ExpectedVersion::Any,
         &logged,
