@@ -167,6 +167,13 @@ pub enum ImportError {
         /// The version the import gave the event, which the stream already has.
         version: u64,
     },
+    /// The event's stream is closed (tombstoned, archived or deleted: `es_core::lifecycle`):
+    /// it takes no more events, imported or appended. Its chunk was rolled back.
+    #[error("{event}: its stream is closed (tombstoned, archived or deleted); nothing of its chunk was written")]
+    StreamClosed {
+        /// The event, and so its stream.
+        event: EventAt,
+    },
     /// The event's id is already stored (by another import or an append), or the source repeats
     /// it. Its chunk was rolled back.
     #[error("{event}: its id is already stored, or the source repeats it; nothing of its chunk was written")]

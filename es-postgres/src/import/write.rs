@@ -215,6 +215,32 @@ async fn write_chunk(
             chunk.len()
         )));
     }
+    // After the COPY, in its transaction: a change of a stream's lifecycle locks `events`
+    // against writers, so it either committed before this look-up or waits for the chunk.
+    let (types, ids): (Vec<&str>, Vec<&str>) = chunk
+        .rows()
+        .iter()
+        .map(|row| {
+            (
+                row.at.stream.aggregate_type.as_str(),
+                row.at.stream.aggregate_id.as_str(),
+            )
+        })
+        .unzip();
+    let closed: Option<i64> = sqlx::query_scalar(&sql.closed_stream)
+        .bind(types)
+        .bind(ids)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_error)?;
+    if let Some(n) = closed {
+        let row = usize::try_from(n - 1).ok().and_then(|index| chunk.rows().get(index));
+        let event = row
+            .map(|row| row.at.clone())
+            .ok_or_else(|| Writer::unexpected("a closed stream outside the chunk"))?;
+        tx.rollback().await.map_err(sql_error)?;
+        return Err(ImportError::StreamClosed { event });
+    }
     sqlx::query(&sql.advance)
         .bind(name)
         .bind(events_after)

@@ -30,6 +30,9 @@ pub(crate) struct ImportStatements {
     /// The first (by `n`) of the rows `$1` aggregate types, `$2` aggregate ids, `$3` versions
     /// whose stream already has that version: a refused chunk's taken stream.
     pub taken_version: String,
+    /// The first (by `n`) of the streams `$1` aggregate types, `$2` aggregate ids that is
+    /// closed (`es_core::lifecycle`): an import writes no event to one.
+    pub closed_stream: String,
 }
 
 impl ImportStatements {
@@ -72,6 +75,12 @@ impl ImportStatements {
                      ON e.aggregate_type = r.aggregate_type AND e.aggregate_id = r.aggregate_id
                     AND e.version = r.version
                  ORDER BY r.n LIMIT 1"
+            ),
+            closed_stream: format!(
+                "SELECT c.n FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS c(t, i, n)
+                 JOIN {s}.stream_states AS closed ON closed.aggregate_type = c.t AND closed.aggregate_id = c.i
+                 ORDER BY c.n
+                 LIMIT 1"
             ),
         }
     }

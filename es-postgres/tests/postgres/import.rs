@@ -325,6 +325,33 @@ async fn a_stream_with_events_of_its_own_or_a_stored_id_is_refused_by_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_a_closed_stream_is_refused_by_name() {
+    use es_core::lifecycle::{StreamChange, StreamLifecycle};
+
+    let schema = schema().await;
+    let mut events = history("closed", 4, 30);
+    // Index 17, in chunk 2, goes to a stream deleted before the import: its id is never reused.
+    let deleted = fresh_stream("closed");
+    schema
+        .append(&deleted, ExpectedVersion::NoStream, numbered(2))
+        .await
+        .expect("append");
+    schema
+        .delete_stream(&deleted, StreamChange::new("dpo", "erasure"))
+        .await
+        .expect("delete");
+    events[17].stream = deleted.clone();
+    let before = stored(&schema).await;
+    let (result, _) = import(&schema, "closed", 10, &events).await;
+    match result {
+        Err(ImportError::StreamClosed { event }) => assert_eq!((event.index, event.stream), (17, deleted.clone())),
+        other => panic!("expected StreamClosed for index 17, got {other:?}"),
+    }
+    assert_eq!(stored(&schema).await.0, before.0 + 10, "chunk 1 alone");
+    assert_eq!(schema.stream_version(&deleted).await.expect("version"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_finds_its_record_moved_on_stops_without_writing() {
     let schema = schema().await;
     let events = history("concurrent", 3, 30);
