@@ -232,3 +232,30 @@ async fn refused_and_empty_appends_take_no_transaction_id() {
     assert_eq!(xid, None, "no transaction id was assigned");
     tx.rollback().await.expect("rollback");
 }
+
+/// An append inside the caller's transaction refuses a closed stream too, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_in_a_transaction_refuses_a_closed_stream() {
+    use es_core::lifecycle::{StreamChange, StreamLifecycle, StreamStatus};
+
+    let schema = schema().await;
+    let stream = fresh_stream("tx");
+    schema
+        .append(&stream, ExpectedVersion::NoStream, numbered(1))
+        .await
+        .expect("append");
+    schema
+        .tombstone(&stream, StreamChange::new("ops", "done"))
+        .await
+        .expect("tombstone");
+    let mut tx = schema.pool().begin().await.expect("begin");
+    match schema
+        .append_in_transaction(&mut tx, &stream, ExpectedVersion::Any, numbered(1))
+        .await
+    {
+        Err(es_core::StoreError::StreamClosed(closed)) => assert_eq!(closed.status, StreamStatus::Tombstoned),
+        other => panic!("expected StreamClosed, got {other:?}"),
+    }
+    tx.commit().await.expect("commit");
+    assert_eq!(schema.stream_version(&stream).await.expect("version"), 1);
+}

@@ -301,3 +301,22 @@ async fn a_panicking_closure_rolls_back_and_the_store_carries_on() {
     assert!(read(&db.store, &stream).await.is_empty());
     db.stream_with("after", 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_in_a_transaction_refuses_a_closed_stream() {
+    use es_core::lifecycle::{StreamChange, StreamLifecycle, StreamStatus};
+
+    let db = with_outbox().await;
+    let stream = fresh_stream("closed");
+    append_with_rows(&db.store, &stream, ExpectedVersion::NoStream, numbered(1))
+        .await
+        .expect("the first append");
+    db.store
+        .archive(&stream, StreamChange::new("ops", "old"))
+        .await
+        .expect("archive");
+    match append_with_rows(&db.store, &stream, ExpectedVersion::Any, numbered(1)).await {
+        Err(TestError::Store(StoreError::StreamClosed(closed))) => assert_eq!(closed.status, StreamStatus::Archived),
+        other => panic!("expected StreamClosed, got {other:?}"),
+    }
+}
