@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use es_core::lifecycle::StreamStatus;
 use es_core::{AsOf, RecordedEvent, StreamId, StreamQuery, StreamSlice};
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
@@ -169,7 +170,7 @@ pub(crate) async fn events<S: CliStore>(
         .await
         .map_err(Failure::store)?;
     if events.is_empty() && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
-        return Err(Failure::new(Exit::NotFound, format!("stream {stream} has no events")));
+        return Err(no_events(cli, &stream).await);
     }
     if out.json {
         let listed: Vec<Value> = events.iter().map(|event| event_json(cli, event)).collect();
@@ -183,6 +184,28 @@ pub(crate) async fn events<S: CliStore>(
         print_event(cli, out, event)?;
     }
     Ok(Exit::Ok)
+}
+
+/// Why `stream` shows no events: it has none, or it was archived or deleted (who, when, why).
+async fn no_events<S: CliStore>(cli: &Cli<S>, stream: &StreamId) -> Failure {
+    let message = match cli.store.stream_closure(stream).await {
+        Ok(Some(closed)) => {
+            let whereabouts = match closed.status {
+                StreamStatus::Archived => "its events are in the archive",
+                _ => "its events are gone",
+            };
+            format!(
+                "stream {stream} is {} (by {} at {}: {}); {whereabouts}",
+                closed.status,
+                closed.actor,
+                closed.at.to_rfc3339(),
+                closed.reason
+            )
+        }
+        Ok(None) => format!("stream {stream} has no events"),
+        Err(error) => return Failure::store(error),
+    };
+    Failure::new(Exit::NotFound, message)
 }
 
 /// The state of `stream` as of `as_of`, or why not.
@@ -211,7 +234,7 @@ pub(crate) async fn state<S: CliStore>(
     };
     let (loaded_version, state) = load(cli, &stream, as_of).await?;
     if loaded_version == 0 && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
-        return Err(Failure::new(Exit::NotFound, format!("stream {stream} has no events")));
+        return Err(no_events(cli, &stream).await);
     }
     if out.json {
         out.json(&json!({ "stream": stream.to_string(), "version": loaded_version, "state": state }))?;

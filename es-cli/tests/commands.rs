@@ -455,6 +455,17 @@ async fn close_and_closed_on_a_program_that_enabled_them() {
         .expect("audit");
     assert_eq!(audit.len(), 1);
 
+    // A deleted stream says so; a tombstoned one still shows its events and state.
+    let (exit, _, err) = run("events ticket/T-2".into(), true).await;
+    assert_eq!(exit, Exit::NotFound);
+    assert!(
+        err.contains("ticket/T-2 is deleted (by dpo") && err.contains("its events are gone"),
+        "{err}"
+    );
+    let (exit, out, err) = run("state ticket/T-1".into(), true).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    assert!(out.starts_with("ticket/T-1 at version 4"), "{out}");
+
     // The lifecycle events are in the log, and read like any other.
     let (exit, out, _) = run("doctor".into(), true).await;
     assert_eq!(exit, Exit::Ok, "{out}");

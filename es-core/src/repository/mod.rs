@@ -235,8 +235,13 @@ where
     /// The state of the aggregate whose events are in `stream`, as of `as_of`: for tools that
     /// know streams rather than typed ids (the `es-cli` command line). Applications use
     /// [`Repository::load`] and its time-travel siblings.
+    ///
+    /// Tools look at closed streams too, so this does not refuse them: a tombstoned stream
+    /// loads from its events, an archived or deleted one has none in the stream reads and
+    /// loads as `A::default()` at version 0 ([`EventStore::stream_closure`] tells why;
+    /// [`Repository::load_closed`] reads the archive).
     pub async fn load_stream(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
-        self.load_open(stream, as_of).await
+        self.rehydrate(stream, as_of).await
     }
 
     /// The events of aggregate `id` within `slice`, decoded, with their envelopes. A retired
