@@ -1,7 +1,9 @@
 //! Stream lifecycle ([`StreamLifecycle`]): each change is one transaction that first locks the
 //! events table against appends (`LOCK TABLE ... SHARE ROW EXCLUSIVE`: appends in flight commit
 //! first, new ones wait), then records the status, appends the lifecycle event and moves or
-//! removes the events. An append that waited finds the record and is refused.
+//! removes the events. An append that waited finds the record and is refused. A change waits
+//! at most 5 seconds for the lock (a transaction of the caller's that appended and stays open
+//! holds it off), then fails as unavailable, so appends are never held up for longer.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -72,6 +74,10 @@ impl StreamLifecycle for PostgresStore {
     async fn close(&self, stream: &StreamId, next: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed> {
         let statements = &self.sql.lifecycle;
         let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query(&statements.lock_timeout)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
         sqlx::query(&statements.lock)
             .execute(&mut *tx)
             .await

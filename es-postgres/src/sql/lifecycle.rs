@@ -3,9 +3,17 @@
 /// The columns of a `stream_states` row, read by name by `lifecycle::closed_stream`.
 const CLOSED_COLUMNS: &str = "aggregate_type, aggregate_id, status, version, events, actor, reason, changed_at";
 
+/// How long a change of a stream's lifecycle waits for the events table's lock before it gives
+/// up as unavailable (try again later).
+pub(crate) const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The statements of stream lifecycle.
 #[derive(Debug)]
 pub(crate) struct LifecycleStatements {
+    /// First in every change: how long it may wait for the lock, [`LOCK_TIMEOUT`]. New appends
+    /// queue behind a change waiting for the lock, so a change must not wait long for a
+    /// transaction that keeps appends of its own open (`append_in_transaction`).
+    pub lock_timeout: String,
     /// Taken first by every change: waits for appends in flight to commit and keeps new ones
     /// out until the change commits, so none lands unseen between the change's read of the
     /// stream and its commit. Changes are rare administrative acts; appends pause for them.
@@ -38,6 +46,7 @@ impl LifecycleStatements {
     /// stream reads use them.
     pub(super) fn new(s: &str, event_columns: &str, stream_slice: &str) -> Self {
         Self {
+            lock_timeout: format!("SET LOCAL lock_timeout = '{}ms'", LOCK_TIMEOUT.as_millis()),
             lock: format!("LOCK TABLE {s}.events IN SHARE ROW EXCLUSIVE MODE"),
             closure: format!(
                 "SELECT {CLOSED_COLUMNS} FROM {s}.stream_states WHERE aggregate_type = $1 AND aggregate_id = $2"

@@ -259,3 +259,38 @@ async fn an_append_in_a_transaction_refuses_a_closed_stream() {
     tx.commit().await.expect("commit");
     assert_eq!(schema.stream_version(&stream).await.expect("version"), 1);
 }
+
+/// A lifecycle change that cannot take the events table's lock (a caller's transaction that
+/// appended stays open) gives up as unavailable after its lock timeout, instead of holding up
+/// every append queued behind it; once the transaction ends it goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_change_blocked_by_an_open_transaction_gives_up_as_unavailable() {
+    use es_core::lifecycle::{StreamChange, StreamLifecycle};
+
+    let schema = schema().await;
+    let (held, closed) = (fresh_stream("tx"), fresh_stream("tx"));
+    schema
+        .append(&closed, ExpectedVersion::NoStream, numbered(1))
+        .await
+        .expect("append");
+    let mut tx = schema.pool().begin().await.expect("begin");
+    schema
+        .append_in_transaction(&mut tx, &held, ExpectedVersion::NoStream, numbered(1))
+        .await
+        .expect("an append left open");
+    // Without the lock timeout the change would wait for this very task: bounded, so that a
+    // regression fails instead of hanging.
+    let change = schema.tombstone(&closed, StreamChange::new("ops", "done"));
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(60), change)
+        .await
+        .expect("the change gives up on its own");
+    assert!(
+        matches!(&refused, Err(es_core::StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    tx.commit().await.expect("commit");
+    schema
+        .tombstone(&closed, StreamChange::new("ops", "done"))
+        .await
+        .expect("the change goes through once the transaction ended");
+}
