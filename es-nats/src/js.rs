@@ -155,3 +155,50 @@ pub(crate) fn number_header(message: &StreamMessage, name: &str) -> Result<u64, 
             ))
         })
 }
+
+/// What a publish conditioned on a subject's last sequence did.
+pub(crate) enum Cas {
+    /// Stored.
+    Stored,
+    /// Refused: the subject is no longer at the expected sequence.
+    Moved,
+}
+
+/// How often [`publish_if`] tries again when other subjects of the stream get in first.
+const CAS_ATTEMPTS: usize = 64;
+
+/// Publishes `payload` on `subject` of `stream` only if the subject's last sequence is
+/// `expected` (0: no message yet). Conditioned on the whole stream's last sequence as well,
+/// read before the subject's, which nats-server 2.9 checks exactly even for messages still in
+/// flight in a cluster (its per-subject check alone is loose there); a refusal because another
+/// subject moved is tried again.
+pub(crate) async fn publish_if(
+    context: &Context,
+    stream: &Stream,
+    subject: &str,
+    expected: u64,
+    payload: Bytes,
+    operation: &'static str,
+) -> Result<Cas, NatsError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let stream_last = last_sequence(stream, operation).await?;
+        let subject_last = last_on(stream, subject, operation)
+            .await?
+            .map_or(0, |message| message.sequence);
+        if subject_last != expected {
+            return Ok(Cas::Moved);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string().as_str());
+        headers.insert("Nats-Expected-Last-Sequence", stream_last.to_string().as_str());
+        match publish(context, subject.to_owned(), headers, payload.clone(), operation).await? {
+            Published::Acked(_) => return Ok(Cas::Stored),
+            Published::WrongLastSequence => continue,
+        }
+    }
+    Err(NatsError::request(
+        operation,
+        "other writers got in first every time",
+        true,
+    ))
+}

@@ -45,6 +45,8 @@
 //! - `P_event_ids`, subjects `P.i.<event id>`, one message per subject: where each event is
 //!   (partition, message sequence, index in the batch, version, stream).
 //! - `P_snapshots`, subjects `P.s.xT64.xI64`, one message per subject: the latest snapshot.
+//! - `P_checkpoints` (created by [`NatsStore::checkpoints`]), subjects `P.c.xN64.state` and
+//!   `P.c.xN64.claim` per projection `N`: see [`NatsCheckpoints`].
 //!
 //! ## Appends: one message per batch, the version checked by the server
 //!
@@ -98,6 +100,7 @@
 //! - The leaders of the partitions are placed by JetStream's elections, not spread on purpose.
 
 mod append;
+mod checkpoint;
 mod codec;
 mod error;
 mod js;
@@ -106,6 +109,7 @@ mod read;
 mod snapshot;
 mod store;
 
+pub use checkpoint::{NatsCheckpoints, NatsClaim, NatsUnit};
 pub use error::NatsError;
 pub use options::NatsOptions;
 pub use read::PartitionLog;

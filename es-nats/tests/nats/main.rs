@@ -6,5 +6,6 @@
 mod cluster;
 mod support;
 
+mod checkpoints;
 mod conformance;
 mod partitions;
