@@ -60,6 +60,9 @@ pub(crate) async fn append(
         let partition_last = last_sequence(js, "read a partition's last sequence").await?;
         let head = head(store, stream).await?;
         if !expected.accepts(head.version) {
+            if let Some(outcome) = deduplicated(store, stream, &ids, &subject, &message_id, &payload).await? {
+                return Ok(outcome);
+            }
             return Err(ConcurrencyConflict {
                 stream: stream.clone(),
                 expected,
@@ -196,6 +199,44 @@ async fn earlier(store: &NatsStore, stream: &StreamId, ids: &[Uuid]) -> Result<E
             Earlier::Duplicate(duplicate)
         }
     })
+}
+
+/// Asks the server whether it remembers this batch (a retry of an append that committed but
+/// whose index entries were not written, e.g. its server died in between): the batch's
+/// message id published on a condition that can never hold (the stream's last sequence being
+/// `u64::MAX`), so that the server answers with the original's sequence if the id is within
+/// its deduplication window (it checks that first), and refuses otherwise, storing nothing.
+async fn deduplicated(
+    store: &NatsStore,
+    stream: &StreamId,
+    ids: &[Uuid],
+    subject: &str,
+    message_id: &str,
+    payload: &Bytes,
+) -> StoreResult<Option<AppendOutcome>> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", message_id);
+    headers.insert("Nats-Expected-Last-Sequence", u64::MAX.to_string().as_str());
+    let published = publish(
+        &store.inner.context,
+        subject.to_owned(),
+        headers,
+        payload.clone(),
+        "ask whether a batch is stored",
+    )
+    .await?;
+    match published {
+        Published::Acked(ack) if ack.duplicate => original(store, stream, ids, ack.sequence).await.map(Some),
+        Published::Acked(ack) => Err(NatsError::Corrupt(format!(
+            "the server stored message {} of {stream} against an impossible condition",
+            ack.sequence
+        ))
+        .into()),
+        Published::WrongLastSequence => Ok(None),
+    }
 }
 
 /// The outcome of the batch the server found stored as message `sequence` (a deduplicated

@@ -82,6 +82,21 @@ impl NatsOptions {
         self
     }
 
+    /// The prefix of the store's JetStream stream names and subjects.
+    pub fn prefix_name(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The number of partitions.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The number of replicas of each JetStream stream.
+    pub fn replica_count(&self) -> usize {
+        self.replicas
+    }
+
     /// Checks the options.
     pub(crate) fn validate(&self) -> Result<(), NatsError> {
         let prefix_ok = !self.prefix.is_empty()

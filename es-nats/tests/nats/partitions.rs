@@ -145,3 +145,42 @@ async fn racing_writers_on_a_cluster_never_both_win() {
     let stored_ids: Vec<_> = stored.iter().map(|e| (e.event_id, e.version)).collect();
     assert_eq!(won, stored_ids, "exactly the appends that succeeded, at their versions");
 }
+
+/// An append that committed but whose index entries were lost (its server died in between)
+/// is still recognised when retried within the deduplication window: the server remembers the
+/// batch's message id, the original outcome comes back, and the index is written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_whose_index_was_lost_gets_the_original_outcome() {
+    for cluster in [single().await, trio().await] {
+        let store = fresh_store(cluster, 1).await;
+        let stream = StreamId::new("lost", uuid::Uuid::now_v7().to_string());
+        let batch = es_core::conformance::numbered(2);
+        let first = store
+            .append(&stream, ExpectedVersion::NoStream, batch.clone())
+            .await
+            .expect("a first append");
+        let servers: Vec<String> = cluster.url().split(',').map(str::to_owned).collect();
+        let client = async_nats::connect(servers.as_slice()).await.expect("a client");
+        let index = async_nats::jetstream::new(client)
+            .get_stream(format!("{}_event_ids", store.options().prefix_name()))
+            .await
+            .expect("the index stream");
+        index.purge().await.expect("losing the index");
+        assert!(store.read_event(batch[0].event_id).await.expect("a read").is_none());
+
+        let retried = store
+            .append(&stream, ExpectedVersion::NoStream, batch.clone())
+            .await
+            .expect("a retried append");
+        assert!(retried.already_stored, "recognised as a retry");
+        assert_eq!(
+            (retried.previous_version, retried.new_version, retried.positions),
+            (0, 2, first.positions)
+        );
+        assert!(
+            store.read_event(batch[1].event_id).await.expect("a read").is_some(),
+            "indexed again"
+        );
+        assert_eq!(whole_stream(&store, &stream).await.len(), 2, "nothing written twice");
+    }
+}
