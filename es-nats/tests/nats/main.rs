@@ -9,3 +9,4 @@ mod support;
 mod checkpoints;
 mod conformance;
 mod partitions;
+mod reliability;
