@@ -78,7 +78,10 @@
 //! message in the partition, then its index inside the batch (so a batch holds at most
 //! 65,536 events). Positions grow strictly within a partition, have holes, and start at
 //! 65,536. **The global log is per partition**: a total order inside each, none across
-//! partitions. Projections run one runner per partition, with a checkpoint per partition.
+//! partitions. Projections run one runner per partition ([`NatsStore::partition_logs`]), each
+//! with a checkpoint of its own: give each runner a name of its own with
+//! `ProjectionRunner::with_name` (e.g. `"tally@p0"`). Claims keep one active runner per
+//! partition and projection.
 //!
 //! ## Limits
 //!
@@ -97,13 +100,15 @@
 //! - A partition's log is read one message (batch) per request; a consumer would stream it.
 //! - Two appends of the same new event id to two different streams at the same instant may
 //!   both be stored (the index is checked before, and written after, the publish).
-//! - The leaders of the partitions are placed by JetStream's elections, not spread on purpose.
+//! - JetStream places the partitions' leaders by its elections; [`NatsStore::spread_leaders`]
+//!   moves them apart when asked (at setup, after an outage), not continuously.
 
 mod append;
 mod checkpoint;
 mod codec;
 mod error;
 mod js;
+mod leaders;
 mod options;
 mod read;
 mod snapshot;

@@ -9,4 +9,5 @@ mod support;
 mod checkpoints;
 mod conformance;
 mod partitions;
+mod projection;
 mod reliability;

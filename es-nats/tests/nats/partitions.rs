@@ -184,3 +184,17 @@ async fn a_retry_whose_index_was_lost_gets_the_original_outcome() {
         assert_eq!(whole_stream(&store, &stream).await.len(), 2, "nothing written twice");
     }
 }
+
+/// Three partitions on three nodes end up led by three different nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_of_the_partitions_are_spread_over_the_nodes() {
+    let store = fresh_store(trio().await, 3).await;
+    let leaders = store.spread_leaders().await.expect("spreading the leaders");
+    let distinct: BTreeSet<_> = leaders.iter().flatten().collect();
+    assert_eq!(distinct.len(), 3, "one partition led by each node: {leaders:?}");
+    let stream = StreamId::new("spread", "after");
+    store
+        .append(&stream, ExpectedVersion::NoStream, es_core::conformance::numbered(1))
+        .await
+        .expect("an append once the leaders moved");
+}
