@@ -79,7 +79,11 @@ pub(crate) async fn append(
         if events.is_empty() {
             return Ok(AppendOutcome::new(head.version, Vec::new()));
         }
-        let new_version = head.version + events.len() as u64;
+        let Some(new_version) = head.version.checked_add(events.len() as u64) else {
+            return Err(
+                NatsError::Corrupt(format!("{stream} is at version {}, which cannot grow", head.version)).into(),
+            );
+        };
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", message_id.as_str());
         headers.insert(
@@ -279,7 +283,7 @@ async fn index_batch(
             partition,
             sequence,
             index,
-            version: previous_version + index as u64 + 1,
+            version: previous_version.saturating_add(index as u64 + 1),
             stream: tokens.clone(),
         };
         async move {

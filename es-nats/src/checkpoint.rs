@@ -431,7 +431,8 @@ where
             let current = self.inner.read::<ClaimRecord>(&subject).await?;
             let free = current.as_ref().is_none_or(|(_, record)| !record.is_held());
             if free {
-                let (sequence, epoch) = current.map_or((0, 1), |(sequence, record)| (sequence, record.epoch + 1));
+                let (sequence, epoch) =
+                    current.map_or((0, 1), |(sequence, record)| (sequence, record.epoch.saturating_add(1)));
                 let record = ClaimRecord {
                     owner,
                     epoch,

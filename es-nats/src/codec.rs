@@ -24,7 +24,8 @@ const MAGIC: [u8; 2] = [b'E', 1];
 
 /// The position of the event at `index` inside the batch stored as message `sequence`: the
 /// sequence in the high bits, the index in the low [`INDEX_BITS`]. Strictly increasing in a
-/// partition (sequences grow, and indices grow inside a message), from `1 << INDEX_BITS`.
+/// partition (sequences grow, and indices grow inside a message), from `1 << INDEX_BITS`, for
+/// the first 2^48 messages of a partition.
 pub(crate) fn position(sequence: u64, index: usize) -> u64 {
     (sequence << INDEX_BITS) | index as u64
 }

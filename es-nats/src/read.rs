@@ -58,8 +58,9 @@ pub(crate) fn events_of(message: &StreamMessage) -> Result<Vec<RecordedEvent>, N
         .ok_or_else(|| NatsError::Corrupt(format!("an event message on subject {}", message.subject)))?;
     let last = number_header(message, VERSION_HEADER)?;
     let batch = decode_batch(&message.payload)?;
-    let first = (last + 1)
-        .checked_sub(batch.len() as u64)
+    let first = last
+        .checked_add(1)
+        .and_then(|next| next.checked_sub(batch.len() as u64))
         .filter(|first| *first >= 1)
         .ok_or_else(|| {
             NatsError::Corrupt(format!(
@@ -121,7 +122,7 @@ pub(crate) fn read_stream<'a>(
                     cursor.done = true;
                     continue;
                 };
-                cursor.next_sequence = message.sequence + 1;
+                cursor.next_sequence = message.sequence.saturating_add(1);
                 if slice.recorded_until.is_some_and(|until| recorded_at(&message) > until) {
                     cursor.done = true;
                     continue;
@@ -259,7 +260,7 @@ async fn read_partition(
         let Some(message) = first_from(js, &filter, next, "read a partition's log").await? else {
             break;
         };
-        next = message.sequence + 1;
+        next = message.sequence.saturating_add(1);
         let wanted = limit - events.len();
         events.extend(
             events_of(&message)?

@@ -198,3 +198,51 @@ async fn the_leaders_of_the_partitions_are_spread_over_the_nodes() {
         .await
         .expect("an append once the leaders moved");
 }
+
+/// Messages the store did not write (garbage, a missing or absurd version header) on a
+/// stream's subject are reported as a backend failure when read, never a panic, and do not
+/// hide the stream's other events from an append's check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_messages_are_errors_not_panics() {
+    let cluster = single().await;
+    let store = fresh_store(cluster, 1).await;
+    let client = async_nats::connect(cluster.url()).await.expect("a client");
+    let context = async_nats::jetstream::new(client);
+    let prefix = store.options().prefix_name().to_owned();
+    for (n, version) in [None, Some("not a number"), Some("18446744073709551615"), Some("1")]
+        .into_iter()
+        .enumerate()
+    {
+        let stream = StreamId::new("foreign", format!("f{n}"));
+        // The store's subject for the stream: `P.e.0.x<type>.x<id>` in base64.
+        let tokens = |text: &str| {
+            use base64::Engine as _;
+            format!("x{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text))
+        };
+        let subject = format!("{prefix}.e.0.{}.{}", tokens("foreign"), tokens(&format!("f{n}")));
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(version) = version {
+            headers.insert("Es-Version", version);
+        }
+        context
+            .publish_with_headers(subject, headers, "garbage".into())
+            .await
+            .expect("a publish")
+            .await
+            .expect("stored");
+        let read: Result<Vec<_>, _> =
+            futures_util::TryStreamExt::try_collect(store.read_stream(&stream, es_core::StreamSlice::all())).await;
+        assert!(
+            matches!(read, Err(StoreError::Backend(_))),
+            "reading {stream}: {read:?}"
+        );
+        assert!(store.read_all(0, 100).await.is_err(), "the log holds a foreign message");
+        let appended = store
+            .append(&stream, ExpectedVersion::Any, es_core::conformance::numbered(1))
+            .await;
+        assert!(
+            appended.is_ok() || matches!(appended, Err(StoreError::Backend(_))),
+            "{appended:?}"
+        );
+    }
+}
