@@ -17,6 +17,7 @@ pub struct NatsOptions {
     pub(crate) duplicate_window: Duration,
     pub(crate) limits: Limits,
     pub(crate) request_timeout: Duration,
+    pub(crate) ping_interval: Duration,
 }
 
 impl Default for NatsOptions {
@@ -28,6 +29,7 @@ impl Default for NatsOptions {
             duplicate_window: Duration::from_secs(120),
             limits: Limits::DEFAULT,
             request_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(2),
         }
     }
 }
@@ -95,6 +97,16 @@ impl NatsOptions {
     /// The number of replicas of each JetStream stream.
     pub fn replica_count(&self) -> usize {
         self.replicas
+    }
+
+    /// How often [`NatsStore::connect`](crate::NatsStore::connect) pings its server: a server
+    /// that misses three pings in a row (frozen, or cut off without the connection closing)
+    /// is left for another node of the cluster. Default 2 s (the client's own default is a
+    /// minute, too long for a paused node). Ignored by [`NatsStore::new`](crate::NatsStore::new),
+    /// which takes a connection as it is.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
     }
 
     /// Checks the options.

@@ -62,6 +62,7 @@ impl NatsStore {
             .collect();
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(options.request_timeout))
+            .ping_interval(options.ping_interval)
             .connect(servers.as_slice())
             .await
             .map_err(|error| NatsError::Connect {
