@@ -98,6 +98,10 @@
 //! ## Known limits of this version
 //!
 //! - A partition's log is read one message (batch) per request; a consumer would stream it.
+//! - An append costs three round trips (the partition's last sequence, the stream's head, the
+//!   publish) plus two per event (its id looked up in the index, then written there).
+//! - `recorded_at` is the leader's clock: after a change of leader it may step back by the
+//!   clocks' skew, which time travel by instant then sees.
 //! - Two appends of the same new event id to two different streams at the same instant may
 //!   both be stored (the index is checked before, and written after, the publish).
 //! - JetStream places the partitions' leaders by its elections; [`NatsStore::spread_leaders`]
