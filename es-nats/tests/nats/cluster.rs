@@ -36,7 +36,13 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 /// there is none.
 pub fn server_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("NATS_SERVER") {
-        return PathBuf::from(path);
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "the NATS tests need the `nats-server` binary: NATS_SERVER names {}, which is not a file",
+            path.display()
+        );
+        return path;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
