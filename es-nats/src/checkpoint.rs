@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::stream::{Config, StorageType, Stream};
+use async_nats::jetstream::stream::Stream;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::codec::{token, untoken};
 use crate::error::NatsError;
 use crate::js::{last_on, publish_if, Cas};
+use crate::store::{bucket, bucket_name};
 use crate::NatsStore;
 
 /// How long a claim lives without being renewed; its holder renews it every third of that.
@@ -28,8 +29,9 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(6);
 /// How often a waiting claim looks again whether the projection is free.
 const CLAIM_POLL: Duration = Duration::from_millis(100);
 
-/// Checkpoints, parked events and read models of projections, kept in the store's JetStream
-/// stream `P_checkpoints` (subjects `P.c.<projection>.state` and `P.c.<projection>.claim`).
+/// Checkpoints, parked events and read models of projections, kept in the store's key-value
+/// bucket `P_checkpoints` (keys `<projection>.state` and `<projection>.claim`, the projection's
+/// name as a token).
 ///
 /// The read model is `M`, a document (any serde type with a default) that handlers change
 /// through the unit's [`context`](CheckpointStore::context): a unit reads the projection's
@@ -77,17 +79,12 @@ struct Checkpoints {
 
 impl NatsStore {
     /// The checkpoint store of this store's projections, with read models of type `M`. Creates
-    /// the JetStream stream `P_checkpoints` when it does not exist.
+    /// the key-value bucket `P_checkpoints` when it does not exist.
     pub async fn checkpoints<M>(&self) -> Result<NatsCheckpoints<M>, NatsError> {
-        let prefix = &self.inner.options.prefix;
-        let config = Config {
-            name: format!("{prefix}_checkpoints"),
-            subjects: vec![format!("{prefix}.c.>")],
-            max_messages_per_subject: 1,
-            storage: StorageType::File,
-            num_replicas: self.inner.options.replicas,
-            ..Config::default()
-        };
+        let config = bucket(
+            &self.inner.options,
+            &bucket_name(&self.inner.options.prefix, "checkpoints"),
+        );
         let name = config.name.clone();
         let stream = self
             .inner
@@ -273,7 +270,12 @@ impl<M> std::fmt::Debug for NatsUnit<M> {
 
 impl Checkpoints {
     fn subject(&self, projection: &str, kind: &str) -> String {
-        format!("{}.c.{}.{kind}", self.store.inner.options.prefix, token(projection))
+        format!("{}.{}.{kind}", self.key_prefix(), token(projection))
+    }
+
+    /// `$KV.<prefix>_checkpoints`: what every key's subject starts with.
+    fn key_prefix(&self) -> String {
+        format!("$KV.{}", bucket_name(&self.store.inner.options.prefix, "checkpoints"))
     }
 
     async fn read<T: DeserializeOwned>(&self, subject: &str) -> Result<Option<(u64, T)>, NatsError> {
@@ -370,7 +372,7 @@ where
 
     /// The committed read model of every projection that has a state, by projection name.
     pub async fn models(&self) -> Result<Vec<(String, M)>, NatsError> {
-        let filter = format!("{}.c.*.state", self.inner.store.inner.options.prefix);
+        let filter = format!("{}.*.state", self.inner.key_prefix());
         let subjects: Vec<(String, usize)> = self
             .inner
             .stream

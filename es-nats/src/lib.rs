@@ -42,11 +42,15 @@
 //!   type `T`, aggregate id `I`) is one subject, `P.e.N.xT64.xI64` (each name as `x` and its
 //!   URL-safe base64, so any text makes a valid token), in partition `N` = FNV-1a-64 of the
 //!   aggregate id modulo the partition count.
-//! - `P_event_ids`, subjects `P.i.<event id>`, one message per subject: where each event is
-//!   (partition, message sequence, index in the batch, version, stream).
-//! - `P_snapshots`, subjects `P.s.xT64.xI64`, one message per subject: the latest snapshot.
-//! - `P_checkpoints` (created by [`NatsStore::checkpoints`]), subjects `P.c.xN64.state` and
-//!   `P.c.xN64.claim` per projection `N`: see [`NatsCheckpoints`].
+//! - Key-value buckets (JetStream streams as NATS defines buckets: stream `KV_<bucket>`,
+//!   subjects `$KV.<bucket>.<key>`, one message per key, so `nats kv` can read them; the store
+//!   reads them with requests its leader answers, and writes snapshots and checkpoints
+//!   conditioned on the key's and the bucket's last sequence):
+//!   - `P_event_ids`, key `<event id>`: where each event is (partition, message sequence,
+//!     index in the batch, version, stream);
+//!   - `P_snapshots`, key `xT64.xI64`: each stream's latest snapshot;
+//!   - `P_checkpoints` (created by [`NatsStore::checkpoints`]), keys `xN64.state` and
+//!     `xN64.claim` per projection `N`: see [`NatsCheckpoints`].
 //!
 //! ## Appends: one message per batch, the version checked by the server
 //!

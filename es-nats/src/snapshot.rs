@@ -145,7 +145,7 @@ impl StreamCatalog for NatsStore {
     }
 
     async fn list_snapshots(&self, after: Option<&StreamId>, limit: usize) -> StoreResult<Vec<Snapshot>> {
-        let filter = format!("{}.s.>", self.inner.options.prefix);
+        let filter = self.snapshot_filter();
         let mut found = subjects(&self.inner.snapshots, &filter).await?;
         found.retain(|(stream, _)| after.is_none_or(|after| stream > after));
         found.sort_unstable_by(|a, b| a.0.cmp(&b.0));

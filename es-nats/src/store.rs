@@ -91,14 +91,8 @@ impl NatsStore {
             };
             partitions.push(setup(&context, config).await?);
         }
-        let one_per_subject = |name: &str, letter: &str| Config {
-            name: format!("{prefix}_{name}"),
-            subjects: vec![format!("{prefix}.{letter}.>")],
-            max_messages_per_subject: 1,
-            ..base_config(&options)
-        };
-        let index = setup(&context, one_per_subject("event_ids", "i")).await?;
-        let snapshots = setup(&context, one_per_subject("snapshots", "s")).await?;
+        let index = setup(&context, bucket(&options, &bucket_name(&prefix, "event_ids"))).await?;
+        let snapshots = setup(&context, bucket(&options, &bucket_name(&prefix, "snapshots"))).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 context,
@@ -150,12 +144,25 @@ impl NatsStore {
 
     /// The index subject of event `event_id`.
     pub(crate) fn index_subject(&self, event_id: Uuid) -> String {
-        format!("{}.i.{}", self.inner.options.prefix, event_id.simple())
+        format!(
+            "$KV.{}.{}",
+            bucket_name(&self.inner.options.prefix, "event_ids"),
+            event_id.simple()
+        )
     }
 
     /// The subject of `stream`'s snapshot.
     pub(crate) fn snapshot_subject(&self, stream: &StreamId) -> String {
-        format!("{}.s.{}", self.inner.options.prefix, stream_tokens(stream))
+        format!(
+            "$KV.{}.{}",
+            bucket_name(&self.inner.options.prefix, "snapshots"),
+            stream_tokens(stream)
+        )
+    }
+
+    /// The subject filter of every snapshot.
+    pub(crate) fn snapshot_filter(&self) -> String {
+        format!("$KV.{}.>", bucket_name(&self.inner.options.prefix, "snapshots"))
     }
 }
 
@@ -183,6 +190,27 @@ fn base_config(options: &NatsOptions) -> Config {
         num_replicas: options.replicas,
         discard: DiscardPolicy::Old,
         ..Config::default()
+    }
+}
+
+/// The name of the store's key-value bucket `kind`: `<prefix>_<kind>`.
+pub(crate) fn bucket_name(prefix: &str, kind: &str) -> String {
+    format!("{prefix}_{kind}")
+}
+
+/// A JetStream key-value bucket as NATS defines it (stream `KV_<bucket>`, subjects
+/// `$KV.<bucket>.<key>`, one message per key, roll-ups allowed, deletes refused), so that NATS's
+/// own tools (`nats kv`) can list and read it. The store reads it with "get message" requests
+/// answered by the stream's leader, not with the key-value API's direct gets, which any replica
+/// may answer from behind.
+pub(crate) fn bucket(options: &NatsOptions, name: &str) -> Config {
+    Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        ..base_config(options)
     }
 }
 

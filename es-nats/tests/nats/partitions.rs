@@ -162,7 +162,7 @@ async fn a_retry_whose_index_was_lost_gets_the_original_outcome() {
         let servers: Vec<String> = cluster.url().split(',').map(str::to_owned).collect();
         let client = async_nats::connect(servers.as_slice()).await.expect("a client");
         let index = async_nats::jetstream::new(client)
-            .get_stream(format!("{}_event_ids", store.options().prefix_name()))
+            .get_stream(format!("KV_{}_event_ids", store.options().prefix_name()))
             .await
             .expect("the index stream");
         index.purge().await.expect("losing the index");
