@@ -43,6 +43,7 @@ mod disk;
 pub mod history;
 pub mod killing;
 pub mod load;
+pub mod nats;
 mod proxy;
 mod rng;
 mod server;

@@ -3,7 +3,6 @@
 //! which shares one single node and one cluster among its tests; every test has a store of its
 //! own (a unique prefix) on them.
 
-mod cluster;
 mod support;
 
 mod checkpoints;

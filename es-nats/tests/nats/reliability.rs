@@ -19,8 +19,8 @@ use es_nats::{NatsOptions, NatsStore, PartitionLog};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 
-use crate::cluster::NatsCluster;
 use crate::support::unique_prefix;
+use es_test_support::nats::NatsCluster;
 
 const WRITERS: usize = 8;
 const PARTITIONS: u32 = 2;

@@ -4,7 +4,7 @@ use es_nats::{NatsOptions, NatsStore};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::cluster::NatsCluster;
+use es_test_support::nats::NatsCluster;
 
 static SINGLE: OnceCell<NatsCluster> = OnceCell::const_new();
 static TRIO: OnceCell<NatsCluster> = OnceCell::const_new();

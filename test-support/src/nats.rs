@@ -1,5 +1,6 @@
-//! `nats-server` processes for the tests: one node or a three-node JetStream cluster on free
-//! loopback ports, each node's configuration and storage in a directory of its own.
+//! `nats-server` processes for the tests and benchmarks of es-nats: one node or a three-node
+//! JetStream cluster on free loopback ports, each node's configuration and storage in a
+//! directory of its own.
 //!
 //! Every node runs under a small `sh` guard that holds the read end of a pipe from the test
 //! process: when the test process ends, however it ends (a panic, a kill), the pipe closes and
@@ -88,6 +89,12 @@ impl NatsCluster {
     /// Starts `size` nodes (1, or 3 for a cluster) and waits until JetStream answers and can
     /// place a stream with `size` replicas.
     pub async fn start(size: usize) -> Self {
+        Self::start_with_max_payload(size, None).await
+    }
+
+    /// [`NatsCluster::start`], the servers taking messages of up to `max_payload` bytes (the
+    /// server's default, 1 MiB, when `None`): what a batch of thousands of events needs.
+    pub async fn start_with_max_payload(size: usize, max_payload: Option<usize>) -> Self {
         let binary = server_binary();
         let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
@@ -99,7 +106,7 @@ impl NatsCluster {
                 .tempdir()
                 .expect("a temporary directory for a server")
                 .keep();
-            write_config(&dir, index, *port, &routes);
+            write_config(&dir, index, *port, &routes, max_payload);
             nodes.push(spawn(&binary, &dir));
         }
         let cluster = Self {
@@ -121,19 +128,16 @@ impl NatsCluster {
     }
 
     /// How many nodes the cluster has.
-    #[allow(dead_code)]
     pub fn size(&self) -> usize {
         self.ports.len()
     }
 
     /// The client port of node `index`.
-    #[allow(dead_code)]
     pub fn port(&self, index: usize) -> u16 {
         self.ports[index]
     }
 
     /// Sends `signal` (`KILL`, `STOP`, `CONT`) to node `index`'s server.
-    #[allow(dead_code)]
     pub fn signal(&self, index: usize, signal: &str) {
         let pid = self.nodes.lock().expect("the node list")[index].pid;
         let status = Command::new("kill")
@@ -145,7 +149,6 @@ impl NatsCluster {
     }
 
     /// Starts node `index` again (after a `KILL`), on its directory and ports.
-    #[allow(dead_code)]
     pub fn restart(&self, index: usize) {
         let mut nodes = self.nodes.lock().expect("the node list");
         let dir = nodes[index].dir.clone();
@@ -228,13 +231,16 @@ impl Drop for NatsCluster {
     }
 }
 
-fn write_config(dir: &Path, index: usize, port: u16, routes: &[u16]) {
+fn write_config(dir: &Path, index: usize, port: u16, routes: &[u16], max_payload: Option<usize>) {
     let mut config = format!(
         "server_name: n{index}\nlisten: \"127.0.0.1:{port}\"\nlog_file: \"{log}\"\n\
          jetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 64MB\n  max_file_store: 4GB\n}}\n",
         log = dir.join("server.log").display(),
         store = dir.join("jetstream").display(),
     );
+    if let Some(bytes) = max_payload {
+        config.push_str(&format!("max_payload: {bytes}\n"));
+    }
     if routes.len() > 1 {
         let all: Vec<String> = routes
             .iter()
