@@ -23,7 +23,7 @@ use crate::NatsStore;
 const MAX_ATTEMPTS: usize = 64;
 
 /// How many index lookups or writes of one batch are in flight at once.
-const INDEX_CONCURRENCY: usize = 64;
+const INDEX_CONCURRENCY: usize = 512;
 
 /// What is stored of a batch already.
 enum Earlier {
