@@ -11,7 +11,7 @@ use async_nats::jetstream::stream::Stream;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use es_core::{CheckpointError, CheckpointStore, ClaimStatus, ParkedEvent, StreamId};
+use es_core::{CheckpointError, CheckpointStore, ClaimStatus, ParkedEvent};
 use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,10 @@ use crate::error::NatsError;
 use crate::js::{last_on, publish_if, Cas};
 use crate::store::{bucket, bucket_name};
 use crate::NatsStore;
+
+mod state;
+
+use state::{apply, ParkOp, Parked, State};
 
 /// How long a claim lives without being renewed; its holder renews it every third of that.
 const DEFAULT_LEASE: Duration = Duration::from_secs(6);
@@ -106,76 +110,6 @@ impl NatsStore {
     }
 }
 
-/// A parked event as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Parked {
-    position: u64,
-    event_id: Uuid,
-    aggregate_type: String,
-    aggregate_id: String,
-    version: u64,
-    event_name: String,
-    error: String,
-    attempts: u32,
-    parked_at: DateTime<Utc>,
-    retry_requested: bool,
-}
-
-impl Parked {
-    fn of(parked: &ParkedEvent) -> Self {
-        Self {
-            position: parked.position,
-            event_id: parked.event_id,
-            aggregate_type: parked.stream.aggregate_type.clone(),
-            aggregate_id: parked.stream.aggregate_id.clone(),
-            version: parked.version,
-            event_name: parked.event_name.clone(),
-            error: parked.error.clone(),
-            attempts: parked.attempts,
-            parked_at: parked.parked_at,
-            retry_requested: false,
-        }
-    }
-
-    fn event(&self, projection: &str) -> ParkedEvent {
-        ParkedEvent {
-            projection: projection.to_owned(),
-            position: self.position,
-            event_id: self.event_id,
-            stream: StreamId::new(self.aggregate_type.clone(), self.aggregate_id.clone()),
-            version: self.version,
-            event_name: self.event_name.clone(),
-            error: self.error.clone(),
-            attempts: self.attempts,
-            parked_at: self.parked_at,
-            retry_requested: self.retry_requested,
-        }
-    }
-}
-
-/// A projection's state, one message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(bound(serialize = "M: Serialize", deserialize = "M: DeserializeOwned"))]
-struct State<M> {
-    /// The epoch of the latest claim.
-    epoch: u64,
-    checkpoint: u64,
-    /// In position order.
-    parked: Vec<Parked>,
-    model: M,
-}
-
-impl<M: Default> Default for State<M> {
-    fn default() -> Self {
-        Self {
-            epoch: 0,
-            checkpoint: 0,
-            parked: Vec::new(),
-            model: M::default(),
-        }
-    }
-}
-
 /// A projection's claim, one message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ClaimRecord {
@@ -188,32 +122,6 @@ struct ClaimRecord {
 impl ClaimRecord {
     fn is_held(&self) -> bool {
         !self.released && self.expires_at > Utc::now()
-    }
-}
-
-/// What a unit did to the parked events, to be done again on a newer state (see `commit`).
-#[derive(Debug, Clone)]
-enum ParkOp {
-    Park(Parked),
-    Unpark(u64),
-}
-
-fn apply(parked: &mut Vec<Parked>, op: &ParkOp) {
-    match op {
-        ParkOp::Park(new) => match parked.iter_mut().find(|p| p.position == new.position) {
-            Some(old) => {
-                let first_parked_at = old.parked_at;
-                *old = Parked {
-                    parked_at: first_parked_at,
-                    ..new.clone()
-                };
-            }
-            None => {
-                parked.push(new.clone());
-                parked.sort_by_key(|p| p.position);
-            }
-        },
-        ParkOp::Unpark(position) => parked.retain(|p| p.position != *position),
     }
 }
 
