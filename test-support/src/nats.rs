@@ -118,7 +118,7 @@ impl NatsCluster {
         cluster
     }
 
-    /// The URL of every node, comma-separated, for [`es_nats::NatsStore::connect`].
+    /// The URL of every node, comma-separated, for `es_nats::NatsStore::connect`.
     pub fn url(&self) -> String {
         self.ports
             .iter()
