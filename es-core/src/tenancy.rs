@@ -9,6 +9,11 @@
 //! tenant's indexes stay as small as its data; the price is one set of tables per tenant, which
 //! suits hundreds or thousands of tenants, not millions.
 //!
+//! **Personal data per tenant**: a [`PiiStore`](crate::pii::PiiStore) over a store that keeps
+//! its own keys (`PiiStore<S, S>`, as the PostgreSQL and SQLite stores do) serves tenants too,
+//! each sealing with the keys in its own schema or file: forgetting a subject in one tenant
+//! leaves another tenant's subject of the same name untouched.
+//!
 //! **Projections per tenant** run on the tenant's store, with checkpoints in the same place as
 //! its events: `ProjectionRunner::new(projection, tenant.clone(), tenant.checkpoints())`.
 //! **Projections across tenants** run one runner per tenant (each tenant's checkpoint stays in

@@ -150,3 +150,49 @@ async fn postgres_tenants_per_tenant_and_across_tenants() {
     .expect("counts");
     assert_eq!(counts, [("acme".to_owned(), 5), ("globex".to_owned(), 3)]);
 }
+
+/// The same lead id in two tenants of a store that seals personal data: forgetting it in one
+/// tenant destroys that tenant's key only; the other tenant's lead keeps its name.
+async fn forgetting_is_per_tenant<S>(main: S)
+where
+    S: TenantStores + es_core::pii::KeyStore + Clone,
+    S::Store: es_core::pii::KeyStore,
+{
+    let sealed = examples::lead::forgettable_leads(main.clone(), main).expect("one aggregate");
+    let (acme, globex) = (TenantId::new("acme").expect("id"), TenantId::new("globex").expect("id"));
+    let mut names = Vec::new();
+    for tenant in [&acme, &globex] {
+        let store = sealed.tenant(tenant).await.expect("a tenant's sealed store");
+        let leads = Repository::<Lead, _>::new(store);
+        let name = format!("Ada of {tenant}");
+        leads
+            .execute("L-1", Default::default(), |lead| lead.initialize(&name, "555-0100"))
+            .await
+            .expect("a lead");
+        names.push(name);
+    }
+    let acme_store = sealed.tenant(&acme).await.expect("acme");
+    assert!(examples::lead::forget_lead(&acme_store, "L-1").await.expect("forgets"));
+    let name_in = |store| async move {
+        let lead = Repository::<Lead, _>::new(store).load("L-1").await.expect("loads");
+        lead.aggregate.name.known().cloned()
+    };
+    assert_eq!(name_in(acme_store).await, None, "forgotten in acme");
+    let globex_store = sealed.tenant(&globex).await.expect("globex");
+    assert_eq!(name_in(globex_store).await, Some(names[1].clone()), "kept in globex");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_tenants_forget_their_own_subjects() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(dir.path().join("leads.db")).await.expect("open");
+    store.migrate().await.expect("migrate");
+    forgetting_is_per_tenant(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tenants_forget_their_own_subjects() {
+    let database = TestDatabase::get().unwrap_or_else(|error| panic!("{error}"));
+    let schema = database.schema().await.expect("a fresh schema");
+    forgetting_is_per_tenant(schema.store().clone()).await;
+}

@@ -112,6 +112,18 @@ impl<S, K: KeyStore> PiiStore<S, K> {
         }
     }
 
+    /// The same sealing (registry and personal aggregate types) over another store and key
+    /// store: a tenant's, say.
+    pub(super) fn sealing<S2, K2: KeyStore>(&self, inner: S2, keys: K2) -> PiiStore<S2, K2> {
+        PiiStore {
+            inner,
+            keys,
+            registry: Arc::clone(&self.registry),
+            personal: Arc::clone(&self.personal),
+            noted: Arc::default(),
+        }
+    }
+
     /// The wrapped store: what is stored, sealed. For tools and tests.
     pub fn inner(&self) -> &S {
         &self.inner
