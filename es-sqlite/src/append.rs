@@ -90,10 +90,23 @@ pub(crate) fn append_locked(
         );
         return Ok(outcome);
     }
-    if let Some(closed) = crate::lifecycle::closure_on(database, writer, stream)? {
-        return Err(closed.refuse());
+    // The stream's version and whether it is closed, in one statement: the record itself is
+    // read only for the refusal.
+    let (version, closed): (i64, bool) = writer
+        .prepare_cached(sql::STREAM_HEAD)
+        .and_then(|mut statement| {
+            statement.query_row(params![stream.aggregate_type, stream.aggregate_id], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+        })
+        .map_err(failed)?;
+    if closed {
+        if let Some(closed) = crate::lifecycle::closure_on(database, writer, stream)? {
+            return Err(closed.refuse());
+        }
     }
-    let actual = stream_version(writer, stream).map_err(failed)?;
+    let actual = u64::try_from(version)
+        .map_err(|_| SqliteError::Unexpected(format!("a negative version {version} in {stream}")))?;
     if !expected.accepts(actual) {
         tracing::debug!(stream = %stream, %expected, actual, "append refused: concurrency conflict");
         return Err(ConcurrencyConflict {

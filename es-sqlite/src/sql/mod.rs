@@ -58,6 +58,12 @@ pub(crate) const PROBE: &str = "SELECT count(*) FROM sqlite_schema";
 pub(crate) const STREAM_VERSION: &str = "SELECT version FROM events
     WHERE aggregate_type = ?1 AND aggregate_id = ?2
     ORDER BY version DESC LIMIT 1";
+/// What an append reads of its stream, in one statement: its version, and whether it is closed
+/// (`stream_states`, migration 6). `?1` aggregate_type, `?2` aggregate_id.
+pub(crate) const STREAM_HEAD: &str = "SELECT
+    coalesce((SELECT version FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2
+              ORDER BY version DESC LIMIT 1), 0),
+    EXISTS (SELECT 1 FROM stream_states WHERE aggregate_type = ?1 AND aggregate_id = ?2)";
 /// When the last event was recorded: a new append is never recorded before it.
 pub(crate) const LAST_RECORDED_AT: &str = "SELECT recorded_at FROM events ORDER BY position DESC LIMIT 1";
 /// One event; SQLite assigns the position. `?1` event_id .. `?9` recorded_at.
@@ -362,6 +368,18 @@ pub(crate) mod tests {
         }
         // The filtered read is one range of the position key, flattened (no subquery run as a
         // co-routine or materialized, which would read every row's payload and metadata).
+        // An append's one read of its stream: two index probes, nothing scanned.
+        let head = plan(&connection, STREAM_HEAD)?;
+        for probe in [
+            "SEARCH events USING COVERING INDEX",
+            "SEARCH stream_states USING PRIMARY KEY (aggregate_type=? AND aggregate_id=?)",
+        ] {
+            assert!(head.contains(probe), "{head}");
+        }
+        assert!(
+            !head.contains("SCAN events") && !head.contains("SCAN stream_states"),
+            "{head}"
+        );
         // Both reads of the global log merge two ranges of the position keys, each read in
         // order: no sort of what lies after the page, no scan, nothing materialized.
         for sql in [READ_ALL, READ_FILTERED] {
