@@ -35,11 +35,7 @@ impl TenantStores for PostgresStore {
         }
         let store = self.clone().with_schema(&self.tenant_schema(tenant))?;
         store.migrate().await?;
-        let register = format!(
-            "INSERT INTO \"{}\".tenants (tenant) VALUES ($1) ON CONFLICT (tenant) DO NOTHING",
-            self.schema()
-        );
-        sqlx::query(&register)
+        sqlx::query(&self.sql.lifecycle.register_tenant)
             .bind(tenant.as_str())
             .execute(self.pool())
             .await
@@ -49,11 +45,7 @@ impl TenantStores for PostgresStore {
     }
 
     async fn tenants(&self) -> StoreResult<Vec<TenantId>> {
-        let listed = format!(
-            "SELECT tenant FROM \"{}\".tenants ORDER BY tenant COLLATE \"C\"",
-            self.schema()
-        );
-        let names: Vec<String> = sqlx::query_scalar(&listed)
+        let names: Vec<String> = sqlx::query_scalar(&self.sql.lifecycle.tenants)
             .fetch_all(self.pool())
             .await
             .map_err(store_error)?;

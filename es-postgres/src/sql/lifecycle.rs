@@ -1,4 +1,5 @@
-//! The statements of stream lifecycle (migration 9): records of closed streams, the archive.
+//! The statements of stream lifecycle (migration 9: records of closed streams, the archive) and
+//! of tenants (migration 10).
 
 /// The columns of a `stream_states` row, read by name by `lifecycle::closed_stream`.
 const CLOSED_COLUMNS: &str = "aggregate_type, aggregate_id, status, version, events, actor, reason, changed_at";
@@ -39,6 +40,10 @@ pub(crate) struct LifecycleStatements {
     pub closed_streams: String,
     /// The archived events of one stream in a slice (the parameters of `read_stream`).
     pub read_archived: String,
+    /// Records tenant `$1` (`es_core::tenancy`, migration 10), if it is new.
+    pub register_tenant: String,
+    /// Every tenant, in order.
+    pub tenants: String,
 }
 
 impl LifecycleStatements {
@@ -83,6 +88,8 @@ impl LifecycleStatements {
                  ORDER BY aggregate_type COLLATE \"C\", aggregate_id COLLATE \"C\"
                  LIMIT $4"
             ),
+            register_tenant: format!("INSERT INTO {s}.tenants (tenant) VALUES ($1) ON CONFLICT (tenant) DO NOTHING"),
+            tenants: format!("SELECT tenant FROM {s}.tenants ORDER BY tenant COLLATE \"C\""),
             read_archived: format!(
                 "SELECT {event_columns} FROM {s}.archived_events WHERE {stream_slice} ORDER BY version"
             ),
