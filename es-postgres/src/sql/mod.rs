@@ -196,6 +196,19 @@ impl Statements {
               UNION ALL
               SELECT * FROM {s}.archived_events WHERE {settled_after}) AS logged"
         );
+        // A page of it, `$2` events from `$1` with `columns`, in order. Each side is ordered and
+        // limited on its own so that the planner merges two position-ordered scans (Merge
+        // Append); over the bare union it sorts the whole log, spilling to disk, before the
+        // first row (a test checks the plan). Each side selects the columns itself, so the
+        // merge passes rows on without projecting them again.
+        let settled_page = |columns: &str| {
+            format!(
+                "((SELECT {columns} FROM {s}.events WHERE {settled_after} ORDER BY position LIMIT $2)
+                  UNION ALL
+                  (SELECT {columns} FROM {s}.archived_events WHERE {settled_after} ORDER BY position LIMIT $2))
+                 AS logged"
+            )
+        };
         let (in_transaction_rows, in_transaction_metadata) = BatchShape::Many.rows(5);
         Self {
             schema: schema.to_owned(),
@@ -301,10 +314,8 @@ impl Statements {
             ),
             // Only transactions older than every transaction still in flight: see the crate docs.
             read_all: format!(
-                "SELECT {EVENT_COLUMNS}
-                 FROM {settled_log}
-                 ORDER BY position
-                 LIMIT $2"
+                "SELECT * FROM {} ORDER BY position LIMIT $2",
+                settled_page(EVENT_COLUMNS)
             ),
             // The same rows as `read_all` (the same bound and limit, so a page means the same),
             // each marked `wanted` by the filter; the rows it leaves out come without their
@@ -315,11 +326,12 @@ impl Statements {
                      SELECT {PAGE_COLUMNS},
                             (cardinality($3::text[]) = 0 OR aggregate_type = ANY($3::text[]))
                                 AND event_name <> ALL($4::text[]) AS wanted
-                     FROM {settled_log}
+                     FROM {}
                      ORDER BY position
                      LIMIT $2
                  ) AS page
-                 ORDER BY position"
+                 ORDER BY position",
+                settled_page(PAGE_COLUMNS)
             ),
             // `read_all`'s bound, counted: what it would still return, and its last event.
             tail: format!(

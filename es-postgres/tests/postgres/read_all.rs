@@ -244,3 +244,109 @@ async fn tail_counts_what_read_all_would_return() {
         (0, last.position, None)
     );
 }
+
+/// On 20,000 events, analysed, with one stream archived, a page of the global log (`read_all`,
+/// and `read_filtered`, which `replay_all` and the projection runner use) merges two
+/// position-ordered index scans, of the hot table and of the archive, in the plan of each call
+/// (custom) and in the plan the statement falls back to (generic): never a sort of the whole
+/// log before its first row, which is what the planner chose over a bare `UNION ALL`.
+#[tokio::test]
+async fn a_page_of_the_log_merges_two_ordered_scans() {
+    use es_core::lifecycle::{StreamChange, StreamLifecycle};
+    use es_core::LogFilter;
+    use sqlx::postgres::PgPoolOptions;
+
+    let schema = schema().await;
+    let s = schema.schema();
+    sqlx::query(&format!(
+        "INSERT INTO \"{s}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
+                                    schema_version, payload, recorded_at)
+         SELECT (pg_current_xact_id()::text::bigint << 20) | row_number() OVER (), gen_random_uuid(),
+                'kind', 'stream-' || n, v, 'Numbered', 1, '{{}}', clock_timestamp()
+         FROM generate_series(1, 2000) AS n, generate_series(1, 10) AS v"
+    ))
+    .execute(schema.pool())
+    .await
+    .expect("20,000 events");
+    schema
+        .archive(
+            &StreamId::new("kind", "stream-7"),
+            StreamChange::new("test", "an archive to merge"),
+        )
+        .await
+        .expect("archived");
+    for table in ["events", "archived_events"] {
+        sqlx::query(&format!("ANALYZE \"{s}\".{table}"))
+            .execute(schema.pool())
+            .await
+            .expect("ANALYZE");
+    }
+
+    // One connection, so the store prepares its statements where the test can explain them.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(crate::support::database().url())
+        .await
+        .expect("a pool of one");
+    let store = PostgresStore::new(pool.clone()).with_schema(s).expect("schema name");
+    assert_eq!(store.read_all(0, 100).await.expect("read_all").len(), 100);
+    let filter = LogFilter::all().excluding_names(["Skipped"]);
+    assert_eq!(
+        store
+            .read_filtered(0, 100, &filter)
+            .await
+            .expect("read_filtered")
+            .events
+            .len(),
+        100
+    );
+
+    let mut connection = pool.acquire().await.expect("the connection");
+    // The page statements: read_all's (two parameters) and read_filtered's (four).
+    let statements: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements
+         WHERE strpos(statement, 'archived_events') > 0 AND strpos(statement, 'LIMIT $2') > 0
+           AND strpos(statement, 'pg_prepared_statements') = 0",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .expect("prepared statements");
+    let mut kinds: Vec<i32> = statements.iter().map(|(_, parameters)| *parameters).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [2, 4],
+        "read_all's and read_filtered's statements: {statements:?}"
+    );
+    for (name, parameters) in statements {
+        let filtered = parameters == 4;
+        let arguments = if filtered {
+            "0, 100, '{}', '{Skipped}'"
+        } else {
+            "0, 100"
+        };
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            sqlx::query("SELECT set_config('plan_cache_mode', $1, false)")
+                .bind(mode)
+                .execute(&mut *connection)
+                .await
+                .expect("plan cache mode");
+            let explain = format!("EXPLAIN (COSTS OFF) EXECUTE \"{name}\"({arguments})");
+            let lines: Vec<String> = sqlx::query_scalar(&explain)
+                .fetch_all(&mut *connection)
+                .await
+                .unwrap_or_else(|error| panic!("{explain}: {error}"));
+            let plan = lines.join("\n");
+            assert!(plan.contains("Merge Append"), "{mode}, filtered {filtered}:\n{plan}");
+            assert!(
+                plan.contains("Index Scan using events_pkey on events"),
+                "{mode}, filtered {filtered}:\n{plan}"
+            );
+            assert!(
+                !plan.contains("Seq Scan on events"),
+                "{mode}, filtered {filtered}:\n{plan}"
+            );
+        }
+    }
+}
