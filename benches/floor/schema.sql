@@ -34,3 +34,9 @@ CREATE TABLE es_floor.events (
     CONSTRAINT events_version_check CHECK (version > 0),
     CONSTRAINT events_schema_version_check CHECK (schema_version >= 0)
 );
+-- Closed streams (migration 9): every append probes it.
+CREATE TABLE es_floor.stream_states (
+    aggregate_type text NOT NULL,
+    aggregate_id   text NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id)
+);
