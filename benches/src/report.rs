@@ -689,6 +689,7 @@ scripts/bench --quick          # fewer repetitions
 scripts/bench --only 3a,3c     # some scenarios
 scripts/bench --sqlite         # only the SQLite scenarios (s1a, s3a, s4b, s5): no PostgreSQL needed
 scripts/bench --write docs/BENCHMARKS.md   # rewrites the sections of the stores measured
+scripts/bench --nats --repetitions 3        # es-nats against raw async-nats, 1 and 3 nodes (by hand above)
 ```
 "#
     ))
