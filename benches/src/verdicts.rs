@@ -68,16 +68,13 @@ fn reason(scenario: Scenario) -> Option<&'static str> {
              progress record per chunk, and more than two cores to pay)."
         }
         Scenario::Upcast => {
-            "The upcaster's presence costs the current-version half more than the 5% allowed: \
-             0.914, 0.924 and 0.921 in the three runs of 2026-12-05, against 0.957 in the run \
-             before issue 15's decoding changes (split and merge upcasts, `decode_all`). For a \
-             current-version event both types run the same steps (its name matched against the \
-             enum's, then `serde_json::from_slice` into the struct); the type with an upcaster \
-             has one more arm in its version `match`, and its enum a list of replaced names to \
-             search, only on a name it does not know. Not found yet: whether the 4% is work or \
-             code layout (the raw control's two identical decoders move by up to 2% between \
-             builds). What would move it: a decode micro-benchmark of the two types alone, to \
-             tell the two apart."
+            "For a current-version event both types run the same steps: its name matched \
+             against the enum's, then `serde_json::from_slice` into the struct. The type with an \
+             upcaster also has the arms of its older versions in the same function; they run \
+             out of line (`#[cold]`, never inlined) so that their steps' unwinding does not \
+             weigh on the current version's path. Inlined, they cost 8-10% (0.90-0.92 in three \
+             runs of 2026-12-05, 1.00-1.01 once out of line). What would move it: a look at the \
+             generated `decode_payload` of both types in the release build."
         }
         Scenario::SqliteNewSequential | Scenario::SqliteLoad | Scenario::SqliteBatchLarge | Scenario::SqliteReadAll => {
             "See \"Where the time goes on SQLite\" below, which measures each of these \

@@ -320,6 +320,15 @@ pub mod upcast {
         })
     }
 
+    /// Runs `upcast`, the match arm of an older schema version, out of line. The decoding of
+    /// current-version payloads, the hot path, then stays small enough to inline, without the
+    /// steps' unwinding (a JSON step catches panics) in its body.
+    #[cold]
+    #[inline(never)]
+    pub fn older<T>(upcast: impl FnOnce() -> Result<T, DecodeError>) -> Result<T, DecodeError> {
+        upcast()
+    }
+
     pub fn from_value<T: DeserializeOwned>(
         event_name: &'static str,
         schema_version: u32,

@@ -113,7 +113,12 @@ fn upcast_arm(chain: &UpcastChain, version: u32, start: u32) -> TokenStream {
     } else {
         quote!(::es_core::__private::upcast::from_slice::<Self>(NAME, #version, payload))
     };
-    quote! { #start => { #body #finish } }
+    // Out of line, so that the current version's arm is all the hot path holds.
+    quote! {
+        #start => ::es_core::__private::upcast::older(
+            || -> ::core::result::Result<Self, ::es_core::DecodeError> { #body #finish },
+        ),
+    }
 }
 
 /// The enum, its `EventSet` impl, the apply dispatch `#[derive(Aggregate)]` relies on, `From`
