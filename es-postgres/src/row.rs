@@ -290,6 +290,38 @@ struct MetadataColumns {
 impl MetadataColumns {
     /// Adds the columns of `metadata`.
     fn push(&mut self, stream: &StreamId, event_id: Uuid, metadata: Metadata) -> StoreResult<()> {
+        let row = MetadataRow::from(metadata);
+        let extra = match &row.extra {
+            None => None,
+            Some(rest) => Some(serde_json::to_string(rest).map_err(|source| PostgresError::Metadata {
+                stream: stream.clone(),
+                event_id,
+                source,
+            })?),
+        };
+        self.command_ids.push(row.command_id);
+        self.correlation_ids.push(row.correlation_id);
+        self.causation_ids.push(row.causation_id);
+        self.actors.push(row.actor);
+        self.extra.push(extra);
+        Ok(())
+    }
+}
+
+/// An event's metadata as its row stores it (migration 5): the well-known fields in columns of
+/// their own, and the rest, when there is any, as the `metadata` JSON column's `{"extra": ...}`.
+/// What the append binds and what bulk import copies.
+pub(crate) struct MetadataRow {
+    pub(crate) command_id: Option<Uuid>,
+    pub(crate) correlation_id: Option<Uuid>,
+    pub(crate) causation_id: Option<Uuid>,
+    pub(crate) actor: Option<String>,
+    /// The `metadata` column's value, serialized as `{"extra": {...}}`; `None` for NULL.
+    pub(crate) extra: Option<Metadata>,
+}
+
+impl From<Metadata> for MetadataRow {
+    fn from(metadata: Metadata) -> Self {
         let Metadata {
             correlation_id,
             causation_id,
@@ -298,24 +330,18 @@ impl MetadataColumns {
             extra,
             ..
         } = metadata;
-        let extra = if extra.is_empty() {
-            None
-        } else {
+        let extra = (!extra.is_empty()).then(|| {
             let mut rest = Metadata::new();
             rest.extra = extra;
-            let text = serde_json::to_string(&rest).map_err(|source| PostgresError::Metadata {
-                stream: stream.clone(),
-                event_id,
-                source,
-            })?;
-            Some(text)
-        };
-        self.command_ids.push(command_id);
-        self.correlation_ids.push(correlation_id);
-        self.causation_ids.push(causation_id);
-        self.actors.push(actor);
-        self.extra.push(extra);
-        Ok(())
+            rest
+        });
+        Self {
+            command_id,
+            correlation_id,
+            causation_id,
+            actor,
+            extra,
+        }
     }
 }
 

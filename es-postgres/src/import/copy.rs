@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use es_core::Metadata;
 
 use super::error::{EventAt, ImportError};
+use crate::row::MetadataRow;
 use crate::sql::{MAX_EVENTS_PER_TRANSACTION, POSITION_SHIFT};
 
 /// The binary format's header: signature, flags (none), header extension length (0).
@@ -120,14 +121,7 @@ impl Chunk {
             .checked_sub(POSTGRES_EPOCH_MICROS)
             .ok_or_else(|| invalid(format!("recorded_at {recorded_at} is out of PostgreSQL's range")))?;
         let number = i64::try_from(self.rows.len() + 1).unwrap_or(i64::MAX);
-        let Metadata {
-            correlation_id,
-            causation_id,
-            command_id,
-            actor,
-            extra,
-            ..
-        } = metadata;
+        let metadata = MetadataRow::from(metadata);
         let start = self.data.len();
         let written = (|| {
             let data = &mut self.data;
@@ -146,11 +140,11 @@ impl Chunk {
             jsonb(data, &payload)?;
             data.extend_from_slice(&8_i32.to_be_bytes());
             data.extend_from_slice(&recorded_at.to_be_bytes());
-            uuid(data, command_id);
-            uuid(data, correlation_id);
-            uuid(data, causation_id);
-            text(data, actor.as_deref())?;
-            extra_metadata(data, extra)?;
+            uuid(data, metadata.command_id);
+            uuid(data, metadata.correlation_id);
+            uuid(data, metadata.causation_id);
+            text(data, metadata.actor.as_deref())?;
+            extra_metadata(data, metadata.extra.as_ref())?;
             Ok::<_, String>(position_offset)
         })();
         match written {
@@ -231,17 +225,15 @@ fn jsonb(data: &mut Vec<u8>, json: &[u8]) -> Result<(), String> {
 
 /// The `metadata` column: `{"extra": {...}}`, or NULL when there is no extra metadata (the
 /// well-known fields have columns of their own), as appends store it.
-fn extra_metadata(data: &mut Vec<u8>, extra: serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
-    if extra.is_empty() {
+fn extra_metadata(data: &mut Vec<u8>, extra: Option<&Metadata>) -> Result<(), String> {
+    let Some(rest) = extra else {
         null(data);
         return Ok(());
-    }
-    let mut rest = Metadata::new();
-    rest.extra = extra;
+    };
     let length_offset = data.len();
     data.extend_from_slice(&0_i32.to_be_bytes());
     data.push(JSONB_VERSION);
-    serde_json::to_writer(&mut *data, &rest).map_err(|error| format!("the metadata does not serialize: {error}"))?;
+    serde_json::to_writer(&mut *data, rest).map_err(|error| format!("the metadata does not serialize: {error}"))?;
     let len = data.len() - length_offset - 4;
     let len = i32::try_from(len).map_err(|_| format!("metadata of {len} bytes is over the 2 GiB a field can hold"))?;
     data[length_offset..length_offset + 4].copy_from_slice(&len.to_be_bytes());
