@@ -45,21 +45,63 @@ pub(crate) fn stream_rows<'a>(
         .boxed()
 }
 
-/// [`EventStore::replay_stream`](es_core::EventStore::replay_stream): each event is lent to
-/// `apply` straight from its row.
+/// [`EventStore::replay_stream`](es_core::EventStore::replay_stream): the rows are lent to
+/// `apply` as they arrive.
 pub(crate) async fn replay_stream(
     store: &PostgresStore,
     stream: &StreamId,
     slice: StreamSlice,
     apply: &mut ReplayFn<'_>,
 ) -> StoreResult<()> {
-    let mut rows = slice_query(&store.sql.replay_stream, stream, slice).fetch(&store.pool);
+    lend_rows(store, &store.sql.replay_stream, stream, slice, apply, false).await
+}
+
+/// [`EventStore::replay_open_stream`](es_core::EventStore::replay_open_stream): one statement.
+/// A closed stream's record leads the rows as a marker (version 0, no name) and its events are
+/// left out, all in one snapshot; only then is the record itself read.
+pub(crate) async fn replay_open_stream(
+    store: &PostgresStore,
+    stream: &StreamId,
+    slice: StreamSlice,
+    apply: &mut ReplayFn<'_>,
+) -> StoreResult<()> {
+    lend_rows(store, &store.sql.replay_open_stream, stream, slice, apply, true).await
+}
+
+/// Lends the rows of `sql` over `slice` to `apply`; with `marked`, a first row without a name
+/// is the marker of a closed stream.
+async fn lend_rows(
+    store: &PostgresStore,
+    sql: &str,
+    stream: &StreamId,
+    slice: StreamSlice,
+    apply: &mut ReplayFn<'_>,
+    mut marked: bool,
+) -> StoreResult<()> {
+    let mut rows = slice_query(sql, stream, slice).fetch(&store.pool);
     while let Some(row) = rows.try_next().await.map_err(store_error)? {
+        if std::mem::take(&mut marked) {
+            let name: Option<&str> = row.try_get(col::EVENT_NAME).map_err(store_error)?;
+            if name.is_none() {
+                drop(rows);
+                return Err(closed(store, stream).await);
+            }
+        }
         if apply(replayed_event(&row, stream)?).is_break() {
             break;
         }
     }
     Ok(())
+}
+
+/// The refusal of `stream`, whose marker a replay found. A stream never reopens, so the record
+/// read now is the one the marker stood for.
+async fn closed(store: &PostgresStore, stream: &StreamId) -> StoreError {
+    match crate::lifecycle::closure_on(store, &store.pool, stream).await {
+        Ok(Some(closed)) => StoreError::StreamClosed(Box::new(closed)),
+        Ok(None) => PostgresError::Unexpected(format!("the record of closed stream {stream} is gone")).into(),
+        Err(error) => error,
+    }
 }
 
 /// A statement over a slice of one stream, its five parameters bound: the stream, the version

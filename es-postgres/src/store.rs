@@ -272,6 +272,15 @@ impl EventStore for PostgresStore {
         read::replay_stream(self, stream, slice, apply).await
     }
 
+    async fn replay_open_stream(
+        &self,
+        stream: &StreamId,
+        slice: StreamSlice,
+        apply: &mut ReplayFn<'_>,
+    ) -> StoreResult<()> {
+        read::replay_open_stream(self, stream, slice, apply).await
+    }
+
     async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {
         read::read_event(self, event_id).await
     }

@@ -58,34 +58,19 @@ impl EventStore for SqliteStore {
     /// copies each row's version, name, schema version and payload into a chunk's buffer, and
     /// `apply` borrows them from there; no envelope is built. Stops reading when `apply` breaks.
     async fn replay_stream(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
-        let owned_stream = stream.clone();
-        let chunks = chunks(Arc::clone(&self.database), move |connection, send| {
-            let mut statement = connection.prepare_cached(sql::REPLAY_STREAM)?;
-            let mut rows = statement.query(slice_parameters(&owned_stream, slice))?;
-            let mut chunk = ReplayChunk::first();
-            while let Some(row) = rows.next()? {
-                chunk.push(row, &owned_stream)?;
-                if chunk.is_full() {
-                    let next = chunk.next();
-                    if !send(std::mem::replace(&mut chunk, next)) {
-                        return Ok(());
-                    }
-                }
-            }
-            if !chunk.is_empty() {
-                send(chunk);
-            }
-            Ok(())
-        });
-        futures_util::pin_mut!(chunks);
-        while let Some(chunk) = chunks.next().await {
-            for event in chunk?.replayed(stream) {
-                if apply(event?).is_break() {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
+        replay(self, stream, slice, apply, false).await
+    }
+
+    /// [`EventStore::replay_open_stream`](es_core::EventStore::replay_open_stream): the replay
+    /// of `replay_stream`, then the probe of `stream_closure`, on the same connection and
+    /// blocking thread.
+    async fn replay_open_stream(
+        &self,
+        stream: &StreamId,
+        slice: StreamSlice,
+        apply: &mut ReplayFn<'_>,
+    ) -> StoreResult<()> {
+        replay(self, stream, slice, apply, true).await
     }
 
     /// [`EventStore::read_event`](es_core::EventStore::read_event): one probe of the unique
@@ -303,6 +288,52 @@ enum Message<T> {
     Failed(StoreError),
     /// The read finished: without it, a channel that closes means the task died.
     Finished,
+}
+
+/// [`EventStore::replay_stream`](es_core::EventStore::replay_stream), and with `refuse_closed`
+/// [`EventStore::replay_open_stream`](es_core::EventStore::replay_open_stream): asking after
+/// the replay is what makes the two reads answer as one (see the trait's default).
+async fn replay(
+    store: &SqliteStore,
+    stream: &StreamId,
+    slice: StreamSlice,
+    apply: &mut ReplayFn<'_>,
+    refuse_closed: bool,
+) -> StoreResult<()> {
+    let owned_stream = stream.clone();
+    let database = Arc::clone(&store.database);
+    let chunks = chunks(Arc::clone(&store.database), move |connection, send| {
+        let mut statement = connection.prepare_cached(sql::REPLAY_STREAM)?;
+        let mut rows = statement.query(slice_parameters(&owned_stream, slice))?;
+        let mut chunk = ReplayChunk::first();
+        while let Some(row) = rows.next()? {
+            chunk.push(row, &owned_stream)?;
+            if chunk.is_full() {
+                let next = chunk.next();
+                if !send(std::mem::replace(&mut chunk, next)) {
+                    return Ok(());
+                }
+            }
+        }
+        if !chunk.is_empty() && !send(chunk) {
+            return Ok(());
+        }
+        if refuse_closed {
+            if let Some(closed) = crate::lifecycle::closure_on(&database, connection, &owned_stream)? {
+                return Err(StoreError::StreamClosed(Box::new(closed)).into());
+            }
+        }
+        Ok(())
+    });
+    futures_util::pin_mut!(chunks);
+    while let Some(chunk) = chunks.next().await {
+        for event in chunk?.replayed(stream) {
+            if apply(event?).is_break() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `produce` on a reader connection on a blocking thread once the stream is first polled.

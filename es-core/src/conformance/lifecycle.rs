@@ -36,6 +36,18 @@ fn assert_closed<T: std::fmt::Debug>(result: StoreResult<T>, status: StreamStatu
     }
 }
 
+/// What `replay_open_stream` makes of `stream`: the versions lent, or the refusal.
+async fn replay_open<S: crate::store::EventStore>(store: &S, stream: &StreamId) -> StoreResult<Vec<u64>> {
+    let mut versions = Vec::new();
+    store
+        .replay_open_stream(stream, StreamSlice::all(), &mut |event| {
+            versions.push(event.version);
+            std::ops::ControlFlow::Continue(())
+        })
+        .await?;
+    Ok(versions)
+}
+
 /// The events of `stream` in the global log, in order.
 async fn logged<S: GlobalLog>(store: &S, stream: &StreamId) -> Vec<RecordedEvent> {
     read_everything(store)
@@ -69,6 +81,10 @@ pub async fn tombstoned_streams_refuse_appends<S: StreamLifecycle + GlobalLog>(s
     append_ok(store, &other, ExpectedVersion::NoStream, numbered(1)).await;
     let before = whole_stream(store, &stream).await;
     assert_eq!(ok("stream_closure", store.stream_closure(&stream).await).await, None);
+    assert_eq!(
+        ok("replay_open_stream", replay_open(store, &stream).await).await,
+        [1, 2]
+    );
 
     let closed = ok("tombstone", store.tombstone(&stream, change("duplicate")).await).await;
     assert_eq!(
@@ -84,6 +100,10 @@ pub async fn tombstoned_streams_refuse_appends<S: StreamLifecycle + GlobalLog>(s
         ok("stream_closure", store.stream_closure(&stream).await).await.as_ref(),
         Some(&closed)
     );
+    match replay_open(store, &stream).await {
+        Err(StoreError::StreamClosed(refused)) => assert_eq!(*refused, closed, "the refusal carries the record"),
+        other => panic!("replay_open_stream of a tombstoned stream: {other:?}"),
+    }
 
     for expected in [
         ExpectedVersion::Any,
@@ -156,6 +176,7 @@ pub async fn archived_streams_read_from_the_archive<S: StreamLifecycle + GlobalL
         vec![],
         "archived events leave the stream reads"
     );
+    assert_closed(replay_open(store, &stream).await, StreamStatus::Archived);
     let archived: Vec<RecordedEvent> = ok(
         "read_archived",
         store.read_archived(&stream, StreamSlice::all()).try_collect().await,
@@ -255,6 +276,8 @@ pub async fn deleted_streams_leave_an_audit_record<S: StreamLifecycle + GlobalLo
     );
     assert_eq!(closed.reason, "erasure request #42");
     assert_eq!(whole_stream(store, &stream).await, vec![]);
+    assert_closed(replay_open(store, &stream).await, StreamStatus::Deleted);
+    assert_eq!(ok("replay_open_stream", replay_open(store, &kept).await).await, [1]);
     assert_eq!(ok("stream_version", store.stream_version(&stream).await).await, 0);
     for event in &events {
         assert_eq!(

@@ -10,7 +10,8 @@ use super::global_log::read_everything;
 use super::{append_ok, assert_conflict, fresh_stream, numbered, payload_json, read};
 use crate::metadata::Metadata;
 use crate::store::{
-    EventStore, ExpectedVersion, GlobalLog, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice,
+    EventStore, ExpectedVersion, GlobalLog, RecordedEvent, ReplayedEvent, Snapshot, SnapshotStore, StoreError,
+    StoreResult, StreamId, StreamSlice,
 };
 
 /// Appended events read back with versions from 1, their ids, names, schema versions, payloads
@@ -266,7 +267,8 @@ pub async fn read_stream_until_instant<S: EventStore + GlobalLog>(store: &S) {
 }
 
 /// `replay_stream` lends the same versions, names, schema versions and payloads as
-/// `read_stream`, honours the slice, and stops when told to.
+/// `read_stream`, honours the slice, and stops when told to; so does `replay_open_stream` on an
+/// open stream, and on a stream never written it lends nothing.
 pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(store: &S) {
     let stream = fresh_stream("conformance");
     let mut batch = numbered(6);
@@ -279,9 +281,14 @@ pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(st
         .iter()
         .map(|e| (e.version, e.event_name.clone(), e.schema_version, payload_json(e)))
         .collect();
-    let mut replayed = Vec::new();
-    let result = store
-        .replay_stream(&stream, slice, &mut |event| {
+    for open_only in [false, true] {
+        let method = if open_only {
+            "replay_open_stream"
+        } else {
+            "replay_stream"
+        };
+        let mut replayed = Vec::new();
+        let mut apply = |event: ReplayedEvent<'_>| {
             let payload = serde_json::from_slice(event.payload).unwrap_or(serde_json::Value::Null);
             replayed.push((
                 event.version,
@@ -290,23 +297,46 @@ pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(st
                 payload,
             ));
             std::ops::ControlFlow::Continue(())
-        })
-        .await;
-    assert!(result.is_ok(), "replay failed: {result:?}");
-    assert_eq!(replayed, expected);
-    let mut seen = 0;
-    let result = store
-        .replay_stream(&stream, StreamSlice::all(), &mut |_| {
+        };
+        let result = replay_with(store, open_only, &stream, slice, &mut apply).await;
+        assert!(result.is_ok(), "{method} failed: {result:?}");
+        assert_eq!(replayed, expected, "{method}");
+        let mut seen = 0;
+        let mut stop_at_two = |_: ReplayedEvent<'_>| {
             seen += 1;
             if seen == 2 {
                 std::ops::ControlFlow::Break(())
             } else {
                 std::ops::ControlFlow::Continue(())
             }
+        };
+        let result = replay_with(store, open_only, &stream, StreamSlice::all(), &mut stop_at_two).await;
+        assert!(result.is_ok(), "{method} failed: {result:?}");
+        assert_eq!(seen, 2, "{method} stops when told to");
+    }
+    let mut lent = 0;
+    let result = store
+        .replay_open_stream(&fresh_stream("conformance"), StreamSlice::all(), &mut |_| {
+            lent += 1;
+            std::ops::ControlFlow::Continue(())
         })
         .await;
-    assert!(result.is_ok(), "replay failed: {result:?}");
-    assert_eq!(seen, 2, "replay stops when told to");
+    assert!(result.is_ok(), "replay_open_stream of a new stream failed: {result:?}");
+    assert_eq!(lent, 0, "a stream never written has no events");
+}
+
+/// `replay_open_stream` when `open_only`, else `replay_stream`.
+async fn replay_with<S: EventStore>(
+    store: &S,
+    open_only: bool,
+    stream: &StreamId,
+    slice: StreamSlice,
+    apply: &mut crate::store::ReplayFn<'_>,
+) -> StoreResult<()> {
+    match open_only {
+        true => store.replay_open_stream(stream, slice, apply).await,
+        false => store.replay_stream(stream, slice, apply).await,
+    }
 }
 
 /// The latest snapshot wins, with its revision and schema version; an older one does not replace

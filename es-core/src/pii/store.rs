@@ -390,6 +390,20 @@ impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
         }
         crate::store::lend_each(self.read_stream(stream, slice), apply).await
     }
+
+    async fn replay_open_stream(
+        &self,
+        stream: &StreamId,
+        slice: StreamSlice,
+        apply: &mut ReplayFn<'_>,
+    ) -> StoreResult<()> {
+        if !self.personal.contains(stream.aggregate_type.as_str()) {
+            return self.inner.replay_open_stream(stream, slice, apply).await;
+        }
+        // Replay first, then ask: see the trait's default.
+        self.replay_stream(stream, slice, apply).await?;
+        crate::store::refuse_closed(self.inner.stream_closure(stream).await?)
+    }
 }
 
 #[async_trait]

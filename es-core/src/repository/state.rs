@@ -18,6 +18,8 @@ use crate::store::{lend_each, EventStore, ReplayedEvent, Snapshot, StreamId, Str
 /// Where the repository reads a stream's events from.
 #[derive(Clone, Copy)]
 pub(super) enum Source<'a> {
+    /// The stream reads of the store, refusing a closed stream.
+    Open,
     /// The stream reads of the store: open and tombstoned streams.
     Hot,
     /// The archive of a store with lifecycle.
@@ -98,15 +100,12 @@ where
     }
 
     /// The state of an open stream as of `as_of`; a closed stream is refused with
-    /// [`RepositoryError::StreamClosed`]. The closure is read beside the events, not before
-    /// them, so checking it costs no round trip of its own. What the public loads call.
+    /// [`RepositoryError::StreamClosed`]. The store checks in the replay itself
+    /// ([`EventStore::replay_open_stream`]), so the check costs no round trip of its own on the
+    /// SQL backends. What the public loads call.
     pub(super) async fn load_open(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
-        let closure = self.store.stream_closure(stream);
-        let (closure, state) = futures_util::future::join(closure, self.rehydrate(stream, as_of)).await;
-        if let Some(closed) = closure? {
-            return Err(RepositoryError::StreamClosed(Box::new(closed)));
-        }
-        state
+        let span = tracing::debug_span!("load", %stream, ?as_of);
+        self.replay(stream, as_of, Source::Open).instrument(span).await
     }
 
     /// The state as of `as_of`, whatever the stream's lifecycle: what commands call. They do not
@@ -127,7 +126,7 @@ where
         source: Source<'_>,
     ) -> Result<Versioned<A>, RepositoryError> {
         let snapshot = match source {
-            Source::Hot => self.usable_snapshot(stream, as_of).await?,
+            Source::Open | Source::Hot => self.usable_snapshot(stream, as_of).await?,
             Source::Archive(_) => None,
         };
         let mut state = snapshot.unwrap_or_else(|| Versioned {
@@ -173,6 +172,7 @@ where
             }
         };
         match source {
+            Source::Open => self.store.replay_open_stream(stream, slice, &mut apply).await?,
             Source::Hot => self.store.replay_stream(stream, slice, &mut apply).await?,
             Source::Archive(archive) => lend_each(archive.read_archived(stream, slice), &mut apply).await?,
         }

@@ -371,8 +371,9 @@ pub trait EventStore: Send + Sync {
 
     /// The lifecycle record of `stream` when it is closed (tombstoned, archived or deleted: see
     /// [`StreamLifecycle`](crate::lifecycle::StreamLifecycle)), `None` while it is open. The
-    /// [`Repository`](crate::Repository) asks before loading, to refuse closed streams. The
-    /// default, for a store without lifecycle, says every stream is open.
+    /// [`Repository`](crate::Repository) refuses to load closed streams through
+    /// [`EventStore::replay_open_stream`], whose default asks this. The default, for a store
+    /// without lifecycle, says every stream is open.
     async fn stream_closure(&self, stream: &StreamId) -> StoreResult<Option<crate::lifecycle::StreamClosed>> {
         let _ = stream;
         Ok(None)
@@ -386,6 +387,37 @@ pub trait EventStore: Send + Sync {
     /// these columns and to hand out their rows' bytes without copying.
     async fn replay_stream(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
         lend_each(self.read_stream(stream, slice), apply).await
+    }
+
+    /// [`EventStore::replay_stream`] for a stream that must be open: what
+    /// [`Repository::load`](crate::Repository::load) calls, which refuses closed streams.
+    ///
+    /// When the stream is closed (tombstoned, archived or deleted) the replay fails with
+    /// [`StoreError::StreamClosed`], carrying the stream's record, and the caller must discard
+    /// what `apply` folded: a store may lend some events of a tombstoned stream before it
+    /// tells. When `apply` breaks, the replay ends there, and the store need not check.
+    ///
+    /// The default replays, then asks [`EventStore::stream_closure`]. That order is what makes
+    /// two reads answer as one: a stream never reopens and an archive needs the stream closed
+    /// first, so a stream still open after the replay was open, with these events, during it.
+    /// Backends override it to ask in the replay's own query, which saves the round trip.
+    async fn replay_open_stream(
+        &self,
+        stream: &StreamId,
+        slice: StreamSlice,
+        apply: &mut ReplayFn<'_>,
+    ) -> StoreResult<()> {
+        self.replay_stream(stream, slice, apply).await?;
+        refuse_closed(self.stream_closure(stream).await?)
+    }
+}
+
+/// `Ok` for an open stream (`None`), [`StoreError::StreamClosed`] with the record of a closed
+/// one: how a read that must find the stream open refuses one that is not.
+pub(crate) fn refuse_closed(closure: Option<crate::lifecycle::StreamClosed>) -> StoreResult<()> {
+    match closure {
+        None => Ok(()),
+        Some(closed) => Err(StoreError::StreamClosed(Box::new(closed))),
     }
 }
 

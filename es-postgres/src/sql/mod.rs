@@ -149,6 +149,9 @@ pub(crate) struct Statements {
     pub notify: &'static str,
     pub read_stream: String,
     pub replay_stream: String,
+    /// `replay_stream`, led by a row of version 0 and no name when the stream is closed, and
+    /// then without its events: see `read::replay_open_stream`.
+    pub replay_open_stream: String,
     pub stream_version: String,
     pub read_all: String,
     /// `read_all`'s page, with the payload and the metadata only of the rows a filter wants:
@@ -304,6 +307,23 @@ impl Statements {
                 "SELECT {REPLAY_COLUMNS}
                  FROM {s}.events
                  WHERE {STREAM_SLICE}
+                 ORDER BY version"
+            ),
+            // Both sides ordered by version, so the plan merges them: nothing is sorted. The
+            // closure is asked once for the marker row and once (an init plan) for the guard.
+            replay_open_stream: format!(
+                "SELECT {REPLAY_COLUMNS} FROM (
+                     (SELECT 0::bigint AS version, NULL::text AS event_name, NULL::integer AS schema_version,
+                             NULL::jsonb AS payload
+                      FROM {s}.stream_states WHERE aggregate_type = $1 AND aggregate_id = $2)
+                     UNION ALL
+                     (SELECT version, event_name, schema_version, payload
+                      FROM {s}.events
+                      WHERE {STREAM_SLICE}
+                        AND NOT EXISTS (SELECT FROM {s}.stream_states
+                                        WHERE aggregate_type = $1 AND aggregate_id = $2)
+                      ORDER BY version)
+                 ) AS replay
                  ORDER BY version"
             ),
             stream_version: format!(

@@ -11,7 +11,7 @@ use es_postgres::PostgresStore;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::support::{event, fresh_stream, schema, stream_with, Rng};
+use crate::support::{event, fresh_stream, plans, schema, store_on_one_connection, stream_with, Rng};
 
 const WRITERS: u64 = 8;
 const EVENTS_PER_WRITER: usize = 1_000;
@@ -254,7 +254,6 @@ async fn tail_counts_what_read_all_would_return() {
 async fn a_page_of_the_log_merges_two_ordered_scans() {
     use es_core::lifecycle::{StreamChange, StreamLifecycle};
     use es_core::LogFilter;
-    use sqlx::postgres::PgPoolOptions;
 
     let schema = schema().await;
     let s = schema.schema();
@@ -282,13 +281,7 @@ async fn a_page_of_the_log_merges_two_ordered_scans() {
             .expect("ANALYZE");
     }
 
-    // One connection, so the store prepares its statements where the test can explain them.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(crate::support::database().url())
-        .await
-        .expect("a pool of one");
-    let store = PostgresStore::new(pool.clone()).with_schema(s).expect("schema name");
+    let (store, pool) = store_on_one_connection(s).await;
     assert_eq!(store.read_all(0, 100).await.expect("read_all").len(), 100);
     let filter = LogFilter::all().excluding_names(["Skipped"]);
     assert_eq!(
@@ -301,52 +294,26 @@ async fn a_page_of_the_log_merges_two_ordered_scans() {
         100
     );
 
-    let mut connection = pool.acquire().await.expect("the connection");
     // The page statements: read_all's (two parameters) and read_filtered's (four).
-    let statements: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements
-         WHERE strpos(statement, 'archived_events') > 0 AND strpos(statement, 'LIMIT $2') > 0
-           AND strpos(statement, 'pg_prepared_statements') = 0",
-    )
-    .fetch_all(&mut *connection)
-    .await
-    .expect("prepared statements");
-    let mut kinds: Vec<i32> = statements.iter().map(|(_, parameters)| *parameters).collect();
+    let plans = plans(&pool, &["archived_events", "LIMIT $2"], |parameters| match parameters {
+        4 => "0, 100, '{}', '{Skipped}'".to_owned(),
+        _ => "0, 100".to_owned(),
+    })
+    .await;
+    let mut kinds: Vec<i32> = plans.iter().map(|(parameters, _)| *parameters).collect();
     kinds.sort_unstable();
     kinds.dedup();
     assert_eq!(
         kinds,
         [2, 4],
-        "read_all's and read_filtered's statements: {statements:?}"
+        "read_all's and read_filtered's statements, each in two modes"
     );
-    for (name, parameters) in statements {
-        let filtered = parameters == 4;
-        let arguments = if filtered {
-            "0, 100, '{}', '{Skipped}'"
-        } else {
-            "0, 100"
-        };
-        for mode in ["force_custom_plan", "force_generic_plan"] {
-            sqlx::query("SELECT set_config('plan_cache_mode', $1, false)")
-                .bind(mode)
-                .execute(&mut *connection)
-                .await
-                .expect("plan cache mode");
-            let explain = format!("EXPLAIN (COSTS OFF) EXECUTE \"{name}\"({arguments})");
-            let lines: Vec<String> = sqlx::query_scalar(&explain)
-                .fetch_all(&mut *connection)
-                .await
-                .unwrap_or_else(|error| panic!("{explain}: {error}"));
-            let plan = lines.join("\n");
-            assert!(plan.contains("Merge Append"), "{mode}, filtered {filtered}:\n{plan}");
-            assert!(
-                plan.contains("Index Scan using events_pkey on events"),
-                "{mode}, filtered {filtered}:\n{plan}"
-            );
-            assert!(
-                !plan.contains("Seq Scan on events"),
-                "{mode}, filtered {filtered}:\n{plan}"
-            );
-        }
+    for (parameters, plan) in plans {
+        assert!(plan.contains("Merge Append"), "{parameters} parameters, {plan}");
+        assert!(
+            plan.contains("Index Scan using events_pkey on events"),
+            "{parameters} parameters, {plan}"
+        );
+        assert!(!plan.contains("Seq Scan on events"), "{parameters} parameters, {plan}");
     }
 }

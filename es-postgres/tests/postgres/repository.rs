@@ -188,3 +188,73 @@ async fn a_command_sent_again_is_answered_with_its_original_outcome() {
     assert!(refused.is_err(), "another command is refused: {refused:?}");
     assert_eq!(cases.load(&id).await.expect("load").version, 2, "closed once");
 }
+
+/// A load asks whether the stream is closed in the statement that reads its events: a merge of
+/// the closure probe and the stream's index scan, with nothing sorted; a closed stream's events
+/// are not read, and the refusal carries its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_reads_the_closure_and_the_events_in_one_ordered_statement() {
+    use es_core::lifecycle::{StreamChange, StreamLifecycle, StreamStatus};
+    use es_core::{EventStore, StoreError};
+
+    let schema = schema().await;
+    let s = schema.schema();
+    sqlx::query(&format!(
+        "INSERT INTO \"{s}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
+                                    schema_version, payload, recorded_at)
+         SELECT row_number() OVER (), gen_random_uuid(), 'kind', 'stream-' || n, v, 'Numbered', 1, '{{}}',
+                clock_timestamp()
+         FROM generate_series(1, 2000) AS n, generate_series(1, 10) AS v"
+    ))
+    .execute(schema.pool())
+    .await
+    .expect("20,000 events");
+    let tombstoned = StreamId::new("kind", "stream-7");
+    schema
+        .tombstone(&tombstoned, StreamChange::new("test", "a closed stream"))
+        .await
+        .expect("tombstoned");
+    for table in ["events", "stream_states"] {
+        sqlx::query(&format!("ANALYZE \"{s}\".{table}"))
+            .execute(schema.pool())
+            .await
+            .expect("ANALYZE");
+    }
+
+    let (store, pool) = crate::support::store_on_one_connection(s).await;
+    let replay = |stream: StreamId| {
+        let store = store.clone();
+        async move {
+            let mut versions = Vec::new();
+            store
+                .replay_open_stream(&stream, StreamSlice::all(), &mut |event| {
+                    versions.push(event.version);
+                    std::ops::ControlFlow::Continue(())
+                })
+                .await
+                .map(|()| versions)
+        }
+    };
+    let open = replay(StreamId::new("kind", "stream-3")).await.expect("an open stream");
+    assert_eq!(open, (1..=10).collect::<Vec<u64>>());
+    match replay(tombstoned).await {
+        Err(StoreError::StreamClosed(closed)) => assert_eq!(closed.status, StreamStatus::Tombstoned),
+        other => panic!("a tombstoned stream is refused, got {other:?}"),
+    }
+
+    let plans = crate::support::plans(&pool, &["stream_states", "UNION ALL", "ORDER BY version"], |_| {
+        "'kind', 'stream-3', 1, 9223372036854775807, NULL".to_owned()
+    })
+    .await;
+    assert_eq!(plans.len(), 2, "one statement, in two plan modes: {plans:?}");
+    for (_, plan) in plans {
+        let top = plan.lines().nth(1).unwrap_or_default();
+        assert!(!top.contains("Sort"), "nothing is sorted on top: {plan}");
+        assert!(plan.contains("Merge Append"), "{plan}");
+        assert!(
+            plan.contains("Index Scan using events_stream_version_key on events"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Seq Scan on events"), "{plan}");
+    }
+}

@@ -179,3 +179,50 @@ pub fn fault_runner_options() -> es_core::RunnerOptions {
 
 /// A small, fast, seedable random number generator, shared with the test support.
 pub use es_test_support::Rng;
+
+/// The store on a pool of one connection, in `schema`: it prepares its statements where a test
+/// can then explain them ([`plans`]).
+pub async fn store_on_one_connection(schema: &str) -> (PostgresStore, sqlx::PgPool) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database().url())
+        .await
+        .expect("a pool of one");
+    let store = PostgresStore::new(pool.clone())
+        .with_schema(schema)
+        .expect("schema name");
+    (store, pool)
+}
+
+/// The plans of the statements prepared on `pool`'s one connection whose text holds every one
+/// of `needles`, as (parameter count, plan), in custom and in generic plan mode each;
+/// `arguments(parameter count)` are what each is explained with.
+pub async fn plans(pool: &sqlx::PgPool, needles: &[&str], arguments: impl Fn(i32) -> String) -> Vec<(i32, String)> {
+    let mut connection = pool.acquire().await.expect("the connection");
+    let statements: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT name, cardinality(parameter_types), statement FROM pg_prepared_statements WHERE from_sql = false",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .expect("prepared statements");
+    let mut plans = Vec::new();
+    for (name, parameters, _) in statements
+        .into_iter()
+        .filter(|(_, _, text)| needles.iter().all(|needle| text.contains(needle)))
+    {
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            sqlx::query("SELECT set_config('plan_cache_mode', $1, false)")
+                .bind(mode)
+                .execute(&mut *connection)
+                .await
+                .expect("plan cache mode");
+            let explain = format!("EXPLAIN (COSTS OFF) EXECUTE \"{name}\"({})", arguments(parameters));
+            let lines: Vec<String> = sqlx::query_scalar(&explain)
+                .fetch_all(&mut *connection)
+                .await
+                .unwrap_or_else(|error| panic!("{explain}: {error}"));
+            plans.push((parameters, format!("{mode}:\n{}", lines.join("\n"))));
+        }
+    }
+    plans
+}
