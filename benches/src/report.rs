@@ -395,7 +395,11 @@ same work, measured in one run, on one PostgreSQL server.
   ping (`test_before_acquire(false)`): the floor is one round trip per statement.
 
 Writing scenarios get a fresh schema each; reading scenarios (3, 5, 8, 9) use schemas each
-implementation seeded through its own write path before the repetitions.
+implementation seeded through its own write path before the repetitions, then analyzed
+(`ANALYZE`, as autovacuum would do within a minute): the reads meet a database in its steady
+state. On a table never analyzed PostgreSQL plans es-rs's global read (bounded by the oldest
+running transaction, an expression it cannot estimate) as a sort of every event after the
+page's start; es-rs's bulk import analyzes the table when it ends for that reason.
 
 Scenario 8 catches a new projection up with scenario 5's events into a table of balances per
 account (one upsert per deposit), in units of the same size on both sides, each committed with

@@ -128,7 +128,8 @@ pub fn run(options: Options) -> BenchResult<Results> {
         dir: files.as_ref().map(|(dir, _)| dir.path()),
     };
     let mut load_peak = 0.0;
-    let outcome = measure_all(&options, stores, &run_id, &mut load_peak);
+    let admin = postgres.as_ref().map(|(_, _, admin, _)| (&runtime, admin));
+    let outcome = measure_all(&options, stores, admin, &run_id, &mut load_peak);
     let (server, database) = match postgres {
         Some((_, database, admin, server)) => {
             let cleanup = runtime.block_on(drop_schemas(&admin, &run_id));
@@ -167,6 +168,7 @@ pub fn run(options: Options) -> BenchResult<Results> {
 fn measure_all(
     options: &Options,
     stores: Stores<'_>,
+    admin: Option<(&tokio::runtime::Runtime, &sqlx::PgPool)>,
     run_id: &str,
     load_peak: &mut f64,
 ) -> BenchResult<BTreeMap<(Scenario, Implementation), Vec<Measurement>>> {
@@ -191,6 +193,9 @@ fn measure_all(
             let args = [PREPARE_ARG, implementation.id(), run_id, sizes.name, "0", backend.id()];
             child(stores, &args)?;
             eprintln!("es-bench:   seeded in {:.1} s", start.elapsed().as_secs_f64());
+        }
+        if let (Backend::Postgres, Some((runtime, admin))) = (backend, admin) {
+            runtime.block_on(analyze_schemas(admin, run_id))?;
         }
     }
     let mut runs: BTreeMap<(Scenario, Implementation), Vec<Measurement>> = BTreeMap::new();
@@ -268,6 +273,25 @@ fn child(stores: Stores<'_>, args: &[&str]) -> BenchResult<Option<Measurement>> 
     let stdout = String::from_utf8(output.stdout)?;
     let result = stdout.lines().find_map(|line| line.strip_prefix(RESULT_PREFIX));
     Ok(result.map(serde_json::from_str).transpose()?)
+}
+
+/// Analyzes every table of run `run_id`'s schemas, as autovacuum would a minute after the
+/// seeding: the scenarios read a database in its steady state, with planner statistics. (Without
+/// them PostgreSQL plans es-rs's horizon-bounded global read as a sort of the whole log: see
+/// `ImportOptions::analyze` in es-postgres.)
+async fn analyze_schemas(admin: &sqlx::PgPool, run_id: &str) -> BenchResult<()> {
+    let prefix = format!("esb_{run_id}_");
+    let tables: Vec<(String, String)> =
+        sqlx::query_as("SELECT schemaname::text, tablename::text FROM pg_tables WHERE starts_with(schemaname, $1)")
+            .bind(&prefix)
+            .fetch_all(admin)
+            .await?;
+    for (schema, table) in tables {
+        sqlx::raw_sql(&format!("ANALYZE \"{schema}\".\"{table}\""))
+            .execute(admin)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Drops every schema of run `run_id`.

@@ -33,12 +33,15 @@ pub(crate) struct ImportStatements {
     /// The first (by `n`) of the streams `$1` aggregate types, `$2` aggregate ids that is
     /// closed (`es_core::lifecycle`): an import writes no event to one.
     pub closed_stream: String,
+    /// Refreshes the planner's statistics of `events` after an import.
+    pub analyze: String,
 }
 
 impl ImportStatements {
     /// The statements for the quoted schema name `s`.
     pub(super) fn new(s: &str) -> Self {
         Self {
+            analyze: format!("ANALYZE {s}.events"),
             begin: format!("INSERT INTO {s}.imports (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"),
             record: format!(
                 "SELECT events_done, last_event_id, source_digest, finished_at IS NOT NULL AS finished

@@ -410,3 +410,33 @@ async fn two_runs_of_one_import_at_once_store_each_event_once() {
     assert_eq!(result.expect("a rerun completes").events_total, 60);
     assert_eq!(stored(&schema).await, (60, 60), "each event stored once");
 }
+
+/// The planner's row count of the events table: -1 until something analyzes it.
+async fn planner_rows(store: &PostgresStore) -> f32 {
+    sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = format('%I.events', $1::text)::regclass")
+        .bind(store.schema())
+        .fetch_one(store.pool())
+        .await
+        .expect("pg_class")
+}
+
+/// A run that stores events ends with `ANALYZE` of the events table, so the planner knows the
+/// rows before autovacuum gets there; unless the options say not to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_leaves_the_planner_statistics_of_what_it_stored() {
+    for analyze in [false, true] {
+        let schema = schema().await;
+        let store = schema.store();
+        let events = history("analyzed", 4, 120);
+        let before = planner_rows(store).await;
+        let options = ImportOptions::new("stats").with_chunk_size(50).with_analyze(analyze);
+        let report = store.import(options, source(&events), |_| {}).await.expect("imported");
+        assert_eq!(report.events_total, 120);
+        let after = planner_rows(store).await;
+        if analyze {
+            assert_eq!(after, 120.0, "analyzed: the planner counts the imported rows");
+        } else {
+            assert_eq!(after, before, "not analyzed: the planner's count is as it was");
+        }
+    }
+}
