@@ -187,11 +187,9 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> StoreResult<RecordedEvent> {
     let event_id = bytes(row, column::EVENT_ID).map_err(|e| corrupt(format!("event id: {e}")))?;
     let event_id = Uuid::from_slice(event_id).map_err(|e| corrupt(format!("event id: {e}")))?;
     let metadata = text(row, column::METADATA).map_err(|e| corrupt(format!("metadata: {e}")))?;
-    // Most events carry none: skip the parser.
-    let metadata: Metadata = if metadata == "{}" {
-        Metadata::new()
-    } else {
-        serde_json::from_str(metadata).map_err(|e| corrupt(format!("metadata does not decode: {e}")))?
+    let metadata = match command_ids(metadata) {
+        Some(metadata) => metadata,
+        None => serde_json::from_str(metadata).map_err(|e| corrupt(format!("metadata does not decode: {e}")))?,
     };
     let recorded_at = integer(row, column::RECORDED_AT).map_err(|e| corrupt(format!("recorded_at: {e}")))?;
     let recorded_at =
@@ -206,6 +204,32 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> StoreResult<RecordedEvent> {
         metadata,
         recorded_at,
         stream,
+    })
+}
+
+/// The metadata of most events, read without the JSON parser: none (`{}`), or the ids a
+/// command gives its events (correlation, causation and command id, as `serde_json` writes
+/// them, in that order), nothing else. `None` for any other text, which the parser reads:
+/// serde_json's generic path took a third of a global read's time on these.
+fn command_ids(text: &str) -> Option<Metadata> {
+    if text == "{}" {
+        return Some(Metadata::new());
+    }
+    fn uuid(text: &str) -> Option<(Uuid, &str)> {
+        let (id, rest) = text.split_at_checked(36)?;
+        Some((Uuid::try_parse(id).ok()?, rest))
+    }
+    let rest = text.strip_prefix(r#"{"correlation_id":""#)?;
+    let (correlation, rest) = uuid(rest)?;
+    let rest = rest.strip_prefix(r#"","causation_id":""#)?;
+    let (causation, rest) = uuid(rest)?;
+    let rest = rest.strip_prefix(r#"","command_id":""#)?;
+    let (command, rest) = uuid(rest)?;
+    (rest == r#""}"#).then(|| {
+        Metadata::new()
+            .with_correlation_id(correlation)
+            .with_causation_id(causation)
+            .with_command_id(command)
     })
 }
 
@@ -349,6 +373,40 @@ impl ReplayChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-read shapes read as the parser reads them, and every other shape is left to it.
+    #[test]
+    fn command_ids_read_what_the_parser_reads_or_nothing() {
+        let ids = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+        let full = Metadata::new()
+            .with_correlation_id(ids[0])
+            .with_causation_id(ids[1])
+            .with_command_id(ids[2]);
+        for metadata in [Metadata::new(), full.clone()] {
+            let text = serde_json::to_string(&metadata).expect("JSON");
+            assert_eq!(command_ids(&text), Some(metadata), "{text}");
+        }
+        let mut others = vec![
+            full.clone().with_actor("ann"),
+            Metadata::new().with_command_id(ids[2]),
+            Metadata::new().with_correlation_id(ids[0]).with_command_id(ids[2]),
+        ];
+        let mut extra = full.clone();
+        extra.extra.insert("tenant".into(), "acme".into());
+        others.push(extra);
+        for metadata in others {
+            let text = serde_json::to_string(&metadata).expect("JSON");
+            assert_eq!(command_ids(&text), None, "left to the parser: {text}");
+        }
+        let upper = serde_json::to_string(&full).expect("JSON").to_uppercase();
+        assert_eq!(command_ids(&upper), None, "another spelling of the keys");
+        let escaped = serde_json::to_string(&full).expect("JSON").replacen('0', "\\u0030", 1);
+        assert_eq!(command_ids(&escaped), None, "an escape");
+        let text = serde_json::to_string(&full).expect("JSON");
+        for cut in 0..text.len() {
+            assert_eq!(command_ids(&text[..cut]), None, "cut at {cut}");
+        }
+    }
 
     #[test]
     fn the_column_positions_match_the_column_list() -> rusqlite::Result<()> {
