@@ -41,20 +41,25 @@ fn reason(scenario: Scenario) -> Option<&'static str> {
             "Both sides read with one streamed query. es-rs reads and hands out the whole \
              envelope a projection is given (event id, aggregate type and id, version, \
              timestamp, metadata: 14 columns to the raw baseline's 6), and merges the hot table \
-             with the archive of the stream lifecycle. The server is not what limits it: on \
-             100,000 events (2026-12-05, `EXPLAIN (ANALYZE, TIMING OFF)`) es-rs's page query \
-             ran in 46 ms and the raw baseline's in 36 ms, well under the time either side \
-             takes to receive and decode the rows. The rest is client CPU per row: sqlx parses \
-             and es-rs decodes the wider row, then decodes the event through the registry \
-             (scenario 6: 0.9-0.97x the raw `match` on current-version events). What would \
-             move it: a read that selects only the columns its caller asks for (a projection \
-             that needs no metadata), or fewer columns in the row itself (see 1a)."
+             with the archive of the stream lifecycle. Measured on 100,000 events on this \
+             machine (2026-12-05, a program streaming the rows with sqlx): es-rs's rows, \
+             received and not decoded, take 110 ms, and the raw baseline's 75 ms; each column \
+             costs 3-6 ms on the server and the wire, the merge with the archive 3 ms. Decoded, \
+             the whole read takes 113-118 ms for es-rs and 73-77 ms for the raw baseline; \
+             es-rs's client CPU is 89 ms of it (105 ms before its decoders read the bytes in \
+             place), so the rows' transfer is what limits it, and no decoder takes this \
+             envelope past about 0.68x raw. What would move it: a read that selects only \
+             the columns its caller asks for (a projection that needs no metadata), or fewer \
+             columns in the row itself (see 1a)."
         }
         Scenario::LoadLarge | Scenario::Load => {
             "Both sides read the stream with one query on the `(stream, version)` index and \
              fold each row as it arrives; es-rs selects only version, name, schema version and \
              payload. But its rows are wider (scenario 9), so the index scan visits about 1.5x \
-             the heap pages for the same events. What would move it: a narrower row (see 1a)."
+             the heap pages for the same events. Since 2026-12-05 the run analyzes the seeded \
+             schemas first; the raw baseline's load of 100,000 events took 69-88 ms after that \
+             and 74-112 ms in the runs before, es-rs's 81-88 ms in both. What would move it: a \
+             narrower row (see 1a)."
         }
         Scenario::BulkImport => {
             "es-rs keeps up with the raw `COPY` (the ratio target); the absolute one, 100,000 \
