@@ -64,6 +64,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod error;
 mod keys;
 mod lifecycle;
 mod seal;
@@ -73,8 +74,9 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use error::PiiError;
 pub use keys::{InMemoryKeyStore, KeyStore, KeyStoreError, SubjectKey};
-pub use store::{ForgetSubjects, PiiError, PiiStore};
+pub use store::{ForgetSubjects, PiiStore};
 
 use crate::event;
 

@@ -9,7 +9,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::keys::{KeyStore, KeyStoreError, SubjectKey};
+use super::error::PiiError;
+use super::keys::{KeyStore, SubjectKey};
 use super::seal::{self, Tampered};
 use super::{SubjectForgotten, FORGOTTEN_SUBJECTS};
 use crate::event::EventType;
@@ -21,55 +22,6 @@ use crate::store::{
     ReplayFn, Snapshot, SnapshotStore, StoreError, StoreResult, StreamCatalog, StreamId, StreamQuery, StreamSlice,
     StreamSummary, Tail,
 };
-
-/// Why personal data could not be sealed for writing.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PiiError {
-    /// The event names its subject by a field, and the payload lacks it (or it is not a string
-    /// or a number).
-    #[error(
-        "event `{event_name}` for {stream} has no usable subject field `{field}` (a string or a number): its \
-         personal data cannot be sealed"
-    )]
-    NoSubject {
-        /// The stream written.
-        stream: StreamId,
-        /// The event's stored name.
-        event_name: String,
-        /// The subject field.
-        field: &'static str,
-    },
-    /// The event's payload is not a JSON object, so its fields cannot be sealed.
-    #[error("event `{event_name}` for {stream} is not a JSON object: its personal data cannot be sealed")]
-    NotAnObject {
-        /// The stream written.
-        stream: StreamId,
-        /// The event's stored name.
-        event_name: String,
-    },
-    /// The key store refused or failed (a forgotten subject, an outage).
-    #[error(transparent)]
-    Keys(#[from] KeyStoreError),
-    /// A value too long for AES-GCM (64 GiB) could not be sealed.
-    #[error("a personal value of {stream} is too long to seal")]
-    TooLong {
-        /// The stream written.
-        stream: StreamId,
-    },
-}
-
-impl From<PiiError> for StoreError {
-    fn from(error: PiiError) -> Self {
-        StoreError::Pii(Box::new(error))
-    }
-}
-
-impl From<KeyStoreError> for StoreError {
-    fn from(error: KeyStoreError) -> Self {
-        PiiError::Keys(error).into()
-    }
-}
 
 /// An event store that seals the `#[pii]` fields of the events it writes, and the snapshots of
 /// streams that hold personal data, and opens them when read: see the [module](super).
