@@ -74,6 +74,9 @@ fn upcast_arm(chain: &UpcastChain, version: u32, start: u32) -> TokenStream {
     let json: Vec<_> = chain.json.iter().filter(|(from, _)| *from >= start).collect();
     let typed: Vec<_> = chain.typed.iter().filter(|(from, _)| *from >= start).collect();
     let mut body = TokenStream::new();
+    // The arm's own names, spanned where they are bound rather than at the user's paths: an
+    // event declared by a `macro_rules!` hands its paths over in another hygiene context.
+    let (payload, value, typed_value, name_const) = (quote!(payload), quote!(value), quote!(typed), quote!(NAME));
 
     // The first JSON step parses the stored bytes into a `Value`; each next one takes it on.
     for (i, (from, path)) in json.iter().enumerate() {
@@ -86,7 +89,7 @@ fn upcast_arm(chain: &UpcastChain, version: u32, start: u32) -> TokenStream {
             quote!(value)
         };
         body.extend(quote_spanned! {path.span()=>
-            let value = ::es_core::checks::JsonStep::run_step(&#path, NAME, #from, #input)?;
+            let #value = ::es_core::checks::JsonStep::run_step(&#path, #name_const, #from, #input)?;
         });
     }
 
@@ -95,14 +98,15 @@ fn upcast_arm(chain: &UpcastChain, version: u32, start: u32) -> TokenStream {
     for (i, (from, ty)) in typed.iter().enumerate() {
         let old = match (i, json.is_empty()) {
             (0, true) => quote_spanned!(ty.span()=>
-                <#ty as ::es_core::checks::OlderShape>::decode_older(NAME, #from, payload)?),
+                <#ty as ::es_core::checks::OlderShape>::decode_older(#name_const, #from, #payload)?),
             (0, false) => quote_spanned!(ty.span()=>
-                <#ty as ::es_core::checks::OlderShape>::from_older_value(NAME, #from, value)?),
+                <#ty as ::es_core::checks::OlderShape>::from_older_value(#name_const, #from, #value)?),
             _ => quote!(typed),
         };
         let next = typed.get(i + 1).map_or_else(|| quote!(Self), |(_, next)| quote!(#next));
         body.extend(quote_spanned! {ty.span()=>
-            let typed = <#ty as ::es_core::checks::UpcastInto<#next>>::upcast_into(#old, NAME, #from)?;
+            let #typed_value =
+                <#ty as ::es_core::checks::UpcastInto<#next>>::upcast_into(#old, #name_const, #from)?;
         });
     }
 
@@ -239,8 +243,10 @@ fn replaced_decoding(model: &EventEnum) -> TokenStream {
     names.dedup();
     let rules = model.replaced.iter().map(|rule| {
         let (name, version, by) = (&rule.name, rule.version, &rule.by);
+        // `payload` spanned where it is bound: see `upcast_arm`.
+        let payload = quote!(payload);
         let run = quote_spanned! {by.span()=>
-            ::es_core::checks::ReplaceRule::<_, Self>::replace(#by, #name, #version, payload)
+            ::es_core::checks::ReplaceRule::<_, Self>::replace(#by, #name, #version, #payload)
         };
         quote! { (#name, #version) => #run, }
     });

@@ -1,9 +1,27 @@
 //! Versions of one `note` aggregate's event, as the lock tests meet them in turn.
 
+/// The rest of a version of the `note` aggregate: its event enum of one `$variant`, with
+/// `$attr`s, the aggregate and its `Apply`.
+macro_rules! note {
+    ($(#[$attr:meta])* $variant:ident($event:ident)) => {
+        #[crate::event]
+        #[derive(Debug)]
+        $(#[$attr])*
+        pub enum NoteEvent {
+            $variant($event),
+        }
+        #[derive(Default, serde::Serialize, serde::Deserialize, crate::Aggregate)]
+        #[aggregate(name = "note", event = NoteEvent)]
+        pub struct Note;
+        impl crate::Apply<$event> for Note {
+            fn apply(&mut self, _: &$event) {}
+        }
+    };
+}
+
 /// The event as first written.
 pub mod v1 {
-    use crate::{event, Aggregate, Apply};
-    use serde::{Deserialize, Serialize};
+    use crate::event;
 
     #[event(name = "Noted")]
     #[derive(Debug)]
@@ -11,23 +29,12 @@ pub mod v1 {
         pub text: String,
         pub priority: u8,
     }
-    #[event]
-    #[derive(Debug)]
-    pub enum NoteEvent {
-        Noted(Noted),
-    }
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "note", event = NoteEvent)]
-    pub struct Note;
-    impl Apply<Noted> for Note {
-        fn apply(&mut self, _: &Noted) {}
-    }
+    note!(Noted(Noted));
 }
 
 /// `text` retyped, no version bump.
 pub mod retyped {
-    use crate::{event, Aggregate, Apply};
-    use serde::{Deserialize, Serialize};
+    use crate::event;
 
     #[event(name = "Noted")]
     #[derive(Debug)]
@@ -35,23 +42,12 @@ pub mod retyped {
         pub text: u32,
         pub priority: u8,
     }
-    #[event]
-    #[derive(Debug)]
-    pub enum NoteEvent {
-        Noted(Noted),
-    }
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "note", event = NoteEvent)]
-    pub struct Note;
-    impl Apply<Noted> for Note {
-        fn apply(&mut self, _: &Noted) {}
-    }
+    note!(Noted(Noted));
 }
 
 /// `text` renamed to `body`, no version bump.
 pub mod renamed {
-    use crate::{event, Aggregate, Apply};
-    use serde::{Deserialize, Serialize};
+    use crate::event;
 
     #[event(name = "Noted")]
     #[derive(Debug)]
@@ -59,23 +55,12 @@ pub mod renamed {
         pub body: String,
         pub priority: u8,
     }
-    #[event]
-    #[derive(Debug)]
-    pub enum NoteEvent {
-        Noted(Noted),
-    }
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "note", event = NoteEvent)]
-    pub struct Note;
-    impl Apply<Noted> for Note {
-        fn apply(&mut self, _: &Noted) {}
-    }
+    note!(Noted(Noted));
 }
 
 /// `text` retyped the right way: version 2 with an upcast from 1.
 pub mod bumped {
-    use crate::{event, Aggregate, Apply, UpcastError};
-    use serde::{Deserialize, Serialize};
+    use crate::{event, UpcastError};
     use serde_json::Value;
 
     #[event(name = "Noted", version = 2)]
@@ -90,23 +75,12 @@ pub mod bumped {
         payload["text"] = length.into();
         Ok(payload)
     }
-    #[event]
-    #[derive(Debug)]
-    pub enum NoteEvent {
-        Noted(Noted),
-    }
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "note", event = NoteEvent)]
-    pub struct Note;
-    impl Apply<Noted> for Note {
-        fn apply(&mut self, _: &Noted) {}
-    }
+    note!(Noted(Noted));
 }
 
 /// An optional field added: old payloads still decode.
 pub mod widened {
-    use crate::{event, Aggregate, Apply};
-    use serde::{Deserialize, Serialize};
+    use crate::event;
 
     #[event(name = "Noted")]
     #[derive(Debug)]
@@ -116,23 +90,12 @@ pub mod widened {
         #[serde(default)]
         pub tags: Vec<String>,
     }
-    #[event]
-    #[derive(Debug)]
-    pub enum NoteEvent {
-        Noted(Noted),
-    }
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "note", event = NoteEvent)]
-    pub struct Note;
-    impl Apply<Noted> for Note {
-        fn apply(&mut self, _: &Noted) {}
-    }
+    note!(Noted(Noted));
 }
 
 /// The event renamed: the old stored name is an alias now (and `priority` widened).
 pub mod aliased {
-    use crate::{event, Aggregate, Apply};
-    use serde::{Deserialize, Serialize};
+    use crate::event;
 
     #[event(name = "NoteTaken", alias = "Noted")]
     #[derive(Debug)]
@@ -140,63 +103,33 @@ pub mod aliased {
         pub text: String,
         pub priority: u16,
     }
-    #[event]
-    #[derive(Debug)]
-    pub enum NoteEvent {
-        Taken(NoteTaken),
-    }
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "note", event = NoteEvent)]
-    pub struct Note;
-    impl Apply<NoteTaken> for Note {
-        fn apply(&mut self, _: &NoteTaken) {}
-    }
+    note!(Taken(NoteTaken));
 }
 
 /// `Noted` is gone; another event took its place.
 pub mod removed {
-    use crate::{event, Aggregate, Apply};
-    use serde::{Deserialize, Serialize};
+    use crate::event;
 
     #[event(name = "Archived")]
     #[derive(Debug)]
     pub struct Archived;
-    #[event]
-    #[derive(Debug)]
-    pub enum NoteEvent {
-        Archived(Archived),
-    }
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "note", event = NoteEvent)]
-    pub struct Note;
-    impl Apply<Archived> for Note {
-        fn apply(&mut self, _: &Archived) {}
-    }
+    note!(Archived(Archived));
 }
 
 /// `Noted` is retired: a `#[replaced]` rule turns stored ones into `Archived` events.
 pub mod retired {
-    use crate::{event, Aggregate, Apply, UpcastError};
-    use serde::{Deserialize, Serialize};
+    use crate::{event, UpcastError};
 
     #[event(name = "Archived")]
     #[derive(Debug)]
     pub struct Archived;
-    #[event]
-    #[derive(Debug)]
-    #[replaced(name = "Noted", by = archived)]
-    pub enum NoteEvent {
-        Archived(Archived),
-    }
     fn archived(_: serde_json::Value) -> Result<Vec<NoteEvent>, UpcastError> {
         Ok(vec![Archived.into()])
     }
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "note", event = NoteEvent)]
-    pub struct Note;
-    impl Apply<Archived> for Note {
-        fn apply(&mut self, _: &Archived) {}
-    }
+    note!(
+        #[replaced(name = "Noted", by = archived)]
+        Archived(Archived)
+    );
 }
 
 /// An event whose shape cannot be traced: it deserializes through a type that asks for nothing.
