@@ -508,7 +508,7 @@ settings, measured in one run.
 - **es-rs**: the same domain code as on PostgreSQL, through `Repository` on a `SqliteStore`
   opened with `SqliteStore::open_with(path, SqliteOptions::default())` and migrated.
   Commands on new aggregates (s1a, s4b) go through `Repository::create`; the load (s3a)
-  through `Repository::load`, which folds what `EventStore::replay_open_stream` lends; the global
+  through `Repository::load`, which folds what `EventStore::replay_if_open` lends; the global
   read (s5) pages through `GlobalLog::read_all` ({page} events a page, the projection runner's
   default) and decodes each event with `decode_record`. Every store call runs SQLite on one of
   Tokio's blocking threads (`spawn_blocking`). An append checks that each payload is JSON,

@@ -56,16 +56,16 @@ pub(crate) async fn replay_stream(
     lend_rows(store, &store.sql.replay_stream, stream, slice, apply, false).await
 }
 
-/// [`EventStore::replay_open_stream`](es_core::EventStore::replay_open_stream): one statement.
+/// [`EventStore::replay_if_open`](es_core::EventStore::replay_if_open): one statement.
 /// A closed stream's record leads the rows as a marker (version 0, no name) and its events are
 /// left out, all in one snapshot; only then is the record itself read.
-pub(crate) async fn replay_open_stream(
+pub(crate) async fn replay_if_open(
     store: &PostgresStore,
     stream: &StreamId,
     slice: StreamSlice,
     apply: &mut ReplayFn<'_>,
 ) -> StoreResult<()> {
-    lend_rows(store, &store.sql.replay_open_stream, stream, slice, apply, true).await
+    lend_rows(store, &store.sql.replay_if_open, stream, slice, apply, true).await
 }
 
 /// Lends the rows of `sql` over `slice` to `apply`; with `marked`, a first row without a name

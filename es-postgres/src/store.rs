@@ -272,13 +272,8 @@ impl EventStore for PostgresStore {
         read::replay_stream(self, stream, slice, apply).await
     }
 
-    async fn replay_open_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut ReplayFn<'_>,
-    ) -> StoreResult<()> {
-        read::replay_open_stream(self, stream, slice, apply).await
+    async fn replay_if_open(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
+        read::replay_if_open(self, stream, slice, apply).await
     }
 
     async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {

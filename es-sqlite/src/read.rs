@@ -61,15 +61,10 @@ impl EventStore for SqliteStore {
         replay(self, stream, slice, apply, false).await
     }
 
-    /// [`EventStore::replay_open_stream`](es_core::EventStore::replay_open_stream): the replay
+    /// [`EventStore::replay_if_open`](es_core::EventStore::replay_if_open): the replay
     /// of `replay_stream`, then the probe of `stream_closure`, on the same connection and
     /// blocking thread.
-    async fn replay_open_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut ReplayFn<'_>,
-    ) -> StoreResult<()> {
+    async fn replay_if_open(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
         replay(self, stream, slice, apply, true).await
     }
 
@@ -291,7 +286,7 @@ enum Message<T> {
 }
 
 /// [`EventStore::replay_stream`](es_core::EventStore::replay_stream), and with `refuse_closed`
-/// [`EventStore::replay_open_stream`](es_core::EventStore::replay_open_stream): asking after
+/// [`EventStore::replay_if_open`](es_core::EventStore::replay_if_open): asking after
 /// the replay is what makes the two reads answer as one (see the trait's default).
 async fn replay(
     store: &SqliteStore,

@@ -36,11 +36,11 @@ fn assert_closed<T: std::fmt::Debug>(result: StoreResult<T>, status: StreamStatu
     }
 }
 
-/// What `replay_open_stream` makes of `stream`: the versions lent, or the refusal.
+/// What `replay_if_open` makes of `stream`: the versions lent, or the refusal.
 async fn replay_open<S: crate::store::EventStore>(store: &S, stream: &StreamId) -> StoreResult<Vec<u64>> {
     let mut versions = Vec::new();
     store
-        .replay_open_stream(stream, StreamSlice::all(), &mut |event| {
+        .replay_if_open(stream, StreamSlice::all(), &mut |event| {
             versions.push(event.version);
             std::ops::ControlFlow::Continue(())
         })
@@ -81,10 +81,7 @@ pub async fn tombstoned_streams_refuse_appends<S: StreamLifecycle + GlobalLog>(s
     append_ok(store, &other, ExpectedVersion::NoStream, numbered(1)).await;
     let before = whole_stream(store, &stream).await;
     assert_eq!(ok("stream_closure", store.stream_closure(&stream).await).await, None);
-    assert_eq!(
-        ok("replay_open_stream", replay_open(store, &stream).await).await,
-        [1, 2]
-    );
+    assert_eq!(ok("replay_if_open", replay_open(store, &stream).await).await, [1, 2]);
 
     let closed = ok("tombstone", store.tombstone(&stream, change("duplicate")).await).await;
     assert_eq!(
@@ -102,7 +99,7 @@ pub async fn tombstoned_streams_refuse_appends<S: StreamLifecycle + GlobalLog>(s
     );
     match replay_open(store, &stream).await {
         Err(StoreError::StreamClosed(refused)) => assert_eq!(*refused, closed, "the refusal carries the record"),
-        other => panic!("replay_open_stream of a tombstoned stream: {other:?}"),
+        other => panic!("replay_if_open of a tombstoned stream: {other:?}"),
     }
 
     for expected in [
@@ -277,7 +274,7 @@ pub async fn deleted_streams_leave_an_audit_record<S: StreamLifecycle + GlobalLo
     assert_eq!(closed.reason, "erasure request #42");
     assert_eq!(whole_stream(store, &stream).await, vec![]);
     assert_closed(replay_open(store, &stream).await, StreamStatus::Deleted);
-    assert_eq!(ok("replay_open_stream", replay_open(store, &kept).await).await, [1]);
+    assert_eq!(ok("replay_if_open", replay_open(store, &kept).await).await, [1]);
     assert_eq!(ok("stream_version", store.stream_version(&stream).await).await, 0);
     for event in &events {
         assert_eq!(

@@ -267,7 +267,7 @@ pub async fn read_stream_until_instant<S: EventStore + GlobalLog>(store: &S) {
 }
 
 /// `replay_stream` lends the same versions, names, schema versions and payloads as
-/// `read_stream`, honours the slice, and stops when told to; so does `replay_open_stream` on an
+/// `read_stream`, honours the slice, and stops when told to; so does `replay_if_open` on an
 /// open stream, and on a stream never written it lends nothing.
 pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(store: &S) {
     let stream = fresh_stream("conformance");
@@ -282,11 +282,7 @@ pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(st
         .map(|e| (e.version, e.event_name.clone(), e.schema_version, payload_json(e)))
         .collect();
     for open_only in [false, true] {
-        let method = if open_only {
-            "replay_open_stream"
-        } else {
-            "replay_stream"
-        };
+        let method = if open_only { "replay_if_open" } else { "replay_stream" };
         let mut replayed = Vec::new();
         let mut apply = |event: ReplayedEvent<'_>| {
             let payload = serde_json::from_slice(event.payload).unwrap_or(serde_json::Value::Null);
@@ -316,16 +312,16 @@ pub async fn replay_lends_what_read_stream_returns<S: EventStore + GlobalLog>(st
     }
     let mut lent = 0;
     let result = store
-        .replay_open_stream(&fresh_stream("conformance"), StreamSlice::all(), &mut |_| {
+        .replay_if_open(&fresh_stream("conformance"), StreamSlice::all(), &mut |_| {
             lent += 1;
             std::ops::ControlFlow::Continue(())
         })
         .await;
-    assert!(result.is_ok(), "replay_open_stream of a new stream failed: {result:?}");
+    assert!(result.is_ok(), "replay_if_open of a new stream failed: {result:?}");
     assert_eq!(lent, 0, "a stream never written has no events");
 }
 
-/// `replay_open_stream` when `open_only`, else `replay_stream`.
+/// `replay_if_open` when `open_only`, else `replay_stream`.
 async fn replay_with<S: EventStore>(
     store: &S,
     open_only: bool,
@@ -334,7 +330,7 @@ async fn replay_with<S: EventStore>(
     apply: &mut crate::store::ReplayFn<'_>,
 ) -> StoreResult<()> {
     match open_only {
-        true => store.replay_open_stream(stream, slice, apply).await,
+        true => store.replay_if_open(stream, slice, apply).await,
         false => store.replay_stream(stream, slice, apply).await,
     }
 }

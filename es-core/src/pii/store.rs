@@ -343,14 +343,9 @@ impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
         crate::store::lend_each(self.read_stream(stream, slice), apply).await
     }
 
-    async fn replay_open_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut ReplayFn<'_>,
-    ) -> StoreResult<()> {
+    async fn replay_if_open(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
         if !self.personal.contains(stream.aggregate_type.as_str()) {
-            return self.inner.replay_open_stream(stream, slice, apply).await;
+            return self.inner.replay_if_open(stream, slice, apply).await;
         }
         // Replay first, then ask: see the trait's default.
         self.replay_stream(stream, slice, apply).await?;

@@ -101,7 +101,7 @@ where
 
     /// The state of an open stream as of `as_of`; a closed stream is refused with
     /// [`RepositoryError::StreamClosed`]. The store checks in the replay itself
-    /// ([`EventStore::replay_open_stream`]), so the check costs no round trip of its own on the
+    /// ([`EventStore::replay_if_open`]), so the check costs no round trip of its own on the
     /// SQL backends. What the public loads call.
     pub(super) async fn load_open(&self, stream: &StreamId, as_of: AsOf) -> Result<Versioned<A>, RepositoryError> {
         let span = tracing::debug_span!("load", %stream, ?as_of);
@@ -172,7 +172,7 @@ where
             }
         };
         match source {
-            Source::Open => self.store.replay_open_stream(stream, slice, &mut apply).await?,
+            Source::Open => self.store.replay_if_open(stream, slice, &mut apply).await?,
             Source::Hot => self.store.replay_stream(stream, slice, &mut apply).await?,
             Source::Archive(archive) => lend_each(archive.read_archived(stream, slice), &mut apply).await?,
         }

@@ -294,7 +294,7 @@ pub trait EventStore: Send + Sync {
     /// The lifecycle record of `stream` when it is closed (tombstoned, archived or deleted: see
     /// [`StreamLifecycle`](crate::lifecycle::StreamLifecycle)), `None` while it is open. The
     /// [`Repository`](crate::Repository) refuses to load closed streams through
-    /// [`EventStore::replay_open_stream`], whose default asks this. The default, for a store
+    /// [`EventStore::replay_if_open`], whose default asks this. The default, for a store
     /// without lifecycle, says every stream is open.
     async fn stream_closure(&self, stream: &StreamId) -> StoreResult<Option<crate::lifecycle::StreamClosed>> {
         let _ = stream;
@@ -323,12 +323,7 @@ pub trait EventStore: Send + Sync {
     /// two reads answer as one: a stream never reopens and an archive needs the stream closed
     /// first, so a stream still open after the replay was open, with these events, during it.
     /// Backends override it to ask in the replay's own query, which saves the round trip.
-    async fn replay_open_stream(
-        &self,
-        stream: &StreamId,
-        slice: StreamSlice,
-        apply: &mut ReplayFn<'_>,
-    ) -> StoreResult<()> {
+    async fn replay_if_open(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
         self.replay_stream(stream, slice, apply).await?;
         refuse_closed(self.stream_closure(stream).await?)
     }

@@ -150,8 +150,8 @@ pub(crate) struct Statements {
     pub read_stream: String,
     pub replay_stream: String,
     /// `replay_stream`, led by a row of version 0 and no name when the stream is closed, and
-    /// then without its events: see `read::replay_open_stream`.
-    pub replay_open_stream: String,
+    /// then without its events: see `read::replay_if_open`.
+    pub replay_if_open: String,
     pub stream_version: String,
     pub read_all: String,
     /// `read_all`'s page, with the payload and the metadata only of the rows a filter wants:
@@ -311,7 +311,7 @@ impl Statements {
             ),
             // Both sides ordered by version, so the plan merges them: nothing is sorted. The
             // closure is asked once for the marker row and once (an init plan) for the guard.
-            replay_open_stream: format!(
+            replay_if_open: format!(
                 "SELECT {REPLAY_COLUMNS} FROM (
                      (SELECT 0::bigint AS version, NULL::text AS event_name, NULL::integer AS schema_version,
                              NULL::jsonb AS payload

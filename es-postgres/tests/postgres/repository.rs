@@ -227,7 +227,7 @@ async fn a_load_reads_the_closure_and_the_events_in_one_ordered_statement() {
         async move {
             let mut versions = Vec::new();
             store
-                .replay_open_stream(&stream, StreamSlice::all(), &mut |event| {
+                .replay_if_open(&stream, StreamSlice::all(), &mut |event| {
                     versions.push(event.version);
                     std::ops::ControlFlow::Continue(())
                 })
