@@ -257,16 +257,7 @@ async fn a_page_of_the_log_merges_two_ordered_scans() {
 
     let schema = schema().await;
     let s = schema.schema();
-    sqlx::query(&format!(
-        "INSERT INTO \"{s}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
-                                    schema_version, payload, recorded_at)
-         SELECT (pg_current_xact_id()::text::bigint << 20) | row_number() OVER (), gen_random_uuid(),
-                'kind', 'stream-' || n, v, 'Numbered', 1, '{{}}', clock_timestamp()
-         FROM generate_series(1, 2000) AS n, generate_series(1, 10) AS v"
-    ))
-    .execute(schema.pool())
-    .await
-    .expect("20,000 events");
+    crate::support::twenty_thousand_events(&schema).await;
     schema
         .archive(
             &StreamId::new("kind", "stream-7"),
@@ -274,12 +265,7 @@ async fn a_page_of_the_log_merges_two_ordered_scans() {
         )
         .await
         .expect("archived");
-    for table in ["events", "archived_events"] {
-        sqlx::query(&format!("ANALYZE \"{s}\".{table}"))
-            .execute(schema.pool())
-            .await
-            .expect("ANALYZE");
-    }
+    crate::support::analyze(&schema, &["events", "archived_events"]).await;
 
     let (store, pool) = store_on_one_connection(s).await;
     assert_eq!(store.read_all(0, 100).await.expect("read_all").len(), 100);

@@ -199,27 +199,13 @@ async fn a_load_reads_the_closure_and_the_events_in_one_ordered_statement() {
 
     let schema = schema().await;
     let s = schema.schema();
-    sqlx::query(&format!(
-        "INSERT INTO \"{s}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
-                                    schema_version, payload, recorded_at)
-         SELECT row_number() OVER (), gen_random_uuid(), 'kind', 'stream-' || n, v, 'Numbered', 1, '{{}}',
-                clock_timestamp()
-         FROM generate_series(1, 2000) AS n, generate_series(1, 10) AS v"
-    ))
-    .execute(schema.pool())
-    .await
-    .expect("20,000 events");
+    crate::support::twenty_thousand_events(&schema).await;
     let tombstoned = StreamId::new("kind", "stream-7");
     schema
         .tombstone(&tombstoned, StreamChange::new("test", "a closed stream"))
         .await
         .expect("tombstoned");
-    for table in ["events", "stream_states"] {
-        sqlx::query(&format!("ANALYZE \"{s}\".{table}"))
-            .execute(schema.pool())
-            .await
-            .expect("ANALYZE");
-    }
+    crate::support::analyze(&schema, &["events", "stream_states"]).await;
 
     let (store, pool) = crate::support::store_on_one_connection(s).await;
     let replay = |stream: StreamId| {

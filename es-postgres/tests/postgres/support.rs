@@ -226,3 +226,30 @@ pub async fn plans(pool: &sqlx::PgPool, needles: &[&str], arguments: impl Fn(i32
     }
     plans
 }
+
+/// Writes 2,000 streams (`kind`, `stream-1` to `stream-2000`) of 10 events each straight into
+/// `schema`'s events table, positioned as the store positions them: enough rows for the planner
+/// to plan the store's statements as it would in production, once [`analyze`]d.
+pub async fn twenty_thousand_events(schema: &Shared) {
+    let s = schema.schema();
+    sqlx::query(&format!(
+        "INSERT INTO \"{s}\".events (position, event_id, aggregate_type, aggregate_id, version, event_name,
+                                    schema_version, payload, recorded_at)
+         SELECT (pg_current_xact_id()::text::bigint << 20) | row_number() OVER (), gen_random_uuid(),
+                'kind', 'stream-' || n, v, 'Numbered', 1, '{{}}', clock_timestamp()
+         FROM generate_series(1, 2000) AS n, generate_series(1, 10) AS v"
+    ))
+    .execute(schema.pool())
+    .await
+    .expect("20,000 events");
+}
+
+/// `ANALYZE` of `tables` in `schema`.
+pub async fn analyze(schema: &Shared, tables: &[&str]) {
+    for table in tables {
+        sqlx::query(&format!("ANALYZE \"{}\".{table}", schema.schema()))
+            .execute(schema.pool())
+            .await
+            .expect("ANALYZE");
+    }
+}
