@@ -45,40 +45,24 @@ pub(crate) fn stream_rows<'a>(
         .boxed()
 }
 
-/// [`EventStore::replay_stream`](es_core::EventStore::replay_stream): the rows are lent to
-/// `apply` as they arrive.
-pub(crate) async fn replay_stream(
+/// [`EventStore::replay_stream`](es_core::EventStore::replay_stream), and with `if_open`
+/// [`EventStore::replay_if_open`](es_core::EventStore::replay_if_open): the rows are lent to
+/// `apply` as they arrive. The statement of `replay_if_open` is one too: a closed stream's
+/// record leads the rows as a marker (version 0, no name) and its events are left out, all in
+/// one snapshot; only then is the record itself read.
+pub(crate) async fn replay(
     store: &PostgresStore,
     stream: &StreamId,
     slice: StreamSlice,
     apply: &mut ReplayFn<'_>,
+    if_open: bool,
 ) -> StoreResult<()> {
-    lend_rows(store, &store.sql.replay_stream, stream, slice, apply, false).await
-}
-
-/// [`EventStore::replay_if_open`](es_core::EventStore::replay_if_open): one statement.
-/// A closed stream's record leads the rows as a marker (version 0, no name) and its events are
-/// left out, all in one snapshot; only then is the record itself read.
-pub(crate) async fn replay_if_open(
-    store: &PostgresStore,
-    stream: &StreamId,
-    slice: StreamSlice,
-    apply: &mut ReplayFn<'_>,
-) -> StoreResult<()> {
-    lend_rows(store, &store.sql.replay_if_open, stream, slice, apply, true).await
-}
-
-/// Lends the rows of `sql` over `slice` to `apply`; with `marked`, a first row without a name
-/// is the marker of a closed stream.
-async fn lend_rows(
-    store: &PostgresStore,
-    sql: &str,
-    stream: &StreamId,
-    slice: StreamSlice,
-    apply: &mut ReplayFn<'_>,
-    mut marked: bool,
-) -> StoreResult<()> {
+    let sql = match if_open {
+        true => &store.sql.replay_if_open,
+        false => &store.sql.replay_stream,
+    };
     let mut rows = slice_query(sql, stream, slice).fetch(&store.pool);
+    let mut marked = if_open;
     while let Some(row) = rows.try_next().await.map_err(store_error)? {
         if std::mem::take(&mut marked) {
             let name: Option<&str> = row.try_get(col::EVENT_NAME).map_err(store_error)?;

@@ -269,11 +269,11 @@ impl EventStore for PostgresStore {
     }
 
     async fn replay_stream(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
-        read::replay_stream(self, stream, slice, apply).await
+        read::replay(self, stream, slice, apply, false).await
     }
 
     async fn replay_if_open(&self, stream: &StreamId, slice: StreamSlice, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
-        read::replay_if_open(self, stream, slice, apply).await
+        read::replay(self, stream, slice, apply, true).await
     }
 
     async fn read_event(&self, event_id: Uuid) -> StoreResult<Option<RecordedEvent>> {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use es_core::Metadata;
 
 use super::error::{EventAt, ImportError};
-use crate::row::MetadataRow;
+use crate::row::{MetadataRow, POSTGRES_EPOCH_MICROS};
 use crate::sql::{MAX_EVENTS_PER_TRANSACTION, POSITION_SHIFT};
 
 /// The binary format's header: signature, flags (none), header extension length (0).
@@ -36,9 +36,6 @@ const COLUMNS: [&str; 14] = [
     "actor",
     "metadata",
 ];
-
-/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01 00:00:00 UTC.
-const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// The version byte of a binary `jsonb` value, followed by the JSON text.
 const JSONB_VERSION: u8 = 1;

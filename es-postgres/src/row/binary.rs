@@ -9,8 +9,9 @@ use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::{Row, ValueRef};
 use uuid::Uuid;
 
-/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
-const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01 00:00:00 UTC: where its binary
+/// timestamps count from, read here and written by the bulk import's `COPY`.
+pub(crate) const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// The reason for a NULL where a value must be.
 pub(super) fn null() -> String {

@@ -150,7 +150,7 @@ pub(crate) struct Statements {
     pub read_stream: String,
     pub replay_stream: String,
     /// `replay_stream`, led by a row of version 0 and no name when the stream is closed, and
-    /// then without its events: see `read::replay_if_open`.
+    /// then without its events: see `read::replay`.
     pub replay_if_open: String,
     pub stream_version: String,
     pub read_all: String,
