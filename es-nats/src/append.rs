@@ -4,9 +4,7 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use es_core::{
-    AppendOutcome, ConcurrencyConflict, ExpectedVersion, NewEvent, StoreError, StoreResult, StoredEventPlace, StreamId,
-};
+use es_core::{AppendOutcome, ExpectedVersion, NewEvent, StoreError, StoreResult, StoredEventPlace, StreamId};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
@@ -59,16 +57,11 @@ pub(crate) async fn append(
         // the head it was judged on is still the stream's head.
         let partition_last = last_sequence(js, "read a partition's last sequence").await?;
         let head = head(store, stream).await?;
-        if !expected.accepts(head.version) {
+        if let Err(conflict) = expected.check(stream, head.version) {
             if let Some(outcome) = deduplicated(store, stream, &ids, &subject, &message_id, &payload).await? {
                 return Ok(outcome);
             }
-            return Err(ConcurrencyConflict {
-                stream: stream.clone(),
-                expected,
-                actual: head.version,
-            }
-            .into());
+            return Err(conflict.into());
         }
         if let Earlier::Duplicate(event_id) = earlier {
             return Err(StoreError::DuplicateEventId {

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use es_core::{
-    AppendOutcome, ConcurrencyConflict, ExpectedVersion, Metadata, NewEvent, StoreError, StoreResult, StoredEventPlace,
-    StreamId,
+    AppendOutcome, ExpectedVersion, Metadata, NewEvent, StoreError, StoreResult, StoredEventPlace, StreamId,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Statement};
 use serde::de::IgnoredAny;
@@ -107,15 +106,9 @@ pub(crate) fn append_locked(
     }
     let actual = u64::try_from(version)
         .map_err(|_| SqliteError::Unexpected(format!("a negative version {version} in {stream}")))?;
-    if !expected.accepts(actual) {
+    expected.check(stream, actual).inspect_err(|_| {
         tracing::debug!(stream = %stream, %expected, actual, "append refused: concurrency conflict");
-        return Err(ConcurrencyConflict {
-            stream: stream.clone(),
-            expected,
-            actual,
-        }
-        .into());
-    }
+    })?;
     if let Earlier::Duplicate(event_id) = earlier {
         return Err(StoreError::DuplicateEventId {
             stream: stream.clone(),

@@ -17,9 +17,8 @@ pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
 
 use crate::projection::WakeUp;
 use crate::store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, Limits, NewEvent, RecordedEvent,
-    Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery,
-    StreamSlice, StreamSummary, Tail,
+    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
+    StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
 };
 
 /// An event store that keeps everything in memory. Cloning it shares the same data.
@@ -198,14 +197,7 @@ impl EventStore for InMemoryStore {
             return Err(closure.clone().refuse());
         }
         let actual = state.version_of(stream);
-        if !expected.accepts(actual) {
-            return Err(ConcurrencyConflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            }
-            .into());
-        }
+        expected.check(stream, actual)?;
         // The same rule as the durable stores: a payload must be JSON.
         if let Some((index, error)) = events.iter().enumerate().find_map(|(index, event)| {
             serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload)

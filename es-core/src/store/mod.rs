@@ -78,6 +78,28 @@ impl ExpectedVersion {
             Self::Exact(expected) => expected == actual,
         }
     }
+
+    /// `Ok` when a stream at `actual` satisfies this expectation, else the conflict an append
+    /// to `stream` is refused with: the one check every backend makes under its write lock.
+    ///
+    /// ```
+    /// use es_core::{ExpectedVersion, StreamId};
+    ///
+    /// let stream = StreamId::new("ticket", "T-1");
+    /// assert!(ExpectedVersion::Exact(2).check(&stream, 2).is_ok());
+    /// let conflict = ExpectedVersion::NoStream.check(&stream, 2).unwrap_err();
+    /// assert_eq!((conflict.expected, conflict.actual), (ExpectedVersion::NoStream, 2));
+    /// ```
+    pub fn check(self, stream: &StreamId, actual: u64) -> Result<(), ConcurrencyConflict> {
+        if self.accepts(actual) {
+            return Ok(());
+        }
+        Err(ConcurrencyConflict {
+            stream: stream.clone(),
+            expected: self,
+            actual,
+        })
+    }
 }
 
 impl fmt::Display for ExpectedVersion {
