@@ -1,12 +1,16 @@
 //! Checks of the global log: order, paging, visibility.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use super::{append_ok, event, fresh_stream, numbered};
-use crate::store::{EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, StoreResult};
+use crate::store::{
+    EventStore, ExpectedVersion, GlobalLog, LogFilter, LogPage, NewEvent, RecordedEvent, StoreError, StoreResult,
+    StreamId,
+};
 
 /// Reads everything, waiting (up to 10 s) until the events with `ids` are visible: a store may
 /// delay `read_all` visibility while other transactions are in flight, never reorder it.
@@ -298,5 +302,92 @@ pub async fn replay_all_lends_what_read_filtered_returns<S: EventStore + GlobalL
             expected.iter().map(|e| e.position).collect::<Vec<_>>(),
             "{filter:?}"
         );
+    }
+}
+
+/// `read_filtered` decodes only the rows its filter wants: a row nobody reading wants cannot
+/// fail the read, and is still counted as scanned; `read_all`, and a filter that wants the row,
+/// get [`StoreError::Corrupt`] naming it.
+///
+/// Not in [`conformance_tests!`](crate::conformance_tests): storing a row that does not decode
+/// takes the backend's own means. `plant(stream)` stores, bypassing the store's checks, one
+/// event of `stream` at version 1, named `TicketOpened`, whose metadata does not decode. The
+/// check appends an event before it and one after it, and expects no one else to append to
+/// the store meanwhile.
+pub async fn a_row_left_out_is_never_decoded<S, F, Fut>(store: &S, plant: F)
+where
+    S: EventStore + GlobalLog,
+    F: FnOnce(StreamId) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let start = read_everything(store).await.last().map_or(0, |e| e.position);
+    let (case, ticket) = (fresh_stream("case"), fresh_stream("ticket"));
+    let opened = event("CaseOpened", serde_json::json!({}));
+    append_ok(store, &case, ExpectedVersion::NoStream, vec![opened]).await;
+    plant(ticket.clone()).await;
+    let noted = event("NoteAdded", serde_json::json!({}));
+    append_ok(store, &case, ExpectedVersion::Exact(1), vec![noted]).await;
+    tail_reaches(store, start, 3).await;
+    assert!(
+        matches!(store.read_all(start, 10).await, Err(StoreError::Corrupt { .. })),
+        "the planted row's metadata does not decode"
+    );
+
+    for filter in [
+        LogFilter::all().aggregate_types(["case"]),
+        LogFilter::all().excluding_names(["TicketOpened"]),
+        LogFilter::all()
+            .aggregate_types(["case", "ticket"])
+            .excluding_names(["TicketOpened"]),
+    ] {
+        let page = must_read(store.read_filtered(start, 10, &filter).await, "read_filtered", start);
+        let names: Vec<&str> = page.events.iter().map(|e| e.event_name.as_str()).collect();
+        assert_eq!(names, ["CaseOpened", "NoteAdded"], "{filter:?}");
+        assert_eq!(
+            (page.scanned, page.at_head),
+            (3, true),
+            "{filter:?}: the row passed over"
+        );
+        assert_eq!(page.scanned_to, page.events[1].position, "{filter:?}");
+    }
+    // A page that ends on the row left out gets past it.
+    let cases = LogFilter::all().aggregate_types(["case"]);
+    let first = must_read(store.read_filtered(start, 2, &cases).await, "read_filtered", start);
+    assert_eq!((first.events.len(), first.scanned, first.at_head), (1, 2, false));
+    assert!(first.scanned_to > first.events[0].position, "past the planted row");
+
+    for filter in [
+        LogFilter::all().aggregate_types(["ticket"]),
+        LogFilter::all().excluding_names(["NoteAdded"]),
+    ] {
+        match store.read_filtered(start, 10, &filter).await {
+            Err(StoreError::Corrupt {
+                stream,
+                version,
+                reason,
+            }) => {
+                assert_eq!((&stream, version), (&ticket, 1), "{filter:?}");
+                assert!(reason.contains("metadata"), "{filter:?}: {reason}");
+            }
+            other => panic!("{filter:?}: expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+/// Waits (up to 60 s) until `tail(after)` counts `count` events: a store may delay what
+/// `read_all` sees while other transactions are in flight. `tail` decodes nothing.
+async fn tail_reaches<S: GlobalLog>(store: &S, after: u64, count: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let tail = must_read(store.tail(after).await, "tail", after);
+        if tail.events >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {count} events became readable",
+            tail.events
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -41,8 +41,9 @@ pub use checkpoints::{
     parked_events_commit_with_the_unit, units_commit_or_discard_the_checkpoint, ReadModelProbe,
 };
 pub use global_log::{
-    read_all_in_position_order, read_all_pages, read_filtered_leaves_out_by_type_and_name,
-    read_filtered_pages_are_read_all_pages_filtered, replay_all_lends_what_read_filtered_returns,
+    a_row_left_out_is_never_decoded, read_all_in_position_order, read_all_pages,
+    read_filtered_leaves_out_by_type_and_name, read_filtered_pages_are_read_all_pages_filtered,
+    replay_all_lends_what_read_filtered_returns,
 };
 pub use idempotency::{
     a_batch_stored_otherwise_is_not_a_retry, read_event_by_id, retried_append_returns_the_original_outcome,
