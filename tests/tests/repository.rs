@@ -175,6 +175,47 @@ async fn time_travel_by_version_and_by_instant() {
     assert_eq!(repo.load_at_instant(&id, before).await.expect("load").version, 0);
 }
 
+/// A snapshot's `taken_at` is the application's clock; the events' `recorded_at` is the
+/// store's. Time travel must go by the store's: a snapshot stamped before an instant by a clock
+/// running behind still holds an event recorded after it.
+#[tokio::test]
+async fn time_travel_by_instant_ignores_a_snapshot_holding_later_events_whatever_its_clock() {
+    let repo = Counters::new(InMemoryStore::new()).with_snapshot_every(2);
+    let id = new_id();
+    repo.execute(&id, Metadata::new(), add(1)).await.expect("accepted");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    repo.execute(&id, Metadata::new(), add(2)).await.expect("accepted");
+    let store = repo.store();
+    let stream = Counters::stream_id(&id);
+    let events = es_core::conformance::whole_stream(store, &stream).await;
+    let (first, second) = (events[0].recorded_at, events[1].recorded_at);
+    assert!(first < second, "the two events were recorded apart");
+    let snapshot = store
+        .load_snapshot(&stream)
+        .await
+        .expect("load snapshot")
+        .expect("a snapshot at version 2");
+    assert_eq!(snapshot.version, 2);
+    // The application's clock ran behind: the snapshot says it was taken before event 2.
+    let before_second = first + (second - first) / 2;
+    store
+        .save_snapshot(Snapshot {
+            taken_at: first,
+            ..snapshot
+        })
+        .await
+        .expect("save");
+    let past = repo.load_at_instant(&id, before_second).await.expect("load");
+    assert_eq!(
+        (past.version, past.aggregate.total),
+        (1, 1),
+        "the state after event 1 only"
+    );
+    // From the event's own instant on, the snapshot is the state.
+    let at_second = repo.load_at_instant(&id, second).await.expect("load");
+    assert_eq!((at_second.version, at_second.aggregate.total), (2, 3));
+}
+
 #[tokio::test]
 async fn a_conflict_reloads_and_decides_again() {
     let store = InstrumentedStore {

@@ -5,7 +5,8 @@ use std::ops::ControlFlow;
 
 use tracing::Instrument;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 
 use super::{AsOf, Repository, RepositoryError, Snapshots, Versioned};
 use crate::aggregate::Aggregate;
@@ -78,12 +79,15 @@ where
         let Some(snapshot) = snapshots.store.load_snapshot(stream).await? else {
             return Ok(None);
         };
+        if snapshot.revision != A::SNAPSHOT_REVISION {
+            return Ok(None);
+        }
         let in_range = match as_of {
             AsOf::Latest => true,
             AsOf::Version(version) => snapshot.version <= version,
-            AsOf::Instant(instant) => snapshot.taken_at <= instant,
+            AsOf::Instant(instant) => self.recorded_by(stream, snapshot.version, instant).await?,
         };
-        if !in_range || snapshot.revision != A::SNAPSHOT_REVISION {
+        if !in_range {
             return Ok(None);
         }
         match A::decode_snapshot(snapshot.schema_version, &snapshot.state) {
@@ -97,6 +101,22 @@ where
                 Ok(None)
             }
         }
+    }
+
+    /// Whether the event at `version` of `stream` was recorded at or before `instant`, so that a
+    /// snapshot taken at `version` shows the state at `instant`. The store is asked because its
+    /// clock stamped the event: the snapshot's `taken_at` is the application's clock, and a
+    /// clock behind the store's would pass a snapshot holding events from after `instant`.
+    async fn recorded_by(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        instant: DateTime<Utc>,
+    ) -> Result<bool, RepositoryError> {
+        let slice = StreamSlice::from_version(version)
+            .to_version(version)
+            .recorded_until(instant);
+        Ok(self.store.read_stream(stream, slice).try_next().await?.is_some())
     }
 
     /// The state of an open stream as of `as_of`; a closed stream is refused with

@@ -229,7 +229,8 @@ pub struct Snapshot {
     pub schema_version: u32,
     /// The state, as JSON.
     pub state: Vec<u8>,
-    /// When the snapshot was taken.
+    /// When the snapshot was taken, by the application's clock. For people and tools: time
+    /// travel by instant goes by the store's `recorded_at` of the event at `version` instead.
     pub taken_at: DateTime<Utc>,
 }
 
