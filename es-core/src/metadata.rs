@@ -84,6 +84,10 @@ impl Metadata {
     /// issues in reaction to it: the causation id is the event's id and the correlation id
     /// carries over from it (or is the event's id when it had none).
     ///
+    /// It sets no command id, so the repository gives each command a new one: a consumer that
+    /// may see `event` again (projections and subscriptions deliver at least once) would carry
+    /// the reaction out again. Such a consumer uses [`Metadata::in_reaction_to`].
+    ///
     /// ```
     /// # use es_core::{Metadata, RecordedEvent};
     /// # fn react(event: &RecordedEvent) {
@@ -97,6 +101,28 @@ impl Metadata {
             causation_id: Some(event.event_id),
             ..Self::default()
         }
+    }
+
+    /// [`Metadata::caused_by`], with a command id derived from the event's id and `reaction`:
+    /// for a command issued in reaction to `event` by a consumer that may see the event again
+    /// (at-least-once delivery, a retried batch, a restarted process manager). The same event
+    /// and reaction always give the same command id, so the command sent again is recognised
+    /// and answered with its first outcome ([`Executed::already_stored`](crate::Executed::already_stored))
+    /// instead of carried out twice. Give each reaction to one event its own name: two
+    /// commands to one stream with the same id are taken for one.
+    ///
+    /// ```
+    /// # use es_core::{Metadata, RecordedEvent};
+    /// # fn react(event: &RecordedEvent) {
+    /// let metadata = Metadata::in_reaction_to(event, "award-loyalty-points");
+    /// assert_eq!(metadata.causation_id, Some(event.event_id));
+    /// // Delivered again, the same command id: the repository recognises the command.
+    /// assert_eq!(metadata.command_id, Metadata::in_reaction_to(event, "award-loyalty-points").command_id);
+    /// assert_ne!(metadata.command_id, Metadata::in_reaction_to(event, "send-receipt").command_id);
+    /// # }
+    /// ```
+    pub fn in_reaction_to(event: &RecordedEvent, reaction: &str) -> Self {
+        Self::caused_by(event).with_command_id(Uuid::new_v5(&event.event_id, reaction.as_bytes()))
     }
 
     /// Sets the actor.

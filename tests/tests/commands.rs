@@ -94,6 +94,42 @@ async fn a_command_reacting_to_an_event_names_it_as_cause() {
     assert_eq!(effect.metadata.command_id, Some(done.command_id));
 }
 
+/// A consumer sees an event again (at-least-once delivery): its reaction, named, is carried
+/// out once; another reaction to the same event is a command of its own.
+#[tokio::test]
+async fn a_reaction_to_an_event_seen_again_is_carried_out_once() {
+    let repo = Repository::<Counter, _>::new(InMemoryStore::new());
+    let (trigger, reaction) = (new_id(), new_id());
+    repo.execute(&trigger, Metadata::new(), add(1)).await.expect("accepted");
+    let cause = first_envelope(&repo, &trigger).await;
+    let first = repo
+        .execute(&reaction, Metadata::in_reaction_to(&cause, "add two"), add(2))
+        .await
+        .expect("accepted");
+    let again = repo
+        .execute(&reaction, Metadata::in_reaction_to(&cause, "add two"), add(2))
+        .await
+        .expect("answered");
+    assert!(!first.already_stored);
+    assert!(again.already_stored, "recognised as the same command");
+    assert_eq!((again.version, again.command_id), (first.version, first.command_id));
+    let other = repo
+        .execute(&reaction, Metadata::in_reaction_to(&cause, "add three"), add(3))
+        .await
+        .expect("accepted");
+    assert!(!other.already_stored, "another reaction is another command");
+    let counter = repo.load(&reaction).await.expect("load");
+    assert_eq!((counter.version, counter.aggregate.total), (2, 5));
+    let effect = first_envelope(&repo, &reaction).await;
+    assert_eq!(effect.metadata.causation_id, Some(cause.event_id));
+    // Without a command id, the same reaction is carried out again: what `in_reaction_to` is for.
+    let twice = repo
+        .execute(&reaction, Metadata::caused_by(&cause), add(2))
+        .await
+        .expect("accepted");
+    assert!(!twice.already_stored);
+}
+
 #[tokio::test]
 async fn a_command_sent_again_returns_the_original_outcome_and_writes_nothing() {
     let repo = Repository::<Counter, _>::new(InMemoryStore::new());

@@ -116,7 +116,9 @@ pub trait Projection: Send + Sync {
 
     /// Applies one event to the read model. The event id
     /// (`event.envelope.event_id`) is the idempotency key for effects outside the context,
-    /// which are delivered at least once.
+    /// which are delivered at least once; a command sent in reaction to the event takes
+    /// [`Metadata::in_reaction_to`](crate::Metadata::in_reaction_to), so that it is carried out
+    /// once however often the event is handled.
     ///
     /// An error rolls the batch back. An error that comes from the context's own connection
     /// failing (as [`CheckpointStore::is_transient`] tells) is retried as a transient fault;
