@@ -216,6 +216,38 @@ async fn time_travel_by_instant_ignores_a_snapshot_holding_later_events_whatever
     assert_eq!((at_second.version, at_second.aggregate.total), (2, 3));
 }
 
+/// A store on a set clock: the state at the end of a month without waiting for it, and a
+/// clock set back never stamps an event before the one stored last.
+#[tokio::test]
+async fn time_travel_by_instant_on_a_set_clock() {
+    use chrono::TimeZone;
+    let at = |month, day, hour| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, month, day, hour, 0, 0)
+            .single()
+            .expect("a date")
+    };
+    let now = Arc::new(std::sync::Mutex::new(at(10, 30, 9)));
+    let clock = Arc::clone(&now);
+    let store = InMemoryStore::new().with_clock(move || *clock.lock().unwrap_or_else(|e| e.into_inner()));
+    let repo = Counters::new(store).with_snapshot_every(2);
+    let id = new_id();
+    for (amount, day) in [(1, at(10, 30, 9)), (2, at(10, 31, 9)), (3, at(11, 1, 9))] {
+        *now.lock().expect("clock") = day;
+        repo.execute(&id, Metadata::new(), add(amount)).await.expect("accepted");
+    }
+    let end_of_october = repo.load_at_instant(&id, at(10, 31, 23)).await.expect("load");
+    assert_eq!((end_of_october.version, end_of_october.aggregate.total), (2, 3));
+    let before = repo.load_at_instant(&id, at(10, 30, 8)).await.expect("load");
+    assert_eq!(before.version, 0);
+
+    *now.lock().expect("clock") = at(10, 1, 0);
+    repo.execute(&id, Metadata::new(), add(4)).await.expect("accepted");
+    let events = repo.events(&id, StreamSlice::all()).await.expect("read");
+    let stamps: Vec<_> = events.iter().map(|event| event.envelope.recorded_at).collect();
+    assert_eq!(stamps[3], at(11, 1, 9), "a clock set back stamps the last event's time");
+}
+
 #[tokio::test]
 async fn a_conflict_reloads_and_decides_again() {
     let store = InstrumentedStore {

@@ -1,6 +1,7 @@
 //! Closing streams in memory: one lock makes each change atomic.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
 
 use super::{InMemoryStore, State};
@@ -15,6 +16,7 @@ impl State {
         status: StreamStatus,
         events: u64,
         change: StreamChange,
+        now: DateTime<Utc>,
     ) -> StoreResult<StreamClosed> {
         let version = match self.closures.get(stream) {
             Some(closed) => closed.version,
@@ -22,7 +24,7 @@ impl State {
         };
         let closed = StreamClosed::new(stream, status, version, events, change);
         let logged = closed.to_new_event()?;
-        self.push(&closed.lifecycle_stream(), vec![logged]);
+        self.push(&closed.lifecycle_stream(), vec![logged], now);
         self.closures.insert(stream.clone(), closed.clone());
         Ok(closed)
     }
@@ -31,6 +33,7 @@ impl State {
 #[async_trait]
 impl StreamLifecycle for InMemoryStore {
     async fn close(&self, stream: &StreamId, status: StreamStatus, change: StreamChange) -> StoreResult<StreamClosed> {
+        let now = (self.clock.0)();
         let mut state = self.lock();
         if let Some(done) = check_change(stream, state.closures.get(stream).cloned(), status)? {
             return Ok(done);
@@ -42,7 +45,7 @@ impl StreamLifecycle for InMemoryStore {
             StreamStatus::Deleted => hot + archived,
             _ => 0,
         };
-        let closed = state.close(stream, status, moved as u64, change)?;
+        let closed = state.close(stream, status, moved as u64, change, now)?;
         match status {
             StreamStatus::Archived => {
                 if let Some(indexes) = state.streams.remove(stream) {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_core::stream::BoxStream;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -53,6 +53,8 @@ pub struct InMemoryStore {
     appended: Arc<watch::Sender<u64>>,
     /// What appends through this handle may hold.
     limits: Limits,
+    /// The time appends through this handle stamp events with.
+    clock: Clock,
 }
 
 impl Default for InMemoryStore {
@@ -61,7 +63,18 @@ impl Default for InMemoryStore {
             state: Arc::default(),
             appended: Arc::new(watch::Sender::new(0)),
             limits: Limits::DEFAULT,
+            clock: Clock(Arc::new(Utc::now)),
         }
+    }
+}
+
+/// Where an [`InMemoryStore`] handle reads the time: the system's, or a test's.
+#[derive(Clone)]
+struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
     }
 }
 
@@ -109,6 +122,49 @@ impl InMemoryStore {
         Self { limits, ..self }
     }
 
+    /// The same store (sharing its data) stamping the events appended through this handle with
+    /// the time `clock` gives instead of the system's: for tests of time travel by instant
+    /// ("the balance at the end of last month") that set the time rather than wait for it.
+    ///
+    /// As on the durable stores, an event is never stamped before the last one stored, so
+    /// `recorded_at` grows with positions: a clock set back stamps the time of the last event.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> es_core::StoreResult<()> {
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use chrono::{TimeZone, Utc};
+    /// use es_core::{EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent, StreamId, StreamSlice};
+    /// use futures_util::TryStreamExt;
+    ///
+    /// let deposit = || NewEvent {
+    ///     event_id: uuid::Uuid::now_v7(),
+    ///     event_name: "MoneyDeposited".into(),
+    ///     schema_version: 1,
+    ///     payload: br#"{"amount":10}"#.to_vec(),
+    ///     metadata: Metadata::new(),
+    /// };
+    /// let now = Arc::new(Mutex::new(Utc.with_ymd_and_hms(2026, 10, 31, 17, 0, 0).unwrap()));
+    /// let clock = Arc::clone(&now);
+    /// let store = InMemoryStore::new().with_clock(move || *clock.lock().unwrap());
+    /// let account = StreamId::new("account", "A-1");
+    /// store.append(&account, ExpectedVersion::NoStream, vec![deposit()]).await?;
+    /// *now.lock().unwrap() = Utc.with_ymd_and_hms(2026, 11, 3, 9, 30, 0).unwrap();
+    /// store.append(&account, ExpectedVersion::Exact(1), vec![deposit()]).await?;
+    ///
+    /// let end_of_october = Utc.with_ymd_and_hms(2026, 10, 31, 23, 59, 59).unwrap();
+    /// let slice = StreamSlice::all().recorded_until(end_of_october);
+    /// let then: Vec<_> = store.read_stream(&account, slice).try_collect().await?;
+    /// assert_eq!(then.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_clock(self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Self {
+            clock: Clock(Arc::new(clock)),
+            ..self
+        }
+    }
+
     /// A wake-up that fires after each append, for [`ProjectionRunner::run`](crate::ProjectionRunner::run).
     pub fn wake_up(&self) -> InMemoryWakeUp {
         InMemoryWakeUp {
@@ -129,8 +185,9 @@ impl State {
     }
 
     /// Appends `events` to `stream` (checked already), returning their positions.
-    fn push(&mut self, stream: &StreamId, events: Vec<NewEvent>) -> Vec<u64> {
-        let recorded_at = Utc::now();
+    fn push(&mut self, stream: &StreamId, events: Vec<NewEvent>, now: DateTime<Utc>) -> Vec<u64> {
+        let last = self.events.iter().rev().flatten().next().map(|event| event.recorded_at);
+        let recorded_at = last.map_or(now, |last| now.max(last));
         let mut positions = Vec::with_capacity(events.len());
         for (version, event) in (self.version_of(stream) + 1..).zip(events) {
             let index = self.events.len();
@@ -219,7 +276,7 @@ impl EventStore for InMemoryStore {
                 event_id: duplicate.event_id,
             });
         }
-        let positions = state.push(stream, events);
+        let positions = state.push(stream, events, (self.clock.0)());
         drop(state);
         if !positions.is_empty() {
             self.appended.send_modify(|count| *count += 1);
