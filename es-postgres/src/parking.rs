@@ -48,17 +48,28 @@ pub(crate) async fn unpark<'c>(
     projection: &str,
     position: u64,
 ) -> Result<bool, CheckpointError> {
+    change_one(&sql.unpark, executor, projection, position).await
+}
+
+/// Runs `statement`, which changes the parked event of `projection` at `position` if there is
+/// one. Returns whether there was.
+async fn change_one<'c>(
+    statement: &str,
+    executor: impl sqlx::PgExecutor<'c>,
+    projection: &str,
+    position: u64,
+) -> Result<bool, CheckpointError> {
     let Ok(position) = i64::try_from(position) else {
         // No event is parked beyond the positions the table can hold.
         return Ok(false);
     };
-    let removed = sqlx::query(&sql.unpark)
+    let changed = sqlx::query(statement)
         .bind(projection)
         .bind(position)
         .execute(executor)
         .await
         .map_err(checkpoint_error)?;
-    Ok(removed.rows_affected() > 0)
+    Ok(changed.rows_affected() > 0)
 }
 
 /// The parked events of `projection`, in position order.
@@ -83,16 +94,7 @@ pub(crate) async fn request_retry(
     projection: &str,
     position: u64,
 ) -> Result<bool, CheckpointError> {
-    let Ok(position) = i64::try_from(position) else {
-        return Ok(false);
-    };
-    let marked = sqlx::query(&sql.request_retry)
-        .bind(projection)
-        .bind(position)
-        .execute(pool)
-        .await
-        .map_err(checkpoint_error)?;
-    Ok(marked.rows_affected() > 0)
+    change_one(&sql.request_retry, pool, projection, position).await
 }
 
 /// Decodes a row of the parked events' columns.
