@@ -40,7 +40,7 @@
 //! es diff ticket/T-1 2 5               # what changed between two versions
 //! es log --follow                      # the global log, as events are committed
 //! es projections                       # checkpoints, lag, whether a runner holds each
-//! es rebuild lead_search               # replay every event into a read model, with progress
+//! es rebuild lead-search               # replay every event into a read model, with progress
 //! es doctor                            # decode every stored event and snapshot
 //! es registry                          # aggregate types, event names, aliases, versions
 //! es serve --port 8080                 # a read-only web event browser on 127.0.0.1
@@ -80,6 +80,7 @@ mod commands;
 mod long;
 mod output;
 mod parked;
+mod preflight;
 mod serve;
 mod views;
 
@@ -88,7 +89,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use es_core::lifecycle::ClosedStream;
 use es_core::pii::{ForgetSubjects, ForgottenSubject};
 use es_core::{
@@ -98,8 +98,9 @@ use es_core::{
 use futures_util::future::BoxFuture;
 
 pub use output::Exit;
+pub use preflight::{preflight, Preflight};
 
-use args::{Args, Command};
+use args::Command;
 use output::{Failure, Output};
 use views::{AggregateView, ProjectionView, Typed};
 
@@ -220,21 +221,9 @@ impl<S: CliStore> Cli<S> {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let args = match Args::try_parse_from(args) {
+        let args = match preflight::parse(args, out, err) {
             Ok(args) => args,
-            Err(error) => {
-                // Help and version are answers, to stdout; anything else is a usage error.
-                return match error.kind() {
-                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                        let _ = write!(out, "{}", error.render());
-                        Exit::Ok
-                    }
-                    _ => {
-                        let _ = write!(err, "{}", error.render());
-                        Exit::Usage
-                    }
-                };
-            }
+            Err(exit) => return exit,
         };
         let mut output = Output { json: args.json, out };
         match self.dispatch(args.command, &mut output).await {

@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use es_cli::{CliStore, Exit};
+use es_cli::{CliStore, Exit, Preflight};
 use es_core::lifecycle::StreamLifecycle;
 use es_core::pii::KeyStore;
 use es_postgres::PostgresStore;
@@ -35,14 +35,20 @@ async fn main() -> ExitCode {
         }
         _ => None,
     };
+    // Help needs no store, and a command that looks opens it read-only, unmigrated.
+    let writes = match es_cli::preflight(&args) {
+        Preflight::Answered(exit) => return exit.into(),
+        Preflight::Reads => false,
+        _ => true,
+    };
     let url = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty());
     let opened = match (file, url) {
-        (None, Some(url)) => postgres(&url, args).await,
+        (None, Some(url)) => postgres(&url, writes, args).await,
         (file, _) => {
             let file = file
                 .or_else(|| std::env::var_os("ES_EXAMPLES_DB").map(PathBuf::from))
                 .unwrap_or_else(|| DEFAULT_FILE.into());
-            sqlite(file, args).await
+            sqlite(file, writes, args).await
         }
     };
     match opened {
@@ -56,7 +62,7 @@ async fn main() -> ExitCode {
 
 type Opened = Result<ExitCode, (Exit, String)>;
 
-async fn sqlite(file: PathBuf, args: Vec<OsString>) -> Opened {
+async fn sqlite(file: PathBuf, writes: bool, args: Vec<OsString>) -> Opened {
     if !file.exists() {
         let message = format!(
             "no store at {}: run `cargo run -p examples` first, or name a file with --db PATH",
@@ -64,18 +70,26 @@ async fn sqlite(file: PathBuf, args: Vec<OsString>) -> Opened {
         );
         return Err((Exit::NotFound, message));
     }
+    if !writes {
+        let store = SqliteStore::open_read_only(&file).await.map_err(store_failure)?;
+        return run(store, args).await;
+    }
     let store = SqliteStore::open(&file).await.map_err(store_failure)?;
     store.migrate().await.map_err(store_failure)?;
+    store.create_tables().await.map_err(store_failure)?;
     run(store, args).await
 }
 
-async fn postgres(url: &str, args: Vec<OsString>) -> Opened {
+async fn postgres(url: &str, writes: bool, args: Vec<OsString>) -> Opened {
     let schema = std::env::var("ES_EXAMPLES_SCHEMA").unwrap_or_else(|_| "es_examples".into());
     let store = PostgresStore::connect(url)
         .await
         .and_then(|store| store.with_schema(&schema))
         .map_err(store_failure)?;
-    store.migrate().await.map_err(store_failure)?;
+    if writes {
+        store.migrate().await.map_err(store_failure)?;
+        store.create_tables().await.map_err(store_failure)?;
+    }
     run(store, args).await
 }
 
@@ -83,10 +97,10 @@ fn store_failure(error: impl std::fmt::Display) -> (Exit, String) {
     (Exit::Store, error.to_string())
 }
 
-/// The command line over `store`: both aggregates, both Lead projections, the leads' personal
+/// The command line over `store` (migrated, with the Lead tables, if the command writes):
+/// both aggregates, both Lead projections, the leads' personal
 /// data opened with the keys `store` keeps, and closing streams.
 async fn run<S: LeadTables + CliStore + KeyStore + StreamLifecycle>(store: S, args: Vec<OsString>) -> Opened {
-    store.create_tables().await.map_err(store_failure)?;
     let sealed = forgettable_leads(store.clone(), store).map_err(|error| (Exit::Usage, error.to_string()))?;
     let cli = command_line(sealed)
         .and_then(es_cli::Cli::forgetting)

@@ -1,0 +1,81 @@
+//! What a command line asks of the store, read from its arguments before the store is opened.
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use clap::Parser;
+
+use crate::args::{Args, Command};
+use crate::output::Exit;
+
+/// What the arguments of a command line ask of the store, known before the store is opened
+/// ([`preflight`]): help needs no store at all, and looking at a store never changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Preflight {
+    /// Help, the version, or arguments that do not parse: answered already (printed as
+    /// [`Cli::run_from`](crate::Cli::run_from) prints them), with this exit code. Open no store.
+    Answered(Exit),
+    /// A command that only reads: `streams`, `events`, `state`, `diff`, `log`, `projections`,
+    /// `parked` without an action, `doctor`, `registry`, `closed`, `serve`. Open the store for
+    /// reading only if it can be (`es_sqlite::SqliteStore::open_read_only`), and do not migrate
+    /// it: then looking works beside a writer holding the store's lock, on a file the process
+    /// may only read, and changes nothing.
+    Reads,
+    /// A command that writes: `rebuild`, `forget`, `close`, `parked --retry` or `--drop`. Open
+    /// the store for writing, migrated.
+    Writes,
+}
+
+/// Reads the command line `args` (the first is the program's name) before any store is
+/// opened: answers help, the version and usage errors (printing to stdout and stderr), and
+/// tells what the command asks of the store otherwise.
+///
+/// ```no_run
+/// use es_cli::{Cli, Preflight};
+/// # use es_core::InMemoryStore;
+/// # async fn open_store(_read_only: bool) -> InMemoryStore { InMemoryStore::new() }
+///
+/// # async fn demo() -> std::process::ExitCode {
+/// let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+/// let read_only = match es_cli::preflight(&args) {
+///     Preflight::Answered(exit) => return exit.into(),
+///     Preflight::Reads => true,
+///     _ => false,
+/// };
+/// let store = open_store(read_only).await;
+/// Cli::new(store).run_from(args).await
+/// # }
+/// ```
+pub fn preflight<I, T>(args: I) -> Preflight
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match parse(args, &mut std::io::stdout(), &mut std::io::stderr()) {
+        Err(exit) => Preflight::Answered(exit),
+        Ok(args) => match args.command {
+            Command::Rebuild { .. } | Command::Forget { .. } | Command::Close { .. } => Preflight::Writes,
+            Command::Parked { retry, drop, .. } if retry.is_some() || drop.is_some() => Preflight::Writes,
+            _ => Preflight::Reads,
+        },
+    }
+}
+
+/// Parses `args`; help and the version are printed to `out` (exit 0), a usage error to `err`.
+pub(crate) fn parse<I, T>(args: I, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> Result<Args, Exit>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Args::try_parse_from(args).map_err(|error| match error.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            let _ = write!(out, "{}", error.render());
+            Exit::Ok
+        }
+        _ => {
+            let _ = write!(err, "{}", error.render());
+            Exit::Usage
+        }
+    })
+}
