@@ -63,6 +63,33 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// What to put before a command of the `es` binary (`--db PATH `, or nothing) so that it
+    /// looks at this store; `None` for memory, which is gone when the demo ends.
+    pub fn es_arguments(&self) -> Option<String> {
+        match self {
+            Self::Memory => None,
+            Self::Postgres(_) => Some(String::new()),
+            // `es` picks PostgreSQL when DATABASE_URL is set, and the default file otherwise.
+            Self::Sqlite(path) => {
+                let url_set = std::env::var("DATABASE_URL").is_ok_and(|url| !url.is_empty());
+                let chosen_anyway =
+                    std::env::var_os("ES_EXAMPLES_DB").map_or_else(|| DEFAULT_FILE.into(), PathBuf::from);
+                if !url_set && *path == chosen_anyway {
+                    return Some(String::new());
+                }
+                let path = path.display().to_string();
+                let quoted = if path.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                    format!("'{}'", path.replace('\'', r"'\''"))
+                } else {
+                    path
+                };
+                Some(format!("--db {quoted} "))
+            }
+        }
+    }
+}
+
 /// Says how much history `store` already holds: a durable store continues earlier runs.
 pub async fn announce_history<S: GlobalLog>(store: &S, what: &str) -> Outcome {
     let stored = store.tail(0).await?.events;

@@ -26,17 +26,17 @@ pub async fn run(backend: &Backend) -> Outcome {
             let store = SqliteStore::open(path).await?;
             store.migrate().await?;
             announce_history(&store, &format!("Ticket example on the SQLite file {}", path.display())).await?;
-            play(store).await
+            play(store, backend).await
         }
         Backend::Postgres(url) => {
             let store = PostgresStore::connect(url).await?.with_schema("es_examples")?;
             store.migrate().await?;
             announce_history(&store, "Ticket example on PostgreSQL (schema `es_examples`)").await?;
-            play(store).await
+            play(store, backend).await
         }
         Backend::Memory => {
             println!("Ticket example on the in-memory store");
-            play(InMemoryStore::new()).await
+            play(InMemoryStore::new(), backend).await
         }
     }
 }
@@ -61,7 +61,7 @@ async fn execute<S: EventStore>(
     Ok(())
 }
 
-async fn play<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -> Outcome {
+async fn play<S: EventStore + SnapshotStore + Clone + 'static>(store: S, backend: &Backend) -> Outcome {
     let tickets = Repository::<Ticket, S>::new(store.clone()).with_snapshot_every(5);
     let id = format!("T-{}", &Uuid::now_v7().simple().to_string()[20..]);
     // Each request carries its own command id, as a client would send it: the idempotency key.
@@ -176,13 +176,17 @@ async fn play<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -> Outc
     println!("  loaded at version {}: {:?}", loaded.version, loaded.aggregate);
 
     println!("\n== Look at it with the es command line");
+    let Some(store_arguments) = backend.es_arguments() else {
+        println!("  (the in-memory store ends with this run: run on the SQLite file to look at it with `es`)");
+        return Ok(());
+    };
     for command in [
         "streams --type ticket".to_owned(),
         format!("events ticket/{id}"),
         format!("state ticket/{id} --version 2"),
         "serve".to_owned(),
     ] {
-        println!("  cargo run -p examples --bin es -- {command}");
+        println!("  cargo run -p examples --bin es -- {store_arguments}{command}");
     }
     Ok(())
 }
