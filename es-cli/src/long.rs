@@ -264,7 +264,7 @@ pub(crate) async fn doctor<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, batc
     let seconds = started.elapsed().as_secs_f64();
     progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
     progress.finish();
-    let (mut snapshots, mut stale) = (0_u64, 0_u64);
+    let (mut snapshots, mut stale, mut forgotten) = (0_u64, 0_u64, 0_u64);
     let mut after_stream: Option<StreamId> = None;
     loop {
         let page = cli
@@ -276,6 +276,11 @@ pub(crate) async fn doctor<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, batc
         after_stream = Some(last.stream.clone());
         for snapshot in &page {
             snapshots += 1;
+            // Sealed for a subject forgotten since: nothing opens it, loads replay instead.
+            if es_core::pii::is_sealed_state(&snapshot.state) {
+                forgotten += 1;
+                continue;
+            }
             let error = match cli.aggregates.get(snapshot.stream.aggregate_type.as_str()) {
                 None => Some(format!(
                     "no aggregate of type `{}` is registered",
@@ -307,11 +312,13 @@ pub(crate) async fn doctor<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, batc
         let listed: Vec<Value> = problems.iter().map(Problem::json).collect();
         out.json(&json!({
             "events_checked": events, "snapshots_checked": snapshots, "stale_snapshots": stale,
+            "forgotten_snapshots": forgotten,
             "problems": listed, "seconds": seconds, "checked_at": time(chrono::Utc::now()),
         }))?;
     } else {
         out.line(format!(
-            "checked {events} events and {snapshots} snapshots ({stale} stale, ignored on load) in {seconds:.1} s: {} {}",
+            "checked {events} events and {snapshots} snapshots ({stale} stale, {forgotten} of forgotten subjects: \
+             ignored on load) in {seconds:.1} s: {} {}",
             problems.len(),
             if problems.len() == 1 { "problem" } else { "problems" }
         ))?;

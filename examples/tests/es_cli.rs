@@ -91,7 +91,8 @@ async fn history<S: EventStore + SnapshotStore + KeyStore + Clone + 'static>(sto
         .await
         .expect("open");
     let sealed = forgettable_leads(store.clone(), store.clone()).expect("one aggregate");
-    let leads = Repository::<Lead, _>::new(sealed);
+    // Snapshots too: a forgotten lead's sealed snapshot must not read as broken.
+    let leads = Repository::<Lead, _>::new(sealed).with_snapshot_every(2);
     play_leads(&leads, run, 0..5, 3).await.expect("leads");
 }
 
@@ -116,6 +117,10 @@ fn forget_forgets_a_lead(es: &Es) {
     );
     let other = es.json(&["state", "lead/cli-L0001"]);
     assert!(other["state"]["name"].is_string(), "{other}");
+    // Its snapshot stays sealed for good: counted as forgotten, not as a problem.
+    let doctor = es.json(&["doctor"]);
+    assert_eq!(doctor["forgotten_snapshots"], 1, "{doctor}");
+    assert_eq!(doctor["problems"], serde_json::json!([]), "{doctor}");
 }
 
 /// The checks every store must pass, on the history of [`history`].

@@ -80,6 +80,15 @@ pub use store::{ForgetSubjects, PiiStore};
 
 use crate::event;
 
+/// Whether a snapshot's `state` is still sealed personal data: how [`PiiStore`] lists (and
+/// loads ignore) the snapshot of a stream one of whose subjects was forgotten, since nothing
+/// can open it any more. Loads replay such a stream's events instead, whose forgotten fields
+/// read as [`Forgettable::Forgotten`]. Tools that check snapshots (`es doctor`) count it as
+/// forgotten rather than broken.
+pub fn is_sealed_state(state: &[u8]) -> bool {
+    seal::sealed_state_subjects(state).is_some()
+}
+
 /// The aggregate type of the streams of [`SubjectForgotten`] events, one per forgotten subject.
 pub const FORGOTTEN_SUBJECTS: &str = "es.pii";
 
