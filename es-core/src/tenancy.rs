@@ -22,6 +22,11 @@
 //! writes together with the tenant's checkpoint. Each tenant's log is in order; there is no
 //! order between tenants.
 //!
+//! **Time is shared on PostgreSQL**: a tenant's global log shows an event once every write
+//! transaction older than it has ended, in any schema of the cluster (what keeps it gap-free),
+//! so one tenant's long write delays every tenant's projections until it ends. A tenant that
+//! must not wait on others gets a database of its own.
+//!
 //! ```
 //! use es_core::tenancy::{InMemoryTenants, TenantId, TenantStores};
 //! use es_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
