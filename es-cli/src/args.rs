@@ -105,11 +105,18 @@ pub(crate) enum Command {
         /// The later version.
         to: u64,
     },
-    /// Print the global log: every event of every stream, in commit order.
+    /// Print the global log: every event of every stream, in commit order; or, for an audit,
+    /// only those of some aggregate types or names.
     Log {
         /// Only events after this position.
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Only events of this aggregate type (repeat the option for several).
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        /// Only events stored under this name (repeat the option for several).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
         /// At most this many events (without `--follow`).
         #[arg(long, default_value_t = 100)]
         limit: usize,

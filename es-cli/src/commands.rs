@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use es_core::lifecycle::StreamStatus;
-use es_core::{AsOf, RecordedEvent, StreamId, StreamQuery, StreamSlice};
+use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery, StreamSlice};
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 
@@ -326,6 +326,7 @@ pub(crate) async fn log<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
     after: u64,
+    filter: &LogFilter,
     limit: usize,
     follow: bool,
 ) -> Result<Exit, Failure> {
@@ -336,12 +337,15 @@ pub(crate) async fn log<S: CliStore>(
     let mut printed = 0;
     loop {
         let page_size = if follow { 500 } else { (limit - printed).min(500) };
-        let page = if page_size == 0 {
-            Vec::new()
-        } else {
-            cli.store.read_all(position, page_size).await.map_err(Failure::store)?
-        };
-        for event in &page {
+        if page_size == 0 {
+            return Ok(Exit::Ok);
+        }
+        let page = cli
+            .store
+            .read_filtered(position, page_size, filter)
+            .await
+            .map_err(Failure::store)?;
+        for event in &page.events {
             if out.json {
                 out.json_line(&event_json(cli, event))?;
             } else {
@@ -356,18 +360,19 @@ pub(crate) async fn log<S: CliStore>(
                 ))?;
                 out.out.flush()?;
             }
-            position = event.position;
         }
-        printed += page.len();
-        if follow {
-            if page.is_empty() {
-                tokio::select! {
-                    () = tokio::time::sleep(FOLLOW_POLL) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
-                }
-            }
-        } else if page.is_empty() || printed >= limit {
+        // Past the events the filter left out too.
+        position = page.scanned_to;
+        printed += page.events.len();
+        if !page.at_head {
+            continue;
+        }
+        if !follow {
             return Ok(Exit::Ok);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
         }
     }
 }

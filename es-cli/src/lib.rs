@@ -39,6 +39,7 @@
 //! es state ticket/T-1 --version 3      # the state after version 3 (or --at 2026-12-04T10:00:00Z)
 //! es diff ticket/T-1 2 5               # what changed between two versions
 //! es log --follow                      # the global log, as events are committed
+//! es log --name TicketEscalated        # an audit: one kind of event, across streams
 //! es projections                       # checkpoints, lag, whether a runner holds each
 //! es rebuild lead-search               # replay every event into a read model, with progress
 //! es doctor                            # decode every stored event and snapshot
@@ -247,7 +248,16 @@ impl<S: CliStore> Cli<S> {
             Command::Events { stream, from, to } => commands::events(cli, out, &stream, from, to).await,
             Command::State { stream, version, at } => commands::state(cli, out, &stream, version, at).await,
             Command::Diff { stream, from, to } => commands::diff(cli, out, &stream, from, to).await,
-            Command::Log { after, limit, follow } => commands::log(cli, out, after, limit, follow).await,
+            Command::Log {
+                after,
+                types,
+                names,
+                limit,
+                follow,
+            } => {
+                let filter = es_core::LogFilter::all().aggregate_types(types).names(names);
+                commands::log(cli, out, after, &filter, limit, follow).await
+            }
             Command::Registry => commands::registry(cli, out),
             Command::Forget { subject, yes } => commands::forget(cli, out, &subject, yes).await,
             Command::Close {

@@ -155,7 +155,7 @@ pub(crate) async fn read_filtered(
     let (Ok(db_after), Ok(db_limit @ 1..)) = (i64::try_from(after), i64::try_from(limit)) else {
         return Ok(LogPage::filter_read(after, limit, Vec::new(), filter));
     };
-    if filter.types().is_empty() && filter.excluded().is_empty() {
+    if filter.is_all() {
         let events = read_all(store, after, limit).await?;
         return Ok(LogPage::filter_read(after, limit, events, filter));
     }
@@ -164,6 +164,7 @@ pub(crate) async fn read_filtered(
         .bind(db_limit)
         .bind(filter.types())
         .bind(filter.excluded())
+        .bind(filter.included())
         .fetch(&store.pool);
     let mut page = LogPage {
         events: Vec::new(),
@@ -203,7 +204,7 @@ pub(crate) async fn replay_all(
     let Ok(db_after) = i64::try_from(after) else {
         return Ok(replay);
     };
-    let everything = filter.types().is_empty() && filter.excluded().is_empty();
+    let everything = filter.is_all();
     let query = if everything {
         sqlx::query(&store.sql.read_all).bind(db_after).bind(i64::MAX)
     } else {
@@ -212,6 +213,7 @@ pub(crate) async fn replay_all(
             .bind(i64::MAX)
             .bind(filter.types())
             .bind(filter.excluded())
+            .bind(filter.included())
     };
     let mut connection = store.pool.acquire().await.map_err(store_error)?;
     let mut rows = query.fetch(&mut *connection);

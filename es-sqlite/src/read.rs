@@ -177,21 +177,25 @@ impl GlobalLog for SqliteStore {
         let Ok(db_after) = i64::try_from(after) else {
             return Ok(LogPage::filter_read(after, limit, Vec::new(), filter));
         };
-        if limit == 0 || (filter.types().is_empty() && filter.excluded().is_empty()) {
+        if limit == 0 || filter.is_all() {
             let events = self.read_all(after, limit).await?;
             return Ok(LogPage::filter_read(after, limit, events, filter));
         }
         let json = |list: &[String]| {
             serde_json::to_string(list).map_err(|error| SqliteError::Unexpected(format!("a filter as JSON: {error}")))
         };
-        let (types, excluded) = (json(filter.types())?, json(filter.excluded())?);
+        let (types, excluded, names) = (
+            json(filter.types())?,
+            json(filter.excluded())?,
+            json(filter.included())?,
+        );
         let database = Arc::clone(&self.database);
         blocking(move || {
             database.with_reader(|connection| {
                 let failed = |error| StoreError::from(database.error(error));
                 let mut statement = connection.prepare_cached(sql::READ_FILTERED).map_err(failed)?;
                 let mut rows = statement
-                    .query(params![db_after, saturating_i64(limit as u64), types, excluded])
+                    .query(params![db_after, saturating_i64(limit as u64), types, excluded, names])
                     .map_err(failed)?;
                 let mut page = LogPage {
                     events: Vec::new(),

@@ -33,12 +33,25 @@ macro_rules! event_columns {
 /// [`recorded_event`]; of the others only the position is read.
 macro_rules! filtered_row {
     () => {
-        "version, event_name, schema_version, CASE WHEN (json_array_length(?3) = 0 OR aggregate_type IN \
-         (SELECT value FROM json_each(?3))) AND event_name NOT IN (SELECT value FROM json_each(?4)) THEN payload END \
-         AS payload, position, event_id, aggregate_type, aggregate_id, CASE WHEN (json_array_length(?3) = 0 OR \
-         aggregate_type IN (SELECT value FROM json_each(?3))) AND event_name NOT IN (SELECT value FROM json_each(?4)) \
-         THEN metadata END AS metadata, recorded_at, (json_array_length(?3) = 0 OR aggregate_type IN (SELECT value \
-         FROM json_each(?3))) AND event_name NOT IN (SELECT value FROM json_each(?4)) AS wanted"
+        concat!(
+            "version, event_name, schema_version, CASE WHEN ",
+            $crate::row::filter_wants!(),
+            " THEN payload END AS payload, position, event_id, aggregate_type, aggregate_id, CASE WHEN ",
+            $crate::row::filter_wants!(),
+            " THEN metadata END AS metadata, recorded_at, ",
+            $crate::row::filter_wants!(),
+            " AS wanted"
+        )
+    };
+}
+
+/// Whether a filter wants a row: `?3` the aggregate types wanted, `?5` the event names wanted
+/// (JSON arrays; all when empty), `?4` the event names left out.
+macro_rules! filter_wants {
+    () => {
+        "((json_array_length(?3) = 0 OR aggregate_type IN (SELECT value FROM json_each(?3))) \
+         AND (json_array_length(?5) = 0 OR event_name IN (SELECT value FROM json_each(?5))) \
+         AND event_name NOT IN (SELECT value FROM json_each(?4)))"
     };
 }
 
@@ -50,7 +63,7 @@ macro_rules! stored_columns {
     };
 }
 
-pub(crate) use {event_columns, filtered_row, replay_columns, stored_columns};
+pub(crate) use {event_columns, filter_wants, filtered_row, replay_columns, stored_columns};
 
 /// Where each column of [`event_columns!`] sits in a row (the replay's columns are its head).
 pub(crate) mod column {

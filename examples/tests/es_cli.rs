@@ -58,6 +58,16 @@ impl Es {
         let out = self.expect(&args, 0);
         serde_json::from_str(&out).unwrap_or_else(|error| panic!("es {args:?} printed no JSON ({error}): {out}"))
     }
+
+    /// Runs with `--json` a command that prints one JSON object per line (`log`).
+    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = self.expect(&args, 0);
+        out.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("es {args:?}: {error}: {line}")))
+            .collect()
+    }
 }
 
 /// The text field `field` of every object in the list `list` of a JSON answer.
@@ -166,6 +176,18 @@ where
     let total = store.tail(0).await.expect("tail").events;
     let log = es.expect(&["log", "--limit", "1000"], 0);
     assert_eq!(log.lines().count() as u64, total);
+    // An audit across streams: one kind of event, or one aggregate type, however far apart.
+    let assigned = es.expect(&["log", "--name", "TicketAssigned"], 0);
+    assert_eq!(assigned.lines().count(), 1, "{assigned}");
+    assert!(assigned.contains("ticket/T-1 v2  TicketAssigned"), "{assigned}");
+    let tickets = es.expect(&["log", "--type", "ticket", "--limit", "3"], 0);
+    assert_eq!(
+        tickets.lines().count(),
+        3,
+        "the limit counts what is printed: {tickets}"
+    );
+    let opened = es.json_lines(&["log", "--type", "ticket", "--name", "TicketOpened"]);
+    assert_eq!(opened.len(), 2, "{opened:?}");
     let registry = es.json(&["registry"]);
     // `es.pii`: the streams that record forgotten subjects, registered by `Cli::forgetting`;
     // `es.stream`: those that record closed streams, known to every command line.

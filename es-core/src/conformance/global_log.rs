@@ -196,6 +196,9 @@ pub async fn read_filtered_pages_are_read_all_pages_filtered<S: EventStore + Glo
             .aggregate_types(["case", "quote\"d 'type'"])
             .excluding_names(["Opened", "Closed \"quoted\""]),
         LogFilter::all().aggregate_types(["nobody"]),
+        LogFilter::all().names(["Noted", "Closed \"quoted\""]),
+        LogFilter::all().aggregate_types(["ticket"]).names(["Opened"]),
+        LogFilter::all().names(["Opened", "Noted"]).excluding_names(["Noted"]),
     ];
     for filter in &filters {
         for limit in [1, 2, 5, 12, 13, 100] {

@@ -14,10 +14,16 @@ use super::RecordedEvent;
 /// assert!(filter.matches("lead", "lead-created"));
 /// assert!(!filter.matches("lead", "lead-noted"));
 /// assert!(!filter.matches("ticket", "lead-created"));
+///
+/// // An audit of one kind of event, whatever the stream.
+/// let shipped = LogFilter::all().names(["OrderShipped"]);
+/// assert!(shipped.matches("order", "OrderShipped"));
+/// assert!(!shipped.matches("order", "OrderCreated"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {
     aggregate_types: Vec<String>,
+    names: Vec<String>,
     excluded_names: Vec<String>,
 }
 
@@ -33,6 +39,12 @@ impl LogFilter {
         self
     }
 
+    /// Only events stored under these names (all names when the list is empty).
+    pub fn names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.names = names.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Leaves out events stored under these names.
     pub fn excluding_names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
         self.excluded_names = names.into_iter().map(Into::into).collect();
@@ -44,14 +56,25 @@ impl LogFilter {
         &self.aggregate_types
     }
 
+    /// The event names wanted; empty means every name.
+    pub fn included(&self) -> &[String] {
+        &self.names
+    }
+
     /// The event names left out.
     pub fn excluded(&self) -> &[String] {
         &self.excluded_names
     }
 
+    /// Whether the filter lets every event through.
+    pub fn is_all(&self) -> bool {
+        self.aggregate_types.is_empty() && self.names.is_empty() && self.excluded_names.is_empty()
+    }
+
     /// Whether an event of `aggregate_type` stored under `event_name` passes the filter.
     pub fn matches(&self, aggregate_type: &str, event_name: &str) -> bool {
         (self.aggregate_types.is_empty() || self.aggregate_types.iter().any(|wanted| wanted == aggregate_type))
+            && (self.names.is_empty() || self.names.iter().any(|wanted| wanted == event_name))
             && !self.excluded_names.iter().any(|excluded| excluded == event_name)
     }
 }

@@ -156,7 +156,8 @@ pub(crate) struct Statements {
     pub read_all: String,
     /// `read_all`'s page, with the payload and the metadata only of the rows a filter wants:
     /// `$1` after, `$2` limit, `$3` the aggregate types wanted (all when empty), `$4` the event
-    /// names left out. Decoded by `read::read_filtered`.
+    /// names left out, `$5` the event names wanted (all when empty). Decoded by
+    /// `read::read_filtered`.
     pub read_filtered: String,
     pub tail: String,
     /// Where the ids `$1` are stored, decoded by `row::stored_event`.
@@ -345,6 +346,7 @@ impl Statements {
                  FROM (
                      SELECT {PAGE_COLUMNS},
                             (cardinality($3::text[]) = 0 OR aggregate_type = ANY($3::text[]))
+                                AND (cardinality($5::text[]) = 0 OR event_name = ANY($5::text[]))
                                 AND event_name <> ALL($4::text[]) AS wanted
                      FROM {}
                      ORDER BY position

@@ -280,9 +280,9 @@ async fn a_page_of_the_log_merges_two_ordered_scans() {
         100
     );
 
-    // The page statements: read_all's (two parameters) and read_filtered's (four).
+    // The page statements: read_all's (two parameters) and read_filtered's (five).
     let plans = plans(&pool, &["archived_events", "LIMIT $2"], |parameters| match parameters {
-        4 => "0, 100, '{}', '{Skipped}'".to_owned(),
+        5 => "0, 100, '{}', '{Skipped}', '{}'".to_owned(),
         _ => "0, 100".to_owned(),
     })
     .await;
@@ -291,7 +291,7 @@ async fn a_page_of_the_log_merges_two_ordered_scans() {
     kinds.dedup();
     assert_eq!(
         kinds,
-        [2, 4],
+        [2, 5],
         "read_all's and read_filtered's statements, each in two modes"
     );
     for (parameters, plan) in plans {

@@ -119,7 +119,8 @@ pub(crate) const READ_ALL: &str = concat!(
 );
 /// `READ_ALL`'s page, with the payload and the metadata only of the rows a filter wants: `?1`
 /// after, `?2` limit, `?3` the aggregate types wanted (a JSON array of strings; all when
-/// empty), `?4` the event names left out (a JSON array). One merge of the two position ranges,
+/// empty), `?4` the event names left out (a JSON array), `?5` the event names wanted (all when
+/// empty). One merge of the two position ranges,
 /// each read in order: a row left out has its payload and metadata never read.
 pub(crate) const READ_FILTERED: &str = concat!(
     "SELECT ",
