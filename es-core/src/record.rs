@@ -104,7 +104,10 @@ impl RecordDecodeError {
     }
 }
 
-/// Serializes a batch of events for `stream`, each with `metadata`.
+/// Serializes a batch of events for `stream`, each with `metadata`. An event whose payload
+/// would not decode back into it (a NaN or infinite float, which JSON cannot hold; a
+/// `Serialize` that writes what its `Deserialize` refuses) is refused here, before anything is
+/// stored: stored, it would make its stream fail to load for good.
 ///
 /// When `metadata` names a command ([`Metadata::command_id`]), each event's id is derived from
 /// it, the stream and the event's place in the batch ([`command_event_id`]): encoding the same
@@ -121,11 +124,19 @@ pub fn encode_batch<E: EventSet>(
         .iter()
         .enumerate()
         .map(|(index, event)| {
-            let payload = event.encode_payload().map_err(|source| RecordEncodeError {
+            let refused = |source| RecordEncodeError {
                 stream: stream.clone(),
                 event_name: event.event_name(),
                 source,
-            })?;
+            };
+            let payload = event.encode_payload().map_err(refused)?;
+            // What cannot be read back must not be stored: a later load of the stream would
+            // fail for good. serde_json writes a NaN or infinite float as `null`, for one.
+            if let Err(error) = E::decode(event.event_name(), event.schema_version(), &payload) {
+                return Err(refused(serde::ser::Error::custom(format_args!(
+                    "it would not read back ({error}); a NaN or infinite float, for one, is written as null"
+                ))));
+            }
             let event_id = match &command_ids {
                 Some(ids) => ids.get(index),
                 None => Uuid::now_v7(),
