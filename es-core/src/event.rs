@@ -128,6 +128,10 @@ pub trait EventSet: Send + Sync + Sized + 'static {
     /// (none, one or several per stored event); [`EventSet::decode_all`] decodes them.
     const REPLACED: &'static [&'static str] = &[];
 
+    /// Each name of [`EventSet::REPLACED`] with a schema version a `#[replaced]` rule reads it
+    /// at: a retired event stored at any other version does not decode.
+    const REPLACED_VERSIONS: &'static [(&'static str, u32)] = &[];
+
     /// Decodes a stored event into every event it stands for now: one event for the name or an
     /// alias of an event of the set; for a name of [`EventSet::REPLACED`], whatever its
     /// `#[replaced]` rule returns (none, one or several events).
@@ -257,6 +261,18 @@ pub enum DecodeError {
         event_name: &'static str,
         /// How many events the rule made of it.
         count: usize,
+    },
+    /// A retired event (a name `#[replaced]` rules read) is stored at a schema version none of
+    /// its rules reads.
+    #[error(
+        "retired event `{event_name}` is stored at schema version {stored}, which no #[replaced] rule reads: \
+         add `#[replaced(name = \"{event_name}\", version = {stored}, by = ...)]`"
+    )]
+    NoReplacedRule {
+        /// The stored name.
+        event_name: &'static str,
+        /// The stored schema version.
+        stored: u32,
     },
 }
 
@@ -433,6 +449,10 @@ pub mod upcast {
                 count: events.len(),
             }),
         }
+    }
+
+    pub fn no_replaced_rule(event_name: &'static str, stored: u32) -> DecodeError {
+        DecodeError::NoReplacedRule { event_name, stored }
     }
 
     pub fn version_error(event_name: &'static str, stored: u32, current: u32) -> DecodeError {

@@ -70,6 +70,7 @@ struct RegisteredAggregate {
     rust_type: &'static str,
     events: &'static [EventDescriptor],
     replaced: &'static [&'static str],
+    replaced_versions: &'static [(&'static str, u32)],
 }
 
 impl EventRegistry {
@@ -98,6 +99,7 @@ impl EventRegistry {
                 rust_type,
                 events: <A::Event as EventSet>::EVENTS,
                 replaced: <A::Event as EventSet>::REPLACED,
+                replaced_versions: <A::Event as EventSet>::REPLACED_VERSIONS,
             },
         );
         Ok(self)
@@ -130,5 +132,16 @@ impl EventRegistry {
         self.aggregates
             .get(aggregate_type)
             .is_some_and(|aggregate| aggregate.replaced.contains(&event_name))
+    }
+
+    /// Whether a `#[replaced]` rule of aggregate type `aggregate_type` reads events stored as
+    /// `event_name` at schema version `version`.
+    pub fn reads_replaced(&self, aggregate_type: &str, event_name: &str, version: u32) -> bool {
+        self.aggregates.get(aggregate_type).is_some_and(|aggregate| {
+            aggregate
+                .replaced_versions
+                .iter()
+                .any(|&(name, read)| name == event_name && read == version)
+        })
     }
 }

@@ -233,7 +233,7 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
 
 /// `REPLACED` and the `decode_all` that runs the `#[replaced]` rules, if there are any (the
 /// trait's defaults stand otherwise). A replaced name stored at a version no rule reads is a
-/// version error, like an event's.
+/// `NoReplacedRule` error: the rule is missing, whichever code is older.
 fn replaced_decoding(model: &EventEnum) -> TokenStream {
     if model.replaced.is_empty() {
         return TokenStream::new();
@@ -251,21 +251,19 @@ fn replaced_decoding(model: &EventEnum) -> TokenStream {
         quote! { (#name, #version) => #run, }
     });
     let other_versions = names.iter().map(|name| {
-        let newest = model
-            .replaced
-            .iter()
-            .filter(|rule| rule.name == *name)
-            .map(|rule| rule.version)
-            .max()
-            .unwrap_or(1);
         quote! {
             (#name, stored) => ::core::result::Result::Err(
-                ::es_core::__private::upcast::version_error(#name, stored, #newest),
+                ::es_core::__private::upcast::no_replaced_rule(#name, stored),
             ),
         }
     });
+    let read = model.replaced.iter().map(|rule| {
+        let (name, version) = (&rule.name, rule.version);
+        quote! { (#name, #version) }
+    });
     quote! {
         const REPLACED: &'static [&'static str] = &[#(#names),*];
+        const REPLACED_VERSIONS: &'static [(&'static str, u32)] = &[#(#read),*];
 
         fn decode_all(
             event_name: &str,

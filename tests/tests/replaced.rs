@@ -70,7 +70,10 @@ fn one_event_readers_get_a_rule_s_single_event_and_a_typed_error_otherwise() {
     let unknown_version = DeskEvent::decode_all("desk.noted", 2, b"{}");
     assert!(matches!(
         unknown_version,
-        Err(DecodeError::SchemaVersionTooNew { stored: 2, .. })
+        Err(DecodeError::NoReplacedRule {
+            event_name: "desk.noted",
+            stored: 2
+        })
     ));
 }
 

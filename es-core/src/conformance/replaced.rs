@@ -250,14 +250,7 @@ where
     .await;
     match desks.load(&newer).await {
         Err(RepositoryError::Decode(error)) => assert!(
-            matches!(
-                *error.source,
-                DecodeError::SchemaVersionTooNew {
-                    stored: 2,
-                    current: 1,
-                    ..
-                }
-            ),
+            matches!(*error.source, DecodeError::NoReplacedRule { stored: 2, .. }),
             "{error}"
         ),
         other => panic!("a retired name at a version no rule reads loads as {other:?}"),
