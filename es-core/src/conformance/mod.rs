@@ -63,11 +63,7 @@ pub use pii::{
 pub use replaced::{
     retired_events_are_replaced_by_their_rules, ContactChanged, Desk, DeskEvent, DeskOpened, DeskStaffed,
 };
-pub use runner::{
-    a_parked_event_failing_again_stays_parked, a_parked_event_is_retried_and_applied_once,
-    a_skipped_event_is_passed_for_good, an_event_that_does_not_decode_is_not_retried, progress_waits_for_a_position,
-    retries_spent_stop_the_runner, unknown_events_fail_or_are_skipped, Marked, MarkingEvent, MarkingSource, Noted,
-};
+pub use runner::{Marked, MarkingEvent, MarkingSource, Noted, RunnerParts};
 pub use snapshots::{older_snapshots_are_upcast, Tallied, Tally, TallyEvent};
 pub use streams::{
     any_expectation, append_then_read_stream, concurrent_appends_exactly_one_wins, duplicate_event_id_writes_nothing,
@@ -238,7 +234,7 @@ macro_rules! runner_conformance_tests {
             async fn $check() {
                 let $fixture = $make_fixture.await;
                 let (store, checkpoints, probe) = $parts;
-                $crate::conformance::$check(store, checkpoints, probe).await;
+                $crate::conformance::RunnerParts { store, checkpoints, probe }.$check().await;
             }
         )+
     };
