@@ -137,6 +137,20 @@ fn a_retyped_field_without_a_version_bump_fails_naming_the_field() {
     assert_eq!(report.outcome, LockOutcome::Unchanged, "a failing check writes nothing");
 }
 
+/// Outside CI the lock only grows by itself: a changed shape at a recorded version is never
+/// written over, and nothing new is recorded beside it until that is resolved.
+#[test]
+fn a_run_outside_ci_records_nothing_while_a_recorded_shape_disagrees() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lock = lock_copy(&dir);
+    let before = std::fs::read_to_string(&lock).expect("copy");
+    let report =
+        check_schema_lock(&registry_of::<retyped::Ticket>(), &lock, LockMode::CreateIfMissing).expect("readable");
+    assert!(!report.is_ok(), "{report}");
+    assert_eq!(report.outcome, LockOutcome::Unchanged);
+    assert_eq!(std::fs::read_to_string(&lock).expect("lock"), before);
+}
+
 #[test]
 fn the_same_change_with_a_version_bump_and_an_upcast_passes() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -152,9 +166,11 @@ fn the_same_change_with_a_version_bump_and_an_upcast_passes() {
         "{report}"
     );
 
-    // Accepting it (ES_SCHEMA_LOCK=update) adds v2 beside v1, and the check passes from then on.
-    let report = check_schema_lock(&code, &lock, LockMode::Update).expect("written");
+    // A run outside CI records v2 beside v1 at once (the bump and its upcast pass), and the
+    // check passes from then on, in CI too.
+    let report = check_schema_lock(&code, &lock, LockMode::CreateIfMissing).expect("written");
     assert!(report.is_ok(), "{report}");
+    assert_eq!(report.outcome, LockOutcome::Updated);
     let text = std::fs::read_to_string(&lock).expect("updated");
     assert!(text.starts_with(&v1), "the v1 entry stays:\n{text}");
     assert!(text.contains("[ticket TicketAssigned v2]"), "{text}");

@@ -36,7 +36,8 @@ impl fmt::Display for LockKey {
 pub enum LockMode {
     /// Only compare; never write (CI).
     Verify,
-    /// Write the lock if there is no file yet (first adoption); otherwise compare.
+    /// Write the lock if there is no file yet (first adoption), and record events and versions
+    /// it does not have yet when every recorded one agrees with the code; otherwise compare.
     CreateIfMissing,
     /// Rewrite the lock with the code's shapes, keeping older versions' entries.
     Update,
@@ -107,6 +108,11 @@ pub enum LockProblem {
         /// The locked entry.
         key: LockKey,
     },
+    /// A retired event is locked at a schema version that no `#[replaced]` rule reads.
+    RetiredVersionUnread {
+        /// The locked entry.
+        key: LockKey,
+    },
     /// The event's shape could not be traced.
     Untraceable {
         /// The event and version.
@@ -142,7 +148,8 @@ impl fmt::Display for LockProblem {
             }
             LockProblem::NotLocked { key } => write!(
                 f,
-                "{key} is not in the lock yet: run the tests once with {LOCK_ENV}=update and commit the lock file."
+                "{key} is not in the lock yet: run the tests once outside CI (or with {LOCK_ENV}=update) and commit \
+                 the lock file."
             ),
             LockProblem::NoLockFile => write!(
                 f,
@@ -161,6 +168,13 @@ impl fmt::Display for LockProblem {
                  longer decode. Keep the type (or an alias to it), or accept with {LOCK_ENV}=update if none was \
                  ever stored.",
                 key.event
+            ),
+            LockProblem::RetiredVersionUnread { key } => write!(
+                f,
+                "{key} is locked, but no #[replaced] rule reads `{}` at v{}: stored events of that version would \
+                 no longer decode. Add `#[replaced(name = \"{}\", version = {}, by = ...)]`, or accept with \
+                 {LOCK_ENV}=update if none was ever stored.",
+                key.event, key.version, key.event, key.version
             ),
             LockProblem::Untraceable { key, error } => write!(f, "{key}: {error}"),
         }
@@ -319,7 +333,13 @@ pub fn check_schema_lock(registry: &EventRegistry, path: &Path, mode: LockMode) 
     }
     for key in locked.keys() {
         if registry.is_replaced(&key.aggregate_type, &key.event) {
-            // A retired event its rule still reads: the locked shape is what the rule gets.
+            // A retired event its rules still read: the locked shape is what a rule gets. A
+            // locked version no rule reads holds stored events nothing decodes any more.
+            if !registry.reads_replaced(&key.aggregate_type, &key.event, key.version) {
+                problems.push(LockProblem::RetiredVersionUnread { key: key.clone() });
+                next.remove(key);
+                changes.push(LockChange::Removed(key.clone()));
+            }
             continue;
         }
         let Some(registered) = registry.find(&key.aggregate_type, &key.event) else {
@@ -351,8 +371,14 @@ pub fn check_schema_lock(registry: &EventRegistry, path: &Path, mode: LockMode) 
         }
     }
 
+    // Outside CI, entries the lock does not have yet (a new event, a bumped version) are
+    // recorded as long as nothing recorded disagrees: the lock then only grows.
+    let only_additions = problems
+        .iter()
+        .all(|problem| matches!(problem, LockProblem::NotLocked { .. } | LockProblem::Untraceable { .. }));
     let write = match (mode, &existing) {
         (LockMode::Update, _) | (LockMode::CreateIfMissing, None) => true,
+        (LockMode::CreateIfMissing, Some(_)) => only_additions,
         (LockMode::Verify, None) => {
             problems.retain(|problem| matches!(problem, LockProblem::Untraceable { .. }));
             problems.insert(0, LockProblem::NoLockFile);

@@ -64,12 +64,13 @@
 //! 1. the shape at an event's current version differs from its entry: bump `version` and add an
 //!    `#[upcast(from = ..)]` step; if no event of the old shape was ever stored (or every change
 //!    is compatible, which the message says), accept the change with `ES_SCHEMA_LOCK=update`;
-//! 2. an event's current version has no entry: run the tests once with `ES_SCHEMA_LOCK=update`
-//!    and commit the lock. A lock file that does not exist at all is written by the first run
-//!    outside CI (`CI` unset or `false`), so adopting the lock is one step;
+//! 2. an event's current version has no entry, in CI (`CI` set): commit the lock file that a run
+//!    outside CI wrote. Outside CI a run records new events and versions (a bump with its
+//!    upcast passes at once) as long as every recorded entry agrees with the code, and writes a
+//!    lock file that does not exist at all, so adopting the lock is one step;
 //! 3. the lock has a version newer than the code's: the code went back to an older version;
-//! 4. the lock has an event no registered aggregate has (by name or alias): stored events of it
-//!    would no longer decode;
+//! 4. the lock has an event no registered aggregate has (by name or alias), or a version of a
+//!    retired event that no `#[replaced]` rule reads: stored events of it would no longer decode;
 //! 5. an event's shape cannot be traced.
 //!
 //! Entries of older versions stay in the lock: events stored at them still exist, and their
