@@ -69,6 +69,11 @@ where
         Self::given([])
     }
 
+    /// The state the given events fold into, to check the "given" itself.
+    pub fn state(&self) -> &A {
+        &self.aggregate
+    }
+
     /// Runs a command against the aggregate.
     pub fn when<E>(self, command: impl FnOnce(&A) -> Result<Vec<A::Event>, E>) -> Outcome<A, E> {
         let mut aggregate = self.aggregate;
