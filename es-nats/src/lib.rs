@@ -60,10 +60,12 @@
 //! read (from the partition's leader): its sequence `s` and its `Es-Version` header, the
 //! stream's version. If the expectation holds, the whole batch is published as **one**
 //! message (so it is stored atomically; nats-server 2.9 has no multi-message transaction)
-//! with `Nats-Expected-Last-Subject-Sequence: s`: the server refuses it if anything was
-//! appended to the stream since, so there is no read-then-write race; the store then reads
-//! the head again and judges the expectation again (a conflict, or another try for
-//! `Any`/`StreamExists`). `NoStream` is `s = 0`.
+//! with `Nats-Expected-Last-Subject-Sequence: s` and `Nats-Expected-Last-Sequence` set to the
+//! partition's last sequence, read before the head: the server refuses it if anything was
+//! appended to the stream (or, because a 2.9 cluster checks only the partition's sequence
+//! exactly, to the partition) since, so there is no read-then-write race; the store then reads
+//! the head again and judges the expectation again (a conflict, or another try, also when
+//! another stream of the partition was appended to in between). `NoStream` is `s = 0`.
 //!
 //! The message carries `Nats-Msg-Id`, a SHA-256 of the stream and the batch's ids: within the
 //! partition's deduplication window the server itself recognises a retried publish and
@@ -103,7 +105,8 @@
 //!
 //! - A partition's log is read one message (batch) per request; a consumer would stream it.
 //! - An append costs three round trips (the partition's last sequence, the stream's head, the
-//!   publish) plus two per event (its id looked up in the index, then written there).
+//!   publish) plus two requests per event (its id looked up in the index, then written there),
+//!   pipelined up to 512 at a time.
 //! - `recorded_at` is the leader's clock: after a change of leader it may step back by the
 //!   clocks' skew, which time travel by instant then sees.
 //! - Two appends of the same new event id to two different streams at the same instant may

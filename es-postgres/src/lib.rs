@@ -1,5 +1,6 @@
-//! A PostgreSQL event store for `es-core`: one append-only table, one-round-trip appends with the
-//! expected version enforced by the database, and a global read that never skips an event.
+//! A PostgreSQL event store for `es-core`: one `events` table (append-only but for streams
+//! archived or deleted), one-round-trip appends with the expected version enforced by the
+//! database, and a global read that never skips an event.
 //!
 //! [`PostgresStore`] implements [`EventStore`](es_core::EventStore),
 //! [`GlobalLog`](es_core::GlobalLog), [`SnapshotStore`](es_core::SnapshotStore) and
@@ -44,7 +45,8 @@
 //!
 //! [`PostgresStore::migrate`] creates, in the chosen schema (default `public`):
 //!
-//! - `events`: every event of every aggregate, append-only: `position` (bigint: the global
+//! - `events`: every event of every aggregate, append-only (rows leave it only when their stream
+//!   is archived or deleted, see [`es_core::lifecycle`]): `position` (bigint: the global
 //!   order), `event_id` (uuid), `aggregate_type`, `aggregate_id`, `version` (bigint),
 //!   `event_name`, `schema_version`, `payload` (jsonb), `recorded_at` (timestamptz), and the
 //!   metadata: `command_id`, `correlation_id`, `causation_id` (uuid), `actor` (text) in
@@ -55,6 +57,11 @@
 //! - `projection_checkpoints` and `parked_events`: per projection, its checkpoint and claim, and
 //!   the events it parked (see [Projections](#projections)).
 //! - `imports`: per [bulk import](#bulk-import), by name, how far it got (its resume record).
+//! - `stream_states` and `archived_events`: the records of closed streams (tombstoned, archived,
+//!   deleted) and the events of archived streams, with the indexes of `events`.
+//! - `pii_keys` and `pii_subject_streams`: the keys of data subjects and the streams holding
+//!   their data (the [`KeyStore`](es_core::pii::KeyStore) of a `PiiStore`).
+//! - `tenants`: the tenants of this schema, each in a schema of its own (`es_core::tenancy`).
 //! - `es_migrations`: which embedded migrations were applied. Migrations run in one transaction
 //!   under an advisory lock keyed on the schema name, so concurrent `migrate` calls are safe.
 //!
@@ -74,8 +81,8 @@
 //! `unnest(...) WITH ORDINALITY`, payloads bound as text and cast to `jsonb` by the server. The
 //! metadata of a batch whose events share it (a command's events do) is sent once, not once per
 //! event. A statement that inserts nothing because the stream is not at `v` is a
-//! [`ConcurrencyConflict`](es_core::ConcurrencyConflict), after one more query for the actual
-//! version. Two writers that both pass the check collide on the unique constraint: the second
+//! [`ConcurrencyConflict`](es_core::ConcurrencyConflict), after up to three more queries (where
+//! the batch's ids are stored, whether the stream is closed, its version). Two writers that both pass the check collide on the unique constraint: the second
 //! waits for the first to commit and then fails with SQLSTATE 23505 on that constraint, and
 //! nothing of its batch is written. The store then reads the actual version and returns the
 //! conflict, or, if the expectation still holds (`Any`, `StreamExists`), appends again. A
@@ -168,7 +175,7 @@
 //! |---|---|---|
 //! | `events_pkey`: `position` | one event per position | `read_all`, `read_filtered`, `replay_all`, `tail`: `WHERE position > $1 AND position < horizon ORDER BY position`; an append in a caller's transaction: the positions its xid already used |
 //! | `events_stream_version_key`: `(aggregate_type, aggregate_id, version)` | optimistic concurrency: two writers cannot store the same version of a stream, so an append is checked by the database, not by a read before the write | `read_stream`, `replay_stream` (`WHERE aggregate_type = $1 AND aggregate_id = $2 AND version BETWEEN ..  ORDER BY version`), `stream_version`, the append's `Exact` probe and head read, `list_streams` (a skip scan over it) |
-//! | `events_event_id_key`: `event_id` | an id is stored once in the whole store: a retried append collides on it and is recognised instead of stored twice, whatever its expectation | `read_event` (`es show`, `Repository::find_command`), the failure paths of an append (where are the batch's ids stored?) |
+//! | `events_event_id_key`: `event_id` | an id is stored once among the events of streams not archived (appends do not look into `archived_events`, which keeps its own unique index): a retried append collides on it and is recognised instead of stored twice, whatever its expectation | `read_event` (`Repository::find_command`: recognising a command sent again), the failure paths of an append (where are the batch's ids stored?) |
 //!
 //! Event ids made by the repository begin with the first 48 bits of their command id (see
 //! [`es_core::command_event_id`]): the millisecond timestamp of a UUID v7 command id, the

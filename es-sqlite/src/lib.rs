@@ -1,6 +1,7 @@
 //! A SQLite event store for `es-core`: durable, embedded, one file, with the same semantics as
-//! the PostgreSQL store: one append-only table, optimistic concurrency enforced under the
-//! database's write lock, and a global read that never skips an event.
+//! the PostgreSQL store: one `events` table (append-only but for streams archived or deleted),
+//! optimistic concurrency enforced under the database's write lock, and a global read that
+//! never skips an event.
 //!
 //! [`SqliteStore`] implements [`EventStore`](es_core::EventStore),
 //! [`GlobalLog`](es_core::GlobalLog), [`SnapshotStore`](es_core::SnapshotStore) and, for tools,
@@ -45,8 +46,8 @@
 //!
 //! [`SqliteStore::migrate`] creates, in the file:
 //!
-//! - `events`: every event of every aggregate, append-only (triggers refuse `UPDATE` and
-//!   `DELETE`). The columns and their meaning are PostgreSQL's: `position` (the global order;
+//! - `events`: every event of every aggregate, append-only (triggers refuse `UPDATE`, and
+//!   `DELETE` but of a stream recorded as archived or deleted). The columns and their meaning are PostgreSQL's: `position` (the global order;
 //!   the table's rowid), `event_id` (16-byte UUID, unique, so indexed: appends recognise a
 //!   retried batch by it, `read_event` finds an event by it), `aggregate_type`,
 //!   `aggregate_id`, `version` (unique per stream, which also serves `read_stream`,
@@ -57,6 +58,12 @@
 //! - `projection_checkpoints`: per projection, the checkpoint and the claim (epoch, owner).
 //! - `parked_events`: per projection, the events it parked (gave up on and went on without),
 //!   with the last error, until an operator retries or drops them.
+//! - `stream_states` and `archived_events`: the records of closed streams (tombstoned, archived,
+//!   deleted) and the events of archived streams ([`es_core::lifecycle`]).
+//! - `pii_keys` and `pii_subject_streams`: the keys of data subjects and the streams holding
+//!   their data (the [`KeyStore`](es_core::pii::KeyStore) of a `PiiStore`).
+//! - `tenants`: the tenants of this file, each in a file of its own beside it
+//!   (`es_core::tenancy`).
 //! - `es_migrations`: which embedded migrations were applied. `migrate` runs in one
 //!   `BEGIN IMMEDIATE` transaction, so processes opening a new file at once are safe; a file
 //!   migrated by newer code is refused with [`SqliteError::SchemaTooNew`], at `open` already.
@@ -133,9 +140,11 @@
 //!    highest position in the table + 1, read inside the transaction that holds the lock. No
 //!    other transaction can take a position until this one has committed or rolled back; a
 //!    rolled-back append leaves no hole, since the next one takes the same numbers. Positions
-//!    are therefore dense (1, 2, 3, ...) and commit in increasing order. Events are never
-//!    deleted (triggers refuse it), so a position is never handed out twice; `VACUUM` keeps
-//!    rowids that are a table's `INTEGER PRIMARY KEY`.
+//!    are therefore dense (1, 2, 3, ...) but for the events of deleted streams, and commit in
+//!    increasing order. Events leave the table only when their stream is archived or deleted,
+//!    and that change first appends its own event after them, so the highest position stays in
+//!    the table and a position is never handed out twice; `VACUUM` keeps rowids that are a
+//!    table's `INTEGER PRIMARY KEY`.
 //! 3. **Readers see whole commits.** In WAL mode a read sees the database as of the last commit
 //!    before it started, never part of a transaction.
 //!
