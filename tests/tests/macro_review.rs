@@ -1127,6 +1127,62 @@ async fn snapshots_taken_by_the_repository_carry_the_aggregate_s_schema_version_
 // 6. The schema lock
 // ---------------------------------------------------------------------------------------------
 
+/// The `order` aggregate over the module's own `OrderSubmitted`: each module below is one
+/// version of the code, and only the event differs.
+macro_rules! order_aggregate {
+    () => {
+        #[event]
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum OrderEvent {
+            Submitted(OrderSubmitted),
+        }
+
+        #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
+        #[aggregate(name = "order", event = OrderEvent)]
+        pub struct Order;
+        impl Apply<OrderSubmitted> for Order {
+            fn apply(&mut self, _: &OrderSubmitted) {}
+        }
+    };
+}
+
+/// `OrderSubmitted` with the fields every version has, `$extra` fields after them, and the
+/// `order` aggregate over it.
+macro_rules! order_submitted {
+    ($(#[$attr:meta])* $($field:ident: $ty:ty),* $(,)?) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct OrderSubmitted {
+            #[serde(rename = "payment-deadline")]
+            pub payment_deadline: DateTime<Utc>,
+            pub total: Money,
+            pub lines: Vec<String>,
+            pub channel: Channel,
+            $(pub $field: $ty,)*
+        }
+
+        order_aggregate!();
+    };
+}
+
+/// The `unit-lead` aggregate over the module's own `Contacted`.
+macro_rules! unit_lead_aggregate {
+    () => {
+        #[event]
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum LeadEvent {
+            Contacted(Contacted),
+        }
+
+        #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
+        #[aggregate(name = "unit-lead", event = LeadEvent)]
+        pub struct Lead;
+        impl Apply<Contacted> for Lead {
+            fn apply(&mut self, _: &Contacted) {}
+        }
+    };
+}
+
 /// The same aggregate at four stages of its life, as four modules (as a code base would be at
 /// four commits).
 mod lock_v1 {
@@ -1144,28 +1200,7 @@ mod lock_v1 {
         pub currency: String,
     }
 
-    #[event(name = "OrderSubmitted")]
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct OrderSubmitted {
-        #[serde(rename = "payment-deadline")]
-        pub payment_deadline: DateTime<Utc>,
-        pub total: Money,
-        pub lines: Vec<String>,
-        pub channel: Channel,
-    }
-
-    #[event]
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum OrderEvent {
-        Submitted(OrderSubmitted),
-    }
-
-    #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "order", event = OrderEvent)]
-    pub struct Order;
-    impl Apply<OrderSubmitted> for Order {
-        fn apply(&mut self, _: &OrderSubmitted) {}
-    }
+    order_submitted!(#[event(name = "OrderSubmitted")]);
 }
 
 /// `total.amount` retyped from u64 to String, at the same version.
@@ -1179,45 +1214,13 @@ mod lock_retyped {
         pub currency: String,
     }
 
-    #[event(name = "OrderSubmitted")]
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct OrderSubmitted {
-        #[serde(rename = "payment-deadline")]
-        pub payment_deadline: DateTime<Utc>,
-        pub total: Money,
-        pub lines: Vec<String>,
-        pub channel: Channel,
-    }
-
-    #[event]
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum OrderEvent {
-        Submitted(OrderSubmitted),
-    }
-
-    #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "order", event = OrderEvent)]
-    pub struct Order;
-    impl Apply<OrderSubmitted> for Order {
-        fn apply(&mut self, _: &OrderSubmitted) {}
-    }
+    order_submitted!(#[event(name = "OrderSubmitted")]);
 }
 
 /// The retype done right: version 2 with an upcast.
 mod lock_bumped {
     use super::*;
     pub use lock_retyped::{Channel, Money};
-
-    #[event(name = "OrderSubmitted", version = 2)]
-    #[upcast(from = 1, json = amount_to_text)]
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct OrderSubmitted {
-        #[serde(rename = "payment-deadline")]
-        pub payment_deadline: DateTime<Utc>,
-        pub total: Money,
-        pub lines: Vec<String>,
-        pub channel: Channel,
-    }
 
     fn amount_to_text(mut v: Value) -> Result<Value, UpcastError> {
         let amount = v
@@ -1228,18 +1231,7 @@ mod lock_bumped {
         Ok(v)
     }
 
-    #[event]
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum OrderEvent {
-        Submitted(OrderSubmitted),
-    }
-
-    #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "order", event = OrderEvent)]
-    pub struct Order;
-    impl Apply<OrderSubmitted> for Order {
-        fn apply(&mut self, _: &OrderSubmitted) {}
-    }
+    order_submitted!(#[event(name = "OrderSubmitted", version = 2)] #[upcast(from = 1, json = amount_to_text)]);
 }
 
 /// A compatible change at v1: an optional field added, and a new variant of the channel enum.
@@ -1254,29 +1246,7 @@ mod lock_optional_added {
         Chat,
     }
 
-    #[event(name = "OrderSubmitted")]
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct OrderSubmitted {
-        #[serde(rename = "payment-deadline")]
-        pub payment_deadline: DateTime<Utc>,
-        pub total: Money,
-        pub lines: Vec<String>,
-        pub channel: Channel,
-        pub coupon: Option<String>,
-    }
-
-    #[event]
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum OrderEvent {
-        Submitted(OrderSubmitted),
-    }
-
-    #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "order", event = OrderEvent)]
-    pub struct Order;
-    impl Apply<OrderSubmitted> for Order {
-        fn apply(&mut self, _: &OrderSubmitted) {}
-    }
+    order_submitted!(#[event(name = "OrderSubmitted")] coupon: Option<String>);
 }
 
 /// `OrderSubmitted` v1 made stricter at the same version.
@@ -1294,29 +1264,7 @@ mod lock_narrowed {
         pub currency: String,
     }
 
-    #[event(name = "OrderSubmitted")]
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct OrderSubmitted {
-        #[serde(rename = "payment-deadline")]
-        pub payment_deadline: DateTime<Utc>,
-        pub total: Money,
-        pub lines: Vec<String>,
-        pub channel: Channel,
-        pub assignee: String,
-    }
-
-    #[event]
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum OrderEvent {
-        Submitted(OrderSubmitted),
-    }
-
-    #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "order", event = OrderEvent)]
-    pub struct Order;
-    impl Apply<OrderSubmitted> for Order {
-        fn apply(&mut self, _: &OrderSubmitted) {}
-    }
+    order_submitted!(#[event(name = "OrderSubmitted")] assignee: String);
 }
 
 mod lock_unit_v1 {
@@ -1326,18 +1274,7 @@ mod lock_unit_v1 {
     #[derive(Debug, Clone, PartialEq)]
     pub struct Contacted;
 
-    #[event]
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum LeadEvent {
-        Contacted(Contacted),
-    }
-
-    #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "unit-lead", event = LeadEvent)]
-    pub struct Lead;
-    impl Apply<Contacted> for Lead {
-        fn apply(&mut self, _: &Contacted) {}
-    }
+    unit_lead_aggregate!();
 }
 
 mod lock_unit_v2 {
@@ -1349,18 +1286,7 @@ mod lock_unit_v2 {
         pub note: Option<String>,
     }
 
-    #[event]
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum LeadEvent {
-        Contacted(Contacted),
-    }
-
-    #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "unit-lead", event = LeadEvent)]
-    pub struct Lead;
-    impl Apply<Contacted> for Lead {
-        fn apply(&mut self, _: &Contacted) {}
-    }
+    unit_lead_aggregate!();
 }
 
 fn lock_dir(name: &str) -> std::path::PathBuf {
