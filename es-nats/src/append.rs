@@ -12,13 +12,9 @@ use uuid::Uuid;
 
 use crate::codec::{encode_batch, position, stream_tokens};
 use crate::error::NatsError;
-use crate::js::{last_sequence, message_at, publish, Published, VERSION_HEADER};
+use crate::js::{contended, last_sequence, message_at, publish, Contention, Published, VERSION_HEADER};
 use crate::read::{events_of, head, indexed, partition, IndexEntry};
 use crate::NatsStore;
-
-/// How often an append expecting [`ExpectedVersion::Any`] or
-/// [`ExpectedVersion::StreamExists`] tries again when other writers keep getting in first.
-const MAX_ATTEMPTS: usize = 64;
 
 /// How many index lookups or writes of one batch are in flight at once.
 const INDEX_CONCURRENCY: usize = 512;
@@ -51,7 +47,8 @@ pub(crate) async fn append(
     let payload = Bytes::from(encode_batch(&events, &metadata));
     let message_id = message_id(stream, &ids);
     let js = partition(store, store.partition_of(stream))?;
-    for _ in 0..MAX_ATTEMPTS {
+    let mut contention = Contention::new();
+    loop {
         // The partition's last sequence first, then the stream's head: a publish conditioned on
         // that sequence can only be stored if nothing was appended to the partition since, so
         // the head it was judged on is still the stream's head.
@@ -95,8 +92,12 @@ pub(crate) async fn append(
         .await?;
         let ack = match published {
             Published::Acked(ack) => ack,
-            // Another batch got in since the head was read: judge the expectation again.
-            Published::WrongLastSequence => continue,
+            // Another batch got in since the head was read (of this stream, or of another of
+            // the partition): judge the expectation again.
+            Published::WrongLastSequence if contention.lost().await => continue,
+            Published::WrongLastSequence => {
+                return Err(contended("append a batch", "other streams of the partition", &contention).into())
+            }
         };
         if ack.duplicate {
             // The server remembers this batch (same stream, same ids): a retry within the
@@ -107,12 +108,6 @@ pub(crate) async fn append(
         index_batch(store, stream, &ids, ack.sequence, head.version).await?;
         return Ok(AppendOutcome::new(head.version, positions));
     }
-    Err(NatsError::request(
-        "append a batch",
-        format!("other writers got in first {MAX_ATTEMPTS} times in a row"),
-        true,
-    )
-    .into())
 }
 
 /// Checks the batch against the store's limits, and that each payload is JSON; returns each

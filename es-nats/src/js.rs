@@ -10,6 +10,8 @@ use async_nats::jetstream::{self, Context};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 use crate::error::{transient_code, NatsError};
 
@@ -164,8 +166,60 @@ pub(crate) enum Cas {
     Moved,
 }
 
-/// How often [`publish_if`] tries again when other subjects of the stream get in first.
-const CAS_ATTEMPTS: usize = 64;
+/// How long a write conditioned on a sequence that other writers keep moving goes on trying
+/// before it gives up as unavailable.
+const CONTENTION_BUDGET: Duration = Duration::from_secs(10);
+
+/// The longest pause between two tries of such a write.
+const CONTENTION_MAX_PAUSE: Duration = Duration::from_millis(32);
+
+/// Paces the tries of a write conditioned on a whole stream's last sequence, which writers of
+/// other subjects move too (see [`publish_if`]): after each lost try a random pause, growing
+/// with the tries, so that the losers of one round do not meet again in the next; and a budget
+/// of time rather than of tries, so that a busy partition slows a writer down instead of
+/// failing it.
+pub(crate) struct Contention {
+    started: Instant,
+    lost: u32,
+}
+
+impl Contention {
+    /// Before the first try.
+    pub(crate) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            lost: 0,
+        }
+    }
+
+    /// After a lost try: waits before the next one, or `false` once the budget is spent.
+    pub(crate) async fn lost(&mut self) -> bool {
+        if self.started.elapsed() >= CONTENTION_BUDGET {
+            return false;
+        }
+        self.lost = self.lost.saturating_add(1);
+        // The first loss tries again at once: usually one other writer got in, and is done.
+        if self.lost > 1 {
+            let ceiling = Duration::from_micros(250)
+                .saturating_mul(1 << self.lost.min(8))
+                .min(CONTENTION_MAX_PAUSE);
+            tokio::time::sleep(ceiling.mul_f64(jitter())).await;
+        }
+        true
+    }
+
+    /// How many tries were lost, for the error once the budget is spent.
+    pub(crate) fn losses(&self) -> u32 {
+        self.lost
+    }
+}
+
+/// A random fraction in `[0, 1)`, from the random bits of a UUID v4.
+fn jitter() -> f64 {
+    const MANTISSA: u32 = 53;
+    let random = Uuid::new_v4().as_u128() as u64 & ((1 << MANTISSA) - 1);
+    random as f64 / (1_u64 << MANTISSA) as f64
+}
 
 /// Publishes `payload` on `subject` of `stream` only if the subject's last sequence is
 /// `expected` (0: no message yet). Conditioned on the whole stream's last sequence as well,
@@ -180,7 +234,8 @@ pub(crate) async fn publish_if(
     payload: Bytes,
     operation: &'static str,
 ) -> Result<Cas, NatsError> {
-    for _ in 0..CAS_ATTEMPTS {
+    let mut contention = Contention::new();
+    loop {
         let stream_last = last_sequence(stream, operation).await?;
         let subject_last = last_on(stream, subject, operation)
             .await?
@@ -193,12 +248,22 @@ pub(crate) async fn publish_if(
         headers.insert("Nats-Expected-Last-Sequence", stream_last.to_string().as_str());
         match publish(context, subject.to_owned(), headers, payload.clone(), operation).await? {
             Published::Acked(_) => return Ok(Cas::Stored),
-            Published::WrongLastSequence => continue,
+            Published::WrongLastSequence if contention.lost().await => continue,
+            Published::WrongLastSequence => return Err(contended(operation, "other keys", &contention)),
         }
     }
-    Err(NatsError::request(
+}
+
+/// The error of a write that lost to writers of `rivals` (of the same JetStream stream) until
+/// its budget was spent.
+pub(crate) fn contended(operation: &'static str, rivals: &str, contention: &Contention) -> NatsError {
+    NatsError::request(
         operation,
-        "other writers got in first every time",
+        format!(
+            "writers of {rivals} got in first {} times in {} s",
+            contention.losses(),
+            CONTENTION_BUDGET.as_secs()
+        ),
         true,
-    ))
+    )
 }

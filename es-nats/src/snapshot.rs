@@ -12,16 +12,15 @@ use futures_util::TryStreamExt;
 
 use crate::codec::{stream_of_subject, token};
 use crate::error::NatsError;
-use crate::js::{last_on, last_sequence, number_header, publish, recorded_at, Published, VERSION_HEADER};
+use crate::js::{
+    contended, last_on, last_sequence, number_header, publish, recorded_at, Contention, Published, VERSION_HEADER,
+};
 use crate::read::partition;
 use crate::NatsStore;
 
 const REVISION_HEADER: &str = "Es-Revision";
 const SCHEMA_HEADER: &str = "Es-Schema-Version";
 const TAKEN_AT_HEADER: &str = "Es-Taken-At";
-
-/// How often saving a snapshot tries again when other savers of the same stream get in first.
-const MAX_ATTEMPTS: usize = 64;
 
 /// [`SnapshotStore::save_snapshot`](es_core::SnapshotStore::save_snapshot): published on
 /// condition that the stream's snapshot subject is still at the sequence whose version was
@@ -35,7 +34,8 @@ pub(crate) async fn save(store: &NatsStore, snapshot: Snapshot) -> StoreResult<(
     let taken_at = snapshot.taken_at.to_rfc3339_opts(SecondsFormat::Nanos, true);
     headers.insert(TAKEN_AT_HEADER, taken_at.as_str());
     let payload = Bytes::from(snapshot.state);
-    for _ in 0..MAX_ATTEMPTS {
+    let mut contention = Contention::new();
+    loop {
         // As appends do (see `append`): the stream's last sequence, then the subject's.
         let stream_last = last_sequence(&store.inner.snapshots, "read the snapshots' last sequence").await?;
         let last = last_on(&store.inner.snapshots, &subject, "read a snapshot").await?;
@@ -57,10 +57,12 @@ pub(crate) async fn save(store: &NatsStore, snapshot: Snapshot) -> StoreResult<(
         .await?
         {
             Published::Acked(_) => return Ok(()),
-            Published::WrongLastSequence => continue,
+            Published::WrongLastSequence if contention.lost().await => continue,
+            Published::WrongLastSequence => {
+                return Err(contended("save a snapshot", "other streams' snapshots", &contention).into())
+            }
         }
     }
-    Err(NatsError::request("save a snapshot", "other savers got in first every time", true).into())
 }
 
 /// [`SnapshotStore::load_snapshot`](es_core::SnapshotStore::load_snapshot).
