@@ -139,7 +139,7 @@ where
             events = page.events.len()
         );
         let handled = self
-            .handle_batch(&mut unit, page.events, pacing.set_aside())
+            .handle_batch(&mut unit, page.events, pacing.set_aside(), pacing.failing())
             .instrument(span)
             .await;
         let handled = match handled {
@@ -198,18 +198,23 @@ where
     }
 
     /// Hands the batch's events to the handler within `unit`, until the time budget is spent.
-    /// The records move into the handler's envelopes: no copy per event.
+    /// The records move into the handler's envelopes: no copy per event. The event at
+    /// `failing` (see `Pacing::failing`) ends the batch before it, or, first in the batch, is
+    /// the batch.
     pub(super) async fn handle_batch(
         &self,
         unit: &mut C::Unit,
         batch: Vec<RecordedEvent>,
         set_aside: Option<&SetAside>,
+        failing: Option<u64>,
     ) -> Result<Handled, BatchFailure> {
         let started = Instant::now();
         let mut done = Handled::default();
         let mut last = None;
         for envelope in batch {
-            if last.is_some() && started.elapsed() >= self.options.batch_time_budget {
+            // The failing event ends the batch before it; handled first, it ends it after it.
+            let around_failing = failing.is_some() && (failing == Some(envelope.position) || failing == last);
+            if last.is_some() && (around_failing || started.elapsed() >= self.options.batch_time_budget) {
                 done.cut_at = last;
                 break;
             }

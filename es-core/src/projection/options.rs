@@ -7,11 +7,12 @@ use super::error::ProjectionError;
 /// What to do when a handler fails on an event (with an error of its own, not its
 /// connection's), or an event it handles does not decode.
 ///
-/// Every policy but [`Stop`](FailurePolicy::Stop) first retries: it rolls the batch back and
-/// tries again, in ever smaller batches, until the same event has failed `attempts` times
-/// (batches that commit the events before it do not reset the count). What happens then is what
-/// tells the policies apart. An event that does not decode is not retried (decoding it again
-/// gives the same answer): it goes straight to what the policy does after its retries.
+/// Every policy but [`Stop`](FailurePolicy::Stop) first retries: it rolls the batch back,
+/// commits the events before the failing one in a batch of their own, and tries the failing
+/// event again alone, until it has failed `attempts` times (the batch of the events before it
+/// does not reset the count). What happens then is what tells the policies apart. An event
+/// that does not decode is not retried (decoding it again gives the same answer): once the
+/// events before it are committed, it goes straight to what the policy does after its retries.
 ///
 /// Skipped and parked events are counted (`es_projection_events_skipped_total`,
 /// `es_projection_events_parked_total`) and logged with their stream and version.
@@ -227,6 +228,14 @@ impl Pacing {
         self.set_aside.as_ref()
     }
 
+    /// The position of the event the last batches failed on, until a batch gets past it: a
+    /// batch ends before it (committing the events before it), and one that starts with it
+    /// handles it alone, so its retries are its own and a runner that stops leaves its
+    /// checkpoint just before it.
+    pub(crate) fn failing(&self) -> Option<u64> {
+        self.failed_position
+    }
+
     /// Records a batch committed up to `position`: batches grow back, any outage ends, and a
     /// failing event's count ends once a batch got past it (batches that stop before it, as
     /// smaller batches do, leave the count as it is).
@@ -289,7 +298,13 @@ impl Pacing {
             } => {
                 metrics::counter!("es_projection_failures_total", "projection" => self.projection, "kind" => "decode")
                     .increment(1);
-                // Decoding again gives the same answer: no retries.
+                // Decoding again gives the same answer: no retries of the event, but one more
+                // batch, at once, to commit the events before it if the batch had any.
+                if self.failed_position != Some(position) {
+                    self.failed_position = Some(position);
+                    self.handler_failures = 0;
+                    return Ok(Duration::ZERO);
+                }
                 let reason = error_chain(source.as_ref());
                 self.give_up(position, reason, 1, error)
             }

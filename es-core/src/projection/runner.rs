@@ -180,8 +180,10 @@ where
     }
 
     /// Asks for the parked event at `position` to be handled again, once its cause is fixed:
-    /// the runner running this projection does so before its next batch (or the next
-    /// [`catch_up`](Self::catch_up) does). Its writes commit together with its removal from the
+    /// the runner running this projection looks for such requests once per
+    /// [`poll_interval`](crate::RunnerOptions::poll_interval) (so within about that time, and
+    /// after a batch it may be in the middle of), or the next [`catch_up`](Self::catch_up)
+    /// does, before its first batch. Its writes commit together with its removal from the
     /// parked events, so it is applied exactly once; failing again, it stays parked with one
     /// more attempt. Returns whether such an event was parked.
     ///

@@ -125,7 +125,7 @@ where
                 .into_iter()
                 .filter(|event| event.position <= live_at)
                 .collect();
-            match self.handle_batch(&mut unit, events, None).await {
+            match self.handle_batch(&mut unit, events, None, None).await {
                 Ok(handled) => position = handled.cut_at.unwrap_or(page.scanned_to).min(live_at),
                 Err(failure) => return Err(self.abandon(unit, failure).await),
             }
