@@ -153,9 +153,9 @@ pub use event::{DecodeError, Decoded, EventDescriptor, EventSet, EventType, Json
 pub use memory::{InMemoryClaim, InMemoryReadModel, InMemoryStore, InMemoryUnit, InMemoryWakeUp};
 pub use metadata::Metadata;
 pub use projection::{
-    Backoff, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, FailurePolicy, HandlerError, HandlerFailure, Lag,
-    ParkedEvent, PollOnly, Projection, ProjectionError, ProjectionProgress, ProjectionRunner, RebuildProgress,
-    RunnerOptions, SwitchFuture, UnknownEvents, WaitError, WakeUp,
+    wait_for_checkpoint, Backoff, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, FailurePolicy, HandlerError,
+    HandlerFailure, Lag, ParkedEvent, PollOnly, Projection, ProjectionError, ProjectionProgress, ProjectionRunner,
+    RebuildProgress, RunnerOptions, SwitchFuture, UnknownEvents, WaitError, WakeUp,
 };
 pub use record::{
     command_event_id, decode_record, decode_record_all, encode_batch, DecodedEvent, RecordDecodeError,

@@ -1017,6 +1017,59 @@ fn tail_balances(store: &InMemoryStore) -> Tailing {
     }
 }
 
+/// Read-your-writes in a process that does not run the projection: it sees only the
+/// checkpoint store the runner commits to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_from_another_process_waits_on_the_committed_checkpoint() {
+    let store = InMemoryStore::new();
+    let accounts = Accounts::new(store.clone());
+    let Tailing {
+        model,
+        progress: _,
+        stop,
+        running,
+    } = tail_balances(&store);
+    let id = new_id("acc");
+    let opened = accounts
+        .execute(&id, Metadata::new(), |a: &Account| a.open("owner-1", 40))
+        .await
+        .unwrap();
+    let poll = Duration::from_millis(5);
+    let reached = es_core::wait_for_checkpoint(
+        &model,
+        "account-balances",
+        opened.position(),
+        poll,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(reached >= opened.position());
+    assert_eq!(model.read(|m| m[&id]), 40, "the read model has the write");
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let deposited = accounts
+        .execute(&id, Metadata::new(), |a: &Account| a.deposit(2, "atm"))
+        .await
+        .unwrap();
+    match es_core::wait_for_checkpoint(
+        &model,
+        "account-balances",
+        deposited.position(),
+        poll,
+        Duration::from_millis(50),
+    )
+    .await
+    {
+        Err(WaitError::Timeout { position, reached, .. }) => {
+            assert_eq!(position, deposited.position());
+            assert!(reached < position, "no runner: {reached}");
+        }
+        other => panic!("expected a timeout with no runner, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_waits_for_the_projection_to_reach_the_command() {
     let store = InMemoryStore::new();

@@ -18,7 +18,7 @@ pub use checkpoint::{CheckpointError, CheckpointStore, ClaimStatus};
 pub use error::{HandlerFailure, ProjectionError};
 pub use options::{Backoff, FailurePolicy, RunnerOptions, UnknownEvents};
 pub use parking::ParkedEvent;
-pub use progress::{ProjectionProgress, WaitError};
+pub use progress::{wait_for_checkpoint, ProjectionProgress, WaitError};
 pub use runner::{CatchUp, Lag, ProjectionRunner, RebuildProgress};
 pub use switch::SwitchFuture;
 

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::CheckpointStore;
+
 /// A projection runner's progress, to wait until it has processed what a command wrote
 /// (read-your-writes). Get one from [`ProjectionRunner::progress`](crate::ProjectionRunner::progress)
 /// before the runner starts; clones are cheap and every clone sees the same progress.
@@ -86,6 +88,14 @@ pub enum WaitError {
         /// Where the projection got to.
         reached: u64,
     },
+    /// The committed checkpoint could not be read ([`wait_for_checkpoint`]).
+    #[error("projection {projection}: its checkpoint could not be read: {reason}")]
+    Checkpoint {
+        /// The projection.
+        projection: &'static str,
+        /// The checkpoint store's error.
+        reason: String,
+    },
 }
 
 impl ProjectionProgress {
@@ -152,5 +162,52 @@ impl ProjectionProgress {
             })?;
         }
         Ok(())
+    }
+}
+
+/// [`ProjectionProgress::wait_for`] in a process that does not run the projection (another
+/// instance of a web service, a worker): reads the committed checkpoint of `projection` in
+/// `checkpoints` every `poll` until it reaches `position`, at most `timeout`, and returns the
+/// checkpoint reached. The runner's own process waits with [`ProjectionProgress`] instead,
+/// which costs no queries.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use es_core::{wait_for_checkpoint, InMemoryReadModel, WaitError};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let checkpoints = InMemoryReadModel::<Vec<u64>>::new(); // the store the runner commits to
+/// let waited = wait_for_checkpoint(&checkpoints, "balances", 7, Duration::from_millis(5), Duration::from_millis(20));
+/// assert!(matches!(waited.await, Err(WaitError::Timeout { reached: 0, .. })));
+/// # }
+/// ```
+pub async fn wait_for_checkpoint<C: CheckpointStore + ?Sized>(
+    checkpoints: &C,
+    projection: &'static str,
+    position: u64,
+    poll: Duration,
+    timeout: Duration,
+) -> Result<u64, WaitError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let reached = checkpoints
+            .checkpoint(projection)
+            .await
+            .map_err(|error| WaitError::Checkpoint {
+                projection,
+                reason: error.to_string(),
+            })?;
+        if reached >= position {
+            return Ok(reached);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(WaitError::Timeout {
+                projection,
+                position,
+                reached,
+                waited: timeout,
+            });
+        }
+        tokio::time::sleep(poll.min(deadline - now)).await;
     }
 }
