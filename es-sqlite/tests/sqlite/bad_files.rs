@@ -8,7 +8,7 @@ use es_core::{EventStore, ExpectedVersion, GlobalLog, Snapshot, SnapshotStore, S
 use es_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 use futures_util::TryStreamExt;
 
-use crate::support::{fresh, fresh_stream, fresh_with, numbered, raw, read, temp_file};
+use crate::support::{fresh, fresh_stream, fresh_with, numbered, plant_bad_metadata, raw, read, temp_file};
 
 /// The `SqliteError` inside a store error, if any.
 fn sqlite_error(error: &StoreError) -> Option<&SqliteError> {
@@ -203,18 +203,7 @@ async fn damaged_pages_are_errors_not_panics() {
 async fn stored_rows_that_do_not_map_are_corrupt_naming_stream_and_version() {
     let db = fresh().await;
     let stream = db.stream_with("corrupt", 1).await;
-    raw(&db)
-        .execute(
-            "INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version,
-                                 payload, metadata, recorded_at)
-             VALUES (?1, ?2, ?3, 2, 'Numbered', 1, '{}', 'not json', 0)",
-            rusqlite::params![
-                uuid::Uuid::now_v7().as_bytes(),
-                stream.aggregate_type,
-                stream.aggregate_id
-            ],
-        )
-        .expect("plant a row");
+    plant_bad_metadata(&db, &stream, 2, "Numbered");
     let read: Result<Vec<_>, _> = db.store.read_stream(&stream, StreamSlice::all()).try_collect().await;
     match read {
         Err(StoreError::Corrupt {

@@ -72,6 +72,25 @@ pub fn raw(db: &TestDb) -> rusqlite::Connection {
     rusqlite::Connection::open(db.path()).expect("a raw connection")
 }
 
+/// Inserts, behind the store's back, event `name` at `version` of `stream` whose metadata is not
+/// JSON: a row that does not map.
+pub fn plant_bad_metadata(db: &TestDb, stream: &StreamId, version: i64, name: &str) {
+    raw(db)
+        .execute(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, version, event_name, schema_version,
+                                 payload, metadata, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, '{}', 'not json', 0)",
+            rusqlite::params![
+                uuid::Uuid::now_v7().as_bytes(),
+                stream.aggregate_type,
+                stream.aggregate_id,
+                version,
+                name
+            ],
+        )
+        .expect("plant a row whose metadata does not decode");
+}
+
 /// The rows `sql` selects, read through the store, each mapped by `row`.
 pub async fn select<T: Send + 'static>(
     store: &SqliteStore,
