@@ -142,33 +142,54 @@ pub fn event_struct(
 fn upcast_attr(cx: &Ctxt, attr: syn::Attribute) -> Option<UpcastAttr> {
     let mut from = None;
     let mut kind = None;
-    // After an unknown key, a missing one is most likely that key misspelt: report it once.
-    let mut misspelt = false;
-    let result = attr.parse_nested_meta(|meta| {
+    let misspelt = read_keys(cx, &attr, "#[upcast]", UPCAST_KEYS, |meta| {
         if meta.path.is_ident(FROM) {
-            set_once(cx, &meta, &mut from, number(cx, &meta, FROM)?);
+            set_once(cx, meta, &mut from, number(cx, meta, FROM)?);
         } else if meta.path.is_ident(JSON) {
-            let path = path_value(cx, &meta, JSON)?;
-            set_once(cx, &meta, &mut kind, path.map(StepKind::Json));
+            let path = path_value(cx, meta, JSON)?;
+            set_once(cx, meta, &mut kind, path.map(StepKind::Json));
         } else if meta.path.is_ident(TYPED) {
-            let ty = type_value(cx, &meta, TYPED)?;
-            set_once(cx, &meta, &mut kind, ty.map(StepKind::Typed));
+            let ty = type_value(cx, meta, TYPED)?;
+            set_once(cx, meta, &mut kind, ty.map(StepKind::Typed));
         } else {
-            misspelt = true;
-            return unknown_key(cx, &meta, "#[upcast]", UPCAST_KEYS);
+            return Ok(false);
         }
-        Ok(())
-    });
-    if let Err(error) = result {
-        cx.syn_error(error);
-        return None;
-    }
+        Ok(true)
+    })?;
     Some(UpcastAttr {
         attr,
         from,
         kind,
         misspelt,
     })
+}
+
+/// Reads the `key = value` list of `attr` with `read_key`, which answers `Ok(false)` for a key
+/// it does not know; such a key is reported against `keys`. Returns whether an unknown key was
+/// met (a missing key is then most likely that key misspelt, so it is reported once), or `None`
+/// when syn could not read the list at all.
+fn read_keys(
+    cx: &Ctxt,
+    attr: &syn::Attribute,
+    written: &str,
+    keys: &[&str],
+    mut read_key: impl FnMut(&ParseNestedMeta) -> syn::Result<bool>,
+) -> Option<bool> {
+    let mut misspelt = false;
+    let result = attr.parse_nested_meta(|meta| {
+        if read_key(&meta)? {
+            return Ok(());
+        }
+        misspelt = true;
+        unknown_key(cx, &meta, written, keys)
+    });
+    match result {
+        Ok(()) => Some(misspelt),
+        Err(error) => {
+            cx.syn_error(error);
+            None
+        }
+    }
 }
 
 /// Parses `#[event]` on an enum: each variant wraps one event struct.
@@ -236,25 +257,18 @@ fn replaced_attr(cx: &Ctxt, attr: syn::Attribute) -> Option<ReplacedAttr> {
     let mut name = None;
     let mut version = None;
     let mut by = None;
-    // After an unknown key, a missing one is most likely that key misspelt: report it once.
-    let mut misspelt = false;
-    let result = attr.parse_nested_meta(|meta| {
+    let misspelt = read_keys(cx, &attr, "#[replaced]", REPLACED_KEYS, |meta| {
         if meta.path.is_ident(NAME) {
-            set_once(cx, &meta, &mut name, lit_str(cx, &meta, NAME)?);
+            set_once(cx, meta, &mut name, lit_str(cx, meta, NAME)?);
         } else if meta.path.is_ident(VERSION) {
-            set_once(cx, &meta, &mut version, number(cx, &meta, VERSION)?);
+            set_once(cx, meta, &mut version, number(cx, meta, VERSION)?);
         } else if meta.path.is_ident(BY) {
-            set_once(cx, &meta, &mut by, path_value(cx, &meta, BY)?);
+            set_once(cx, meta, &mut by, path_value(cx, meta, BY)?);
         } else {
-            misspelt = true;
-            return unknown_key(cx, &meta, "#[replaced]", REPLACED_KEYS);
+            return Ok(false);
         }
-        Ok(())
-    });
-    if let Err(error) = result {
-        cx.syn_error(error);
-        return None;
-    }
+        Ok(true)
+    })?;
     if misspelt {
         return None;
     }
@@ -274,25 +288,22 @@ pub fn aggregate(cx: &Ctxt, input: &syn::DeriveInput) -> AggregateAttrs {
     let mut snapshot_revision = None;
     let mut snapshot_version = None;
     for attr in input.attrs.iter().filter(|attr| attr.path().is_ident(AGGREGATE)) {
-        let result = attr.parse_nested_meta(|meta| {
+        read_keys(cx, attr, "#[aggregate]", AGGREGATE_KEYS, |meta| {
             if meta.path.is_ident(NAME) {
-                set_once(cx, &meta, &mut name, lit_str(cx, &meta, NAME)?);
+                set_once(cx, meta, &mut name, lit_str(cx, meta, NAME)?);
             } else if meta.path.is_ident(ID) {
-                set_once(cx, &meta, &mut id, type_value(cx, &meta, ID)?);
+                set_once(cx, meta, &mut id, type_value(cx, meta, ID)?);
             } else if meta.path.is_ident(EVENT) {
-                set_once(cx, &meta, &mut event, type_value(cx, &meta, EVENT)?);
+                set_once(cx, meta, &mut event, type_value(cx, meta, EVENT)?);
             } else if meta.path.is_ident(SNAPSHOT_REVISION) {
-                set_once(cx, &meta, &mut snapshot_revision, number(cx, &meta, SNAPSHOT_REVISION)?);
+                set_once(cx, meta, &mut snapshot_revision, number(cx, meta, SNAPSHOT_REVISION)?);
             } else if meta.path.is_ident(SNAPSHOT_VERSION) {
-                set_once(cx, &meta, &mut snapshot_version, number(cx, &meta, SNAPSHOT_VERSION)?);
+                set_once(cx, meta, &mut snapshot_version, number(cx, meta, SNAPSHOT_VERSION)?);
             } else {
-                return unknown_key(cx, &meta, "#[aggregate]", AGGREGATE_KEYS);
+                return Ok(false);
             }
-            Ok(())
+            Ok(true)
         });
-        if let Err(error) = result {
-            cx.syn_error(error);
-        }
     }
     let steps = input
         .attrs

@@ -57,11 +57,7 @@ where
     /// Empties the read model, forgets the parked events and sets the checkpoint to 0, in one
     /// unit of work.
     pub(super) async fn reset(&self, claim: &mut C::Claim) -> Result<(), ProjectionError> {
-        let parked = self
-            .checkpoints
-            .parked(self.name)
-            .await
-            .map_err(self.checkpoint_error())?;
+        let parked = self.parked().await?;
         let (mut unit, _) = self.begin(claim).await?;
         for event in &parked {
             if let Err(source) = self.checkpoints.unpark(&mut unit, self.name, event.position).await {
@@ -351,11 +347,7 @@ where
     /// Handles the parked events an operator asked to retry, each in a unit of its own: its
     /// writes commit with its removal from the parked events; failing again, it stays parked.
     pub(super) async fn retry_requested(&self, claim: &mut C::Claim) -> Result<(), ProjectionError> {
-        let parked = self
-            .checkpoints
-            .parked(self.name)
-            .await
-            .map_err(self.checkpoint_error())?;
+        let parked = self.parked().await?;
         for parked in parked.into_iter().filter(|parked| parked.retry_requested) {
             let event = self
                 .events

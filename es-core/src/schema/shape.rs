@@ -281,28 +281,40 @@ fn pad(out: &mut String, level: usize) {
 }
 
 fn write_fields(out: &mut String, fields: &[Field], indent: Option<usize>) {
-    if fields.is_empty() {
-        out.push_str("{}");
+    write_braced(out, "{", fields, indent, write_field);
+}
+
+/// `open` and a `{ ... }` list of items, one a line under `indent` and on one line without it.
+fn write_braced<T>(
+    out: &mut String,
+    open: &str,
+    items: &[T],
+    indent: Option<usize>,
+    write_item: fn(&mut String, &T, Option<usize>),
+) {
+    out.push_str(open);
+    if items.is_empty() {
+        out.push('}');
         return;
     }
     match indent {
         Some(level) => {
-            out.push_str("{\n");
-            for field in fields {
+            out.push('\n');
+            for item in items {
                 pad(out, level + 1);
-                write_field(out, field, Some(level + 1));
+                write_item(out, item, Some(level + 1));
                 out.push_str(",\n");
             }
             pad(out, level);
             out.push('}');
         }
         None => {
-            out.push_str("{ ");
-            for (index, field) in fields.iter().enumerate() {
+            out.push(' ');
+            for (index, item) in items.iter().enumerate() {
                 if index > 0 {
                     out.push_str(", ");
                 }
-                write_field(out, field, None);
+                write_item(out, item, None);
             }
             out.push_str(" }");
         }
@@ -323,33 +335,9 @@ fn write_field(out: &mut String, field: &Field, indent: Option<usize>) {
 }
 
 fn write_enum(out: &mut String, variants: &[Variant], indent: Option<usize>) {
-    if variants.is_empty() {
-        out.push_str("enum {}");
-        return;
-    }
+    // Unit-only enums stay on one line, however deep.
     let all_unit = variants.iter().all(|variant| variant.data == VariantData::Unit);
-    match indent {
-        Some(level) if !all_unit => {
-            out.push_str("enum {\n");
-            for variant in variants {
-                pad(out, level + 1);
-                write_variant(out, variant, Some(level + 1));
-                out.push_str(",\n");
-            }
-            pad(out, level);
-            out.push('}');
-        }
-        _ => {
-            out.push_str("enum { ");
-            for (index, variant) in variants.iter().enumerate() {
-                if index > 0 {
-                    out.push_str(", ");
-                }
-                write_variant(out, variant, None);
-            }
-            out.push_str(" }");
-        }
-    }
+    write_braced(out, "enum {", variants, indent.filter(|_| !all_unit), write_variant);
 }
 
 fn write_variant(out: &mut String, variant: &Variant, indent: Option<usize>) {

@@ -124,7 +124,7 @@ impl<'de> VariantAccess<'de> for Tracer<'_> {
     }
 
     fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, TraceError> {
-        self.newtype(seed)
+        self.newtype(|inner| seed.deserialize(inner))
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, TraceError> {

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
-use serde::de::{self, DeserializeSeed, Visitor};
+use serde::de::{self, Visitor};
 
 use super::access::{Chosen, Elements, Entries, Keys};
 use super::{extend, Kind, Leaf, Node, Path, Said, State, Step, TraceError, MAX_DEPTH, STR_SAMPLES};
@@ -240,14 +240,19 @@ impl<'s> Tracer<'s> {
         self.settle(result)
     }
 
-    pub(super) fn newtype<'de, S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, TraceError> {
+    /// A newtype (struct or variant): its content is read by `read_inner` from the tracer one
+    /// step in.
+    pub(super) fn newtype<T>(
+        self,
+        read_inner: impl FnOnce(Tracer<'_>) -> Result<T, TraceError>,
+    ) -> Result<T, TraceError> {
         self.record(Node::Newtype);
         let result = match self.mode() {
             Mode::Goal => return self.stop(),
-            Mode::Route(Step::Inner) => seed.deserialize(self.child(Step::Inner)),
+            Mode::Route(Step::Inner) => read_inner(self.child(Step::Inner)),
             Mode::Route(_) => return self.lost(),
             Mode::Make if self.cannot_make() => return self.stuck(),
-            Mode::Make => seed.deserialize(self.child(Step::Inner)),
+            Mode::Make => read_inner(self.child(Step::Inner)),
         };
         self.settle(result)
     }
@@ -376,17 +381,7 @@ impl<'de> de::Deserializer<'de> for Tracer<'_> {
         visitor: V,
     ) -> Result<V::Value, TraceError> {
         match self.named(name, &[], 1) {
-            Ok(tracer) => {
-                tracer.record(Node::Newtype);
-                let result = match tracer.mode() {
-                    Mode::Goal => return tracer.stop(),
-                    Mode::Route(Step::Inner) => visitor.visit_newtype_struct(tracer.child(Step::Inner)),
-                    Mode::Route(_) => return tracer.lost(),
-                    Mode::Make if tracer.cannot_make() => return tracer.stuck(),
-                    Mode::Make => visitor.visit_newtype_struct(tracer.child(Step::Inner)),
-                };
-                tracer.settle(result)
-            }
+            Ok(tracer) => tracer.newtype(|inner| visitor.visit_newtype_struct(inner)),
             Err(done) => done,
         }
     }
