@@ -1,0 +1,2734 @@
+//! An outside user's review of the patterns of the design seeds, on both durable backends
+//! (SQLite and PostgreSQL), through the public API only:
+//!
+//! - seed 001: an Account (deposits, withdrawals, overdraft refused as a typed domain error),
+//!   snapshots every N events, time travel to a version and to an instant, a failed withdrawal
+//!   recorded so that "why did it fail on the 15th, and what was the balance then" has an
+//!   answer, and a projection added later that replays the whole history;
+//! - seed 002: optimistic concurrency (racing withdrawals, a typed conflict), seat reservation
+//!   with buyers racing for the last seats, idempotent consumers, a compensating saga, the
+//!   transactional outbox;
+//! - seed 003: correlation and causation ids, read-your-writes on a projection, upcasting of
+//!   events stored at an older schema version.
+//!
+//! Each scenario runs on a SQLite file in a temporary directory and on a fresh PostgreSQL schema
+//! (`es_test_support`), both removed when the test ends.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use es_core::{
+    async_trait, encode_batch, event, wait_for_checkpoint, Aggregate, AppendOutcome, Apply, CommandError, DecodeError,
+    DecodedEvent, EventDescriptor, EventSet, EventStore, Executed, ExpectedVersion, GlobalLog, HandlerError,
+    InMemoryReadModel, Metadata, NewEvent, Projection, ProjectionRunner, Repository, RepositoryError, RetryPolicy,
+    Snapshot, SnapshotStore, StoreError, StreamId, StreamSlice, UpcastError,
+};
+use es_postgres::PostgresStore;
+use es_sqlite::{SqliteContext, SqliteStore};
+use es_test_support::{bounded, TestDatabase, TestSchema};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+// ---------------------------------------------------------------------------------------------
+// Seed 001 (and 003): the bank Account.
+// ---------------------------------------------------------------------------------------------
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountOpened {
+    pub owner_id: String,
+    pub initial_balance: u64,
+}
+
+/// Version 2 added `source` (seed 003, "problem 1": older deposits had none).
+#[event(version = 2)]
+#[upcast(from = 1, json = deposited_v1_add_source)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoneyDeposited {
+    pub amount: u64,
+    pub description: String,
+    pub source: String,
+}
+
+fn deposited_v1_add_source(mut v1: Value) -> Result<Value, UpcastError> {
+    let fields = v1
+        .as_object_mut()
+        .ok_or_else(|| UpcastError::new("expected a JSON object"))?;
+    fields.entry("source").or_insert_with(|| "unknown".into());
+    Ok(v1)
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoneyWithdrawn {
+    pub amount: u64,
+    pub description: String,
+}
+
+/// Seed 001: "'MoneyWithdrawn 실패' 이벤트도 기록되어 있어서 왜 실패했는지도 추적 가능해요."
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithdrawalDeclined {
+    pub amount: u64,
+    pub balance: u64,
+    pub reason: String,
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountEvent {
+    Opened(AccountOpened),
+    Deposited(MoneyDeposited),
+    Withdrawn(MoneyWithdrawn),
+    Declined(WithdrawalDeclined),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Aggregate)]
+#[aggregate(name = "account", event = AccountEvent)]
+pub struct Account {
+    pub open: bool,
+    pub owner_id: String,
+    pub balance: u64,
+    pub transactions: u32,
+    pub declined: u32,
+    pub last_source: String,
+}
+
+impl Apply<AccountOpened> for Account {
+    fn apply(&mut self, event: &AccountOpened) {
+        self.open = true;
+        self.owner_id = event.owner_id.clone();
+        self.balance = event.initial_balance;
+    }
+}
+impl Apply<MoneyDeposited> for Account {
+    fn apply(&mut self, event: &MoneyDeposited) {
+        self.balance += event.amount;
+        self.transactions += 1;
+        self.last_source = event.source.clone();
+    }
+}
+impl Apply<MoneyWithdrawn> for Account {
+    fn apply(&mut self, event: &MoneyWithdrawn) {
+        self.balance -= event.amount;
+        self.transactions += 1;
+    }
+}
+impl Apply<WithdrawalDeclined> for Account {
+    fn apply(&mut self, _: &WithdrawalDeclined) {
+        self.declined += 1;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    #[error("the account already exists")]
+    AlreadyOpen,
+    #[error("the account is not open")]
+    NotOpen,
+    #[error("the amount must be positive")]
+    NonPositiveAmount,
+    #[error("a deposit is at most 1,000,000")]
+    DepositLimit,
+    #[error("insufficient funds: balance {balance}, requested {requested}")]
+    InsufficientFunds { balance: u64, requested: u64 },
+}
+
+impl Account {
+    fn open(&self, owner: &str, initial_balance: u64) -> Result<Vec<AccountEvent>, AccountError> {
+        if self.open {
+            return Err(AccountError::AlreadyOpen);
+        }
+        Ok(vec![AccountOpened {
+            owner_id: owner.into(),
+            initial_balance,
+        }
+        .into()])
+    }
+
+    fn deposit(&self, amount: u64, description: &str) -> Result<Vec<AccountEvent>, AccountError> {
+        if !self.open {
+            return Err(AccountError::NotOpen);
+        }
+        if amount == 0 {
+            return Err(AccountError::NonPositiveAmount);
+        }
+        if amount > 1_000_000 {
+            return Err(AccountError::DepositLimit);
+        }
+        Ok(vec![MoneyDeposited {
+            amount,
+            description: description.into(),
+            source: "bank_transfer".into(),
+        }
+        .into()])
+    }
+
+    fn withdraw(&self, amount: u64, description: &str) -> Result<Vec<AccountEvent>, AccountError> {
+        if !self.open {
+            return Err(AccountError::NotOpen);
+        }
+        if amount == 0 {
+            return Err(AccountError::NonPositiveAmount);
+        }
+        if self.balance < amount {
+            return Err(AccountError::InsufficientFunds {
+                balance: self.balance,
+                requested: amount,
+            });
+        }
+        Ok(vec![MoneyWithdrawn {
+            amount,
+            description: description.into(),
+        }
+        .into()])
+    }
+
+    /// A withdrawal whose refusal is a fact worth keeping: insufficient funds record a
+    /// `WithdrawalDeclined` instead of writing nothing.
+    fn withdraw_or_decline(&self, amount: u64, description: &str) -> Result<Vec<AccountEvent>, AccountError> {
+        match self.withdraw(amount, description) {
+            Err(AccountError::InsufficientFunds { balance, requested }) => Ok(vec![WithdrawalDeclined {
+                amount: requested,
+                balance,
+                reason: "insufficient funds".into(),
+            }
+            .into()]),
+            other => other,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed 002: the conference's seat availability.
+// ---------------------------------------------------------------------------------------------
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConferenceScheduled {
+    pub seats: u32,
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeatsReserved {
+    pub reservation: String,
+    pub seats: u32,
+    pub payer: String,
+    pub price_per_seat: u64,
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReservationCancelled {
+    pub reservation: String,
+    pub reason: String,
+}
+
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeatEvent {
+    Scheduled(ConferenceScheduled),
+    Reserved(SeatsReserved),
+    Cancelled(ReservationCancelled),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Aggregate)]
+#[aggregate(name = "seat-availability", event = SeatEvent)]
+pub struct SeatAvailability {
+    pub capacity: u32,
+    pub held: BTreeMap<String, u32>,
+    pub cancelled: Vec<String>,
+}
+
+impl Apply<ConferenceScheduled> for SeatAvailability {
+    fn apply(&mut self, event: &ConferenceScheduled) {
+        self.capacity = event.seats;
+    }
+}
+impl Apply<SeatsReserved> for SeatAvailability {
+    fn apply(&mut self, event: &SeatsReserved) {
+        self.held.insert(event.reservation.clone(), event.seats);
+    }
+}
+impl Apply<ReservationCancelled> for SeatAvailability {
+    fn apply(&mut self, event: &ReservationCancelled) {
+        self.held.remove(&event.reservation);
+        self.cancelled.push(event.reservation.clone());
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeatError {
+    #[error("the conference is not scheduled")]
+    NotScheduled,
+    #[error("the conference is already scheduled")]
+    AlreadyScheduled,
+    #[error("sold out: {available} seats left, {requested} requested")]
+    SoldOut { available: u32, requested: u32 },
+    #[error("reservation {0} exists")]
+    DuplicateReservation(String),
+    #[error("no reservation {0} is held")]
+    UnknownReservation(String),
+}
+
+impl SeatAvailability {
+    fn available(&self) -> u32 {
+        self.capacity - self.held.values().sum::<u32>()
+    }
+
+    fn schedule(&self, seats: u32) -> Result<Vec<SeatEvent>, SeatError> {
+        if self.capacity > 0 {
+            return Err(SeatError::AlreadyScheduled);
+        }
+        Ok(vec![ConferenceScheduled { seats }.into()])
+    }
+
+    fn reserve(&self, reservation: &str, seats: u32, payer: &str, price: u64) -> Result<Vec<SeatEvent>, SeatError> {
+        if self.capacity == 0 {
+            return Err(SeatError::NotScheduled);
+        }
+        if self.held.contains_key(reservation) || self.cancelled.iter().any(|r| r == reservation) {
+            return Err(SeatError::DuplicateReservation(reservation.into()));
+        }
+        if self.available() < seats {
+            return Err(SeatError::SoldOut {
+                available: self.available(),
+                requested: seats,
+            });
+        }
+        Ok(vec![SeatsReserved {
+            reservation: reservation.into(),
+            seats,
+            payer: payer.into(),
+            price_per_seat: price,
+        }
+        .into()])
+    }
+
+    fn cancel(&self, reservation: &str, reason: &str) -> Result<Vec<SeatEvent>, SeatError> {
+        if !self.held.contains_key(reservation) {
+            return Err(SeatError::UnknownReservation(reservation.into()));
+        }
+        Ok(vec![ReservationCancelled {
+            reservation: reservation.into(),
+            reason: reason.into(),
+        }
+        .into()])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provisioning: a SQLite file in a temporary directory, a fresh PostgreSQL schema.
+// ---------------------------------------------------------------------------------------------
+
+/// What the generic scenarios need of a store.
+trait Store: EventStore + SnapshotStore + GlobalLog + Clone + Send + Sync + 'static {}
+impl<T: EventStore + SnapshotStore + GlobalLog + Clone + Send + Sync + 'static> Store for T {}
+
+async fn sqlite_store(dir: &tempfile::TempDir) -> SqliteStore {
+    let store = SqliteStore::open(dir.path().join("events.db")).await.expect("open");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn postgres() -> TestSchema {
+    TestDatabase::get()
+        .expect("a PostgreSQL server (DATABASE_URL)")
+        .schema()
+        .await
+        .expect("a fresh schema")
+}
+
+/// Runs `scenario(store, backend)` on a fresh SQLite file, then on a fresh PostgreSQL schema,
+/// within the test bound.
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        bounded(async {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            $scenario(sqlite_store(&dir).await, "sqlite").await;
+            let schema = postgres().await;
+            $scenario(schema.store().clone(), "postgres").await;
+        })
+        .await
+    };
+}
+
+/// Another handle on the same store, as another process would open it: a second SQLite
+/// connection set on the same file, a second PostgreSQL pool on the same schema.
+trait Reopen: Sized {
+    fn reopen(&self) -> impl std::future::Future<Output = Self> + Send;
+}
+
+impl Reopen for SqliteStore {
+    fn reopen(&self) -> impl std::future::Future<Output = Self> + Send {
+        let path = self.path().to_owned();
+        async move { SqliteStore::open(path).await.expect("open again") }
+    }
+}
+
+impl Reopen for PostgresStore {
+    fn reopen(&self) -> impl std::future::Future<Output = Self> + Send {
+        let schema = self.schema().to_owned();
+        async move {
+            PostgresStore::connect(TestDatabase::get().unwrap().url())
+                .await
+                .expect("connect again")
+                .with_schema(&schema)
+                .unwrap()
+        }
+    }
+}
+
+/// `catch_up` until the runner's checkpoint has passed `position`; returns the events handled
+/// on the way. On PostgreSQL the global log shows an event only once every older write
+/// transaction of the cluster has ended (es_postgres docs), so one `catch_up` right after a
+/// command may stop short of it while another session's transaction is open.
+async fn catch_up_to<P, E, C>(runner: &ProjectionRunner<P, E, C>, position: u64) -> u64
+where
+    P: Projection,
+    E: GlobalLog,
+    C: es_core::CheckpointStore<Context = P::Context>,
+{
+    let mut handled = 0;
+    loop {
+        let caught_up = runner.catch_up().await.unwrap();
+        handled += caught_up.handled;
+        if caught_up.position >= position {
+            return handled;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The event `event_id` as the global log returns it, once the log shows it (on PostgreSQL,
+/// once every older write transaction of the cluster has ended).
+async fn from_the_global_log<S: Store>(store: &S, event_id: Uuid) -> es_core::RecordedEvent {
+    loop {
+        let page = store.read_all(0, 1000).await.unwrap();
+        if let Some(event) = page.into_iter().find(|e| e.event_id == event_id) {
+            return event;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn stream_id_of(account: &str) -> StreamId {
+    StreamId::new(<Account as Aggregate>::TYPE, account)
+}
+
+fn accounts<S: Store>(store: &S) -> Repository<Account, S> {
+    Repository::new(store.clone())
+}
+
+async fn open_account<S: Store>(repo: &Repository<Account, S>, id: &str, balance: u64) -> Executed<Account> {
+    repo.create(id, Metadata::new().with_actor("teller"), |a: &Account| {
+        a.open("owner", balance)
+    })
+    .await
+    .expect("opened")
+}
+
+async fn deposit<S: Store>(repo: &Repository<Account, S>, id: &str, amount: u64) -> Executed<Account> {
+    repo.execute(id, Metadata::new(), |a: &Account| a.deposit(amount, "deposit"))
+        .await
+        .expect("deposited")
+}
+
+/// One side of a forced race: a command whose first decision waits at `gate` (after its load),
+/// so that both sides decide on the same version before either appends.
+enum Op {
+    Withdraw(u64),
+    Deposit(u64),
+}
+
+async fn race_two<S: Store>(
+    repos: [&Repository<Account, S>; 2],
+    id: &str,
+    ops: [Op; 2],
+) -> Vec<Result<Executed<Account>, CommandError<AccountError>>> {
+    let gate = Arc::new(Barrier::new(2));
+    let mut tasks = Vec::new();
+    for (repo, op) in repos.into_iter().zip(ops) {
+        let repo = repo.clone();
+        let id = id.to_owned();
+        let gate = Arc::clone(&gate);
+        let tries = Arc::new(AtomicU32::new(0));
+        tasks.push(tokio::spawn(async move {
+            repo.execute_async(&id, Metadata::new(), move |account: &Account| {
+                let first = tries.fetch_add(1, Ordering::SeqCst) == 0;
+                let gate = Arc::clone(&gate);
+                let decision = match op {
+                    Op::Withdraw(amount) => account.withdraw(amount, "atm"),
+                    Op::Deposit(amount) => account.deposit(amount, "counter"),
+                };
+                Box::pin(async move {
+                    if first {
+                        gate.wait().await;
+                    }
+                    decision
+                })
+            })
+            .await
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("the task ran"));
+    }
+    results
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed 001: domain rules, time travel, snapshots.
+// ---------------------------------------------------------------------------------------------
+
+async fn overdraft_scenario<S: Store>(store: S, backend: &str) {
+    let repo = accounts(&store);
+    let stream = Repository::<Account, S>::stream_id("A-1");
+
+    // A command on an account that was never opened is refused, and writes nothing.
+    let early = repo
+        .execute("A-1", Metadata::new(), |a: &Account| a.deposit(10, "x"))
+        .await;
+    assert!(
+        matches!(early, Err(CommandError::Rejected(AccountError::NotOpen))),
+        "{backend}: {early:?}"
+    );
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 0, "{backend}");
+
+    open_account(&repo, "A-1", 100).await;
+    deposit(&repo, "A-1", 50).await;
+
+    let refused = repo
+        .execute("A-1", Metadata::new(), |a: &Account| a.withdraw(151, "rent"))
+        .await;
+    match refused {
+        Err(CommandError::Rejected(AccountError::InsufficientFunds { balance, requested })) => {
+            assert_eq!((balance, requested), (150, 151), "{backend}: the refusal says why");
+        }
+        other => panic!("{backend}: expected an overdraft refusal, got {other:?}"),
+    }
+    for (amount, expected) in [
+        (0, AccountError::NonPositiveAmount),
+        (1_000_001, AccountError::DepositLimit),
+    ] {
+        let refused = repo
+            .execute("A-1", Metadata::new(), |a: &Account| a.deposit(amount, "x"))
+            .await;
+        assert!(
+            matches!(&refused, Err(CommandError::Rejected(error)) if *error == expected),
+            "{backend}: {refused:?}"
+        );
+    }
+    // The refusals wrote nothing: the stream is at version 2, the balance untouched.
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 2, "{backend}");
+    let loaded = repo.load("A-1").await.unwrap();
+    assert_eq!((loaded.version, loaded.aggregate.balance), (2, 150), "{backend}");
+
+    // Withdrawing exactly the balance is fine; a cent more is not.
+    let emptied = repo
+        .execute("A-1", Metadata::new(), |a: &Account| a.withdraw(150, "all"))
+        .await
+        .unwrap();
+    assert_eq!((emptied.version, emptied.aggregate.balance), (3, 0), "{backend}");
+
+    // Load–change–save refuses the same way, recording nothing.
+    let mut account = repo.load_for_update("A-1").await.unwrap();
+    let refused = account.decide(|a: &Account| a.withdraw(1, "x")).map(|_| ());
+    assert_eq!(
+        refused,
+        Err(AccountError::InsufficientFunds {
+            balance: 0,
+            requested: 1
+        }),
+        "{backend}"
+    );
+    assert!(account.pending().is_empty(), "{backend}: a refusal records nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdraft_and_invalid_amounts_are_typed_refusals_that_write_nothing() {
+    on_both_backends!(overdraft_scenario);
+}
+
+/// Seed 001's PM: "the customer asks why their withdrawal failed on the 15th: what was the
+/// balance then?" The decline is recorded as an event, and time travel to an instant shows the
+/// balance as it was, with snapshots taken on the way (which must not leak later events).
+async fn time_travel_scenario<S: Store>(store: S, backend: &str) {
+    let repo = accounts(&store).with_snapshot_every(2);
+    let pause = || tokio::time::sleep(Duration::from_millis(60));
+
+    let before_open = Utc::now();
+    pause().await;
+    open_account(&repo, "A-7", 1000).await; // v1: 1000
+    deposit(&repo, "A-7", 500).await; // v2: 1500 (snapshot at 2)
+    pause().await;
+    let after_deposit = Utc::now();
+    pause().await;
+    repo.execute("A-7", Metadata::new(), |a: &Account| a.withdraw(1200, "car"))
+        .await
+        .unwrap(); // v3: 300
+    let declined = repo
+        .execute("A-7", Metadata::new(), |a: &Account| a.withdraw_or_decline(500, "rent"))
+        .await
+        .unwrap(); // v4: 300, declined (snapshot at 4)
+    assert!(matches!(declined.events[..], [AccountEvent::Declined(_)]), "{backend}");
+    pause().await;
+    let the_15th = Utc::now();
+    pause().await;
+    deposit(&repo, "A-7", 100).await; // v5: 400
+    deposit(&repo, "A-7", 100).await; // v6: 500 (snapshot at 6)
+
+    let then = repo.load_at_instant("A-7", the_15th).await.unwrap();
+    assert_eq!(
+        (then.version, then.aggregate.balance, then.aggregate.declined),
+        (4, 300, 1),
+        "{backend}"
+    );
+    let earlier = repo.load_at_instant("A-7", after_deposit).await.unwrap();
+    assert_eq!((earlier.version, earlier.aggregate.balance), (2, 1500), "{backend}");
+    assert_eq!(repo.load_at_version("A-7", 0).await.unwrap().version, 0, "{backend}");
+    let nothing = repo.load_at_instant("A-7", before_open).await.unwrap();
+    assert_eq!(
+        nothing,
+        es_core::Versioned {
+            aggregate: Account::default(),
+            version: 0
+        },
+        "{backend}"
+    );
+
+    // By version, below and above the latest snapshot, and past the head.
+    for (version, balance) in [(1, 1000), (3, 300), (5, 400), (6, 500)] {
+        let at = repo.load_at_version("A-7", version).await.unwrap();
+        assert_eq!(
+            (at.version, at.aggregate.balance),
+            (version, balance),
+            "{backend}: version {version}"
+        );
+    }
+    // "At or before" an instant: the event recorded at that very instant is in, a microsecond
+    // earlier it is not.
+    let all = repo.events("A-7", StreamSlice::all()).await.unwrap();
+    for event in &all {
+        let instant = event.envelope.recorded_at;
+        let expected = all.iter().filter(|e| e.envelope.recorded_at <= instant).count() as u64;
+        let at = repo.load_at_instant("A-7", instant).await.unwrap();
+        assert_eq!(
+            at.version, expected,
+            "{backend}: at the instant of version {}",
+            event.envelope.version
+        );
+        let before = instant - chrono::Duration::microseconds(1);
+        let expected = all.iter().filter(|e| e.envelope.recorded_at <= before).count() as u64;
+        let at = repo.load_at_instant("A-7", before).await.unwrap();
+        assert_eq!(
+            at.version, expected,
+            "{backend}: just before version {}",
+            event.envelope.version
+        );
+    }
+    let past_head = repo.load_at_version("A-7", 99).await.unwrap();
+    assert_eq!((past_head.version, past_head.aggregate.balance), (6, 500), "{backend}");
+
+    // And why it failed: the events up to that instant hold the decline and its reason.
+    let history = repo
+        .events("A-7", StreamSlice::all().recorded_until(the_15th))
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 4, "{backend}");
+    match &history[3].event {
+        AccountEvent::Declined(declined) => {
+            assert_eq!((declined.amount, declined.balance), (500, 300), "{backend}");
+            assert_eq!(declined.reason, "insufficient funds", "{backend}");
+        }
+        other => panic!("{backend}: expected the decline, got {other:?}"),
+    }
+    assert!(history[3].envelope.recorded_at <= the_15th, "{backend}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_withdrawal_is_recorded_and_time_travel_shows_the_balance_then() {
+    on_both_backends!(time_travel_scenario);
+}
+
+async fn snapshot_scenario<S: Store>(store: S, backend: &str) {
+    let with_snapshots = accounts(&store).with_snapshot_every(5);
+    let replay_only = accounts(&store);
+    let stream = Repository::<Account, S>::stream_id("A-5");
+
+    open_account(&with_snapshots, "A-5", 0).await;
+    for amount in 1..=11 {
+        deposit(&with_snapshots, "A-5", amount).await; // v2..v12
+    }
+    let snapshot = store
+        .load_snapshot(&stream)
+        .await
+        .unwrap()
+        .expect("a snapshot was taken");
+    assert_eq!(snapshot.version, 10, "{backend}: the latest multiple of 5 passed");
+    let state = Account::decode_snapshot(snapshot.schema_version, &snapshot.state).unwrap();
+    assert_eq!(
+        state.balance,
+        (1..=9).sum::<u64>(),
+        "{backend}: the state at version 10"
+    );
+
+    let fast = with_snapshots.load("A-5").await.unwrap();
+    let slow = replay_only.load("A-5").await.unwrap();
+    assert_eq!(fast, slow, "{backend}: a snapshot changes nothing but speed");
+    assert_eq!(
+        (fast.version, fast.aggregate.balance),
+        (12, (1..=11).sum::<u64>()),
+        "{backend}"
+    );
+    for version in [3, 7, 10, 11] {
+        assert_eq!(
+            with_snapshots.load_at_version("A-5", version).await.unwrap(),
+            replay_only.load_at_version("A-5", version).await.unwrap(),
+            "{backend}: time travel to {version} past a newer snapshot"
+        );
+    }
+
+    // One command with several events that jumps over a multiple still takes a snapshot.
+    let several = |a: &Account| -> Result<Vec<AccountEvent>, AccountError> {
+        let mut events = a.deposit(100, "a")?;
+        events.extend(a.deposit(100, "b")?);
+        events.extend(a.deposit(100, "c")?);
+        events.extend(a.deposit(100, "d")?);
+        Ok(events)
+    };
+    let executed = with_snapshots.execute("A-5", Metadata::new(), several).await.unwrap();
+    assert_eq!(executed.version, 16, "{backend}");
+    let snapshot = store.load_snapshot(&stream).await.unwrap().unwrap();
+    assert_eq!(
+        snapshot.version, 16,
+        "{backend}: the stream passed 15 within the command"
+    );
+
+    // Seed 001's repository snapshots in `save` too: the load–change–save flow past 20.
+    let mut account = with_snapshots.load_for_update("A-5").await.unwrap();
+    for _ in 0..5 {
+        account.decide(|a: &Account| a.deposit(1, "small")).unwrap();
+    }
+    let saved = with_snapshots.save(&mut account, Metadata::new()).await.unwrap();
+    assert_eq!(saved.version, 21, "{backend}");
+    let snapshot = store.load_snapshot(&stream).await.unwrap().unwrap();
+    assert_eq!(
+        snapshot.version, 21,
+        "{backend}: a save that passes 20 takes a snapshot as a command does"
+    );
+    assert_eq!(
+        with_snapshots.load("A-5").await.unwrap(),
+        replay_only.load("A-5").await.unwrap(),
+        "{backend}"
+    );
+}
+
+/// Money spent per (month, kind): a state whose map keys are tuples, which JSON cannot key an
+/// object by, so it cannot be snapshotted as JSON.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Aggregate)]
+#[aggregate(name = "spending", event = AccountEvent)]
+pub struct Spending {
+    pub by_month_and_kind: BTreeMap<(u32, String), u64>,
+}
+
+impl Apply<AccountOpened> for Spending {
+    fn apply(&mut self, _: &AccountOpened) {}
+}
+impl Apply<MoneyDeposited> for Spending {
+    fn apply(&mut self, _: &MoneyDeposited) {}
+}
+impl Apply<MoneyWithdrawn> for Spending {
+    fn apply(&mut self, event: &MoneyWithdrawn) {
+        *self
+            .by_month_and_kind
+            .entry((1, event.description.clone()))
+            .or_default() += event.amount;
+    }
+}
+impl Apply<WithdrawalDeclined> for Spending {
+    fn apply(&mut self, _: &WithdrawalDeclined) {}
+}
+
+/// A snapshot is an optimisation: when the state cannot be snapshotted, the command that was
+/// appended still succeeds (reporting a failure would invite a retry that appends it twice).
+async fn unsnapshottable_scenario<S: Store>(store: S, backend: &str) {
+    let spending = Repository::<Spending, S>::new(store.clone()).with_snapshot_every(1);
+    let spend = |kind: &'static str| {
+        move |_: &Spending| -> Vec<AccountEvent> {
+            vec![MoneyWithdrawn {
+                amount: 5,
+                description: kind.into(),
+            }
+            .into()]
+        }
+    };
+    for kind in ["food", "rent", "food"] {
+        let executed = spending.execute("S-1", Metadata::new(), spend(kind)).await;
+        assert!(executed.is_ok(), "{backend}: the events were appended: {executed:?}");
+    }
+    let stream = Repository::<Spending, S>::stream_id("S-1");
+    assert!(
+        store.load_snapshot(&stream).await.unwrap().is_none(),
+        "{backend}: no snapshot could be taken"
+    );
+    let loaded = spending.load("S-1").await.unwrap();
+    assert_eq!(loaded.version, 3, "{backend}");
+    assert_eq!(
+        loaded.aggregate.by_month_and_kind[&(1, "food".to_owned())],
+        10,
+        "{backend}"
+    );
+}
+
+async fn snapshots_scenario<S: Store>(store: S, backend: &str) {
+    snapshot_scenario(store.clone(), backend).await;
+    unsnapshottable_scenario(store, backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_every_n_events_load_the_same_state_as_a_full_replay() {
+    on_both_backends!(snapshots_scenario);
+}
+
+/// DESIGN.md: "stale snapshots are ignored: snapshots carry the aggregate's SNAPSHOT_REVISION;
+/// a mismatch or a decode failure falls back to replay".
+async fn bad_snapshot_scenario<S: Store>(store: S, backend: &str) {
+    let repo = accounts(&store).with_snapshot_every(100);
+    for id in ["stale", "garbage", "too-new"] {
+        open_account(&repo, id, 10).await;
+        deposit(&repo, id, 5).await;
+        deposit(&repo, id, 5).await;
+    }
+    let lie = serde_json::to_vec(&Account {
+        open: true,
+        balance: 1_000_000,
+        ..Account::default()
+    })
+    .unwrap();
+    let planted = |id: &str, revision: u32, schema_version: u32, state: Vec<u8>| Snapshot {
+        stream: Repository::<Account, S>::stream_id(id),
+        version: 3,
+        revision,
+        schema_version,
+        state,
+        taken_at: Utc::now(),
+    };
+    let revision = <Account as Aggregate>::SNAPSHOT_REVISION;
+    let version = <Account as Aggregate>::SNAPSHOT_VERSION;
+    store
+        .save_snapshot(planted("stale", revision + 1, version, lie.clone()))
+        .await
+        .unwrap();
+    // JSON of another shape (a state that is not JSON at all is refused by the store).
+    let other_shape = br#"{"balance":"a lot","open":"yes"}"#.to_vec();
+    store
+        .save_snapshot(planted("garbage", revision, version, other_shape))
+        .await
+        .unwrap();
+    let not_json = store
+        .save_snapshot(planted("garbage", revision, version, b"not json".to_vec()))
+        .await;
+    assert!(not_json.is_err(), "{backend}: {not_json:?}");
+    let kept = store
+        .load_snapshot(&Repository::<Account, S>::stream_id("garbage"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        kept.state.starts_with(b"{"),
+        "{backend}: the refused snapshot replaced nothing"
+    );
+    store
+        .save_snapshot(planted("too-new", revision, version + 1, lie))
+        .await
+        .unwrap();
+
+    for id in ["stale", "garbage", "too-new"] {
+        let loaded = repo.load(id).await.unwrap_or_else(|e| panic!("{backend}: {id}: {e}"));
+        assert_eq!(
+            (loaded.version, loaded.aggregate.balance),
+            (3, 20),
+            "{backend}: {id} replayed"
+        );
+        // And a command decides on the replayed state, not on the planted one.
+        let refused = repo
+            .execute(id, Metadata::new(), |a: &Account| a.withdraw(21, "x"))
+            .await;
+        assert!(
+            matches!(refused, Err(CommandError::Rejected(_))),
+            "{backend}: {id}: {refused:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_or_unreadable_snapshot_falls_back_to_replay() {
+    on_both_backends!(bad_snapshot_scenario);
+}
+
+/// Seed 003's event list, imported as another system recorded it: its last event (the
+/// activation, here a recorded decline) carries a timestamp older than the three before it.
+/// Time travel by instant must still give the state after a prefix of the stream (or the
+/// import must refuse the history with a typed error): the stores keep `recorded_at` growing
+/// within a stream for exactly this ("time travel by instant agrees with the global order").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: an imported stream whose recorded_at is not monotonic makes load_at_instant fail with NonContiguousStream"]
+async fn time_travel_on_an_imported_history_whose_timestamps_are_out_of_order() {
+    use chrono::TimeZone;
+    bounded(async {
+        let schema = postgres().await;
+        let store = schema.store().clone();
+        let at = |m: u32, d: u32, h: u32| Utc.with_ymd_and_hms(2025, m, d, h, 0, 0).unwrap();
+        let history = vec![
+            (
+                "AccountOpened",
+                1,
+                r#"{"owner_id":"123","initial_balance":0}"#,
+                at(1, 1, 0),
+            ),
+            (
+                "MoneyDeposited",
+                2,
+                r#"{"amount":3000,"description":"d","source":"bank_transfer"}"#,
+                at(1, 15, 10),
+            ),
+            (
+                "MoneyDeposited",
+                2,
+                r#"{"amount":2500,"description":"d","source":"payroll"}"#,
+                at(2, 1, 9),
+            ),
+            (
+                "MoneyWithdrawn",
+                1,
+                r#"{"amount":500,"description":"atm_withdrawal"}"#,
+                at(2, 10, 14),
+            ),
+            (
+                "WithdrawalDeclined",
+                1,
+                r#"{"amount":9999,"balance":5000,"reason":"r"}"#,
+                at(1, 2, 8),
+            ),
+        ];
+        let source = sqlx::query("SELECT g FROM generate_series(0, 4) AS g ORDER BY g")
+            .try_map(move |row: sqlx::postgres::PgRow| {
+                use sqlx::Row;
+                let g: i32 = row.try_get(0)?;
+                let (name, schema_version, payload, recorded_at) = history[g as usize];
+                Ok(es_postgres::ImportedEvent {
+                    stream: StreamId::new("account", "123"),
+                    event_id: Uuid::now_v7(),
+                    event_name: name.into(),
+                    schema_version,
+                    payload: payload.as_bytes().to_vec(),
+                    metadata: Metadata::new().with_actor("legacy-system"),
+                    recorded_at,
+                })
+            })
+            .fetch(store.pool());
+        let imported = store
+            .import(es_postgres::ImportOptions::new("seed-003"), source, |_| {})
+            .await;
+        if let Err(refused) = imported {
+            // Refusing such a history, with a typed error naming the event, is fine too.
+            assert!(
+                !matches!(refused, es_postgres::ImportError::Source { .. }),
+                "{refused:?}"
+            );
+            return;
+        }
+        let repo = accounts(&store);
+        for instant in [at(1, 1, 12), at(1, 3, 0), at(1, 20, 0), at(2, 5, 0), at(3, 1, 0)] {
+            let then = repo
+                .load_at_instant("123", instant)
+                .await
+                .unwrap_or_else(|error| panic!("the state at {instant}: {error}"));
+            let prefix = repo.load_at_version("123", then.version).await.unwrap();
+            assert_eq!(
+                then, prefix,
+                "the state at {instant} is the state after a prefix of the stream"
+            );
+        }
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed 002: concurrency.
+// ---------------------------------------------------------------------------------------------
+
+async fn racing_withdrawals_scenario<S: Store + Reopen>(store: S, backend: &str) {
+    let repo = accounts(&store);
+    // The other writer has a handle of its own, as another process would.
+    let other = accounts(&store.reopen().await);
+    open_account(&repo, "A-2", 100).await;
+
+    // Both load version 1 with 100, both decide to withdraw 70: one wins; the other is
+    // retried on the new state and refused by the rule, never overdrawing.
+    let results = race_two([&repo, &other], "A-2", [Op::Withdraw(70), Op::Withdraw(70)]).await;
+    let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{backend}: exactly one withdrawal wins: {results:?}");
+    assert_eq!(
+        (won[0].version, won[0].aggregate.balance, won[0].attempts),
+        (2, 30, 1),
+        "{backend}"
+    );
+    let lost = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert!(
+        matches!(
+            lost,
+            CommandError::Rejected(AccountError::InsufficientFunds {
+                balance: 30,
+                requested: 70
+            })
+        ),
+        "{backend}: the loser decided again on the winner's state: {lost:?}"
+    );
+
+    // Two deposits racing the same way: both succeed, the second after a retry.
+    let results = race_two([&repo, &other], "A-2", [Op::Deposit(10), Op::Deposit(15)]).await;
+    let mut attempts: Vec<u32> = results.iter().map(|r| r.as_ref().unwrap().attempts).collect();
+    attempts.sort_unstable();
+    assert_eq!(attempts, [1, 2], "{backend}: {results:?}");
+    let loaded = repo.load("A-2").await.unwrap();
+    assert_eq!((loaded.version, loaded.aggregate.balance), (4, 55), "{backend}");
+
+    // Seed 003: "Account already exists". Four tasks open the same account at once.
+    let mut tasks = Vec::new();
+    for owner in ["alice", "bob", "carol", "dave"] {
+        let repo = repo.clone();
+        tasks.push(tokio::spawn(async move {
+            repo.create("A-9", Metadata::new(), |a: &Account| a.open(owner, 10))
+                .await
+        }));
+    }
+    let mut opened = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(executed) => opened.push(executed),
+            Err(CommandError::Rejected(AccountError::AlreadyOpen)) => {}
+            Err(other) => panic!("{backend}: expected AlreadyOpen, got {other:?}"),
+        }
+    }
+    assert_eq!(opened.len(), 1, "{backend}: one opening wins");
+    let loaded = repo.load("A-9").await.unwrap();
+    assert_eq!(loaded.version, 1, "{backend}");
+    assert_eq!(loaded.aggregate.owner_id, opened[0].aggregate.owner_id, "{backend}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_withdrawals_never_overdraw_and_racing_openings_open_once() {
+    on_both_backends!(racing_withdrawals_scenario);
+}
+
+async fn typed_conflict_scenario<S: Store>(store: S, backend: &str) {
+    let repo = accounts(&store).with_retry(RetryPolicy::no_retries());
+    open_account(&repo, "A-3", 100).await;
+    let stream = Repository::<Account, S>::stream_id("A-3");
+
+    let results = race_two([&repo, &repo], "A-3", [Op::Deposit(1), Op::Deposit(2)]).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{backend}: {results:?}"
+    );
+    match results.iter().find_map(|r| r.as_ref().err()).unwrap() {
+        CommandError::Conflict { attempts, conflict } => {
+            assert_eq!(*attempts, 1, "{backend}");
+            assert_eq!(conflict.stream, stream, "{backend}");
+            assert_eq!(conflict.expected, ExpectedVersion::Exact(1), "{backend}");
+            assert_eq!(conflict.actual, 2, "{backend}");
+        }
+        other => panic!("{backend}: expected a typed conflict, got {other:?}"),
+    }
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        2,
+        "{backend}: the loser wrote nothing"
+    );
+    let after_race = repo.load("A-3").await.unwrap().aggregate.balance;
+
+    // Load–change–save: the second copy's save is a conflict, its change stays pending.
+    let mut first = repo.load_for_update("A-3").await.unwrap();
+    let mut second = repo.load_for_update("A-3").await.unwrap();
+    first.decide(|a: &Account| a.withdraw(50, "x")).unwrap();
+    second.decide(|a: &Account| a.withdraw(60, "y")).unwrap();
+    repo.save(&mut first, Metadata::new()).await.unwrap();
+    match repo.save(&mut second, Metadata::new()).await {
+        Err(RepositoryError::Conflict(conflict)) => {
+            assert_eq!(
+                (conflict.expected, conflict.actual),
+                (ExpectedVersion::Exact(2), 3),
+                "{backend}"
+            )
+        }
+        other => panic!("{backend}: expected a conflict, got {other:?}"),
+    }
+    assert_eq!(second.pending().len(), 1, "{backend}: the refused change stays pending");
+    let loaded = repo.load("A-3").await.unwrap();
+    assert_eq!(loaded.version, 3, "{backend}");
+    assert_eq!(
+        loaded.aggregate.balance,
+        after_race - 50,
+        "{backend}: only the first save counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_retries_the_loser_gets_a_typed_conflict_naming_the_actual_version() {
+    on_both_backends!(typed_conflict_scenario);
+}
+
+/// `with_cache`: "the cached version is the expected version, so a stale state only costs a
+/// conflict, after which the aggregate is reloaded and the command decided again."
+async fn stale_cache_scenario<S: Store>(store: S, backend: &str) {
+    let cached = accounts(&store).with_cache(16);
+    let other_process = accounts(&store);
+    open_account(&cached, "A-4", 100).await;
+    cached
+        .execute("A-4", Metadata::new(), |a: &Account| a.withdraw(50, "x"))
+        .await
+        .unwrap(); // the cache holds balance 50 at version 2
+    other_process
+        .execute("A-4", Metadata::new(), |a: &Account| a.withdraw(40, "y"))
+        .await
+        .unwrap(); // the store is at 10, version 3
+
+    let refused = cached
+        .execute("A-4", Metadata::new(), |a: &Account| a.withdraw(50, "z"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(CommandError::Rejected(AccountError::InsufficientFunds {
+                balance: 10,
+                requested: 50
+            }))
+        ),
+        "{backend}: decided again on the reloaded state: {refused:?}"
+    );
+    let accepted = cached
+        .execute("A-4", Metadata::new(), |a: &Account| a.withdraw(10, "w"))
+        .await
+        .unwrap();
+    assert_eq!((accepted.version, accepted.aggregate.balance), (4, 0), "{backend}");
+    let loaded = other_process.load("A-4").await.unwrap();
+    assert_eq!((loaded.version, loaded.aggregate.balance), (4, 0), "{backend}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_cache_costs_a_conflict_never_an_overdraft() {
+    on_both_backends!(stale_cache_scenario);
+}
+
+/// Seed 002's conference: SeatAvailability decides from the events; buyers race for the last
+/// seats; a cancellation is an event of its own, and frees its seats.
+async fn seats_scenario<S: Store>(store: S, backend: &str) {
+    // Seed 002's optimisations: snapshots, and cached copies of the aggregate in memory.
+    let seats = Repository::<SeatAvailability, S>::new(store.clone())
+        .with_cache(4)
+        .with_snapshot_every(3);
+    let plain = Repository::<SeatAvailability, S>::new(store.clone());
+    seats
+        .create("CONF", Metadata::new(), |s: &SeatAvailability| s.schedule(10))
+        .await
+        .unwrap();
+    seats
+        .execute("CONF", Metadata::new(), |s: &SeatAvailability| {
+            s.reserve("R-early", 7, "x", 100)
+        })
+        .await
+        .unwrap();
+
+    // Eight buyers, one seat each, three seats left.
+    let mut tasks = Vec::new();
+    for buyer in 0..8 {
+        let seats = seats.clone();
+        tasks.push(tokio::spawn(async move {
+            let reservation = format!("R-{buyer}");
+            seats
+                .execute("CONF", Metadata::new(), move |s: &SeatAvailability| {
+                    s.reserve(&reservation, 1, "buyer", 100)
+                })
+                .await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(CommandError::Rejected(SeatError::SoldOut {
+                available: 0,
+                requested: 1,
+            })) => {}
+            Err(other) => panic!("{backend}: expected a sold-out refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(won, 3, "{backend}: exactly as many buyers as seats");
+    let conference = seats.load("CONF").await.unwrap();
+    assert_eq!(conference.aggregate.available(), 0, "{backend}");
+    assert_eq!(
+        conference.aggregate.held.values().sum::<u32>(),
+        10,
+        "{backend}: never overbooked"
+    );
+
+    // Two seats for one buyer are all or nothing.
+    let refused = seats
+        .execute("CONF", Metadata::new(), |s: &SeatAvailability| {
+            s.reserve("R-pair", 2, "x", 100)
+        })
+        .await;
+    assert!(matches!(
+        refused,
+        Err(CommandError::Rejected(SeatError::SoldOut {
+            available: 0,
+            requested: 2
+        }))
+    ));
+
+    // A cancellation frees the seats; the history keeps both facts.
+    seats
+        .execute("CONF", Metadata::new(), |s: &SeatAvailability| {
+            s.cancel("R-early", "changed plans")
+        })
+        .await
+        .unwrap();
+    let later = seats
+        .execute("CONF", Metadata::new(), |s: &SeatAvailability| {
+            s.reserve("R-late", 7, "y", 100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(later.aggregate.available(), 0, "{backend}");
+    let history = seats.events("CONF", StreamSlice::all()).await.unwrap();
+    let early: Vec<&str> = history
+        .iter()
+        .filter_map(|e| match &e.event {
+            SeatEvent::Reserved(r) if r.reservation == "R-early" => Some("reserved"),
+            SeatEvent::Cancelled(c) if c.reservation == "R-early" => Some("cancelled"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(early, ["reserved", "cancelled"], "{backend}");
+    assert_eq!(history.len() as u64, later.version, "{backend}");
+    assert_eq!(
+        seats.load("CONF").await.unwrap(),
+        plain.load("CONF").await.unwrap(),
+        "{backend}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_seats_go_to_exactly_as_many_buyers_as_there_are_seats() {
+    on_both_backends!(seats_scenario);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed 002 / 003: idempotency, sagas, correlation.
+// ---------------------------------------------------------------------------------------------
+
+async fn client_retry_scenario<S: Store>(store: S, backend: &str) {
+    let repo = accounts(&store);
+    open_account(&repo, "A-6", 100).await;
+
+    // The client's request to withdraw everything; its answer is lost, it sends it again.
+    let request = Uuid::now_v7();
+    let first = repo
+        .execute("A-6", Metadata::new().with_command_id(request), |a: &Account| {
+            a.withdraw(100, "all")
+        })
+        .await
+        .unwrap();
+    assert!(!first.already_stored, "{backend}");
+    // Meanwhile another command moved the stream on.
+    deposit(&repo, "A-6", 5).await;
+    let again = repo
+        .execute("A-6", Metadata::new().with_command_id(request), |a: &Account| {
+            a.withdraw(100, "all")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{backend}: the request sent again must be recognised: {e:?}"));
+    assert!(again.already_stored, "{backend}");
+    assert_eq!(again.appended, first.appended, "{backend}");
+    assert_eq!(again.command_id, request, "{backend}");
+    assert_eq!(
+        (again.version, again.aggregate.balance, &again.events),
+        (first.version, first.aggregate.balance, &first.events),
+        "{backend}: the fields describe the original outcome"
+    );
+    let loaded = repo.load("A-6").await.unwrap();
+    assert_eq!(
+        (loaded.version, loaded.aggregate.balance),
+        (3, 5),
+        "{backend}: withdrawn once"
+    );
+
+    // A request whose decision now has another shape (two events then, one now) is still
+    // answered with its original outcome.
+    let split = Uuid::now_v7();
+    let by_balance = |a: &Account| -> Result<Vec<AccountEvent>, AccountError> {
+        if a.balance < 100 {
+            let mut events = a.deposit(50, "first half")?;
+            events.extend(a.deposit(50, "second half")?);
+            Ok(events)
+        } else {
+            a.deposit(1, "a tip")
+        }
+    };
+    let two = repo
+        .execute("A-6", Metadata::new().with_command_id(split), by_balance)
+        .await
+        .unwrap();
+    assert_eq!(two.appended.len(), 2, "{backend}");
+    let again_split = repo
+        .execute("A-6", Metadata::new().with_command_id(split), by_balance)
+        .await;
+    match again_split {
+        Ok(again) => assert!(again.already_stored && again.appended == two.appended, "{backend}"),
+        Err(error) => panic!("{backend}: the request sent again: {error:?}"),
+    }
+    repo.execute("A-6", Metadata::new(), |a: &Account| a.withdraw(100, "back"))
+        .await
+        .unwrap();
+
+    let found = repo
+        .find_command("A-6", request)
+        .await
+        .unwrap()
+        .expect("the command is found");
+    assert_eq!(found.appended, first.appended, "{backend}");
+    assert!(
+        repo.find_command("A-6", Uuid::now_v7()).await.unwrap().is_none(),
+        "{backend}"
+    );
+
+    // The same with load–change–save.
+    let save_request = Uuid::now_v7();
+    let mut account = repo.load_for_update("A-6").await.unwrap();
+    account.decide(|a: &Account| a.deposit(7, "cash")).unwrap();
+    let saved = repo
+        .save(&mut account, Metadata::new().with_command_id(save_request))
+        .await
+        .unwrap();
+    assert!(!saved.already_stored, "{backend}");
+    deposit(&repo, "A-6", 1).await; // the stream moves on before the request comes again
+    let mut resent = repo.load_for_update("A-6").await.unwrap();
+    resent.decide(|a: &Account| a.deposit(7, "cash")).unwrap();
+    let saved_again = repo
+        .save(&mut resent, Metadata::new().with_command_id(save_request))
+        .await
+        .unwrap();
+    assert!(saved_again.already_stored, "{backend}");
+    assert_eq!(saved_again.appended, saved.appended, "{backend}");
+    assert!(resent.pending().is_empty(), "{backend}");
+    let found = repo
+        .find_command("A-6", save_request)
+        .await
+        .unwrap()
+        .expect("the save is found");
+    assert_eq!(found.appended, saved.appended, "{backend}");
+    let loaded = repo.load("A-6").await.unwrap();
+    assert_eq!(
+        (loaded.version, loaded.aggregate.balance),
+        (8, 13),
+        "{backend}: deposited once"
+    );
+
+    // `create` continues "exactly like execute" when the stream exists: the request that
+    // opened the account, sent again, is recognised rather than refused as AlreadyOpen.
+    let opening = Uuid::now_v7();
+    let open = |a: &Account| a.open("zoe", 1);
+    let opened = repo
+        .create("A-6b", Metadata::new().with_command_id(opening), open)
+        .await
+        .unwrap();
+    match repo
+        .create("A-6b", Metadata::new().with_command_id(opening), open)
+        .await
+    {
+        Ok(again) => {
+            assert!(again.already_stored, "{backend}");
+            assert_eq!(again.appended, opened.appended, "{backend}");
+        }
+        Err(error) => panic!("{backend}: the opening sent again: {error:?}"),
+    }
+
+    // A repository with a cache recognises the request sent again too.
+    let cached = accounts(&store).with_cache(8);
+    open_account(&cached, "A-6c", 100).await;
+    let request = Uuid::now_v7();
+    let withdraw_all = |a: &Account| a.withdraw(100, "all");
+    let first = cached
+        .execute("A-6c", Metadata::new().with_command_id(request), withdraw_all)
+        .await
+        .unwrap();
+    match cached
+        .execute("A-6c", Metadata::new().with_command_id(request), withdraw_all)
+        .await
+    {
+        Ok(again) => assert!(again.already_stored && again.appended == first.appended, "{backend}"),
+        Err(error) => panic!("{backend}: the request sent again through the cache: {error:?}"),
+    }
+    assert_eq!(repo.load("A-6c").await.unwrap().version, 2, "{backend}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_request_sent_again_is_answered_not_carried_out_twice() {
+    on_both_backends!(client_retry_scenario);
+}
+
+/// Seed 002: "이벤트 게시는 '한 번 이상'일 수 있으므로 이벤트의 소비자는 멱등적이어야 합니다."
+async fn idempotent_consumer_scenario<S: Store>(store: S, backend: &str) {
+    let repo = accounts(&store);
+    open_account(&repo, "payer", 1000).await;
+    open_account(&repo, "loyalty", 0).await;
+    let paid = repo
+        .execute("payer", Metadata::new(), |a: &Account| a.withdraw(300, "order"))
+        .await
+        .unwrap();
+    let event = store
+        .read_event(paid.appended[0].event_id)
+        .await
+        .unwrap()
+        .expect("stored");
+
+    // The consumer: one loyalty point per 10 paid.
+    let react = |event: es_core::RecordedEvent| {
+        let repo = repo.clone();
+        async move {
+            repo.execute(
+                "loyalty",
+                Metadata::in_reaction_to(&event, "award-points"),
+                |a: &Account| a.deposit(30, "points"),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = react(event.clone()).await;
+    let second = react(event.clone()).await;
+    assert!(!first.already_stored && second.already_stored, "{backend}");
+    // The loyalty stream moves on; the event is delivered a third time.
+    deposit(&repo, "loyalty", 1).await;
+    let third = react(event.clone()).await;
+    assert!(third.already_stored, "{backend}: recognised after the stream moved on");
+    assert_eq!(third.appended, first.appended, "{backend}");
+
+    // Another reaction to the same event is a command of its own.
+    let receipt = repo
+        .execute("loyalty", Metadata::in_reaction_to(&event, "bonus"), |a: &Account| {
+            a.deposit(2, "bonus")
+        })
+        .await
+        .unwrap();
+    assert!(!receipt.already_stored, "{backend}");
+    let loyalty = repo.load("loyalty").await.unwrap();
+    assert_eq!(
+        (loyalty.version, loyalty.aggregate.balance),
+        (4, 33),
+        "{backend}: each reaction once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_consumer_acts_once_for_an_event_delivered_three_times() {
+    on_both_backends!(idempotent_consumer_scenario);
+}
+
+/// The saga's view of the seat events: reservations only.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckoutEvent {
+    Reserved(SeatsReserved),
+}
+
+/// Seed 002's compensation: a reservation is charged to its payer; when the payment is declined,
+/// a compensating event cancels the reservation. A process manager fed by the global log, whose
+/// checkpoints live in memory (its effects are commands, not rows), so a restart delivers every
+/// event again: each reaction is a command `in_reaction_to` the event, carried out once.
+struct CheckoutSaga<S, C = Vec<String>> {
+    accounts: Repository<Account, S>,
+    seats: Repository<SeatAvailability, S>,
+    context: std::marker::PhantomData<fn() -> C>,
+}
+
+/// Where the saga notes what it did: a list in memory, or nowhere (a durable checkpoint store).
+trait SagaLog: Send + 'static {
+    fn push(&mut self, line: String);
+    fn clear(&mut self) {}
+}
+
+impl SagaLog for Vec<String> {
+    fn push(&mut self, line: String) {
+        Vec::push(self, line);
+    }
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+}
+
+impl SagaLog for SqliteContext {
+    fn push(&mut self, _: String) {}
+}
+
+#[async_trait]
+impl<S: Store, C: SagaLog> Projection for CheckoutSaga<S, C> {
+    const NAME: &'static str = "checkout-saga";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["seat-availability"];
+    const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[SeatEvent::EVENTS];
+    type Event = CheckoutEvent;
+    type Context = C;
+
+    async fn handle(&self, log: &mut C, event: &DecodedEvent<CheckoutEvent>) -> Result<(), HandlerError> {
+        let CheckoutEvent::Reserved(reserved) = &event.event;
+        let total = reserved.price_per_seat * u64::from(reserved.seats);
+        let description = reserved.reservation.clone();
+        let charge = self
+            .accounts
+            .execute(
+                &reserved.payer,
+                Metadata::in_reaction_to(&event.envelope, "charge").with_actor("saga:checkout"),
+                |a: &Account| a.withdraw_or_decline(total, &description),
+            )
+            .await?;
+        let again = if charge.already_stored { " again" } else { "" };
+        if charge.events.iter().any(|e| matches!(e, AccountEvent::Declined(_))) {
+            let conference = event.envelope.stream.aggregate_id.clone();
+            let reservation = reserved.reservation.clone();
+            let undo = self
+                .seats
+                .execute(
+                    &conference,
+                    Metadata::in_reaction_to(&event.envelope, "compensate").with_actor("saga:checkout"),
+                    |s: &SeatAvailability| s.cancel(&reservation, "payment declined"),
+                )
+                .await?;
+            let undo_again = if undo.already_stored { " again" } else { "" };
+            log.push(format!(
+                "{}: declined{again}, cancelled{undo_again}",
+                reserved.reservation
+            ));
+        } else {
+            log.push(format!("{}: paid{again}", reserved.reservation));
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, log: &mut C) -> Result<(), HandlerError> {
+        log.clear();
+        Ok(())
+    }
+}
+
+async fn saga_scenario<S: Store>(store: S, backend: &str) {
+    let accounts = accounts(&store);
+    let seats = Repository::<SeatAvailability, S>::new(store.clone());
+    open_account(&accounts, "alice", 500).await;
+    open_account(&accounts, "bob", 50).await;
+    seats
+        .create("CONF", Metadata::new(), |s: &SeatAvailability| s.schedule(10))
+        .await
+        .unwrap();
+    let alice_order = Uuid::now_v7();
+    let bob_order = Uuid::now_v7();
+    seats
+        .execute(
+            "CONF",
+            Metadata::new().with_correlation_id(alice_order),
+            |s: &SeatAvailability| s.reserve("R-alice", 2, "alice", 100),
+        )
+        .await
+        .unwrap();
+    let bob_reserved = seats
+        .execute(
+            "CONF",
+            Metadata::new().with_correlation_id(bob_order),
+            |s: &SeatAvailability| s.reserve("R-bob", 1, "bob", 100),
+        )
+        .await
+        .unwrap();
+
+    let saga = || CheckoutSaga {
+        accounts: accounts.clone(),
+        seats: seats.clone(),
+        context: std::marker::PhantomData,
+    };
+    let log = InMemoryReadModel::<Vec<String>>::new();
+    let runner = ProjectionRunner::new(saga(), store.clone(), log.clone());
+    let handled = catch_up_to(&runner, bob_reserved.position()).await;
+    assert_eq!(handled, 2, "{backend}: two reservations");
+    assert_eq!(
+        log.read(Clone::clone),
+        ["R-alice: paid", "R-bob: declined, cancelled"],
+        "{backend}"
+    );
+    let alice = accounts.load("alice").await.unwrap();
+    let bob = accounts.load("bob").await.unwrap();
+    assert_eq!((alice.aggregate.balance, bob.aggregate.balance), (300, 50), "{backend}");
+    let conference = seats.load("CONF").await.unwrap();
+    assert_eq!(
+        conference.aggregate.available(),
+        8,
+        "{backend}: bob's seat is free again"
+    );
+    assert_eq!(conference.aggregate.cancelled, ["R-bob"], "{backend}");
+
+    // The compensating event carries the order's correlation and names its cause.
+    let history = seats.events("CONF", StreamSlice::all()).await.unwrap();
+    let cancel = history.last().unwrap();
+    assert!(
+        matches!(&cancel.event, SeatEvent::Cancelled(c) if c.reservation == "R-bob"),
+        "{backend}"
+    );
+    assert_eq!(cancel.envelope.metadata.correlation_id, Some(bob_order), "{backend}");
+    assert_eq!(
+        cancel.envelope.metadata.causation_id,
+        Some(bob_reserved.appended[0].event_id),
+        "{backend}"
+    );
+    assert_eq!(
+        cancel.envelope.metadata.actor.as_deref(),
+        Some("saga:checkout"),
+        "{backend}"
+    );
+
+    // Bob tops up; then the saga restarts without its checkpoint and sees both reservations
+    // again. The decline is a recorded fact: it is not charged now, nor cancelled twice.
+    deposit(&accounts, "bob", 1000).await;
+    let lost_checkpoint = InMemoryReadModel::<Vec<String>>::new();
+    let runner = ProjectionRunner::new(saga(), store.clone(), lost_checkpoint.clone());
+    let replayed = catch_up_to(&runner, bob_reserved.position()).await;
+    assert_eq!(replayed, 2, "{backend}: both reservations delivered again");
+    assert_eq!(
+        lost_checkpoint.read(Clone::clone),
+        ["R-alice: paid again", "R-bob: declined again, cancelled again"],
+        "{backend}"
+    );
+    let alice = accounts.load("alice").await.unwrap();
+    let bob = accounts.load("bob").await.unwrap();
+    assert_eq!(
+        (alice.version, alice.aggregate.balance),
+        (2, 300),
+        "{backend}: alice charged once"
+    );
+    assert_eq!(
+        (bob.version, bob.aggregate.balance),
+        (3, 1050),
+        "{backend}: bob never charged"
+    );
+    assert_eq!(
+        seats.load("CONF").await.unwrap().version,
+        4,
+        "{backend}: one cancellation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_compensates_the_reservation_when_payment_is_declined_and_replays_safely() {
+    on_both_backends!(saga_scenario);
+}
+
+/// Seed 003: correlation ids tie a request's events together, causation ids name each event's
+/// direct cause; `extra` and `actor` travel with them. Every read path returns the same.
+async fn correlation_scenario<S: Store>(store: S, backend: &str) {
+    let repo = accounts(&store);
+    open_account(&repo, "A-8", 0).await;
+    let request = Uuid::now_v7();
+    let command = Uuid::now_v7();
+    let executed = repo
+        .execute(
+            "A-8",
+            Metadata::new()
+                .with_correlation_id(request)
+                .with_command_id(command)
+                .with_actor("user_456")
+                .with_extra("ip", "203.0.113.7")
+                .with_extra("channel", serde_json::json!({"app": "ios", "build": 42})),
+            |a: &Account| a.deposit(100, "payroll"),
+        )
+        .await
+        .unwrap();
+    let event_id = executed.appended[0].event_id;
+    let stored = store.read_event(event_id).await.unwrap().unwrap();
+    let metadata = &stored.metadata;
+    assert_eq!(metadata.correlation_id, Some(request), "{backend}");
+    assert_eq!(metadata.causation_id, Some(command), "{backend}: the command caused it");
+    assert_eq!(metadata.command_id, Some(command), "{backend}");
+    assert_eq!(metadata.actor.as_deref(), Some("user_456"), "{backend}");
+    assert_eq!(metadata.extra["ip"], "203.0.113.7", "{backend}");
+    assert_eq!(metadata.extra["channel"]["build"], 42, "{backend}");
+    // The same metadata from the stream read and from the global log.
+    let from_stream = repo.events("A-8", StreamSlice::from_version(2)).await.unwrap();
+    assert_eq!(&from_stream[0].envelope.metadata, metadata, "{backend}: read_stream");
+    let logged = from_the_global_log(&store, event_id).await;
+    assert_eq!(&logged.metadata, metadata, "{backend}: read_all");
+
+    // A reaction: caused by the event, in the same conversation.
+    let reaction = repo
+        .execute(
+            "A-8",
+            Metadata::caused_by(&stored).with_actor("process:billing"),
+            |a: &Account| a.withdraw(1, "fee"),
+        )
+        .await
+        .unwrap();
+    let reacted = store.read_event(reaction.appended[0].event_id).await.unwrap().unwrap();
+    assert_eq!(reacted.metadata.correlation_id, Some(request), "{backend}");
+    assert_eq!(reacted.metadata.causation_id, Some(event_id), "{backend}");
+    assert_eq!(reacted.metadata.command_id, Some(reaction.command_id), "{backend}");
+    assert_ne!(reaction.command_id, command, "{backend}");
+    assert_eq!(reacted.metadata.actor.as_deref(), Some("process:billing"), "{backend}");
+
+    // A bare command is its own correlation and cause.
+    let bare = repo
+        .execute("A-8", Metadata::new(), |a: &Account| a.deposit(1, "x"))
+        .await
+        .unwrap();
+    let bare_event = store.read_event(bare.appended[0].event_id).await.unwrap().unwrap();
+    let id = Some(bare.command_id);
+    assert_eq!(
+        (
+            bare_event.metadata.correlation_id,
+            bare_event.metadata.causation_id,
+            bare_event.metadata.command_id
+        ),
+        (id, id, id),
+        "{backend}"
+    );
+}
+
+/// Metadata comes back as it was given, whatever the application puts in `extra` (keys that
+/// happen to share a well-known field's name included) and whatever the actor is.
+async fn metadata_round_trip_scenario<S: Store>(store: S, backend: &str) {
+    let repo = accounts(&store);
+    open_account(&repo, "M-1", 0).await;
+    let given = Metadata::new()
+        .with_command_id(Uuid::now_v7())
+        .with_correlation_id(Uuid::now_v7())
+        .with_causation_id(Uuid::now_v7())
+        .with_actor("")
+        .with_extra("actor", "mallory")
+        .with_extra("correlation_id", "order_xyz")
+        .with_extra("command_id", 7)
+        .with_extra("extra", serde_json::json!({"nested": true}))
+        .with_extra("note", Value::Null);
+    let executed = repo
+        .execute("M-1", given.clone(), |a: &Account| a.deposit(1, "x"))
+        .await
+        .unwrap();
+    let stored = store.read_event(executed.appended[0].event_id).await.unwrap().unwrap();
+    assert_eq!(stored.metadata, given, "{backend}: read_event");
+    let listed = repo.events("M-1", StreamSlice::from_version(2)).await.unwrap();
+    assert_eq!(listed[0].envelope.metadata, given, "{backend}: read_stream");
+    let logged = from_the_global_log(&store, stored.event_id).await;
+    assert_eq!(logged.metadata, given, "{backend}: read_all");
+    assert_eq!(
+        repo.load("M-1").await.unwrap().version,
+        2,
+        "{backend}: the stream still loads"
+    );
+
+    // An event stored without metadata (by another program) still gives its reactions a
+    // correlation: its own id.
+    let stream = StreamId::new("legacy", "L-1");
+    let legacy = raw("Imported", 1, "{}");
+    let legacy_id = legacy.event_id;
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![legacy])
+        .await
+        .unwrap();
+    let imported = from_the_global_log(&store, legacy_id).await;
+    assert_eq!(imported.metadata, Metadata::new(), "{backend}");
+    let reaction = Metadata::caused_by(&imported);
+    assert_eq!(reaction.correlation_id, Some(imported.event_id), "{backend}");
+}
+
+async fn correlation_and_metadata_scenario<S: Store>(store: S, backend: &str) {
+    correlation_scenario(store.clone(), backend).await;
+    metadata_round_trip_scenario(store, backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlation_and_causation_travel_from_command_to_reaction_and_metadata_comes_back_as_given() {
+    on_both_backends!(correlation_and_metadata_scenario);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed 002: publishing through a transactional outbox.
+// ---------------------------------------------------------------------------------------------
+
+/// The events of one deposit command, with ids derived from `command`, as the repository would
+/// make them; and the version they are to follow.
+async fn deposit_batch<S: Store>(store: &S, id: &str, command: Uuid, amount: u64) -> (StreamId, u64, Vec<NewEvent>) {
+    let current = accounts(store).load(id).await.unwrap();
+    let events = current.aggregate.deposit(amount, "outbox").unwrap();
+    let stream = Repository::<Account, S>::stream_id(id);
+    let batch = encode_batch(&stream, &events, &Metadata::new().with_command_id(command)).unwrap();
+    (stream, current.version, batch)
+}
+
+/// SQLite: the events and one outbox row per event in one transaction; a retried command
+/// (`already_stored`) writes no rows; `break_outbox` makes the row's insert fail.
+async fn deposit_with_outbox_sqlite(
+    store: &SqliteStore,
+    id: &str,
+    command: Uuid,
+    amount: u64,
+    break_outbox: bool,
+) -> Result<AppendOutcome, BoxError> {
+    let (stream, version, batch) = deposit_batch(store, id, command, amount).await;
+    store
+        .transaction(move |tx| {
+            let rows: Vec<(Uuid, String)> = batch.iter().map(|e| (e.event_id, e.event_name.clone())).collect();
+            let outcome = tx.append(&stream, ExpectedVersion::Exact(version), batch)?;
+            if !outcome.already_stored {
+                for (event_id, name) in rows {
+                    let name = (!break_outbox).then_some(name);
+                    tx.execute(
+                        "INSERT INTO outbox (event_id, stream, event_name) VALUES (?1, ?2, ?3)",
+                        (event_id.as_bytes().to_vec(), stream.to_string(), name),
+                    )?;
+                }
+            }
+            Ok::<_, BoxError>(outcome)
+        })
+        .await
+}
+
+async fn sqlite_outbox_rows(store: &SqliteStore) -> Vec<(Uuid, bool)> {
+    store
+        .read(|db| {
+            let mut rows = db.prepare("SELECT event_id, published FROM outbox ORDER BY rowid")?;
+            let rows = rows
+                .query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, bool>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, published)| (Uuid::from_slice(&id).unwrap(), published))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_rows_commit_with_their_events_or_not_at_all_on_sqlite() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        store
+            .write(|db| {
+                db.execute_batch(
+                    "CREATE TABLE outbox (event_id BLOB PRIMARY KEY, stream TEXT NOT NULL, \
+                     event_name TEXT NOT NULL, published INTEGER NOT NULL DEFAULT 0)",
+                )
+            })
+            .await
+            .unwrap();
+        let repo = accounts(&store);
+        open_account(&repo, "A-1", 0).await;
+        let stream = Repository::<Account, SqliteStore>::stream_id("A-1");
+
+        let command = Uuid::now_v7();
+        let outcome = deposit_with_outbox_sqlite(&store, "A-1", command, 40, false)
+            .await
+            .unwrap();
+        assert_eq!((outcome.new_version, outcome.already_stored), (2, false));
+        // The answer was lost: the same command again writes neither events nor rows.
+        let again = deposit_with_outbox_sqlite(&store, "A-1", command, 40, false)
+            .await
+            .unwrap();
+        assert!(again.already_stored);
+        assert_eq!(again.positions, outcome.positions);
+        assert_eq!(sqlite_outbox_rows(&store).await.len(), 1);
+
+        // The outbox row fails: the events roll back with it.
+        let broken = deposit_with_outbox_sqlite(&store, "A-1", Uuid::now_v7(), 5, true).await;
+        assert!(broken.is_err());
+        assert_eq!(
+            store.stream_version(&stream).await.unwrap(),
+            2,
+            "no event without its row"
+        );
+        assert_eq!(sqlite_outbox_rows(&store).await.len(), 1);
+
+        // A stale expected version: a typed conflict, no row.
+        let (stream, _, batch) = deposit_batch(&store, "A-1", Uuid::now_v7(), 5).await;
+        let conflict = store
+            .transaction(move |tx| {
+                tx.execute(
+                    "INSERT INTO outbox (event_id, stream, event_name) VALUES (?1, 'x', 'y')",
+                    (batch[0].event_id.as_bytes().to_vec(),),
+                )?;
+                tx.append(&stream, ExpectedVersion::Exact(1), batch)?;
+                Ok::<_, BoxError>(())
+            })
+            .await
+            .expect_err("the stream is at 2");
+        assert!(matches!(conflict.downcast_ref::<StoreError>(), Some(StoreError::Conflict(c)) if c.actual == 2));
+        assert_eq!(sqlite_outbox_rows(&store).await.len(), 1);
+
+        // The first attempt's own batch, sent again with the expectation it had then: still
+        // recognised, "whatever expected says".
+        let (stream, _, batch) = deposit_batch(&store, "A-1", command, 40).await;
+        let retried = store
+            .transaction(move |tx| Ok::<_, BoxError>(tx.append(&stream, ExpectedVersion::Exact(1), batch)?))
+            .await
+            .unwrap();
+        assert!(retried.already_stored);
+
+        // "A refused append ... leaves the transaction usable: ... carry on without the events."
+        let (stream, _, batch) = deposit_batch(&store, "A-1", Uuid::now_v7(), 5).await;
+        let kept_row = batch[0].event_id;
+        let carried_on = store
+            .transaction(move |tx| {
+                let refused = tx.append(&stream, ExpectedVersion::Exact(1), batch);
+                assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+                tx.execute(
+                    "INSERT INTO outbox (event_id, stream, event_name, published) VALUES (?1, 'note', 'n', 1)",
+                    (kept_row.as_bytes().to_vec(),),
+                )?;
+                Ok::<_, BoxError>(())
+            })
+            .await;
+        assert!(carried_on.is_ok(), "{carried_on:?}");
+        assert_eq!(store.stream_version(&stream_id_of("A-1")).await.unwrap(), 2);
+        assert_eq!(
+            sqlite_outbox_rows(&store).await.len(),
+            2,
+            "the row committed without the events"
+        );
+        store
+            .write(move |db| {
+                db.execute(
+                    "DELETE FROM outbox WHERE event_id = ?1",
+                    (kept_row.as_bytes().to_vec(),),
+                )
+            })
+            .await
+            .unwrap();
+
+        // A closure that panics after appending (an outbox row that will not serialize, say):
+        // the transaction fails, nothing of it is kept, and the store goes on working.
+        let (stream, version, batch) = deposit_batch(&store, "A-1", Uuid::now_v7(), 5).await;
+        let panicked = store
+            .transaction(move |tx| {
+                tx.append(&stream, ExpectedVersion::Exact(version), batch)?;
+                if version > 0 {
+                    panic!("deliberate panic in the outbox closure (expected in this test's output)");
+                }
+                Ok::<_, BoxError>(())
+            })
+            .await;
+        assert!(panicked.is_err());
+        assert_eq!(store.stream_version(&stream_id_of("A-1")).await.unwrap(), 2);
+        deposit(&repo, "A-1", 1).await;
+        assert_eq!(store.stream_version(&stream_id_of("A-1")).await.unwrap(), 3);
+
+        // Seed 002's consistency: a transfer is two appends in one transaction; when the second
+        // is refused, the first is not kept either.
+        open_account(&repo, "A-2", 0).await;
+        let transfer = |stale: bool| {
+            let store = store.clone();
+            async move {
+                let (from, from_version, withdraw) = {
+                    let current = accounts(&store).load("A-1").await.unwrap();
+                    let events = current.aggregate.withdraw(10, "transfer").unwrap();
+                    let stream = Repository::<Account, SqliteStore>::stream_id("A-1");
+                    let batch = encode_batch(&stream, &events, &Metadata::new()).unwrap();
+                    (stream, current.version, batch)
+                };
+                let (to, to_version, credit) = deposit_batch(&store, "A-2", Uuid::now_v7(), 10).await;
+                let to_version = if stale { to_version + 1 } else { to_version };
+                store
+                    .transaction(move |tx| {
+                        tx.append(&from, ExpectedVersion::Exact(from_version), withdraw)?;
+                        tx.append(&to, ExpectedVersion::Exact(to_version), credit)?;
+                        Ok::<_, BoxError>(())
+                    })
+                    .await
+            }
+        };
+        assert!(transfer(true).await.is_err());
+        assert_eq!(
+            accounts(&store).load("A-1").await.unwrap().aggregate.balance,
+            41,
+            "nothing withdrawn"
+        );
+        transfer(false).await.unwrap();
+        let (from, to) = (
+            accounts(&store).load("A-1").await.unwrap(),
+            accounts(&store).load("A-2").await.unwrap(),
+        );
+        assert_eq!((from.aggregate.balance, to.aggregate.balance), (31, 10));
+
+        // The relay publishes what is unpublished, by event id, then marks it.
+        let mut published = Vec::new();
+        for (event_id, done) in sqlite_outbox_rows(&store).await {
+            assert!(!done);
+            let event = store
+                .read_event(event_id)
+                .await
+                .unwrap()
+                .expect("the row's event exists");
+            published.push((event.event_name.clone(), event.version));
+            store
+                .write(move |db| {
+                    db.execute(
+                        "UPDATE outbox SET published = 1 WHERE event_id = ?1",
+                        (event_id.as_bytes().to_vec(),),
+                    )
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            published,
+            [("MoneyDeposited".to_owned(), 2)],
+            "rows of its own for commands only"
+        );
+        assert!(sqlite_outbox_rows(&store).await.iter().all(|(_, done)| *done));
+    })
+    .await
+}
+
+/// PostgreSQL: the same outbox, with `append_in_transaction` in a sqlx transaction.
+async fn deposit_with_outbox_postgres(
+    store: &PostgresStore,
+    id: &str,
+    command: Uuid,
+    amount: u64,
+    break_outbox: bool,
+) -> Result<AppendOutcome, BoxError> {
+    let (stream, version, batch) = deposit_batch(store, id, command, amount).await;
+    let rows: Vec<(Uuid, String)> = batch.iter().map(|e| (e.event_id, e.event_name.clone())).collect();
+    let mut tx = store.pool().begin().await?;
+    let outcome = store
+        .append_in_transaction(&mut tx, &stream, ExpectedVersion::Exact(version), batch)
+        .await?;
+    if outcome.already_stored {
+        tx.rollback().await?;
+        return Ok(outcome);
+    }
+    let insert = format!(
+        "INSERT INTO {}.outbox (event_id, stream, event_name) VALUES ($1, $2, $3)",
+        store.schema()
+    );
+    for (event_id, name) in rows {
+        sqlx::query(&insert)
+            .bind(event_id)
+            .bind(stream.to_string())
+            .bind((!break_outbox).then_some(name))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    store.notify_listeners();
+    Ok(outcome)
+}
+
+async fn postgres_outbox_rows(store: &PostgresStore) -> Vec<(Uuid, bool)> {
+    sqlx::query_as(&format!(
+        "SELECT event_id, published FROM {}.outbox ORDER BY event_id",
+        store.schema()
+    ))
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_rows_commit_with_their_events_or_not_at_all_on_postgres() {
+    bounded(async {
+        let schema = postgres().await;
+        let store = schema.store().clone();
+        sqlx::raw_sql(&format!(
+            "CREATE TABLE {}.outbox (event_id uuid PRIMARY KEY, stream text NOT NULL, \
+             event_name text NOT NULL, published boolean NOT NULL DEFAULT false)",
+            store.schema()
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let repo = accounts(&store);
+        open_account(&repo, "A-1", 0).await;
+        let stream = Repository::<Account, PostgresStore>::stream_id("A-1");
+
+        let command = Uuid::now_v7();
+        let outcome = deposit_with_outbox_postgres(&store, "A-1", command, 40, false)
+            .await
+            .unwrap();
+        assert_eq!((outcome.new_version, outcome.already_stored), (2, false));
+        let again = deposit_with_outbox_postgres(&store, "A-1", command, 40, false)
+            .await
+            .unwrap();
+        assert!(again.already_stored, "the command sent again is recognised");
+        assert_eq!(again.positions, outcome.positions);
+        assert_eq!(postgres_outbox_rows(&store).await.len(), 1);
+
+        let broken = deposit_with_outbox_postgres(&store, "A-1", Uuid::now_v7(), 5, true).await;
+        assert!(broken.is_err());
+        assert_eq!(
+            store.stream_version(&stream).await.unwrap(),
+            2,
+            "no event without its row"
+        );
+        assert_eq!(postgres_outbox_rows(&store).await.len(), 1);
+
+        // A stale expected version: a typed conflict, and the transaction stays usable.
+        let (stream, _, batch) = deposit_batch(&store, "A-1", Uuid::now_v7(), 5).await;
+        let mut tx = store.pool().begin().await.unwrap();
+        let refused = store
+            .append_in_transaction(&mut tx, &stream, ExpectedVersion::Exact(1), batch)
+            .await;
+        assert!(
+            matches!(&refused, Err(StoreError::Conflict(c)) if c.actual == 2),
+            "{refused:?}"
+        );
+        let usable: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(usable, 1);
+        tx.rollback().await.unwrap();
+
+        // The first attempt's own batch, sent again with the expectation it had then: still
+        // recognised, and the transaction stays usable (the statement refused).
+        let (stream, _, batch) = deposit_batch(&store, "A-1", command, 40).await;
+        let mut tx = store.pool().begin().await.unwrap();
+        let retried = store
+            .append_in_transaction(&mut tx, &stream, ExpectedVersion::Exact(1), batch)
+            .await
+            .unwrap();
+        assert!(retried.already_stored);
+        let usable: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(usable, 1);
+        tx.rollback().await.unwrap();
+
+        // A transfer: two appends in one transaction; the second refused, neither is kept.
+        open_account(&repo, "A-2", 0).await;
+        for stale in [true, false] {
+            let current = repo.load("A-1").await.unwrap();
+            let from = Repository::<Account, PostgresStore>::stream_id("A-1");
+            let withdraw =
+                encode_batch(&from, &current.aggregate.withdraw(10, "t").unwrap(), &Metadata::new()).unwrap();
+            let (to, to_version, credit) = deposit_batch(&store, "A-2", Uuid::now_v7(), 10).await;
+            let to_version = if stale { to_version + 1 } else { to_version };
+            let mut tx = store.pool().begin().await.unwrap();
+            store
+                .append_in_transaction(&mut tx, &from, ExpectedVersion::Exact(current.version), withdraw)
+                .await
+                .unwrap();
+            match store
+                .append_in_transaction(&mut tx, &to, ExpectedVersion::Exact(to_version), credit)
+                .await
+            {
+                Ok(_) => tx.commit().await.unwrap(),
+                Err(StoreError::Conflict(_)) if stale => tx.rollback().await.unwrap(),
+                Err(other) => panic!("stale {stale}: {other:?}"),
+            }
+            let balances = (
+                repo.load("A-1").await.unwrap().aggregate.balance,
+                repo.load("A-2").await.unwrap().aggregate.balance,
+            );
+            assert_eq!(balances, if stale { (40, 0) } else { (30, 10) }, "stale {stale}");
+        }
+
+        // The relay.
+        let rows = postgres_outbox_rows(&store).await;
+        assert_eq!(rows.len(), 1);
+        let event = store
+            .read_event(rows[0].0)
+            .await
+            .unwrap()
+            .expect("the row's event exists");
+        assert_eq!((event.event_name.as_str(), event.version), ("MoneyDeposited", 2));
+        sqlx::query(&format!(
+            "UPDATE {}.outbox SET published = true WHERE event_id = $1",
+            store.schema()
+        ))
+        .bind(rows[0].0)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        assert!(postgres_outbox_rows(&store).await.iter().all(|(_, done)| *done));
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed 001 / 003: projections, read-your-writes, a projection added later.
+// ---------------------------------------------------------------------------------------------
+
+/// The change an event makes to the balance read model; `None` for the opening.
+fn balance_delta(event: &AccountEvent) -> Option<i64> {
+    match event {
+        AccountEvent::Opened(_) => None,
+        AccountEvent::Deposited(d) => Some(d.amount as i64),
+        AccountEvent::Withdrawn(w) => Some(-(w.amount as i64)),
+        AccountEvent::Declined(_) => Some(0),
+    }
+}
+
+struct SqliteBalances;
+
+#[async_trait]
+impl Projection for SqliteBalances {
+    const NAME: &'static str = "account-balances";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["account"];
+    type Event = AccountEvent;
+    type Context = SqliteContext;
+
+    async fn handle(&self, db: &mut SqliteContext, event: &DecodedEvent<AccountEvent>) -> Result<(), HandlerError> {
+        let id = &event.envelope.stream.aggregate_id;
+        match (&event.event, balance_delta(&event.event)) {
+            (AccountEvent::Opened(opened), _) => {
+                db.execute(
+                    "INSERT INTO account_balances (account_id, balance) VALUES (?1, ?2)",
+                    (id, opened.initial_balance as i64),
+                )?;
+            }
+            (_, Some(delta)) => {
+                db.execute(
+                    "UPDATE account_balances SET balance = balance + ?1 WHERE account_id = ?2",
+                    (delta, id),
+                )?;
+            }
+            (_, None) => {}
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, db: &mut SqliteContext) -> Result<(), HandlerError> {
+        db.execute("DELETE FROM account_balances", [])?;
+        Ok(())
+    }
+}
+
+struct PostgresBalances;
+
+#[async_trait]
+impl Projection for PostgresBalances {
+    const NAME: &'static str = "account-balances";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["account"];
+    type Event = AccountEvent;
+    type Context = sqlx::PgConnection;
+
+    async fn handle(
+        &self,
+        db: &mut sqlx::PgConnection,
+        event: &DecodedEvent<AccountEvent>,
+    ) -> Result<(), HandlerError> {
+        let id = &event.envelope.stream.aggregate_id;
+        match (&event.event, balance_delta(&event.event)) {
+            (AccountEvent::Opened(opened), _) => {
+                sqlx::query("INSERT INTO account_balances (account_id, balance) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(opened.initial_balance as i64)
+                    .execute(&mut *db)
+                    .await?;
+            }
+            (_, Some(delta)) => {
+                sqlx::query("UPDATE account_balances SET balance = balance + $1 WHERE account_id = $2")
+                    .bind(delta)
+                    .bind(id)
+                    .execute(&mut *db)
+                    .await?;
+            }
+            (_, None) => {}
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, db: &mut sqlx::PgConnection) -> Result<(), HandlerError> {
+        sqlx::query("DELETE FROM account_balances").execute(&mut *db).await?;
+        Ok(())
+    }
+}
+
+/// Commands, each followed by a read of the read model once the runner has the command's
+/// position: the read model must show what the command did, at once.
+async fn commands_then_reads<S, R, F>(store: &S, progress: &es_core::ProjectionProgress, backend: &str, read: R)
+where
+    S: Store,
+    R: Fn(String) -> F,
+    F: std::future::Future<Output = Option<i64>>,
+{
+    let repo = accounts(store);
+    let executed = open_account(&repo, "RYW-1", 10).await;
+    let mut positions = vec![executed.position()];
+    progress
+        .wait_for(executed.position(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        read("RYW-1".into()).await,
+        Some(10),
+        "{backend}: the opening is readable at once"
+    );
+    for (step, amount) in [25_u64, 7, 300].into_iter().enumerate() {
+        let executed = if step == 1 {
+            repo.execute("RYW-1", Metadata::new(), |a: &Account| a.withdraw(amount, "x"))
+                .await
+                .unwrap()
+        } else {
+            deposit(&repo, "RYW-1", amount).await
+        };
+        positions.push(executed.position());
+        progress
+            .wait_for(executed.position(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let expected = executed.aggregate.balance as i64;
+        assert_eq!(read("RYW-1".into()).await, Some(expected), "{backend}: step {step}");
+    }
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "{backend}: positions grow: {positions:?}"
+    );
+
+    // A command on another aggregate type: "handled it, or passed it as an event it does not
+    // read", so waiting for it returns too.
+    let other = Repository::<SeatAvailability, S>::new(store.clone())
+        .create("CONF", Metadata::new(), |s: &SeatAvailability| s.schedule(3))
+        .await
+        .unwrap();
+    let waited = progress.wait_for(other.position(), Duration::from_secs(10)).await;
+    assert!(waited.is_ok(), "{backend}: {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_on_a_balance_projection_on_sqlite() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        store
+            .write(|db| {
+                db.execute_batch("CREATE TABLE account_balances (account_id TEXT PRIMARY KEY, balance INTEGER)")
+            })
+            .await
+            .unwrap();
+        // A poll interval longer than the test: only wake-ups can bring the runner the events,
+        // which a store opened apart on the same file appends ("through this store, its clones,
+        // or any other store opened on the same file").
+        let runner = ProjectionRunner::new(SqliteBalances, store.clone(), store.checkpoints()).with_options(
+            es_core::RunnerOptions {
+                poll_interval: Duration::from_secs(60),
+                ..es_core::RunnerOptions::default()
+            },
+        );
+        let progress = runner.progress();
+        let writer = store.reopen().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let wake_up = store.wake_up();
+        let running = tokio::spawn(async move {
+            runner
+                .run(wake_up, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+
+        let reader = store.clone();
+        commands_then_reads(&writer, &progress, "sqlite", |id| {
+            let reader = reader.clone();
+            async move {
+                reader
+                    .read(move |db| {
+                        db.query_row(
+                            "SELECT balance FROM account_balances WHERE account_id = ?1",
+                            [id],
+                            |row| row.get(0),
+                        )
+                    })
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+
+        // Another process, which does not run the projection, polls the checkpoint instead.
+        let other = SqliteStore::open(store.path()).await.unwrap();
+        let head = store.read_all(0, 1000).await.unwrap().last().unwrap().position;
+        let reached = wait_for_checkpoint(
+            &other.checkpoints(),
+            "account-balances",
+            head,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(reached >= head);
+
+        let far = head + (1 << 40);
+        let timed_out = progress.wait_for(far, Duration::from_millis(100)).await;
+        assert!(
+            matches!(timed_out, Err(es_core::WaitError::Timeout { .. })),
+            "{timed_out:?}"
+        );
+        let _ = stop.send(());
+        running.await.unwrap().unwrap();
+        // The runner is gone: waiting says so at once rather than running out the clock.
+        let started = std::time::Instant::now();
+        let stopped = progress.wait_for(far, Duration::from_secs(5)).await;
+        assert!(
+            matches!(stopped, Err(es_core::WaitError::Stopped { .. })),
+            "{stopped:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_on_a_balance_projection_on_postgres() {
+    bounded(async {
+        let schema = postgres().await;
+        let store = schema.store().clone();
+        sqlx::raw_sql(&format!(
+            "CREATE TABLE {}.account_balances (account_id text PRIMARY KEY, balance bigint)",
+            store.schema()
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let runner = ProjectionRunner::new(PostgresBalances, store.clone(), store.checkpoints());
+        let progress = runner.progress();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let wake_up = store.wake_up().await.unwrap();
+        let running = tokio::spawn(async move {
+            runner
+                .run(wake_up, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+
+        let select = format!(
+            "SELECT balance FROM {}.account_balances WHERE account_id = $1",
+            store.schema()
+        );
+        let reader = store.clone();
+        commands_then_reads(&store, &progress, "postgres", |id| {
+            let reader = reader.clone();
+            let select = select.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(&select)
+                    .bind(id)
+                    .fetch_optional(reader.pool())
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+
+        // Another process, with a store of its own on the same schema, polls the checkpoint.
+        let other = PostgresStore::connect(TestDatabase::get().unwrap().url())
+            .await
+            .unwrap()
+            .with_schema(store.schema())
+            .unwrap();
+        let head = store.read_all(0, 1000).await.unwrap().last().unwrap().position;
+        let reached = wait_for_checkpoint(
+            &other.checkpoints(),
+            "account-balances",
+            head,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(reached >= head);
+
+        let far = head + (1 << 40);
+        let timed_out = progress.wait_for(far, Duration::from_millis(100)).await;
+        assert!(
+            matches!(timed_out, Err(es_core::WaitError::Timeout { .. })),
+            "{timed_out:?}"
+        );
+        let _ = stop.send(());
+        running.await.unwrap().unwrap();
+        // The runner is gone: waiting says so at once rather than running out the clock.
+        let started = std::time::Instant::now();
+        let stopped = progress.wait_for(far, Duration::from_secs(5)).await;
+        assert!(
+            matches!(stopped, Err(es_core::WaitError::Stopped { .. })),
+            "{stopped:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    })
+    .await
+}
+
+/// The daily-volume projection's view: money moving.
+#[event]
+#[derive(Debug, Clone, PartialEq)]
+pub enum VolumeEvent {
+    Deposited(MoneyDeposited),
+    Withdrawn(MoneyWithdrawn),
+}
+
+/// Seed 001's architect: "a new dashboard needs daily transaction volume? Replay the existing
+/// events into a new projection and the past is filled in too." Per day: (transactions, volume).
+struct DailyVolume;
+
+#[async_trait]
+impl Projection for DailyVolume {
+    const NAME: &'static str = "daily-volume";
+    const AGGREGATE_TYPES: &'static [&'static str] = &["account"];
+    const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[AccountEvent::EVENTS];
+    type Event = VolumeEvent;
+    type Context = BTreeMap<String, (u64, u64)>;
+
+    async fn handle(&self, days: &mut Self::Context, event: &DecodedEvent<VolumeEvent>) -> Result<(), HandlerError> {
+        let amount = match &event.event {
+            VolumeEvent::Deposited(d) => d.amount,
+            VolumeEvent::Withdrawn(w) => w.amount,
+        };
+        let day = days
+            .entry(event.envelope.recorded_at.date_naive().to_string())
+            .or_default();
+        day.0 += 1;
+        day.1 += amount;
+        Ok(())
+    }
+
+    async fn reset(&self, days: &mut Self::Context) -> Result<(), HandlerError> {
+        days.clear();
+        Ok(())
+    }
+}
+
+fn totals(days: &BTreeMap<String, (u64, u64)>) -> (u64, u64) {
+    days.values().fold((0, 0), |(n, v), (dn, dv)| (n + dn, v + dv))
+}
+
+async fn projection_added_later_scenario<S: Store>(store: S, backend: &str) {
+    let repo = accounts(&store);
+    for (id, start) in [("D-1", 100), ("D-2", 0), ("D-3", 50)] {
+        open_account(&repo, id, start).await;
+        deposit(&repo, id, 10).await;
+    }
+    repo.execute("D-1", Metadata::new(), |a: &Account| a.withdraw(60, "x"))
+        .await
+        .unwrap();
+    repo.execute("D-2", Metadata::new(), |a: &Account| a.withdraw_or_decline(60, "y"))
+        .await
+        .unwrap(); // declined: no money moves
+                   // Events of another aggregate type are not the projection's business.
+    let last = Repository::<SeatAvailability, S>::new(store.clone())
+        .create("CONF", Metadata::new(), |s: &SeatAvailability| s.schedule(3))
+        .await
+        .unwrap();
+
+    let model = InMemoryReadModel::<BTreeMap<String, (u64, u64)>>::new();
+    let runner = ProjectionRunner::new(DailyVolume, store.clone(), model.clone());
+    let handled = catch_up_to(&runner, last.position()).await;
+    assert_eq!(handled, 4, "{backend}: three deposits and a withdrawal");
+    assert_eq!(model.read(totals), (4, 90), "{backend}: the whole history is in");
+    let lag = runner.lag().await.unwrap();
+    assert_eq!(lag.events_behind, 0, "{backend}: {lag:?}");
+
+    let rebuilt = runner.rebuild(|_| {}).await.unwrap();
+    assert_eq!(rebuilt.handled, handled, "{backend}");
+    assert_eq!(model.read(totals), (4, 90), "{backend}: a rebuild gives the same model");
+
+    // New events only are handled next time.
+    let last = deposit(&repo, "D-3", 5).await;
+    assert_eq!(catch_up_to(&runner, last.position()).await, 1, "{backend}");
+    assert_eq!(model.read(totals), (5, 95), "{backend}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_added_later_fills_in_the_whole_history_and_rebuilds_the_same() {
+    on_both_backends!(projection_added_later_scenario);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed 003: upcasting.
+// ---------------------------------------------------------------------------------------------
+
+fn raw(name: &str, schema_version: u32, payload: &str) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_name: name.into(),
+        schema_version,
+        payload: payload.as_bytes().to_vec(),
+        metadata: Metadata::new(),
+    }
+}
+
+async fn upcast_scenario<S: Store>(store: S, backend: &str) {
+    // What an older release stored: deposits without a source.
+    let old = Repository::<Account, S>::stream_id("OLD-1");
+    store
+        .append(
+            &old,
+            ExpectedVersion::NoStream,
+            vec![
+                raw("AccountOpened", 1, r#"{"owner_id":"u-123","initial_balance":0}"#),
+                raw("MoneyDeposited", 1, r#"{"amount":3000,"description":"transfer"}"#),
+            ],
+        )
+        .await
+        .unwrap();
+    let repo = accounts(&store);
+    let loaded = repo.load("OLD-1").await.unwrap();
+    assert_eq!((loaded.version, loaded.aggregate.balance), (2, 3000), "{backend}");
+    assert_eq!(loaded.aggregate.last_source, "unknown", "{backend}: upcast on load");
+
+    // New events go in at the current version, beside the old ones.
+    let executed = deposit(&repo, "OLD-1", 2500).await;
+    assert_eq!(executed.aggregate.last_source, "bank_transfer", "{backend}");
+    let history = repo.events("OLD-1", StreamSlice::all()).await.unwrap();
+    let versions: Vec<u32> = history.iter().map(|e| e.envelope.schema_version).collect();
+    assert_eq!(versions, [1, 1, 2], "{backend}: stored events are never rewritten");
+    match &history[1].event {
+        AccountEvent::Deposited(d) => assert_eq!(d.source, "unknown", "{backend}"),
+        other => panic!("{backend}: {other:?}"),
+    }
+
+    // Projections read through the same upcasting.
+    let model = InMemoryReadModel::<BTreeMap<String, (u64, u64)>>::new();
+    let runner = ProjectionRunner::new(DailyVolume, store.clone(), model.clone());
+    catch_up_to(&runner, executed.position()).await;
+    assert_eq!(model.read(totals), (2, 5500), "{backend}");
+
+    // A v1 payload the step cannot upgrade: a typed error, never a panic.
+    let odd = Repository::<Account, S>::stream_id("ODD-1");
+    store
+        .append(
+            &odd,
+            ExpectedVersion::NoStream,
+            vec![
+                raw("AccountOpened", 1, r#"{"owner_id":"u","initial_balance":0}"#),
+                raw("MoneyDeposited", 1, r#"[3000, "transfer"]"#),
+            ],
+        )
+        .await
+        .unwrap();
+    match repo.load("ODD-1").await {
+        Err(RepositoryError::Decode(error)) => {
+            assert_eq!(
+                (error.version, error.event_name.as_str()),
+                (2, "MoneyDeposited"),
+                "{backend}"
+            );
+            assert!(
+                matches!(*error.source, DecodeError::Upcast { .. }),
+                "{backend}: {error}"
+            );
+        }
+        other => panic!("{backend}: expected a decode error, got {other:?}"),
+    }
+
+    // An event stored by a newer release is a typed error naming stream, version and event.
+    let newer = Repository::<Account, S>::stream_id("NEW-1");
+    store
+        .append(
+            &newer,
+            ExpectedVersion::NoStream,
+            vec![
+                raw("AccountOpened", 1, r#"{"owner_id":"u","initial_balance":0}"#),
+                raw(
+                    "MoneyDeposited",
+                    3,
+                    r#"{"amount":1,"description":"x","source":"y","fee":0}"#,
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    match repo.load("NEW-1").await {
+        Err(RepositoryError::Decode(error)) => {
+            assert_eq!((error.stream.clone(), error.version), (newer, 2), "{backend}");
+            assert_eq!(error.event_name, "MoneyDeposited", "{backend}");
+            assert!(
+                matches!(
+                    *error.source,
+                    DecodeError::SchemaVersionTooNew {
+                        stored: 3,
+                        current: 2,
+                        ..
+                    }
+                ),
+                "{backend}: {error}"
+            );
+        }
+        other => panic!("{backend}: expected a decode error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stored_at_an_older_schema_version_are_upcast_on_load_and_in_projections() {
+    on_both_backends!(upcast_scenario);
+}
+
+impl SagaLog for sqlx::PgConnection {
+    fn push(&mut self, _: String) {}
+}
+
+/// The checkout saga with durable checkpoints in the event store's own database, as
+/// `SqliteStore::checkpoints` and `PostgresStore::checkpoints` offer them: the reactions are
+/// commands on the same store, each `in_reaction_to` its event (the Projection docs' advice).
+async fn durable_saga<S, C>(store: S, checkpoints: C, backend: &str)
+where
+    S: Store,
+    C: es_core::CheckpointStore,
+    C::Context: SagaLog,
+{
+    let accounts = accounts(&store);
+    let seats = Repository::<SeatAvailability, S>::new(store.clone());
+    open_account(&accounts, "bob", 50).await;
+    seats
+        .create("CONF", Metadata::new(), |s: &SeatAvailability| s.schedule(10))
+        .await
+        .unwrap();
+    let reserved = seats
+        .execute("CONF", Metadata::new(), |s: &SeatAvailability| {
+            s.reserve("R-bob", 1, "bob", 100)
+        })
+        .await
+        .unwrap();
+    let saga = CheckoutSaga::<S, C::Context> {
+        accounts: accounts.clone(),
+        seats: seats.clone(),
+        context: std::marker::PhantomData,
+    };
+    let runner = ProjectionRunner::new(saga, store.clone(), checkpoints);
+    // Either the saga does its work or it stops with an error saying why: not silence.
+    let outcome = tokio::time::timeout(Duration::from_secs(20), catch_up_to(&runner, reserved.position())).await;
+    let handled =
+        outcome.unwrap_or_else(|_| panic!("{backend}: the saga's catch-up neither finished nor failed in 20 s"));
+    assert_eq!(handled, 1, "{backend}");
+    assert_eq!(accounts.load("bob").await.unwrap().aggregate.declined, 1, "{backend}");
+    assert_eq!(
+        seats.load("CONF").await.unwrap().aggregate.cancelled,
+        ["R-bob"],
+        "{backend}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: on SQLite a handler that sends a command to its own store deadlocks on the unit's write lock, retried forever as an outage, silently"]
+async fn a_saga_with_durable_checkpoints_in_the_event_store_does_its_work() {
+    bounded(async {
+        let schema = postgres().await;
+        let store = schema.store().clone();
+        durable_saga(store.clone(), store.checkpoints(), "postgres").await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        durable_saga(store.clone(), store.checkpoints(), "sqlite").await;
+    })
+    .await
+}
