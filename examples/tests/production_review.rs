@@ -1779,13 +1779,11 @@ async fn a_refused_sealed_append_leaves_nothing<B: Backend>(backend: B) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an append refused by the limits through PiiStore still creates the subject's key and notes the stream"]
 async fn a_refused_sealed_append_leaves_nothing_on_sqlite() {
     on_sqlite(a_refused_sealed_append_leaves_nothing).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an append refused by the limits through PiiStore still creates the subject's key and notes the stream"]
 async fn a_refused_sealed_append_leaves_nothing_on_postgres() {
     on_postgres(a_refused_sealed_append_leaves_nothing).await;
 }
@@ -2047,13 +2045,11 @@ async fn a_stream_at_the_id_limit_can_be_forgotten<B: Backend>(backend: B) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: forget fails with LimitExceeded on its es.pii stream after destroying the key, so projections are never told"]
 async fn a_stream_at_the_id_limit_can_be_forgotten_on_sqlite() {
     on_sqlite(a_stream_at_the_id_limit_can_be_forgotten).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: forget fails with LimitExceeded on its es.pii stream after destroying the key, so projections are never told"]
 async fn a_stream_at_the_id_limit_can_be_forgotten_on_postgres() {
     on_postgres(a_stream_at_the_id_limit_can_be_forgotten).await;
 }
@@ -2087,13 +2083,11 @@ async fn a_stream_at_the_id_limit_can_be_closed<B: Backend>(backend: B) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a stream whose id is within 10 bytes of max_stream_id_bytes cannot be tombstoned, archived or deleted (LimitExceeded on es.stream)"]
 async fn a_stream_at_the_id_limit_can_be_closed_on_sqlite() {
     on_sqlite(a_stream_at_the_id_limit_can_be_closed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a stream whose id is within 10 bytes of max_stream_id_bytes cannot be tombstoned, archived or deleted (LimitExceeded on es.stream)"]
 async fn a_stream_at_the_id_limit_can_be_closed_on_postgres() {
     on_postgres(a_stream_at_the_id_limit_can_be_closed).await;
 }
@@ -2141,13 +2135,11 @@ async fn a_forgotten_value_can_be_carried_forward<B: Backend>(backend: B) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an event whose #[pii] fields are all Forgettable::Forgotten is refused (KeyStoreError::Forgotten) after forgetting"]
 async fn a_forgotten_value_can_be_carried_forward_on_sqlite() {
     on_sqlite(a_forgotten_value_can_be_carried_forward).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an event whose #[pii] fields are all Forgettable::Forgotten is refused (KeyStoreError::Forgotten) after forgetting"]
 async fn a_forgotten_value_can_be_carried_forward_on_postgres() {
     on_postgres(a_forgotten_value_can_be_carried_forward).await;
 }

@@ -72,6 +72,34 @@ async fn lifecycle_events<S: GlobalLog>(store: &S, stream: &StreamId) -> Vec<Str
         .collect()
 }
 
+/// Every stream a store accepts can be closed: the record of a stream whose id is as long as
+/// the limits allow is not refused for its own, longer id.
+pub async fn streams_at_the_id_limit_can_be_closed<S: StreamLifecycle + GlobalLog>(store: &S) {
+    let max = store.limits().max_stream_id_bytes.min(4096);
+    for status in [StreamStatus::Tombstoned, StreamStatus::Archived, StreamStatus::Deleted] {
+        let kind = "lifecycle";
+        let prefix = Uuid::now_v7().to_string();
+        let id = format!("{prefix}{}", "i".repeat(max - kind.len() - prefix.len()));
+        let stream = StreamId::new(kind, id);
+        append_ok(store, &stream, ExpectedVersion::NoStream, numbered(1)).await;
+        let closed = match status {
+            StreamStatus::Tombstoned => store.tombstone(&stream, change("at the limit")).await,
+            StreamStatus::Archived => store.archive(&stream, change("at the limit")).await,
+            _ => store.delete_stream(&stream, change("at the limit")).await,
+        };
+        let closed = ok("closing a stream at the id limit", closed).await;
+        assert_eq!((closed.stream(), closed.status), (stream.clone(), status));
+        assert_eq!(
+            lifecycle_events(store, &stream)
+                .await
+                .last()
+                .map(|record| record.status),
+            Some(status),
+            "the record of {status:?} is in the global log"
+        );
+    }
+}
+
 /// A tombstoned stream refuses appends with a typed error, keeps its events where they were
 /// (stream and global log), says so through `stream_closure`, and tells the global log.
 pub async fn tombstoned_streams_refuse_appends<S: StreamLifecycle + GlobalLog>(store: &S) {

@@ -51,14 +51,14 @@ pub use idempotency::{
 pub use keys::{forgotten_keys_stay_forgotten, keys_are_created_once, streams_list_their_subjects};
 pub use lifecycle::{
     appends_racing_a_tombstone_land_before_it_or_are_refused, archived_streams_read_from_the_archive,
-    deleted_streams_leave_an_audit_record, tombstoned_streams_refuse_appends,
+    deleted_streams_leave_an_audit_record, streams_at_the_id_limit_can_be_closed, tombstoned_streams_refuse_appends,
 };
 pub use limits::{
     batch_limits_hold_at_the_boundary, empty_names_and_nul_characters_are_refused, event_limits_hold_at_the_boundary,
 };
 pub use pii::{
-    enter_contacts, forgotten_subjects_read_as_forgotten, sealed_contacts, Contact, ContactEntered, ContactEvent,
-    ContactNoted,
+    enter_contacts, forgotten_subjects_read_as_forgotten, sealed_contacts, subjects_at_the_id_limit_can_be_forgotten,
+    Contact, ContactEntered, ContactEvent, ContactNoted,
 };
 pub use replaced::{
     retired_events_are_replaced_by_their_rules, ContactChanged, Desk, DeskEvent, DeskOpened, DeskStaffed,
@@ -120,6 +120,7 @@ macro_rules! conformance_tests {
             older_snapshots_are_upcast,
             retired_events_are_replaced_by_their_rules,
             forgotten_subjects_read_as_forgotten,
+            subjects_at_the_id_limit_can_be_forgotten,
             list_streams_filters_and_pages,
             list_snapshots_in_pages,
         );
@@ -151,6 +152,7 @@ macro_rules! lifecycle_conformance_tests {
             archived_streams_read_from_the_archive,
             deleted_streams_leave_an_audit_record,
             appends_racing_a_tombstone_land_before_it_or_are_refused,
+            streams_at_the_id_limit_can_be_closed,
         );
     };
     ($make_store:expr) => {

@@ -257,3 +257,68 @@ impl Contacts {
         StreamId::new(Contact::TYPE, id)
     }
 }
+
+/// Whatever subject a store accepts data of can be forgotten, and a forgotten value may be
+/// written again: a contact whose stream id is as long as the limits allow is forgotten (its
+/// [`SubjectForgotten`](crate::pii::SubjectForgotten) event stored beside it), an author whose
+/// id could never be forgotten is refused before anything is written, and a command that
+/// carries the forgotten contact's fields forward is carried out.
+pub async fn subjects_at_the_id_limit_can_be_forgotten<S>(store: &S)
+where
+    S: EventStore + GlobalLog + SnapshotStore + Clone + 'static,
+{
+    let sealed = sealed_contacts(store.clone(), InMemoryKeyStore::new());
+    let contacts = Repository::<Contact, _>::new(sealed.clone());
+    let max = store.limits().max_stream_id_bytes.min(4096);
+    let prefix = uuid::Uuid::now_v7().to_string();
+    let id = format!("{prefix}{}", "i".repeat(max - Contact::TYPE.len() - prefix.len()));
+    let command = |events: Vec<ContactEvent>| {
+        let contacts = contacts.clone();
+        let id = id.clone();
+        async move {
+            contacts
+                .execute(&id, Metadata::new(), move |_: &Contact| events.clone())
+                .await
+        }
+    };
+    if let Err(error) = command(vec![entered("Ada Lovelace", "555-0101")]).await {
+        panic!("entering a contact at the id limit: {error}");
+    }
+    let subject = format!("{}/{id}", Contact::TYPE);
+    match sealed.forget(&subject).await {
+        Ok(had_key) => assert!(had_key, "the contact had a key"),
+        Err(error) => panic!("forgetting a subject at the id limit failed: {error}"),
+    }
+    let told = sealed
+        .read_stream(&StreamId::new(FORGOTTEN_SUBJECTS, &subject), StreamSlice::all())
+        .try_collect::<Vec<_>>()
+        .await;
+    assert_eq!(told.map(|events| events.len()).ok(), Some(1), "projections are told");
+
+    let carried = ContactEntered {
+        name: Forgettable::Forgotten,
+        phone: Forgettable::Forgotten,
+        source: "moved".into(),
+    };
+    if let Err(error) = command(vec![carried.into()]).await {
+        panic!("carrying forgotten values forward: {error}");
+    }
+    match contacts.load(&id).await {
+        Ok(loaded) => assert!(loaded.aggregate.name.is_forgotten() && loaded.aggregate.phone.is_forgotten()),
+        Err(error) => panic!("loading the forgotten contact: {error}"),
+    }
+
+    let long_author = "a".repeat(max + 2);
+    let refused = command(vec![noted(&long_author, "Grace Hopper")]).await;
+    match refused {
+        Err(CommandError::Repository(RepositoryError::Store(StoreError::Pii(error)))) => {
+            assert!(matches!(*error, PiiError::SubjectTooLong { .. }), "{error}");
+        }
+        other => panic!("an author who could never be forgotten: {other:?}"),
+    }
+    let keys = sealed.keys().keys(&[long_author.as_str()]).await;
+    assert!(
+        keys.is_ok_and(|keys| keys.is_empty()),
+        "no key is made for a refused subject"
+    );
+}

@@ -29,6 +29,22 @@ pub enum PiiError {
         /// The event's stored name.
         event_name: String,
     },
+    /// The event names a subject (by its subject field) longer than the store's stream ids,
+    /// so the subject could never be forgotten: its record stream would be refused.
+    #[error(
+        "event `{event_name}` for {stream} names a data subject of {bytes} bytes, over the {max} bytes a subject \
+         may have on this store (max_stream_id_bytes, plus one): it could never be forgotten"
+    )]
+    SubjectTooLong {
+        /// The stream written.
+        stream: StreamId,
+        /// The event's stored name.
+        event_name: String,
+        /// The subject's length in bytes.
+        bytes: usize,
+        /// The longest subject the store takes.
+        max: usize,
+    },
     /// The key store refused or failed (a forgotten subject, an outage).
     #[error(transparent)]
     Keys(#[from] KeyStoreError),

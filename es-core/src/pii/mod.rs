@@ -19,7 +19,9 @@
 //!   [`Forgettable::Forgotten`] (never an error, never the plaintext), snapshots that held their
 //!   data are replayed over, and a [`SubjectForgotten`] event in the global log tells
 //!   projections to purge what they keep of the subject. Writing personal data of a forgotten
-//!   subject again is refused with a typed error.
+//!   subject again is refused with a typed error; carrying a field that reads as forgotten
+//!   forward is not (it holds no data). A subject named by a field must fit the store's stream
+//!   ids ([`PiiError::SubjectTooLong`]), so that it can always be forgotten.
 //!
 //! What it does not do: the subject's id (the stream, or the subject field) stays readable, as
 //! it must to find the key; a value is only as forgotten as every copy of its key (vacuum the
@@ -132,6 +134,12 @@ impl crate::Apply<SubjectForgotten> for ForgottenSubject {
 /// Stored events and snapshots hold it sealed; it reads as `Known` while its subject's key
 /// exists and as `Forgotten` once the subject was forgotten, so domain code handles a forgotten
 /// person like any other state, and loading never fails because of it.
+///
+/// A `Forgotten` value may be written, say by a command that carries a field forward after
+/// its subject was forgotten: it is no personal data, so it is stored as it is, with no key.
+///
+/// The [`Default`] is `Forgotten`: no value is known (an aggregate's state before its first
+/// event reads as forgotten too; `Option<Forgettable<T>>` tells "never given" apart).
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Forgettable<T> {
     /// The value.

@@ -106,6 +106,12 @@ pub(crate) fn forgotten() -> Value {
     json!({ FORGOTTEN: true })
 }
 
+/// Whether `value` is what a forgotten value reads as (and what `Forgettable::Forgotten` is
+/// written as).
+pub(crate) fn is_forgotten(value: &Value) -> bool {
+    *value == forgotten()
+}
+
 /// The associated data of field `field` of event `event_id`.
 pub(crate) fn field_context(event_id: uuid::Uuid, field: &str) -> Vec<u8> {
     let mut context = event_id.as_bytes().to_vec();

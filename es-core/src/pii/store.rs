@@ -103,55 +103,46 @@ impl<S, K: KeyStore> PiiStore<S, K> {
 
     /// Seals the personal fields of `events` for `stream`, and records which subjects the
     /// stream now holds data of.
-    async fn seal_batch(&self, stream: &StreamId, events: &mut [NewEvent]) -> StoreResult<()> {
-        let mut keys: HashMap<String, SubjectKey> = HashMap::new();
-        for event in events.iter_mut() {
-            let Some((fields, subject_field)) = self.personal_fields(stream, &event.event_name) else {
-                continue;
-            };
-            let mut payload: Value = serde_json::from_slice(&event.payload).map_err(|_| PiiError::NotAnObject {
-                stream: stream.clone(),
-                event_name: event.event_name.clone(),
-            })?;
-            let Some(object) = seal::fields(&mut payload) else {
-                return Err(PiiError::NotAnObject {
-                    stream: stream.clone(),
-                    event_name: event.event_name.clone(),
-                }
-                .into());
-            };
-            let subject = match subject_field {
-                None => stream_subject(stream),
-                Some(field) => match object.get(field) {
-                    Some(Value::String(subject)) => subject.clone(),
-                    Some(Value::Number(subject)) => subject.to_string(),
-                    _ => {
-                        return Err(PiiError::NoSubject {
-                            stream: stream.clone(),
-                            event_name: event.event_name.clone(),
-                            field,
-                        }
-                        .into())
-                    }
-                },
-            };
-            if !keys.contains_key(&subject) {
-                let key = self.keys.key_for_writing(&subject).await?;
-                keys.insert(subject.clone(), key);
+    ///
+    /// Nothing is written to the key store for a batch the store would refuse: the batch is
+    /// sealed first (with a provisional key for a subject that has none yet) and checked
+    /// against the store's limits, and only then are keys created (and such fields sealed
+    /// again with them) and streams noted.
+    async fn seal_batch(&self, stream: &StreamId, events: &mut [NewEvent], limits: Limits) -> StoreResult<()> {
+        let mut planned = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            if let Some(plan) = self.plan_sealing(stream, event, limits)? {
+                planned.push((index, plan));
             }
-            let Some(key) = keys.get(&subject) else {
-                continue;
-            };
-            for field in fields {
-                if let Some(value) = object.get_mut(*field) {
-                    *value = seal::seal(key, &subject, &seal::field_context(event.event_id, field), value)
-                        .map_err(|seal::TooLong| PiiError::TooLong { stream: stream.clone() })?;
-                }
-            }
-            event.payload = payload.to_string().into_bytes();
         }
-        for subject in keys.keys() {
-            let pair = (subject.clone(), stream.clone());
+        if planned.is_empty() {
+            return Ok(());
+        }
+        let subjects: BTreeSet<&str> = planned.iter().map(|(_, plan)| plan.subject.as_str()).collect();
+        let wanted: Vec<&str> = subjects.iter().copied().collect();
+        let mut keys = self.keys.keys(&wanted).await?;
+        let provisional: Vec<String> = subjects
+            .iter()
+            .filter(|subject| !keys.contains_key(**subject))
+            .map(|subject| (*subject).to_owned())
+            .collect();
+        for subject in &provisional {
+            keys.insert(subject.clone(), SubjectKey::generate());
+        }
+        for (index, plan) in &planned {
+            events[*index].payload = plan.sealed(stream, &keys)?;
+        }
+        limits.check_append(stream, events)?;
+        if !provisional.is_empty() {
+            for subject in &provisional {
+                keys.insert(subject.clone(), self.keys.key_for_writing(subject).await?);
+            }
+            for (index, plan) in planned.iter().filter(|(_, plan)| provisional.contains(&plan.subject)) {
+                events[*index].payload = plan.sealed(stream, &keys)?;
+            }
+        }
+        for subject in subjects {
+            let pair = (subject.to_owned(), stream.clone());
             if self.noted().contains(&pair) {
                 continue;
             }
@@ -163,6 +154,63 @@ impl<S, K: KeyStore> PiiStore<S, K> {
             noted.insert(pair);
         }
         Ok(())
+    }
+
+    /// What of `event` must be sealed, for which subject; `None` when nothing: an event
+    /// without personal fields, or whose personal fields all read as forgotten already (a
+    /// forgotten value carried forward is no personal data, and needs no key).
+    fn plan_sealing(&self, stream: &StreamId, event: &NewEvent, limits: Limits) -> StoreResult<Option<Sealing>> {
+        let Some((fields, subject_field)) = self.personal_fields(stream, &event.event_name) else {
+            return Ok(None);
+        };
+        let not_an_object = || PiiError::NotAnObject {
+            stream: stream.clone(),
+            event_name: event.event_name.clone(),
+        };
+        let payload: Value = serde_json::from_slice(&event.payload).map_err(|_| not_an_object())?;
+        let Some(object) = payload.as_object() else {
+            return Err(not_an_object().into());
+        };
+        let sealed: Vec<&'static str> = fields
+            .iter()
+            .copied()
+            .filter(|field| object.get(*field).is_some_and(|value| !seal::is_forgotten(value)))
+            .collect();
+        if sealed.is_empty() {
+            return Ok(None);
+        }
+        let subject = match subject_field {
+            None => stream_subject(stream),
+            Some(field) => match object.get(field) {
+                Some(Value::String(subject)) => subject.clone(),
+                Some(Value::Number(subject)) => subject.to_string(),
+                _ => {
+                    return Err(PiiError::NoSubject {
+                        stream: stream.clone(),
+                        event_name: event.event_name.clone(),
+                        field,
+                    }
+                    .into())
+                }
+            },
+        };
+        // A subject whose record stream the store would refuse could never be forgotten.
+        let record = StreamId::new(FORGOTTEN_SUBJECTS, subject.as_str());
+        if let Err(StoreError::LimitExceeded(exceeded)) = limits.check_append(&record, &[]) {
+            return Err(PiiError::SubjectTooLong {
+                stream: stream.clone(),
+                event_name: event.event_name.clone(),
+                bytes: subject.len(),
+                max: exceeded.max.saturating_add(1),
+            }
+            .into());
+        }
+        Ok(Some(Sealing {
+            event_id: event.event_id,
+            payload,
+            fields: sealed,
+            subject,
+        }))
     }
 
     fn noted(&self) -> std::sync::MutexGuard<'_, HashSet<(String, StreamId)>> {
@@ -222,14 +270,43 @@ impl<S, K: KeyStore> PiiStore<S, K> {
     }
 }
 
+/// The personal fields of one event to seal, and for whom.
+struct Sealing {
+    event_id: Uuid,
+    /// The payload as written, its fields in plain text.
+    payload: Value,
+    fields: Vec<&'static str>,
+    subject: String,
+}
+
+impl Sealing {
+    /// The payload with its fields sealed under the subject's key in `keys`.
+    fn sealed(&self, stream: &StreamId, keys: &HashMap<String, SubjectKey>) -> Result<Vec<u8>, PiiError> {
+        let mut payload = self.payload.clone();
+        if let (Some(key), Some(object)) = (keys.get(&self.subject), seal::fields(&mut payload)) {
+            for field in &self.fields {
+                if let Some(value) = object.get_mut(*field) {
+                    *value = seal::seal(key, &self.subject, &seal::field_context(self.event_id, field), value)
+                        .map_err(|seal::TooLong| PiiError::TooLong { stream: stream.clone() })?;
+                }
+            }
+        }
+        Ok(payload.to_string().into_bytes())
+    }
+}
+
 impl<S: EventStore, K: KeyStore> PiiStore<S, K> {
     /// Forgets data subject `subject` (`"<aggregate type>/<aggregate id>"` for a stream, else
     /// the subject field's value): destroys its key, so that every value sealed for it reads as
     /// forgotten from now on, and appends a [`SubjectForgotten`] event to the stream
     /// ([`FORGOTTEN_SUBJECTS`], `subject`) for projections. Whether the subject had a key.
-    /// Forgetting again does no harm.
+    ///
+    /// Forgetting again does no harm: the key stays gone and another [`SubjectForgotten`] event
+    /// is appended (projections purge again, finding nothing). A subject never seen gets the
+    /// event too, returns `false`, and its personal data is refused from then on. The event
+    /// is checked against the store's limits before the key is destroyed; when the append
+    /// fails after that (an outage), forgetting again appends it.
     pub async fn forget(&self, subject: &str) -> StoreResult<bool> {
-        let had_key = self.keys.forget(subject).await?;
         let forgotten = SubjectForgotten {
             subject: subject.to_owned(),
         };
@@ -241,13 +318,13 @@ impl<S: EventStore, K: KeyStore> PiiStore<S, K> {
             payload,
             metadata: Metadata::new(),
         };
-        self.inner
-            .append(
-                &StreamId::new(FORGOTTEN_SUBJECTS, subject),
-                ExpectedVersion::Any,
-                vec![event],
-            )
-            .await?;
+        let record = StreamId::new(FORGOTTEN_SUBJECTS, subject);
+        let events = vec![event];
+        // Refused before the key is destroyed: a key gone without its event would leave
+        // projections never told.
+        self.inner.limits().check_append(&record, &events)?;
+        let had_key = self.keys.forget(subject).await?;
+        self.inner.append(&record, ExpectedVersion::Any, events).await?;
         Ok(had_key)
     }
 }
@@ -299,7 +376,7 @@ impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
         expected: ExpectedVersion,
         mut events: Vec<NewEvent>,
     ) -> StoreResult<AppendOutcome> {
-        self.seal_batch(stream, &mut events).await?;
+        self.seal_batch(stream, &mut events, self.inner.limits()).await?;
         self.inner.append(stream, expected, events).await
     }
 

@@ -15,6 +15,14 @@ use crate::metadata::Metadata;
 /// aggregate id together. A batch's bytes are the sum, over its events, of payload, metadata and
 /// event name.
 ///
+/// The streams the framework keeps about another stream or a data subject, ([`STREAM_LIFECYCLE`],
+/// `"<type>/<id>"`) and ([`FORGOTTEN_SUBJECTS`], subject), are measured as the stream or subject
+/// they name: their aggregate id alone, less the one `/` byte of `"<type>/<id>"`. So every
+/// stream a store accepts can also be tombstoned, archived, deleted and forgotten.
+///
+/// [`STREAM_LIFECYCLE`]: crate::lifecycle::STREAM_LIFECYCLE
+/// [`FORGOTTEN_SUBJECTS`]: crate::pii::FORGOTTEN_SUBJECTS
+///
 /// | limit | default | why |
 /// |---|---:|---|
 /// | [`max_payload_bytes`](Limits::max_payload_bytes) | 1 MiB | facts, not documents: a file goes to a blob store |
@@ -177,8 +185,7 @@ impl Limits {
     pub fn check_append(&self, stream: &StreamId, events: &[NewEvent]) -> Result<(), StoreError> {
         no_nul(stream, "the aggregate type", &stream.aggregate_type)?;
         no_nul(stream, "the aggregate id", &stream.aggregate_id)?;
-        let stream_id_bytes = stream.aggregate_type.len().saturating_add(stream.aggregate_id.len());
-        self.within(stream, Limit::StreamIdBytes, None, stream_id_bytes)?;
+        self.within(stream, Limit::StreamIdBytes, None, stream_id_bytes(stream))?;
         self.within(stream, Limit::BatchEvents, None, events.len())?;
         let mut batch_bytes = 0usize;
         let mut previous: Option<(&Metadata, usize)> = None;
@@ -219,6 +226,18 @@ impl Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self::DEFAULT
+    }
+}
+
+/// The bytes of `stream`'s id that count against [`Limits::max_stream_id_bytes`]: see
+/// [`Limits`] for the framework's record streams, measured as what they name.
+fn stream_id_bytes(stream: &StreamId) -> usize {
+    let names_another =
+        [crate::lifecycle::STREAM_LIFECYCLE, crate::pii::FORGOTTEN_SUBJECTS].contains(&stream.aggregate_type.as_str());
+    if names_another {
+        stream.aggregate_id.len().saturating_sub(1)
+    } else {
+        stream.aggregate_type.len().saturating_add(stream.aggregate_id.len())
     }
 }
 
