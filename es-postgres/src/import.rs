@@ -44,6 +44,9 @@ pub struct ImportedEvent {
     /// Its metadata: the well-known fields and the application's own.
     pub metadata: Metadata,
     /// When it was originally recorded, stored as `recorded_at` (to the microsecond, truncated).
+    /// Kept as given, even when it goes back in time along its stream (legacy clocks do):
+    /// time travel by instant then gives the longest prefix of the stream recorded by the
+    /// instant ([`AsOf::Instant`](es_core::AsOf::Instant)).
     pub recorded_at: DateTime<Utc>,
 }
 

@@ -882,7 +882,6 @@ async fn a_stale_or_unreadable_snapshot_falls_back_to_replay() {
 /// import must refuse the history with a typed error): the stores keep `recorded_at` growing
 /// within a stream for exactly this ("time travel by instant agrees with the global order").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: an imported stream whose recorded_at is not monotonic makes load_at_instant fail with NonContiguousStream"]
 async fn time_travel_on_an_imported_history_whose_timestamps_are_out_of_order() {
     use chrono::TimeZone;
     bounded(async {

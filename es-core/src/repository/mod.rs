@@ -55,7 +55,11 @@ pub enum AsOf {
     Latest,
     /// The state after the last event at or below this version.
     Version(u64),
-    /// The state after the last event recorded at or before this instant.
+    /// The state after the last event recorded at or before this instant: the longest
+    /// prefix of the stream recorded by then. (The same thing on a stream the store stamped;
+    /// on a history imported with timestamps that go back, the replay stops before the first
+    /// event recorded after the instant. A snapshot is used when its last event was recorded
+    /// by then.)
     Instant(DateTime<Utc>),
 }
 

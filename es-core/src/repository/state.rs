@@ -162,6 +162,11 @@ where
         let mut failure = None;
         let mut apply = |event: ReplayedEvent<'_>| {
             let expected = state.version + 1;
+            if event.version > expected && matches!(as_of, AsOf::Instant(_)) {
+                // An event in between was recorded after the instant (imported timestamps that
+                // go back): the state at the instant is the prefix before it.
+                return ControlFlow::Break(());
+            }
             if event.version != expected {
                 failure = Some(RepositoryError::NonContiguousStream {
                     stream: stream.clone(),

@@ -184,7 +184,11 @@ impl StreamSlice {
         self
     }
 
-    /// Stops at the last event recorded at or before `instant`.
+    /// Leaves out the events recorded after `instant`. Stores stamp events in stream order,
+    /// so this is where the stream stood at `instant`; a history imported with its original
+    /// timestamps may go back in time along a stream, and then the events kept need not be a
+    /// prefix of it (time travel by instant, [`AsOf::Instant`](crate::AsOf::Instant), takes
+    /// the prefix).
     pub fn recorded_until(mut self, instant: DateTime<Utc>) -> Self {
         self.recorded_until = Some(instant);
         self
