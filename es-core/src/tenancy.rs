@@ -58,7 +58,8 @@ use crate::lifecycle::StreamLifecycle;
 use crate::memory::InMemoryStore;
 use crate::store::{GlobalLog, SnapshotStore, StoreResult, StreamCatalog};
 
-/// The longest tenant id: short enough for a PostgreSQL schema name beside the main schema's.
+/// The longest tenant id: short enough for a PostgreSQL schema name, `<main>__<tenant>`, beside a
+/// main schema of up to 31 bytes.
 pub const MAX_TENANT_ID_BYTES: usize = 30;
 
 /// A tenant's id: 1 to [`MAX_TENANT_ID_BYTES`] of lowercase ASCII letters, digits and single

@@ -24,6 +24,22 @@ pub enum PostgresError {
         /// The rejected name.
         name: String,
     },
+    /// A tenant's schema, `<main schema>__<tenant>`, would be longer than PostgreSQL's 63
+    /// bytes: the main schema leaves `room` bytes for tenant ids (a main schema of up to 31
+    /// bytes leaves room for every [`TenantId`](es_core::tenancy::TenantId)).
+    #[error(
+        "tenant `{tenant}` cannot have a schema beside the main schema `{schema}`: `{schema}__{tenant}` is over \
+         PostgreSQL's 63 bytes, and this main schema leaves room for tenant ids of at most {room} bytes (use a \
+         shorter main schema, or shorter tenant ids)"
+    )]
+    TenantSchemaTooLong {
+        /// The main schema.
+        schema: String,
+        /// The tenant id.
+        tenant: String,
+        /// The longest tenant id this main schema leaves room for.
+        room: usize,
+    },
     /// A connection URL does not parse, or a connection other than the store's first failed
     /// (the one [`PostgresStore::wake_up`](crate::PostgresStore::wake_up) listens on).
     #[error("cannot connect to PostgreSQL: {0}")]

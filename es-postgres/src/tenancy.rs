@@ -11,6 +11,9 @@ use es_core::StoreResult;
 use crate::fault::store_error;
 use crate::PostgresStore;
 
+/// PostgreSQL's longest identifier (NAMEDATALEN - 1).
+const MAX_SCHEMA_BYTES: usize = 63;
+
 /// The stores of the tenants a store has opened.
 pub(crate) type OpenTenants = Arc<Mutex<BTreeMap<TenantId, PostgresStore>>>;
 
@@ -25,6 +28,10 @@ impl PostgresStore {
 /// tenant's store names its schema, and no query can reach another tenant's tables. The first
 /// [`tenant`](TenantStores::tenant) call of a process migrates the schema and records the
 /// tenant; later calls return the kept store.
+///
+/// A tenant's schema name is at most 63 bytes, like every PostgreSQL identifier: a main schema
+/// of up to 31 bytes takes every [`TenantId`]; a longer one refuses the tenant ids it leaves no
+/// room for with [`PostgresError::TenantSchemaTooLong`](crate::PostgresError::TenantSchemaTooLong).
 #[async_trait]
 impl TenantStores for PostgresStore {
     type Store = PostgresStore;
@@ -33,7 +40,16 @@ impl TenantStores for PostgresStore {
         if let Some(store) = self.tenants.lock().unwrap_or_else(PoisonError::into_inner).get(tenant) {
             return Ok(store.clone());
         }
-        let store = self.clone().with_schema(&self.tenant_schema(tenant))?;
+        let schema = self.tenant_schema(tenant);
+        if schema.len() > MAX_SCHEMA_BYTES {
+            return Err(crate::PostgresError::TenantSchemaTooLong {
+                schema: self.schema().to_owned(),
+                tenant: tenant.to_string(),
+                room: MAX_SCHEMA_BYTES.saturating_sub(self.schema().len() + 2),
+            }
+            .into());
+        }
+        let store = self.clone().with_schema(&schema)?;
         store.migrate().await?;
         sqlx::query(&self.sql.lifecycle.register_tenant)
             .bind(tenant.as_str())

@@ -44,6 +44,25 @@ use crate::{parking, sql, SqliteStore};
 /// ([`RunnerOptions::batch_size`](es_core::RunnerOptions)); effects outside the file (calls to
 /// other services) belong in a projection with another checkpoint store.
 ///
+/// For the same reason a handler must never write to this file **through the store**: a
+/// command ([`Repository::execute`](es_core::Repository::execute)), an append, a snapshot.
+/// Such a write waits for SQLite's write lock, which the handler's own unit holds until the
+/// handler returns: it fails after the busy timeout with [`SqliteError::Busy`], which the
+/// runner takes for an outage and retries. A projection that sends commands (a saga, a process
+/// manager) keeps its checkpoints in **another file**, whose lock its units hold while the
+/// commands write to the events' file:
+///
+/// ```no_run
+/// # async fn saga() -> Result<(), es_sqlite::SqliteError> {
+/// let events = es_sqlite::SqliteStore::open("events.db").await?;
+/// let saga_state = es_sqlite::SqliteStore::open("events-saga.db").await?;
+/// saga_state.migrate().await?;
+/// let checkpoints = saga_state.checkpoints();
+/// // ProjectionRunner::new(saga, events.clone(), checkpoints): its handlers run commands on
+/// // a Repository over `events`.
+/// # let _ = (events, checkpoints); Ok(()) }
+/// ```
+///
 /// # The claim
 ///
 /// A runner claims a projection by locking a file of the projection's own beside the database

@@ -1409,10 +1409,62 @@ async fn the_longest_tenant_id_gets_a_store_on_sqlite() {
     on_sqlite(the_longest_tenant_id_gets_a_store).await;
 }
 
+/// On PostgreSQL a tenant is the schema `<main>__<tenant>`, at most 63 bytes: the longest id
+/// gets a store beside a main schema of up to 31 bytes, as `MAX_TENANT_ID_BYTES` says; beside a
+/// longer main schema an id it leaves no room for is refused with a typed error that says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a valid 30-byte TenantId is refused as StoreError::Backend(InvalidSchemaName) under a 40-character main schema that with_schema accepted"]
 async fn the_longest_tenant_id_gets_a_store_on_postgres() {
-    on_postgres(the_longest_tenant_id_gets_a_store).await;
+    bounded(async {
+        let schema = TestDatabase::get()
+            .expect("PostgreSQL")
+            .schema()
+            .await
+            .expect("a schema");
+        let short = format!("pr_{}", &Uuid::now_v7().simple().to_string()[..28]);
+        assert_eq!(short.len(), 31);
+        let main = schema.store().clone().with_schema(&short).expect("a 31-byte schema");
+        main.migrate().await.expect("migrated");
+        let longest = TenantId::new("t".repeat(MAX_TENANT_ID_BYTES)).expect("the longest valid id");
+        let outcome = async {
+            let store = main
+                .tenant(&longest)
+                .await
+                .expect("the longest id beside a 31-byte main schema");
+            store
+                .append(
+                    &customer("C-1"),
+                    ExpectedVersion::NoStream,
+                    vec![raw("NoteAdded", r#"{"text":"x"}"#)],
+                )
+                .await
+                .expect("an append in the tenant");
+            assert_eq!(main.tenants().await.expect("tenants"), vec![longest.clone()]);
+
+            // The test schema's name is longer than 31 bytes: it leaves less room.
+            let long_main = schema.store();
+            assert!(long_main.schema().len() > 31, "{}", long_main.schema());
+            match long_main.tenant(&longest).await {
+                Err(StoreError::Backend(error)) => {
+                    let message = error.to_string();
+                    assert!(
+                        message.contains("over PostgreSQL's 63 bytes") && message.contains("at most"),
+                        "{message}"
+                    );
+                }
+                Err(other) => panic!("refused, but as {other:?}"),
+                Ok(_) => panic!("a schema name over 63 bytes"),
+            }
+        }
+        .await;
+        for dropped in [main.tenant_schema(&longest), short.clone()] {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {dropped} CASCADE"))
+                .execute(main.pool())
+                .await
+                .expect("dropping the test's schemas");
+        }
+        outcome
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
