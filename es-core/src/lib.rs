@@ -125,6 +125,29 @@
 //! A missing step is a compile error, a version newer than the code is a typed
 //! [`DecodeError::SchemaVersionTooNew`], and a payload at the current version decodes straight
 //! from its bytes.
+//!
+//! # Metrics and traces
+//!
+//! es-core records through the [`metrics`](https://docs.rs/metrics/0.24) facade (0.24) and
+//! [`tracing`](https://docs.rs/tracing): nothing is exported until the application installs a
+//! recorder (e.g. `metrics-exporter-prometheus`) and a subscriber. The metrics:
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `es_projection_events_handled_total` | counter | `projection`, `aggregate_type`, `event` | events a projection handled and committed |
+//! | `es_projection_events_skipped_total` | counter | `projection`, `aggregate_type`, `event` | events skipped (unknown, by policy) |
+//! | `es_projection_events_parked_total` | counter | `projection`, `aggregate_type`, `event` | events parked after failing |
+//! | `es_projection_failures_total` | counter | `projection`, `kind` (`handler`, `decode`, `transient`) | failures, retried or not |
+//! | `es_projection_lag_events` | gauge | `projection` | events between the checkpoint and the head |
+//! | `es_projection_lag_seconds` | gauge | `projection` | age of the oldest event not yet handled |
+//! | `es_projection_unavailable` | gauge | `projection` | 1 while the runner waits out an outage |
+//! | `es_projection_batch_seconds` | histogram | `projection` | how long a unit of work was open |
+//! | `es_projection_commit_seconds` | histogram | `projection` | how long its commit took |
+//! | `es_aggregate_events_skipped_total` | counter | `aggregate_type` | unknown events a repository skipped on load |
+//!
+//! Commands run in an `execute` span (aggregate type and id, command and correlation ids), loads in
+//! a `load` span, and a projection handles each event in a span carrying the ids of the
+//! command that wrote it.
 
 #![warn(missing_docs)]
 

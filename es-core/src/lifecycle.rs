@@ -15,6 +15,11 @@
 //! projections are told: a projection that lists [`STREAM_LIFECYCLE`] among its aggregate types
 //! and [`StreamLifecycleEvent`] among its events purges a deleted stream's rows.
 //!
+//! **Retries across a close.** A batch sent again whose events were stored before the stream
+//! was tombstoned is answered as stored (`already_stored`), as on an open stream, so a client
+//! retrying after a lost answer gets its original outcome; once the stream is archived or
+//! deleted its events are no longer where appends look, and the batch is refused as closed.
+//!
 //! **Archived events and rebuilds.** Archiving moves a stream's events out of the table that
 //! stream reads and appends use, and keeps their global positions: the global log
 //! ([`GlobalLog`](crate::GlobalLog)) still lists them in order, so a projection rebuilt after an

@@ -23,6 +23,11 @@
 //!   forward is not (it holds no data). A subject named by a field must fit the store's stream
 //!   ids ([`PiiError::SubjectTooLong`]), so that it can always be forgotten.
 //!
+//! **Sizes.** The store's [`Limits`](crate::Limits) apply to what is stored: a sealed field is
+//! its JSON text encrypted and base64-encoded (about 4/3 of it) in an object with its nonce and
+//! subject (about 80 bytes more), so a payload with large personal fields reaches
+//! `max_payload_bytes` sooner than its plaintext suggests.
+//!
 //! What it does not do: the subject's id (the stream, or the subject field) stays readable, as
 //! it must to find the key; a value is only as forgotten as every copy of its key (vacuum the
 //! key table, mind WAL archives and backups of the key store); a field of a shape that is not

@@ -146,7 +146,8 @@ pub struct RunnerOptions {
     /// The most events read (and committed) per unit of work. After a failed batch the next
     /// one is half as large, down to one event; each success doubles it back up to this.
     pub batch_size: usize,
-    /// How often a caught-up runner looks for new events when no wake-up comes.
+    /// How often a caught-up runner looks for new events when no wake-up comes. Default:
+    /// 500 ms.
     pub poll_interval: Duration,
     /// What to do when a handler fails. Default: 3 tries in a row, 200 ms apart, then stop.
     pub failure: FailurePolicy,

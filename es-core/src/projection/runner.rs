@@ -206,6 +206,11 @@ where
 
     /// Claims the projection, handles the parked events an operator asked to retry, then
     /// handles events until it has caught up with the head.
+    ///
+    /// The head is what [`GlobalLog::read_all`] returns now: on PostgreSQL an event committed
+    /// just before may lie beyond it while another write transaction in the cluster is open.
+    /// To be sure a given position is handled, call again until the returned checkpoint
+    /// reaches it, or wait with [`wait_for_checkpoint`](crate::wait_for_checkpoint).
     pub async fn catch_up(&self) -> Result<CatchUp, ProjectionError> {
         let mut pacing = Pacing::new(self.name, self.options);
         let mut claim = self.claim(&mut pacing).await?;

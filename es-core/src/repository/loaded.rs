@@ -163,7 +163,9 @@ where
     /// written and the recorded events stay pending (load again and redo the change). Saves are
     /// idempotent: a save that failed with an outage may be called again as it is, and a
     /// request sent again with the same [`Metadata::with_command_id`] is answered with
-    /// [`Saved::already_stored`] instead of being appended twice.
+    /// [`Saved::already_stored`] instead of being appended twice. Such a `Saved` describes the
+    /// original save (its events and the version after them), and `aggregate` takes the state
+    /// right after those events, whatever was appended since.
     pub async fn save(&self, aggregate: &mut Loaded<A>, metadata: Metadata) -> Result<Saved, RepositoryError> {
         let metadata = match aggregate.command_id {
             Some(kept) if metadata.command_id.is_none() => metadata.with_command_id(kept),

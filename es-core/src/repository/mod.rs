@@ -162,8 +162,13 @@ where
         self
     }
 
-    /// Takes a snapshot whenever a command carries the stream past a multiple of `events`.
-    /// `0` turns snapshots off.
+    /// Takes a snapshot whenever a command ([`Repository::execute`] and its kin, or
+    /// [`Repository::save`]) carries the stream past a multiple of `events`. `0` turns
+    /// snapshots off.
+    ///
+    /// A snapshot is an optimisation: one that cannot be taken (a state serde_json cannot
+    /// write, such as a map with non-string keys, or a failed save) is logged as a warning and
+    /// skipped, and the command succeeds all the same.
     ///
     /// The snapshots go to the same store, which must also be a [`SnapshotStore`]; without
     /// this call the repository never touches snapshots and needs no `SnapshotStore`.

@@ -305,6 +305,10 @@ pub trait EventStore: Send + Sync {
     }
 
     /// Reads the events of `stream` within `slice`, in version order.
+    ///
+    /// The stream is a `futures` stream: consume it with `futures_util::TryStreamExt` (e.g.
+    /// `try_collect`, `try_next`), or let [`EventStore::replay_stream`] or
+    /// [`Repository::events`](crate::Repository::events) do it.
     fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice)
         -> BoxStream<'a, StoreResult<RecordedEvent>>;
 
@@ -378,6 +382,13 @@ pub trait GlobalLog: Send + Sync {
     /// Never skips an event: if it returns an event at position `p`, every event with a lower
     /// position that will ever be visible has already been returned by a read with a lower
     /// `after`. Start from `after = 0`.
+    ///
+    /// The price of that guarantee: a read returns nothing past an event whose transaction may
+    /// still commit. On PostgreSQL that is any write transaction open in the cluster, so a read
+    /// right after this process's own append may not return it yet while another writer's
+    /// transaction is open (see es-postgres's docs on the visibility horizon). To read your own
+    /// writes, wait for their position: [`ProjectionRunner::progress`](crate::ProjectionRunner)
+    /// or [`wait_for_checkpoint`](crate::wait_for_checkpoint).
     async fn read_all(&self, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>>;
 
     /// Reads up to `limit` events after `after` that pass `filter`, deciding by aggregate type
