@@ -2357,34 +2357,7 @@ async fn read_your_writes_on_a_balance_projection_on_sqlite() {
 
         // Another process, which does not run the projection, polls the checkpoint instead.
         let other = SqliteStore::open(store.path()).await.unwrap();
-        let head = store.read_all(0, 1000).await.unwrap().last().unwrap().position;
-        let reached = wait_for_checkpoint(
-            &other.checkpoints(),
-            "account-balances",
-            head,
-            Duration::from_millis(10),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-        assert!(reached >= head);
-
-        let far = head + (1 << 40);
-        let timed_out = progress.wait_for(far, Duration::from_millis(100)).await;
-        assert!(
-            matches!(timed_out, Err(es_core::WaitError::Timeout { .. })),
-            "{timed_out:?}"
-        );
-        let _ = stop.send(());
-        running.await.unwrap().unwrap();
-        // The runner is gone: waiting says so at once rather than running out the clock.
-        let started = std::time::Instant::now();
-        let stopped = progress.wait_for(far, Duration::from_secs(5)).await;
-        assert!(
-            matches!(stopped, Err(es_core::WaitError::Stopped { .. })),
-            "{stopped:?}"
-        );
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        waiting_ends_as_documented(&store, &other.checkpoints(), &progress, stop, running).await;
     })
     .await
 }
@@ -2437,36 +2410,48 @@ async fn read_your_writes_on_a_balance_projection_on_postgres() {
             .unwrap()
             .with_schema(store.schema())
             .unwrap();
-        let head = store.read_all(0, 1000).await.unwrap().last().unwrap().position;
-        let reached = wait_for_checkpoint(
-            &other.checkpoints(),
-            "account-balances",
-            head,
-            Duration::from_millis(10),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-        assert!(reached >= head);
-
-        let far = head + (1 << 40);
-        let timed_out = progress.wait_for(far, Duration::from_millis(100)).await;
-        assert!(
-            matches!(timed_out, Err(es_core::WaitError::Timeout { .. })),
-            "{timed_out:?}"
-        );
-        let _ = stop.send(());
-        running.await.unwrap().unwrap();
-        // The runner is gone: waiting says so at once rather than running out the clock.
-        let started = std::time::Instant::now();
-        let stopped = progress.wait_for(far, Duration::from_secs(5)).await;
-        assert!(
-            matches!(stopped, Err(es_core::WaitError::Stopped { .. })),
-            "{stopped:?}"
-        );
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        waiting_ends_as_documented(&store, &other.checkpoints(), &progress, stop, running).await;
     })
     .await
+}
+
+/// Read-your-writes from another process (`wait_for_checkpoint` on its own checkpoint store
+/// reaches the head), a wait past the head times out, and once the runner stops, waiting says so
+/// at once rather than running out the clock.
+async fn waiting_ends_as_documented<C: es_core::CheckpointStore>(
+    store: &impl GlobalLog,
+    other: &C,
+    progress: &es_core::ProjectionProgress,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<Result<(), es_core::ProjectionError>>,
+) {
+    let head = store.read_all(0, 1000).await.unwrap().last().unwrap().position;
+    let reached = wait_for_checkpoint(
+        other,
+        "account-balances",
+        head,
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(reached >= head);
+
+    let far = head + (1 << 40);
+    let timed_out = progress.wait_for(far, Duration::from_millis(100)).await;
+    assert!(
+        matches!(timed_out, Err(es_core::WaitError::Timeout { .. })),
+        "{timed_out:?}"
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    let started = std::time::Instant::now();
+    let stopped = progress.wait_for(far, Duration::from_secs(5)).await;
+    assert!(
+        matches!(stopped, Err(es_core::WaitError::Stopped { .. })),
+        "{stopped:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
 /// The daily-volume projection's view: money moving.

@@ -674,16 +674,6 @@ async fn forgetting_hides_personal_data_everywhere<B: Backend>(backend: B) {
     assert_eq!(other.name.known().map(String::as_str), Some(OTHER_NAME));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forgetting_hides_personal_data_everywhere_on_sqlite() {
-    on_sqlite(forgetting_hides_personal_data_everywhere).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forgetting_hides_personal_data_everywhere_on_postgres() {
-    on_postgres(forgetting_hides_personal_data_everywhere).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // 2. Forgetting twice, forgetting a subject the store never saw.
 // ---------------------------------------------------------------------------------------------
@@ -743,16 +733,6 @@ async fn forgetting_twice_and_unknown_subjects<B: Backend>(backend: B) {
             "forgetting an unknown subject told projections {n} time(s), then its personal data was: {outcome:?}"
         ),
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forgetting_twice_and_unknown_subjects_on_sqlite() {
-    on_sqlite(forgetting_twice_and_unknown_subjects).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forgetting_twice_and_unknown_subjects_on_postgres() {
-    on_postgres(forgetting_twice_and_unknown_subjects).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -851,16 +831,6 @@ async fn a_subject_named_by_a_field<B: Backend>(backend: B) {
         .await;
     assert!(matches!(refused, Err(StoreError::Pii(_))), "{refused:?}");
     assert_eq!(store.stream_version(&stream).await.expect("version"), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subject_named_by_a_field_on_sqlite() {
-    on_sqlite(a_subject_named_by_a_field).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subject_named_by_a_field_on_postgres() {
-    on_postgres(a_subject_named_by_a_field).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1153,16 +1123,6 @@ async fn closing_streams<B: Backend>(backend: B) {
     assert_eq!(customers.load("C-O").await.expect("open").version, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_streams_on_sqlite() {
-    on_sqlite(closing_streams).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_streams_on_postgres() {
-    on_postgres(closing_streams).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // 5. Closing and forgetting together.
 // ---------------------------------------------------------------------------------------------
@@ -1222,16 +1182,6 @@ async fn closing_and_forgetting<B: Backend>(backend: B) {
     for secret in [NAME, EMAIL, STREET] {
         assert!(!holds(&dump, secret), "`{secret}` is stored in plaintext");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_and_forgetting_on_sqlite() {
-    on_sqlite(closing_and_forgetting).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_and_forgetting_on_postgres() {
-    on_postgres(closing_and_forgetting).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1371,16 +1321,6 @@ async fn tenants_are_isolated<B: Backend>(backend: B) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_are_isolated_on_sqlite() {
-    on_sqlite(tenants_are_isolated).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenants_are_isolated_on_postgres() {
-    on_postgres(tenants_are_isolated).await;
-}
-
 /// es_core::tenancy: "`MAX_TENANT_ID_BYTES`: The longest tenant id: short enough for a
 /// PostgreSQL schema name beside the main schema's", and `TenantStores::tenant`: "The store of
 /// `tenant`, created (and migrated) on first use". Every valid id should get its store; here the
@@ -1402,11 +1342,6 @@ async fn the_longest_tenant_id_gets_a_store<B: Backend>(backend: B) {
         .await
         .expect("an append in the tenant");
     assert_eq!(main.tenants().await.expect("tenants"), vec![longest]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_longest_tenant_id_gets_a_store_on_sqlite() {
-    on_sqlite(the_longest_tenant_id_gets_a_store).await;
 }
 
 /// On PostgreSQL a tenant is the schema `<main>__<tenant>`, at most 63 bytes: the longest id
@@ -1607,16 +1542,6 @@ async fn idempotent_commands_and_metadata<B: Backend>(backend: B) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotent_commands_and_metadata_on_sqlite() {
-    on_sqlite(idempotent_commands_and_metadata).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotent_commands_and_metadata_on_postgres() {
-    on_postgres(idempotent_commands_and_metadata).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // 8. Large and unicode payloads at the documented limits.
 // ---------------------------------------------------------------------------------------------
@@ -1785,16 +1710,6 @@ async fn limits_hold_for_unicode_and_sealed_payloads<B: Backend>(backend: B) {
     assert_eq!(after.len(), 3, "{streams:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limits_hold_for_unicode_and_sealed_payloads_on_sqlite() {
-    on_sqlite(limits_hold_for_unicode_and_sealed_payloads).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limits_hold_for_unicode_and_sealed_payloads_on_postgres() {
-    on_postgres(limits_hold_for_unicode_and_sealed_payloads).await;
-}
-
 /// `StoreError::LimitExceeded`: "Nothing was written; retrying will not help"; `Limits`: "Every
 /// backend checks a batch against its limits before anything is written (before any lock or
 /// round trip)". Through a `PiiStore`, an append refused for its size should leave no key and
@@ -1828,16 +1743,6 @@ async fn a_refused_sealed_append_leaves_nothing<B: Backend>(backend: B) {
     );
     // Hence forgetting the subject, which never had data stored, says it had a key.
     assert!(!sealing.forget("customer/C-sealed").await.expect("forget"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_sealed_append_leaves_nothing_on_sqlite() {
-    on_sqlite(a_refused_sealed_append_leaves_nothing).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_sealed_append_leaves_nothing_on_postgres() {
-    on_postgres(a_refused_sealed_append_leaves_nothing).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1947,16 +1852,6 @@ async fn read_your_writes_and_lag<B: Backend>(backend: B) {
     assert_eq!(runner.lag().await.expect("lag").events_behind, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_your_writes_and_lag_on_sqlite() {
-    on_sqlite(read_your_writes_and_lag).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_your_writes_and_lag_on_postgres() {
-    on_postgres(read_your_writes_and_lag).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // 10. `es`-style reads of a forgotten lead (seed 004's Lead, the examples' command line).
 // ---------------------------------------------------------------------------------------------
@@ -2034,16 +1929,6 @@ async fn es_reads_of_a_forgotten_lead<B: Backend>(backend: B) {
     assert!(other.contains("Kept Person"), "another lead keeps its name: {other}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn es_reads_of_a_forgotten_lead_on_sqlite() {
-    on_sqlite(es_reads_of_a_forgotten_lead).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn es_reads_of_a_forgotten_lead_on_postgres() {
-    on_postgres(es_reads_of_a_forgotten_lead).await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // 11. Streams whose ids the store accepted, at the stream id limit.
 // ---------------------------------------------------------------------------------------------
@@ -2096,16 +1981,6 @@ async fn a_stream_at_the_id_limit_can_be_forgotten<B: Backend>(backend: B) {
     assert_eq!(model.read(|m| m.names.len()), 0, "the projection was told");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_at_the_id_limit_can_be_forgotten_on_sqlite() {
-    on_sqlite(a_stream_at_the_id_limit_can_be_forgotten).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_at_the_id_limit_can_be_forgotten_on_postgres() {
-    on_postgres(a_stream_at_the_id_limit_can_be_forgotten).await;
-}
-
 /// es_core::lifecycle: "removed for legal reasons by a deletion that leaves an audit record";
 /// `delete_stream`: "Removes the events of `stream` (hot or archived) and its snapshot, for
 /// legal reasons". A stream the store accepted can be tombstoned, archived and deleted.
@@ -2132,16 +2007,6 @@ async fn a_stream_at_the_id_limit_can_be_closed<B: Backend>(backend: B) {
         Err(error) => panic!("the stream cannot be erased: {error}"),
     }
     assert_eq!(store.stream_version(&stream).await.expect("version"), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_at_the_id_limit_can_be_closed_on_sqlite() {
-    on_sqlite(a_stream_at_the_id_limit_can_be_closed).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_at_the_id_limit_can_be_closed_on_postgres() {
-    on_postgres(a_stream_at_the_id_limit_can_be_closed).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2186,12 +2051,54 @@ async fn a_forgotten_value_can_be_carried_forward<B: Backend>(backend: B) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forgotten_value_can_be_carried_forward_on_sqlite() {
-    on_sqlite(a_forgotten_value_can_be_carried_forward).await;
+// ---------------------------------------------------------------------------------------------
+// Each scenario above, as a test on each backend.
+// ---------------------------------------------------------------------------------------------
+
+/// One `#[tokio::test]` per scenario in module `$backend`, running it through `$run`.
+macro_rules! scenario_tests {
+    ($backend:ident, $run:ident: $($scenario:ident),+ $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$run(super::$scenario).await;
+                }
+            )+
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forgotten_value_can_be_carried_forward_on_postgres() {
-    on_postgres(a_forgotten_value_can_be_carried_forward).await;
-}
+scenario_tests!(sqlite, on_sqlite:
+    forgetting_hides_personal_data_everywhere,
+    forgetting_twice_and_unknown_subjects,
+    a_subject_named_by_a_field,
+    closing_streams,
+    closing_and_forgetting,
+    tenants_are_isolated,
+    the_longest_tenant_id_gets_a_store,
+    idempotent_commands_and_metadata,
+    limits_hold_for_unicode_and_sealed_payloads,
+    a_refused_sealed_append_leaves_nothing,
+    read_your_writes_and_lag,
+    es_reads_of_a_forgotten_lead,
+    a_stream_at_the_id_limit_can_be_forgotten,
+    a_stream_at_the_id_limit_can_be_closed,
+    a_forgotten_value_can_be_carried_forward,
+);
+scenario_tests!(postgres, on_postgres:
+    forgetting_hides_personal_data_everywhere,
+    forgetting_twice_and_unknown_subjects,
+    a_subject_named_by_a_field,
+    closing_streams,
+    closing_and_forgetting,
+    tenants_are_isolated,
+    idempotent_commands_and_metadata,
+    limits_hold_for_unicode_and_sealed_payloads,
+    a_refused_sealed_append_leaves_nothing,
+    read_your_writes_and_lag,
+    es_reads_of_a_forgotten_lead,
+    a_stream_at_the_id_limit_can_be_forgotten,
+    a_stream_at_the_id_limit_can_be_closed,
+    a_forgotten_value_can_be_carried_forward,
+);
