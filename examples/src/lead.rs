@@ -151,17 +151,21 @@ impl LeadStatus {
 
 /// A sales lead's state, folded from its events.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, Aggregate)]
-#[aggregate(name = "lead", id = String, event = LeadEvent, snapshot_revision = 1)]
+#[aggregate(name = "lead", id = String, event = LeadEvent, snapshot_revision = 2)]
 pub struct Lead {
     /// Where the lead is in the funnel; `None` until it is initialized.
     pub status: Option<LeadStatus>,
-    /// The lead's current name.
+    /// The lead's current name: `Forgotten` once the lead was forgotten, and also before the
+    /// lead is initialized (`Forgettable`'s default; `status` tells the two apart).
     pub name: Forgettable<String>,
     /// The lead's current phone number.
     pub phone: Forgettable<String>,
-    /// The latest follow-up date scheduled, if any.
+    /// The follow-up date scheduled, while the lead is `FOLLOWUP_SET`: an order or a close
+    /// clears it, as the seed's state table shows (a converted or closed lead has none).
     pub followup_on: Option<DateTime<Utc>>,
-    /// The payment deadline of the latest order, if any was submitted.
+    /// The payment deadline of the latest order, if any was submitted. It is recorded for the
+    /// sales team (and the read models); the demo domain enforces no rule on it: a payment
+    /// confirmed after it still converts the lead.
     pub payment_deadline: Option<DateTime<Utc>>,
     /// How many times the lead was contacted.
     pub contacts: u32,
@@ -283,7 +287,9 @@ impl Lead {
     ///
     /// Rules: the lead must be initialized, not converted and not closed; the name and the phone,
     /// trimmed, must not be empty ([`LeadError::Empty`]); at least one of them must differ from
-    /// the current details ([`LeadError::NothingChanged`]).
+    /// the current details ([`LeadError::NothingChanged`]). Once the lead was forgotten, the
+    /// store refuses new personal data for it: the command fails with the store's
+    /// `PiiError::Keys(KeyStoreError::Forgotten)`, not with a `LeadError`.
     pub fn update_contact_details(&self, name: &str, phone: &str) -> Decision {
         self.active_status()?;
         let name = required(name, "the name")?;
@@ -380,6 +386,7 @@ impl Apply<ContactDetailsUpdated> for Lead {
 impl Apply<OrderSubmitted> for Lead {
     fn apply(&mut self, event: &OrderSubmitted) {
         self.status = Some(LeadStatus::PendingPayment);
+        self.followup_on = None;
         self.payment_deadline = Some(event.payment_deadline);
     }
 }
@@ -399,6 +406,7 @@ impl Apply<PaymentFailed> for Lead {
 impl Apply<LeadClosed> for Lead {
     fn apply(&mut self, _: &LeadClosed) {
         self.status = Some(LeadStatus::Closed);
+        self.followup_on = None;
     }
 }
 

@@ -170,11 +170,11 @@ pub struct Ticket {
     pub title: String,
     /// Who opened it.
     pub customer: String,
-    /// How urgent.
+    /// How urgent: as opened, and `High` from an escalation on (a reopen keeps it).
     pub priority: Priority,
     /// The responsible agent, if any.
     pub assignee: Option<String>,
-    /// Why it was escalated, if it is.
+    /// Why it was escalated, if it is (cleared when the ticket is reopened).
     pub escalation: Option<String>,
     /// All comments, oldest first.
     pub comments: Vec<Comment>,
@@ -250,7 +250,10 @@ impl Ticket {
         Ok(vec![TicketAssigned { agent }.into()])
     }
 
-    /// Requests escalation. A closed ticket cannot be escalated.
+    /// Requests escalation, with its reason: the ticket's priority becomes
+    /// [`Priority::High`]. A closed ticket cannot be escalated, nor an escalated one again;
+    /// reopening a ticket clears its escalation (so it may be escalated again) and keeps the
+    /// priority it had.
     pub fn request_escalation(&self, reason: &str) -> Decision {
         self.must_be_workable()?;
         if self.escalation.is_some() {

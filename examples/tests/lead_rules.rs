@@ -150,6 +150,10 @@ fn a_lead_can_be_closed_at_any_point_before_conversion() {
             .when(|l| l.close())
             .then_events([LeadClosed.into()]);
         assert_eq!(lead.status, Some(LeadStatus::Closed));
+        assert_eq!(
+            lead.followup_on, None,
+            "a closed lead has no follow-up (the seed's state table)"
+        );
     }
 }
 
@@ -303,7 +307,8 @@ fn the_books_example_converts_the_lead() {
     );
     assert_eq!(
         (lead.followup_on, lead.payment_deadline),
-        (Some(days(2)), Some(days(7)))
+        (None, Some(days(7))),
+        "the follow-up is over once an order is submitted"
     );
 }
 

@@ -31,20 +31,39 @@ pub enum Backend {
 /// The SQLite file the demos use unless told otherwise.
 pub const DEFAULT_FILE: &str = "es-examples.db";
 
+/// What `--help` prints.
+pub const USAGE: &str = "\
+Plays the Ticket and Lead demos (or one of them) on an event store.
+
+Usage: [--memory | --db PATH]
+
+Where the events go:
+  --db PATH      a SQLite file (default: es-examples.db, or $ES_EXAMPLES_DB); a second run continues it
+  --memory       memory only: gone when the demo ends
+  (neither)      PostgreSQL when $DATABASE_URL is set (schema es_examples), else the SQLite file
+  -h, --help     this text
+
+Look at what it stored with the es command line: cargo run -p examples --bin es -- --help";
+
 impl Backend {
     /// From the command line and the environment: `--memory`, or `--db PATH` for a SQLite file;
     /// else `DATABASE_URL` for PostgreSQL; else the SQLite file named by `ES_EXAMPLES_DB`, or
-    /// [`DEFAULT_FILE`]. An explicit argument wins over the environment.
+    /// [`DEFAULT_FILE`]. An explicit argument wins over the environment. `--help` (or `-h`)
+    /// prints [`USAGE`] and exits the process with success.
     pub fn choose() -> Result<Self, String> {
         let mut args = std::env::args().skip(1);
         let mut chosen = None;
         while let Some(arg) = args.next() {
             let backend = match arg.as_str() {
+                "--help" | "-h" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
                 "--memory" => Self::Memory,
                 "--db" => Self::Sqlite(args.next().ok_or("--db needs a path")?.into()),
                 other => {
                     return Err(format!(
-                        "unknown argument {other:?}; use --memory, or --db PATH for the SQLite file"
+                        "unknown argument {other:?}; use --memory, or --db PATH for the SQLite file (--help says more)"
                     ))
                 }
             };
@@ -96,7 +115,7 @@ pub async fn announce_history<S: GlobalLog>(store: &S, what: &str) -> Outcome {
     if stored == 0 {
         println!("{what}: a new, empty store");
     } else {
-        println!("{what}: {stored} events already stored; this run continues that history");
+        println!("{what}: the store holds {stored} events already, of every demo; this run continues that history");
     }
     Ok(())
 }
