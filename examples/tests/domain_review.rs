@@ -12,9 +12,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A lead command, as a test lists several to try in turn.
-type LeadCommand = dyn Fn(&Lead) -> Result<Vec<LeadEvent>, LeadError> + Send + Sync;
-
 use chrono::{DateTime, Utc};
 use es_core::pii::{InMemoryKeyStore, PiiStore};
 use es_core::{
@@ -29,6 +26,9 @@ use examples::lead_models::{
 };
 use examples::ticket::{stored_v1_records, Priority, Status, Ticket, TicketError, TicketEvent, UNRECORDED_REASON};
 use tempfile::TempDir;
+
+/// A lead command, as a test lists several to try in turn.
+type LeadCommand = dyn Fn(&Lead) -> Result<Vec<LeadEvent>, LeadError> + Send + Sync;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
