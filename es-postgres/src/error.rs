@@ -122,6 +122,16 @@ pub enum PostgresError {
         /// The snapshot's version.
         version: u64,
     },
+    /// A snapshot's state is not JSON (the column is `jsonb`): refused before it is sent.
+    #[error("the snapshot state of {stream} at version {version} is not JSON: {reason}")]
+    SnapshotNotJson {
+        /// The snapshot's stream.
+        stream: StreamId,
+        /// The snapshot's version.
+        version: u64,
+        /// What is wrong, as the JSON parser says.
+        reason: String,
+    },
     /// A number does not fit its column (e.g. a schema version above `i32::MAX`).
     #[error("{what} {value} of {stream} does not fit the database column")]
     OutOfRange {

@@ -36,6 +36,14 @@ impl SnapshotStore for PostgresStore {
             stream: stream.clone(),
             version,
         })?;
+        if let Err(error) = serde_json::from_str::<es_core::serde::de::IgnoredAny>(&state) {
+            return Err(PostgresError::SnapshotNotJson {
+                stream,
+                version,
+                reason: error.to_string(),
+            }
+            .into());
+        }
         sqlx::query(&self.sql.save_snapshot)
             .bind(stream.aggregate_type.as_str())
             .bind(stream.aggregate_id.as_str())

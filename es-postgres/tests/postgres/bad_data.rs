@@ -147,3 +147,31 @@ async fn negative_numbers_are_corrupt() {
         result => panic!("expected Corrupt, got {result:?}"),
     }
 }
+
+/// A snapshot whose state is not JSON is refused with a typed error before it is sent (the
+/// column is `jsonb`), and nothing is saved.
+#[tokio::test]
+async fn a_snapshot_that_is_not_json_is_refused_typed() {
+    use es_core::{Snapshot, SnapshotStore};
+    let schema = schema().await;
+    let stream = StreamId::new("case", uuid::Uuid::now_v7().to_string());
+    let snapshot = Snapshot {
+        stream: stream.clone(),
+        version: 3,
+        revision: 1,
+        schema_version: 1,
+        state: b"{not json".to_vec(),
+        taken_at: chrono::Utc::now(),
+    };
+    match schema.store().save_snapshot(snapshot).await {
+        Err(StoreError::Backend(error)) => assert!(
+            matches!(
+                error.downcast_ref::<es_postgres::PostgresError>(),
+                Some(es_postgres::PostgresError::SnapshotNotJson { version: 3, .. })
+            ),
+            "{error}"
+        ),
+        other => panic!("a state that is not JSON: {other:?}"),
+    }
+    assert!(matches!(schema.store().load_snapshot(&stream).await, Ok(None)));
+}
