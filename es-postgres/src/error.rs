@@ -67,6 +67,16 @@ pub enum PostgresError {
         /// The connect timeout that ran out.
         timeout: Duration,
     },
+    /// SQL run by [`PostgresStore::execute_in_schema`](crate::PostgresStore::execute_in_schema)
+    /// failed; nothing of it was applied.
+    #[error("SQL run in schema `{schema}` failed: {source}")]
+    InSchema {
+        /// The store's schema.
+        schema: String,
+        /// The database's error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// A migration failed; nothing of it was applied.
     #[error("migration {version} ({description}) of schema `{schema}` failed: {source}")]
     Migration {

@@ -216,7 +216,8 @@
 //!
 //! [`PostgresStore::checkpoints`] gives the [`CheckpointStore`](es_core::CheckpointStore) for
 //! read models kept in the same database: a runner's unit of work is one transaction, in which
-//! the handlers write their tables (with `search_path` set to the store's schema) and the
+//! the handlers write their tables (with `search_path` set to the store's schema alone: create
+//! them with [`PostgresStore::execute_in_schema`]) and the
 //! checkpoint row (`projection_checkpoints`) is advanced, so each event is applied exactly once.
 //! Events the runner parks (`parked_events`) are written in that transaction too. One runner per
 //! projection is active: it holds a session advisory lock on a connection of its own, outside

@@ -23,8 +23,11 @@ const CLAIM_RETRY: Duration = Duration::from_millis(250);
 /// a crash can neither lose an event nor apply one twice.
 ///
 /// Handlers get the transaction's [`PgConnection`], with `search_path` set to the store's schema
-/// (then `public`), so read-model tables can be named without a schema and live beside the
-/// events.
+/// **alone**, so read-model tables are named without a schema and live beside the events (a
+/// tenant's beside the tenant's). Create them with [`PostgresStore::execute_in_schema`]: a table
+/// created through [`PostgresStore::pool`] without a schema lands in `public`, where handlers
+/// do not look (so no read model is shared by every tenant unnoticed); name objects of `public`
+/// (an extension's functions) as `public.name`.
 ///
 /// # The claim
 ///

@@ -161,6 +161,37 @@ impl PostgresStore {
         &self.sql.schema
     }
 
+    /// Runs `sql` (one or more statements, such as the `CREATE TABLE` of a read model) in one
+    /// transaction with `search_path` set to the store's schema, as projection handlers run:
+    /// a table it names without a schema is created (or found) beside the events, in a
+    /// tenant's schema for a tenant's store. The pool's connections have the server's default
+    /// `search_path`, so a table created through [`PostgresStore::pool`] without a schema
+    /// lands in `public`, where handlers do not look.
+    ///
+    /// The statements go as they are, without bind parameters: for definitions written in
+    /// the program, never for values from outside.
+    ///
+    /// ```no_run
+    /// # async fn tables(store: es_postgres::PostgresStore) -> Result<(), es_postgres::PostgresError> {
+    /// store
+    ///     .execute_in_schema("CREATE TABLE IF NOT EXISTS ticket_titles (id text PRIMARY KEY, title text NOT NULL)")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute_in_schema(&self, sql: &str) -> Result<(), PostgresError> {
+        let failed = |source| PostgresError::InSchema {
+            schema: self.schema().to_owned(),
+            source,
+        };
+        let mut transaction = self.pool.begin().await.map_err(failed)?;
+        sqlx::raw_sql(&format!("SET LOCAL search_path TO \"{}\"", self.schema()))
+            .execute(&mut *transaction)
+            .await
+            .map_err(failed)?;
+        sqlx::raw_sql(sql).execute(&mut *transaction).await.map_err(failed)?;
+        transaction.commit().await.map_err(failed)
+    }
+
     /// The connection pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool

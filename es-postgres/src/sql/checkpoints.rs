@@ -48,7 +48,9 @@ impl CheckpointStatements {
     /// The statements for the quoted schema name `s`.
     pub(super) fn new(s: &str) -> Self {
         Self {
-            begin: format!("BEGIN; SET LOCAL search_path TO {s}, public"),
+            // The store's schema alone: a table a handler names unqualified is the store's (a tenant's),
+            // never one of the same name in `public` that every tenant would share.
+            begin: format!("BEGIN; SET LOCAL search_path TO {s}"),
             // The two-key form (`objsubid = 2` in `pg_locks`): never the same lock as a claim's
             // one-key lock, whatever the hashes.
             lock_unit: "SELECT pg_advisory_xact_lock((k >> 32)::int4, k::bit(32)::int4)

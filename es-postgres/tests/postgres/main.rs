@@ -27,4 +27,5 @@ mod read_filtered;
 mod reliability;
 mod repository;
 mod short_units;
+mod tenant_read_models;
 mod wake_up;
