@@ -1013,7 +1013,6 @@ async fn a_store_migrated_by_newer_code_is_refused_by_every_command_and_left_unt
 /// upgraded, the operator's `es` was): looking does not migrate it, and either works or says the
 /// store needs migrating, rather than an SQL error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: on a store of an older schema, log/doctor/projections fail with exit 4 'no such table: archived_events', naming no fix"]
 async fn looking_at_a_store_of_an_older_schema_works_or_names_the_fix() {
     es_test_support::bounded(async {
         let directory = directory();
@@ -1088,7 +1087,6 @@ async fn stores_that_cannot_be_opened_are_named_and_nothing_is_created() {
 /// A path that is a directory, and an empty file (what `touch` leaves): messages that say what
 /// is wrong with the path, not "disk I/O error" or a raw "no such table".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: `--db DIRECTORY` says 'disk I/O error'; an empty file says 'no such table: events' instead of naming no store"]
 async fn a_path_that_is_not_a_store_is_named_as_such() {
     es_test_support::bounded(async {
         let directory = directory();
@@ -1120,7 +1118,6 @@ async fn a_path_that_is_not_a_store_is_named_as_such() {
 /// and its directory may only be read (a backup, or the store of a stopped application seen from
 /// an operator's account).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: on a store in a directory the operator may only read, every looking command fails (exit 4) telling to 'open it with open_read_only'"]
 async fn looking_works_on_a_store_the_operator_may_only_read() {
     use std::os::unix::fs::PermissionsExt;
     es_test_support::bounded(async {
