@@ -207,7 +207,7 @@ impl Es {
     }
 
     /// The same, run as the unprivileged user `nobody`.
-    fn as_nobody(mut self) -> Self {
+    fn run_as_nobody(mut self) -> Self {
         self.uid = Some(65534);
         self
     }
@@ -1068,7 +1068,7 @@ async fn stores_that_cannot_be_opened_are_named_and_nothing_is_created() {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).expect("chmod");
         let mut es = Es::sqlite(&file);
         if is_root() {
-            es = es.as_nobody();
+            es = es.run_as_nobody();
         }
         for args in [&["streams"][..], &["doctor"]] {
             let refused = es.run(args);
@@ -1132,7 +1132,7 @@ async fn looking_works_on_a_store_the_operator_may_only_read() {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).expect("chmod");
         let mut es = Es::sqlite(&file);
         if is_root() {
-            es = es.as_nobody();
+            es = es.run_as_nobody();
         } else {
             std::fs::set_permissions(&shelf, std::fs::Permissions::from_mode(0o555)).expect("chmod");
         }

@@ -889,7 +889,7 @@ async fn time_travel_on_an_imported_history_whose_timestamps_are_out_of_order() 
         let schema = postgres().await;
         let store = schema.store().clone();
         let at = |m: u32, d: u32, h: u32| Utc.with_ymd_and_hms(2025, m, d, h, 0, 0).unwrap();
-        let history = vec![
+        let history = [
             (
                 "AccountOpened",
                 1,

@@ -916,8 +916,7 @@ async fn closing_streams<B: Backend>(backend: B) {
     let last_of_c_t = {
         let event = log_before
             .iter()
-            .filter(|event| event.stream == customer("C-T"))
-            .last()
+            .rfind(|event| event.stream == customer("C-T"))
             .expect("C-T's last event");
         NewEvent {
             event_id: event.event_id,
