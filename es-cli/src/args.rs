@@ -74,7 +74,8 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Show a stream's events: ids, times, correlation, causation, actor and payloads.
+    /// Show a stream's events: ids, times, correlation, causation, actor and payloads. A stored
+    /// row that cannot be read is shown in its place, with why.
     Events {
         /// The stream, as `type/id` (e.g. `ticket/T-1`).
         stream: String,
@@ -106,7 +107,8 @@ pub(crate) enum Command {
         to: u64,
     },
     /// Print the global log: every event of every stream, in commit order; or, for an audit,
-    /// only those of some aggregate types or names.
+    /// only those of some aggregate types or names. A stored row that cannot be read is shown
+    /// in its place, with why.
     Log {
         /// Only events after this position.
         #[arg(long, default_value_t = 0)]
@@ -146,7 +148,7 @@ pub(crate) enum Command {
         drop: Option<u64>,
     },
     /// Decode every stored event and snapshot with this program's types; report each that
-    /// fails, and exit with 1 if any does.
+    /// fails, and every stored row that cannot be read at all, and exit with 1 if any does.
     Doctor {
         /// Snapshots read per query, and events checked between progress updates (the events
         /// are read with one query).

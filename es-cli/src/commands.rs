@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use es_core::lifecycle::StreamStatus;
-use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery, StreamSlice};
-use futures_util::TryStreamExt;
+use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery};
 use serde_json::{json, Value};
 
 use crate::output::{pretty, stored_json, Exit, Failure, Output};
+use crate::rows::{self, Row, Unreadable};
 use crate::{Cli, CliStore};
 
 /// `type/id` as a stream; the id may contain `/`.
@@ -151,6 +151,24 @@ fn print_event<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, event: &Recorded
     Ok(())
 }
 
+/// A row that cannot be read, as JSON: where it is and why, in place of an event.
+pub(crate) fn unreadable_json(row: &Unreadable) -> Value {
+    json!({
+        "stream": row.stream.to_string(),
+        "version": row.version,
+        "position": row.position,
+        "unreadable": row.reason,
+    })
+}
+
+/// A row as JSON: the event, or why it cannot be read.
+fn row_json<S: CliStore>(cli: &Cli<S>, row: &Row) -> Value {
+    match row {
+        Row::Event(event) => event_json(cli, event),
+        Row::Unreadable(row) => unreadable_json(row),
+    }
+}
+
 pub(crate) async fn events<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
@@ -159,29 +177,29 @@ pub(crate) async fn events<S: CliStore>(
     to: Option<u64>,
 ) -> Result<Exit, Failure> {
     let stream = parse_stream(stream)?;
-    let mut slice = StreamSlice::from_version(from.unwrap_or(1));
-    if let Some(to) = to {
-        slice = slice.to_version(to);
-    }
-    let events: Vec<RecordedEvent> = cli
-        .store
-        .read_stream(&stream, slice)
-        .try_collect()
+    let rows = rows::stream_rows(&cli.store, &stream, from.unwrap_or(1), to)
         .await
         .map_err(Failure::store)?;
-    if events.is_empty() && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
+    if rows.is_empty() && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
         return Err(no_events(cli, &stream).await);
     }
     if out.json {
-        let listed: Vec<Value> = events.iter().map(|event| event_json(cli, event)).collect();
+        let listed: Vec<Value> = rows.iter().map(|row| row_json(cli, row)).collect();
         out.json(&json!({ "stream": stream.to_string(), "events": listed }))?;
         return Ok(Exit::Ok);
     }
-    for (index, event) in events.iter().enumerate() {
+    for (index, row) in rows.iter().enumerate() {
         if index > 0 {
             out.line("")?;
         }
-        print_event(cli, out, event)?;
+        match row {
+            Row::Event(event) => print_event(cli, out, event)?,
+            Row::Unreadable(row) => {
+                out.line(format!("{} v{}  cannot be read", row.stream, row.version))?;
+                out.line(format!("  {}", row.message()))?;
+                out.line("  (`doctor` lists every stored row that cannot be read)")?;
+            }
+        }
     }
     Ok(Exit::Ok)
 }
@@ -340,16 +358,16 @@ pub(crate) async fn log<S: CliStore>(
         if page_size == 0 {
             return Ok(Exit::Ok);
         }
-        let page = cli
-            .store
-            .read_filtered(position, page_size, filter)
+        let page = rows::log_page(&cli.store, position, page_size, filter)
             .await
             .map_err(Failure::store)?;
-        for event in &page.events {
+        for row in &page.rows {
             if out.json {
-                out.json_line(&event_json(cli, event))?;
-            } else {
-                out.line(format!(
+                out.json_line(&row_json(cli, row))?;
+                continue;
+            }
+            match row {
+                Row::Event(event) => out.line(format!(
                     "{:>8}  {}  {} v{}  {}  actor {}",
                     event.position,
                     time(event.recorded_at),
@@ -357,13 +375,20 @@ pub(crate) async fn log<S: CliStore>(
                     event.version,
                     event.event_name,
                     or_dash(event.metadata.actor.as_deref()),
-                ))?;
-                out.out.flush()?;
+                ))?,
+                Row::Unreadable(row) => out.line(format!(
+                    "{:>8}  {} v{}  cannot be read: {} (`doctor` lists every such row)",
+                    or_dash(row.position),
+                    row.stream,
+                    row.version,
+                    row.reason,
+                ))?,
             }
+            out.out.flush()?;
         }
         // Past the events the filter left out too.
         position = page.scanned_to;
-        printed += page.events.len();
+        printed += page.rows.len();
         if !page.at_head {
             continue;
         }

@@ -69,6 +69,12 @@
 //! the pages run only their own script. [`Cli::into_router`] gives the same pages as an axum
 //! router, to serve within an application's own server.
 //!
+//! **Rows that cannot be read.** A stored row the store cannot turn into an event (metadata
+//! that is not JSON, written behind the framework's back or damaged) does not stop the
+//! commands and pages that look: `events`, `log` and the browser show it in its place, marked
+//! as unreadable with the store's reason, and go on; `doctor` reports it with the events that
+//! do not decode. Only a state that must fold such a row fails, naming it.
+//!
 //! Every command has `--help`. Output is text for people; `--json` prints JSON for scripts.
 //! Long commands show progress bars on a terminal and plain lines otherwise. The exit codes are
 //! listed at [`Exit`].
@@ -82,6 +88,7 @@ mod long;
 mod output;
 mod parked;
 mod preflight;
+mod rows;
 mod serve;
 mod views;
 
