@@ -123,13 +123,14 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Keep printing events as they are committed, from the head of the log (or `--after`),
-        /// until interrupted.
+        /// until Ctrl-C (exit 130).
         #[arg(long)]
         follow: bool,
     },
     /// Show each projection's checkpoint, lag, and whether a runner holds it.
     Projections,
     /// Empty a projection's read model and replay every event into it, showing progress.
+    /// Ctrl-C stops it (exit 130) and names the checkpoint it leaves.
     Rebuild {
         /// The projection's name (see `projections`).
         name: String,
@@ -158,8 +159,8 @@ pub(crate) enum Command {
     /// Print the registered aggregates and their events: names, aliases, schema versions and
     /// upcasts.
     Registry,
-    /// Serve a read-only web browser of the store on 127.0.0.1 until interrupted: streams and
-    /// their events, states at any version, the live global log, projections.
+    /// Serve a read-only web browser of the store on 127.0.0.1 until Ctrl-C (exit 130): streams
+    /// and their events, states at any version, the live global log, projections.
     Serve {
         /// The port to listen on (0: any free port). The URL is the first line printed.
         #[arg(long, default_value_t = 8080)]

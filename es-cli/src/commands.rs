@@ -7,6 +7,7 @@ use es_core::lifecycle::StreamStatus;
 use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery};
 use serde_json::{json, Value};
 
+use crate::interrupt::Interrupt;
 use crate::output::{pretty, stored_json, Exit, Failure, Output};
 use crate::rows::{self, Row, Unreadable};
 use crate::{Cli, CliStore};
@@ -340,6 +341,8 @@ pub(crate) async fn diff<S: CliStore>(
 /// How often `log --follow` looks for new events.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
+/// `log`: pages of the global log; with `follow`, until Ctrl-C (exit 130), which a read in
+/// progress does not delay (reads change nothing, so dropping one is safe).
 pub(crate) async fn log<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
@@ -347,6 +350,7 @@ pub(crate) async fn log<S: CliStore>(
     filter: &LogFilter,
     limit: usize,
     follow: bool,
+    interrupt: &mut Interrupt,
 ) -> Result<Exit, Failure> {
     let mut position = after;
     if follow && after == 0 {
@@ -358,9 +362,10 @@ pub(crate) async fn log<S: CliStore>(
         if page_size == 0 {
             return Ok(Exit::Ok);
         }
-        let page = rows::log_page(&cli.store, position, page_size, filter)
-            .await
-            .map_err(Failure::store)?;
+        let page = tokio::select! {
+            page = rows::log_page(&cli.store, position, page_size, filter) => page.map_err(Failure::store)?,
+            () = interrupt.recv() => return Ok(Exit::Interrupted),
+        };
         for row in &page.rows {
             if out.json {
                 out.json_line(&row_json(cli, row))?;
@@ -397,7 +402,7 @@ pub(crate) async fn log<S: CliStore>(
         }
         tokio::select! {
             () = tokio::time::sleep(FOLLOW_POLL) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
+            () = interrupt.recv() => return Ok(Exit::Interrupted),
         }
     }
 }

@@ -51,8 +51,8 @@
 //! ```
 //!
 //! `es serve` prints `listening on http://127.0.0.1:PORT` as its first line (`--port 0` takes
-//! any free port) and serves until Ctrl-C, on 127.0.0.1 only. Its pages, all read-only (no
-//! route writes; other methods are answered 405):
+//! any free port) and serves until Ctrl-C (then exits with 130), on 127.0.0.1 only. Its pages,
+//! all read-only (no route writes; other methods are answered 405):
 //!
 //! - `/`: the streams, searched by aggregate type and id prefix, a page at a time;
 //! - `/streams/TYPE/ID`: a stream's events with their metadata and payloads, as the current
@@ -77,13 +77,15 @@
 //!
 //! Every command has `--help`. Output is text for people; `--json` prints JSON for scripts.
 //! Long commands show progress bars on a terminal and plain lines otherwise. The exit codes are
-//! listed at [`Exit`].
+//! listed at [`Exit`]. `log --follow`, `serve` and `rebuild` end on Ctrl-C with 130; the
+//! handler is installed before they print anything.
 
 #![warn(missing_docs)]
 
 mod args;
 mod closing;
 mod commands;
+mod interrupt;
 mod long;
 mod output;
 mod parked;
@@ -109,6 +111,7 @@ pub use output::Exit;
 pub use preflight::{preflight, Preflight};
 
 use args::Command;
+use interrupt::Interrupt;
 use output::{Failure, Output};
 use views::{AggregateView, ProjectionView, Typed};
 
@@ -233,8 +236,15 @@ impl<S: CliStore> Cli<S> {
             Ok(args) => args,
             Err(exit) => return exit,
         };
+        // Before anything is printed, so that a Ctrl-C at any moment ends these as documented.
+        let interrupt = match &args.command {
+            Command::Log { follow: true, .. } | Command::Serve { .. } | Command::Rebuild { .. } => {
+                Some(Interrupt::install())
+            }
+            _ => None,
+        };
         let mut output = Output { json: args.json, out };
-        match self.dispatch(args.command, &mut output).await {
+        match self.dispatch(args.command, interrupt, &mut output, err).await {
             Ok(exit) => exit,
             Err(failure) => {
                 let _ = writeln!(err, "error: {}", failure.message);
@@ -243,8 +253,16 @@ impl<S: CliStore> Cli<S> {
         }
     }
 
-    async fn dispatch(self, command: Command, out: &mut Output<'_>) -> Result<Exit, Failure> {
+    async fn dispatch(
+        self,
+        command: Command,
+        interrupt: Option<Interrupt>,
+        out: &mut Output<'_>,
+        err: &mut (dyn Write + Send),
+    ) -> Result<Exit, Failure> {
         let cli = &self;
+        // Only the commands that wait for Ctrl-C have a handler; the others keep its default.
+        let mut interrupt = interrupt.unwrap_or_else(Interrupt::none);
         match command {
             Command::Streams {
                 aggregate_type,
@@ -263,7 +281,7 @@ impl<S: CliStore> Cli<S> {
                 follow,
             } => {
                 let filter = es_core::LogFilter::all().aggregate_types(types).names(names);
-                commands::log(cli, out, after, &filter, limit, follow).await
+                commands::log(cli, out, after, &filter, limit, follow, &mut interrupt).await
             }
             Command::Registry => commands::registry(cli, out),
             Command::Forget { subject, yes } => commands::forget(cli, out, &subject, yes).await,
@@ -286,7 +304,7 @@ impl<S: CliStore> Cli<S> {
             }
             Command::Closed { status, after, limit } => closing::closed(cli, out, status, after, limit).await,
             Command::Projections => long::projections(cli, out).await,
-            Command::Rebuild { name } => long::rebuild(cli, out, &name).await,
+            Command::Rebuild { name } => long::rebuild(cli, out, err, &name, &mut interrupt).await,
             Command::Parked { name, retry, drop } => {
                 let action = match (retry, drop) {
                     (Some(position), _) => parked::ParkedAction::Retry(position),
@@ -297,7 +315,7 @@ impl<S: CliStore> Cli<S> {
             }
             Command::Doctor { batch } => long::doctor(cli, out, batch).await,
             // The server owns the command line: its pages share it for as long as it runs.
-            Command::Serve { port } => serve::run(self, port, out).await,
+            Command::Serve { port } => serve::run(self, port, out, interrupt).await,
         }
     }
 

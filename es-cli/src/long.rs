@@ -1,7 +1,7 @@
 //! The commands that take long or concern projections: `projections`, `rebuild`, `doctor`,
 //! with progress bars on a terminal and plain progress lines otherwise.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::commands::time;
+use crate::interrupt::Interrupt;
 use crate::output::{Exit, Failure, Output};
 use crate::rows::{self, Next, Row};
 use crate::views::{ProjectionView, SnapshotCheck};
@@ -142,7 +143,16 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
     Ok(Exit::Ok)
 }
 
-pub(crate) async fn rebuild<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, name: &str) -> Result<Exit, Failure> {
+/// How long an interrupted rebuild waits to read back the checkpoint it left (see `rebuild`).
+const FENCE_WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn rebuild<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    err: &mut (dyn Write + Send),
+    name: &str,
+    interrupt: &mut Interrupt,
+) -> Result<Exit, Failure> {
     let view = find(cli, name)?;
     // A rebuild claims the projection; with a runner holding it, it would wait indefinitely.
     if view.claim_status().await.map_err(Failure::store)? == ClaimStatus::Held {
@@ -158,13 +168,28 @@ pub(crate) async fn rebuild<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, nam
     // stay committed with their checkpoint, and a runner (or another rebuild) goes on from there.
     let result = tokio::select! {
         result = view.rebuild(&mut report) => Some(result),
-        _ = tokio::signal::ctrl_c() => None,
+        () = interrupt.recv() => None,
     };
     progress.finish();
     let Some(result) = result else {
+        // A store may be committing the batch in hand on a thread of its own, past the drop:
+        // read back too soon, the checkpoint would be one batch behind. Claiming the projection
+        // waits for that commit, or fences it out (its claim is gone), so what is read after it
+        // is the checkpoint left. A second Ctrl-C, or a runner that took the projection over,
+        // stops the wait.
+        let fenced = tokio::select! {
+            fenced = tokio::time::timeout(FENCE_WAIT, view.fence()) => matches!(fenced, Ok(Ok(()))),
+            () = interrupt.recv() => false,
+        };
         let lag = view.lag().await.map_err(Failure::store)?;
-        eprintln!(
-            "rebuild {name} interrupted at position {} ({} events behind); the read model and its \
+        let caveat = if fenced {
+            ""
+        } else {
+            " (read without waiting for the batch in hand: `projections` shows where it is)"
+        };
+        let _ = writeln!(
+            err,
+            "rebuild {name} interrupted at position {} ({} events behind){caveat}; the read model and its \
              checkpoint agree: run `rebuild` again, or let a runner catch up",
             lag.checkpoint, lag.events_behind
         );

@@ -15,7 +15,7 @@ use serde_json::Value;
 /// | 3 | what was asked for does not exist (an unknown stream, aggregate type or projection) |
 /// | 4 | the store failed or cannot be reached |
 /// | 5 | the projection is busy: a runner holds it |
-/// | 130 | interrupted (Ctrl-C); what was committed stays consistent |
+/// | 130 | interrupted (Ctrl-C): `log --follow` and `serve` end this way; what was committed stays consistent |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Exit {

@@ -156,6 +156,11 @@ pub(crate) trait ProjectionView: Send + Sync {
 
     async fn rebuild(&self, progress: &mut (dyn FnMut(RebuildProgress) + Send)) -> Result<CatchUp, ProjectionError>;
 
+    /// Claims the projection and lets it go: returns once no unit of work of an earlier holder
+    /// (a rebuild dropped mid-commit) can still commit, since claiming waits for it or fences it
+    /// out (see [`CheckpointStore`]'s claim).
+    async fn fence(&self) -> Result<(), CheckpointError>;
+
     async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError>;
 
     async fn retry_parked(&self, position: u64) -> Result<bool, ProjectionError>;
@@ -184,6 +189,12 @@ where
 
     async fn rebuild(&self, progress: &mut (dyn FnMut(RebuildProgress) + Send)) -> Result<CatchUp, ProjectionError> {
         ProjectionRunner::rebuild(self, progress).await
+    }
+
+    async fn fence(&self) -> Result<(), CheckpointError> {
+        let claim = self.checkpoints().claim(ProjectionRunner::name(self)).await?;
+        drop(claim);
+        Ok(())
     }
 
     async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError> {
