@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use es_core::StreamId;
 
 /// Look at, time-travel, tail, rebuild and check this application's event store.
 #[derive(Debug, Parser)]
@@ -32,7 +33,8 @@ pub(crate) enum Command {
     /// audit record stays). Needs a program built with `Cli::closing`.
     Close {
         /// The stream, as `type/id` (e.g. `ticket/T-1`).
-        stream: String,
+        #[arg(value_parser = stream_arg)]
+        stream: StreamId,
         /// What the stream becomes.
         #[arg(long = "as", value_enum, value_name = "STATUS")]
         status: Closing,
@@ -53,8 +55,8 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "deleted", value_name = "STATUS")]
         status: Closing,
         /// Only streams after this one (`type/id`): the next page.
-        #[arg(long, value_name = "STREAM")]
-        after: Option<String>,
+        #[arg(long, value_name = "STREAM", value_parser = stream_arg)]
+        after: Option<StreamId>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -68,42 +70,49 @@ pub(crate) enum Command {
         #[arg(long = "id", value_name = "PREFIX")]
         id_prefix: Option<String>,
         /// Only streams after this one (`type/id`): the next page.
-        #[arg(long, value_name = "STREAM")]
-        after: Option<String>,
+        #[arg(long, value_name = "STREAM", value_parser = stream_arg)]
+        after: Option<StreamId>,
         /// At most this many streams.
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
     /// Show a stream's events: ids, times, correlation, causation, actor and payloads. A stored
-    /// row that cannot be read is shown in its place, with why.
+    /// row that cannot be read is shown in its place, with why. A version past the stream's
+    /// last is not found (exit 3); `--from` after `--to` is a usage error.
     Events {
         /// The stream, as `type/id` (e.g. `ticket/T-1`).
-        stream: String,
-        /// From this version (inclusive).
+        #[arg(value_parser = stream_arg)]
+        stream: StreamId,
+        /// From this version (inclusive; at most the stream's last).
         #[arg(long, value_name = "VERSION")]
         from: Option<u64>,
-        /// Up to this version (inclusive).
+        /// Up to this version (inclusive; past the last is the last).
         #[arg(long, value_name = "VERSION")]
         to: Option<u64>,
     },
-    /// Show an aggregate's state: now, at a version, or at an instant (time travel).
+    /// Show an aggregate's state: now, at a version, or at an instant (time travel). A version
+    /// past the stream's last is not found (exit 3), naming the last; an instant after the last
+    /// event is the last version.
     State {
         /// The stream, as `type/id`.
-        stream: String,
-        /// The state after this version.
+        #[arg(value_parser = stream_arg)]
+        stream: StreamId,
+        /// The state after this version (0: the initial state; at most the stream's last).
         #[arg(long, conflicts_with = "at")]
         version: Option<u64>,
         /// The state as of this instant (RFC 3339, e.g. `2026-12-04T10:00:00Z`).
         #[arg(long, value_name = "INSTANT")]
         at: Option<DateTime<Utc>>,
     },
-    /// Show what changed in an aggregate's state between two versions.
+    /// Show what changed in an aggregate's state between two versions. A version past the
+    /// stream's last is not found (exit 3), naming the last.
     Diff {
         /// The stream, as `type/id`.
-        stream: String,
-        /// The earlier version.
+        #[arg(value_parser = stream_arg)]
+        stream: StreamId,
+        /// The earlier version (at most the stream's last).
         from: u64,
-        /// The later version.
+        /// The later version (at most the stream's last).
         to: u64,
     },
     /// Print the global log: every event of every stream, in commit order; or, for an audit,
@@ -168,6 +177,16 @@ pub(crate) enum Command {
     },
 }
 
+/// A stream argument, written `type/id` (the id may contain `/`).
+pub(crate) fn stream_arg(text: &str) -> Result<StreamId, String> {
+    match text.split_once('/') {
+        Some((kind, id)) if !kind.is_empty() && !id.is_empty() => Ok(StreamId::new(kind, id)),
+        _ => Err(format!(
+            "`{text}` is not a stream: write it as `type/id`, e.g. `ticket/T-1`"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -175,6 +194,18 @@ mod tests {
     #[test]
     fn the_grammar_is_consistent() {
         super::Args::command().debug_assert();
+    }
+
+    #[test]
+    fn streams_are_type_slash_id() {
+        let stream = super::stream_arg("lead/2026/L-7").expect("a stream");
+        assert_eq!(
+            (stream.aggregate_type.as_str(), stream.aggregate_id.as_str()),
+            ("lead", "2026/L-7")
+        );
+        for wrong in ["T-1", "/T-1", "ticket/", ""] {
+            assert!(super::stream_arg(wrong).is_err(), "{wrong:?}");
+        }
     }
 }
 

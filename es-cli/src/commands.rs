@@ -12,15 +12,10 @@ use crate::output::{pretty, stored_json, Exit, Failure, Output};
 use crate::rows::{self, Row, Unreadable};
 use crate::{Cli, CliStore};
 
-/// `type/id` as a stream; the id may contain `/`.
+/// `type/id` as a stream; the id may contain `/`. (Arguments are parsed by the grammar; this is
+/// for the browser's parameters.)
 pub(crate) fn parse_stream(text: &str) -> Result<StreamId, Failure> {
-    match text.split_once('/') {
-        Some((kind, id)) if !kind.is_empty() && !id.is_empty() => Ok(StreamId::new(kind, id)),
-        _ => Err(Failure::new(
-            Exit::Usage,
-            format!("`{text}` is not a stream: write it as `type/id`, e.g. `ticket/T-1`"),
-        )),
-    }
+    crate::args::stream_arg(text).map_err(|message| Failure::new(Exit::Usage, message))
 }
 
 pub(crate) fn time(instant: DateTime<Utc>) -> String {
@@ -36,13 +31,13 @@ pub(crate) async fn streams<S: CliStore>(
     out: &mut Output<'_>,
     aggregate_type: Option<String>,
     id_prefix: Option<String>,
-    after: Option<String>,
+    after: Option<&StreamId>,
     limit: usize,
 ) -> Result<Exit, Failure> {
     let query = StreamQuery {
         aggregate_type,
         id_prefix,
-        after: after.as_deref().map(parse_stream).transpose()?,
+        after: after.cloned(),
         limit,
     };
     let streams = cli.store.list_streams(&query).await.map_err(Failure::store)?;
@@ -173,17 +168,18 @@ fn row_json<S: CliStore>(cli: &Cli<S>, row: &Row) -> Value {
 pub(crate) async fn events<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
-    stream: &str,
+    stream: &StreamId,
     from: Option<u64>,
     to: Option<u64>,
 ) -> Result<Exit, Failure> {
-    let stream = parse_stream(stream)?;
-    let rows = rows::stream_rows(&cli.store, &stream, from.unwrap_or(1), to)
+    let last = last_version(cli, stream).await?;
+    let from = from.unwrap_or(1);
+    if from > last {
+        return Err(past_the_end(stream, last, &format!("--from {from}")));
+    }
+    let rows = rows::stream_rows(&cli.store, stream, from, to)
         .await
         .map_err(Failure::store)?;
-    if rows.is_empty() && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
-        return Err(no_events(cli, &stream).await);
-    }
     if out.json {
         let listed: Vec<Value> = rows.iter().map(|row| row_json(cli, row)).collect();
         out.json(&json!({ "stream": stream.to_string(), "events": listed }))?;
@@ -203,6 +199,22 @@ pub(crate) async fn events<S: CliStore>(
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The stream's last version; not found (naming why) when it has no events.
+async fn last_version<S: CliStore>(cli: &Cli<S>, stream: &StreamId) -> Result<u64, Failure> {
+    match cli.store.stream_version(stream).await.map_err(Failure::store)? {
+        0 => Err(no_events(cli, stream).await),
+        last => Ok(last),
+    }
+}
+
+/// A version asked for (`asked`, as the command line gave it) past the stream's last.
+pub(crate) fn past_the_end(stream: &StreamId, last: u64, asked: &str) -> Failure {
+    Failure::new(
+        Exit::NotFound,
+        format!("{asked} is past the end of {stream}: its last version is {last}"),
+    )
 }
 
 /// Why `stream` shows no events: it has none, or it was archived or deleted (who, when, why).
@@ -241,20 +253,22 @@ async fn load<S: CliStore>(cli: &Cli<S>, stream: &StreamId, as_of: AsOf) -> Resu
 pub(crate) async fn state<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
-    stream: &str,
+    stream: &StreamId,
     version: Option<u64>,
     at: Option<DateTime<Utc>>,
 ) -> Result<Exit, Failure> {
-    let stream = parse_stream(stream)?;
+    // An aggregate type nobody registered is the first thing to say: no state can load.
+    cli.view(&stream.aggregate_type)?;
+    let last = last_version(cli, stream).await?;
     let as_of = match (version, at) {
+        (Some(version), _) if version > last => {
+            return Err(past_the_end(stream, last, &format!("--version {version}")));
+        }
         (Some(version), _) => AsOf::Version(version),
         (None, Some(instant)) => AsOf::Instant(instant),
         (None, None) => AsOf::Latest,
     };
-    let (loaded_version, state) = load(cli, &stream, as_of).await?;
-    if loaded_version == 0 && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
-        return Err(no_events(cli, &stream).await);
-    }
+    let (loaded_version, state) = load(cli, stream, as_of).await?;
     if out.json {
         out.json(&json!({ "stream": stream.to_string(), "version": loaded_version, "state": state }))?;
     } else {
@@ -298,13 +312,17 @@ pub(crate) fn changes(path: &str, before: Option<&Value>, after: Option<&Value>,
 pub(crate) async fn diff<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
-    stream: &str,
+    stream: &StreamId,
     from: u64,
     to: u64,
 ) -> Result<Exit, Failure> {
-    let stream = parse_stream(stream)?;
-    let (from_version, before) = load(cli, &stream, AsOf::Version(from)).await?;
-    let (to_version, after) = load(cli, &stream, AsOf::Version(to)).await?;
+    cli.view(&stream.aggregate_type)?;
+    let last = last_version(cli, stream).await?;
+    if let Some(beyond) = [from, to].into_iter().find(|version| *version > last) {
+        return Err(past_the_end(stream, last, &format!("version {beyond}")));
+    }
+    let (from_version, before) = load(cli, stream, AsOf::Version(from)).await?;
+    let (to_version, after) = load(cli, stream, AsOf::Version(to)).await?;
     let mut found = Vec::new();
     changes("$", Some(&before), Some(&after), &mut found);
     if out.json {

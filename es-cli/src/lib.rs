@@ -57,8 +57,9 @@
 //! - `/`: the streams, searched by aggregate type and id prefix, a page at a time;
 //! - `/streams/TYPE/ID`: a stream's events with their metadata and payloads, as the current
 //!   code reads them and as stored when that differs or does not decode, 50 versions a page;
-//! - `/streams/TYPE/ID/state?version=N`: the aggregate's state after version N, the event that
-//!   led to it and what it changed, with links to the previous and next versions;
+//! - `/streams/TYPE/ID/state?version=N`: the aggregate's state after version N (0 to the
+//!   stream's last; past it, 404 naming the last), the event that led to it and what it
+//!   changed, with links to the previous and next versions;
 //! - `/log`: the latest events of the global log, with rows added as events are committed (the
 //!   page polls `/log.json?after=POS` every second), and earlier and later pages;
 //! - `/projections`: each projection's checkpoint, lag and claim.
@@ -74,6 +75,11 @@
 //! commands and pages that look: `events`, `log` and the browser show it in its place, marked
 //! as unreadable with the store's reason, and go on; `doctor` reports it with the events that
 //! do not decode. Only a state that must fold such a row fails, naming it.
+//!
+//! **Ranges.** A version past a stream's last (`state --version`, `diff`, `events --from`, the
+//! browser's `state?version=`) is not found (exit 3, 404), naming the stream's last version;
+//! `events --from` after `--to` is a usage error. `--to` past the last, and `--at` after the
+//! last event, mean the last.
 //!
 //! Every command has `--help`. Output is text for people; `--json` prints JSON for scripts.
 //! Long commands show progress bars on a terminal and plain lines otherwise. The exit codes are
@@ -269,7 +275,7 @@ impl<S: CliStore> Cli<S> {
                 id_prefix,
                 after,
                 limit,
-            } => commands::streams(cli, out, aggregate_type, id_prefix, after, limit).await,
+            } => commands::streams(cli, out, aggregate_type, id_prefix, after.as_ref(), limit).await,
             Command::Events { stream, from, to } => commands::events(cli, out, &stream, from, to).await,
             Command::State { stream, version, at } => commands::state(cli, out, &stream, version, at).await,
             Command::Diff { stream, from, to } => commands::diff(cli, out, &stream, from, to).await,

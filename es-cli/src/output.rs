@@ -11,8 +11,8 @@ use serde_json::Value;
 /// |---|---|
 /// | 0 | done |
 /// | 1 | done, and problems were found (`doctor`), or the command failed (e.g. a stored event that does not decode) |
-/// | 2 | the command line is wrong (clap's usage errors) |
-/// | 3 | what was asked for does not exist (an unknown stream, aggregate type or projection) |
+/// | 2 | the command line is wrong (a usage error: an unknown option, a stream not written `type/id`, a reversed range) |
+/// | 3 | what was asked for does not exist (the store, a stream, a version past a stream's last, an aggregate type, a projection) |
 /// | 4 | the store failed or cannot be reached |
 /// | 5 | the projection is busy: a runner holds it |
 /// | 130 | interrupted (Ctrl-C): `log --follow` and `serve` end this way; what was committed stays consistent |

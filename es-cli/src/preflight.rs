@@ -3,7 +3,8 @@
 use std::ffi::OsString;
 use std::io::Write;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::args::{Args, Command};
 use crate::output::Exit;
@@ -29,7 +30,8 @@ pub enum Preflight {
 
 /// Reads the command line `args` (the first is the program's name) before any store is
 /// opened: answers help, the version and usage errors (printing to stdout and stderr), and
-/// tells what the command asks of the store otherwise.
+/// tells what the command asks of the store otherwise. Usage errors include what can be
+/// checked without a store: a stream not written as `type/id`, `events --from` after `--to`.
 ///
 /// ```no_run
 /// use es_cli::{Cli, Preflight};
@@ -63,13 +65,23 @@ where
 }
 
 /// Parses `args`; help and the version are printed to `out` (exit 0), a usage error to `err`.
+/// Every check that needs no store is made here (a stream written as `type/id`, a version range
+/// in order), so that a wrong command line is a usage error before any store is opened.
 pub(crate) fn parse<I, T>(args: I, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> Result<Args, Exit>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Args::try_parse_from(args).map_err(|error| match error.kind() {
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+    let mut command = Args::command();
+    let parsed = command
+        .try_get_matches_from_mut(args)
+        .and_then(|matches| Args::from_arg_matches(&matches))
+        .and_then(|args| match misordered(&args.command) {
+            Some(message) => Err(command.error(ErrorKind::ArgumentConflict, message)),
+            None => Ok(args),
+        });
+    parsed.map_err(|error| match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = write!(out, "{}", error.render());
             Exit::Ok
         }
@@ -78,4 +90,18 @@ where
             Exit::Usage
         }
     })
+}
+
+/// What is wrong with a command's version range, if anything.
+fn misordered(command: &Command) -> Option<String> {
+    match command {
+        Command::Events {
+            from: Some(from),
+            to: Some(to),
+            ..
+        } if from > to => Some(format!(
+            "--from {from} is after --to {to}: give the earlier version first"
+        )),
+        _ => None,
+    }
 }

@@ -249,6 +249,58 @@ async fn help_and_usage_errors_have_their_exit_codes() {
     assert_eq!((exit, exit.code()), (Exit::Usage, 2), "{err}");
 }
 
+/// What the arguments alone show to be wrong is a usage error, which `preflight` answers before
+/// a store is opened; a version past a stream's last is not found, naming the last.
+#[tokio::test]
+async fn streams_and_ranges_are_checked_and_versions_past_the_end_are_not_found() {
+    for args in [
+        &["es", "events", "T-1"][..],
+        &["es", "state", "ticket"],
+        &["es", "diff", "/T-1", "1", "2"],
+        &["es", "streams", "--after", "T-1"],
+        &[
+            "es", "close", "ticket", "--as", "deleted", "--by", "ops", "--reason", "x", "--yes",
+        ],
+        &["es", "events", "ticket/T-1", "--from", "3", "--to", "2"],
+    ] {
+        assert_eq!(
+            es_cli::preflight(args),
+            es_cli::Preflight::Answered(Exit::Usage),
+            "{args:?}"
+        );
+    }
+    let fixture = fixture().await;
+    let (exit, _, err) = fixture.run(&["events", "T-1"]).await;
+    assert_eq!(exit, Exit::Usage);
+    assert!(err.contains("`T-1` is not a stream: write it as `type/id`"), "{err}");
+    let (exit, _, err) = fixture.run(&["events", "ticket/T-1", "--from", "3", "--to", "2"]).await;
+    assert_eq!(exit, Exit::Usage);
+    assert!(err.contains("--from 3 is after --to 2"), "{err}");
+
+    for args in [
+        &["state", "ticket/T-1", "--version", "5"][..],
+        &["diff", "ticket/T-1", "1", "9"],
+        &["diff", "ticket/T-1", "9", "1"],
+        &["events", "ticket/T-1", "--from", "5"],
+    ] {
+        let (exit, out, err) = fixture.run(args).await;
+        assert_eq!(exit, Exit::NotFound, "{args:?}: {err}");
+        assert!(
+            err.contains("past the end of ticket/T-1: its last version is 4"),
+            "{args:?}: {err}"
+        );
+        assert!(out.is_empty(), "{out}");
+    }
+    let last = fixture.json(&["state", "ticket/T-1", "--version", "4"]).await;
+    assert_eq!(last["version"], 4);
+    let initial = fixture.json(&["state", "ticket/T-1", "--version", "0"]).await;
+    assert_eq!(initial["version"], 0);
+    let to_past_the_end = fixture
+        .json(&["events", "ticket/T-1", "--from", "3", "--to", "99"])
+        .await;
+    assert_eq!(to_past_the_end["events"].as_array().map(Vec::len), Some(2));
+}
+
 #[tokio::test]
 async fn states_start_from_the_latest_usable_snapshot() {
     let fixture = fixture().await;

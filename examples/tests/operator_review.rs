@@ -510,8 +510,10 @@ fn projection(es: &Es, name: &str) -> Value {
 // ---------------------------------------------------------------------------------------------
 
 /// `state --at INSTANT` (RFC 3339, as the help says) gives the state as of that instant, with
-/// the version it shows; instants before and after the stream, and a version past its end, say
-/// which version they show rather than inventing one.
+/// the version it shows; instants before and after the stream say which version they show
+/// rather than inventing one. A version past the stream's end does not exist: it is not found
+/// (exit 3), naming the stream's last version, in `state`, `diff` and `events --from`, and in
+/// the browser (404); `events --from` after `--to` is a usage error (exit 2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_travels_to_an_instant_and_names_the_version_it_shows() {
     es_test_support::bounded(async {
@@ -547,11 +549,35 @@ async fn state_travels_to_an_instant_and_names_the_version_it_shows() {
         assert_eq!(before["version"], 0, "before its first event: {before}");
         let after = es.json(&["state", "ticket/T-1", "--at", "2999-01-01T00:00:00Z"]);
         assert_eq!(after["version"], 3, "{after}");
-        let past_the_end = es.json(&["state", "ticket/T-1", "--version", "99"]);
-        assert_eq!(
-            past_the_end["version"], 3,
-            "says which version it shows: {past_the_end}"
+        // The review's first version of this test took version 3 for `--version 99` (exit 0);
+        // a version that does not exist is now refused, naming the last one.
+        for args in [
+            &["state", "ticket/T-1", "--version", "99"][..],
+            &["diff", "ticket/T-1", "2", "99"],
+            &["events", "ticket/T-1", "--from", "5"],
+        ] {
+            let past_the_end = es.expect(args, 3);
+            assert!(
+                past_the_end.stderr.contains("its last version is 3"),
+                "es {args:?} names the last version: {}",
+                past_the_end.stderr
+            );
+            assert!(past_the_end.stdout.is_empty(), "{}", past_the_end.stdout);
+        }
+        let reversed = es.expect(&["events", "ticket/T-1", "--from", "3", "--to", "2"], 2);
+        assert!(
+            reversed.stderr.contains("--from 3 is after --to 2"),
+            "{}",
+            reversed.stderr
         );
+        let up_to_past_the_end = es.json(&["events", "ticket/T-1", "--from", "2", "--to", "99"]);
+        assert_eq!(up_to_past_the_end["events"].as_array().map(Vec::len), Some(2));
+        let serve = es.serve();
+        let missing = serve.get("/streams/ticket/T-1/state?version=99");
+        assert_eq!(missing.status, 404, "{}", missing.body);
+        assert!(missing.body.contains("its last version is 3"), "{}", missing.body);
+        assert_eq!(serve.get("/streams/ticket/T-1/state?version=3").status, 200);
+        drop(serve);
 
         let wrong = es.expect(&["state", "ticket/T-1", "--at", "yesterday"], 2);
         assert!(wrong.stderr.contains("--at"), "{}", wrong.stderr);
@@ -1334,6 +1360,11 @@ fn usage_errors_exit_2_before_any_store_is_opened() {
         &["doctor", "--batch", "x"],
         &["parked", "lead-search", "--retry", "1", "--drop", "1"],
         &["serve", "--port", "70000"],
+        // What needs no store to be wrong is a usage error before the missing store is named.
+        &["events", "T-1"],
+        &["state", "ticket"],
+        &["streams", "--after", "T-1"],
+        &["events", "ticket/T-1", "--from", "5", "--to", "2"],
         &[
             "close",
             "ticket/T-1",

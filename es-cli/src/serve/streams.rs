@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::html::{self, encode, escape, json_block, link, link_with_id};
 use super::{Browser, PageError};
-use crate::commands::{changes, parse_stream, time};
+use crate::commands::{changes, parse_stream, past_the_end, time};
 use crate::output::{pretty, stored_json};
 use crate::rows::{self, Row, Unreadable};
 use crate::CliStore;
@@ -273,7 +273,10 @@ pub(crate) async fn state<S: CliStore>(
     let stream = stream_of(path);
     let latest = existing(&browser, &stream).await?;
     let view = browser.cli.view(&stream.aggregate_type)?;
-    let version = params.version.unwrap_or(latest).min(latest);
+    let version = params.version.unwrap_or(latest);
+    if version > latest {
+        return Err(past_the_end(&stream, latest, &format!("version {version}")).into());
+    }
     // Version 0 is the initial state; any other is folded once, with the state before it.
     let fold = match version {
         0 => view
