@@ -43,7 +43,7 @@ fn enabled<S>(cli: &Cli<S>) -> Result<Lifecycle<S>, Failure> {
     cli.lifecycle.ok_or_else(|| {
         Failure::new(
             Exit::Usage,
-            "this program's command line does not close streams (it is built without `Cli::closing`)",
+            "this program does not close streams: its command line is built without closing (`Cli::closing`)",
         )
     })
 }

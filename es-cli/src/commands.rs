@@ -435,8 +435,8 @@ pub(crate) async fn forget<S: CliStore>(
     let Some(forget) = cli.forget else {
         return Err(Failure::new(
             Exit::Usage,
-            "this program does not seal personal data, so there is nothing to forget (its command line is built \
-             without `Cli::forgetting`)",
+            "this program does not seal personal data, so there is nothing to forget: its command line is built \
+             without forgetting (`Cli::forgetting`)",
         ));
     };
     if !confirmed {

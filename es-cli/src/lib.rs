@@ -27,9 +27,15 @@
 //!         }
 //!     };
 //!     // .projection(runner) for each projection to watch and rebuild
+//!     // .program(Program::new("tickets-admin", "2.3.0").store_help(...)) for its own help
 //!     cli.run().await
 //! }
 //! ```
+//!
+//! A binary that opens its store according to the command (read-only for the commands that only
+//! look) reads the arguments with [`preflight`] (or [`Program::preflight`]) first; a binary that
+//! chooses its store with options of its own before the command (`--db PATH`) says so in its
+//! [`Program`], which `--help` shows with the exit codes.
 //!
 //! Then, for example:
 //!
@@ -54,21 +60,24 @@
 //! any free port) and serves until Ctrl-C (then exits with 130), on 127.0.0.1 only. Its pages,
 //! all read-only (no route writes; other methods are answered 405):
 //!
-//! - `/`: the streams, searched by aggregate type and id prefix, a page at a time;
+//! - `/`: the streams, searched by aggregate type and id prefix, 50 a page (`?limit=` up to
+//!   500);
 //! - `/streams/TYPE/ID`: a stream's events with their metadata and payloads, as the current
 //!   code reads them and as stored when that differs or does not decode, 50 versions a page;
 //! - `/streams/TYPE/ID/state?version=N`: the aggregate's state after version N (0 to the
 //!   stream's last; past it, 404 naming the last), the event that led to it and what it
 //!   changed, with links to the previous and next versions;
-//! - `/log`: the latest events of the global log, with rows added as events are committed (the
-//!   page polls `/log.json?after=POS` every second), and earlier and later pages;
+//! - `/log`: the latest 50 events of the global log, with rows added as events are committed
+//!   (the page polls `/log.json?after=POS` every second, which answers at most 500 events at a
+//!   time), and earlier and later pages of 50;
 //! - `/projections`: each projection's checkpoint, lag and claim.
 //!
 //! Every request does bounded work (a page of the catalog, a slice of a stream, a page of the
-//! log), so the pages stay fast on a large store; the one exception is inherent: the state at
-//! version N folds the stream's first N events. Everything read from the store is escaped, and
-//! the pages run only their own script. [`Cli::into_router`] gives the same pages as an axum
-//! router, to serve within an application's own server.
+//! log, read backwards in windows of at most 3,200 positions), so the pages stay fast on a large
+//! store; the one exception is inherent: the state at version N folds the stream's first N
+//! events. Everything read from the store is escaped, and the pages run only their own script.
+//! [`Cli::into_router`] gives the same pages as an axum router, to serve within an application's
+//! own server.
 //!
 //! **Rows that cannot be read.** A stored row the store cannot turn into an event (metadata
 //! that is not JSON, written behind the framework's back or damaged) does not stop the
@@ -83,8 +92,8 @@
 //!
 //! Every command has `--help`. Output is text for people; `--json` prints JSON for scripts.
 //! Long commands show progress bars on a terminal and plain lines otherwise. The exit codes are
-//! listed at [`Exit`]. `log --follow`, `serve` and `rebuild` end on Ctrl-C with 130; the
-//! handler is installed before they print anything.
+//! listed at [`Exit`], and at the end of `--help`. `log --follow`, `serve` and `rebuild` end on
+//! Ctrl-C with 130; the handler is installed before they print anything.
 
 #![warn(missing_docs)]
 
@@ -96,6 +105,7 @@ mod long;
 mod output;
 mod parked;
 mod preflight;
+mod program;
 mod rows;
 mod serve;
 mod views;
@@ -115,6 +125,7 @@ use futures_util::future::BoxFuture;
 
 pub use output::Exit;
 pub use preflight::{preflight, Preflight};
+pub use program::Program;
 
 use args::Command;
 use interrupt::Interrupt;
@@ -138,6 +149,7 @@ pub struct Cli<S> {
     projections: Vec<Box<dyn ProjectionView>>,
     forget: Option<ForgetFn<S>>,
     lifecycle: Option<closing::Lifecycle<S>>,
+    program: Program,
 }
 
 fn forget_in<'a, S: ForgetSubjects>(store: &'a S, subject: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
@@ -156,6 +168,7 @@ impl<S: CliStore> Cli<S> {
             projections: Vec::new(),
             forget: None,
             lifecycle: None,
+            program: Program::default(),
         };
         // The first registration in an empty registry cannot clash with anything.
         if cli.registry.register::<ClosedStream>().is_ok() {
@@ -184,6 +197,13 @@ impl<S: CliStore> Cli<S> {
         S: es_core::lifecycle::StreamLifecycle,
     {
         self.lifecycle = Some(closing::Lifecycle::of());
+        self
+    }
+
+    /// How the binary presents itself in `--help` and `--version`: its name, version, usage
+    /// and how it chooses its store (see [`Program`]).
+    pub fn program(mut self, program: Program) -> Self {
+        self.program = program;
         self
     }
 
@@ -238,7 +258,7 @@ impl<S: CliStore> Cli<S> {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let args = match preflight::parse(args, out, err) {
+        let args = match preflight::parse(&self.program, args, out, err) {
             Ok(args) => args,
             Err(exit) => return exit,
         };

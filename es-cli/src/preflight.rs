@@ -4,10 +4,11 @@ use std::ffi::OsString;
 use std::io::Write;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 use crate::args::{Args, Command};
 use crate::output::Exit;
+use crate::program::Program;
 
 /// What the arguments of a command line ask of the store, known before the store is opened
 /// ([`preflight`]): help needs no store at all, and looking at a store never changes it.
@@ -32,6 +33,7 @@ pub enum Preflight {
 /// opened: answers help, the version and usage errors (printing to stdout and stderr), and
 /// tells what the command asks of the store otherwise. Usage errors include what can be
 /// checked without a store: a stream not written as `type/id`, `events --from` after `--to`.
+/// [`Program::preflight`] does the same with the binary's own name, version and help.
 ///
 /// ```no_run
 /// use es_cli::{Cli, Preflight};
@@ -54,7 +56,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    match parse(args, &mut std::io::stdout(), &mut std::io::stderr()) {
+    preflight_with(&Program::default(), args)
+}
+
+/// [`preflight`] with `program`'s help and version ([`Program::preflight`]).
+pub(crate) fn preflight_with<I, T>(program: &Program, args: I) -> Preflight
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match parse(program, args, &mut std::io::stdout(), &mut std::io::stderr()) {
         Err(exit) => Preflight::Answered(exit),
         Ok(args) => match args.command {
             Command::Rebuild { .. } | Command::Forget { .. } | Command::Close { .. } => Preflight::Writes,
@@ -67,12 +78,17 @@ where
 /// Parses `args`; help and the version are printed to `out` (exit 0), a usage error to `err`.
 /// Every check that needs no store is made here (a stream written as `type/id`, a version range
 /// in order), so that a wrong command line is a usage error before any store is opened.
-pub(crate) fn parse<I, T>(args: I, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> Result<Args, Exit>
+pub(crate) fn parse<I, T>(
+    program: &Program,
+    args: I,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> Result<Args, Exit>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let mut command = Args::command();
+    let mut command = program.command();
     let parsed = command
         .try_get_matches_from_mut(args)
         .and_then(|matches| Args::from_arg_matches(&matches))

@@ -247,6 +247,47 @@ async fn help_and_usage_errors_have_their_exit_codes() {
     assert!(out.contains("--batch"), "{out}");
     let (exit, _, err) = fixture.run(&["unknown"]).await;
     assert_eq!((exit, exit.code()), (Exit::Usage, 2), "{err}");
+    // Every exit code, as `Exit` documents them, ends the help.
+    for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "130 "] {
+        assert!(
+            out_of(&fixture, &["--help"]).await.contains(&format!("\n  {code}")),
+            "exit {code}"
+        );
+    }
+}
+
+async fn out_of(fixture: &Fixture, args: &[&str]) -> String {
+    fixture.run(args).await.1
+}
+
+/// A binary describes itself with a `Program`: its name and version, its usage line, and how it
+/// chooses its store, before the exit codes; `preflight` answers help the same way.
+#[tokio::test]
+async fn a_program_names_itself_and_how_it_chooses_its_store() {
+    let fixture = fixture().await;
+    let program = es_cli::Program::new("tickets-admin", "2.3.0")
+        .usage("tickets-admin [--store URL] <COMMAND>")
+        .store_help("Choosing the store:\n  --store URL  before the command");
+    let (exit, out, _) = run_cli(fixture.cli().program(program.clone()), &["-V"]).await;
+    assert_eq!((exit, out.trim()), (Exit::Ok, "tickets-admin 2.3.0"));
+    let (exit, help, _) = run_cli(fixture.cli().program(program.clone()), &["--help"]).await;
+    assert_eq!(exit, Exit::Ok);
+    assert!(help.contains("Usage: tickets-admin [--store URL] <COMMAND>"), "{help}");
+    let store = help.find("Choosing the store:").expect("the store section");
+    let exits = help.find("Exit codes:").expect("the exit codes");
+    assert!(store < exits, "{help}");
+    assert!(
+        !help.contains("Cli::") && !help.contains("embeds"),
+        "operator-facing: {help}"
+    );
+    assert_eq!(
+        program.preflight(["tickets-admin", "streams"]),
+        es_cli::Preflight::Reads
+    );
+    assert_eq!(
+        program.preflight(["tickets-admin", "rebuild", "opened_count"]),
+        es_cli::Preflight::Writes
+    );
 }
 
 /// What the arguments alone show to be wrong is a usage error, which `preflight` answers before

@@ -1403,7 +1403,6 @@ fn usage_errors_exit_2_before_any_store_is_opened() {
 /// command), or PostgreSQL when `DATABASE_URL` is set." `es --help` is where an operator looks
 /// for that, and for the exit codes scripts rely on (`es_cli::Exit`).
 #[test]
-#[ignore = "defect: `es --help` names neither `--db PATH` nor DATABASE_URL nor the exit codes; `es --db` without a path says `unexpected argument '--db'`"]
 fn help_tells_how_to_choose_the_store_and_the_exit_codes() {
     let directory = directory();
     let es = Es::sqlite(&directory.path().join("es.db"));
@@ -1411,16 +1410,53 @@ fn help_tells_how_to_choose_the_store_and_the_exit_codes() {
     assert!(help.contains("--db"), "{help}");
     assert!(help.contains("DATABASE_URL"), "{help}");
     assert!(help.contains("130"), "the exit codes: {help}");
+    assert!(help.contains("wins over DATABASE_URL"), "which wins: {help}");
+    assert!(
+        help.contains("ES_EXAMPLES_DB") && help.contains("ES_EXAMPLES_SCHEMA"),
+        "{help}"
+    );
+    for library_talk in ["embeds", "Cli::", "#[pii]"] {
+        assert!(
+            !help.contains(library_talk),
+            "operator-facing, not library docs ({library_talk}): {help}"
+        );
+    }
+    let version = es.expect(&["-V"], 0).stdout;
+    assert!(version.starts_with("es "), "the binary's name: {version}");
     let bare = Es {
         prefix: vec!["--db".into()],
-        ..es
+        ..es.clone()
     };
     let missing_path = bare.run(&[]);
+    missing_path.expect_code(2, "--db without a path");
     assert!(
-        !missing_path.stderr.contains("unexpected argument '--db'"),
+        !missing_path.stderr.contains("unexpected argument '--db'") && missing_path.stderr.contains("--db PATH"),
         "{}",
         missing_path.stderr
     );
+    let after_the_command = Es {
+        prefix: Vec::new(),
+        ..es.clone()
+    }
+    .run(&["streams", "--db", "x.db"]);
+    after_the_command.expect_code(2, "--db after the command");
+    assert!(
+        after_the_command.stderr.contains("--db goes before the command"),
+        "{}",
+        after_the_command.stderr
+    );
+    // Before the command, among es-cli's own options, it is taken.
+    let with_json = Es {
+        prefix: vec![
+            "--json".into(),
+            "--db".into(),
+            directory.path().join("es.db").display().to_string(),
+        ],
+        ..es
+    }
+    .run(&["streams"]);
+    with_json.expect_code(3, "a missing store named after --json");
+    assert!(with_json.stderr.contains("no store at"), "{}", with_json.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------
