@@ -1294,6 +1294,23 @@ async fn a_path_that_is_not_a_store_is_named_as_such() {
             "an empty file is no store: {}",
             refused.stderr
         );
+
+        // Like a missing store: exit 3, named as no store, with where to name the right one;
+        // `serve` does not start, and a writing command does not make the file a store.
+        for path in [&folder, &empty] {
+            let es = Es::sqlite(path);
+            for args in [&["streams"][..], &["serve", "--port", "0"], &["rebuild", "lead-search"]] {
+                let refused = es.run(args);
+                refused.expect_code(3, &format!("es {args:?} on {}", path.display()));
+                assert!(
+                    refused.stderr.contains("not an es-rs store") && refused.stderr.contains("--db PATH"),
+                    "es {args:?}: {}",
+                    refused.stderr
+                );
+                assert!(!refused.stdout.contains("listening"), "{}", refused.stdout);
+            }
+        }
+        assert_eq!(std::fs::metadata(&empty).expect("still there").len(), 0, "left empty");
     })
     .await;
 }
@@ -1323,10 +1340,23 @@ async fn looking_works_on_a_store_the_operator_may_only_read() {
         }
         let outcome = es.run(&["streams"]);
         let events = es.run(&["events", "ticket/T-1"]);
+        let writing = es.run(&["rebuild", "lead-analysis"]);
         std::fs::set_permissions(&shelf, std::fs::Permissions::from_mode(0o755)).expect("chmod back");
         outcome.expect_code(0, "streams on a file the operator may only read");
         assert!(outcome.stdout.contains("ticket/T-1"), "{}", outcome.stdout);
+        assert!(
+            outcome.stderr.contains("read as it is now"),
+            "says it reads a snapshot: {}",
+            outcome.stderr
+        );
         events.expect_code(0, "events on a file the operator may only read");
+        // A command that writes says why it cannot, in an operator's words.
+        writing.expect_code(4, "rebuild on a file the operator may only read");
+        assert!(
+            writing.stderr.contains("this user may not write") && !writing.stderr.contains("open_read_only"),
+            "{}",
+            writing.stderr
+        );
     })
     .await;
 }

@@ -11,14 +11,14 @@
 //! ```
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use es_cli::{CliStore, Exit, Preflight, Program};
 use es_core::lifecycle::StreamLifecycle;
 use es_core::pii::KeyStore;
 use es_postgres::PostgresStore;
-use es_sqlite::SqliteStore;
+use es_sqlite::{SqliteError, SqliteStore};
 use examples::cli::command_line;
 use examples::demo::DEFAULT_FILE;
 use examples::lead::forgettable_leads;
@@ -135,13 +135,49 @@ async fn sqlite(file: PathBuf, writes: bool, args: Vec<OsString>) -> Opened {
         return Err((Exit::NotFound, message));
     }
     if !writes {
-        let store = SqliteStore::open_read_only(&file).await.map_err(store_failure)?;
+        let store = SqliteStore::open_read_only(&file)
+            .await
+            .map_err(|error| sqlite_failure(&file, error))?;
+        if store.is_immutable() {
+            eprintln!(
+                "note: {} is read as it is now (this user may not write its directory, and no writer is active): \
+                 events committed from now on are not seen",
+                file.display()
+            );
+        }
         return run(store, args).await;
     }
-    let store = SqliteStore::open(&file).await.map_err(store_failure)?;
-    store.migrate().await.map_err(store_failure)?;
+    // A writing command migrates the store; it must not turn a file that is no store into one.
+    if let Err(error @ (SqliteError::NotAStore { .. } | SqliteError::IsADirectory { .. })) =
+        SqliteStore::open_read_only(&file).await
+    {
+        return Err(sqlite_failure(&file, error));
+    }
+    let store = SqliteStore::open(&file)
+        .await
+        .map_err(|error| sqlite_failure(&file, error))?;
+    store.migrate().await.map_err(|error| sqlite_failure(&file, error))?;
     store.create_tables().await.map_err(store_failure)?;
     run(store, args).await
+}
+
+/// What `es` says when the SQLite store cannot be used, and its exit code: a path that is no
+/// store is "not found" like a missing one (exit 3), with where to name the right one.
+fn sqlite_failure(file: &Path, error: SqliteError) -> (Exit, String) {
+    match error {
+        SqliteError::NotAStore { .. } | SqliteError::IsADirectory { .. } => {
+            (Exit::NotFound, format!("{error} (with --db PATH before the command)"))
+        }
+        SqliteError::ReadOnly { .. } => (
+            Exit::Store,
+            format!(
+                "this command writes to the store, and this user may not write {} (or its directory): run it as \
+                 a user who may ({error})",
+                file.display()
+            ),
+        ),
+        other => store_failure(other),
+    }
 }
 
 async fn postgres(url: &str, writes: bool, args: Vec<OsString>) -> Opened {
