@@ -1,11 +1,15 @@
-//! The command line's grammar, derived with clap.
+//! The command line's grammar, derived with clap. Its doc comments are the help an operator
+//! reads: they say what a command does for them, not how the library is built.
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use es_core::StreamId;
 
-/// Look at, time-travel, tail, rebuild and check this application's event store.
+/// Look at this application's event store: its streams and events, an aggregate's state at any
+/// version or instant, the global log (live), projections; check that every stored event
+/// decodes, rebuild a projection, serve a read-only event browser.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 pub(crate) struct Args {
     /// Print JSON instead of text (one document; `log` prints one object per line).
     #[arg(long, global = true)]
@@ -17,8 +21,10 @@ pub(crate) struct Args {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Forget a data subject for good: destroy the key of its personal data (`#[pii]` fields),
-    /// which then reads as forgotten everywhere. Needs a program built with `Cli::forgetting`.
+    /// Forget a data subject for good (only in a program that seals personal data)
+    ///
+    /// Destroys the key of the subject's personal data, which then reads as forgotten
+    /// everywhere. A program that keeps no personal data sealed refuses.
     Forget {
         /// The subject: `type/id` for a stream's own data (e.g. `lead/L-7`), else the subject
         /// field's value.
@@ -27,12 +33,15 @@ pub(crate) enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Close a stream for good: tombstone it (it takes no more events), archive it (its events
-    /// leave the hot table and stay in the global log) or delete it (its events are removed; an
-    /// audit record stays). Needs a program built with `Cli::closing`.
+    /// Close a stream for good: tombstone, archive or delete it
+    ///
+    /// Tombstoned, it takes no more events; archived, its events leave the hot table and stay
+    /// in the global log; deleted, its events are removed and an audit record stays. A program
+    /// that does not enable closing streams refuses.
     Close {
         /// The stream, as `type/id` (e.g. `ticket/T-1`).
-        stream: String,
+        #[arg(value_parser = stream_arg)]
+        stream: StreamId,
         /// What the stream becomes.
         #[arg(long = "as", value_enum, value_name = "STATUS")]
         status: Closing,
@@ -46,20 +55,22 @@ pub(crate) enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// List closed streams with who closed them, when, why and how many events went: the
-    /// audit of deletions by default. Needs a program built with `Cli::closing`.
+    /// List closed streams: who closed them, when, why (by default the audit of deletions)
+    ///
+    /// Each record says how many events went. A program that does not enable closing streams
+    /// refuses.
     Closed {
         /// Which closed streams.
         #[arg(long, value_enum, default_value = "deleted", value_name = "STATUS")]
         status: Closing,
         /// Only streams after this one (`type/id`): the next page.
-        #[arg(long, value_name = "STREAM")]
-        after: Option<String>,
+        #[arg(long, value_name = "STREAM", value_parser = stream_arg)]
+        after: Option<StreamId>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// List streams with their event counts and last activity, in (type, id) order.
+    /// List streams with their event counts and last activity, in (type, id) order
     Streams {
         /// Only streams of this aggregate type.
         #[arg(long = "type", value_name = "TYPE")]
@@ -68,45 +79,58 @@ pub(crate) enum Command {
         #[arg(long = "id", value_name = "PREFIX")]
         id_prefix: Option<String>,
         /// Only streams after this one (`type/id`): the next page.
-        #[arg(long, value_name = "STREAM")]
-        after: Option<String>,
+        #[arg(long, value_name = "STREAM", value_parser = stream_arg)]
+        after: Option<StreamId>,
         /// At most this many streams.
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Show a stream's events: ids, times, correlation, causation, actor and payloads.
+    /// Show a stream's events: ids, times, correlation, causation, actor and payloads
+    ///
+    /// A stored row that cannot be read is shown in its place, with why. A version past the
+    /// stream's last is not found (exit 3); `--from` after `--to` is a usage error.
     Events {
         /// The stream, as `type/id` (e.g. `ticket/T-1`).
-        stream: String,
-        /// From this version (inclusive).
+        #[arg(value_parser = stream_arg)]
+        stream: StreamId,
+        /// From this version (inclusive; at most the stream's last).
         #[arg(long, value_name = "VERSION")]
         from: Option<u64>,
-        /// Up to this version (inclusive).
+        /// Up to this version (inclusive; past the last is the last).
         #[arg(long, value_name = "VERSION")]
         to: Option<u64>,
     },
-    /// Show an aggregate's state: now, at a version, or at an instant (time travel).
+    /// Show an aggregate's state: now, at a version, or at an instant (time travel)
+    ///
+    /// A version past the stream's last is not found (exit 3), naming the last; an instant
+    /// after the last event is the last version.
     State {
         /// The stream, as `type/id`.
-        stream: String,
-        /// The state after this version.
+        #[arg(value_parser = stream_arg)]
+        stream: StreamId,
+        /// The state after this version (0: the initial state; at most the stream's last).
         #[arg(long, conflicts_with = "at")]
         version: Option<u64>,
         /// The state as of this instant (RFC 3339, e.g. `2026-12-04T10:00:00Z`).
         #[arg(long, value_name = "INSTANT")]
         at: Option<DateTime<Utc>>,
     },
-    /// Show what changed in an aggregate's state between two versions.
+    /// Show what changed in an aggregate's state between two versions
+    ///
+    /// A version past the stream's last is not found (exit 3), naming the last.
     Diff {
         /// The stream, as `type/id`.
-        stream: String,
-        /// The earlier version.
+        #[arg(value_parser = stream_arg)]
+        stream: StreamId,
+        /// The earlier version (at most the stream's last).
         from: u64,
-        /// The later version.
+        /// The later version (at most the stream's last).
         to: u64,
     },
-    /// Print the global log: every event of every stream, in commit order; or, for an audit,
-    /// only those of some aggregate types or names.
+    /// Print the global log in commit order, or, for an audit, some aggregate types or names
+    ///
+    /// Every event of every stream, in commit order; a stored row that cannot be read is
+    /// shown in its place, with why. `--follow` runs until Ctrl-C (exit 130).
     Log {
         /// Only events after this position.
         #[arg(long, default_value_t = 0)]
@@ -121,20 +145,25 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Keep printing events as they are committed, from the head of the log (or `--after`),
-        /// until interrupted.
+        /// until Ctrl-C (exit 130).
         #[arg(long)]
         follow: bool,
     },
-    /// Show each projection's checkpoint, lag, and whether a runner holds it.
+    /// Show each projection's checkpoint, lag, and whether a runner holds it
     Projections,
-    /// Empty a projection's read model and replay every event into it, showing progress.
+    /// Empty a projection's read model and replay every event into it, showing progress
+    ///
+    /// Ctrl-C stops it (exit 130) and names the checkpoint it leaves: the batch in hand commits
+    /// or rolls back whole, the read model and its checkpoint agree, and a runner or another
+    /// rebuild goes on from there. Refused (exit 5) while a runner holds the projection.
     Rebuild {
         /// The projection's name (see `projections`).
         name: String,
     },
-    /// List a projection's parked events (set aside by its failure policy), or act on one
-    /// once its cause is fixed: retry it (the projection's runner handles it again, exactly
-    /// once) or drop it for good.
+    /// List a projection's parked events, or retry or drop one
+    ///
+    /// Parked events are those its failure policy set aside. Once the cause is fixed, retry one
+    /// (the projection's runner handles it again, exactly once) or drop it for good.
     Parked {
         /// The projection's name (see `projections`).
         name: String,
@@ -145,24 +174,39 @@ pub(crate) enum Command {
         #[arg(long, value_name = "POSITION")]
         drop: Option<u64>,
     },
-    /// Decode every stored event and snapshot with this program's types; report each that
-    /// fails, and exit with 1 if any does.
+    /// Check that every stored event and snapshot decodes; exit 1 if any does not
+    ///
+    /// Decodes every stored event and snapshot with this program's types, and reports each
+    /// that fails, and every stored row that cannot be read at all, with its stream, version
+    /// and position.
     Doctor {
         /// Snapshots read per query, and events checked between progress updates (the events
         /// are read with one query).
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
-    /// Print the registered aggregates and their events: names, aliases, schema versions and
-    /// upcasts.
+    /// Print the registered aggregates and their events: names, aliases, versions, upcasts
     Registry,
-    /// Serve a read-only web browser of the store on 127.0.0.1 until interrupted: streams and
-    /// their events, states at any version, the live global log, projections.
+    /// Serve a read-only web browser of the store on 127.0.0.1, until Ctrl-C (exit 130)
+    ///
+    /// Streams and their events, states at any version, the live global log, projections.
+    /// Every page is bounded: 50 streams (up to 500 with `?limit=`), 50 versions of a stream,
+    /// 50 events of the log, 500 events per live update.
     Serve {
         /// The port to listen on (0: any free port). The URL is the first line printed.
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+}
+
+/// A stream argument, written `type/id` (the id may contain `/`).
+pub(crate) fn stream_arg(text: &str) -> Result<StreamId, String> {
+    match text.split_once('/') {
+        Some((kind, id)) if !kind.is_empty() && !id.is_empty() => Ok(StreamId::new(kind, id)),
+        _ => Err(format!(
+            "`{text}` is not a stream: write it as `type/id`, e.g. `ticket/T-1`"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -172,6 +216,18 @@ mod tests {
     #[test]
     fn the_grammar_is_consistent() {
         super::Args::command().debug_assert();
+    }
+
+    #[test]
+    fn streams_are_type_slash_id() {
+        let stream = super::stream_arg("lead/2026/L-7").expect("a stream");
+        assert_eq!(
+            (stream.aggregate_type.as_str(), stream.aggregate_id.as_str()),
+            ("lead", "2026/L-7")
+        );
+        for wrong in ["T-1", "/T-1", "ticket/", ""] {
+            assert!(super::stream_arg(wrong).is_err(), "{wrong:?}");
+        }
     }
 }
 

@@ -7,7 +7,6 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
 use crate::args::Closing;
-use crate::commands::parse_stream;
 use crate::output::{Failure, Output};
 use crate::{Cli, CliStore, Exit};
 
@@ -44,7 +43,7 @@ fn enabled<S>(cli: &Cli<S>) -> Result<Lifecycle<S>, Failure> {
     cli.lifecycle.ok_or_else(|| {
         Failure::new(
             Exit::Usage,
-            "this program's command line does not close streams (it is built without `Cli::closing`)",
+            "this program does not close streams: its command line is built without closing (`Cli::closing`)",
         )
     })
 }
@@ -78,13 +77,12 @@ fn record_line(closed: &StreamClosed) -> String {
 pub(crate) async fn close<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
-    stream: &str,
+    stream: &StreamId,
     closing: Closing,
     change: StreamChange,
     confirmed: bool,
 ) -> Result<Exit, Failure> {
     let lifecycle = enabled(cli)?;
-    let stream = parse_stream(stream)?;
     let status = closing.status();
     if !confirmed {
         return Err(Failure::new(
@@ -92,7 +90,7 @@ pub(crate) async fn close<S: CliStore>(
             format!("closing {stream} as {status} cannot be undone: add --yes to confirm"),
         ));
     }
-    let closed = (lifecycle.close)(&cli.store, &stream, status, change)
+    let closed = (lifecycle.close)(&cli.store, stream, status, change)
         .await
         .map_err(Failure::store)?;
     if out.json {
@@ -108,13 +106,13 @@ pub(crate) async fn closed<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
     closing: Closing,
-    after: Option<String>,
+    after: Option<StreamId>,
     limit: usize,
 ) -> Result<Exit, Failure> {
     let lifecycle = enabled(cli)?;
     let mut query = ClosedQuery::new(closing.status()).limit(limit);
     if let Some(after) = after {
-        query = query.after(parse_stream(&after)?);
+        query = query.after(after);
     }
     let records = (lifecycle.closed)(&cli.store, &query).await.map_err(Failure::store)?;
     if out.json {

@@ -4,22 +4,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use es_core::lifecycle::StreamStatus;
-use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery, StreamSlice};
-use futures_util::TryStreamExt;
+use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery};
 use serde_json::{json, Value};
 
+use crate::interrupt::Interrupt;
 use crate::output::{pretty, stored_json, Exit, Failure, Output};
+use crate::rows::{self, Row, Unreadable};
 use crate::{Cli, CliStore};
 
-/// `type/id` as a stream; the id may contain `/`.
+/// `type/id` as a stream; the id may contain `/`. (Arguments are parsed by the grammar; this is
+/// for the browser's parameters.)
 pub(crate) fn parse_stream(text: &str) -> Result<StreamId, Failure> {
-    match text.split_once('/') {
-        Some((kind, id)) if !kind.is_empty() && !id.is_empty() => Ok(StreamId::new(kind, id)),
-        _ => Err(Failure::new(
-            Exit::Usage,
-            format!("`{text}` is not a stream: write it as `type/id`, e.g. `ticket/T-1`"),
-        )),
-    }
+    crate::args::stream_arg(text).map_err(|message| Failure::new(Exit::Usage, message))
 }
 
 pub(crate) fn time(instant: DateTime<Utc>) -> String {
@@ -35,13 +31,13 @@ pub(crate) async fn streams<S: CliStore>(
     out: &mut Output<'_>,
     aggregate_type: Option<String>,
     id_prefix: Option<String>,
-    after: Option<String>,
+    after: Option<&StreamId>,
     limit: usize,
 ) -> Result<Exit, Failure> {
     let query = StreamQuery {
         aggregate_type,
         id_prefix,
-        after: after.as_deref().map(parse_stream).transpose()?,
+        after: after.cloned(),
         limit,
     };
     let streams = cli.store.list_streams(&query).await.map_err(Failure::store)?;
@@ -151,39 +147,74 @@ fn print_event<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, event: &Recorded
     Ok(())
 }
 
+/// A row that cannot be read, as JSON: where it is and why, in place of an event.
+pub(crate) fn unreadable_json(row: &Unreadable) -> Value {
+    json!({
+        "stream": row.stream.to_string(),
+        "version": row.version,
+        "position": row.position,
+        "unreadable": row.reason,
+    })
+}
+
+/// A row as JSON: the event, or why it cannot be read.
+fn row_json<S: CliStore>(cli: &Cli<S>, row: &Row) -> Value {
+    match row {
+        Row::Event(event) => event_json(cli, event),
+        Row::Unreadable(row) => unreadable_json(row),
+    }
+}
+
 pub(crate) async fn events<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
-    stream: &str,
+    stream: &StreamId,
     from: Option<u64>,
     to: Option<u64>,
 ) -> Result<Exit, Failure> {
-    let stream = parse_stream(stream)?;
-    let mut slice = StreamSlice::from_version(from.unwrap_or(1));
-    if let Some(to) = to {
-        slice = slice.to_version(to);
+    let last = last_version(cli, stream).await?;
+    let from = from.unwrap_or(1);
+    if from > last {
+        return Err(past_the_end(stream, last, &format!("--from {from}")));
     }
-    let events: Vec<RecordedEvent> = cli
-        .store
-        .read_stream(&stream, slice)
-        .try_collect()
+    let rows = rows::stream_rows(&cli.store, stream, from, to)
         .await
         .map_err(Failure::store)?;
-    if events.is_empty() && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
-        return Err(no_events(cli, &stream).await);
-    }
     if out.json {
-        let listed: Vec<Value> = events.iter().map(|event| event_json(cli, event)).collect();
+        let listed: Vec<Value> = rows.iter().map(|row| row_json(cli, row)).collect();
         out.json(&json!({ "stream": stream.to_string(), "events": listed }))?;
         return Ok(Exit::Ok);
     }
-    for (index, event) in events.iter().enumerate() {
+    for (index, row) in rows.iter().enumerate() {
         if index > 0 {
             out.line("")?;
         }
-        print_event(cli, out, event)?;
+        match row {
+            Row::Event(event) => print_event(cli, out, event)?,
+            Row::Unreadable(row) => {
+                out.line(format!("{} v{}  cannot be read", row.stream, row.version))?;
+                out.line(format!("  {}", row.message()))?;
+                out.line("  (`doctor` lists every stored row that cannot be read)")?;
+            }
+        }
     }
     Ok(Exit::Ok)
+}
+
+/// The stream's last version; not found (naming why) when it has no events.
+async fn last_version<S: CliStore>(cli: &Cli<S>, stream: &StreamId) -> Result<u64, Failure> {
+    match cli.store.stream_version(stream).await.map_err(Failure::store)? {
+        0 => Err(no_events(cli, stream).await),
+        last => Ok(last),
+    }
+}
+
+/// A version asked for (`asked`, as the command line gave it) past the stream's last.
+pub(crate) fn past_the_end(stream: &StreamId, last: u64, asked: &str) -> Failure {
+    Failure::new(
+        Exit::NotFound,
+        format!("{asked} is past the end of {stream}: its last version is {last}"),
+    )
 }
 
 /// Why `stream` shows no events: it has none, or it was archived or deleted (who, when, why).
@@ -222,20 +253,22 @@ async fn load<S: CliStore>(cli: &Cli<S>, stream: &StreamId, as_of: AsOf) -> Resu
 pub(crate) async fn state<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
-    stream: &str,
+    stream: &StreamId,
     version: Option<u64>,
     at: Option<DateTime<Utc>>,
 ) -> Result<Exit, Failure> {
-    let stream = parse_stream(stream)?;
+    // An aggregate type nobody registered is the first thing to say: no state can load.
+    cli.view(&stream.aggregate_type)?;
+    let last = last_version(cli, stream).await?;
     let as_of = match (version, at) {
+        (Some(version), _) if version > last => {
+            return Err(past_the_end(stream, last, &format!("--version {version}")));
+        }
         (Some(version), _) => AsOf::Version(version),
         (None, Some(instant)) => AsOf::Instant(instant),
         (None, None) => AsOf::Latest,
     };
-    let (loaded_version, state) = load(cli, &stream, as_of).await?;
-    if loaded_version == 0 && cli.store.stream_version(&stream).await.map_err(Failure::store)? == 0 {
-        return Err(no_events(cli, &stream).await);
-    }
+    let (loaded_version, state) = load(cli, stream, as_of).await?;
     if out.json {
         out.json(&json!({ "stream": stream.to_string(), "version": loaded_version, "state": state }))?;
     } else {
@@ -279,13 +312,17 @@ pub(crate) fn changes(path: &str, before: Option<&Value>, after: Option<&Value>,
 pub(crate) async fn diff<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
-    stream: &str,
+    stream: &StreamId,
     from: u64,
     to: u64,
 ) -> Result<Exit, Failure> {
-    let stream = parse_stream(stream)?;
-    let (from_version, before) = load(cli, &stream, AsOf::Version(from)).await?;
-    let (to_version, after) = load(cli, &stream, AsOf::Version(to)).await?;
+    cli.view(&stream.aggregate_type)?;
+    let last = last_version(cli, stream).await?;
+    if let Some(beyond) = [from, to].into_iter().find(|version| *version > last) {
+        return Err(past_the_end(stream, last, &format!("version {beyond}")));
+    }
+    let (from_version, before) = load(cli, stream, AsOf::Version(from)).await?;
+    let (to_version, after) = load(cli, stream, AsOf::Version(to)).await?;
     let mut found = Vec::new();
     changes("$", Some(&before), Some(&after), &mut found);
     if out.json {
@@ -322,6 +359,8 @@ pub(crate) async fn diff<S: CliStore>(
 /// How often `log --follow` looks for new events.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
+/// `log`: pages of the global log; with `follow`, until Ctrl-C (exit 130), which a read in
+/// progress does not delay (reads change nothing, so dropping one is safe).
 pub(crate) async fn log<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
@@ -329,6 +368,7 @@ pub(crate) async fn log<S: CliStore>(
     filter: &LogFilter,
     limit: usize,
     follow: bool,
+    interrupt: &mut Interrupt,
 ) -> Result<Exit, Failure> {
     let mut position = after;
     if follow && after == 0 {
@@ -340,16 +380,17 @@ pub(crate) async fn log<S: CliStore>(
         if page_size == 0 {
             return Ok(Exit::Ok);
         }
-        let page = cli
-            .store
-            .read_filtered(position, page_size, filter)
-            .await
-            .map_err(Failure::store)?;
-        for event in &page.events {
+        let page = tokio::select! {
+            page = rows::log_page(&cli.store, position, page_size, filter) => page.map_err(Failure::store)?,
+            () = interrupt.recv() => return Ok(Exit::Interrupted),
+        };
+        for row in &page.rows {
             if out.json {
-                out.json_line(&event_json(cli, event))?;
-            } else {
-                out.line(format!(
+                out.json_line(&row_json(cli, row))?;
+                continue;
+            }
+            match row {
+                Row::Event(event) => out.line(format!(
                     "{:>8}  {}  {} v{}  {}  actor {}",
                     event.position,
                     time(event.recorded_at),
@@ -357,13 +398,20 @@ pub(crate) async fn log<S: CliStore>(
                     event.version,
                     event.event_name,
                     or_dash(event.metadata.actor.as_deref()),
-                ))?;
-                out.out.flush()?;
+                ))?,
+                Row::Unreadable(row) => out.line(format!(
+                    "{:>8}  {} v{}  cannot be read: {} (`doctor` lists every such row)",
+                    or_dash(row.position),
+                    row.stream,
+                    row.version,
+                    row.reason,
+                ))?,
             }
+            out.out.flush()?;
         }
         // Past the events the filter left out too.
         position = page.scanned_to;
-        printed += page.events.len();
+        printed += page.rows.len();
         if !page.at_head {
             continue;
         }
@@ -372,7 +420,7 @@ pub(crate) async fn log<S: CliStore>(
         }
         tokio::select! {
             () = tokio::time::sleep(FOLLOW_POLL) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
+            () = interrupt.recv() => return Ok(Exit::Interrupted),
         }
     }
 }
@@ -387,8 +435,8 @@ pub(crate) async fn forget<S: CliStore>(
     let Some(forget) = cli.forget else {
         return Err(Failure::new(
             Exit::Usage,
-            "this program does not seal personal data, so there is nothing to forget (its command line is built \
-             without `Cli::forgetting`)",
+            "this program does not seal personal data, so there is nothing to forget: its command line is built \
+             without forgetting (`Cli::forgetting`)",
         ));
     };
     if !confirmed {

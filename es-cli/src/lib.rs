@@ -27,9 +27,15 @@
 //!         }
 //!     };
 //!     // .projection(runner) for each projection to watch and rebuild
+//!     // .program(Program::new("tickets-admin", "2.3.0").store_help(...)) for its own help
 //!     cli.run().await
 //! }
 //! ```
+//!
+//! A binary that opens its store according to the command (read-only for the commands that only
+//! look) reads the arguments with [`preflight`] (or [`Program::preflight`]) first; a binary that
+//! chooses its store with options of its own before the command (`--db PATH`) says so in its
+//! [`Program`], which `--help` shows with the exit codes.
 //!
 //! Then, for example:
 //!
@@ -51,37 +57,56 @@
 //! ```
 //!
 //! `es serve` prints `listening on http://127.0.0.1:PORT` as its first line (`--port 0` takes
-//! any free port) and serves until Ctrl-C, on 127.0.0.1 only. Its pages, all read-only (no
-//! route writes; other methods are answered 405):
+//! any free port) and serves until Ctrl-C (then exits with 130), on 127.0.0.1 only. Its pages,
+//! all read-only (no route writes; other methods are answered 405):
 //!
-//! - `/`: the streams, searched by aggregate type and id prefix, a page at a time;
+//! - `/`: the streams, searched by aggregate type and id prefix, 50 a page (`?limit=` up to
+//!   500);
 //! - `/streams/TYPE/ID`: a stream's events with their metadata and payloads, as the current
 //!   code reads them and as stored when that differs or does not decode, 50 versions a page;
-//! - `/streams/TYPE/ID/state?version=N`: the aggregate's state after version N, the event that
-//!   led to it and what it changed, with links to the previous and next versions;
-//! - `/log`: the latest events of the global log, with rows added as events are committed (the
-//!   page polls `/log.json?after=POS` every second), and earlier and later pages;
+//! - `/streams/TYPE/ID/state?version=N`: the aggregate's state after version N (0 to the
+//!   stream's last; past it, 404 naming the last), the event that led to it and what it
+//!   changed, with links to the previous and next versions;
+//! - `/log`: the latest 50 events of the global log, with rows added as events are committed
+//!   (the page polls `/log.json?after=POS` every second, which answers at most 500 events at a
+//!   time), and earlier and later pages of 50;
 //! - `/projections`: each projection's checkpoint, lag and claim.
 //!
 //! Every request does bounded work (a page of the catalog, a slice of a stream, a page of the
-//! log), so the pages stay fast on a large store; the one exception is inherent: the state at
-//! version N folds the stream's first N events. Everything read from the store is escaped, and
-//! the pages run only their own script. [`Cli::into_router`] gives the same pages as an axum
-//! router, to serve within an application's own server.
+//! log, read backwards in windows of at most 3,200 positions), so the pages stay fast on a large
+//! store; the one exception is inherent: the state at version N folds the stream's first N
+//! events. Everything read from the store is escaped, and the pages run only their own script.
+//! [`Cli::into_router`] gives the same pages as an axum router, to serve within an application's
+//! own server.
+//!
+//! **Rows that cannot be read.** A stored row the store cannot turn into an event (metadata
+//! that is not JSON, written behind the framework's back or damaged) does not stop the
+//! commands and pages that look: `events`, `log` and the browser show it in its place, marked
+//! as unreadable with the store's reason, and go on; `doctor` reports it with the events that
+//! do not decode. Only a state that must fold such a row fails, naming it.
+//!
+//! **Ranges.** A version past a stream's last (`state --version`, `diff`, `events --from`, the
+//! browser's `state?version=`) is not found (exit 3, 404), naming the stream's last version;
+//! `events --from` after `--to` is a usage error. `--to` past the last, and `--at` after the
+//! last event, mean the last.
 //!
 //! Every command has `--help`. Output is text for people; `--json` prints JSON for scripts.
 //! Long commands show progress bars on a terminal and plain lines otherwise. The exit codes are
-//! listed at [`Exit`].
+//! listed at [`Exit`], and at the end of `--help`. `log --follow`, `serve` and `rebuild` end on
+//! Ctrl-C with 130; the handler is installed before they print anything.
 
 #![warn(missing_docs)]
 
 mod args;
 mod closing;
 mod commands;
+mod interrupt;
 mod long;
 mod output;
 mod parked;
 mod preflight;
+mod program;
+mod rows;
 mod serve;
 mod views;
 
@@ -100,8 +125,10 @@ use futures_util::future::BoxFuture;
 
 pub use output::Exit;
 pub use preflight::{preflight, Preflight};
+pub use program::Program;
 
 use args::Command;
+use interrupt::Interrupt;
 use output::{Failure, Output};
 use views::{AggregateView, ProjectionView, Typed};
 
@@ -122,6 +149,7 @@ pub struct Cli<S> {
     projections: Vec<Box<dyn ProjectionView>>,
     forget: Option<ForgetFn<S>>,
     lifecycle: Option<closing::Lifecycle<S>>,
+    program: Program,
 }
 
 fn forget_in<'a, S: ForgetSubjects>(store: &'a S, subject: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
@@ -140,6 +168,7 @@ impl<S: CliStore> Cli<S> {
             projections: Vec::new(),
             forget: None,
             lifecycle: None,
+            program: Program::default(),
         };
         // The first registration in an empty registry cannot clash with anything.
         if cli.registry.register::<ClosedStream>().is_ok() {
@@ -168,6 +197,13 @@ impl<S: CliStore> Cli<S> {
         S: es_core::lifecycle::StreamLifecycle,
     {
         self.lifecycle = Some(closing::Lifecycle::of());
+        self
+    }
+
+    /// How the binary presents itself in `--help` and `--version`: its name, version, usage
+    /// and how it chooses its store (see [`Program`]).
+    pub fn program(mut self, program: Program) -> Self {
+        self.program = program;
         self
     }
 
@@ -222,12 +258,19 @@ impl<S: CliStore> Cli<S> {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let args = match preflight::parse(args, out, err) {
+        let args = match preflight::parse(&self.program, args, out, err) {
             Ok(args) => args,
             Err(exit) => return exit,
         };
+        // Before anything is printed, so that a Ctrl-C at any moment ends these as documented.
+        let interrupt = match &args.command {
+            Command::Log { follow: true, .. } | Command::Serve { .. } | Command::Rebuild { .. } => {
+                Some(Interrupt::install())
+            }
+            _ => None,
+        };
         let mut output = Output { json: args.json, out };
-        match self.dispatch(args.command, &mut output).await {
+        match self.dispatch(args.command, interrupt, &mut output, err).await {
             Ok(exit) => exit,
             Err(failure) => {
                 let _ = writeln!(err, "error: {}", failure.message);
@@ -236,15 +279,23 @@ impl<S: CliStore> Cli<S> {
         }
     }
 
-    async fn dispatch(self, command: Command, out: &mut Output<'_>) -> Result<Exit, Failure> {
+    async fn dispatch(
+        self,
+        command: Command,
+        interrupt: Option<Interrupt>,
+        out: &mut Output<'_>,
+        err: &mut (dyn Write + Send),
+    ) -> Result<Exit, Failure> {
         let cli = &self;
+        // Only the commands that wait for Ctrl-C have a handler; the others keep its default.
+        let mut interrupt = interrupt.unwrap_or_else(Interrupt::none);
         match command {
             Command::Streams {
                 aggregate_type,
                 id_prefix,
                 after,
                 limit,
-            } => commands::streams(cli, out, aggregate_type, id_prefix, after, limit).await,
+            } => commands::streams(cli, out, aggregate_type, id_prefix, after.as_ref(), limit).await,
             Command::Events { stream, from, to } => commands::events(cli, out, &stream, from, to).await,
             Command::State { stream, version, at } => commands::state(cli, out, &stream, version, at).await,
             Command::Diff { stream, from, to } => commands::diff(cli, out, &stream, from, to).await,
@@ -256,7 +307,7 @@ impl<S: CliStore> Cli<S> {
                 follow,
             } => {
                 let filter = es_core::LogFilter::all().aggregate_types(types).names(names);
-                commands::log(cli, out, after, &filter, limit, follow).await
+                commands::log(cli, out, after, &filter, limit, follow, &mut interrupt).await
             }
             Command::Registry => commands::registry(cli, out),
             Command::Forget { subject, yes } => commands::forget(cli, out, &subject, yes).await,
@@ -279,7 +330,7 @@ impl<S: CliStore> Cli<S> {
             }
             Command::Closed { status, after, limit } => closing::closed(cli, out, status, after, limit).await,
             Command::Projections => long::projections(cli, out).await,
-            Command::Rebuild { name } => long::rebuild(cli, out, &name).await,
+            Command::Rebuild { name } => long::rebuild(cli, out, err, &name, &mut interrupt).await,
             Command::Parked { name, retry, drop } => {
                 let action = match (retry, drop) {
                     (Some(position), _) => parked::ParkedAction::Retry(position),
@@ -290,7 +341,7 @@ impl<S: CliStore> Cli<S> {
             }
             Command::Doctor { batch } => long::doctor(cli, out, batch).await,
             // The server owns the command line: its pages share it for as long as it runs.
-            Command::Serve { port } => serve::run(self, port, out).await,
+            Command::Serve { port } => serve::run(self, port, out, interrupt).await,
         }
     }
 

@@ -1,16 +1,18 @@
 //! The commands that take long or concern projections: `projections`, `rebuild`, `doctor`,
 //! with progress bars on a terminal and plain progress lines otherwise.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use es_core::{ClaimStatus, LogFilter, RebuildProgress, StreamId};
+use es_core::{ClaimStatus, LogFilter, LoggedEvent, RebuildProgress, StoreError, StreamId};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::commands::time;
+use crate::interrupt::Interrupt;
 use crate::output::{Exit, Failure, Output};
+use crate::rows::{self, Next, Row};
 use crate::views::{ProjectionView, SnapshotCheck};
 use crate::{Cli, CliStore};
 
@@ -141,7 +143,16 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
     Ok(Exit::Ok)
 }
 
-pub(crate) async fn rebuild<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, name: &str) -> Result<Exit, Failure> {
+/// How long an interrupted rebuild waits to read back the checkpoint it left (see `rebuild`).
+const FENCE_WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn rebuild<S: CliStore>(
+    cli: &Cli<S>,
+    out: &mut Output<'_>,
+    err: &mut (dyn Write + Send),
+    name: &str,
+    interrupt: &mut Interrupt,
+) -> Result<Exit, Failure> {
     let view = find(cli, name)?;
     // A rebuild claims the projection; with a runner holding it, it would wait indefinitely.
     if view.claim_status().await.map_err(Failure::store)? == ClaimStatus::Held {
@@ -157,13 +168,28 @@ pub(crate) async fn rebuild<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, nam
     // stay committed with their checkpoint, and a runner (or another rebuild) goes on from there.
     let result = tokio::select! {
         result = view.rebuild(&mut report) => Some(result),
-        _ = tokio::signal::ctrl_c() => None,
+        () = interrupt.recv() => None,
     };
     progress.finish();
     let Some(result) = result else {
+        // A store may be committing the batch in hand on a thread of its own, past the drop:
+        // read back too soon, the checkpoint would be one batch behind. Claiming the projection
+        // waits for that commit, or fences it out (its claim is gone), so what is read after it
+        // is the checkpoint left. A second Ctrl-C, or a runner that took the projection over,
+        // stops the wait.
+        let fenced = tokio::select! {
+            fenced = tokio::time::timeout(FENCE_WAIT, view.fence()) => matches!(fenced, Ok(Ok(()))),
+            () = interrupt.recv() => false,
+        };
         let lag = view.lag().await.map_err(Failure::store)?;
-        eprintln!(
-            "rebuild {name} interrupted at position {} ({} events behind); the read model and its \
+        let caveat = if fenced {
+            ""
+        } else {
+            " (read without waiting for the batch in hand: `projections` shows where it is)"
+        };
+        let _ = writeln!(
+            err,
+            "rebuild {name} interrupted at position {} ({} events behind){caveat}; the read model and its \
              checkpoint agree: run `rebuild` again, or let a runner catch up",
             lag.checkpoint, lag.events_behind
         );
@@ -190,6 +216,8 @@ struct Problem {
     kind: &'static str,
     stream: StreamId,
     version: u64,
+    /// An event's place in the global log.
+    position: Option<u64>,
     event_name: Option<String>,
     error: String,
 }
@@ -198,7 +226,7 @@ impl Problem {
     fn json(&self) -> Value {
         json!({
             "kind": self.kind, "stream": self.stream.to_string(), "version": self.version,
-            "event_name": self.event_name, "error": self.error,
+            "position": self.position, "event_name": self.event_name, "error": self.error,
         })
     }
 
@@ -211,6 +239,22 @@ impl Problem {
             None => format!("{} {} v{}: {}", self.kind, self.stream, self.version, self.error),
         }
     }
+}
+
+/// The problem of a stored event the current code cannot decode, if it has one.
+fn check_event<S: CliStore>(cli: &Cli<S>, event: &LoggedEvent<'_>) -> Option<Problem> {
+    let checked = match cli.aggregates.get(event.aggregate_type) {
+        Some(view) => view.check(event.event_name, event.schema_version, event.payload),
+        None => Err(format!("no aggregate of type `{}` is registered", event.aggregate_type)),
+    };
+    checked.err().map(|error| Problem {
+        kind: "event",
+        stream: event.stream(),
+        version: event.version,
+        position: Some(event.position),
+        event_name: Some(event.event_name.to_owned()),
+        error,
+    })
 }
 
 pub(crate) async fn doctor<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, batch: usize) -> Result<Exit, Failure> {
@@ -227,39 +271,86 @@ pub(crate) async fn doctor<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, batc
         Ok(())
     };
     // One query lends every event (see `GlobalLog::replay_all`); the callback cannot wait, so
-    // a failed write of a problem line stops the replay and is returned after it.
+    // a failed write of a problem line stops the replay and is returned after it. A row that
+    // cannot be read at all stops the replay too: the rows from the last one lent are then read
+    // one at a time up to it, it is reported, and the replay goes on after it.
     let mut events = 0_u64;
     let mut failed = None;
-    cli.store
-        .replay_all(0, &LogFilter::all(), &mut |event| {
-            let checked = match cli.aggregates.get(event.aggregate_type) {
-                Some(view) => view.check(event.event_name, event.schema_version, event.payload),
-                None => Err(format!("no aggregate of type `{}` is registered", event.aggregate_type)),
-            };
-            if let Err(error) = checked {
-                let problem = Problem {
-                    kind: "event",
-                    stream: event.stream(),
-                    version: event.version,
-                    event_name: Some(event.event_name.to_owned()),
-                    error,
-                };
-                if let Err(failure) = report(problem, out) {
-                    failed = Some(failure);
-                    return ControlFlow::Break(());
+    let mut after = 0_u64;
+    let everything = LogFilter::all();
+    // Counts a checked row, reporting its problem if it has one.
+    let mut note = |problem: Option<Problem>, out: &mut Output<'_>| -> Result<(), Failure> {
+        if let Some(problem) = problem {
+            report(problem, out)?;
+        }
+        events += 1;
+        if events.is_multiple_of(batch as u64) {
+            let seconds = started.elapsed().as_secs_f64();
+            progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
+        }
+        Ok(())
+    };
+    'log: loop {
+        let mut lent_to = after;
+        let replayed = cli
+            .store
+            .replay_all(after, &everything, &mut |event| {
+                lent_to = event.position;
+                match note(check_event(cli, &event), out) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(failure) => {
+                        failed = Some(failure);
+                        ControlFlow::Break(())
+                    }
                 }
+            })
+            .await;
+        if let Some(failure) = failed.take() {
+            return Err(failure);
+        }
+        match replayed {
+            Ok(_) => break,
+            Err(StoreError::Corrupt { .. }) => {}
+            Err(error) => return Err(Failure::store(error)),
+        }
+        after = lent_to;
+        loop {
+            match rows::next_row(&cli.store, after, &everything)
+                .await
+                .map_err(Failure::store)?
+            {
+                Next::Head => break 'log,
+                Next::LeftOut(position) => after = position,
+                Next::Row(row) => match *row {
+                    Row::Event(event) => {
+                        note(check_event(cli, &LoggedEvent::of(&event)), out)?;
+                        after = event.position;
+                    }
+                    Row::Unreadable(row) => {
+                        // `next_row` places an unreadable row past `after`; anything else would loop.
+                        let Some(position) = row.position.filter(|position| *position > after) else {
+                            return Err(Failure::store(StoreError::Corrupt {
+                                stream: row.stream,
+                                version: row.version,
+                                reason: row.reason,
+                            }));
+                        };
+                        let error = row.message();
+                        let problem = Problem {
+                            kind: "event",
+                            stream: row.stream,
+                            version: row.version,
+                            position: Some(position),
+                            event_name: None,
+                            error,
+                        };
+                        note(Some(problem), out)?;
+                        after = position;
+                        continue 'log;
+                    }
+                },
             }
-            events += 1;
-            if events.is_multiple_of(batch as u64) {
-                let seconds = started.elapsed().as_secs_f64();
-                progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
-            }
-            ControlFlow::Continue(())
-        })
-        .await
-        .map_err(Failure::store)?;
-    if let Some(failure) = failed {
-        return Err(failure);
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
@@ -300,6 +391,7 @@ pub(crate) async fn doctor<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>, batc
                     kind: "snapshot",
                     stream: snapshot.stream.clone(),
                     version: snapshot.version,
+                    position: None,
                     event_name: None,
                     error,
                 };

@@ -5,17 +5,18 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-/// How a command ended: the process's exit code, which scripts can rely on.
+/// How a command ended: the process's exit code, which scripts can rely on. `--help` ends with
+/// the same table.
 ///
 /// | code | meaning |
 /// |---|---|
 /// | 0 | done |
-/// | 1 | done, and problems were found (`doctor`), or the command failed (e.g. a stored event that does not decode) |
-/// | 2 | the command line is wrong (clap's usage errors) |
-/// | 3 | what was asked for does not exist (an unknown stream, aggregate type or projection) |
+/// | 1 | done, and problems were found (`doctor`), or the command failed (e.g. a state that does not load) |
+/// | 2 | the command line is wrong (a usage error: an unknown option, a stream not written `type/id`, a reversed range) |
+/// | 3 | what was asked for does not exist (the store, a stream, a version past a stream's last, an aggregate type, a projection) |
 /// | 4 | the store failed or cannot be reached |
 /// | 5 | the projection is busy: a runner holds it |
-/// | 130 | interrupted (Ctrl-C); what was committed stays consistent |
+/// | 130 | interrupted (Ctrl-C): `log --follow` and `serve` end this way; what was committed stays consistent |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Exit {
@@ -36,6 +37,17 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every exit, in the order of their codes.
+    const ALL: [Self; 7] = [
+        Self::Ok,
+        Self::Problems,
+        Self::Usage,
+        Self::NotFound,
+        Self::Store,
+        Self::Busy,
+        Self::Interrupted,
+    ];
+
     /// The process exit code.
     pub fn code(self) -> u8 {
         match self {
@@ -48,6 +60,38 @@ impl Exit {
             Self::Interrupted => 130,
         }
     }
+
+    /// What the code means to an operator: the table above, one row.
+    fn meaning(self) -> &'static str {
+        match self {
+            Self::Ok => "done",
+            Self::Problems => {
+                "done, and problems were found (`doctor`), or the command failed (e.g. a state that does not load)"
+            }
+            Self::Usage => {
+                "the command line is wrong (a usage error: an unknown option, a stream not written `type/id`, a \
+                 reversed range)"
+            }
+            Self::NotFound => {
+                "what was asked for does not exist (the store, a stream, a version past a stream's last, an \
+                 aggregate type, a projection)"
+            }
+            Self::Store => "the store failed or cannot be reached",
+            Self::Busy => "the projection is busy: a runner holds it",
+            Self::Interrupted => {
+                "interrupted (Ctrl-C): `log --follow` and `serve` end this way; what was committed stays consistent"
+            }
+        }
+    }
+}
+
+/// The exit codes, as the end of `--help` lists them.
+pub(crate) fn exit_codes_help() -> String {
+    let mut help = String::from("Exit codes:\n");
+    for exit in Exit::ALL {
+        help.push_str(&format!("  {:<4} {}\n", exit.code(), exit.meaning()));
+    }
+    help
 }
 
 impl From<Exit> for ExitCode {
@@ -145,4 +189,26 @@ pub(crate) fn pretty(value: &Value) -> String {
 /// The stored bytes of a payload as JSON, or as a string when they are not JSON.
 pub(crate) fn stored_json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    /// The help's table and the rustdoc's are one table: each row of one is a row of the other.
+    #[test]
+    fn the_help_lists_the_exit_codes_of_the_rustdoc() {
+        let source = include_str!("output.rs");
+        let help = super::exit_codes_help();
+        for exit in Exit::ALL {
+            let row = format!("/// | {} | {} |", exit.code(), exit.meaning());
+            assert!(source.contains(&row), "the rustdoc lacks: {row}");
+            assert!(help.contains(exit.meaning()), "{help}");
+        }
+        let documented = source
+            .lines()
+            .filter(|line| line.starts_with("/// | ") && !line.starts_with("/// | code"))
+            .count();
+        assert_eq!(documented, Exit::ALL.len(), "every documented code is an exit");
+    }
 }

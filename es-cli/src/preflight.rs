@@ -3,10 +3,12 @@
 use std::ffi::OsString;
 use std::io::Write;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::FromArgMatches;
 
 use crate::args::{Args, Command};
 use crate::output::Exit;
+use crate::program::Program;
 
 /// What the arguments of a command line ask of the store, known before the store is opened
 /// ([`preflight`]): help needs no store at all, and looking at a store never changes it.
@@ -29,7 +31,9 @@ pub enum Preflight {
 
 /// Reads the command line `args` (the first is the program's name) before any store is
 /// opened: answers help, the version and usage errors (printing to stdout and stderr), and
-/// tells what the command asks of the store otherwise.
+/// tells what the command asks of the store otherwise. Usage errors include what can be
+/// checked without a store: a stream not written as `type/id`, `events --from` after `--to`.
+/// [`Program::preflight`] does the same with the binary's own name, version and help.
 ///
 /// ```no_run
 /// use es_cli::{Cli, Preflight};
@@ -52,7 +56,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    match parse(args, &mut std::io::stdout(), &mut std::io::stderr()) {
+    preflight_with(&Program::default(), args)
+}
+
+/// [`preflight`] with `program`'s help and version ([`Program::preflight`]).
+pub(crate) fn preflight_with<I, T>(program: &Program, args: I) -> Preflight
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match parse(program, args, &mut std::io::stdout(), &mut std::io::stderr()) {
         Err(exit) => Preflight::Answered(exit),
         Ok(args) => match args.command {
             Command::Rebuild { .. } | Command::Forget { .. } | Command::Close { .. } => Preflight::Writes,
@@ -63,13 +76,28 @@ where
 }
 
 /// Parses `args`; help and the version are printed to `out` (exit 0), a usage error to `err`.
-pub(crate) fn parse<I, T>(args: I, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> Result<Args, Exit>
+/// Every check that needs no store is made here (a stream written as `type/id`, a version range
+/// in order), so that a wrong command line is a usage error before any store is opened.
+pub(crate) fn parse<I, T>(
+    program: &Program,
+    args: I,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> Result<Args, Exit>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    Args::try_parse_from(args).map_err(|error| match error.kind() {
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+    let mut command = program.command();
+    let parsed = command
+        .try_get_matches_from_mut(args)
+        .and_then(|matches| Args::from_arg_matches(&matches))
+        .and_then(|args| match misordered(&args.command) {
+            Some(message) => Err(command.error(ErrorKind::ArgumentConflict, message)),
+            None => Ok(args),
+        });
+    parsed.map_err(|error| match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = write!(out, "{}", error.render());
             Exit::Ok
         }
@@ -78,4 +106,18 @@ where
             Exit::Usage
         }
     })
+}
+
+/// What is wrong with a command's version range, if anything.
+fn misordered(command: &Command) -> Option<String> {
+    match command {
+        Command::Events {
+            from: Some(from),
+            to: Some(to),
+            ..
+        } if from > to => Some(format!(
+            "--from {from} is after --to {to}: give the earlier version first"
+        )),
+        _ => None,
+    }
 }

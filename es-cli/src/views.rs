@@ -2,14 +2,14 @@
 //! registered aggregate and projection.
 
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 
 use async_trait::async_trait;
 use es_core::{
     decode_record_all, Aggregate, AsOf, CatchUp, CheckpointError, CheckpointStore, ClaimStatus, Decoded, EventSet,
     EventStore, GlobalLog, Lag, ParkedEvent, Projection, ProjectionError, ProjectionRunner, RebuildProgress,
-    RecordedEvent, Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice,
+    RecordDecodeError, RecordedEvent, Repository, RepositoryError, Snapshot, SnapshotStore, StreamId, StreamSlice,
 };
-use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -92,11 +92,30 @@ where
             .load_stream(stream, AsOf::Version(version.saturating_sub(1)))
             .await?;
         let before = json(&loaded.aggregate);
+        // Replayed, as the repository folds: a replay reads no metadata, so an event whose
+        // metadata cannot be read still folds into the state.
         let slice = StreamSlice::from_version(version).to_version(version);
-        if let Some(record) = store.read_stream(stream, slice).try_next().await? {
-            for event in decode_record_all::<A::Event>(&record)? {
-                loaded.aggregate.apply_event(&event);
-            }
+        let mut undecoded = None;
+        store
+            .replay_stream(stream, slice, &mut |event| {
+                match A::Event::decode_all(event.event_name, event.schema_version, event.payload) {
+                    Ok(decoded) => decoded
+                        .into_iter()
+                        .for_each(|event| loaded.aggregate.apply_event(&event)),
+                    Err(source) => {
+                        undecoded = Some(RecordDecodeError {
+                            stream: stream.clone(),
+                            version: event.version,
+                            event_name: event.event_name.to_owned(),
+                            source: Box::new(source),
+                        });
+                    }
+                }
+                ControlFlow::Continue(())
+            })
+            .await?;
+        if let Some(error) = undecoded {
+            return Err(error.into());
         }
         Ok((before, json(&loaded.aggregate)))
     }
@@ -137,6 +156,11 @@ pub(crate) trait ProjectionView: Send + Sync {
 
     async fn rebuild(&self, progress: &mut (dyn FnMut(RebuildProgress) + Send)) -> Result<CatchUp, ProjectionError>;
 
+    /// Claims the projection and lets it go: returns once no unit of work of an earlier holder
+    /// (a rebuild dropped mid-commit) can still commit, since claiming waits for it or fences it
+    /// out (see [`CheckpointStore`]'s claim).
+    async fn fence(&self) -> Result<(), CheckpointError>;
+
     async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError>;
 
     async fn retry_parked(&self, position: u64) -> Result<bool, ProjectionError>;
@@ -165,6 +189,12 @@ where
 
     async fn rebuild(&self, progress: &mut (dyn FnMut(RebuildProgress) + Send)) -> Result<CatchUp, ProjectionError> {
         ProjectionRunner::rebuild(self, progress).await
+    }
+
+    async fn fence(&self) -> Result<(), CheckpointError> {
+        let claim = self.checkpoints().claim(ProjectionRunner::name(self)).await?;
+        drop(claim);
+        Ok(())
     }
 
     async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError> {

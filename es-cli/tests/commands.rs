@@ -247,6 +247,99 @@ async fn help_and_usage_errors_have_their_exit_codes() {
     assert!(out.contains("--batch"), "{out}");
     let (exit, _, err) = fixture.run(&["unknown"]).await;
     assert_eq!((exit, exit.code()), (Exit::Usage, 2), "{err}");
+    // Every exit code, as `Exit` documents them, ends the help.
+    for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "130 "] {
+        assert!(
+            out_of(&fixture, &["--help"]).await.contains(&format!("\n  {code}")),
+            "exit {code}"
+        );
+    }
+}
+
+async fn out_of(fixture: &Fixture, args: &[&str]) -> String {
+    fixture.run(args).await.1
+}
+
+/// A binary describes itself with a `Program`: its name and version, its usage line, and how it
+/// chooses its store, before the exit codes; `preflight` answers help the same way.
+#[tokio::test]
+async fn a_program_names_itself_and_how_it_chooses_its_store() {
+    let fixture = fixture().await;
+    let program = es_cli::Program::new("tickets-admin", "2.3.0")
+        .usage("tickets-admin [--store URL] <COMMAND>")
+        .store_help("Choosing the store:\n  --store URL  before the command");
+    let (exit, out, _) = run_cli(fixture.cli().program(program.clone()), &["-V"]).await;
+    assert_eq!((exit, out.trim()), (Exit::Ok, "tickets-admin 2.3.0"));
+    let (exit, help, _) = run_cli(fixture.cli().program(program.clone()), &["--help"]).await;
+    assert_eq!(exit, Exit::Ok);
+    assert!(help.contains("Usage: tickets-admin [--store URL] <COMMAND>"), "{help}");
+    let store = help.find("Choosing the store:").expect("the store section");
+    let exits = help.find("Exit codes:").expect("the exit codes");
+    assert!(store < exits, "{help}");
+    assert!(
+        !help.contains("Cli::") && !help.contains("embeds"),
+        "operator-facing: {help}"
+    );
+    assert_eq!(
+        program.preflight(["tickets-admin", "streams"]),
+        es_cli::Preflight::Reads
+    );
+    assert_eq!(
+        program.preflight(["tickets-admin", "rebuild", "opened_count"]),
+        es_cli::Preflight::Writes
+    );
+}
+
+/// What the arguments alone show to be wrong is a usage error, which `preflight` answers before
+/// a store is opened; a version past a stream's last is not found, naming the last.
+#[tokio::test]
+async fn streams_and_ranges_are_checked_and_versions_past_the_end_are_not_found() {
+    for args in [
+        &["es", "events", "T-1"][..],
+        &["es", "state", "ticket"],
+        &["es", "diff", "/T-1", "1", "2"],
+        &["es", "streams", "--after", "T-1"],
+        &[
+            "es", "close", "ticket", "--as", "deleted", "--by", "ops", "--reason", "x", "--yes",
+        ],
+        &["es", "events", "ticket/T-1", "--from", "3", "--to", "2"],
+    ] {
+        assert_eq!(
+            es_cli::preflight(args),
+            es_cli::Preflight::Answered(Exit::Usage),
+            "{args:?}"
+        );
+    }
+    let fixture = fixture().await;
+    let (exit, _, err) = fixture.run(&["events", "T-1"]).await;
+    assert_eq!(exit, Exit::Usage);
+    assert!(err.contains("`T-1` is not a stream: write it as `type/id`"), "{err}");
+    let (exit, _, err) = fixture.run(&["events", "ticket/T-1", "--from", "3", "--to", "2"]).await;
+    assert_eq!(exit, Exit::Usage);
+    assert!(err.contains("--from 3 is after --to 2"), "{err}");
+
+    for args in [
+        &["state", "ticket/T-1", "--version", "5"][..],
+        &["diff", "ticket/T-1", "1", "9"],
+        &["diff", "ticket/T-1", "9", "1"],
+        &["events", "ticket/T-1", "--from", "5"],
+    ] {
+        let (exit, out, err) = fixture.run(args).await;
+        assert_eq!(exit, Exit::NotFound, "{args:?}: {err}");
+        assert!(
+            err.contains("past the end of ticket/T-1: its last version is 4"),
+            "{args:?}: {err}"
+        );
+        assert!(out.is_empty(), "{out}");
+    }
+    let last = fixture.json(&["state", "ticket/T-1", "--version", "4"]).await;
+    assert_eq!(last["version"], 4);
+    let initial = fixture.json(&["state", "ticket/T-1", "--version", "0"]).await;
+    assert_eq!(initial["version"], 0);
+    let to_past_the_end = fixture
+        .json(&["events", "ticket/T-1", "--from", "3", "--to", "99"])
+        .await;
+    assert_eq!(to_past_the_end["events"].as_array().map(Vec::len), Some(2));
 }
 
 #[tokio::test]

@@ -231,6 +231,7 @@ async fn unknown_streams_and_pages_are_not_found() {
         "/streams/ticket/T-9",
         "/streams/ticket/T-9/state",
         "/streams/order/O-1/state",
+        "/streams/ticket/T-1/state?version=5",
         "/nothing",
         "/streams/ticket",
     ] {
@@ -243,6 +244,10 @@ async fn unknown_streams_and_pages_are_not_found() {
         unregistered.contains("no aggregate of type `order` is registered"),
         "{unregistered}"
     );
+    let past = request(&router, Method::GET, "/streams/ticket/T-1/state?version=5")
+        .await
+        .body;
+    assert!(past.contains("its last version is 4"), "names the last version: {past}");
     let missing = request(&router, Method::GET, "/streams/ticket/%3Cb%3E").await.body;
     assert!(missing.contains("stream ticket/&lt;b&gt; has no events"), "{missing}");
 }

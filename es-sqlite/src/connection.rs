@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use rusqlite::ffi::SQLITE_ERROR;
 use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags};
 use tokio::sync::watch;
 
@@ -33,6 +34,13 @@ pub(crate) struct Database {
     /// The one connection appends and snapshots go through, so writers of this process queue
     /// here rather than in SQLite's busy handler; `None` when read-only.
     writer: Option<Mutex<Connection>>,
+    /// The URI every connection opens when the store is read as an unchanging file (SQLite's
+    /// `immutable`): read-only, where the write-ahead log's index cannot be created and no
+    /// writer is active (see [`Database::open`]).
+    immutable: Option<String>,
+    /// The newest migration applied to a file opened read-only whose schema is older than this
+    /// code: a statement that fails on it for want of a table is [`SqliteError::SchemaTooOld`].
+    behind: Option<i64>,
     idle_readers: Mutex<Vec<Connection>>,
     /// Counts appends committed by this process, for wake-ups.
     pub(crate) appended: Arc<watch::Sender<u64>>,
@@ -41,10 +49,21 @@ pub(crate) struct Database {
 impl Database {
     /// Opens the file (blocking): checks it is a database of a schema this code knows, and sets
     /// WAL mode unless read-only.
+    ///
+    /// Read-only, the file must be a store already (a file without the migration history is
+    /// [`SqliteError::NotAStore`]: it cannot be migrated through this handle), and its schema
+    /// may be older than the code (recorded in `behind`). A file in WAL mode needs its `-shm`
+    /// index to be read; when that does not exist and cannot be created (a directory this
+    /// process may not write) no writer is active, since every writer creates it, so the file
+    /// is read as immutable instead, provided no write-ahead log holds commits.
     pub(crate) fn open(path: &Path, mut options: SqliteOptions) -> Result<Self, SqliteError> {
         let name = path.as_os_str();
         if name.is_empty() || name == ":memory:" {
             return Err(SqliteError::NotAFile { path: path.to_owned() });
+        }
+        // SQLite reports a directory as a disk I/O error.
+        if path.is_dir() {
+            return Err(SqliteError::IsADirectory { path: path.to_owned() });
         }
         let limits = options.limits.capped_by(SqliteStore::MAX_LIMITS);
         if limits != options.limits {
@@ -55,16 +74,23 @@ impl Database {
             path: path.to_owned(),
             options,
             writer: None,
+            immutable: None,
+            behind: None,
             idle_readers: Mutex::default(),
             appended: Arc::new(watch::Sender::new(0)),
         };
         let first = if database.options.read_only {
-            database.connect(Role::Reader)?
+            database.first_reader()?
         } else {
             database.connect(Role::Writer)?
         };
-        database.check_schema(&first)?;
+        let applied = database.check_schema(&first)?;
         if database.options.read_only {
+            match applied {
+                None => return Err(SqliteError::NotAStore { path: path.to_owned() }),
+                Some(applied) if applied < sql::newest_migration() => database.behind = Some(applied),
+                Some(_) => {}
+            }
             database.idle().push(first);
         } else {
             database.writer = Some(Mutex::new(first));
@@ -74,8 +100,51 @@ impl Database {
         Ok(database)
     }
 
+    /// The first connection of a read-only store (blocking), falling back to reading the file
+    /// as immutable when SQLite cannot create the index of its write-ahead log (see
+    /// [`Database::open`]).
+    fn first_reader(&mut self) -> Result<Connection, SqliteError> {
+        let source = match self.try_connect(Role::Reader) {
+            Ok(connection) => return Ok(connection),
+            Err(Connect::Failed(error)) => return Err(error),
+            Err(Connect::NoSharedMemory(source)) => source,
+        };
+        let shm = sibling(&self.path, "-shm");
+        let wal = sibling(&self.path, "-wal");
+        // An existing index that cannot be read is a permission problem, not a missing writer.
+        if shm.exists() {
+            return Err(self.error(source));
+        }
+        // Commits still in the log are not in the file: an immutable read would miss them.
+        if std::fs::metadata(&wal).is_ok_and(|log| log.len() > 0) {
+            return Err(SqliteError::UnreadableWal {
+                path: self.path.clone(),
+                wal,
+                shm,
+            });
+        }
+        let Some(uri) = immutable_uri(&self.path) else {
+            return Err(self.error(source));
+        };
+        tracing::warn!(
+            path = %self.path.display(),
+            "the directory is read-only and no writer is active: reading the file as immutable"
+        );
+        self.immutable = Some(uri);
+        self.connect(Role::Reader)
+    }
+
     /// A new connection to the file with the store's settings (blocking).
     pub(crate) fn connect(&self, role: Role) -> Result<Connection, SqliteError> {
+        self.try_connect(role).map_err(|failure| match failure {
+            Connect::Failed(error) => error,
+            Connect::NoSharedMemory(source) => self.error(source),
+        })
+    }
+
+    /// [`Database::connect`], telling apart a read-only connection that cannot create the
+    /// index of the write-ahead log.
+    fn try_connect(&self, role: Role) -> Result<Connection, Connect> {
         let options = &self.options;
         let flags = if options.read_only {
             OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -84,27 +153,45 @@ impl Database {
         } else {
             OpenFlags::SQLITE_OPEN_READ_WRITE
         };
-        let connection =
-            Connection::open_with_flags(&self.path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(|source| {
-                SqliteError::Open {
-                    path: self.path.clone(),
-                    source,
-                }
-            })?;
-        let setup = |error| self.error(error);
+        let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let opened = match &self.immutable {
+            Some(uri) => Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI),
+            None => Connection::open_with_flags(&self.path, flags),
+        };
+        let connection = opened.map_err(|source| {
+            Connect::Failed(SqliteError::Open {
+                path: self.path.clone(),
+                source,
+            })
+        })?;
+        let setup = |error| Connect::Failed(self.error(error));
         connection.busy_timeout(options.busy_timeout).map_err(setup)?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // SQLite answers "busy" at once, without its busy handler, while another connection is
         // turning a new file into WAL mode: such steps of opening wait here instead, as long
         // as the busy timeout.
         let deadline = std::time::Instant::now() + options.busy_timeout;
-        // The first read of the file: a file that is not a database fails here, untouched.
-        until_not_busy(deadline, || connection.query_row(sql::PROBE, [], |_| Ok(()))).map_err(setup)?;
+        // The first read of the file: a file that is not a database fails here, untouched. A
+        // read-only connection to a file in WAL mode fails here too when SQLite can neither
+        // find nor create the log's index (`-shm`).
+        if let Err(error) = until_not_busy(deadline, || connection.query_row(sql::PROBE, [], |_| Ok(()))) {
+            let no_index = options.read_only
+                && self.immutable.is_none()
+                && matches!(
+                    error.sqlite_error_code(),
+                    Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+                );
+            return Err(if no_index {
+                Connect::NoSharedMemory(error)
+            } else {
+                Connect::Failed(self.error(error))
+            });
+        }
         if !options.read_only && connection.is_readonly(DatabaseName::Main).map_err(setup)? {
-            return Err(SqliteError::ReadOnly {
+            return Err(Connect::Failed(SqliteError::ReadOnly {
                 path: self.path.clone(),
                 operation: "open the file for writing",
-            });
+            }));
         }
         if role == Role::Writer && !options.read_only {
             let mode: String = until_not_busy(deadline, || {
@@ -112,10 +199,10 @@ impl Database {
             })
             .map_err(setup)?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(SqliteError::Unexpected(format!(
+                return Err(Connect::Failed(SqliteError::Unexpected(format!(
                     "{} cannot use write-ahead logging (journal mode stays `{mode}`)",
                     self.path.display()
-                )));
+                ))));
             }
         }
         connection
@@ -128,20 +215,23 @@ impl Database {
         Ok(connection)
     }
 
-    /// Refuses a database migrated by newer code.
-    pub(crate) fn check_schema(&self, connection: &Connection) -> Result<(), SqliteError> {
+    /// Refuses a database migrated by newer code; the newest migration applied, `None` when the
+    /// file has no migration history (it is not a store yet).
+    pub(crate) fn check_schema(&self, connection: &Connection) -> Result<Option<i64>, SqliteError> {
         let deadline = std::time::Instant::now() + self.options.busy_timeout;
         let has_history: i64 = until_not_busy(deadline, || {
             connection.query_row(sql::HISTORY_EXISTS, [], |row| row.get(0))
         })
         .map_err(|error| self.error(error))?;
         if has_history == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let applied: Option<i64> = connection
             .query_row(sql::NEWEST_APPLIED, [], |row| row.get(0))
             .map_err(|error| self.error(error))?;
-        self.refuse_newer(applied.unwrap_or(0))
+        let applied = applied.unwrap_or(0);
+        self.refuse_newer(applied)?;
+        Ok(Some(applied))
     }
 
     /// [`SqliteError::SchemaTooNew`] when `applied` is beyond the newest known migration.
@@ -160,6 +250,11 @@ impl Database {
     /// Whether the store was opened read-only.
     pub(crate) fn is_read_only(&self) -> bool {
         self.writer.is_none()
+    }
+
+    /// Whether the file is read as immutable (see [`Database::open`]).
+    pub(crate) fn is_immutable(&self) -> bool {
+        self.immutable.is_some()
     }
 
     /// The writer connection, locked (blocking); [`SqliteError::ReadOnly`] naming `operation`
@@ -219,9 +314,58 @@ impl Database {
                 operation: "write to it",
             },
             Some(ErrorCode::NotADatabase) => SqliteError::NotADatabase { path, source },
-            _ => SqliteError::Sqlite { path, source },
+            _ => match self.behind {
+                // A plain SQL error (a table or column missing) on a file whose schema is known
+                // to be older than the code: the missing migrations are the cause.
+                Some(applied) if source.sqlite_error().is_some_and(|e| e.extended_code == SQLITE_ERROR) => {
+                    SqliteError::SchemaTooOld {
+                        path,
+                        applied,
+                        known: sql::newest_migration(),
+                        source,
+                    }
+                }
+                _ => SqliteError::Sqlite { path, source },
+            },
         }
     }
+}
+
+/// Why a connection could not be opened.
+enum Connect {
+    /// For good: the error to report.
+    Failed(SqliteError),
+    /// Read-only, SQLite can neither find nor create the index of the write-ahead log (`-shm`).
+    NoSharedMemory(rusqlite::Error),
+}
+
+/// The file beside `path` whose name ends with `suffix`, as SQLite names the write-ahead log
+/// (`-wal`) and its index (`-shm`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The URI that opens `path` read-only as an immutable file: absolute, with the characters a URI
+/// gives meaning to escaped. `None` for a path that cannot be written as one (not UTF-8, or on a
+/// platform whose paths are not Unix paths).
+fn immutable_uri(path: &Path) -> Option<String> {
+    if !cfg!(unix) {
+        return None;
+    }
+    let absolute = std::fs::canonicalize(path).ok()?;
+    let mut uri = String::from("file://");
+    for character in absolute.to_str()?.chars() {
+        match character {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            other => uri.push(other),
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    Some(uri)
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) on a borrowed connection, rolled back unless
@@ -301,5 +445,36 @@ fn until_not_busy<T>(
             }
             result => return result,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_immutable_uri_is_absolute_and_escapes_what_a_uri_reads() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a%b?c#d.db");
+        std::fs::write(&path, b"")?;
+        let Some(uri) = immutable_uri(&path) else {
+            return Err("no URI for a UTF-8 path".into());
+        };
+        let absolute = std::fs::canonicalize(dir.path())?;
+        let expected = format!("file://{}/a%25b%3fc%23d.db?mode=ro&immutable=1", absolute.display());
+        assert_eq!(uri, expected);
+        // SQLite reads it back as the same file.
+        let connection =
+            Connection::open_with_flags(&uri, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)?;
+        let file: String = connection.query_row("PRAGMA database_list", [], |row| row.get(2))?;
+        assert_eq!(Path::new(&file), std::fs::canonicalize(&path)?);
+        Ok(())
+    }
+
+    #[test]
+    fn the_log_and_its_index_sit_beside_the_file() {
+        assert_eq!(sibling(Path::new("dir/es.db"), "-wal"), PathBuf::from("dir/es.db-wal"));
+        assert_eq!(sibling(Path::new("es.db"), "-shm"), PathBuf::from("es.db-shm"));
     }
 }

@@ -27,6 +27,40 @@ pub enum SqliteError {
         /// The refused path.
         path: PathBuf,
     },
+    /// The path is a directory: a store is a file.
+    #[error("{path} is a directory, not an es-rs store: name the store's file (the directory holds it)")]
+    IsADirectory {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Opened read-only, the file is an SQLite database (or empty) without the store's tables:
+    /// it has no migration history, so it is not an es-rs store, and a read-only store cannot
+    /// migrate it into one.
+    #[error(
+        "{path} is not an es-rs store: it has none of the store's tables (an empty file, or another program's \
+         database); name the store's file, or, to start a store in this file, open it writable and migrate it"
+    )]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Opened read-only, the file's write-ahead log holds commits, and reading them needs the
+    /// log's index (`-shm`), which does not exist and which SQLite cannot create: the directory
+    /// is not writable by this process. (Without commits in the log, the file is read as
+    /// immutable instead: see [`SqliteStore::open_read_only`](crate::SqliteStore::open_read_only).)
+    #[error(
+        "cannot read {path}: its write-ahead log {wal} holds commits, and reading them needs {shm}, which does not \
+         exist and cannot be created (this process may not write the directory); read it as a user who may write \
+         the directory, or copy {path} and {wal} to a directory you may write"
+    )]
+    UnreadableWal {
+        /// The database file.
+        path: PathBuf,
+        /// The write-ahead log.
+        wal: PathBuf,
+        /// The index SQLite needs beside it.
+        shm: PathBuf,
+    },
     /// SQLite could not open the file (a missing directory, a missing file when not creating
     /// one, a permission).
     #[error("cannot open the SQLite database {path}: {source}")]
@@ -61,6 +95,27 @@ pub enum SqliteError {
         /// The newest migration this code knows.
         known: i64,
     },
+    /// The database, opened read-only, was last migrated by older code, and this operation needs
+    /// a table or column a later migration adds (the stream lifecycle's, say). A read-only store
+    /// never migrates: open the file writable and [migrate](crate::SqliteStore::migrate) it once
+    /// (running the application that writes it does). Operations that need only the older
+    /// tables work meanwhile.
+    #[error(
+        "the database {path} has schema migration {applied}, but this version of es-sqlite needs migrations up to \
+         {known} for this: it was last migrated by older code, and a store opened read-only never migrates; open it \
+         writable and migrate it once (run the application that writes it) to bring it up to date: {source}"
+    )]
+    SchemaTooOld {
+        /// The database file.
+        path: PathBuf,
+        /// The newest migration recorded in the database.
+        applied: i64,
+        /// The newest migration this code knows.
+        known: i64,
+        /// SQLite's error (a missing table, say).
+        #[source]
+        source: rusqlite::Error,
+    },
     /// Another connection (another process, a projection's unit of work) held the lock this
     /// operation needed for longer than the busy timeout. Nothing was written; trying again
     /// later may work.
@@ -76,7 +131,8 @@ pub enum SqliteError {
     },
     /// A write on a store opened read-only, or on a file SQLite can only open read-only.
     #[error(
-        "the database {path} is read-only: cannot {operation} (open it writable, or with `open_read_only` to read)"
+        "the database {path} is read-only here: cannot {operation} (the store was opened read-only, or this \
+         process may not write the file or its directory)"
     )]
     ReadOnly {
         /// The database file.

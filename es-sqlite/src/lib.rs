@@ -186,11 +186,14 @@
 //!
 //! ## Bad input
 //!
-//! A file that is not a database ([`SqliteError::NotADatabase`], left untouched), a schema newer
-//! than the code ([`SqliteError::SchemaTooNew`]), a lock held past the busy timeout
-//! ([`SqliteError::Busy`]), a write to a store opened with [`SqliteStore::open_read_only`]
-//! ([`SqliteError::ReadOnly`]): each is a typed error, nothing is half-written, and nothing
-//! panics.
+//! A file that is not a database ([`SqliteError::NotADatabase`], left untouched), a directory
+//! ([`SqliteError::IsADirectory`]), a schema newer than the code ([`SqliteError::SchemaTooNew`]),
+//! a lock held past the busy timeout ([`SqliteError::Busy`]), a write to a store opened with
+//! [`SqliteStore::open_read_only`] ([`SqliteError::ReadOnly`]); and, read-only, a file without
+//! the store's tables ([`SqliteError::NotAStore`]) or one whose schema is older than the code,
+//! when an operation needs a newer table ([`SqliteError::SchemaTooOld`]): each is a typed error,
+//! nothing is half-written, and nothing panics. A read-only store in a directory this process
+//! may not write reads the file as immutable (see [`SqliteStore::open_read_only`]).
 //!
 //! ## Limits
 //!

@@ -57,7 +57,9 @@ pub struct SqliteOptions {
     pub synchronous: Synchronous,
     /// Open the file read-only: reads work, every write fails with
     /// [`SqliteError::ReadOnly`](crate::SqliteError::ReadOnly). SQLite itself refuses writes, so
-    /// this holds even for a user (root) whom file permissions would not stop. Default: `false`.
+    /// this holds even for a user (root) whom file permissions would not stop. The file must be
+    /// a store already, and one in a directory this process may not write is read as immutable:
+    /// see [`SqliteStore::open_read_only`](crate::SqliteStore::open_read_only). Default: `false`.
     pub read_only: bool,
     /// Create the file when it does not exist (ignored when read-only). Default: `true`.
     pub create_if_missing: bool,

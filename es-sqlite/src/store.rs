@@ -62,9 +62,29 @@ impl SqliteStore {
         Self::open_with(path, SqliteOptions::default()).await
     }
 
-    /// Opens the existing database file at `path` for reading only: every write (appends,
-    /// snapshots, migrations, projection claims) fails with [`SqliteError::ReadOnly`]. SQLite
-    /// itself refuses the writes, whatever the file's permissions.
+    /// Opens the existing store at `path` for reading only: every write (appends, snapshots,
+    /// migrations, projection claims) fails with [`SqliteError::ReadOnly`]. SQLite itself
+    /// refuses the writes, whatever the file's permissions. Nothing is created: a missing file
+    /// is [`SqliteError::Open`].
+    ///
+    /// The file must be a store already: one without the store's tables (an empty file,
+    /// another program's database) is [`SqliteError::NotAStore`], a directory
+    /// [`SqliteError::IsADirectory`], and a file migrated by newer code
+    /// [`SqliteError::SchemaTooNew`]. A file last migrated by *older* code opens, since it is
+    /// never migrated here: what needs only its tables works, and what needs a table a later
+    /// migration adds fails with [`SqliteError::SchemaTooOld`], which names the fix.
+    ///
+    /// **A file the process may only read.** SQLite reads a file in WAL mode through an index
+    /// beside it (`PATH-shm`), which a reader creates when it is missing. When it is missing
+    /// and cannot be created (a directory this process may not write: a backup shelf, another
+    /// user's application directory), no writer is active, since every writer creates it; the
+    /// store then reads the file as immutable (SQLite's `immutable=1`: no locks, no index), and
+    /// [`is_immutable`](Self::is_immutable) says so. That reads the file as it is at opening,
+    /// which is what a backup or the store of a stopped application needs; commits of a writer
+    /// that starts later are not seen, and its checkpoints may make reads fail (never the
+    /// file): open the store again once it stops. If the write-ahead log (`PATH-wal`) holds
+    /// commits, the immutable file would not show them, so the open fails with
+    /// [`SqliteError::UnreadableWal`] instead.
     pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Self, SqliteError> {
         Self::open_with(path, SqliteOptions::default().with_read_only(true)).await
     }
@@ -92,6 +112,13 @@ impl SqliteStore {
     /// Whether the store was opened read-only.
     pub fn is_read_only(&self) -> bool {
         self.database.is_read_only()
+    }
+
+    /// Whether the store, opened read-only on a file in a directory this process may not
+    /// write, reads it as immutable: as it was at opening, without locks (see
+    /// [`open_read_only`](Self::open_read_only)).
+    pub fn is_immutable(&self) -> bool {
+        self.database.is_immutable()
     }
 
     /// Creates the tables, or brings them up to date: applies, in order, each embedded migration

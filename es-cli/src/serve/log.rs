@@ -15,6 +15,10 @@
 //! starts at that head: its script asks `/log.json?after=POS` every second for what was
 //! committed after the last row shown, and appends the rows. Older events are reached by the
 //! "earlier" links (`/log?before=POS`), and any point of the log by `/log?after=POS`.
+//!
+//! A stored row that cannot be read (see [`crate::rows`]) is a row of its own, marked as such
+//! with the store's reason and linked to its stream, in the pages and in `/log.json` (with
+//! `error` set and no name, time or actor): the events around it stay viewable.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -22,13 +26,14 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use es_core::{ClaimStatus, RecordedEvent};
+use es_core::{ClaimStatus, LogFilter, StreamId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::html::{self, escape, link, link_with_id};
 use super::{Browser, PageError};
 use crate::commands::time;
+use crate::rows::{self, Row};
 use crate::CliStore;
 
 /// Events per page of the log.
@@ -46,20 +51,23 @@ pub(crate) struct LogParams {
     before: Option<u64>,
 }
 
+/// Up to `limit` rows of the global log after `after`, unreadable ones in their place.
+async fn rows_after<S: CliStore>(browser: &Browser<S>, after: u64, limit: usize) -> Result<Vec<Row>, PageError> {
+    let page = rows::log_page(&browser.cli.store, after, limit, &LogFilter::all())
+        .await
+        .map_err(PageError::store)?;
+    Ok(page.rows)
+}
+
 /// Up to [`LOG_PAGE`] of the last events with positions below `end`, in position order; see the
 /// module's documentation.
-async fn page_before<S: CliStore>(browser: &Browser<S>, end: u64) -> Result<Vec<RecordedEvent>, PageError> {
+async fn page_before<S: CliStore>(browser: &Browser<S>, end: u64) -> Result<Vec<Row>, PageError> {
     let mut window = LOG_PAGE as u64;
     loop {
         let after = end.saturating_sub(window.saturating_add(1));
         let limit = usize::try_from(window).unwrap_or(usize::MAX);
-        let mut events = browser
-            .cli
-            .store
-            .read_all(after, limit)
-            .await
-            .map_err(PageError::store)?;
-        events.retain(|event| event.position < end);
+        let mut events = rows_after(browser, after, limit).await?;
+        events.retain(|row| row.position().is_some_and(|position| position < end));
         if events.len() >= LOG_PAGE || after == 0 || window >= WIDEST_WINDOW {
             let skip = events.len().saturating_sub(LOG_PAGE);
             return Ok(events.split_off(skip));
@@ -78,12 +86,7 @@ pub(crate) async fn page<S: CliStore>(
             return Err(PageError::BadRequest("give `after` or `before`, not both".into()));
         }
         (Some(after), None) => {
-            let events = browser
-                .cli
-                .store
-                .read_all(after, LOG_PAGE)
-                .await
-                .map_err(PageError::store)?;
+            let events = rows_after(&browser, after, LOG_PAGE).await?;
             (events, None, format!("after position {after}"))
         }
         (None, Some(before)) => {
@@ -96,8 +99,8 @@ pub(crate) async fn page<S: CliStore>(
             (events, Some(head), "latest".to_owned())
         }
     };
-    if let Some(last) = events.last() {
-        browser.saw(last.position);
+    if let Some(last) = events.last().and_then(Row::position) {
+        browser.saw(last);
     }
 
     let mut body = format!("<h1>Global log <span class=\"muted\">{}</span></h1>", escape(&title));
@@ -110,20 +113,12 @@ pub(crate) async fn page<S: CliStore>(
     }
     body.push_str("<p class=\"pager\">");
     // Positions start at 1: before the first, there is nothing.
-    if let Some(first) = events.first().filter(|first| first.position > 1) {
-        body.push_str(&link_with_id(
-            "earlier",
-            &format!("/log?before={}", first.position),
-            "earlier",
-        ));
+    if let Some(first) = events.first().and_then(Row::position).filter(|first| *first > 1) {
+        body.push_str(&link_with_id("earlier", &format!("/log?before={first}"), "earlier"));
     }
     if live_after.is_none() {
-        if let Some(last) = events.last() {
-            body.push_str(&link_with_id(
-                "later",
-                &format!("/log?after={}", last.position),
-                "later",
-            ));
+        if let Some(last) = events.last().and_then(Row::position) {
+            body.push_str(&link_with_id("later", &format!("/log?after={last}"), "later"));
         }
         body.push_str(&link_with_id("latest", "/log", "latest (live)"));
     }
@@ -141,26 +136,33 @@ pub(crate) async fn page<S: CliStore>(
     Ok(html::page(StatusCode::OK, "Global log", &body, script))
 }
 
-/// One event as a row of the log's table.
-fn row(event: &RecordedEvent) -> Vec<String> {
-    vec![
-        event.position.to_string(),
-        escape(&time(event.recorded_at)),
-        link(&event_url(event), &event.stream.to_string()),
-        event.version.to_string(),
-        escape(&event.event_name),
-        escape(event.metadata.actor.as_deref().unwrap_or("-")),
-    ]
+/// One row of the log's table: an event, or a stored row that cannot be read.
+fn row(row: &Row) -> Vec<String> {
+    match row {
+        Row::Event(event) => vec![
+            event.position.to_string(),
+            escape(&time(event.recorded_at)),
+            link(&event_url(&event.stream, event.version), &event.stream.to_string()),
+            event.version.to_string(),
+            escape(&event.event_name),
+            escape(event.metadata.actor.as_deref().unwrap_or("-")),
+        ],
+        Row::Unreadable(bad) => vec![
+            bad.position
+                .map_or_else(|| "-".to_owned(), |position| position.to_string()),
+            "-".to_owned(),
+            link(&event_url(&bad.stream, bad.version), &bad.stream.to_string()),
+            bad.version.to_string(),
+            format!("<span class=\"error\">{}</span>", escape(&bad.message())),
+            "-".to_owned(),
+        ],
+    }
 }
 
-/// The event on its stream's timeline.
-fn event_url(event: &RecordedEvent) -> String {
-    let page_start = (event.version.saturating_sub(1) / super::streams::EVENTS_PAGE) * super::streams::EVENTS_PAGE + 1;
-    format!(
-        "{}?from={page_start}#v{}",
-        html::stream_url(&event.stream),
-        event.version
-    )
+/// Version `version` of `stream` on the stream's timeline.
+fn event_url(stream: &StreamId, version: u64) -> String {
+    let page_start = (version.saturating_sub(1) / super::streams::EVENTS_PAGE) * super::streams::EVENTS_PAGE + 1;
+    format!("{}?from={page_start}#v{version}", html::stream_url(stream))
 }
 
 /// Polls `/log.json` every second for the events after the last row shown, and appends them.
@@ -176,13 +178,17 @@ const LIVE_SCRIPT: &str = r#"
     row.className = 'new';
     row.id = 'position-' + event.position;
     cell(row, String(event.position));
-    cell(row, event.recorded_at);
+    cell(row, event.recorded_at === null ? '-' : event.recorded_at);
     var link = document.createElement('a');
     link.href = event.url;
     link.textContent = event.stream;
     cell(row, '').appendChild(link);
     cell(row, String(event.version));
-    cell(row, event.event_name);
+    if (event.error === null) {
+      cell(row, event.event_name);
+    } else {
+      cell(row, event.error).className = 'error';
+    }
     cell(row, event.actor === null ? '-' : event.actor);
     rows.appendChild(row);
     var empty = document.getElementById('empty');
@@ -220,26 +226,32 @@ pub(crate) async fn json<S: CliStore>(
     Query(params): Query<JsonParams>,
 ) -> Result<Response, PageError> {
     let limit = params.limit.unwrap_or(JSON_PAGE_MAX).clamp(1, JSON_PAGE_MAX);
-    let events = browser
-        .cli
-        .store
-        .read_all(params.after, limit)
-        .await
-        .map_err(PageError::store)?;
-    let last = events.last().map_or(params.after, |event| event.position);
+    let events = rows_after(&browser, params.after, limit).await?;
+    let last = events.last().and_then(Row::position).unwrap_or(params.after);
     browser.saw(last);
     let listed: Vec<Value> = events
         .iter()
-        .map(|event| {
-            json!({
+        .map(|row| match row {
+            Row::Event(event) => json!({
                 "position": event.position,
                 "recorded_at": time(event.recorded_at),
                 "stream": event.stream.to_string(),
-                "url": event_url(event),
+                "url": event_url(&event.stream, event.version),
                 "version": event.version,
                 "event_name": event.event_name,
                 "actor": event.metadata.actor,
-            })
+                "error": Value::Null,
+            }),
+            Row::Unreadable(bad) => json!({
+                "position": bad.position,
+                "recorded_at": Value::Null,
+                "stream": bad.stream.to_string(),
+                "url": event_url(&bad.stream, bad.version),
+                "version": bad.version,
+                "event_name": Value::Null,
+                "actor": Value::Null,
+                "error": bad.message(),
+            }),
         })
         .collect();
     Ok(html::json_response(&json!({ "events": listed, "after": last })))

@@ -23,6 +23,7 @@ use axum::routing::get;
 use axum::Router;
 use es_core::StoreError;
 
+use crate::interrupt::Interrupt;
 use crate::output::{Exit, Failure, Output};
 use crate::{Cli, CliStore};
 
@@ -73,8 +74,14 @@ pub(crate) fn router<S: CliStore>(cli: Cli<S>) -> Router {
 }
 
 /// Runs `es serve`: listens on 127.0.0.1:`port` (any free port for 0), prints the URL as the
-/// first line of output, and serves until Ctrl-C.
-pub(crate) async fn run<S: CliStore>(cli: Cli<S>, port: u16, out: &mut Output<'_>) -> Result<Exit, Failure> {
+/// first line of output, and serves until Ctrl-C (then ends with [`Exit::Interrupted`], as every
+/// command Ctrl-C ends).
+pub(crate) async fn run<S: CliStore>(
+    cli: Cli<S>,
+    port: u16,
+    out: &mut Output<'_>,
+    mut interrupt: Interrupt,
+) -> Result<Exit, Failure> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
         .await
         .map_err(|error| Failure::new(Exit::Problems, format!("cannot listen on 127.0.0.1:{port}: {error}")))?;
@@ -86,16 +93,12 @@ pub(crate) async fn run<S: CliStore>(cli: Cli<S>, port: u16, out: &mut Output<'_
         out.line(format!("listening on {url}"))?;
         out.out.flush()?;
     }
+    // Without a Ctrl-C handler, `recv` never resolves: it serves until the process is killed.
     axum::serve(listener, router(cli))
-        .with_graceful_shutdown(async {
-            // Without a Ctrl-C handler, serve until the process is killed.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        })
+        .with_graceful_shutdown(async move { interrupt.recv().await })
         .await
         .map_err(|error| Failure::new(Exit::Problems, format!("the server failed: {error}")))?;
-    Ok(Exit::Ok)
+    Ok(Exit::Interrupted)
 }
 
 /// Refuses requests whose `Host` is not this machine's loopback name, so that a web page

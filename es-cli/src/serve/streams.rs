@@ -7,15 +7,15 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use es_core::{AsOf, RecordedEvent, StreamId, StreamQuery, StreamSlice};
-use futures_util::TryStreamExt;
+use es_core::{AsOf, RecordedEvent, StreamId, StreamQuery};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::html::{self, encode, escape, json_block, link, link_with_id};
 use super::{Browser, PageError};
-use crate::commands::{changes, parse_stream, time};
+use crate::commands::{changes, parse_stream, past_the_end, time};
 use crate::output::{pretty, stored_json};
+use crate::rows::{self, Row, Unreadable};
 use crate::CliStore;
 
 /// Streams listed per page unless `limit` says otherwise, and the most a page lists.
@@ -133,11 +133,7 @@ pub(crate) async fn events<S: CliStore>(
     let version = existing(&browser, &stream).await?;
     let from = params.from.unwrap_or(1).clamp(1, version);
     let to = from.saturating_add(EVENTS_PAGE - 1).min(version);
-    let events: Vec<RecordedEvent> = browser
-        .cli
-        .store
-        .read_stream(&stream, StreamSlice::from_version(from).to_version(to))
-        .try_collect()
+    let events = rows::stream_rows(&browser.cli.store, &stream, from, Some(to))
         .await
         .map_err(PageError::store)?;
 
@@ -150,8 +146,8 @@ pub(crate) async fn events<S: CliStore>(
     );
     let pager = pager(&stream, from, version);
     body.push_str(&pager);
-    for event in &events {
-        body.push_str(&event_html(&browser, &stream, event));
+    for row in &events {
+        body.push_str(&row_html(&browser, &stream, row));
     }
     if events.len() > 3 {
         body.push_str(&pager);
@@ -175,6 +171,27 @@ fn pager(stream: &StreamId, from: u64, version: u64) -> String {
     }
     links.push_str("</p>");
     links
+}
+
+/// One row of a timeline: an event, or a stored row that cannot be read.
+fn row_html<S: CliStore>(browser: &Browser<S>, stream: &StreamId, row: &Row) -> String {
+    match row {
+        Row::Event(event) => event_html(browser, stream, event),
+        Row::Unreadable(bad) => unreadable_html(stream, bad),
+    }
+}
+
+/// A stored row that cannot be read, in its place on the timeline: its version and why.
+fn unreadable_html(stream: &StreamId, bad: &Unreadable) -> String {
+    format!(
+        "<article class=\"event\" id=\"v{version}\"><h2><a href=\"#v{version}\">v{version}</a> \
+         <span class=\"error\">cannot be read</span> · {state}</h2><p class=\"error unreadable\">{message}</p>\
+         <p class=\"muted\">The events before and after it read as usual; <code>doctor</code> lists every stored \
+         row that cannot be read.</p></article>",
+        version = bad.version,
+        state = link(&html::state_url(stream, bad.version), "state after"),
+        message = escape(&bad.message()),
+    )
 }
 
 /// One event of a timeline: envelope, metadata, and payload as read (and as stored when it
@@ -256,7 +273,10 @@ pub(crate) async fn state<S: CliStore>(
     let stream = stream_of(path);
     let latest = existing(&browser, &stream).await?;
     let view = browser.cli.view(&stream.aggregate_type)?;
-    let version = params.version.unwrap_or(latest).min(latest);
+    let version = params.version.unwrap_or(latest);
+    if version > latest {
+        return Err(past_the_end(&stream, latest, &format!("version {version}")).into());
+    }
     // Version 0 is the initial state; any other is folded once, with the state before it.
     let fold = match version {
         0 => view
@@ -296,16 +316,12 @@ pub(crate) async fn state<S: CliStore>(
     let _ = write!(body, "<pre id=\"state\">{}</pre>", escape(&pretty(&state)));
 
     if version > 0 {
-        let led_here: Vec<RecordedEvent> = browser
-            .cli
-            .store
-            .read_stream(&stream, StreamSlice::from_version(version).to_version(version))
-            .try_collect()
+        let led_here = rows::stream_rows(&browser.cli.store, &stream, version, Some(version))
             .await
             .map_err(PageError::store)?;
-        if let Some(event) = led_here.first() {
+        if let Some(row) = led_here.first() {
             let _ = write!(body, "<h2>The event of version {version}</h2>");
-            body.push_str(&event_html(&browser, &stream, event));
+            body.push_str(&row_html(&browser, &stream, row));
         }
         let mut found = Vec::new();
         changes("$", before.as_ref(), Some(&state), &mut found);

@@ -70,6 +70,56 @@ async fn paths_that_name_no_file_or_no_directory_are_refused() {
     assert!(matches!(result, Err(SqliteError::Open { .. })), "{result:?}");
 }
 
+/// A directory, an empty file and another program's database are not stores: a directory is
+/// refused whichever way it is opened (SQLite itself calls it a disk I/O error), and a file
+/// without the store's tables is refused read-only, since a read-only store cannot migrate it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_that_are_not_stores_are_named_as_such() {
+    let (dir, _) = temp_file();
+    for result in [
+        SqliteStore::open(dir.path()).await,
+        SqliteStore::open_read_only(dir.path()).await,
+    ] {
+        match result {
+            Err(error @ SqliteError::IsADirectory { .. }) => {
+                let message = error.to_string();
+                assert!(
+                    message.contains("directory") && message.contains("not an es-rs store"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected IsADirectory, got {other:?}"),
+        }
+    }
+
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").expect("an empty file");
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .and_then(|connection| connection.execute_batch("CREATE TABLE notes (text TEXT)"))
+        .expect("another program's database");
+    for path in [&empty, &other] {
+        match SqliteStore::open_read_only(path).await {
+            Err(error @ SqliteError::NotAStore { .. }) => {
+                let message = error.to_string();
+                assert!(message.contains("not an es-rs store"), "{message}");
+                assert!(message.contains(&path.display().to_string()), "{message}");
+            }
+            other => panic!("{}: expected NotAStore, got {other:?}", path.display()),
+        }
+    }
+    assert_eq!(
+        std::fs::metadata(&empty).expect("still there").len(),
+        0,
+        "left untouched"
+    );
+    // Opened writable, an empty file is where a new store starts.
+    let store = SqliteStore::open(&empty).await.expect("open writable");
+    store.migrate().await.expect("migrate");
+    drop(store);
+    SqliteStore::open_read_only(&empty).await.expect("a store now");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_migrated_by_newer_code_is_refused() {
     let db = fresh().await;

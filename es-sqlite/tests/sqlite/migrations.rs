@@ -90,3 +90,48 @@ async fn a_store_used_before_migrating_fails_with_a_typed_error() {
         .await
         .expect("append after migrating");
 }
+
+/// A file last migrated by older code, opened read-only (a newer reader beside an older
+/// writer): it is not migrated, what needs only its tables works, and what needs a table of the
+/// missing migrations fails with `SchemaTooOld`, naming the migrations and the fix rather than
+/// SQLite's "no such table".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_an_older_version_read_only_says_it_needs_migrating() {
+    use es_core::{GlobalLog, StreamSlice};
+    use futures_util::TryStreamExt;
+
+    let db = fresh().await;
+    let stream = db.stream_with("older", 2).await;
+    raw(&db)
+        .execute_batch(
+            "DROP TABLE stream_states; DROP TABLE archived_events; DROP TABLE tenants; \
+             DELETE FROM es_migrations WHERE version >= 6",
+        )
+        .expect("back to migration 5");
+    let reader = SqliteStore::open_read_only(db.path()).await.expect("opens read-only");
+    let events: Vec<_> = reader
+        .read_stream(&stream, StreamSlice::all())
+        .try_collect()
+        .await
+        .expect("a stream reads from the events table alone");
+    assert_eq!(events.len(), 2);
+
+    let refused = reader
+        .read_all(0, 10)
+        .await
+        .expect_err("the global log reads the archive too");
+    let sqlite = match &refused {
+        StoreError::Backend(source) => source.downcast_ref::<SqliteError>(),
+        _ => None,
+    };
+    match sqlite {
+        Some(SqliteError::SchemaTooOld { applied, known, .. }) => assert_eq!((*applied, *known), (5, 7)),
+        other => panic!("expected SchemaTooOld, got {other:?} ({refused})"),
+    }
+    let message = refused.to_string();
+    assert!(
+        message.contains("schema migration 5") && message.contains("up to 7") && message.contains("migrate it"),
+        "{message}"
+    );
+    assert_eq!(migration_count(&db.store).await, 5, "reading never migrates");
+}
