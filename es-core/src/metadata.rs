@@ -95,7 +95,8 @@ impl Metadata {
     /// assert_eq!(metadata.causation_id, Some(event.event_id));
     /// # }
     /// ```
-    pub fn caused_by(event: &RecordedEvent) -> Self {
+    pub fn caused_by(event: &impl AsRef<RecordedEvent>) -> Self {
+        let event = event.as_ref();
         Self {
             correlation_id: Some(event.metadata.correlation_id.unwrap_or(event.event_id)),
             causation_id: Some(event.event_id),
@@ -111,6 +112,9 @@ impl Metadata {
     /// instead of carried out twice. Give each reaction to one event its own name: two
     /// commands to one stream with the same id are taken for one.
     ///
+    /// `event` is a stored event or, in a [`Projection::handle`](crate::Projection::handle),
+    /// the [`DecodedEvent`](crate::DecodedEvent) it is given.
+    ///
     /// ```
     /// # use es_core::{Metadata, RecordedEvent};
     /// # fn react(event: &RecordedEvent) {
@@ -119,9 +123,13 @@ impl Metadata {
     /// // Delivered again, the same command id: the repository recognises the command.
     /// assert_eq!(metadata.command_id, Metadata::in_reaction_to(event, "award-loyalty-points").command_id);
     /// assert_ne!(metadata.command_id, Metadata::in_reaction_to(event, "send-receipt").command_id);
+    /// // A handler's decoded event is taken as it is.
+    /// # let decoded = es_core::DecodedEvent { envelope: event.clone(), event: () };
+    /// assert_eq!(Metadata::in_reaction_to(&decoded, "award-loyalty-points"), metadata);
     /// # }
     /// ```
-    pub fn in_reaction_to(event: &RecordedEvent, reaction: &str) -> Self {
+    pub fn in_reaction_to(event: &impl AsRef<RecordedEvent>, reaction: &str) -> Self {
+        let event = event.as_ref();
         Self::caused_by(event).with_command_id(Uuid::new_v5(&event.event_id, reaction.as_bytes()))
     }
 

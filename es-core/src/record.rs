@@ -19,6 +19,15 @@ pub struct DecodedEvent<E> {
     pub event: E,
 }
 
+/// The envelope: so that what takes a stored event ([`Metadata::caused_by`](crate::Metadata::caused_by),
+/// [`Metadata::in_reaction_to`](crate::Metadata::in_reaction_to)) takes the event a handler is
+/// given as it is.
+impl<E> AsRef<RecordedEvent> for DecodedEvent<E> {
+    fn as_ref(&self) -> &RecordedEvent {
+        &self.envelope
+    }
+}
+
 impl<E> DecodedEvent<E> {
     /// Each event a stored event stands for, with its envelope: the envelope is cloned for all
     /// but the last (usually the only) one, which takes it.

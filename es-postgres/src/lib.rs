@@ -303,3 +303,10 @@ pub use import::{EventAt, ImportError, ImportOptions, ImportProgress, ImportRepo
 pub use options::PostgresOptions;
 pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit, PostgresWakeUp};
 pub use store::PostgresStore;
+
+/// The PostgreSQL driver (sqlx 0.8), re-exported: handlers get its
+/// [`PgConnection`](sqlx::PgConnection), [`PostgresStore::append_in_transaction`] takes its
+/// transactions, and [`PostgresError`] wraps its errors. Use this re-export (or a `sqlx`
+/// dependency of the same minor version, `0.8`) so that the types are the same: with another
+/// version they are different types, and nothing compiles.
+pub use sqlx;

@@ -347,3 +347,35 @@ async fn a_running_projection_tails_new_events_and_a_second_runner_waits() {
     stop_second.send(()).expect("second runs");
     second_task.await.expect("join").expect("second stops cleanly");
 }
+
+/// A runner whose `run` stopped on a failure is reported as stopped to waiters at once, though
+/// the runner itself lives on (kept to read its parked events, say): they do not wait out
+/// their timeout.
+#[tokio::test]
+async fn waiters_learn_at_once_that_run_returned_while_the_runner_lives_on() {
+    let store = InMemoryStore::new();
+    let poisoned = deposit(&store, "a", 13).await;
+    let projection = BalanceProjection {
+        poison: 13,
+        failures_left: AtomicU32::new(u32::MAX),
+        ..Default::default()
+    };
+    let runner = Arc::new(
+        ProjectionRunner::new(projection, store.clone(), InMemoryReadModel::<Balances>::new())
+            .with_options(small_batches(FailurePolicy::Stop)),
+    );
+    let progress = runner.progress();
+    let running = tokio::spawn({
+        let runner = Arc::clone(&runner);
+        async move { runner.run(PollOnly, std::future::pending::<()>()).await }
+    });
+    let started = std::time::Instant::now();
+    let waited = progress.wait_for(poisoned, Duration::from_secs(30)).await;
+    assert!(matches!(waited, Err(es_core::WaitError::Stopped { .. })), "{waited:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        running.await.expect("joined").is_err(),
+        "run returned the handler's failure"
+    );
+    assert_eq!(Arc::strong_count(&runner), 1, "the runner is alive, outside run");
+}

@@ -420,9 +420,9 @@ where
     /// Tells [`ProjectionProgress`](super::ProjectionProgress) waiters the projection got to
     /// `position`.
     pub(super) fn reached(&self, position: u64) {
-        self.progress.send_if_modified(|at| {
-            let moved = position > *at;
-            *at = (*at).max(position);
+        self.progress.send_if_modified(|reported| {
+            let moved = position > reported.checkpoint;
+            reported.checkpoint = reported.checkpoint.max(position);
             moved
         });
     }

@@ -365,12 +365,17 @@ impl Pacing {
     }
 }
 
-/// An error and its sources, one after the other: what a parked event keeps of its failure.
+/// An error and its sources, one after the other: what a parked event keeps of its failure. A
+/// source whose text the error's own message already includes (many errors print their cause)
+/// is not repeated.
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     for source in std::iter::successors(error.source(), |error| error.source()) {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
+        let cause = source.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
     }
     text
 }
@@ -378,6 +383,27 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Layer {
+        #[error("cannot decode: {0}")]
+        Printing(#[source] Box<Layer>),
+        #[error("handler failed")]
+        Quiet(#[source] Box<Layer>),
+        #[error("invalid type: integer `5`")]
+        Root,
+    }
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let printing = Layer::Printing(Box::new(Layer::Root));
+        assert_eq!(error_chain(&printing), "cannot decode: invalid type: integer `5`");
+        let quiet = Layer::Quiet(Box::new(Layer::Printing(Box::new(Layer::Root))));
+        assert_eq!(
+            error_chain(&quiet),
+            "handler failed: cannot decode: invalid type: integer `5`"
+        );
+    }
 
     #[test]
     fn backoff_retries_once_at_once_then_doubles_up_to_its_maximum() {

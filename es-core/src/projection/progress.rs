@@ -59,7 +59,17 @@ use super::CheckpointStore;
 #[derive(Debug, Clone)]
 pub struct ProjectionProgress {
     projection: &'static str,
-    checkpoint: watch::Receiver<u64>,
+    checkpoint: watch::Receiver<Reported>,
+}
+
+/// What a runner reports to its [`ProjectionProgress`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reported {
+    /// The last checkpoint committed (or read when the runner started).
+    pub(crate) checkpoint: u64,
+    /// Whether [`ProjectionRunner::run`](crate::ProjectionRunner::run) has returned (and not
+    /// been called again): nothing reports progress until it is.
+    pub(crate) run_ended: bool,
 }
 
 /// Why waiting for a projection's progress ended without it getting there.
@@ -78,7 +88,8 @@ pub enum WaitError {
         /// How long the wait lasted.
         waited: Duration,
     },
-    /// The runner was dropped before the projection got there: nothing reports progress.
+    /// The runner's [`run`](crate::ProjectionRunner::run) returned (it was stopped, or failed),
+    /// or the runner was dropped, before the projection got there: nothing reports progress.
     #[error("projection {projection} stopped at position {reached}, before position {position}")]
     Stopped {
         /// The projection.
@@ -99,7 +110,7 @@ pub enum WaitError {
 }
 
 impl ProjectionProgress {
-    pub(crate) fn new(projection: &'static str, checkpoint: watch::Receiver<u64>) -> Self {
+    pub(crate) fn new(projection: &'static str, checkpoint: watch::Receiver<Reported>) -> Self {
         Self { projection, checkpoint }
     }
 
@@ -110,23 +121,30 @@ impl ProjectionProgress {
 
     /// The last checkpoint the runner committed (or read when it started).
     pub fn checkpoint(&self) -> u64 {
-        *self.checkpoint.borrow()
+        self.checkpoint.borrow().checkpoint
     }
 
     /// Waits until the projection has processed every event up to `position` (handled it, or
     /// passed it as an event it does not read), at most `timeout`. Returns the checkpoint
     /// reached. Wait for the position of the last event a command wrote
     /// ([`Executed::position`](crate::Executed::position)).
+    ///
+    /// Fails at once with [`WaitError::Stopped`] when the runner's `run` has returned (or the
+    /// runner was dropped) short of `position`, and with [`WaitError::Timeout`] when time runs
+    /// out while it runs (or before it starts).
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> Result<u64, WaitError> {
         let mut checkpoint = self.checkpoint.clone();
-        let reached = |checkpoint: &watch::Receiver<u64>| *checkpoint.borrow();
+        let reached = |checkpoint: &watch::Receiver<Reported>| checkpoint.borrow().checkpoint;
         let waited = tokio::time::timeout(timeout, async {
-            checkpoint.wait_for(|&at| at >= position).await.map(|at| *at)
+            checkpoint
+                .wait_for(|reported| reported.checkpoint >= position || reported.run_ended)
+                .await
+                .map(|reported| *reported)
         })
         .await;
         match waited {
-            Ok(Ok(at)) => Ok(at),
-            Ok(Err(_)) => Err(WaitError::Stopped {
+            Ok(Ok(reported)) if reported.checkpoint >= position => Ok(reported.checkpoint),
+            Ok(_) => Err(WaitError::Stopped {
                 projection: self.projection,
                 position,
                 reached: reached(&self.checkpoint),

@@ -11,7 +11,7 @@ use super::checkpoint::CheckpointStore;
 use super::error::ProjectionError;
 use super::options::{Pacing, RunnerOptions};
 use super::parking::ParkedEvent;
-use super::progress::ProjectionProgress;
+use super::progress::{ProjectionProgress, Reported};
 use super::{Projection, WakeUp};
 use crate::event::EventSet;
 use crate::store::{GlobalLog, LogFilter, StoreError};
@@ -94,8 +94,9 @@ pub struct ProjectionRunner<P, E, C> {
     pub(super) options: RunnerOptions,
     /// What the runner reads: its aggregate types, less the events it leaves out on purpose.
     pub(super) filter: LogFilter,
-    /// The last checkpoint committed, for [`ProjectionProgress`].
-    pub(super) progress: watch::Sender<u64>,
+    /// The last checkpoint committed, and whether `run` has returned, for
+    /// [`ProjectionProgress`].
+    pub(super) progress: watch::Sender<Reported>,
 }
 
 impl<P, E, C> ProjectionRunner<P, E, C>
@@ -121,7 +122,7 @@ where
             filter: LogFilter::all()
                 .aggregate_types(P::AGGREGATE_TYPES.iter().copied())
                 .excluding_names(left_out),
-            progress: watch::Sender::new(0),
+            progress: watch::Sender::new(Reported::default()),
         }
     }
 
@@ -232,7 +233,15 @@ where
     /// another runner took the projection over ([`ProjectionError::ClaimLost`]) or a failure
     /// is fatal by the [`RunnerOptions`]. Stopping mid-batch is safe: the unfinished batch
     /// rolls back.
-    pub async fn run<W: WakeUp>(
+    pub async fn run<W: WakeUp>(&self, wake_up: W, shutdown: impl Future<Output = ()>) -> Result<(), ProjectionError> {
+        self.progress.send_modify(|reported| reported.run_ended = false);
+        let ended = self.run_until(wake_up, shutdown).await;
+        // Waiters learn at once that nothing will report progress, though the runner lives on.
+        self.progress.send_modify(|reported| reported.run_ended = true);
+        ended
+    }
+
+    async fn run_until<W: WakeUp>(
         &self,
         mut wake_up: W,
         shutdown: impl Future<Output = ()>,

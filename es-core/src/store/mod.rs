@@ -153,6 +153,14 @@ pub struct RecordedEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// Itself: so that what takes a stored event also takes a handler's
+/// [`DecodedEvent`](crate::DecodedEvent), which is one too.
+impl AsRef<RecordedEvent> for RecordedEvent {
+    fn as_ref(&self) -> &RecordedEvent {
+        self
+    }
+}
+
 /// Which events of a stream to read: a version range, optionally cut off at an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamSlice {
