@@ -54,7 +54,7 @@ fn append_blocking(
     let payloads = checked_batch(database, stream, events)?;
     let writer = database.writer("append events")?;
     let failed = |error| StoreError::from(database.error(error));
-    let transaction = Immediate::begin(&writer).map_err(failed)?;
+    let transaction = Immediate::begin(&writer).map_err(|error| StoreError::from(database.write_error(error)))?;
     let outcome = append_locked(database, &writer, stream, expected, events, payloads)?;
     // Otherwise nothing was written: the guard rolls the read-only transaction back.
     if wrote(&outcome) {

@@ -1,8 +1,11 @@
 //! Connections to the database file: opening one with the store's settings, the one writer, the
 //! pool of readers, write transactions, and running SQLite on Tokio's blocking threads.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use rusqlite::ffi::SQLITE_ERROR;
 use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags};
@@ -42,6 +45,11 @@ pub(crate) struct Database {
     /// code: a statement that fails on it for want of a table is [`SqliteError::SchemaTooOld`].
     behind: Option<i64>,
     idle_readers: Mutex<Vec<Connection>>,
+    /// The units of work of this process's projections open on the file (each holds the write
+    /// lock), by a number of their own: how a write that waited out the busy timeout tells that
+    /// the lock was held by one of them all along.
+    open_units: Mutex<BTreeMap<u64, (String, Instant)>>,
+    next_unit: AtomicU64,
     /// Counts appends committed by this process, for wake-ups.
     pub(crate) appended: Arc<watch::Sender<u64>>,
 }
@@ -77,6 +85,8 @@ impl Database {
             immutable: None,
             behind: None,
             idle_readers: Mutex::default(),
+            open_units: Mutex::default(),
+            next_unit: AtomicU64::new(0),
             appended: Arc::new(watch::Sender::new(0)),
         };
         let first = if database.options.read_only {
@@ -300,6 +310,46 @@ impl Database {
         self.idle_readers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Notes that a unit of work of `projection` holds the write lock, until the mark is
+    /// dropped (with the unit).
+    pub(crate) fn unit_opened(self: &Arc<Self>, projection: &str) -> UnitMark {
+        let id = self.next_unit.fetch_add(1, Ordering::Relaxed);
+        self.units().insert(id, (projection.to_owned(), Instant::now()));
+        UnitMark {
+            database: Arc::clone(self),
+            id,
+        }
+    }
+
+    fn units(&self) -> MutexGuard<'_, BTreeMap<u64, (String, Instant)>> {
+        // Inserts and removals of whole entries: a panic cannot leave the map half-changed.
+        self.open_units.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`Database::error`] for a write through the store (an append, a snapshot, a lifecycle
+    /// change, a transaction): a write that waited out the busy timeout while a unit of work of
+    /// this process held the write lock all along is
+    /// [`SqliteError::HeldByProjection`], not a passing [`SqliteError::Busy`].
+    pub(crate) fn write_error(&self, source: rusqlite::Error) -> SqliteError {
+        if matches!(
+            source.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        ) {
+            let oldest = self.units().values().min_by_key(|(_, since)| *since).cloned();
+            if let Some((projection, since)) = oldest {
+                let held_for = since.elapsed();
+                if held_for >= self.options.busy_timeout {
+                    return SqliteError::HeldByProjection {
+                        path: self.path.clone(),
+                        projection,
+                        held_for,
+                    };
+                }
+            }
+        }
+        self.error(source)
+    }
+
     /// Sorts an SQLite error of this database into the store's errors.
     pub(crate) fn error(&self, source: rusqlite::Error) -> SqliteError {
         let path = self.path.clone();
@@ -476,5 +526,19 @@ mod tests {
     fn the_log_and_its_index_sit_beside_the_file() {
         assert_eq!(sibling(Path::new("dir/es.db"), "-wal"), PathBuf::from("dir/es.db-wal"));
         assert_eq!(sibling(Path::new("es.db"), "-shm"), PathBuf::from("es.db-shm"));
+    }
+}
+
+/// A unit of work's note in [`Database::unit_opened`]'s list; dropping it (with the unit)
+/// takes the note out.
+#[derive(Debug)]
+pub(crate) struct UnitMark {
+    database: Arc<Database>,
+    id: u64,
+}
+
+impl Drop for UnitMark {
+    fn drop(&mut self) {
+        self.database.units().remove(&self.id);
     }
 }

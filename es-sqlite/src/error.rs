@@ -61,6 +61,25 @@ pub enum SqliteError {
         /// The index SQLite needs beside it.
         shm: PathBuf,
     },
+    /// A write through the store waited out the busy timeout for SQLite's write lock while a
+    /// unit of work of this process's projection `projection` held it all along: most likely a
+    /// handler of that projection writing to the file whose events it projects (a command, an
+    /// append), which waits for its own unit. Not transient: waiting longer cannot help. Keep
+    /// such a projection's checkpoints in another file (see
+    /// [`SqliteCheckpoints`](crate::SqliteCheckpoints)).
+    #[error(
+        "the write lock of {path} is held by a unit of work of projection `{projection}` of this process, open for \
+         {held_for:?}: a handler that writes to the store it projects (a command, an append) waits for its own \
+         unit; keep that projection's checkpoints in another file (see SqliteCheckpoints)"
+    )]
+    HeldByProjection {
+        /// The database file.
+        path: PathBuf,
+        /// The projection whose unit holds the lock.
+        projection: String,
+        /// How long its unit had been open.
+        held_for: std::time::Duration,
+    },
     /// SQLite could not open the file (a missing directory, a missing file when not creating
     /// one, a permission).
     #[error("cannot open the SQLite database {path}: {source}")]

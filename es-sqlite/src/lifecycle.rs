@@ -94,7 +94,7 @@ fn change_on(
     change: StreamChange,
 ) -> StoreResult<(StreamClosed, bool)> {
     let failed = |error| StoreError::from(database.error(error));
-    let transaction = Immediate::begin(writer).map_err(failed)?;
+    let transaction = Immediate::begin(writer).map_err(|error| StoreError::from(database.write_error(error)))?;
     let current = closure_on(database, writer, stream)?;
     if let Some(done) = check_change(stream, current.clone(), next)? {
         return Ok((done, false));

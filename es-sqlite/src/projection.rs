@@ -8,7 +8,7 @@ use es_core::{async_trait, CheckpointError, CheckpointStore, ClaimStatus, Parked
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::claim::{self, release, Slot, SqliteClaim};
-use crate::connection::{begin_immediate, blocking, run, Database, Role};
+use crate::connection::{begin_immediate, blocking, run, Database, Role, UnitMark};
 use crate::error::{error_is_transient, SqliteError};
 use crate::row::micros;
 use crate::{parking, sql, SqliteStore};
@@ -47,8 +47,9 @@ use crate::{parking, sql, SqliteStore};
 /// For the same reason a handler must never write to this file **through the store**: a
 /// command ([`Repository::execute`](es_core::Repository::execute)), an append, a snapshot.
 /// Such a write waits for SQLite's write lock, which the handler's own unit holds until the
-/// handler returns: it fails after the busy timeout with [`SqliteError::Busy`], which the
-/// runner takes for an outage and retries. A projection that sends commands (a saga, a process
+/// handler returns: after the busy timeout it fails with [`SqliteError::HeldByProjection`]
+/// (not a passing [`SqliteError::Busy`]: waiting longer cannot help), so the handler fails and
+/// the runner's [`FailurePolicy`](es_core::FailurePolicy) applies. A projection that sends commands (a saga, a process
 /// manager) keeps its checkpoints in **another file**, whose lock its units hold while the
 /// commands write to the events' file:
 ///
@@ -120,6 +121,8 @@ impl Deref for SqliteContext {
 #[derive(Debug)]
 pub struct SqliteUnit {
     context: SqliteContext,
+    /// Notes the unit as holding the write lock, until it ends.
+    _held: UnitMark,
     /// Where the connection goes back after the unit.
     slot: Slot,
     projection: String,
@@ -176,6 +179,7 @@ impl CheckpointStore for SqliteCheckpoints {
             match open_unit(&connection, &projection, epoch) {
                 Ok(Ok(position)) => Ok((
                     SqliteUnit {
+                        _held: database.unit_opened(&projection),
                         context: SqliteContext { connection },
                         slot,
                         projection,
@@ -213,6 +217,7 @@ impl CheckpointStore for SqliteCheckpoints {
                 slot,
                 projection,
                 epoch,
+                ..
             } = unit;
             if connection.is_autocommit() {
                 release(&slot, connection);

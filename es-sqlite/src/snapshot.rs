@@ -60,7 +60,7 @@ impl SnapshotStore for SqliteStore {
                         schema_version,
                     ])
                 })
-                .map_err(|error| StoreError::from(database.error(error)))?;
+                .map_err(|error| StoreError::from(database.write_error(error)))?;
             Ok(())
         })
         .await

@@ -189,7 +189,7 @@ impl SqliteStore {
             }
             let transaction = writer
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(failed)?;
+                .map_err(|error| database.write_error(error))?;
             let value = work(&transaction).map_err(failed)?;
             transaction.commit().map_err(failed)?;
             Ok(value)

@@ -106,7 +106,7 @@ where
     let writer = database.writer("run a write transaction")?;
     let failed = |error| E::from(database.error(error));
     // Rolled back when dropped uncommitted: when `work` fails, panics, or the commit is refused.
-    let transaction = Immediate::begin(&writer).map_err(failed)?;
+    let transaction = Immediate::begin(&writer).map_err(|error| E::from(database.write_error(error)))?;
     let mut tx = SqliteTransaction {
         database,
         connection: &writer,

@@ -2644,15 +2644,44 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: on SQLite a handler that sends a command to its own store deadlocks on the unit's write lock, retried forever as an outage, silently"]
 async fn a_saga_with_durable_checkpoints_in_the_event_store_does_its_work() {
     bounded(async {
         let schema = postgres().await;
         let store = schema.store().clone();
         durable_saga(store.clone(), store.checkpoints(), "postgres").await;
+
+        // On SQLite the unit holds the file's only write lock while the saga's handler runs,
+        // so its commands cannot go to the same file: the runner stops, saying so, instead of
+        // waiting for ever.
+        let dir = tempfile::tempdir().unwrap();
+        let options = es_sqlite::SqliteOptions::default().with_busy_timeout(Duration::from_millis(300));
+        let store = SqliteStore::open_with(dir.path().join("events.db"), options)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let accounts = accounts(&store);
+        let seats = conferences(&store);
+        open_account(&accounts, "bob", 50).await;
+        schedule_conference(&seats, 10).await;
+        reserve(&seats, "R-bob", 1, "bob", Metadata::new()).await;
+        let saga = CheckoutSaga::<SqliteStore, SqliteContext>::new(&accounts, &seats);
+        let runner = ProjectionRunner::new(saga, store.clone(), store.checkpoints());
+        let stopped = tokio::time::timeout(Duration::from_secs(20), runner.catch_up())
+            .await
+            .expect("the runner stops rather than waiting for ever");
+        let error = stopped.expect_err("the saga cannot write to the file its unit holds");
+        let message = error.to_string();
+        assert!(
+            message.contains("held by a unit of work of projection") && message.contains("another file"),
+            "{message}"
+        );
+
+        // As SqliteCheckpoints' docs say: the saga's checkpoints in another file.
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
-        durable_saga(store.clone(), store.checkpoints(), "sqlite").await;
+        let saga_state = SqliteStore::open(dir.path().join("saga.db")).await.unwrap();
+        saga_state.migrate().await.unwrap();
+        durable_saga(store.clone(), saga_state.checkpoints(), "sqlite").await;
     })
     .await
 }
