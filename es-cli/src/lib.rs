@@ -227,6 +227,21 @@ impl<S: CliStore> Cli<S> {
         self
     }
 
+    /// Whether an event this program knows (or one of the framework's own) is stored as
+    /// `name`, by its name or an alias.
+    fn stores_name(&self, name: &str) -> bool {
+        use es_core::EventType;
+        [
+            es_core::lifecycle::StreamClosed::NAME,
+            es_core::pii::SubjectForgotten::NAME,
+        ]
+        .contains(&name)
+            || self
+                .registry
+                .events()
+                .any(|registered| registered.event.name == name || registered.event.aliases.contains(&name))
+    }
+
     /// Parses the process's arguments, runs the command, prints to stdout and stderr, and
     /// returns the exit code.
     pub async fn run(self) -> ExitCode {
@@ -306,6 +321,15 @@ impl<S: CliStore> Cli<S> {
                 limit,
                 follow,
             } => {
+                for name in names.iter().filter(|name| !self.stores_name(name)) {
+                    // Not an error: the log may hold events of types this binary does not know.
+                    eprintln!(
+                        "note: no event this program knows is stored as `{name}` (`es registry` lists the stored \
+                         names; the framework's own are `{}` and `{}`)",
+                        <es_core::lifecycle::StreamClosed as es_core::EventType>::NAME,
+                        <es_core::pii::SubjectForgotten as es_core::EventType>::NAME
+                    );
+                }
                 let filter = es_core::LogFilter::all().aggregate_types(types).names(names);
                 commands::log(cli, out, after, &filter, limit, follow, &mut interrupt).await
             }

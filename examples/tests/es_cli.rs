@@ -188,6 +188,18 @@ where
     );
     let opened = es.json_lines(&["log", "--type", "ticket", "--name", "TicketOpened"]);
     assert_eq!(opened.len(), 2, "{opened:?}");
+    // A name no event is stored as (the Rust type's, not the stored one) finds nothing, and
+    // says so on stderr with the names to use instead.
+    let unknown = es.run(&["log", "--name", "StreamClosed"]);
+    let note = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(0), "{note}");
+    assert!(unknown.stdout.is_empty());
+    assert!(
+        note.contains("no event this program knows is stored as `StreamClosed`") && note.contains("es.stream-closed"),
+        "{note}"
+    );
+    let known = es.run(&["log", "--name", "TicketAssigned"]);
+    assert!(known.stderr.is_empty(), "{}", String::from_utf8_lossy(&known.stderr));
     let registry = es.json(&["registry"]);
     // `es.pii`: the streams that record forgotten subjects, registered by `Cli::forgetting`;
     // `es.stream`: those that record closed streams, known to every command line.
