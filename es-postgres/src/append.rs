@@ -74,7 +74,9 @@ impl PostgresStore {
     /// - Refusals found before or by the statement (a batch over the limits, a
     ///   [`StoreError::Conflict`] on the expectation, `StaleTransaction`, a transaction full)
     ///   leave the transaction usable. A failed statement aborts it, as any failed statement
-    ///   does in PostgreSQL: a lost race on a version (reported as a conflict, without retries),
+    ///   does in PostgreSQL: a lost race on a version (reported as a conflict, without retries,
+    ///   whatever the expectation, `ExpectedVersion::Any` included: another transaction took the
+    ///   versions this one numbered its batch with),
     ///   a duplicate event id, a payload the server refuses as JSON. Roll back, and retry the
     ///   whole transaction if it makes sense.
     /// - A batch that is already stored, committed by an earlier transaction (a retry of a
@@ -209,10 +211,11 @@ async fn insert(
     };
     let query = match expected {
         ExpectedVersion::NoStream => query(AppendBase::At).bind(0_i64),
+        // No stream reaches a version whose batch would number past a bigint: refused as a
+        // conflict before the database computes an out-of-range version.
         ExpectedVersion::Exact(version) => match i64::try_from(version) {
-            Ok(version) => query(AppendBase::At).bind(version),
-            // No stream reaches a version beyond i64.
-            Err(_) => return Ok(Inserted::Refused),
+            Ok(version) if version.checked_add(batch.len() as i64).is_some() => query(AppendBase::At).bind(version),
+            _ => return Ok(Inserted::Refused),
         },
         ExpectedVersion::Any => query(AppendBase::AfterHead).bind(false),
         ExpectedVersion::StreamExists => query(AppendBase::AfterHead).bind(true),

@@ -92,11 +92,14 @@ fn stream_summary(row: &PgRow) -> StoreResult<StreamSummary> {
     let Ok(version) = u64::try_from(version) else {
         return Err(negative_version(&stream, version));
     };
-    let last_recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(|e| StoreError::Corrupt {
+    let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),
         version,
-        reason: format!("recorded_at: {e}"),
-    })?;
+        reason: format!("recorded_at: {reason}"),
+    };
+    let last_recorded_at: DateTime<Utc> = crate::row::timestamptz_named(row, "recorded_at")
+        .map_err(corrupt)?
+        .ok_or_else(|| corrupt("NULL".into()))?;
     Ok(StreamSummary {
         stream,
         version,

@@ -194,9 +194,10 @@
 //!
 //! `read_stream` filters the version range and the `recorded_until` cut-off in SQL and streams
 //! rows as they arrive. `recorded_at` is the clock time of the append statement, the same for all
-//! events of a batch. Rows that cannot be mapped (a negative version, metadata that does not
-//! decode, ...) are [`StoreError::Corrupt`](es_core::StoreError::Corrupt) naming stream and
-//! version; a refused or cut connection, a server shutting down or restarting, a
+//! events of a batch. Rows that cannot be mapped (metadata that does not decode, a time out of
+//! range, a negative version in the global reads; stream reads ask for versions from 1 on, so
+//! they do not see a negative one) are [`StoreError::Corrupt`](es_core::StoreError::Corrupt)
+//! naming stream and version; a refused or cut connection, a server shutting down or restarting, a
 //! serialization failure are [`StoreError::Unavailable`](es_core::StoreError::Unavailable)
 //! (worth retrying later), and other database failures
 //! [`StoreError::Backend`](es_core::StoreError::Backend), wrapping the sqlx error or a

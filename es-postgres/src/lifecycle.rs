@@ -25,7 +25,9 @@ fn closed_stream(row: &PgRow) -> StoreResult<StreamClosed> {
         u64::try_from(value)
             .map_err(|_| PostgresError::Unexpected(format!("a negative {column} {value} in stream_states")).into())
     };
-    let at: DateTime<Utc> = row.try_get("changed_at").map_err(store_error)?;
+    let at: DateTime<Utc> = crate::row::timestamptz_named(row, "changed_at")
+        .map_err(|reason| PostgresError::Unexpected(format!("changed_at in stream_states: {reason}")))?
+        .ok_or_else(|| PostgresError::Unexpected("changed_at in stream_states: NULL".into()))?;
     Ok(StreamClosed {
         aggregate_type: row.try_get("aggregate_type").map_err(store_error)?,
         aggregate_id: row.try_get("aggregate_id").map_err(store_error)?,

@@ -105,7 +105,9 @@ fn parked_event(row: &PgRow) -> Result<ParkedEvent, CheckpointError> {
         u64::try_from(value).map_err(|_| out_of_range(&format!("parked event {column}"), value))
     };
     let attempts = get("attempts")?;
-    let parked_at: DateTime<Utc> = row.try_get("parked_at").map_err(checkpoint_error)?;
+    let parked_at: DateTime<Utc> = crate::row::timestamptz_named(row, "parked_at")
+        .map_err(|reason| CheckpointError::backend(format!("parked_at: {reason}")))?
+        .ok_or_else(|| CheckpointError::backend("parked_at: NULL"))?;
     let event_id: Uuid = row.try_get("event_id").map_err(checkpoint_error)?;
     Ok(ParkedEvent {
         projection: row.try_get("projection").map_err(checkpoint_error)?,

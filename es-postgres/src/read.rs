@@ -1,7 +1,6 @@
 //! Reads: one stream (whole events, or the zero-copy replay), one event by id, a stream's
 //! version, and the global order (`read_all`, `read_filtered`, `tail`).
 
-use chrono::{DateTime, Utc};
 use es_core::{
     LogFilter, LogPage, LogReplay, LogReplayFn, RecordedEvent, ReplayFn, StoreError, StoreResult, StreamId,
     StreamSlice, Tail,
@@ -128,7 +127,9 @@ pub(crate) async fn stream_version(store: &PostgresStore, stream: &StreamId) -> 
 /// than every transaction still in flight (see the crate docs).
 pub(crate) async fn read_all(store: &PostgresStore, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
     // Positions are positive i64: nothing lies beyond i64::MAX.
-    let (Ok(after), Ok(limit @ 1..)) = (i64::try_from(after), i64::try_from(limit)) else {
+    // A limit past a bigint asks for everything: the most a bigint counts.
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (Ok(after), limit @ 1..) = (i64::try_from(after), limit) else {
         return Ok(Vec::new());
     };
     let mut rows = sqlx::query(&store.sql.read_all)
@@ -152,7 +153,8 @@ pub(crate) async fn read_filtered(
     limit: usize,
     filter: &LogFilter,
 ) -> StoreResult<LogPage> {
-    let (Ok(db_after), Ok(db_limit @ 1..)) = (i64::try_from(after), i64::try_from(limit)) else {
+    let db_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (Ok(db_after), db_limit @ 1..) = (i64::try_from(after), db_limit) else {
         return Ok(LogPage::filter_read(after, limit, Vec::new(), filter));
     };
     if filter.is_all() {
@@ -264,7 +266,18 @@ pub(crate) async fn tail(store: &PostgresStore, after: u64) -> StoreResult<Tail>
         .map_err(store_error)?;
     let count: i64 = row.try_get("events").map_err(store_error)?;
     let head: Option<i64> = row.try_get("position").map_err(store_error)?;
-    let head_recorded_at: Option<DateTime<Utc>> = row.try_get("recorded_at").map_err(store_error)?;
+    let head_recorded_at = crate::row::timestamptz_named(&row, "recorded_at").map_err(|reason| {
+        let stream = StreamId::new(
+            row.try_get::<String, _>("aggregate_type").unwrap_or_default(),
+            row.try_get::<String, _>("aggregate_id").unwrap_or_default(),
+        );
+        let version = row.try_get::<i64, _>("version").unwrap_or_default();
+        StoreError::Corrupt {
+            stream,
+            version: u64::try_from(version).unwrap_or_default(),
+            reason: format!("recorded_at: {reason}"),
+        }
+    })?;
     let unexpected = |what: &str| StoreError::from(PostgresError::Unexpected(format!("negative {what} in tail")));
     Ok(Tail {
         events: u64::try_from(count).map_err(|_| unexpected("count"))?,

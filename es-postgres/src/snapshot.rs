@@ -90,9 +90,9 @@ pub(crate) fn snapshot(row: &PgRow, stream: StreamId) -> StoreResult<Snapshot> {
     let state: String = row
         .try_get("state")
         .map_err(|e| corrupt(format!("snapshot state: {e}")))?;
-    let taken_at: DateTime<Utc> = row
-        .try_get("taken_at")
-        .map_err(|e| corrupt(format!("snapshot time: {e}")))?;
+    let taken_at: DateTime<Utc> = crate::row::timestamptz_named(row, "taken_at")
+        .map_err(|reason| corrupt(format!("snapshot time: {reason}")))?
+        .ok_or_else(|| corrupt("snapshot time: NULL".into()))?;
     Ok(Snapshot {
         stream,
         version,

@@ -238,28 +238,39 @@ impl GlobalLog for SqliteStore {
                     .prepare_cached(sql::TAIL)
                     .and_then(|mut statement| {
                         statement.query_row([db_after], |row| {
-                            Ok((
-                                row.get::<_, i64>(0)?,
+                            let head = (
                                 row.get::<_, Option<i64>>(1)?,
                                 row.get::<_, Option<i64>>(2)?,
-                            ))
+                                row.get::<_, Option<String>>(3)?,
+                                row.get::<_, Option<String>>(4)?,
+                                row.get::<_, Option<i64>>(5)?,
+                            );
+                            let head = match head {
+                                (Some(position), Some(recorded_at), Some(kind), Some(id), Some(version)) => {
+                                    Some((position, recorded_at, StreamId::new(kind, id), version))
+                                }
+                                _ => None,
+                            };
+                            Ok((row.get::<_, i64>(0)?, head))
                         })
                     })
-                    .map(|(count, position, recorded_at)| (count, position.zip(recorded_at)))
                     .map_err(|error| StoreError::from(database.error(error)))
             })
         })
         .await?;
-        let Some((position, recorded_at)) = head else {
+        let Some((position, recorded_at, stream, version)) = head else {
             return Ok(empty);
         };
         let unexpected = |what: String| StoreError::from(SqliteError::Unexpected(what));
+        let head_recorded_at = instant(recorded_at).ok_or_else(|| StoreError::Corrupt {
+            stream,
+            version: u64::try_from(version).unwrap_or_default(),
+            reason: format!("recorded_at {recorded_at} is out of range"),
+        })?;
         Ok(Tail {
             events: u64::try_from(count).map_err(|_| unexpected(format!("negative count {count} in tail")))?,
             head_position: u64::try_from(position).map_err(|_| unexpected(format!("negative position {position}")))?,
-            head_recorded_at: Some(
-                instant(recorded_at).ok_or_else(|| unexpected(format!("recorded_at {recorded_at} is out of range")))?,
-            ),
+            head_recorded_at: Some(head_recorded_at),
         })
     }
 }

@@ -255,7 +255,10 @@ where
 
     /// The events of aggregate `id` within `slice`, decoded, with their envelopes. A retired
     /// event that a `#[replaced]` rule turns into several events is listed once per event, each
-    /// with the stored event's envelope; one it turns into none is not listed.
+    /// with the stored event's envelope; one it turns into none is not listed. A listing, it
+    /// lists what is stored as it is: a stream with a gap in its versions (which
+    /// [`Repository::load`] refuses as [`RepositoryError::NonContiguousStream`]) is listed with
+    /// the gap.
     pub async fn events<Q: IdRef<A::Id> + ?Sized>(
         &self,
         id: &Q,

@@ -14,7 +14,7 @@ use crate::event::EventSet;
 use crate::lifecycle::StreamLifecycle;
 use crate::projection::UnknownEvents;
 use crate::record::decode_replayed;
-use crate::store::{lend_each, EventStore, ReplayedEvent, Snapshot, StreamId, StreamSlice};
+use crate::store::{lend_each, EventStore, ReplayedEvent, Snapshot, StoreError, StreamId, StreamSlice};
 
 /// Where the repository reads a stream's events from.
 #[derive(Clone, Copy)]
@@ -76,8 +76,15 @@ where
         let Some(snapshots) = &self.snapshots else {
             return Ok(None);
         };
-        let Some(snapshot) = snapshots.store.load_snapshot(stream).await? else {
-            return Ok(None);
+        let snapshot = match snapshots.store.load_snapshot(stream).await {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return Ok(None),
+            // A snapshot is an optimisation: one the store cannot read is replayed over.
+            Err(error @ StoreError::Corrupt { .. }) => {
+                tracing::warn!(stream = %stream, %error, "snapshot cannot be read; replaying from events");
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
         };
         if snapshot.revision != A::SNAPSHOT_REVISION {
             return Ok(None);
@@ -149,22 +156,65 @@ where
             Source::Open | Source::Hot => self.usable_snapshot(stream, as_of).await?,
             Source::Archive(_) => None,
         };
+        let from_snapshot = snapshot.as_ref().map(|snapshot| snapshot.version);
+        match self.replay_from(stream, as_of, source, snapshot).await? {
+            Replayed::State(state) => Ok(state),
+            Replayed::SnapshotAhead => {
+                tracing::warn!(stream = %stream, version = from_snapshot,
+                    "snapshot is past the stream's events; replaying from the start");
+                match self.replay_from(stream, as_of, source, None).await? {
+                    Replayed::State(state) => Ok(state),
+                    // Without a snapshot there is nothing to be ahead of.
+                    Replayed::SnapshotAhead => Err(RepositoryError::NonContiguousStream {
+                        stream: stream.clone(),
+                        expected: 1,
+                        found: 0,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// [`Repository::replay`] from `snapshot` (or the start). The replay reads from the
+    /// snapshot's own version, so the event it ends with proves the snapshot is not past the
+    /// stream's end (one row more, in the same query): a snapshot whose event is not there is
+    /// [`Replayed::SnapshotAhead`].
+    async fn replay_from(
+        &self,
+        stream: &StreamId,
+        as_of: AsOf,
+        source: Source<'_>,
+        snapshot: Option<Versioned<A>>,
+    ) -> Result<Replayed<A>, RepositoryError> {
+        let anchor = snapshot.as_ref().map(|snapshot| snapshot.version);
         let mut state = snapshot.unwrap_or_else(|| Versioned {
             aggregate: A::default(),
             version: 0,
         });
-        let mut slice = StreamSlice::from_version(state.version + 1);
+        let mut slice = StreamSlice::from_version(anchor.unwrap_or(1));
         match as_of {
             AsOf::Latest => {}
             AsOf::Version(version) => slice = slice.to_version(version),
             AsOf::Instant(instant) => slice = slice.recorded_until(instant),
         }
+        let mut anchored = anchor.is_none();
         let mut failure = None;
+        let mut skipped_to = None;
         let mut apply = |event: ReplayedEvent<'_>| {
+            if !anchored {
+                anchored = Some(event.version) == anchor;
+                // The snapshot's own event: folded into the state already.
+                return if anchored {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                };
+            }
             let expected = state.version + 1;
             if event.version > expected && matches!(as_of, AsOf::Instant(_)) {
                 // An event in between was recorded after the instant (imported timestamps that
-                // go back): the state at the instant is the prefix before it.
+                // go back), or is missing: told apart below, after the replay.
+                skipped_to = Some((expected, event.version));
                 return ControlFlow::Break(());
             }
             if event.version != expected {
@@ -201,9 +251,36 @@ where
             Source::Hot => self.store.replay_stream(stream, slice, &mut apply).await?,
             Source::Archive(archive) => lend_each(archive.read_archived(stream, slice), &mut apply).await?,
         }
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(state),
+        if !anchored {
+            return Ok(Replayed::SnapshotAhead);
         }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if let Some((expected, found)) = skipped_to {
+            // The state at the instant is the prefix before the first event recorded after it,
+            // if that event exists; a version that is not there at all is a gap.
+            let missing = StreamSlice::from_version(expected).to_version(expected);
+            let exists = match source {
+                Source::Archive(archive) => archive.read_archived(stream, missing).try_next().await?,
+                Source::Open | Source::Hot => self.store.read_stream(stream, missing).try_next().await?,
+            };
+            if exists.is_none() {
+                return Err(RepositoryError::NonContiguousStream {
+                    stream: stream.clone(),
+                    expected,
+                    found,
+                });
+            }
+        }
+        Ok(Replayed::State(state))
     }
+}
+
+/// What a replay from a snapshot found.
+enum Replayed<A> {
+    /// The state.
+    State(Versioned<A>),
+    /// The snapshot's last event is not in the stream: the snapshot is past its end.
+    SnapshotAhead,
 }

@@ -69,6 +69,21 @@ pub(super) fn text(row: &PgRow, index: usize) -> Result<&str, String> {
     optional_text(row, index)?.ok_or_else(null)
 }
 
+/// The `timestamptz` column named `column`, `None` for NULL; a time outside what `DateTime`
+/// holds (`'infinity'`, say) is an error, never a panic (sqlx's own decoder panics on it).
+pub(crate) fn timestamptz_named(row: &PgRow, column: &str) -> Result<Option<DateTime<Utc>>, String> {
+    use sqlx::Column;
+    let index = row
+        .columns()
+        .iter()
+        .position(|found| found.name() == column)
+        .ok_or_else(|| format!("no column `{column}`"))?;
+    match fixed::<8>(row, index)? {
+        None => Ok(None),
+        Some(_) => timestamptz(row, index).map(Some),
+    }
+}
+
 pub(super) fn timestamptz(row: &PgRow, index: usize) -> Result<DateTime<Utc>, String> {
     let micros = i64::from_be_bytes(fixed(row, index)?.ok_or_else(null)?);
     micros

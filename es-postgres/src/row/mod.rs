@@ -16,7 +16,7 @@ use crate::fault::store_error;
 
 mod binary;
 
-pub(crate) use binary::POSTGRES_EPOCH_MICROS;
+pub(crate) use binary::{timestamptz_named, POSTGRES_EPOCH_MICROS};
 
 /// The head of [`EVENT_COLUMNS`]: what a replay needs, and no more.
 macro_rules! replay_columns {

@@ -360,10 +360,13 @@ impl Statements {
                 "SELECT
                      (SELECT count(*) FROM {settled_log}) AS events,
                      head.position,
-                     head.recorded_at
+                     head.recorded_at,
+                     head.aggregate_type,
+                     head.aggregate_id,
+                     head.version
                  FROM (SELECT 1) AS one
                  LEFT JOIN LATERAL (
-                     SELECT position, recorded_at FROM {s}.events
+                     SELECT position, recorded_at, aggregate_type, aggregate_id, version FROM {s}.events
                      WHERE {settled_after}
                      ORDER BY position DESC
                      LIMIT 1

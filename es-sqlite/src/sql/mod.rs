@@ -136,9 +136,15 @@ pub(crate) const TAIL: &str = "SELECT
         (SELECT count(*) FROM events WHERE position > ?1)
             + (SELECT count(*) FROM archived_events WHERE position > ?1),
         head.position,
-        head.recorded_at
+        head.recorded_at,
+        head.aggregate_type,
+        head.aggregate_id,
+        head.version
     FROM (SELECT 1) AS one
-    LEFT JOIN (SELECT position, recorded_at FROM events WHERE position > ?1 ORDER BY position DESC LIMIT 1) AS head";
+    LEFT JOIN (
+        SELECT position, recorded_at, aggregate_type, aggregate_id, version FROM events
+        WHERE position > ?1 ORDER BY position DESC LIMIT 1
+    ) AS head";
 
 // Snapshots.
 
