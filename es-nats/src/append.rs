@@ -114,6 +114,13 @@ pub(crate) async fn append(
 /// event's metadata serialized.
 fn checked_batch(store: &NatsStore, stream: &StreamId, events: &[NewEvent]) -> StoreResult<Vec<Vec<u8>>> {
     store.inner.limits.check_append(stream, events)?;
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    if let Some(repeated) = events.iter().find(|event| !seen.insert(event.event_id)) {
+        return Err(StoreError::DuplicateEventId {
+            stream: stream.clone(),
+            event_id: repeated.event_id,
+        });
+    }
     let invalid = |reason: String| StoreError::InvalidBatch {
         stream: stream.clone(),
         reason,

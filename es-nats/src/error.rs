@@ -19,7 +19,9 @@ pub enum NatsError {
     /// subject token, no partitions, too many replicas).
     #[error("invalid NATS store option: {0}")]
     InvalidOption(String),
-    /// A JetStream stream the store needs could not be created or is configured otherwise.
+    /// A JetStream stream the store needs could not be created or is configured otherwise. (No
+    /// answer at all, as while a cluster elects a leader, is a transient
+    /// [`NatsError::Request`] instead: connecting again may work.)
     #[error("cannot set up JetStream stream {stream}: {reason}")]
     Setup {
         /// The JetStream stream.
@@ -37,6 +39,16 @@ pub enum NatsError {
         reason: String,
         /// Whether trying again later may work.
         transient: bool,
+    },
+    /// A snapshot's state is not JSON: refused, nothing saved.
+    #[error("the snapshot state of {stream} at version {version} is not JSON: {reason}")]
+    SnapshotNotJson {
+        /// The snapshot's stream.
+        stream: es_core::StreamId,
+        /// The snapshot's version.
+        version: u64,
+        /// What the JSON parser said.
+        reason: String,
     },
     /// A stored message could not be decoded.
     #[error("stored data is corrupt: {0}")]

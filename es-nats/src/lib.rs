@@ -92,7 +92,9 @@
 //! ## Limits
 //!
 //! One batch is one message, so the store's limits are capped by the server's `max_payload`
-//! (1 MiB by default; raise it, up to 64 MiB, for the default batch limit of 16 MiB).
+//! (1 MiB by default; raise it, up to 64 MiB, for the default batch limit of 16 MiB). A stream
+//! id is part of the subjects, so it is capped at 2,048 bytes (aggregate type and id together),
+//! well within the server's control line.
 //!
 //! ## Reads
 //!

@@ -26,6 +26,14 @@ const TAKEN_AT_HEADER: &str = "Es-Taken-At";
 /// condition that the stream's snapshot subject is still at the sequence whose version was
 /// compared, so a newer snapshot saved meanwhile is never replaced by an older one.
 pub(crate) async fn save(store: &NatsStore, snapshot: Snapshot) -> StoreResult<()> {
+    if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&snapshot.state) {
+        return Err(crate::NatsError::SnapshotNotJson {
+            stream: snapshot.stream,
+            version: snapshot.version,
+            reason: error.to_string(),
+        }
+        .into());
+    }
     let subject = store.snapshot_subject(&snapshot.stream);
     let mut headers = HeaderMap::new();
     headers.insert(VERSION_HEADER, snapshot.version.to_string().as_str());

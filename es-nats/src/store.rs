@@ -180,7 +180,14 @@ fn ceiling(max_payload: usize) -> Limits {
         // One event at its largest still leaves room for others in its batch.
         .with_max_payload_bytes(bytes / 2)
         .with_max_metadata_bytes(bytes / 4)
+        // A stream id goes into subjects, base64-encoded (4/3 of it) with the store's prefix:
+        // past about 3,000 bytes a subject outgrows the server's control line (4 KiB by
+        // default), and the server drops the message unanswered.
+        .with_max_stream_id_bytes(MAX_STREAM_ID_BYTES)
 }
+
+/// The longest stream id a NATS store takes (as PostgreSQL's): see [`ceiling`].
+const MAX_STREAM_ID_BYTES: usize = 2048;
 
 /// What every stream of the store shares: file storage, the replicas asked for, nothing ever
 /// discarded by a limit (no age, size or count limit on events).
@@ -217,13 +224,19 @@ pub(crate) fn bucket(options: &NatsOptions, name: &str) -> Config {
 /// Creates the stream `config` describes unless one of that name exists.
 async fn setup(context: &Context, config: Config) -> Result<Stream, NatsError> {
     let name = config.name.clone();
-    context
-        .get_or_create_stream(config)
-        .await
-        .map_err(|error| NatsError::Setup {
-            stream: name,
-            reason: error.to_string(),
-        })
+    context.get_or_create_stream(config).await.map_err(|error| {
+        use async_nats::jetstream::context::CreateStreamErrorKind;
+        match error.kind() {
+            // No answer (a cluster electing a leader, JetStream not up yet): try again later.
+            CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => {
+                NatsError::request("set up the store's streams", format!("{name}: {error}"), true)
+            }
+            _ => NatsError::Setup {
+                stream: name,
+                reason: error.to_string(),
+            },
+        }
+    })
 }
 
 #[async_trait]

@@ -160,6 +160,17 @@ pub async fn duplicate_event_id_writes_nothing<S: EventStore>(store: &S) {
         "ids are unique store-wide: {result:?}"
     );
     assert_eq!(store.stream_version(&elsewhere).await.ok(), Some(0));
+
+    // An id twice in one batch, on a new stream: refused, nothing written.
+    let twice = fresh_stream("conformance");
+    let mut batch = numbered(2);
+    batch[1].event_id = batch[0].event_id;
+    let repeated = batch[0].event_id;
+    match store.append(&twice, ExpectedVersion::NoStream, batch).await {
+        Err(StoreError::DuplicateEventId { event_id, .. }) => assert_eq!(event_id, repeated),
+        other => panic!("an id twice in one batch: expected DuplicateEventId, got {other:?}"),
+    }
+    assert_eq!(store.stream_version(&twice).await.ok(), Some(0));
 }
 
 /// A payload that is not JSON is refused as an invalid batch, and nothing of the batch is written.

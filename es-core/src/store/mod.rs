@@ -485,8 +485,8 @@ pub trait SnapshotStore: Send + Sync {
     ///
     /// The state is JSON ([`Repository`](crate::Repository) writes it with serde_json); the
     /// durable stores refuse one that is not, as a typed error of their own inside
-    /// [`StoreError::Backend`] (`PostgresError::SnapshotNotJson`, `SqliteError::SnapshotNotJson`),
-    /// and save nothing. The in-memory store keeps any bytes.
+    /// [`StoreError::Backend`] (`PostgresError::SnapshotNotJson`, `SqliteError::SnapshotNotJson`,
+    /// `NatsError::SnapshotNotJson`), and save nothing. The in-memory store keeps any bytes.
     async fn save_snapshot(&self, snapshot: Snapshot) -> StoreResult<()>;
 
     /// The stream's latest snapshot, if any.
