@@ -1626,6 +1626,8 @@ async fn a_restart_between_append_and_read_keeps_every_acknowledged_write() {
 // ---------------------------------------------------------------------------------------------
 // 9. Refused batches leave no trace.
 
+/// What a refused append's error must be.
+type Expectation = dyn Fn(&StoreError) -> bool;
 /// Batches refused for each documented reason (each limit the store was given, an invalid name,
 /// id, schema version or payload, an id stored elsewhere; an id twice in one batch has a test of
 /// its own below): the documented
@@ -1656,7 +1658,7 @@ async fn refused_batches_leave_no_trace() {
         text[len - 1] = b'"';
         text
     };
-    let cases: Vec<(&str, StreamId, Vec<NewEvent>, Box<dyn Fn(&StoreError) -> bool>)> = vec![
+    let cases: Vec<(&str, StreamId, Vec<NewEvent>, Box<Expectation>)> = vec![
         (
             "metadata over",
             stream.clone(),
