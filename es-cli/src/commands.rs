@@ -1,4 +1,4 @@
-//! The commands that look: streams, events, states, diffs, the global log, the registry.
+//! The commands that look: streams, events, states, the global log, the registry.
 
 use std::time::Duration;
 
@@ -202,7 +202,7 @@ pub(crate) async fn events<S: CliStore>(
 }
 
 /// The stream's last version; not found (naming why) when it has no events.
-async fn last_version<S: CliStore>(cli: &Cli<S>, stream: &StreamId) -> Result<u64, Failure> {
+pub(crate) async fn last_version<S: CliStore>(cli: &Cli<S>, stream: &StreamId) -> Result<u64, Failure> {
     match cli.store.stream_version(stream).await.map_err(Failure::store)? {
         0 => Err(no_events(cli, stream).await),
         last => Ok(last),
@@ -240,7 +240,7 @@ async fn no_events<S: CliStore>(cli: &Cli<S>, stream: &StreamId) -> Failure {
 }
 
 /// The state of `stream` as of `as_of`, or why not.
-async fn load<S: CliStore>(cli: &Cli<S>, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), Failure> {
+pub(crate) async fn load<S: CliStore>(cli: &Cli<S>, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), Failure> {
     let view = cli.view(&stream.aggregate_type)?;
     view.state(&cli.store, stream, as_of)
         .await
@@ -274,84 +274,6 @@ pub(crate) async fn state<S: CliStore>(
     } else {
         out.line(format!("{stream} at version {loaded_version}"))?;
         out.line(pretty(&state))?;
-    }
-    Ok(Exit::Ok)
-}
-
-/// One difference between two JSON values: the path, the value before and after (`None` when
-/// absent on that side).
-pub(crate) struct Change {
-    pub path: String,
-    pub before: Option<Value>,
-    pub after: Option<Value>,
-}
-
-/// Appends to `found` every difference between `before` and `after`, under `path`.
-pub(crate) fn changes(path: &str, before: Option<&Value>, after: Option<&Value>, found: &mut Vec<Change>) {
-    match (before, after) {
-        (Some(Value::Object(old)), Some(Value::Object(new))) => {
-            let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-            for key in keys {
-                changes(&format!("{path}.{key}"), old.get(key), new.get(key), found);
-            }
-        }
-        (Some(Value::Array(old)), Some(Value::Array(new))) => {
-            for index in 0..old.len().max(new.len()) {
-                changes(&format!("{path}[{index}]"), old.get(index), new.get(index), found);
-            }
-        }
-        (old, new) if old != new => found.push(Change {
-            path: path.to_owned(),
-            before: old.cloned(),
-            after: new.cloned(),
-        }),
-        _ => {}
-    }
-}
-
-pub(crate) async fn diff<S: CliStore>(
-    cli: &Cli<S>,
-    out: &mut Output<'_>,
-    stream: &StreamId,
-    from: u64,
-    to: u64,
-) -> Result<Exit, Failure> {
-    cli.view(&stream.aggregate_type)?;
-    let last = last_version(cli, stream).await?;
-    if let Some(beyond) = [from, to].into_iter().find(|version| *version > last) {
-        return Err(past_the_end(stream, last, &format!("version {beyond}")));
-    }
-    let (from_version, before) = load(cli, stream, AsOf::Version(from)).await?;
-    let (to_version, after) = load(cli, stream, AsOf::Version(to)).await?;
-    let mut found = Vec::new();
-    changes("$", Some(&before), Some(&after), &mut found);
-    if out.json {
-        let listed: Vec<Value> = found
-            .iter()
-            .map(|change| json!({ "path": change.path, "before": change.before, "after": change.after }))
-            .collect();
-        out.json(&json!({
-            "stream": stream.to_string(), "from": from_version, "to": to_version, "changes": listed,
-        }))?;
-        return Ok(Exit::Ok);
-    }
-    out.line(format!("{stream}: version {from_version} -> {to_version}"))?;
-    if found.is_empty() {
-        out.line("  no change")?;
-    }
-    for change in found {
-        let shown = |value: &Option<Value>| value.as_ref().map_or_else(|| "(absent)".to_owned(), Value::to_string);
-        let mark = match (&change.before, &change.after) {
-            (None, _) => '+',
-            (_, None) => '-',
-            _ => '~',
-        };
-        out.line(format!(
-            "  {mark} {}: {} -> {}",
-            change.path,
-            shown(&change.before),
-            shown(&change.after)
-        ))?;
     }
     Ok(Exit::Ok)
 }

@@ -100,6 +100,7 @@
 mod args;
 mod closing;
 mod commands;
+mod diff;
 mod interrupt;
 mod long;
 mod output;
@@ -313,7 +314,7 @@ impl<S: CliStore> Cli<S> {
             } => commands::streams(cli, out, aggregate_type, id_prefix, after.as_ref(), limit).await,
             Command::Events { stream, from, to } => commands::events(cli, out, &stream, from, to).await,
             Command::State { stream, version, at } => commands::state(cli, out, &stream, version, at).await,
-            Command::Diff { stream, from, to } => commands::diff(cli, out, &stream, from, to).await,
+            Command::Diff { stream, from, to } => diff::diff(cli, out, &stream, from, to).await,
             Command::Log {
                 after,
                 types,

@@ -301,8 +301,9 @@ mod tenancy;
 
 pub use error::PostgresError;
 pub use import::{EventAt, ImportError, ImportOptions, ImportProgress, ImportReport, ImportedEvent, SourceChange};
+pub use notify::PostgresWakeUp;
 pub use options::PostgresOptions;
-pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit, PostgresWakeUp};
+pub use projection::{PostgresCheckpoints, PostgresClaim, PostgresUnit};
 pub use store::PostgresStore;
 
 /// The PostgreSQL driver (sqlx 0.8), re-exported: handlers get its

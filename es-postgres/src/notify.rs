@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use es_core::{async_trait, WakeUp};
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
 use crate::sql::Statements;
-use crate::PostgresStore;
+use crate::{PostgresError, PostgresStore};
 
 impl PostgresStore {
     /// Wakes the listeners of this store's schema ([`PostgresStore::wake_up`], in any process)
@@ -120,3 +122,39 @@ impl Notifier {
         });
     }
 }
+
+impl PostgresStore {
+    /// A wake-up that fires when events are appended to this store (by any process), through
+    /// PostgreSQL `LISTEN/NOTIFY`. Notifications are only a wake-up: runners poll as well, so a
+    /// notification lost while disconnected delays, never loses, an event.
+    pub async fn wake_up(&self) -> Result<PostgresWakeUp, PostgresError> {
+        let mut listener = PgListener::connect_with(self.pool())
+            .await
+            .map_err(PostgresError::Connect)?;
+        listener
+            .listen(&self.sql.channel)
+            .await
+            .map_err(PostgresError::Connect)?;
+        Ok(PostgresWakeUp { listener })
+    }
+}
+
+/// Wakes a projection runner when events are appended; see [`PostgresStore::wake_up`].
+#[derive(Debug)]
+pub struct PostgresWakeUp {
+    listener: PgListener,
+}
+
+#[async_trait]
+impl WakeUp for PostgresWakeUp {
+    async fn wait(&mut self) {
+        if let Err(error) = self.listener.recv().await {
+            // The listener reconnects on the next call; meanwhile the runner's polling covers.
+            tracing::debug!(%error, "LISTEN connection lost; relying on polling until it is back");
+            tokio::time::sleep(LISTEN_RETRY).await;
+        }
+    }
+}
+
+/// How long a wake-up whose `LISTEN` connection was lost waits before listening again.
+const LISTEN_RETRY: Duration = Duration::from_millis(250);

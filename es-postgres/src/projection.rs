@@ -4,12 +4,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use es_core::{async_trait, CheckpointError, CheckpointStore, ClaimStatus, ParkedEvent, WakeUp};
-use sqlx::postgres::{PgConnectOptions, PgListener};
+use es_core::{async_trait, CheckpointError, CheckpointStore, ClaimStatus, ParkedEvent};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::error::PostgresError;
 use crate::fault::{is_transient, session_ended};
 use crate::parking;
 use crate::sql::Statements;
@@ -141,37 +140,6 @@ impl PostgresStore {
             pool: self.pool().clone(),
             schema: self.schema().to_owned(),
             sql: Arc::clone(&self.sql),
-        }
-    }
-
-    /// A wake-up that fires when events are appended to this store (by any process), through
-    /// PostgreSQL `LISTEN/NOTIFY`. Notifications are only a wake-up: runners poll as well, so a
-    /// notification lost while disconnected delays, never loses, an event.
-    pub async fn wake_up(&self) -> Result<PostgresWakeUp, PostgresError> {
-        let mut listener = PgListener::connect_with(self.pool())
-            .await
-            .map_err(PostgresError::Connect)?;
-        listener
-            .listen(&self.sql.channel)
-            .await
-            .map_err(PostgresError::Connect)?;
-        Ok(PostgresWakeUp { listener })
-    }
-}
-
-/// Wakes a projection runner when events are appended; see [`PostgresStore::wake_up`].
-#[derive(Debug)]
-pub struct PostgresWakeUp {
-    listener: PgListener,
-}
-
-#[async_trait]
-impl WakeUp for PostgresWakeUp {
-    async fn wait(&mut self) {
-        if let Err(error) = self.listener.recv().await {
-            // The listener reconnects on the next call; meanwhile the runner's polling covers.
-            tracing::debug!(%error, "LISTEN connection lost; relying on polling until it is back");
-            tokio::time::sleep(CLAIM_RETRY).await;
         }
     }
 }

@@ -1,11 +1,8 @@
 //! Connections to the database file: opening one with the store's settings, the one writer, the
 //! pool of readers, write transactions, and running SQLite on Tokio's blocking threads.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
 use rusqlite::ffi::SQLITE_ERROR;
 use rusqlite::{Connection, DatabaseName, ErrorCode, OpenFlags};
@@ -14,6 +11,8 @@ use tokio::sync::watch;
 use crate::error::SqliteError;
 use crate::options::SqliteOptions;
 use crate::sql;
+pub(crate) use crate::units::{OpenUnits, UnitMark};
+pub(crate) use crate::write_lock::{begin_immediate, run, Immediate};
 use crate::SqliteStore;
 
 /// Prepared statements kept per connection: more than the store uses, so none is ever evicted.
@@ -45,11 +44,8 @@ pub(crate) struct Database {
     /// code: a statement that fails on it for want of a table is [`SqliteError::SchemaTooOld`].
     behind: Option<i64>,
     idle_readers: Mutex<Vec<Connection>>,
-    /// The units of work of this process's projections open on the file (each holds the write
-    /// lock), by a number of their own: how a write that waited out the busy timeout tells that
-    /// the lock was held by one of them all along.
-    open_units: Mutex<BTreeMap<u64, (String, Instant)>>,
-    next_unit: AtomicU64,
+    /// The units of work of this process's projections open on the file.
+    pub(crate) units: OpenUnits,
     /// Counts appends committed by this process, for wake-ups.
     pub(crate) appended: Arc<watch::Sender<u64>>,
 }
@@ -85,8 +81,7 @@ impl Database {
             immutable: None,
             behind: None,
             idle_readers: Mutex::default(),
-            open_units: Mutex::default(),
-            next_unit: AtomicU64::new(0),
+            units: OpenUnits::default(),
             appended: Arc::new(watch::Sender::new(0)),
         };
         let first = if database.options.read_only {
@@ -310,22 +305,6 @@ impl Database {
         self.idle_readers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes that a unit of work of `projection` holds the write lock, until the mark is
-    /// dropped (with the unit).
-    pub(crate) fn unit_opened(self: &Arc<Self>, projection: &str) -> UnitMark {
-        let id = self.next_unit.fetch_add(1, Ordering::Relaxed);
-        self.units().insert(id, (projection.to_owned(), Instant::now()));
-        UnitMark {
-            database: Arc::clone(self),
-            id,
-        }
-    }
-
-    fn units(&self) -> MutexGuard<'_, BTreeMap<u64, (String, Instant)>> {
-        // Inserts and removals of whole entries: a panic cannot leave the map half-changed.
-        self.open_units.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// [`Database::error`] for a write through the store (an append, a snapshot, a lifecycle
     /// change, a transaction): a write that waited out the busy timeout while a unit of work of
     /// this process held the write lock all along is
@@ -335,8 +314,7 @@ impl Database {
             source.sqlite_error_code(),
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
         ) {
-            let oldest = self.units().values().min_by_key(|(_, since)| *since).cloned();
-            if let Some((projection, since)) = oldest {
+            if let Some((projection, since)) = self.units.oldest() {
                 let held_for = since.elapsed();
                 if held_for >= self.options.busy_timeout {
                     return SqliteError::HeldByProjection {
@@ -418,51 +396,6 @@ fn immutable_uri(path: &Path) -> Option<String> {
     Some(uri)
 }
 
-/// A write transaction (`BEGIN IMMEDIATE`) on a borrowed connection, rolled back unless
-/// committed.
-pub(crate) struct Immediate<'c> {
-    connection: &'c Connection,
-    open: bool,
-}
-
-impl<'c> Immediate<'c> {
-    /// Takes the write lock, waiting up to the busy timeout.
-    pub(crate) fn begin(connection: &'c Connection) -> rusqlite::Result<Self> {
-        begin_immediate(connection)?;
-        Ok(Self { connection, open: true })
-    }
-
-    /// Commits; on failure the transaction is rolled back.
-    pub(crate) fn commit(mut self) -> rusqlite::Result<()> {
-        run(self.connection, sql::COMMIT)?;
-        self.open = false;
-        Ok(())
-    }
-}
-
-impl Drop for Immediate<'_> {
-    fn drop(&mut self) {
-        if self.open && !self.connection.is_autocommit() {
-            // A failed rollback leaves the transaction open; the next `begin` rolls it back.
-            let _ = run(self.connection, sql::ROLLBACK);
-        }
-    }
-}
-
-/// Opens a write transaction on `connection`, first rolling back any transaction a failure left
-/// open.
-pub(crate) fn begin_immediate(connection: &Connection) -> rusqlite::Result<()> {
-    if !connection.is_autocommit() {
-        run(connection, sql::ROLLBACK)?;
-    }
-    run(connection, sql::BEGIN_IMMEDIATE)
-}
-
-/// Runs a cached statement that returns no rows.
-pub(crate) fn run(connection: &Connection, statement: &str) -> rusqlite::Result<()> {
-    connection.prepare_cached(statement)?.execute([]).map(drop)
-}
-
 /// Runs `work` on one of Tokio's blocking threads, so SQLite's waits (locks, disk) never block
 /// the async runtime.
 pub(crate) async fn blocking<T, E, F>(work: F) -> Result<T, E>
@@ -526,19 +459,5 @@ mod tests {
     fn the_log_and_its_index_sit_beside_the_file() {
         assert_eq!(sibling(Path::new("dir/es.db"), "-wal"), PathBuf::from("dir/es.db-wal"));
         assert_eq!(sibling(Path::new("es.db"), "-shm"), PathBuf::from("es.db-shm"));
-    }
-}
-
-/// A unit of work's note in [`Database::unit_opened`]'s list; dropping it (with the unit)
-/// takes the note out.
-#[derive(Debug)]
-pub(crate) struct UnitMark {
-    database: Arc<Database>,
-    id: u64,
-}
-
-impl Drop for UnitMark {
-    fn drop(&mut self) {
-        self.database.units().remove(&self.id);
     }
 }

@@ -225,7 +225,9 @@ mod sql;
 mod store;
 mod tenancy;
 mod transaction;
+mod units;
 mod wake;
+mod write_lock;
 
 pub use claim::SqliteClaim;
 pub use error::SqliteError;

@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use super::html::{self, encode, escape, json_block, link, link_with_id};
 use super::{Browser, PageError};
-use crate::commands::{changes, parse_stream, past_the_end, time};
+use crate::commands::{parse_stream, past_the_end, time};
+use crate::diff::changes;
 use crate::output::{pretty, stored_json};
 use crate::rows::{self, Row, Unreadable};
 use crate::CliStore;
