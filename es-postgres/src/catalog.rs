@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use crate::fault::store_error;
-use crate::row::negative_version;
+use crate::row::version_column;
 use crate::snapshot::snapshot;
 use crate::PostgresStore;
 
@@ -88,10 +88,7 @@ fn stream_of(row: &PgRow) -> StoreResult<StreamId> {
 /// Decodes a row of the stream listing: the stream, its last version and that event's time.
 fn stream_summary(row: &PgRow) -> StoreResult<StreamSummary> {
     let stream = stream_of(row)?;
-    let version: i64 = row.try_get("version").map_err(store_error)?;
-    let Ok(version) = u64::try_from(version) else {
-        return Err(negative_version(&stream, version));
-    };
+    let version = version_column(row, &stream)?;
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),
         version,

@@ -225,10 +225,7 @@ pub(crate) fn stored_event(row: &PgRow) -> StoreResult<StoredEventPlace> {
         aggregate_type: row.try_get("aggregate_type").map_err(store_error)?,
         aggregate_id: row.try_get("aggregate_id").map_err(store_error)?,
     };
-    let version: i64 = row.try_get("version").map_err(store_error)?;
-    let Ok(version) = u64::try_from(version) else {
-        return Err(negative_version(&stream, version));
-    };
+    let version = version_column(row, &stream)?;
     let corrupt = |reason: String| StoreError::Corrupt {
         stream: stream.clone(),
         version,
@@ -246,6 +243,12 @@ pub(crate) fn stored_event(row: &PgRow) -> StoreResult<StoredEventPlace> {
 }
 
 /// A stored version that does not fit a `u64`: the row was not written by this store.
+/// The `version` column of a row of `stream`, read by name: a negative one is corrupt.
+pub(crate) fn version_column(row: &PgRow, stream: &StreamId) -> StoreResult<u64> {
+    let version: i64 = row.try_get("version").map_err(store_error)?;
+    u64::try_from(version).map_err(|_| negative_version(stream, version))
+}
+
 pub(crate) fn negative_version(stream: &StreamId, version: i64) -> StoreError {
     StoreError::Corrupt {
         stream: stream.clone(),
