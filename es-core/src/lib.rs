@@ -126,6 +126,15 @@
 //! [`DecodeError::SchemaVersionTooNew`], and a payload at the current version decodes straight
 //! from its bytes.
 //!
+//! # Errors
+//!
+//! Every error is a typed enum or struct to match on ([`RepositoryError`], [`CommandError`],
+//! [`StoreError`], [`DecodeError`], [`ProjectionError`], ...), and its message alone tells the
+//! whole story: what failed (the stream, the version, the event) and why, the cause's own message
+//! included, as sqlx's errors do, so a log line of `{error}` is enough. The cause is also its
+//! [`source`](std::error::Error::source), typed, to downcast or walk; a reporter that prints
+//! the whole chain (anyhow's `{:#}`) shows the cause's text a second time.
+//!
 //! # Metrics and traces
 //!
 //! es-core records through the [`metrics`](https://docs.rs/metrics/0.24) facade (0.24) and

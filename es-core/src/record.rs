@@ -47,8 +47,10 @@ impl<E> DecodedEvent<E> {
 }
 
 /// A stored event that cannot be turned into its typed event.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot decode event `{event_name}` at version {version} of stream {stream}: {source}")]
+///
+/// Its [`source`](std::error::Error::source) is the [`DecodeError`] itself (not its box), so
+/// `error.source().and_then(|cause| cause.downcast_ref::<DecodeError>())` finds it.
+#[derive(Debug)]
 pub struct RecordDecodeError {
     /// The event's stream.
     pub stream: StreamId,
@@ -58,7 +60,6 @@ pub struct RecordDecodeError {
     pub event_name: String,
     /// Why decoding failed: an unknown name, a schema version newer than the code, a corrupt
     /// payload, a failing upcast step. Boxed to keep `Result`s small on the happy path.
-    #[source]
     pub source: Box<DecodeError>,
 }
 
@@ -100,6 +101,24 @@ pub(crate) fn decode_replayed<E: EventSet>(
 ) -> Result<Decoded<E>, RecordDecodeError> {
     E::decode_all(event.event_name, event.schema_version, event.payload)
         .map_err(|source| RecordDecodeError::new(stream, event.version, event.event_name, source))
+}
+
+impl std::fmt::Display for RecordDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot decode event `{}` at version {} of stream {}: {}",
+            self.event_name, self.version, self.stream, self.source
+        )
+    }
+}
+
+impl std::error::Error for RecordDecodeError {
+    // By hand: a derived `source` would hand out the `Box`, which does not downcast to
+    // `DecodeError`.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
 }
 
 impl RecordDecodeError {

@@ -15,12 +15,16 @@ use crate::fault::store_error;
 use crate::read;
 use crate::row::{negative_version, stored_event, Batch};
 use crate::sql::{
-    AppendBase, BatchShape, Expectation, EVENT_ID_CONSTRAINT, MAX_EVENTS_PER_TRANSACTION, STREAM_VERSION_CONSTRAINT,
+    AppendBase, BatchShape, Expectation, EVENT_ID_CONSTRAINT, LOCK_STREAM, MAX_EVENTS_PER_TRANSACTION,
+    STREAM_VERSION_CONSTRAINT,
 };
 use crate::PostgresStore;
 
 /// How many times an append whose expectation still holds after losing a race on a version
-/// (`Any`, `StreamExists`) is retried before the conflict is returned.
+/// (`Any`, `StreamExists`) is tried before the conflict is returned. Retries queue on the
+/// stream's lock ([`LOCK_STREAM`]), so they lose only to first attempts arriving meanwhile:
+/// each such loss is another append stored, and a run of them this long is not seen in
+/// practice.
 const MAX_APPEND_ATTEMPTS: u32 = 16;
 
 /// The SQLSTATE of a unique violation.
@@ -136,7 +140,8 @@ pub(crate) async fn append(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let error = match insert(store, stream, expected, &batch).await {
+        // The first attempt is one statement; one that lost a race queues on the stream.
+        let error = match insert(store, stream, expected, &batch, attempts > 1).await {
             Ok(Inserted::Stored {
                 first_position,
                 first_version,
@@ -196,12 +201,14 @@ enum Inserted {
 }
 
 /// Runs the pool statement that fits the batch's size and `expected` (see
-/// [`AppendStatements`](crate::sql::AppendStatements)).
+/// [`AppendStatements`](crate::sql::AppendStatements)); when `queued`, in a transaction that
+/// first takes the stream's lock ([`LOCK_STREAM`]).
 async fn insert(
     store: &PostgresStore,
     stream: &StreamId,
     expected: ExpectedVersion,
     batch: &Batch,
+    queued: bool,
 ) -> Result<Inserted, sqlx::Error> {
     let shape = BatchShape::of(batch.len());
     let query = |base| {
@@ -220,9 +227,22 @@ async fn insert(
         ExpectedVersion::Any => query(AppendBase::AfterHead).bind(false),
         ExpectedVersion::StreamExists => query(AppendBase::AfterHead).bind(true),
     };
-    let row = match shape {
-        BatchShape::One => batch.bind_one(query).fetch_optional(&store.pool).await?,
-        BatchShape::Many => Some(batch.bind(query).fetch_one(&store.pool).await?),
+    let query = match shape {
+        BatchShape::One => batch.bind_one(query),
+        BatchShape::Many => batch.bind(query),
+    };
+    let row = if queued {
+        let mut transaction = store.pool.begin().await?;
+        sqlx::query(LOCK_STREAM)
+            .bind(stream.aggregate_type.as_str())
+            .bind(stream.aggregate_id.as_str())
+            .execute(&mut *transaction)
+            .await?;
+        let row = query.fetch_optional(&mut *transaction).await?;
+        transaction.commit().await?;
+        row
+    } else {
+        query.fetch_optional(&store.pool).await?
     };
     let Some(row) = row else {
         return Ok(Inserted::Refused);

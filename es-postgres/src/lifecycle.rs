@@ -50,6 +50,9 @@ pub(crate) async fn closure_on<'c, E>(
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
+    if crate::read::never_stored(stream) {
+        return Ok(None);
+    }
     let row = sqlx::query(&store.sql.lifecycle.closure)
         .bind(stream.aggregate_type.as_str())
         .bind(stream.aggregate_id.as_str())

@@ -1,6 +1,7 @@
 //! Reads: one stream (whole events, or the zero-copy replay), one event by id, a stream's
 //! version, and the global order (`read_all`, `read_filtered`, `tail`).
 
+use chrono::{DateTime, Utc};
 use es_core::{
     LogFilter, LogPage, LogReplay, LogReplayFn, RecordedEvent, ReplayFn, StoreError, StoreResult, StreamId,
     StreamSlice, Tail,
@@ -35,6 +36,9 @@ pub(crate) fn stream_rows<'a>(
     stream: &'a StreamId,
     slice: StreamSlice,
 ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    if never_stored(stream) {
+        return futures_util::stream::empty().boxed();
+    }
     slice_query(statement, stream, slice)
         .fetch(&store.pool)
         .map(|row| match row {
@@ -56,6 +60,9 @@ pub(crate) async fn replay(
     apply: &mut ReplayFn<'_>,
     if_open: bool,
 ) -> StoreResult<()> {
+    if never_stored(stream) {
+        return Ok(());
+    }
     let sql = match if_open {
         true => &store.sql.replay_if_open,
         false => &store.sql.replay_stream,
@@ -95,7 +102,23 @@ fn slice_query<'q>(sql: &'q str, stream: &'q StreamId, slice: StreamSlice) -> Qu
         .bind(stream.aggregate_id.as_str())
         .bind(saturating_i64(slice.from_version))
         .bind(slice.to_version.map_or(i64::MAX, saturating_i64))
-        .bind(slice.recorded_until)
+        .bind(slice.recorded_until.map(|until| until.max(earliest_timestamptz())))
+}
+
+/// Whether no store could hold `stream`: its id holds a NUL character, which PostgreSQL cannot
+/// take even as a parameter. Every append refuses such an id
+/// ([`Limits::check_append`](es_core::Limits::check_append)), so reads answer at once that
+/// there is nothing, as the other stores do.
+pub(crate) fn never_stored(stream: &StreamId) -> bool {
+    stream.aggregate_type.contains('\0') || stream.aggregate_id.contains('\0')
+}
+
+/// PostgreSQL's earliest `timestamptz` (4713 BC): no event is recorded before it, so an earlier
+/// instant (`DateTime::<Utc>::MIN_UTC`) reads as this one instead of failing out of range.
+fn earliest_timestamptz() -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(-4712, 11, 24)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::MIN_UTC, |earliest| earliest.and_utc())
 }
 
 /// [`EventStore::read_event`](es_core::EventStore::read_event): one query on the unique
@@ -111,6 +134,9 @@ pub(crate) async fn read_event(store: &PostgresStore, event_id: Uuid) -> StoreRe
 
 /// [`EventStore::stream_version`](es_core::EventStore::stream_version).
 pub(crate) async fn stream_version(store: &PostgresStore, stream: &StreamId) -> StoreResult<u64> {
+    if never_stored(stream) {
+        return Ok(0);
+    }
     let version: Option<i64> = sqlx::query_scalar(&store.sql.stream_version)
         .bind(stream.aggregate_type.as_str())
         .bind(stream.aggregate_id.as_str())
@@ -121,6 +147,16 @@ pub(crate) async fn stream_version(store: &PostgresStore, stream: &StreamId) -> 
         None => Ok(0),
         Some(version) => u64::try_from(version).map_err(|_| negative_version(stream, version)),
     }
+}
+
+/// [`GlobalLog::unsettled`](es_core::GlobalLog::unsettled): one count past the settled bound.
+pub(crate) async fn unsettled(store: &PostgresStore, after: u64) -> StoreResult<u64> {
+    let count: i64 = sqlx::query_scalar(&store.sql.unsettled)
+        .bind(saturating_i64(after))
+        .fetch_one(&store.pool)
+        .await
+        .map_err(store_error)?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// [`GlobalLog::read_all`](es_core::GlobalLog::read_all): only events of transactions older

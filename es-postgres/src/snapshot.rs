@@ -59,6 +59,9 @@ impl SnapshotStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> StoreResult<Option<Snapshot>> {
+        if crate::read::never_stored(stream) {
+            return Ok(None);
+        }
         let row = sqlx::query(&self.sql.load_snapshot)
             .bind(stream.aggregate_type.as_str())
             .bind(stream.aggregate_id.as_str())

@@ -170,12 +170,14 @@ impl Database {
             })
         })?;
         let setup = |error| Connect::Failed(self.error(error));
-        connection.busy_timeout(options.busy_timeout).map_err(setup)?;
+        connection
+            .busy_timeout(sqlite_busy_timeout(options.busy_timeout))
+            .map_err(setup)?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // SQLite answers "busy" at once, without its busy handler, while another connection is
         // turning a new file into WAL mode: such steps of opening wait here instead, as long
         // as the busy timeout.
-        let deadline = std::time::Instant::now() + options.busy_timeout;
+        let deadline = deadline_after(options.busy_timeout);
         // The first read of the file: a file that is not a database fails here, untouched. A
         // read-only connection to a file in WAL mode fails here too when SQLite can neither
         // find nor create the log's index (`-shm`).
@@ -223,7 +225,7 @@ impl Database {
     /// Refuses a database migrated by newer code; the newest migration applied, `None` when the
     /// file has no migration history (it is not a store yet).
     pub(crate) fn check_schema(&self, connection: &Connection) -> Result<Option<i64>, SqliteError> {
-        let deadline = std::time::Instant::now() + self.options.busy_timeout;
+        let deadline = deadline_after(self.options.busy_timeout);
         let has_history: i64 = until_not_busy(deadline, || {
             connection.query_row(sql::HISTORY_EXISTS, [], |row| row.get(0))
         })
@@ -316,7 +318,7 @@ impl Database {
         ) {
             if let Some((projection, since)) = self.units.oldest() {
                 let held_for = since.elapsed();
-                if held_for >= self.options.busy_timeout {
+                if held_for >= sqlite_busy_timeout(self.options.busy_timeout) {
                     return SqliteError::HeldByProjection {
                         path: self.path.clone(),
                         projection,
@@ -409,6 +411,20 @@ where
         Ok(result) => result,
         Err(error) => Err(E::from(SqliteError::Task(error.to_string()))),
     }
+}
+
+/// The longest busy timeout SQLite takes (`i32::MAX` milliseconds, about 24 days): a longer
+/// one, such as `Duration::MAX` for "wait for ever", waits that long instead of failing.
+fn sqlite_busy_timeout(timeout: std::time::Duration) -> std::time::Duration {
+    timeout.min(std::time::Duration::from_millis(i32::MAX as u64))
+}
+
+/// The instant `timeout` from now, or a century from now for a timeout too long for the clock.
+fn deadline_after(timeout: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// Runs `step` again while SQLite says the database is busy, until `deadline` (blocking).

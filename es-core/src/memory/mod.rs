@@ -94,7 +94,7 @@ impl WakeUp for InMemoryWakeUp {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     /// Every event in position order; position `p` is at index `p - 1`; `None` once deleted.
     events: Vec<Option<RecordedEvent>>,
@@ -107,6 +107,20 @@ struct State {
     /// Where each event id is in `events`.
     event_ids: HashMap<Uuid, usize>,
     snapshots: BTreeMap<StreamId, Snapshot>,
+}
+
+/// Counts, not contents: a store's `Debug` lands in logs and traces (a repository in a
+/// `#[tracing::instrument]`ed function), where every stored event would drown the line.
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("events", &self.event_ids.len())
+            .field("streams", &self.streams.len())
+            .field("archived_streams", &self.archived.len())
+            .field("closed_streams", &self.closures.len())
+            .field("snapshots", &self.snapshots.len())
+            .finish()
+    }
 }
 
 impl InMemoryStore {

@@ -245,8 +245,7 @@ where
                 }
             };
             let context = self.checkpoints.context(unit);
-            self.handle(context, envelope).await?;
-            done.handled += 1;
+            done.handled += self.handle(context, envelope).await?;
             done.per_event[counter].1 += 1;
         }
         Ok(done)
@@ -255,13 +254,13 @@ where
     /// Decodes one stored event and hands what it stands for to the handler (one event; none or
     /// several for a retired event a `#[replaced]` rule turns into events, all within this unit,
     /// so a failure of any of them leaves none applied), in a span that carries the ids a trace
-    /// follows from the command that wrote it.
-    async fn handle(&self, context: &mut P::Context, envelope: RecordedEvent) -> Result<(), BatchFailure> {
+    /// follows from the command that wrote it. Returns how many events it handed over.
+    async fn handle(&self, context: &mut P::Context, envelope: RecordedEvent) -> Result<u64, BatchFailure> {
         let events = decode_record_all::<P::Event>(&envelope).map_err(|source| {
             BatchFailure::Stop(ProjectionError::Decode {
                 projection: self.name,
                 position: envelope.position,
-                source: Box::new(source),
+                source,
             })
         })?;
         let span = tracing::trace_span!(
@@ -271,6 +270,7 @@ where
             event_id = %envelope.event_id,
             correlation_id = envelope.metadata.correlation_id.map(tracing::field::display),
         );
+        let handed = events.len() as u64;
         for decoded in DecodedEvent::each(envelope, events) {
             let Err(source) = self.projection.handle(context, &decoded).instrument(span.clone()).await else {
                 continue;
@@ -286,7 +286,7 @@ where
                 source,
             })));
         }
-        Ok(())
+        Ok(handed)
     }
 
     /// Skips or parks an event the runner gave up on, within the unit.
@@ -362,7 +362,7 @@ where
                 Some(event) => {
                     let context = self.checkpoints.context(&mut unit);
                     match self.handle(context, event).await {
-                        Ok(()) => {
+                        Ok(_) => {
                             if let Err(source) = self.checkpoints.unpark(&mut unit, self.name, parked.position).await {
                                 let _ = self.checkpoints.rollback(unit).await;
                                 return Err(ProjectionError::from_checkpoint(self.name, source));
@@ -458,7 +458,7 @@ where
 /// What a parked event keeps of a failure that is not a handler's.
 fn failure_text(error: &ProjectionError) -> String {
     match error {
-        ProjectionError::Decode { source, .. } => error_chain(source.as_ref()),
+        ProjectionError::Decode { source, .. } => error_chain(source),
         error => error.to_string(),
     }
 }

@@ -53,7 +53,7 @@ pub enum ProjectionError {
         position: u64,
         /// Why it does not decode (names stream, version and event).
         #[source]
-        source: Box<RecordDecodeError>,
+        source: RecordDecodeError,
     },
     /// An event of an aggregate type the projection reads has a name it does not know (see
     /// [`UnknownEvents`](crate::UnknownEvents)): most likely written by a newer version of the

@@ -306,7 +306,7 @@ impl Pacing {
                     self.handler_failures = 0;
                     return Ok(Duration::ZERO);
                 }
-                let reason = error_chain(source.as_ref());
+                let reason = error_chain(source);
                 self.give_up(position, reason, 1, error)
             }
             error => {

@@ -1,10 +1,11 @@
 //! Read-your-writes: waiting until a projection has processed a position.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::CheckpointStore;
+use super::{CheckpointError, CheckpointStore};
 
 /// A projection runner's progress, to wait until it has processed what a command wrote
 /// (read-your-writes). Get one from [`ProjectionRunner::progress`](crate::ProjectionRunner::progress)
@@ -73,7 +74,10 @@ pub(crate) struct Reported {
 }
 
 /// Why waiting for a projection's progress ended without it getting there.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Two errors are equal when they say the same: a checkpoint failure's `source` is compared by
+/// its `reason`.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum WaitError {
     /// The projection had not processed the position when the time was up.
@@ -104,9 +108,65 @@ pub enum WaitError {
     Checkpoint {
         /// The projection.
         projection: &'static str,
-        /// The checkpoint store's error.
+        /// The checkpoint store's error, as text.
         reason: String,
+        /// The checkpoint store's error (shared, so that the wait's error stays `Clone`).
+        #[source]
+        source: Arc<CheckpointError>,
     },
+}
+
+impl PartialEq for WaitError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Self::Timeout {
+                    projection,
+                    position,
+                    reached,
+                    waited,
+                },
+                Self::Timeout {
+                    projection: p,
+                    position: q,
+                    reached: r,
+                    waited: w,
+                },
+            ) => (projection, position, reached, waited) == (p, q, r, w),
+            (
+                Self::Stopped {
+                    projection,
+                    position,
+                    reached,
+                },
+                Self::Stopped {
+                    projection: p,
+                    position: q,
+                    reached: r,
+                },
+            ) => (projection, position, reached) == (p, q, r),
+            (
+                Self::Checkpoint { projection, reason, .. },
+                Self::Checkpoint {
+                    projection: p,
+                    reason: r,
+                    ..
+                },
+            ) => (projection, reason) == (p, r),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for WaitError {}
+
+/// The instant `timeout` from now; a timeout too long for the clock (`Duration::MAX`, "wait
+/// for ever") ends a century from now instead of overflowing.
+pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 impl ProjectionProgress {
@@ -161,7 +221,7 @@ impl ProjectionProgress {
     /// Waits until every projection of `all` has processed `position`, at most `timeout` in
     /// all.
     pub async fn wait_all(all: &[ProjectionProgress], position: u64, timeout: Duration) -> Result<(), WaitError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         for progress in all {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             progress.wait_for(position, left).await.map_err(|error| match error {
@@ -205,7 +265,7 @@ pub async fn wait_for_checkpoint<C: CheckpointStore + ?Sized>(
     poll: Duration,
     timeout: Duration,
 ) -> Result<u64, WaitError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     loop {
         let reached = checkpoints
             .checkpoint(projection)
@@ -213,6 +273,7 @@ pub async fn wait_for_checkpoint<C: CheckpointStore + ?Sized>(
             .map_err(|error| WaitError::Checkpoint {
                 projection,
                 reason: error.to_string(),
+                source: Arc::new(error),
             })?;
         if reached >= position {
             return Ok(reached);

@@ -42,9 +42,10 @@ pub struct RebuildProgress {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct CatchUp {
-    /// Events read: handed to the projection, passed over, skipped or parked.
+    /// Stored events read: handed to the projection, passed over, skipped or parked.
     pub read: u64,
-    /// Events handed to the projection.
+    /// Events handed to the projection: a stored event a `#[replaced]` rule reads as several
+    /// events counts each of them, one it drops counts none.
     pub handled: u64,
     /// Events skipped: unknown ones under [`UnknownEvents::Skip`](crate::UnknownEvents::Skip),
     /// failing ones under [`FailurePolicy::Skip`](crate::FailurePolicy::Skip).
@@ -212,6 +213,12 @@ where
     /// just before may lie beyond it while another write transaction in the cluster is open.
     /// To be sure a given position is handled, call again until the returned checkpoint
     /// reaches it, or wait with [`wait_for_checkpoint`](crate::wait_for_checkpoint).
+    ///
+    /// While another runner holds the projection (a [`run`](Self::run) in this or another
+    /// process), this waits for it to let go, however long that is: the other runner keeps the
+    /// model up to date meanwhile. Bound the wait with `tokio::time::timeout` (dropping the
+    /// future gives the claim up, and nothing is half-committed), or ask
+    /// [`CheckpointStore::claim_status`] first.
     pub async fn catch_up(&self) -> Result<CatchUp, ProjectionError> {
         let mut pacing = Pacing::new(self.name, self.options);
         let mut claim = self.claim(&mut pacing).await?;
@@ -311,6 +318,9 @@ where
     ///
     /// Readers see the model emptied, then filling up. To keep serving the complete model
     /// while a new one is built, use [`rebuild_beside`](Self::rebuild_beside).
+    ///
+    /// Like [`catch_up`](Self::catch_up), it first waits, without limit, while another runner
+    /// holds the projection: stop that runner first (`es rebuild` refuses instead of waiting).
     pub async fn rebuild(&self, on_progress: impl FnMut(RebuildProgress) + Send) -> Result<CatchUp, ProjectionError> {
         let mut pacing = Pacing::new(self.name, self.options);
         let mut claim = self.claim(&mut pacing).await?;

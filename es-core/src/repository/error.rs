@@ -48,7 +48,7 @@ pub enum CommandError<E> {
     #[error("command rejected: {0}")]
     Rejected(E),
     /// Other writers kept winning; the command was retried and gave up. Nothing was written.
-    #[error("gave up after {attempts} attempts: {conflict}")]
+    #[error("gave up after {attempts} attempt{}: {conflict}", if *attempts == 1 { "" } else { "s" })]
     Conflict {
         /// How many times the command was decided.
         attempts: u32,

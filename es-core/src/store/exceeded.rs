@@ -96,7 +96,7 @@ impl fmt::Display for LimitExceeded {
         let (subject, unit) = (limit.subject(), limit.unit());
         match event {
             Some(index) => write!(f, "the {subject} of event #{} for {stream} is", index + 1)?,
-            None if *limit == Limit::StreamIdBytes => write!(f, "the stream id {stream} is")?,
+            None if *limit == Limit::StreamIdBytes => write!(f, "the stream id {} is", Abbreviated(stream))?,
             None if *limit == Limit::TransactionEvents => {
                 write!(f, "the transaction appending to {stream} would hold")?;
             }
@@ -109,9 +109,43 @@ impl fmt::Display for LimitExceeded {
     }
 }
 
+/// A stream id as a message shows one that is too long: its first 80 characters, then how much
+/// more there is (the id may be megabytes of user input).
+struct Abbreviated<'a>(&'a StreamId);
+
+impl fmt::Display for Abbreviated<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 80;
+        let whole = self.0.to_string();
+        match whole.char_indices().nth(SHOWN) {
+            Some((cut, _)) => write!(f, "{}… ({} bytes in all)", &whole[..cut], whole.len()),
+            None => f.write_str(&whole),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_id_too_long_is_shown_abbreviated() {
+        let id = "é".repeat(5000);
+        let error = LimitExceeded {
+            stream: StreamId::new("order", id),
+            limit: Limit::StreamIdBytes,
+            event: None,
+            actual: 10_005,
+            max: 1024,
+        };
+        let message = error.to_string();
+        let shown = format!(
+            "the stream id order/{}… (10006 bytes in all) is 10005 bytes",
+            "é".repeat(74)
+        );
+        assert!(message.starts_with(&shown), "{message}");
+        assert!(message.len() < 300, "{message}");
+    }
 
     #[test]
     fn messages_say_what_is_over_which_limit() {

@@ -40,8 +40,9 @@ use crate::metadata::Metadata;
 /// store enforces.
 ///
 /// Besides the limits, [`Limits::check_append`] refuses, as [`StoreError::InvalidBatch`], an
-/// empty event name (no event type is stored under one), and a NUL character in an event name,
-/// aggregate type or aggregate id (PostgreSQL cannot store one in text), and a schema version
+/// empty event name (no event type is stored under one), a NUL character in an event name,
+/// aggregate type, aggregate id, payload (`\u0000`) or metadata (PostgreSQL cannot store one in
+/// text or `jsonb`), and a schema version
 /// above `i32::MAX` (PostgreSQL's `integer`). An empty aggregate type or id is a valid, if odd,
 /// stream.
 ///
@@ -179,8 +180,8 @@ impl Limits {
     ///
     /// Returns [`StoreError::LimitExceeded`] for the first limit exceeded (the stream id, the
     /// number of events, then each event in batch order, then the batch's bytes), and
-    /// [`StoreError::InvalidBatch`] for an empty event name, a name or id holding a NUL
-    /// character, or a schema version above `i32::MAX`.
+    /// [`StoreError::InvalidBatch`] for an empty event name, a name, id, payload or metadata
+    /// holding a NUL character, or a schema version above `i32::MAX`.
     /// The payloads are not parsed: whether they are JSON is the store's next check.
     pub fn check_append(&self, stream: &StreamId, events: &[NewEvent]) -> Result<(), StoreError> {
         no_nul(stream, "the aggregate type", &stream.aggregate_type)?;
@@ -258,6 +259,12 @@ fn valid_event(stream: &StreamId, index: usize, event: &NewEvent) -> Result<(), 
     if event.event_name.contains('\0') {
         no_nul(stream, &format!("the event name of event #{number}"), &event.event_name)?;
     }
+    if json_holds_nul(&event.payload) {
+        return Err(invalid(format!(
+            "the payload of event #{number} holds a NUL character (`\\u0000`), which PostgreSQL cannot store \
+             in jsonb"
+        )));
+    }
     match event.schema_version {
         version if version > MAX_SCHEMA_VERSION => Err(invalid(format!(
             "the schema version of event #{number} is {version}, above {MAX_SCHEMA_VERSION}, the largest a store \
@@ -278,8 +285,54 @@ fn no_nul(stream: &StreamId, what: &str, text: &str) -> Result<(), StoreError> {
     }
 }
 
-/// The bytes of `metadata` serialized as JSON, counted without building the text.
+/// Whether the JSON text `json` holds the escape of a NUL character, `\u0000` (a raw NUL byte
+/// is not JSON at all, which the store's next check finds). A backslash escapes the character
+/// after it, so `\\u0000` (a backslash, then the text `u0000`) holds none.
+fn json_holds_nul(json: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(offset) = json
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&byte| byte == b'\\'))
+    {
+        let at = from + offset;
+        if json.get(at + 1..at + 6) == Some(b"u0000".as_slice()) {
+            return true;
+        }
+        from = at + 2;
+    }
+    false
+}
+
+/// Whether a string of `value`, or a key of its objects, holds a NUL character.
+fn value_holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(value_holds_nul),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || value_holds_nul(value)),
+        _ => false,
+    }
+}
+
+/// The bytes of `metadata` serialized as JSON, counted without building the text. Metadata
+/// holding a NUL character (in the actor or an extra value) is refused: PostgreSQL cannot
+/// store it.
 fn metadata_bytes(stream: &StreamId, index: usize, metadata: &Metadata) -> Result<usize, StoreError> {
+    let holds_nul = metadata.actor.as_deref().is_some_and(|actor| actor.contains('\0'))
+        || metadata
+            .extra
+            .iter()
+            .any(|(key, value)| key.contains('\0') || value_holds_nul(value));
+    if holds_nul {
+        return Err(StoreError::InvalidBatch {
+            stream: stream.clone(),
+            reason: format!(
+                "the metadata of event #{} holds a NUL character, which PostgreSQL cannot store",
+                index + 1
+            ),
+        });
+    }
     let mut counter = ByteCounter(0);
     serde_json::to_writer(&mut counter, metadata).map_err(|error| StoreError::InvalidBatch {
         stream: stream.clone(),
@@ -407,6 +460,40 @@ mod tests {
             Limits::default().check_append(&odd, &[event("E", "1")]).is_ok(),
             "an odd but valid stream"
         );
+    }
+
+    #[test]
+    fn nul_characters_in_payloads_and_metadata_are_invalid() {
+        let stream = StreamId::new("t", "1");
+        let refused = |event: NewEvent| {
+            let result = Limits::default().check_append(&stream, &[event]);
+            matches!(result, Err(StoreError::InvalidBatch { .. }))
+        };
+        for payload in [
+            r#""\u0000""#,
+            r#"{"a":"x\u0000y"}"#,
+            r#"["\\\u0000"]"#,
+            r#"{"\u0000":1}"#,
+        ] {
+            assert!(refused(event("E", payload)), "{payload}");
+        }
+        // An escaped backslash followed by the text `u0000`, and other escapes, hold no NUL.
+        for payload in [r#""\\u0000""#, r#""\u0001\n\"\\""#, r#""u0000""#, r#""\\""#] {
+            assert!(!refused(event("E", payload)), "{payload}");
+        }
+        let with = |metadata: Metadata| NewEvent {
+            metadata,
+            ..event("E", "1")
+        };
+        assert!(refused(with(Metadata::new().with_actor("al\0ice"))));
+        assert!(refused(with(Metadata::new().with_extra("note", "a\0b"))));
+        assert!(refused(with(Metadata::new().with_extra("a\0", "b"))));
+        assert!(refused(with(
+            Metadata::new().with_extra("nested", serde_json::json!({"k": ["\0"]}))
+        )));
+        assert!(!refused(with(
+            Metadata::new().with_actor("alice").with_extra("note", "\\u0000")
+        )));
     }
 
     #[test]

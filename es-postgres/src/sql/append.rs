@@ -84,6 +84,13 @@ impl BatchShape {
     }
 }
 
+/// Serializes the appends to one stream that lost a race on a version: taken at the start of
+/// the transaction of their next attempt, so that its statement's snapshot sees every append
+/// that held the lock before (`$1` aggregate_type, `$2` aggregate_id). Two streams whose ids
+/// hash alike only share a queue. Advisory locks take no transaction id, so the positions of
+/// the append that follows stay `xid << 20 | n`.
+pub(crate) const LOCK_STREAM: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))";
+
 /// Where an append on the pool numbers its events from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AppendBase {

@@ -15,7 +15,7 @@ use crate::error::PostgresError;
 use crate::row::{EVENT_COLUMNS, FILTERED_COLUMNS, PAGE_COLUMNS, REPLAY_COLUMNS, STORED_EVENT_COLUMNS};
 
 use append::INSERTED_COLUMNS;
-pub(crate) use append::{AppendBase, AppendStatements, BatchShape};
+pub(crate) use append::{AppendBase, AppendStatements, BatchShape, LOCK_STREAM};
 use catalog::CatalogStatements;
 use checkpoints::CheckpointStatements;
 #[cfg(test)]
@@ -160,6 +160,9 @@ pub(crate) struct Statements {
     /// `read::read_filtered`.
     pub read_filtered: String,
     pub tail: String,
+    /// How many events past `$1` are committed beyond the settled bound: what `read_all` holds
+    /// back while older transactions are open.
+    pub unsettled: String,
     /// Where the ids `$1` are stored, decoded by `row::stored_event`.
     pub stored_events: String,
     /// One whole event by its id, `$1`.
@@ -354,6 +357,10 @@ impl Statements {
                  ) AS page
                  ORDER BY position",
                 settled_page(PAGE_COLUMNS)
+            ),
+            unsettled: format!(
+                "SELECT count(*) FROM {s}.events WHERE position > $1 AND position >= {}",
+                settled_bound()
             ),
             // `read_all`'s bound, counted: what it would still return, and its last event.
             tail: format!(
