@@ -178,12 +178,16 @@ pub(crate) enum Command {
     ///
     /// Decodes every stored event and snapshot with this program's types, and reports each
     /// that fails, and every stored row that cannot be read at all, with its stream, version
-    /// and position.
+    /// and position. On PostgreSQL, events held back from the global log by a write
+    /// transaction open elsewhere are waited for (`--wait`), then counted as not checked.
     Doctor {
         /// Snapshots read per query, and events checked between progress updates (the events
         /// are read with one query).
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+        /// Seconds to wait for events held back behind open transactions to join the log
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        wait: u64,
     },
     /// Print the registered aggregates and their events: names, aliases, versions, upcasts
     Registry,

@@ -85,6 +85,11 @@
 //! as unreadable with the store's reason, and go on; `doctor` reports it with the events that
 //! do not decode. Only a state that must fold such a row fails, naming it.
 //!
+//! **Events not in the log yet.** On PostgreSQL the global log holds back events committed
+//! while an older write transaction is still open anywhere in the cluster. `doctor` waits for
+//! such events to join the log (`--wait`, 10 s), then names how many it could not check (JSON:
+//! `events_not_checked`) and exits 1: never an all-clear over events it did not see.
+//!
 //! **Ranges.** A version past a stream's last (`state --version`, `diff`, `events --from`, the
 //! browser's `state?version=`) is not found (exit 3, 404), naming the stream's last version;
 //! `events --from` after `--to` is a usage error. `--to` past the last, and `--at` after the
@@ -115,6 +120,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use es_core::lifecycle::ClosedStream;
 use es_core::pii::{ForgetSubjects, ForgottenSubject};
@@ -364,7 +370,7 @@ impl<S: CliStore> Cli<S> {
                 };
                 parked::parked(cli, out, &name, action).await
             }
-            Command::Doctor { batch } => long::doctor(cli, out, batch).await,
+            Command::Doctor { batch, wait } => long::doctor(cli, out, batch, Duration::from_secs(wait)).await,
             // The server owns the command line: its pages share it for as long as it runs.
             Command::Serve { port } => serve::run(self, port, out, interrupt).await,
         }

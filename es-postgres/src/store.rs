@@ -338,4 +338,8 @@ impl GlobalLog for PostgresStore {
     async fn tail(&self, after: u64) -> StoreResult<Tail> {
         read::tail(self, after).await
     }
+
+    async fn unsettled(&self, after: u64) -> StoreResult<u64> {
+        read::unsettled(self, after).await
+    }
 }

@@ -303,6 +303,10 @@ impl<S: GlobalLog, K: KeyStore> GlobalLog for PiiStore<S, K> {
     async fn tail(&self, after: u64) -> StoreResult<Tail> {
         self.inner.tail(after).await
     }
+
+    async fn unsettled(&self, after: u64) -> StoreResult<u64> {
+        self.inner.unsettled(after).await
+    }
 }
 
 #[async_trait]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{AsOf, CommandError, Repository, RepositoryError, Versioned};
 use crate::aggregate::Aggregate;
 use crate::metadata::Metadata;
-use crate::record::{command_event_id, decode_record, encode_batch};
+use crate::record::{command_event_id, decode_record_all, encode_batch};
 use crate::store::{AppendOutcome, EventStore, ExpectedVersion, RecordedEvent, StoreError, StreamId, StreamSlice};
 
 /// What a command's decision returns: the new events, or a refusal.
@@ -93,9 +93,13 @@ pub struct Executed<A: Aggregate> {
     pub aggregate: A,
     /// The stream version after the command's events.
     pub version: u64,
-    /// The events the command produced (possibly none).
+    /// The events the command produced (possibly none). For a command
+    /// [`already_stored`](Self::already_stored), what its stored events stand for now: a `#[replaced]` rule
+    /// deployed since may read one stored event as several events, or none.
     pub events: Vec<A::Event>,
-    /// Where each of those events was stored, in order.
+    /// Where each stored event of the command is, in order: one per event the command
+    /// produced, or for a command [`already_stored`](Self::already_stored), one per event it
+    /// stored.
     pub appended: Vec<AppendedEvent>,
     /// The command's id (its idempotency key): the one given in the metadata, or a new one.
     pub command_id: Uuid,
@@ -418,14 +422,16 @@ where
         let mut events = Vec::new();
         let mut appended = Vec::new();
         while let Some(record) = records.try_next().await? {
-            if record.event_id != command_event_id(command_id, stream, events.len()) {
+            if record.event_id != command_event_id(command_id, stream, appended.len()) {
                 break;
             }
-            events.push(decode_record::<A::Event>(&record)?);
+            // What the stored event stands for now: a `#[replaced]` rule deployed since may make
+            // it several events, or none.
+            events.extend(decode_record_all::<A::Event>(&record)?);
             appended.push(AppendedEvent::from(&record));
         }
         drop(records);
-        let version = first.version.saturating_sub(1) + events.len() as u64;
+        let version = first.version.saturating_sub(1) + appended.len() as u64;
         let state = self.rehydrate(stream, AsOf::Version(version)).await?;
         Ok(Some(Executed {
             aggregate: state.aggregate,

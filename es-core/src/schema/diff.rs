@@ -28,6 +28,13 @@ pub enum ShapeChangeKind {
     },
     /// The field at the path is gone.
     FieldRemoved,
+    /// The field at the path is now named `to`, and accepts its old name as an alias
+    /// (`#[serde(rename = "to", alias = "old")]`, or renamed in Rust with `alias = "old"`):
+    /// old payloads decode. Changes of its shape follow under the new name.
+    FieldRenamed {
+        /// The field's new name.
+        to: String,
+    },
     /// The field at the path is new.
     FieldAdded {
         /// Whether it may be missing (old payloads lack it).
@@ -65,7 +72,9 @@ impl ShapeChange {
     pub fn is_breaking(&self) -> bool {
         match &self.kind {
             ShapeChangeKind::FieldAdded { optional } => !optional,
-            ShapeChangeKind::BecameOptional | ShapeChangeKind::VariantAdded { .. } => false,
+            ShapeChangeKind::BecameOptional
+            | ShapeChangeKind::VariantAdded { .. }
+            | ShapeChangeKind::FieldRenamed { .. } => false,
             // `any` reads whatever was stored (a `serde_json::Value`, a `Forgettable<T>`).
             ShapeChangeKind::Changed { to: Shape::Any, .. } => false,
             ShapeChangeKind::AliasesChanged { from, to } => !from.iter().all(|alias| to.contains(alias)),
@@ -90,6 +99,12 @@ impl fmt::Display for ShapeChange {
                 write!(f, "{subject} changed from {} to {}", from.summary(), to.summary())
             }
             ShapeChangeKind::FieldRemoved => write!(f, "{subject} was removed"),
+            ShapeChangeKind::FieldRenamed { to } => {
+                write!(
+                    f,
+                    "{subject} was renamed to `{to}`, which accepts the old name as an alias"
+                )
+            }
             ShapeChangeKind::FieldAdded { optional: true } => write!(f, "{subject} was added (may be missing)"),
             ShapeChangeKind::FieldAdded { optional: false } => write!(f, "{subject} was added (required)"),
             ShapeChangeKind::BecameRequired => write!(f, "{subject} may no longer be missing"),
@@ -170,31 +185,57 @@ fn diff(old: &Shape, new: &Shape, path: &str, out: &mut Vec<ShapeChange>) {
 }
 
 fn diff_fields(old: &[Field], new: &[Field], path: &str, out: &mut Vec<ShapeChange>) {
+    // The new field each old one is stored as: the same name, else one that takes the old name
+    // as an alias (a rename that old payloads survive).
+    let successor = |old_field: &Field| {
+        new.iter().find(|field| field.name == old_field.name).or_else(|| {
+            let renamed = |field: &&Field| field.aliases.contains(&old_field.name);
+            new.iter()
+                .filter(|field| !old.iter().any(|old| old.name == field.name))
+                .find(renamed)
+        })
+    };
     for old_field in old {
-        let at = join(path, &old_field.name);
-        let Some(new_field) = new.iter().find(|field| field.name == old_field.name) else {
-            push(out, &at, ShapeChangeKind::FieldRemoved);
+        let Some(new_field) = successor(old_field) else {
+            push(out, &join(path, &old_field.name), ShapeChangeKind::FieldRemoved);
             continue;
         };
+        let mut old_aliases = old_field.aliases.clone();
+        if new_field.name != old_field.name {
+            push(
+                out,
+                &join(path, &old_field.name),
+                ShapeChangeKind::FieldRenamed {
+                    to: new_field.name.clone(),
+                },
+            );
+            // The old name is the alias that makes the rename; it was no alias before.
+            old_aliases.push(old_field.name.clone());
+            old_aliases.sort();
+        }
+        let at = join(path, &new_field.name);
         diff(&old_field.shape, &new_field.shape, &at, out);
         match (old_field.optional, new_field.optional) {
             (true, false) => push(out, &at, ShapeChangeKind::BecameRequired),
             (false, true) => push(out, &at, ShapeChangeKind::BecameOptional),
             _ => {}
         }
-        if old_field.aliases != new_field.aliases {
+        if old_aliases != new_field.aliases {
             push(
                 out,
                 &at,
                 ShapeChangeKind::AliasesChanged {
-                    from: old_field.aliases.clone(),
+                    from: old_aliases,
                     to: new_field.aliases.clone(),
                 },
             );
         }
     }
     for new_field in new {
-        if !old.iter().any(|field| field.name == new_field.name) {
+        let succeeds_one = old
+            .iter()
+            .any(|old_field| successor(old_field).is_some_and(|successor| successor.name == new_field.name));
+        if !succeeds_one {
             push(
                 out,
                 &join(path, &new_field.name),
@@ -306,6 +347,36 @@ mod tests {
             ]
         );
         assert_eq!(changes("str", "u8"), ["the payload changed from str to u8"]);
+    }
+
+    #[test]
+    fn a_field_renamed_with_its_old_name_as_alias_is_a_compatible_rename() {
+        let old: Shape = "{ item: str, qty: u32 }".parse().unwrap_or(Shape::Unknown);
+        let renamed: Shape = "{ sku|item: str, qty: u32 }".parse().unwrap_or(Shape::Unknown);
+        let found = old.differences(&renamed);
+        assert_eq!(
+            found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["field `item` was renamed to `sku`, which accepts the old name as an alias"]
+        );
+        assert!(!found[0].is_breaking());
+        // Its shape changed too: told under the new name, and breaking.
+        let retyped: Shape = "{ sku|item: u8, qty: u32 }".parse().unwrap_or(Shape::Unknown);
+        assert_eq!(
+            changes_of(&old, &retyped),
+            [
+                "field `item` was renamed to `sku`, which accepts the old name as an alias",
+                "field `sku` changed from str to u8",
+            ]
+        );
+        // Without the alias it is a removal and an addition.
+        assert_eq!(
+            changes("{ item: str }", "{ sku: str }"),
+            ["field `item` was removed", "field `sku` was added (required)"]
+        );
+    }
+
+    fn changes_of(old: &Shape, new: &Shape) -> Vec<String> {
+        old.differences(new).iter().map(ToString::to_string).collect()
     }
 
     #[test]

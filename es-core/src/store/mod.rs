@@ -465,6 +465,17 @@ pub trait GlobalLog: Send + Sync {
             tail.head_recorded_at = Some(last.recorded_at);
         }
     }
+
+    /// How many events after `after` are committed but not in the global log yet: held back
+    /// until older write transactions still open end (on PostgreSQL, by any session of the
+    /// cluster; see `es_postgres`). A reader that must see every stored event, not just a
+    /// gap-free prefix (`es doctor`), waits for it to reach 0 or says what it left out.
+    ///
+    /// The default, for stores whose log shows each event as it commits, is 0.
+    async fn unsettled(&self, after: u64) -> StoreResult<u64> {
+        let _ = after;
+        Ok(0)
+    }
 }
 
 /// The part of the global order after some position; see [`GlobalLog::tail`].
