@@ -467,4 +467,12 @@ impl CheckpointStore for PostgresCheckpoints {
     fn is_transient(&self, error: &(dyn std::error::Error + 'static)) -> bool {
         error.downcast_ref::<sqlx::Error>().is_some_and(is_transient)
     }
+
+    /// An undefined table (`42P01`), column (`42703`) or schema (`3F000`).
+    fn is_fatal(&self, error: &(dyn std::error::Error + 'static)) -> bool {
+        let Some(sqlx::Error::Database(error)) = error.downcast_ref::<sqlx::Error>() else {
+            return false;
+        };
+        matches!(error.code().as_deref(), Some("42P01" | "42703" | "3F000"))
+    }
 }

@@ -331,4 +331,12 @@ impl CheckpointStore for SqliteCheckpoints {
     fn is_transient(&self, error: &(dyn std::error::Error + 'static)) -> bool {
         error_is_transient(error)
     }
+
+    /// SQLite's "no such table" and "no such column".
+    fn is_fatal(&self, error: &(dyn std::error::Error + 'static)) -> bool {
+        let Some(rusqlite::Error::SqliteFailure(_, Some(message))) = error.downcast_ref::<rusqlite::Error>() else {
+            return false;
+        };
+        message.starts_with("no such table") || message.starts_with("no such column")
+    }
 }

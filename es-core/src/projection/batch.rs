@@ -180,6 +180,18 @@ where
             }
             BatchFailure::Handler(failure) => {
                 let rollback = self.checkpoints.rollback(unit).await;
+                let mut chain = std::iter::successors(
+                    Some(failure.source.as_ref() as &(dyn std::error::Error + 'static)),
+                    |error| error.source(),
+                );
+                if chain.any(|error| self.checkpoints.is_fatal(error)) {
+                    let HandlerFailure { position, source, .. } = *failure;
+                    return ProjectionError::ReadModelBroken {
+                        projection: self.name,
+                        position,
+                        source,
+                    };
+                }
                 if !self.context_lost(failure.source.as_ref(), &rollback) {
                     return ProjectionError::Handler(failure);
                 }

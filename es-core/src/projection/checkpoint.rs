@@ -141,6 +141,15 @@ pub trait CheckpointStore: Send + Sync {
         let _ = error;
         false
     }
+
+    /// Whether `error` (a handler's error, or one of its sources) says the read model's schema
+    /// is missing or wrong, an undefined table or column: no event can succeed until it is
+    /// fixed, so the runner stops with [`ProjectionError::ReadModelBroken`](crate::ProjectionError::ReadModelBroken)
+    /// instead of skipping or parking every event. The default says no.
+    fn is_fatal(&self, error: &(dyn Error + 'static)) -> bool {
+        let _ = error;
+        false
+    }
 }
 
 /// Whether a projection's claim is held, as [`CheckpointStore::claim_status`] reports it.

@@ -63,7 +63,9 @@ pub enum ProjectionError {
     #[error(
         "projection {projection}: event `{event_name}` at position {position} (stream {stream}, version {version}) \
          is unknown to the projection; deploy the code that knows it, list it in the projection's SOURCE_EVENTS \
-         to ignore it, or run with UnknownEvents::Skip"
+         to ignore it, leave `{}` out of the projection's AGGREGATE_TYPES if it reads none of its events, or run \
+         with UnknownEvents::Skip",
+        stream.aggregate_type
     )]
     UnknownEvent {
         /// The projection.
@@ -90,6 +92,23 @@ pub enum ProjectionError {
         /// The projection.
         projection: &'static str,
         /// The position of the event being handled (0 while emptying the model for a rebuild).
+        position: u64,
+        /// The error the handler saw.
+        #[source]
+        source: HandlerError,
+    },
+    /// The read model's schema is missing or wrong (the backend recognised an undefined table
+    /// or column): no event can be handled until it is fixed, so the runner stops whatever the
+    /// failure policy, rather than skip or park every event. Create the tables (a migration the
+    /// deploy left out), then start the runner again: nothing of the batch was committed.
+    #[error(
+        "projection {projection}: the read model's schema is missing or wrong (handling the event at position \
+         {position}): {source}; create its tables, then start the runner again"
+    )]
+    ReadModelBroken {
+        /// The projection.
+        projection: &'static str,
+        /// The position of the event being handled.
         position: u64,
         /// The error the handler saw.
         #[source]
@@ -131,6 +150,7 @@ impl ProjectionError {
             | Self::UnknownEvent { .. }
             | Self::Switch { .. }
             | Self::Handler(_)
+            | Self::ReadModelBroken { .. }
             | Self::Reset { .. } => false,
         }
     }

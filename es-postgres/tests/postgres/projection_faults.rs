@@ -497,3 +497,60 @@ async fn run_rides_out_a_server_restart() {
     );
     eprintln!("restart: {events} events, the run survived a 3-second outage");
 }
+
+/// A read model whose tables were never created stops the runner with `ReadModelBroken`, even
+/// under `Skip` and `Park`, which would otherwise pass over every event for good. Nothing is
+/// committed, and the runner goes on once the tables exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_read_model_table_stops_the_runner_whatever_the_policy() {
+    let schema = schema().await;
+    let stream = es_core::StreamId::new("case", "missing-tables");
+    let opened = event("CaseOpened", serde_json::json!({ "title": "t" }));
+    schema
+        .store()
+        .append(&stream, es_core::ExpectedVersion::NoStream, vec![opened])
+        .await
+        .expect("appended");
+    let quick = Duration::from_millis(1);
+    for failure in [
+        es_core::FailurePolicy::Skip {
+            attempts: 1,
+            backoff: quick,
+        },
+        es_core::FailurePolicy::Park {
+            attempts: 1,
+            backoff: quick,
+        },
+    ] {
+        let runner = ProjectionRunner::new(
+            Tally { runner: "r".into() },
+            schema.store().clone(),
+            schema.checkpoints(),
+        )
+        .with_options(es_core::RunnerOptions {
+            failure,
+            ..es_core::RunnerOptions::default()
+        });
+        let stopped = tokio::time::timeout(Duration::from_secs(20), runner.catch_up())
+            .await
+            .expect("stops in time");
+        let Err(ProjectionError::ReadModelBroken { source, .. }) = stopped else {
+            panic!("{failure:?}: expected ReadModelBroken, got {stopped:?}");
+        };
+        assert!(source.to_string().contains("does not exist"), "{source}");
+        assert!(
+            runner.parked().await.expect("parked").is_empty(),
+            "{failure:?}: nothing parked"
+        );
+        let checkpoint = schema.checkpoints().checkpoint("tally").await.expect("checkpoint");
+        assert_eq!(checkpoint, 0, "{failure:?}: nothing committed");
+    }
+    create_tables(&schema).await;
+    let runner = ProjectionRunner::new(
+        Tally { runner: "r".into() },
+        schema.store().clone(),
+        schema.checkpoints(),
+    );
+    runner.catch_up().await.expect("caught up");
+    assert_eq!(tally(schema.store()).await, [("missing-tables".to_owned(), 1)]);
+}

@@ -274,3 +274,56 @@ pub async fn wait_caught_up(store: &SqliteStore) {
     })
     .await;
 }
+
+/// A read model whose tables were never created (a deploy that left out its migration) stops the
+/// runner with `ReadModelBroken`, whatever the failure policy: under `Skip` it would otherwise
+/// pass over every event and leave the model empty for good. Nothing is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_read_model_table_stops_the_runner_whatever_the_policy() {
+    let db = fresh().await;
+    write_cases(&db.store, 5).await;
+    let quick = Duration::from_millis(1);
+    for failure in [
+        FailurePolicy::Skip {
+            attempts: 1,
+            backoff: quick,
+        },
+        FailurePolicy::Park {
+            attempts: 1,
+            backoff: quick,
+        },
+        FailurePolicy::Stop,
+    ] {
+        let runner = ProjectionRunner::new(Tally::new("r"), db.store.clone(), db.store.checkpoints()).with_options(
+            RunnerOptions {
+                failure,
+                ..RunnerOptions::default()
+            },
+        );
+        let stopped = tokio::time::timeout(Duration::from_secs(20), runner.catch_up())
+            .await
+            .expect("stops in time");
+        match stopped {
+            Err(ProjectionError::ReadModelBroken {
+                position, ref source, ..
+            }) => {
+                assert!(position > 0);
+                assert!(source.to_string().contains("no such table"), "{source}");
+                let message = stopped.as_ref().map(|_| ()).unwrap_err().to_string();
+                assert!(message.contains("create its tables"), "{message}");
+            }
+            other => panic!("{failure:?}: expected ReadModelBroken, got {other:?}"),
+        }
+        let checkpoint = db.store.checkpoints().checkpoint("tally").await.expect("checkpoint");
+        assert_eq!(checkpoint, 0, "{failure:?}: nothing committed");
+        assert!(
+            runner.parked().await.expect("parked").is_empty(),
+            "{failure:?}: nothing parked"
+        );
+    }
+    // Once the tables exist, the same runner goes on.
+    create_tables(&db.store).await;
+    let runner = ProjectionRunner::new(Tally::new("r"), db.store.clone(), db.store.checkpoints());
+    runner.catch_up().await.expect("caught up");
+    assert_eq!(logged(&db.store).await, 5, "every case event handled");
+}
