@@ -88,7 +88,8 @@ pub(crate) enum Command {
     /// Show a stream's events: ids, times, correlation, causation, actor and payloads
     ///
     /// A stored row that cannot be read is shown in its place, with why. A version past the
-    /// stream's last is not found (exit 3); `--from` after `--to` is a usage error.
+    /// stream's last is not found (exit 3); `--from` after `--to` is a usage error. An archived
+    /// stream's events are read from the archive (on programs that close streams).
     Events {
         /// The stream, as `type/id` (e.g. `ticket/T-1`).
         #[arg(value_parser = stream_arg)]
@@ -132,9 +133,9 @@ pub(crate) enum Command {
     /// Every event of every stream, in commit order; a stored row that cannot be read is
     /// shown in its place, with why. `--follow` runs until Ctrl-C (exit 130).
     Log {
-        /// Only events after this position.
-        #[arg(long, default_value_t = 0)]
-        after: u64,
+        /// Only events after this position (0: from the first event, with `--follow` too).
+        #[arg(long)]
+        after: Option<u64>,
         /// Only events of this aggregate type (repeat the option for several).
         #[arg(long = "type", value_name = "TYPE")]
         types: Vec<String>,
@@ -150,6 +151,10 @@ pub(crate) enum Command {
         follow: bool,
     },
     /// Show each projection's checkpoint, lag, and whether a runner holds it
+    ///
+    /// The lag counts every event after the checkpoint, of any aggregate type: a running runner
+    /// moves its checkpoint past the ones it does not read. Events held back from the log by a
+    /// write transaction open elsewhere (PostgreSQL) are told apart, with the session holding them.
     Projections,
     /// Empty a projection's read model and replay every event into it, showing progress
     ///

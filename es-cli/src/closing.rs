@@ -2,8 +2,9 @@
 //! [`Cli::closing`](crate::Cli::closing).
 
 use es_core::lifecycle::{ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
-use es_core::{StoreResult, StreamId};
+use es_core::{RecordedEvent, StoreResult, StreamId, StreamSlice};
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use serde_json::{json, Value};
 
 use crate::args::Closing;
@@ -16,10 +17,15 @@ pub(crate) type CloseFn<S> =
 /// Lists closed streams in the store.
 pub(crate) type ClosedFn<S> = for<'a> fn(&'a S, &'a ClosedQuery) -> BoxFuture<'a, StoreResult<Vec<StreamClosed>>>;
 
+/// Reads the events of an archived stream.
+pub(crate) type ArchivedFn<S> =
+    for<'a> fn(&'a S, &'a StreamId, StreamSlice) -> BoxStream<'a, StoreResult<RecordedEvent>>;
+
 /// What [`Cli::closing`](crate::Cli::closing) enables.
 pub(crate) struct Lifecycle<S> {
     pub(crate) close: CloseFn<S>,
     pub(crate) closed: ClosedFn<S>,
+    pub(crate) read_archived: ArchivedFn<S>,
 }
 
 impl<S> Clone for Lifecycle<S> {
@@ -35,6 +41,7 @@ impl<S: StreamLifecycle> Lifecycle<S> {
         Self {
             close: |store, stream, status, change| store.close(stream, status, change),
             closed: |store, query| store.closed_streams(query),
+            read_archived: |store, stream, slice| store.read_archived(stream, slice),
         }
     }
 }
@@ -88,6 +95,21 @@ pub(crate) async fn close<S: CliStore>(
         return Err(Failure::new(
             Exit::Usage,
             format!("closing {stream} as {status} cannot be undone: add --yes to confirm"),
+        ));
+    }
+    // A stream that never had an event is most likely a mistyped id: closing it would reserve
+    // that id for good and write an audit record of nothing. The API still allows it.
+    let never_written = cli.store.stream_version(stream).await.map_err(Failure::store)? == 0
+        && cli
+            .store
+            .stream_closure(stream)
+            .await
+            .map_err(Failure::store)?
+            .is_none();
+    if never_written {
+        return Err(Failure::new(
+            Exit::NotFound,
+            format!("stream {stream} has no events: nothing to close (check the id)"),
         ));
     }
     let closed = (lifecycle.close)(&cli.store, stream, status, change)

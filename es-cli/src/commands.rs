@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use es_core::lifecycle::StreamStatus;
-use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery};
+use es_core::lifecycle::{StreamClosed, StreamStatus};
+use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery, StreamSlice};
+use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 
 use crate::interrupt::Interrupt;
@@ -172,17 +173,37 @@ pub(crate) async fn events<S: CliStore>(
     from: Option<u64>,
     to: Option<u64>,
 ) -> Result<Exit, Failure> {
-    let last = last_version(cli, stream).await?;
-    let from = from.unwrap_or(1);
-    if from > last {
-        return Err(past_the_end(stream, last, &format!("--from {from}")));
+    let (rows, archived) = match last_version(cli, stream).await {
+        Ok(last) => {
+            let from = from.unwrap_or(1);
+            if from > last {
+                return Err(past_the_end(stream, last, &format!("--from {from}")));
+            }
+            let rows = rows::stream_rows(&cli.store, stream, from, to)
+                .await
+                .map_err(Failure::store)?;
+            (rows, None)
+        }
+        // An archived stream's events are shown from the archive, on programs that close streams.
+        Err(failure) => match archived_rows(cli, stream, from, to).await? {
+            Some((rows, closed)) => (rows, Some(closed)),
+            None => return Err(failure),
+        },
+    };
+    if let Some(closed) = &archived {
+        if !out.json {
+            out.line(format!(
+                "{stream} is archived (by {} at {}: {}); its events, read from the archive:",
+                closed.actor,
+                closed.at.to_rfc3339(),
+                closed.reason
+            ))?;
+            out.line("")?;
+        }
     }
-    let rows = rows::stream_rows(&cli.store, stream, from, to)
-        .await
-        .map_err(Failure::store)?;
     if out.json {
         let listed: Vec<Value> = rows.iter().map(|row| row_json(cli, row)).collect();
-        out.json(&json!({ "stream": stream.to_string(), "events": listed }))?;
+        out.json(&json!({ "stream": stream.to_string(), "archived": archived.is_some(), "events": listed }))?;
         return Ok(Exit::Ok);
     }
     for (index, row) in rows.iter().enumerate() {
@@ -215,6 +236,36 @@ pub(crate) fn past_the_end(stream: &StreamId, last: u64, asked: &str) -> Failure
         Exit::NotFound,
         format!("{asked} is past the end of {stream}: its last version is {last}"),
     )
+}
+
+/// The events of `stream` from `from` to `to` in the archive, and its record, when it is
+/// archived and the program closes streams ([`Cli::closing`](crate::Cli::closing)).
+async fn archived_rows<S: CliStore>(
+    cli: &Cli<S>,
+    stream: &StreamId,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<Option<(Vec<Row>, StreamClosed)>, Failure> {
+    let Some(lifecycle) = cli.lifecycle else {
+        return Ok(None);
+    };
+    let closed = match cli.store.stream_closure(stream).await.map_err(Failure::store)? {
+        Some(closed) if closed.status == StreamStatus::Archived => closed,
+        _ => return Ok(None),
+    };
+    let from = from.unwrap_or(1);
+    if from > closed.version {
+        return Err(past_the_end(stream, closed.version, &format!("--from {from}")));
+    }
+    let mut slice = StreamSlice::from_version(from);
+    if let Some(to) = to {
+        slice = slice.to_version(to);
+    }
+    let events: Vec<RecordedEvent> = (lifecycle.read_archived)(&cli.store, stream, slice)
+        .try_collect()
+        .await
+        .map_err(Failure::store)?;
+    Ok(Some((events.into_iter().map(Row::Event).collect(), closed)))
 }
 
 /// Why `stream` shows no events: it has none, or it was archived or deleted (who, when, why).
@@ -269,11 +320,32 @@ pub(crate) async fn state<S: CliStore>(
         (None, None) => AsOf::Latest,
     };
     let (loaded_version, state) = load(cli, stream, as_of).await?;
+    // A tombstoned stream still loads: say that it takes no more events.
+    let tombstoned = cli
+        .store
+        .stream_closure(stream)
+        .await
+        .map_err(Failure::store)?
+        .filter(|closed| closed.status == StreamStatus::Tombstoned);
     if out.json {
-        out.json(&json!({ "stream": stream.to_string(), "version": loaded_version, "state": state }))?;
+        let closed = tombstoned.as_ref().map(|closed| {
+            json!({ "status": closed.status.as_str(), "by": closed.actor, "reason": closed.reason,
+                    "at": closed.at.to_rfc3339() })
+        });
+        out.json(&json!({
+            "stream": stream.to_string(), "version": loaded_version, "state": state, "closed": closed,
+        }))?;
     } else {
         out.line(format!("{stream} at version {loaded_version}"))?;
         out.line(pretty(&state))?;
+        if let Some(closed) = tombstoned {
+            out.line(format!(
+                "(tombstoned by {} at {}: {}; it takes no more events)",
+                closed.actor,
+                closed.at.to_rfc3339(),
+                closed.reason
+            ))?;
+        }
     }
     Ok(Exit::Ok)
 }
@@ -286,16 +358,18 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 pub(crate) async fn log<S: CliStore>(
     cli: &Cli<S>,
     out: &mut Output<'_>,
-    after: u64,
+    after: Option<u64>,
     filter: &LogFilter,
     limit: usize,
     follow: bool,
     interrupt: &mut Interrupt,
 ) -> Result<Exit, Failure> {
-    let mut position = after;
-    if follow && after == 0 {
-        position = cli.store.tail(0).await.map_err(Failure::store)?.head_position;
-    }
+    // Following starts at the head unless told where; a listing starts at the first event.
+    let mut position = match (after, follow) {
+        (Some(after), _) => after,
+        (None, true) => cli.store.tail(0).await.map_err(Failure::store)?.head_position,
+        (None, false) => 0,
+    };
     let mut printed = 0;
     loop {
         let page_size = if follow { 500 } else { (limit - printed).min(500) };

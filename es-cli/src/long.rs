@@ -96,6 +96,13 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
         let parked = view.parked().await.map_err(Failure::store)?.len();
         listed.push((view.name(), lag, claim, parked));
     }
+    // Events committed but not in the log yet count for every projection alike: no checkpoint
+    // lies past the log's settled head.
+    let held_back = cli.store.unsettled(0).await.map_err(Failure::store)?;
+    let held_back_by = match held_back {
+        0 => None,
+        _ => cli.store.held_back_by().await.ok().flatten(),
+    };
     if out.json {
         let listed: Vec<Value> = listed
             .iter()
@@ -110,7 +117,9 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
                 })
             })
             .collect();
-        out.json(&json!({ "projections": listed }))?;
+        out.json(&json!({
+            "projections": listed, "events_held_back": held_back, "held_back_by": held_back_by,
+        }))?;
         return Ok(Exit::Ok);
     }
     let rows: Vec<Vec<String>> = listed
@@ -140,6 +149,13 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
         ],
         &rows,
     )?;
+    if held_back > 0 {
+        let holder = held_back_by.as_deref().map(|by| format!(" ({by})")).unwrap_or_default();
+        out.line(format!(
+            "{held_back} events committed are not in the global log yet, held back by a write transaction open \
+             elsewhere{holder}: no projection sees them until it ends"
+        ))?;
+    }
     Ok(Exit::Ok)
 }
 
@@ -371,6 +387,11 @@ pub(crate) async fn doctor<S: CliStore>(
         }
         tokio::time::sleep(SETTLE_POLL).await;
     };
+    // Best effort: a store that cannot tell (or a failing query) leaves the blocker unnamed.
+    let held_back_by = match unchecked {
+        0 => None,
+        _ => cli.store.held_back_by().await.ok().flatten(),
+    };
     let seconds = started.elapsed().as_secs_f64();
     progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
     progress.finish();
@@ -422,15 +443,17 @@ pub(crate) async fn doctor<S: CliStore>(
     if out.json {
         let listed: Vec<Value> = problems.iter().map(Problem::json).collect();
         out.json(&json!({
-            "events_checked": events, "events_not_checked": unchecked, "snapshots_checked": snapshots,
+            "events_checked": events, "events_not_checked": unchecked, "held_back_by": held_back_by,
+            "snapshots_checked": snapshots,
             "stale_snapshots": stale, "forgotten_snapshots": forgotten,
             "problems": listed, "seconds": seconds, "checked_at": time(chrono::Utc::now()),
         }))?;
     } else {
         if unchecked > 0 {
+            let holder = held_back_by.as_deref().map(|by| format!(" ({by})")).unwrap_or_default();
             out.line(format!(
                 "{unchecked} events committed after position {after} were not checked: a write transaction open \
-                 elsewhere holds the global log back (waited {} s); run `doctor` again once it has ended",
+                 elsewhere{holder} holds the global log back (waited {} s); run `doctor` again once it has ended",
                 settle_wait.as_secs()
             ))?;
         }

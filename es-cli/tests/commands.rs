@@ -558,8 +558,92 @@ async fn close_and_closed_on_a_program_that_enabled_them() {
     let (exit, out, err) = run("state ticket/T-1".into(), true).await;
     assert_eq!(exit, Exit::Ok, "{err}");
     assert!(out.starts_with("ticket/T-1 at version 4"), "{out}");
+    assert!(
+        out.contains("(tombstoned by ops at ") && out.contains(": done; it takes no more events)"),
+        "{out}"
+    );
+    let (exit, out, _) = run("state ticket/T-1 --json".into(), true).await;
+    assert_eq!(exit, Exit::Ok);
+    let state: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(state["closed"]["status"], "tombstoned");
 
     // The lifecycle events are in the log, and read like any other.
     let (exit, out, _) = run("doctor".into(), true).await;
     assert_eq!(exit, Exit::Ok, "{out}");
+}
+
+/// `events` of an archived stream reads the archive on a program that closes streams, with the
+/// record of who archived it; elsewhere it says where the events are.
+#[tokio::test]
+async fn events_of_an_archived_stream_come_from_the_archive() {
+    let fixture = fixture().await;
+    let run = |command: &'static str, closing: bool| {
+        let cli = match closing {
+            true => fixture.cli().closing(),
+            false => fixture.cli(),
+        };
+        async move {
+            let args: Vec<&str> = command.split(' ').collect();
+            run_cli(cli, &args).await
+        }
+    };
+    let (exit, before, _) = run("events ticket/T-1 --json", true).await;
+    assert_eq!(exit, Exit::Ok);
+    let (exit, _, err) = run("close ticket/T-1 --as archived --by ops --reason cold --yes", true).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+
+    let (exit, out, err) = run("events ticket/T-1", true).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    assert!(
+        out.starts_with("ticket/T-1 is archived (by ops at ")
+            && out.contains(": cold); its events, read from the archive:"),
+        "{out}"
+    );
+    assert!(out.contains("ticket/T-1 v4 pos "), "{out}");
+    let (exit, after, _) = run("events ticket/T-1 --json", true).await;
+    assert_eq!(exit, Exit::Ok);
+    let (before, after): (Value, Value) = (
+        serde_json::from_str(&before).expect("JSON"),
+        serde_json::from_str(&after).expect("JSON"),
+    );
+    assert_eq!(after["archived"], true);
+    assert_eq!(before["events"], after["events"], "the same events, ids and positions");
+    let (exit, out, _) = run("events ticket/T-1 --from 3 --to 3 --json", true).await;
+    assert_eq!(exit, Exit::Ok);
+    let sliced: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(sliced["events"].as_array().map(Vec::len), Some(1), "{out}");
+    let (exit, _, err) = run("events ticket/T-1 --from 5", true).await;
+    assert_eq!(exit, Exit::NotFound, "{err}");
+
+    // Without `closing`, the program only says where they are.
+    let (exit, _, err) = run("events ticket/T-1", false).await;
+    assert_eq!(exit, Exit::NotFound);
+    assert!(err.contains("its events are in the archive"), "{err}");
+}
+
+/// `close` of a stream that never had an event is refused as not found: most likely a mistyped
+/// id, which closing would reserve for good. Nothing is written.
+#[tokio::test]
+async fn closing_a_stream_that_never_had_events_is_refused() {
+    use es_core::EventStore;
+    let fixture = fixture().await;
+    let nope = StreamId::new("ticket", "T-NOPE");
+    let (exit, _, err) = run_cli(
+        fixture.cli().closing(),
+        &[
+            "close",
+            "ticket/T-NOPE",
+            "--as",
+            "deleted",
+            "--by",
+            "dpo",
+            "--reason",
+            "erasure",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(exit, Exit::NotFound, "{err}");
+    assert!(err.contains("ticket/T-NOPE has no events: nothing to close"), "{err}");
+    assert_eq!(fixture.store.stream_closure(&nope).await.expect("closure"), None);
 }

@@ -152,10 +152,10 @@
 //! - every append is first checked against the store's [`Limits`](es_core::Limits) (the same
 //!   defaults as every store's; [`PostgresStore::with_limits`] up to
 //!   [`PostgresStore::MAX_LIMITS`]), before anything is sent: a batch over them is a
-//!   [`StoreError::LimitExceeded`](es_core::StoreError::LimitExceeded). JSON that parses but
-//!   that `jsonb` cannot hold (a `\u0000` in a string, a number beyond `numeric`) is refused by
-//!   the server, as [`StoreError::InvalidBatch`](es_core::StoreError::InvalidBatch), nothing
-//!   written;
+//!   [`StoreError::LimitExceeded`](es_core::StoreError::LimitExceeded). A NUL character
+//!   (`\u0000`) in a payload or in metadata is refused there too, as on every store; JSON that
+//!   `jsonb` cannot hold otherwise (a number beyond `numeric`) is refused by the server. Both are
+//!   [`StoreError::InvalidBatch`](es_core::StoreError::InvalidBatch), nothing written;
 //! - positions fit a bigint while xids stay below 2^43 (about 8.8 trillion transactions; past that,
 //!   appends fail on a check constraint rather than misnumber);
 //! - positions come from the cluster's xid counter. Physical replicas, failover and

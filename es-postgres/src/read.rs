@@ -159,6 +159,29 @@ pub(crate) async fn unsettled(store: &PostgresStore, after: u64) -> StoreResult<
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
+/// [`GlobalLog::held_back_by`](es_core::GlobalLog::held_back_by): the oldest write transaction
+/// open in the cluster, as an operator reads it.
+pub(crate) async fn held_back_by(store: &PostgresStore) -> StoreResult<Option<String>> {
+    let row: Option<(String, String, String, String, String)> = sqlx::query_as(crate::sql::HELD_BACK_BY)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(store_error)?;
+    Ok(row.map(|(who, state, since, application, statement)| {
+        let mut text = who;
+        if !application.is_empty() {
+            text.push_str(&format!(" (`{application}`)"));
+        }
+        text.push_str(&format!(", {state} since {since}"));
+        if !statement.is_empty() {
+            text.push_str(&format!(
+                ", last statement `{}`",
+                statement.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
+        }
+        text
+    }))
+}
+
 /// [`GlobalLog::read_all`](es_core::GlobalLog::read_all): only events of transactions older
 /// than every transaction still in flight (see the crate docs).
 pub(crate) async fn read_all(store: &PostgresStore, after: u64, limit: usize) -> StoreResult<Vec<RecordedEvent>> {

@@ -171,11 +171,16 @@ impl PostgresStore {
     /// The statements go as they are, without bind parameters: for definitions written in
     /// the program, never for values from outside.
     ///
+    /// The application reads the read model through [`PostgresStore::pool`], naming the
+    /// table with the store's [`schema`](PostgresStore::schema), quoted:
+    ///
     /// ```no_run
-    /// # async fn tables(store: es_postgres::PostgresStore) -> Result<(), es_postgres::PostgresError> {
+    /// # async fn tables(store: es_postgres::PostgresStore) -> Result<(), Box<dyn std::error::Error>> {
     /// store
     ///     .execute_in_schema("CREATE TABLE IF NOT EXISTS ticket_titles (id text PRIMARY KEY, title text NOT NULL)")
     ///     .await?;
+    /// let select = format!("SELECT title FROM \"{}\".ticket_titles WHERE id = $1", store.schema());
+    /// let title: Option<String> = sqlx::query_scalar(&select).bind("T-1").fetch_optional(store.pool()).await?;
     /// # Ok(()) }
     /// ```
     pub async fn execute_in_schema(&self, sql: &str) -> Result<(), PostgresError> {
@@ -341,5 +346,9 @@ impl GlobalLog for PostgresStore {
 
     async fn unsettled(&self, after: u64) -> StoreResult<u64> {
         read::unsettled(self, after).await
+    }
+
+    async fn held_back_by(&self) -> StoreResult<Option<String>> {
+        read::held_back_by(self).await
     }
 }

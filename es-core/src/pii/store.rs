@@ -307,6 +307,10 @@ impl<S: GlobalLog, K: KeyStore> GlobalLog for PiiStore<S, K> {
     async fn unsettled(&self, after: u64) -> StoreResult<u64> {
         self.inner.unsettled(after).await
     }
+
+    async fn held_back_by(&self) -> StoreResult<Option<String>> {
+        self.inner.held_back_by().await
+    }
 }
 
 #[async_trait]

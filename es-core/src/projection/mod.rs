@@ -60,7 +60,7 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 ///
 /// struct Balances;
 ///
-/// #[async_trait::async_trait]
+/// #[es_core::async_trait]
 /// impl Projection for Balances {
 ///     const NAME: &'static str = "balances";
 ///     const AGGREGATE_TYPES: &'static [&'static str] = &["account"];

@@ -26,9 +26,10 @@ use super::{CheckpointError, CheckpointStore};
 /// # pub struct Account;
 /// # impl Apply<Deposited> for Account { fn apply(&mut self, _: &Deposited) {} }
 /// # struct Balances;
-/// # #[async_trait::async_trait]
+/// # #[es_core::async_trait]
 /// # impl Projection for Balances {
 /// #     const NAME: &'static str = "balances";
+/// #     const AGGREGATE_TYPES: &'static [&'static str] = &["account"];
 /// #     type Event = AccountEvent;
 /// #     type Context = BTreeMap<String, u64>;
 /// #     async fn handle(&self, balances: &mut Self::Context, event: &DecodedEvent<AccountEvent>)

@@ -71,7 +71,7 @@ pub struct CatchUp {
 ///
 /// # Faults
 ///
-/// The runner sorts failures into three kinds, each handled its own way:
+/// The runner sorts failures into these kinds, each handled its own way:
 ///
 /// | failure | examples | what the runner does |
 /// |---|---|---|
@@ -79,7 +79,7 @@ pub struct CatchUp {
 /// | handler | a handler's own error | the [`FailurePolicy`](crate::FailurePolicy) ([`RunnerOptions::failure`]): retry, then stop, skip or park |
 /// | bad event | an event it handles that does not decode | no retry: stops, or skips or parks it, by the same policy |
 /// | unknown event | a name neither its events nor its `SOURCE_EVENTS` know | the [`UnknownEvents`](crate::UnknownEvents) policy: stop or skip |
-/// | fatal | a lost claim, a missing table | stops with the error |
+/// | fatal | a lost claim; a read-model table or column the backend reports undefined ([`ProjectionError::ReadModelBroken`], whatever the failure policy) | stops with the error |
 ///
 /// After any failed batch the next one is half as large (down to one event) and batches grow
 /// back after successes, so a runner makes progress even when faults come faster than a full
@@ -262,6 +262,7 @@ where
         };
         tracing::info!(projection = self.name, "projection runner active");
         let mut last_lag_report: Option<Instant> = None;
+        let mut held_back_since: Option<Instant> = None;
         let mut last_retry_check: Option<Instant> = None;
         loop {
             if last_retry_check.is_none_or(|checked| checked.elapsed() >= self.options.poll_interval) {
@@ -293,7 +294,7 @@ where
                         tokio::select! {
                             biased;
                             () = &mut shutdown => return Ok(()),
-                            () = self.report_lag() => {}
+                            () = self.report_lag(&mut held_back_since) => {}
                         }
                     }
                     if batch.more {
@@ -392,19 +393,47 @@ where
         })
     }
 
-    async fn report_lag(&self) {
-        match self.lag().await {
-            Ok(lag) => {
-                metrics::gauge!("es_projection_lag_events", "projection" => self.name).set(lag.events_behind as f64);
-                metrics::gauge!("es_projection_lag_seconds", "projection" => self.name).set(lag.seconds_behind);
-                tracing::debug!(
-                    projection = self.name,
-                    events_behind = lag.events_behind,
-                    seconds_behind = lag.seconds_behind,
-                    "projection lag"
-                );
+    /// Sets the lag gauges, and those of events held back from the log behind transactions
+    /// open elsewhere: after [`HELD_BACK_WARNING`] of that, warns, naming what holds them.
+    async fn report_lag(&self, held_back_since: &mut Option<Instant>) {
+        let lag = match self.lag().await {
+            Ok(lag) => lag,
+            Err(error) => {
+                tracing::warn!(projection = self.name, %error, "cannot measure projection lag");
+                return;
             }
-            Err(error) => tracing::warn!(projection = self.name, %error, "cannot measure projection lag"),
+        };
+        metrics::gauge!("es_projection_lag_events", "projection" => self.name).set(lag.events_behind as f64);
+        metrics::gauge!("es_projection_lag_seconds", "projection" => self.name).set(lag.seconds_behind);
+        tracing::debug!(
+            projection = self.name,
+            events_behind = lag.events_behind,
+            seconds_behind = lag.seconds_behind,
+            "projection lag"
+        );
+        let held_back = match self.events.unsettled(lag.checkpoint).await {
+            Ok(held_back) => held_back,
+            Err(error) => {
+                tracing::debug!(projection = self.name, %error, "cannot count events held back");
+                return;
+            }
+        };
+        metrics::gauge!("es_projection_held_back_events", "projection" => self.name).set(held_back as f64);
+        if held_back == 0 {
+            *held_back_since = None;
+            return;
+        }
+        let since = *held_back_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= HELD_BACK_WARNING {
+            let by = self.events.held_back_by().await.ok().flatten();
+            tracing::warn!(
+                projection = self.name,
+                held_back,
+                seconds = since.elapsed().as_secs(),
+                held_back_by = by.as_deref().unwrap_or("unknown"),
+                "events committed are held back from the global log by a write transaction open elsewhere; \
+                 the projection handles them once it ends (end it, or set idle_in_transaction_session_timeout)"
+            );
         }
     }
 
@@ -452,6 +481,10 @@ where
 }
 
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long events may stay held back from the log before the runner warns: transactions of
+/// ordinary traffic end well before.
+const HELD_BACK_WARNING: Duration = Duration::from_secs(30);
 
 /// The shortest wait between polls or retries: a zero setting must not spin on the store.
 pub(crate) const MIN_PAUSE: Duration = Duration::from_millis(1);

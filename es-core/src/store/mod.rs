@@ -476,6 +476,14 @@ pub trait GlobalLog: Send + Sync {
         let _ = after;
         Ok(0)
     }
+
+    /// What holds [`unsettled`](GlobalLog::unsettled) events back, as an operator reads it:
+    /// on PostgreSQL the oldest session of the cluster with a write transaction open (its
+    /// process id, state, since when, application and statement), or a prepared transaction.
+    /// `None` when nothing does, or when the store cannot tell.
+    async fn held_back_by(&self) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// The part of the global order after some position; see [`GlobalLog::tail`].

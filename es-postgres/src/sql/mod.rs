@@ -45,6 +45,24 @@ fn settled_bound() -> String {
     format!("(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_SHIFT})")
 }
 
+/// The oldest write transaction open in the cluster, which holds back the global log of every
+/// schema: a session's (not this one's) or a prepared one's, described as text columns `who`,
+/// `state`, `since` (UTC), `application` and `statement`.
+pub(crate) const HELD_BACK_BY: &str = "SELECT who, state, since, application, statement FROM (
+     SELECT 'session ' || pid AS who, coalesce(state, 'unknown state') AS state,
+            coalesce(to_char(xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC', 'unknown') AS since,
+            coalesce(application_name, '') AS application, left(coalesce(query, ''), 200) AS statement,
+            age(backend_xid) AS held_for
+     FROM pg_stat_activity
+     WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+     UNION ALL
+     SELECT 'prepared transaction ' || quote_literal(gid), 'prepared',
+            to_char(prepared AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC', '', '', age(transaction)
+     FROM pg_prepared_xacts
+ ) AS held
+ ORDER BY held_for DESC
+ LIMIT 1";
+
 /// The columns of a snapshot row but its stream, decoded by name by `snapshot::snapshot`; the
 /// state comes as text, the form the store hands out.
 const SNAPSHOT_COLUMNS: &str = "version, revision, schema_version, state::text AS state, taken_at";

@@ -303,3 +303,60 @@ async fn a_page_of_the_log_merges_two_ordered_scans() {
         assert!(!plan.contains("Seq Scan on events"), "{parameters} parameters, {plan}");
     }
 }
+
+/// What an open write transaction elsewhere holds back is counted (`unsettled`) and its holder
+/// named (`held_back_by`), for `es doctor`, `es projections` and the runner's warning; both go
+/// back to nothing once it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_held_back_by_an_open_transaction_are_counted_and_their_holder_named() {
+    use sqlx::Connection;
+    let schema = schema().await;
+    let store = schema.store().clone();
+    let before = store.tail(0).await.expect("tail").head_position;
+    let mut other = sqlx::PgConnection::connect(crate::support::database().url())
+        .await
+        .expect("another session");
+    sqlx::query("SET application_name = 'held-open-by-test'")
+        .execute(&mut other)
+        .await
+        .expect("named");
+    let mut open = other.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *open)
+        .await
+        .expect("an xid");
+    let stream = fresh_stream("held");
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![event("Held", serde_json::json!({}))],
+        )
+        .await
+        .expect("appended");
+    let held_back = store.unsettled(before).await.expect("counted");
+    let by = store.held_back_by().await.expect("asked");
+    open.rollback().await.expect("rolled back");
+    assert!(
+        held_back >= 1,
+        "the append is held back behind the open transaction: {held_back}"
+    );
+    let by = by.expect("a holder is named");
+    assert!(by.starts_with("session "), "{by}");
+    // Another test's transaction may be older than ours; when ours is named, it is described.
+    if by.contains("held-open-by-test") {
+        assert!(by.contains("idle in transaction since"), "{by}");
+        assert!(by.contains("pg_current_xact_id"), "{by}");
+    }
+    // Once it ended, the event joins the log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.unsettled(before).await.expect("counted") > 0 {
+        assert!(Instant::now() < deadline, "still held back after the transaction ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logged = store.read_all(before, 10_000).await.expect("read");
+    assert!(
+        logged.iter().any(|logged| logged.stream == stream),
+        "the held-back event is in the log"
+    );
+}
