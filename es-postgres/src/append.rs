@@ -233,14 +233,29 @@ async fn insert(
     };
     let row = if queued {
         let mut transaction = store.pool.begin().await?;
-        sqlx::query(LOCK_STREAM)
+        let locked = sqlx::query(LOCK_STREAM)
             .bind(stream.aggregate_type.as_str())
             .bind(stream.aggregate_id.as_str())
             .execute(&mut *transaction)
-            .await?;
-        let row = query.fetch_optional(&mut *transaction).await?;
-        transaction.commit().await?;
-        row
+            .await;
+        let inserted = match locked {
+            Ok(_) => query.fetch_optional(&mut *transaction).await,
+            Err(error) => Err(error),
+        };
+        match inserted {
+            Ok(row) => {
+                transaction.commit().await?;
+                row
+            }
+            // Ended now, not on drop: a dropped transaction's rollback waits for the connection's
+            // next use, and until then the stream's lock stays held, stalling its next retries.
+            Err(error) => {
+                if let Err(rollback) = transaction.rollback().await {
+                    tracing::debug!(%rollback, "rolling back a lost append failed");
+                }
+                return Err(error);
+            }
+        }
     } else {
         query.fetch_optional(&store.pool).await?
     };

@@ -89,6 +89,10 @@ impl StreamLifecycle for PostgresStore {
             .map_err(store_error)?;
         let current = closure_on(self, &mut *tx, stream).await?;
         if let Some(done) = check_change(stream, current.clone(), next)? {
+            // Ended here rather than on drop: a dropped transaction's rollback is only sent when
+            // its connection is next used, and until then the session sits idle in a transaction
+            // holding its locks (a `DROP SCHEMA` would wait on it).
+            tx.rollback().await.map_err(store_error)?;
             return Ok(done);
         }
         let counts = sqlx::query(&statements.count)

@@ -189,12 +189,22 @@ impl PostgresStore {
             source,
         };
         let mut transaction = self.pool.begin().await.map_err(failed)?;
-        sqlx::raw_sql(&format!("SET LOCAL search_path TO \"{}\"", self.schema()))
-            .execute(&mut *transaction)
-            .await
-            .map_err(failed)?;
-        sqlx::raw_sql(sql).execute(&mut *transaction).await.map_err(failed)?;
-        transaction.commit().await.map_err(failed)
+        let search_path = format!("SET LOCAL search_path TO \"{}\"", self.schema());
+        let ran = match sqlx::raw_sql(&search_path).execute(&mut *transaction).await {
+            Ok(_) => sqlx::raw_sql(sql).execute(&mut *transaction).await,
+            Err(error) => Err(error),
+        };
+        match ran {
+            Ok(_) => transaction.commit().await.map_err(failed),
+            // Ended now, not on drop (see `migrate`): DDL that failed halfway holds a transaction
+            // id, which would hold back the cluster's global log until the connection's next use.
+            Err(error) => {
+                if let Err(rollback) = transaction.rollback().await {
+                    tracing::debug!(%rollback, "rolling back failed statements failed");
+                }
+                Err(failed(error))
+            }
+        }
     }
 
     /// The connection pool.
@@ -220,6 +230,27 @@ impl PostgresStore {
             source,
         };
         let mut tx = self.pool.begin().await.map_err(setup)?;
+        match self.migrate_in(&mut tx).await {
+            Ok(()) => tx.commit().await.map_err(setup),
+            Err(error) => {
+                // Ended now, not on drop: a dropped transaction's rollback waits for the
+                // connection's next use, and until then its locks and transaction id stay, holding
+                // back every reader of the global log in the cluster.
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(%rollback, schema, "rolling back a failed migration failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The migration's work, within `tx`.
+    async fn migrate_in(&self, tx: &mut sqlx::PgConnection) -> Result<(), PostgresError> {
+        let schema = self.schema();
+        let setup = |source| PostgresError::MigrationSetup {
+            schema: schema.to_owned(),
+            source,
+        };
         sqlx::query(self.sql.migration_lock)
             .bind(format!("es-postgres migrations of schema {schema}"))
             .execute(&mut *tx)
@@ -275,7 +306,7 @@ impl PostgresStore {
                 "schema has a migration this version of es-postgres does not know: it was migrated by newer code"
             );
         }
-        tx.commit().await.map_err(setup)
+        Ok(())
     }
 }
 
