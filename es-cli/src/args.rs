@@ -118,7 +118,8 @@ pub(crate) enum Command {
     },
     /// Show what changed in an aggregate's state between two versions
     ///
-    /// A version past the stream's last is not found (exit 3), naming the last.
+    /// A version past the stream's last is not found (exit 3), naming the last; the later
+    /// version before the earlier is a usage error (exit 2).
     Diff {
         /// The stream, as `type/id`.
         #[arg(value_parser = stream_arg)]

@@ -114,7 +114,21 @@ pub(crate) async fn close<S: CliStore>(
     }
     let closed = (lifecycle.close)(&cli.store, stream, status, change)
         .await
-        .map_err(Failure::store)?;
+        .map_err(|error| match error {
+            // A change the stream's status does not allow: the request's fault, not the store's.
+            es_core::StoreError::StreamClosed(current) => Failure::new(
+                Exit::Usage,
+                format!(
+                    "stream {stream} is {} (by {} at {}: {}): it cannot become {status} (a stream goes open, \
+                     tombstoned, archived, deleted, never back)",
+                    current.status,
+                    current.actor,
+                    current.at.to_rfc3339(),
+                    current.reason
+                ),
+            ),
+            error => Failure::store(error),
+        })?;
     if out.json {
         out.json(&record_json(&closed))?;
     } else {

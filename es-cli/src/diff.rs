@@ -50,6 +50,12 @@ pub(crate) async fn diff<S: CliStore>(
     if let Some(beyond) = [from, to].into_iter().find(|version| *version > last) {
         return Err(past_the_end(stream, last, &format!("version {beyond}")));
     }
+    if from > to {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!("version {from} is after version {to}: give the earlier version first"),
+        ));
+    }
     let (from_version, before) = load(cli, stream, AsOf::Version(from)).await?;
     let (to_version, after) = load(cli, stream, AsOf::Version(to)).await?;
     let mut found = Vec::new();

@@ -331,12 +331,13 @@ impl<S: CliStore> Cli<S> {
             } => {
                 for name in names.iter().filter(|name| !self.stores_name(name)) {
                     // Not an error: the log may hold events of types this binary does not know.
-                    eprintln!(
+                    writeln!(
+                        err,
                         "note: no event this program knows is stored as `{name}` (`es registry` lists the stored \
                          names; the framework's own are `{}` and `{}`)",
                         <es_core::lifecycle::StreamClosed as es_core::EventType>::NAME,
                         <es_core::pii::SubjectForgotten as es_core::EventType>::NAME
-                    );
+                    )?;
                 }
                 let filter = es_core::LogFilter::all().aggregate_types(types).names(names);
                 commands::log(cli, out, after, &filter, limit, follow, &mut interrupt).await

@@ -16,7 +16,7 @@ use serde_json::Value;
 /// | 3 | what was asked for does not exist (the store, a stream, a version past a stream's last, an aggregate type, a projection) |
 /// | 4 | the store failed or cannot be reached |
 /// | 5 | the projection is busy: a runner holds it |
-/// | 130 | interrupted (Ctrl-C): `log --follow` and `serve` end this way; what was committed stays consistent |
+/// | 130 | interrupted (Ctrl-C): `log --follow`, `serve` and `rebuild` end this way; what was committed stays consistent |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Exit {
@@ -79,7 +79,7 @@ impl Exit {
             Self::Store => "the store failed or cannot be reached",
             Self::Busy => "the projection is busy: a runner holds it",
             Self::Interrupted => {
-                "interrupted (Ctrl-C): `log --follow` and `serve` end this way; what was committed stays consistent"
+                "interrupted (Ctrl-C): `log --follow`, `serve` and `rebuild` end this way; what was committed stays consistent"
             }
         }
     }

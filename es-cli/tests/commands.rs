@@ -317,6 +317,9 @@ async fn streams_and_ranges_are_checked_and_versions_past_the_end_are_not_found(
     let (exit, _, err) = fixture.run(&["events", "ticket/T-1", "--from", "3", "--to", "2"]).await;
     assert_eq!(exit, Exit::Usage);
     assert!(err.contains("--from 3 is after --to 2"), "{err}");
+    let (exit, _, err) = fixture.run(&["diff", "ticket/T-1", "3", "2"]).await;
+    assert_eq!(exit, Exit::Usage);
+    assert!(err.contains("version 3 is after version 2"), "{err}");
 
     for args in [
         &["state", "ticket/T-1", "--version", "5"][..],

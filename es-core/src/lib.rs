@@ -144,7 +144,7 @@
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
 //! | `es_projection_events_handled_total` | counter | `projection`, `aggregate_type`, `event` | events a projection handled and committed |
-//! | `es_projection_events_skipped_total` | counter | `projection`, `aggregate_type`, `event` | events skipped (unknown, by policy) |
+//! | `es_projection_events_skipped_total` | counter | `projection`, `aggregate_type`, `event`, and `reason` = `unknown` for unknown events | events skipped (unknown, by policy) |
 //! | `es_projection_events_parked_total` | counter | `projection`, `aggregate_type`, `event` | events parked after failing |
 //! | `es_projection_failures_total` | counter | `projection`, `kind` (`handler`, `decode`, `transient`) | failures, retried or not |
 //! | `es_projection_lag_events` | gauge | `projection` | events between the checkpoint and the head |

@@ -63,8 +63,8 @@ use crate::store::{GlobalLog, SnapshotStore, StoreResult, StreamCatalog};
 pub const MAX_TENANT_ID_BYTES: usize = 30;
 
 /// A tenant's id: 1 to [`MAX_TENANT_ID_BYTES`] of lowercase ASCII letters, digits and single
-/// underscores, starting with a letter: a name every backend can use in a schema or file name
-/// as it is.
+/// underscores between them, starting with a letter and not ending with an underscore (`acme_eu`,
+/// not `acme__eu` or `acme_`): a name every backend can use in a schema or file name as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(String);
 
@@ -72,7 +72,7 @@ pub struct TenantId(String);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{id:?} is not a tenant id: use 1 to {MAX_TENANT_ID_BYTES} lowercase ASCII letters, digits and single \
-     underscores, starting with a letter (e.g. \"acme_eu\")"
+     underscores between them, starting with a letter and not ending with an underscore (e.g. \"acme_eu\")"
 )]
 pub struct InvalidTenantId {
     /// The refused id.

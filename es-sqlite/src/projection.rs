@@ -332,11 +332,13 @@ impl CheckpointStore for SqliteCheckpoints {
         error_is_transient(error)
     }
 
-    /// SQLite's "no such table" and "no such column".
+    /// SQLite's "no such table", "no such column" and "table … has no column named …".
     fn is_fatal(&self, error: &(dyn std::error::Error + 'static)) -> bool {
         let Some(rusqlite::Error::SqliteFailure(_, Some(message))) = error.downcast_ref::<rusqlite::Error>() else {
             return false;
         };
-        message.starts_with("no such table") || message.starts_with("no such column")
+        message.starts_with("no such table")
+            || message.starts_with("no such column")
+            || (message.starts_with("table ") && message.contains(" has no column named "))
     }
 }

@@ -174,7 +174,8 @@ pub async fn tombstoned_streams_refuse_appends<S: StreamLifecycle + GlobalLog>(s
 pub async fn archived_streams_read_from_the_archive<S: StreamLifecycle + GlobalLog + SnapshotStore>(store: &S) {
     let stream = fresh_stream("lifecycle");
     append_ok(store, &stream, ExpectedVersion::NoStream, numbered(2)).await;
-    append_ok(store, &stream, ExpectedVersion::Exact(2), numbered(1)).await;
+    let last = numbered(1);
+    append_ok(store, &stream, ExpectedVersion::Exact(2), last.clone()).await;
     let snapshot = Snapshot {
         stream: stream.clone(),
         version: 3,
@@ -196,6 +197,11 @@ pub async fn archived_streams_read_from_the_archive<S: StreamLifecycle + GlobalL
         (closed.status, closed.version, closed.events),
         (StreamStatus::Archived, 3, 3)
     );
+    // A batch stored before, sent again: its events left the stream, so it is refused as closed.
+    match store.append(&stream, ExpectedVersion::Exact(2), last).await {
+        Err(StoreError::StreamClosed(record)) => assert_eq!(record.status, StreamStatus::Archived),
+        other => panic!("a batch sent again after the archive: expected StreamClosed, got {other:?}"),
+    }
     assert_eq!(
         whole_stream(store, &stream).await,
         vec![],

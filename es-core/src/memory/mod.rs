@@ -261,8 +261,15 @@ impl EventStore for InMemoryStore {
     ) -> StoreResult<AppendOutcome> {
         self.limits.check_append(stream, &events)?;
         let mut state = self.lock();
-        if let Some(outcome) = state.already_stored(stream, &events) {
-            return Ok(outcome);
+        let closure = state.closures.get(stream);
+        // A batch sent again is recognised while its events are in the stream, a tombstoned
+        // one's included; once archived or deleted, the stream refuses it as closed (as the
+        // durable stores do: the events left the hot table).
+        let in_stream = closure.is_none_or(|closed| closed.status == crate::lifecycle::StreamStatus::Tombstoned);
+        if in_stream {
+            if let Some(outcome) = state.already_stored(stream, &events) {
+                return Ok(outcome);
+            }
         }
         if let Some(closure) = state.closures.get(stream) {
             return Err(closure.clone().refuse());

@@ -479,7 +479,9 @@ pub trait GlobalLog: Send + Sync {
 
     /// What holds [`unsettled`](GlobalLog::unsettled) events back, as an operator reads it:
     /// on PostgreSQL the oldest session of the cluster with a write transaction open (its
-    /// process id, state, since when, application and statement), or a prepared transaction.
+    /// process id, its application when it set one, state, since when and last statement), or a
+    /// prepared transaction. What PostgreSQL shows of another role's session depends on the
+    /// reader's privileges (`pg_read_all_stats`).
     /// `None` when nothing does, or when the store cannot tell.
     async fn held_back_by(&self) -> StoreResult<Option<String>> {
         Ok(None)
