@@ -5,10 +5,13 @@ use es_core::lifecycle::{ClosedQuery, StreamChange, StreamClosed, StreamLifecycl
 use es_core::{RecordedEvent, StoreResult, StreamId, StreamSlice};
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 
 use crate::args::Closing;
+use crate::commands::past_the_end;
 use crate::output::{Failure, Output};
+use crate::rows::Row;
 use crate::{Cli, CliStore, Exit};
 
 /// Closes a stream in the store: set by [`Cli::closing`](crate::Cli::closing).
@@ -162,4 +165,34 @@ pub(crate) async fn closed<S: CliStore>(
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The events of `stream` from `from` to `to` in the archive, and its record, when it is
+/// archived and the program closes streams ([`Cli::closing`](crate::Cli::closing)).
+pub(crate) async fn archived_rows<S: CliStore>(
+    cli: &Cli<S>,
+    stream: &StreamId,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<Option<(Vec<Row>, StreamClosed)>, Failure> {
+    let Some(lifecycle) = cli.lifecycle else {
+        return Ok(None);
+    };
+    let closed = match cli.store.stream_closure(stream).await.map_err(Failure::store)? {
+        Some(closed) if closed.status == StreamStatus::Archived => closed,
+        _ => return Ok(None),
+    };
+    let from = from.unwrap_or(1);
+    if from > closed.version {
+        return Err(past_the_end(stream, closed.version, &format!("--from {from}")));
+    }
+    let mut slice = StreamSlice::from_version(from);
+    if let Some(to) = to {
+        slice = slice.to_version(to);
+    }
+    let events: Vec<RecordedEvent> = (lifecycle.read_archived)(&cli.store, stream, slice)
+        .try_collect()
+        .await
+        .map_err(Failure::store)?;
+    Ok(Some((events.into_iter().map(Row::Event).collect(), closed)))
 }

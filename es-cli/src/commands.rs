@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use es_core::lifecycle::{StreamClosed, StreamStatus};
-use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery, StreamSlice};
-use futures_util::TryStreamExt;
+use es_core::lifecycle::StreamStatus;
+use es_core::{AsOf, LogFilter, RecordedEvent, StreamId, StreamQuery};
 use serde_json::{json, Value};
 
 use crate::interrupt::Interrupt;
@@ -185,7 +184,7 @@ pub(crate) async fn events<S: CliStore>(
             (rows, None)
         }
         // An archived stream's events are shown from the archive, on programs that close streams.
-        Err(failure) => match archived_rows(cli, stream, from, to).await? {
+        Err(failure) => match crate::closing::archived_rows(cli, stream, from, to).await? {
             Some((rows, closed)) => (rows, Some(closed)),
             None => return Err(failure),
         },
@@ -236,36 +235,6 @@ pub(crate) fn past_the_end(stream: &StreamId, last: u64, asked: &str) -> Failure
         Exit::NotFound,
         format!("{asked} is past the end of {stream}: its last version is {last}"),
     )
-}
-
-/// The events of `stream` from `from` to `to` in the archive, and its record, when it is
-/// archived and the program closes streams ([`Cli::closing`](crate::Cli::closing)).
-async fn archived_rows<S: CliStore>(
-    cli: &Cli<S>,
-    stream: &StreamId,
-    from: Option<u64>,
-    to: Option<u64>,
-) -> Result<Option<(Vec<Row>, StreamClosed)>, Failure> {
-    let Some(lifecycle) = cli.lifecycle else {
-        return Ok(None);
-    };
-    let closed = match cli.store.stream_closure(stream).await.map_err(Failure::store)? {
-        Some(closed) if closed.status == StreamStatus::Archived => closed,
-        _ => return Ok(None),
-    };
-    let from = from.unwrap_or(1);
-    if from > closed.version {
-        return Err(past_the_end(stream, closed.version, &format!("--from {from}")));
-    }
-    let mut slice = StreamSlice::from_version(from);
-    if let Some(to) = to {
-        slice = slice.to_version(to);
-    }
-    let events: Vec<RecordedEvent> = (lifecycle.read_archived)(&cli.store, stream, slice)
-        .try_collect()
-        .await
-        .map_err(Failure::store)?;
-    Ok(Some((events.into_iter().map(Row::Event).collect(), closed)))
 }
 
 /// Why `stream` shows no events: it has none, or it was archived or deleted (who, when, why).

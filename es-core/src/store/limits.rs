@@ -3,6 +3,7 @@
 
 use std::io;
 
+use super::nul::{json_holds_nul, value_holds_nul};
 use super::{Limit, LimitExceeded, NewEvent, StoreError, StreamId};
 use crate::metadata::Metadata;
 
@@ -282,36 +283,6 @@ fn no_nul(stream: &StreamId, what: &str, text: &str) -> Result<(), StoreError> {
             reason: format!("{what} contains a NUL character, which PostgreSQL cannot store in text"),
         }),
         false => Ok(()),
-    }
-}
-
-/// Whether the JSON text `json` holds the escape of a NUL character, `\u0000` (a raw NUL byte
-/// is not JSON at all, which the store's next check finds). A backslash escapes the character
-/// after it, so `\\u0000` (a backslash, then the text `u0000`) holds none.
-fn json_holds_nul(json: &[u8]) -> bool {
-    let mut from = 0;
-    while let Some(offset) = json
-        .get(from..)
-        .and_then(|rest| rest.iter().position(|&byte| byte == b'\\'))
-    {
-        let at = from + offset;
-        if json.get(at + 1..at + 6) == Some(b"u0000".as_slice()) {
-            return true;
-        }
-        from = at + 2;
-    }
-    false
-}
-
-/// Whether a string of `value`, or a key of its objects, holds a NUL character.
-fn value_holds_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(text) => text.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(value_holds_nul),
-        serde_json::Value::Object(fields) => fields
-            .iter()
-            .any(|(key, value)| key.contains('\0') || value_holds_nul(value)),
-        _ => false,
     }
 }
 
