@@ -99,10 +99,7 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
     // Events committed but not in the log yet count for every projection alike: no checkpoint
     // lies past the log's settled head.
     let held_back = cli.store.unsettled(0).await.map_err(Failure::store)?;
-    let held_back_by = match held_back {
-        0 => None,
-        _ => cli.store.held_back_by().await.ok().flatten(),
-    };
+    let held_back_by = holder(cli, held_back).await;
     if out.json {
         let listed: Vec<Value> = listed
             .iter()
@@ -150,10 +147,10 @@ pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>)
         &rows,
     )?;
     if held_back > 0 {
-        let holder = held_back_by.as_deref().map(|by| format!(" ({by})")).unwrap_or_default();
         out.line(format!(
             "{held_back} events committed are not in the global log yet, held back by a write transaction open \
-             elsewhere{holder}: no projection sees them until it ends"
+             elsewhere{}: no projection sees them until it ends",
+            in_parentheses(&held_back_by)
         ))?;
     }
     Ok(Exit::Ok)
@@ -387,11 +384,7 @@ pub(crate) async fn doctor<S: CliStore>(
         }
         tokio::time::sleep(SETTLE_POLL).await;
     };
-    // Best effort: a store that cannot tell (or a failing query) leaves the blocker unnamed.
-    let held_back_by = match unchecked {
-        0 => None,
-        _ => cli.store.held_back_by().await.ok().flatten(),
-    };
+    let held_back_by = holder(cli, unchecked).await;
     let seconds = started.elapsed().as_secs_f64();
     progress.update(events, total.max(events), events as f64 / seconds.max(1e-9));
     progress.finish();
@@ -450,10 +443,10 @@ pub(crate) async fn doctor<S: CliStore>(
         }))?;
     } else {
         if unchecked > 0 {
-            let holder = held_back_by.as_deref().map(|by| format!(" ({by})")).unwrap_or_default();
             out.line(format!(
                 "{unchecked} events committed after position {after} were not checked: a write transaction open \
-                 elsewhere{holder} holds the global log back (waited {} s); run `doctor` again once it has ended",
+                 elsewhere{} holds the global log back (waited {} s); run `doctor` again once it has ended",
+                in_parentheses(&held_back_by),
                 settle_wait.as_secs()
             ))?;
         }
@@ -469,6 +462,20 @@ pub(crate) async fn doctor<S: CliStore>(
     } else {
         Exit::Problems
     })
+}
+
+/// What holds back `held_back` events, when there are any: best effort, a store that cannot
+/// tell (or a failing query) leaves it unnamed.
+async fn holder<S: CliStore>(cli: &Cli<S>, held_back: u64) -> Option<String> {
+    match held_back {
+        0 => None,
+        _ => cli.store.held_back_by().await.ok().flatten(),
+    }
+}
+
+/// ` (what)`, or nothing.
+fn in_parentheses(what: &Option<String>) -> String {
+    what.as_deref().map(|what| format!(" ({what})")).unwrap_or_default()
 }
 
 /// How often it looks again meanwhile.

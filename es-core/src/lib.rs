@@ -149,7 +149,7 @@
 //! | `es_projection_failures_total` | counter | `projection`, `kind` (`handler`, `decode`, `transient`) | failures, retried or not |
 //! | `es_projection_lag_events` | gauge | `projection` | events between the checkpoint and the head |
 //! | `es_projection_lag_seconds` | gauge | `projection` | age of the oldest event not yet handled |
-//! | `es_projection_held_back_events` | gauge | `projection` | events committed but held back from the global log behind a write transaction open elsewhere (PostgreSQL; see [`GlobalLog::unsettled`]); after 30 s of it the runner logs a warning naming the transaction |
+//! | `es_projection_held_back_events` | gauge | `projection` | events committed but held back from the global log behind a write transaction open elsewhere (PostgreSQL; see [`GlobalLog::unsettled`]); after 30 s of it the runner logs a warning naming the transaction, and again each minute it lasts |
 //! | `es_projection_unavailable` | gauge | `projection` | 1 while the runner waits out an outage |
 //! | `es_projection_batch_seconds` | histogram | `projection` | how long a unit of work was open |
 //! | `es_projection_commit_seconds` | histogram | `projection` | how long its commit took |

@@ -51,6 +51,17 @@ fn is_transient_sqlstate(code: &str) -> bool {
         || matches!(code, "25P03" | "57014" | "55P03" | "40001" | "40P01")
 }
 
+/// Ends `transaction` now, for a path that will not commit it. Dropping it would leave its
+/// `ROLLBACK` for the connection's next use, and until then the session sits idle in a
+/// transaction with its locks (a stream's advisory lock, a schema a `DROP` waits for) and, after
+/// a write, a transaction id that holds back every reader of the cluster's global log. A failed
+/// rollback is only logged: the connection is then dropped, which ends the session.
+pub(crate) async fn end_now(transaction: sqlx::Transaction<'_, sqlx::Postgres>, what: &str) {
+    if let Err(error) = transaction.rollback().await {
+        tracing::debug!(%error, what, "rolling back failed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error;

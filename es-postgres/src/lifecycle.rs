@@ -89,10 +89,7 @@ impl StreamLifecycle for PostgresStore {
             .map_err(store_error)?;
         let current = closure_on(self, &mut *tx, stream).await?;
         if let Some(done) = check_change(stream, current.clone(), next)? {
-            // Ended here rather than on drop: a dropped transaction's rollback is only sent when
-            // its connection is next used, and until then the session sits idle in a transaction
-            // holding its locks (a `DROP SCHEMA` would wait on it).
-            tx.rollback().await.map_err(store_error)?;
+            crate::fault::end_now(tx, "a change already made").await;
             return Ok(done);
         }
         let counts = sqlx::query(&statements.count)

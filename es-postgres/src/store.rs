@@ -196,12 +196,8 @@ impl PostgresStore {
         };
         match ran {
             Ok(_) => transaction.commit().await.map_err(failed),
-            // Ended now, not on drop (see `migrate`): DDL that failed halfway holds a transaction
-            // id, which would hold back the cluster's global log until the connection's next use.
             Err(error) => {
-                if let Err(rollback) = transaction.rollback().await {
-                    tracing::debug!(%rollback, "rolling back failed statements failed");
-                }
+                crate::fault::end_now(transaction, "failed statements in the schema").await;
                 Err(failed(error))
             }
         }
@@ -233,12 +229,7 @@ impl PostgresStore {
         match self.migrate_in(&mut tx).await {
             Ok(()) => tx.commit().await.map_err(setup),
             Err(error) => {
-                // Ended now, not on drop: a dropped transaction's rollback waits for the
-                // connection's next use, and until then its locks and transaction id stay, holding
-                // back every reader of the global log in the cluster.
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::debug!(%rollback, schema, "rolling back a failed migration failed");
-                }
+                crate::fault::end_now(tx, "a failed migration").await;
                 Err(error)
             }
         }

@@ -180,11 +180,7 @@ where
             }
             BatchFailure::Handler(failure) => {
                 let rollback = self.checkpoints.rollback(unit).await;
-                let mut chain = std::iter::successors(
-                    Some(failure.source.as_ref() as &(dyn std::error::Error + 'static)),
-                    |error| error.source(),
-                );
-                if chain.any(|error| self.checkpoints.is_fatal(error)) {
+                if chain(failure.source.as_ref()).any(|error| self.checkpoints.is_fatal(error)) {
                     let HandlerFailure { position, source, .. } = *failure;
                     return ProjectionError::ReadModelBroken {
                         projection: self.name,
@@ -463,8 +459,16 @@ where
         if rollback.as_ref().is_err_and(CheckpointError::is_transient) {
             return true;
         }
-        std::iter::successors(Some(error), |error| error.source()).any(|error| self.checkpoints.is_transient(error))
+        chain(error).any(|error| self.checkpoints.is_transient(error))
     }
+}
+
+/// `error` and each of its sources in turn: what the checkpoint store is asked about, since a
+/// handler may wrap its driver's error.
+fn chain<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| error.source())
 }
 
 /// What a parked event keeps of a failure that is not a handler's.

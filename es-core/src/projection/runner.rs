@@ -262,7 +262,8 @@ where
         };
         tracing::info!(projection = self.name, "projection runner active");
         let mut last_lag_report: Option<Instant> = None;
-        let mut held_back_since: Option<Instant> = None;
+        // Since when events are held back, and when to warn of it next.
+        let mut held_back: Option<(Instant, Instant)> = None;
         let mut last_retry_check: Option<Instant> = None;
         loop {
             if last_retry_check.is_none_or(|checked| checked.elapsed() >= self.options.poll_interval) {
@@ -294,7 +295,7 @@ where
                         tokio::select! {
                             biased;
                             () = &mut shutdown => return Ok(()),
-                            () = self.report_lag(&mut held_back_since) => {}
+                            () = self.report_lag(&mut held_back) => {}
                         }
                     }
                     if batch.more {
@@ -394,8 +395,9 @@ where
     }
 
     /// Sets the lag gauges, and those of events held back from the log behind transactions
-    /// open elsewhere: after [`HELD_BACK_WARNING`] of that, warns, naming what holds them.
-    async fn report_lag(&self, held_back_since: &mut Option<Instant>) {
+    /// open elsewhere: after [`HELD_BACK_WARNING`] of that, and once a minute while it lasts,
+    /// warns, naming what holds them. `held` is since when, and when to warn next.
+    async fn report_lag(&self, held: &mut Option<(Instant, Instant)>) {
         let lag = match self.lag().await {
             Ok(lag) => lag,
             Err(error) => {
@@ -420,11 +422,13 @@ where
         };
         metrics::gauge!("es_projection_held_back_events", "projection" => self.name).set(held_back as f64);
         if held_back == 0 {
-            *held_back_since = None;
+            *held = None;
             return;
         }
-        let since = *held_back_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= HELD_BACK_WARNING {
+        let (since, next_warning) = held.get_or_insert_with(|| (Instant::now(), Instant::now() + HELD_BACK_WARNING));
+        let since = *since;
+        if Instant::now() >= *next_warning {
+            *next_warning = Instant::now() + HELD_BACK_WARNING_AGAIN;
             let by = self.events.held_back_by().await.ok().flatten();
             tracing::warn!(
                 projection = self.name,
@@ -485,6 +489,9 @@ const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long events may stay held back from the log before the runner warns: transactions of
 /// ordinary traffic end well before.
 const HELD_BACK_WARNING: Duration = Duration::from_secs(30);
+
+/// How often the runner warns again while events stay held back.
+const HELD_BACK_WARNING_AGAIN: Duration = Duration::from_secs(60);
 
 /// The shortest wait between polls or retries: a zero setting must not spin on the store.
 pub(crate) const MIN_PAUSE: Duration = Duration::from_millis(1);

@@ -64,12 +64,8 @@ pub(super) async fn insert(
                 transaction.commit().await?;
                 row
             }
-            // Ended now, not on drop: a dropped transaction's rollback waits for the connection's
-            // next use, and until then the stream's lock stays held, stalling its next retries.
             Err(error) => {
-                if let Err(rollback) = transaction.rollback().await {
-                    tracing::debug!(%rollback, "rolling back a lost append failed");
-                }
+                crate::fault::end_now(transaction, "a lost append").await;
                 return Err(error);
             }
         }
