@@ -2,9 +2,9 @@
 //! [`Cli::closing`](crate::Cli::closing).
 
 use es_core::lifecycle::{ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
+use es_core::EventStream;
 use es_core::{RecordedEvent, StoreResult, StreamId, StreamSlice};
 use futures_util::future::BoxFuture;
-use futures_util::stream::BoxStream;
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 
@@ -21,8 +21,7 @@ pub(crate) type CloseFn<S> =
 pub(crate) type ClosedFn<S> = for<'a> fn(&'a S, &'a ClosedQuery) -> BoxFuture<'a, StoreResult<Vec<StreamClosed>>>;
 
 /// Reads the events of an archived stream.
-pub(crate) type ArchivedFn<S> =
-    for<'a> fn(&'a S, &'a StreamId, StreamSlice) -> BoxStream<'a, StoreResult<RecordedEvent>>;
+pub(crate) type ArchivedFn<S> = for<'a> fn(&'a S, &'a StreamId, StreamSlice) -> EventStream<'a>;
 
 /// What [`Cli::closing`](crate::Cli::closing) enables.
 pub(crate) struct Lifecycle<S> {

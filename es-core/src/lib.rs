@@ -200,8 +200,8 @@ pub use repository::{
     RetryPolicy, Saved, Versioned,
 };
 pub use store::{
-    AppendOutcome, ConcurrencyConflict, EventStore, ExpectedVersion, GlobalLog, Limit, LimitExceeded, Limits,
-    LogFilter, LogPage, LogReplay, LogReplayFn, LoggedEvent, NewEvent, RecordedEvent, ReplayFn, ReplayedEvent,
+    AppendOutcome, ConcurrencyConflict, EventStore, EventStream, ExpectedVersion, GlobalLog, Limit, LimitExceeded,
+    Limits, LogFilter, LogPage, LogReplay, LogReplayFn, LoggedEvent, NewEvent, RecordedEvent, ReplayFn, ReplayedEvent,
     Snapshot, SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery,
     StreamSlice, StreamSummary, Tail,
 };

@@ -58,13 +58,12 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_core::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event;
 use crate::metadata::Metadata;
-use crate::store::{EventStore, NewEvent, RecordedEvent, StoreResult, StreamId, StreamSlice};
+use crate::store::{EventStore, EventStream, NewEvent, StoreResult, StreamId, StreamSlice};
 
 /// The aggregate type of the streams of [`StreamClosed`] events: one stream,
 /// `"<aggregate type>/<aggregate id>"`, per closed stream.
@@ -276,11 +275,7 @@ pub trait StreamLifecycle: EventStore {
 
     /// The events of an archived stream within `slice`, in version order (none for a stream
     /// that is not archived).
-    fn read_archived<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>>;
+    fn read_archived<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a>;
 
     /// The records of the streams closed with the query's status, in stream order (aggregate
     /// type, then id, bytewise), a page at a time: e.g. the audit of deletions.

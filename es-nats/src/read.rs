@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 
 use async_nats::jetstream::message::StreamMessage;
 use async_trait::async_trait;
+use es_core::EventStream;
 use es_core::{EventStore, GlobalLog, RecordedEvent, StoreError, StoreResult, StreamId, StreamSlice};
-use futures_core::stream::BoxStream;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -96,11 +96,7 @@ struct Cursor {
 
 /// [`EventStore::read_stream`]: the stream's messages one by one from its partition, following
 /// its subject (no other stream's messages are read), each batch decoded as it comes.
-pub(crate) fn read_stream<'a>(
-    store: &'a NatsStore,
-    stream: &'a StreamId,
-    slice: StreamSlice,
-) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+pub(crate) fn read_stream<'a>(store: &'a NatsStore, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
     let subject = store.event_subject(stream);
     let cursor = Cursor {
         next_sequence: 1,
@@ -314,11 +310,7 @@ impl EventStore for PartitionLog {
         self.store.limits()
     }
 
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         self.store.read_stream(stream, slice)
     }
 

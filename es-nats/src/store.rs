@@ -6,11 +6,11 @@ use std::sync::Arc;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType, Stream};
 use async_nats::jetstream::{self, Context};
 use async_trait::async_trait;
+use es_core::EventStream;
 use es_core::{
     AppendOutcome, EventStore, ExpectedVersion, Limits, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StoreResult,
     StreamId, StreamSlice,
 };
-use futures_core::stream::BoxStream;
 use uuid::Uuid;
 
 use crate::codec::{partition_of, stream_tokens, EVENT_OVERHEAD, MAX_BATCH_EVENTS};
@@ -254,11 +254,7 @@ impl EventStore for NatsStore {
         self.inner.limits
     }
 
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         crate::read::read_stream(self, stream, slice)
     }
 

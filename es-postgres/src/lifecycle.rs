@@ -8,8 +8,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use es_core::lifecycle::{check_change, ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
-use es_core::{ExpectedVersion, RecordedEvent, StoreResult, StreamId, StreamSlice};
-use futures_core::stream::BoxStream;
+use es_core::EventStream;
+use es_core::{ExpectedVersion, StoreResult, StreamId, StreamSlice};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
@@ -144,11 +144,7 @@ impl StreamLifecycle for PostgresStore {
         Ok(closed)
     }
 
-    fn read_archived<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_archived<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         crate::read::stream_rows(self, &self.sql.lifecycle.read_archived, stream, slice)
     }
 

@@ -2,11 +2,11 @@
 //! version, and the global order (`read_all`, `read_filtered`, `tail`).
 
 use chrono::{DateTime, Utc};
+use es_core::EventStream;
 use es_core::{
     LogFilter, LogPage, LogReplay, LogReplayFn, RecordedEvent, ReplayFn, StoreError, StoreResult, StreamId,
     StreamSlice, Tail,
 };
-use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -20,11 +20,7 @@ use crate::PostgresStore;
 
 /// [`EventStore::read_stream`](es_core::EventStore::read_stream): rows are mapped as they
 /// arrive.
-pub(crate) fn read_stream<'a>(
-    store: &'a PostgresStore,
-    stream: &'a StreamId,
-    slice: StreamSlice,
-) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+pub(crate) fn read_stream<'a>(store: &'a PostgresStore, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
     stream_rows(store, &store.sql.read_stream, stream, slice)
 }
 
@@ -35,7 +31,7 @@ pub(crate) fn stream_rows<'a>(
     statement: &'a str,
     stream: &'a StreamId,
     slice: StreamSlice,
-) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+) -> EventStream<'a> {
     if never_stored(stream) {
         return futures_util::stream::empty().boxed();
     }

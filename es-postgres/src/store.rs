@@ -5,11 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use es_core::EventStream;
 use es_core::{
     AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, LogReplay, LogReplayFn,
     NewEvent, RecordedEvent, ReplayFn, StoreResult, StreamId, StreamSlice, Tail,
 };
-use futures_core::stream::BoxStream;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Connection, Executor, Row};
 use uuid::Uuid;
@@ -318,11 +318,7 @@ impl EventStore for PostgresStore {
         self.limits
     }
 
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         read::read_stream(self, stream, slice)
     }
 

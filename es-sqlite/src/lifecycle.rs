@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::lifecycle::{check_change, ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
-use es_core::{ExpectedVersion, RecordedEvent, StoreError, StoreResult, StreamId, StreamSlice};
-use futures_core::stream::BoxStream;
+use es_core::EventStream;
+use es_core::{ExpectedVersion, StoreError, StoreResult, StreamId, StreamSlice};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::append::{append_locked, checked_batch, notify_committed, stream_version};
@@ -174,11 +174,7 @@ impl StreamLifecycle for SqliteStore {
         Ok(closed)
     }
 
-    fn read_archived<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_archived<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         crate::read::stream_rows(&self.database, stream, slice, sql::READ_ARCHIVED)
     }
 

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use es_core::lifecycle::StreamClosed;
+use es_core::EventStream;
 use es_core::{
     AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
     ReplayFn, StoreError, StoreResult, StreamId, StreamSlice, Tail,
 };
-use futures_core::stream::{BoxStream, Stream};
+use futures_core::stream::Stream;
 use futures_util::StreamExt;
 use rusqlite::{params, Connection};
 use tokio::sync::mpsc;
@@ -46,11 +47,7 @@ impl EventStore for SqliteStore {
 
     /// [`EventStore::read_stream`](es_core::EventStore::read_stream): rows are read on a blocking
     /// thread, at most two chunks ahead of the consumer, all from one snapshot of the file.
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         stream_rows(&self.database, stream, slice, sql::READ_STREAM)
     }
 
@@ -111,7 +108,7 @@ pub(crate) fn stream_rows<'a>(
     stream: &StreamId,
     slice: StreamSlice,
     statement: &'static str,
-) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+) -> EventStream<'a> {
     let owned_stream = stream.clone();
     chunks(Arc::clone(database), move |connection, send| {
         let mut statement = connection.prepare_cached(statement)?;

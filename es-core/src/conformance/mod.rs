@@ -90,7 +90,7 @@ use crate::store::{
 #[macro_export]
 macro_rules! conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $store:expr) => {
-        $crate::conformance_tests!(@each $make_fixture, |$fixture| $store;
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $store => |store| [$crate::conformance](&store);
             append_then_read_stream,
             no_stream_expectation,
             exact_expectation,
@@ -128,15 +128,19 @@ macro_rules! conformance_tests {
     ($make_store:expr) => {
         $crate::conformance_tests!($make_store, |store| store);
     };
-    (@each $make_fixture:expr, |$fixture:ident| $store:expr; $($check:ident),+ $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                let $fixture = $make_fixture.await;
-                let store = $store;
-                $crate::conformance::$check(&store).await;
-            }
-        )+
+    // One test per check: the fixture made, the parts bound from it, and `callee::check(args)`
+    // awaited; then the same for the checks left. Every suite of this module expands through it.
+    (@each $make_fixture:expr, |$fixture:ident| $parts:expr => |$bound:pat_param| [$($callee:tt)+]($($arg:expr),*);) => {};
+    (@each $make_fixture:expr, |$fixture:ident| $parts:expr => |$bound:pat_param| [$($callee:tt)+]($($arg:expr),*);
+        $check:ident $(, $rest:ident)* $(,)?) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let $fixture = $make_fixture.await;
+            let $bound = $parts;
+            $($callee)+::$check($($arg),*).await;
+        }
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $parts => |$bound| [$($callee)+]($($arg),*);
+            $($rest),*);
     };
 }
 
@@ -147,7 +151,7 @@ macro_rules! conformance_tests {
 #[macro_export]
 macro_rules! lifecycle_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $store:expr) => {
-        $crate::conformance_tests!(@each $make_fixture, |$fixture| $store;
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $store => |store| [$crate::conformance](&store);
             tombstoned_streams_refuse_appends,
             archived_streams_read_from_the_archive,
             deleted_streams_leave_an_audit_record,
@@ -166,12 +170,8 @@ macro_rules! lifecycle_conformance_tests {
 #[macro_export]
 macro_rules! tenant_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $tenants:expr) => {
-        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn tenants_are_isolated() {
-            let $fixture = $make_fixture.await;
-            let tenants = $tenants;
-            $crate::conformance::tenants_are_isolated(&tenants).await;
-        }
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $tenants => |tenants| [$crate::conformance](&tenants);
+            tenants_are_isolated);
     };
 }
 
@@ -180,18 +180,8 @@ macro_rules! tenant_conformance_tests {
 #[macro_export]
 macro_rules! key_store_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $keys:expr) => {
-        $crate::key_store_conformance_tests!(@each $make_fixture, |$fixture| $keys;
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $keys => |keys| [$crate::conformance](&keys);
             keys_are_created_once, forgotten_keys_stay_forgotten, streams_list_their_subjects);
-    };
-    (@each $make_fixture:expr, |$fixture:ident| $keys:expr; $($check:ident),+) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                let $fixture = $make_fixture.await;
-                let keys = $keys;
-                $crate::conformance::$check(&keys).await;
-            }
-        )+
     };
 }
 
@@ -201,19 +191,10 @@ macro_rules! key_store_conformance_tests {
 #[macro_export]
 macro_rules! checkpoint_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $store_and_probe:expr) => {
-        $crate::checkpoint_conformance_tests!(@each $make_fixture, |$fixture| $store_and_probe;
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $store_and_probe
+            => |(checkpoints, probe)| [$crate::conformance](&checkpoints, &probe);
             units_commit_or_discard_the_checkpoint, claims_are_exclusive, a_new_claim_resumes_after_a_crash,
             claim_status_tells_held_from_free, parked_events_commit_with_the_unit);
-    };
-    (@each $make_fixture:expr, |$fixture:ident| $store_and_probe:expr; $($check:ident),+) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                let $fixture = $make_fixture.await;
-                let (checkpoints, probe) = $store_and_probe;
-                $crate::conformance::$check(&checkpoints, &probe).await;
-            }
-        )+
     };
 }
 
@@ -224,21 +205,13 @@ macro_rules! checkpoint_conformance_tests {
 #[macro_export]
 macro_rules! runner_conformance_tests {
     ($make_fixture:expr, |$fixture:ident| $parts:expr) => {
-        $crate::runner_conformance_tests!(@each $make_fixture, |$fixture| $parts;
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $parts
+            => |(store, checkpoints, probe)| [$crate::conformance::RunnerParts]
+                ($crate::conformance::RunnerParts { store, checkpoints, probe });
             a_parked_event_is_retried_and_applied_once, a_parked_event_failing_again_stays_parked,
             a_skipped_event_is_passed_for_good, retries_spent_stop_the_runner,
             an_event_that_does_not_decode_is_not_retried, unknown_events_fail_or_are_skipped,
             progress_waits_for_a_position);
-    };
-    (@each $make_fixture:expr, |$fixture:ident| $parts:expr; $($check:ident),+) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                let $fixture = $make_fixture.await;
-                let (store, checkpoints, probe) = $parts;
-                $crate::conformance::RunnerParts { store, checkpoints, probe }.$check().await;
-            }
-        )+
     };
 }
 
@@ -249,12 +222,9 @@ macro_rules! runner_conformance_tests {
 #[macro_export]
 macro_rules! blue_green_conformance_test {
     ($make_fixture:expr, |$fixture:ident| $parts:expr) => {
-        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn a_blue_green_rebuild_never_shows_a_partial_model() {
-            let $fixture = $make_fixture.await;
-            let (store, checkpoints, probe) = $parts;
-            $crate::conformance::a_blue_green_rebuild_never_shows_a_partial_model(store, checkpoints, probe).await;
-        }
+        $crate::conformance_tests!(@each $make_fixture, |$fixture| $parts
+            => |(store, checkpoints, probe)| [$crate::conformance](store, checkpoints, probe);
+            a_blue_green_rebuild_never_shows_a_partial_model);
     };
 }
 

@@ -2,11 +2,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_core::stream::BoxStream;
 
 use super::{InMemoryStore, State};
 use crate::lifecycle::{check_change, ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
-use crate::store::{RecordedEvent, StoreResult, StreamId, StreamSlice};
+use crate::store::{EventStream, StoreResult, StreamId, StreamSlice};
 
 impl State {
     /// Records `stream` as `status`, with what the change did to its events, and logs it.
@@ -69,11 +68,7 @@ impl StreamLifecycle for InMemoryStore {
         Ok(closed)
     }
 
-    fn read_archived<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_archived<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         let state = self.lock();
         let events = state.slice_of(state.archived.get(stream), slice);
         Box::pin(futures_util::stream::iter(events))

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_core::stream::BoxStream;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -17,8 +16,9 @@ pub use read_model::{InMemoryClaim, InMemoryReadModel, InMemoryUnit};
 
 use crate::projection::WakeUp;
 use crate::store::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
-    StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery, StreamSlice, StreamSummary, Tail,
+    AppendOutcome, EventStore, EventStream, ExpectedVersion, GlobalLog, Limits, NewEvent, RecordedEvent, Snapshot,
+    SnapshotStore, StoreError, StoreResult, StoredEventPlace, StreamCatalog, StreamId, StreamQuery, StreamSlice,
+    StreamSummary, Tail,
 };
 
 /// An event store that keeps everything in memory. Cloning it shares the same data.
@@ -317,11 +317,7 @@ impl EventStore for InMemoryStore {
             .and_then(|&index| state.events[index].clone()))
     }
 
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         let state = self.lock();
         let events = state.slice_of(state.streams.get(stream), slice);
         Box::pin(futures_util::stream::iter(events))

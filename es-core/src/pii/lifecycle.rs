@@ -3,12 +3,11 @@
 //! keys.
 
 use async_trait::async_trait;
-use futures_util::stream::BoxStream;
 
 use super::keys::KeyStore;
 use super::store::PiiStore;
 use crate::lifecycle::{ClosedQuery, StreamChange, StreamClosed, StreamLifecycle, StreamStatus};
-use crate::store::{RecordedEvent, StoreResult, StreamId, StreamSlice};
+use crate::store::{EventStream, StoreResult, StreamId, StreamSlice};
 use crate::tenancy::{TenantId, TenantStores};
 
 #[async_trait]
@@ -17,11 +16,7 @@ impl<S: StreamLifecycle, K: KeyStore> StreamLifecycle for PiiStore<S, K> {
         self.inner().close(stream, status, change).await
     }
 
-    fn read_archived<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_archived<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         self.opened(self.inner().read_archived(stream, slice))
     }
 

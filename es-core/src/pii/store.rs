@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures_util::stream::{self, BoxStream};
+use futures_util::stream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use uuid::Uuid;
@@ -20,9 +20,9 @@ use crate::lifecycle::StreamClosed;
 use crate::metadata::Metadata;
 use crate::registry::EventRegistry;
 use crate::store::{
-    AppendOutcome, EventStore, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent, RecordedEvent,
-    ReplayFn, Snapshot, SnapshotStore, StoreError, StoreResult, StreamCatalog, StreamId, StreamQuery, StreamSlice,
-    StreamSummary, Tail,
+    AppendOutcome, EventStore, EventStream, ExpectedVersion, GlobalLog, Limits, LogFilter, LogPage, NewEvent,
+    RecordedEvent, ReplayFn, Snapshot, SnapshotStore, StoreError, StoreResult, StreamCatalog, StreamId, StreamQuery,
+    StreamSlice, StreamSummary, Tail,
 };
 
 /// An event store that seals the `#[pii]` fields of the events it writes, and the snapshots of
@@ -203,10 +203,7 @@ impl<S: EventStore, K: KeyStore> ForgetSubjects for PiiStore<S, K> {
 impl<S: EventStore, K: KeyStore> PiiStore<S, K> {
     /// `events` with their personal data opened a chunk at a time: one key lookup per chunk,
     /// and a long stream is never held in memory whole.
-    pub(super) fn opened<'a>(
-        &'a self,
-        events: BoxStream<'a, StoreResult<RecordedEvent>>,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    pub(super) fn opened<'a>(&'a self, events: EventStream<'a>) -> EventStream<'a> {
         events
             .try_chunks(256)
             .map_err(|error| error.1)
@@ -240,11 +237,7 @@ impl<S: EventStore, K: KeyStore> EventStore for PiiStore<S, K> {
         self.inner.limits()
     }
 
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         if !self.personal.contains(stream.aggregate_type.as_str()) {
             return self.inner.read_stream(stream, slice);
         }

@@ -23,6 +23,10 @@ mod replay;
 
 pub use catalog::{StreamCatalog, StreamQuery, StreamSummary};
 pub use error::{ConcurrencyConflict, StoreError, StoreResult};
+
+/// The events of a stream as [`EventStore::read_stream`] hands them out, in version order: a
+/// boxed `futures` stream, so that every backend returns the same type.
+pub type EventStream<'a> = BoxStream<'a, StoreResult<RecordedEvent>>;
 pub use exceeded::{Limit, LimitExceeded};
 pub use filter::{LogFilter, LogPage};
 pub use global_log::{GlobalLog, Tail};
@@ -251,10 +255,7 @@ pub struct Snapshot {
 
 /// Lends each event of `events` to `apply`, until it breaks: `replay_stream` over a stream of
 /// owned envelopes.
-pub(crate) async fn lend_each(
-    mut events: BoxStream<'_, StoreResult<RecordedEvent>>,
-    apply: &mut ReplayFn<'_>,
-) -> StoreResult<()> {
+pub(crate) async fn lend_each(mut events: EventStream<'_>, apply: &mut ReplayFn<'_>) -> StoreResult<()> {
     while let Some(event) = events.try_next().await? {
         let replayed = ReplayedEvent {
             version: event.version,
@@ -320,8 +321,7 @@ pub trait EventStore: Send + Sync {
     /// The stream is a `futures` stream: consume it with `futures_util::TryStreamExt` (e.g.
     /// `try_collect`, `try_next`), or let [`EventStore::replay_stream`] or
     /// [`Repository::events`](crate::Repository::events) do it.
-    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice)
-        -> BoxStream<'a, StoreResult<RecordedEvent>>;
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a>;
 
     /// The stored event with id `event_id`, wherever it is; `None` when no event has that id.
     /// Tools look events up by id with it, and the repository uses it to recognise a command

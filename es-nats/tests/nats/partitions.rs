@@ -7,7 +7,8 @@
 /// `refused_batch_writes_nothing`, which reads the global log) are not run here: they need one
 /// total order: see the tests below for what holds per partition instead.
 mod four_partitions {
-    es_core::conformance_tests!(@each crate::support::fresh_store(crate::support::single().await, 4), |store| store;
+    es_core::conformance_tests!(@each crate::support::fresh_store(crate::support::single().await, 4), |store| store
+        => |store| [es_core::conformance](&store);
         append_then_read_stream,
         no_stream_expectation,
         exact_expectation,

@@ -100,25 +100,24 @@ impl Chunk {
     /// Appends `event` at `version` of its stream. Its position is written as its number in
     /// the chunk until [`Chunk::seal`] adds the transaction id.
     pub(super) fn push(&mut self, event: Checked, version: u64) -> Result<(), ImportError> {
-        let Checked {
-            at,
-            event_name,
-            schema_version,
-            payload,
-            metadata,
-            recorded_at,
-        } = event;
+        let at = event.at;
         let invalid = |reason: String| ImportError::InvalidEvent {
             event: at.clone(),
             reason,
         };
         let version = i64::try_from(version).map_err(|_| invalid(format!("version {version} is beyond a bigint")))?;
-        let recorded_at = recorded_at
+        let recorded_at = event
+            .recorded_at
             .timestamp_micros()
             .checked_sub(POSTGRES_EPOCH_MICROS)
-            .ok_or_else(|| invalid(format!("recorded_at {recorded_at} is out of PostgreSQL's range")))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "recorded_at {} is out of PostgreSQL's range",
+                    event.recorded_at
+                ))
+            })?;
         let number = i64::try_from(self.rows.len() + 1).unwrap_or(i64::MAX);
-        let metadata = MetadataRow::from(metadata);
+        let metadata = MetadataRow::from(event.metadata);
         let start = self.data.len();
         let written = (|| {
             let data = &mut self.data;
@@ -131,10 +130,10 @@ impl Chunk {
             text(data, Some(&at.stream.aggregate_id))?;
             data.extend_from_slice(&8_i32.to_be_bytes());
             data.extend_from_slice(&version.to_be_bytes());
-            text(data, Some(&event_name))?;
+            text(data, Some(&event.event_name))?;
             data.extend_from_slice(&4_i32.to_be_bytes());
-            data.extend_from_slice(&schema_version.to_be_bytes());
-            jsonb(data, &payload)?;
+            data.extend_from_slice(&event.schema_version.to_be_bytes());
+            jsonb(data, &event.payload)?;
             data.extend_from_slice(&8_i32.to_be_bytes());
             data.extend_from_slice(&recorded_at.to_be_bytes());
             uuid(data, metadata.command_id);

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use es_core::EventStream;
 use es_core::{
     event, Aggregate, AppendOutcome, Apply, EventStore, ExpectedVersion, InMemoryStore, Metadata, NewEvent,
     RecordedEvent, Snapshot, SnapshotStore, StoreError, StoreResult, StreamId, StreamSlice,
 };
-use futures_core::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -133,11 +133,7 @@ impl EventStore for InstrumentedStore {
         self.inner.read_event(event_id).await
     }
 
-    fn read_stream<'a>(
-        &'a self,
-        stream: &'a StreamId,
-        slice: StreamSlice,
-    ) -> BoxStream<'a, StoreResult<RecordedEvent>> {
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, slice: StreamSlice) -> EventStream<'a> {
         self.stream_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read_stream(stream, slice)
     }

@@ -1,7 +1,7 @@
 //! The shape, put together from what the runs recorded.
 
 use super::super::shape::{Field, Shape, Variant, VariantData};
-use super::{extend, Leaf, Node, Path, State, Step};
+use super::{extend, Node, Path, State, Step};
 
 impl State {
     pub(super) fn build(&self, path: &Path) -> Shape {
@@ -10,12 +10,13 @@ impl State {
         };
         let at = |step| extend(path, step);
         match node {
-            Node::Leaf(leaf) => leaf_shape(*leaf),
+            Node::Leaf(shape) => shape.clone(),
+            Node::Identifier => Shape::Str,
             Node::Option => Shape::Option(Box::new(self.build(&at(Step::Some)))),
             Node::Seq => Shape::Seq(Box::new(self.build(&at(Step::Elem(0))))),
             Node::Map => {
                 // A struct read as a map (`#[serde(flatten)]`) asks for its keys as identifiers.
-                if self.nodes.get(&at(Step::Key)) == Some(&Node::Leaf(Leaf::Identifier)) {
+                if self.nodes.get(&at(Step::Key)) == Some(&Node::Identifier) {
                     return Shape::Any;
                 }
                 Shape::Map(
@@ -92,28 +93,5 @@ impl State {
             field.aliases.sort();
         }
         fields
-    }
-}
-
-fn leaf_shape(leaf: Leaf) -> Shape {
-    match leaf {
-        Leaf::Bool => Shape::Bool,
-        Leaf::I8 => Shape::I8,
-        Leaf::I16 => Shape::I16,
-        Leaf::I32 => Shape::I32,
-        Leaf::I64 => Shape::I64,
-        Leaf::I128 => Shape::I128,
-        Leaf::U8 => Shape::U8,
-        Leaf::U16 => Shape::U16,
-        Leaf::U32 => Shape::U32,
-        Leaf::U64 => Shape::U64,
-        Leaf::U128 => Shape::U128,
-        Leaf::F32 => Shape::F32,
-        Leaf::F64 => Shape::F64,
-        Leaf::Char => Shape::Char,
-        Leaf::Str | Leaf::Identifier => Shape::Str,
-        Leaf::Bytes => Shape::Bytes,
-        Leaf::Unit => Shape::Unit,
-        Leaf::Any => Shape::Any,
     }
 }

@@ -115,34 +115,13 @@ enum Step {
 
 type Path = Vec<Step>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Leaf {
-    Bool,
-    I8,
-    I16,
-    I32,
-    I64,
-    I128,
-    U8,
-    U16,
-    U32,
-    U64,
-    U128,
-    F32,
-    F64,
-    Char,
-    Str,
-    Bytes,
-    Unit,
-    /// A struct's field key when it is read as a map (`#[serde(flatten)]`).
-    Identifier,
-    Any,
-}
-
 /// What was asked for at a position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
-    Leaf(Leaf),
+    /// A scalar: one of the [`Shape`]s without parts (`Bool` to `Unit`, and `Any`).
+    Leaf(Shape),
+    /// A struct's field key when it is read as a map (`#[serde(flatten)]`).
+    Identifier,
     Option,
     Seq,
     Map,
@@ -160,9 +139,9 @@ impl Node {
     /// How many different values the tracer can make up here.
     fn candidates(&self) -> usize {
         match self {
-            Node::Leaf(Leaf::Str | Leaf::Identifier) => STR_SAMPLES.len(),
-            Node::Leaf(Leaf::Any) => 6,
-            Node::Leaf(Leaf::Unit) => 1,
+            Node::Leaf(Shape::Str) | Node::Identifier => STR_SAMPLES.len(),
+            Node::Leaf(Shape::Any) => 6,
+            Node::Leaf(Shape::Unit) => 1,
             Node::Leaf(_) | Node::Option | Node::Seq | Node::Map => 2,
             Node::Enum(variants) => variants.len().max(1),
             Node::Recursive(_, choices) => (*choices).max(1),

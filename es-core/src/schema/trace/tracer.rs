@@ -5,8 +5,9 @@ use std::collections::VecDeque;
 
 use serde::de::{self, Visitor};
 
+use super::super::shape::Shape;
 use super::access::{Chosen, Elements, Entries, Keys};
-use super::{extend, Kind, Leaf, Node, Path, Said, State, Step, TraceError, MAX_DEPTH, STR_SAMPLES};
+use super::{extend, Kind, Node, Path, Said, State, Step, TraceError, MAX_DEPTH, STR_SAMPLES};
 
 /// How the tracer behaves at a position in the current run.
 pub(super) enum Mode {
@@ -129,8 +130,8 @@ impl<'s> Tracer<'s> {
         error
     }
 
-    fn leaf<'de, V: Visitor<'de>>(self, leaf: Leaf, visitor: V) -> Result<V::Value, TraceError> {
-        self.record(Node::Leaf(leaf));
+    fn leaf<'de, V: Visitor<'de>>(self, leaf: Node, visitor: V) -> Result<V::Value, TraceError> {
+        self.record(leaf.clone());
         match self.mode() {
             Mode::Goal => self.stop(),
             Mode::Route(_) => self.lost(),
@@ -140,7 +141,7 @@ impl<'s> Tracer<'s> {
                 }
                 self.state.borrow_mut().last_leaf = Some(self.path.clone());
                 let sample = self.choice();
-                let result = feed(leaf, sample, visitor, &self);
+                let result = feed(&leaf, sample, visitor, &self);
                 self.settle(result)
             }
         }
@@ -286,27 +287,27 @@ impl<'s> Tracer<'s> {
 }
 
 /// Hands the visitor sample number `sample` of the leaf's kind.
-fn feed<'de, V: Visitor<'de>>(leaf: Leaf, sample: usize, visitor: V, at: &Tracer<'_>) -> Result<V::Value, TraceError> {
+fn feed<'de, V: Visitor<'de>>(leaf: &Node, sample: usize, visitor: V, at: &Tracer<'_>) -> Result<V::Value, TraceError> {
     let one = sample == 1;
     match leaf {
-        Leaf::Bool => visitor.visit_bool(one),
-        Leaf::I8 => visitor.visit_i8(i8::from(one)),
-        Leaf::I16 => visitor.visit_i16(i16::from(one)),
-        Leaf::I32 => visitor.visit_i32(i32::from(one)),
-        Leaf::I64 => visitor.visit_i64(i64::from(one)),
-        Leaf::I128 => visitor.visit_i128(i128::from(one)),
-        Leaf::U8 => visitor.visit_u8(u8::from(one)),
-        Leaf::U16 => visitor.visit_u16(u16::from(one)),
-        Leaf::U32 => visitor.visit_u32(u32::from(one)),
-        Leaf::U64 => visitor.visit_u64(u64::from(one)),
-        Leaf::U128 => visitor.visit_u128(u128::from(one)),
-        Leaf::F32 => visitor.visit_f32(f32::from(u8::from(one))),
-        Leaf::F64 => visitor.visit_f64(f64::from(u8::from(one))),
-        Leaf::Char => visitor.visit_char(if one { '0' } else { 'a' }),
-        Leaf::Str | Leaf::Identifier => visitor.visit_str(STR_SAMPLES.get(sample).copied().unwrap_or("")),
-        Leaf::Bytes => visitor.visit_bytes(if one { b"0" } else { b"" }),
-        Leaf::Unit => visitor.visit_unit(),
-        Leaf::Any => match sample {
+        Node::Leaf(Shape::Bool) => visitor.visit_bool(one),
+        Node::Leaf(Shape::I8) => visitor.visit_i8(i8::from(one)),
+        Node::Leaf(Shape::I16) => visitor.visit_i16(i16::from(one)),
+        Node::Leaf(Shape::I32) => visitor.visit_i32(i32::from(one)),
+        Node::Leaf(Shape::I64) => visitor.visit_i64(i64::from(one)),
+        Node::Leaf(Shape::I128) => visitor.visit_i128(i128::from(one)),
+        Node::Leaf(Shape::U8) => visitor.visit_u8(u8::from(one)),
+        Node::Leaf(Shape::U16) => visitor.visit_u16(u16::from(one)),
+        Node::Leaf(Shape::U32) => visitor.visit_u32(u32::from(one)),
+        Node::Leaf(Shape::U64) => visitor.visit_u64(u64::from(one)),
+        Node::Leaf(Shape::U128) => visitor.visit_u128(u128::from(one)),
+        Node::Leaf(Shape::F32) => visitor.visit_f32(f32::from(u8::from(one))),
+        Node::Leaf(Shape::F64) => visitor.visit_f64(f64::from(u8::from(one))),
+        Node::Leaf(Shape::Char) => visitor.visit_char(if one { '0' } else { 'a' }),
+        Node::Leaf(Shape::Str) | Node::Identifier => visitor.visit_str(STR_SAMPLES.get(sample).copied().unwrap_or("")),
+        Node::Leaf(Shape::Bytes) => visitor.visit_bytes(if one { b"0" } else { b"" }),
+        Node::Leaf(Shape::Unit) => visitor.visit_unit(),
+        Node::Leaf(Shape::Any) => match sample {
             0 => visitor.visit_unit(),
             1 => visitor.visit_str(""),
             2 => visitor.visit_u64(0),
@@ -320,13 +321,15 @@ fn feed<'de, V: Visitor<'de>>(leaf: Leaf, sample: usize, visitor: V, at: &Tracer
                 steps: VecDeque::new(),
             }),
         },
+        // Only scalars are fed; the other nodes have visitors of their own.
+        _ => visitor.visit_unit(),
     }
 }
 
 macro_rules! leaves {
     ($($method:ident => $leaf:ident,)*) => {
         $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
-            self.leaf(Leaf::$leaf, visitor)
+            self.leaf(Node::Leaf(Shape::$leaf), visitor)
         })*
     };
 }
@@ -356,7 +359,10 @@ impl<'de> de::Deserializer<'de> for Tracer<'_> {
         deserialize_bytes => Bytes,
         deserialize_byte_buf => Bytes,
         deserialize_unit => Unit,
-        deserialize_identifier => Identifier,
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
+        self.leaf(Node::Identifier, visitor)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
