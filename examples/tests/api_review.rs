@@ -32,9 +32,15 @@ use es_core::{
 };
 use es_postgres::{PostgresCheckpoints, PostgresError, PostgresOptions, PostgresStore};
 use es_sqlite::{SqliteCheckpoints, SqliteContext, SqliteError, SqliteStore};
-use es_test_support::{bounded_by, TestDatabase, TestSchema};
+use es_test_support::{bounded_by, TestDatabase};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::running::run_until_stopped;
+use review::stores::{postgres, raw, sqlite};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -139,33 +145,27 @@ fn fresh_id() -> String {
     format!("T-{}", Uuid::now_v7().simple())
 }
 
-fn raw_event(name: &str, payload: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.into(),
-        schema_version: 1,
-        payload: payload.as_bytes().to_vec(),
-        metadata: Metadata::new(),
-    }
-}
+/// The tests of `scenario(store)` in memory, on a fresh SQLite file and on a fresh PostgreSQL
+/// schema, each bounded by [`BOUND`].
+macro_rules! on_every_store {
+    ($(#[$attr:meta])* $scenario:ident: $memory:ident, $sqlite:ident, $postgres:ident) => {
+        $(#[$attr])*
+        async fn $memory() -> Result<(), BoxError> {
+            bounded_by(BOUND, $scenario(InMemoryStore::new())).await
+        }
 
-// ---------------------------------------------------------------------------------------------
-// Stores.
-// ---------------------------------------------------------------------------------------------
+        $(#[$attr])*
+        async fn $sqlite() -> Result<(), BoxError> {
+            let (_dir, store) = sqlite().await;
+            bounded_by(BOUND, $scenario(store)).await
+        }
 
-async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(dir.path().join("events.db")).await.expect("open");
-    store.migrate().await.expect("migrate");
-    (dir, store)
-}
-
-async fn postgres() -> TestSchema {
-    TestDatabase::get()
-        .expect("a PostgreSQL server (DATABASE_URL)")
-        .schema()
-        .await
-        .expect("a fresh schema")
+        $(#[$attr])*
+        async fn $postgres() -> Result<(), BoxError> {
+            let schema = postgres().await;
+            bounded_by(BOUND, $scenario(schema.store().clone())).await
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -541,21 +541,9 @@ where
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_repository_future_is_spawnable_in_memory() -> Result<(), BoxError> {
-    bounded_by(BOUND, spawn_every_repository_method(InMemoryStore::new())).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_repository_future_is_spawnable_on_sqlite() -> Result<(), BoxError> {
-    let (_dir, store) = sqlite().await;
-    bounded_by(BOUND, spawn_every_repository_method(store)).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_repository_future_is_spawnable_on_postgres() -> Result<(), BoxError> {
-    let schema = postgres().await;
-    bounded_by(BOUND, spawn_every_repository_method(schema.store().clone())).await
+on_every_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    spawn_every_repository_method: every_repository_future_is_spawnable_in_memory, every_repository_future_is_spawnable_on_sqlite, every_repository_future_is_spawnable_on_postgres
 }
 
 /// Compile-time: the futures themselves are `Send` for each concrete store (what `axum`
@@ -632,15 +620,7 @@ where
         "the progress follows catch_up's commits"
     );
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = Arc::clone(&runner);
-    let run = tokio::spawn(async move {
-        running
-            .run(wake_up, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, run) = run_until_stopped(Arc::clone(&runner), wake_up);
     let executed = tickets
         .execute(&id, Metadata::new(), |t: &Ticket| t.note("three"))
         .await?;
@@ -837,7 +817,7 @@ async fn decode_errors_name_stream_version_and_event_and_chain_to_the_cause() ->
         .append(
             &stream,
             ExpectedVersion::Exact(1),
-            vec![raw_event("TicketNoted", r#"{"note":5}"#)],
+            vec![raw("TicketNoted", r#"{"note":5}"#)],
         )
         .await?;
     let error = tickets.load(&id).await.unwrap_err();
@@ -860,7 +840,7 @@ async fn decode_errors_name_stream_version_and_event_and_chain_to_the_cause() ->
 
     // An unknown event: the same typed error, and `Skip` loads around it, counting its version.
     store
-        .append(&stream, ExpectedVersion::Any, vec![raw_event("TicketReopened", "{}")])
+        .append(&stream, ExpectedVersion::Any, vec![raw("TicketReopened", "{}")])
         .await?;
     let skipping = Repository::<Ticket, _>::new(store.clone()).with_unknown_events(UnknownEvents::Skip);
     let error = skipping.load(&id).await.unwrap_err();
@@ -1084,21 +1064,9 @@ async fn odd_ids<S: EventStore + Clone + 'static>(store: S) -> Result<(), BoxErr
     Ok(())
 }
 
-#[tokio::test]
-async fn odd_ids_in_memory() -> Result<(), BoxError> {
-    bounded_by(BOUND, odd_ids(InMemoryStore::new())).await
-}
-
-#[tokio::test]
-async fn odd_ids_on_sqlite() -> Result<(), BoxError> {
-    let (_dir, store) = sqlite().await;
-    bounded_by(BOUND, odd_ids(store)).await
-}
-
-#[tokio::test]
-async fn odd_ids_on_postgres() -> Result<(), BoxError> {
-    let schema = postgres().await;
-    bounded_by(BOUND, odd_ids(schema.store().clone())).await
+on_every_store! {
+    #[tokio::test]
+    odd_ids: odd_ids_in_memory, odd_ids_on_sqlite, odd_ids_on_postgres
 }
 
 /// What a store does with a NUL character in an id, a payload and an actor: one word per case,
@@ -1233,7 +1201,7 @@ async fn extreme_versions<S: EventStore + Clone + 'static>(store: S) -> Result<(
             .append(
                 &stream,
                 ExpectedVersion::Exact(expected),
-                vec![raw_event("TicketNoted", r#"{"note":"x"}"#)],
+                vec![raw("TicketNoted", r#"{"note":"x"}"#)],
             )
             .await;
         assert!(
@@ -1272,21 +1240,9 @@ async fn extreme_instants<S: EventStore + Clone + 'static>(store: S) -> Result<(
     Ok(())
 }
 
-#[tokio::test]
-async fn extreme_versions_in_memory() -> Result<(), BoxError> {
-    bounded_by(BOUND, extreme_versions(InMemoryStore::new())).await
-}
-
-#[tokio::test]
-async fn extreme_versions_on_sqlite() -> Result<(), BoxError> {
-    let (_dir, store) = sqlite().await;
-    bounded_by(BOUND, extreme_versions(store)).await
-}
-
-#[tokio::test]
-async fn extreme_versions_on_postgres() -> Result<(), BoxError> {
-    let schema = postgres().await;
-    bounded_by(BOUND, extreme_versions(schema.store().clone())).await
+on_every_store! {
+    #[tokio::test]
+    extreme_versions: extreme_versions_in_memory, extreme_versions_on_sqlite, extreme_versions_on_postgres
 }
 
 /// What commands promise: metadata filled in, empty decisions, idempotency, `create`, `save`.
@@ -1452,21 +1408,9 @@ async fn command_contract<S: EventStore + StreamLifecycle + Clone + 'static>(sto
     Ok(())
 }
 
-#[tokio::test]
-async fn command_contract_in_memory() -> Result<(), BoxError> {
-    bounded_by(BOUND, command_contract(InMemoryStore::new())).await
-}
-
-#[tokio::test]
-async fn command_contract_on_sqlite() -> Result<(), BoxError> {
-    let (_dir, store) = sqlite().await;
-    bounded_by(BOUND, command_contract(store)).await
-}
-
-#[tokio::test]
-async fn command_contract_on_postgres() -> Result<(), BoxError> {
-    let schema = postgres().await;
-    bounded_by(BOUND, command_contract(schema.store().clone())).await
+on_every_store! {
+    #[tokio::test]
+    command_contract: command_contract_in_memory, command_contract_on_sqlite, command_contract_on_postgres
 }
 
 /// Metadata with odd values comes back exactly as written; metadata over its limit is a typed
@@ -1520,21 +1464,9 @@ async fn odd_metadata<S: EventStore + Clone + 'static>(store: S) -> Result<(), B
     Ok(())
 }
 
-#[tokio::test]
-async fn odd_metadata_in_memory() -> Result<(), BoxError> {
-    bounded_by(BOUND, odd_metadata(InMemoryStore::new())).await
-}
-
-#[tokio::test]
-async fn odd_metadata_on_sqlite() -> Result<(), BoxError> {
-    let (_dir, store) = sqlite().await;
-    bounded_by(BOUND, odd_metadata(store)).await
-}
-
-#[tokio::test]
-async fn odd_metadata_on_postgres() -> Result<(), BoxError> {
-    let schema = postgres().await;
-    bounded_by(BOUND, odd_metadata(schema.store().clone())).await
+on_every_store! {
+    #[tokio::test]
+    odd_metadata: odd_metadata_in_memory, odd_metadata_on_sqlite, odd_metadata_on_postgres
 }
 
 /// Snapshots every N events: taken, used, and ignored for time travel before them.
@@ -1575,21 +1507,9 @@ where
     Ok(())
 }
 
-#[tokio::test]
-async fn snapshots_and_cache_in_memory() -> Result<(), BoxError> {
-    bounded_by(BOUND, snapshots_and_cache(InMemoryStore::new())).await
-}
-
-#[tokio::test]
-async fn snapshots_and_cache_on_sqlite() -> Result<(), BoxError> {
-    let (_dir, store) = sqlite().await;
-    bounded_by(BOUND, snapshots_and_cache(store)).await
-}
-
-#[tokio::test]
-async fn snapshots_and_cache_on_postgres() -> Result<(), BoxError> {
-    let schema = postgres().await;
-    bounded_by(BOUND, snapshots_and_cache(schema.store().clone())).await
+on_every_store! {
+    #[tokio::test]
+    snapshots_and_cache: snapshots_and_cache_in_memory, snapshots_and_cache_on_sqlite, snapshots_and_cache_on_postgres
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1615,10 +1535,9 @@ mod readme {
     }
 
     fn add_reason(mut v1: Value) -> Result<Value, UpcastError> {
-        let fields = v1
-            .as_object_mut()
-            .ok_or_else(|| UpcastError::new("expected a JSON object"))?;
-        fields.entry("reason").or_insert_with(|| "not recorded".into());
+        crate::review::stores::json_object(&mut v1)?
+            .entry("reason")
+            .or_insert_with(|| "not recorded".into());
         Ok(v1)
     }
 
@@ -1878,12 +1797,12 @@ async fn projection_unknown_events_stop_typed_or_are_skipped_and_odd_options_do_
         let id = fresh_id();
         tickets.create(&id, Metadata::new(), Ticket::open_with("p")).await?;
         let stream = Repository::<Ticket, InMemoryStore>::stream_id(id.as_str());
-        let reopened = raw_event("TicketReopened", "{}");
+        let reopened = raw("TicketReopened", "{}");
         store
             .append(
                 &stream,
                 ExpectedVersion::Exact(1),
-                vec![reopened, raw_event("TicketNoted", r#"{"note":"n"}"#)],
+                vec![reopened, raw("TicketNoted", r#"{"note":"n"}"#)],
             )
             .await?;
 
@@ -1928,21 +1847,9 @@ async fn projection_unknown_events_stop_typed_or_are_skipped_and_odd_options_do_
     .await
 }
 
-#[tokio::test]
-async fn extreme_instants_in_memory() -> Result<(), BoxError> {
-    bounded_by(BOUND, extreme_instants(InMemoryStore::new())).await
-}
-
-#[tokio::test]
-async fn extreme_instants_on_sqlite() -> Result<(), BoxError> {
-    let (_dir, store) = sqlite().await;
-    bounded_by(BOUND, extreme_instants(store)).await
-}
-
-#[tokio::test]
-async fn extreme_instants_on_postgres() -> Result<(), BoxError> {
-    let schema = postgres().await;
-    bounded_by(BOUND, extreme_instants(schema.store().clone())).await
+on_every_store! {
+    #[tokio::test]
+    extreme_instants: extreme_instants_in_memory, extreme_instants_on_sqlite, extreme_instants_on_postgres
 }
 
 #[tokio::test]
@@ -1955,7 +1862,7 @@ async fn a_decode_error_source_downcasts_to_decode_error() -> Result<(), BoxErro
         .append(
             &stream,
             ExpectedVersion::NoStream,
-            vec![raw_event("TicketOpened", r#"{"title":5}"#)],
+            vec![raw("TicketOpened", r#"{"title":5}"#)],
         )
         .await?;
     let error = tickets.load(&id).await.unwrap_err();
@@ -1965,7 +1872,7 @@ async fn a_decode_error_source_downcasts_to_decode_error() -> Result<(), BoxErro
         .append(
             &StreamId::new("api_ticket", fresh_id()),
             ExpectedVersion::NoStream,
-            vec![raw_event("TicketNoted", r#"{"note":5}"#)],
+            vec![raw("TicketNoted", r#"{"note":5}"#)],
         )
         .await?;
     let model = InMemoryReadModel::<BTreeMap<String, u64>>::new();

@@ -27,11 +27,17 @@ use es_core::{
     UnknownEvents, WaitError,
 };
 use es_postgres::PostgresStore;
-use es_sqlite::{SqliteContext, SqliteOptions, SqliteStore};
+use es_sqlite::{SqliteContext, SqliteOptions};
 use es_test_support::{bounded, TestDatabase, TestSchema};
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 use uuid::Uuid;
+
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::running::run_until_stopped;
+use review::stores::{postgres, raw, sqlite_at, sqlite_in, whole_log};
 
 // ---------------------------------------------------------------------------------------------
 // A small domain: a note (the aggregate most tests use), a ping of another aggregate type, a
@@ -171,26 +177,6 @@ impl Apply<PersonNamed> for Person {
 // Stores and helpers
 // ---------------------------------------------------------------------------------------------
 
-async fn sqlite(dir: &tempfile::TempDir) -> SqliteStore {
-    sqlite_with(dir, SqliteOptions::default()).await
-}
-
-async fn sqlite_with(dir: &tempfile::TempDir, options: SqliteOptions) -> SqliteStore {
-    let store = SqliteStore::open_with(dir.path().join("events.db"), options)
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-async fn postgres() -> TestSchema {
-    TestDatabase::get()
-        .expect("a PostgreSQL server (DATABASE_URL)")
-        .schema()
-        .await
-        .expect("a fresh schema")
-}
-
 /// Closes the schema's pool before the schema is dropped. A lifecycle change that returns early
 /// (refused, or already done) on PostgreSQL hands its connection back to the pool with the
 /// change's transaction (and its `SHARE ROW EXCLUSIVE` lock on `events`) still to be rolled back
@@ -201,34 +187,12 @@ async fn release(pg: TestSchema) {
     drop(pg);
 }
 
-fn raw(name: &str, payload: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.into(),
-        schema_version: 1,
-        payload: payload.as_bytes().to_vec(),
-        metadata: Metadata::new(),
-    }
-}
-
 fn note(id: &str) -> StreamId {
     StreamId::new("note", id)
 }
 
 fn by() -> StreamChange {
     StreamChange::new("ops@example.com", "docs review")
-}
-
-/// Every event of the global log, read in pages.
-async fn whole_log<S: GlobalLog>(store: &S) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.read_all(after, 500).await.expect("read_all");
-        let Some(last) = page.last() else { return all };
-        after = last.position;
-        all.extend(page);
-    }
 }
 
 /// Every event of the global log once nothing committed is held back from it any more (on
@@ -270,7 +234,11 @@ async fn a_refused_append_names_limit_value_maximum_and_event() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let limits = Limits::default().with_max_payload_bytes(10).with_max_batch_events(2);
-        let store = sqlite_with(&dir, SqliteOptions::default().with_limits(limits)).await;
+        let store = sqlite_at(
+            &dir.path().join("events.db"),
+            SqliteOptions::default().with_limits(limits),
+        )
+        .await;
         let stream = note("N-1");
         let batch = vec![raw("NoteOpened", "{}"), raw("NoteEdited", r#"{"text":"0123456789"}"#)];
         for _ in 0..2 {
@@ -310,7 +278,7 @@ async fn a_refused_append_names_limit_value_maximum_and_event() {
 async fn an_empty_batch_still_checks_its_stream_id_and_expected_version() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         check_empty_batches(&lite, "sqlite").await;
         check_empty_batches(pg.store(), "postgres").await;
@@ -343,7 +311,11 @@ async fn metadata_is_measured_as_its_json_and_empty_metadata_is_two_bytes() {
     bounded(async {
         let limits = Limits::default().with_max_metadata_bytes(2);
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_with(&dir, SqliteOptions::default().with_limits(limits)).await;
+        let lite = sqlite_at(
+            &dir.path().join("events.db"),
+            SqliteOptions::default().with_limits(limits),
+        )
+        .await;
         let memory = InMemoryStore::new().with_limits(limits);
         for (store, backend) in [(&lite as &dyn EventStoreDyn, "sqlite"), (&memory, "memory")] {
             store
@@ -386,7 +358,11 @@ impl<S: EventStore> EventStoreDyn for S {
 async fn limits_above_a_backends_ceiling_are_capped_to_the_documented_ceiling() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_with(&dir, SqliteOptions::default().with_limits(Limits::UNLIMITED)).await;
+        let lite = sqlite_at(
+            &dir.path().join("events.db"),
+            SqliteOptions::default().with_limits(Limits::UNLIMITED),
+        )
+        .await;
         let sqlite_limits = lite.limits();
         assert_eq!(
             (
@@ -427,7 +403,7 @@ async fn limits_above_a_backends_ceiling_are_capped_to_the_documented_ceiling() 
             "the same defaults everywhere"
         );
         assert_eq!(pg.store().limits(), Limits::DEFAULT);
-        assert_eq!(sqlite(&tempfile::tempdir().unwrap()).await.limits(), Limits::DEFAULT);
+        assert_eq!(sqlite_in(&tempfile::tempdir().unwrap()).await.limits(), Limits::DEFAULT);
     })
     .await;
 }
@@ -439,7 +415,7 @@ async fn limits_above_a_backends_ceiling_are_capped_to_the_documented_ceiling() 
 async fn a_stream_at_the_stream_id_limit_can_be_closed_and_forgotten() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         close_at_the_limit(&lite, "sqlite").await;
         close_at_the_limit(pg.store(), "postgres").await;
@@ -534,7 +510,7 @@ async fn postgres_a_stream_id_at_its_2048_byte_ceiling_is_stored_and_closed() {
 async fn an_empty_aggregate_type_and_id_are_a_valid_stream() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         for (store, backend) in [(&lite as &dyn EventStoreDyn, "sqlite"), (pg.store(), "postgres")] {
             for stream in [StreamId::new("", "x"), StreamId::new("note", ""), StreamId::new("", "")] {
@@ -558,7 +534,7 @@ async fn an_empty_aggregate_type_and_id_are_a_valid_stream() {
 async fn closing_to_the_same_status_again_returns_the_first_record_and_writes_nothing() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         close_twice(&lite, "sqlite").await;
         close_twice(pg.store(), "postgres").await;
@@ -649,7 +625,7 @@ async fn postgres_a_refused_or_repeated_close_leaves_no_lock_behind() {
 async fn closing_backwards_to_open_or_a_lifecycle_stream_is_refused_typed() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         close_wrongly(&lite, "sqlite").await;
         close_wrongly(pg.store(), "postgres").await;
@@ -698,7 +674,7 @@ async fn close_wrongly<S: StreamLifecycle>(store: &S, backend: &str) {
 async fn a_deleted_streams_id_is_never_reused() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         delete_then_reuse(lite, "sqlite").await;
         delete_then_reuse(pg.store().clone(), "postgres").await;
@@ -745,7 +721,7 @@ async fn delete_then_reuse<S: StreamLifecycle + Clone + 'static>(store: S, backe
 async fn a_batch_stored_before_a_tombstone_is_recognised_when_sent_again() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         retry_across_a_close(&lite, "sqlite").await;
         retry_across_a_close(pg.store(), "postgres").await;
@@ -799,7 +775,7 @@ async fn memory_a_batch_sent_again_after_an_archive_is_refused_as_closed() {
 async fn archiving_keeps_positions_drops_the_snapshot_and_deleting_removes_the_events() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         archive_then_delete(lite, "sqlite").await;
         archive_then_delete(pg.store().clone(), "postgres").await;
@@ -906,7 +882,7 @@ async fn archive_then_delete<S: StreamLifecycle + SnapshotStore + GlobalLog + Cl
 async fn closed_streams_come_in_bytewise_stream_order_a_page_at_a_time() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         list_closed(&lite, "sqlite").await;
         list_closed(pg.store(), "postgres").await;
@@ -960,7 +936,7 @@ async fn list_closed<S: StreamLifecycle>(store: &S, backend: &str) {
 async fn time_travel_past_the_end_is_the_last_state_and_before_the_start_the_default() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let notes = Repository::<Note, _>::new(sqlite(&dir).await);
+        let notes = Repository::<Note, _>::new(sqlite_in(&dir).await);
         notes.execute("N-1", Metadata::new(), open("t")).await.unwrap();
         notes.execute("N-1", Metadata::new(), edit(1)).await.unwrap();
         let past = notes.load_at_version("N-1", 99).await.unwrap();
@@ -980,7 +956,7 @@ async fn time_travel_past_the_end_is_the_last_state_and_before_the_start_the_def
 async fn a_snapshot_is_taken_when_a_command_carries_the_stream_past_a_multiple() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let pg = postgres().await;
         snapshots_past_a_multiple(lite, "sqlite").await;
         snapshots_past_a_multiple(pg.store().clone(), "postgres").await;
@@ -1020,7 +996,7 @@ async fn snapshots_past_a_multiple<S: EventStore + SnapshotStore + Clone + 'stat
 async fn a_snapshot_serde_json_cannot_write_is_skipped_and_the_command_succeeds() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir).await;
+        let store = sqlite_in(&dir).await;
         let tallies = Repository::<Tally, _>::new(store.clone()).with_snapshot_every(1);
         for n in 0..3 {
             tallies
@@ -1047,7 +1023,7 @@ async fn a_snapshot_serde_json_cannot_write_is_skipped_and_the_command_succeeds(
 async fn a_command_that_appends_nothing_has_position_0_and_no_stored_outcome() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let notes = Repository::<Note, _>::new(sqlite(&dir).await);
+        let notes = Repository::<Note, _>::new(sqlite_in(&dir).await);
         notes.execute("N-1", Metadata::new(), open("t")).await.unwrap();
         let command = Uuid::now_v7();
         let nothing = notes
@@ -1094,7 +1070,7 @@ async fn command_event_ids_are_v8_and_keep_the_command_ids_first_48_bits() {
 async fn loading_with_unknown_events_skipped_still_counts_their_versions() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir).await;
+        let store = sqlite_in(&dir).await;
         let notes = Repository::<Note, _>::new(store.clone());
         notes.execute("U-1", Metadata::new(), open("t")).await.unwrap();
         store
@@ -1153,7 +1129,7 @@ impl Projection for SqliteNoteRows {
 async fn sqlite_an_insert_into_a_missing_column_stops_the_runner_as_read_model_broken() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir).await;
+        let store = sqlite_in(&dir).await;
         {
             let db = rusqlite::Connection::open(store.path()).unwrap();
             db.execute("CREATE TABLE note_rows (id TEXT PRIMARY KEY)", []).unwrap();
@@ -1384,7 +1360,7 @@ impl<C: Send + 'static> Projection for NotesSeen<C> {
 async fn wait_for_returns_for_a_position_the_projection_does_not_read() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let runner = ProjectionRunner::new(
             NotesSeen::<SqliteContext>(Default::default()),
             lite.clone(),
@@ -1416,14 +1392,7 @@ async fn wait_past_unread<S, C, W>(
     W: es_core::WakeUp + 'static,
 {
     let progress = runner.progress();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(wake_up, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, running) = run_until_stopped(runner, wake_up);
     let notes = Repository::<Note, _>::new(store.clone());
     notes.execute("N-1", Metadata::new(), open("t")).await.unwrap();
     let pings = Repository::<Ping, _>::new(store.clone());
@@ -1715,7 +1684,7 @@ async fn postgres_a_read_only_transaction_holds_nothing_back() {
 async fn stores_whose_log_shows_each_commit_report_nothing_held_back() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let memory = InMemoryStore::new();
         for id in ["N-1", "N-2"] {
             Repository::<Note, _>::new(lite.clone())
@@ -1965,7 +1934,7 @@ async fn a_forgotten_subject_takes_no_new_personal_data_but_forgotten_values_car
 async fn forgetting_records_es_subject_forgotten_in_the_subjects_es_pii_stream() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite(&dir).await;
+        let lite = sqlite_in(&dir).await;
         let mut registry = EventRegistry::new();
         registry.register::<Person>().unwrap();
         let store = PiiStore::new(lite.clone(), lite.clone(), registry);
@@ -2040,7 +2009,7 @@ fn a_tenant_id_ending_with_an_underscore_is_refused_as_documented() {
 async fn a_sqlite_tenant_is_a_file_of_its_own_beside_the_main_one() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let main = sqlite(&dir).await;
+        let main = sqlite_in(&dir).await;
         let acme = main.tenant(&TenantId::new("acme").unwrap()).await.unwrap();
         assert_eq!(acme.path(), dir.path().join("events.db.tenants").join("acme.db"));
         assert!(acme.path().is_file());

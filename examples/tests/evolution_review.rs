@@ -18,9 +18,13 @@ use es_core::{
     RecordDecodeError, Repository, RepositoryError, RunnerOptions, Snapshot, SnapshotStore, StoreError, StreamId,
     StreamSlice, UnknownEvents,
 };
-use es_sqlite::SqliteStore;
-use es_test_support::{bounded_by, TestDatabase, TestSchema};
+use es_test_support::{bounded_by, TestDatabase};
 use uuid::Uuid;
+
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::stores::{postgres, raw_event, sqlite_in};
 
 // ---------------------------------------------------------------------------------------------
 // The binary of two years ago.
@@ -447,20 +451,6 @@ impl<T: EventStore + SnapshotStore + GlobalLog + Clone + Send + Sync + 'static> 
 
 const BOUND: Duration = Duration::from_secs(20);
 
-async fn sqlite_store(dir: &tempfile::TempDir) -> SqliteStore {
-    let store = SqliteStore::open(dir.path().join("events.db")).await.expect("open");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-async fn postgres() -> TestSchema {
-    TestDatabase::get()
-        .expect("a PostgreSQL server (DATABASE_URL)")
-        .schema()
-        .await
-        .expect("a fresh schema")
-}
-
 /// One test per backend for `scenario(store, backend)`, each with attributes of its own (an
 /// `#[ignore]` where a backend shows a defect).
 macro_rules! on_both {
@@ -469,7 +459,7 @@ macro_rules! on_both {
         $(#[$sqlite_attr])*
         async fn $sqlite() {
             let dir = tempfile::tempdir().expect("a temporary directory");
-            let store = sqlite_store(&dir).await;
+            let store = sqlite_in(&dir).await;
             bounded_by(BOUND, $scenario(store, "sqlite")).await;
         }
 
@@ -480,16 +470,6 @@ macro_rules! on_both {
             bounded_by(BOUND, $scenario(schema.store().clone(), "postgres")).await;
         }
     };
-}
-
-fn raw(name: &str, schema_version: u32, payload: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.into(),
-        schema_version,
-        payload: payload.as_bytes().to_vec(),
-        metadata: Metadata::new(),
-    }
 }
 
 fn order_stream(id: &str) -> StreamId {
@@ -777,29 +757,29 @@ async fn upcast_failures_scenario<S: Store>(store: S, backend: &str) {
     let orders = repo(&store);
     let cases: [(&str, NewEvent, Expected); 6] = [
         // The JSON step refuses a payload that is not an object.
-        ("F-1", raw("OrderPlaced", 1, r#""a string""#), |e| {
+        ("F-1", raw_event("OrderPlaced", 1, r#""a string""#), |e| {
             matches!(e, DecodeError::Upcast { from: 1, .. })
         }),
         // The typed step's TryFrom refuses.
         (
             "F-2",
-            raw("OrderPlaced", 2, r#"{"item":"","qty":1,"priority":"Low"}"#),
+            raw_event("OrderPlaced", 2, r#"{"item":"","qty":1,"priority":"Low"}"#),
             |e| matches!(e, DecodeError::Upcast { from: 2, message, .. } if message.contains("without an item")),
         ),
         // The typed step's old shape does not fit.
         (
             "F-3",
-            raw("OrderPlaced", 2, r#"{"item":"x","qty":-1,"priority":"Low"}"#),
+            raw_event("OrderPlaced", 2, r#"{"item":"x","qty":-1,"priority":"Low"}"#),
             |e| matches!(e, DecodeError::Payload { schema_version: 2, .. }),
         ),
         // A careless step that panics (indexing an array) is caught.
         (
             "F-4",
-            raw("DiscountApplied", 1, "[1,2]"),
+            raw_event("DiscountApplied", 1, "[1,2]"),
             |e| matches!(e, DecodeError::Upcast { from: 1, message, .. } if message.contains("panicked")),
         ),
         // Below the chain.
-        ("F-5", raw("OrderPlaced", 0, r#"{"item":"x","qty":1}"#), |e| {
+        ("F-5", raw_event("OrderPlaced", 0, r#"{"item":"x","qty":1}"#), |e| {
             matches!(
                 e,
                 DecodeError::NoUpcastPath {
@@ -810,12 +790,17 @@ async fn upcast_failures_scenario<S: Store>(store: S, backend: &str) {
             )
         }),
         // The current version with the wrong shape.
-        ("F-6", raw("OrderPlaced", 3, r#"{"sku":1}"#), |e| {
+        ("F-6", raw_event("OrderPlaced", 3, r#"{"sku":1}"#), |e| {
             matches!(e, DecodeError::Payload { schema_version: 3, .. })
         }),
     ];
     for (id, event, expected) in cases {
-        append_raw(&store, id, vec![raw("OrderVoided", 1, r#"{"reason":"first"}"#), event]).await;
+        append_raw(
+            &store,
+            id,
+            vec![raw_event("OrderVoided", 1, r#"{"reason":"first"}"#), event],
+        )
+        .await;
         let error = decode_error(orders.load(id).await.unwrap_err());
         assert_eq!(error.stream, order_stream(id), "{backend} {id}");
         assert_eq!(error.version, 2, "{backend} {id}");
@@ -1337,7 +1322,7 @@ async fn unknown_name_scenario<S: Store>(store: S, backend: &str) {
         .await
         .unwrap();
     // Written by a newer binary, or by a branch that was rolled back.
-    let positions = append_raw(&store, "U-1", vec![raw("OrderTeleported", 1, r#"{"to":"mars"}"#)]).await;
+    let positions = append_raw(&store, "U-1", vec![raw_event("OrderTeleported", 1, r#"{"to":"mars"}"#)]).await;
 
     // Loading names the stream, version and name, and says what to do.
     let error = decode_error(orders.load("U-1").await.unwrap_err());
@@ -1458,9 +1443,9 @@ async fn doctor_scenario<S: Store + es_core::StreamCatalog>(store: S, backend: &
     );
     assert!(text.contains("checked 4 events"), "{backend}: {text}");
 
-    append_raw(&store, "DR-2", vec![raw("OrderTeleported", 1, "{}")]).await;
-    append_raw(&store, "DR-3", vec![raw("OrderPlaced", 9, "{}")]).await;
-    let last = append_raw(&store, "DR-4", vec![raw("OrderPlaced", 1, "[]")]).await[0];
+    append_raw(&store, "DR-2", vec![raw_event("OrderTeleported", 1, "{}")]).await;
+    append_raw(&store, "DR-3", vec![raw_event("OrderPlaced", 9, "{}")]).await;
+    let last = append_raw(&store, "DR-4", vec![raw_event("OrderPlaced", 1, "[]")]).await[0];
     // On PostgreSQL the global log shows an event once older transactions of the cluster end
     // (see `doctor_with_an_open_transaction_elsewhere_postgres`): wait for that first.
     visible(&store, last).await;
@@ -1573,12 +1558,12 @@ async fn forged<S: Store>(store: &S, id: &str, revision: u32, schema_version: u3
         store,
         id,
         vec![
-            raw(
+            raw_event(
                 "OrderPlaced",
                 3,
                 r#"{"sku":"real","quantity":1,"priority":"Low","gift_note":null}"#,
             ),
-            raw("OrderVoided", 1, r#"{"reason":"real"}"#),
+            raw_event("OrderVoided", 1, r#"{"reason":"real"}"#),
         ],
     )
     .await;
@@ -1663,7 +1648,7 @@ async fn snapshot_revision_and_versions_scenario<S: Store>(store: S, backend: &s
     append_raw(
         &store,
         "R-4",
-        vec![raw(
+        vec![raw_event(
             "OrderPlaced",
             3,
             r#"{"sku":"real","quantity":1,"priority":"Low","gift_note":null}"#,
@@ -1738,7 +1723,7 @@ async fn too_new_scenario<S: Store>(store: S, backend: &str) {
         })
         .await
         .unwrap();
-    let from_tomorrow = raw(
+    let from_tomorrow = raw_event(
         "OrderPlaced",
         4,
         r#"{"sku":"w","quantity":1,"priority":"Low","lane":"express"}"#,
@@ -1749,7 +1734,7 @@ async fn too_new_scenario<S: Store>(store: S, backend: &str) {
         "N-1",
         vec![
             from_tomorrow,
-            raw("OrderShipped", 2, r#"{"carrier":"Post","tracking":null,"eta":"x"}"#),
+            raw_event("OrderShipped", 2, r#"{"carrier":"Post","tracking":null,"eta":"x"}"#),
         ],
     )
     .await;
@@ -2509,7 +2494,7 @@ async fn doctor_with_an_open_transaction_elsewhere_postgres() {
             .await
             .unwrap();
 
-        append_raw(&store, "DT-1", vec![raw("OrderTeleported", 1, "{}")]).await;
+        append_raw(&store, "DT-1", vec![raw_event("OrderTeleported", 1, "{}")]).await;
         let cli = es_cli::Cli::new(store.clone()).aggregate::<v3::Order>().unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
         // Not waiting for the open transaction to end: the other tests of this binary must not

@@ -25,10 +25,15 @@ use es_core::{
 };
 use es_postgres::PostgresStore;
 use es_sqlite::{SqliteContext, SqliteError, SqliteOptions, SqliteStore};
-use es_test_support::{bounded, bounded_by, Rng, TestDatabase, TestSchema, TestServer};
+use es_test_support::{bounded, bounded_by, Rng, TestDatabase, TestServer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::stores::{json_object, postgres, raw_event, sqlite_at, sqlite_file, whole_log};
 
 // ---------------------------------------------------------------------------------------------
 // The domain: an account, with one event at schema version 2 (upcast from 1).
@@ -49,9 +54,7 @@ pub struct Deposited {
 }
 
 fn amount_to_cents(mut v1: Value) -> Result<Value, UpcastError> {
-    let fields = v1
-        .as_object_mut()
-        .ok_or_else(|| UpcastError::new("expected a JSON object"))?;
+    let fields = json_object(&mut v1)?;
     let amount = fields.remove("amount").ok_or_else(|| UpcastError::new("no amount"))?;
     fields.insert("cents".into(), amount);
     Ok(v1)
@@ -104,36 +107,6 @@ const TYPE: &str = "fr_account";
 // Stores.
 // ---------------------------------------------------------------------------------------------
 
-async fn sqlite_at(path: &Path, options: SqliteOptions) -> SqliteStore {
-    let store = SqliteStore::open_with(path, options)
-        .await
-        .expect("open the SQLite file");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-async fn sqlite(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
-    sqlite_at(&dir.path().join(name), SqliteOptions::default()).await
-}
-
-async fn postgres() -> TestSchema {
-    TestDatabase::get()
-        .expect("a PostgreSQL server (DATABASE_URL)")
-        .schema()
-        .await
-        .expect("a fresh schema")
-}
-
-fn raw_event(name: &str, schema_version: u32, payload: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.into(),
-        schema_version,
-        payload: payload.as_bytes().to_vec(),
-        metadata: Metadata::new(),
-    }
-}
-
 fn deposit_event(cents: u64) -> NewEvent {
     raw_event("Deposited", 2, &format!(r#"{{"cents":{cents}}}"#))
 }
@@ -149,20 +122,6 @@ async fn replayed<S: EventStore>(store: &S, stream: &StreamId) -> Result<Vec<(u6
         })
         .await?;
     Ok(seen)
-}
-
-/// Every event of the global log, paging `read_all`.
-async fn whole_log<S: GlobalLog>(store: &S) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.read_all(after, 500).await.expect("read_all");
-        let Some(last) = page.last() else {
-            return all;
-        };
-        after = last.position;
-        all.extend(page);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -760,7 +719,7 @@ where
 async fn planted_rows_are_typed_errors_on_every_read_path() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir, "planted.db").await;
+        let store = sqlite_file(&dir, "planted.db").await;
         let path = store.path().to_path_buf();
         // The schema refuses a second event at a version: no duplicate version to plant.
         let duplicate = rusqlite::Connection::open(&path).unwrap().execute(
@@ -870,7 +829,7 @@ async fn time_travel_by_instant_does_not_hide_events_after_a_gap() {
         let opened = |account: &Account| account.open("ada");
 
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir, "gap.db").await;
+        let store = sqlite_file(&dir, "gap.db").await;
         let accounts = Repository::<Account, _>::new(store.clone());
         accounts.execute("g-1", Metadata::new(), opened).await.unwrap();
         accounts.execute("g-1", Metadata::new(), deposit(5)).await.unwrap();
@@ -975,7 +934,7 @@ async fn an_event_time_out_of_range_is_corrupt_and_never_panics() {
             ..Planted::new("o-1", 2, "Deposited", 2, r#"{"cents":1}"#)
         };
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir, "time.db").await;
+        let store = sqlite_file(&dir, "time.db").await;
         let accounts = Repository::<Account, _>::new(store.clone());
         accounts
             .execute("o-1", Metadata::new(), |a: &Account| a.open("ada"))
@@ -1251,7 +1210,7 @@ where
 async fn projections_stop_typed_at_planted_rows_and_pass_rows_they_do_not_read() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir, "projection.db").await;
+        let store = sqlite_file(&dir, "projection.db").await;
         let path = store.path().to_path_buf();
         let on_sqlite = projection_over_planted_rows(
             store,
@@ -1445,7 +1404,7 @@ async fn snapshots_that_no_longer_decode_fall_back_to_the_events() {
     bounded(async {
         let mut failures = Vec::new();
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir, "snapshots.db").await;
+        let store = sqlite_file(&dir, "snapshots.db").await;
         for (label, spoil) in spoils(true) {
             let id = format!("s-{label}");
             snapshotted(&store, &id).await;
@@ -1496,7 +1455,7 @@ async fn a_snapshot_whose_time_is_out_of_range_falls_back_to_the_events() {
     bounded(async {
         let mut failures = Vec::new();
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir, "taken-at.db").await;
+        let store = sqlite_file(&dir, "taken-at.db").await;
         snapshotted(&store, "s-taken-at").await;
         spoil_sqlite(store.path(), "s-taken-at", Spoil::TakenAt);
         failures.extend(after_spoiling_guarded(&store, "s-taken-at", "SQLite").await);
@@ -1521,7 +1480,7 @@ async fn a_snapshot_past_the_end_of_its_stream_is_not_trusted() {
     bounded(async {
         let mut failures = Vec::new();
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir, "ahead.db").await;
+        let store = sqlite_file(&dir, "ahead.db").await;
         snapshotted(&store, "s-ahead").await;
         spoil_sqlite(store.path(), "s-ahead", Spoil::Version(1000));
         failures.extend(after_spoiling(&store, "s-ahead", "SQLite").await);
@@ -1751,7 +1710,7 @@ where
 async fn racing_writers_lose_nothing_and_conflict_typed() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let first = sqlite(&dir, "race.db").await;
+        let first = sqlite_file(&dir, "race.db").await;
         let second = sqlite_at(first.path(), SqliteOptions::default()).await;
         let mut failures: Vec<String> = racing_writers(vec![first.clone(), second])
             .await
@@ -1915,7 +1874,7 @@ where
 async fn the_global_log_read_while_writers_commit_out_of_order_skips_nothing() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir, "tail.db").await;
+        let store = sqlite_file(&dir, "tail.db").await;
         // SQLite: writers through a second handle on the file, half of them inside a
         // transaction of theirs that pauses before committing (holding the write lock).
         let writer = sqlite_at(store.path(), SqliteOptions::default()).await;
@@ -2201,7 +2160,7 @@ async fn cancelled_then_retried<S: EventStore + GlobalLog + SnapshotStore + Clon
 async fn cancelled_appends_retried_by_id_are_stored_exactly_once() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut failures: Vec<String> = cancelled_then_retried(sqlite(&dir, "cancel.db").await, 7)
+        let mut failures: Vec<String> = cancelled_then_retried(sqlite_file(&dir, "cancel.db").await, 7)
             .await
             .into_iter()
             .map(|f| format!("SQLite: {f}"))
@@ -2879,7 +2838,7 @@ async fn replayed_slice<S: EventStore>(
 async fn edge_arguments_mean_what_they_say_on_both_stores() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut failures: Vec<String> = edge_arguments(sqlite(&dir, "edges.db").await, true)
+        let mut failures: Vec<String> = edge_arguments(sqlite_file(&dir, "edges.db").await, true)
             .await
             .into_iter()
             .map(|f| format!("SQLite: {f}"))
@@ -3005,7 +2964,7 @@ async fn limits_refuse_before_writing_and_leave_a_transaction_usable() {
         let too_many = |_: &Account| (0..10_001u64).map(|cents| AccountEvent::from(Deposited { cents })).collect::<Vec<_>>();
 
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite(&dir, "limits.db").await;
+        let store = sqlite_file(&dir, "limits.db").await;
         let s = streams.clone();
         let outcomes = store
             .transaction(move |tx| {

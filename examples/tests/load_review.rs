@@ -30,11 +30,17 @@ use es_core::{
 };
 use es_postgres::{PostgresStore, PostgresWakeUp};
 use es_sqlite::{SqliteContext, SqliteStore, SqliteWakeUp};
-use es_test_support::{bounded, TestDatabase, TestSchema};
+use es_test_support::{bounded, TestDatabase};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Barrier};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::running::run_until_stopped;
+use review::stores::{postgres, sqlite_in};
 
 /// Every stored event of `stream` (an account's or a show's), with its envelope, through the
 /// repository's listing.
@@ -491,20 +497,6 @@ impl Backend for PostgresStore {
     }
 }
 
-async fn sqlite_store(dir: &tempfile::TempDir) -> SqliteStore {
-    let store = SqliteStore::open(dir.path().join("events.db")).await.expect("open");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-async fn postgres() -> TestSchema {
-    TestDatabase::get()
-        .expect("a PostgreSQL server (DATABASE_URL)")
-        .schema()
-        .await
-        .expect("a fresh schema")
-}
-
 /// Runs `scenario` on a fresh SQLite file.
 async fn on_sqlite<F, Fut>(scenario: F)
 where
@@ -513,7 +505,7 @@ where
 {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_store(&dir).await;
+        let store = sqlite_in(&dir).await;
         scenario(store).await;
     })
     .await
@@ -1246,15 +1238,7 @@ async fn start_ledger<S: Backend>(store: &S, runner: &'static str, batch_size: u
         });
     let progress = runner.progress();
     let wake = store.wake().await;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(wake, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    (progress, (stop, running))
+    (progress, run_until_stopped(runner, wake))
 }
 
 /// What the writers of a projection test did.

@@ -9,15 +9,21 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use es_core::{
     async_trait, event, Aggregate, Apply, AsOf, CheckpointStore, ClaimStatus, CommandError, DecodedEvent, EventStore,
-    ExpectedVersion, GlobalLog, HandlerError, Metadata, NewEvent, Projection, ProjectionError, ProjectionRunner,
-    Repository, RepositoryError, RunnerOptions, Snapshot, SnapshotStore, StoreError, StreamCatalog, StreamId,
-    StreamQuery, UnknownEvents, WaitError,
+    ExpectedVersion, GlobalLog, HandlerError, Metadata, Projection, ProjectionError, ProjectionRunner, Repository,
+    RepositoryError, RunnerOptions, Snapshot, SnapshotStore, StoreError, StreamCatalog, StreamId, StreamQuery,
+    UnknownEvents, WaitError,
 };
 use es_postgres::{ImportError, ImportOptions, ImportedEvent, PostgresError, PostgresStore};
 use es_sqlite::{SqliteContext, SqliteError, SqliteStore};
 use es_test_support::TestDatabase;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::running::run_until_stopped;
+use review::stores::{postgres, raw, sqlite_file};
 
 // ---------------------------------------------------------------------------------------------
 // The Order aggregate of the single-table design (seed 000).
@@ -133,30 +139,6 @@ fn item(id: &str, quantity: u32, price_cents: u64) -> Item {
 }
 
 /// One raw event, as another program (or an older release) might have stored it.
-fn raw(name: &str, payload: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.into(),
-        schema_version: 1,
-        payload: payload.as_bytes().to_vec(),
-        metadata: Metadata::new(),
-    }
-}
-
-async fn sqlite_file(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
-    let store = SqliteStore::open(dir.path().join(name)).await.expect("open");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-async fn postgres() -> es_test_support::TestSchema {
-    TestDatabase::get()
-        .expect("a PostgreSQL server (DATABASE_URL)")
-        .schema()
-        .await
-        .expect("a fresh schema")
-}
-
 /// The Order life of seed 000 on any store: create, add an item, ship; a refused command; a
 /// stale copy saved after another one; time travel by version and by instant.
 async fn order_life<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -> DateTime<Utc> {
@@ -576,15 +558,7 @@ async fn sqlite_wait_for_reads_your_writes_and_one_runner_holds_the_claim() {
     order_lines_table(&store).await;
     let runner = ProjectionRunner::new(OrderLines { fail_on: None }, store.clone(), store.checkpoints());
     let progress = runner.progress();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let wake_up = store.wake_up();
-    let running = tokio::spawn(async move {
-        runner
-            .run(wake_up, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, running) = run_until_stopped(runner, store.wake_up());
 
     let orders = Repository::<Order, _>::new(store.clone());
     let executed = orders
@@ -865,14 +839,7 @@ async fn postgres_projection_checkpoint_commits_with_the_read_model_and_wait_for
     let runner = ProjectionRunner::new(PgOrderLines, store.clone(), store.checkpoints());
     let progress = runner.progress();
     let wake_up = store.wake_up().await.expect("listen");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(wake_up, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, running) = run_until_stopped(runner, wake_up);
     let executed = orders
         .execute("O-1", Metadata::new(), |o: &Order| o.add_item("more", 1, 1))
         .await

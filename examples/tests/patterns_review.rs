@@ -28,11 +28,17 @@ use es_core::{
 };
 use es_postgres::PostgresStore;
 use es_sqlite::{SqliteContext, SqliteStore};
-use es_test_support::{bounded, TestDatabase, TestSchema};
+use es_test_support::{bounded, TestDatabase};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Barrier;
 use uuid::Uuid;
+
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::running::run_until_stopped;
+use review::stores::{json_object, postgres, raw_event, sqlite_in};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -58,10 +64,9 @@ pub struct MoneyDeposited {
 }
 
 fn deposited_v1_add_source(mut v1: Value) -> Result<Value, UpcastError> {
-    let fields = v1
-        .as_object_mut()
-        .ok_or_else(|| UpcastError::new("expected a JSON object"))?;
-    fields.entry("source").or_insert_with(|| "unknown".into());
+    json_object(&mut v1)?
+        .entry("source")
+        .or_insert_with(|| "unknown".into());
     Ok(v1)
 }
 
@@ -332,20 +337,6 @@ impl SeatAvailability {
 /// What the generic scenarios need of a store.
 trait Store: EventStore + SnapshotStore + GlobalLog + Clone + Send + Sync + 'static {}
 impl<T: EventStore + SnapshotStore + GlobalLog + Clone + Send + Sync + 'static> Store for T {}
-
-async fn sqlite_store(dir: &tempfile::TempDir) -> SqliteStore {
-    let store = SqliteStore::open(dir.path().join("events.db")).await.expect("open");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-async fn postgres() -> TestSchema {
-    TestDatabase::get()
-        .expect("a PostgreSQL server (DATABASE_URL)")
-        .schema()
-        .await
-        .expect("a fresh schema")
-}
 
 /// Another handle on the same store, as another process would open it: a second SQLite
 /// connection set on the same file, a second PostgreSQL pool on the same schema.
@@ -1687,7 +1678,7 @@ async fn metadata_round_trip_scenario<S: Store>(store: S, backend: &str) {
     // An event stored without metadata (by another program) still gives its reactions a
     // correlation: its own id.
     let stream = StreamId::new("legacy", "L-1");
-    let legacy = raw("Imported", 1, "{}");
+    let legacy = raw_event("Imported", 1, "{}");
     let legacy_id = legacy.event_id;
     append_raw(&store, &stream, vec![legacy]).await;
     let imported = from_the_global_log(&store, legacy_id).await;
@@ -1962,7 +1953,7 @@ async fn the_relay_publishes_the_commands_row<S: Outbox>(store: &S) {
 async fn outbox_rows_commit_with_their_events_or_not_at_all_on_sqlite() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_store(&dir).await;
+        let store = sqlite_in(&dir).await;
         let command = outbox_rows_commit_with_their_events(&store).await;
         let repo = accounts(&store);
 
@@ -2330,36 +2321,11 @@ async fn commands_then_reads<W: Store, R: BalanceTable>(
     assert!(waited.is_ok(), "{backend}: {waited:?}");
 }
 
-/// Starts `runner` in a task of its own, woken by `wake_up`, until the returned sender is used.
-fn run_until_stopped<P, E, C, W>(
-    runner: ProjectionRunner<P, E, C>,
-    wake_up: W,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), es_core::ProjectionError>>,
-)
-where
-    P: Projection + Send + Sync + 'static,
-    E: GlobalLog + Send + Sync + 'static,
-    C: es_core::CheckpointStore<Context = P::Context> + Send + Sync + 'static,
-    W: es_core::WakeUp + 'static,
-{
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(wake_up, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    (stop, running)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_on_a_balance_projection_on_sqlite() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_store(&dir).await;
+        let store = sqlite_in(&dir).await;
         store.create_balances().await;
         // A poll interval longer than the test: only wake-ups can bring the runner the events,
         // which a store opened apart on the same file appends ("through this store, its clones,
@@ -2521,21 +2487,11 @@ async fn projection_added_later_scenario<S: Store>(store: S, backend: &str) {
 // Seed 003: upcasting.
 // ---------------------------------------------------------------------------------------------
 
-fn raw(name: &str, schema_version: u32, payload: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.into(),
-        schema_version,
-        payload: payload.as_bytes().to_vec(),
-        metadata: Metadata::new(),
-    }
-}
-
 async fn upcast_scenario<S: Store>(store: S, backend: &str) {
     // What an older release stored: deposits without a source.
-    let opened = || raw("AccountOpened", 1, r#"{"owner_id":"u-123","initial_balance":0}"#);
+    let opened = || raw_event("AccountOpened", 1, r#"{"owner_id":"u-123","initial_balance":0}"#);
     let old = Repository::<Account, S>::stream_id("OLD-1");
-    let deposited = raw("MoneyDeposited", 1, r#"{"amount":3000,"description":"transfer"}"#);
+    let deposited = raw_event("MoneyDeposited", 1, r#"{"amount":3000,"description":"transfer"}"#);
     append_raw(&store, &old, vec![opened(), deposited]).await;
     let repo = accounts(&store);
     let loaded = repo.load("OLD-1").await.unwrap();
@@ -2561,7 +2517,7 @@ async fn upcast_scenario<S: Store>(store: S, backend: &str) {
 
     // A v1 payload the step cannot upgrade: a typed error, never a panic.
     let odd = Repository::<Account, S>::stream_id("ODD-1");
-    let unreadable = raw("MoneyDeposited", 1, r#"[3000, "transfer"]"#);
+    let unreadable = raw_event("MoneyDeposited", 1, r#"[3000, "transfer"]"#);
     append_raw(&store, &odd, vec![opened(), unreadable]).await;
     let error = decode_failure(&repo, "ODD-1", backend).await;
     assert_eq!(
@@ -2576,7 +2532,7 @@ async fn upcast_scenario<S: Store>(store: S, backend: &str) {
 
     // An event stored by a newer release is a typed error naming stream, version and event.
     let newer = Repository::<Account, S>::stream_id("NEW-1");
-    let too_new = raw(
+    let too_new = raw_event(
         "MoneyDeposited",
         3,
         r#"{"amount":1,"description":"x","source":"y","fee":0}"#,
@@ -2678,7 +2634,7 @@ async fn a_saga_with_durable_checkpoints_in_the_event_store_does_its_work() {
 
         // As SqliteCheckpoints' docs say: the saga's checkpoints in another file.
         let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_store(&dir).await;
+        let store = sqlite_in(&dir).await;
         let saga_state = SqliteStore::open(dir.path().join("saga.db")).await.unwrap();
         saga_state.migrate().await.unwrap();
         durable_saga(store.clone(), saga_state.checkpoints(), "sqlite").await;
@@ -2699,7 +2655,7 @@ macro_rules! on_both_backends {
             async fn $test() {
                 bounded(async {
                     let dir = tempfile::tempdir().expect("a temporary directory");
-                    $scenario(sqlite_store(&dir).await, "sqlite").await;
+                    $scenario(sqlite_in(&dir).await, "sqlite").await;
                     let schema = postgres().await;
                     $scenario(schema.store().clone(), "postgres").await;
                 })

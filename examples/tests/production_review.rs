@@ -34,7 +34,12 @@ use uuid::Uuid;
 #[allow(dead_code)]
 mod support;
 
+#[path = "support/review/mod.rs"]
+mod review;
+
 use crate::support::settle;
+use review::running::run_until_stopped;
+use review::stores::raw;
 
 // ---------------------------------------------------------------------------------------------
 // The customer: personal data of the stream's own subject.
@@ -455,16 +460,6 @@ async fn whole_log<S: EventStore + GlobalLog>(store: &S) -> Vec<RecordedEvent> {
             return events;
         }
         events.extend(page);
-    }
-}
-
-fn raw(name: &str, payload: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.into(),
-        schema_version: 1,
-        payload: payload.as_bytes().to_vec(),
-        metadata: Metadata::new(),
     }
 }
 
@@ -1661,17 +1656,7 @@ async fn read_your_writes_and_lag<B: Backend>(backend: B) {
         ProjectionRunner::new(DirectoryProjection, store.clone(), model.clone()).with_options(options),
     );
     let progress = runner.progress();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn({
-        let runner = runner.clone();
-        async move {
-            runner
-                .run(PollOnly, async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, running) = run_until_stopped(runner.clone(), PollOnly);
 
     let executed = accepted(&customers, "C-1", "registered", |c| c.register(NAME, EMAIL, "KR")).await;
     let reached = progress

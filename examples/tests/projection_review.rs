@@ -26,7 +26,12 @@ use es_sqlite::{SqliteCheckpoints, SqliteContext, SqliteStore, SqliteWakeUp};
 use es_test_support::{TestDatabase, TestSchema};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use uuid::Uuid;
+
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::running::run_until_stopped;
+use review::stores::raw;
 
 // ---------------------------------------------------------------------------------------------
 // The domain: accounts (seed 001's ledger) and customers, two aggregate types.
@@ -480,17 +485,6 @@ async fn register<S: EventStore + Clone>(store: &S, id: &str, name: &str) -> u64
         .position()
 }
 
-/// One raw event, as another program (or a newer release) stores it.
-fn raw(name: &str, payload: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name.into(),
-        schema_version: 1,
-        payload: payload.as_bytes().to_vec(),
-        metadata: Metadata::new(),
-    }
-}
-
 async fn append_raw<S: EventStore>(store: &S, stream: StreamId, event: NewEvent) -> u64 {
     let outcome = store
         .append(&stream, ExpectedVersion::Any, vec![event])
@@ -541,15 +535,7 @@ async fn spawn_run<B: Backend>(
     tokio::task::JoinHandle<Result<(), ProjectionError>>,
     tokio::sync::oneshot::Sender<()>,
 ) {
-    let wake_up = backend.wake_up().await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        runner
-            .run(wake_up, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, task) = run_until_stopped(runner, backend.wake_up().await);
     (task, stop)
 }
 
