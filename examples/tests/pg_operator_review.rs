@@ -5,11 +5,9 @@
 //! PostgreSQL-specific troubles (a session idle in a transaction, connection failures) are told
 //! to the operator with what to do.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use es_core::{Metadata, Repository};
@@ -20,172 +18,20 @@ use examples::lead_models::{lead_runners, LeadTables};
 use examples::ticket::{Priority, Ticket};
 use serde_json::Value;
 
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::cli::{http, Es, Finished, Running, Serve};
+use review::running::run_until_stopped;
+use review::tickets::ticket_history;
+
 /// How long one `es` command may run before the test kills it and fails.
 const COMMAND_BOUND: Duration = Duration::from_secs(8);
 
-// ---------------------------------------------------------------------------------------------
-// The `es` binary
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug)]
-struct Finished {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn expect_code(&self, code: i32, what: &str) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "{what}\nstdout: {}\nstderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-}
-
-fn lines_of(source: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (send, receive) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(source).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receive
-}
-
-/// A running `es`, killed and reaped when dropped.
-struct Running {
-    child: Child,
-    out: mpsc::Receiver<String>,
-    err: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn stdout_line(&mut self, within: Duration) -> Option<String> {
-        self.out.recv_timeout(within).ok()
-    }
-
-    fn interrupt(&self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-    }
-
-    /// Waits for the end (killing it past `bound`), with everything it printed.
-    fn finish(&mut self, bound: Duration) -> Finished {
-        let deadline = Instant::now() + bound;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stdout = String::new();
-        while let Ok(line) = self.out.recv_timeout(Duration::from_millis(300)) {
-            stdout.push_str(&line);
-            stdout.push('\n');
-        }
-        let mut stderr = String::new();
-        while let Ok(line) = self.err.recv_timeout(Duration::from_millis(300)) {
-            stderr.push_str(&line);
-            stderr.push('\n');
-        }
-        let finished = Finished {
-            code: status.and_then(|status| status.code()),
-            stdout,
-            stderr,
-        };
-        assert!(
-            status.is_some(),
-            "es did not end within {} s: {finished:?}",
-            bound.as_secs()
-        );
-        finished
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The examples' `es` on one PostgreSQL schema.
-#[derive(Clone)]
-struct Es {
-    url: String,
-    schema: String,
-    cwd: PathBuf,
-}
-
 impl Es {
+    /// The examples' `es` on one PostgreSQL schema, each command bounded by [`COMMAND_BOUND`].
     fn on(url: &str, schema: &str, cwd: &Path) -> Self {
-        Self {
-            url: url.into(),
-            schema: schema.into(),
-            cwd: cwd.to_owned(),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(assert_cmd::cargo::cargo_bin("es"));
-        command
-            .current_dir(&self.cwd)
-            .env_remove("ES_EXAMPLES_DB")
-            .env_remove("RUST_BACKTRACE")
-            .env("DATABASE_URL", &self.url)
-            .env("ES_EXAMPLES_SCHEMA", &self.schema)
-            .args(args);
-        command
-    }
-
-    fn spawn(&self, args: &[&str]) -> Running {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("es starts");
-        let out = lines_of(child.stdout.take().expect("piped"));
-        let err = lines_of(child.stderr.take().expect("piped"));
-        Running { child, out, err }
-    }
-
-    fn run(&self, args: &[&str]) -> Finished {
-        let finished = self.spawn(args).finish(COMMAND_BOUND);
-        assert!(
-            !finished.stderr.contains("panicked"),
-            "es {args:?} panicked: {}",
-            finished.stderr
-        );
-        finished
-    }
-
-    fn expect(&self, args: &[&str], code: i32) -> Finished {
-        let finished = self.run(args);
-        finished.expect_code(code, &format!("es {args:?}"));
-        finished
-    }
-
-    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
-        let mut args = args.to_vec();
-        args.push("--json");
-        let out = self.expect(&args, 0).stdout;
-        out.lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
-            .collect()
+        Self::postgres(url, schema, cwd).within(COMMAND_BOUND)
     }
 }
 
@@ -251,30 +97,7 @@ fn url() -> String {
 /// sealing store.
 async fn history(store: &PostgresStore) {
     let tickets = Repository::<Ticket, _>::new(store.clone());
-    tickets
-        .execute("T-1", Metadata::new().with_actor("customer:acme"), |t| {
-            t.open("Printer on fire", "acme", Priority::Normal)
-        })
-        .await
-        .expect("open");
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    tickets
-        .execute("T-1", Metadata::new().with_actor("agent:carol"), |t| t.assign("alice"))
-        .await
-        .expect("assign");
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    tickets
-        .execute("T-1", Metadata::new(), |t| t.request_escalation("month end"))
-        .await
-        .expect("escalate");
-    for n in 2..=4 {
-        tickets
-            .execute(&format!("T-{n}"), Metadata::new(), |t| {
-                t.open("VPN down", "acme", Priority::High)
-            })
-            .await
-            .expect("open");
-    }
+    ticket_history(&tickets, Duration::from_millis(30), 4).await;
     let sealed = forgettable_leads(store.clone(), store.clone()).expect("registry");
     let leads = Repository::new(sealed);
     examples::lead_scenario::play_leads(&leads, "op", 0..3, 7)
@@ -355,14 +178,7 @@ impl Runner {
         let (_, analysis) = lead_runners(&sealed);
         let analysis = analysis.with_options(options);
         let wake_up = store.wake_up().await.expect("listen");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            analysis
-                .run(wake_up, async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let (stop, task) = run_until_stopped(analysis, wake_up);
         Self { stop: Some(stop), task }
     }
 
@@ -449,39 +265,16 @@ async fn held_and_caught_up(es: &Es, name: &str) -> Value {
     }
 }
 
-/// An HTTP GET on loopback with a std `TcpStream`: status, body, and how long it took.
+/// An HTTP GET on loopback: status, body, and how long it took.
 fn get(base: &str, path: &str) -> (u16, String, Duration) {
     let started = Instant::now();
-    let address = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to es serve");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).expect("response");
-    let response = String::from_utf8_lossy(&bytes).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {head}"));
-    (status, body.to_owned(), started.elapsed())
+    let response = http(base, "GET", path, None);
+    (response.status, response.body, started.elapsed())
 }
 
 /// A running `es serve --port 0` and its URL.
 fn serve(es: &Es) -> (Running, String) {
-    let mut running = es.spawn(&["serve", "--port", "0"]);
-    let first = running
-        .stdout_line(Duration::from_secs(5))
-        .expect("es serve prints its URL");
-    let url = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the first line names the URL: {first}"))
-        .to_owned();
+    let Serve { running, url } = es.serve();
     (running, url)
 }
 
