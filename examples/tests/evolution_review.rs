@@ -24,6 +24,7 @@ use uuid::Uuid;
 #[path = "support/review/mod.rs"]
 mod review;
 
+use review::running::catch_up_to;
 use review::stores::{postgres, raw_event, sqlite_in};
 
 // ---------------------------------------------------------------------------------------------
@@ -539,29 +540,8 @@ impl Projection for Recorder {
 
 type Seen = Vec<(String, u64, u64, String)>;
 
-/// Catches the runner up until its checkpoint reaches `position`; the events handled.
-async fn catch_up_to<P, E, C>(runner: &ProjectionRunner<P, E, C>, position: u64) -> u64
-where
-    P: Projection,
-    E: GlobalLog,
-    C: es_core::CheckpointStore<Context = P::Context>,
-{
-    let mut handled = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let caught_up = runner.catch_up().await.expect("caught up");
-        handled += caught_up.handled;
-        if caught_up.position >= position {
-            return handled;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the checkpoint stays at {} short of {position}",
-            caught_up.position
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// How long a catch-up may take to reach a position the log already shows.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(5);
 
 /// Catches up until the runner fails (or reaches `position`, which the caller did not expect).
 async fn catch_up_until_error<P, E, C>(runner: &ProjectionRunner<P, E, C>, position: u64) -> ProjectionError
@@ -707,7 +687,7 @@ async fn upcast_chain_scenario<S: Store>(store: S, backend: &str) {
     let head = orders.events("O-3", StreamSlice::all()).await.unwrap()[1]
         .envelope
         .position;
-    catch_up_to(&runner, head).await;
+    catch_up_to(&runner, head, CATCH_UP_WITHIN).await;
     let labels: Vec<String> = model.read(|seen| seen.iter().map(|s| s.3.clone()).collect());
     assert_eq!(
         labels,
@@ -1013,7 +993,7 @@ async fn split_and_drop_scenario<S: Store>(store: S, backend: &str) {
     // A projection gets each event with the stored envelope, none for the dropped one.
     let model = InMemoryReadModel::<Seen>::new();
     let runner = ProjectionRunner::new(Recorder, store.clone(), model.clone());
-    catch_up_to(&runner, executed.position()).await;
+    catch_up_to(&runner, executed.position(), CATCH_UP_WITHIN).await;
     let p: Vec<u64> = stored.iter().map(|e| e.position).collect();
     assert_eq!(
         seen_of(&model, "S-1"),
@@ -1053,7 +1033,7 @@ async fn dropped_last_scenario<S: Store>(store: S, backend: &str) {
     .await;
     let model = InMemoryReadModel::<Seen>::new();
     let runner = ProjectionRunner::new(Recorder, store.clone(), model.clone());
-    catch_up_to(&runner, stored[1].position).await;
+    catch_up_to(&runner, stored[1].position, CATCH_UP_WITHIN).await;
     es_core::wait_for_checkpoint(
         &model,
         Recorder::NAME,
@@ -1293,7 +1273,7 @@ async fn aliases_in_projections_scenario<S: Store>(store: S, backend: &str) {
 
     let voids = InMemoryReadModel::<Vec<String>>::new();
     let runner = ProjectionRunner::new(Voids, store.clone(), voids.clone());
-    catch_up_to(&runner, head).await;
+    catch_up_to(&runner, head, CATCH_UP_WITHIN).await;
     assert_eq!(
         voids.read(Clone::clone),
         ["A-1:old name", "A-1:new name"],
@@ -1302,7 +1282,7 @@ async fn aliases_in_projections_scenario<S: Store>(store: S, backend: &str) {
 
     let shipments = InMemoryReadModel::<Vec<String>>::new();
     let runner = ProjectionRunner::new(Shipments, store.clone(), shipments.clone());
-    catch_up_to(&runner, head).await;
+    catch_up_to(&runner, head, CATCH_UP_WITHIN).await;
     assert_eq!(shipments.read(Clone::clone), ["A-1:Post"], "{backend}");
     assert!(stored.len() == 4, "{backend}");
 }
@@ -1396,7 +1376,7 @@ async fn unknown_name_scenario<S: Store>(store: S, backend: &str) {
     );
     let skipping = ProjectionRunner::new(Recorder, store.clone(), model.clone())
         .with_options(fast_failures(FailurePolicy::Stop, UnknownEvents::Skip));
-    catch_up_to(&skipping, executed.position()).await;
+    catch_up_to(&skipping, executed.position(), CATCH_UP_WITHIN).await;
     assert_eq!(seen_of(&model, "U-1").len(), 2, "{backend}");
     assert_eq!(placed.version, 1, "{backend}");
 }
@@ -1813,7 +1793,7 @@ async fn too_new_scenario<S: Store>(store: S, backend: &str) {
         },
         UnknownEvents::Fail,
     ));
-    catch_up_to(&parking, positions[1]).await;
+    catch_up_to(&parking, positions[1], CATCH_UP_WITHIN).await;
     let parked: Vec<u64> = parking.parked().await.unwrap().iter().map(|p| p.position).collect();
     assert_eq!(parked, positions, "{backend}: both newer events parked, none lost");
     assert_eq!(first.version, 1, "{backend}");
@@ -2523,7 +2503,7 @@ async fn handled_count_scenario<S: Store>(store: S, backend: &str) {
     .await;
     let model = InMemoryReadModel::<Seen>::new();
     let runner = ProjectionRunner::new(Recorder, store.clone(), model.clone());
-    let handled = catch_up_to(&runner, dropped[1].position).await;
+    let handled = catch_up_to(&runner, dropped[1].position, CATCH_UP_WITHIN).await;
     assert_eq!(model.read(Vec::len), 1, "{backend}");
     assert_eq!(
         handled, 1,
@@ -2541,7 +2521,7 @@ async fn handled_count_scenario<S: Store>(store: S, backend: &str) {
         .into()],
     )
     .await;
-    let handled = catch_up_to(&runner, split[0].position).await;
+    let handled = catch_up_to(&runner, split[0].position, CATCH_UP_WITHIN).await;
     assert_eq!(model.read(Vec::len), 3, "{backend}");
     assert_eq!(handled, 2, "{backend}: a split event is handed as two");
 }
@@ -2607,7 +2587,7 @@ async fn split_half_failure_scenario<S: Store>(store: S, backend: &str) {
         let model = InMemoryReadModel::<Seen>::new();
         let runner = ProjectionRunner::new(FailsOnDiscount, store.clone(), model.clone())
             .with_options(fast_failures(failure, UnknownEvents::Fail));
-        catch_up_to(&runner, stored[2].position).await;
+        catch_up_to(&runner, stored[2].position, CATCH_UP_WITHIN).await;
         let labels: Vec<String> = seen_of(&model, "HF-1").into_iter().map(|s| s.2).collect();
         assert_eq!(
             labels,

@@ -28,7 +28,7 @@ use es_core::{
 };
 use es_postgres::PostgresStore;
 use es_sqlite::{SqliteContext, SqliteStore};
-use es_test_support::{bounded, TestDatabase};
+use es_test_support::{bounded, TestDatabase, TEST_BOUND};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Barrier;
@@ -37,7 +37,7 @@ use uuid::Uuid;
 #[path = "support/review/mod.rs"]
 mod review;
 
-use review::running::run_until_stopped;
+use review::running::{catch_up_to, run_until_stopped};
 use review::stores::{json_object, postgres, raw_event, sqlite_in};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -361,27 +361,6 @@ impl Reopen for PostgresStore {
                 .with_schema(&schema)
                 .unwrap()
         }
-    }
-}
-
-/// `catch_up` until the runner's checkpoint has passed `position`; returns the events handled
-/// on the way. On PostgreSQL the global log shows an event only once every older write
-/// transaction of the cluster has ended (es_postgres docs), so one `catch_up` right after a
-/// command may stop short of it while another session's transaction is open.
-async fn catch_up_to<P, E, C>(runner: &ProjectionRunner<P, E, C>, position: u64) -> u64
-where
-    P: Projection,
-    E: GlobalLog,
-    C: es_core::CheckpointStore<Context = P::Context>,
-{
-    let mut handled = 0;
-    loop {
-        let caught_up = runner.catch_up().await.unwrap();
-        handled += caught_up.handled;
-        if caught_up.position >= position {
-            return handled;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -1457,7 +1436,7 @@ async fn run_checkout_saga<S: Store>(
         accounts.store().clone(),
         noted.clone(),
     );
-    let handled = catch_up_to(&runner, position).await;
+    let handled = catch_up_to(&runner, position, TEST_BOUND).await;
     (handled, noted.read(Clone::clone))
 }
 
@@ -2467,7 +2446,7 @@ async fn projection_added_later_scenario<S: Store>(store: S, backend: &str) {
 
     let model = InMemoryReadModel::<BTreeMap<String, (u64, u64)>>::new();
     let runner = ProjectionRunner::new(DailyVolume, store.clone(), model.clone());
-    let handled = catch_up_to(&runner, last.position()).await;
+    let handled = catch_up_to(&runner, last.position(), TEST_BOUND).await;
     assert_eq!(handled, 4, "{backend}: three deposits and a withdrawal");
     assert_eq!(model.read(totals), (4, 90), "{backend}: the whole history is in");
     let lag = runner.lag().await.unwrap();
@@ -2479,7 +2458,7 @@ async fn projection_added_later_scenario<S: Store>(store: S, backend: &str) {
 
     // New events only are handled next time.
     let last = deposit(&repo, "D-3", 5).await;
-    assert_eq!(catch_up_to(&runner, last.position()).await, 1, "{backend}");
+    assert_eq!(catch_up_to(&runner, last.position(), TEST_BOUND).await, 1, "{backend}");
     assert_eq!(model.read(totals), (5, 95), "{backend}");
 }
 
@@ -2512,7 +2491,7 @@ async fn upcast_scenario<S: Store>(store: S, backend: &str) {
     // Projections read through the same upcasting.
     let model = InMemoryReadModel::<BTreeMap<String, (u64, u64)>>::new();
     let runner = ProjectionRunner::new(DailyVolume, store.clone(), model.clone());
-    catch_up_to(&runner, executed.position()).await;
+    catch_up_to(&runner, executed.position(), TEST_BOUND).await;
     assert_eq!(model.read(totals), (2, 5500), "{backend}");
 
     // A v1 payload the step cannot upgrade: a typed error, never a panic.
@@ -2587,7 +2566,11 @@ where
     let saga = CheckoutSaga::<S, C::Context>::new(&accounts, &seats);
     let runner = ProjectionRunner::new(saga, store.clone(), checkpoints);
     // Either the saga does its work or it stops with an error saying why: not silence.
-    let outcome = tokio::time::timeout(Duration::from_secs(20), catch_up_to(&runner, reserved.position())).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        catch_up_to(&runner, reserved.position(), TEST_BOUND),
+    )
+    .await;
     let handled =
         outcome.unwrap_or_else(|_| panic!("{backend}: the saga's catch-up neither finished nor failed in 20 s"));
     assert_eq!(handled, 1, "{backend}");
