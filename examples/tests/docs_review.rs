@@ -36,8 +36,9 @@ use uuid::Uuid;
 #[path = "support/review/mod.rs"]
 mod review;
 
+use review::cli::ERASURE;
 use review::running::run_until_stopped;
-use review::stores::{postgres, raw, sqlite_at, sqlite_in, whole_log};
+use review::stores::{on_postgres, open_write_transaction, postgres, raw, sqlite_at, sqlite_in, whole_log};
 
 // ---------------------------------------------------------------------------------------------
 // A small domain: a note (the aggregate most tests use), a ping of another aggregate type, a
@@ -1187,9 +1188,7 @@ impl Projection for PostgresNoteRows {
 /// `ReadModelBroken`, parks nothing and commits nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_missing_column_stops_the_runner_whatever_the_policy() {
-    bounded(async {
-        let pg = postgres().await;
-        let store = pg.store().clone();
+    on_postgres(|store| async move {
         store
             .execute_in_schema("CREATE TABLE note_rows (id text PRIMARY KEY)")
             .await
@@ -1586,9 +1585,7 @@ async fn postgres_handlers_see_the_stores_schema_alone_and_a_tenants_alone() {
 /// The write transaction is held for well under a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_unsettled_counts_held_back_events_and_held_back_by_names_the_session() {
-    bounded(async {
-        let pg = postgres().await;
-        let store = pg.store().clone();
+    on_postgres(|store| async move {
         let url = TestDatabase::get().unwrap().url().to_owned();
         let application = format!("docs-review-{}", Uuid::now_v7().simple());
         let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -1601,11 +1598,7 @@ async fn postgres_unsettled_counts_held_back_events_and_held_back_by_names_the_s
             .await
             .unwrap();
 
-        let mut transaction = holder.begin().await.unwrap();
-        sqlx::query("SELECT pg_current_xact_id()")
-            .execute(&mut *transaction)
-            .await
-            .unwrap();
+        let transaction = open_write_transaction(&mut holder).await;
         let appended = store
             .append(
                 &note("H-1"),
@@ -1643,9 +1636,7 @@ async fn postgres_unsettled_counts_held_back_events_and_held_back_by_names_the_s
 /// matter".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_read_only_transaction_holds_nothing_back() {
-    bounded(async {
-        let pg = postgres().await;
-        let store = pg.store().clone();
+    on_postgres(|store| async move {
         let url = TestDatabase::get().unwrap().url().to_owned();
         let mut reader = sqlx::PgConnection::connect(&url).await.unwrap();
         let mut transaction = reader.begin().await.unwrap();
@@ -1857,17 +1848,7 @@ async fn es_closed_lists_deletions_with_who_why_and_how_many_events() {
         let store = two_version_note().await;
         let (exit, _, err) = es(
             note_cli(store.clone()),
-            &[
-                "close",
-                "note/N-1",
-                "--as",
-                "deleted",
-                "--by",
-                "dpo",
-                "--reason",
-                "erasure #42",
-                "--yes",
-            ],
+            &[&["close", "note/N-1"][..], &ERASURE].concat(),
         )
         .await;
         assert_eq!(exit, Exit::Ok, "{err}");

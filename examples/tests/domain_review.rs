@@ -21,11 +21,18 @@ use es_core::{
 use es_sqlite::SqliteStore;
 use es_test_support::bounded;
 use examples::lead::{forget_lead, forgettable_leads, Lead, LeadError, LeadEvent, LeadStatus};
-use examples::lead_models::{
-    lead_runners, AnalysisModel, LeadAnalysisProjection, LeadSearchProjection, LeadTables, SearchModel,
-};
+use examples::lead_models::{lead_runners, AnalysisModel, LeadSearchProjection, LeadTables, SearchModel};
 use examples::ticket::{stored_v1_records, Priority, Status, Ticket, TicketError, TicketEvent, UNRECORDED_REASON};
 use tempfile::TempDir;
+
+// Of the helpers the Lead suites share, this suite uses `rebuilt_in_memory` alone.
+#[path = "support/review/mod.rs"]
+mod review;
+#[allow(dead_code)]
+mod support;
+
+use crate::support::rebuilt_in_memory;
+use review::stores::sqlite_file;
 
 /// A lead command, as a test lists several to try in turn.
 type LeadCommand = dyn Fn(&Lead) -> Result<Vec<LeadEvent>, LeadError> + Send + Sync;
@@ -69,10 +76,7 @@ const SEED_EVENT_NAMES: [&str; 7] = [
 
 async fn sqlite_store() -> (TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(dir.path().join("domain.db"))
-        .await
-        .expect("open the SQLite file");
-    store.migrate().await.expect("migrate the SQLite file");
+    let store = sqlite_file(&dir, "domain.db").await;
     (dir, store)
 }
 
@@ -714,18 +718,9 @@ async fn search_and_analysis_models_in_memory() {
         let leads = Repository::<Lead, _>::new(store.clone());
         play_seed_table(&leads).await;
 
-        let search = InMemoryReadModel::<SearchModel>::new();
-        let analysis = InMemoryReadModel::<AnalysisModel>::new();
-        ProjectionRunner::new(LeadSearchProjection::default(), store.clone(), search.clone())
-            .catch_up()
-            .await
-            .expect("search projection");
-        ProjectionRunner::new(LeadAnalysisProjection::default(), store.clone(), analysis.clone())
-            .catch_up()
-            .await
-            .expect("analysis projection");
-        search.read(check_search_model);
-        analysis.read(check_analysis_model);
+        let (search, analysis) = rebuilt_in_memory(&store).await;
+        check_search_model(&search);
+        check_analysis_model(&analysis);
     })
     .await;
 }

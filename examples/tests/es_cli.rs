@@ -10,11 +10,16 @@ use std::time::Duration;
 use es_core::pii::KeyStore;
 use es_core::{EventStore, GlobalLog, Metadata, Repository, SnapshotStore, StreamCatalog};
 use es_postgres::PostgresStore;
-use es_sqlite::SqliteStore;
 use examples::lead::{forgettable_leads, Lead};
 use examples::lead_scenario::play_leads;
 use examples::ticket::{Priority, Ticket};
 use serde_json::Value;
+
+#[path = "support/review/mod.rs"]
+mod review;
+
+use review::cli::{http, ERASURE};
+use review::stores::{insert_raw_rows, sqlite_file, RawRow};
 
 /// How to point `es` at a store: its environment and leading arguments.
 struct Es {
@@ -251,17 +256,7 @@ fn assert_doctor_finds(es: &Es, expected: &[&str]) {
 
 /// `close` deletes a stream through the binary on this backend, and `closed` lists the audit.
 fn close_deletes_and_audits(es: &Es) {
-    let closed = es.json(&[
-        "close",
-        "ticket/T-2",
-        "--as",
-        "deleted",
-        "--by",
-        "dpo",
-        "--reason",
-        "erasure #42",
-        "--yes",
-    ]);
+    let closed = es.json(&[&["close", "ticket/T-2"][..], &ERASURE].concat());
     assert_eq!(closed["status"], "deleted", "{closed}");
     assert_eq!(
         es.run(&["events", "ticket/T-2"]).status.code(),
@@ -280,19 +275,11 @@ fn close_deletes_and_audits(es: &Es) {
 
 /// A plain HTTP/1.1 GET on loopback: status line and body.
 fn get(url: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let address = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to es serve");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    let response = http(url, "GET", path, None);
+    (
+        response.head.lines().next().unwrap_or_default().to_owned(),
+        response.body,
     )
-    .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }
 
 /// `es serve` on this store: the stream list and a stream's page answer, payloads escaped.
@@ -359,9 +346,8 @@ async fn follow_sees_a_new_event<S: EventStore + SnapshotStore + Clone + 'static
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn es_on_a_sqlite_file() {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let file = directory.path().join("es.db");
-    let store = SqliteStore::open(&file).await.expect("open");
-    store.migrate().await.expect("migrate");
+    let store = sqlite_file(&directory, "es.db").await;
+    let file = store.path().to_owned();
     history(&store, "cli").await;
     let es = Es {
         env: Vec::new(),
@@ -425,30 +411,24 @@ async fn es_on_postgres() {
     follow_sees_a_new_event(&store, &es).await;
     close_deletes_and_audits(&es);
 
-    let insert = format!(
-        "INSERT INTO {}.events (position, event_id, aggregate_type, aggregate_id, version, event_name, \
-         schema_version, payload, metadata, recorded_at) \
-         VALUES ((pg_current_xact_id()::text::bigint << 20) | $1, gen_random_uuid(), $2, $3, $4, $5, $6, '{{}}', '{{}}', now())",
-        store.schema()
-    );
-    let mut tx = store.pool().begin().await.expect("begin");
-    for (index, kind, stream, version, name, schema_version) in [
-        (1_i64, "ticket", "T-1", 4_i64, "TicketEscalated", 99_i32),
-        (2, "ticket", "T-1", 5, "TicketTeleported", 1),
-        (3, "invoice", "I-1", 1, "InvoiceSent", 1),
-    ] {
-        sqlx::query(&insert)
-            .bind(index)
-            .bind(kind)
-            .bind(stream)
-            .bind(version)
-            .bind(name)
-            .bind(schema_version)
-            .execute(&mut *tx)
-            .await
-            .expect("raw insert");
-    }
-    tx.commit().await.expect("commit");
+    let row = |aggregate_type, aggregate_id, version, event_name, schema_version| RawRow {
+        aggregate_type,
+        aggregate_id,
+        version,
+        event_name,
+        schema_version,
+        payload: "{}",
+        metadata: "{}",
+    };
+    insert_raw_rows(
+        &store,
+        &[
+            row("ticket", "T-1", 4, "TicketEscalated", 99),
+            row("ticket", "T-1", 5, "TicketTeleported", 1),
+            row("invoice", "I-1", 1, "InvoiceSent", 1),
+        ],
+    )
+    .await;
     assert_doctor_finds(
         &es,
         &[

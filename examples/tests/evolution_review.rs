@@ -25,7 +25,7 @@ use uuid::Uuid;
 mod review;
 
 use review::running::catch_up_to;
-use review::stores::{postgres, raw_event, sqlite_in};
+use review::stores::{open_write_transaction, postgres, raw_event, sqlite_in};
 
 // ---------------------------------------------------------------------------------------------
 // The binary of two years ago.
@@ -2468,11 +2468,7 @@ async fn doctor_with_an_open_transaction_elsewhere_postgres() {
         let mut other = sqlx::PgConnection::connect(TestDatabase::get().unwrap().url())
             .await
             .unwrap();
-        let mut open = other.begin().await.unwrap();
-        sqlx::query("SELECT pg_current_xact_id()")
-            .execute(&mut *open)
-            .await
-            .unwrap();
+        let open = open_write_transaction(&mut other).await;
 
         append_raw(&store, "DT-1", vec![raw_event("OrderTeleported", 1, "{}")]).await;
         let cli = es_cli::Cli::new(store.clone()).aggregate::<v3::Order>().unwrap();

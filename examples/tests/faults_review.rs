@@ -33,7 +33,7 @@ use uuid::Uuid;
 #[path = "support/review/mod.rs"]
 mod review;
 
-use review::stores::{json_object, postgres, raw_event, sqlite_at, sqlite_file, whole_log};
+use review::stores::{json_object, on_postgres, postgres, raw_event, sqlite_at, sqlite_file, whole_log};
 
 // ---------------------------------------------------------------------------------------------
 // The domain: an account, with one event at schema version 2 (upcast from 1).
@@ -1941,9 +1941,7 @@ async fn the_global_log_read_while_writers_commit_out_of_order_skips_nothing() {
 /// once it commits. A transaction that rolls back instead leaves a hole that stalls nobody.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_open_older_transaction_holds_back_the_log_and_never_lets_it_skip() {
-    bounded(async {
-        let schema = postgres().await;
-        let store = schema.store().clone();
+    on_postgres(|store| async move {
         let accounts = Repository::<Account, _>::new(store.clone());
         let p0 = accounts
             .execute("o-0", Metadata::new(), |a: &Account| a.open("ada"))
@@ -2889,9 +2887,7 @@ async fn huge_limits<S: GlobalLog + Clone + 'static>(store: &S, events: usize) -
 /// page that reads as "nothing after 0" (`read_filtered` even says `at_head: true`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_read_all_with_a_limit_past_i64_max_returns_the_log() {
-    bounded(async {
-        let schema = postgres().await;
-        let store = schema.store().clone();
+    on_postgres(|store| async move {
         let accounts = Repository::<Account, _>::new(store.clone());
         let mut head = 0;
         for n in 0..5 {
@@ -2915,9 +2911,7 @@ async fn postgres_read_all_with_a_limit_past_i64_max_returns_the_log() {
 /// saying retrying will not help.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_expected_version_of_i64_max_is_a_conflict() {
-    bounded(async {
-        let schema = postgres().await;
-        let store = schema.store().clone();
+    on_postgres(|store| async move {
         let stream = StreamId::new("fr_raw", "max");
         store
             .append(&stream, ExpectedVersion::NoStream, vec![deposit_event(1)])

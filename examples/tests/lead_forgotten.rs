@@ -3,17 +3,21 @@
 //! them forgotten, the search model drops its rows, and every other lead is untouched.
 
 use es_core::{ProjectionRunner, Repository};
-use es_sqlite::SqliteStore;
 use examples::lead::{forget_lead, forgettable_leads, Lead};
 use examples::lead_models::{LeadSearchProjection, LeadTables};
 use examples::lead_scenario::{lead_id, play_leads};
 
+// Of the helpers the Lead suites share, this suite uses `leads_file` alone.
+#[allow(dead_code)]
+mod support;
+
+use crate::support::leads_file;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgotten_lead_leaves_no_name_or_phone_and_no_search_rows() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("leads.db");
-    let file = SqliteStore::open(&path).await.expect("open");
-    file.migrate().await.expect("migrate");
+    let file = leads_file(&dir).await;
+    let path = file.path().to_owned();
     file.create_tables().await.expect("read-model tables");
     let store = forgettable_leads(file.clone(), file.clone()).expect("one aggregate");
     let leads = Repository::<Lead, _>::new(store.clone()).with_snapshot_every(2);

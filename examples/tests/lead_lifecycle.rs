@@ -5,7 +5,6 @@
 
 use es_core::lifecycle::{ClosedQuery, StreamChange, StreamLifecycle, StreamStatus};
 use es_core::{AsOf, CommandError, Repository, RepositoryError};
-use es_sqlite::SqliteStore;
 use es_test_support::TestDatabase;
 use examples::lead::Lead;
 use examples::lead_models::LeadTables;
@@ -13,7 +12,7 @@ use examples::lead_scenario::{lead_id, play_leads};
 
 mod support;
 
-use crate::support::{catch_up_tables, rebuild_tables, rebuilt_in_memory, tables};
+use crate::support::{catch_up_tables, leads_file, rebuild_tables, rebuilt_in_memory, tables};
 
 fn change(reason: &str) -> StreamChange {
     StreamChange::new("dpo@example.com", reason)
@@ -131,7 +130,6 @@ async fn leads_are_closed_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leads_are_closed_on_sqlite() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(dir.path().join("leads.db")).await.expect("open");
-    store.migrate().await.expect("migrate");
+    let store = leads_file(&dir).await;
     leads_are_closed(store).await;
 }

@@ -8,7 +8,6 @@ use es_core::{
     async_trait, event, DecodedEvent, EventDescriptor, EventSet, HandlerError, Projection, ProjectionRunner, Repository,
 };
 use es_postgres::PostgresStore;
-use es_sqlite::SqliteStore;
 use es_test_support::TestDatabase;
 use examples::lead::{Lead, LeadEvent, LeadInitialized};
 use examples::lead_models::LeadTables;
@@ -17,7 +16,7 @@ use sqlx::PgConnection;
 
 mod support;
 
-use crate::support::{catch_up_tables, rebuilt_in_memory, tables};
+use crate::support::{catch_up_tables, leads_file, rebuilt_in_memory, tables};
 
 /// Plays `leads` leads named after the tenant in its store, and catches its read models up.
 async fn play_tenant<S: LeadTables>(store: &S, tenant: &TenantId, leads: usize) {
@@ -65,8 +64,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_tenants_keep_their_own_read_models() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(dir.path().join("leads.db")).await.expect("open");
-    store.migrate().await.expect("migrate");
+    let store = leads_file(&dir).await;
     tenants_keep_their_own_read_models(&store).await;
     assert!(store.tenant_path(&TenantId::new("acme").expect("id")).exists());
 }
@@ -185,8 +183,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_tenants_forget_their_own_subjects() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(dir.path().join("leads.db")).await.expect("open");
-    store.migrate().await.expect("migrate");
+    let store = leads_file(&dir).await;
     forgetting_is_per_tenant(store).await;
 }
 

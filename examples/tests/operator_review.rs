@@ -25,6 +25,7 @@ mod review;
 
 use review::cli::{http, Es};
 use review::running::run_until_stopped;
+use review::stores::{insert_raw_rows, schema_tables, schemas_named, RawRow};
 use review::tickets::ticket_history;
 
 /// The versions of a stream page's events: its `id="vN"` anchors, in page order.
@@ -753,28 +754,20 @@ async fn postgres_rows_whose_metadata_does_not_decode_are_reported_and_read_past
         tickets(&store, 0).await;
         let directory = directory();
         let es = Es::postgres(database.url(), store.schema(), directory.path());
-        let insert = format!(
-            "INSERT INTO {}.events (position, event_id, aggregate_type, aggregate_id, version, event_name, \
-             schema_version, payload, metadata, recorded_at) \
-             VALUES ((pg_current_xact_id()::text::bigint << 20) | $1, gen_random_uuid(), 'ticket', 'T-1', $2, \
-             'TicketAssigned', 1, $3::jsonb, $4::jsonb, now())",
-            store.schema()
-        );
-        let mut tx = store.pool().begin().await.expect("begin");
-        for (index, version, payload, metadata) in [
-            (1_i64, 4_i64, r#"{"agent":"z"}"#, "[1, 2]"),
-            (2, 5, r#"{"agent":"y"}"#, "{}"),
-        ] {
-            sqlx::query(&insert)
-                .bind(index)
-                .bind(version)
-                .bind(payload)
-                .bind(metadata)
-                .execute(&mut *tx)
-                .await
-                .expect("raw insert");
-        }
-        tx.commit().await.expect("commit");
+        let row = |version, payload, metadata| RawRow {
+            aggregate_type: "ticket",
+            aggregate_id: "T-1",
+            version,
+            event_name: "TicketAssigned",
+            schema_version: 1,
+            payload,
+            metadata,
+        };
+        insert_raw_rows(
+            &store,
+            &[row(4, r#"{"agent":"z"}"#, "[1, 2]"), row(5, r#"{"agent":"y"}"#, "{}")],
+        )
+        .await;
         let rows = 3 + 11 + 2;
         let deadline = Instant::now() + Duration::from_secs(20);
         while es.run(&["log", "--limit", "1000"]).stdout.lines().count() < rows {
@@ -1296,12 +1289,7 @@ async fn serve_pages_long_streams_and_caps_every_list() {
 
 /// Rows of every table of `schema`: what a write would change.
 async fn row_counts(store: &es_postgres::PostgresStore) -> Vec<(String, i64)> {
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1")
-            .bind(store.schema())
-            .fetch_all(store.pool())
-            .await
-            .expect("tables");
+    let tables = schema_tables(store).await;
     let mut counts = Vec::new();
     for table in tables {
         let count: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{}\".\"{table}\"", store.schema()))
@@ -1368,12 +1356,7 @@ async fn postgres_serve_pages_and_writes_nothing_and_store_problems_are_named() 
             assert!(matches!(refused.code, Some(3 | 4)), "es {args:?}: {refused:?}");
             assert!(refused.stderr.contains(&absent), "names the schema: {}", refused.stderr);
         }
-        let created: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
-            .bind(&absent)
-            .fetch_one(store.pool())
-            .await
-            .expect("namespaces");
-        assert_eq!(created, 0, "looking created the schema");
+        assert_eq!(schemas_named(&store, &absent).await, 0, "looking created the schema");
     })
     .await;
 }

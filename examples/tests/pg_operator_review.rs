@@ -23,6 +23,7 @@ mod review;
 
 use review::cli::{http, Es, Finished, Running, Serve};
 use review::running::run_until_stopped;
+use review::stores::{schema_tables, schemas_named};
 use review::tickets::ticket_history;
 
 /// How long one `es` command may run before the test kills it and fails.
@@ -196,12 +197,7 @@ impl Runner {
 
 /// A digest of every row of every table of the store's schema: what any write would change.
 async fn digest(store: &PostgresStore) -> Vec<(String, String)> {
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1")
-            .bind(store.schema())
-            .fetch_all(store.pool())
-            .await
-            .expect("tables");
+    let tables = schema_tables(store).await;
     let mut digests = Vec::new();
     for table in tables {
         let sql = format!(
@@ -1327,12 +1323,11 @@ async fn schema_names_and_tenant_schemas() {
         let absent = run(&Es::on(&url(), &globex, dir.path()), &["streams"]).await;
         assert!(matches!(absent.code, Some(3 | 4)), "{absent:?}");
         assert!(absent.stderr.contains(&globex), "{}", absent.stderr);
-        let created: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
-            .bind(&globex)
-            .fetch_one(store.pool())
-            .await
-            .expect("namespaces");
-        assert_eq!(created, 0, "looking created the tenant's schema");
+        assert_eq!(
+            schemas_named(&store, &globex).await,
+            0,
+            "looking created the tenant's schema"
+        );
     })
     .await;
 }

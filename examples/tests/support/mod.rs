@@ -75,3 +75,13 @@ async fn update_tables<S: LeadTables>(store: &S, from_scratch: bool) {
         }
     }
 }
+
+/// A migrated SQLite store in `leads.db` of `dir`.
+#[allow(dead_code)]
+pub async fn leads_file(dir: &tempfile::TempDir) -> es_sqlite::SqliteStore {
+    let store = es_sqlite::SqliteStore::open(dir.path().join("leads.db"))
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    store
+}

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// What follows `close STREAM` when a data protection officer deletes a stream on request.
+pub const ERASURE: [&str; 7] = ["--as", "deleted", "--by", "dpo", "--reason", "erasure #42", "--yes"];
+
 /// How long one `es` command may run, unless told otherwise ([`Es::within`]), before the test
 /// kills it and fails.
 pub const COMMAND_BOUND: Duration = Duration::from_secs(90);

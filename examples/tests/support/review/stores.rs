@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use es_core::{GlobalLog, Metadata, NewEvent, RecordedEvent, UpcastError};
+use es_postgres::PostgresStore;
 use es_sqlite::{SqliteOptions, SqliteStore};
 use es_test_support::{TestDatabase, TestSchema};
 use tempfile::TempDir;
@@ -80,4 +81,83 @@ pub fn json_object(
     payload
         .as_object_mut()
         .ok_or_else(|| UpcastError::new("expected a JSON object"))
+}
+
+/// A row written straight into PostgreSQL's events table with SQL, as a broken writer (or an
+/// operator's hand) would leave it, behind the framework's checks.
+pub struct RawRow<'a> {
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub version: i64,
+    pub event_name: &'a str,
+    pub schema_version: i32,
+    pub payload: &'a str,
+    pub metadata: &'a str,
+}
+
+/// Inserts `rows` in one transaction, positioned the way the store positions its own commits.
+pub async fn insert_raw_rows(store: &PostgresStore, rows: &[RawRow<'_>]) {
+    let insert = format!(
+        "INSERT INTO {}.events (position, event_id, aggregate_type, aggregate_id, version, event_name, \
+         schema_version, payload, metadata, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 20) | $1, gen_random_uuid(), $2, $3, $4, $5, $6, \
+         $7::jsonb, $8::jsonb, now())",
+        store.schema()
+    );
+    let mut tx = store.pool().begin().await.expect("begin");
+    for (index, row) in (1_i64..).zip(rows) {
+        sqlx::query(&insert)
+            .bind(index)
+            .bind(row.aggregate_type)
+            .bind(row.aggregate_id)
+            .bind(row.version)
+            .bind(row.event_name)
+            .bind(row.schema_version)
+            .bind(row.payload)
+            .bind(row.metadata)
+            .execute(&mut *tx)
+            .await
+            .expect("raw insert");
+    }
+    tx.commit().await.expect("commit");
+}
+
+/// How many schemas of `store`'s server are named `name`: 0 or 1.
+pub async fn schemas_named(store: &PostgresStore, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+        .bind(name)
+        .fetch_one(store.pool())
+        .await
+        .expect("namespaces")
+}
+
+/// The tables of `store`'s schema, by name.
+pub async fn schema_tables(store: &PostgresStore) -> Vec<String> {
+    sqlx::query_scalar("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1")
+        .bind(store.schema())
+        .fetch_all(store.pool())
+        .await
+        .expect("tables")
+}
+
+/// Begins a transaction on `connection` and gives it a transaction id, as a writer in the middle
+/// of a commit has one: PostgreSQL's global log holds back what commits after it until it ends.
+pub async fn open_write_transaction(connection: &mut sqlx::PgConnection) -> sqlx::Transaction<'_, sqlx::Postgres> {
+    use sqlx::Connection;
+    let mut transaction = connection.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *transaction)
+        .await
+        .expect("a transaction id");
+    transaction
+}
+
+/// Runs `test` on the store of a fresh PostgreSQL schema, within the suites' bound
+/// ([`es_test_support::bounded`]); the schema is dropped after.
+pub async fn on_postgres<T, Fut: std::future::Future<Output = T>>(test: impl FnOnce(PostgresStore) -> Fut) -> T {
+    es_test_support::bounded(async {
+        let schema = postgres().await;
+        test(schema.store().clone()).await
+    })
+    .await
 }
