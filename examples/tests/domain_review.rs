@@ -25,13 +25,13 @@ use examples::lead_models::{lead_runners, AnalysisModel, LeadSearchProjection, L
 use examples::ticket::{stored_v1_records, Priority, Status, Ticket, TicketError, TicketEvent, UNRECORDED_REASON};
 use tempfile::TempDir;
 
-// Of the helpers the Lead suites share, this suite uses `rebuilt_in_memory` alone.
+// Of what the Lead suites share, this suite uses `rebuilt_in_memory` and `SEED_EVENT_NAMES`.
 #[path = "support/review/mod.rs"]
 mod review;
 #[allow(dead_code)]
 mod support;
 
-use crate::support::rebuilt_in_memory;
+use crate::support::{rebuilt_in_memory, SEED_EVENT_NAMES};
 use review::stores::sqlite_file;
 
 /// A lead command, as a test lists several to try in turn.
@@ -62,17 +62,6 @@ const SEED_TIMES: [&str; 7] = [
 const REPLAY_FOLLOWUP_ON: &str = "2025-01-02T01:00:02.01Z";
 /// The seed's payment deadline (line 142).
 const SEED_PAYMENT_DEADLINE: &str = "2025-01-01T01:10:02.01Z";
-
-/// The stored names of lead 1's events, in the seed's order.
-const SEED_EVENT_NAMES: [&str; 7] = [
-    "LeadInitialized",
-    "Contacted",
-    "FollowupSet",
-    "ContactDetailsUpdated",
-    "Contacted",
-    "OrderSubmitted",
-    "PaymentConfirmed",
-];
 
 async fn sqlite_store() -> (TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("a temporary directory");

@@ -6,6 +6,12 @@ use es_core::{CommandError, EventSet, InMemoryStore, Metadata, Repository, Strea
 use examples::lead::*;
 use examples::text::Empty;
 
+// Of what the Lead suites share, this suite uses `SEED_EVENT_NAMES` alone.
+#[allow(dead_code)]
+mod support;
+
+use crate::support::SEED_EVENT_NAMES;
+
 /// The fixed instant every command is decided at.
 fn now() -> DateTime<Utc> {
     "2025-03-01T09:00:00Z".parse().expect("a valid RFC 3339 instant")
@@ -410,18 +416,7 @@ async fn the_books_example_runs_through_the_repository_and_time_travels() {
         .into_iter()
         .map(|e| e.envelope.event_name)
         .collect();
-    assert_eq!(
-        stored,
-        [
-            "LeadInitialized",
-            "Contacted",
-            "FollowupSet",
-            "ContactDetailsUpdated",
-            "Contacted",
-            "OrderSubmitted",
-            "PaymentConfirmed"
-        ]
-    );
+    assert_eq!(stored, SEED_EVENT_NAMES);
 
     let refused = leads.execute(&id, Metadata::new(), Lead::close).await;
     assert!(

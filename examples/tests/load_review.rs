@@ -30,7 +30,7 @@ use es_core::{
 };
 use es_postgres::{PostgresStore, PostgresWakeUp};
 use es_sqlite::{SqliteContext, SqliteStore, SqliteWakeUp};
-use es_test_support::{bounded, TestDatabase};
+use es_test_support::TestDatabase;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Barrier};
 use tokio::task::JoinHandle;
@@ -39,8 +39,9 @@ use uuid::Uuid;
 #[path = "support/review/mod.rs"]
 mod review;
 
+use review::on_sqlite_and_postgres;
 use review::running::run_until_stopped;
-use review::stores::{postgres, sqlite_in};
+use review::stores::{on_postgres, on_sqlite};
 
 /// Every stored event of `stream` (an account's or a show's), with its envelope, through the
 /// repository's listing.
@@ -497,33 +498,6 @@ impl Backend for PostgresStore {
     }
 }
 
-/// Runs `scenario` on a fresh SQLite file.
-async fn on_sqlite<F, Fut>(scenario: F)
-where
-    F: FnOnce(SqliteStore) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_in(&dir).await;
-        scenario(store).await;
-    })
-    .await
-}
-
-/// Runs `scenario` on a fresh PostgreSQL schema.
-async fn on_postgres<F, Fut>(scenario: F)
-where
-    F: FnOnce(PostgresStore) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    bounded(async {
-        let schema = postgres().await;
-        scenario(schema.store().clone()).await;
-    })
-    .await
-}
-
 // ---------------------------------------------------------------------------------------------
 // Helpers: the global log, folds, writers.
 // ---------------------------------------------------------------------------------------------
@@ -723,14 +697,10 @@ async fn hot_account_concurrent_deposits<S: Backend>(store: S) {
     assert_eq!(plain.load("HOT").await.unwrap().aggregate.balance, expected, "{label}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hot_account_concurrent_deposits_on_sqlite() {
-    on_sqlite(hot_account_concurrent_deposits).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hot_account_concurrent_deposits_on_postgres() {
-    on_postgres(hot_account_concurrent_deposits).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    hot_account_concurrent_deposits_on_sqlite,
+    hot_account_concurrent_deposits_on_postgres: hot_account_concurrent_deposits
 }
 
 /// Retries spent: 12 commands decided on the same version at once (a barrier inside the
@@ -842,14 +812,10 @@ fn conflict_expected_version(expected: &ExpectedVersion) -> u64 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn spent_retries_give_a_typed_conflict_on_sqlite() {
-    on_sqlite(spent_retries_give_a_typed_conflict).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn spent_retries_give_a_typed_conflict_on_postgres() {
-    on_postgres(spent_retries_give_a_typed_conflict).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    spent_retries_give_a_typed_conflict_on_sqlite,
+    spent_retries_give_a_typed_conflict_on_postgres: spent_retries_give_a_typed_conflict
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -959,14 +925,10 @@ async fn many_accounts_keep_their_balances<S: Backend>(store: S) {
     let _ = refused;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_accounts_keep_their_balances_on_sqlite() {
-    on_sqlite(many_accounts_keep_their_balances).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_accounts_keep_their_balances_on_postgres() {
-    on_postgres(many_accounts_keep_their_balances).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    many_accounts_keep_their_balances_on_sqlite,
+    many_accounts_keep_their_balances_on_postgres: many_accounts_keep_their_balances
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1076,14 +1038,10 @@ async fn seats_are_never_oversold<S: Backend>(store: S) {
     assert_eq!(seats_stored, CAPACITY as usize, "{label}: no reservation stored twice");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn seats_are_never_oversold_on_sqlite() {
-    on_sqlite(seats_are_never_oversold).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn seats_are_never_oversold_on_postgres() {
-    on_postgres(seats_are_never_oversold).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    seats_are_never_oversold_on_sqlite,
+    seats_are_never_oversold_on_postgres: seats_are_never_oversold
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1212,14 +1170,10 @@ async fn idempotent_commands_sent_at_once<S: Backend>(store: S) {
     assert_eq!(reactions.len(), 1, "{label}: the reaction applied once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn idempotent_commands_sent_at_once_on_sqlite() {
-    on_sqlite(idempotent_commands_sent_at_once).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn idempotent_commands_sent_at_once_on_postgres() {
-    on_postgres(idempotent_commands_sent_at_once).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    idempotent_commands_sent_at_once_on_sqlite,
+    idempotent_commands_sent_at_once_on_postgres: idempotent_commands_sent_at_once
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1587,14 +1541,10 @@ async fn two_runners_started_at_once<S: Backend>(stores: Vec<S>) {
     waiting_runner.1.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_runners_started_at_once_on_sqlite() {
-    on_sqlite(|store| two_runners_started_at_once(vec![store])).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_runners_started_at_once_on_postgres() {
-    on_postgres(|store| two_runners_started_at_once(vec![store])).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    two_runners_started_at_once_on_sqlite,
+    two_runners_started_at_once_on_postgres: |store| two_runners_started_at_once(vec![store])
 }
 
 /// A runner stopped gracefully mid-load, a second one cancelled (its task aborted, perhaps
@@ -1638,14 +1588,10 @@ async fn runner_restarted_mid_load<S: Backend>(store: S) {
     running.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn runner_restarted_mid_load_on_sqlite() {
-    on_sqlite(runner_restarted_mid_load).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn runner_restarted_mid_load_on_postgres() {
-    on_postgres(runner_restarted_mid_load).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    runner_restarted_mid_load_on_sqlite,
+    runner_restarted_mid_load_on_postgres: runner_restarted_mid_load
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1663,14 +1609,10 @@ async fn several_handles_at_once<S: Backend>(store: S) {
     many_accounts_keep_their_balances(other).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn several_handles_at_once_on_sqlite() {
-    on_sqlite(several_handles_at_once).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn several_handles_at_once_on_postgres() {
-    on_postgres(several_handles_at_once).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    several_handles_at_once_on_sqlite,
+    several_handles_at_once_on_postgres: several_handles_at_once
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1761,14 +1703,10 @@ async fn appends_expecting_any_never_conflict<S: Backend>(store: S) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn appends_expecting_any_never_conflict_on_sqlite() {
-    on_sqlite(appends_expecting_any_never_conflict).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn appends_expecting_any_never_conflict_on_postgres() {
-    on_postgres(appends_expecting_any_never_conflict).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    appends_expecting_any_never_conflict_on_sqlite,
+    appends_expecting_any_never_conflict_on_postgres: appends_expecting_any_never_conflict
 }
 
 /// 10 copies of one account loaded at once and saved at once: with distinct command ids exactly
@@ -1834,14 +1772,10 @@ async fn copies_saved_at_once<S: Backend>(store: S) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn copies_saved_at_once_on_sqlite() {
-    on_sqlite(copies_saved_at_once).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn copies_saved_at_once_on_postgres() {
-    on_postgres(copies_saved_at_once).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    copies_saved_at_once_on_sqlite,
+    copies_saved_at_once_on_postgres: copies_saved_at_once
 }
 
 /// Idempotent commands sent at once through repositories that snapshot every 2 events and
@@ -1939,14 +1873,10 @@ async fn idempotent_commands_with_snapshots_and_caches<S: Backend>(store: S) {
     assert_eq!(shows.load("NEW-1").await.unwrap().version, 1, "{label}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn idempotent_commands_with_snapshots_and_caches_on_sqlite() {
-    on_sqlite(idempotent_commands_with_snapshots_and_caches).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn idempotent_commands_with_snapshots_and_caches_on_postgres() {
-    on_postgres(idempotent_commands_with_snapshots_and_caches).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    idempotent_commands_with_snapshots_and_caches_on_sqlite,
+    idempotent_commands_with_snapshots_and_caches_on_postgres: idempotent_commands_with_snapshots_and_caches
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1992,14 +1922,10 @@ async fn rebuild_while_writers_run<S: Backend>(store: S) {
     running.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rebuild_while_writers_run_on_sqlite() {
-    on_sqlite(rebuild_while_writers_run).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rebuild_while_writers_run_on_postgres() {
-    on_postgres(rebuild_while_writers_run).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    rebuild_while_writers_run_on_sqlite,
+    rebuild_while_writers_run_on_postgres: rebuild_while_writers_run
 }
 
 /// Four `catch_up` calls of the ledger at once, again and again while writers run (each waits
@@ -2055,14 +1981,10 @@ async fn concurrent_catch_ups<S: Backend>(store: S) {
     assert_eq!(store.balances().await, fold_balances(&log), "{label}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_catch_ups_on_sqlite() {
-    on_sqlite(concurrent_catch_ups).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_catch_ups_on_postgres() {
-    on_postgres(concurrent_catch_ups).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    concurrent_catch_ups_on_sqlite,
+    concurrent_catch_ups_on_postgres: concurrent_catch_ups
 }
 
 /// Runners cancelled (their tasks aborted) at random moments, six times, with batches of two
@@ -2098,14 +2020,10 @@ async fn runners_cancelled_again_and_again<S: Backend>(store: S) {
     running.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn runners_cancelled_again_and_again_on_sqlite() {
-    on_sqlite(runners_cancelled_again_and_again).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn runners_cancelled_again_and_again_on_postgres() {
-    on_postgres(runners_cancelled_again_and_again).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    runners_cancelled_again_and_again_on_sqlite,
+    runners_cancelled_again_and_again_on_postgres: runners_cancelled_again_and_again
 }
 
 /// Read-your-writes from another handle that does not run the projection: writers on the
@@ -2156,14 +2074,10 @@ async fn read_your_writes_from_another_handle<S: Backend>(store: S) {
     running.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn read_your_writes_from_another_handle_on_sqlite() {
-    on_sqlite(read_your_writes_from_another_handle).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn read_your_writes_from_another_handle_on_postgres() {
-    on_postgres(read_your_writes_from_another_handle).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    read_your_writes_from_another_handle_on_sqlite,
+    read_your_writes_from_another_handle_on_postgres: read_your_writes_from_another_handle
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2237,12 +2151,8 @@ async fn recorded_at_follows_the_order<S: Backend>(store: S) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn recorded_at_follows_the_order_on_sqlite() {
-    on_sqlite(recorded_at_follows_the_order).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn recorded_at_follows_the_order_on_postgres() {
-    on_postgres(recorded_at_follows_the_order).await
+on_sqlite_and_postgres! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    recorded_at_follows_the_order_on_sqlite,
+    recorded_at_follows_the_order_on_postgres: recorded_at_follows_the_order
 }

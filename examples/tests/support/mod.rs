@@ -85,3 +85,15 @@ pub async fn leads_file(dir: &tempfile::TempDir) -> es_sqlite::SqliteStore {
     store.migrate().await.expect("migrate");
     store
 }
+
+/// The stored names of the seed's lead 1 events, in the seed's order.
+#[allow(dead_code)]
+pub const SEED_EVENT_NAMES: [&str; 7] = [
+    "LeadInitialized",
+    "Contacted",
+    "FollowupSet",
+    "ContactDetailsUpdated",
+    "Contacted",
+    "OrderSubmitted",
+    "PaymentConfirmed",
+];

@@ -152,6 +152,15 @@ pub async fn open_write_transaction(connection: &mut sqlx::PgConnection) -> sqlx
     transaction
 }
 
+/// Runs `test` on a fresh SQLite file, within the suites' bound ([`es_test_support::bounded`]).
+pub async fn on_sqlite<T, Fut: std::future::Future<Output = T>>(test: impl FnOnce(SqliteStore) -> Fut) -> T {
+    es_test_support::bounded(async {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        test(sqlite_in(&dir).await).await
+    })
+    .await
+}
+
 /// Runs `test` on the store of a fresh PostgreSQL schema, within the suites' bound
 /// ([`es_test_support::bounded`]); the schema is dropped after.
 pub async fn on_postgres<T, Fut: std::future::Future<Output = T>>(test: impl FnOnce(PostgresStore) -> Fut) -> T {
