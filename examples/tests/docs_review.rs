@@ -188,6 +188,28 @@ async fn release(pg: TestSchema) {
     drop(pg);
 }
 
+/// Runs `scenario(&store, backend)` on a fresh SQLite file, on a fresh PostgreSQL schema (then
+/// released) and, where `memory` is named, in memory: within the suite's bound.
+macro_rules! on_each_store {
+    ($scenario:ident: sqlite, postgres) => {
+        on_each_store!(@run $scenario, {})
+    };
+    ($scenario:ident: sqlite, postgres, memory) => {
+        on_each_store!(@run $scenario, { $scenario(&InMemoryStore::new(), "memory").await; })
+    };
+    (@run $scenario:ident, { $($memory:tt)* }) => {
+        bounded(async {
+            let dir = tempfile::tempdir().unwrap();
+            $scenario(&sqlite_in(&dir).await, "sqlite").await;
+            let pg = postgres().await;
+            $scenario(pg.store(), "postgres").await;
+            release(pg).await;
+            $($memory)*
+        })
+        .await
+    };
+}
+
 fn note(id: &str) -> StreamId {
     StreamId::new("note", id)
 }
@@ -277,15 +299,7 @@ async fn a_refused_append_names_limit_value_maximum_and_event() {
 /// included: its stream id is checked)".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_batch_still_checks_its_stream_id_and_expected_version() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_in(&dir).await;
-        let pg = postgres().await;
-        check_empty_batches(&lite, "sqlite").await;
-        check_empty_batches(pg.store(), "postgres").await;
-        check_empty_batches(&InMemoryStore::new(), "memory").await;
-    })
-    .await;
+    on_each_store!(check_empty_batches: sqlite, postgres, memory);
 }
 
 async fn check_empty_batches<S: EventStore>(store: &S, backend: &str) {
@@ -533,15 +547,7 @@ async fn an_empty_aggregate_type_and_id_are_a_valid_stream() {
 /// and writes nothing, so retrying after a lost answer is safe".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_to_the_same_status_again_returns_the_first_record_and_writes_nothing() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_in(&dir).await;
-        let pg = postgres().await;
-        close_twice(&lite, "sqlite").await;
-        close_twice(pg.store(), "postgres").await;
-        release(pg).await;
-    })
-    .await;
+    on_each_store!(close_twice: sqlite, postgres);
 }
 
 async fn close_twice<S: StreamLifecycle + GlobalLog>(store: &S, backend: &str) {
@@ -624,16 +630,7 @@ async fn postgres_a_refused_or_repeated_close_leaves_no_lock_behind() {
 /// changed themselves (`StoreError::InvalidBatch`)".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_backwards_to_open_or_a_lifecycle_stream_is_refused_typed() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_in(&dir).await;
-        let pg = postgres().await;
-        close_wrongly(&lite, "sqlite").await;
-        close_wrongly(pg.store(), "postgres").await;
-        release(pg).await;
-        close_wrongly(&InMemoryStore::new(), "memory").await;
-    })
-    .await;
+    on_each_store!(close_wrongly: sqlite, postgres, memory);
 }
 
 async fn close_wrongly<S: StreamLifecycle>(store: &S, backend: &str) {
@@ -673,18 +670,11 @@ async fn close_wrongly<S: StreamLifecycle>(store: &S, backend: &str) {
 /// is never removed, so the id is never reused"; `lifecycle`: appends "refused" once deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_streams_id_is_never_reused() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_in(&dir).await;
-        let pg = postgres().await;
-        delete_then_reuse(lite, "sqlite").await;
-        delete_then_reuse(pg.store().clone(), "postgres").await;
-        release(pg).await;
-    })
-    .await;
+    on_each_store!(delete_then_reuse: sqlite, postgres);
 }
 
-async fn delete_then_reuse<S: StreamLifecycle + Clone + 'static>(store: S, backend: &str) {
+async fn delete_then_reuse<S: StreamLifecycle + Clone + 'static>(store: &S, backend: &str) {
+    let store = store.clone();
     let notes = Repository::<Note, _>::new(store.clone());
     notes.execute("D-1", Metadata::new(), open("doomed")).await.unwrap();
     let record = store.delete_stream(&note("D-1"), by()).await.unwrap();
@@ -720,15 +710,7 @@ async fn delete_then_reuse<S: StreamLifecycle + Clone + 'static>(store: S, backe
 /// stream ...; once the stream is archived or deleted ... the batch is refused as closed."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stored_before_a_tombstone_is_recognised_when_sent_again() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_in(&dir).await;
-        let pg = postgres().await;
-        retry_across_a_close(&lite, "sqlite").await;
-        retry_across_a_close(pg.store(), "postgres").await;
-        release(pg).await;
-    })
-    .await;
+    on_each_store!(retry_across_a_close: sqlite, postgres);
 }
 
 async fn retry_across_a_close<S: StreamLifecycle>(store: &S, backend: &str) {
@@ -774,21 +756,14 @@ async fn memory_a_batch_sent_again_after_an_archive_is_refused_as_closed() {
 /// one has none in the stream reads and loads as `A::default()` at version 0".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archiving_keeps_positions_drops_the_snapshot_and_deleting_removes_the_events() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_in(&dir).await;
-        let pg = postgres().await;
-        archive_then_delete(lite, "sqlite").await;
-        archive_then_delete(pg.store().clone(), "postgres").await;
-        release(pg).await;
-    })
-    .await;
+    on_each_store!(archive_then_delete: sqlite, postgres);
 }
 
 async fn archive_then_delete<S: StreamLifecycle + SnapshotStore + GlobalLog + Clone + 'static>(
-    store: S,
+    store: &S,
     backend: &str,
 ) {
+    let store = store.clone();
     let notes = Repository::<Note, _>::new(store.clone()).with_snapshot_every(2);
     notes.execute("A-1", Metadata::new(), open("kept")).await.unwrap();
     let last = notes.execute("A-1", Metadata::new(), edit(2)).await.unwrap();
@@ -881,16 +856,7 @@ async fn archive_then_delete<S: StreamLifecycle + SnapshotStore + GlobalLog + Cl
 /// status, in stream order (aggregate type, then id, bytewise), a page at a time".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_streams_come_in_bytewise_stream_order_a_page_at_a_time() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_in(&dir).await;
-        let pg = postgres().await;
-        list_closed(&lite, "sqlite").await;
-        list_closed(pg.store(), "postgres").await;
-        release(pg).await;
-        list_closed(&InMemoryStore::new(), "memory").await;
-    })
-    .await;
+    on_each_store!(list_closed: sqlite, postgres, memory);
 }
 
 async fn list_closed<S: StreamLifecycle>(store: &S, backend: &str) {
@@ -955,17 +921,11 @@ async fn time_travel_past_the_end_is_the_last_state_and_before_the_start_the_def
 /// stream past a multiple of `events`. `0` turns snapshots off."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_taken_when_a_command_carries_the_stream_past_a_multiple() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let lite = sqlite_in(&dir).await;
-        let pg = postgres().await;
-        snapshots_past_a_multiple(lite, "sqlite").await;
-        snapshots_past_a_multiple(pg.store().clone(), "postgres").await;
-    })
-    .await;
+    on_each_store!(snapshots_past_a_multiple: sqlite, postgres);
 }
 
-async fn snapshots_past_a_multiple<S: EventStore + SnapshotStore + Clone + 'static>(store: S, backend: &str) {
+async fn snapshots_past_a_multiple<S: EventStore + SnapshotStore + Clone + 'static>(store: &S, backend: &str) {
+    let store = store.clone();
     let notes = Repository::<Note, _>::new(store.clone()).with_snapshot_every(3);
     notes.execute("S-1", Metadata::new(), open("t")).await.unwrap();
     assert!(
