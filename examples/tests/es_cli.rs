@@ -2,9 +2,7 @@
 //! histories: outputs, JSON shapes, exit codes, `doctor` finding rows inserted bad with raw SQL,
 //! `log --follow` printing an event committed while it runs.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use es_core::pii::KeyStore;
@@ -18,7 +16,7 @@ use serde_json::Value;
 #[path = "support/review/mod.rs"]
 mod review;
 
-use review::cli::{http, ERASURE};
+use review::cli::{http, Running, ERASURE};
 use review::stores::{insert_raw_rows, sqlite_file, RawRow};
 
 /// How to point `es` at a store: its environment and leading arguments.
@@ -284,21 +282,12 @@ fn get(url: &str, path: &str) -> (String, String) {
 
 /// `es serve` on this store: the stream list and a stream's page answer, payloads escaped.
 fn serve_shows_the_store(es: &Es) {
-    let mut child: Child = es
-        .command(&["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("es serve starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut first = String::new();
-    let read = stdout.read_line(&mut first);
-    let url = first.trim().trim_start_matches("listening on ").to_owned();
-    let pages = read
-        .is_ok()
-        .then(|| (get(&url, "/?type=ticket"), get(&url, "/streams/ticket/T-1")));
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut serving = Running::spawn(es.command(&["serve", "--port", "0"]));
+    let pages = serving.stdout_line(Duration::from_secs(20)).map(|first| {
+        let url = first.trim().trim_start_matches("listening on ").to_owned();
+        (get(&url, "/?type=ticket"), get(&url, "/streams/ticket/T-1"))
+    });
+    drop(serving);
     let ((list_status, list), (stream_status, stream)) = pages.expect("es serve printed its URL");
     assert!(list_status.contains(" 200 "), "{list_status}");
     assert!(list.contains("T-1") && list.contains("T-2"), "{list}");
@@ -311,21 +300,7 @@ fn serve_shows_the_store(es: &Es) {
 
 /// Follows the log, appends while it runs, and expects the new event on its output.
 async fn follow_sees_a_new_event<S: EventStore + SnapshotStore + Clone + 'static>(store: &S, es: &Es) {
-    let mut child: Child = es
-        .command(&["log", "--follow", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("es log --follow starts");
-    let stdout = child.stdout.take().expect("piped");
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut following = Running::spawn(es.command(&["log", "--follow", "--json"]));
     // The follower starts at the head: give it time to get there, then append.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let tickets = Repository::<Ticket, S>::new(store.clone());
@@ -335,9 +310,8 @@ async fn follow_sees_a_new_event<S: EventStore + SnapshotStore + Clone + 'static
         })
         .await
         .expect("open");
-    let line = received.recv_timeout(Duration::from_secs(20));
-    let _ = child.kill();
-    let _ = child.wait();
+    let line = following.stdout_line(Duration::from_secs(20));
+    drop(following);
     let line = line.expect("the new event is printed within 20 s");
     let event: Value = serde_json::from_str(&line).expect("a JSON line");
     assert_eq!(event["stream"], "ticket/T-followed");

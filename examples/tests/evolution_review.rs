@@ -1811,20 +1811,8 @@ on_both!(
 
 /// The `order` aggregate of a lock test: the events given, and a state that ignores them.
 macro_rules! lock_aggregate {
-    ($($variant:ident($event:ident)),* $(,)?) => {
-        #[es_core::event]
-        #[derive(Debug)]
-        pub enum OrderEvent {
-            $($variant($event)),*
-        }
-
-        #[derive(Debug, Default, serde::Serialize, serde::Deserialize, es_core::Aggregate)]
-        #[aggregate(name = "order", event = OrderEvent)]
-        pub struct Order;
-
-        impl<E> es_core::Apply<E> for Order {
-            fn apply(&mut self, _: &E) {}
-        }
+    ($($variants:tt)*) => {
+        crate::review::events_only_aggregate!(Order "order", OrderEvent { $($variants)* });
     };
 }
 

@@ -26,6 +26,17 @@ fn assert_closed<T: std::fmt::Debug>(result: Result<T, RepositoryError>, status:
     }
 }
 
+/// The status of the closed stream a command was refused on; any other outcome fails as `what`.
+fn closed_status<T: std::fmt::Debug, E: std::fmt::Debug>(
+    outcome: Result<T, CommandError<E>>,
+    what: &str,
+) -> StreamStatus {
+    match outcome {
+        Err(CommandError::Repository(RepositoryError::StreamClosed(closed))) => closed.status,
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
 async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
     store.create_tables().await.expect("read-model tables");
     let leads = Repository::<Lead, _>::new(store.clone()).with_snapshot_every(3);
@@ -44,15 +55,13 @@ async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
     assert_closed(leads.load(&archived).await, StreamStatus::Archived);
     // An archived stream reads as empty to a command, which decides to start a new lead: the
     // append refuses it.
-    match leads
+    let refused = leads
         .execute(&archived, Default::default(), |lead| lead.initialize("Ada", "555-0100"))
-        .await
-    {
-        Err(CommandError::Repository(RepositoryError::StreamClosed(closed))) => {
-            assert_eq!(closed.status, StreamStatus::Archived)
-        }
-        other => panic!("a command on an archived lead: {other:?}"),
-    }
+        .await;
+    assert_eq!(
+        closed_status(refused, "a command on an archived lead"),
+        StreamStatus::Archived
+    );
     assert_eq!(
         leads.load_closed(&archived, AsOf::Latest).await.expect("load_closed"),
         latest
@@ -77,15 +86,13 @@ async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
         .tombstone(&Repository::<Lead, S>::stream_id(&tombstoned), change("duplicate"))
         .await
         .expect("tombstone");
-    match leads
+    let refused = leads
         .execute(&tombstoned, Default::default(), |lead| lead.close())
-        .await
-    {
-        Err(CommandError::Repository(RepositoryError::StreamClosed(closed))) => {
-            assert_eq!(closed.status, StreamStatus::Tombstoned)
-        }
-        other => panic!("a command on a tombstoned lead: {other:?}"),
-    }
+        .await;
+    assert_eq!(
+        closed_status(refused, "a command on a tombstoned lead"),
+        StreamStatus::Tombstoned
+    );
     assert_eq!(
         leads.load_closed(&tombstoned, AsOf::Latest).await.expect("load_closed"),
         before_tombstone

@@ -9,6 +9,9 @@ use es_core::EventRegistry;
 use examples::lead::Lead;
 use examples::ticket::Ticket;
 
+#[path = "support/review/mod.rs"]
+mod review;
+
 const LOCK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/events.lock");
 
 fn registry() -> EventRegistry {
@@ -28,8 +31,7 @@ fn the_stored_event_shapes_match_the_lock() {
 /// `TicketAssigned` as stored by the `ticket` aggregate, with `agent` retyped from a name to a
 /// number and no version bump.
 mod retyped {
-    use es_core::{event, Aggregate, Apply};
-    use serde::{Deserialize, Serialize};
+    use es_core::event;
 
     #[event(name = "TicketAssigned")]
     #[derive(Debug)]
@@ -37,25 +39,12 @@ mod retyped {
         pub agent: u64,
     }
 
-    #[event]
-    #[derive(Debug)]
-    pub enum TicketEvent {
-        Assigned(TicketAssigned),
-    }
-
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "ticket", id = String, event = TicketEvent)]
-    pub struct Ticket;
-
-    impl Apply<TicketAssigned> for Ticket {
-        fn apply(&mut self, _: &TicketAssigned) {}
-    }
+    crate::review::events_only_aggregate!(Ticket "ticket", TicketEvent { Assigned(TicketAssigned) });
 }
 
 /// The same change done right: version 2, with an upcast from the stored version 1.
 mod bumped {
-    use es_core::{event, Aggregate, Apply, UpcastError};
-    use serde::{Deserialize, Serialize};
+    use es_core::{event, UpcastError};
     use serde_json::Value;
 
     #[event(name = "TicketAssigned", version = 2)]
@@ -74,19 +63,7 @@ mod bumped {
         Ok(payload)
     }
 
-    #[event]
-    #[derive(Debug)]
-    pub enum TicketEvent {
-        Assigned(TicketAssigned),
-    }
-
-    #[derive(Default, Serialize, Deserialize, Aggregate)]
-    #[aggregate(name = "ticket", id = String, event = TicketEvent)]
-    pub struct Ticket;
-
-    impl Apply<TicketAssigned> for Ticket {
-        fn apply(&mut self, _: &TicketAssigned) {}
-    }
+    crate::review::events_only_aggregate!(Ticket "ticket", TicketEvent { Assigned(TicketAssigned) });
 }
 
 /// A temporary copy of the committed lock, cut down to its header and the `TicketAssigned`

@@ -29,3 +29,26 @@ macro_rules! on_sqlite_and_postgres {
 
 #[allow(unused_imports)]
 pub(crate) use on_sqlite_and_postgres;
+
+/// The aggregate `$aggregate`, stored as `$name`, whose events are the enum `$events` of the
+/// variants given and whose state is nothing: all a schema lock looks at.
+macro_rules! events_only_aggregate {
+    ($aggregate:ident $name:tt, $events:ident { $($variant:ident($event:ident)),* $(,)? }) => {
+        #[es_core::event]
+        #[derive(Debug)]
+        pub enum $events {
+            $($variant($event)),*
+        }
+
+        #[derive(Debug, Default, serde::Serialize, serde::Deserialize, es_core::Aggregate)]
+        #[aggregate(name = $name, event = $events)]
+        pub struct $aggregate;
+
+        impl<E> es_core::Apply<E> for $aggregate {
+            fn apply(&mut self, _: &E) {}
+        }
+    };
+}
+
+#[allow(unused_imports)]
+pub(crate) use events_only_aggregate;
