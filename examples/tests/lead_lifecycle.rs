@@ -4,9 +4,9 @@
 //! leaves an audit record and its rows leave the read models, live and rebuilt alike.
 
 use es_core::lifecycle::{ClosedQuery, StreamChange, StreamLifecycle, StreamStatus};
-use es_core::{AsOf, CommandError, Repository, RepositoryError};
+use es_core::{AsOf, CommandError, Repository, RepositoryError, Versioned};
 use es_test_support::TestDatabase;
-use examples::lead::Lead;
+use examples::lead::{Lead, LeadError, LeadEvent};
 use examples::lead_models::LeadTables;
 use examples::lead_scenario::{lead_id, play_leads};
 
@@ -26,15 +26,20 @@ fn assert_closed<T: std::fmt::Debug>(result: Result<T, RepositoryError>, status:
     }
 }
 
-/// The status of the closed stream a command was refused on; any other outcome fails as `what`.
-fn closed_status<T: std::fmt::Debug, E: std::fmt::Debug>(
-    outcome: Result<T, CommandError<E>>,
-    what: &str,
-) -> StreamStatus {
-    match outcome {
-        Err(CommandError::Repository(RepositoryError::StreamClosed(closed))) => closed.status,
+/// A command on the lead `id`, closed as `status`, is refused naming that status (failing as
+/// `what` otherwise); the lead still loads explicitly as it was, `state`.
+async fn refused_but_loadable<S: StreamLifecycle>(
+    leads: &Repository<Lead, S>,
+    id: &str,
+    (status, what): (StreamStatus, &str),
+    command: impl FnMut(&Lead) -> Result<Vec<LeadEvent>, LeadError>,
+    state: &Versioned<Lead>,
+) {
+    match leads.execute(id, Default::default(), command).await {
+        Err(CommandError::Repository(RepositoryError::StreamClosed(closed))) => assert_eq!(closed.status, status),
         other => panic!("{what}: {other:?}"),
     }
+    assert_eq!(&leads.load_closed(id, AsOf::Latest).await.expect("load_closed"), state);
 }
 
 async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
@@ -55,17 +60,14 @@ async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
     assert_closed(leads.load(&archived).await, StreamStatus::Archived);
     // An archived stream reads as empty to a command, which decides to start a new lead: the
     // append refuses it.
-    let refused = leads
-        .execute(&archived, Default::default(), |lead| lead.initialize("Ada", "555-0100"))
-        .await;
-    assert_eq!(
-        closed_status(refused, "a command on an archived lead"),
-        StreamStatus::Archived
-    );
-    assert_eq!(
-        leads.load_closed(&archived, AsOf::Latest).await.expect("load_closed"),
-        latest
-    );
+    refused_but_loadable(
+        &leads,
+        &archived,
+        (StreamStatus::Archived, "a command on an archived lead"),
+        |lead| lead.initialize("Ada", "555-0100"),
+        &latest,
+    )
+    .await;
     assert_eq!(
         leads
             .load_closed(&archived, AsOf::Version(2))
@@ -86,17 +88,14 @@ async fn leads_are_closed<S: LeadTables + StreamLifecycle>(store: S) {
         .tombstone(&Repository::<Lead, S>::stream_id(&tombstoned), change("duplicate"))
         .await
         .expect("tombstone");
-    let refused = leads
-        .execute(&tombstoned, Default::default(), |lead| lead.close())
-        .await;
-    assert_eq!(
-        closed_status(refused, "a command on a tombstoned lead"),
-        StreamStatus::Tombstoned
-    );
-    assert_eq!(
-        leads.load_closed(&tombstoned, AsOf::Latest).await.expect("load_closed"),
-        before_tombstone
-    );
+    refused_but_loadable(
+        &leads,
+        &tombstoned,
+        (StreamStatus::Tombstoned, "a command on a tombstoned lead"),
+        Lead::close,
+        &before_tombstone,
+    )
+    .await;
 
     // Delete: gone from the store and from the read models, live and rebuilt; audited.
     let deleted_version = leads.load(&deleted).await.expect("load").version;
