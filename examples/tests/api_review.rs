@@ -40,7 +40,7 @@ use uuid::Uuid;
 mod review;
 
 use review::running::run_until_stopped;
-use review::stores::{postgres, raw, sqlite};
+use review::stores::{postgres, postgres_number, raw, sqlite, sqlite_number};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -413,30 +413,17 @@ impl Projection for PgNotes {
     }
 }
 
+/// Where a ticket's note count is: table, column, key.
+const NOTES: (&str, &str, &str) = ("api_notes", "n", "id");
+
 async fn sqlite_notes(store: &SqliteStore, id: &str) -> u64 {
-    let id = id.to_owned();
-    store
-        .read(move |db| {
-            db.query_row(
-                "SELECT coalesce(max(n), 0) FROM api_notes WHERE id = ?1",
-                [&id],
-                |row| row.get::<_, i64>(0),
-            )
-        })
-        .await
-        .expect("read the model") as u64
+    let notes = sqlite_number(store, NOTES, id).await.expect("read the model");
+    notes.unwrap_or(0) as u64
 }
 
 async fn pg_notes(store: &PostgresStore, id: &str) -> u64 {
-    let sql = format!(
-        "SELECT coalesce(max(n), 0)::bigint FROM \"{}\".api_notes WHERE id = $1",
-        store.schema()
-    );
-    sqlx::query_scalar::<_, i64>(&sql)
-        .bind(id)
-        .fetch_one(store.pool())
-        .await
-        .expect("read the model") as u64
+    let notes = postgres_number(store, NOTES, id).await.expect("read the model");
+    notes.unwrap_or(0) as u64
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ mod review;
 
 use review::on_sqlite_and_postgres;
 use review::running::run_until_stopped;
-use review::stores::{on_postgres, on_sqlite};
+use review::stores::{on_postgres, on_sqlite, postgres_number, sqlite_number};
 
 /// Every stored event of `stream` (an account's or a show's), with its envelope, through the
 /// repository's listing.
@@ -329,6 +329,9 @@ pub struct Seen {
     runner: String,
 }
 
+/// Where an account's balance is: table, column, key.
+const BALANCE: (&str, &str, &str) = ("ledger_balances", "balance", "account_id");
+
 /// What a test needs of a backend.
 #[async_trait]
 pub trait Backend: EventStore + SnapshotStore + GlobalLog + Clone + Send + Sync + 'static {
@@ -406,16 +409,7 @@ impl Backend for SqliteStore {
     }
 
     async fn balance_of(&self, account: &str) -> Option<i64> {
-        let account = account.to_owned();
-        self.read(move |db| {
-            db.query_row(
-                "SELECT balance FROM ledger_balances WHERE account_id = ?1",
-                [account],
-                |row| row.get(0),
-            )
-        })
-        .await
-        .ok()
+        sqlite_number(self, BALANCE, account).await.ok().flatten()
     }
 }
 
@@ -486,15 +480,7 @@ impl Backend for PostgresStore {
     }
 
     async fn balance_of(&self, account: &str) -> Option<i64> {
-        let select = format!(
-            "SELECT balance FROM {}.ledger_balances WHERE account_id = $1",
-            self.schema()
-        );
-        sqlx::query_scalar::<_, i64>(&select)
-            .bind(account)
-            .fetch_optional(self.pool())
-            .await
-            .expect("a balance")
+        postgres_number(self, BALANCE, account).await.expect("a balance")
     }
 }
 

@@ -38,7 +38,7 @@ use uuid::Uuid;
 mod review;
 
 use review::running::{catch_up_to, run_until_stopped};
-use review::stores::{json_object, postgres, raw_event, sqlite_in};
+use review::stores::{json_object, postgres, postgres_number, raw_event, sqlite_in, sqlite_number};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -2202,6 +2202,9 @@ impl Projection for PostgresBalances {
     }
 }
 
+/// Where an account's balance is: table, column, key.
+const BALANCE: (&str, &str, &str) = ("account_balances", "balance", "account_id");
+
 /// A store that keeps the balance read model in a table of its own database.
 #[async_trait]
 trait BalanceTable: OwnTables {
@@ -2222,16 +2225,7 @@ impl BalanceTable for SqliteStore {
     const BALANCES_TABLE: &'static str = "account_balances (account_id TEXT PRIMARY KEY, balance INTEGER)";
 
     async fn balance(&self, id: &str) -> Option<i64> {
-        let id = id.to_owned();
-        self.read(move |db| {
-            db.query_row(
-                "SELECT balance FROM account_balances WHERE account_id = ?1",
-                [id],
-                |row| row.get(0),
-            )
-        })
-        .await
-        .ok()
+        sqlite_number(self, BALANCE, id).await.ok().flatten()
     }
 }
 
@@ -2240,15 +2234,7 @@ impl BalanceTable for PostgresStore {
     const BALANCES_TABLE: &'static str = "account_balances (account_id text PRIMARY KEY, balance bigint)";
 
     async fn balance(&self, id: &str) -> Option<i64> {
-        let select = format!(
-            "SELECT balance FROM {}.account_balances WHERE account_id = $1",
-            self.schema()
-        );
-        sqlx::query_scalar::<_, i64>(&select)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .unwrap()
+        postgres_number(self, BALANCE, id).await.unwrap()
     }
 }
 

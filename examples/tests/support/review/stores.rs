@@ -170,3 +170,31 @@ pub async fn on_postgres<T, Fut: std::future::Future<Output = T>>(test: impl FnO
     })
     .await
 }
+
+/// The number in `column` of the row of `table` whose `key` is `id`, in the SQLite store's own
+/// file (`None` when there is no such row): how the suites read their read models.
+pub async fn sqlite_number(
+    store: &SqliteStore,
+    (table, column, key): (&str, &str, &str),
+    id: &str,
+) -> Result<Option<i64>, es_sqlite::SqliteError> {
+    use rusqlite::OptionalExtension;
+    let select = format!("SELECT {column} FROM {table} WHERE {key} = ?1");
+    let id = id.to_owned();
+    store
+        .read(move |db| db.query_row(&select, [id], |row| row.get(0)).optional())
+        .await
+}
+
+/// [`sqlite_number`] in a table of the PostgreSQL store's schema.
+pub async fn postgres_number(
+    store: &PostgresStore,
+    (table, column, key): (&str, &str, &str),
+    id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let select = format!("SELECT {column} FROM \"{}\".{table} WHERE {key} = $1", store.schema());
+    sqlx::query_scalar::<_, i64>(&select)
+        .bind(id)
+        .fetch_optional(store.pool())
+        .await
+}
