@@ -40,7 +40,7 @@ use uuid::Uuid;
 mod review;
 
 use review::running::run_until_stopped;
-use review::stores::{postgres, postgres_number, raw, sqlite, sqlite_number};
+use review::stores::{postgres, raw, sqlite, NumberColumn};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -413,16 +413,20 @@ impl Projection for PgNotes {
     }
 }
 
-/// Where a ticket's note count is: table, column, key.
-const NOTES: (&str, &str, &str) = ("api_notes", "n", "id");
+/// Where a ticket's note count is.
+const NOTES: NumberColumn = NumberColumn {
+    table: "api_notes",
+    column: "n",
+    key: "id",
+};
 
 async fn sqlite_notes(store: &SqliteStore, id: &str) -> u64 {
-    let notes = sqlite_number(store, NOTES, id).await.expect("read the model");
+    let notes = NOTES.in_sqlite(store, id).await.expect("read the model");
     notes.unwrap_or(0) as u64
 }
 
 async fn pg_notes(store: &PostgresStore, id: &str) -> u64 {
-    let notes = postgres_number(store, NOTES, id).await.expect("read the model");
+    let notes = NOTES.in_postgres(store, id).await.expect("read the model");
     notes.unwrap_or(0) as u64
 }
 

@@ -41,7 +41,7 @@ mod review;
 
 use review::on_sqlite_and_postgres;
 use review::running::run_until_stopped;
-use review::stores::{on_postgres, on_sqlite, postgres_number, sqlite_number};
+use review::stores::{on_postgres, on_sqlite, NumberColumn};
 
 /// Every stored event of `stream` (an account's or a show's), with its envelope, through the
 /// repository's listing.
@@ -329,8 +329,12 @@ pub struct Seen {
     runner: String,
 }
 
-/// Where an account's balance is: table, column, key.
-const BALANCE: (&str, &str, &str) = ("ledger_balances", "balance", "account_id");
+/// Where an account's balance is.
+const BALANCE: NumberColumn = NumberColumn {
+    table: "ledger_balances",
+    column: "balance",
+    key: "account_id",
+};
 
 /// What a test needs of a backend.
 #[async_trait]
@@ -409,7 +413,7 @@ impl Backend for SqliteStore {
     }
 
     async fn balance_of(&self, account: &str) -> Option<i64> {
-        sqlite_number(self, BALANCE, account).await.ok().flatten()
+        BALANCE.in_sqlite(self, account).await.ok().flatten()
     }
 }
 
@@ -480,7 +484,7 @@ impl Backend for PostgresStore {
     }
 
     async fn balance_of(&self, account: &str) -> Option<i64> {
-        postgres_number(self, BALANCE, account).await.expect("a balance")
+        BALANCE.in_postgres(self, account).await.expect("a balance")
     }
 }
 

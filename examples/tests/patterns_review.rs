@@ -38,7 +38,7 @@ use uuid::Uuid;
 mod review;
 
 use review::running::{catch_up_to, run_until_stopped};
-use review::stores::{json_object, postgres, postgres_number, raw_event, sqlite_in, sqlite_number};
+use review::stores::{json_object, postgres, raw_event, sqlite_in, NumberColumn};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -2202,8 +2202,12 @@ impl Projection for PostgresBalances {
     }
 }
 
-/// Where an account's balance is: table, column, key.
-const BALANCE: (&str, &str, &str) = ("account_balances", "balance", "account_id");
+/// Where an account's balance is.
+const BALANCE: NumberColumn = NumberColumn {
+    table: "account_balances",
+    column: "balance",
+    key: "account_id",
+};
 
 /// A store that keeps the balance read model in a table of its own database.
 #[async_trait]
@@ -2225,7 +2229,7 @@ impl BalanceTable for SqliteStore {
     const BALANCES_TABLE: &'static str = "account_balances (account_id TEXT PRIMARY KEY, balance INTEGER)";
 
     async fn balance(&self, id: &str) -> Option<i64> {
-        sqlite_number(self, BALANCE, id).await.ok().flatten()
+        BALANCE.in_sqlite(self, id).await.ok().flatten()
     }
 }
 
@@ -2234,7 +2238,7 @@ impl BalanceTable for PostgresStore {
     const BALANCES_TABLE: &'static str = "account_balances (account_id text PRIMARY KEY, balance bigint)";
 
     async fn balance(&self, id: &str) -> Option<i64> {
-        postgres_number(self, BALANCE, id).await.unwrap()
+        BALANCE.in_postgres(self, id).await.unwrap()
     }
 }
 

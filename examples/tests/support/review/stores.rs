@@ -171,30 +171,35 @@ pub async fn on_postgres<T, Fut: std::future::Future<Output = T>>(test: impl FnO
     .await
 }
 
-/// The number in `column` of the row of `table` whose `key` is `id`, in the SQLite store's own
-/// file (`None` when there is no such row): how the suites read their read models.
-pub async fn sqlite_number(
-    store: &SqliteStore,
-    (table, column, key): (&str, &str, &str),
-    id: &str,
-) -> Result<Option<i64>, es_sqlite::SqliteError> {
-    use rusqlite::OptionalExtension;
-    let select = format!("SELECT {column} FROM {table} WHERE {key} = ?1");
-    let id = id.to_owned();
-    store
-        .read(move |db| db.query_row(&select, [id], |row| row.get(0)).optional())
-        .await
+/// Where a read model keeps one number per key: `SELECT column FROM table WHERE key = ...`, as
+/// the suites read their balances and counts.
+pub struct NumberColumn {
+    pub table: &'static str,
+    pub column: &'static str,
+    pub key: &'static str,
 }
 
-/// [`sqlite_number`] in a table of the PostgreSQL store's schema.
-pub async fn postgres_number(
-    store: &PostgresStore,
-    (table, column, key): (&str, &str, &str),
-    id: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    let select = format!("SELECT {column} FROM \"{}\".{table} WHERE {key} = $1", store.schema());
-    sqlx::query_scalar::<_, i64>(&select)
-        .bind(id)
-        .fetch_optional(store.pool())
-        .await
+impl NumberColumn {
+    /// The number of `id`'s row in the SQLite store's own file; `None` when there is no such row.
+    pub async fn in_sqlite(&self, store: &SqliteStore, id: &str) -> Result<Option<i64>, es_sqlite::SqliteError> {
+        use rusqlite::OptionalExtension;
+        let select = format!("SELECT {} FROM {} WHERE {} = ?1", self.column, self.table, self.key);
+        let id = id.to_owned();
+        store
+            .read(move |db| db.query_row(&select, [id], |row| row.get(0)).optional())
+            .await
+    }
+
+    /// The number of `id`'s row in the PostgreSQL store's schema; `None` when there is no such row.
+    pub async fn in_postgres(&self, store: &PostgresStore, id: &str) -> Result<Option<i64>, sqlx::Error> {
+        let (schema, table) = (store.schema(), self.table);
+        let select = format!(
+            "SELECT {} FROM \"{schema}\".{table} WHERE {} = $1",
+            self.column, self.key
+        );
+        sqlx::query_scalar::<_, i64>(&select)
+            .bind(id)
+            .fetch_optional(store.pool())
+            .await
+    }
 }
