@@ -106,6 +106,29 @@ async fn history(store: &PostgresStore) {
         .expect("leads");
 }
 
+/// A fresh schema (this test's turn at the gate taken) with [`history`] in it, and `es` on it,
+/// run in a directory of its own: what most tests here start from.
+struct Operated {
+    store: PostgresStore,
+    es: Es,
+    _schema: Fresh,
+    dir: tempfile::TempDir,
+}
+
+async fn operated() -> Operated {
+    let schema = fresh().await;
+    let store = schema.store().clone();
+    history(&store).await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let es = Es::on(&url(), store.schema(), dir.path());
+    Operated {
+        store,
+        es,
+        _schema: schema,
+        dir,
+    }
+}
+
 /// The application's writers: comments on tickets `W-0`..`W-4` and new leads `TL-n`, until
 /// stopped.
 struct Traffic {
@@ -307,11 +330,8 @@ async fn lead_ids(es: &Es) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn looking_commands_answer_what_the_application_wrote_while_it_runs() {
     es_test_support::bounded_by(Duration::from_secs(30), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let (store, es) = (operated.store.clone(), operated.es.clone());
         let runner = Runner::start(&store, Default::default()).await;
         let traffic = Traffic::start(&store);
         traffic.until(20).await;
@@ -453,11 +473,8 @@ async fn looking_commands_answer_what_the_application_wrote_while_it_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn looking_writes_nothing_and_works_on_a_read_only_session() {
     es_test_support::bounded_by(Duration::from_secs(40), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let (store, es, dir) = (operated.store.clone(), operated.es.clone(), &operated.dir);
         let runner = Runner::start(&store, Default::default()).await;
         held_and_caught_up(&es, "lead-analysis").await;
         runner.stop().await;
@@ -530,11 +547,8 @@ async fn looking_writes_nothing_and_works_on_a_read_only_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_follow_prints_every_commit_once_in_order_and_ends_on_ctrl_c() {
     es_test_support::bounded_by(Duration::from_secs(30), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let (store, es) = (operated.store.clone(), operated.es.clone());
         let traffic = Traffic::start(&store);
         traffic.until(5).await;
         let mut follow = es.spawn(&["log", "--follow", "--json"]);
@@ -574,11 +588,8 @@ async fn log_follow_prints_every_commit_once_in_order_and_ends_on_ctrl_c() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_refused_while_held_then_replays_beside_the_writers() {
     es_test_support::bounded_by(Duration::from_secs(40), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let (store, es) = (operated.store.clone(), operated.es.clone());
         let runner = Runner::start(&store, Default::default()).await;
         let traffic = Traffic::start(&store);
         traffic.until(10).await;
@@ -647,11 +658,8 @@ async fn plant_bad_followup(store: &PostgresStore, lead: &str, version: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_events_are_listed_retried_and_dropped() {
     es_test_support::bounded_by(Duration::from_secs(30), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let (store, es) = (operated.store.clone(), operated.es.clone());
         let options = es_core::RunnerOptions {
             failure: es_core::FailurePolicy::Park {
                 attempts: 1,
@@ -732,11 +740,8 @@ async fn parked_events_are_listed_retried_and_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_destroys_the_key_and_every_view_shows_the_data_forgotten() {
     es_test_support::bounded_by(Duration::from_secs(30), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let es = operated.es.clone();
         let name = json(&es, &["state", "lead/op-L0000"]).await["state"]["name"].clone();
         assert!(name.is_string(), "{name}");
 
@@ -777,11 +782,8 @@ async fn forget_destroys_the_key_and_every_view_shows_the_data_forgotten() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_streams_from_the_command_line() {
     es_test_support::bounded_by(Duration::from_secs(30), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let (store, es) = (operated.store.clone(), operated.es.clone());
         let traffic = Traffic::start(&store);
         let close = |stream: &str, status: &str| {
             [
@@ -855,11 +857,8 @@ async fn closing_streams_from_the_command_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archived_stream_is_named_and_stays_in_the_log() {
     es_test_support::bounded_by(Duration::from_secs(20), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let es = operated.es.clone();
         run(
             &es,
             &[
@@ -1093,11 +1092,8 @@ async fn serve_answers_right_statuses_and_bounds_every_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_a_stream_page_past_the_last_version_shows_the_last() {
     es_test_support::bounded_by(Duration::from_secs(20), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let es = operated.es.clone();
         run(&es, &["events", "ticket/T-1", "--from", "99"])
             .await
             .expect_code(3, "CLI");
@@ -1337,11 +1333,8 @@ async fn schema_names_and_tenant_schemas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_follow_after_zero_starts_at_the_first_event() {
     es_test_support::bounded_by(Duration::from_secs(20), async {
-        let schema = fresh().await;
-        let store = schema.store().clone();
-        history(&store).await;
-        let dir = tempfile::tempdir().expect("a directory");
-        let es = Es::on(&url(), store.schema(), dir.path());
+        let operated = operated().await;
+        let es = operated.es.clone();
         let first = blocking(move || {
             let mut lines = Vec::new();
             for after in ["1", "0"] {
