@@ -689,6 +689,20 @@ async fn projection_runner_and_waits_are_spawnable_on_postgres() -> Result<(), B
     .await
 }
 
+/// `wait_for_checkpoint` of the `api_notes` checkpoint in `model`, polled every 5 ms up to
+/// `timeout`, on a task of its own.
+async fn spawned_checkpoint_wait(
+    model: &InMemoryReadModel<BTreeMap<String, u64>>,
+    position: u64,
+    timeout: Duration,
+) -> Result<Result<u64, WaitError>, tokio::task::JoinError> {
+    let checkpoints = model.clone();
+    tokio::spawn(async move {
+        es_core::wait_for_checkpoint(&checkpoints, "api_notes", position, Duration::from_millis(5), timeout).await
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_checkpoint_and_wait_all_are_spawnable() -> Result<(), BoxError> {
     bounded_by(BOUND, async {
@@ -701,35 +715,13 @@ async fn wait_for_checkpoint_and_wait_all_are_spawnable() -> Result<(), BoxError
         let executed = tickets.execute(&id, Metadata::new(), |t: &Ticket| t.note("n")).await?;
         let position = executed.position();
         // Before any runner committed: a typed timeout naming where it is.
-        let checkpoints = model.clone();
-        let waited = tokio::spawn(async move {
-            es_core::wait_for_checkpoint(
-                &checkpoints,
-                "api_notes",
-                position,
-                Duration::from_millis(5),
-                Duration::from_millis(30),
-            )
-            .await
-        })
-        .await?;
+        let waited = spawned_checkpoint_wait(&model, position, Duration::from_millis(30)).await?;
         assert!(
             matches!(waited, Err(WaitError::Timeout { reached: 0, .. })),
             "{waited:?}"
         );
         runner.catch_up().await?;
-        let checkpoints = model.clone();
-        let waited = tokio::spawn(async move {
-            es_core::wait_for_checkpoint(
-                &checkpoints,
-                "api_notes",
-                position,
-                Duration::from_millis(5),
-                Duration::from_secs(5),
-            )
-            .await
-        })
-        .await??;
+        let waited = spawned_checkpoint_wait(&model, position, Duration::from_secs(5)).await??;
         assert!(waited >= position);
         let all = vec![runner.progress(), runner.progress()];
         tokio::spawn(async move { ProjectionProgress::wait_all(&all, position, Duration::from_secs(1)).await })
@@ -1122,14 +1114,19 @@ async fn nul_outcomes<S: EventStore + Clone + 'static>(store: S) -> Vec<String> 
     outcomes
 }
 
+/// [`nul_outcomes`] in memory, on SQLite and on PostgreSQL.
+async fn nul_outcomes_of_every_store() -> [Vec<String>; 3] {
+    let memory = nul_outcomes(InMemoryStore::new()).await;
+    let (_dir, store) = sqlite().await;
+    let sqlite = nul_outcomes(store).await;
+    let schema = postgres().await;
+    [memory, sqlite, nul_outcomes(schema.store().clone()).await]
+}
+
 #[tokio::test]
 async fn nul_characters_are_typed_errors_never_panics() -> Result<(), BoxError> {
     bounded_by(BOUND, async {
-        let memory = nul_outcomes(InMemoryStore::new()).await;
-        let (_dir, store) = sqlite().await;
-        let sqlite = nul_outcomes(store).await;
-        let schema = postgres().await;
-        let postgres = nul_outcomes(schema.store().clone()).await;
+        let [memory, sqlite, postgres] = nul_outcomes_of_every_store().await;
         for outcomes in [&memory, &sqlite, &postgres] {
             assert_eq!(outcomes[0], "create id: invalid batch", "{outcomes:?}");
             assert!(!outcomes.iter().any(|o| o.contains("other:")), "{outcomes:?}");
@@ -1142,11 +1139,7 @@ async fn nul_characters_are_typed_errors_never_panics() -> Result<(), BoxError> 
 #[tokio::test]
 async fn nul_characters_are_refused_alike_by_every_store() -> Result<(), BoxError> {
     bounded_by(BOUND, async {
-        let memory = nul_outcomes(InMemoryStore::new()).await;
-        let (_dir, store) = sqlite().await;
-        let sqlite = nul_outcomes(store).await;
-        let schema = postgres().await;
-        let postgres = nul_outcomes(schema.store().clone()).await;
+        let [memory, sqlite, postgres] = nul_outcomes_of_every_store().await;
         assert_eq!(memory, postgres, "memory vs PostgreSQL");
         assert_eq!(sqlite, postgres, "SQLite vs PostgreSQL");
         Ok(())
