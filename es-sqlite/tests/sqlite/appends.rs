@@ -8,7 +8,7 @@ use std::sync::Arc;
 use es_core::{EventStore, ExpectedVersion, GlobalLog, StoreError, StreamSlice};
 use es_sqlite::SqliteStore;
 
-use crate::support::{event, fresh, fresh_stream, numbered, read};
+use crate::support::{event, fresh, fresh_stream, numbered, positions, read};
 
 /// 16 tasks, on two stores opened separately on the file (so they race in SQLite's locks as well
 /// as in the store's), each appending 5 events one at a time with the version it read: every
@@ -55,15 +55,11 @@ async fn sixteen_tasks_racing_on_one_stream_write_every_version_once() {
     assert_eq!(versions, (1..=80).collect::<Vec<_>>(), "every version once");
     let written: BTreeSet<_> = events.iter().map(|e| e.payload.clone()).collect();
     assert_eq!(written.len(), 80, "every task's every event once");
-    let positions: Vec<u64> = db
-        .store
-        .read_all(0, 1000)
-        .await
-        .expect("read_all")
-        .iter()
-        .map(|e| e.position)
-        .collect();
-    assert_eq!(positions, (1..=80).collect::<Vec<_>>(), "dense positions");
+    assert_eq!(
+        positions(&db.store, 1000).await,
+        (1..=80).collect::<Vec<_>>(),
+        "dense positions"
+    );
     eprintln!("16 racing tasks: 80 events, {conflicts} conflicts");
 }
 

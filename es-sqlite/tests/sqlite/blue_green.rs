@@ -5,7 +5,7 @@ use es_core::conformance::{BlueGreenProbe, ModelCopy};
 use es_core::HandlerError;
 use es_sqlite::{SqliteCheckpoints, SqliteContext, SqliteStore};
 
-use crate::support::{fresh, TestDb};
+use crate::support::{fresh_with_tables, numbers, TestDb};
 
 /// The live copy is `bg_live`, the next one `bg_next`; the switch renames them.
 struct Tables {
@@ -40,29 +40,13 @@ impl BlueGreenProbe<SqliteCheckpoints> for Tables {
     }
 
     async fn live(&self, _: &SqliteCheckpoints) -> Vec<u64> {
-        let marks = self
-            .store
-            .read(|db| {
-                let mut rows = db.prepare("SELECT n FROM bg_live")?;
-                let marks = rows.query_map([], |row| row.get::<_, i64>(0))?;
-                marks.collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .expect("reading the live table");
-        marks.into_iter().map(|mark| mark as u64).collect()
+        numbers(&self.store, "SELECT n FROM bg_live").await
     }
 }
 
 /// A fresh file with both tables.
 async fn with_tables() -> TestDb {
-    let db = fresh().await;
-    db.store
-        .write(|db| {
-            db.execute_batch("CREATE TABLE bg_live (n INTEGER NOT NULL); CREATE TABLE bg_next (n INTEGER NOT NULL);")
-        })
-        .await
-        .expect("tables");
-    db
+    fresh_with_tables("CREATE TABLE bg_live (n INTEGER NOT NULL); CREATE TABLE bg_next (n INTEGER NOT NULL);").await
 }
 
 es_core::blue_green_conformance_test!(with_tables(), |db| (

@@ -6,20 +6,12 @@ use std::time::Duration;
 use es_core::{CheckpointError, CheckpointStore, ClaimStatus};
 use es_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 
-use crate::support::{fresh, fresh_with, raw, select};
-
-async fn begin(
-    checkpoints: &es_sqlite::SqliteCheckpoints,
-    claim: &mut es_sqlite::SqliteClaim,
-) -> (es_sqlite::SqliteUnit, u64) {
-    checkpoints.begin(claim).await.expect("begin")
-}
+use crate::support::{begin, claimed, fresh, fresh_with, fresh_with_tables, raw, select};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_whose_epoch_was_raised_gets_claim_lost() {
     let db = fresh().await;
-    let checkpoints = db.store.checkpoints();
-    let mut claim = checkpoints.claim("fenced").await.expect("claim");
+    let (checkpoints, mut claim) = claimed(&db, "fenced").await;
     assert_eq!(claim.epoch(), 1);
     let (unit, _) = begin(&checkpoints, &mut claim).await;
     checkpoints.commit(unit, 3).await.expect("commit");
@@ -44,8 +36,7 @@ async fn a_runner_whose_epoch_was_raised_gets_claim_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_blocked_past_the_busy_timeout_is_a_transient_failure() {
     let db = fresh_with(SqliteOptions::default().with_busy_timeout(Duration::from_millis(200))).await;
-    let checkpoints = db.store.checkpoints();
-    let mut claim = checkpoints.claim("blocked").await.expect("claim");
+    let (checkpoints, mut claim) = claimed(&db, "blocked").await;
     let blocker = raw(&db);
     blocker.execute_batch("BEGIN IMMEDIATE").expect("hold the write lock");
     match checkpoints.begin(&mut claim).await {
@@ -64,8 +55,7 @@ async fn a_unit_blocked_past_the_busy_timeout_is_a_transient_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_commits_is_refused() {
     let db = fresh().await;
-    let checkpoints = db.store.checkpoints();
-    let mut claim = checkpoints.claim("rogue").await.expect("claim");
+    let (checkpoints, mut claim) = claimed(&db, "rogue").await;
     let (mut unit, _) = begin(&checkpoints, &mut claim).await;
     checkpoints
         .context(&mut unit)
@@ -82,13 +72,8 @@ async fn a_handler_that_commits_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_of_a_rolled_back_or_dropped_unit_are_discarded() {
-    let db = fresh().await;
-    db.store
-        .write(|conn| conn.execute_batch("CREATE TABLE model (n INTEGER NOT NULL)"))
-        .await
-        .expect("table");
-    let checkpoints = db.store.checkpoints();
-    let mut claim = checkpoints.claim("model").await.expect("claim");
+    let db = fresh_with_tables("CREATE TABLE model (n INTEGER NOT NULL)").await;
+    let (checkpoints, mut claim) = claimed(&db, "model").await;
     let (mut unit, _) = begin(&checkpoints, &mut claim).await;
     checkpoints
         .context(&mut unit)

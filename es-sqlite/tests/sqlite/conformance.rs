@@ -3,7 +3,7 @@
 use es_core::conformance::ReadModelProbe;
 use es_sqlite::{SqliteCheckpoints, SqliteContext, SqliteStore};
 
-use crate::support::{fresh, TestDb};
+use crate::support::{fresh, fresh_with_tables, numbers, TestDb};
 
 es_core::conformance_tests!(fresh(), |db| db.store.clone());
 
@@ -21,27 +21,13 @@ impl ReadModelProbe<SqliteCheckpoints> for Marks {
     }
 
     async fn committed(&self, _: &SqliteCheckpoints) -> Vec<u64> {
-        let marks = self
-            .store
-            .read(|db| {
-                let mut marks = db.prepare("SELECT mark FROM marks")?;
-                let rows = marks.query_map([], |row| row.get::<_, i64>(0))?;
-                rows.collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .expect("reading the marks");
-        marks.into_iter().map(|mark| mark as u64).collect()
+        numbers(&self.store, "SELECT mark FROM marks").await
     }
 }
 
 /// A fresh file with the probe's table.
 async fn marked() -> TestDb {
-    let db = fresh().await;
-    db.store
-        .write(|db| db.execute_batch("CREATE TABLE marks (mark INTEGER NOT NULL)"))
-        .await
-        .expect("marks table");
-    db
+    fresh_with_tables("CREATE TABLE marks (mark INTEGER NOT NULL)").await
 }
 
 es_core::checkpoint_conformance_tests!(marked(), |db| (

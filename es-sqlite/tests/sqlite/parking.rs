@@ -7,10 +7,10 @@ use std::error::Error;
 
 use chrono::{DateTime, Utc};
 use es_core::{CheckpointStore, ParkedEvent, StreamId};
-use es_sqlite::{SqliteCheckpoints, SqliteClaim, SqliteError, SqliteStore, SqliteUnit};
+use es_sqlite::{SqliteCheckpoints, SqliteError, SqliteStore};
 use uuid::Uuid;
 
-use crate::support::fresh;
+use crate::support::{begin, claimed, fresh};
 
 /// Now, at the microsecond: what the table keeps of an instant.
 fn now() -> DateTime<Utc> {
@@ -33,10 +33,6 @@ fn parked(projection: &str, position: u64, error: &str, attempts: u32) -> Parked
     }
 }
 
-async fn begin(checkpoints: &SqliteCheckpoints, claim: &mut SqliteClaim) -> SqliteUnit {
-    checkpoints.begin(claim).await.expect("begin").0
-}
-
 async fn listed(checkpoints: &SqliteCheckpoints, projection: &str) -> Vec<ParkedEvent> {
     checkpoints.parked(projection).await.expect("list the parked events")
 }
@@ -44,9 +40,8 @@ async fn listed(checkpoints: &SqliteCheckpoints, projection: &str) -> Vec<Parked
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_parked_outside_the_units_transaction() {
     let db = fresh().await;
-    let checkpoints = db.store.checkpoints();
-    let mut claim = checkpoints.claim("ended").await.expect("claim");
-    let mut unit = begin(&checkpoints, &mut claim).await;
+    let (checkpoints, mut claim) = claimed(&db, "ended").await;
+    let (mut unit, _) = begin(&checkpoints, &mut claim).await;
     checkpoints
         .context(&mut unit)
         .execute_batch("COMMIT")
@@ -65,9 +60,8 @@ async fn nothing_is_parked_outside_the_units_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_store_lists_parked_events_and_changes_none() {
     let db = fresh().await;
-    let checkpoints = db.store.checkpoints();
-    let mut claim = checkpoints.claim("read-only").await.expect("claim");
-    let mut unit = begin(&checkpoints, &mut claim).await;
+    let (checkpoints, mut claim) = claimed(&db, "read-only").await;
+    let (mut unit, _) = begin(&checkpoints, &mut claim).await;
     checkpoints
         .park(&mut unit, &parked("read-only", 2, "boom", 1))
         .await

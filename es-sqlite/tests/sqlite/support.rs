@@ -5,8 +5,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use es_core::{EventStore, ExpectedVersion, StreamId};
-use es_sqlite::{SqliteOptions, SqliteStore};
+use es_core::CheckpointStore;
+use es_core::{EventStore, ExpectedVersion, GlobalLog, StreamId};
+use es_sqlite::{SqliteCheckpoints, SqliteClaim, SqliteOptions, SqliteStore, SqliteUnit};
 use tempfile::TempDir;
 
 pub use es_core::conformance::{event, fresh_stream, numbered, whole_stream as read};
@@ -67,6 +68,28 @@ pub async fn fresh_with(options: SqliteOptions) -> TestDb {
     TestDb { store, _dir: dir }
 }
 
+/// A fresh, migrated store whose file also holds the tables `schema` creates.
+pub async fn fresh_with_tables(schema: &'static str) -> TestDb {
+    let db = fresh().await;
+    db.store
+        .write(move |db| db.execute_batch(schema))
+        .await
+        .unwrap_or_else(|error| panic!("{schema}: {error}"));
+    db
+}
+
+/// The store's checkpoints, with `projection` claimed.
+pub async fn claimed(db: &TestDb, projection: &str) -> (SqliteCheckpoints, SqliteClaim) {
+    let checkpoints = db.store.checkpoints();
+    let claim = checkpoints.claim(projection).await.expect("claim");
+    (checkpoints, claim)
+}
+
+/// A unit of work begun under `claim`, and the checkpoint it starts from.
+pub async fn begin(checkpoints: &SqliteCheckpoints, claim: &mut SqliteClaim) -> (SqliteUnit, u64) {
+    checkpoints.begin(claim).await.expect("begin")
+}
+
 /// A raw connection to the file, beside the store's: for planting data and holding locks.
 pub fn raw(db: &TestDb) -> rusqlite::Connection {
     rusqlite::Connection::open(db.path()).expect("a raw connection")
@@ -102,6 +125,18 @@ pub async fn select<T: Send + 'static>(
         .read(move |db| db.prepare(&query)?.query_map([], row)?.collect())
         .await
         .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+/// The first column of the rows `sql` selects, as numbers (never negative).
+pub async fn numbers(store: &SqliteStore, sql: &str) -> Vec<u64> {
+    let numbers: Vec<i64> = select(store, sql, |row| row.get(0)).await;
+    numbers.into_iter().map(|number| number as u64).collect()
+}
+
+/// The positions of the first `limit` events of the global log.
+pub async fn positions(store: &SqliteStore, limit: usize) -> Vec<u64> {
+    let events = store.read_all(0, limit).await.expect("read_all");
+    events.iter().map(|event| event.position).collect()
 }
 
 /// The number `sql` selects: a count.

@@ -5,7 +5,7 @@ use es_core::{EventStore, ExpectedVersion, GlobalLog, NewEvent, StoreError, Stre
 use es_sqlite::{SqliteError, SqliteStore, SqliteTransaction, SqliteWakeUp};
 use futures_util::FutureExt;
 
-use crate::support::{count, event, fresh, fresh_stream, numbered, read, TestDb};
+use crate::support::{count, event, fresh_stream, fresh_with_tables, numbered, positions, read, TestDb};
 
 /// What the tests' closures fail with: the store's errors, SQLite's, or one of their own.
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +21,7 @@ enum TestError {
 }
 
 async fn with_outbox() -> TestDb {
-    let db = fresh().await;
-    db.store
-        .write(|db| db.execute_batch("CREATE TABLE outbox (event_id BLOB PRIMARY KEY, name TEXT NOT NULL) STRICT"))
-        .await
-        .expect("the outbox table");
-    db
+    fresh_with_tables("CREATE TABLE outbox (event_id BLOB PRIMARY KEY, name TEXT NOT NULL) STRICT").await
 }
 
 /// One outbox row per event of `events`, written through the transaction.
@@ -227,15 +222,7 @@ async fn a_batch_refused_at_its_last_event_leaves_none_of_it() {
     assert!(matches!(invalid, Err(StoreError::InvalidBatch { .. })), "{invalid:?}");
     let versions: Vec<u64> = read(&db.store, &stream).await.iter().map(|e| e.version).collect();
     assert_eq!(versions, [1]);
-    let positions: Vec<u64> = db
-        .store
-        .read_all(0, 10)
-        .await
-        .expect("read_all")
-        .iter()
-        .map(|e| e.position)
-        .collect();
-    assert_eq!(positions, [1, 2], "dense positions");
+    assert_eq!(positions(&db.store, 10).await, [1, 2], "dense positions");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
