@@ -239,11 +239,7 @@ async fn an_append_in_a_transaction_refuses_a_closed_stream() {
     use es_core::lifecycle::{StreamChange, StreamLifecycle, StreamStatus};
 
     let schema = schema().await;
-    let stream = fresh_stream("tx");
-    schema
-        .append(&stream, ExpectedVersion::NoStream, numbered(1))
-        .await
-        .expect("append");
+    let stream = stream_with(&schema, "tx", 1).await;
     schema
         .tombstone(&stream, StreamChange::new("ops", "done"))
         .await

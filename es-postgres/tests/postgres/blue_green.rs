@@ -6,7 +6,7 @@ use es_core::HandlerError;
 use es_postgres::PostgresCheckpoints;
 use sqlx::{PgConnection, PgPool};
 
-use crate::support::{exclusive_schema, Exclusive};
+use crate::support::{exclusive_schema, in_schema, numbers, Exclusive};
 
 /// The live copy is `bg_live`, the next one `bg_next`; the switch renames them.
 struct Tables {
@@ -46,11 +46,7 @@ impl BlueGreenProbe<PostgresCheckpoints> for Tables {
     }
 
     async fn live(&self, _: &PostgresCheckpoints) -> Vec<u64> {
-        let marks: Vec<i64> = sqlx::query_scalar(&format!("SELECT n FROM \"{}\".bg_live", self.schema))
-            .fetch_all(&self.pool)
-            .await
-            .expect("reading the live table");
-        marks.into_iter().map(|mark| mark as u64).collect()
+        numbers(&self.pool, &format!("SELECT n FROM \"{}\".bg_live", self.schema)).await
     }
 }
 
@@ -58,15 +54,11 @@ impl BlueGreenProbe<PostgresCheckpoints> for Tables {
 /// appends readable at once.
 async fn with_tables() -> Exclusive {
     let schema = exclusive_schema().await;
-    for table in ["bg_live", "bg_next"] {
-        sqlx::query(&format!(
-            "CREATE TABLE \"{}\".{table} (n bigint NOT NULL)",
-            schema.schema()
-        ))
-        .execute(schema.pool())
-        .await
-        .expect("tables");
-    }
+    in_schema(
+        &schema,
+        "CREATE TABLE bg_live (n bigint NOT NULL); CREATE TABLE bg_next (n bigint NOT NULL);",
+    )
+    .await;
     schema
 }
 

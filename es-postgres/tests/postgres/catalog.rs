@@ -6,10 +6,9 @@ use std::collections::HashSet;
 
 use es_core::{EventStore, ExpectedVersion, Snapshot, SnapshotStore, StreamCatalog, StreamId, StreamQuery};
 use es_postgres::PostgresStore;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, Row};
 
-use crate::support::{database, numbered, schema, Rng, Shared};
+use crate::support::{numbered, schema, store_on_one_connection, Rng, Shared};
 
 /// `(type, id, version)` of each stream listed.
 type Listing = Vec<(String, String, u64)>;
@@ -128,12 +127,7 @@ async fn listings_plan_index_seeks_not_a_scan_of_the_events() {
         .expect("ANALYZE");
 
     // One connection, so the store prepares its statements where the test can explain them.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(database().url())
-        .await
-        .expect("a pool of one");
-    let store = PostgresStore::new(pool.clone()).with_schema(s).expect("schema name");
+    let (store, pool) = store_on_one_connection(s).await;
     let cases = [
         ("first page", query(None, None, None, 50)),
         ("of one type", query(Some("kind1"), None, None, 50)),

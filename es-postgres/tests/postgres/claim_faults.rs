@@ -6,11 +6,10 @@
 use std::time::{Duration, Instant};
 
 use es_core::{CheckpointError, CheckpointStore};
-use es_postgres::PostgresStore;
 use es_test_support::{bounded, CuttingProxy};
 use sqlx::postgres::PgPoolOptions;
 
-use crate::support::{database, schema};
+use crate::support::{database, schema, store_on_pool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_while_claiming_again_is_not_a_lost_claim() {
@@ -22,12 +21,8 @@ async fn lost_reclaim_answer() {
     let proxy = CuttingProxy::in_front_of(database().url())
         .await
         .unwrap_or_else(|error| panic!("{error}"));
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(proxy.connect_options())
-        .await
-        .expect("a pool through the proxy");
-    let store = PostgresStore::new(pool).with_schema(schema.schema()).expect("schema");
+    let pool = PgPoolOptions::new().max_connections(2);
+    let store = store_on_pool(pool, proxy.connect_options(), schema.schema()).await;
     let checkpoints = store.checkpoints();
     let projection = "reclaimed";
     let mut claim = checkpoints.claim(projection).await.expect("claim");

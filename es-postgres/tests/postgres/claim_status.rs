@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use es_core::{CheckpointStore, ClaimStatus};
-use es_postgres::{PostgresCheckpoints, PostgresStore};
+use es_postgres::PostgresCheckpoints;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::support::{database, schema};
+use crate::support::{connect_options, schema, store_on_pool};
 
 async fn status(checkpoints: &PostgresCheckpoints, projection: &str) -> ClaimStatus {
     checkpoints.claim_status(projection).await.expect("claim status")
@@ -27,14 +27,9 @@ async fn a_claim_held_by_another_process_shows_as_held_until_its_connection_ends
     let schema = schema().await;
     let here = schema.checkpoints();
     // Another process: its own pool and store over the same schema, sharing nothing with `here`.
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(database().url())
+    let pool = PgPoolOptions::new().max_connections(2);
+    let elsewhere = store_on_pool(pool, connect_options(), schema.schema())
         .await
-        .expect("a second pool");
-    let elsewhere = PostgresStore::new(pool)
-        .with_schema(schema.schema())
-        .expect("schema name")
         .checkpoints();
     let projection = "ticket-board";
     assert_eq!(status(&here, projection).await, ClaimStatus::Free, "never claimed");

@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 
 use es_test_support::TestSchema;
 
-use crate::support::{exclusive_schema, schema, Exclusive, Shared};
+use crate::support::{exclusive_schema, in_schema, numbers, schema, Exclusive, Shared};
 
 es_core::conformance_tests!(crate::support::exclusive_schema(), |schema| schema.store().clone());
 
@@ -38,23 +38,13 @@ impl ReadModelProbe<PostgresCheckpoints> for Marks {
     }
 
     async fn committed(&self, _: &PostgresCheckpoints) -> Vec<u64> {
-        let marks: Vec<i64> = sqlx::query_scalar(&format!("SELECT mark FROM {}", self.table))
-            .fetch_all(&self.pool)
-            .await
-            .expect("reading the marks");
-        marks.into_iter().map(|mark| mark as u64).collect()
+        numbers(&self.pool, &format!("SELECT mark FROM {}", self.table)).await
     }
 }
 
 /// Creates the probe's table in `schema`.
 async fn create_marks(schema: &TestSchema) {
-    sqlx::query(&format!(
-        "CREATE TABLE \"{}\".marks (mark bigint NOT NULL)",
-        schema.schema()
-    ))
-    .execute(schema.pool())
-    .await
-    .expect("marks table");
+    in_schema(schema, "CREATE TABLE marks (mark bigint NOT NULL)").await;
 }
 
 /// A fresh schema with the probe's table.

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use es_core::{EventStore, ExpectedVersion, StoreError};
+use es_core::{EventStore, StoreError};
 use es_postgres::{PostgresError, PostgresOptions, PostgresStore};
 use sqlx::postgres::PgPoolOptions;
 
-use crate::support::{database, fresh_stream, numbered};
+use crate::support::{database, stream_with};
 
 /// Bounds the tests' own time: a connect that hangs fails the test instead of stalling the run.
 const TEST_BOUND: Duration = Duration::from_secs(30);
@@ -73,11 +73,7 @@ async fn connect_with_options_gives_a_working_store() {
     let schema = format!("es_connect_{}", uuid::Uuid::now_v7().simple());
     let store = store.with_schema(&schema).expect("a valid schema name");
     store.migrate().await.expect("migrate");
-    let stream = fresh_stream("connect");
-    store
-        .append(&stream, ExpectedVersion::NoStream, numbered(2))
-        .await
-        .expect("append");
+    let stream = stream_with(&store, "connect", 2).await;
     assert_eq!(store.stream_version(&stream).await.expect("version"), 2);
     sqlx::raw_sql(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
         .execute(store.pool())

@@ -11,7 +11,7 @@ use es_test_support::{bounded, CuttingProxy, TEST_BOUND};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use crate::support::{database, event, fresh_stream, numbered, read, schema, stream_with};
+use crate::support::{database, event, fresh_stream, numbered, read, schema, store_on_pool, stream_with};
 
 fn ids(batch: &[NewEvent]) -> Vec<Uuid> {
     batch.iter().map(|event| event.event_id).collect()
@@ -35,13 +35,8 @@ async fn lost_answer() {
         .unwrap_or_else(|error| panic!("{error}"));
     let pool = PgPoolOptions::new()
         .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(proxy.connect_options())
-        .await
-        .expect("a pool through the proxy");
-    let through_proxy = PostgresStore::new(pool)
-        .with_schema(direct.schema())
-        .expect("the test schema");
+        .acquire_timeout(Duration::from_secs(10));
+    let through_proxy = store_on_pool(pool, proxy.connect_options(), direct.schema()).await;
 
     let stream = stream_with(direct, "lost", 1).await;
     let marker = format!("lost-answer-{}", Uuid::now_v7().simple());

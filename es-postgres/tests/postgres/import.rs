@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 
 use chrono::DateTime;
-use es_core::{EventStore, ExpectedVersion, Limit, Limits, Metadata, StreamId};
+use es_core::{EventStore, Limit, Limits, Metadata, StreamId};
 use es_postgres::{
     ImportError, ImportOptions, ImportProgress, ImportReport, ImportedEvent, PostgresStore, SourceChange,
 };
 use futures_util::StreamExt;
 use uuid::Uuid;
 
-use crate::support::{fresh_stream, numbered, read_all_until, schema};
+use crate::support::{fresh_stream, read_all_until, schema, stream_with};
 
 /// A history of `count` events over `streams` streams, interleaved, with original timestamps
 /// (microseconds, in the past), ids and metadata of every kind.
@@ -99,11 +99,7 @@ fn json(bytes: &[u8]) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imported_history_reads_back_as_it_was_after_what_was_stored() {
     let schema = schema().await;
-    let before = fresh_stream("before");
-    schema
-        .append(&before, ExpectedVersion::NoStream, numbered(2))
-        .await
-        .expect("append");
+    let before = stream_with(&schema, "before", 2).await;
     let events = history("import", 300, 20_000);
     let (result, progress) = import(&schema, "history", 1_500, &events).await;
     let report = result.expect("import");
@@ -290,11 +286,7 @@ async fn events_over_the_limits_or_not_utf8_are_refused_before_anything_is_sent(
 async fn a_stream_with_events_of_its_own_or_a_stored_id_is_refused_by_name() {
     let schema = schema().await;
     let mut events = history("existing", 5, 40);
-    let existing = fresh_stream("existing");
-    schema
-        .append(&existing, ExpectedVersion::NoStream, numbered(1))
-        .await
-        .expect("append");
+    let existing = stream_with(&schema, "existing", 1).await;
     // Index 13, in chunk 2, is the first event of a stream that already has one.
     events[13].stream = existing.clone();
     let (result, _) = import(&schema, "existing", 10, &events).await;
@@ -331,11 +323,7 @@ async fn an_event_of_a_closed_stream_is_refused_by_name() {
     let schema = schema().await;
     let mut events = history("closed", 4, 30);
     // Index 17, in chunk 2, goes to a stream deleted before the import: its id is never reused.
-    let deleted = fresh_stream("closed");
-    schema
-        .append(&deleted, ExpectedVersion::NoStream, numbered(2))
-        .await
-        .expect("append");
+    let deleted = stream_with(&schema, "closed", 2).await;
     schema
         .delete_stream(&deleted, StreamChange::new("dpo", "erasure"))
         .await

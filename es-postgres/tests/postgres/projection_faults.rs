@@ -1,7 +1,6 @@
 //! The projection runner while connections are cut under it: claims stay exclusive, nothing is
 //! lost or applied twice, and runs ride the faults out by themselves.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,13 +11,13 @@ use es_core::{
 };
 use es_postgres::PostgresStore;
 use es_test_support::{TestSchema, TestServer};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::domain::CaseEvent;
-use crate::support::{database, event, fault_runner_options, knob, schema, Rng};
+use crate::support::{connect_options, event, fault_runner_options, in_schema, knob, schema, store_on_pool, Rng};
 
 /// Counts the events of each case and logs which runner handled each position.
 struct Tally {
@@ -56,30 +55,19 @@ impl Projection for Tally {
 }
 
 async fn create_tables(schema: &TestSchema) {
-    let s = schema.schema();
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE \"{s}\".tally_log (position bigint PRIMARY KEY, runner text NOT NULL);
-         CREATE TABLE \"{s}\".tally (stream text PRIMARY KEY, ticks bigint NOT NULL);"
-    ))
-    .execute(schema.pool())
-    .await
-    .expect("read-model tables");
+    in_schema(
+        schema,
+        "CREATE TABLE tally_log (position bigint PRIMARY KEY, runner text NOT NULL);
+         CREATE TABLE tally (stream text PRIMARY KEY, ticks bigint NOT NULL);",
+    )
+    .await;
 }
 
 /// The schema's store on a pool whose connections carry the schema's name, so the test can cut
 /// exactly this test's connections.
 async fn named_store(schema: &TestSchema) -> PostgresStore {
-    let options = PgConnectOptions::from_str(database().url())
-        .expect("database URL")
-        .application_name(&format!("es test {}", schema.schema()));
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .connect_with(options)
-        .await
-        .expect("pool");
-    PostgresStore::new(pool)
-        .with_schema(schema.schema())
-        .expect("schema name")
+    let options = connect_options().application_name(&format!("es test {}", schema.schema()));
+    store_on_pool(PgPoolOptions::new().max_connections(16), options, schema.schema()).await
 }
 
 /// Which connections the fault injector cuts.

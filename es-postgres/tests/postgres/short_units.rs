@@ -8,7 +8,7 @@ use es_core::{CheckpointStore, EventStore, ExpectedVersion, GlobalLog};
 use es_postgres::PostgresStore;
 use sqlx::PgConnection;
 
-use crate::support::{exclusive_schema, fresh_stream, numbered};
+use crate::support::{exclusive_schema, fresh_stream, in_schema, numbered};
 
 /// Appends one event through the store's pool (its own transaction, committed): its position.
 async fn append_one(store: &PostgresStore) -> u64 {
@@ -70,10 +70,7 @@ async fn a_unit_that_has_not_written_holds_no_reader_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_that_has_written_holds_readers_back_until_it_ends() {
     let schema = exclusive_schema().await;
-    sqlx::query(&format!("CREATE TABLE \"{}\".marks (mark bigint)", schema.schema()))
-        .execute(schema.pool())
-        .await
-        .expect("marks table");
+    in_schema(&schema, "CREATE TABLE marks (mark bigint)").await;
     let checkpoints = schema.checkpoints();
     let mut claim = checkpoints.claim("writing-unit").await.expect("claim");
     let (mut unit, _) = checkpoints.begin(&mut claim).await.expect("begin");

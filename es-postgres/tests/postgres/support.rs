@@ -1,11 +1,13 @@
 //! Shared helpers: fresh schemas, test events, raw SQL, and the gate that keeps tests that need a
 //! quiet server apart from the others.
 
+use std::str::FromStr;
 use std::sync::LazyLock;
 
 use es_core::{EventStore, ExpectedVersion, GlobalLog, RecordedEvent, StreamId};
 use es_postgres::PostgresStore;
 use es_test_support::{TestDatabase, TestSchema};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgExecutor;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
@@ -74,6 +76,23 @@ impl std::ops::Deref for Exclusive {
 }
 
 pub use es_core::conformance::{event, fresh_stream, numbered, whole_stream as read};
+
+/// Runs `sql` (read-model tables to create, as a rule) in `store`'s schema, without naming it.
+pub async fn in_schema(store: &PostgresStore, sql: &str) {
+    store
+        .execute_in_schema(sql)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+}
+
+/// The first column of the rows `sql` selects on `pool`, as numbers (never negative).
+pub async fn numbers(pool: &sqlx::PgPool, sql: &str) -> Vec<u64> {
+    let numbers: Vec<i64> = sqlx::query_scalar(sql)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    numbers.into_iter().map(|number| number as u64).collect()
+}
 
 /// A fresh stream of `kind` holding `count` numbered events.
 pub async fn stream_with(store: &PostgresStore, kind: &str, count: usize) -> StreamId {
@@ -180,17 +199,23 @@ pub fn fault_runner_options() -> es_core::RunnerOptions {
 /// A small, fast, seedable random number generator, shared with the test support.
 pub use es_test_support::Rng;
 
+/// How to connect to the server for this process.
+pub fn connect_options() -> PgConnectOptions {
+    PgConnectOptions::from_str(database().url()).expect("the database URL")
+}
+
+/// A store on `schema` over a pool of its own, made by `pool` connecting with `connect`: as
+/// another process would have, or one through a proxy.
+pub async fn store_on_pool(pool: PgPoolOptions, connect: PgConnectOptions, schema: &str) -> PostgresStore {
+    let pool = pool.connect_with(connect).await.expect("a pool of its own");
+    PostgresStore::new(pool).with_schema(schema).expect("the schema")
+}
+
 /// The store on a pool of one connection, in `schema`: it prepares its statements where a test
 /// can then explain them ([`plans`]).
 pub async fn store_on_one_connection(schema: &str) -> (PostgresStore, sqlx::PgPool) {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(database().url())
-        .await
-        .expect("a pool of one");
-    let store = PostgresStore::new(pool.clone())
-        .with_schema(schema)
-        .expect("schema name");
+    let store = store_on_pool(PgPoolOptions::new().max_connections(1), connect_options(), schema).await;
+    let pool = store.pool().clone();
     (store, pool)
 }
 

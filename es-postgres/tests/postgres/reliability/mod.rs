@@ -31,8 +31,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::domain::{note, CaseEvent, Cases};
-use crate::support::fault_runner_options;
 pub use crate::support::knob;
+use crate::support::{fault_runner_options, in_schema, store_on_pool};
 
 /// How long the load runs under faults.
 pub fn load_time() -> Duration {
@@ -47,15 +47,8 @@ pub fn bound(load: Duration) -> Duration {
 /// A store on `direct`'s schema with a pool of its own (24 connections) connecting with
 /// `options`, that gives up waiting for a connection after `acquire`.
 pub async fn store_on(options: PgConnectOptions, direct: &PostgresStore, acquire: Duration) -> PostgresStore {
-    let pool = PgPoolOptions::new()
-        .max_connections(24)
-        .acquire_timeout(acquire)
-        .connect_with(options)
-        .await
-        .expect("a pool");
-    PostgresStore::new(pool)
-        .with_schema(direct.schema())
-        .expect("the schema")
+    let pool = PgPoolOptions::new().max_connections(24).acquire_timeout(acquire);
+    store_on_pool(pool, options, direct.schema()).await
 }
 
 /// Counts the events of each stream.
@@ -113,15 +106,13 @@ impl Projection for EventLog {
 
 /// Creates the read-model tables of both projections in `store`'s schema.
 pub async fn create_tables(store: &PostgresStore) {
-    let s = store.schema();
-    sqlx::raw_sql(&format!(
-        "CREATE TABLE \"{s}\".rel_counts (stream text PRIMARY KEY, events bigint NOT NULL);
-         CREATE TABLE \"{s}\".rel_log (position bigint NOT NULL, event_id uuid NOT NULL, stream text NOT NULL,
-                                       version bigint NOT NULL);"
-    ))
-    .execute(store.pool())
-    .await
-    .expect("read-model tables");
+    in_schema(
+        store,
+        "CREATE TABLE rel_counts (stream text PRIMARY KEY, events bigint NOT NULL);
+         CREATE TABLE rel_log (position bigint NOT NULL, event_id uuid NOT NULL, stream text NOT NULL,
+                               version bigint NOT NULL);",
+    )
+    .await;
 }
 
 /// Both read models of `store`'s schema, sorted.
