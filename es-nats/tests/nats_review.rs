@@ -114,6 +114,36 @@ fn deposit(cents: u64) -> NewEvent {
     event("Deposited", serde_json::json!({ "cents": cents }))
 }
 
+/// A snapshot of `stream` at `version`, of an empty state.
+fn empty_snapshot(stream: &StreamId, version: u64) -> es_core::Snapshot {
+    es_core::Snapshot {
+        stream: stream.clone(),
+        version,
+        revision: 1,
+        schema_version: 1,
+        state: b"{}".to_vec(),
+        taken_at: chrono::Utc::now(),
+    }
+}
+
+/// Runs `task(0)` to `task(15)` at the same time (bounded), each with a clone of `shared`,
+/// and fails the test unless every one reports no failures; `tasks` names them in messages.
+async fn sixteen_at_once<T, Fut>(tasks: &str, shared: &T, task: impl Fn(T, usize) -> Fut)
+where
+    T: Clone,
+    Fut: std::future::Future<Output = Vec<String>> + Send + 'static,
+{
+    let running = (0..16).map(|n| tokio::spawn(task(shared.clone(), n)));
+    let results = bounded(&format!("the {tasks}"), futures_util::future::join_all(running)).await;
+    let failures: Vec<String> = results.into_iter().flat_map(|r| r.expect("joined")).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of the {tasks} failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+}
+
 async fn catch_up_all(store: &NatsStore, checkpoints: &NatsCheckpoints<Counts>) {
     for log in store.partition_logs() {
         let runner =
@@ -637,35 +667,17 @@ async fn the_crate_example_runs_on_a_cluster() {
 async fn concurrent_snapshots_of_different_streams_all_save() {
     let cluster = NatsCluster::start(1).await;
     let store = store_on(&cluster, NatsOptions::new().prefix(prefix())).await;
-    let savers = (0..16).map(|n| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let stream = StreamId::new("account", format!("s{n}"));
-            let mut failures = Vec::new();
-            for version in 1..=30u64 {
-                let snapshot = es_core::Snapshot {
-                    stream: stream.clone(),
-                    version,
-                    revision: 1,
-                    schema_version: 1,
-                    state: b"{}".to_vec(),
-                    taken_at: chrono::Utc::now(),
-                };
-                if let Err(error) = store.save_snapshot(snapshot).await {
-                    failures.push(error.to_string());
-                }
+    sixteen_at_once("savers", &store, |store, n| async move {
+        let stream = StreamId::new("account", format!("s{n}"));
+        let mut failures = Vec::new();
+        for version in 1..=30u64 {
+            if let Err(error) = store.save_snapshot(empty_snapshot(&stream, version)).await {
+                failures.push(error.to_string());
             }
-            failures
-        })
-    });
-    let results = bounded("the savers", futures_util::future::join_all(savers)).await;
-    let failures: Vec<String> = results.into_iter().flat_map(|r| r.expect("joined")).collect();
-    assert!(
-        failures.is_empty(),
-        "{} saves failed, e.g. {:?}",
-        failures.len(),
-        failures.first()
-    );
+        }
+        failures
+    })
+    .await;
     for n in 0..16 {
         let stream = StreamId::new("account", format!("s{n}"));
         let snapshot = store.load_snapshot(&stream).await.expect("load").expect("saved");
@@ -700,14 +712,7 @@ async fn any_stream_id_within_the_limit_is_stored() {
         assert_eq!(read[0].position, outcome.positions[0]);
         assert_eq!(&read[0].stream, stream);
         store
-            .save_snapshot(es_core::Snapshot {
-                stream: stream.clone(),
-                version: 1,
-                revision: 1,
-                schema_version: 1,
-                state: b"{}".to_vec(),
-                taken_at: chrono::Utc::now(),
-            })
+            .save_snapshot(empty_snapshot(stream, 1))
             .await
             .expect("a snapshot");
     }
@@ -722,31 +727,19 @@ async fn any_stream_id_within_the_limit_is_stored() {
 async fn concurrent_writers_of_different_streams_all_append() {
     let cluster = NatsCluster::start(1).await;
     let store = store_on(&cluster, NatsOptions::new().prefix(prefix())).await;
-    let writers = (0..16).map(|n| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let stream = StreamId::new("account", format!("w{n}"));
-            let mut failures = Vec::new();
-            for version in 0..30u64 {
-                if let Err(error) = store
-                    .append(&stream, ExpectedVersion::Exact(version), vec![deposit(1)])
-                    .await
-                {
-                    failures.push(error.to_string());
-                    break;
-                }
+    sixteen_at_once("writers", &store, |store, n| async move {
+        let stream = StreamId::new("account", format!("w{n}"));
+        for version in 0..30u64 {
+            if let Err(error) = store
+                .append(&stream, ExpectedVersion::Exact(version), vec![deposit(1)])
+                .await
+            {
+                return vec![error.to_string()];
             }
-            failures
-        })
-    });
-    let results = bounded("the writers", futures_util::future::join_all(writers)).await;
-    let failures: Vec<String> = results.into_iter().flat_map(|r| r.expect("joined")).collect();
-    assert!(
-        failures.is_empty(),
-        "{} writers failed, e.g. {:?}",
-        failures.len(),
-        failures.first()
-    );
+        }
+        Vec::new()
+    })
+    .await;
     drop(cluster);
 }
 
@@ -757,9 +750,8 @@ async fn concurrent_commits_of_different_projections_all_commit() {
     let cluster = NatsCluster::start(1).await;
     let store = store_on(&cluster, NatsOptions::new().prefix(prefix())).await;
     let checkpoints: NatsCheckpoints<Counts> = store.checkpoints().await.expect("checkpoints");
-    let committers = (0..16).map(|n| {
-        let checkpoints = checkpoints.clone();
-        tokio::spawn(async move {
+    sixteen_at_once("committers", &checkpoints, |checkpoints, n| async move {
+        let commit_thirty = async {
             let name = format!("p{n}");
             let mut claim = checkpoints.claim(&name).await.map_err(|e| e.to_string())?;
             for position in 1..=30u64 {
@@ -767,15 +759,9 @@ async fn concurrent_commits_of_different_projections_all_commit() {
                 checkpoints.commit(unit, position).await.map_err(|e| e.to_string())?;
             }
             Ok::<(), String>(())
-        })
-    });
-    let results = bounded("the committers", futures_util::future::join_all(committers)).await;
-    let failures: Vec<String> = results.into_iter().filter_map(|r| r.expect("joined").err()).collect();
-    assert!(
-        failures.is_empty(),
-        "{} projections failed, e.g. {:?}",
-        failures.len(),
-        failures.first()
-    );
+        };
+        commit_thirty.await.err().into_iter().collect()
+    })
+    .await;
     drop(cluster);
 }

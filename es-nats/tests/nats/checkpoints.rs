@@ -33,35 +33,25 @@ pub async fn fixture(store: NatsStore) -> (NatsStore, NatsCheckpoints<Marks>) {
     (store, checkpoints)
 }
 
-mod single {
-    use super::{fixture, Probe};
+/// Module `$module` runs the checkpoint and runner suites on the fresh stores `$on()` gives.
+macro_rules! suites_on {
+    ($module:ident, $on:path) => {
+        mod $module {
+            use super::{fixture, Probe};
 
-    es_core::checkpoint_conformance_tests!(fixture(crate::support::on_single().await), |parts| (
-        parts.1.clone(),
-        Probe
-    ));
+            es_core::checkpoint_conformance_tests!(fixture($on().await), |parts| (parts.1.clone(), Probe));
 
-    es_core::runner_conformance_tests!(fixture(crate::support::on_single().await), |parts| (
-        parts.0.clone(),
-        parts.1.clone(),
-        Probe
-    ));
+            es_core::runner_conformance_tests!(fixture($on().await), |parts| (
+                parts.0.clone(),
+                parts.1.clone(),
+                Probe
+            ));
+        }
+    };
 }
 
-mod cluster {
-    use super::{fixture, Probe};
-
-    es_core::checkpoint_conformance_tests!(fixture(crate::support::on_trio().await), |parts| (
-        parts.1.clone(),
-        Probe
-    ));
-
-    es_core::runner_conformance_tests!(fixture(crate::support::on_trio().await), |parts| (
-        parts.0.clone(),
-        parts.1.clone(),
-        Probe
-    ));
-}
+suites_on!(single, crate::support::on_single);
+suites_on!(cluster, crate::support::on_trio);
 
 // Not run, on purpose: `blue_green_conformance_test!`. `NatsCheckpoints` keeps each read model
 // in its projection's own message, so a switch between two read models cannot commit
