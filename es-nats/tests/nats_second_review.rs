@@ -19,8 +19,8 @@ use es_core::conformance::event;
 use es_core::{
     async_trait, event, wait_for_checkpoint, Aggregate, Apply, CheckpointStore, CommandError, DecodedEvent, EventStore,
     ExpectedVersion, GlobalLog, HandlerError, Limit, Limits, LogFilter, Metadata, NewEvent, PollOnly, Projection,
-    ProjectionRunner, RecordedEvent, Repository, RepositoryError, RunnerOptions, Snapshot, SnapshotStore, StoreError,
-    StreamCatalog, StreamId, StreamQuery, StreamSlice,
+    ProjectionError, ProjectionProgress, ProjectionRunner, RecordedEvent, Repository, RepositoryError, RunnerOptions,
+    Snapshot, SnapshotStore, StoreError, StreamCatalog, StreamId, StreamQuery, StreamSlice,
 };
 use es_nats::{NatsCheckpoints, NatsOptions, NatsStore, PartitionLog};
 use es_test_support::nats::NatsCluster;
@@ -267,6 +267,60 @@ impl Projection for Ledger {
 const LIVE: [&str; 3] = ["ledger@p0", "ledger@p1", "ledger@p2"];
 const REPLAY: [&str; 3] = ["replay@p0", "replay@p1", "replay@p2"];
 
+/// A ledger runner of one partition's log.
+type LedgerRunner = ProjectionRunner<Ledger, PartitionLog, NatsCheckpoints<Books>>;
+
+/// One ledger runner per partition of a store, each running (polling) under its `LIVE` name
+/// until stopped.
+struct LiveLedgers {
+    /// Each partition's runner progress, in partition order.
+    progress: Vec<ProjectionProgress>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    running: Vec<tokio::task::JoinHandle<(Result<(), ProjectionError>, LedgerRunner)>>,
+}
+
+impl LiveLedgers {
+    fn start(store: &NatsStore, checkpoints: &NatsCheckpoints<Books>, options: RunnerOptions) -> Self {
+        let mut ledgers = LiveLedgers {
+            progress: Vec::new(),
+            stops: Vec::new(),
+            running: Vec::new(),
+        };
+        for log in store.partition_logs() {
+            let runner = ProjectionRunner::new(Ledger, log.clone(), checkpoints.clone())
+                .with_name(LIVE[log.partition() as usize])
+                .with_options(options);
+            ledgers.progress.push(runner.progress());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            ledgers.stops.push(stop);
+            ledgers.running.push(tokio::spawn(async move {
+                let ran = runner
+                    .run(PollOnly, async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                (ran, runner)
+            }));
+        }
+        ledgers
+    }
+
+    /// Stops every runner (bounded), fails the test if one had stopped on its own, and gives
+    /// the runners back.
+    async fn stop(self) -> Vec<LedgerRunner> {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        let mut runners = Vec::new();
+        for run in self.running {
+            let (ran, runner) = bounded("a runner to stop", run).await.expect("a runner joined");
+            assert!(ran.is_ok(), "a runner stopped on its own: {ran:?}");
+            runners.push(runner);
+        }
+        runners
+    }
+}
+
 fn wallet_stream(id: &str) -> StreamId {
     Repository::<Wallet, NatsStore>::stream_id(id)
 }
@@ -464,27 +518,9 @@ async fn a_projection_kept_while_writers_run_equals_a_full_replay() {
         batch_size: 16,
         ..RunnerOptions::default()
     };
-    let mut progress = Vec::new();
-    let mut stops = Vec::new();
-    let mut running = Vec::new();
-    for log in store.partition_logs() {
-        let runner = ProjectionRunner::new(Ledger, log.clone(), checkpoints.clone())
-            .with_name(LIVE[log.partition() as usize])
-            .with_options(runner_options);
-        progress.push(runner.progress());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        stops.push(stop);
-        running.push(tokio::spawn(async move {
-            let ran = runner
-                .run(PollOnly, async {
-                    let _ = stopped.await;
-                })
-                .await;
-            (ran, runner)
-        }));
-    }
+    let ledgers = LiveLedgers::start(&store, &checkpoints, runner_options);
 
-    let progress = Arc::new(progress);
+    let progress = Arc::new(ledgers.progress.clone());
     let writers: Vec<_> = (0..4)
         .map(|writer| {
             let wallets = Repository::<Wallet, _>::new(store.clone());
@@ -545,15 +581,7 @@ async fn a_projection_kept_while_writers_run_equals_a_full_replay() {
     for writer in writers {
         written.extend(bounded("a writer", writer).await.expect("a writer joined"));
     }
-    for stop in stops {
-        let _ = stop.send(());
-    }
-    let mut runners = Vec::new();
-    for run in running {
-        let (ran, runner) = bounded("a runner to stop", run).await.expect("a runner joined");
-        assert!(ran.is_ok(), "{ran:?}");
-        runners.push(runner);
-    }
+    let runners = ledgers.stop().await;
     for runner in &runners {
         let lag = bounded("lag", runner.lag()).await.expect("lag");
         assert_eq!(lag.events_behind, 0, "{}: {lag:?}", runner.name());
@@ -1258,24 +1286,7 @@ async fn a_rolling_restart_of_every_node_loses_no_acknowledged_event() {
         poll_interval: Duration::from_millis(100),
         ..RunnerOptions::default()
     };
-    let mut progress = Vec::new();
-    let mut stops = Vec::new();
-    let mut running = Vec::new();
-    for log in store.partition_logs() {
-        let runner = ProjectionRunner::new(Ledger, log.clone(), checkpoints.clone())
-            .with_name(LIVE[log.partition() as usize])
-            .with_options(runner_options);
-        progress.push(runner.progress());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        stops.push(stop);
-        running.push(tokio::spawn(async move {
-            runner
-                .run(PollOnly, async {
-                    let _ = stopped.await;
-                })
-                .await
-        }));
-    }
+    let ledgers = LiveLedgers::start(&store, &checkpoints, runner_options);
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
@@ -1394,18 +1405,12 @@ async fn a_rolling_restart_of_every_node_loses_no_acknowledged_event() {
     // its wallets once, in order, and no runner stopped.
     for (p, log) in store.partition_logs().iter().enumerate() {
         let head = retrying("the head", || async move { log.tail(0).await.map(|t| t.head_position) }).await;
-        progress[p]
+        ledgers.progress[p]
             .wait_for(head, Duration::from_secs(60))
             .await
             .unwrap_or_else(|error| panic!("partition {p}: {error}"));
     }
-    for stop in stops {
-        let _ = stop.send(());
-    }
-    for run in running {
-        let ran = bounded("a runner to stop", run).await.expect("a runner joined");
-        assert!(ran.is_ok(), "a runner stopped on its own: {ran:?}");
-    }
+    ledgers.stop().await;
     let mut counted = 0;
     for (p, name) in LIVE.iter().enumerate().take(2) {
         let checkpoints = &checkpoints;
