@@ -18,11 +18,16 @@
 //! - [`read_model`]: the scenarios over scenario 5's events (catch-up into a read model,
 //!   storage per event);
 //! - [`verdicts`]: why a target was missed, printed under the tables;
+//! - [`flags`]: the flags of those binaries;
+//! - [`fresh`]: fresh stores of either backend for the binaries `latency`, `soak`, `contention`
+//!   and `cli_scale`;
 //! - [`stats`] and [`system`]: medians, peak memory, machine, server and file system facts.
 
 #![warn(missing_docs)]
 
 pub mod bulk_import;
+pub mod flags;
+pub mod fresh;
 pub mod measure;
 pub mod model;
 pub mod ours;

@@ -11,6 +11,7 @@
 //! a markdown table of the times. SQLite uses a file in a fresh temporary directory; PostgreSQL
 //! uses `DATABASE_URL` or a throwaway server, in a fresh schema.
 
+use es_bench::flags::value_of;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,6 @@ use chrono::Utc;
 use es_cli::{CliStore, Exit};
 use es_core::{encode_batch, ExpectedVersion, Metadata, StreamId};
 use es_postgres::PostgresStore;
-use es_sqlite::SqliteStore;
 use examples::cli::command_line;
 use examples::lead::{ContactDetailsUpdated, FollowupSet, LeadEvent, LeadInitialized};
 use examples::lead_models::LeadTables;
@@ -99,11 +99,7 @@ async fn run(args: &[String]) -> Result<(), Failure> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--events" => {
-                events = args
-                    .next()
-                    .and_then(|value| value.parse().ok())
-                    .filter(|&value| value > 0)
-                    .ok_or("--events takes a positive number")?;
+                events = value_of(&mut args, "--events", "a positive number", |&value: &usize| value > 0)?;
             }
             "--sqlite" => stores.push("sqlite"),
             "--postgres" => stores.push("postgres"),
@@ -117,13 +113,10 @@ async fn run(args: &[String]) -> Result<(), Failure> {
     println!("|---|---|---|---|---|");
     for store in stores {
         if store == "sqlite" {
-            let directory = tempfile::tempdir()?;
-            let store = SqliteStore::open(directory.path().join("scale.db")).await?;
-            store.migrate().await?;
+            let (_directory, store) = es_bench::fresh::sqlite("scale.db").await?;
             measure("SQLite", store, events).await?;
         } else {
-            let database = es_test_support::TestDatabase::get()?;
-            let schema = database.schema().await?;
+            let schema = es_bench::fresh::postgres().await?;
             let store: PostgresStore = schema.store().clone();
             measure("PostgreSQL", store, events).await?;
         }

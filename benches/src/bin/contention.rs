@@ -10,6 +10,7 @@
 //! p99 and worst number of attempts, and the wall time. PostgreSQL uses `DATABASE_URL` or a
 //! throwaway server; SQLite a file in a fresh temporary directory.
 
+use es_bench::flags::value_of;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,12 +82,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> Result<usize, String> {
-            args.next()
-                .and_then(|value| value.parse().ok())
-                .filter(|&value| value > 0)
-                .ok_or_else(|| format!("{name} takes a positive number"))
-        };
+        let mut number = |name: &str| value_of(&mut args, name, "a positive number", |&value: &usize| value > 0);
         match arg.as_str() {
             "--commands" => options.commands = number("--commands")?,
             "--tasks" => options.tasks = number("--tasks")?,
@@ -211,16 +207,13 @@ async fn main_async(options: Options) -> Result<(), String> {
         match *store {
             "memory" => measure("memory", InMemoryStore::new(), &options).await?,
             "sqlite" => {
-                let directory = tempfile::tempdir().map_err(|error| error.to_string())?;
-                let store = es_sqlite::SqliteStore::open(directory.path().join("contention.db"))
+                let (_directory, store) = es_bench::fresh::sqlite("contention.db")
                     .await
                     .map_err(|error| error.to_string())?;
-                store.migrate().await.map_err(|error| error.to_string())?;
                 measure("SQLite", store, &options).await?;
             }
             _ => {
-                let database = es_test_support::TestDatabase::get().map_err(|error| error.to_string())?;
-                let schema = database.schema().await.map_err(|error| error.to_string())?;
+                let schema = es_bench::fresh::postgres().await.map_err(|error| error.to_string())?;
                 measure("PostgreSQL", schema.store().clone(), &options).await?;
             }
         }

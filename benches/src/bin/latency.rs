@@ -29,6 +29,7 @@ mod backend;
 #[path = "latency/model.rs"]
 mod model;
 
+use es_bench::flags::value_of;
 use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -36,15 +37,14 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use es_bench::BenchResult;
-use es_core::{Metadata, ProjectionError, ProjectionRunner, Repository, RunnerOptions, WakeUp};
+use es_core::{ProjectionError, ProjectionRunner, Repository, RunnerOptions, WakeUp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 use backend::Backend;
 use model::{
-    last_position, latencies, snapshot, First, Latencies, Mark, Marks, Meter, Reading, Rows, Second, Slow, Slowness,
-    Table, Timed,
+    last_position, latencies, snapshot, take_reading, writer_ticks, First, Latencies, Mark, Marks, Meter, Rows, Second,
+    Slow, Slowness, Table, Timed,
 };
 
 const USAGE: &str = "usage: latency [--rate N] [--duration SECONDS] [--warmup SECONDS] [--writers N] [--slow-ms N]
@@ -59,9 +59,6 @@ const USAGE: &str = "usage: latency [--rate N] [--duration SECONDS] [--warmup SE
   --slow-ms N        the slow projection's time per batch (default 100)
   --postgres         PostgreSQL (DATABASE_URL, or a throwaway server); the default
   --sqlite           SQLite, on a file in a fresh temporary directory";
-
-/// Streams per writer: commands load and append to streams of a few dozen events.
-const STREAMS_PER_WRITER: u64 = 16;
 
 /// The plain reader's page, and how often it polls without a wake-up (as runners do).
 const READ_PAGE: usize = 500;
@@ -94,11 +91,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> Result<f64, String> {
-            args.next()
-                .and_then(|value| value.parse::<f64>().ok())
-                .filter(|value| value.is_finite() && *value >= 0.0)
-                .ok_or_else(|| format!("{name} takes a number, 0 or more"))
+        let mut number = |name: &str| {
+            value_of(&mut args, name, "a number, 0 or more", |value: &f64| {
+                value.is_finite() && *value >= 0.0
+            })
         };
         match arg.as_str() {
             "--rate" => options.rate = number("--rate")?,
@@ -233,21 +229,14 @@ async fn write<B: Backend>(store: B, options: &Options) -> BenchResult<(Vec<Mark
     let mut tasks = Vec::new();
     for writer in 0..options.writers {
         let repository = Arc::clone(&repository);
-        // Writers' ticks are spread over the period, so the total rate is even.
-        let first = start + period.mul_f64(writer as f64 / options.writers as f64);
+        let mut ticks = writer_ticks(start, period, writer, options.writers);
         tasks.push(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(first, period);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
             let mut appended = Vec::new();
             for command in 0u64.. {
                 if ticks.tick().await >= end {
                     break;
                 }
-                let meter = format!("meter-{writer}-{}", command % STREAMS_PER_WRITER);
-                let value = i64::try_from(command).unwrap_or(i64::MAX);
-                let take_reading = move |_: &Meter| vec![Reading { value }.into()];
-                let done = repository
-                    .execute(meter.as_str(), Metadata::new(), take_reading)
+                let done = take_reading(&repository, writer, command)
                     .await
                     .map_err(|error| error.to_string())?;
                 let returned = Instant::now();
@@ -433,13 +422,10 @@ async fn main_async(options: Options) -> BenchResult<()> {
     for store in &options.stores {
         for &slow in &options.variants {
             let run = if *store == "sqlite" {
-                let directory = tempfile::tempdir()?;
-                let store = es_sqlite::SqliteStore::open(directory.path().join("latency.db")).await?;
-                store.migrate().await?;
+                let (_directory, store) = es_bench::fresh::sqlite("latency.db").await?;
                 scenario(store, slow, &options).await?
             } else {
-                let database = es_test_support::TestDatabase::get()?;
-                let schema = database.schema().await?;
+                let schema = es_bench::fresh::postgres().await?;
                 scenario(schema.store().clone(), slow, &options).await?
             };
             print_run(&run, &options);

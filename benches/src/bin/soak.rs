@@ -22,19 +22,19 @@ mod backend;
 #[path = "latency/model.rs"]
 mod model;
 
+use es_bench::flags::value_of;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use es_bench::BenchResult;
-use es_core::{Metadata, ProjectionError, ProjectionRunner, Repository, RunnerOptions};
+use es_core::{ProjectionError, ProjectionRunner, Repository, RunnerOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 use backend::Backend;
-use model::{First, Meter, Reading, Rows, Second, Table};
+use model::{take_reading, writer_ticks, First, Meter, Rows, Second, Table};
 
 const USAGE: &str = "usage: soak [--minutes M] [--rate N] [--writers N] [--sample-seconds S] [--postgres] [--sqlite]
 
@@ -44,9 +44,6 @@ const USAGE: &str = "usage: soak [--minutes M] [--rate N] [--writers N] [--sampl
   --sample-seconds S  how often memory and lag are sampled (default 10)
   --postgres          PostgreSQL (DATABASE_URL, or a throwaway server); the default
   --sqlite            SQLite, on a file in a fresh temporary directory";
-
-/// Streams per writer.
-const STREAMS_PER_WRITER: u64 = 16;
 
 /// How long the projections may take to catch up once the writers stop.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
@@ -69,11 +66,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> Result<f64, String> {
-            args.next()
-                .and_then(|value| value.parse::<f64>().ok())
-                .filter(|value| value.is_finite() && *value > 0.0)
-                .ok_or_else(|| format!("{name} takes a number above 0"))
+        let mut number = |name: &str| {
+            value_of(&mut args, name, "a number above 0", |value: &f64| {
+                value.is_finite() && *value > 0.0
+            })
         };
         match arg.as_str() {
             "--minutes" => options.duration = Duration::from_secs_f64(number("--minutes")? * 60.0),
@@ -165,18 +161,13 @@ fn write<B: Backend>(
     (0..options.writers)
         .map(|writer| {
             let (repository, written, failed) = (Arc::clone(&repository), Arc::clone(written), Arc::clone(failed));
-            let first = start + period.mul_f64(writer as f64 / options.writers as f64);
+            let mut ticks = writer_ticks(start, period, writer, options.writers);
             tokio::spawn(async move {
-                let mut ticks = tokio::time::interval_at(first, period);
-                ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
                 for command in 0u64.. {
                     if ticks.tick().await >= end {
                         break;
                     }
-                    let meter = format!("meter-{writer}-{}", command % STREAMS_PER_WRITER);
-                    let value = i64::try_from(command).unwrap_or(i64::MAX);
-                    let take_reading = move |_: &Meter| vec![Reading { value }.into()];
-                    match repository.execute(meter.as_str(), Metadata::new(), take_reading).await {
+                    match take_reading(&repository, writer, command).await {
                         Ok(_) => written.fetch_add(1, Ordering::Relaxed),
                         Err(error) => {
                             eprintln!("soak: a command failed: {error}");
@@ -338,13 +329,10 @@ async fn main_async(options: Options) -> BenchResult<()> {
     );
     for store in &options.stores {
         let run = if *store == "sqlite" {
-            let directory = tempfile::tempdir()?;
-            let store = es_sqlite::SqliteStore::open(directory.path().join("soak.db")).await?;
-            store.migrate().await?;
+            let (_directory, store) = es_bench::fresh::sqlite("soak.db").await?;
             soak(store, &options).await?
         } else {
-            let database = es_test_support::TestDatabase::get()?;
-            let schema = database.schema().await?;
+            let schema = es_bench::fresh::postgres().await?;
             soak(schema.store().clone(), &options).await?
         };
         print(&run, &options);

@@ -2,16 +2,18 @@
 //! into a read-model table of their own, and the checkpoint store that notes when each batch
 //! committed.
 
+use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use es_core::{
-    async_trait, event, Aggregate, Apply, CheckpointError, CheckpointStore, ClaimStatus, DecodedEvent, HandlerError,
-    Projection,
+    async_trait, event, Aggregate, Apply, CheckpointError, CheckpointStore, ClaimStatus, CommandError, DecodedEvent,
+    EventStore, Executed, HandlerError, Metadata, Projection, Repository,
 };
 use serde::{Deserialize, Serialize};
+use tokio::time::{Interval, MissedTickBehavior};
 
 #[event]
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +38,31 @@ impl Apply<Reading> for Meter {
     fn apply(&mut self, _: &Reading) {
         self.readings += 1;
     }
+}
+
+/// Streams per writer: commands load and append to streams of a few dozen events.
+pub const STREAMS_PER_WRITER: u64 = 16;
+
+/// The ticks of writer `writer` of `writers`, each writing once a `period` from `start`: offset
+/// so that all writers' ticks together are spread evenly; a missed tick is skipped, not made up.
+pub fn writer_ticks(start: tokio::time::Instant, period: Duration, writer: usize, writers: usize) -> Interval {
+    let first = start + period.mul_f64(writer as f64 / writers as f64);
+    let mut ticks = tokio::time::interval_at(first, period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    ticks
+}
+
+/// Command `command` of writer `writer`: a reading of value `command`, on one of the writer's
+/// meters in turn.
+pub async fn take_reading<S: EventStore>(
+    repository: &Repository<Meter, S>,
+    writer: usize,
+    command: u64,
+) -> Result<Executed<Meter>, CommandError<Infallible>> {
+    let meter = format!("meter-{writer}-{}", command % STREAMS_PER_WRITER);
+    let value = i64::try_from(command).unwrap_or(i64::MAX);
+    let take_reading = move |_: &Meter| vec![Reading { value }.into()];
+    repository.execute(meter.as_str(), Metadata::new(), take_reading).await
 }
 
 /// Where something became visible: a position, and the instant everything up to it was there.
