@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod review;
+
 use es_core::conformance::event;
 use es_core::{
     async_trait, event, Aggregate, Apply, AsOf, CheckpointStore, ClaimStatus, CommandError, DecodedEvent, EventStore,
@@ -20,25 +22,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The bound on any single wait of these tests: a hang fails instead of blocking the suite.
-const BOUND: Duration = Duration::from_secs(60);
-
-async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what} did not finish within {BOUND:?}"),
-    }
-}
-
-fn prefix() -> String {
-    format!("r{}", &Uuid::new_v4().simple().to_string()[..16])
-}
-
-async fn store_on(cluster: &NatsCluster, options: NatsOptions) -> NatsStore {
-    bounded("connect", NatsStore::connect(&cluster.url(), options))
-        .await
-        .expect("a store")
-}
+use review::{bounded, prefix, snapshot, store_on};
 
 // ---------------------------------------------------------------------------------------------
 // The aggregate and projection of the tests.
@@ -114,18 +98,6 @@ fn deposit(cents: u64) -> NewEvent {
     event("Deposited", serde_json::json!({ "cents": cents }))
 }
 
-/// A snapshot of `stream` at `version`, of an empty state.
-fn empty_snapshot(stream: &StreamId, version: u64) -> es_core::Snapshot {
-    es_core::Snapshot {
-        stream: stream.clone(),
-        version,
-        revision: 1,
-        schema_version: 1,
-        state: b"{}".to_vec(),
-        taken_at: chrono::Utc::now(),
-    }
-}
-
 /// Runs `task(0)` to `task(15)` at the same time (bounded), each with a clone of `shared`,
 /// and fails the test unless every one reports no failures; `tasks` names them in messages.
 async fn sixteen_at_once<T, Fut>(tasks: &str, shared: &T, task: impl Fn(T, usize) -> Fut)
@@ -180,7 +152,7 @@ async fn whole_model(store: &NatsStore, checkpoints: &NatsCheckpoints<Counts>) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repository_on_nats_behaves_as_documented() {
     let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster, NatsOptions::new().prefix(prefix()).partitions(2)).await;
+    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix()).partitions(2)).await;
     let accounts = Repository::<Account, _>::new(store.clone()).with_snapshot_every(2);
 
     // A command, and the same request sent again after a lost answer.
@@ -324,7 +296,7 @@ async fn repository_on_nats_behaves_as_documented() {
 async fn partition_runners_handle_each_event_once_across_a_restart() {
     let cluster = NatsCluster::start(1).await;
     let options = NatsOptions::new().prefix(prefix()).partitions(3);
-    let store = store_on(&cluster, options.clone()).await;
+    let store = store_on(&cluster.url(), options.clone()).await;
     // The store is no global log with several partitions (documented).
     assert!(matches!(store.read_all(0, 10).await, Err(StoreError::Backend(_))));
     assert!(store.partition_log(3).is_none());
@@ -342,7 +314,7 @@ async fn partition_runners_handle_each_event_once_across_a_restart() {
 
     // "Restart": everything dropped, a new connection, new runners.
     drop((checkpoints, store));
-    let store = store_on(&cluster, options).await;
+    let store = store_on(&cluster.url(), options).await;
     let checkpoints: NatsCheckpoints<Counts> = store.checkpoints().await.expect("checkpoints");
     for n in 0..12 {
         let stream = StreamId::new("account", format!("a{n}"));
@@ -384,7 +356,7 @@ async fn partition_runners_handle_each_event_once_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_follow_the_servers_max_payload() {
     let cluster = NatsCluster::start_with_max_payload(1, Some(256 << 10)).await;
-    let store = store_on(&cluster, NatsOptions::new().prefix(prefix())).await;
+    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
     let limits = store.limits();
     assert!(limits.max_batch_bytes < 256 << 10, "{limits:?}");
     assert!(limits.max_payload_bytes < limits.max_batch_bytes, "{limits:?}");
@@ -457,7 +429,7 @@ async fn limits_follow_the_servers_max_payload() {
 
     // Lower limits asked for are kept.
     let small = store_on(
-        &cluster,
+        &cluster.url(),
         NatsOptions::new()
             .prefix(prefix())
             .limits(es_core::Limits::DEFAULT.with_max_batch_events(3)),
@@ -472,7 +444,7 @@ async fn limits_follow_the_servers_max_payload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_model_over_max_payload_fails_its_commit_and_keeps_the_old_state() {
     let cluster = NatsCluster::start_with_max_payload(1, Some(64 << 10)).await;
-    let store = store_on(&cluster, NatsOptions::new().prefix(prefix())).await;
+    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
     let checkpoints: NatsCheckpoints<Vec<String>> = store.checkpoints().await.expect("checkpoints");
     let mut claim = checkpoints.claim("big").await.expect("claim");
     let (mut unit, at) = checkpoints.begin(&mut claim).await.expect("begin");
@@ -528,7 +500,7 @@ async fn an_unreachable_server_is_a_typed_error() {
 async fn a_server_restart_mid_use_is_ridden_out() {
     let cluster = NatsCluster::start(1).await;
     let store = store_on(
-        &cluster,
+        &cluster.url(),
         NatsOptions::new()
             .prefix(prefix())
             .request_timeout(Duration::from_secs(2)),
@@ -619,7 +591,7 @@ async fn a_server_restart_mid_use_is_ridden_out() {
 async fn the_crate_example_runs_on_a_cluster() {
     let cluster = NatsCluster::start(3).await;
     let options = NatsOptions::new().prefix("shop").partitions(4).replicas(3);
-    let store = store_on(&cluster, options).await;
+    let store = store_on(&cluster.url(), options).await;
     let stream = StreamId::new("ticket", "T-1");
     let opened = NewEvent {
         event_id: Uuid::now_v7(),
@@ -666,12 +638,12 @@ async fn the_crate_example_runs_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_snapshots_of_different_streams_all_save() {
     let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster, NatsOptions::new().prefix(prefix())).await;
+    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
     sixteen_at_once("savers", &store, |store, n| async move {
         let stream = StreamId::new("account", format!("s{n}"));
         let mut failures = Vec::new();
         for version in 1..=30u64 {
-            if let Err(error) = store.save_snapshot(empty_snapshot(&stream, version)).await {
+            if let Err(error) = store.save_snapshot(snapshot(&stream, version, b"{}")).await {
                 failures.push(error.to_string());
             }
         }
@@ -690,7 +662,7 @@ async fn concurrent_snapshots_of_different_streams_all_save() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_stream_id_within_the_limit_is_stored() {
     let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster, NatsOptions::new().prefix(prefix()).partitions(2)).await;
+    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix()).partitions(2)).await;
     let max = store.limits().max_stream_id_bytes;
     let ids = [
         StreamId::new("a", "é".repeat((max - 1) / 2)),
@@ -712,7 +684,7 @@ async fn any_stream_id_within_the_limit_is_stored() {
         assert_eq!(read[0].position, outcome.positions[0]);
         assert_eq!(&read[0].stream, stream);
         store
-            .save_snapshot(empty_snapshot(stream, 1))
+            .save_snapshot(snapshot(stream, 1, b"{}"))
             .await
             .expect("a snapshot");
     }
@@ -726,7 +698,7 @@ async fn any_stream_id_within_the_limit_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_of_different_streams_all_append() {
     let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster, NatsOptions::new().prefix(prefix())).await;
+    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
     sixteen_at_once("writers", &store, |store, n| async move {
         let stream = StreamId::new("account", format!("w{n}"));
         for version in 0..30u64 {
@@ -748,7 +720,7 @@ async fn concurrent_writers_of_different_streams_all_append() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_of_different_projections_all_commit() {
     let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster, NatsOptions::new().prefix(prefix())).await;
+    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
     let checkpoints: NatsCheckpoints<Counts> = store.checkpoints().await.expect("checkpoints");
     sixteen_at_once("committers", &checkpoints, |checkpoints, n| async move {
         let commit_thirty = async {

@@ -15,12 +15,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod review;
+
 use es_core::conformance::event;
 use es_core::{
     async_trait, event, wait_for_checkpoint, Aggregate, Apply, CheckpointStore, CommandError, DecodedEvent, EventStore,
     ExpectedVersion, GlobalLog, HandlerError, Limit, Limits, LogFilter, Metadata, NewEvent, PollOnly, Projection,
     ProjectionError, ProjectionProgress, ProjectionRunner, RecordedEvent, Repository, RepositoryError, RunnerOptions,
-    Snapshot, SnapshotStore, StoreError, StreamCatalog, StreamId, StreamQuery, StreamSlice,
+    SnapshotStore, StoreError, StreamCatalog, StreamId, StreamQuery, StreamSlice,
 };
 use es_nats::{NatsCheckpoints, NatsOptions, NatsStore, PartitionLog};
 use es_test_support::nats::NatsCluster;
@@ -28,40 +30,10 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use review::{bounded, prefix, snapshot, store_on};
+
 // ---------------------------------------------------------------------------------------------
-// Bounds and small helpers.
-
-/// The bound on any single wait: a hang fails the test instead of blocking the suite.
-const BOUND: Duration = Duration::from_secs(90);
-
-async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what} did not finish within {BOUND:?}"),
-    }
-}
-
-/// A store prefix no other store uses.
-fn prefix() -> String {
-    format!("q{}", &Uuid::new_v4().simple().to_string()[..16])
-}
-
-/// A store on `url` (one node, or every node comma-separated), connecting again while the
-/// servers start (bounded).
-async fn store_on(url: &str, options: NatsOptions) -> NatsStore {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), NatsStore::connect(url, options.clone())).await {
-            Ok(Ok(store)) => return store,
-            Ok(Err(error)) if Instant::now() < deadline => {
-                eprintln!("connecting to {url}: {error}; again");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Ok(Err(error)) => panic!("a store on {url}: {error}"),
-            Err(_) => panic!("connecting to {url} took more than 30 s"),
-        }
-    }
-}
+// Small helpers (bounds, prefixes, stores and snapshots are in `review/mod.rs`).
 
 /// The URL of node `index` alone.
 fn node_url(cluster: &NatsCluster, index: usize) -> String {
@@ -150,17 +122,6 @@ async fn tail(log: PartitionLog, page: usize, stop: Arc<AtomicBool>) -> Vec<Reco
 
 fn credit(cents: u64) -> NewEvent {
     event("Credited", serde_json::json!({ "cents": cents }))
-}
-
-fn snapshot(stream: &StreamId, version: u64, state: &[u8]) -> Snapshot {
-    Snapshot {
-        stream: stream.clone(),
-        version,
-        revision: 1,
-        schema_version: 1,
-        state: state.to_vec(),
-        taken_at: chrono::Utc::now(),
-    }
 }
 
 fn strictly_increasing(events: &[RecordedEvent]) -> bool {

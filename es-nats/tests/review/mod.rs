@@ -1,0 +1,53 @@
+//! What the two outside reviews (`nats_review.rs`, `nats_second_review.rs`) share: bounded
+//! waits, unique prefixes, stores that connect while their servers start, snapshots.
+
+use std::time::{Duration, Instant};
+
+use es_core::{Snapshot, StreamId};
+use es_nats::{NatsOptions, NatsStore};
+use uuid::Uuid;
+
+/// The bound on any single wait: a hang fails the test instead of blocking the suite.
+pub const BOUND: Duration = Duration::from_secs(90);
+
+/// The output of `future`, which must finish within [`BOUND`]; `what` names it if it does not.
+pub async fn bounded<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(BOUND, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not finish within {BOUND:?}"),
+    }
+}
+
+/// A store prefix no other store uses.
+pub fn prefix() -> String {
+    format!("r{}", &Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// A store on `url` (one node, or every node comma-separated), connecting again while the
+/// servers start (bounded).
+pub async fn store_on(url: &str, options: NatsOptions) -> NatsStore {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), NatsStore::connect(url, options.clone())).await {
+            Ok(Ok(store)) => return store,
+            Ok(Err(error)) if Instant::now() < deadline => {
+                eprintln!("connecting to {url}: {error}; again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(Err(error)) => panic!("a store on {url}: {error}"),
+            Err(_) => panic!("connecting to {url} took more than 30 s"),
+        }
+    }
+}
+
+/// A snapshot of `stream` at `version` holding `state`, taken now.
+pub fn snapshot(stream: &StreamId, version: u64, state: &[u8]) -> Snapshot {
+    Snapshot {
+        stream: stream.clone(),
+        version,
+        revision: 1,
+        schema_version: 1,
+        state: state.to_vec(),
+        taken_at: chrono::Utc::now(),
+    }
+}
