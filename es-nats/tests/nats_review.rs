@@ -22,7 +22,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use review::{bounded, prefix, snapshot, store_on};
+use review::{bounded, prefix, snapshot, store_on, store_on_a_node};
 
 // ---------------------------------------------------------------------------------------------
 // The aggregate and projection of the tests.
@@ -637,8 +637,7 @@ async fn the_crate_example_runs_on_a_cluster() {
 /// whole snapshot bucket's last sequence, so unrelated savers contend with each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_snapshots_of_different_streams_all_save() {
-    let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
+    let (cluster, store) = store_on_a_node().await;
     sixteen_at_once("savers", &store, |store, n| async move {
         let stream = StreamId::new("account", format!("s{n}"));
         let mut failures = Vec::new();
@@ -697,8 +696,7 @@ async fn any_stream_id_within_the_limit_is_stored() {
 /// on the partition's last sequence, so they contend although their streams are unrelated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_of_different_streams_all_append() {
-    let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
+    let (cluster, store) = store_on_a_node().await;
     sixteen_at_once("writers", &store, |store, n| async move {
         let stream = StreamId::new("account", format!("w{n}"));
         for version in 0..30u64 {
@@ -719,8 +717,7 @@ async fn concurrent_writers_of_different_streams_all_append() {
 /// the whole checkpoint bucket's last sequence, so unrelated projections contend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_of_different_projections_all_commit() {
-    let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
+    let (cluster, store) = store_on_a_node().await;
     let checkpoints: NatsCheckpoints<Counts> = store.checkpoints().await.expect("checkpoints");
     sixteen_at_once("committers", &checkpoints, |checkpoints, n| async move {
         let commit_thirty = async {

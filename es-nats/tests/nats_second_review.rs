@@ -30,7 +30,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use review::{bounded, prefix, snapshot, store_on};
+use review::{bounded, prefix, snapshot, store_on, store_on_a_node};
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers (bounds, prefixes, stores and snapshots are in `review/mod.rs`).
@@ -56,6 +56,14 @@ where
             Err(error) => panic!("{what}: {error:?}"),
         }
     }
+}
+
+/// Every event of `stream`, read again on transient errors (bounded).
+async fn whole_retrying<S: EventStore>(what: &str, store: &S, stream: &StreamId) -> Vec<RecordedEvent> {
+    retrying(what, || {
+        store.read_stream(stream, StreamSlice::all()).try_collect::<Vec<_>>()
+    })
+    .await
 }
 
 async fn whole<S: EventStore>(store: &S, stream: &StreamId) -> Vec<RecordedEvent> {
@@ -1309,14 +1317,7 @@ async fn a_rolling_restart_of_every_node_loses_no_acknowledged_event() {
             rolled.refused
         );
         transient += rolled.transient;
-        let (store_ref, stream_ref) = (&store, &stream);
-        let events = retrying("reading a stream", || async move {
-            store_ref
-                .read_stream(stream_ref, StreamSlice::all())
-                .try_collect::<Vec<_>>()
-                .await
-        })
-        .await;
+        let events = whole_retrying("reading a stream", &store, &stream).await;
         assert_eq!(
             events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
             rolled.acked,
@@ -1533,14 +1534,7 @@ async fn a_restart_between_append_and_read_keeps_every_acknowledged_write() {
 
     let after = store_on(&cluster.url(), options).await;
     for (stream, expected) in streams.iter().zip(&read_before) {
-        let after_ref = &after;
-        let read = retrying("a read after the restart", || async move {
-            after_ref
-                .read_stream(stream, StreamSlice::all())
-                .try_collect::<Vec<_>>()
-                .await
-        })
-        .await;
+        let read = whole_retrying("a read after the restart", &after, stream).await;
         let n = expected.len();
         assert_eq!(
             &read[..n],
@@ -1791,8 +1785,7 @@ async fn refused_batches_leave_no_trace() {
 /// `StoreError::DuplicateEventId`; either way nothing is written" (`EventStore::append`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_twice_in_one_batch_is_refused_and_nothing_written() {
-    let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
+    let (cluster, store) = store_on_a_node().await;
     let stream = StreamId::new("wallet", "twice");
     let id = Uuid::now_v7();
     let batch = vec![
@@ -2037,8 +2030,7 @@ async fn snapshots_keep_the_newest_and_load_like_a_replay() {
 /// error of their own inside `StoreError::Backend` ... and save nothing" (`SnapshotStore`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_that_is_not_json_is_refused() {
-    let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
+    let (cluster, store) = store_on_a_node().await;
     let stream = StreamId::new("wallet", "not-json");
     store
         .save_snapshot(snapshot(&stream, 1, br#"{"ok":true}"#))
@@ -2061,8 +2053,7 @@ async fn a_snapshot_that_is_not_json_is_refused() {
 /// travel agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_travel_cuts_at_versions_inside_batches_and_at_batch_instants() {
-    let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
+    let (cluster, store) = store_on_a_node().await;
     let stream = wallet_stream("travel");
     let b1 = store
         .append(&stream, ExpectedVersion::NoStream, vec![credit(1), credit(2)])
@@ -2263,36 +2254,32 @@ async fn stream_listing_is_in_stream_order_across_partitions_and_pages() {
         .await;
         assert_eq!(pages, wanted, "pages of {limit}");
     }
-    let wallets = paged(
-        &store,
-        StreamQuery {
-            aggregate_type: Some("wallet".into()),
-            limit: 4,
-            ..StreamQuery::default()
-        },
-    )
-    .await;
-    let wanted_wallets: Vec<_> = wanted
-        .iter()
-        .filter(|(s, _)| s.aggregate_type == "wallet")
-        .cloned()
-        .collect();
-    assert_eq!(wallets, wanted_wallets, "by type");
-    let a_prefixed = paged(
-        &store,
-        StreamQuery {
-            id_prefix: Some("a".into()),
-            limit: 5,
-            ..StreamQuery::default()
-        },
-    )
-    .await;
-    let wanted_a: Vec<_> = wanted
-        .iter()
-        .filter(|(s, _)| s.aggregate_id.starts_with('a'))
-        .cloned()
-        .collect();
-    assert_eq!(a_prefixed, wanted_a, "by id prefix");
+    // What a filtered listing keeps of the whole one.
+    type Keeps = fn(&StreamId) -> bool;
+    let filtered: [(&str, StreamQuery, Keeps); 2] = [
+        (
+            "by type",
+            StreamQuery {
+                aggregate_type: Some("wallet".into()),
+                limit: 4,
+                ..StreamQuery::default()
+            },
+            |s| s.aggregate_type == "wallet",
+        ),
+        (
+            "by id prefix",
+            StreamQuery {
+                id_prefix: Some("a".into()),
+                limit: 5,
+                ..StreamQuery::default()
+            },
+            |s| s.aggregate_id.starts_with('a'),
+        ),
+    ];
+    for (what, query, keep) in filtered {
+        let wanted_here: Vec<_> = wanted.iter().filter(|(s, _)| keep(s)).cloned().collect();
+        assert_eq!(paged(&store, query).await, wanted_here, "{what}");
+    }
 
     let summaries = store
         .list_streams(&StreamQuery {
@@ -2323,8 +2310,7 @@ async fn stream_listing_is_in_stream_order_across_partitions_and_pages() {
 /// actual version; nothing of a refused append is in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_batches_and_every_expectation_are_checked() {
-    let cluster = NatsCluster::start(1).await;
-    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
+    let (cluster, store) = store_on_a_node().await;
     let stream = StreamId::new("wallet", "expect");
     let conflict = |result: Result<es_core::AppendOutcome, StoreError>, actual: u64| match result {
         Err(StoreError::Conflict(c)) => assert_eq!(c.actual, actual, "{c}"),

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use es_core::{Snapshot, StreamId};
 use es_nats::{NatsOptions, NatsStore};
+use es_test_support::nats::NatsCluster;
 use uuid::Uuid;
 
 /// The bound on any single wait: a hang fails the test instead of blocking the suite.
@@ -38,6 +39,14 @@ pub async fn store_on(url: &str, options: NatsOptions) -> NatsStore {
             Err(_) => panic!("connecting to {url} took more than 30 s"),
         }
     }
+}
+
+/// A node of the test's own, and a store on it with the default options (but a fresh prefix).
+/// The node stops when the cluster value is dropped.
+pub async fn store_on_a_node() -> (NatsCluster, NatsStore) {
+    let cluster = NatsCluster::start(1).await;
+    let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
+    (cluster, store)
 }
 
 /// A snapshot of `stream` at `version` holding `state`, taken now.
