@@ -22,7 +22,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use review::{bounded, prefix, snapshot, store_on, store_on_a_node};
+use review::{append_once_back, bounded, prefix, snapshot, store_on, store_on_a_node};
 
 // ---------------------------------------------------------------------------------------------
 // The aggregate and projection of the tests.
@@ -544,15 +544,13 @@ async fn a_server_restart_mid_use_is_ridden_out() {
     assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
 
     cluster.restart(0);
-    let outcome = bounded("the append once the server is back", async {
-        loop {
-            match store.append(&stream, ExpectedVersion::Exact(1), batch.clone()).await {
-                Ok(outcome) => return outcome,
-                Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
-                Err(other) => panic!("after the restart: {other}"),
-            }
-        }
-    })
+    let outcome = append_once_back(
+        "the append once the server is back",
+        &store,
+        &stream,
+        ExpectedVersion::Exact(1),
+        &batch,
+    )
     .await;
     assert_eq!(outcome.new_version, 3);
     let again = store

@@ -30,7 +30,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use review::{bounded, prefix, snapshot, store_on, store_on_a_node};
+use review::{append_once_back, bounded, prefix, snapshot, store_on, store_on_a_node};
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers (bounds, prefixes, stores and snapshots are in `review/mod.rs`).
@@ -1146,15 +1146,13 @@ async fn losing_quorum_fails_typed_in_bounded_time_and_recovers() {
 
     cluster.restart(1);
     cluster.restart(2);
-    let outcome = bounded("the append once quorum is back", async {
-        loop {
-            match store.append(&stream, ExpectedVersion::Exact(1), batch.clone()).await {
-                Ok(outcome) => return outcome,
-                Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
-                Err(other) => panic!("after quorum came back: {other:?}"),
-            }
-        }
-    })
+    let outcome = append_once_back(
+        "the append once quorum is back",
+        &store,
+        &stream,
+        ExpectedVersion::Exact(1),
+        &batch,
+    )
     .await;
     assert_eq!((outcome.previous_version, outcome.new_version), (1, 3));
     let events = whole(&store, &stream).await;

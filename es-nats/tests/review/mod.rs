@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use es_core::{Snapshot, StreamId};
+use es_core::{AppendOutcome, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError, StreamId};
 use es_nats::{NatsOptions, NatsStore};
 use es_test_support::nats::NatsCluster;
 use uuid::Uuid;
@@ -47,6 +47,27 @@ pub async fn store_on_a_node() -> (NatsCluster, NatsStore) {
     let cluster = NatsCluster::start(1).await;
     let store = store_on(&cluster.url(), NatsOptions::new().prefix(prefix())).await;
     (cluster, store)
+}
+
+/// Appends `batch` to `stream` at `expected` once the servers answer again: tried again while
+/// the store is `Unavailable` (bounded; `what` names the wait), any other error fails the test.
+pub async fn append_once_back(
+    what: &str,
+    store: &NatsStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    batch: &[NewEvent],
+) -> AppendOutcome {
+    bounded(what, async {
+        loop {
+            match store.append(stream, expected, batch.to_vec()).await {
+                Ok(outcome) => return outcome,
+                Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(other) => panic!("{what}: {other:?}"),
+            }
+        }
+    })
+    .await
 }
 
 /// A snapshot of `stream` at `version` holding `state`, taken now.
