@@ -841,6 +841,23 @@ fn assert_refused_closed<T: std::fmt::Debug>(result: Result<T, StoreError>, stat
     }
 }
 
+/// The record a close returned: closed `as` that status, at that stream version, moving or
+/// removing that many events.
+#[track_caller]
+fn assert_closed(
+    result: Result<StreamClosed, StoreError>,
+    status: StreamStatus,
+    version: u64,
+    events: u64,
+) -> StreamClosed {
+    let closed = result.unwrap_or_else(|error| panic!("closing as {status}: {error:?}"));
+    assert_eq!(
+        (closed.status, closed.version, closed.events),
+        (status, version, events)
+    );
+    closed
+}
+
 /// README "Closing streams" and es_core::lifecycle: tombstoned streams refuse appends
 /// (`StoreError::StreamClosed`) and keep their events; archived ones leave the hot table and
 /// keep their global positions; deleted ones leave the global log, keep an audit record, and
@@ -879,13 +896,11 @@ async fn closing_streams<B: Backend>(backend: B) {
         }
     };
     let started = Utc::now();
-    let tombstoned = store
-        .tombstone(&customer("C-T"), change("duplicate of C-O"))
-        .await
-        .expect("tombstone");
-    assert_eq!(
-        (tombstoned.status, tombstoned.version, tombstoned.events),
-        (StreamStatus::Tombstoned, 2, 0)
+    let tombstoned = assert_closed(
+        store.tombstone(&customer("C-T"), change("duplicate of C-O")).await,
+        StreamStatus::Tombstoned,
+        2,
+        0,
     );
     assert!(tombstoned.at >= started - chrono::Duration::seconds(5));
     for expected in [
@@ -924,13 +939,11 @@ async fn closing_streams<B: Backend>(backend: B) {
     assert_eq!(again, tombstoned, "the existing record");
 
     // Archive: out of the stream reads, same positions in the global log, snapshot dropped.
-    let archived = store
-        .archive(&customer("C-A"), change("closed in 2019"))
-        .await
-        .expect("archive");
-    assert_eq!(
-        (archived.status, archived.version, archived.events),
-        (StreamStatus::Archived, 2, 2)
+    assert_closed(
+        store.archive(&customer("C-A"), change("closed in 2019")).await,
+        StreamStatus::Archived,
+        2,
+        2,
     );
     assert!(stream_events(&store, &customer("C-A")).await.is_empty());
     assert!(snapshot_of(&store, &customer("C-A")).await.is_none());
@@ -965,13 +978,13 @@ async fn closing_streams<B: Backend>(backend: B) {
         .iter()
         .map(|event| event.envelope.event_id)
         .collect();
-    let deleted = store
-        .delete_stream(&customer("C-D"), change("erasure request #42"))
-        .await
-        .expect("delete");
-    assert_eq!(
-        (deleted.status, deleted.version, deleted.events),
-        (StreamStatus::Deleted, 2, 2)
+    let deleted = assert_closed(
+        store
+            .delete_stream(&customer("C-D"), change("erasure request #42"))
+            .await,
+        StreamStatus::Deleted,
+        2,
+        2,
     );
     assert_eq!(store.stream_version(&customer("C-D")).await.expect("version"), 0);
     for id in &deleted_ids {
@@ -1001,11 +1014,14 @@ async fn closing_streams<B: Backend>(backend: B) {
         other => panic!("re-creating a deleted customer: {other:?}"),
     }
     // A stream that never existed can be deleted (its id reserved) too.
-    let never = store
-        .delete_stream(&customer("C-never"), change("erasure before any data"))
-        .await
-        .expect("delete an empty stream");
-    assert_eq!((never.version, never.events), (0, 0));
+    let never = assert_closed(
+        store
+            .delete_stream(&customer("C-never"), change("erasure before any data"))
+            .await,
+        StreamStatus::Deleted,
+        0,
+        0,
+    );
     let refused = append_note(&store, "C-never", ExpectedVersion::NoStream).await;
     assert_refused_closed(refused, StreamStatus::Deleted, "erasure before any data");
 
