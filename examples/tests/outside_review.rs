@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use es_core::{
-    async_trait, event, Aggregate, Apply, AsOf, CheckpointStore, ClaimStatus, CommandError, DecodedEvent, EventStore,
-    ExpectedVersion, GlobalLog, HandlerError, Metadata, Projection, ProjectionError, ProjectionRunner, Repository,
-    RepositoryError, RunnerOptions, Snapshot, SnapshotStore, StoreError, StreamCatalog, StreamId, StreamQuery,
-    UnknownEvents, WaitError,
+    async_trait, event, Aggregate, AppendOutcome, Apply, AsOf, CheckpointStore, ClaimStatus, CommandError,
+    DecodedEvent, EventStore, Executed, ExpectedVersion, GlobalLog, HandlerError, Metadata, Projection,
+    ProjectionError, ProjectionProgress, ProjectionRunner, Repository, RepositoryError, RunnerOptions, Snapshot,
+    SnapshotStore, StoreError, StreamCatalog, StreamId, StreamQuery, UnknownEvents, WaitError,
 };
 use es_postgres::{ImportError, ImportOptions, ImportedEvent, PostgresError, PostgresStore};
 use es_sqlite::{SqliteContext, SqliteError, SqliteStore};
@@ -138,7 +138,46 @@ fn item(id: &str, quantity: u32, price_cents: u64) -> Item {
     }
 }
 
-/// One raw event, as another program (or an older release) might have stored it.
+/// Creates order `id` for `customer`.
+async fn create_order<S: EventStore>(orders: &Repository<Order, S>, id: &str, customer: &str) -> Executed<Order> {
+    orders
+        .create(id, Metadata::new(), |order: &Order| order.create(customer))
+        .await
+        .unwrap()
+}
+
+/// The order stream of that id.
+fn order_stream(id: &str) -> StreamId {
+    StreamId::new("order", id)
+}
+
+/// Appends one raw event to order `id`, as another program (or an older release) might have
+/// stored it.
+async fn try_append_to_order<S: EventStore>(
+    store: &S,
+    id: &str,
+    expected: ExpectedVersion,
+    name: &str,
+    payload: &str,
+) -> Result<AppendOutcome, StoreError> {
+    store
+        .append(&order_stream(id), expected, vec![raw(name, payload)])
+        .await
+}
+
+/// [`try_append_to_order`], which must succeed.
+async fn append_to_order<S: EventStore>(
+    store: &S,
+    id: &str,
+    expected: ExpectedVersion,
+    name: &str,
+    payload: &str,
+) -> AppendOutcome {
+    try_append_to_order(store, id, expected, name, payload)
+        .await
+        .expect("the raw event is appended")
+}
+
 /// The Order life of seed 000 on any store: create, add an item, ship; a refused command; a
 /// stale copy saved after another one; time travel by version and by instant.
 async fn order_life<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -> DateTime<Utc> {
@@ -177,7 +216,7 @@ async fn order_life<S: EventStore + SnapshotStore + Clone + 'static>(store: S) -
     match orders.save(&mut second, Metadata::new()).await {
         Err(RepositoryError::Conflict(conflict)) => {
             assert_eq!(conflict.actual, 3, "the conflict names the actual version");
-            assert_eq!(conflict.stream, StreamId::new("order", "O-1"));
+            assert_eq!(conflict.stream, order_stream("O-1"));
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -229,7 +268,7 @@ async fn sqlite_order_life_survives_reopening_the_file() {
     assert_eq!((order.version, order.aggregate.status), (3, OrderStatus::Shipped));
     assert_eq!(orders.load_at_instant("O-1", between).await.unwrap().version, 2);
     let snapshot = store
-        .load_snapshot(&StreamId::new("order", "O-1"))
+        .load_snapshot(&order_stream("O-1"))
         .await
         .expect("snapshot read")
         .expect("a snapshot was taken every 2 events");
@@ -238,7 +277,7 @@ async fn sqlite_order_life_survives_reopening_the_file() {
     // A snapshot that no longer decodes (the state's shape drifted) is ignored: replay instead.
     store
         .save_snapshot(Snapshot {
-            stream: StreamId::new("order", "O-1"),
+            stream: order_stream("O-1"),
             version: 3,
             revision: snapshot.revision,
             schema_version: snapshot.schema_version,
@@ -295,22 +334,20 @@ async fn sqlite_refuses_bad_files_and_read_only_writes_with_typed_errors() {
     let path = dir.path().join("events.db");
     let writable = sqlite_file(&dir, "events.db").await;
     let orders = Repository::<Order, _>::new(writable.clone());
-    orders
-        .create("O-1", Metadata::new(), |order: &Order| order.create("C-1"))
-        .await
-        .unwrap();
+    create_order(&orders, "O-1", "C-1").await;
     let read_only = SqliteStore::open_read_only(&path).await.expect("open read-only");
     assert!(read_only.is_read_only());
     let readers = Repository::<Order, _>::new(read_only.clone());
     assert_eq!(readers.load("O-1").await.unwrap().version, 1);
-    let refused = read_only
-        .append(
-            &StreamId::new("order", "O-2"),
-            ExpectedVersion::NoStream,
-            vec![raw("OrderShipped", r#"{"carrier":"x"}"#)],
-        )
-        .await
-        .expect_err("a read-only store refuses appends");
+    let refused = try_append_to_order(
+        &read_only,
+        "O-2",
+        ExpectedVersion::NoStream,
+        "OrderShipped",
+        r#"{"carrier":"x"}"#,
+    )
+    .await
+    .expect_err("a read-only store refuses appends");
     let cause = match &refused {
         StoreError::Backend(cause) | StoreError::Unavailable(cause) => cause,
         other => panic!("expected a wrapped SqliteError, got {other:?}"),
@@ -320,10 +357,7 @@ async fn sqlite_refuses_bad_files_and_read_only_writes_with_typed_errors() {
         "{refused:?}"
     );
     assert!(matches!(read_only.migrate().await, Err(SqliteError::ReadOnly { .. })));
-    assert_eq!(
-        writable.stream_version(&StreamId::new("order", "O-2")).await.unwrap(),
-        0
-    );
+    assert_eq!(writable.stream_version(&order_stream("O-2")).await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,34 +365,24 @@ async fn sqlite_unknown_and_malformed_stored_events_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_file(&dir, "events.db").await;
     let orders = Repository::<Order, _>::new(store.clone());
-    orders
-        .create("O-1", Metadata::new(), |order: &Order| order.create("C-1"))
-        .await
-        .unwrap();
-    let stream = StreamId::new("order", "O-1");
+    create_order(&orders, "O-1", "C-1").await;
 
     // A payload that is not JSON never gets in.
-    let bad = store
-        .append(
-            &stream,
-            ExpectedVersion::Exact(1),
-            vec![raw("OrderShipped", "not json")],
-        )
-        .await;
+    let bad = try_append_to_order(&store, "O-1", ExpectedVersion::Exact(1), "OrderShipped", "not json").await;
     assert!(matches!(bad, Err(StoreError::InvalidBatch { .. })), "{bad:?}");
 
     // An event this code does not know (written by a newer release, say).
-    store
-        .append(
-            &stream,
-            ExpectedVersion::Exact(1),
-            vec![raw("OrderRefunded", r#"{"cents":5}"#)],
-        )
-        .await
-        .unwrap();
+    append_to_order(
+        &store,
+        "O-1",
+        ExpectedVersion::Exact(1),
+        "OrderRefunded",
+        r#"{"cents":5}"#,
+    )
+    .await;
     match orders.load("O-1").await {
         Err(RepositoryError::Decode(error)) => {
-            assert_eq!((error.stream.clone(), error.version), (stream.clone(), 2));
+            assert_eq!((error.stream.clone(), error.version), (order_stream("O-1"), 2));
             assert_eq!(error.event_name, "OrderRefunded");
             assert!(error.to_string().contains("OrderRefunded"), "{error}");
         }
@@ -370,14 +394,14 @@ async fn sqlite_unknown_and_malformed_stored_events_are_typed_errors() {
     assert_eq!((order.version, order.aggregate.status), (2, OrderStatus::Created));
 
     // A known name with a payload of the wrong shape is never skipped silently.
-    store
-        .append(
-            &stream,
-            ExpectedVersion::Exact(2),
-            vec![raw("OrderShipped", r#"{"carrier":42}"#)],
-        )
-        .await
-        .unwrap();
+    append_to_order(
+        &store,
+        "O-1",
+        ExpectedVersion::Exact(2),
+        "OrderShipped",
+        r#"{"carrier":42}"#,
+    )
+    .await;
     match lenient.load("O-1").await {
         Err(RepositoryError::Decode(error)) => assert_eq!(error.version, 3),
         other => panic!("expected a decode error at version 3, got {other:?}"),
@@ -497,10 +521,7 @@ async fn sqlite_projection_in_the_same_file_applies_each_event_exactly_once_acro
         let orders = Repository::<Order, _>::new(store.clone());
         for n in 0..5 {
             let id = format!("O-{n}");
-            orders
-                .create(&id, Metadata::new(), |o: &Order| o.create("C"))
-                .await
-                .unwrap();
+            create_order(&orders, &id, "C").await;
             orders
                 .execute(&id, Metadata::new(), |o: &Order| o.add_item("bad-item", 1, 1))
                 .await
@@ -561,14 +582,8 @@ async fn sqlite_wait_for_reads_your_writes_and_one_runner_holds_the_claim() {
     let (stop, running) = run_until_stopped(runner, store.wake_up());
 
     let orders = Repository::<Order, _>::new(store.clone());
-    let executed = orders
-        .create("O-1", Metadata::new(), |o: &Order| o.create("C"))
-        .await
-        .unwrap();
-    progress
-        .wait_for(executed.position(), Duration::from_secs(10))
-        .await
-        .expect("read your writes");
+    let executed = create_order(&orders, "O-1", "C").await;
+    read_your_writes(&progress, executed.position()).await;
     assert_eq!(count_lines(&store).await, 1, "the command's line is in the read model");
 
     // Another handle on the file (another process) sees the claim held, and a second runner
@@ -605,10 +620,7 @@ async fn sqlite_lists_streams_by_type_prefix_and_page() {
     let store = sqlite_file(&dir, "events.db").await;
     let orders = Repository::<Order, _>::new(store.clone());
     for id in ["A-1", "A-2", "B-1", "A-3"] {
-        orders
-            .create(id, Metadata::new(), |o: &Order| o.create("C"))
-            .await
-            .unwrap();
+        create_order(&orders, id, "C").await;
     }
     orders.execute("A-2", Metadata::new(), Order::ship).await.unwrap();
     store
@@ -645,6 +657,15 @@ async fn sqlite_lists_streams_by_type_prefix_and_page() {
     assert_eq!(all.len(), 5);
 }
 
+/// Waits until the runner behind `progress` has handled the log up to `position`, the last
+/// event a command wrote: read-your-writes.
+async fn read_your_writes(progress: &ProjectionProgress, position: u64) {
+    progress
+        .wait_for(position, Duration::from_secs(10))
+        .await
+        .expect("read your writes");
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 // ---------------------------------------------------------------------------------------------
@@ -657,10 +678,7 @@ async fn postgres_order_life_with_racing_commands_and_time_travel() {
 
     // Eight commands race on one order: retries make all of them land, at distinct versions.
     let orders = Repository::<Order, _>::new(store.clone());
-    orders
-        .create("O-2", Metadata::new(), |o: &Order| o.create("C"))
-        .await
-        .unwrap();
+    create_order(&orders, "O-2", "C").await;
     let mut tasks = Vec::new();
     for n in 0..8 {
         let orders = orders.clone();
@@ -682,14 +700,7 @@ async fn postgres_order_life_with_racing_commands_and_time_travel() {
     assert_eq!(orders.load("O-2").await.unwrap().aggregate.items.len(), 9);
 
     // An event this code does not know is a typed decode error naming stream and version.
-    store
-        .append(
-            &StreamId::new("order", "O-2"),
-            ExpectedVersion::Exact(9),
-            vec![raw("OrderLost", "{}")],
-        )
-        .await
-        .unwrap();
+    append_to_order(&store, "O-2", ExpectedVersion::Exact(9), "OrderLost", "{}").await;
     match orders.load("O-2").await {
         Err(RepositoryError::Decode(error)) => {
             assert_eq!((error.version, error.event_name.as_str()), (10, "OrderLost"))
@@ -703,24 +714,8 @@ async fn postgres_global_log_never_skips_an_event_committed_late() {
     let schema = postgres().await;
     let store = schema.store().clone();
     // Pitfall 1: a transaction that took its position first commits last.
-    let mut early = store.pool().begin().await.unwrap();
-    store
-        .append_in_transaction(
-            &mut early,
-            &StreamId::new("order", "early"),
-            ExpectedVersion::NoStream,
-            vec![raw("X", "{}")],
-        )
-        .await
-        .unwrap();
-    let late = store
-        .append(
-            &StreamId::new("order", "late"),
-            ExpectedVersion::NoStream,
-            vec![raw("X", "{}")],
-        )
-        .await
-        .unwrap();
+    let early = append_in_flight(&store, "early").await;
+    let late = append_to_order(&store, "late", ExpectedVersion::NoStream, "X", "{}").await;
     // A reader now must not hand out the later event, or its checkpoint would pass the earlier.
     let seen = store.read_all(0, 100).await.unwrap();
     assert!(
@@ -735,28 +730,27 @@ async fn postgres_global_log_never_skips_an_event_committed_late() {
 
     // Pitfall 2: a rolled-back append leaves a hole that stalls nobody.
     let checkpoint = seen[1].position;
-    let mut doomed = store.pool().begin().await.unwrap();
-    store
-        .append_in_transaction(
-            &mut doomed,
-            &StreamId::new("order", "doomed"),
-            ExpectedVersion::NoStream,
-            vec![raw("X", "{}")],
-        )
-        .await
-        .unwrap();
+    let doomed = append_in_flight(&store, "doomed").await;
     doomed.rollback().await.unwrap();
-    store
-        .append(
-            &StreamId::new("order", "after"),
-            ExpectedVersion::NoStream,
-            vec![raw("X", "{}")],
-        )
-        .await
-        .unwrap();
+    append_to_order(&store, "after", ExpectedVersion::NoStream, "X", "{}").await;
     let next = visible(&store, checkpoint, 1).await;
     let ids: Vec<&str> = next.iter().map(|e| e.stream.aggregate_id.as_str()).collect();
     assert_eq!(ids, vec!["after"]);
+}
+
+/// A transaction that appended one event to order `id` and is still in flight.
+async fn append_in_flight(store: &PostgresStore, id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut transaction = store.pool().begin().await.unwrap();
+    store
+        .append_in_transaction(
+            &mut transaction,
+            &order_stream(id),
+            ExpectedVersion::NoStream,
+            vec![raw("X", "{}")],
+        )
+        .await
+        .unwrap();
+    transaction
 }
 
 /// The global log after `after` once it shows at least `events` events. On PostgreSQL the log is
@@ -824,10 +818,7 @@ async fn postgres_projection_checkpoint_commits_with_the_read_model_and_wait_for
     };
     let orders = Repository::<Order, _>::new(store.clone());
     for n in 0..3 {
-        orders
-            .create(&format!("O-{n}"), Metadata::new(), |o: &Order| o.create("C"))
-            .await
-            .unwrap();
+        create_order(&orders, &format!("O-{n}"), "C").await;
     }
     visible(&store, 0, 3).await;
     let first = ProjectionRunner::new(PgOrderLines, store.clone(), store.checkpoints());
@@ -844,10 +835,7 @@ async fn postgres_projection_checkpoint_commits_with_the_read_model_and_wait_for
         .execute("O-1", Metadata::new(), |o: &Order| o.add_item("more", 1, 1))
         .await
         .unwrap();
-    progress
-        .wait_for(executed.position(), Duration::from_secs(10))
-        .await
-        .expect("read your writes");
+    read_your_writes(&progress, executed.position()).await;
     assert_eq!(
         lines().await,
         4,
@@ -893,7 +881,7 @@ fn imported(n: i64, stream: &str, at: DateTime<Utc>) -> ImportedEvent {
         ),
     };
     ImportedEvent {
-        stream: StreamId::new("order", stream),
+        stream: order_stream(stream),
         event_id: Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{stream}/{n}").as_bytes()),
         event_name: name.into(),
         schema_version: 1,
@@ -1001,6 +989,14 @@ fn text(output: &[u8]) -> String {
     String::from_utf8_lossy(output).into_owned()
 }
 
+/// `es` ended with the documented exit `code`, saying on stderr what was wrong (`names`).
+#[track_caller]
+fn assert_fails(failed: &Output, code: i32, names: &str) {
+    let stderr = text(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(names), "{stderr}");
+}
+
 /// A SQLite file with one ticket of the examples' domain, 3 events.
 async fn ticket_file(dir: &tempfile::TempDir) -> (std::path::PathBuf, SqliteStore) {
     use examples::ticket::{Priority, Ticket, TicketAssigned, TicketEvent, TicketOpened};
@@ -1063,40 +1059,17 @@ async fn es_cli_documented_commands_on_a_sqlite_file() {
     assert!(text(&doctor.stdout).contains("0 problems"));
 
     // Wrong stream ids and missing files: a message and the documented exit codes.
-    let unknown = es(cwd, &["--db", db, "events", "ticket/T-404"]);
-    assert_eq!(unknown.status.code(), Some(3));
-    assert!(
-        text(&unknown.stderr).contains("ticket/T-404"),
-        "{}",
-        text(&unknown.stderr)
-    );
-    let malformed = es(cwd, &["--db", db, "state", "T-1"]);
-    assert_eq!(malformed.status.code(), Some(2));
-    assert!(
-        text(&malformed.stderr).contains("type/id"),
-        "{}",
-        text(&malformed.stderr)
-    );
-    let missing = es(cwd, &["--db", "nowhere.db", "streams"]);
-    assert_eq!(missing.status.code(), Some(3));
-    assert!(
-        text(&missing.stderr).contains("nowhere.db"),
-        "{}",
-        text(&missing.stderr)
-    );
+    assert_fails(&es(cwd, &["--db", db, "events", "ticket/T-404"]), 3, "ticket/T-404");
+    assert_fails(&es(cwd, &["--db", db, "state", "T-1"]), 2, "type/id");
+    assert_fails(&es(cwd, &["--db", "nowhere.db", "streams"]), 3, "nowhere.db");
     assert!(!cwd.join("nowhere.db").exists(), "looking created the file");
     std::fs::write(
         cwd.join("notes.db"),
         "not a database at all, just some notes ".repeat(10),
     )
     .unwrap();
-    let not_a_db = es(cwd, &["--db", "notes.db", "streams"]);
-    assert_eq!(not_a_db.status.code(), Some(4), "the store failed");
-    assert!(
-        text(&not_a_db.stderr).contains("not an SQLite database"),
-        "{}",
-        text(&not_a_db.stderr)
-    );
+    // Exit 4: the store failed.
+    assert_fails(&es(cwd, &["--db", "notes.db", "streams"]), 4, "not an SQLite database");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
