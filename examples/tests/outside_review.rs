@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use es_core::{
     async_trait, event, Aggregate, AppendOutcome, Apply, AsOf, CheckpointStore, ClaimStatus, CommandError,
-    DecodedEvent, EventStore, Executed, ExpectedVersion, GlobalLog, HandlerError, Metadata, Projection,
+    DecodedEvent, EventStore, Executed, ExpectedVersion, GlobalLog, HandlerError, Metadata, NewEvent, Projection,
     ProjectionError, ProjectionProgress, ProjectionRunner, Repository, RepositoryError, RunnerOptions, Snapshot,
     SnapshotStore, StoreError, StreamCatalog, StreamId, StreamQuery, UnknownEvents, WaitError,
 };
@@ -157,12 +157,9 @@ async fn try_append_to_order<S: EventStore>(
     store: &S,
     id: &str,
     expected: ExpectedVersion,
-    name: &str,
-    payload: &str,
+    event: NewEvent,
 ) -> Result<AppendOutcome, StoreError> {
-    store
-        .append(&order_stream(id), expected, vec![raw(name, payload)])
-        .await
+    store.append(&order_stream(id), expected, vec![event]).await
 }
 
 /// [`try_append_to_order`], which must succeed.
@@ -170,10 +167,9 @@ async fn append_to_order<S: EventStore>(
     store: &S,
     id: &str,
     expected: ExpectedVersion,
-    name: &str,
-    payload: &str,
+    event: NewEvent,
 ) -> AppendOutcome {
-    try_append_to_order(store, id, expected, name, payload)
+    try_append_to_order(store, id, expected, event)
         .await
         .expect("the raw event is appended")
 }
@@ -343,8 +339,7 @@ async fn sqlite_refuses_bad_files_and_read_only_writes_with_typed_errors() {
         &read_only,
         "O-2",
         ExpectedVersion::NoStream,
-        "OrderShipped",
-        r#"{"carrier":"x"}"#,
+        raw("OrderShipped", r#"{"carrier":"x"}"#),
     )
     .await
     .expect_err("a read-only store refuses appends");
@@ -368,18 +363,18 @@ async fn sqlite_unknown_and_malformed_stored_events_are_typed_errors() {
     create_order(&orders, "O-1", "C-1").await;
 
     // A payload that is not JSON never gets in.
-    let bad = try_append_to_order(&store, "O-1", ExpectedVersion::Exact(1), "OrderShipped", "not json").await;
-    assert!(matches!(bad, Err(StoreError::InvalidBatch { .. })), "{bad:?}");
-
-    // An event this code does not know (written by a newer release, say).
-    append_to_order(
+    let bad = try_append_to_order(
         &store,
         "O-1",
         ExpectedVersion::Exact(1),
-        "OrderRefunded",
-        r#"{"cents":5}"#,
+        raw("OrderShipped", "not json"),
     )
     .await;
+    assert!(matches!(bad, Err(StoreError::InvalidBatch { .. })), "{bad:?}");
+
+    // An event this code does not know (written by a newer release, say).
+    let refunded = raw("OrderRefunded", r#"{"cents":5}"#);
+    append_to_order(&store, "O-1", ExpectedVersion::Exact(1), refunded).await;
     match orders.load("O-1").await {
         Err(RepositoryError::Decode(error)) => {
             assert_eq!((error.stream.clone(), error.version), (order_stream("O-1"), 2));
@@ -394,14 +389,8 @@ async fn sqlite_unknown_and_malformed_stored_events_are_typed_errors() {
     assert_eq!((order.version, order.aggregate.status), (2, OrderStatus::Created));
 
     // A known name with a payload of the wrong shape is never skipped silently.
-    append_to_order(
-        &store,
-        "O-1",
-        ExpectedVersion::Exact(2),
-        "OrderShipped",
-        r#"{"carrier":42}"#,
-    )
-    .await;
+    let mistyped = raw("OrderShipped", r#"{"carrier":42}"#);
+    append_to_order(&store, "O-1", ExpectedVersion::Exact(2), mistyped).await;
     match lenient.load("O-1").await {
         Err(RepositoryError::Decode(error)) => assert_eq!(error.version, 3),
         other => panic!("expected a decode error at version 3, got {other:?}"),
@@ -700,7 +689,7 @@ async fn postgres_order_life_with_racing_commands_and_time_travel() {
     assert_eq!(orders.load("O-2").await.unwrap().aggregate.items.len(), 9);
 
     // An event this code does not know is a typed decode error naming stream and version.
-    append_to_order(&store, "O-2", ExpectedVersion::Exact(9), "OrderLost", "{}").await;
+    append_to_order(&store, "O-2", ExpectedVersion::Exact(9), raw("OrderLost", "{}")).await;
     match orders.load("O-2").await {
         Err(RepositoryError::Decode(error)) => {
             assert_eq!((error.version, error.event_name.as_str()), (10, "OrderLost"))
@@ -715,7 +704,7 @@ async fn postgres_global_log_never_skips_an_event_committed_late() {
     let store = schema.store().clone();
     // Pitfall 1: a transaction that took its position first commits last.
     let early = append_in_flight(&store, "early").await;
-    let late = append_to_order(&store, "late", ExpectedVersion::NoStream, "X", "{}").await;
+    let late = append_to_order(&store, "late", ExpectedVersion::NoStream, raw("X", "{}")).await;
     // A reader now must not hand out the later event, or its checkpoint would pass the earlier.
     let seen = store.read_all(0, 100).await.unwrap();
     assert!(
@@ -732,7 +721,7 @@ async fn postgres_global_log_never_skips_an_event_committed_late() {
     let checkpoint = seen[1].position;
     let doomed = append_in_flight(&store, "doomed").await;
     doomed.rollback().await.unwrap();
-    append_to_order(&store, "after", ExpectedVersion::NoStream, "X", "{}").await;
+    append_to_order(&store, "after", ExpectedVersion::NoStream, raw("X", "{}")).await;
     let next = visible(&store, checkpoint, 1).await;
     let ids: Vec<&str> = next.iter().map(|e| e.stream.aggregate_id.as_str()).collect();
     assert_eq!(ids, vec!["after"]);
