@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use es_core::pii::{InMemoryKeyStore, PiiStore};
 use es_core::{
-    Aggregate, CommandError, EventStore, Executed, ExpectedVersion, InMemoryReadModel, InMemoryStore, Metadata,
-    NewEvent, ProjectionRunner, Repository, RepositoryError, SnapshotStore, StreamId, StreamSlice,
+    Aggregate, CommandError, Decision, EventStore, Executed, ExpectedVersion, IdRef, InMemoryReadModel, InMemoryStore,
+    Metadata, NewEvent, ProjectionRunner, Repository, RepositoryError, SnapshotStore, StreamId, StreamSlice,
 };
 use es_sqlite::SqliteStore;
 use es_test_support::bounded;
@@ -36,6 +36,9 @@ use review::stores::sqlite_file;
 
 /// A lead command, as a test lists several to try in turn.
 type LeadCommand = dyn Fn(&Lead) -> Result<Vec<LeadEvent>, LeadError> + Send + Sync;
+
+/// A lead command of the seed, decided at the seed's time of its event.
+type SeedCommand = dyn Fn(&Lead, DateTime<Utc>) -> Result<Vec<LeadEvent>, LeadError> + Send + Sync;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -73,16 +76,44 @@ fn rep(name: &str) -> Metadata {
     Metadata::new().with_actor(name)
 }
 
-/// The business refusal of a command that must be refused.
-fn refused<A, E>(outcome: Result<Executed<A>, CommandError<E>>) -> E
+/// Ticket `id` of customer acme, opened by the customer.
+async fn open_ticket<S: EventStore>(
+    tickets: &Repository<Ticket, S>,
+    id: &str,
+    title: &str,
+    priority: Priority,
+) -> Executed<Ticket> {
+    tickets
+        .execute(id, rep("customer"), |t: &Ticket| t.open(title, "acme", priority))
+        .await
+        .expect("opened")
+}
+
+/// A ticket repository on `store` whose ticket `id` the customer opened: where a test starts.
+async fn with_opened_ticket<S: EventStore>(
+    store: S,
+    id: &str,
+    title: &str,
+    priority: Priority,
+) -> Repository<Ticket, S> {
+    let tickets = Repository::<Ticket, _>::new(store);
+    open_ticket(&tickets, id, title, priority).await;
+    tickets
+}
+
+/// The business refusal of `actor`'s command on `id`, which must be refused.
+async fn refusal<A, S, D>(repo: &Repository<A, S>, id: &str, actor: &str, decide: impl FnMut(&A) -> D) -> D::Error
 where
     A: Aggregate + Debug,
     A::Event: Debug,
-    E: Debug,
+    str: IdRef<A::Id>,
+    S: EventStore,
+    D: Decision<A::Event>,
+    D::Error: Debug,
 {
-    match outcome {
+    match repo.execute(id, rep(actor), decide).await {
         Err(CommandError::Rejected(error)) => error,
-        other => panic!("expected the command to be rejected by a business rule, got {other:?}"),
+        other => panic!("expected {actor}'s command on {id} to be rejected by a business rule, got {other:?}"),
     }
 }
 
@@ -90,46 +121,36 @@ where
 /// seed's timestamp; `set_clock` is told each timestamp before its command (for a store on a
 /// test clock).
 async fn play_seed_lead_1<S: EventStore>(leads: &Repository<Lead, S>, id: &str, set_clock: impl Fn(DateTime<Utc>)) {
-    let t = |i: usize| at(SEED_TIMES[i]);
-    set_clock(t(0));
+    let (followup_on, deadline) = (at(REPLAY_FOLLOWUP_ON), at(SEED_PAYMENT_DEADLINE));
+    // Who decided each event of SEED_EVENT_NAMES, and how, at its time of SEED_TIMES (`now`).
+    let actors = [
+        "rep-kim", "rep-kim", "rep-kim", "rep-kim", "rep-lee", "rep-lee", "payments",
+    ];
+    let commands: [Box<SeedCommand>; 7] = [
+        Box::new(|l: &Lead, _| l.initialize("aab", "1111")),
+        Box::new(|l: &Lead, _| l.contact()),
+        Box::new(move |l: &Lead, now| l.schedule_followup(followup_on, now)),
+        // The typo in the name fixed.
+        Box::new(|l: &Lead, _| l.update_contact_details("aaa", "1111")),
+        Box::new(|l: &Lead, _| l.contact()),
+        Box::new(move |l: &Lead, now| l.submit_order(deadline, now)),
+        Box::new(|l: &Lead, _| l.confirm_payment()),
+    ];
+    for (n, command) in commands.iter().enumerate() {
+        let now = at(SEED_TIMES[n]);
+        set_clock(now);
+        leads
+            .execute(id, rep(actors[n]), |l: &Lead| command(l, now))
+            .await
+            .expect(SEED_EVENT_NAMES[n]);
+    }
+}
+
+/// A lead repository on `store` holding lead 1 of the seed, played as [`play_seed_lead_1`] does.
+async fn with_seed_lead_1<S: EventStore>(store: S) -> Repository<Lead, S> {
+    let leads = Repository::<Lead, _>::new(store);
+    play_seed_lead_1(&leads, "1", |_| {}).await;
     leads
-        .execute(id, rep("rep-kim"), |l: &Lead| l.initialize("aab", "1111"))
-        .await
-        .expect("lead-initialized");
-    set_clock(t(1));
-    leads
-        .execute(id, rep("rep-kim"), Lead::contact)
-        .await
-        .expect("contacted");
-    set_clock(t(2));
-    let (followup_on, now) = (at(REPLAY_FOLLOWUP_ON), t(2));
-    leads
-        .execute(id, rep("rep-kim"), move |l: &Lead| {
-            l.schedule_followup(followup_on, now)
-        })
-        .await
-        .expect("followup-set");
-    set_clock(t(3));
-    leads
-        .execute(id, rep("rep-kim"), |l: &Lead| l.update_contact_details("aaa", "1111"))
-        .await
-        .expect("contact-details-updated (the typo in the name fixed)");
-    set_clock(t(4));
-    leads
-        .execute(id, rep("rep-lee"), Lead::contact)
-        .await
-        .expect("contacted again");
-    set_clock(t(5));
-    let (deadline, now) = (at(SEED_PAYMENT_DEADLINE), t(5));
-    leads
-        .execute(id, rep("rep-lee"), move |l: &Lead| l.submit_order(deadline, now))
-        .await
-        .expect("order-submitted");
-    set_clock(t(6));
-    leads
-        .execute(id, rep("payments"), Lead::confirm_payment)
-        .await
-        .expect("payment-confirmed");
 }
 
 /// A lead, initialized and contacted once: ready for any outcome of the call.
@@ -181,8 +202,7 @@ macro_rules! on_both_stores {
 /// table (line 64): name `aaa`, phone `1111`, status CONVERTED; the stream keeps every event in
 /// order, with who did it and when (lines 435-437).
 async fn seed_lead_history_gives_its_state_row<S: EventStore>(store: S) {
-    let leads = Repository::<Lead, _>::new(store);
-    play_seed_lead_1(&leads, "1", |_| {}).await;
+    let leads = with_seed_lead_1(store).await;
 
     let lead = leads.load("1").await.expect("load lead 1");
     assert_eq!(lead.version, 7, "seven events, one version each (seed line 98)");
@@ -218,8 +238,7 @@ on_both_stores!(
 /// its events must reproduce that row exactly. Likewise a lead closed after a follow-up (line 65,
 /// CLOSED, empty `followup-on`): only the FOLLOWUP_SET row (line 67) carries a date.
 async fn followup_date_is_empty_once_the_lead_moves_on<S: EventStore>(store: S) {
-    let leads = Repository::<Lead, _>::new(store);
-    play_seed_lead_1(&leads, "1", |_| {}).await;
+    let leads = with_seed_lead_1(store).await;
     let converted = leads.load("1").await.expect("load lead 1").aggregate;
     assert_eq!(converted.status, Some(LeadStatus::Converted));
 
@@ -247,19 +266,29 @@ on_both_stores!(
     followup_date_is_empty_once_the_lead_moves_on
 );
 
+/// The status of lead `id` once `actor`'s command, which must be accepted, is stored.
+async fn status_after<S: EventStore>(
+    leads: &Repository<Lead, S>,
+    id: &str,
+    actor: &str,
+    command: impl FnMut(&Lead) -> Result<Vec<LeadEvent>, LeadError>,
+) -> Option<LeadStatus> {
+    let done = leads
+        .execute(id, rep(actor), command)
+        .await
+        .unwrap_or_else(|error| panic!("{actor}'s command on lead {id}: {error:?}"));
+    done.aggregate.status
+}
+
 /// Seed lines 71-76: the flow starts in NEW_LEAD; a sales call ends with the lead not interested
 /// (CLOSED), a follow-up booked (FOLLOWUP_SET) or the offer accepted (PENDING_PAYMENT); a
 /// successful payment converts it (CONVERTED), a failed one leaves it PAYMENT_FAILED. Every row
 /// of the state table (lines 64-68) is reachable.
 async fn a_sales_call_ends_in_one_of_the_seed_statuses<S: EventStore>(store: S) {
     let leads = Repository::<Lead, _>::new(store);
-    let status = |lead: Lead| lead.status;
 
-    let started = leads
-        .execute("3", rep("rep"), |l: &Lead| l.initialize("ccc", "3333"))
-        .await
-        .expect("initialized");
-    assert_eq!(status(started.aggregate), Some(LeadStatus::NewLead));
+    let started = status_after(&leads, "3", "rep", |l: &Lead| l.initialize("ccc", "3333")).await;
+    assert_eq!(started, Some(LeadStatus::NewLead));
     let called = leads.execute("3", rep("rep"), Lead::contact).await.expect("contacted");
     assert_eq!(
         called.aggregate.status,
@@ -269,11 +298,8 @@ async fn a_sales_call_ends_in_one_of_the_seed_statuses<S: EventStore>(store: S) 
     assert_eq!(called.aggregate.contacts, 1);
 
     contacted_lead(&leads, "2", "bbb", "2222").await;
-    let closed = leads
-        .execute("2", rep("rep"), Lead::close)
-        .await
-        .expect("not interested");
-    assert_eq!(status(closed.aggregate), Some(LeadStatus::Closed));
+    let not_interested = status_after(&leads, "2", "rep", Lead::close).await;
+    assert_eq!(not_interested, Some(LeadStatus::Closed));
 
     contacted_lead(&leads, "4", "ddd", "4444").await;
     let followup_on = in_a_day();
@@ -286,28 +312,17 @@ async fn a_sales_call_ends_in_one_of_the_seed_statuses<S: EventStore>(store: S) 
 
     contacted_lead(&leads, "6", "eee", "5555").await;
     let deadline = in_a_day();
-    let accepted = leads
-        .execute("6", rep("rep"), move |l: &Lead| l.submit_order(deadline, now()))
-        .await
-        .expect("offer accepted");
-    assert_eq!(status(accepted.aggregate), Some(LeadStatus::PendingPayment));
-    let failed = leads
-        .execute("6", rep("payments"), Lead::fail_payment)
-        .await
-        .expect("payment failed");
-    assert_eq!(status(failed.aggregate), Some(LeadStatus::PaymentFailed));
+    let submit = move |l: &Lead| l.submit_order(deadline, now());
+    let accepted = status_after(&leads, "6", "rep", submit).await;
+    assert_eq!(accepted, Some(LeadStatus::PendingPayment));
+    let failed = status_after(&leads, "6", "payments", Lead::fail_payment).await;
+    assert_eq!(failed, Some(LeadStatus::PaymentFailed));
 
     // From PAYMENT_FAILED a new order may be submitted (LeadStatus docs), and paid this time.
-    let again = leads
-        .execute("6", rep("rep"), move |l: &Lead| l.submit_order(deadline, now()))
-        .await
-        .expect("a new order");
-    assert_eq!(status(again.aggregate), Some(LeadStatus::PendingPayment));
-    let paid = leads
-        .execute("6", rep("payments"), Lead::confirm_payment)
-        .await
-        .expect("paid");
-    assert_eq!(status(paid.aggregate), Some(LeadStatus::Converted));
+    let again = status_after(&leads, "6", "rep", submit).await;
+    assert_eq!(again, Some(LeadStatus::PendingPayment));
+    let paid = status_after(&leads, "6", "payments", Lead::confirm_payment).await;
+    assert_eq!(paid, Some(LeadStatus::Converted));
 
     // The state table as stored names the statuses (seed lines 64-68).
     let table: Vec<(&str, &str)> = [
@@ -332,8 +347,7 @@ on_both_stores!(
 /// CONVERTED and CLOSED end the funnel (LeadStatus docs: "Final"): every command is refused,
 /// and nothing is appended.
 async fn converted_and_closed_leads_take_no_more_commands<S: EventStore>(store: S) {
-    let leads = Repository::<Lead, _>::new(store);
-    play_seed_lead_1(&leads, "1", |_| {}).await;
+    let leads = with_seed_lead_1(store).await;
     contacted_lead(&leads, "2", "bbb", "2222").await;
     leads.execute("2", rep("rep"), Lead::close).await.expect("closed");
 
@@ -350,7 +364,7 @@ async fn converted_and_closed_leads_take_no_more_commands<S: EventStore>(store: 
             ("close", Box::new(Lead::close)),
         ];
         for (what, command) in commands {
-            let error = refused(leads.execute(id, rep("rep"), |l: &Lead| command(l)).await);
+            let error = refusal(&leads, id, "rep", |l: &Lead| command(l)).await;
             assert_eq!(error, expected, "{what} on lead {id}");
         }
         assert_eq!(
@@ -362,15 +376,11 @@ async fn converted_and_closed_leads_take_no_more_commands<S: EventStore>(store: 
 
     // A lead that was never initialized, and one initialized twice.
     assert_eq!(
-        refused(leads.execute("404", rep("rep"), Lead::contact).await),
+        refusal(&leads, "404", "rep", Lead::contact).await,
         LeadError::NotInitialized
     );
     assert_eq!(
-        refused(
-            leads
-                .execute("1", rep("rep"), |l: &Lead| l.initialize("aaa", "1111"))
-                .await
-        ),
+        refusal(&leads, "1", "rep", |l: &Lead| l.initialize("aaa", "1111")).await,
         LeadError::AlreadyInitialized
     );
 }
@@ -390,29 +400,21 @@ async fn order_and_payment_rules<S: EventStore>(store: S) {
         .expect("initialized");
     let deadline = in_a_day();
 
-    let never_called = refused(
-        leads
-            .execute("7", rep("rep"), move |l: &Lead| l.submit_order(deadline, now()))
-            .await,
-    );
+    let never_called = refusal(&leads, "7", "rep", move |l: &Lead| l.submit_order(deadline, now())).await;
     assert_eq!(never_called, LeadError::NeverContacted);
     assert_eq!(
-        refused(leads.execute("7", rep("rep"), Lead::confirm_payment).await),
+        refusal(&leads, "7", "rep", Lead::confirm_payment).await,
         LeadError::NoPendingOrder
     );
     assert_eq!(
-        refused(leads.execute("7", rep("rep"), Lead::fail_payment).await),
+        refusal(&leads, "7", "rep", Lead::fail_payment).await,
         LeadError::NoPendingOrder
     );
 
     leads.execute("7", rep("rep"), Lead::contact).await.expect("contacted");
     let decided_at = now();
     let past = decided_at - chrono::Duration::minutes(1);
-    let late = refused(
-        leads
-            .execute("7", rep("rep"), move |l: &Lead| l.submit_order(past, decided_at))
-            .await,
-    );
+    let late = refusal(&leads, "7", "rep", move |l: &Lead| l.submit_order(past, decided_at)).await;
     assert_eq!(
         late,
         LeadError::DeadlineNotInFuture {
@@ -425,30 +427,14 @@ async fn order_and_payment_rules<S: EventStore>(store: S) {
         .execute("7", rep("rep"), move |l: &Lead| l.submit_order(deadline, now()))
         .await
         .expect("order submitted");
-    let second = refused(
-        leads
-            .execute("7", rep("rep"), move |l: &Lead| l.submit_order(deadline, now()))
-            .await,
-    );
+    let second = refusal(&leads, "7", "rep", move |l: &Lead| l.submit_order(deadline, now())).await;
     assert_eq!(second, LeadError::AwaitingPayment);
-    let followup = refused(
-        leads
-            .execute("7", rep("rep"), move |l: &Lead| l.schedule_followup(deadline, now()))
-            .await,
-    );
+    let followup = refusal(&leads, "7", "rep", move |l: &Lead| l.schedule_followup(deadline, now())).await;
     assert_eq!(followup, LeadError::AwaitingPayment);
 
-    let unchanged = refused(
-        leads
-            .execute("7", rep("rep"), |l: &Lead| l.update_contact_details("fff", "7777"))
-            .await,
-    );
+    let unchanged = refusal(&leads, "7", "rep", |l: &Lead| l.update_contact_details("fff", "7777")).await;
     assert_eq!(unchanged, LeadError::NothingChanged);
-    let blank = refused(
-        leads
-            .execute("7", rep("rep"), |l: &Lead| l.update_contact_details("  ", "7777"))
-            .await,
-    );
+    let blank = refusal(&leads, "7", "rep", |l: &Lead| l.update_contact_details("  ", "7777")).await;
     assert!(matches!(blank, LeadError::Empty(_)), "{blank:?}");
     assert_eq!(
         leads.load("7").await.expect("lead 7").version,
@@ -467,13 +453,10 @@ async fn the_seed_followup_at_its_own_instant_is_refused_as_documented() {
         let leads = Repository::<Lead, _>::new(InMemoryStore::new());
         contacted_lead(&leads, "1", "aab", "1111").await;
         let seed_instant = at(SEED_TIMES[2]);
-        let error = refused(
-            leads
-                .execute("1", rep("rep"), move |l: &Lead| {
-                    l.schedule_followup(seed_instant, seed_instant)
-                })
-                .await,
-        );
+        let error = refusal(&leads, "1", "rep", move |l: &Lead| {
+            l.schedule_followup(seed_instant, seed_instant)
+        })
+        .await;
         assert_eq!(
             error,
             LeadError::FollowupNotInFuture {
@@ -498,8 +481,7 @@ async fn the_seed_followup_at_its_own_instant_is_refused_as_documented() {
 /// Seed lines 192-193: "the state at version 5 is the first 5 events applied". Every version of
 /// lead 1 loads as the fold of exactly its first `n` events.
 async fn time_travel_by_version_is_the_fold_of_the_first_events<S: EventStore>(store: S) {
-    let leads = Repository::<Lead, _>::new(store);
-    play_seed_lead_1(&leads, "1", |_| {}).await;
+    let leads = with_seed_lead_1(store).await;
     let events = leads.events("1", StreamSlice::all()).await.expect("lead 1's events");
     assert_eq!(events.len(), 7);
 
@@ -590,12 +572,7 @@ async fn time_travel_by_instant_on_sqlite() {
         let (_dir, store) = sqlite_store().await;
         let tickets = Repository::<Ticket, _>::new(store);
         let pause = || tokio::time::sleep(Duration::from_millis(20));
-        tickets
-            .execute("T-1", rep("customer"), |t: &Ticket| {
-                t.open("VPN down", "acme", Priority::Normal)
-            })
-            .await
-            .expect("opened");
+        open_ticket(&tickets, "T-1", "VPN down", Priority::Normal).await;
         pause().await;
         let after_open = Utc::now();
         pause().await;
@@ -751,12 +728,7 @@ async fn search_and_analysis_tables_in_the_sqlite_file() {
 /// the state says the ticket is escalated from then on, and not before.
 async fn escalation_is_requested_with_a_reason<S: EventStore>(store: S) {
     let tickets = Repository::<Ticket, _>::new(store);
-    let opened = tickets
-        .execute("T-1", rep("customer"), |t: &Ticket| {
-            t.open("VPN down", "acme", Priority::Normal)
-        })
-        .await
-        .expect("opened");
+    let opened = open_ticket(&tickets, "T-1", "VPN down", Priority::Normal).await;
     assert_eq!((opened.version, opened.aggregate.status), (1, Status::Open));
     assert_eq!(
         opened.aggregate.escalation, None,
@@ -779,44 +751,19 @@ async fn escalation_is_requested_with_a_reason<S: EventStore>(store: S) {
     let before = tickets.load_at_version("T-1", 1).await.expect("version 1");
     assert_eq!(before.aggregate.escalation, None);
 
-    assert_eq!(
-        refused(
-            tickets
-                .execute("T-1", rep("customer"), |t: &Ticket| t.request_escalation("again"))
-                .await
-        ),
-        TicketError::AlreadyEscalated
-    );
-    assert_eq!(
-        refused(
-            tickets
-                .execute("T-404", rep("customer"), |t: &Ticket| t.request_escalation("VIP"))
-                .await
-        ),
-        TicketError::NotOpened
-    );
-    tickets
-        .execute("T-2", rep("customer"), |t: &Ticket| {
-            t.open("Printer", "acme", Priority::Low)
-        })
-        .await
-        .expect("opened");
-    let blank = refused(
-        tickets
-            .execute("T-2", rep("customer"), |t: &Ticket| t.request_escalation(" "))
-            .await,
-    );
+    let again = refusal(&tickets, "T-1", "customer", |t: &Ticket| t.request_escalation("again")).await;
+    assert_eq!(again, TicketError::AlreadyEscalated);
+    let never_opened = refusal(&tickets, "T-404", "customer", |t: &Ticket| t.request_escalation("VIP")).await;
+    assert_eq!(never_opened, TicketError::NotOpened);
+    open_ticket(&tickets, "T-2", "Printer", Priority::Low).await;
+    let blank = refusal(&tickets, "T-2", "customer", |t: &Ticket| t.request_escalation(" ")).await;
     assert!(matches!(blank, TicketError::Empty(_)), "{blank:?}");
     tickets
         .execute("T-2", rep("agent"), Ticket::close)
         .await
         .expect("closed");
     assert_eq!(
-        refused(
-            tickets
-                .execute("T-2", rep("customer"), |t: &Ticket| t.request_escalation("VIP"))
-                .await
-        ),
+        refusal(&tickets, "T-2", "customer", |t: &Ticket| t.request_escalation("VIP")).await,
         TicketError::Closed,
         "a closed ticket cannot be escalated (Ticket::request_escalation docs)"
     );
@@ -862,11 +809,7 @@ async fn a_stream_stored_as_ticket_initialized_loads<S: EventStore>(store: S) {
         .expect("first event");
     assert!(matches!(first[0].event, TicketEvent::Opened(_)), "{:?}", first[0].event);
     assert_eq!(
-        refused(
-            tickets
-                .execute("T-old", rep("customer"), |t: &Ticket| t.request_escalation("VIP"))
-                .await
-        ),
+        refusal(&tickets, "T-old", "customer", |t: &Ticket| t.request_escalation("VIP")).await,
         TicketError::AlreadyEscalated
     );
     let resolved = tickets
@@ -884,23 +827,13 @@ on_both_stores!(
 /// resolved or not, reopened only when finished (the resolution goes, a count goes up), and a
 /// closed ticket takes neither comments nor escalations.
 async fn a_ticket_does_in_each_status_what_its_docs_say<S: EventStore>(store: S) {
-    let tickets = Repository::<Ticket, _>::new(store);
-    tickets
-        .execute("T-1", rep("customer"), |t: &Ticket| {
-            t.open("Printer on fire", "acme", Priority::High)
-        })
-        .await
-        .expect("opened");
+    let tickets = with_opened_ticket(store, "T-1", "Printer on fire", Priority::High).await;
     assert_eq!(
-        refused(
-            tickets
-                .execute("T-1", rep("agent"), |t: &Ticket| t.resolve("water"))
-                .await
-        ),
+        refusal(&tickets, "T-1", "agent", |t: &Ticket| t.resolve("water")).await,
         TicketError::Unassigned
     );
     assert_eq!(
-        refused(tickets.execute("T-1", rep("agent"), |t: &Ticket| t.reopen("why")).await),
+        refusal(&tickets, "T-1", "agent", |t: &Ticket| t.reopen("why")).await,
         TicketError::NotFinished
     );
     tickets
@@ -908,11 +841,7 @@ async fn a_ticket_does_in_each_status_what_its_docs_say<S: EventStore>(store: S)
         .await
         .expect("assigned");
     assert_eq!(
-        refused(
-            tickets
-                .execute("T-1", rep("lead"), |t: &Ticket| t.assign(" alice "))
-                .await
-        ),
+        refusal(&tickets, "T-1", "lead", |t: &Ticket| t.assign(" alice ")).await,
         TicketError::AlreadyAssignedTo("alice".into())
     );
     let resolved = tickets
@@ -922,11 +851,7 @@ async fn a_ticket_does_in_each_status_what_its_docs_say<S: EventStore>(store: S)
     assert_eq!(resolved.aggregate.status, Status::Resolved);
     assert_eq!(resolved.aggregate.resolution.as_deref(), Some("water"));
     assert_eq!(
-        refused(
-            tickets
-                .execute("T-1", rep("alice"), |t: &Ticket| t.resolve("again"))
-                .await
-        ),
+        refusal(&tickets, "T-1", "alice", |t: &Ticket| t.resolve("again")).await,
         TicketError::AlreadyResolved
     );
     let closed = tickets
@@ -940,15 +865,11 @@ async fn a_ticket_does_in_each_status_what_its_docs_say<S: EventStore>(store: S)
         "closed after resolution"
     );
     assert_eq!(
-        refused(
-            tickets
-                .execute("T-1", rep("alice"), |t: &Ticket| t.comment("alice", "hi"))
-                .await
-        ),
+        refusal(&tickets, "T-1", "alice", |t: &Ticket| t.comment("alice", "hi")).await,
         TicketError::Closed
     );
     assert_eq!(
-        refused(tickets.execute("T-1", rep("alice"), Ticket::close).await),
+        refusal(&tickets, "T-1", "alice", Ticket::close).await,
         TicketError::Closed
     );
     let reopened = tickets
@@ -961,12 +882,7 @@ async fn a_ticket_does_in_each_status_what_its_docs_say<S: EventStore>(store: S)
     assert_eq!(reopened.version, 5);
 
     // Closed without being resolved: no resolution to show.
-    tickets
-        .execute("T-2", rep("customer"), |t: &Ticket| {
-            t.open("Spam", "acme", Priority::Low)
-        })
-        .await
-        .expect("opened");
+    open_ticket(&tickets, "T-2", "Spam", Priority::Low).await;
     let dropped = tickets
         .execute("T-2", rep("agent"), Ticket::close)
         .await
@@ -975,18 +891,11 @@ async fn a_ticket_does_in_each_status_what_its_docs_say<S: EventStore>(store: S)
         (dropped.aggregate.status, dropped.aggregate.resolution),
         (Status::Closed, None)
     );
-    assert_eq!(
-        refused(
-            tickets
-                .execute("T-2", rep("customer"), |t: &Ticket| t.open(
-                    "Spam",
-                    "acme",
-                    Priority::Low
-                ))
-                .await
-        ),
-        TicketError::AlreadyOpened
-    );
+    let opened_again = refusal(&tickets, "T-2", "customer", |t: &Ticket| {
+        t.open("Spam", "acme", Priority::Low)
+    })
+    .await;
+    assert_eq!(opened_again, TicketError::AlreadyOpened);
 }
 on_both_stores!(
     a_ticket_does_in_each_status_what_its_docs_say_on,
@@ -1002,13 +911,7 @@ on_both_stores!(
 /// events appended in between can be read exactly, and a command decided again on them sees
 /// whether it still holds (a second escalation is refused, not appended).
 async fn a_stale_escalation_is_refused_and_the_winner_is_readable<S: EventStore>(store: S) {
-    let tickets = Repository::<Ticket, _>::new(store);
-    tickets
-        .execute("T-1", rep("customer"), |t: &Ticket| {
-            t.open("VPN down", "acme", Priority::Normal)
-        })
-        .await
-        .expect("opened");
+    let tickets = with_opened_ticket(store, "T-1", "VPN down", Priority::Normal).await;
 
     let mut stale = tickets.load_for_update("T-1").await.expect("load for update");
     assert_eq!(stale.loaded_version(), 1);
@@ -1043,11 +946,7 @@ async fn a_stale_escalation_is_refused_and_the_winner_is_readable<S: EventStore>
         "the stale change was not written"
     );
     assert_eq!(
-        refused(
-            tickets
-                .execute("T-1", rep("customer"), |t: &Ticket| t.request_escalation("VIP"))
-                .await
-        ),
+        refusal(&tickets, "T-1", "customer", |t: &Ticket| t.request_escalation("VIP")).await,
         TicketError::AlreadyEscalated,
         "decided again on the real state"
     );
@@ -1061,13 +960,7 @@ on_both_stores!(
 /// once. Exactly one escalation is stored; every other request is decided again on the state
 /// with the winner's event and refused by the rule (never appended twice, never a bare conflict).
 async fn racing_escalations_store_exactly_one<S: EventStore + Clone + Send + Sync + 'static>(store: S) {
-    let tickets = Repository::<Ticket, _>::new(store);
-    tickets
-        .execute("T-1", rep("customer"), |t: &Ticket| {
-            t.open("VPN down", "acme", Priority::Normal)
-        })
-        .await
-        .expect("opened");
+    let tickets = with_opened_ticket(store, "T-1", "VPN down", Priority::Normal).await;
     let mut racers = tokio::task::JoinSet::new();
     for n in 0..8 {
         let tickets = tickets.clone();
@@ -1121,11 +1014,10 @@ async fn two_reps_on_one_lead<S: EventStore>(store: S) {
         matches!(leads.save(&mut rep_b, rep("rep-b")).await, Err(RepositoryError::Conflict(c)) if c.actual == 3),
         "rep B's save must conflict"
     );
-    let again = refused(
-        leads
-            .execute("9", rep("rep-b"), move |l: &Lead| l.schedule_followup(deadline, now()))
-            .await,
-    );
+    let again = refusal(&leads, "9", "rep-b", move |l: &Lead| {
+        l.schedule_followup(deadline, now())
+    })
+    .await;
     assert_eq!(again, LeadError::AwaitingPayment);
     let lead = leads.load("9").await.expect("lead 9");
     assert_eq!(
@@ -1145,8 +1037,7 @@ on_both_stores!(two_reps_on_one_lead_on, two_reps_on_one_lead);
 async fn the_sqlite_file_refuses_to_change_or_delete_events() {
     bounded(async {
         let (dir, store) = sqlite_store().await;
-        let leads = Repository::<Lead, _>::new(store.clone());
-        play_seed_lead_1(&leads, "1", |_| {}).await;
+        let leads = with_seed_lead_1(store.clone()).await;
         drop(leads);
         drop(store);
 
@@ -1241,8 +1132,7 @@ async fn a_forgotten_lead_in_memory() {
         let mut registry = es_core::EventRegistry::new();
         registry.register::<Lead>().expect("register Lead");
         let store = PiiStore::new(InMemoryStore::new(), InMemoryKeyStore::new(), registry);
-        let leads = Repository::<Lead, _>::new(store.clone());
-        play_seed_lead_1(&leads, "1", |_| {}).await;
+        let leads = with_seed_lead_1(store.clone()).await;
         assert!(forget_lead(&store, "1").await.expect("forget"));
         let lead = leads.load("1").await.expect("load").aggregate;
         assert!(lead.name.is_forgotten());
