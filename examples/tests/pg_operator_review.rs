@@ -233,15 +233,20 @@ async fn digest(store: &PostgresStore) -> Vec<(String, String)> {
     digests
 }
 
-/// Runs `es` off the runtime.
-async fn run(es: &Es, args: &[&str]) -> Finished {
+/// Calls `call` (one of [`Es`]'s ways to run it) with `args` off the runtime.
+async fn off_the_runtime<T: Send + 'static>(es: &Es, args: &[&str], call: fn(&Es, &[&str]) -> T) -> T {
     let es = es.clone();
     let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
     blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        es.run(&args)
+        call(&es, &args)
     })
     .await
+}
+
+/// Runs `es` off the runtime.
+async fn run(es: &Es, args: &[&str]) -> Finished {
+    off_the_runtime(es, args, Es::run).await
 }
 
 async fn json(es: &Es, args: &[&str]) -> Value {
@@ -252,13 +257,7 @@ async fn json(es: &Es, args: &[&str]) -> Value {
 }
 
 async fn json_lines(es: &Es, args: &[&str]) -> Vec<Value> {
-    let es = es.clone();
-    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-    blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        es.json_lines(&args)
-    })
-    .await
+    off_the_runtime(es, args, Es::json_lines).await
 }
 
 /// The entry of `name` in `es projections --json`.
