@@ -158,13 +158,19 @@ impl Account {
         .into()])
     }
 
-    fn deposit(&self, amount: u64, description: &str) -> Result<Vec<AccountEvent>, AccountError> {
+    /// The rules a deposit and a withdrawal share: the account is open, the amount positive.
+    fn check_movement(&self, amount: u64) -> Result<(), AccountError> {
         if !self.open {
             return Err(AccountError::NotOpen);
         }
         if amount == 0 {
             return Err(AccountError::NonPositiveAmount);
         }
+        Ok(())
+    }
+
+    fn deposit(&self, amount: u64, description: &str) -> Result<Vec<AccountEvent>, AccountError> {
+        self.check_movement(amount)?;
         if amount > 1_000_000 {
             return Err(AccountError::DepositLimit);
         }
@@ -177,12 +183,7 @@ impl Account {
     }
 
     fn withdraw(&self, amount: u64, description: &str) -> Result<Vec<AccountEvent>, AccountError> {
-        if !self.open {
-            return Err(AccountError::NotOpen);
-        }
-        if amount == 0 {
-            return Err(AccountError::NonPositiveAmount);
-        }
+        self.check_movement(amount)?;
         if self.balance < amount {
             return Err(AccountError::InsufficientFunds {
                 balance: self.balance,
