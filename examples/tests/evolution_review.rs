@@ -7,16 +7,17 @@
 //! merged or dropped by `#[replaced]` rules (versions, time travel, projections, positions),
 //! unknown names, payloads newer than the code, snapshots across changes, and the schema lock.
 
+use std::convert::Infallible;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use es_core::schema::{check_schema_lock, LockMode, LockOutcome, LockProblem};
 use es_core::{
-    async_trait, DecodeError, DecodedEvent, EventRegistry, EventSet, EventStore, ExpectedVersion, FailurePolicy,
-    GlobalLog, HandlerError, InMemoryReadModel, Metadata, NewEvent, Projection, ProjectionError, ProjectionRunner,
-    RecordDecodeError, Repository, RepositoryError, RunnerOptions, Snapshot, SnapshotStore, StoreError, StreamId,
-    StreamSlice, UnknownEvents,
+    async_trait, CommandError, DecodeError, DecodedEvent, EventRegistry, EventSet, EventStore, Executed,
+    ExpectedVersion, FailurePolicy, GlobalLog, HandlerError, InMemoryReadModel, Metadata, NewEvent, Projection,
+    ProjectionError, ProjectionRunner, RecordDecodeError, Repository, RepositoryError, RunnerOptions, Snapshot,
+    SnapshotStore, StoreError, StreamId, StreamSlice, UnknownEvents,
 };
 use es_test_support::{bounded_by, TestDatabase};
 use uuid::Uuid;
@@ -494,6 +495,19 @@ fn repo<S: Store>(store: &S) -> Repository<v3::Order, S> {
     Repository::new(store.clone())
 }
 
+/// Today's command on order `id`: void it, for `reason`.
+async fn void_order<S: Store>(
+    orders: &Repository<v3::Order, S>,
+    id: &str,
+    reason: &str,
+) -> Result<Executed<v3::Order>, CommandError<Infallible>> {
+    orders
+        .execute(id, Metadata::new(), |_: &v3::Order| {
+            vec![v3::OrderVoided { reason: reason.into() }.into()]
+        })
+        .await
+}
+
 /// The decode error behind a failed load.
 fn decode_error(error: RepositoryError) -> RecordDecodeError {
     match error {
@@ -793,11 +807,7 @@ async fn upcast_failures_scenario<S: Store>(store: S, backend: &str) {
         // Listing the stream fails the same way rather than panicking.
         assert!(orders.events(id, StreamSlice::all()).await.is_err(), "{backend} {id}");
         // A command refuses to decide on a state it cannot build; nothing is appended.
-        let executed = orders
-            .execute(id, Metadata::new(), |_: &v3::Order| {
-                vec![v3::OrderVoided { reason: "x".into() }.into()]
-            })
-            .await;
+        let executed = void_order(&orders, id, "x").await;
         assert!(executed.is_err(), "{backend} {id}");
         assert_eq!(
             store.stream_version(&order_stream(id)).await.unwrap(),
@@ -977,12 +987,7 @@ async fn split_and_drop_scenario<S: Store>(store: S, backend: &str) {
     );
 
     // Today's commands append after the stored events; new names are written.
-    let executed = orders
-        .execute("S-1", Metadata::new(), |_: &v3::Order| {
-            vec![v3::OrderVoided { reason: "again".into() }.into()]
-        })
-        .await
-        .unwrap();
+    let executed = void_order(&orders, "S-1", "again").await.unwrap();
     assert_eq!(executed.version, 6, "{backend}");
     let written = store.read_event(executed.appended[0].event_id).await.unwrap().unwrap();
     assert_eq!(
@@ -1048,12 +1053,7 @@ async fn dropped_last_scenario<S: Store>(store: S, backend: &str) {
     // The aggregate after a dropped last event: the version counts it, so a command appends.
     let orders = repo(&store);
     assert_eq!(orders.load("D-1").await.unwrap().version, 2, "{backend}");
-    let executed = orders
-        .execute("D-1", Metadata::new(), |_: &v3::Order| {
-            vec![v3::OrderVoided { reason: "x".into() }.into()]
-        })
-        .await
-        .unwrap();
+    let executed = void_order(&orders, "D-1", "x").await.unwrap();
     assert_eq!(executed.version, 3, "{backend}");
 }
 
@@ -1259,15 +1259,7 @@ async fn aliases_in_projections_scenario<S: Store>(store: S, backend: &str) {
         ],
     )
     .await;
-    let executed = repo(&store)
-        .execute("A-1", Metadata::new(), |_: &v3::Order| {
-            vec![v3::OrderVoided {
-                reason: "new name".into(),
-            }
-            .into()]
-        })
-        .await
-        .unwrap();
+    let executed = void_order(&repo(&store), "A-1", "new name").await.unwrap();
     assert_eq!(executed.version, 5, "{backend}");
     let head = executed.position();
 
@@ -1321,11 +1313,7 @@ async fn unknown_name_scenario<S: Store>(store: S, backend: &str) {
         "{backend}: {message}"
     );
     // A command refuses; nothing is written.
-    let refused = orders
-        .execute("U-1", Metadata::new(), |_: &v3::Order| {
-            vec![v3::OrderVoided { reason: "x".into() }.into()]
-        })
-        .await;
+    let refused = void_order(&orders, "U-1", "x").await;
     assert!(refused.is_err(), "{backend}");
     assert_eq!(
         store.stream_version(&order_stream("U-1")).await.unwrap(),
@@ -1338,12 +1326,7 @@ async fn unknown_name_scenario<S: Store>(store: S, backend: &str) {
     let skipping = repo(&store).with_unknown_events(UnknownEvents::Skip);
     let loaded = skipping.load("U-1").await.unwrap();
     assert_eq!((loaded.version, loaded.aggregate.applied), (2, 1), "{backend}");
-    let executed = skipping
-        .execute("U-1", Metadata::new(), |_: &v3::Order| {
-            vec![v3::OrderVoided { reason: "x".into() }.into()]
-        })
-        .await
-        .unwrap();
+    let executed = void_order(&skipping, "U-1", "x").await.unwrap();
     assert_eq!(executed.version, 3, "{backend}");
     // Time travel with skipping.
     assert_eq!(
@@ -1506,12 +1489,7 @@ async fn old_snapshot_upcast_scenario<S: Store>(store: S, backend: &str) {
     );
 
     // A new snapshot is written at the new schema version.
-    orders
-        .execute("P-1", Metadata::new(), |_: &v3::Order| {
-            vec![v3::OrderVoided { reason: "x".into() }.into()]
-        })
-        .await
-        .unwrap();
+    void_order(&orders, "P-1", "x").await.unwrap();
     let snapshot = store.load_snapshot(&order_stream("P-1")).await.unwrap().unwrap();
     assert_eq!((snapshot.version, snapshot.schema_version), (4, 2), "{backend}");
 
@@ -1676,12 +1654,7 @@ async fn corrupt_snapshot_scenario<S: Store>(store: S, backend: &str) {
         loaded.unwrap_or_else(|error| panic!("{backend}: a corrupt snapshot makes the aggregate unloadable: {error}"));
     assert_eq!((loaded.version, loaded.aggregate.applied), (2, 2), "{backend}");
     // A command also gets through.
-    let executed = orders
-        .execute("C-1", Metadata::new(), |_: &v3::Order| {
-            vec![v3::OrderVoided { reason: "x".into() }.into()]
-        })
-        .await
-        .unwrap();
+    let executed = void_order(&orders, "C-1", "x").await.unwrap();
     assert_eq!(executed.version, 3, "{backend}");
 }
 
@@ -1747,15 +1720,7 @@ async fn too_new_scenario<S: Store>(store: S, backend: &str) {
         skipping.load("N-1").await.is_err(),
         "{backend}: a newer event is not silently skipped"
     );
-    assert!(
-        skipping
-            .execute("N-1", Metadata::new(), |_: &v3::Order| {
-                vec![v3::OrderVoided { reason: "x".into() }.into()]
-            })
-            .await
-            .is_err(),
-        "{backend}"
-    );
+    assert!(void_order(&skipping, "N-1", "x").await.is_err(), "{backend}");
     // Time travel before it still works.
     assert_eq!(orders.load_at_version("N-1", 1).await.unwrap().version, 1, "{backend}");
 
