@@ -3,6 +3,7 @@
 mod batch;
 mod checkpoint;
 mod error;
+mod lag;
 mod options;
 mod parking;
 mod progress;
@@ -16,10 +17,11 @@ use crate::record::DecodedEvent;
 
 pub use checkpoint::{CheckpointError, CheckpointStore, ClaimStatus};
 pub use error::{HandlerFailure, ProjectionError};
+pub use lag::Lag;
 pub use options::{Backoff, FailurePolicy, RunnerOptions, UnknownEvents};
 pub use parking::ParkedEvent;
 pub use progress::{wait_for_checkpoint, ProjectionProgress, WaitError};
-pub use runner::{CatchUp, Lag, ProjectionRunner, RebuildProgress};
+pub use runner::{CatchUp, ProjectionRunner, RebuildProgress};
 pub use switch::SwitchFuture;
 
 /// What a handler returns when it fails: any error, boxed.
