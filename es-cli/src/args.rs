@@ -104,7 +104,8 @@ pub(crate) enum Command {
     /// Show an aggregate's state: now, at a version, or at an instant (time travel)
     ///
     /// A version past the stream's last is not found (exit 3), naming the last; an instant
-    /// after the last event is the last version.
+    /// after the last event is the last version. An archived stream's state is folded from
+    /// the archive (on programs that close streams).
     State {
         /// The stream, as `type/id`.
         #[arg(value_parser = stream_arg)]
@@ -119,7 +120,8 @@ pub(crate) enum Command {
     /// Show what changed in an aggregate's state between two versions
     ///
     /// A version past the stream's last is not found (exit 3), naming the last; the later
-    /// version before the earlier is a usage error (exit 2).
+    /// version before the earlier is a usage error (exit 2). An archived stream's states are
+    /// folded from the archive (on programs that close streams).
     Diff {
         /// The stream, as `type/id`.
         #[arg(value_parser = stream_arg)]

@@ -3,7 +3,7 @@
 use es_core::{AsOf, StreamId};
 use serde_json::{json, Value};
 
-use crate::commands::{last_version, load, past_the_end};
+use crate::commands::{history, past_the_end};
 use crate::output::{Exit, Failure, Output};
 use crate::{Cli, CliStore};
 
@@ -46,7 +46,7 @@ pub(crate) async fn diff<S: CliStore>(
     to: u64,
 ) -> Result<Exit, Failure> {
     cli.view(&stream.aggregate_type)?;
-    let last = last_version(cli, stream).await?;
+    let (last, history) = history(cli, stream).await?;
     if let Some(beyond) = [from, to].into_iter().find(|version| *version > last) {
         return Err(past_the_end(stream, last, &format!("version {beyond}")));
     }
@@ -56,8 +56,8 @@ pub(crate) async fn diff<S: CliStore>(
             format!("version {from} is after version {to}: give the earlier version first"),
         ));
     }
-    let (from_version, before) = load(cli, stream, AsOf::Version(from)).await?;
-    let (to_version, after) = load(cli, stream, AsOf::Version(to)).await?;
+    let (from_version, before) = history.state(cli, stream, AsOf::Version(from)).await?;
+    let (to_version, after) = history.state(cli, stream, AsOf::Version(to)).await?;
     let mut found = Vec::new();
     changes("$", Some(&before), Some(&after), &mut found);
     if out.json {

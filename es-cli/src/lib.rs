@@ -197,8 +197,9 @@ impl<S: CliStore> Cli<S> {
     }
 
     /// Enables `close STREAM --as tombstoned|archived|deleted --by WHO --reason WHY --yes` and
-    /// `closed` (the records of closed streams: the audit of deletions), and lets `events` show
-    /// an archived stream's events from the archive, for a store with
+    /// `closed` (the records of closed streams: the audit of deletions), and lets `events`,
+    /// `state` and `diff` show an archived stream's events and states from the archive, for a
+    /// store with
     /// [`StreamLifecycle`](es_core::lifecycle::StreamLifecycle): every store of this workspace.
     pub fn closing(mut self) -> Self
     where

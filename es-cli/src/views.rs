@@ -32,6 +32,10 @@ pub(crate) trait AggregateView<S>: Send + Sync {
 
     /// Whether a stored snapshot is one the current code uses.
     fn check_snapshot(&self, snapshot: &Snapshot) -> SnapshotCheck;
+
+    /// The state after `events` (a stream's first events, in version order, as an archive
+    /// holds them), with the version of the last.
+    fn fold(&self, events: &[RecordedEvent]) -> Result<(u64, Value), RepositoryError>;
 }
 
 /// What [`AggregateView::check_snapshot`] found.
@@ -85,6 +89,18 @@ where
     async fn state(&self, store: &S, stream: &StreamId, as_of: AsOf) -> Result<(u64, Value), RepositoryError> {
         let loaded = reader::<A, S>(store).load_stream(stream, as_of).await?;
         Ok((loaded.version, json(&loaded.aggregate)))
+    }
+
+    fn fold(&self, events: &[RecordedEvent]) -> Result<(u64, Value), RepositoryError> {
+        let mut state = A::default();
+        let mut version = 0;
+        for event in events {
+            for decoded in decode_record_all::<A::Event>(event)? {
+                state.apply_event(&decoded);
+            }
+            version = event.version;
+        }
+        Ok((version, json(&state)))
     }
 
     async fn step(&self, store: &S, stream: &StreamId, version: u64) -> Result<(Value, Value), RepositoryError> {

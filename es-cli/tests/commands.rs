@@ -575,8 +575,8 @@ async fn close_and_closed_on_a_program_that_enabled_them() {
     assert_eq!(exit, Exit::Ok, "{out}");
 }
 
-/// `events` of an archived stream reads the archive on a program that closes streams, with the
-/// record of who archived it; elsewhere it says where the events are.
+/// `events`, `state` and `diff` of an archived stream read the archive on a program that closes
+/// streams, with the record of who archived it; elsewhere they say where the events are.
 #[tokio::test]
 async fn events_of_an_archived_stream_come_from_the_archive() {
     let fixture = fixture().await;
@@ -592,6 +592,22 @@ async fn events_of_an_archived_stream_come_from_the_archive() {
     };
     let (exit, before, _) = run("events ticket/T-1 --json", true).await;
     assert_eq!(exit, Exit::Ok);
+    let mut before_states = std::collections::BTreeMap::new();
+    for version in [0, 2, 4] {
+        let version_arg = version.to_string();
+        let (exit, out, err) = run_cli(
+            fixture.cli(),
+            &["state", "ticket/T-1", "--version", &version_arg, "--json"],
+        )
+        .await;
+        assert_eq!(exit, Exit::Ok, "{err}");
+        let state: Value = serde_json::from_str(&out).expect("JSON");
+        before_states.insert(version, state["state"].clone());
+    }
+    assert_ne!(
+        before_states[&2], before_states[&4],
+        "the versions differ, so the check can fail"
+    );
     let (exit, _, err) = run("close ticket/T-1 --as archived --by ops --reason cold --yes", true).await;
     assert_eq!(exit, Exit::Ok, "{err}");
 
@@ -618,8 +634,43 @@ async fn events_of_an_archived_stream_come_from_the_archive() {
     let (exit, _, err) = run("events ticket/T-1 --from 5", true).await;
     assert_eq!(exit, Exit::NotFound, "{err}");
 
+    // Its state, now and back in time, is folded from the archive: the same as before.
+    for (asked, version) in [("", 4), (" --version 2", 2), (" --version 0", 0)] {
+        let command = format!("state ticket/T-1{asked} --json");
+        let (exit, out, err) = run_cli(fixture.cli().closing(), &command.split(' ').collect::<Vec<_>>()).await;
+        assert_eq!(exit, Exit::Ok, "{command}: {err}");
+        let archived: Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(archived["version"], version, "{out}");
+        assert_eq!(archived["closed"]["status"], "archived", "{out}");
+        assert_eq!(archived["state"], before_states[&version], "{command}");
+    }
+    let (exit, out, err) = run("state ticket/T-1", true).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    assert!(
+        out.contains("(archived by ops at ") && out.contains(": cold; folded from the archive)"),
+        "{out}"
+    );
+    let (exit, _, err) = run("state ticket/T-1 --version 5", true).await;
+    assert_eq!(exit, Exit::NotFound, "{err}");
+    assert!(err.contains("its last version is 4"), "{err}");
+    let (exit, out, err) = run("diff ticket/T-1 2 4 --json", true).await;
+    assert_eq!(exit, Exit::Ok, "{err}");
+    let diff: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (diff["from"].as_u64(), diff["to"].as_u64()),
+        (Some(2), Some(4)),
+        "{out}"
+    );
+    assert!(
+        diff["changes"].as_array().is_some_and(|changes| !changes.is_empty()),
+        "{out}"
+    );
+
     // Without `closing`, the program only says where they are.
     let (exit, _, err) = run("events ticket/T-1", false).await;
+    assert_eq!(exit, Exit::NotFound);
+    assert!(err.contains("its events are in the archive"), "{err}");
+    let (exit, _, err) = run("state ticket/T-1", false).await;
     assert_eq!(exit, Exit::NotFound);
     assert!(err.contains("its events are in the archive"), "{err}");
 }
