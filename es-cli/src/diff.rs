@@ -3,8 +3,9 @@
 use es_core::{AsOf, StreamId};
 use serde_json::{json, Value};
 
-use crate::commands::{history, past_the_end};
+use crate::commands::past_the_end;
 use crate::output::{Exit, Failure, Output};
+use crate::state::history;
 use crate::{Cli, CliStore};
 
 /// One difference between two JSON values: the path, the value before and after (`None` when

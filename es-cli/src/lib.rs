@@ -114,6 +114,7 @@ mod preflight;
 mod program;
 mod rows;
 mod serve;
+mod state;
 mod views;
 
 use std::collections::BTreeMap;
@@ -321,7 +322,7 @@ impl<S: CliStore> Cli<S> {
                 limit,
             } => commands::streams(cli, out, aggregate_type, id_prefix, after.as_ref(), limit).await,
             Command::Events { stream, from, to } => commands::events(cli, out, &stream, from, to).await,
-            Command::State { stream, version, at } => commands::state(cli, out, &stream, version, at).await,
+            Command::State { stream, version, at } => state::state(cli, out, &stream, version, at).await,
             Command::Diff { stream, from, to } => diff::diff(cli, out, &stream, from, to).await,
             Command::Log {
                 after,

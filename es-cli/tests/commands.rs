@@ -20,6 +20,17 @@ async fn run_cli<S: es_cli::CliStore>(cli: es_cli::Cli<S>, args: &[&str]) -> (Ex
     )
 }
 
+/// Runs `command` (its words split at spaces) on the fixture's command line, built with
+/// `Cli::closing` or without.
+async fn run_words(fixture: &Fixture, command: &str, closing: bool) -> (Exit, String, String) {
+    let cli = match closing {
+        true => fixture.cli().closing(),
+        false => fixture.cli(),
+    };
+    let args: Vec<&str> = command.split(' ').collect();
+    run_cli(cli, &args).await
+}
+
 impl Fixture {
     async fn run(&self, args: &[&str]) -> (Exit, String, String) {
         run_cli(self.cli(), args).await
@@ -481,21 +492,11 @@ async fn close_and_closed_on_a_program_that_enabled_them() {
 
     let fixture = fixture().await;
     let delete_t2 = "close ticket/T-2 --as deleted --by dpo --reason erasure";
-    let run = |command: String, closing: bool| {
-        let cli = match closing {
-            true => fixture.cli().closing(),
-            false => fixture.cli(),
-        };
-        async move {
-            let args: Vec<&str> = command.split(' ').collect();
-            run_cli(cli, &args).await
-        }
-    };
 
-    let (exit, _, err) = run(format!("{delete_t2} --yes"), false).await;
+    let (exit, _, err) = run_words(&fixture, &format!("{delete_t2} --yes"), false).await;
     assert_eq!(exit, Exit::Usage, "not enabled: {err}");
     assert!(err.contains("Cli::closing"), "{err}");
-    let (exit, _, err) = run(delete_t2.to_owned(), true).await;
+    let (exit, _, err) = run_words(&fixture, delete_t2, true).await;
     assert_eq!(exit, Exit::Usage, "not confirmed: {err}");
     assert!(err.contains("--yes"), "{err}");
     let t2 = StreamId::new("ticket", "T-2");
@@ -505,7 +506,7 @@ async fn close_and_closed_on_a_program_that_enabled_them() {
         "nothing closed yet"
     );
 
-    let (exit, out, err) = run(format!("{delete_t2} --yes --json"), true).await;
+    let (exit, out, err) = run_words(&fixture, &format!("{delete_t2} --yes --json"), true).await;
     assert_eq!(exit, Exit::Ok, "{err}");
     let record: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(record["stream"], "ticket/T-2");
@@ -519,8 +520,9 @@ async fn close_and_closed_on_a_program_that_enabled_them() {
     );
     assert_eq!(fixture.store.stream_version(&t2).await.expect("version"), 0, "deleted");
 
-    let (exit, out, _) = run(
-        "close ticket/T-1 --as tombstoned --by ops --reason done --yes".into(),
+    let (exit, out, _) = run_words(
+        &fixture,
+        "close ticket/T-1 --as tombstoned --by ops --reason done --yes",
         true,
     )
     .await;
@@ -533,14 +535,14 @@ async fn close_and_closed_on_a_program_that_enabled_them() {
         .expect("closure");
     assert_eq!(closure.map(|closed| closed.status), Some(StreamStatus::Tombstoned));
 
-    let (exit, out, _) = run("closed".into(), true).await;
+    let (exit, out, _) = run_words(&fixture, "closed", true).await;
     assert_eq!(exit, Exit::Ok);
     assert_eq!(out.lines().count(), 1, "the audit lists the deletion only: {out}");
     assert!(
         out.contains("ticket/T-2 deleted") && out.contains("by dpo") && out.contains(": erasure"),
         "{out}"
     );
-    let (exit, out, _) = run("closed --status tombstoned --json".into(), true).await;
+    let (exit, out, _) = run_words(&fixture, "closed --status tombstoned --json", true).await;
     assert_eq!(exit, Exit::Ok);
     let listed: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(listed["closed"][0]["stream"], "ticket/T-1");
@@ -552,26 +554,26 @@ async fn close_and_closed_on_a_program_that_enabled_them() {
     assert_eq!(audit.len(), 1);
 
     // A deleted stream says so; a tombstoned one still shows its events and state.
-    let (exit, _, err) = run("events ticket/T-2".into(), true).await;
+    let (exit, _, err) = run_words(&fixture, "events ticket/T-2", true).await;
     assert_eq!(exit, Exit::NotFound);
     assert!(
         err.contains("ticket/T-2 is deleted (by dpo") && err.contains("its events are gone"),
         "{err}"
     );
-    let (exit, out, err) = run("state ticket/T-1".into(), true).await;
+    let (exit, out, err) = run_words(&fixture, "state ticket/T-1", true).await;
     assert_eq!(exit, Exit::Ok, "{err}");
     assert!(out.starts_with("ticket/T-1 at version 4"), "{out}");
     assert!(
         out.contains("(tombstoned by ops at ") && out.contains(": done; it takes no more events)"),
         "{out}"
     );
-    let (exit, out, _) = run("state ticket/T-1 --json".into(), true).await;
+    let (exit, out, _) = run_words(&fixture, "state ticket/T-1 --json", true).await;
     assert_eq!(exit, Exit::Ok);
     let state: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(state["closed"]["status"], "tombstoned");
 
     // The lifecycle events are in the log, and read like any other.
-    let (exit, out, _) = run("doctor".into(), true).await;
+    let (exit, out, _) = run_words(&fixture, "doctor", true).await;
     assert_eq!(exit, Exit::Ok, "{out}");
 }
 
@@ -580,26 +582,12 @@ async fn close_and_closed_on_a_program_that_enabled_them() {
 #[tokio::test]
 async fn events_of_an_archived_stream_come_from_the_archive() {
     let fixture = fixture().await;
-    let run = |command: &'static str, closing: bool| {
-        let cli = match closing {
-            true => fixture.cli().closing(),
-            false => fixture.cli(),
-        };
-        async move {
-            let args: Vec<&str> = command.split(' ').collect();
-            run_cli(cli, &args).await
-        }
-    };
-    let (exit, before, _) = run("events ticket/T-1 --json", true).await;
+    let (exit, before, _) = run_words(&fixture, "events ticket/T-1 --json", true).await;
     assert_eq!(exit, Exit::Ok);
     let mut before_states = std::collections::BTreeMap::new();
     for version in [0, 2, 4] {
-        let version_arg = version.to_string();
-        let (exit, out, err) = run_cli(
-            fixture.cli(),
-            &["state", "ticket/T-1", "--version", &version_arg, "--json"],
-        )
-        .await;
+        let command = format!("state ticket/T-1 --version {version} --json");
+        let (exit, out, err) = run_words(&fixture, &command, true).await;
         assert_eq!(exit, Exit::Ok, "{err}");
         let state: Value = serde_json::from_str(&out).expect("JSON");
         before_states.insert(version, state["state"].clone());
@@ -608,10 +596,15 @@ async fn events_of_an_archived_stream_come_from_the_archive() {
         before_states[&2], before_states[&4],
         "the versions differ, so the check can fail"
     );
-    let (exit, _, err) = run("close ticket/T-1 --as archived --by ops --reason cold --yes", true).await;
+    let (exit, _, err) = run_words(
+        &fixture,
+        "close ticket/T-1 --as archived --by ops --reason cold --yes",
+        true,
+    )
+    .await;
     assert_eq!(exit, Exit::Ok, "{err}");
 
-    let (exit, out, err) = run("events ticket/T-1", true).await;
+    let (exit, out, err) = run_words(&fixture, "events ticket/T-1", true).await;
     assert_eq!(exit, Exit::Ok, "{err}");
     assert!(
         out.starts_with("ticket/T-1 is archived (by ops at ")
@@ -619,7 +612,7 @@ async fn events_of_an_archived_stream_come_from_the_archive() {
         "{out}"
     );
     assert!(out.contains("ticket/T-1 v4 pos "), "{out}");
-    let (exit, after, _) = run("events ticket/T-1 --json", true).await;
+    let (exit, after, _) = run_words(&fixture, "events ticket/T-1 --json", true).await;
     assert_eq!(exit, Exit::Ok);
     let (before, after): (Value, Value) = (
         serde_json::from_str(&before).expect("JSON"),
@@ -627,33 +620,33 @@ async fn events_of_an_archived_stream_come_from_the_archive() {
     );
     assert_eq!(after["archived"], true);
     assert_eq!(before["events"], after["events"], "the same events, ids and positions");
-    let (exit, out, _) = run("events ticket/T-1 --from 3 --to 3 --json", true).await;
+    let (exit, out, _) = run_words(&fixture, "events ticket/T-1 --from 3 --to 3 --json", true).await;
     assert_eq!(exit, Exit::Ok);
     let sliced: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(sliced["events"].as_array().map(Vec::len), Some(1), "{out}");
-    let (exit, _, err) = run("events ticket/T-1 --from 5", true).await;
+    let (exit, _, err) = run_words(&fixture, "events ticket/T-1 --from 5", true).await;
     assert_eq!(exit, Exit::NotFound, "{err}");
 
     // Its state, now and back in time, is folded from the archive: the same as before.
     for (asked, version) in [("", 4), (" --version 2", 2), (" --version 0", 0)] {
         let command = format!("state ticket/T-1{asked} --json");
-        let (exit, out, err) = run_cli(fixture.cli().closing(), &command.split(' ').collect::<Vec<_>>()).await;
+        let (exit, out, err) = run_words(&fixture, &command, true).await;
         assert_eq!(exit, Exit::Ok, "{command}: {err}");
         let archived: Value = serde_json::from_str(&out).expect("JSON");
         assert_eq!(archived["version"], version, "{out}");
         assert_eq!(archived["closed"]["status"], "archived", "{out}");
         assert_eq!(archived["state"], before_states[&version], "{command}");
     }
-    let (exit, out, err) = run("state ticket/T-1", true).await;
+    let (exit, out, err) = run_words(&fixture, "state ticket/T-1", true).await;
     assert_eq!(exit, Exit::Ok, "{err}");
     assert!(
         out.contains("(archived by ops at ") && out.contains(": cold; folded from the archive)"),
         "{out}"
     );
-    let (exit, _, err) = run("state ticket/T-1 --version 5", true).await;
+    let (exit, _, err) = run_words(&fixture, "state ticket/T-1 --version 5", true).await;
     assert_eq!(exit, Exit::NotFound, "{err}");
     assert!(err.contains("its last version is 4"), "{err}");
-    let (exit, out, err) = run("diff ticket/T-1 2 4 --json", true).await;
+    let (exit, out, err) = run_words(&fixture, "diff ticket/T-1 2 4 --json", true).await;
     assert_eq!(exit, Exit::Ok, "{err}");
     let diff: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(
@@ -667,10 +660,10 @@ async fn events_of_an_archived_stream_come_from_the_archive() {
     );
 
     // Without `closing`, the program only says where they are.
-    let (exit, _, err) = run("events ticket/T-1", false).await;
+    let (exit, _, err) = run_words(&fixture, "events ticket/T-1", false).await;
     assert_eq!(exit, Exit::NotFound);
     assert!(err.contains("its events are in the archive"), "{err}");
-    let (exit, _, err) = run("state ticket/T-1", false).await;
+    let (exit, _, err) = run_words(&fixture, "state ticket/T-1", false).await;
     assert_eq!(exit, Exit::NotFound);
     assert!(err.contains("its events are in the archive"), "{err}");
 }
