@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use es_core::lifecycle::{StreamClosed, StreamStatus};
-use es_core::{AsOf, RecordedEvent, StreamId, StreamSlice};
+use es_core::{AsOf, StreamId, StreamSlice};
 use serde_json::{json, Value};
 
 use crate::commands::{last_version, past_the_end};
@@ -117,15 +117,12 @@ impl History {
             AsOf::Version(version) => StreamSlice::all().to_version(version),
             AsOf::Instant(instant) => StreamSlice::all().recorded_until(instant),
         };
-        let prefix: Vec<RecordedEvent> = events
-            .iter()
-            .map_while(|row| match row {
-                Row::Event(event) if slice.contains(event) => Some(event.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut prefix = events.iter().map_while(|row| match row {
+            Row::Event(event) if slice.contains(event) => Some(event),
+            _ => None,
+        });
         cli.view(&stream.aggregate_type)?
-            .fold(&prefix)
+            .fold(&mut prefix)
             .map_err(|error| Failure::new(Exit::Problems, error.to_string()))
     }
 }

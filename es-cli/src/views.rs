@@ -35,7 +35,7 @@ pub(crate) trait AggregateView<S>: Send + Sync {
 
     /// The state after `events` (a stream's first events, in version order, as an archive
     /// holds them), with the version of the last.
-    fn fold(&self, events: &[RecordedEvent]) -> Result<(u64, Value), RepositoryError>;
+    fn fold(&self, events: &mut dyn Iterator<Item = &RecordedEvent>) -> Result<(u64, Value), RepositoryError>;
 }
 
 /// What [`AggregateView::check_snapshot`] found.
@@ -91,7 +91,7 @@ where
         Ok((loaded.version, json(&loaded.aggregate)))
     }
 
-    fn fold(&self, events: &[RecordedEvent]) -> Result<(u64, Value), RepositoryError> {
+    fn fold(&self, events: &mut dyn Iterator<Item = &RecordedEvent>) -> Result<(u64, Value), RepositoryError> {
         let mut state = A::default();
         let mut version = 0;
         for event in events {
