@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use es_core::lifecycle::{StreamChange, StreamLifecycle};
+use es_core::pii::{InMemoryKeyStore, PiiStore};
 use es_core::{
-    async_trait, event, Aggregate, Apply, DecodedEvent, EventDescriptor, EventSet, EventStore, ExpectedVersion,
-    FailurePolicy, HandlerError, InMemoryReadModel, InMemoryStore, Metadata, NewEvent, PollOnly, Projection,
-    ProjectionError, ProjectionRunner, Repository, RunnerOptions, StreamId,
+    async_trait, event, Aggregate, Apply, DecodedEvent, EventDescriptor, EventRegistry, EventSet, EventStore,
+    ExpectedVersion, FailurePolicy, HandlerError, InMemoryReadModel, InMemoryStore, Metadata, NewEvent, PollOnly,
+    Projection, ProjectionError, ProjectionRunner, Repository, RunnerOptions, StreamId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +153,57 @@ async fn handles_its_events_and_skips_others_without_decoding() {
         (again.read, again.position),
         (0, caught_up.position),
         "exactly once: nothing is handled twice"
+    );
+}
+
+/// Sums deposits of every aggregate type: it reads the framework's record streams too.
+#[derive(Default)]
+struct EveryDeposit;
+
+#[async_trait]
+impl Projection for EveryDeposit {
+    const NAME: &'static str = "every-deposit";
+    const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[AccountEvent::EVENTS];
+    type Event = BalanceEvent;
+    type Context = Balances;
+
+    async fn handle(&self, balances: &mut Balances, event: &DecodedEvent<BalanceEvent>) -> Result<(), HandlerError> {
+        let BalanceEvent::Deposited(deposit) = &event.event;
+        *balances.entry(event.envelope.stream.aggregate_id.clone()).or_default() += deposit.cents;
+        Ok(())
+    }
+
+    async fn reset(&self, balances: &mut Balances) -> Result<(), HandlerError> {
+        balances.clear();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_projection_of_all_types_passes_over_the_framework_s_own_events() {
+    let store = InMemoryStore::new();
+    deposit(&store, "a", 5).await;
+    deposit(&store, "b", 7).await;
+    let change = StreamChange::new("ops", "duplicate");
+    store
+        .tombstone(&StreamId::new("account", "b"), change)
+        .await
+        .expect("tombstone");
+    let sealing = PiiStore::new(store.clone(), InMemoryKeyStore::new(), EventRegistry::new());
+    sealing.forget("account/a").await.expect("forget");
+    let last = deposit(&store, "c", 2).await;
+
+    let model = InMemoryReadModel::<Balances>::new();
+    let runner = ProjectionRunner::new(EveryDeposit, store.clone(), model.clone());
+    let caught_up = runner.catch_up().await.expect("the framework's events are not unknown");
+    assert_eq!(
+        (caught_up.handled, caught_up.position),
+        (3, last),
+        "the deposits handled, the framework's events passed over"
+    );
+    assert_eq!(
+        model.read(Clone::clone),
+        expected_balances(&[("a", 5), ("b", 7), ("c", 2)])
     );
 }
 

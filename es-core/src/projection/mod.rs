@@ -100,7 +100,10 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Projection: Send + Sync {
     /// The stable name the checkpoint is stored under. A new name starts from the first event.
     const NAME: &'static str;
-    /// Only events of these aggregate types are handled; empty means all types.
+    /// Only events of these aggregate types are handled; empty means all types (the
+    /// framework's own record streams included, whose events are passed over unless
+    /// [`Event`](Projection::Event) handles them: see
+    /// [`SOURCE_EVENTS`](Projection::SOURCE_EVENTS)).
     const AGGREGATE_TYPES: &'static [&'static str] = &[];
     /// Every event the aggregates it reads may store, as their `#[event]` enums list them
     /// (e.g. `&[AccountEvent::EVENTS]`): the events of these sets that
@@ -108,7 +111,11 @@ pub trait Projection: Send + Sync {
     /// An event whose name is in neither is unknown to the projection, and the runner's
     /// [`UnknownEvents`] policy decides (by default it stops with
     /// [`ProjectionError::UnknownEvent`]): the same rule as for aggregates, which refuse to load
-    /// an event they do not know.
+    /// an event they do not know. The framework's own events,
+    /// [`StreamClosed`](crate::lifecycle::StreamClosed) and
+    /// [`SubjectForgotten`](crate::pii::SubjectForgotten),
+    /// need no listing: a projection that reads their aggregate types (or all types) and does
+    /// not handle them passes them over.
     const SOURCE_EVENTS: &'static [&'static [EventDescriptor]] = &[];
     /// The events handled: an `#[event]` enum wrapping just those event structs.
     type Event: EventSet;

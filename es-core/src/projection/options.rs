@@ -80,7 +80,9 @@ impl FailurePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum UnknownEvents {
-    /// Stop with [`ProjectionError::UnknownEvent`]: deploy the code that knows the event.
+    /// Stop with [`ProjectionError::UnknownEvent`]: deploy the code that knows the event. The
+    /// events before it in its batch are committed first, so the checkpoint stays just before
+    /// it.
     #[default]
     Fail,
     /// Skip it, counted in `es_projection_events_skipped_total` (reason `unknown`) and logged.
@@ -308,6 +310,14 @@ impl Pacing {
                 }
                 let reason = error_chain(source);
                 self.give_up(position, reason, 1, error)
+            }
+            // An unknown name stops the runner (the policy is `UnknownEvents::Fail`), but only
+            // after one more batch, at once, has committed the events before it: the checkpoint
+            // a stopped runner leaves is just before the event that stopped it.
+            ProjectionError::UnknownEvent { position, .. } if self.failed_position != Some(position) => {
+                self.failed_position = Some(position);
+                self.handler_failures = 0;
+                Ok(Duration::ZERO)
             }
             error => {
                 tracing::error!(projection = self.projection, %error, "projection stopped");

@@ -12,8 +12,14 @@ use super::options::{Pacing, RunnerOptions};
 use super::parking::ParkedEvent;
 use super::progress::{ProjectionProgress, Reported};
 use super::{Projection, WakeUp};
-use crate::event::EventSet;
+use crate::event::{EventDescriptor, EventSet};
+use crate::lifecycle::StreamLifecycleEvent;
+use crate::pii::ForgottenSubjectEvent;
 use crate::store::{GlobalLog, LogFilter, StoreError};
+
+/// The framework's own events, which any store may hold in its record streams: every
+/// projection knows them, and passes over those its [`Projection::Event`] does not handle.
+const FRAMEWORK_EVENTS: [&[EventDescriptor]; 2] = [StreamLifecycleEvent::EVENTS, ForgottenSubjectEvent::EVENTS];
 
 /// Progress of a rebuild, reported after every batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,6 +105,7 @@ where
     pub fn new(projection: P, events: E, checkpoints: C) -> Self {
         let left_out = P::SOURCE_EVENTS
             .iter()
+            .chain(&FRAMEWORK_EVENTS)
             .flat_map(|events| events.iter())
             .flat_map(|event| std::iter::once(event.name).chain(event.aliases.iter().copied()))
             .filter(|name| !P::Event::handles(name));
