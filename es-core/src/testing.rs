@@ -27,6 +27,11 @@
 //! AggregateTest::<Account>::given([Deposited { cents: 10 }.into()])
 //!     .when(|account| account.withdraw(30))
 //!     .then_error(Insufficient);
+//!
+//! // A command that cannot be refused returns its events alone.
+//! AggregateTest::<Account>::given_no_events()
+//!     .when(|_| vec![Deposited { cents: 5 }.into()])
+//!     .then_events([Deposited { cents: 5 }.into()]);
 //! ```
 
 use std::fmt::Debug;
@@ -35,6 +40,7 @@ pub use crate::schema::assert_schema_lock;
 
 use crate::aggregate::Aggregate;
 use crate::event::EventSet;
+use crate::repository::Decision;
 
 /// The "given" part: an aggregate built from past events.
 #[derive(Debug)]
@@ -74,10 +80,12 @@ where
         &self.aggregate
     }
 
-    /// Runs a command against the aggregate.
-    pub fn when<E>(self, command: impl FnOnce(&A) -> Result<Vec<A::Event>, E>) -> Outcome<A, E> {
+    /// Runs a command against the aggregate. The command returns what
+    /// [`Repository::execute`](crate::Repository::execute)'s decisions return: the events
+    /// (`Vec<_>`, a command that cannot be refused), or `Result<Vec<_>, E>`.
+    pub fn when<D: Decision<A::Event>>(self, command: impl FnOnce(&A) -> D) -> Outcome<A, D::Error> {
         let mut aggregate = self.aggregate;
-        let result = command(&aggregate);
+        let result = command(&aggregate).into_events();
         if let Ok(events) = &result {
             for event in events {
                 aggregate.apply_event(&round_trip(event));
