@@ -55,6 +55,8 @@ impl Limit {
     fn unit(self) -> &'static str {
         match self {
             Self::BatchEvents | Self::TransactionEvents => "events",
+            // What is measured: the `/` between type and id does not count.
+            Self::StreamIdBytes => "bytes of type and id",
             _ => "bytes",
         }
     }
@@ -109,8 +111,8 @@ impl fmt::Display for LimitExceeded {
     }
 }
 
-/// A stream id as a message shows one that is too long: its first 80 characters, then how much
-/// more there is (the id may be megabytes of user input).
+/// A stream id as a message shows one that is too long: its first 80 characters (the id may be
+/// megabytes of user input); the message then says how long it is.
 struct Abbreviated<'a>(&'a StreamId);
 
 impl fmt::Display for Abbreviated<'_> {
@@ -118,7 +120,7 @@ impl fmt::Display for Abbreviated<'_> {
         const SHOWN: usize = 80;
         let whole = self.0.to_string();
         match whole.char_indices().nth(SHOWN) {
-            Some((cut, _)) => write!(f, "{}… ({} bytes in all)", &whole[..cut], whole.len()),
+            Some((cut, _)) => write!(f, "{}…", &whole[..cut]),
             None => f.write_str(&whole),
         }
     }
@@ -139,10 +141,7 @@ mod tests {
             max: 1024,
         };
         let message = error.to_string();
-        let shown = format!(
-            "the stream id order/{}… (10006 bytes in all) is 10005 bytes",
-            "é".repeat(74)
-        );
+        let shown = format!("the stream id order/{}… is 10005 bytes of type and id", "é".repeat(74));
         assert!(message.starts_with(&shown), "{message}");
         assert!(message.len() < 300, "{message}");
     }
@@ -168,7 +167,7 @@ mod tests {
             ),
             (
                 exceeded(Limit::StreamIdBytes, None),
-                "the stream id order/O-1 is 11 bytes",
+                "the stream id order/O-1 is 11 bytes of type and id",
             ),
             (
                 exceeded(Limit::TransactionEvents, None),

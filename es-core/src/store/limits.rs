@@ -389,7 +389,7 @@ mod tests {
         );
         assert_eq!(
             over.to_string(),
-            "the stream id t/12 is 3 bytes, over the limit of 2 (max_stream_id_bytes); nothing of the batch was written"
+            "the stream id t/12 is 3 bytes of type and id, over the limit of 2 (max_stream_id_bytes); nothing of the batch was written"
         );
     }
 
