@@ -60,7 +60,9 @@ impl Metadata {
         Self::default()
     }
 
-    /// Sets the correlation id.
+    /// Sets the correlation id. Correlation and causation ids are UUIDs (stored in columns of
+    /// their own); an id from elsewhere that is not one (a request id such as `"order_xyz"`)
+    /// is kept beside them with [`with_extra`](Self::with_extra), under a key of your choosing.
     pub fn with_correlation_id(mut self, id: Uuid) -> Self {
         self.correlation_id = Some(id);
         self
