@@ -114,7 +114,7 @@ pub(crate) enum Command {
         #[arg(long, conflicts_with = "at")]
         version: Option<u64>,
         /// The state as of this instant (RFC 3339, e.g. `2026-12-04T10:00:00Z`).
-        #[arg(long, value_name = "INSTANT")]
+        #[arg(long, value_name = "INSTANT", value_parser = instant_arg)]
         at: Option<DateTime<Utc>>,
     },
     /// Show what changed in an aggregate's state between two versions
@@ -221,6 +221,14 @@ pub(crate) fn stream_arg(text: &str) -> Result<StreamId, String> {
     }
 }
 
+/// An instant, as RFC 3339: the parser's own message ("input contains invalid characters")
+/// does not say what it wants.
+pub(crate) fn instant_arg(text: &str) -> Result<DateTime<Utc>, String> {
+    text.parse().map_err(|error| {
+        format!("`{text}` is not an instant ({error}): write it in RFC 3339, e.g. `2026-12-04T10:00:00Z`")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -240,6 +248,14 @@ mod tests {
         for wrong in ["T-1", "/T-1", "ticket/", ""] {
             assert!(super::stream_arg(wrong).is_err(), "{wrong:?}");
         }
+    }
+
+    #[test]
+    fn instants_are_rfc_3339_and_a_wrong_one_says_so() {
+        let instant = super::instant_arg("2026-12-04T10:00:00+01:00").expect("an instant");
+        assert_eq!(instant.to_rfc3339(), "2026-12-04T09:00:00+00:00");
+        let refused = super::instant_arg("yesterday").expect_err("not an instant");
+        assert!(refused.contains("RFC 3339, e.g. `2026-12-04T10:00:00Z`"), "{refused}");
     }
 }
 

@@ -83,7 +83,10 @@
 //! that is not JSON, written behind the framework's back or damaged) does not stop the
 //! commands and pages that look: `events`, `log` and the browser show it in its place, marked
 //! as unreadable with the store's reason, and go on; `doctor` reports it with the events that
-//! do not decode. Only a state that must fold such a row fails, naming it.
+//! do not decode; `projections` lists a projection whose next event is such a row with its lag
+//! in events (its lag in seconds unknown), names the row and exits 1. A state is folded from the events' names and payloads alone, as loading an
+//! aggregate is: a row whose metadata alone is damaged still folds, and one whose payload does
+//! not decode fails the state, naming it.
 //!
 //! **Events not in the log yet.** On PostgreSQL the global log holds back events committed
 //! while an older write transaction is still open anywhere in the cluster. `doctor` waits for
@@ -112,6 +115,7 @@ mod output;
 mod parked;
 mod preflight;
 mod program;
+mod projections;
 mod rows;
 mod serve;
 mod state;
@@ -364,7 +368,7 @@ impl<S: CliStore> Cli<S> {
                 .await
             }
             Command::Closed { status, after, limit } => closing::closed(cli, out, status, after, limit).await,
-            Command::Projections => long::projections(cli, out).await,
+            Command::Projections => projections::projections(cli, out).await,
             Command::Rebuild { name } => long::rebuild(cli, out, err, &name, &mut interrupt).await,
             Command::Parked { name, retry, drop } => {
                 let action = match (retry, drop) {

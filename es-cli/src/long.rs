@@ -88,74 +88,6 @@ pub(crate) fn find<'c, S: CliStore>(cli: &'c Cli<S>, name: &str) -> Result<&'c d
         })
 }
 
-pub(crate) async fn projections<S: CliStore>(cli: &Cli<S>, out: &mut Output<'_>) -> Result<Exit, Failure> {
-    let mut listed = Vec::new();
-    for view in &cli.projections {
-        let lag = view.lag().await.map_err(Failure::store)?;
-        let claim = view.claim_status().await.map_err(Failure::store)?;
-        let parked = view.parked().await.map_err(Failure::store)?.len();
-        listed.push((view.name(), lag, claim, parked));
-    }
-    // Events committed but not in the log yet count for every projection alike: no checkpoint
-    // lies past the log's settled head.
-    let held_back = cli.store.unsettled(0).await.map_err(Failure::store)?;
-    let held_back_by = holder(cli, held_back).await;
-    if out.json {
-        let listed: Vec<Value> = listed
-            .iter()
-            .map(|(name, lag, claim, parked)| {
-                json!({
-                    "name": name,
-                    "checkpoint": lag.checkpoint,
-                    "events_behind": lag.events_behind,
-                    "seconds_behind": lag.seconds_behind,
-                    "claim": match claim { ClaimStatus::Held => "held", ClaimStatus::Free => "free" },
-                    "parked": parked,
-                })
-            })
-            .collect();
-        out.json(&json!({
-            "projections": listed, "events_held_back": held_back, "held_back_by": held_back_by,
-        }))?;
-        return Ok(Exit::Ok);
-    }
-    let rows: Vec<Vec<String>> = listed
-        .iter()
-        .map(|(name, lag, claim, parked)| {
-            vec![
-                (*name).to_owned(),
-                lag.checkpoint.to_string(),
-                lag.events_behind.to_string(),
-                format!("{:.1}", lag.seconds_behind),
-                match claim {
-                    ClaimStatus::Held => "held by a runner".to_owned(),
-                    ClaimStatus::Free => "no runner".to_owned(),
-                },
-                parked.to_string(),
-            ]
-        })
-        .collect();
-    out.table(
-        &[
-            "PROJECTION",
-            "CHECKPOINT",
-            "EVENTS BEHIND",
-            "SECONDS BEHIND",
-            "CLAIM",
-            "PARKED",
-        ],
-        &rows,
-    )?;
-    if held_back > 0 {
-        out.line(format!(
-            "{held_back} events committed are not in the global log yet, held back by a write transaction open \
-             elsewhere{}: no projection sees them until it ends",
-            in_parentheses(&held_back_by)
-        ))?;
-    }
-    Ok(Exit::Ok)
-}
-
 /// How long an interrupted rebuild waits to read back the checkpoint it left (see `rebuild`).
 const FENCE_WAIT: Duration = Duration::from_secs(10);
 
@@ -466,7 +398,7 @@ pub(crate) async fn doctor<S: CliStore>(
 
 /// What holds back `held_back` events, when there are any: best effort, a store that cannot
 /// tell (or a failing query) leaves it unnamed.
-async fn holder<S: CliStore>(cli: &Cli<S>, held_back: u64) -> Option<String> {
+pub(crate) async fn holder<S: CliStore>(cli: &Cli<S>, held_back: u64) -> Option<String> {
     match held_back {
         0 => None,
         _ => cli.store.held_back_by().await.ok().flatten(),
@@ -474,7 +406,7 @@ async fn holder<S: CliStore>(cli: &Cli<S>, held_back: u64) -> Option<String> {
 }
 
 /// ` (what)`, or nothing.
-fn in_parentheses(what: &Option<String>) -> String {
+pub(crate) fn in_parentheses(what: &Option<String>) -> String {
     what.as_deref().map(|what| format!(" ({what})")).unwrap_or_default()
 }
 

@@ -168,6 +168,8 @@ pub(crate) trait ProjectionView: Send + Sync {
 
     async fn lag(&self) -> Result<Lag, ProjectionError>;
 
+    async fn checkpoint(&self) -> Result<u64, CheckpointError>;
+
     async fn claim_status(&self) -> Result<ClaimStatus, CheckpointError>;
 
     async fn rebuild(&self, progress: &mut (dyn FnMut(RebuildProgress) + Send)) -> Result<CatchUp, ProjectionError>;
@@ -197,6 +199,10 @@ where
 
     async fn lag(&self) -> Result<Lag, ProjectionError> {
         ProjectionRunner::lag(self).await
+    }
+
+    async fn checkpoint(&self) -> Result<u64, CheckpointError> {
+        self.checkpoints().checkpoint(ProjectionRunner::name(self)).await
     }
 
     async fn claim_status(&self) -> Result<ClaimStatus, CheckpointError> {

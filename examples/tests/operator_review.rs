@@ -636,6 +636,9 @@ async fn doctor_reports_an_event_whose_metadata_is_not_json() {
         let file = directory.path().join("es.db");
         tickets(&open(&file).await, 0).await;
         let es = Es::sqlite(&file);
+        // One projection caught up before the bad row is planted: the row is the first it has
+        // not read.
+        es.expect(&["rebuild", "lead-analysis"], 0);
         let now = Utc::now().timestamp_micros();
         raw(&file)
             .execute_batch(&format!(
@@ -676,6 +679,39 @@ async fn doctor_reports_an_event_whose_metadata_is_not_json() {
         assert_eq!(bad["kind"], "event", "{report}");
         assert_eq!(bad["position"], 15, "where it is: {report}");
         assert_eq!(report["events_checked"], rows, "{report}");
+
+        // `projections` lists every projection still, the one whose next event is the bad row
+        // with its lag in events, and names the row: a problem (1), not a store failure (4).
+        let listed = es.run(&["projections"]);
+        listed.expect_code(1, "projections with a row that cannot be read");
+        assert!(listed.stdout.contains("lead-search"), "{}", listed.stdout);
+        assert!(
+            listed
+                .stdout
+                .contains("lead-analysis: the first event after its checkpoint cannot be read")
+                && listed.stdout.contains("ticket/T-1 at version 4"),
+            "{}",
+            listed.stdout
+        );
+        let listed = es.run(&["projections", "--json"]);
+        listed.expect_code(1, "projections --json with a row that cannot be read");
+        let listed: Value = serde_json::from_str(&listed.stdout).expect("one JSON document");
+        let analysis = listed["projections"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["name"] == "lead-analysis"))
+            .unwrap_or_else(|| panic!("lead-analysis listed: {listed}"));
+        assert_eq!(
+            (&analysis["checkpoint"], &analysis["events_behind"]),
+            (&Value::from(14), &Value::from(3)),
+            "{listed}"
+        );
+        assert!(
+            analysis["unreadable"]
+                .as_str()
+                .is_some_and(|why| why.contains("metadata"))
+                && analysis["seconds_behind"].is_null(),
+            "{listed}"
+        );
 
         // The events before the bad row are still there to look at, and those after it.
         let log = es.run(&["log", "--limit", "1000"]);
