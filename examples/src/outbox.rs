@@ -19,7 +19,9 @@
 //! A crash (or a lost acknowledgement) between the publish and the mark publishes the row again
 //! on the next run: delivery is **at least once**, never at most once. The event id travels
 //! with every message as its idempotency key, and the receiver deduplicates on it
-//! ([`InMemoryBroker::processed`] shows how), so each event takes effect once.
+//! ([`InMemoryBroker::processed`] shows how), so each event takes effect once. Messages go out
+//! in order per stream; across streams on PostgreSQL a message may go out after one of a
+//! transaction that committed later (see [`OutboxStore::unpublished`]).
 //!
 //! The tests (`examples/tests/outbox.rs`) run it all on both stores.
 
@@ -126,6 +128,12 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<AppendOutcome, OutboxError>;
 
     /// Up to `limit` unpublished messages, in the order of their events' global positions.
+    ///
+    /// That order holds within each stream, and within each call; across calls it does not on
+    /// PostgreSQL: a transaction that took its positions earlier may commit after a later one
+    /// was published. A consumer that needs one order across streams reads the global log (a
+    /// projection), whose order is gap-free; the outbox is for delivering each event at least
+    /// once, in order per stream.
     async fn unpublished(&self, limit: usize) -> Result<Vec<OutboxMessage>, OutboxError>;
 
     /// Marks the message of `event_id` published.
