@@ -23,7 +23,7 @@ use serde_json::Value;
 #[path = "support/review/mod.rs"]
 mod review;
 
-use review::cli::{http, Es};
+use review::cli::{entry, http, Es};
 use review::running::run_until_stopped;
 use review::stores::{insert_raw_rows, schema_tables, schemas_named, RawRow};
 use review::tickets::ticket_history;
@@ -665,17 +665,10 @@ async fn doctor_reports_an_event_whose_metadata_is_not_json() {
             "every row is checked, past the bad one: {}",
             doctor.stdout
         );
-        let report = es.run(&["doctor", "--json"]);
-        report.expect_code(1, "doctor --json with problems");
-        let report: Value = serde_json::from_str(&report.stdout).expect("one JSON document");
-        let bad = report["problems"]
-            .as_array()
-            .and_then(|problems| {
-                problems
-                    .iter()
-                    .find(|p| p["stream"] == "ticket/T-1" && p["version"] == 4)
-            })
-            .unwrap_or_else(|| panic!("T-1 v4 reported: {report}"));
+        let report = es.json_exiting(&["doctor"], 1);
+        let bad = entry(&report, "problems", |p| {
+            p["stream"] == "ticket/T-1" && p["version"] == 4
+        });
         assert_eq!(bad["kind"], "event", "{report}");
         assert_eq!(bad["position"], 15, "where it is: {report}");
         assert_eq!(report["events_checked"], rows, "{report}");
@@ -693,13 +686,8 @@ async fn doctor_reports_an_event_whose_metadata_is_not_json() {
             "{}",
             listed.stdout
         );
-        let listed = es.run(&["projections", "--json"]);
-        listed.expect_code(1, "projections --json with a row that cannot be read");
-        let listed: Value = serde_json::from_str(&listed.stdout).expect("one JSON document");
-        let analysis = listed["projections"]
-            .as_array()
-            .and_then(|all| all.iter().find(|p| p["name"] == "lead-analysis"))
-            .unwrap_or_else(|| panic!("lead-analysis listed: {listed}"));
+        let listed = es.json_exiting(&["projections"], 1);
+        let analysis = entry(&listed, "projections", |p| p["name"] == "lead-analysis");
         assert_eq!(
             (&analysis["checkpoint"], &analysis["events_behind"]),
             (&Value::from(14), &Value::from(3)),

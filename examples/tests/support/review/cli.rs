@@ -253,9 +253,14 @@ impl Es {
 
     /// Runs with `--json`, expects 0 and one JSON document.
     pub fn json(&self, args: &[&str]) -> Value {
+        self.json_exiting(args, 0)
+    }
+
+    /// Runs with `--json`, expects `code` and one JSON document.
+    pub fn json_exiting(&self, args: &[&str], code: i32) -> Value {
         let mut args = args.to_vec();
         args.push("--json");
-        let out = self.expect(&args, 0).stdout;
+        let out = self.expect(&args, code).stdout;
         serde_json::from_str(&out).unwrap_or_else(|error| panic!("es {args:?} printed no JSON ({error}): {out}"))
     }
 
@@ -347,4 +352,12 @@ pub fn http(url: &str, method: &str, path: &str, host: Option<&str>) -> Response
         head: head.to_owned(),
         body: body.to_owned(),
     }
+}
+
+/// The entry of the array `document[list]` that `wanted` picks; fails the test without one.
+pub fn entry<'d>(document: &'d Value, list: &str, wanted: impl Fn(&Value) -> bool) -> &'d Value {
+    document[list]
+        .as_array()
+        .and_then(|entries| entries.iter().find(|entry| wanted(entry)))
+        .unwrap_or_else(|| panic!("no such entry in `{list}`: {document}"))
 }
