@@ -427,6 +427,11 @@ fn compare(
         Some(old) if *old == shape => {}
         Some(old) => {
             let differences = old.differences(&shape);
+            if differences.is_empty() {
+                // Fields or variants declared in another order: JSON keeps none, so the stored
+                // shape is the same, and the lock keeps its text.
+                return;
+            }
             problems.push(LockProblem::ShapeChanged {
                 key: key.clone(),
                 changes: differences.clone(),

@@ -32,6 +32,19 @@ pub mod v1 {
     note!(Noted(Noted));
 }
 
+/// `text` and `priority` declared the other way round: JSON objects keep no order.
+pub mod reordered {
+    use crate::event;
+
+    #[event(name = "Noted")]
+    #[derive(Debug)]
+    pub struct Noted {
+        pub priority: u8,
+        pub text: String,
+    }
+    note!(Noted(Noted));
+}
+
 /// `text` retyped, no version bump.
 pub mod retyped {
     use crate::event;

@@ -77,6 +77,23 @@ fn a_missing_lock_is_created_and_then_passes_unchanged() {
 }
 
 #[test]
+fn fields_declared_in_another_order_are_the_same_stored_shape() {
+    let dir = TempDir::new("reordered");
+    let lock = created(&dir, &registry::<v1::Note>());
+    let before = std::fs::read_to_string(&lock).expect("written");
+    for mode in [LockMode::Verify, LockMode::CreateIfMissing, LockMode::Update] {
+        let report = check(&registry::<reordered::Note>(), &lock, mode);
+        assert!(report.is_ok(), "{mode:?}: {report}");
+        assert_eq!(report.outcome, LockOutcome::Unchanged, "{mode:?}: {report}");
+        assert_eq!(
+            std::fs::read_to_string(&lock).expect("kept"),
+            before,
+            "{mode:?}: the lock is not rewritten for an order JSON does not keep"
+        );
+    }
+}
+
+#[test]
 fn a_retyped_field_without_a_bump_fails_naming_the_field_and_the_fix() {
     let dir = TempDir::new("retyped");
     let lock = created(&dir, &registry::<v1::Note>());
