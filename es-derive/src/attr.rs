@@ -100,6 +100,17 @@ pub fn event_struct(
         .into_iter()
         .partition(|attr| attr.path().is_ident(UPCAST));
     item.attrs = others;
+    item.attrs.retain(|attr| {
+        if !attr.path().is_ident(REPLACED) {
+            return true;
+        }
+        cx.error_at(
+            attr,
+            "#[replaced] belongs on the #[event] enum that reads the retired event, not on an event struct; to \
+             read older versions of this event, use #[upcast(from = N, ...)]",
+        );
+        false
+    });
     for attr in upcasts.iter().filter(|attr| is_above(attr)) {
         // The compiler also says it cannot find `upcast`: nothing defines it outside `#[event]`.
         cx.error_at(
