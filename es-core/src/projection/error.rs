@@ -59,12 +59,15 @@ pub enum ProjectionError {
     /// [`UnknownEvents`](crate::UnknownEvents)): most likely written by a newer version of the
     /// program. Deploy the code that knows it, declare it in the projection's
     /// [`SOURCE_EVENTS`](crate::Projection::SOURCE_EVENTS) if the projection may ignore it, or
-    /// run with `UnknownEvents::Skip`.
+    /// run with `UnknownEvents::Skip`. A retired name that the aggregate's enum reads through a
+    /// `#[replaced]` rule is in no `EVENTS` list: the projection's event enum reads it with the
+    /// same rule.
     #[error(
         "projection {projection}: event `{event_name}` at position {position} (stream {stream}, version {version}) \
          is unknown to the projection; deploy the code that knows it, list it in the projection's SOURCE_EVENTS \
          to ignore it, leave `{}` out of the projection's AGGREGATE_TYPES if it reads none of its events, or run \
-         with UnknownEvents::Skip",
+         with UnknownEvents::Skip; if it is a retired name the aggregate's event enum reads with a #[replaced] \
+         rule, give the projection's event enum the same rule",
         stream.aggregate_type
     )]
     UnknownEvent {
