@@ -20,21 +20,29 @@ use crate::event::{DecodeError, Decoded, UpcastError};
     note = "add `#[derive(serde::Deserialize)]` to `{Self}`"
 )]
 pub trait OlderShape: DeserializeOwned {
-    /// Decodes a payload stored at `schema_version` as this shape.
+    /// What the generated code does with this shape, in one item: a mistake in the shape is
+    /// then reported once, however many places use it.
     #[doc(hidden)]
-    fn decode_older(event_name: &'static str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
-        crate::event::upcast::from_slice(event_name, schema_version, payload)
-    }
+    const STEP: OlderStep<Self> = OlderStep {
+        decode: |event_name, schema_version, payload| {
+            crate::event::upcast::from_slice(event_name, schema_version, payload)
+        },
+        from_value: |event_name, schema_version, value| {
+            crate::event::upcast::from_value(event_name, schema_version, value)
+        },
+        trace: crate::schema::trace_shape::<Self>,
+    };
+}
 
+/// What the generated code does with an [`OlderShape`].
+#[doc(hidden)]
+pub struct OlderStep<T> {
+    /// Decodes a payload stored at `schema_version` as this shape.
+    pub decode: fn(&'static str, u32, &[u8]) -> Result<T, DecodeError>,
     /// Decodes a value the JSON steps before produced as this shape.
-    #[doc(hidden)]
-    fn from_older_value(
-        event_name: &'static str,
-        schema_version: u32,
-        value: serde_json::Value,
-    ) -> Result<Self, DecodeError> {
-        crate::event::upcast::from_value(event_name, schema_version, value)
-    }
+    pub from_value: fn(&'static str, u32, serde_json::Value) -> Result<T, DecodeError>,
+    /// Traces this shape, for the schema lock's check of typed steps.
+    pub trace: crate::schema::ShapeTracer,
 }
 
 impl<T: DeserializeOwned> OlderShape for T {}

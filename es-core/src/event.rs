@@ -35,6 +35,10 @@ pub trait EventType: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// listed twice from two types sharing a name. Empty when unknown.
     #[doc(hidden)]
     const RUST_PATH: &'static str = "";
+    /// The older schema versions that typed upcast steps (`#[upcast(from = N, typed = Old)]`)
+    /// decode, each with a tracer of the type they decode as: the schema lock checks those
+    /// types against the shapes it recorded for the versions. Set by `#[event]`.
+    const UPCAST_SHAPES: &'static [(u32, crate::schema::ShapeTracer)] = &[];
 
     /// Decodes a payload stored at `schema_version`.
     ///
@@ -63,7 +67,10 @@ pub struct EventDescriptor {
     /// Traces the JSON shape of the payload at the current version, for the schema lock
     /// ([`crate::schema`]). Called only when the lock is checked: tracing costs a few hundred
     /// trial deserializations.
-    pub shape: fn() -> Result<crate::schema::Shape, crate::schema::ShapeError>,
+    pub shape: crate::schema::ShapeTracer,
+    /// The older schema versions that typed upcast steps decode, with the types' tracers (see
+    /// [`EventType::UPCAST_SHAPES`]).
+    pub upcast_shapes: &'static [(u32, crate::schema::ShapeTracer)],
     /// The `#[pii]` fields, by stored (JSON) name: sealed by a
     /// [`PiiStore`](crate::pii::PiiStore).
     pub pii_fields: &'static [&'static str],
@@ -71,7 +78,7 @@ pub struct EventDescriptor {
     pub pii_subject: Option<&'static str>,
 }
 
-// By hand: `shape` is a function pointer, whose address says nothing about the event (and is not
+// By hand: `shape` (and each upcast shape's tracer) is a function pointer, whose address says nothing about the event (and is not
 // even stable across codegen units), so it takes no part in equality or debug output.
 impl PartialEq for EventDescriptor {
     fn eq(&self, other: &Self) -> bool {
@@ -81,6 +88,14 @@ impl PartialEq for EventDescriptor {
             && self.rust_type == other.rust_type
             && self.pii_fields == other.pii_fields
             && self.pii_subject == other.pii_subject
+            && self.upcast_versions().eq(other.upcast_versions())
+    }
+}
+
+impl EventDescriptor {
+    /// The versions of [`upcast_shapes`](Self::upcast_shapes), without the tracers.
+    fn upcast_versions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.upcast_shapes.iter().map(|(version, _)| *version)
     }
 }
 
@@ -95,6 +110,7 @@ impl fmt::Debug for EventDescriptor {
             .field("rust_type", &self.rust_type)
             .field("pii_fields", &self.pii_fields)
             .field("pii_subject", &self.pii_subject)
+            .field("upcast_versions", &self.upcast_versions().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }

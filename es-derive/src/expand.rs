@@ -28,6 +28,14 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
             const PII_SUBJECT: ::core::option::Option<&'static str> = #subject;
         }
     });
+    // Each typed step decodes the events stored at its `from` version as its type.
+    let upcast_shapes = (!model.chain.typed.is_empty()).then(|| {
+        let (versions, types): (Vec<_>, Vec<_>) = model.chain.typed.iter().cloned().unzip();
+        quote! {
+            const UPCAST_SHAPES: &'static [(u32, ::es_core::schema::ShapeTracer)] =
+                &[#((#versions, <#types as ::es_core::checks::OlderShape>::STEP.trace)),*];
+        }
+    });
     quote! {
         #[derive(::es_core::serde::Serialize, ::es_core::serde::Deserialize)]
         #[serde(crate = "::es_core::serde")]
@@ -39,6 +47,7 @@ pub fn event_struct(model: &EventStruct, item: &syn::ItemStruct) -> TokenStream 
             const VERSION: u32 = #version;
             const RUST_PATH: &'static str = ::core::concat!(::core::module_path!(), "::", #rust_name);
             #personal
+            #upcast_shapes
 
             fn decode_payload(
                 schema_version: u32,
@@ -98,9 +107,9 @@ fn upcast_arm(chain: &UpcastChain, version: u32, start: u32) -> TokenStream {
     for (i, (from, ty)) in typed.iter().enumerate() {
         let old = match (i, json.is_empty()) {
             (0, true) => quote_spanned!(ty.span()=>
-                <#ty as ::es_core::checks::OlderShape>::decode_older(#name_const, #from, #payload)?),
+                (<#ty as ::es_core::checks::OlderShape>::STEP.decode)(#name_const, #from, #payload)?),
             (0, false) => quote_spanned!(ty.span()=>
-                <#ty as ::es_core::checks::OlderShape>::from_older_value(#name_const, #from, #value)?),
+                (<#ty as ::es_core::checks::OlderShape>::STEP.from_value)(#name_const, #from, #value)?),
             _ => quote!(typed),
         };
         let next = typed.get(i + 1).map_or_else(|| quote!(Self), |(_, next)| quote!(#next));
@@ -164,6 +173,7 @@ pub fn event_enum(model: &EventEnum, item: &syn::ItemEnum) -> TokenStream {
                     shape: ::es_core::schema::trace_shape::<#types>,
                     pii_fields: <#types as ::es_core::EventType>::PII_FIELDS,
                     pii_subject: <#types as ::es_core::EventType>::PII_SUBJECT,
+                    upcast_shapes: <#types as ::es_core::EventType>::UPCAST_SHAPES,
                 },)*
             ];
 

@@ -71,7 +71,10 @@
 //! 3. the lock has a version newer than the code's: the code went back to an older version;
 //! 4. the lock has an event no registered aggregate has (by name or alias), or a version of a
 //!    retired event that no `#[replaced]` rule reads: stored events of it would no longer decode;
-//! 5. an event's shape cannot be traced.
+//! 5. a typed upcast step (`#[upcast(from = N, typed = Old)]`) decodes version `N` as a type
+//!    that no longer reads the shape recorded for `N`: `Old` describes stored events, so give it
+//!    back its recorded shape (or accept with `ES_SCHEMA_LOCK=update` if no such event was stored);
+//! 6. an event's shape cannot be traced.
 //!
 //! Entries of older versions stay in the lock: events stored at them still exist, and their
 //! upcasts rely on that shape. `ES_SCHEMA_LOCK=update` rewrites the file with the code's shapes,
@@ -102,16 +105,19 @@ mod lock_file;
 #[cfg(test)]
 mod lock_tests;
 mod parse;
+mod report;
 mod shape;
 mod trace;
 #[cfg(test)]
 mod trace_tests;
 
 pub use diff::{ShapeChange, ShapeChangeKind};
-pub use lock::{
-    assert_schema_lock, check_schema_lock, LockChange, LockKey, LockMode, LockOutcome, LockProblem, LockReport,
-    SchemaLockError, LOCK_ENV,
-};
+pub use lock::{assert_schema_lock, check_schema_lock, LockKey, LockMode, SchemaLockError, LOCK_ENV};
 pub use parse::ParseShapeError;
+pub use report::{LockChange, LockOutcome, LockProblem, LockReport};
 pub use shape::{Field, Shape, Variant, VariantData};
 pub use trace::{trace_shape, ShapeError};
+
+/// Traces the JSON shape of a payload type: [`trace_shape`] of the type, as the
+/// [`EventDescriptor`](crate::EventDescriptor)s of the registry hold it.
+pub type ShapeTracer = fn() -> Result<Shape, ShapeError>;

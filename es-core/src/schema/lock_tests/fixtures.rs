@@ -91,6 +91,62 @@ pub mod bumped {
     note!(Noted(Noted));
 }
 
+/// `text` retyped with a typed step: version 1 payloads decode as `NotedV1`, which converts.
+pub mod typed_step {
+    use crate::event;
+
+    #[derive(Debug, serde::Deserialize)]
+    pub struct NotedV1 {
+        pub text: String,
+        pub priority: u8,
+    }
+
+    #[event(name = "Noted", version = 2)]
+    #[upcast(from = 1, typed = NotedV1)]
+    #[derive(Debug)]
+    pub struct Noted {
+        pub text: u32,
+        pub priority: u8,
+    }
+    impl From<NotedV1> for Noted {
+        fn from(old: NotedV1) -> Self {
+            Self {
+                text: u32::try_from(old.text.len()).unwrap_or(u32::MAX),
+                priority: old.priority,
+            }
+        }
+    }
+    note!(Noted(Noted));
+}
+
+/// The same step after someone "tidied" the old type: `priority` is no longer what v1 stored.
+pub mod typed_step_drifted {
+    use crate::event;
+
+    #[derive(Debug, serde::Deserialize)]
+    pub struct NotedV1 {
+        pub text: String,
+        pub priority: String,
+    }
+
+    #[event(name = "Noted", version = 2)]
+    #[upcast(from = 1, typed = NotedV1)]
+    #[derive(Debug)]
+    pub struct Noted {
+        pub text: u32,
+        pub priority: u8,
+    }
+    impl From<NotedV1> for Noted {
+        fn from(old: NotedV1) -> Self {
+            Self {
+                text: u32::try_from(old.text.len()).unwrap_or(u32::MAX),
+                priority: old.priority.parse().unwrap_or_default(),
+            }
+        }
+    }
+    note!(Noted(Noted));
+}
+
 /// An optional field added: old payloads still decode.
 pub mod widened {
     use crate::event;

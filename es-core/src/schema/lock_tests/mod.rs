@@ -94,6 +94,48 @@ fn fields_declared_in_another_order_are_the_same_stored_shape() {
 }
 
 #[test]
+fn a_typed_upcast_step_must_read_the_shape_recorded_for_its_version() {
+    let dir = TempDir::new("typed-step");
+    let lock = created(&dir, &registry::<v1::Note>());
+    // The bump records v2 and keeps v1, which the step's type reads as it was recorded.
+    let bumped = check(&registry::<typed_step::Note>(), &lock, LockMode::CreateIfMissing);
+    assert!(bumped.is_ok(), "{bumped}");
+    assert_eq!(bumped.outcome, LockOutcome::Updated, "{bumped}");
+    let before = std::fs::read_to_string(&lock).expect("written");
+
+    let report = check(
+        &registry::<typed_step_drifted::Note>(),
+        &lock,
+        LockMode::CreateIfMissing,
+    );
+    assert!(
+        matches!(report.problems.as_slice(), [LockProblem::UpcastShapeChanged { key, changes }]
+            if key.event == "Noted" && key.version == 1 && changes.len() == 1),
+        "{report:?}"
+    );
+    let message = report.to_string();
+    assert!(
+        message.contains("`note` event `Noted` v1 is read by a typed upcast step (`#[upcast(from = 1, typed = ...)]`)"),
+        "{message}"
+    );
+    assert!(message.contains("field `priority` changed from u8 to str"), "{message}");
+    assert!(
+        message.contains("Events stored at v1 would no longer decode"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read_to_string(&lock).expect("kept"), before, "nothing written");
+
+    // Accepting records the step's shape for v1; the check then passes.
+    let accepted = check(&registry::<typed_step_drifted::Note>(), &lock, LockMode::Update);
+    assert!(accepted.is_ok(), "{accepted}");
+    assert!(
+        matches!(accepted.changes.as_slice(), [LockChange::Changed(key, _)] if key.version == 1),
+        "{accepted:?}"
+    );
+    assert!(check(&registry::<typed_step_drifted::Note>(), &lock, LockMode::Verify).is_ok());
+}
+
+#[test]
 fn a_retyped_field_without_a_bump_fails_naming_the_field_and_the_fix() {
     let dir = TempDir::new("retyped");
     let lock = created(&dir, &registry::<v1::Note>());
