@@ -91,60 +91,43 @@ pub mod bumped {
     note!(Noted(Noted));
 }
 
-/// `text` retyped with a typed step: version 1 payloads decode as `NotedV1`, which converts.
-pub mod typed_step {
-    use crate::event;
+/// Version 2 with `text` retyped and a typed step from version 1, whose old type `NotedV1` has
+/// `priority: $priority`, converted with `$priority_now`.
+macro_rules! typed_step {
+    ($priority:ty, $priority_now:expr) => {
+        #[derive(Debug, serde::Deserialize)]
+        pub struct NotedV1 {
+            pub text: String,
+            pub priority: $priority,
+        }
 
-    #[derive(Debug, serde::Deserialize)]
-    pub struct NotedV1 {
-        pub text: String,
-        pub priority: u8,
-    }
-
-    #[event(name = "Noted", version = 2)]
-    #[upcast(from = 1, typed = NotedV1)]
-    #[derive(Debug)]
-    pub struct Noted {
-        pub text: u32,
-        pub priority: u8,
-    }
-    impl From<NotedV1> for Noted {
-        fn from(old: NotedV1) -> Self {
-            Self {
-                text: u32::try_from(old.text.len()).unwrap_or(u32::MAX),
-                priority: old.priority,
+        #[crate::event(name = "Noted", version = 2)]
+        #[upcast(from = 1, typed = NotedV1)]
+        #[derive(Debug)]
+        pub struct Noted {
+            pub text: u32,
+            pub priority: u8,
+        }
+        impl From<NotedV1> for Noted {
+            fn from(old: NotedV1) -> Self {
+                Self {
+                    text: u32::try_from(old.text.len()).unwrap_or(u32::MAX),
+                    priority: $priority_now(old.priority),
+                }
             }
         }
-    }
-    note!(Noted(Noted));
+        note!(Noted(Noted));
+    };
+}
+
+/// `text` retyped with a typed step: version 1 payloads decode as `NotedV1`, which converts.
+pub mod typed_step {
+    typed_step!(u8, |priority| priority);
 }
 
 /// The same step after someone "tidied" the old type: `priority` is no longer what v1 stored.
 pub mod typed_step_drifted {
-    use crate::event;
-
-    #[derive(Debug, serde::Deserialize)]
-    pub struct NotedV1 {
-        pub text: String,
-        pub priority: String,
-    }
-
-    #[event(name = "Noted", version = 2)]
-    #[upcast(from = 1, typed = NotedV1)]
-    #[derive(Debug)]
-    pub struct Noted {
-        pub text: u32,
-        pub priority: u8,
-    }
-    impl From<NotedV1> for Noted {
-        fn from(old: NotedV1) -> Self {
-            Self {
-                text: u32::try_from(old.text.len()).unwrap_or(u32::MAX),
-                priority: old.priority.parse().unwrap_or_default(),
-            }
-        }
-    }
-    note!(Noted(Noted));
+    typed_step!(String, |priority: String| priority.parse().unwrap_or_default());
 }
 
 /// An optional field added: old payloads still decode.
