@@ -78,8 +78,9 @@ pub struct EventDescriptor {
     pub pii_subject: Option<&'static str>,
 }
 
-// By hand: `shape` (and each upcast shape's tracer) is a function pointer, whose address says nothing about the event (and is not
-// even stable across codegen units), so it takes no part in equality or debug output.
+// By hand: `shape` and the upcast shapes' tracers are function pointers, whose addresses say
+// nothing about the event (and are not even stable across codegen units), so they take no part
+// in equality or debug output.
 impl PartialEq for EventDescriptor {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
