@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -860,22 +861,40 @@ async fn conflicts_are_typed_and_name_the_stream_and_versions() -> Result<(), Bo
     );
     assert_no_debug_noise(&message);
 
-    // A command that keeps losing: a stale cached state and no retries.
+    // A stale cached state costs a reload, not a retry: even with no retries the command is
+    // decided again on the stored state and succeeds.
     let cached = Repository::<Ticket, _>::new(store.clone())
         .with_cache(16)
         .with_retry(RetryPolicy::no_retries());
     cached.execute(&id, Metadata::new(), |t: &Ticket| t.note("c")).await?;
     tickets.execute(&id, Metadata::new(), |t: &Ticket| t.note("d")).await?;
-    let lost = cached.execute(&id, Metadata::new(), |t: &Ticket| t.note("e")).await;
+    let reloaded = cached.execute(&id, Metadata::new(), |t: &Ticket| t.note("e")).await?;
+    assert_eq!((reloaded.attempts, reloaded.version), (1, 5));
+
+    // A command that loses a race while it decides, with no retries: a typed conflict.
+    let once = Repository::<Ticket, _>::new(store.clone()).with_retry(RetryPolicy::no_retries());
+    let raced = AtomicBool::new(false);
+    let lost = once
+        .execute_async(&id, Metadata::new(), |t: &Ticket| {
+            let decided = t.note("f");
+            let (other, id, first) = (tickets.clone(), id.clone(), !raced.swap(true, Ordering::SeqCst));
+            Box::pin(async move {
+                if first {
+                    let _ = other.execute(&id, Metadata::new(), |t: &Ticket| t.note("g")).await;
+                }
+                decided
+            })
+        })
+        .await;
     let Err(CommandError::Conflict { attempts, conflict }) = &lost else {
         panic!("not a typed command conflict: {lost:?}");
     };
-    assert_eq!((*attempts, conflict.actual), (1, 4));
+    assert_eq!((*attempts, conflict.actual), (1, 6));
     let message = lost.unwrap_err().to_string();
     assert!(message.contains(&id) && message.contains('1'), "{message}");
     assert_no_debug_noise(&message);
-    // After the conflict the cache is refreshed: the same command now succeeds.
-    cached.execute(&id, Metadata::new(), |t: &Ticket| t.note("e")).await?;
+    // The same command, sent again, is decided on the new state.
+    once.execute(&id, Metadata::new(), |t: &Ticket| t.note("f")).await?;
     Ok(())
 }
 

@@ -410,7 +410,18 @@ async fn create_appends_without_reading_and_falls_back_when_the_stream_exists() 
         .create(&id, Metadata::new(), add(5))
         .await
         .expect("decided on the real state");
-    assert_eq!((added.version, added.aggregate.total, added.attempts), (2, 6, 2));
+    assert_eq!(
+        (added.version, added.aggregate.total, added.attempts),
+        (2, 6, 1),
+        "the guess that the stream is new is no attempt of the retry policy's"
+    );
+    // So even a repository that never retries decides on the real state.
+    let once = repo.clone().with_max_attempts(1);
+    let added = once
+        .create(&id, Metadata::new(), add(1))
+        .await
+        .expect("decided on the real state");
+    assert_eq!((added.version, added.aggregate.total), (3, 7));
 }
 
 #[tokio::test]
@@ -439,13 +450,29 @@ async fn the_cache_saves_loads_and_stays_correct_when_another_writer_appends() {
         .execute(&id, Metadata::new(), add(10))
         .await
         .expect("accepted after a reload");
-    assert_eq!((done.attempts, done.version, done.aggregate.total), (2, 5, 116));
+    assert_eq!(
+        (done.attempts, done.version, done.aggregate.total),
+        (1, 5, 116),
+        "a stale cached state costs a reload, not an attempt"
+    );
     assert_eq!(
         store.stream_reads.load(Ordering::SeqCst),
         reads_before + 1,
         "one reload after the conflict"
     );
     assert_eq!(cached.load(&id).await.expect("load").aggregate.total, 116);
+
+    // Nor does it need a retry: a repository allowed one attempt reloads the same way.
+    let once = cached.clone().with_max_attempts(1);
+    other
+        .execute(&id, Metadata::new(), add(1))
+        .await
+        .expect("another writer");
+    let done = once
+        .execute(&id, Metadata::new(), add(1))
+        .await
+        .expect("a stale cache is no conflict");
+    assert_eq!((done.attempts, done.version, done.aggregate.total), (1, 7, 118));
 }
 
 #[tokio::test]

@@ -106,7 +106,11 @@ pub struct Executed<A: Aggregate> {
     /// Whether the command had already been carried out by an earlier send with the same command
     /// id: nothing was written this time, and the fields above describe the original outcome.
     pub already_stored: bool,
-    /// How many times the command was decided: 1 plus the number of retries.
+    /// The attempts of the [`RetryPolicy`](crate::RetryPolicy) the command took: 1 plus the
+    /// number of retries after a conflict or an outage. A first decision on a guess the stream
+    /// had moved past (a state from [`Repository::with_cache`], or the new aggregate
+    /// [`Repository::create`] assumes) is decided again at once on the stored state, within the
+    /// same attempt.
     pub attempts: u32,
 }
 
@@ -180,6 +184,9 @@ struct Command {
     metadata: Metadata,
     command_id: Uuid,
     first: FirstAttempt,
+    /// Whether the next attempt may decide on the state `first` says (a cached state, or a
+    /// new aggregate) rather than the stored one: until such a guess met a conflict.
+    guessing: bool,
     /// The attempts made so far, this one included.
     attempts: u32,
     /// Whether the command's events may already be stored: its id came from the caller, or an
@@ -191,6 +198,9 @@ struct Command {
 enum Retry<E> {
     /// Another writer appended first.
     Conflict(crate::store::ConcurrencyConflict),
+    /// The state decided on was a guess (cached, or assumed new) that the stream had moved
+    /// past: not a race, and no attempt of the retry policy's.
+    StaleGuess(crate::store::ConcurrencyConflict),
     /// The store had an outage; the append may have committed.
     Outage(StoreError),
     /// Not worth another attempt.
@@ -245,6 +255,7 @@ where
             metadata,
             command_id,
             first,
+            guessing: true,
             attempts: 0,
             maybe_stored,
         };
@@ -254,12 +265,21 @@ where
             let error = match self.attempt(&command, &mut decider).instrument(span.clone()).await {
                 Ok(executed) => return Ok(executed),
                 Err(Retry::Final(error)) => return Err(error),
+                Err(Retry::StaleGuess(_)) => {
+                    // Decided again at once on the stored state, within the same attempt: a
+                    // stale cache entry costs a round trip, never a retry of the caller's.
+                    command.guessing = false;
+                    command.attempts -= 1;
+                    continue;
+                }
                 Err(retry) => retry,
             };
             let (stream, attempts) = (&command.stream, command.attempts);
             let Some(wait) = self.retry.next_backoff(attempts, started.elapsed()) else {
                 return Err(match error {
-                    Retry::Conflict(conflict) => CommandError::Conflict { attempts, conflict },
+                    Retry::Conflict(conflict) | Retry::StaleGuess(conflict) => {
+                        CommandError::Conflict { attempts, conflict }
+                    }
                     Retry::Outage(error) => error.into(),
                     Retry::Final(error) => error,
                 });
@@ -274,7 +294,7 @@ where
                     // attempt must look for the command's events.
                     command.maybe_stored = true;
                 }
-                Retry::Final(_) => {}
+                Retry::Final(_) | Retry::StaleGuess(_) => {}
             }
             tokio::time::sleep(wait).await;
         }
@@ -291,20 +311,23 @@ where
             metadata,
             command_id,
             first,
+            guessing,
             attempts,
             maybe_stored,
         } = command;
         let (command_id, attempts) = (*command_id, *attempts);
-        let current = match (attempts, first) {
-            (1, FirstAttempt::AssumeNew) => Versioned {
+        let guess = match (guessing, first) {
+            (true, FirstAttempt::AssumeNew) => Some(Versioned {
                 aggregate: A::default(),
                 version: 0,
-            },
-            (1, FirstAttempt::Load) => match self.cache.as_ref().and_then(|cache| cache.take(stream)) {
-                Some(cached) => cached,
-                None => self.rehydrate(stream, AsOf::Latest).await?,
-            },
-            _ => self.rehydrate(stream, AsOf::Latest).await?,
+            }),
+            (true, FirstAttempt::Load) => self.cache.as_ref().and_then(|cache| cache.take(stream)),
+            (false, _) => None,
+        };
+        let guessed = guess.is_some();
+        let current = match guess {
+            Some(guess) => guess,
+            None => self.rehydrate(stream, AsOf::Latest).await?,
         };
         let decision = match decider.decide(&current.aggregate) {
             Decided::Ready(decision) => decision,
@@ -348,6 +371,7 @@ where
                     )),
                 };
             }
+            Err(StoreError::Conflict(conflict)) if guessed => return Err(Retry::StaleGuess(conflict)),
             Err(error) => return Err(RepositoryError::from(error).into()),
         };
         for event in &events {

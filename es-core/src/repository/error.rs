@@ -47,10 +47,11 @@ pub enum CommandError<E> {
     /// The aggregate refused the command: a business rule said no. Nothing was written.
     #[error("command rejected: {0}")]
     Rejected(E),
-    /// Other writers kept winning; the command was retried and gave up. Nothing was written.
+    /// Other writers kept winning, through every attempt the [`RetryPolicy`](crate::RetryPolicy)
+    /// allows (one, with `with_max_attempts(1)`). Nothing was written.
     #[error("gave up after {attempts} attempt{}: {conflict}", if *attempts == 1 { "" } else { "s" })]
     Conflict {
-        /// How many times the command was decided.
+        /// The attempts made (see [`Executed::attempts`](crate::Executed::attempts)).
         attempts: u32,
         /// The last conflict.
         conflict: ConcurrencyConflict,

@@ -152,7 +152,8 @@ where
     /// command on one of them appends without loading it first: one round trip instead of
     /// two or three. This is safe with other writers (other processes included): the cached
     /// version is the expected version, so a stale state only costs a conflict, after which the
-    /// aggregate is reloaded and the command decided again. Only commands use the cache;
+    /// aggregate is reloaded and the command decided again, at once and without using up an
+    /// attempt of the [`RetryPolicy`]. Only commands use the cache;
     /// [`Repository::load`] always reads the store.
     pub fn with_cache(mut self, aggregates: usize) -> Self
     where
@@ -378,7 +379,8 @@ where
     /// `A::default()` and the events are appended expecting no stream, without loading
     /// anything. If the stream exists after all, that append is refused and the command
     /// continues exactly like [`Repository::execute`]: the aggregate is loaded and `decide`
-    /// runs again on its real state (where a rule such as "already opened" can refuse it).
+    /// runs again on its real state (where a rule such as "already opened" can refuse it), at
+    /// once and without using up an attempt of the [`RetryPolicy`].
     pub async fn create<Q: IdRef<A::Id> + ?Sized, D, F>(
         &self,
         id: &Q,
