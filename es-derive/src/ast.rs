@@ -22,6 +22,9 @@ pub struct EventAttrs {
     pub aliases: Vec<syn::LitStr>,
     /// `version = N`.
     pub version: Option<Number>,
+    /// Whether `version` was written, readable or not: an unreadable one is reported, and
+    /// the steps are not checked against a version the user did not mean.
+    pub version_written: bool,
     /// Every `#[upcast(...)]` that parsed, in order.
     pub steps: Vec<UpcastAttr>,
     /// `subject = field`: the field naming the data subject of the `#[pii]` fields.
@@ -76,6 +79,9 @@ pub struct AggregateAttrs {
     pub snapshot_version: Option<Number>,
     /// Every `#[upcast(...)]` that parsed: the steps of the snapshot state.
     pub steps: Vec<UpcastAttr>,
+    /// Whether an `#[aggregate]` key was unknown or the attribute did not parse (reported):
+    /// a key it lacks may be the one misspelt.
+    pub misspelt: bool,
 }
 
 // ---- Checked ----

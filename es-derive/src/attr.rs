@@ -77,6 +77,7 @@ pub fn event_struct(
     let mut name = None;
     let mut aliases = Vec::new();
     let mut version = None;
+    let mut version_written = false;
     let mut subject = None;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident(SUBJECT) {
@@ -86,6 +87,7 @@ pub fn event_struct(
         } else if meta.path.is_ident(ALIAS) {
             aliases.extend(lit_str(cx, &meta, ALIAS)?);
         } else if meta.path.is_ident(VERSION) {
+            version_written = true;
             set_once(cx, &meta, &mut version, number(cx, &meta, VERSION)?);
         } else {
             return unknown_key(cx, &meta, "#[event]", EVENT_KEYS);
@@ -143,6 +145,7 @@ pub fn event_struct(
         name,
         aliases,
         version,
+        version_written,
         subject,
         pii,
         steps: upcasts.into_iter().filter_map(|attr| upcast_attr(cx, attr)).collect(),
@@ -298,8 +301,9 @@ pub fn aggregate(cx: &Ctxt, input: &syn::DeriveInput) -> AggregateAttrs {
     let mut event = None;
     let mut snapshot_revision = None;
     let mut snapshot_version = None;
+    let mut misspelt = false;
     for attr in input.attrs.iter().filter(|attr| attr.path().is_ident(AGGREGATE)) {
-        read_keys(cx, attr, "#[aggregate]", AGGREGATE_KEYS, |meta| {
+        let read = read_keys(cx, attr, "#[aggregate]", AGGREGATE_KEYS, |meta| {
             if meta.path.is_ident(NAME) {
                 set_once(cx, meta, &mut name, lit_str(cx, meta, NAME)?);
             } else if meta.path.is_ident(ID) {
@@ -315,6 +319,7 @@ pub fn aggregate(cx: &Ctxt, input: &syn::DeriveInput) -> AggregateAttrs {
             }
             Ok(true)
         });
+        misspelt |= read != Some(false);
     }
     let steps = input
         .attrs
@@ -330,6 +335,7 @@ pub fn aggregate(cx: &Ctxt, input: &syn::DeriveInput) -> AggregateAttrs {
         snapshot_revision,
         snapshot_version,
         steps,
+        misspelt,
     }
 }
 

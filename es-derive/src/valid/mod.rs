@@ -41,6 +41,7 @@ pub fn event_struct(cx: &Ctxt, event: EventAttrs, item: &syn::ItemStruct) -> Opt
         "schema versions start at 1: write `version = 1` (or leave it out)",
     );
     // With no valid current version, every step would be reported as out of range.
+    let version = version.filter(|_| event.version.is_some() || !event.version_written);
     let chain = version.and_then(|current| {
         let version_at = event.version.as_ref().map_or_else(
             || event.ident.to_token_stream(),
@@ -273,7 +274,7 @@ pub fn aggregate(cx: &Ctxt, attrs: AggregateAttrs, input: &syn::DeriveInput) -> 
             attrs.steps,
         )
     });
-    if attrs.event.is_none() {
+    if attrs.event.is_none() && !attrs.misspelt {
         cx.error_at(
             &ident,
             format!(
